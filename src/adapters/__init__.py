@@ -1,0 +1,1 @@
+"""Adapters: implementations of the ports. Each adapter package is independent of the others."""

@@ -1,0 +1,150 @@
+"""Compile a batch into one SurrealQL transaction and read its per-statement results back."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from attrs import frozen
+from surrealdb import RecordID
+
+from adapters.surrealdb.schema import COUNTER_TABLE
+from ports.errors import (
+    ConcurrencyConflict,
+    DuplicateRecord,
+    InjectedFault,
+    InvalidRecord,
+    PortError,
+    RecordNotFound,
+    StorageUnavailable,
+)
+from ports.storage import Batch, Op, Write
+
+IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+NOT_EXECUTED = "not executed due to a failed transaction"
+EVENTS_COUNTER = RecordID(COUNTER_TABLE, "events")
+_MARKER = re.compile(r"uow-(conflict|missing|abort):(\d+)")
+
+
+def ident(name: str) -> str:
+    """Table and field names are code constants; refuse anything else before it nears a query."""
+    if not IDENT.match(name):
+        raise InvalidRecord(f"{name!r} is not a valid identifier")
+    return name
+
+
+@frozen
+class Compiled:
+    text: str
+    params: dict[str, Any]
+    # statement index (BEGIN/COMMIT excluded) -> index of the write it belongs to
+    owners: tuple[int | None, ...]
+    appends: int
+
+
+def compile_batch(batch: Batch) -> Compiled:
+    lines: list[str] = []
+    owners: list[int | None] = []
+    params: dict[str, Any] = {}
+    appends = batch.appends
+    if appends:
+        params["k"] = appends
+        params["ctr"] = EVENTS_COUNTER
+        lines.append("LET $base = (UPSERT ONLY $ctr SET n += $k RETURN VALUE n) - $k;")
+        owners.append(None)
+    nth_append = 0
+    for i, w in enumerate(batch.writes):
+        r, d, v = f"$r{i}", f"$d{i}", f"$v{i}"
+        table = ident(w.table)
+        if w.op is not Op.ABORT:
+            params[f"r{i}"] = RecordID(table, w.key)
+        if w.op is Op.CREATE:
+            params[f"d{i}"] = w.document
+            lines.append(f"CREATE {r} CONTENT {d} RETURN NONE;")
+        elif w.op is Op.UPDATE:
+            params[f"d{i}"], params[f"v{i}"] = w.document, w.expected_version
+            lines.append(
+                f"IF array::len((UPDATE {r} CONTENT {d} WHERE version = {v} RETURN id)) = 0"
+                f" {{ THROW 'uow-conflict:{i}' }};"
+            )
+        elif w.op is Op.DELETE:
+            params[f"v{i}"] = w.expected_version
+            lines.append(
+                f"IF array::len((DELETE {r} WHERE version = {v} RETURN BEFORE)) = 0"
+                f" {{ THROW 'uow-conflict:{i}' }};"
+            )
+        elif w.op is Op.CHECK:
+            params[f"v{i}"] = w.expected_version
+            lines.append(
+                f"IF (SELECT VALUE version FROM ONLY {r}) != {v} {{ THROW 'uow-conflict:{i}' }};"
+            )
+        elif w.op is Op.APPEND:
+            nth_append += 1
+            params[f"d{i}"] = w.document
+            sets = ", ".join(f"{ident(f)} = {d}.{f}" for f in sorted(w.document or {}))
+            lines.append(f"CREATE {r} SET {sets}, position = $base + {nth_append} RETURN NONE;")
+        elif w.op is Op.ABORT:
+            lines.append(f"THROW 'uow-abort:{i}';")
+        owners.append(i)
+    if appends:
+        lines.append("SELECT VALUE n FROM ONLY $ctr;")
+        owners.append(None)
+    text = "BEGIN TRANSACTION;\n" + "\n".join(lines) + "\nCOMMIT TRANSACTION;"
+    return Compiled(text, params, tuple(owners), appends)
+
+
+def event_positions(compiled: Compiled, rows: Sequence[dict[str, Any]]) -> tuple[int, ...]:
+    if not compiled.appends:
+        return ()
+    last = int(rows[-1]["result"])
+    return tuple(range(last - compiled.appends + 1, last + 1))
+
+
+def rows_of(compiled: Compiled, response: dict[str, Any]) -> list[dict[str, Any]]:
+    if "error" in response:
+        raise InvalidRecord(f"query rejected: {_message(response['error'])}")
+    rows = response.get("result")
+    if not isinstance(rows, list):
+        raise StorageUnavailable("unexpected response shape from SurrealDB")
+    statements = len(compiled.owners)
+    if len(rows) == statements + 2:  # core 3 reports BEGIN and COMMIT as rows of their own
+        rows = rows[1:-1]
+    if len(rows) != statements:
+        raise StorageUnavailable(f"expected {statements} statement results, got {len(rows)}")
+    return rows
+
+
+def failure(compiled: Compiled, batch: Batch, rows: Sequence[dict[str, Any]]) -> PortError | None:
+    """The port error for the first statement that really failed, or None if all succeeded."""
+    failed = [i for i, row in enumerate(rows) if row.get("status") != "OK"]
+    if not failed:
+        return None
+    cause = next((i for i in failed if NOT_EXECUTED not in str(rows[i].get("result"))), failed[0])
+    message = str(rows[cause].get("result"))
+    marker = _MARKER.search(message)
+    owner = int(marker.group(2)) if marker else compiled.owners[cause]
+    write: Write | None = batch.writes[owner] if owner is not None else None
+    table, key = (write.table, write.key) if write else ("?", "?")
+    if marker and marker.group(1) == "abort":
+        return InjectedFault(f"injected fault inside the transaction at write {owner}")
+    if marker:
+        return ConcurrencyConflict(table, key, "version changed since it was read")
+    lowered = message.lower()
+    if "already exists" in lowered or "already contains" in lowered:
+        return DuplicateRecord(table, key, _brief(message))
+    if "conflict" in lowered or "can be retried" in lowered:
+        return ConcurrencyConflict(table, key, "concurrent transaction")
+    if "does not exist" in lowered or "not found" in lowered:
+        return RecordNotFound(table, key)
+    return InvalidRecord(f"{table} {key!r} refused: {_brief(message)}")
+
+
+def _message(error: Any) -> str:
+    return str(error.get("message", error)) if isinstance(error, dict) else str(error)
+
+
+def _brief(message: str) -> str:
+    # Engine messages can echo stored values; keep them short so large or sensitive values
+    # never spill into logs in full.
+    return message if len(message) <= 300 else message[:300] + "..."

@@ -1,0 +1,285 @@
+"""SurrealDB store: one blocking connection, one `query_raw` transaction per commit."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+from attrs import field, frozen
+from surrealdb import RecordID, Surreal
+
+from adapters.surrealdb import compiler, schema
+from ports.errors import CommitOutcomeUnknown, InvalidRecord, PortError, StorageUnavailable
+from ports.storage import EVENT_TABLE, TABLES, Batch, CommitReceipt, Document
+from ports.unit_of_work import UnitOfWork
+
+EMBEDDED = ("mem", "memory", "surrealkv", "file")
+REMOTE = ("ws", "wss", "http", "https")
+
+
+@frozen
+class SurrealConfig:
+    url: str
+    namespace: str = "govkernel"
+    database: str = "govkernel"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sync_data: bool = True  # fsync every commit on surrealkv://
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.url).scheme
+
+    @property
+    def path(self) -> Path | None:
+        """The directory of a surrealkv:// store."""
+        if self.scheme not in ("surrealkv", "file"):
+            return None
+        rest = self.url.split("://", 1)[1]
+        return Path(rest) if rest else None
+
+
+class StoreLock:
+    """An exclusive, per-directory lock: the embedded engine does not lock surrealkv itself.
+
+    Two processes on one directory would each keep their own view and silently lose writes,
+    so the second one must fail loudly instead.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory.with_name(directory.name + ".lock")
+        self._file: TextIO | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the store's lifetime
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise StorageUnavailable(
+                f"store {self.path.with_suffix('')} is in use by another process (pid {holder});"
+                " stop it or choose another store"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+class SurrealStore:
+    def __init__(self, config: SurrealConfig) -> None:
+        if config.scheme not in EMBEDDED + REMOTE:
+            raise StorageUnavailable(f"unsupported SurrealDB URL scheme {config.scheme!r}")
+        self.config = config
+        self.round_trips = 0
+        self.exclusive = config.scheme in EMBEDDED
+        self._lock = threading.Lock()
+        self._file_lock: StoreLock | None = None
+        self._db: Any = None
+        self._open()
+
+    # -- connection ----------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        cfg = self.config
+        path = cfg.path
+        if path is not None:
+            self._file_lock = StoreLock(path)
+            self._file_lock.acquire()
+            if cfg.sync_data:
+                os.environ.setdefault("SURREAL_SYNC_DATA", "true")
+        try:
+            db: Any = Surreal(cfg.url)
+            db.connect()
+            if cfg.username is not None:
+                db.signin({"username": cfg.username, "password": cfg.password or ""})
+            db.use(cfg.namespace, cfg.database)
+            self._db = db
+            self._apply_schema()
+        except PortError:
+            self.close()
+            raise
+        except Exception as exc:
+            self.close()
+            # Never echo the URL's userinfo or the password: name the scheme and the cause.
+            raise StorageUnavailable(
+                f"cannot open SurrealDB store ({cfg.scheme}://): {type(exc).__name__}"
+            ) from None
+
+    def _apply_schema(self) -> None:
+        meta = RecordID(schema.META_TABLE, "schema")
+        rows = self._query("SELECT VALUE version FROM ONLY $m", {"m": meta})
+        current = rows[0]["result"]
+        if current == schema.SCHEMA_VERSION:
+            return
+        if isinstance(current, int) and current > schema.SCHEMA_VERSION:
+            raise StorageUnavailable(
+                f"store schema version {current} is newer than this govkernel"
+                f" ({schema.SCHEMA_VERSION}); upgrade govkernel"
+            )
+        text = ";\n".join(schema.statements())
+        text = f"BEGIN TRANSACTION;\n{text};\nUPSERT $m SET version = $v;\nCOMMIT TRANSACTION;"
+        rows = self._query(text, {"m": meta, "v": schema.SCHEMA_VERSION})
+        bad = [r for r in rows if r.get("status") != "OK"]
+        if bad:
+            raise StorageUnavailable(f"schema could not be applied: {bad[0].get('result')}")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                with contextlib.suppress(Exception):
+                    self._db.close()
+                self._db = None
+            if self._file_lock is not None:
+                self._file_lock.release()
+                self._file_lock = None
+
+    def __enter__(self) -> SurrealStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def unit_of_work(self) -> SurrealUnitOfWork:
+        return SurrealUnitOfWork(self)
+
+    # -- raw access ----------------------------------------------------------------------------
+
+    def _query(self, text: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """A read or schema query: failures mean nothing was changed by us."""
+        with self._lock:
+            if self._db is None:
+                raise StorageUnavailable("store is closed")
+            try:
+                self.round_trips += 1
+                response = self._db.query_raw(text, params)
+            except Exception as exc:
+                raise StorageUnavailable(f"SurrealDB query failed: {_brief(exc)}") from None
+        if "error" in response:
+            raise StorageUnavailable(f"SurrealDB rejected a query: {_brief(response['error'])}")
+        rows: list[dict[str, Any]] = response["result"]
+        return rows
+
+    def select_rows(self, text: str, params: dict[str, Any]) -> list[Any]:
+        rows = self._query(text, params)
+        if rows[0].get("status") != "OK":
+            raise StorageUnavailable(f"SurrealDB query failed: {_brief(rows[0].get('result'))}")
+        result = rows[0]["result"]
+        return result if isinstance(result, list) else [result]
+
+    def apply(self, batch: Batch) -> CommitReceipt:
+        compiled = compiler.compile_batch(batch)
+        with self._lock:
+            if self._db is None:
+                raise StorageUnavailable("store is closed")
+            try:
+                self.round_trips += 1
+                response = self._db.query_raw(compiled.text, compiled.params)
+            except Exception as exc:
+                # The engine may have committed before the failure surfaced (seen with
+                # values it cannot encode back): only a re-read can tell.
+                raise CommitOutcomeUnknown(f"commit outcome unknown: {_brief(exc)}") from None
+        rows = compiler.rows_of(compiled, response)
+        error = compiler.failure(compiled, batch, rows)
+        if error is not None:
+            raise error
+        return CommitReceipt(compiler.event_positions(compiled, rows))
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def load(self, table: str, key: str) -> Document | None:
+        rows = self.select_rows("SELECT * FROM ONLY $r", {"r": RecordID(table, key)})
+        doc = rows[0] if rows else None
+        return _strip(doc) if doc else None
+
+    def query(
+        self,
+        table: str,
+        where: Mapping[str, Any],
+        order_by: str | None,
+        descending: bool,
+        limit: int | None,
+    ) -> list[tuple[str, Document]]:
+        if table not in TABLES:
+            raise InvalidRecord(f"unknown table {table!r}")
+        params: dict[str, Any] = {}
+        clauses = []
+        for n, (name, value) in enumerate(where.items()):
+            clauses.append(f"{compiler.ident(name)} = $w{n}")
+            params[f"w{n}"] = value
+        text = f"SELECT * FROM {compiler.ident(table)}"
+        if clauses:
+            text += " WHERE " + " AND ".join(clauses)
+        order = compiler.ident(order_by) if order_by else "id"
+        text += f" ORDER BY {order} {'DESC' if descending else 'ASC'}"
+        if limit is not None:
+            text += " LIMIT $limit"
+            params["limit"] = limit
+        return [(_key(row), _strip(row)) for row in self.select_rows(text, params)]
+
+    def events_after(self, position: int, limit: int) -> list[Document]:
+        # Positions have no gaps, so a bounded range on the unique index is exact and cheap.
+        rows = self.select_rows(
+            f"SELECT * FROM {EVENT_TABLE} WHERE position > $p AND position <= $q ORDER BY position",
+            {"p": position, "q": position + limit},
+        )
+        return [_strip(row) for row in rows]
+
+    def dump(self, table: str) -> dict[str, Document]:
+        """Every stored record of a table, read directly: the contract suite's back door."""
+        rows = self.select_rows(f"SELECT * FROM {compiler.ident(table)}", {})
+        return {_key(row): _strip(row) for row in rows}
+
+
+def _key(row: dict[str, Any]) -> str:
+    return str(row["id"].id)
+
+
+def _strip(row: dict[str, Any]) -> Document:
+    return {k: v for k, v in row.items() if k != "id"}
+
+
+def _brief(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+class SurrealUnitOfWork(UnitOfWork):
+    def __init__(self, store: SurrealStore) -> None:
+        super().__init__()
+        self._store = store
+
+    def _load(self, table: str, key: str) -> Document | None:
+        return self._store.load(table, key)
+
+    def _query(
+        self,
+        table: str,
+        where: Mapping[str, Any],
+        order_by: str | None,
+        descending: bool,
+        limit: int | None,
+    ) -> Iterable[tuple[str, Document]]:
+        return self._store.query(table, where, order_by, descending, limit)
+
+    def _events_after(self, position: int, limit: int) -> list[Document]:
+        return self._store.events_after(position, limit)
+
+    def _apply(self, batch: Batch) -> CommitReceipt:
+        return self._store.apply(batch)

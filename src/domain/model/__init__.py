@@ -1,0 +1,1 @@
+"""The pure domain model: entities, value objects, lifecycle, policies and errors."""

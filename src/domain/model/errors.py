@@ -1,0 +1,56 @@
+"""Typed domain errors. Each names what was wrong so callers never parse messages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class DomainError(Exception):
+    """Base of every error the domain raises on purpose."""
+
+
+class InvalidInput(DomainError):
+    """A value failed validation; `field` names it (dotted path for nested values)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+class PolicyDenied(DomainError):
+    """A guarded mutation was denied; the denial itself has been recorded."""
+
+    def __init__(self, action: str, reasons: Sequence[str], decision_id: str | None = None) -> None:
+        super().__init__(f"{action} denied: " + "; ".join(reasons))
+        self.action = action
+        self.reasons = tuple(reasons)
+        self.decision_id = decision_id
+
+
+class IllegalTransition(DomainError):
+    def __init__(self, execution_id: str, source: str, target: str) -> None:
+        super().__init__(f"execution {execution_id}: illegal transition {source} -> {target}")
+        self.execution_id = execution_id
+        self.source = source
+        self.target = target
+
+
+class UnknownReference(DomainError):
+    """A mutation referred to a record that does not exist (or is not visible to the tenant)."""
+
+    def __init__(self, kind: str, ref: str) -> None:
+        super().__init__(f"unknown {kind}: {ref}")
+        self.kind = kind
+        self.ref = ref
+
+
+class AlreadyPublished(DomainError):
+    def __init__(self, publication_id: str, capsule_id: str) -> None:
+        super().__init__(f"publication {publication_id} already published as capsule {capsule_id}")
+        self.publication_id = publication_id
+        self.capsule_id = capsule_id
+
+
+class InvalidState(DomainError):
+    """An entity method was called in a state that does not allow it."""

@@ -1,0 +1,102 @@
+"""Evidence manifests and the event envelope: what each mutation leaves behind."""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from attrs import field, frozen
+
+from domain.model.knowledge import Classification, sha256_hex
+from domain.model.policy import Approval
+
+
+class EventType(enum.Enum):
+    SOURCE_INGESTED = "knowledge.source_ingested"
+    ANALYSIS_GENERATED = "knowledge.analysis_generated"
+    CAPSULE_PUBLISHED = "knowledge.capsule_published"
+    CAPSULE_RETRACTED = "knowledge.capsule_retracted"
+
+
+@frozen
+class EvidenceManifest:
+    id: str
+    tenant: str
+    producer: str
+    subject: str
+    artifact_hash: str
+    classification: Classification
+    retention_class: str
+    decision_ids: tuple[str, ...]
+    approvals: tuple[Approval, ...]
+    actor: str
+    recorded_at: datetime
+    version: int = 1
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _as_dict(value: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(value)
+
+
+@frozen
+class EventEnvelope:
+    id: str
+    tenant: str
+    type: EventType
+    actor: str
+    occurred_at: datetime
+    correlation_id: str
+    causation_id: str
+    decision_ref: str
+    classification: Classification
+    payload: Mapping[str, Any] = field(converter=_as_dict)
+    schema_version: int = 1
+    integrity_hash: str = ""
+    position: int | None = None
+
+    def sealed(self) -> EventEnvelope:
+        """A copy carrying the hash of every field but the position (assigned at commit)."""
+        return EventEnvelope(
+            id=self.id,
+            tenant=self.tenant,
+            type=self.type,
+            actor=self.actor,
+            occurred_at=self.occurred_at,
+            correlation_id=self.correlation_id,
+            causation_id=self.causation_id,
+            decision_ref=self.decision_ref,
+            classification=self.classification,
+            payload=self.payload,
+            schema_version=self.schema_version,
+            integrity_hash=self.compute_hash(),
+        )
+
+    def compute_hash(self) -> str:
+        return sha256_hex(
+            canonical_json(
+                [
+                    self.id,
+                    self.tenant,
+                    self.type.value,
+                    self.schema_version,
+                    self.actor,
+                    self.occurred_at.isoformat(),
+                    self.correlation_id,
+                    self.causation_id,
+                    self.decision_ref,
+                    self.classification.value,
+                    self.payload,
+                ]
+            )
+        )
+
+    @property
+    def intact(self) -> bool:
+        return self.integrity_hash == self.compute_hash()

@@ -1,0 +1,189 @@
+"""The workflow execution: a durable, versioned aggregate driven through the lifecycle."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from attrs import define, field, frozen
+
+from domain.model.errors import IllegalTransition, InvalidState
+from domain.model.lifecycle import GENESIS, AuditEntry, ExecutionState, allowed
+from domain.model.policy import Approval, ImpactTier
+
+JSON = Any
+
+
+class ConsistencyClass(enum.Enum):
+    A = "A"  # strong
+    B = "B"  # bounded staleness
+    C = "C"  # eventual
+
+
+class RollbackStrategy(enum.Enum):
+    NONE = "none"
+    COMPENSATE = "compensate"
+
+
+@frozen
+class WorkflowMetadata:
+    risk_tier: ImpactTier
+    consistency_class: ConsistencyClass
+    rollback_strategy: RollbackStrategy
+    approval_policy: str
+
+
+@define
+class WorkflowExecution:
+    id: str
+    tenant: str
+    workflow_name: str
+    workflow_version: str
+    metadata: WorkflowMetadata
+    idempotency_key: str
+    correlation_id: str
+    input: Mapping[str, JSON]
+    state: ExecutionState
+    created_at: datetime
+    updated_at: datetime
+    current_step: int = 0
+    attempts: dict[str, int] = field(factory=dict)
+    step_outputs: dict[str, JSON] = field(factory=dict)
+    approvals: tuple[Approval, ...] = ()
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    retry_at: datetime | None = None
+    cancel_requested: bool = False
+    last_error: str | None = None
+    audit_sequence: int = 0
+    audit_head: str = GENESIS
+    version: int = 0
+    # Audit entries made since the execution was loaded; the repository stages them together
+    # with the execution itself, so a transition can never commit without its entry.
+    new_audit: list[AuditEntry] = field(factory=list, eq=False, repr=False)
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        execution_id: str,
+        tenant: str,
+        workflow_name: str,
+        workflow_version: str,
+        metadata: WorkflowMetadata,
+        idempotency_key: str,
+        correlation_id: str,
+        input: Mapping[str, JSON],
+        at: datetime,
+        actor: str,
+    ) -> WorkflowExecution:
+        execution = cls(
+            id=execution_id,
+            tenant=tenant,
+            workflow_name=workflow_name,
+            workflow_version=workflow_version,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+            correlation_id=correlation_id,
+            input=dict(input),
+            state=ExecutionState.PENDING,
+            created_at=at,
+            updated_at=at,
+        )
+        execution._record(None, ExecutionState.PENDING, at=at, actor=actor, reason="created")
+        return execution
+
+    def transition(
+        self,
+        target: ExecutionState,
+        *,
+        at: datetime,
+        actor: str,
+        reason: str,
+        step: str | None = None,
+    ) -> AuditEntry:
+        if not allowed(self.state, target):
+            raise IllegalTransition(self.id, self.state.value, target.value)
+        source = self.state
+        self.state = target
+        self.updated_at = at
+        if target.terminal or target is ExecutionState.AWAITING_APPROVAL:
+            self.release_lease()
+        return self._record(source, target, at=at, actor=actor, reason=reason, step=step)
+
+    def _record(
+        self,
+        source: ExecutionState | None,
+        target: ExecutionState,
+        *,
+        at: datetime,
+        actor: str,
+        reason: str,
+        step: str | None = None,
+    ) -> AuditEntry:
+        sequence = self.audit_sequence + 1
+        fields: dict[str, Any] = dict(
+            execution_id=self.id,
+            sequence=sequence,
+            from_state=source,
+            to_state=target,
+            at=at,
+            actor=actor,
+            reason=reason,
+            step=step,
+            correlation_id=self.correlation_id,
+            prev_hash=self.audit_head,
+        )
+        entry = AuditEntry(**fields, hash=AuditEntry.digest(**fields))
+        self.audit_sequence = sequence
+        self.audit_head = entry.hash
+        self.new_audit.append(entry)
+        return entry
+
+    # -- step bookkeeping --------------------------------------------------------------------
+
+    def begin_attempt(self, step: str) -> int:
+        self.attempts[step] = self.attempts.get(step, 0) + 1
+        return self.attempts[step]
+
+    def checkpoint(self, step: str, output: JSON, *, at: datetime, actor: str) -> AuditEntry:
+        """Record a completed step; the state stays running, the cursor moves on."""
+        if self.state is not ExecutionState.RUNNING:
+            raise InvalidState(f"execution {self.id} is {self.state.value}, not running")
+        self.step_outputs[step] = output
+        self.current_step += 1
+        self.last_error = None
+        return self.transition(
+            ExecutionState.RUNNING, at=at, actor=actor, reason=f"step {step} completed", step=step
+        )
+
+    # -- leases --------------------------------------------------------------------------------
+
+    def claim(self, owner: str, *, now: datetime, ttl: timedelta) -> None:
+        if self.lease_owner not in (None, owner) and not self.lease_expired(now):
+            raise InvalidState(f"execution {self.id} is leased by another worker")
+        self.lease_owner = owner
+        self.lease_expires_at = now + ttl
+
+    def lease_expired(self, now: datetime) -> bool:
+        return self.lease_expires_at is None or self.lease_expires_at <= now
+
+    def release_lease(self) -> None:
+        self.lease_owner = None
+        self.lease_expires_at = None
+
+    # -- approvals and cancellation --------------------------------------------------------------
+
+    def add_approval(self, approval: Approval) -> None:
+        if self.state is not ExecutionState.AWAITING_APPROVAL:
+            raise InvalidState(f"execution {self.id} is {self.state.value}, not awaiting approval")
+        if approval in self.approvals:
+            return
+        self.approvals = (*self.approvals, approval)
+
+    def request_cancel(self) -> None:
+        if self.state.terminal:
+            raise InvalidState(f"execution {self.id} already ended as {self.state.value}")
+        self.cancel_requested = True

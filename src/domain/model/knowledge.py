@@ -1,0 +1,165 @@
+"""Knowledge sources: what was acquired, from where, with which digest."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from datetime import datetime
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from attrs import frozen
+
+from domain.model import validation
+from domain.model.errors import InvalidInput
+
+E = TypeVar("E", bound=enum.Enum)
+
+MAX_TITLE = 500
+MAX_URL = 2048
+MAX_CONTENT = 1_000_000
+
+
+class SourceKind(enum.Enum):
+    IMF = "imf"
+    BIS = "bis"
+    FSB = "fsb"
+    WORLD_BANK = "world_bank"
+    FRED = "fred"
+    OFFICIAL_DOCUMENT = "official_document"
+    RESEARCH_PAPER = "research_paper"
+    SECONDARY_CONTEXT = "secondary_context"
+
+
+class SourceFormat(enum.Enum):
+    JSON = "json"
+    XML = "xml"
+    HTML = "html"
+    PDF = "pdf"
+    TEXT = "text"
+
+
+class Classification(enum.Enum):
+    PUBLIC = "public"
+    INTERNAL = "internal"
+    CONFIDENTIAL = "confidential"
+    RESTRICTED = "restricted"
+
+    @property
+    def rank(self) -> int:
+        return list(Classification).index(self)
+
+
+class ProvenanceTier(enum.Enum):
+    PRIMARY = "primary"
+    SECONDARY = "secondary"
+
+
+class EvidenceUse(enum.Enum):
+    EVIDENCE = "evidence"
+    CONTEXT_ONLY = "context_only"
+
+
+def parse_enum(kind: type[E], field: str, value: object) -> E:
+    if isinstance(value, kind):
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(str(member.value) for member in kind)
+        raise InvalidInput(field, f"{value!r} is not one of: {allowed}") from None
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def checked_url(field: str, value: object) -> str:
+    url = validation.text(field, value, max_len=MAX_URL)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(field, "must be an absolute http(s) URL with a host")
+    if any(ch.isspace() for ch in url):
+        raise InvalidInput(field, "must not contain whitespace")
+    return url
+
+
+@frozen
+class SourceDraft:
+    """A source as submitted for ingestion, validated field by field at construction."""
+
+    kind: SourceKind
+    title: str
+    source_url: str
+    format: SourceFormat
+    classification: Classification
+    content_text: str
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        kind: object,
+        title: object,
+        source_url: object,
+        format: object,
+        classification: object,
+        content_text: object,
+    ) -> SourceDraft:
+        return cls(
+            kind=parse_enum(SourceKind, "kind", kind),
+            title=validation.text("title", title, max_len=MAX_TITLE),
+            source_url=checked_url("source_url", source_url),
+            format=parse_enum(SourceFormat, "format", format),
+            classification=parse_enum(Classification, "classification", classification),
+            content_text=validation.text("content_text", content_text, max_len=MAX_CONTENT),
+        )
+
+    @property
+    def content_digest(self) -> str:
+        return sha256_hex(self.content_text)
+
+    @property
+    def provenance_tier(self) -> ProvenanceTier:
+        if self.kind is SourceKind.SECONDARY_CONTEXT:
+            return ProvenanceTier.SECONDARY
+        return ProvenanceTier.PRIMARY
+
+
+@frozen
+class KnowledgeSource:
+    id: str
+    tenant: str
+    kind: SourceKind
+    title: str
+    source_url: str
+    format: SourceFormat
+    classification: Classification
+    acquired_at: datetime
+    content_digest: str
+    content_text: str
+    provenance_tier: ProvenanceTier
+    evidence_use: EvidenceUse
+    version: int = 1
+
+    @classmethod
+    def acquire(
+        cls, draft: SourceDraft, *, source_id: str, tenant: str, acquired_at: datetime
+    ) -> KnowledgeSource:
+        tier = draft.provenance_tier
+        return cls(
+            id=source_id,
+            tenant=tenant,
+            kind=draft.kind,
+            title=draft.title,
+            source_url=draft.source_url,
+            format=draft.format,
+            classification=draft.classification,
+            acquired_at=acquired_at,
+            content_digest=draft.content_digest,
+            content_text=draft.content_text,
+            provenance_tier=tier,
+            evidence_use=(
+                EvidenceUse.EVIDENCE if tier is ProvenanceTier.PRIMARY else EvidenceUse.CONTEXT_ONLY
+            ),
+        )

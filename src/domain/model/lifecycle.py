@@ -1,0 +1,171 @@
+"""The execution lifecycle: states, the explicit transition table and the audit hash chain."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from datetime import datetime
+
+from attrs import frozen
+
+from domain.model.evidence import canonical_json
+from domain.model.knowledge import sha256_hex
+
+
+class ExecutionState(enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    RETRY_SCHEDULED = "retry_scheduled"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    COMPENSATING = "compensating"
+    COMPENSATED = "compensated"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+S = ExecutionState
+TERMINAL = frozenset({S.SUCCEEDED, S.FAILED, S.COMPENSATED, S.CANCELLED})
+
+# running -> running is the step checkpoint: the state stays, the step advances, and the
+# audit trail still records it, so every committed step is visible in the chain.
+TRANSITIONS: dict[ExecutionState, frozenset[ExecutionState]] = {
+    S.PENDING: frozenset({S.RUNNING, S.CANCELLED}),
+    S.RUNNING: frozenset(
+        {
+            S.RUNNING,
+            S.AWAITING_APPROVAL,
+            S.RETRY_SCHEDULED,
+            S.SUCCEEDED,
+            S.FAILED,
+            S.COMPENSATING,
+            S.CANCELLING,
+        }
+    ),
+    S.AWAITING_APPROVAL: frozenset({S.RUNNING, S.FAILED, S.COMPENSATING, S.CANCELLED}),
+    S.RETRY_SCHEDULED: frozenset({S.RUNNING, S.CANCELLED}),
+    S.CANCELLING: frozenset({S.CANCELLED, S.COMPENSATING}),
+    S.COMPENSATING: frozenset({S.COMPENSATED, S.FAILED}),
+    S.SUCCEEDED: frozenset(),
+    S.FAILED: frozenset(),
+    S.COMPENSATED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+
+
+def allowed(source: ExecutionState, target: ExecutionState) -> bool:
+    return target in TRANSITIONS[source]
+
+
+GENESIS = "0" * 64
+
+
+@frozen
+class AuditEntry:
+    execution_id: str
+    sequence: int
+    from_state: ExecutionState | None
+    to_state: ExecutionState
+    at: datetime
+    actor: str
+    reason: str
+    step: str | None
+    correlation_id: str
+    prev_hash: str
+    hash: str
+
+    @staticmethod
+    def digest(
+        *,
+        execution_id: str,
+        sequence: int,
+        from_state: ExecutionState | None,
+        to_state: ExecutionState,
+        at: datetime,
+        actor: str,
+        reason: str,
+        step: str | None,
+        correlation_id: str,
+        prev_hash: str,
+    ) -> str:
+        return sha256_hex(
+            canonical_json(
+                [
+                    execution_id,
+                    sequence,
+                    from_state.value if from_state else None,
+                    to_state.value,
+                    at.isoformat(),
+                    actor,
+                    reason,
+                    step,
+                    correlation_id,
+                    prev_hash,
+                ]
+            )
+        )
+
+    def recomputed(self) -> str:
+        return AuditEntry.digest(
+            execution_id=self.execution_id,
+            sequence=self.sequence,
+            from_state=self.from_state,
+            to_state=self.to_state,
+            at=self.at,
+            actor=self.actor,
+            reason=self.reason,
+            step=self.step,
+            correlation_id=self.correlation_id,
+            prev_hash=self.prev_hash,
+        )
+
+
+@frozen
+class ChainReport:
+    execution_id: str
+    entries: int
+    ok: bool
+    first_bad_sequence: int | None = None
+    problem: str | None = None
+
+
+def verify_chain(
+    execution_id: str,
+    entries: Sequence[AuditEntry],
+    *,
+    head_hash: str,
+    head_sequence: int,
+) -> ChainReport:
+    """Recompute the chain in stored order; the execution's head pins the tail.
+
+    Editing changes a hash, deleting or swapping breaks the sequence or the prev link, and
+    dropping the last entries no longer reaches the head recorded on the execution.
+    """
+    prev = GENESIS
+    for position, entry in enumerate(entries, start=1):
+        problem = None
+        if entry.execution_id != execution_id:
+            problem = "entry belongs to another execution"
+        elif entry.sequence != position:
+            problem = f"sequence {entry.sequence} found where {position} was expected"
+        elif entry.prev_hash != prev:
+            problem = "previous-hash link broken"
+        elif entry.recomputed() != entry.hash:
+            problem = "entry content does not match its hash"
+        if problem:
+            return ChainReport(execution_id, len(entries), False, position, problem)
+        prev = entry.hash
+    if len(entries) != head_sequence or prev != head_hash:
+        return ChainReport(
+            execution_id,
+            len(entries),
+            False,
+            len(entries) + 1 if len(entries) < head_sequence else head_sequence,
+            f"chain ends at entry {len(entries)} but the execution records head {head_sequence}",
+        )
+    return ChainReport(execution_id, len(entries), True)

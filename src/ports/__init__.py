@@ -1,0 +1,1 @@
+"""Ports: the abstract unit of work, repositories and the services the domain needs."""

@@ -1,0 +1,54 @@
+"""The port's own error types: adapters translate every storage failure into one of these."""
+
+from __future__ import annotations
+
+
+class PortError(Exception):
+    """Base of every error a unit of work or repository raises."""
+
+
+class ConcurrencyConflict(PortError):
+    """A record changed since it was read (or a concurrent writer won); nothing was written."""
+
+    def __init__(self, table: str, key: str, detail: str = "") -> None:
+        super().__init__(
+            f"concurrency conflict on {table} {key!r}" + (f": {detail}" if detail else "")
+        )
+        self.table = table
+        self.key = key
+
+
+class DuplicateRecord(PortError):
+    """Creating a record whose id, or unique field, already exists; nothing was written."""
+
+    def __init__(self, table: str, key: str, detail: str = "") -> None:
+        super().__init__(f"duplicate {table} {key!r}" + (f": {detail}" if detail else ""))
+        self.table = table
+        self.key = key
+
+
+class RecordNotFound(PortError):
+    def __init__(self, table: str, key: str) -> None:
+        super().__init__(f"{table} {key!r} not found")
+        self.table = table
+        self.key = key
+
+
+class InvalidRecord(PortError):
+    """The store refused a value (type, assertion, encoding); nothing was written."""
+
+
+class StorageUnavailable(PortError):
+    """The store could not be reached or refused to work; nothing was written."""
+
+
+class CommitOutcomeUnknown(PortError):
+    """The commit may or may not have been applied: resolve by re-reading, never blind retry."""
+
+
+class UnitOfWorkClosed(PortError):
+    """The unit of work was already committed or rolled back."""
+
+
+class InjectedFault(PortError):
+    """Raised by the fault-injecting adapter at a planned position; nothing was written."""

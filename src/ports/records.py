@@ -1,0 +1,363 @@
+"""Documents <-> domain objects. One encode/decode pair per record type, nothing else."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from domain.model.analysis import Analysis, Claim
+from domain.model.capsule import Capsule, CapsuleStatus, Chunk
+from domain.model.environment import Environment
+from domain.model.evidence import EventEnvelope, EventType, EvidenceManifest, canonical_json
+from domain.model.execution import (
+    ConsistencyClass,
+    RollbackStrategy,
+    WorkflowExecution,
+    WorkflowMetadata,
+)
+from domain.model.knowledge import (
+    Classification,
+    EvidenceUse,
+    KnowledgeSource,
+    ProvenanceTier,
+    SourceFormat,
+    SourceKind,
+)
+from domain.model.lifecycle import AuditEntry, ExecutionState
+from domain.model.policy import Action, Approval, ImpactTier, Obligation, PolicyDecision
+from ports.storage import Document
+
+
+def _approvals(approvals: tuple[Approval, ...]) -> str:
+    return canonical_json([[a.approver, a.role, a.granted_at.isoformat()] for a in approvals])
+
+
+def _parse_approvals(text: str) -> tuple[Approval, ...]:
+    from datetime import datetime
+
+    return tuple(Approval(a, r, datetime.fromisoformat(t)) for a, r, t in json.loads(text))
+
+
+def _compact(doc: Mapping[str, Any]) -> Document:
+    return {k: v for k, v in doc.items() if v is not None}
+
+
+def source_doc(s: KnowledgeSource) -> Document:
+    return {
+        "tenant": s.tenant,
+        "kind": s.kind.value,
+        "title": s.title,
+        "source_url": s.source_url,
+        "format": s.format.value,
+        "classification": s.classification.value,
+        "acquired_at": s.acquired_at,
+        "content_digest": s.content_digest,
+        "content_text": s.content_text,
+        "provenance_tier": s.provenance_tier.value,
+        "evidence_use": s.evidence_use.value,
+        "version": s.version,
+    }
+
+
+def source_from(key: str, d: Document) -> KnowledgeSource:
+    return KnowledgeSource(
+        id=key,
+        tenant=d["tenant"],
+        kind=SourceKind(d["kind"]),
+        title=d["title"],
+        source_url=d["source_url"],
+        format=SourceFormat(d["format"]),
+        classification=Classification(d["classification"]),
+        acquired_at=d["acquired_at"],
+        content_digest=d["content_digest"],
+        content_text=d["content_text"],
+        provenance_tier=ProvenanceTier(d["provenance_tier"]),
+        evidence_use=EvidenceUse(d["evidence_use"]),
+        version=d["version"],
+    )
+
+
+def analysis_doc(a: Analysis) -> Document:
+    return {
+        "tenant": a.tenant,
+        "source_ids": list(a.source_ids),
+        "claims_json": canonical_json([[c.text, list(c.cited_source_ids)] for c in a.claims]),
+        "key_terms": list(a.key_terms),
+        "rendered": a.rendered,
+        "generator_name": a.generator_name,
+        "generator_version": a.generator_version,
+        "inputs_digest": a.inputs_digest,
+        "generated_at": a.generated_at,
+        "version": a.version,
+    }
+
+
+def analysis_from(key: str, d: Document) -> Analysis:
+    return Analysis(
+        id=key,
+        tenant=d["tenant"],
+        source_ids=tuple(d["source_ids"]),
+        claims=tuple(Claim(t, tuple(ids)) for t, ids in json.loads(d["claims_json"])),
+        key_terms=tuple(d["key_terms"]),
+        rendered=d["rendered"],
+        generator_name=d["generator_name"],
+        generator_version=d["generator_version"],
+        inputs_digest=d["inputs_digest"],
+        generated_at=d["generated_at"],
+        version=d["version"],
+    )
+
+
+def capsule_doc(c: Capsule) -> Document:
+    return _compact(
+        {
+            "tenant": c.tenant,
+            "publication_id": c.publication_id,
+            "title": c.title,
+            "source_ids": list(c.source_ids),
+            "analysis_ids": list(c.analysis_ids),
+            "artifact_hash": c.artifact_hash,
+            "chunks_json": canonical_json([[k.index, k.source_id, k.text] for k in c.chunks]),
+            "classification": c.classification.value,
+            "retention_class": c.retention_class,
+            "status": c.status.value,
+            "published_at": c.published_at,
+            "retracted_at": c.retracted_at,
+            "retraction_reason": c.retraction_reason,
+            "version": c.version,
+        }
+    )
+
+
+def capsule_from(key: str, d: Document) -> Capsule:
+    return Capsule(
+        id=key,
+        tenant=d["tenant"],
+        publication_id=d["publication_id"],
+        title=d["title"],
+        source_ids=tuple(d["source_ids"]),
+        analysis_ids=tuple(d["analysis_ids"]),
+        artifact_hash=d["artifact_hash"],
+        chunks=tuple(Chunk(i, s, t) for i, s, t in json.loads(d["chunks_json"])),
+        classification=Classification(d["classification"]),
+        retention_class=d["retention_class"],
+        status=CapsuleStatus(d["status"]),
+        published_at=d.get("published_at"),
+        retracted_at=d.get("retracted_at"),
+        retraction_reason=d.get("retraction_reason"),
+        version=d["version"],
+    )
+
+
+def evidence_doc(e: EvidenceManifest) -> Document:
+    return {
+        "tenant": e.tenant,
+        "producer": e.producer,
+        "subject": e.subject,
+        "artifact_hash": e.artifact_hash,
+        "classification": e.classification.value,
+        "retention_class": e.retention_class,
+        "decision_ids": list(e.decision_ids),
+        "approvals_json": _approvals(e.approvals),
+        "actor": e.actor,
+        "recorded_at": e.recorded_at,
+        "version": e.version,
+    }
+
+
+def evidence_from(key: str, d: Document) -> EvidenceManifest:
+    return EvidenceManifest(
+        id=key,
+        tenant=d["tenant"],
+        producer=d["producer"],
+        subject=d["subject"],
+        artifact_hash=d["artifact_hash"],
+        classification=Classification(d["classification"]),
+        retention_class=d["retention_class"],
+        decision_ids=tuple(d["decision_ids"]),
+        approvals=_parse_approvals(d["approvals_json"]),
+        actor=d["actor"],
+        recorded_at=d["recorded_at"],
+        version=d["version"],
+    )
+
+
+def decision_doc(p: PolicyDecision) -> Document:
+    return {
+        "tenant": p.tenant,
+        "action": p.action.value,
+        "workflow": p.workflow,
+        "target": p.target,
+        "actor": p.actor,
+        "environment": p.environment.value,
+        "impact_tier": p.impact_tier.value,
+        "allowed": p.allowed,
+        "reasons": list(p.reasons),
+        "obligations": [o.value for o in p.obligations],
+        "policy_refs": list(p.policy_refs),
+        "approvals_json": _approvals(p.approvals),
+        "decided_at": p.decided_at,
+        "version": p.version,
+    }
+
+
+def decision_from(key: str, d: Document) -> PolicyDecision:
+    return PolicyDecision(
+        id=key,
+        tenant=d["tenant"],
+        action=Action(d["action"]),
+        workflow=d["workflow"],
+        target=d["target"],
+        actor=d["actor"],
+        environment=Environment(d["environment"]),
+        impact_tier=ImpactTier(d["impact_tier"]),
+        allowed=d["allowed"],
+        reasons=tuple(d["reasons"]),
+        obligations=tuple(Obligation(o) for o in d["obligations"]),
+        policy_refs=tuple(d["policy_refs"]),
+        approvals=_parse_approvals(d["approvals_json"]),
+        decided_at=d["decided_at"],
+        version=d["version"],
+    )
+
+
+def event_doc(e: EventEnvelope) -> Document:
+    return {
+        "event_id": e.id,
+        "tenant": e.tenant,
+        "type": e.type.value,
+        "schema_version": e.schema_version,
+        "actor": e.actor,
+        "occurred_at": e.occurred_at,
+        "correlation_id": e.correlation_id,
+        "causation_id": e.causation_id,
+        "decision_ref": e.decision_ref,
+        "classification": e.classification.value,
+        "integrity_hash": e.integrity_hash,
+        "payload_json": canonical_json(e.payload),
+    }
+
+
+def event_from(d: Document) -> EventEnvelope:
+    return EventEnvelope(
+        id=d["event_id"],
+        tenant=d["tenant"],
+        type=EventType(d["type"]),
+        schema_version=d["schema_version"],
+        actor=d["actor"],
+        occurred_at=d["occurred_at"],
+        correlation_id=d["correlation_id"],
+        causation_id=d["causation_id"],
+        decision_ref=d["decision_ref"],
+        classification=Classification(d["classification"]),
+        integrity_hash=d["integrity_hash"],
+        payload=json.loads(d["payload_json"]),
+        position=d.get("position"),
+    )
+
+
+def execution_doc(x: WorkflowExecution, version: int) -> Document:
+    m = x.metadata
+    return _compact(
+        {
+            "tenant": x.tenant,
+            "workflow_name": x.workflow_name,
+            "workflow_version": x.workflow_version,
+            "metadata_json": canonical_json(
+                [
+                    m.risk_tier.value,
+                    m.consistency_class.value,
+                    m.rollback_strategy.value,
+                    m.approval_policy,
+                ]
+            ),
+            "idempotency_key": x.idempotency_key,
+            "correlation_id": x.correlation_id,
+            "input_json": canonical_json(x.input),
+            "state": x.state.value,
+            "created_at": x.created_at,
+            "updated_at": x.updated_at,
+            "current_step": x.current_step,
+            "attempts_json": canonical_json(x.attempts),
+            "outputs_json": canonical_json(x.step_outputs),
+            "approvals_json": _approvals(x.approvals),
+            "lease_owner": x.lease_owner,
+            "lease_expires_at": x.lease_expires_at,
+            "retry_at": x.retry_at,
+            "cancel_requested": x.cancel_requested,
+            "last_error": x.last_error,
+            "audit_sequence": x.audit_sequence,
+            "audit_head": x.audit_head,
+            "version": version,
+        }
+    )
+
+
+def execution_from(key: str, d: Document) -> WorkflowExecution:
+    risk, consistency, rollback, approval = json.loads(d["metadata_json"])
+    return WorkflowExecution(
+        id=key,
+        tenant=d["tenant"],
+        workflow_name=d["workflow_name"],
+        workflow_version=d["workflow_version"],
+        metadata=WorkflowMetadata(
+            ImpactTier(risk), ConsistencyClass(consistency), RollbackStrategy(rollback), approval
+        ),
+        idempotency_key=d["idempotency_key"],
+        correlation_id=d["correlation_id"],
+        input=json.loads(d["input_json"]),
+        state=ExecutionState(d["state"]),
+        created_at=d["created_at"],
+        updated_at=d["updated_at"],
+        current_step=d["current_step"],
+        attempts=json.loads(d["attempts_json"]),
+        step_outputs=json.loads(d["outputs_json"]),
+        approvals=_parse_approvals(d["approvals_json"]),
+        lease_owner=d.get("lease_owner"),
+        lease_expires_at=d.get("lease_expires_at"),
+        retry_at=d.get("retry_at"),
+        cancel_requested=d["cancel_requested"],
+        last_error=d.get("last_error"),
+        audit_sequence=d["audit_sequence"],
+        audit_head=d["audit_head"],
+        version=d["version"],
+    )
+
+
+def audit_key(execution_id: str, sequence: int) -> str:
+    return f"{execution_id}:{sequence:09d}"
+
+
+def audit_doc(a: AuditEntry) -> Document:
+    return _compact(
+        {
+            "execution_id": a.execution_id,
+            "sequence": a.sequence,
+            "from_state": a.from_state.value if a.from_state else None,
+            "to_state": a.to_state.value,
+            "at": a.at,
+            "actor": a.actor,
+            "reason": a.reason,
+            "step": a.step,
+            "correlation_id": a.correlation_id,
+            "prev_hash": a.prev_hash,
+            "hash": a.hash,
+        }
+    )
+
+
+def audit_from(d: Document) -> AuditEntry:
+    return AuditEntry(
+        execution_id=d["execution_id"],
+        sequence=d["sequence"],
+        from_state=ExecutionState(d["from_state"]) if d.get("from_state") else None,
+        to_state=ExecutionState(d["to_state"]),
+        at=d["at"],
+        actor=d["actor"],
+        reason=d["reason"],
+        step=d.get("step"),
+        correlation_id=d["correlation_id"],
+        prev_hash=d["prev_hash"],
+        hash=d["hash"],
+    )

@@ -1,0 +1,186 @@
+"""Repositories: typed collections that stage writes in their unit of work.
+
+They are concrete because they only translate between domain objects and documents; what
+storage does with the documents is the adapter's business (ports.unit_of_work).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from domain.model.analysis import Analysis
+from domain.model.capsule import Capsule
+from domain.model.evidence import EventEnvelope, EvidenceManifest
+from domain.model.execution import WorkflowExecution
+from domain.model.knowledge import KnowledgeSource
+from domain.model.lifecycle import AuditEntry, ExecutionState
+from domain.model.policy import PolicyDecision
+from ports import records
+from ports.errors import RecordNotFound
+from ports.storage import EVENT_TABLE, Op, Write
+
+if TYPE_CHECKING:
+    from ports.unit_of_work import UnitOfWork
+
+
+class _Repository:
+    table: str
+
+    def __init__(self, uow: UnitOfWork) -> None:
+        self._uow = uow
+
+
+class KnowledgeSources(_Repository):
+    table = "knowledge_source"
+
+    def add(self, source: KnowledgeSource) -> None:
+        self._uow.stage(Write(Op.CREATE, self.table, source.id, records.source_doc(source)))
+
+    def get(self, source_id: str) -> KnowledgeSource | None:
+        doc = self._uow.get(self.table, source_id)
+        return None if doc is None else records.source_from(source_id, doc)
+
+    def find_identical(self, tenant: str, url: str, digest: str) -> KnowledgeSource | None:
+        rows = self._uow.select(
+            self.table,
+            {"tenant": tenant, "source_url": url, "content_digest": digest},
+            limit=1,
+        )
+        return records.source_from(*rows[0]) if rows else None
+
+
+class Analyses(_Repository):
+    table = "analysis"
+
+    def add(self, analysis: Analysis) -> None:
+        self._uow.stage(Write(Op.CREATE, self.table, analysis.id, records.analysis_doc(analysis)))
+
+    def get(self, analysis_id: str) -> Analysis | None:
+        doc = self._uow.get(self.table, analysis_id)
+        return None if doc is None else records.analysis_from(analysis_id, doc)
+
+    def find_by_inputs(self, tenant: str, inputs_digest: str) -> Analysis | None:
+        rows = self._uow.select(
+            self.table, {"tenant": tenant, "inputs_digest": inputs_digest}, limit=1
+        )
+        return records.analysis_from(*rows[0]) if rows else None
+
+
+class Capsules(_Repository):
+    table = "capsule"
+
+    def add(self, capsule: Capsule) -> None:
+        self._uow.stage(Write(Op.CREATE, self.table, capsule.id, records.capsule_doc(capsule)))
+
+    def update(self, capsule: Capsule) -> None:
+        """Stage a changed capsule; `capsule.version` is the version it was read at."""
+        doc = records.capsule_doc(capsule) | {"version": capsule.version + 1}
+        self._uow.stage(Write(Op.UPDATE, self.table, capsule.id, doc, capsule.version))
+
+    def get(self, capsule_id: str) -> Capsule | None:
+        doc = self._uow.get(self.table, capsule_id)
+        return None if doc is None else records.capsule_from(capsule_id, doc)
+
+    def by_publication(self, tenant: str, publication_id: str) -> Capsule | None:
+        rows = self._uow.select(
+            self.table, {"tenant": tenant, "publication_id": publication_id}, limit=1
+        )
+        return records.capsule_from(*rows[0]) if rows else None
+
+
+class EvidenceManifests(_Repository):
+    table = "evidence"
+
+    def add(self, manifest: EvidenceManifest) -> None:
+        self._uow.stage(Write(Op.CREATE, self.table, manifest.id, records.evidence_doc(manifest)))
+
+    def get(self, manifest_id: str) -> EvidenceManifest | None:
+        doc = self._uow.get(self.table, manifest_id)
+        return None if doc is None else records.evidence_from(manifest_id, doc)
+
+    def for_subject(self, tenant: str, subject: str) -> list[EvidenceManifest]:
+        rows = self._uow.select(self.table, {"tenant": tenant, "subject": subject})
+        return [records.evidence_from(k, d) for k, d in rows]
+
+
+class Decisions(_Repository):
+    table = "decision"
+
+    def add(self, decision: PolicyDecision) -> None:
+        self._uow.stage(Write(Op.CREATE, self.table, decision.id, records.decision_doc(decision)))
+
+    def get(self, decision_id: str) -> PolicyDecision | None:
+        doc = self._uow.get(self.table, decision_id)
+        return None if doc is None else records.decision_from(decision_id, doc)
+
+
+class EventLog(_Repository):
+    """Append-only. Positions are assigned at commit, strictly increasing without gaps."""
+
+    table = EVENT_TABLE
+
+    def append(self, event: EventEnvelope) -> None:
+        self._uow.stage(Write(Op.APPEND, self.table, event.id, records.event_doc(event)))
+
+    def read_after(self, position: int, limit: int = 100) -> list[EventEnvelope]:
+        if position < 0 or limit < 1:
+            raise ValueError("position must be >= 0 and limit >= 1")
+        return [records.event_from(d) for d in self._uow.events_after(position, limit)]
+
+
+class Executions(_Repository):
+    table = "execution"
+
+    def save(self, execution: WorkflowExecution) -> None:
+        """Stage the execution and every audit entry it made since it was read.
+
+        The entity's version moves on at once, so a second save in the same unit folds into
+        the first and keeps the version originally read as the commit-time guard.
+        """
+        new_version = execution.version + 1
+        doc = records.execution_doc(execution, new_version)
+        if execution.version == 0:
+            self._uow.stage(Write(Op.CREATE, self.table, execution.id, doc))
+        else:
+            self._uow.stage(Write(Op.UPDATE, self.table, execution.id, doc, execution.version))
+        for entry in execution.new_audit:
+            self._uow.audit.add(entry)
+        execution.new_audit.clear()
+        execution.version = new_version
+
+    def get(self, execution_id: str) -> WorkflowExecution | None:
+        doc = self._uow.get(self.table, execution_id)
+        return None if doc is None else records.execution_from(execution_id, doc)
+
+    def require(self, execution_id: str) -> WorkflowExecution:
+        execution = self.get(execution_id)
+        if execution is None:
+            raise RecordNotFound(self.table, execution_id)
+        return execution
+
+    def by_idempotency_key(self, tenant: str, key: str) -> WorkflowExecution | None:
+        rows = self._uow.select(self.table, {"tenant": tenant, "idempotency_key": key}, limit=1)
+        return records.execution_from(*rows[0]) if rows else None
+
+    def in_state(self, state: ExecutionState, limit: int | None = None) -> list[WorkflowExecution]:
+        rows = self._uow.select(
+            self.table, {"state": state.value}, order_by="created_at", limit=limit
+        )
+        return [records.execution_from(k, d) for k, d in rows]
+
+    def recent(self, limit: int | None = None) -> list[WorkflowExecution]:
+        rows = self._uow.select(self.table, {}, order_by="created_at", limit=limit)
+        return [records.execution_from(k, d) for k, d in rows]
+
+
+class AuditTrail(_Repository):
+    table = "audit"
+
+    def add(self, entry: AuditEntry) -> None:
+        key = records.audit_key(entry.execution_id, entry.sequence)
+        self._uow.stage(Write(Op.CREATE, self.table, key, records.audit_doc(entry)))
+
+    def for_execution(self, execution_id: str) -> list[AuditEntry]:
+        """Entries in storage-key order (not by their own sequence field), so a swap shows."""
+        rows = self._uow.select(self.table, {"execution_id": execution_id})
+        return [records.audit_from(d) for _, d in rows]

@@ -1,0 +1,83 @@
+"""What a unit of work hands an adapter: tables, documents and one atomic batch of writes.
+
+Repositories (ports.repositories) turn domain objects into documents; adapters only ever see
+documents, so each adapter implements four primitives instead of one class per repository.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from attrs import frozen
+
+# A document is a flat mapping of field name to str, int, float, bool, datetime or a list of
+# str. Absent means None. Nested structures travel as canonical JSON strings: SurrealDB drops
+# NONE members of nested objects, so JSON is the only way they round-trip verbatim everywhere.
+Document = dict[str, Any]
+Scalar = str | int | float | bool | datetime
+
+
+@frozen
+class TableSpec:
+    name: str
+    uniques: tuple[tuple[str, ...], ...] = ()
+    lookups: tuple[tuple[str, ...], ...] = ()
+
+
+EVENT_TABLE = "event"
+
+TABLES: Mapping[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec("knowledge_source", lookups=(("tenant", "source_url", "content_digest"),)),
+        TableSpec("analysis", lookups=(("tenant", "inputs_digest"),)),
+        TableSpec(
+            "capsule",
+            uniques=(("tenant", "publication_id"),),
+        ),
+        TableSpec("evidence", lookups=(("tenant", "subject"),)),
+        TableSpec("decision", lookups=(("tenant", "target"),)),
+        TableSpec(EVENT_TABLE, uniques=(("event_id",),)),
+        TableSpec(
+            "execution",
+            uniques=(("tenant", "idempotency_key"),),
+            lookups=(("state", "created_at"),),
+        ),
+        TableSpec("audit", lookups=(("execution_id", "sequence"),)),
+    )
+}
+
+
+class Op(enum.Enum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+    CHECK = "check"  # a record read but not written must still be at the version read
+    APPEND = "append"  # an event; the adapter assigns its position at commit
+    ABORT = "abort"  # planted by fault injection: the adapter must fail the whole batch here
+
+
+@frozen
+class Write:
+    op: Op
+    table: str
+    key: str
+    document: Document | None = None
+    expected_version: int | None = None
+
+
+@frozen
+class Batch:
+    writes: tuple[Write, ...]
+
+    @property
+    def appends(self) -> int:
+        return sum(1 for w in self.writes if w.op is Op.APPEND)
+
+
+@frozen
+class CommitReceipt:
+    event_positions: tuple[int, ...] = ()

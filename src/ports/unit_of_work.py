@@ -1,0 +1,220 @@
+"""The unit-of-work port: explicit commit, discard by default, all-or-nothing.
+
+    with uow_factory() as uow:
+        uow.sources.add(source)
+        uow.commit()
+
+Leaving the block without commit(), or through an exception, discards every staged write.
+After commit or rollback the unit is closed. Reads see the unit's own staged writes; other
+units see nothing until commit. Every versioned record read is checked again at commit.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+from ports.errors import DuplicateRecord, InvalidRecord, RecordNotFound, UnitOfWorkClosed
+from ports.repositories import (
+    Analyses,
+    AuditTrail,
+    Capsules,
+    Decisions,
+    EventLog,
+    EvidenceManifests,
+    Executions,
+    KnowledgeSources,
+)
+from ports.storage import TABLES, Batch, CommitReceipt, Document, Op, Write
+
+Key = tuple[str, str]
+
+
+class UnitOfWork(abc.ABC):
+    def __init__(self) -> None:
+        self._writes: list[Write] = []
+        self._pending: dict[Key, Write] = {}
+        self._read_versions: dict[Key, int] = {}
+        self._closed = False
+        self.receipt: CommitReceipt | None = None
+        self.sources = KnowledgeSources(self)
+        self.analyses = Analyses(self)
+        self.capsules = Capsules(self)
+        self.evidence = EvidenceManifests(self)
+        self.decisions = Decisions(self)
+        self.events = EventLog(self)
+        self.executions = Executions(self)
+        self.audit = AuditTrail(self)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        self._ensure_open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._closed:
+            self.rollback()
+
+    def commit(self) -> CommitReceipt:
+        self._ensure_open()
+        batch = self._batch()
+        try:
+            self.receipt = self._apply(batch) if batch.writes else CommitReceipt()
+        finally:
+            self._close()
+        return self.receipt
+
+    def rollback(self) -> None:
+        if not self._closed:
+            self._close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def staged(self) -> tuple[Write, ...]:
+        return tuple(self._writes)
+
+    def _batch(self) -> Batch:
+        written = {(w.table, w.key) for w in self._writes}
+        checks = [
+            Write(Op.CHECK, table, key, expected_version=version)
+            for (table, key), version in self._read_versions.items()
+            if (table, key) not in written
+        ]
+        return Batch((*checks, *self._writes))
+
+    def _close(self) -> None:
+        self._closed = True
+        self._writes.clear()
+        self._pending.clear()
+        self._release()
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise UnitOfWorkClosed("this unit of work was already committed or rolled back")
+
+    # -- primitives the repositories use ---------------------------------------------------
+
+    def get(self, table: str, key: str) -> Document | None:
+        self._ensure_open()
+        pending = self._pending.get((table, key))
+        if pending is not None:
+            return None if pending.op is Op.DELETE else dict(pending.document or {})
+        document = self._load(table, key)
+        if document is not None and "version" in document:
+            self._read_versions.setdefault((table, key), document["version"])
+        return document
+
+    def select(
+        self,
+        table: str,
+        where: Mapping[str, Any],
+        *,
+        order_by: str | None = None,
+        descending: bool = False,
+        limit: int | None = None,
+    ) -> list[tuple[str, Document]]:
+        """Equality filter over stored and staged records, staged ones taking precedence."""
+        self._ensure_open()
+        mine = {k: w for (t, k), w in self._pending.items() if t == table}
+        stored_limit = None if limit is None else limit + len(mine)
+        rows = {
+            key: doc
+            for key, doc in self._query(table, where, order_by, descending, stored_limit)
+            if key not in mine
+        }
+        for key, write in mine.items():
+            doc = write.document
+            if write.op is not Op.DELETE and doc and all(doc.get(f) == v for f, v in where.items()):
+                rows[key] = dict(doc)
+        result = sorted(rows.items())
+        if order_by is not None:
+            result.sort(key=lambda kv: (kv[1].get(order_by) is None, kv[1].get(order_by)))
+            if descending:
+                result.reverse()
+        return result if limit is None else result[:limit]
+
+    def events_after(self, position: int, limit: int) -> list[Document]:
+        self._ensure_open()
+        return self._events_after(position, limit)
+
+    def stage(self, write: Write) -> None:
+        self._ensure_open()
+        if write.table not in TABLES:
+            raise InvalidRecord(f"unknown table {write.table!r}")
+        if write.document is not None:
+            _check_document(write.table, write.key, write.document)
+        key = (write.table, write.key)
+        earlier = self._pending.get(key)
+        if write.op is Op.CREATE and earlier is not None and earlier.op is not Op.DELETE:
+            raise DuplicateRecord(write.table, write.key, "already staged in this unit of work")
+        if write.op in (Op.UPDATE, Op.DELETE) and earlier is not None:
+            if earlier.op is Op.DELETE:
+                raise RecordNotFound(write.table, write.key)
+            if earlier.op is Op.CREATE:
+                # Updating a record created in this unit folds into the create: one write.
+                self._writes.remove(earlier)
+                if write.op is Op.DELETE:
+                    del self._pending[key]
+                    return
+                write = Write(Op.CREATE, write.table, write.key, write.document)
+            else:
+                self._writes.remove(earlier)
+                write = Write(
+                    write.op, write.table, write.key, write.document, earlier.expected_version
+                )
+        self._before_stage(write)
+        self._writes.append(write)
+        if write.op is not Op.APPEND:
+            self._pending[key] = write
+
+    # -- adapter hooks ---------------------------------------------------------------------
+
+    def _before_stage(self, write: Write) -> None:
+        """Hook for wrappers (fault injection); the default does nothing."""
+
+    def _release(self) -> None:
+        """Hook for adapters holding per-unit resources."""
+
+    @abc.abstractmethod
+    def _load(self, table: str, key: str) -> Document | None: ...
+
+    @abc.abstractmethod
+    def _query(
+        self,
+        table: str,
+        where: Mapping[str, Any],
+        order_by: str | None,
+        descending: bool,
+        limit: int | None,
+    ) -> Iterable[tuple[str, Document]]: ...
+
+    @abc.abstractmethod
+    def _events_after(self, position: int, limit: int) -> list[Document]: ...
+
+    @abc.abstractmethod
+    def _apply(self, batch: Batch) -> CommitReceipt:
+        """Apply every write or none; raise only port errors."""
+
+
+UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+def _check_document(table: str, key: str, document: Document) -> None:
+    if not key or "\x00" in key:
+        raise InvalidRecord(f"{table}: record key must be non-empty and free of NUL")
+    for name, value in document.items():
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if isinstance(item, str) and "\x00" in item:
+                raise InvalidRecord(f"{table} {key!r}: field {name} contains NUL")
