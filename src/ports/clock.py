@@ -1,25 +1,18 @@
-"""Time and identity as ports, so workflows are deterministic under replay and in tests."""
+"""Clock and id-generator implementations (the protocols live in domain.model.runtime)."""
 
 from __future__ import annotations
 
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
+from domain.model.runtime import Clock, IdGenerator
 
-class Clock(Protocol):
-    def now(self) -> datetime: ...
-
-
-class IdGenerator(Protocol):
-    def new_id(self, prefix: str) -> str: ...
+__all__ = ["Clock", "FixedClock", "IdGenerator", "SequentialIds", "SystemClock", "UuidIds"]
 
 
 class SystemClock:
     def now(self) -> datetime:
-        # SurrealDB keeps datetimes to the nanosecond but Python to the microsecond; trimming
-        # here keeps values identical after a round trip through any adapter.
         return datetime.now(UTC)
 
 
@@ -47,8 +40,8 @@ class UuidIds:
 class SequentialIds:
     """Deterministic ids for tests and examples."""
 
-    def __init__(self) -> None:
-        self._n = 0
+    def __init__(self, start: int = 0) -> None:
+        self._n = start
         self._lock = threading.Lock()
 
     def new_id(self, prefix: str) -> str:

@@ -47,8 +47,8 @@ TRANSITIONS: dict[ExecutionState, frozenset[ExecutionState]] = {
             S.CANCELLING,
         }
     ),
-    S.AWAITING_APPROVAL: frozenset({S.RUNNING, S.FAILED, S.COMPENSATING, S.CANCELLED}),
-    S.RETRY_SCHEDULED: frozenset({S.RUNNING, S.CANCELLED}),
+    S.AWAITING_APPROVAL: frozenset({S.RUNNING, S.FAILED, S.COMPENSATING, S.CANCELLING}),
+    S.RETRY_SCHEDULED: frozenset({S.RUNNING, S.CANCELLING}),
     S.CANCELLING: frozenset({S.CANCELLED, S.COMPENSATING}),
     S.COMPENSATING: frozenset({S.COMPENSATED, S.FAILED}),
     S.SUCCEEDED: frozenset(),

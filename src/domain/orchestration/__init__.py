@@ -1,0 +1,1 @@
+"""The workflow execution plane: definitions, the orchestrator and recovery."""

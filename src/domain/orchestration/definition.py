@@ -1,0 +1,71 @@
+"""What a workflow is: ordered steps, their retry rules and an optional compensation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from attrs import frozen
+
+from domain.model.execution import WorkflowExecution, WorkflowMetadata
+from domain.model.runtime import RuntimeContext
+from ports.unit_of_work import UnitOfWork
+
+
+class RetryableError(Exception):
+    """A step failure worth another attempt (a transient dependency, a lost race)."""
+
+
+@frozen
+class StepContext:
+    """What a step sees: the runtime (with ids derived from execution and step) and the
+    execution as committed before the step began."""
+
+    runtime: RuntimeContext
+    execution: WorkflowExecution
+
+    @property
+    def input(self) -> Mapping[str, Any]:
+        return self.execution.input
+
+    def output_of(self, step: str) -> Any:
+        return self.execution.step_outputs[step]
+
+
+StepFn = Callable[[UnitOfWork, StepContext], Any]
+
+
+@frozen
+class RetryPolicy:
+    max_attempts: int = 3
+    backoff: timedelta = timedelta(milliseconds=50)
+    multiplier: float = 2.0
+
+    def delay(self, attempt: int) -> timedelta:
+        return self.backoff * (self.multiplier ** max(attempt - 1, 0))
+
+
+@frozen
+class Step:
+    name: str
+    run: StepFn
+    retry: RetryPolicy = RetryPolicy()
+    side_effecting: bool = False
+
+
+@frozen
+class WorkflowDefinition:
+    name: str
+    version: str
+    metadata: WorkflowMetadata
+    steps: tuple[Step, ...]
+    compensation: Step | None = None
+
+    def __attrs_post_init__(self) -> None:
+        names = [s.name for s in self.steps]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"workflow {self.name}: steps must be non-empty and uniquely named")
+
+    def step_names(self) -> Sequence[str]:
+        return [s.name for s in self.steps]

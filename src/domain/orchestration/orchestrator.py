@@ -1,0 +1,359 @@
+"""Runs workflow executions durably: one unit of work per step, exactly-once step effects.
+
+Each step's domain writes, the execution checkpoint (output, cursor, lease) and the audit
+entry of its transition commit together. Anything that goes wrong is resolved by re-reading
+the execution, never by blindly repeating a commit.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from attrs import evolve, frozen
+
+from domain.model.errors import DomainError, InvalidInput, InvalidState
+from domain.model.execution import RollbackStrategy, WorkflowExecution
+from domain.model.lifecycle import ChainReport, ExecutionState, verify_chain
+from domain.model.policy import Approval, ImpactTier
+from domain.model.runtime import DerivedIds, RuntimeContext
+from domain.model.validation import text
+from domain.orchestration.definition import RetryableError, StepContext, WorkflowDefinition
+from domain.services.governance import ApprovalRequired
+from ports.errors import (
+    CommitOutcomeUnknown,
+    ConcurrencyConflict,
+    DuplicateRecord,
+    PortError,
+)
+from ports.unit_of_work import UnitOfWorkFactory
+
+S = ExecutionState
+RECOVERABLE = (S.RUNNING, S.PENDING, S.RETRY_SCHEDULED, S.CANCELLING, S.COMPENSATING)
+MAX_ERROR = 500
+
+
+class _Next(enum.Enum):
+    CONTINUE = "continue"
+    STOP = "stop"
+
+
+@frozen
+class _Wait:
+    delay: timedelta
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        runtime: RuntimeContext,
+        workflows: Mapping[str, WorkflowDefinition],
+        *,
+        worker_id: str | None = None,
+        lease_ttl: timedelta = timedelta(seconds=30),
+        max_inline_wait: timedelta = timedelta(seconds=5),
+        sleep: Callable[[float], None] = time.sleep,
+        on_transition: Callable[[WorkflowExecution], None] | None = None,
+    ) -> None:
+        self._uow_factory = uow_factory
+        self._runtime = runtime
+        self._workflows = dict(workflows)
+        self.worker_id = worker_id or runtime.ids.new_id("worker")
+        self._lease_ttl = lease_ttl
+        self._max_wait = max_inline_wait
+        self._sleep = sleep
+        self._notify = on_transition or (lambda execution: None)
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def start(
+        self,
+        workflow: str,
+        input: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        risk_tier: ImpactTier | None = None,
+        run: bool = True,
+    ) -> WorkflowExecution:
+        """Start (and by default run) an execution; a known idempotency key returns its
+        execution and starts nothing new."""
+        definition = self._definition(workflow)
+        rt = self._runtime
+        key = text("idempotency_key", idempotency_key or rt.ids.new_id("idem"), max_len=200)
+        with self._uow_factory() as uow:
+            existing = uow.executions.by_idempotency_key(rt.tenant, key)
+            if existing is not None:
+                return existing
+            now = rt.clock.now()
+            execution = WorkflowExecution.start(
+                execution_id=rt.ids.new_id("wfx"),
+                tenant=rt.tenant,
+                workflow_name=definition.name,
+                workflow_version=definition.version,
+                metadata=evolve(
+                    definition.metadata, risk_tier=risk_tier or definition.metadata.risk_tier
+                ),
+                idempotency_key=key,
+                correlation_id=rt.trace_id,
+                input=input,
+                at=now,
+                actor=rt.actor,
+            )
+            if run:
+                execution.transition(S.RUNNING, at=now, actor=rt.actor, reason="started")
+                execution.claim(self.worker_id, now=now, ttl=self._lease_ttl)
+            uow.executions.save(execution)
+            try:
+                uow.commit()
+            except (DuplicateRecord, CommitOutcomeUnknown):
+                # A concurrent start with the same key won, or our commit's reply was lost:
+                # either way the stored execution (if any) is the answer.
+                found = self._by_key(key)
+                if found is None:
+                    raise
+                if found.id != execution.id:
+                    return found
+        self._notify(execution)
+        return self.run(execution.id) if run else execution
+
+    def run(self, execution_id: str, *, ignore_leases: bool = False) -> WorkflowExecution:
+        """Drive an execution until it ends, waits for approval, or another worker owns it."""
+        for _ in range(100_000):
+            outcome = self._advance(execution_id, ignore_leases=ignore_leases)
+            if isinstance(outcome, _Wait):
+                if outcome.delay > self._max_wait:
+                    break
+                self._sleep(max(outcome.delay.total_seconds(), 0.0))
+            elif outcome is _Next.STOP:
+                break
+        return self.get(execution_id)
+
+    def approve(self, execution_id: str, *, approver: str, role: str) -> WorkflowExecution:
+        rt = self._runtime
+        approver = text("approver", approver, max_len=200)
+        role = text("role", role, max_len=200)
+        with self._uow_factory() as uow:
+            execution = uow.executions.require(execution_id)
+            now = rt.clock.now()
+            execution.add_approval(Approval(approver, role, now))
+            execution.transition(
+                S.RUNNING, at=now, actor=approver, reason=f"approved by {approver} as {role}"
+            )
+            execution.claim(self.worker_id, now=now, ttl=self._lease_ttl)
+            uow.executions.save(execution)
+            uow.commit()
+        self._notify(execution)
+        return self.run(execution_id)
+
+    def reject(self, execution_id: str, *, reason: str) -> WorkflowExecution:
+        reason = text("reason", reason, max_len=1000)
+        with self._uow_factory() as uow:
+            execution = uow.executions.require(execution_id)
+            if execution.state is not S.AWAITING_APPROVAL:
+                raise InvalidState(f"execution {execution_id} is not awaiting approval")
+            self._fail(execution, f"rejected: {reason}")
+            uow.executions.save(execution)
+            uow.commit()
+        self._notify(execution)
+        return self.run(execution_id)
+
+    def cancel(self, execution_id: str, *, reason: str = "cancel requested") -> WorkflowExecution:
+        """Request cancellation; it takes effect at the next step boundary."""
+        reason = text("reason", reason, max_len=1000)
+        rt = self._runtime
+        with self._uow_factory() as uow:
+            execution = uow.executions.require(execution_id)
+            execution.request_cancel()
+            now = rt.clock.now()
+            if execution.state is S.PENDING:
+                execution.transition(S.CANCELLED, at=now, actor=rt.actor, reason=reason)
+            elif execution.state is not S.CANCELLING:
+                execution.transition(S.CANCELLING, at=now, actor=rt.actor, reason=reason)
+            uow.executions.save(execution)
+            uow.commit()
+        self._notify(execution)
+        return self.run(execution_id)
+
+    def recover(self, *, ignore_leases: bool = False) -> list[WorkflowExecution]:
+        """Resume every interrupted execution whose lease has expired.
+
+        `ignore_leases` is for a process that holds the store exclusively: no one else can
+        be running them, so it need not wait for the leases of a crashed run to expire.
+        """
+        now = self._runtime.clock.now()
+        with self._uow_factory() as uow:
+            candidates = [x for state in RECOVERABLE for x in uow.executions.in_state(state)]
+        resumed = []
+        for execution in candidates:
+            leased_elsewhere = execution.lease_owner not in (None, self.worker_id)
+            if not ignore_leases and leased_elsewhere and not execution.lease_expired(now):
+                continue
+            resumed.append(self.run(execution.id, ignore_leases=ignore_leases))
+        return resumed
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def get(self, execution_id: str) -> WorkflowExecution:
+        with self._uow_factory() as uow:
+            return uow.executions.require(execution_id)
+
+    def verify(self, execution_id: str) -> ChainReport:
+        with self._uow_factory() as uow:
+            execution = uow.executions.require(execution_id)
+            entries = uow.audit.for_execution(execution_id)
+        return verify_chain(
+            execution_id,
+            entries,
+            head_hash=execution.audit_head,
+            head_sequence=execution.audit_sequence,
+        )
+
+    # -- the engine --------------------------------------------------------------------------
+
+    def _definition(self, name: str) -> WorkflowDefinition:
+        if name not in self._workflows:
+            known = ", ".join(sorted(self._workflows)) or "none"
+            raise InvalidInput("workflow", f"unknown workflow {name!r}; known: {known}")
+        return self._workflows[name]
+
+    def _by_key(self, key: str) -> WorkflowExecution | None:
+        with self._uow_factory() as uow:
+            return uow.executions.by_idempotency_key(self._runtime.tenant, key)
+
+    def _advance(self, execution_id: str, *, ignore_leases: bool) -> _Next | _Wait:
+        rt = self._runtime
+        with self._uow_factory() as uow:
+            execution = uow.executions.require(execution_id)
+            now = rt.clock.now()
+            state = execution.state
+            if state.terminal or state is S.AWAITING_APPROVAL:
+                return _Next.STOP
+            owner = execution.lease_owner
+            if (
+                not ignore_leases
+                and owner not in (None, self.worker_id)
+                and not execution.lease_expired(now)
+            ):
+                return _Next.STOP  # another live worker owns it
+            if state is S.RETRY_SCHEDULED and execution.retry_at and execution.retry_at > now:
+                return _Wait(execution.retry_at - now)
+            definition = self._definition(execution.workflow_name)
+            seen_version = execution.version
+            if state is S.CANCELLING:
+                target = S.COMPENSATING if self._needs_compensation(execution) else S.CANCELLED
+                execution.transition(target, at=now, actor=rt.actor, reason="cancelled")
+            elif state is S.COMPENSATING:
+                step = definition.compensation
+                if step is None:
+                    execution.transition(S.FAILED, at=now, actor=rt.actor, reason="no compensation")
+                else:
+                    try:
+                        step.run(uow, self._context(execution, step.name))
+                    except (DomainError, PortError) as exc:
+                        return self._after_failure(execution_id, seen_version, step.name, exc)
+                    execution.transition(
+                        S.COMPENSATED, at=now, actor=rt.actor, reason="compensation completed"
+                    )
+            else:
+                if state is not S.RUNNING:
+                    execution.transition(
+                        S.RUNNING, at=now, actor=rt.actor, reason=f"resumed from {state.value}"
+                    )
+                step = definition.steps[execution.current_step]
+                execution.begin_attempt(step.name)
+                try:
+                    output = step.run(uow, self._context(execution, step.name))
+                except Exception as exc:  # any step failure is recorded, then classified
+                    return self._after_failure(execution_id, seen_version, step.name, exc)
+                execution.checkpoint(step.name, output, at=now, actor=rt.actor)
+                if execution.current_step >= len(definition.steps):
+                    execution.transition(
+                        S.SUCCEEDED, at=now, actor=rt.actor, reason="all steps completed"
+                    )
+            if not execution.state.terminal:
+                execution.claim(self.worker_id, now=now, ttl=self._lease_ttl)
+            uow.executions.save(execution)
+            try:
+                uow.commit()
+            except (ConcurrencyConflict, CommitOutcomeUnknown):
+                # Another worker moved it (the version check decided), or the reply was lost:
+                # re-read on the next turn and act on what is stored.
+                return _Next.CONTINUE
+        self._notify(execution)
+        return _Next.CONTINUE
+
+    def _context(self, execution: WorkflowExecution, step: str) -> StepContext:
+        runtime = evolve(
+            # Scoped by the version the step starts from: a replay after a crash mints the
+            # same ids, a later attempt (after a denial, a retry) mints fresh ones.
+            self._runtime.with_ids(DerivedIds(execution.id, step, str(execution.version))),
+            trace_id=execution.correlation_id,
+        )
+        return StepContext(runtime=runtime, execution=execution)
+
+    def _after_failure(
+        self, execution_id: str, seen_version: int, step: str, error: BaseException
+    ) -> _Next:
+        """Record a failed attempt in a fresh unit (the step's own writes were discarded)."""
+        rt = self._runtime
+        with self._uow_factory() as uow:
+            execution = uow.executions.require(execution_id)
+            if execution.version != seen_version:
+                return _Next.CONTINUE  # someone else moved it meanwhile; re-read
+            now = rt.clock.now()
+            definition = self._definition(execution.workflow_name)
+            attempt = execution.begin_attempt(step)
+            message = f"{type(error).__name__}: {error}"[:MAX_ERROR]
+            retry = next((s.retry for s in definition.steps if s.name == step), None)
+            if isinstance(error, ApprovalRequired):
+                execution.attempts[step] -= 1  # waiting for people is not a failed attempt
+                execution.transition(
+                    S.AWAITING_APPROVAL, at=now, actor=rt.actor, reason=message, step=step
+                )
+            elif (
+                execution.state is S.RUNNING
+                and retry is not None
+                and _retryable(error)
+                and attempt < retry.max_attempts
+            ):
+                execution.last_error = message
+                execution.retry_at = now + retry.delay(attempt)
+                execution.transition(
+                    S.RETRY_SCHEDULED,
+                    at=now,
+                    actor=rt.actor,
+                    reason=f"attempt {attempt} failed: {message}",
+                    step=step,
+                )
+            else:
+                self._fail(execution, f"step {step} failed: {message}", step=step)
+            uow.executions.save(execution)
+            try:
+                uow.commit()
+            except (ConcurrencyConflict, CommitOutcomeUnknown):
+                return _Next.CONTINUE
+        self._notify(execution)
+        return _Next.CONTINUE
+
+    def _fail(self, execution: WorkflowExecution, reason: str, step: str | None = None) -> None:
+        rt = self._runtime
+        execution.last_error = reason[:MAX_ERROR]
+        compensate = execution.state is not S.COMPENSATING and self._needs_compensation(execution)
+        target = S.COMPENSATING if compensate else S.FAILED
+        execution.transition(target, at=rt.clock.now(), actor=rt.actor, reason=reason, step=step)
+
+    def _needs_compensation(self, execution: WorkflowExecution) -> bool:
+        definition = self._definition(execution.workflow_name)
+        if definition.compensation is None:
+            return False
+        if execution.metadata.rollback_strategy is not RollbackStrategy.COMPENSATE:
+            return False
+        return any(s.side_effecting and s.name in execution.step_outputs for s in definition.steps)
+
+
+def _retryable(error: BaseException) -> bool:
+    return isinstance(error, RetryableError | ConcurrencyConflict)

@@ -1,0 +1,1 @@
+"""Domain services: the governed mutations, written against ports only."""

@@ -1,0 +1,98 @@
+"""The gate every mutation passes: evaluate, and record denials in a unit of their own."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from domain.model.errors import PolicyDenied
+from domain.model.evidence import EvidenceManifest, canonical_json
+from domain.model.knowledge import Classification, sha256_hex
+from domain.model.policy import (
+    Approval,
+    EnforcementContext,
+    GuardedMutation,
+    ImpactTier,
+    Policy,
+    PolicyDecision,
+    default_policies,
+    evaluate,
+)
+from domain.model.runtime import RuntimeContext
+from ports.errors import DuplicateRecord
+from ports.unit_of_work import UnitOfWorkFactory
+
+
+class ApprovalRequired(PolicyDenied):
+    """Denied only for want of approvals: a workflow waits for them instead of failing."""
+
+
+def enforcement_context(
+    runtime: RuntimeContext,
+    *,
+    tier: ImpactTier,
+    policy_refs: Sequence[str],
+    required_roles: Sequence[str] = (),
+    approvals: Sequence[Approval] = (),
+    roles: Sequence[str] = (),
+) -> EnforcementContext:
+    return EnforcementContext(
+        actor=runtime.actor,
+        tenant=runtime.tenant,
+        environment=runtime.environment,
+        impact_tier=tier,
+        roles=tuple(roles),
+        policy_refs=tuple(policy_refs),
+        required_approver_roles=tuple(required_roles),
+        approvals=tuple(approvals),
+        change_freeze=runtime.change_freeze,
+    )
+
+
+class Gate:
+    def __init__(self, uow_factory: UnitOfWorkFactory, policies: Sequence[Policy] | None = None):
+        self._uow_factory = uow_factory
+        self._policies = tuple(policies) if policies is not None else default_policies()
+
+    def decide(self, mutation: GuardedMutation, runtime: RuntimeContext) -> PolicyDecision:
+        """Allow, or record the denial (decision and evidence) and raise a typed error."""
+        decision = evaluate(
+            mutation,
+            decision_id=runtime.ids.new_id("dec"),
+            now=runtime.clock.now(),
+            policies=self._policies,
+        )
+        if decision.allowed:
+            return decision
+        try:
+            with self._uow_factory() as uow:
+                uow.decisions.add(decision)
+                uow.evidence.add(evidence_for(decision, runtime, subject=mutation.target))
+                uow.commit()
+        except DuplicateRecord:
+            pass  # a replayed step re-derives the same decision id: it is already recorded
+        error = ApprovalRequired if decision.awaits_approval else PolicyDenied
+        raise error(decision.action.value, decision.reasons, decision.id)
+
+
+def evidence_for(
+    decision: PolicyDecision,
+    runtime: RuntimeContext,
+    *,
+    subject: str,
+    artifact_hash: str | None = None,
+    classification: Classification = Classification.INTERNAL,
+    retention_class: str = "standard",
+) -> EvidenceManifest:
+    return EvidenceManifest(
+        id=runtime.ids.new_id("evd"),
+        tenant=runtime.tenant,
+        producer=runtime.service,
+        subject=subject,
+        artifact_hash=artifact_hash or sha256_hex(canonical_json([decision.id, decision.reasons])),
+        classification=classification,
+        retention_class=retention_class,
+        decision_ids=(decision.id,),
+        approvals=decision.approvals,
+        actor=runtime.actor,
+        recorded_at=runtime.clock.now(),
+    )

@@ -1,0 +1,1 @@
+"""Workflow definitions built from domain services."""
