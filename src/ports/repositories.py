@@ -6,6 +6,7 @@ storage does with the documents is the adapter's business (ports.unit_of_work).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from domain.model.analysis import Analysis
@@ -17,7 +18,7 @@ from domain.model.lifecycle import AuditEntry, ExecutionState
 from domain.model.policy import PolicyDecision
 from ports import records
 from ports.errors import RecordNotFound
-from ports.storage import EVENT_TABLE, Op, Write
+from ports.storage import EVENT_TABLE, AnyOf, Op, Write
 
 if TYPE_CHECKING:
     from ports.unit_of_work import UnitOfWork
@@ -39,6 +40,10 @@ class KnowledgeSources(_Repository):
     def get(self, source_id: str) -> KnowledgeSource | None:
         doc = self._uow.get(self.table, source_id)
         return None if doc is None else records.source_from(source_id, doc)
+
+    def get_many(self, source_ids: Sequence[str]) -> dict[str, KnowledgeSource]:
+        docs = self._uow.get_many(self.table, source_ids)
+        return {k: records.source_from(k, d) for k, d in docs.items()}
 
     def find_identical(self, tenant: str, url: str, digest: str) -> KnowledgeSource | None:
         rows = self._uow.select(
@@ -99,7 +104,10 @@ class EvidenceManifests(_Repository):
         return None if doc is None else records.evidence_from(manifest_id, doc)
 
     def for_subject(self, tenant: str, subject: str) -> list[EvidenceManifest]:
-        rows = self._uow.select(self.table, {"tenant": tenant, "subject": subject})
+        return self.for_subjects(tenant, [subject])
+
+    def for_subjects(self, tenant: str, subjects: Sequence[str]) -> list[EvidenceManifest]:
+        rows = self._uow.select(self.table, {"tenant": tenant, "subject": AnyOf(tuple(subjects))})
         return [records.evidence_from(k, d) for k, d in rows]
 
 

@@ -25,6 +25,18 @@ class TableSpec:
     name: str
     uniques: tuple[tuple[str, ...], ...] = ()
     lookups: tuple[tuple[str, ...], ...] = ()
+    # Records never updated or deleted once committed: adapters may cache them by key.
+    immutable: bool = False
+
+
+@frozen
+class AnyOf:
+    """A `select` filter value matching any of several values (SQL `IN`)."""
+
+    values: tuple[Scalar, ...]
+
+    def matches(self, value: object) -> bool:
+        return value in self.values
 
 
 EVENT_TABLE = "event"
@@ -32,14 +44,18 @@ EVENT_TABLE = "event"
 TABLES: Mapping[str, TableSpec] = {
     spec.name: spec
     for spec in (
-        TableSpec("knowledge_source", lookups=(("tenant", "source_url", "content_digest"),)),
-        TableSpec("analysis", lookups=(("tenant", "inputs_digest"),)),
+        TableSpec(
+            "knowledge_source",
+            lookups=(("tenant", "source_url", "content_digest"),),
+            immutable=True,
+        ),
+        TableSpec("analysis", lookups=(("tenant", "inputs_digest"),), immutable=True),
         TableSpec(
             "capsule",
             uniques=(("tenant", "publication_id"),),
         ),
-        TableSpec("evidence", lookups=(("tenant", "subject"),)),
-        TableSpec("decision", lookups=(("tenant", "target"),)),
+        TableSpec("evidence", lookups=(("tenant", "subject"),), immutable=True),
+        TableSpec("decision", lookups=(("tenant", "target"),), immutable=True),
         TableSpec(EVENT_TABLE, uniques=(("event_id",),)),
         TableSpec(
             "execution",

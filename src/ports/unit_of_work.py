@@ -27,7 +27,7 @@ from ports.repositories import (
     Executions,
     KnowledgeSources,
 )
-from ports.storage import TABLES, Batch, CommitReceipt, Document, Op, Write
+from ports.storage import TABLES, AnyOf, Batch, CommitReceipt, Document, Op, Write
 
 Key = tuple[str, str]
 
@@ -111,9 +111,29 @@ class UnitOfWork(abc.ABC):
         if pending is not None:
             return None if pending.op is Op.DELETE else dict(pending.document or {})
         document = self._load(table, key)
-        if document is not None and "version" in document:
-            self._read_versions.setdefault((table, key), document["version"])
+        self._note_read(table, key, document)
         return document
+
+    def get_many(self, table: str, keys: Iterable[str]) -> dict[str, Document]:
+        """Several records of one table in one read; missing keys are simply absent."""
+        self._ensure_open()
+        found: dict[str, Document] = {}
+        to_load = []
+        for key in dict.fromkeys(keys):
+            pending = self._pending.get((table, key))
+            if pending is None:
+                to_load.append(key)
+            elif pending.op is not Op.DELETE:
+                found[key] = dict(pending.document or {})
+        for key, document in self._load_many(table, to_load).items():
+            self._note_read(table, key, document)
+            found[key] = document
+        return found
+
+    def _note_read(self, table: str, key: str, document: Document | None) -> None:
+        # Immutable records cannot change after commit: checking them again would be waste.
+        if document is not None and "version" in document and not TABLES[table].immutable:
+            self._read_versions.setdefault((table, key), document["version"])
 
     def select(
         self,
@@ -135,7 +155,11 @@ class UnitOfWork(abc.ABC):
         }
         for key, write in mine.items():
             doc = write.document
-            if write.op is not Op.DELETE and doc and all(doc.get(f) == v for f, v in where.items()):
+            if (
+                write.op is not Op.DELETE
+                and doc
+                and all(_match(doc.get(f), v) for f, v in where.items())
+            ):
                 rows[key] = dict(doc)
         result = sorted(rows.items())
         if order_by is not None:
@@ -189,6 +213,10 @@ class UnitOfWork(abc.ABC):
     @abc.abstractmethod
     def _load(self, table: str, key: str) -> Document | None: ...
 
+    def _load_many(self, table: str, keys: list[str]) -> dict[str, Document]:
+        """Adapters with a cheaper bulk read override this."""
+        return {k: d for k in keys if (d := self._load(table, k)) is not None}
+
     @abc.abstractmethod
     def _query(
         self,
@@ -208,6 +236,10 @@ class UnitOfWork(abc.ABC):
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+def _match(value: object, wanted: object) -> bool:
+    return wanted.matches(value) if isinstance(wanted, AnyOf) else value == wanted
 
 
 def _check_document(table: str, key: str, document: Document) -> None:

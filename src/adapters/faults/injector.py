@@ -76,6 +76,8 @@ class FaultyUnitOfWork(UnitOfWork):
 
     def _before_stage(self, write: Write) -> None:
         self._injector.on_stage()
+        # Forward the hook, so the wrapped adapter behaves as it would unwrapped.
+        self._inner._before_stage(write)
 
     def _load(self, table: str, key: str) -> Document | None:
         return self._inner._load(table, key)

@@ -1,15 +1,36 @@
-"""In-memory store: validate the whole batch against committed state, then apply under a lock."""
+"""In-memory store: validate the whole batch against committed state, then apply under a lock.
+
+Hash indexes on every unique and lookup field prefix keep lookups independent of store size,
+as SurrealDB's indexes do.
+"""
 
 from __future__ import annotations
 
-import copy
+import itertools
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ports.errors import ConcurrencyConflict, DuplicateRecord, InjectedFault, RecordNotFound
-from ports.storage import EVENT_TABLE, TABLES, Batch, CommitReceipt, Document, Op
+from ports.storage import EVENT_TABLE, TABLES, AnyOf, Batch, CommitReceipt, Document, Op
 from ports.unit_of_work import UnitOfWork
+
+IndexKey = tuple[Any, ...]
+
+
+def _copy(doc: Document) -> Document:
+    # Documents hold immutable scalars and lists of str: copying the lists is enough.
+    return {k: (list(v) if isinstance(v, list) else v) for k, v in doc.items()}
+
+
+def _indexed_fields(table: str) -> list[tuple[str, ...]]:
+    spec = TABLES[table]
+    out: list[tuple[str, ...]] = []
+    for fields in (*spec.uniques, *spec.lookups):
+        for n in range(1, len(fields) + 1):
+            if fields[:n] not in out:
+                out.append(fields[:n])
+    return out
 
 
 class MemoryStore:
@@ -18,6 +39,10 @@ class MemoryStore:
         self.events: list[Document] = []
         self.lock = threading.Lock()
         self.commits = 0
+        self._event_ids: set[str] = set()
+        self._indexes: dict[str, dict[tuple[str, ...], dict[IndexKey, set[str]]]] = {
+            name: {fields: {} for fields in _indexed_fields(name)} for name in TABLES
+        }
 
     def unit_of_work(self) -> MemoryUnitOfWork:
         return MemoryUnitOfWork(self)
@@ -25,30 +50,43 @@ class MemoryStore:
     def close(self) -> None:
         """Nothing to release; present so every store can be closed the same way."""
 
+    # -- writes --------------------------------------------------------------------------------
+
     def apply(self, batch: Batch) -> CommitReceipt:
         with self.lock:
             self._validate(batch)
-            for w in batch.writes:
-                if w.op in (Op.CREATE, Op.UPDATE):
-                    self.tables[w.table][w.key] = copy.deepcopy(w.document or {})
-                elif w.op is Op.DELETE:
-                    del self.tables[w.table][w.key]
             positions = []
             for w in batch.writes:
-                if w.op is Op.APPEND:
-                    position = len(self.events) + 1
-                    self.events.append(copy.deepcopy(w.document or {}) | {"position": position})
-                    positions.append(position)
+                if w.op in (Op.CREATE, Op.UPDATE):
+                    self._put(w.table, w.key, _copy(w.document or {}))
+                elif w.op is Op.DELETE:
+                    self._put(w.table, w.key, None)
+                elif w.op is Op.APPEND:
+                    doc = _copy(w.document or {})
+                    doc["position"] = len(self.events) + 1
+                    self.events.append(doc)
+                    self._event_ids.add(doc["event_id"])
+                    positions.append(doc["position"])
             self.commits += 1
             return CommitReceipt(tuple(positions))
 
+    def _put(self, table: str, key: str, doc: Document | None) -> None:
+        old = self.tables[table].pop(key, None)
+        for fields, index in self._indexes[table].items():
+            if old is not None:
+                index[tuple(old.get(f) for f in fields)].discard(key)
+            if doc is not None:
+                index.setdefault(tuple(doc.get(f) for f in fields), set()).add(key)
+        if doc is not None:
+            self.tables[table][key] = doc
+
     def _validate(self, batch: Batch) -> None:
-        created: dict[str, dict[str, Document]] = {}
+        written: dict[tuple[str, str], Document] = {}
         for index, w in enumerate(batch.writes):
             table = self.tables[w.table]
             if w.op is Op.ABORT:
                 raise InjectedFault(f"injected fault inside the transaction at write {index}")
-            if w.op is Op.CREATE and (w.key in table or w.key in created.get(w.table, {})):
+            if w.op is Op.CREATE and (w.key in table or (w.table, w.key) in written):
                 raise DuplicateRecord(w.table, w.key)
             if w.op in (Op.UPDATE, Op.DELETE) and w.key not in table:
                 raise RecordNotFound(w.table, w.key)
@@ -57,30 +95,74 @@ class MemoryStore:
                 if current is None or current.get("version") != w.expected_version:
                     raise ConcurrencyConflict(w.table, w.key)
             if w.op in (Op.CREATE, Op.UPDATE):
-                created.setdefault(w.table, {})[w.key] = w.document or {}
-        self._validate_uniques(batch, created)
+                written[(w.table, w.key)] = w.document or {}
+        self._validate_uniques(batch, written)
 
-    def _validate_uniques(self, batch: Batch, written: dict[str, dict[str, Document]]) -> None:
-        for table_name, docs in written.items():
-            spec = TABLES[table_name]
-            for fields in spec.uniques:
-                taken: dict[tuple[Any, ...], str] = {
-                    tuple(d.get(f) for f in fields): k
-                    for k, d in self.tables[table_name].items()
-                    if k not in docs
-                }
-                for key, doc in docs.items():
-                    value = tuple(doc.get(f) for f in fields)
-                    if value in taken and taken[value] != key:
-                        raise DuplicateRecord(table_name, key, f"unique {'+'.join(fields)}")
-                    taken[value] = key
-        appended = [w.document or {} for w in batch.writes if w.op is Op.APPEND]
-        if appended:
-            ids = {e["event_id"] for e in self.events}
-            for doc in appended:
-                if doc["event_id"] in ids:
-                    raise DuplicateRecord(EVENT_TABLE, doc["event_id"], "unique event_id")
-                ids.add(doc["event_id"])
+    def _validate_uniques(self, batch: Batch, written: dict[tuple[str, str], Document]) -> None:
+        claimed: dict[tuple[str, tuple[str, ...], IndexKey], str] = {}
+        for (table, key), doc in written.items():
+            for fields in TABLES[table].uniques:
+                value = tuple(doc.get(f) for f in fields)
+                holders = self._indexes[table][fields].get(value, set()) - {key}
+                # A holder being rewritten in this very batch may be giving the value up.
+                holders = {h for h in holders if (table, h) not in written}
+                other = claimed.setdefault((table, fields, value), key)
+                if holders or other != key:
+                    raise DuplicateRecord(table, key, f"unique {'+'.join(fields)}")
+        seen: set[str] = set()
+        for w in batch.writes:
+            if w.op is Op.APPEND:
+                event_id = (w.document or {})["event_id"]
+                if event_id in self._event_ids or event_id in seen:
+                    raise DuplicateRecord(EVENT_TABLE, event_id, "unique event_id")
+                seen.add(event_id)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def load(self, table: str, key: str) -> Document | None:
+        with self.lock:
+            doc = self.tables[table].get(key)
+            return _copy(doc) if doc is not None else None
+
+    def query(
+        self,
+        table: str,
+        where: Mapping[str, Any],
+        order_by: str | None,
+        descending: bool,
+        limit: int | None,
+    ) -> list[tuple[str, Document]]:
+        fields = tuple(where)
+        with self.lock:
+            docs = self.tables[table]
+            index = self._indexes[table].get(fields)
+            if index is not None:
+                choices = [v.values if isinstance(v, AnyOf) else (v,) for v in where.values()]
+                found: set[str] = set()
+                for combination in itertools.product(*choices):
+                    found |= index.get(combination, set())
+                keys: Iterable[str] = sorted(found)
+            else:
+                keys = sorted(
+                    k
+                    for k, d in docs.items()
+                    if all(
+                        v.matches(d.get(f)) if isinstance(v, AnyOf) else d.get(f) == v
+                        for f, v in where.items()
+                    )
+                )
+            rows = [(k, docs[k]) for k in keys]
+            if order_by is not None:
+                rows.sort(key=lambda kv: (kv[1].get(order_by) is None, kv[1].get(order_by)))
+                if descending:
+                    rows.reverse()
+            if limit is not None:
+                rows = rows[:limit]
+            return [(k, _copy(d)) for k, d in rows]
+
+    def events_after(self, position: int, limit: int) -> list[Document]:
+        with self.lock:
+            return [_copy(d) for d in self.events[position : position + limit]]
 
 
 class MemoryUnitOfWork(UnitOfWork):
@@ -89,9 +171,7 @@ class MemoryUnitOfWork(UnitOfWork):
         self._store = store
 
     def _load(self, table: str, key: str) -> Document | None:
-        with self._store.lock:
-            doc = self._store.tables[table].get(key)
-            return copy.deepcopy(doc) if doc is not None else None
+        return self._store.load(table, key)
 
     def _query(
         self,
@@ -101,21 +181,10 @@ class MemoryUnitOfWork(UnitOfWork):
         descending: bool,
         limit: int | None,
     ) -> Iterable[tuple[str, Document]]:
-        with self._store.lock:
-            rows = [
-                (k, copy.deepcopy(d))
-                for k, d in sorted(self._store.tables[table].items())
-                if all(d.get(f) == v for f, v in where.items())
-            ]
-        if order_by is not None:
-            rows.sort(key=lambda kv: (kv[1].get(order_by) is None, kv[1].get(order_by)))
-            if descending:
-                rows.reverse()
-        return rows if limit is None else rows[:limit]
+        return self._store.query(table, where, order_by, descending, limit)
 
     def _events_after(self, position: int, limit: int) -> list[Document]:
-        with self._store.lock:
-            return copy.deepcopy(self._store.events[position : position + limit])
+        return self._store.events_after(position, limit)
 
     def _apply(self, batch: Batch) -> CommitReceipt:
         return self._store.apply(batch)

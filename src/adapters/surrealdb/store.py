@@ -16,10 +16,11 @@ from surrealdb import RecordID, Surreal
 
 from adapters.surrealdb import compiler, schema
 from ports.errors import CommitOutcomeUnknown, InvalidRecord, PortError, StorageUnavailable
-from ports.storage import EVENT_TABLE, TABLES, Batch, CommitReceipt, Document
+from ports.storage import EVENT_TABLE, TABLES, AnyOf, Batch, CommitReceipt, Document, Op
 from ports.unit_of_work import UnitOfWork
 
 EMBEDDED = ("mem", "memory", "surrealkv", "file")
+IMMUTABLE_CACHE_SIZE = 20_000
 REMOTE = ("ws", "wss", "http", "https")
 
 
@@ -92,6 +93,7 @@ class SurrealStore:
         self._lock = threading.Lock()
         self._file_lock: StoreLock | None = None
         self._db: Any = None
+        self._immutable: dict[tuple[str, str], Document] = {}
         self._open()
 
     # -- connection ----------------------------------------------------------------------------
@@ -106,7 +108,8 @@ class SurrealStore:
                 os.environ.setdefault("SURREAL_SYNC_DATA", "true")
         try:
             db: Any = Surreal(cfg.url)
-            db.connect()
+            if cfg.scheme in EMBEDDED:  # remote connections have no connect(): they dial lazily
+                db.connect()
             if cfg.username is not None:
                 db.signin({"username": cfg.username, "password": cfg.password or ""})
             db.use(cfg.namespace, cfg.database)
@@ -199,14 +202,51 @@ class SurrealStore:
         error = compiler.failure(compiled, batch, rows)
         if error is not None:
             raise error
+        for w in batch.writes:
+            if w.op is Op.CREATE and w.document is not None:
+                self._cache(w.table, w.key, w.document)
         return CommitReceipt(compiler.event_positions(compiled, rows))
 
     # -- reads -----------------------------------------------------------------------------------
 
     def load(self, table: str, key: str) -> Document | None:
+        cached = self._cached(table, key)
+        if cached is not None:
+            return cached
         rows = self.select_rows("SELECT * FROM ONLY $r", {"r": RecordID(table, key)})
-        doc = rows[0] if rows else None
-        return _strip(doc) if doc else None
+        doc = _strip(rows[0]) if rows and rows[0] else None
+        if doc is not None:
+            self._cache(table, key, doc)
+        return doc
+
+    def load_many(self, table: str, keys: list[str]) -> dict[str, Document]:
+        found: dict[str, Document] = {}
+        missing = []
+        for key in keys:
+            cached = self._cached(table, key)
+            if cached is None:
+                missing.append(key)
+            else:
+                found[key] = cached
+        if missing:
+            ids = [RecordID(table, key) for key in missing]
+            for row in self.select_rows("SELECT * FROM $ids", {"ids": ids}):
+                key, doc = _key(row), _strip(row)
+                self._cache(table, key, doc)
+                found[key] = doc
+        return found
+
+    # Immutable records (sources, analyses, evidence, decisions) never change once committed,
+    # so a bounded cache of them saves a round trip on every later step that reads them.
+    def _cached(self, table: str, key: str) -> Document | None:
+        doc = self._immutable.get((table, key))
+        return dict(doc) if doc is not None else None
+
+    def _cache(self, table: str, key: str, doc: Document) -> None:
+        if TABLES[table].immutable:
+            if len(self._immutable) >= IMMUTABLE_CACHE_SIZE:
+                self._immutable.pop(next(iter(self._immutable)))
+            self._immutable[(table, key)] = dict(doc)
 
     def query(
         self,
@@ -221,8 +261,12 @@ class SurrealStore:
         params: dict[str, Any] = {}
         clauses = []
         for n, (name, value) in enumerate(where.items()):
-            clauses.append(f"{compiler.ident(name)} = $w{n}")
-            params[f"w{n}"] = value
+            if isinstance(value, AnyOf):
+                clauses.append(f"{compiler.ident(name)} IN $w{n}")
+                params[f"w{n}"] = list(value.values)
+            else:
+                clauses.append(f"{compiler.ident(name)} = $w{n}")
+                params[f"w{n}"] = value
         text = f"SELECT * FROM {compiler.ident(table)}"
         if clauses:
             text += " WHERE " + " AND ".join(clauses)
@@ -277,6 +321,9 @@ class SurrealUnitOfWork(UnitOfWork):
         limit: int | None,
     ) -> Iterable[tuple[str, Document]]:
         return self._store.query(table, where, order_by, descending, limit)
+
+    def _load_many(self, table: str, keys: list[str]) -> dict[str, Document]:
+        return self._store.load_many(table, keys)
 
     def _events_after(self, position: int, limit: int) -> list[Document]:
         return self._store.events_after(position, limit)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from attrs import field, frozen
@@ -87,7 +87,7 @@ class EventEnvelope:
                     self.type.value,
                     self.schema_version,
                     self.actor,
-                    self.occurred_at.isoformat(),
+                    self.occurred_at.astimezone(UTC).isoformat(),
                     self.correlation_id,
                     self.causation_id,
                     self.decision_ref,

@@ -76,7 +76,11 @@ def sha256_hex(text: str) -> str:
 
 def checked_url(field: str, value: object) -> str:
     url = validation.text(field, value, max_len=MAX_URL)
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - validates the port (urlsplit alone does not)
+    except ValueError:  # malformed IPv6 host, port out of range, ...
+        raise InvalidInput(field, "must be a well-formed URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput(field, "must be an absolute http(s) URL with a host")
     if any(ch.isspace() for ch in url):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from attrs import frozen
 
@@ -100,7 +100,7 @@ class AuditEntry:
                     sequence,
                     from_state.value if from_state else None,
                     to_state.value,
-                    at.isoformat(),
+                    at.astimezone(UTC).isoformat(),
                     actor,
                     reason,
                     step,

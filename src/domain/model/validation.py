@@ -21,6 +21,11 @@ def text(field: str, value: object, *, max_len: int, allow_empty: bool = False) 
     # read it back), so it is refused at the edge rather than half-written.
     if "\x00" in value:
         raise InvalidInput(field, "must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates: not Unicode text, cannot be hashed (UTF-8) nor stored by SurrealDB.
+        raise InvalidInput(field, "must be valid Unicode (no lone surrogates)") from None
     return value
 
 

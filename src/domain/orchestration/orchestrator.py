@@ -8,6 +8,7 @@ the execution, never by blindly repeating a commit.
 from __future__ import annotations
 
 import enum
+import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -27,7 +28,9 @@ from ports.errors import (
     CommitOutcomeUnknown,
     ConcurrencyConflict,
     DuplicateRecord,
+    InjectedFault,
     PortError,
+    StorageUnavailable,
 )
 from ports.unit_of_work import UnitOfWorkFactory
 
@@ -38,7 +41,11 @@ MAX_ERROR = 500
 
 class _Next(enum.Enum):
     CONTINUE = "continue"
-    STOP = "stop"
+
+
+@frozen
+class _Stop:
+    execution: WorkflowExecution | None = None
 
 
 @frozen
@@ -67,6 +74,11 @@ class Orchestrator:
         self._max_wait = max_inline_wait
         self._sleep = sleep
         self._notify = on_transition or (lambda execution: None)
+        # Executions this worker committed last, exactly as stored: the next step starts from
+        # them without a read. Safe because every save is guarded by the version it carries;
+        # if anyone else moved the execution, that commit conflicts and the next turn re-reads.
+        self._committed: dict[str, WorkflowExecution] = {}
+        self._cache_lock = threading.Lock()
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -117,7 +129,7 @@ class Orchestrator:
                     raise
                 if found.id != execution.id:
                     return found
-        self._notify(execution)
+        self._remember(execution)
         return self.run(execution.id) if run else execution
 
     def run(self, execution_id: str, *, ignore_leases: bool = False) -> WorkflowExecution:
@@ -128,8 +140,11 @@ class Orchestrator:
                 if outcome.delay > self._max_wait:
                     break
                 self._sleep(max(outcome.delay.total_seconds(), 0.0))
-            elif outcome is _Next.STOP:
+            elif isinstance(outcome, _Stop):
+                if outcome.execution is not None:
+                    return outcome.execution
                 break
+        self._take(execution_id)
         return self.get(execution_id)
 
     def approve(self, execution_id: str, *, approver: str, role: str) -> WorkflowExecution:
@@ -146,7 +161,7 @@ class Orchestrator:
             execution.claim(self.worker_id, now=now, ttl=self._lease_ttl)
             uow.executions.save(execution)
             uow.commit()
-        self._notify(execution)
+        self._remember(execution)
         return self.run(execution_id)
 
     def reject(self, execution_id: str, *, reason: str) -> WorkflowExecution:
@@ -158,7 +173,7 @@ class Orchestrator:
             self._fail(execution, f"rejected: {reason}")
             uow.executions.save(execution)
             uow.commit()
-        self._notify(execution)
+        self._remember(execution)
         return self.run(execution_id)
 
     def cancel(self, execution_id: str, *, reason: str = "cancel requested") -> WorkflowExecution:
@@ -175,7 +190,7 @@ class Orchestrator:
                 execution.transition(S.CANCELLING, at=now, actor=rt.actor, reason=reason)
             uow.executions.save(execution)
             uow.commit()
-        self._notify(execution)
+        self._remember(execution)
         return self.run(execution_id)
 
     def recover(self, *, ignore_leases: bool = False) -> list[WorkflowExecution]:
@@ -224,21 +239,21 @@ class Orchestrator:
         with self._uow_factory() as uow:
             return uow.executions.by_idempotency_key(self._runtime.tenant, key)
 
-    def _advance(self, execution_id: str, *, ignore_leases: bool) -> _Next | _Wait:
+    def _advance(self, execution_id: str, *, ignore_leases: bool) -> _Next | _Wait | _Stop:
         rt = self._runtime
         with self._uow_factory() as uow:
-            execution = uow.executions.require(execution_id)
+            execution = self._take(execution_id) or uow.executions.require(execution_id)
             now = rt.clock.now()
             state = execution.state
             if state.terminal or state is S.AWAITING_APPROVAL:
-                return _Next.STOP
+                return _Stop(execution)
             owner = execution.lease_owner
             if (
                 not ignore_leases
                 and owner not in (None, self.worker_id)
                 and not execution.lease_expired(now)
             ):
-                return _Next.STOP  # another live worker owns it
+                return _Stop(execution)  # another live worker owns it
             if state is S.RETRY_SCHEDULED and execution.retry_at and execution.retry_at > now:
                 return _Wait(execution.retry_at - now)
             definition = self._definition(execution.workflow_name)
@@ -275,6 +290,8 @@ class Orchestrator:
                         S.SUCCEEDED, at=now, actor=rt.actor, reason="all steps completed"
                     )
             if not execution.state.terminal:
+                if ignore_leases:
+                    execution.release_lease()  # taking over: the caller vouched for that
                 execution.claim(self.worker_id, now=now, ttl=self._lease_ttl)
             uow.executions.save(execution)
             try:
@@ -283,8 +300,28 @@ class Orchestrator:
                 # Another worker moved it (the version check decided), or the reply was lost:
                 # re-read on the next turn and act on what is stored.
                 return _Next.CONTINUE
-        self._notify(execution)
+            except DuplicateRecord:
+                # Racing workers mint the same ids for a step, so the loser's creates can
+                # collide before its version guard is reached: a lost race if the execution
+                # moved on meanwhile, a real error otherwise.
+                if self.get(execution_id).version == seen_version:
+                    raise
+                return _Next.CONTINUE
+        self._remember(execution)
+        if execution.state.terminal or execution.state is S.AWAITING_APPROVAL:
+            return _Stop(execution)
         return _Next.CONTINUE
+
+    def _remember(self, execution: WorkflowExecution) -> None:
+        # Only executions this worker will go on driving; a stop is always decided on a read.
+        if not (execution.state.terminal or execution.state is S.AWAITING_APPROVAL):
+            with self._cache_lock:
+                self._committed[execution.id] = execution
+        self._notify(execution)
+
+    def _take(self, execution_id: str) -> WorkflowExecution | None:
+        with self._cache_lock:
+            return self._committed.pop(execution_id, None)
 
     def _context(self, execution: WorkflowExecution, step: str) -> StepContext:
         runtime = evolve(
@@ -305,6 +342,11 @@ class Orchestrator:
             if execution.version != seen_version:
                 return _Next.CONTINUE  # someone else moved it meanwhile; re-read
             now = rt.clock.now()
+            if execution.state in (S.PENDING, S.RETRY_SCHEDULED):
+                # The attempt ran on a resumed execution; that resume was discarded with the
+                # step's unit, and neither state may move straight to failed or waiting.
+                resumed = f"resumed from {execution.state.value}"
+                execution.transition(S.RUNNING, at=now, actor=rt.actor, reason=resumed)
             definition = self._definition(execution.workflow_name)
             attempt = execution.begin_attempt(step)
             message = f"{type(error).__name__}: {error}"[:MAX_ERROR]
@@ -336,7 +378,7 @@ class Orchestrator:
                 uow.commit()
             except (ConcurrencyConflict, CommitOutcomeUnknown):
                 return _Next.CONTINUE
-        self._notify(execution)
+        self._remember(execution)
         return _Next.CONTINUE
 
     def _fail(self, execution: WorkflowExecution, reason: str, step: str | None = None) -> None:
@@ -356,4 +398,8 @@ class Orchestrator:
 
 
 def _retryable(error: BaseException) -> bool:
-    return isinstance(error, RetryableError | ConcurrencyConflict)
+    # A storage failure inside a step (the store unreachable, a planned fault) wrote nothing:
+    # like a lost race it is worth another attempt, not the end of the workflow.
+    return isinstance(
+        error, RetryableError | ConcurrencyConflict | StorageUnavailable | InjectedFault
+    )

@@ -195,11 +195,13 @@ class KnowledgeService:
             if existing.artifact_hash == artifact and existing.status is CapsuleStatus.PUBLISHED:
                 return existing  # exactly once: a repeat of the same publication is a no-op
             raise AlreadyPublished(publication_id, existing.id)
-        unevidenced = tuple(
-            s.id
-            for s in sources
-            if not uow.evidence.for_subject(runtime.tenant, f"knowledge_source:{s.id}")
-        )
+        evidenced = {
+            m.subject
+            for m in uow.evidence.for_subjects(
+                runtime.tenant, [f"knowledge_source:{s.id}" for s in sources]
+            )
+        }
+        unevidenced = tuple(s.id for s in sources if f"knowledge_source:{s.id}" not in evidenced)
         classification = capsule_model.highest_classification(sources)
         decision = self._gate.decide(
             GuardedMutation(
@@ -297,13 +299,12 @@ class KnowledgeService:
     def _sources(self, uow: UnitOfWork, source_ids: Sequence[str]) -> list[KnowledgeSource]:
         if not source_ids:
             raise InvalidInput("source_ids", "at least one source is required")
-        sources = []
-        for source_id in dict.fromkeys(source_ids):
-            found = uow.sources.get(source_id)
-            if found is None:
+        wanted = list(dict.fromkeys(source_ids))
+        found = uow.sources.get_many(wanted)
+        for source_id in wanted:
+            if source_id not in found:
                 raise UnknownReference("knowledge source", source_id)
-            sources.append(found)
-        return sources
+        return [found[source_id] for source_id in wanted]
 
     def _record(
         self,

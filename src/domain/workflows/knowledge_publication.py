@@ -147,9 +147,9 @@ def definition(service: KnowledgeService) -> WorkflowDefinition:
         capsule = uow.capsules.get(published["capsule_id"])
         if capsule is None:
             raise VerificationFailed(f"capsule {published['capsule_id']} is missing")
-        sources = [uow.sources.get(i) for i in capsule.source_ids]
-        present = [s for s in sources if s is not None]
-        if len(present) != len(sources) or capsule_model.artifact_hash(present) != (
+        found = uow.sources.get_many(capsule.source_ids)
+        present = list(found.values())
+        if len(present) != len(capsule.source_ids) or capsule_model.artifact_hash(present) != (
             capsule.artifact_hash
         ):
             raise VerificationFailed(f"capsule {capsule.id} does not match its sources")
