@@ -243,6 +243,6 @@ def evaluate(
         reasons=tuple(reasons),
         obligations=tuple(obligations),
         policy_refs=ctx.policy_refs,
-        approvals=tuple(a for a in ctx.approvals if a.valid_at(now)),
+        approvals=tuple(a for a in ctx.approvals if a.valid_at(now) and a.approver != ctx.actor),
         decided_at=now,
     )

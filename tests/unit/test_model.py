@@ -1,0 +1,235 @@
+"""Pure model pieces the mutations rely on: the generator, artifact hash, chunks, envelopes."""
+
+from __future__ import annotations
+
+from datetime import UTC, timedelta, timezone
+from typing import Any
+
+import pytest
+from attrs import evolve
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from domain.model import analysis as analysis_model
+from domain.model import capsule as capsule_model
+from domain.model.capsule import Capsule, CapsuleStatus
+from domain.model.errors import InvalidState
+from domain.model.evidence import EventEnvelope, EventType
+from domain.model.knowledge import Classification, KnowledgeSource, SourceDraft
+from domain.model.lifecycle import AuditEntry, ExecutionState
+from tests.services.harness import START
+from tests.services.strategies import hostile_text
+
+
+def source(source_id: str, text: str, *, classification: str = "public") -> KnowledgeSource:
+    d = SourceDraft.parse(
+        kind="imf",
+        title=f"title of {source_id}",
+        source_url=f"https://www.imf.org/{source_id}",
+        format="text",
+        classification=classification,
+        content_text=text,
+    )
+    return KnowledgeSource.acquire(d, source_id=source_id, tenant="t", acquired_at=START)
+
+
+# -- the extractive generator ---------------------------------------------------------------
+
+corpora = st.lists(hostile_text(max_pieces=8), min_size=1, max_size=4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(texts=corpora, data=st.data())
+def test_extract_is_a_pure_function_of_the_sources_not_of_their_order(
+    texts: list[str], data: st.DataObject
+) -> None:
+    sources = [source(f"src-{i:03d}", t) for i, t in enumerate(texts)]
+    shuffled = data.draw(st.permutations(sources))
+    first = analysis_model.extract(sources)
+    assert analysis_model.extract(sources) == first
+    assert analysis_model.extract(shuffled) == first
+    assert analysis_model.inputs_digest(shuffled) == analysis_model.inputs_digest(sources)
+
+
+@settings(max_examples=60, deadline=None)
+@given(texts=corpora)
+def test_claims_cite_only_input_sources_that_contain_them(texts: list[str]) -> None:
+    sources = [source(f"src-{i:03d}", t) for i, t in enumerate(texts)]
+    by_id = {s.id: s for s in sources}
+    claims, terms, rendered = analysis_model.extract(sources)
+    assert claims, "every non-blank source yields at least one claim"
+    assert len(terms) <= 10
+    for claim in claims:
+        assert claim.cited_source_ids
+        assert set(claim.cited_source_ids) <= set(by_id)
+        assert len(claim.cited_source_ids) == len(set(claim.cited_source_ids))
+        for cited in claim.cited_source_ids:
+            normalised = " ".join(by_id[cited].content_text.split())
+            assert claim.text[:200] in normalised
+        assert claim.text in rendered
+    assert rendered.startswith("Key terms: ")
+
+
+def test_a_sentence_shared_by_sources_cites_all_of_them() -> None:
+    shared = "Inflation expectations remain firmly anchored."
+    a = source("src-a", f"{shared} Growth slows in Europe.")
+    b = source("src-b", f"Commodity prices rise. {shared}")
+    claims, _, _ = analysis_model.extract([b, a])
+    cited = {c.text: c.cited_source_ids for c in claims}
+    assert cited[shared] == ("src-a", "src-b")
+
+
+def test_inputs_digest_depends_on_content_and_generator() -> None:
+    a, b = source("src-a", "One. Two."), source("src-b", "Three. Four.")
+    changed = source("src-b", "Three. Five.")
+    assert analysis_model.inputs_digest([a, b]) != analysis_model.inputs_digest([a, changed])
+    assert analysis_model.inputs_digest([a]) != analysis_model.inputs_digest([a, b])
+
+
+# -- capsule artifacts ----------------------------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(texts=corpora, data=st.data())
+def test_artifact_hash_and_chunks_ignore_source_order(
+    texts: list[str], data: st.DataObject
+) -> None:
+    sources = [source(f"src-{i:03d}", t) for i, t in enumerate(texts)]
+    shuffled = data.draw(st.permutations(sources))
+    assert capsule_model.artifact_hash(shuffled) == capsule_model.artifact_hash(sources)
+    assert capsule_model.chunk(shuffled) == capsule_model.chunk(sources)
+
+
+def test_artifact_hash_changes_with_any_source_content() -> None:
+    a, b = source("src-a", "One."), source("src-b", "Two.")
+    assert capsule_model.artifact_hash([a, b]) != capsule_model.artifact_hash(
+        [a, source("src-b", "Two!")]
+    )
+
+
+def test_chunks_cover_each_source_in_order_with_running_indexes() -> None:
+    long = source("src-b", "x" * (capsule_model.CHUNK_SIZE * 2 + 5))
+    short = source("src-a", "short")
+    chunks = capsule_model.chunk([long, short], size=capsule_model.CHUNK_SIZE)
+    assert [(c.index, c.source_id, len(c.text)) for c in chunks] == [
+        (0, "src-a", 5),
+        (1, "src-b", capsule_model.CHUNK_SIZE),
+        (2, "src-b", capsule_model.CHUNK_SIZE),
+        (3, "src-b", 5),
+    ]
+    assert "".join(c.text for c in chunks if c.source_id == "src-b") == long.content_text
+
+
+def test_the_capsule_takes_the_highest_classification() -> None:
+    sources = [
+        source("a", "A.", classification="internal"),
+        source("b", "B.", classification="confidential"),
+        source("c", "C.", classification="public"),
+    ]
+    assert capsule_model.highest_classification(sources) is Classification.CONFIDENTIAL
+
+
+def test_only_a_published_capsule_can_be_retracted() -> None:
+    capsule = Capsule(
+        id="cap-1",
+        tenant="t",
+        publication_id="pub-1",
+        title="t",
+        source_ids=("a",),
+        analysis_ids=(),
+        artifact_hash="h",
+        chunks=(),
+        classification=Classification.PUBLIC,
+        retention_class="standard",
+        status=CapsuleStatus.PUBLISHED,
+        published_at=START,
+    )
+    later = START + timedelta(hours=1)
+    retracted = capsule.retract(at=later, reason="wrong data")
+    assert (retracted.status, retracted.retracted_at, retracted.retraction_reason) == (
+        CapsuleStatus.RETRACTED,
+        later,
+        "wrong data",
+    )
+    assert capsule.status is CapsuleStatus.PUBLISHED  # frozen: a changed copy
+    with pytest.raises(InvalidState):
+        retracted.retract(at=later, reason="again")
+
+
+# -- event envelopes ------------------------------------------------------------------------
+
+
+def envelope(**overrides: object) -> EventEnvelope:
+    fields: dict[str, object] = {
+        "id": "evt-1",
+        "tenant": "t",
+        "type": EventType.SOURCE_INGESTED,
+        "actor": "alice",
+        "occurred_at": START,
+        "correlation_id": "trace-1",
+        "causation_id": "evd-1",
+        "decision_ref": "dec-1",
+        "classification": Classification.PUBLIC,
+        "payload": {"source_id": "src-1", "list": [1, 2], "text": "é'; --{}"},
+    }
+    fields.update(overrides)
+    return EventEnvelope(**fields)  # type: ignore[arg-type]
+
+
+def test_a_sealed_event_is_intact_and_an_unsealed_one_is_not() -> None:
+    raw = envelope()
+    assert not raw.intact
+    sealed = raw.sealed()
+    assert sealed.intact
+    assert sealed.integrity_hash == raw.compute_hash()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("tenant", "other"),
+        ("type", EventType.CAPSULE_PUBLISHED),
+        ("actor", "mallory"),
+        ("occurred_at", START + timedelta(microseconds=1)),
+        ("correlation_id", "trace-2"),
+        ("causation_id", "evd-2"),
+        ("decision_ref", "dec-forged"),
+        ("classification", Classification.RESTRICTED),
+        ("payload", {"source_id": "src-2", "list": [1, 2], "text": "é'; --{}"}),
+        ("schema_version", 2),
+    ],
+)
+def test_any_edit_to_a_sealed_event_is_detected(field: str, value: Any) -> None:
+    tampered = evolve(envelope().sealed(), **{field: value})
+    assert not tampered.intact
+
+
+def test_the_position_is_not_part_of_the_hash() -> None:
+    sealed = envelope().sealed()
+    assert evolve(sealed, position=7).intact
+
+
+def test_the_integrity_hash_does_not_depend_on_the_time_zone_of_the_instant() -> None:
+    """A store that hands instants back in UTC (SurrealDB does) must not break `intact`."""
+    local = START.astimezone(timezone(timedelta(hours=2)))
+    sealed = envelope(occurred_at=local).sealed()
+    assert evolve(sealed, occurred_at=local.astimezone(UTC)).intact
+
+
+def test_the_audit_hash_does_not_depend_on_the_time_zone_of_the_instant() -> None:
+    fields = {
+        "execution_id": "exe-1",
+        "sequence": 1,
+        "from_state": None,
+        "to_state": ExecutionState.PENDING,
+        "actor": "alice",
+        "reason": "start",
+        "step": None,
+        "correlation_id": "trace-1",
+        "prev_hash": "",
+    }
+    local = START.astimezone(timezone(timedelta(hours=-5)))
+    assert AuditEntry.digest(at=local, **fields) == AuditEntry.digest(  # type: ignore[arg-type]
+        at=local.astimezone(UTC),
+        **fields,  # type: ignore[arg-type]
+    )
