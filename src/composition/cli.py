@@ -1,0 +1,921 @@
+"""The `govkernel` command line: run, approve and inspect governed workflow executions.
+
+Exit statuses: 0 ok; 1 denied by policy, a failed execution or a verification failure;
+2 usage or configuration error (including a store held by another process, an unknown
+execution or invalid input). Errors are one line on stderr (a traceback only with --debug).
+With --json, stdout carries exactly one JSON document and nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from attrs import define, field
+
+import composition
+from composition import queries, render
+from composition.container import App, Overrides, build_app
+from composition.documents import DocumentError, SourceFile, publication_request, read_source
+from composition.settings import DEFAULT_POLICY_REF, ENV_VARS, ConfigurationError, Settings
+from composition.settings import load_settings as _load_settings
+from domain.model.errors import DomainError, IllegalTransition, InvalidInput, InvalidState
+from domain.model.errors import PolicyDenied as _PolicyDenied
+from domain.model.execution import WorkflowExecution
+from domain.model.knowledge import Classification, SourceFormat, SourceKind
+from domain.model.lifecycle import AuditEntry, ExecutionState
+from domain.model.policy import ImpactTier
+from domain.orchestration.orchestrator import RECOVERABLE
+from domain.workflows import knowledge_publication as kp
+from ports.clock import UuidIds
+from ports.errors import PortError, RecordNotFound, StorageUnavailable
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+PROGRESS_THRESHOLD = 5
+F = TypeVar("F", bound=Callable[..., Any])
+S = ExecutionState
+
+EXITS = (
+    "Exit statuses: 0 ok; 1 denied, failed or verification failure; "
+    "2 usage or configuration error (including a store in use by another process)."
+)
+ROOT_EPILOG = (
+    "Settings come from GOVKERNEL_* environment variables and an optional TOML file "
+    f"(--config or $GOVKERNEL_CONFIG): {', '.join(ENV_VARS)}. {EXITS}"
+)
+
+
+class Failed(Exception):
+    """A command's negative outcome: one line on stderr and an exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- the session ---------------------------------------------------------------------------
+
+
+@define
+class Session:
+    """Global options, the settings (read once, lazily) and the output channels."""
+
+    store: str | None = None
+    config: str | None = None
+    json: bool = False
+    debug: bool = False
+    _settings: Settings | None = field(default=None, alias="_settings")
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            overrides = {"store_url": (self.store, "--store")} if self.store else {}
+            self._settings = _load_settings(config_file=self.config, overrides=overrides)
+        return self._settings
+
+    @contextmanager
+    def app(self) -> Iterator[tuple[App, Printer]]:
+        printer = Printer(self)
+        with build_app(self.settings(), Overrides(on_transition=printer)) as app:
+            printer.bind(app)
+            yield app, printer
+
+    def echo(self, text: str = "") -> None:
+        """Human output: stdout, or stderr when stdout is reserved for JSON."""
+        click.echo(text, err=self.json)
+
+    def emit(self, record: object) -> None:
+        click.echo(render.dumps(record))
+
+    def warn(self, text: str) -> None:
+        click.echo(text, err=True)
+
+    def hint(self) -> str:
+        """Global options to repeat in suggested follow-up commands."""
+        settings = self.settings()
+        parts = []
+        if self.config:
+            parts.append(f" --config {self.config}")
+        if settings.sources.get("store_url") == "--store":
+            parts.append(f" --store {settings.display_store}")
+        return "".join(parts)
+
+
+class Printer:
+    """The orchestrator's transition callback: prints each audit entry as it commits."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._app: App | None = None
+        self._seen: dict[str, int] = {}
+        self._current: str | None = None
+
+    def bind(self, app: App) -> None:
+        self._app = app
+
+    def mark(self, execution: WorkflowExecution) -> None:
+        """Print only what happens to `execution` from now on."""
+        self._seen[execution.id] = execution.audit_sequence
+
+    def __call__(self, execution: WorkflowExecution) -> None:
+        app = self._app
+        last = self._seen.get(execution.id, 0)
+        if app is None or execution.audit_sequence <= last:
+            return
+        self._seen[execution.id] = execution.audit_sequence
+        try:
+            entries = [
+                e
+                for e in queries.audit_trail(app.uow_factory, execution.id)
+                if last < e.sequence <= execution.audit_sequence
+            ]
+        except (PortError, DomainError) as exc:  # printing must never break a run
+            self._session.warn(f"  (cannot show transitions of {execution.id}: {exc})")
+            return
+        if self._current != execution.id:
+            self._current = execution.id
+            tier = execution.metadata.risk_tier.value
+            self._session.echo(
+                f"execution {execution.id}  ({execution.workflow_name}"
+                f" v{execution.workflow_version}, {tier})"
+            )
+        for entry in entries:
+            self._session.echo(transition_line(entry, execution))
+
+
+def transition_line(entry: AuditEntry, execution: WorkflowExecution) -> str:
+    reason = entry.reason
+    checkpoint = entry.from_state is S.RUNNING and entry.to_state is S.RUNNING and entry.step
+    if checkpoint and entry.step in execution.step_outputs:
+        reason = f"{reason}: {render.step_output(entry.step, execution.step_outputs[entry.step])}"
+    return f"  #{entry.sequence:<3} {entry.to_state.value:<17} {reason}"
+
+
+# -- shared options --------------------------------------------------------------------------
+
+
+def _set_json(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(Session).json = True
+
+
+def json_option(fn: F) -> F:
+    return click.option(
+        "--json",
+        "json_output",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_json,
+        help="Print the records as JSON on stdout (and nothing else there).",
+    )(fn)
+
+
+def session_of(ctx: click.Context) -> Session:
+    return ctx.ensure_object(Session)
+
+
+# -- the root group --------------------------------------------------------------------------
+
+
+@click.group(epilog=ROOT_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--store",
+    metavar="URL",
+    help="Store URL: memory://, mem://, surrealkv://PATH, ws://HOST:PORT or wss://HOST:PORT"
+    " [env: GOVKERNEL_STORE; default: surrealkv://<data dir>/store].",
+)
+@click.option(
+    "--config",
+    metavar="FILE",
+    help="TOML settings file [env: GOVKERNEL_CONFIG].",
+)
+@click.option(
+    "--json", "json_output", is_flag=True, help="Print records as JSON on stdout (every command)."
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(
+    ctx: click.Context, store: str | None, config: str | None, json_output: bool, debug: bool
+) -> None:
+    """govkernel: governed, durable and auditable knowledge workflows."""
+    session = session_of(ctx)
+    session.store = store
+    session.config = config
+    session.json = session.json or json_output
+    session.debug = session.debug or debug
+
+
+# -- run -------------------------------------------------------------------------------------
+
+
+@cli.group()
+def run() -> None:
+    """Run a workflow."""
+
+
+def _enum_choice(values: Sequence[str]) -> click.Choice[str]:
+    return click.Choice(list(values), case_sensitive=False)
+
+
+@run.command("knowledge-publication", epilog=EXITS)
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--title", help="Publication title [default: derived from the documents].")
+@click.option(
+    "--publication-id", metavar="ID", help="Publication id [default: a fresh pub-... id]."
+)
+@click.option(
+    "--tier",
+    type=_enum_choice([t.value for t in ImpactTier]),
+    metavar="[" + "|".join(t.value for t in ImpactTier) + "]",
+    default=ImpactTier.TIER0.value,
+    show_default=True,
+    help="Impact tier: Tier1 needs one approval, Tier2 and Tier3 two.",
+)
+@click.option(
+    "--idempotency-key",
+    metavar="KEY",
+    help="Starting twice with one key returns the first execution.",
+)
+@click.option(
+    "--kind",
+    type=_enum_choice([k.value for k in SourceKind]),
+    help="Source kind of every file [default: each file's front matter].",
+)
+@click.option("--url", metavar="URL", help="Source URL of every file [default: front matter].")
+@click.option(
+    "--classification",
+    type=_enum_choice([c.value for c in Classification]),
+    help="Classification of every file [default: front matter, else internal].",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=_enum_choice([f.value for f in SourceFormat]),
+    help="Format of every file [default: front matter, else from the extension].",
+)
+@click.option(
+    "--policy-ref",
+    "policy_refs",
+    multiple=True,
+    metavar="REF",
+    help=f"Policy reference (repeatable) [default: {DEFAULT_POLICY_REF}].",
+)
+@click.option(
+    "--required-role",
+    "required_roles",
+    multiple=True,
+    metavar="ROLE",
+    help="A role that must approve (repeatable).",
+)
+@json_option
+@click.pass_context
+def run_knowledge_publication(
+    ctx: click.Context,
+    files: tuple[Path, ...],
+    title: str | None,
+    publication_id: str | None,
+    tier: str,
+    idempotency_key: str | None,
+    kind: str | None,
+    url: str | None,
+    classification: str | None,
+    fmt: str | None,
+    policy_refs: tuple[str, ...],
+    required_roles: tuple[str, ...],
+) -> None:
+    """Ingest FILE..., analyse them and publish a capsule, durably and under policy.
+
+    Each file may start with front matter (a '---' block of 'key: value' lines: kind, url,
+    title, classification, format); options override it. A denied run exits 1 with the
+    reasons; a run awaiting approval prints how to approve it and exits 0.
+    """
+    s = session_of(ctx)
+    s.settings()  # configuration problems first, before any file is read
+    sources = read_sources(s, files)
+    # Validated before the store is opened: a typo needs no lock to be reported.
+    request = publication_request(
+        sources,
+        title=title or default_title(sources),
+        publication_id=publication_id or UuidIds().new_id("pub"),
+        policy_refs=policy_refs or (DEFAULT_POLICY_REF,),
+        required_roles=required_roles,
+        options={"kind": kind, "url": url, "classification": classification, "format": fmt},
+    )
+    with s.app() as (app, _):
+        if idempotency_key:
+            with app.uow_factory() as uow:
+                found = uow.executions.by_idempotency_key(app.runtime.tenant, idempotency_key)
+            if found is not None:
+                s.echo(f"idempotency key {idempotency_key!r} already started {found.id}")
+                conclude(s, app, found, ok={S.SUCCEEDED, S.AWAITING_APPROVAL})
+                return
+        s.echo(
+            f"starting {kp.NAME}: {len(request.documents)} document"
+            f"{'s' * (len(request.documents) != 1)}, {tier}, publication {request.publication_id}"
+        )
+        execution = app.orchestrator.start(
+            kp.NAME,
+            request.to_input(),
+            idempotency_key=idempotency_key,
+            risk_tier=ImpactTier(tier),
+        )
+        conclude(s, app, execution, ok={S.SUCCEEDED, S.AWAITING_APPROVAL})
+
+
+def read_sources(s: Session, files: Sequence[Path]) -> list[SourceFile]:
+    if len(files) < PROGRESS_THRESHOLD:
+        return [read_source(path) for path in files]
+    with click.progressbar(files, label="reading documents", file=sys.stderr, show_pos=True) as bar:
+        return [read_source(path) for path in bar]
+
+
+def default_title(sources: Sequence[SourceFile]) -> str:
+    first = sources[0]
+    name = first.meta.get("title") or first.path.stem
+    more = len(sources) - 1
+    return name if not more else f"{name} and {more} more document{'s' * (more != 1)}"
+
+
+# -- approvals and cancellation ----------------------------------------------------------------
+
+
+@cli.command(epilog=EXITS)
+@click.argument("execution_id", metavar="EXECUTION")
+@click.option("--role", required=True, help="The role you approve in (e.g. reviewer).")
+@click.option(
+    "--approver",
+    metavar="NAME",
+    help="Who approves [default: the acting identity, GOVKERNEL_ACTOR]. The policy refuses"
+    " self-approval: the actor who started the execution cannot approve it.",
+)
+@json_option
+@click.pass_context
+def approve(ctx: click.Context, execution_id: str, role: str, approver: str | None) -> None:
+    """Approve an execution awaiting approval, then let it continue.
+
+    The execution continues on behalf of the actor who started it; Tier2 and Tier3 need
+    two distinct approvers, so a second approval may be required.
+    """
+    s = session_of(ctx)
+    with s.app() as (app, printer):
+        execution = app.orchestrator.get(execution_id)
+        requested_by = queries.requester(app.uow_factory, execution_id)
+        approver = approver or app.settings.actor
+        if approver == requested_by:
+            raise Failed(
+                f"{approver!r} started execution {execution_id} and cannot approve it"
+                " (separation of duties); approve as someone else with --approver NAME",
+                EXIT_USAGE,
+            )
+        printer.mark(execution)
+        orchestrator = app.orchestrator_for(actor=requested_by or None)
+        result = orchestrator.approve(execution_id, approver=approver, role=role)
+        result = finish(app, result)
+        conclude(s, app, result, ok={S.SUCCEEDED, S.AWAITING_APPROVAL})
+
+
+@cli.command(epilog=EXITS)
+@click.argument("execution_id", metavar="EXECUTION")
+@click.option("--reason", required=True, help="Why it is rejected (recorded in the audit trail).")
+@json_option
+@click.pass_context
+def reject(ctx: click.Context, execution_id: str, reason: str) -> None:
+    """Reject an execution awaiting approval: it fails (compensating if it published)."""
+    s = session_of(ctx)
+    with s.app() as (app, printer):
+        printer.mark(app.orchestrator.get(execution_id))
+        result = finish(app, app.orchestrator.reject(execution_id, reason=reason))
+        conclude(s, app, result, ok={S.FAILED, S.COMPENSATED})
+
+
+@cli.command(epilog=EXITS)
+@click.argument("execution_id", metavar="EXECUTION")
+@click.option("--reason", default="cancel requested", show_default=True)
+@json_option
+@click.pass_context
+def cancel(ctx: click.Context, execution_id: str, reason: str) -> None:
+    """Cancel an execution; a published capsule is retracted by compensation."""
+    s = session_of(ctx)
+    with s.app() as (app, printer):
+        printer.mark(app.orchestrator.get(execution_id))
+        result = finish(app, app.orchestrator.cancel(execution_id, reason=reason))
+        conclude(s, app, result, ok={S.CANCELLED, S.COMPENSATED})
+
+
+def finish(app: App, execution: WorkflowExecution) -> WorkflowExecution:
+    """On a store this process holds alone, no one else can be running the execution: drive
+    it on even if a crashed run's lease has not expired yet."""
+    state = execution.state
+    if app.exclusive_store and not state.terminal and state is not S.AWAITING_APPROVAL:
+        return app.orchestrator.run(execution.id, ignore_leases=True)
+    return execution
+
+
+def conclude(s: Session, app: App, x: WorkflowExecution, *, ok: set[ExecutionState]) -> None:
+    """Report where an execution stands; raise Failed for an unexpected end."""
+    definition = app.workflows.get(x.workflow_name)
+    if s.json:
+        s.emit(render.execution_json(x, definition, detail=True))
+    hint = s.hint()
+    if x.state is S.SUCCEEDED:
+        published = x.step_outputs.get("publish") or {}
+        capsule = f": capsule {published['capsule_id']}" if "capsule_id" in published else ""
+        s.echo(f"succeeded{capsule}")
+        if "artifact_hash" in published:
+            s.echo(f"  artifact hash  {published['artifact_hash']}")
+        s.echo(f"  details        govkernel{hint} executions show {x.id}")
+        return
+    if x.state is S.AWAITING_APPROVAL:
+        trail = queries.audit_trail(app.uow_factory, x.id)
+        reason = trail[-1].reason.removeprefix("ApprovalRequired: ") if trail else ""
+        s.echo(f"awaiting approval: execution {x.id}")
+        s.echo(f"  why      {reason}")
+        s.echo(f"  approve  govkernel{hint} approve {x.id} --role ROLE --approver NAME")
+        s.echo(f"  reject   govkernel{hint} reject {x.id} --reason TEXT")
+        s.echo("  (the actor who started it cannot approve it: --approver names someone else)")
+        return
+    if x.state in ok:
+        s.echo(
+            f"{x.state.value}: execution {x.id}" + (f" ({x.last_error})" if x.last_error else "")
+        )
+        return
+    if not x.state.terminal:
+        s.echo(
+            f"execution {x.id} is {x.state.value}; it resumes with `govkernel{hint} recover`"
+            + (f" (last error: {x.last_error})" if x.last_error else "")
+        )
+        return
+    raise Failed(failure_message(x))
+
+
+_DENIED = re.compile(r"(?:PolicyDenied|ApprovalRequired): (\w+) denied: (.*)$", re.DOTALL)
+
+
+def failure_message(x: WorkflowExecution) -> str:
+    error = x.last_error or "no error recorded"
+    denied = _DENIED.search(error)
+    if denied:
+        return (
+            f"policy denied {denied.group(1)}: {denied.group(2)} (execution {x.id} {x.state.value})"
+        )
+    return f"execution {x.id} {x.state.value}: {error}"
+
+
+# -- executions --------------------------------------------------------------------------------
+
+
+@cli.group()
+def executions() -> None:
+    """List and inspect workflow executions."""
+
+
+@executions.command("list", epilog=EXITS)
+@click.option("--state", type=_enum_choice([st.value for st in ExecutionState]))
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@json_option
+@click.pass_context
+def executions_list(ctx: click.Context, state: str | None, limit: int) -> None:
+    """Executions, newest first."""
+    s = session_of(ctx)
+    with s.app() as (app, _):
+        found = queries.recent_executions(
+            app.uow_factory, state=ExecutionState(state) if state else None, limit=limit
+        )
+        if s.json:
+            s.emit([render.execution_json(x, app.workflows.get(x.workflow_name)) for x in found])
+        elif not found:
+            s.echo("no executions" + (f" in state {state}" if state else ""))
+        else:
+            s.echo(render.executions_table(found, app.workflows))
+
+
+@executions.command("show", epilog=EXITS)
+@click.argument("execution_id", metavar="EXECUTION")
+@json_option
+@click.pass_context
+def executions_show(ctx: click.Context, execution_id: str) -> None:
+    """An execution's details and its audit trail."""
+    s = session_of(ctx)
+    with s.app() as (app, _):
+        x = app.orchestrator.get(execution_id)
+        trail = queries.audit_trail(app.uow_factory, execution_id)
+        report = app.orchestrator.verify(execution_id)
+        definition = app.workflows.get(x.workflow_name)
+        if s.json:
+            record = render.execution_json(x, definition, detail=True)
+            record["audit"] = [render.audit_json(e) for e in trail]
+            record["verification"] = render.report_json(report)
+            s.emit(record)
+            return
+        m = x.metadata
+        rows: list[tuple[str, object]] = [
+            ("execution", x.id),
+            ("workflow", f"{x.workflow_name} v{x.workflow_version}"),
+            ("state", x.state.value),
+            (
+                "tier",
+                f"{m.risk_tier.value} (consistency {m.consistency_class.value},"
+                f" rollback {m.rollback_strategy.value})",
+            ),
+            ("step", f"{render.progress(x, definition)} {render.step_name(x, definition)}"),
+            ("tenant", x.tenant),
+            ("idempotency", x.idempotency_key),
+            ("correlation", x.correlation_id),
+            ("created", render.when(x.created_at)),
+            ("updated", render.when(x.updated_at)),
+            ("attempts", ", ".join(f"{k} {v}" for k, v in x.attempts.items()) or "-"),
+            (
+                "approvals",
+                ", ".join(f"{a.approver} as {a.role}" for a in x.approvals) or "-",
+            ),
+            (
+                "lease",
+                f"{x.lease_owner} until {render.when(x.lease_expires_at)}"
+                if x.lease_owner
+                else "-",
+            ),
+            ("last error", x.last_error or "-"),
+        ]
+        for doc in render.input_summary(x).get("documents", []):
+            rows.append(
+                ("document", f"{doc.get('kind')}  {doc.get('source_url')}  {doc.get('title')!r}")
+            )
+        order = [*(definition.step_names() if definition else ()), "retract"]
+        for step in sorted(x.step_outputs, key=lambda n: order.index(n) if n in order else 99):
+            rows.append((f"output {step}", render.step_output(step, x.step_outputs[step])))
+        width = max(len(k) for k, _ in rows)
+        for key, value in rows:
+            s.echo(f"{key:<{width}}  {value}")
+        verdict = (
+            "chain intact"
+            if report.ok
+            else f"CHAIN BROKEN at #{report.first_bad_sequence}: {report.problem}"
+        )
+        s.echo()
+        s.echo(f"audit trail ({len(trail)} entries, {verdict})")
+        s.echo(render.audit_table(trail))
+        if not report.ok:
+            raise Failed(
+                f"audit trail of {x.id} is broken at entry"
+                f" #{report.first_bad_sequence}: {report.problem}"
+            )
+
+
+# -- audit -------------------------------------------------------------------------------------
+
+
+@cli.group()
+def audit() -> None:
+    """Verify audit trails."""
+
+
+@audit.command("verify", epilog=EXITS)
+@click.argument("execution_id", metavar="[EXECUTION]", required=False)
+@json_option
+@click.pass_context
+def audit_verify(ctx: click.Context, execution_id: str | None) -> None:
+    """Recompute the hash chain of one execution (or of all): exit 1 on any tampering."""
+    s = session_of(ctx)
+    with s.app() as (app, _):
+        results = verify_chains(s, app, execution_id)
+        if s.json:
+            s.emit(
+                {
+                    "ok": all(r["ok"] for r in results),
+                    "executions": len(results),
+                    "entries": sum(r["entries"] for r in results),
+                    "reports": results,
+                }
+            )
+        else:
+            rows = [
+                (
+                    r["execution_id"],
+                    r["entries"],
+                    "ok" if r["ok"] else f"BROKEN at #{r['first_bad_sequence']}: {r['problem']}",
+                )
+                for r in results
+            ]
+            s.echo(
+                render.table(("EXECUTION", "ENTRIES", "CHAIN"), rows) if rows else "no executions"
+            )
+        bad = [r for r in results if not r["ok"]]
+        if bad:
+            first = bad[0]
+            entry = first["bad_entry"]
+            if entry is not None and not s.json:
+                s.echo()
+                s.echo(f"first bad entry of {first['execution_id']}:")
+                for key in (
+                    "sequence",
+                    "at",
+                    "actor",
+                    "from_state",
+                    "to_state",
+                    "step",
+                    "reason",
+                    "hash",
+                ):
+                    s.echo(f"  {key:<10}  {entry[key]}")
+            raise Failed(
+                f"audit trail of {first['execution_id']} is broken at entry"
+                f" #{first['first_bad_sequence']}: {first['problem']}"
+                + (f" ({len(bad)} executions affected)" if len(bad) > 1 else "")
+            )
+        if not s.json:
+            total = sum(r["entries"] for r in results)
+            plural = "s" * (len(results) != 1)
+            s.echo(f"verified {len(results)} execution{plural}, {total} entries: all chains intact")
+
+
+def verify_chains(s: Session, app: App, execution_id: str | None) -> list[dict[str, Any]]:
+    if execution_id is not None:
+        ids = [app.orchestrator.get(execution_id).id]
+    else:
+        ids = [x.id for x in reversed(queries.recent_executions(app.uow_factory))]
+    results = []
+    with _maybe_progress(ids, "verifying") as items:
+        for xid in items:
+            report = app.orchestrator.verify(xid)
+            bad_entry = None
+            if not report.ok and report.first_bad_sequence:
+                trail = queries.audit_trail(app.uow_factory, xid)
+                if 0 < report.first_bad_sequence <= len(trail):
+                    bad_entry = trail[report.first_bad_sequence - 1]
+            results.append(render.report_json(report, bad_entry))
+    return results
+
+
+@contextmanager
+def _maybe_progress(items: Sequence[str], label: str) -> Iterator[Iterable[str]]:
+    if len(items) < 20:
+        yield items
+        return
+    with click.progressbar(items, label=label, file=sys.stderr, show_pos=True) as bar:
+        yield bar
+
+
+# -- recover -----------------------------------------------------------------------------------
+
+
+@cli.command(epilog=EXITS)
+@json_option
+@click.pass_context
+def recover(ctx: click.Context) -> None:
+    """Resume interrupted executions (pending, running, retrying, cancelling,
+    compensating) to completion.
+
+    On an embedded store (memory://, mem://, surrealkv://) this process holds the store
+    alone, so leases of crashed runs are ignored; on ws:// only expired leases are taken.
+    """
+    s = session_of(ctx)
+    with s.app() as (app, printer):
+        candidates = queries.executions_in(app.uow_factory, RECOVERABLE)
+        mode = (
+            "exclusive store: leases ignored"
+            if app.exclusive_store
+            else "shared store: only expired leases are taken over"
+        )
+        s.echo(f"recovering on {app.settings.display_store} ({mode})")
+        if not candidates:
+            s.echo("nothing to recover")
+        for x in candidates:
+            printer.mark(x)
+            definition = app.workflows.get(x.workflow_name)
+            s.echo(
+                f"  found {x.id}  {x.state.value}  step {render.progress(x, definition)}"
+                f" {render.step_name(x, definition)}"
+            )
+        resumed = app.orchestrator.recover(ignore_leases=app.exclusive_store)
+        if s.json:
+            s.emit(
+                {
+                    "found": len(candidates),
+                    "resumed": [
+                        render.execution_json(x, app.workflows.get(x.workflow_name))
+                        for x in resumed
+                    ],
+                }
+            )
+        skipped = len(candidates) - len(resumed)
+        for x in resumed:
+            s.echo(
+                f"resumed {x.id}: {x.state.value}" + (f" ({x.last_error})" if x.last_error else "")
+            )
+        if skipped:
+            s.echo(f"{skipped} execution{'s' * (skipped != 1)} left alone: leased by a live worker")
+        if candidates:
+            s.echo(f"recovered {len(resumed)} of {len(candidates)}")
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+@cli.command(epilog=EXITS)
+@click.option(
+    "--after", type=click.IntRange(min=0), default=0, show_default=True, metavar="POSITION"
+)
+@click.option("--limit", type=click.IntRange(min=1, max=10_000), default=50, show_default=True)
+@json_option
+@click.pass_context
+def events(ctx: click.Context, after: int, limit: int) -> None:
+    """The event log, in position order."""
+    s = session_of(ctx)
+    with s.app() as (app, _):
+        found = queries.events_after(app.uow_factory, after, limit)
+        if s.json:
+            s.emit([render.event_json(e) for e in found])
+            return
+        if not found:
+            s.echo(f"no events after position {after}")
+            return
+        s.echo(render.events_table(found))
+        if len(found) == limit:
+            s.echo(f"more: govkernel{s.hint()} events --after {found[-1].position}")
+
+
+# -- demo --------------------------------------------------------------------------------------
+
+
+def default_examples() -> Path:
+    return Path(composition.__file__).resolve().parents[2] / "examples"
+
+
+@cli.command(epilog=EXITS)
+@click.option(
+    "--examples",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Directory of sample documents [default: the repository's examples/].",
+)
+@json_option
+@click.pass_context
+def demo(ctx: click.Context, examples: Path | None) -> None:
+    """Publish the sample documents, list executions and verify every audit trail."""
+    s = session_of(ctx)
+    settings = s.settings()
+    folder = examples or default_examples()
+    paths = (
+        sorted(p for p in folder.glob("*") if p.suffix in (".md", ".txt"))
+        if folder.is_dir()
+        else []
+    )
+    if not paths:
+        raise Failed(
+            f"no sample documents (*.md, *.txt) in {folder}; pass --examples DIR", EXIT_USAGE
+        )
+    sources = [read_source(p) for p in paths]
+    s.echo("govkernel demo")
+    s.echo(f"  store        {settings.display_store}")
+    s.echo(
+        f"  runtime      {settings.environment.value}, tenant {settings.tenant},"
+        f" actor {settings.actor}"
+    )
+    with s.app() as (app, _):
+        rt = app.runtime
+        publication_id = f"demo-{rt.clock.now():%Y%m%dT%H%M%SZ}-{rt.ids.new_id('x')[-6:]}"
+        request = publication_request(
+            sources,
+            title="Macro-financial briefing (govkernel demo)",
+            publication_id=publication_id,
+            policy_refs=(DEFAULT_POLICY_REF,),
+        )
+        s.echo()
+        s.echo(f"[1/3] {kp.NAME} on {len(sources)} sample documents from {folder}")
+        for doc in request.documents:
+            s.echo(f"  {doc.kind.value:<5} {doc.source_url}")
+        x = app.orchestrator.start(kp.NAME, request.to_input(), risk_tier=ImpactTier.TIER0)
+        if x.state is not S.SUCCEEDED:
+            conclude(s, app, x, ok={S.SUCCEEDED})
+            raise Failed(f"demo execution {x.id} ended {x.state.value}")
+
+        s.echo()
+        everything = queries.recent_executions(app.uow_factory)
+        s.echo(f"[2/3] executions (newest 5 of {len(everything)})")
+        s.echo(_indent(render.executions_table(everything[:5], app.workflows)))
+
+        s.echo()
+        s.echo("[3/3] audit trail verification")
+        results = verify_chains(s, app, None)
+        broken = [r for r in results if not r["ok"]]
+        entries = sum(r["entries"] for r in results)
+        if broken:
+            for r in broken:
+                s.echo(
+                    f"  BROKEN {r['execution_id']} at #{r['first_bad_sequence']}: {r['problem']}"
+                )
+        else:
+            plural = "s" * (len(results) != 1)
+            s.echo(
+                f"  {len(results)} execution{plural}, {entries} audit entries: every chain intact"
+            )
+
+        after = list(queries.all_events(app.uow_factory))
+        mine = [e for e in after if e.correlation_id == x.correlation_id]
+        outputs = x.step_outputs
+        s.echo()
+        s.echo("summary")
+        summary_rows = [
+            ("outcome", f"{x.id} {x.state.value}"),
+            ("publication", f"{publication_id}: {request.title}"),
+            ("sources", render.step_output("ingest", outputs.get("ingest"))),
+            ("analysis", render.step_output("analyse", outputs.get("analyse"))),
+            ("capsule", render.step_output("publish", outputs.get("publish"))),
+            ("events", f"{len(mine)} appended by this run, {len(after)} in the log"),
+            ("audit", "all chains intact" if not broken else f"{len(broken)} chains BROKEN"),
+        ]
+        for key, value in summary_rows:
+            s.echo(f"  {key:<12} {value}")
+        if s.json:
+            s.emit(
+                {
+                    "execution": render.execution_json(
+                        x, app.workflows.get(x.workflow_name), detail=True
+                    ),
+                    "executions": len(everything),
+                    "verification": {
+                        "ok": not broken,
+                        "executions": len(results),
+                        "entries": entries,
+                        "reports": broken,
+                    },
+                    "events": {"appended": len(mine), "total": len(after)},
+                }
+            )
+        if broken:
+            raise Failed(f"{len(broken)} audit chains are broken")
+
+
+def _indent(text: str, prefix: str = "  ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+
+def _error(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+
+
+def run_cli(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit status (errors are mapped to clean messages)."""
+    session = Session()
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = cli.main(args=args, prog_name="govkernel", obj=session, standalone_mode=False)
+        return result if isinstance(result, int) else EXIT_OK
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        _error("interrupted; an unfinished execution resumes with `govkernel recover`")
+        return 130
+    except Exception as exc:
+        if session.debug or "--debug" in args:
+            traceback.print_exc()
+        code, message = describe(exc)
+        for line in message.splitlines():
+            _error(line)
+        return code
+
+
+def describe(exc: Exception) -> tuple[int, str]:
+    """(exit status, message) for an error: never a traceback, never a credential."""
+    if isinstance(exc, Failed):
+        return exc.code, str(exc)
+    if isinstance(exc, ConfigurationError):
+        return EXIT_USAGE, "\n".join(f"configuration: {p}" for p in exc.problems)
+    if isinstance(exc, DocumentError):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, InvalidInput):
+        return EXIT_USAGE, f"invalid input: {exc.field}: {exc.problem}"
+    if isinstance(exc, RecordNotFound):
+        return EXIT_USAGE, f"no {exc.table} {exc.key!r}"
+    if isinstance(exc, StorageUnavailable):
+        return EXIT_USAGE, f"store unavailable: {exc}"
+    if isinstance(exc, _PolicyDenied):
+        return EXIT_FAILED, f"policy denied {exc.action}: " + "; ".join(exc.reasons)
+    if isinstance(exc, IllegalTransition):
+        return (
+            EXIT_FAILED,
+            f"execution {exc.execution_id}: cannot go from {exc.source} to {exc.target}",
+        )
+    if isinstance(exc, InvalidState):
+        return EXIT_FAILED, str(exc)
+    if isinstance(exc, DomainError | PortError):
+        return EXIT_FAILED, f"{type(exc).__name__}: {exc}"
+    return EXIT_FAILED, f"internal error: {type(exc).__name__}: {exc} (--debug shows the traceback)"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(run_cli(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""The container, as the rest of govkernel sees it: a typed `App` built from settings.
+
+    with build_app(load_settings()) as app:   # opens the store once, closes it on exit
+        app.orchestrator.start(knowledge_publication.NAME, request.to_input())
+
+The dependency-injector providers stay inside `composition.wiring`. `Overrides` replaces
+parts of the wiring without touching code: a store the caller owns, a
+wrapper around the unit-of-work factory (fault injection), a clock, an id generator, the
+policies, or a transition callback.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from attrs import field, frozen
+
+from composition import wiring
+from composition.settings import Settings
+from domain.model.execution import WorkflowExecution
+from domain.model.policy import Policy
+from domain.model.runtime import Clock, IdGenerator, RuntimeContext
+from domain.orchestration.definition import WorkflowDefinition
+from domain.orchestration.orchestrator import Orchestrator
+from domain.services.governance import Gate
+from domain.services.knowledge import KnowledgeService
+from ports.unit_of_work import UnitOfWorkFactory
+
+T = TypeVar("T")
+TransitionCallback = Callable[[WorkflowExecution], None]
+
+
+@frozen
+class Overrides:
+    store: wiring.Store | None = None  # used as is and not closed by the app (the caller owns it)
+    wrap_uow_factory: Callable[[UnitOfWorkFactory], UnitOfWorkFactory] | None = None
+    clock: Clock | None = None
+    ids: IdGenerator | None = None
+    trace_id: str | None = None
+    policies: Sequence[Policy] | None = None
+    on_transition: TransitionCallback | None = None
+
+
+@frozen
+class App:
+    settings: Settings
+    runtime: RuntimeContext
+    store: wiring.Store
+    uow_factory: UnitOfWorkFactory
+    gate: Gate
+    service: KnowledgeService
+    workflows: Mapping[str, WorkflowDefinition]
+    orchestrator: Orchestrator
+    _make_orchestrator: Callable[..., Any] = field(repr=False)
+    _shutdown: Callable[[], None] = field(repr=False)
+    _closed: list[bool] = field(factory=list, repr=False)
+    _lock: threading.Lock = field(factory=threading.Lock, repr=False)
+
+    @property
+    def exclusive_store(self) -> bool:
+        """True when this process holds the store alone (memory, mem://, surrealkv://)."""
+        return self.settings.exclusive_store
+
+    def orchestrator_for(self, *, actor: str | None = None) -> Orchestrator:
+        """A fresh orchestrator, wired like the default one, acting as `actor`."""
+        runtime = self.runtime if actor is None else self.runtime.with_actor(actor)
+        return _typed(self._make_orchestrator(runtime=runtime), Orchestrator)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed.append(True)
+        self._shutdown()
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
+    """Wire and open everything (the store first, so a held lock fails fast). Close it."""
+    o = overrides or Overrides()
+    container = wiring.Container(settings=settings)
+    if o.store is not None:
+        wiring.override(container.store, o.store)
+    if o.wrap_uow_factory is not None:
+        wiring.wrap_uow_factory(container, o.wrap_uow_factory)
+    for name, value in (
+        ("clock", o.clock),
+        ("ids", o.ids),
+        ("trace_id", o.trace_id),
+        ("policies", o.policies),
+        ("on_transition", o.on_transition),
+    ):
+        if value is not None:
+            wiring.override(getattr(container, name), value)
+    try:
+        store = container.store()  # first: a store held by another process fails fast
+        app = App(
+            settings=settings,
+            runtime=_typed(container.runtime(), RuntimeContext),
+            store=store,
+            uow_factory=_factory(container.uow_factory()),
+            gate=_typed(container.gate(), Gate),
+            service=_typed(container.knowledge_service(), KnowledgeService),
+            workflows=_typed(container.workflows(), dict),
+            orchestrator=_typed(container.orchestrator(), Orchestrator),
+            make_orchestrator=container.orchestrator_factory,
+            shutdown=lambda: _shutdown(container),
+        )
+    except BaseException:
+        container.shutdown_resources()
+        raise
+    return app
+
+
+@contextmanager
+def build_app(settings: Settings, overrides: Overrides | None = None) -> Iterator[App]:
+    app = open_app(settings, overrides)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def _shutdown(container: wiring.Container) -> None:
+    container.shutdown_resources()
+
+
+def _factory(value: object) -> UnitOfWorkFactory:
+    if not callable(value):
+        raise TypeError(f"container produced {type(value).__name__}, expected a factory")
+    return value
+
+
+def _typed(value: object, kind: type[T]) -> T:
+    if not isinstance(value, kind):
+        raise TypeError(f"container produced {type(value).__name__}, expected {kind.__name__}")
+    return value

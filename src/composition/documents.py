@@ -1,0 +1,157 @@
+"""Turn files into a knowledge_publication request.
+
+A file may start with front matter, a `---` block of `key: value` lines:
+
+    ---
+    kind: imf
+    url: https://www.imf.org/en/Publications/WEO
+    title: World Economic Outlook, April update
+    classification: public
+    format: text
+    ---
+    The body is the source's content text.
+
+Options given on the command line win over front matter; a missing title falls back to the
+first `# heading`, then to the file name; a missing format follows the file extension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from attrs import frozen
+
+from domain.model.errors import InvalidInput
+from domain.workflows.knowledge_publication import PublicationRequest
+
+FRONT_MATTER_KEYS = ("kind", "url", "title", "classification", "format")
+_ALIASES = {"source_url": "url"}
+_FORMATS = {
+    ".md": "text",
+    ".markdown": "text",
+    ".txt": "text",
+    ".rst": "text",
+    ".html": "html",
+    ".htm": "html",
+    ".json": "json",
+    ".xml": "xml",
+}
+DEFAULT_CLASSIFICATION = "internal"
+
+
+class DocumentError(Exception):
+    """A file could not be read or its front matter is malformed (a usage error)."""
+
+
+@frozen
+class SourceFile:
+    path: Path
+    meta: Mapping[str, str]
+    body: str
+
+
+def parse_front_matter(text: str, *, name: str = "<text>") -> tuple[dict[str, str], str]:
+    """Split `text` into (front matter, body). Without a leading `---` all of it is body."""
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].strip() != "---":
+        return {}, text
+    meta: dict[str, str] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        stripped = line.strip()
+        if stripped == "---":
+            return meta, "".join(lines[number:]).lstrip("\r\n")
+        if not stripped or stripped.startswith("#"):
+            continue
+        key, sep, value = stripped.partition(":")
+        key = _ALIASES.get(key.strip().lower(), key.strip().lower())
+        if not sep or not key:
+            raise DocumentError(f"{name}:{number}: front matter lines must be 'key: value'")
+        if key not in FRONT_MATTER_KEYS:
+            allowed = ", ".join(FRONT_MATTER_KEYS)
+            raise DocumentError(
+                f"{name}:{number}: unknown front matter key {key!r}; allowed: {allowed}"
+            )
+        if key in meta:
+            raise DocumentError(f"{name}:{number}: front matter key {key!r} given twice")
+        meta[key] = _unquote(value.strip())
+    raise DocumentError(f"{name}: front matter opened with '---' is never closed")
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[1:-1]
+    return value
+
+
+def read_source(path: Path) -> SourceFile:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DocumentError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DocumentError(f"{path}: is a directory") from None
+    except UnicodeDecodeError:
+        raise DocumentError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise DocumentError(f"{path}: cannot read: {exc.strerror}") from None
+    meta, body = parse_front_matter(text, name=str(path))
+    return SourceFile(path, meta, body)
+
+
+def _title_of(source: SourceFile) -> str:
+    for line in source.body.splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return source.path.stem.replace("-", " ").replace("_", " ")
+
+
+def document(source: SourceFile, options: Mapping[str, str | None]) -> dict[str, Any]:
+    """The workflow input for one file: options > front matter > defaults."""
+
+    def pick(key: str, default: str | None = None) -> str | None:
+        return options.get(key) or source.meta.get(key) or default
+
+    return {
+        "kind": pick("kind"),
+        "title": pick("title") or _title_of(source),
+        "source_url": pick("url"),
+        "format": pick("format", _FORMATS.get(source.path.suffix.lower(), "text")),
+        "classification": pick("classification", DEFAULT_CLASSIFICATION),
+        "content_text": source.body,
+    }
+
+
+def publication_request(
+    sources: Sequence[SourceFile],
+    *,
+    title: str,
+    publication_id: str,
+    policy_refs: Sequence[str],
+    required_roles: Sequence[str] = (),
+    options: Mapping[str, str | None] | None = None,
+) -> PublicationRequest:
+    """Validate everything before anything runs; errors name the file and the field."""
+    for source in sources:
+        for key in ("kind", "url"):
+            if not ((options or {}).get(key) or source.meta.get(key)):
+                raise InvalidInput(
+                    f"{source.path}: {key}",
+                    f"missing: give --{key} or a '{key}:' line in the file's front matter",
+                )
+    raw = {
+        "documents": [document(s, options or {}) for s in sources],
+        "title": title,
+        "publication_id": publication_id,
+        "policy_refs": list(policy_refs),
+        "required_roles": list(required_roles),
+    }
+    try:
+        return PublicationRequest.parse(raw)
+    except InvalidInput as exc:
+        prefix, dot, rest = exc.field.partition("].")
+        if exc.field.startswith("documents[") and dot:
+            index = int(prefix.removeprefix("documents["))
+            raise InvalidInput(f"{sources[index].path}: {rest}", exc.problem) from None
+        raise

@@ -1,0 +1,64 @@
+"""Read-only queries the CLI needs beyond the orchestrator: listings, trails, events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from domain.model.evidence import EventEnvelope
+from domain.model.execution import WorkflowExecution
+from domain.model.lifecycle import AuditEntry, ExecutionState
+from ports import records
+from ports.unit_of_work import UnitOfWorkFactory
+
+EXECUTION_TABLE = "execution"
+
+
+def recent_executions(
+    uow_factory: UnitOfWorkFactory,
+    *,
+    state: ExecutionState | None = None,
+    limit: int | None = None,
+) -> list[WorkflowExecution]:
+    """Newest first."""
+    where = {} if state is None else {"state": state.value}
+    with uow_factory() as uow:
+        rows = uow.select(
+            EXECUTION_TABLE, where, order_by="created_at", descending=True, limit=limit
+        )
+    return [records.execution_from(key, doc) for key, doc in rows]
+
+
+def executions_in(
+    uow_factory: UnitOfWorkFactory, states: tuple[ExecutionState, ...]
+) -> list[WorkflowExecution]:
+    """Oldest first, as recovery resumes them."""
+    with uow_factory() as uow:
+        found = [x for state in states for x in uow.executions.in_state(state)]
+    return sorted(found, key=lambda x: x.created_at)
+
+
+def audit_trail(uow_factory: UnitOfWorkFactory, execution_id: str) -> list[AuditEntry]:
+    with uow_factory() as uow:
+        uow.executions.require(execution_id)
+        return uow.audit.for_execution(execution_id)
+
+
+def requester(uow_factory: UnitOfWorkFactory, execution_id: str) -> str:
+    """Who started the execution: the actor of its first audit entry."""
+    trail = audit_trail(uow_factory, execution_id)
+    return trail[0].actor if trail else ""
+
+
+def events_after(uow_factory: UnitOfWorkFactory, position: int, limit: int) -> list[EventEnvelope]:
+    with uow_factory() as uow:
+        return uow.events.read_after(position, limit)
+
+
+def all_events(uow_factory: UnitOfWorkFactory, page: int = 500) -> Iterator[EventEnvelope]:
+    position = 0
+    while True:
+        batch = events_after(uow_factory, position, page)
+        yield from batch
+        if len(batch) < page:
+            return
+        position = batch[-1].position or position + len(batch)

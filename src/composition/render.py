@@ -1,0 +1,244 @@
+"""How records look on a terminal and as JSON (the CLI's only output formats)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from domain.model.evidence import EventEnvelope
+from domain.model.execution import WorkflowExecution
+from domain.model.lifecycle import AuditEntry, ChainReport
+from domain.orchestration.definition import WorkflowDefinition
+
+JSON = dict[str, Any]
+
+
+def dumps(value: object) -> str:
+    return json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False, default=str)
+
+
+def when(value: datetime | None) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
+    return "\n".join(lines)
+
+
+# -- executions ----------------------------------------------------------------------------
+
+
+def step_name(execution: WorkflowExecution, definition: WorkflowDefinition | None) -> str:
+    if definition is None:
+        return str(execution.current_step)
+    names = definition.step_names()
+    if execution.current_step >= len(names):
+        return "done"
+    return names[execution.current_step]
+
+
+def progress(execution: WorkflowExecution, definition: WorkflowDefinition | None) -> str:
+    total = len(definition.steps) if definition else "?"
+    return f"{execution.current_step}/{total}"
+
+
+def input_summary(execution: WorkflowExecution) -> JSON:
+    """The input without the documents' full text (which can be large)."""
+    raw = dict(execution.input)
+    documents = raw.get("documents")
+    if isinstance(documents, list):
+        raw["documents"] = [
+            {k: v for k, v in d.items() if k != "content_text"}
+            | {"content_chars": len(str(d.get("content_text", "")))}
+            for d in documents
+            if isinstance(d, Mapping)
+        ]
+    return raw
+
+
+def execution_json(
+    execution: WorkflowExecution,
+    definition: WorkflowDefinition | None = None,
+    *,
+    detail: bool = False,
+) -> JSON:
+    x = execution
+    record: JSON = {
+        "execution_id": x.id,
+        "workflow": x.workflow_name,
+        "workflow_version": x.workflow_version,
+        "state": x.state.value,
+        "risk_tier": x.metadata.risk_tier.value,
+        "current_step": x.current_step,
+        "step": step_name(x, definition),
+        "tenant": x.tenant,
+        "idempotency_key": x.idempotency_key,
+        "created_at": iso(x.created_at),
+        "updated_at": iso(x.updated_at),
+        "last_error": x.last_error,
+    }
+    if detail:
+        record |= {
+            "correlation_id": x.correlation_id,
+            "metadata": {
+                "risk_tier": x.metadata.risk_tier.value,
+                "consistency_class": x.metadata.consistency_class.value,
+                "rollback_strategy": x.metadata.rollback_strategy.value,
+                "approval_policy": x.metadata.approval_policy,
+            },
+            "attempts": dict(x.attempts),
+            "step_outputs": dict(x.step_outputs),
+            "approvals": [
+                {"approver": a.approver, "role": a.role, "granted_at": iso(a.granted_at)}
+                for a in x.approvals
+            ],
+            "lease_owner": x.lease_owner,
+            "lease_expires_at": iso(x.lease_expires_at),
+            "retry_at": iso(x.retry_at),
+            "cancel_requested": x.cancel_requested,
+            "audit_sequence": x.audit_sequence,
+            "audit_head": x.audit_head,
+            "version": x.version,
+            "input": input_summary(x),
+        }
+    return record
+
+
+def audit_json(entry: AuditEntry) -> JSON:
+    return {
+        "sequence": entry.sequence,
+        "from_state": entry.from_state.value if entry.from_state else None,
+        "to_state": entry.to_state.value,
+        "at": iso(entry.at),
+        "actor": entry.actor,
+        "reason": entry.reason,
+        "step": entry.step,
+        "correlation_id": entry.correlation_id,
+        "prev_hash": entry.prev_hash,
+        "hash": entry.hash,
+    }
+
+
+def audit_table(entries: Sequence[AuditEntry]) -> str:
+    rows = [
+        (
+            e.sequence,
+            when(e.at),
+            e.actor,
+            f"{e.from_state.value if e.from_state else '-'} -> {e.to_state.value}",
+            e.step or "-",
+            e.reason,
+            e.hash[:12],
+        )
+        for e in entries
+    ]
+    return table(("SEQ", "AT", "ACTOR", "TRANSITION", "STEP", "REASON", "HASH"), rows)
+
+
+def executions_table(
+    executions: Sequence[WorkflowExecution], workflows: Mapping[str, WorkflowDefinition]
+) -> str:
+    rows = []
+    for x in executions:
+        definition = workflows.get(x.workflow_name)
+        rows.append(
+            (
+                x.id,
+                x.workflow_name,
+                x.state.value,
+                x.metadata.risk_tier.value,
+                f"{progress(x, definition)} {step_name(x, definition)}",
+                when(x.created_at),
+                when(x.updated_at),
+            )
+        )
+    return table(("EXECUTION", "WORKFLOW", "STATE", "TIER", "STEP", "CREATED", "UPDATED"), rows)
+
+
+def report_json(report: ChainReport, bad_entry: AuditEntry | None = None) -> JSON:
+    return {
+        "execution_id": report.execution_id,
+        "ok": report.ok,
+        "entries": report.entries,
+        "first_bad_sequence": report.first_bad_sequence,
+        "problem": report.problem,
+        "bad_entry": audit_json(bad_entry) if bad_entry is not None else None,
+    }
+
+
+# -- events --------------------------------------------------------------------------------
+
+
+def event_json(event: EventEnvelope) -> JSON:
+    return {
+        "position": event.position,
+        "event_id": event.id,
+        "type": event.type.value,
+        "schema_version": event.schema_version,
+        "tenant": event.tenant,
+        "actor": event.actor,
+        "occurred_at": iso(event.occurred_at),
+        "correlation_id": event.correlation_id,
+        "causation_id": event.causation_id,
+        "decision_ref": event.decision_ref,
+        "classification": event.classification.value,
+        "integrity_hash": event.integrity_hash,
+        "intact": event.intact,
+        "payload": dict(event.payload),
+    }
+
+
+def event_subject(event: EventEnvelope) -> str:
+    p = event.payload
+    for key in ("capsule_id", "analysis_id", "source_id"):
+        if key in p:
+            extra = p.get("publication_id") or p.get("kind") or p.get("claims")
+            return f"{p[key]}" + (f" ({extra})" if extra is not None else "")
+    return "-"
+
+
+def events_table(events: Sequence[EventEnvelope]) -> str:
+    rows = [
+        (
+            e.position,
+            e.type.value,
+            when(e.occurred_at),
+            e.actor,
+            event_subject(e),
+            "yes" if e.intact else "NO",
+        )
+        for e in events
+    ]
+    return table(("POS", "TYPE", "OCCURRED", "ACTOR", "SUBJECT", "INTACT"), rows)
+
+
+# -- step outputs --------------------------------------------------------------------------
+
+
+def step_output(step: str | None, output: object) -> str:
+    """A short human summary of a step's checkpointed output."""
+    if not isinstance(output, Mapping):
+        return "" if output is None else json.dumps(output, default=str)
+    if step == "ingest" and "source_ids" in output:
+        total, new = len(output["source_ids"]), len(output.get("created", []))
+        return f"{total} source{'s' * (total != 1)} ({new} new, {total - new} already known)"
+    if step == "analyse" and "analysis_id" in output:
+        return f"analysis {output['analysis_id']} ({output.get('claims', 0)} claims)"
+    if step == "publish" and "capsule_id" in output:
+        return f"capsule {output['capsule_id']} (artifact {str(output.get('artifact_hash'))[:16]})"
+    if step == "verify" and "verified" in output:
+        return f"capsule verified ({output.get('chunks', 0)} chunks)"
+    if step == "retract" and "retracted" in output:
+        return f"capsule {output['retracted']} retracted" if output["retracted"] else "nothing"
+    return json.dumps(output, default=str, sort_keys=True)

@@ -1,0 +1,381 @@
+"""Settings: environment variables (`GOVKERNEL_*`) and an optional TOML file, parsed once.
+
+Precedence, lowest first: defaults, the TOML file, environment variables, command-line flags.
+Every problem is collected and reported together in one `ConfigurationError`, each naming
+the setting, where its value came from (an environment variable, `file:key` or a flag) and
+the values it allows. Credentials are never echoed: not in errors, reprs or help texts.
+
+The file (path from `GOVKERNEL_CONFIG` or `--config`):
+
+    environment = "staging"            # development | test | staging | production
+    tenant = "acme"
+    service = "govkernel"
+    actor = "alice"                    # default: $USER
+    store = "surrealkv:///var/lib/govkernel/store"   # memory:// mem:// surrealkv:// ws:// wss://
+    data_dir = "/var/lib/govkernel"
+    change_freeze = false
+
+    [surrealdb]
+    namespace = "govkernel"
+    database = "govkernel"
+    username = "root"
+    password = "..."
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from attrs import field, frozen
+
+from domain.model.environment import Environment
+
+PREFIX = "GOVKERNEL_"
+CONFIG_ENV = "GOVKERNEL_CONFIG"
+DEFAULT_DATA_DIR = ".govkernel"
+DEFAULT_POLICY_REF = "POL-KNOWLEDGE-1"
+DEFAULT_ACTOR = "operator"
+
+MEMORY_SCHEMES = ("memory",)
+EMBEDDED_SURREAL_SCHEMES = ("mem", "surrealkv")
+REMOTE_SCHEMES = ("ws", "wss")
+SCHEMES = MEMORY_SCHEMES + EMBEDDED_SURREAL_SCHEMES + REMOTE_SCHEMES
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+_ACTOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}$")
+_SURREAL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,63}$")
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+@frozen
+class Problem:
+    """One bad setting: which, from where, what is wrong and (if useful) what is allowed."""
+
+    key: str
+    source: str
+    message: str
+    allowed: str | None = None
+
+    def __str__(self) -> str:
+        where = self.source if self.source == self.key else f"{self.source} ({self.key})"
+        text = f"{where}: {self.message}"
+        return f"{text}; allowed: {self.allowed}" if self.allowed else text
+
+
+class ConfigurationError(Exception):
+    """Every problem found in the configuration, reported together."""
+
+    def __init__(self, problems: list[Problem] | tuple[Problem, ...]) -> None:
+        self.problems = tuple(problems)
+        count = len(self.problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid configuration ({count} problem{'s' * (count != 1)}):\n{lines}")
+
+
+def redact_url(url: str) -> str:
+    """The URL without any `user:password@` part."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"***@{host}").geturl()
+
+
+def _secret_repr(value: object) -> str:
+    return "None" if value is None else "'***'"
+
+
+@frozen
+class Settings:
+    environment: Environment = Environment.DEVELOPMENT
+    tenant: str = "default"
+    service: str = "govkernel"
+    actor: str = DEFAULT_ACTOR
+    store_url: str = field(default="memory://", repr=lambda url: repr(redact_url(url)))
+    namespace: str = "govkernel"
+    database: str = "govkernel"
+    username: str | None = field(default=None, repr=_secret_repr)
+    password: str | None = field(default=None, repr=_secret_repr)
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    change_freeze: bool = False
+    # Where each value came from ("default", "GOVKERNEL_TENANT", "file.toml:tenant", "--store").
+    sources: Mapping[str, str] = field(factory=dict, repr=False, eq=False)
+
+    @property
+    def store_scheme(self) -> str:
+        return urlsplit(self.store_url).scheme
+
+    @property
+    def exclusive_store(self) -> bool:
+        """Embedded stores are held by one process (the surrealkv lock proves it)."""
+        return self.store_scheme in MEMORY_SCHEMES + EMBEDDED_SURREAL_SCHEMES
+
+    @property
+    def display_store(self) -> str:
+        return redact_url(self.store_url)
+
+
+# -- the keys ------------------------------------------------------------------------------
+
+
+@frozen
+class _Key:
+    name: str  # the Settings attribute
+    env: str  # the environment variable
+    file_path: tuple[str, ...]  # where it lives in the TOML file
+    secret: bool = False
+
+
+KEYS: tuple[_Key, ...] = (
+    _Key("environment", "GOVKERNEL_ENVIRONMENT", ("environment",)),
+    _Key("tenant", "GOVKERNEL_TENANT", ("tenant",)),
+    _Key("service", "GOVKERNEL_SERVICE", ("service",)),
+    _Key("actor", "GOVKERNEL_ACTOR", ("actor",)),
+    _Key("store_url", "GOVKERNEL_STORE", ("store",)),
+    _Key("namespace", "GOVKERNEL_SURREAL_NAMESPACE", ("surrealdb", "namespace")),
+    _Key("database", "GOVKERNEL_SURREAL_DATABASE", ("surrealdb", "database")),
+    _Key("username", "GOVKERNEL_SURREAL_USERNAME", ("surrealdb", "username"), secret=True),
+    _Key("password", "GOVKERNEL_SURREAL_PASSWORD", ("surrealdb", "password"), secret=True),
+    _Key("data_dir", "GOVKERNEL_DATA_DIR", ("data_dir",)),
+    _Key("change_freeze", "GOVKERNEL_CHANGE_FREEZE", ("change_freeze",)),
+)
+_BY_NAME = {k.name: k for k in KEYS}
+ENV_VARS = (*(k.env for k in KEYS), CONFIG_ENV)
+
+
+@frozen
+class _Raw:
+    value: object
+    source: str
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, tuple[object, str]] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Parse and validate everything at once.
+
+    `config_file` (e.g. from `--config`) wins over `$GOVKERNEL_CONFIG`; `overrides` maps a
+    setting name to (value, source) for command-line flags such as `--store`.
+    """
+    env = dict(os.environ if environ is None else environ)
+    base = cwd or Path.cwd()
+    problems: list[Problem] = []
+    raw: dict[str, _Raw] = {}
+
+    path_source = "--config" if config_file is not None else CONFIG_ENV
+    path_value = os.fspath(config_file) if config_file is not None else env.get(CONFIG_ENV)
+    if path_value:
+        raw.update(_read_file(Path(path_value), path_source, base, problems))
+    elif path_value is not None:
+        problems.append(Problem("config", path_source, "must not be empty", "a TOML file path"))
+    for key in KEYS:
+        if key.env in env:
+            raw[key.name] = _Raw(env[key.env], key.env)
+    for name, (value, source) in (overrides or {}).items():
+        if name not in _BY_NAME:
+            raise ValueError(f"unknown setting {name!r}")
+        raw[name] = _Raw(value, source)
+
+    values: dict[str, Any] = {}
+    for key in KEYS:
+        if key.name in raw:
+            parsed = _parse(key, raw[key.name], base, problems)
+            if parsed is not _INVALID:
+                values[key.name] = parsed
+    _check_combinations(values, raw, problems)
+    if problems:
+        raise ConfigurationError(problems)
+
+    if "actor" not in values:
+        values["actor"] = _default_actor(env)
+    data_dir: Path = values.get("data_dir") or (base / DEFAULT_DATA_DIR)
+    values["data_dir"] = data_dir
+    if "store_url" not in values:
+        values["store_url"] = f"surrealkv://{data_dir / 'store'}"
+    sources = {key.name: raw[key.name].source if key.name in raw else "default" for key in KEYS}
+    return Settings(**values, sources=sources)
+
+
+def _default_actor(env: Mapping[str, str]) -> str:
+    """The login name ($USER, $LOGNAME) when it is a valid actor, else `operator`."""
+    for name in ("USER", "LOGNAME"):
+        value = env.get(name, "")
+        if _ACTOR.match(value):
+            return value
+    return DEFAULT_ACTOR
+
+
+# -- parsing -------------------------------------------------------------------------------
+
+_INVALID = object()
+
+
+def _read_file(path: Path, source: str, base: Path, problems: list[Problem]) -> dict[str, _Raw]:
+    path = path if path.is_absolute() else base / path
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        problems.append(Problem("config", source, f"file not found: {path}"))
+        return {}
+    except IsADirectoryError:
+        problems.append(Problem("config", source, f"is a directory, not a file: {path}"))
+        return {}
+    except OSError as exc:
+        problems.append(Problem("config", source, f"cannot read {path}: {exc.strerror}"))
+        return {}
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        # tomllib names the line and column, never the text: no secret can leak through it.
+        problems.append(Problem("config", f"{path}", f"not valid TOML: {exc}"))
+        return {}
+    found: dict[str, _Raw] = {}
+    known = {k.file_path: k for k in KEYS}
+    sections = {p[0] for p in known if len(p) > 1}
+
+    def walk(table: Mapping[str, Any], prefix: tuple[str, ...]) -> None:
+        for name, value in table.items():
+            here = (*prefix, name)
+            dotted = ".".join(here)
+            if here in known:
+                found[known[here].name] = _Raw(value, f"{path}:{dotted}")
+            elif not prefix and name in sections and isinstance(value, dict):
+                walk(value, here)
+            else:
+                allowed = ", ".join(".".join(p) for p in known)
+                problems.append(Problem(dotted, f"{path}:{dotted}", "unknown setting", allowed))
+
+    walk(document, ())
+    return found
+
+
+def _parse(key: _Key, raw: _Raw, base: Path, problems: list[Problem]) -> object:
+    def bad(message: str, allowed: str | None = None) -> object:
+        problems.append(Problem(key.name, raw.source, message, allowed))
+        return _INVALID
+
+    value = raw.value
+    if key.name == "change_freeze":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        return bad(f"{_shown(key, value)} is not a boolean", ", ".join(_TRUE + _FALSE))
+    if not isinstance(value, str):
+        return bad(f"must be a string, got {type(value).__name__}")
+    parser = _PARSERS[key.name]
+    return parser(key, value, base, bad)
+
+
+Bad = Callable[..., object]
+
+
+def _environment(key: _Key, value: str, base: Path, bad: Bad) -> object:
+    try:
+        return Environment(value.strip().lower())
+    except ValueError:
+        return bad(f"{value!r} is not an environment", ", ".join(e.value for e in Environment))
+
+
+def _name(pattern: re.Pattern[str], allowed: str) -> Callable[[_Key, str, Path, Bad], object]:
+    def parse(key: _Key, value: str, base: Path, bad: Bad) -> object:
+        if pattern.match(value):
+            return value
+        return bad(f"{_shown(key, value)} is not a valid {key.name}", allowed)
+
+    return parse
+
+
+def _secret(key: _Key, value: str, base: Path, bad: Bad) -> object:
+    if not value:
+        return bad("must not be empty")
+    if any(ch in value for ch in "\x00\n\r"):
+        return bad("must not contain NUL or line breaks")
+    return value
+
+
+def _data_dir(key: _Key, value: str, base: Path, bad: Bad) -> object:
+    if not value.strip() or "\x00" in value:
+        return bad("must be a directory path")
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else base / path
+    if path.exists() and not path.is_dir():
+        return bad(f"{str(path)!r} exists and is not a directory")
+    return path
+
+
+def _store_url(key: _Key, value: str, base: Path, bad: Bad) -> object:
+    allowed = "memory://, mem://, surrealkv://PATH, ws://HOST:PORT, wss://HOST:PORT"
+    shown = repr(redact_url(value))
+    if "://" not in value:
+        return bad(f"{shown} is not a store URL", allowed)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:
+        return bad(f"{shown} is not a valid URL", allowed)
+    scheme = parts.scheme.lower()
+    rest = value.split("://", 1)[1]
+    if scheme not in SCHEMES:
+        return bad(f"unknown store scheme {scheme + '://'!r} in {shown}", allowed)
+    if "@" in parts.netloc:
+        return bad(
+            f"{shown} embeds credentials; set them with GOVKERNEL_SURREAL_USERNAME and"
+            " GOVKERNEL_SURREAL_PASSWORD (or [surrealdb] in the config file) instead"
+        )
+    if scheme in ("memory", "mem"):
+        if rest.strip("/"):
+            return bad(f"{shown}: {scheme}:// takes no path", allowed)
+        return f"{scheme}://"
+    if scheme == "surrealkv":
+        if not rest.strip() or "\x00" in rest:
+            return bad(f"{shown}: surrealkv:// needs a directory path", allowed)
+        path = Path(rest).expanduser()
+        path = path if path.is_absolute() else base / path
+        if path.exists() and not path.is_dir():
+            return bad(f"{shown}: {str(path)!r} exists and is not a directory")
+        return f"surrealkv://{path}"
+    if not parts.hostname:
+        return bad(f"{shown}: {scheme}:// needs a host", allowed)
+    return value
+
+
+def _shown(key: _Key, value: object) -> str:
+    return "the value" if key.secret else repr(value)
+
+
+_PARSERS: dict[str, Callable[[_Key, str, Path, Bad], object]] = {
+    "environment": _environment,
+    "tenant": _name(_NAME, "1-128 letters, digits, '_', '.', ':' or '-'"),
+    "service": _name(_NAME, "1-128 letters, digits, '_', '.', ':' or '-'"),
+    "actor": _name(_ACTOR, "1-128 letters, digits, '_', '.', ':', '@' or '-'"),
+    "store_url": _store_url,
+    "namespace": _name(_SURREAL_NAME, "1-64 letters, digits, '_' or '-'"),
+    "database": _name(_SURREAL_NAME, "1-64 letters, digits, '_' or '-'"),
+    "username": _secret,
+    "password": _secret,
+    "data_dir": _data_dir,
+}
+
+
+def _check_combinations(
+    values: Mapping[str, Any], raw: Mapping[str, _Raw], problems: list[Problem]
+) -> None:
+    for have, missing in (("username", "password"), ("password", "username")):
+        if have in raw and missing not in raw:
+            key = _BY_NAME[missing]
+            source = f"{key.env} or [{key.file_path[0]}] {key.file_path[1]}"
+            problems.append(Problem(missing, source, f"is required when a {have} is set"))

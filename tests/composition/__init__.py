@@ -1,0 +1,1 @@
+"""Tests of the composition root: settings, container, documents and the govkernel CLI."""

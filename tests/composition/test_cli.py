@@ -1,0 +1,315 @@
+"""The govkernel CLI end to end, through its real entry points, on temporary surrealkv stores.
+
+Each call is a fresh process (about half a second), so the tests share one store where they
+can and read results back through `--json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from surrealdb import RecordID
+
+from adapters.faults import FaultInjector, FaultPlan
+from adapters.surrealdb import SurrealConfig, SurrealStore
+from composition import queries
+from composition.container import Overrides, build_app
+from composition.documents import publication_request, read_source
+from composition.settings import load_settings
+from domain.model.lifecycle import ExecutionState
+from domain.workflows import knowledge_publication as kp
+from ports.errors import InjectedFault
+from ports.records import audit_key
+from ports.unit_of_work import UnitOfWorkFactory
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+IMF = EXAMPLES / "imf-global-financial-stability-note.md"
+BIS = EXAMPLES / "bis-annual-economic-report-note.md"
+FRED = EXAMPLES / "fred-federal-funds-rate-note.md"
+SCRIPT = Path(sys.executable).with_name("govkernel")
+SECRET = "pw-Never-Shown-42"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOVKERNEL_")}
+    return env | {"GOVKERNEL_ACTOR": "operator"} | extra
+
+
+class Cli:
+    def __init__(self, store: Path, cwd: Path) -> None:
+        self.url = f"surrealkv://{store}"
+        self.store = store
+        self.cwd = cwd
+        self.last: subprocess.CompletedProcess[str] | None = None
+
+    def __call__(
+        self, *args: str, code: int = 0, env: dict[str, str] | None = None, store: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "composition.cli"]
+        command += ["--store", self.url] if store else []
+        done = subprocess.run(
+            [*command, *args],
+            env=clean_env(**(env or {})),
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
+        self.last = done
+        return done
+
+    def json(self, *args: str, code: int = 0) -> Any:
+        done = self("--json", *args, code=code)
+        return json.loads(done.stdout)  # stdout is exactly one JSON document
+
+    @property
+    def stderr(self) -> str:
+        return self.last.stderr if self.last else ""
+
+
+@pytest.fixture(scope="module")
+def gk(tmp_path_factory: pytest.TempPathFactory) -> Cli:
+    base = tmp_path_factory.mktemp("cli")
+    return Cli(base / "store", base)
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Cli:
+    return Cli(tmp_path / "store", tmp_path)
+
+
+def test_run_prints_transitions_then_list_show_verify_and_events(gk: Cli) -> None:
+    extra = []
+    for n in (1, 2):
+        extra.append(gk.cwd / f"fsb-{n}.md")
+        extra[-1].write_text(
+            f"---\nkind: fsb\nurl: https://www.fsb.org/{n}\nclassification: public\n---\n"
+            f"# FSB note {n}\n\nLeverage in nonbank finance rose in year {n}.\n"
+        )
+    files = [str(p) for p in (IMF, BIS, FRED, *extra)]  # five: enough for a progress bar
+    done = gk("run", "knowledge-publication", *files, "--title", "Five notes")
+    out = done.stdout
+    for line in ("#1   pending", "#2   running", "step ingest completed: 5 sources", "succeeded"):
+        assert line in out
+    assert done.stderr.startswith("reading documents")  # the progress bar, on stderr only
+
+    record = gk.json("run", "knowledge-publication", str(FRED), "--publication-id", "fred-1")
+    assert record["state"] == "succeeded" and record["risk_tier"] == "Tier0"
+    xid = record["execution_id"]
+    assert record["step_outputs"]["publish"]["capsule_id"].startswith("cap-")
+    assert record["input"]["publication_id"] == "fred-1"
+    assert record["input"]["policy_refs"] == ["POL-KNOWLEDGE-1"]
+
+    listed = gk.json("executions", "list", "--limit", "2")
+    assert len(listed) == 2 and listed[0]["execution_id"] == xid  # newest first
+    assert xid in gk("executions", "list").stdout
+
+    shown = gk.json("executions", "show", xid)
+    assert [e["sequence"] for e in shown["audit"]] == list(range(1, 8))
+    assert shown["audit"][-1]["to_state"] == "succeeded" and shown["verification"]["ok"]
+    human = gk("executions", "show", xid).stdout
+    assert "audit trail (7 entries, chain intact)" in human and "SEQ" in human
+
+    verified = gk.json("audit", "verify")
+    assert verified["ok"] and verified["executions"] >= 2
+
+    events = gk.json("events", "--limit", "100")
+    assert [e["position"] for e in events] == list(range(1, len(events) + 1))
+    assert all(e["intact"] for e in events)
+    assert {e["type"] for e in events} >= {
+        "knowledge.source_ingested",
+        "knowledge.analysis_generated",
+        "knowledge.capsule_published",
+    }
+    page = gk.json("events", "--after", "2", "--limit", "2")
+    assert [e["position"] for e in page] == [3, 4]
+    assert "knowledge.capsule_published" in gk("events").stdout
+
+
+def start_tier(gk: Cli, tier: str, *args: str | Path) -> str:
+    record = gk.json("run", "knowledge-publication", *map(str, args), "--tier", tier)
+    assert record["state"] == "awaiting_approval"
+    return str(record["execution_id"])
+
+
+def test_tier1_awaits_approval_then_another_approver_approves(gk: Cli) -> None:
+    done = gk("run", "knowledge-publication", str(IMF), "--tier", "Tier1")
+    assert "awaiting approval" in done.stdout and "approve" in done.stdout
+    xid = next(w for w in done.stdout.split() if w.startswith("wfx-"))
+
+    own = gk("approve", xid, "--role", "reviewer", code=2)  # the requester may not approve
+    assert "separation of duties" in own.stderr and own.stderr.count("\n") == 1
+
+    approved = gk.json("approve", xid, "--role", "reviewer", "--approver", "alice")
+    assert approved["state"] == "succeeded"
+    assert [(a["approver"], a["role"]) for a in approved["approvals"]] == [("alice", "reviewer")]
+    # With --json the transitions still show, on stderr.
+    assert "approved by alice as reviewer" in gk.stderr
+    assert "step publish completed" in gk.stderr
+
+
+def test_tier2_needs_two_distinct_approvers(gk: Cli) -> None:
+    xid = start_tier(gk, "Tier2", BIS, "--idempotency-key", "tier2-once")
+    repeat = gk.json("run", "knowledge-publication", str(BIS), "--idempotency-key", "tier2-once")
+    assert repeat["execution_id"] == xid and "already started" in gk.stderr
+    first = gk.json("approve", xid, "--role", "risk", "--approver", "alice")
+    assert first["state"] == "awaiting_approval"
+    second = gk.json("approve", xid, "--role", "compliance", "--approver", "bob")
+    assert second["state"] == "succeeded"
+
+
+def test_reject_and_cancel(gk: Cli) -> None:
+    rejected_id = start_tier(gk, "Tier1", FRED)
+    rejected = gk.json("reject", rejected_id, "--reason", "out of scope")
+    assert rejected["state"] == "failed" and "out of scope" in rejected["last_error"]
+
+    cancelled_id = start_tier(gk, "Tier1", FRED)
+    assert gk.json("cancel", cancelled_id)["state"] == "cancelled"
+    assert "already ended as cancelled" in gk("cancel", cancelled_id, code=1).stderr
+
+
+def test_recover_resumes_an_interrupted_execution(gk: Cli) -> None:
+    settings = load_settings({"GOVKERNEL_STORE": gk.url}, cwd=gk.cwd)
+
+    def crash_at_third_commit(factory: UnitOfWorkFactory) -> UnitOfWorkFactory:
+        return FaultInjector(factory, FaultPlan(fail_at_commit=3))
+
+    with build_app(settings, Overrides(wrap_uow_factory=crash_at_third_commit)) as app:
+        request = publication_request(
+            [read_source(IMF)], title="Crashed", publication_id="crash-1", policy_refs=["P"]
+        )
+        with pytest.raises(InjectedFault):  # the process "crashes" after the first step
+            app.orchestrator.start(kp.NAME, request.to_input())
+        [stuck] = queries.executions_in(app.uow_factory, (ExecutionState.RUNNING,))
+    assert stuck.current_step == 1 and stuck.lease_owner is not None  # lease not expired
+    xid = stuck.id
+
+    recovered = gk("recover")
+    assert f"found {xid}" in recovered.stdout and "leases ignored" in recovered.stdout
+    assert "step publish completed" in recovered.stdout and f"resumed {xid}: succeeded" in (
+        recovered.stdout
+    )
+    assert gk.json("recover") == {"found": 0, "resumed": []}
+
+
+def test_exit_statuses_and_clean_errors(gk: Cli) -> None:
+    no_meta = gk.cwd / "plain.txt"
+    no_meta.write_text("Just text.\n")
+    # These fail before the store is opened, so they can run side by side.
+    calls = {
+        "env": (
+            ("events",),
+            {"GOVKERNEL_ENVIRONMENT": "prod", "GOVKERNEL_SURREAL_PASSWORD": SECRET},
+        ),
+        "scheme": (("--store", "redis://localhost", "events"), {}),
+        "input": (("run", "knowledge-publication", str(no_meta)), {}),
+        "usage": (("run", "knowledge-publication"), {}),
+        "tier": (("run", "knowledge-publication", str(IMF), "--tier", "Tier9"), {}),
+        "help": (("--help",), {"GOVKERNEL_SURREAL_PASSWORD": SECRET}),
+    }
+    with ThreadPoolExecutor(len(calls)) as pool:
+        futures = {
+            name: pool.submit(gk, *args, code=0 if name == "help" else 2, env=env)
+            for name, (args, env) in calls.items()
+        }
+    done = {name: future.result() for name, future in futures.items()}
+
+    bad = done["env"]
+    assert "GOVKERNEL_ENVIRONMENT" in bad.stderr
+    assert "development, test, staging, production" in bad.stderr
+    assert "GOVKERNEL_SURREAL_USERNAME" in bad.stderr  # both problems, in one report
+    assert SECRET not in bad.stderr + bad.stdout and "Traceback" not in bad.stderr
+    assert bad.stdout == ""
+    assert "--store" in done["scheme"].stderr
+    assert "unknown store scheme" in done["scheme"].stderr
+    assert f"invalid input: {no_meta}: kind" in done["input"].stderr
+    assert "Usage:" in done["usage"].stderr
+    assert "Invalid value for '--tier'" in done["tier"].stderr
+    helped = done["help"].stdout
+    assert "GOVKERNEL_SURREAL_PASSWORD" in helped and SECRET not in helped
+
+    denied = gk("run", "knowledge-publication", str(IMF), "--url", "https://twitter.com/x", code=1)
+    assert "policy denied ingest_sources" in denied.stderr
+    assert "'https://twitter.com/x' is not allowed for kind imf" in denied.stderr
+    assert denied.stderr.count("\n") == 1 and "Traceback" not in denied.stderr
+    denied_json = gk.json(
+        "run", "knowledge-publication", str(IMF), "--url", "https://x.com/y", code=1
+    )
+    assert denied_json["state"] == "failed"
+
+    missing = gk("executions", "show", "wfx-missing", code=2)
+    assert missing.stderr == "error: no execution 'wfx-missing'\n"
+    traced = gk("--debug", "approve", "wfx-missing", "--role", "r", code=2)
+    assert "Traceback" in traced.stderr and "RecordNotFound" in traced.stderr
+
+
+def test_tampered_audit_entry_fails_verification(fresh: Cli) -> None:
+    xid = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+
+    with SurrealStore(SurrealConfig(fresh.url)) as store:  # the CLI has exited: lock is free
+        store.select_rows(
+            "UPDATE $r SET reason = $reason",
+            {"r": RecordID("audit", audit_key(xid, 3)), "reason": "nothing to see here"},
+        )
+
+    done = fresh("audit", "verify", code=1)
+    assert f"audit trail of {xid} is broken at entry #3" in done.stderr
+    assert "nothing to see here" in done.stdout  # the first bad entry is shown
+    report = fresh.json("audit", "verify", xid, code=1)
+    assert not report["ok"] and report["reports"][0]["first_bad_sequence"] == 3
+    assert report["reports"][0]["bad_entry"]["reason"] == "nothing to see here"
+    assert "CHAIN BROKEN at #3" in fresh("executions", "show", xid, code=1).stdout
+
+
+def test_a_second_process_on_one_store_fails_clearly(fresh: Cli) -> None:
+    with SurrealStore(SurrealConfig(fresh.url)):  # this test process holds the lock
+        done = fresh("executions", "list", code=2)
+    assert "in use by another process" in done.stderr
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
+    assert done.stdout == ""
+
+
+@pytest.fixture
+def script() -> Iterator[Path]:
+    if not SCRIPT.exists():
+        pytest.skip("the govkernel console script is not installed in this environment")
+    yield SCRIPT
+
+
+def test_demo_through_the_console_script_twice(script: Path, tmp_path: Path) -> None:
+    url = f"surrealkv://{tmp_path / 'demo-store'}"
+    first = subprocess.run(
+        [str(script), "--store", url, "demo"],
+        env=clean_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert first.returncode == 0, first.stderr
+    assert "3 sources (3 new, 0 already known)" in first.stdout
+    assert "every chain intact" in first.stdout
+    second = subprocess.run(
+        [str(script), "--store", url, "demo", "--json"],
+        env=clean_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 0, second.stderr
+    summary = json.loads(second.stdout)
+    assert summary["execution"]["state"] == "succeeded"
+    assert summary["executions"] == 2 and summary["verification"]["ok"]
+    assert summary["events"]["appended"] == 1  # sources and analysis were already known
+    assert "0 new, 3 already known" in second.stderr  # human output moved off stdout

@@ -1,0 +1,198 @@
+"""The container and its typed facade: wiring by URL, resources, overrides, no import work."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from adapters.faults import FaultInjector, FaultPlan
+from adapters.memory import MemoryStore
+from adapters.surrealdb import SurrealConfig, SurrealStore
+from composition.container import App, Overrides, build_app
+from composition.settings import ConfigurationError, Settings, load_settings
+from domain.model.lifecycle import ExecutionState
+from domain.workflows import knowledge_publication as kp
+from ports.errors import InjectedFault, StorageUnavailable
+from ports.unit_of_work import UnitOfWorkFactory
+from tests.support.ws_server import SurrealWsShim
+
+ROOT = Path(__file__).resolve().parents[2]
+SRC = ROOT / "src"
+
+
+def request(publication_id: str, url: str = "https://www.imf.org/en/x") -> dict[str, object]:
+    return kp.PublicationRequest.parse(
+        {
+            "documents": [
+                {
+                    "kind": "imf",
+                    "title": "Note",
+                    "source_url": url,
+                    "format": "text",
+                    "classification": "public",
+                    "content_text": f"Inflation eased in {publication_id}. Growth held up.",
+                }
+            ],
+            "title": "Briefing",
+            "publication_id": publication_id,
+            "policy_refs": ["POL-KNOWLEDGE-1"],
+        }
+    ).to_input()
+
+
+def publish(app: App, publication_id: str) -> ExecutionState:
+    return app.orchestrator.start(kp.NAME, request(publication_id)).state
+
+
+def test_memory_app_runs_the_workflow_with_a_runtime_from_settings() -> None:
+    settings = Settings(tenant="acme", actor="carol", store_url="memory://")
+    with build_app(settings) as app:
+        assert isinstance(app.store, MemoryStore)
+        rt = app.runtime
+        assert (rt.tenant, rt.actor, rt.service) == ("acme", "carol", "govkernel")
+        assert rt.trace_id.startswith("trace-")
+        assert set(app.workflows) == {kp.NAME}
+        assert publish(app, "p-1") is ExecutionState.SUCCEEDED
+        with app.uow_factory() as uow:
+            assert uow.capsules.by_publication("acme", "p-1") is not None
+        assert app.orchestrator_for(actor="dave") is not app.orchestrator
+
+
+def test_each_app_gets_its_own_store_and_runtime() -> None:
+    settings = Settings(store_url="memory://")
+    with build_app(settings) as one, build_app(settings) as two:
+        assert one.store is not two.store
+        assert one.runtime.trace_id != two.runtime.trace_id
+
+
+def test_store_chosen_by_scheme_and_closed_on_exit(tmp_path: Path) -> None:
+    url = f"surrealkv://{tmp_path / 'store'}"
+    with build_app(Settings(store_url=url)) as app:
+        assert isinstance(app.store, SurrealStore)
+        with pytest.raises(StorageUnavailable, match="in use"):
+            SurrealStore(SurrealConfig(url))  # the app holds the directory's lock
+        assert publish(app, "kv-1") is ExecutionState.SUCCEEDED
+    with SurrealStore(SurrealConfig(url)) as again:  # released on exit, data kept
+        assert len(again.dump("capsule")) == 1
+    with build_app(Settings(store_url="mem://")) as app:
+        assert isinstance(app.store, SurrealStore) and app.store.config.url == "mem://"
+
+
+def test_a_held_store_fails_clearly(tmp_path: Path) -> None:
+    url = f"surrealkv://{tmp_path / 'store'}"
+    with (
+        SurrealStore(SurrealConfig(url)),
+        pytest.raises(StorageUnavailable, match="in use"),
+        build_app(Settings(store_url=url)),
+    ):
+        pass  # pragma: no cover
+
+
+def test_unknown_scheme_is_an_error_not_a_fallback() -> None:
+    with (
+        pytest.raises(ConfigurationError, match="unknown store scheme 'redis://'"),
+        build_app(Settings(store_url="redis://localhost")),
+    ):
+        pass  # pragma: no cover
+
+
+def test_override_wraps_every_unit_of_work_with_a_fault_injector() -> None:
+    store = MemoryStore()
+    injectors: list[FaultInjector] = []
+
+    def wrap(factory: UnitOfWorkFactory) -> UnitOfWorkFactory:
+        injectors.append(FaultInjector(factory))
+        return injectors[0]
+
+    overrides = Overrides(store=store, wrap_uow_factory=wrap)
+    with build_app(Settings(store_url="memory://"), overrides) as app:
+        [injector] = injectors
+        assert app.uow_factory is injector
+        # A denial is recorded by the gate in a unit of its own: it must go through the
+        # injector too, so every commit the store saw was counted by the injector.
+        denied = app.orchestrator.start(kp.NAME, request("deny-1", "https://twitter.com/x"))
+        assert denied.state is ExecutionState.FAILED
+        assert publish(app, "ok-1") is ExecutionState.SUCCEEDED
+        assert injector.commits == store.commits > 0
+        assert len(store.tables["decision"]) >= 2
+
+        injector.arm(FaultPlan(fail_at_write=1))
+        with pytest.raises(InjectedFault):
+            publish(app, "never")
+        with app.uow_factory() as uow:
+            assert uow.capsules.by_publication(app.runtime.tenant, "never") is None
+    store.tables["capsule"]  # the caller's store is still usable: the app did not own it
+
+
+def test_override_clock_ids_and_transition_callback() -> None:
+    from datetime import UTC, datetime
+
+    from ports.clock import FixedClock, SequentialIds
+
+    seen: list[ExecutionState] = []
+    clock = FixedClock(datetime(2025, 1, 6, 9, 0, tzinfo=UTC))
+    overrides = Overrides(
+        clock=clock,
+        ids=SequentialIds(),
+        trace_id="trace-fixed",
+        on_transition=lambda x: seen.append(x.state),
+    )
+    with build_app(Settings(store_url="memory://"), overrides) as app:
+        assert app.runtime.trace_id == "trace-fixed" and app.runtime.clock is clock
+        execution = app.orchestrator.start(kp.NAME, request("seq-1"))
+        assert execution.id == "wfx-000003"  # after the worker id and the idempotency key
+        assert execution.created_at == clock.now()
+        assert seen[0] is ExecutionState.RUNNING and seen[-1] is ExecutionState.SUCCEEDED
+
+
+@pytest.fixture
+def shim() -> Iterator[SurrealWsShim]:
+    with SurrealWsShim(username="root", password="s3cret-Pw") as server:
+        yield server
+
+
+@pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")
+def test_remote_store_with_credentials_from_settings(shim: SurrealWsShim) -> None:
+    env = {
+        "GOVKERNEL_STORE": shim.url,
+        "GOVKERNEL_SURREAL_USERNAME": "root",
+        "GOVKERNEL_SURREAL_PASSWORD": "s3cret-Pw",
+        "GOVKERNEL_SURREAL_NAMESPACE": "gk",
+        "GOVKERNEL_SURREAL_DATABASE": "remote",
+    }
+    settings = load_settings(env)
+    assert not settings.exclusive_store
+    with build_app(settings) as app:
+        assert publish(app, "ws-1") is ExecutionState.SUCCEEDED
+    wrong = load_settings(env | {"GOVKERNEL_SURREAL_PASSWORD": "wrong-Pw-123"})
+    with pytest.raises(StorageUnavailable) as info, build_app(wrong):
+        pass  # pragma: no cover
+    assert "wrong-Pw-123" not in str(info.value)
+
+
+def test_nothing_happens_at_import_time(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOVKERNEL_")}
+    env |= {"GOVKERNEL_ENVIRONMENT": "bogus", "GOVKERNEL_DATA_DIR": str(tmp_path / "data")}
+    code = (
+        "import composition, composition.cli, composition.container, composition.wiring,"
+        " composition.settings, composition.documents"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert list(tmp_path.iterdir()) == []  # no data dir, no store, no lock file
+
+
+def test_only_the_container_imports_dependency_injector() -> None:
+    importers = sorted(
+        str(path.relative_to(SRC))
+        for path in SRC.rglob("*.py")
+        if "dependency_injector" in path.read_text(encoding="utf-8")
+    )
+    assert importers == ["composition/wiring.py"]

@@ -1,0 +1,262 @@
+"""Settings: every key valid and invalid, all problems in one report, secrets never shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from composition.settings import (
+    ConfigurationError,
+    Problem,
+    Settings,
+    load_settings,
+    redact_url,
+)
+from domain.model.environment import Environment
+
+SECRET = "hunter2-Zq9"
+
+
+def problems(env: dict[str, str], tmp_path: Path, **kwargs: object) -> tuple[Problem, ...]:
+    with pytest.raises(ConfigurationError) as info:
+        load_settings(env, cwd=tmp_path, **kwargs)  # type: ignore[arg-type]
+    return info.value.problems
+
+
+def only(env: dict[str, str], tmp_path: Path) -> Problem:
+    found = problems(env, tmp_path)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_actor_defaults_to_the_login_name(tmp_path: Path) -> None:
+    assert load_settings({"USER": "maria"}, cwd=tmp_path).actor == "maria"
+    assert load_settings({"LOGNAME": "li.wei"}, cwd=tmp_path).actor == "li.wei"
+    assert load_settings({"USER": "DOMAIN\\x y"}, cwd=tmp_path).actor == "operator"
+    assert load_settings({"USER": "maria", "GOVKERNEL_ACTOR": "ops"}, cwd=tmp_path).actor == "ops"
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = load_settings({}, cwd=tmp_path)
+    assert settings.environment is Environment.DEVELOPMENT
+    assert (settings.tenant, settings.service, settings.actor) == (
+        "default",
+        "govkernel",
+        "operator",
+    )
+    assert settings.data_dir == tmp_path / ".govkernel"
+    assert settings.store_url == f"surrealkv://{tmp_path / '.govkernel' / 'store'}"
+    assert (settings.namespace, settings.database) == ("govkernel", "govkernel")
+    assert settings.username is None and settings.password is None
+    assert settings.change_freeze is False
+    assert settings.exclusive_store
+    assert set(settings.sources.values()) == {"default"}
+
+
+def test_every_key_from_the_environment(tmp_path: Path) -> None:
+    env = {
+        "GOVKERNEL_ENVIRONMENT": "Staging",
+        "GOVKERNEL_TENANT": "acme",
+        "GOVKERNEL_SERVICE": "kernel.api",
+        "GOVKERNEL_ACTOR": "alice@example.org",
+        "GOVKERNEL_STORE": "wss://db.example.org:8000/rpc",
+        "GOVKERNEL_SURREAL_NAMESPACE": "ns_1",
+        "GOVKERNEL_SURREAL_DATABASE": "db-2",
+        "GOVKERNEL_SURREAL_USERNAME": "root",
+        "GOVKERNEL_SURREAL_PASSWORD": SECRET,
+        "GOVKERNEL_DATA_DIR": "state",
+        "GOVKERNEL_CHANGE_FREEZE": "yes",
+        "GOVKERNEL_PEERS_DIR": "/elsewhere",  # other tools' variables are not ours to judge
+    }
+    s = load_settings(env, cwd=tmp_path)
+    assert s.environment is Environment.STAGING
+    assert (s.tenant, s.service, s.actor) == ("acme", "kernel.api", "alice@example.org")
+    assert s.store_url == "wss://db.example.org:8000/rpc" and not s.exclusive_store
+    assert (s.namespace, s.database, s.username, s.password) == ("ns_1", "db-2", "root", SECRET)
+    assert s.data_dir == tmp_path / "state"
+    assert s.change_freeze is True
+    assert s.sources["tenant"] == "GOVKERNEL_TENANT"
+    assert SECRET not in repr(s) and "username='***'" in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("memory://", "memory://"),
+        ("mem://", "mem://"),
+        ("surrealkv:///abs/store", "surrealkv:///abs/store"),
+        ("ws://localhost:8000", "ws://localhost:8000"),
+    ],
+)
+def test_store_urls(tmp_path: Path, url: str, expected: str) -> None:
+    assert load_settings({"GOVKERNEL_STORE": url}, cwd=tmp_path).store_url == expected
+
+
+def test_relative_surrealkv_path_and_data_dir_default_store(tmp_path: Path) -> None:
+    rel = load_settings({"GOVKERNEL_STORE": "surrealkv://rel/store"}, cwd=tmp_path)
+    assert rel.store_url == f"surrealkv://{tmp_path / 'rel' / 'store'}"
+    moved = load_settings({"GOVKERNEL_DATA_DIR": str(tmp_path / "d")}, cwd=tmp_path)
+    assert moved.store_url == f"surrealkv://{tmp_path / 'd' / 'store'}"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("true", True), ("ON", True), ("1", True), ("no", False), ("0", False), ("off", False)],
+)
+def test_change_freeze_values(tmp_path: Path, value: str, expected: bool) -> None:
+    settings = load_settings({"GOVKERNEL_CHANGE_FREEZE": value}, cwd=tmp_path)
+    assert settings.change_freeze is expected
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "key", "needle"),
+    [
+        ("GOVKERNEL_ENVIRONMENT", "prod", "environment", "development, test, staging, production"),
+        ("GOVKERNEL_TENANT", "a b", "tenant", "letters, digits"),
+        ("GOVKERNEL_SERVICE", "", "service", "letters, digits"),
+        ("GOVKERNEL_ACTOR", "-alice", "actor", "'@'"),
+        ("GOVKERNEL_STORE", "foo://x", "store_url", "memory://, mem://, surrealkv://PATH"),
+        ("GOVKERNEL_STORE", "localhost:8000", "store_url", "ws://HOST:PORT"),
+        ("GOVKERNEL_STORE", "surrealkv://", "store_url", "directory path"),
+        ("GOVKERNEL_STORE", "memory://somewhere", "store_url", "takes no path"),
+        ("GOVKERNEL_STORE", "ws://:8000", "store_url", "needs a host"),
+        ("GOVKERNEL_STORE", "ws://h:notaport", "store_url", "not a valid URL"),
+        ("GOVKERNEL_SURREAL_NAMESPACE", "a;b", "namespace", "1-64 letters"),
+        ("GOVKERNEL_SURREAL_DATABASE", "x y", "database", "1-64 letters"),
+        ("GOVKERNEL_CHANGE_FREEZE", "maybe", "change_freeze", "true, 1, yes, on, false"),
+    ],
+)
+def test_each_invalid_key_names_its_source_and_allowed_values(
+    tmp_path: Path, var: str, value: str, key: str, needle: str
+) -> None:
+    problem = only({var: value}, tmp_path)
+    assert (problem.key, problem.source) == (key, var)
+    assert needle in str(problem)
+    assert str(problem).startswith(f"{var} ({key}): ")
+
+
+def test_data_dir_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    problem = only({"GOVKERNEL_DATA_DIR": "file"}, tmp_path)
+    assert (problem.key, problem.source) == ("data_dir", "GOVKERNEL_DATA_DIR")
+    assert "not a directory" in problem.message
+
+
+def test_credentials_come_in_pairs_and_are_never_echoed(tmp_path: Path) -> None:
+    problem = only({"GOVKERNEL_SURREAL_PASSWORD": SECRET}, tmp_path)
+    assert problem.key == "username" and "GOVKERNEL_SURREAL_USERNAME" in problem.source
+    problem = only({"GOVKERNEL_SURREAL_USERNAME": "root"}, tmp_path)
+    assert problem.key == "password" and "GOVKERNEL_SURREAL_PASSWORD" in problem.source
+    bad = {"GOVKERNEL_SURREAL_USERNAME": "root", "GOVKERNEL_SURREAL_PASSWORD": SECRET + "\n"}
+    with pytest.raises(ConfigurationError) as info:
+        load_settings(bad, cwd=tmp_path)
+    assert info.value.problems[0].source == "GOVKERNEL_SURREAL_PASSWORD"
+    assert SECRET not in str(info.value)
+
+
+def test_credentials_in_the_store_url_are_refused_without_echo(tmp_path: Path) -> None:
+    problem = only({"GOVKERNEL_STORE": f"ws://admin:{SECRET}@db:8000"}, tmp_path)
+    assert problem.key == "store_url" and "GOVKERNEL_SURREAL_PASSWORD" in problem.message
+    assert SECRET not in str(problem) and "***@db:8000" in str(problem)
+    assert redact_url(f"wss://u:{SECRET}@h/rpc") == "wss://***@h/rpc"
+
+
+def test_all_problems_reported_together(tmp_path: Path) -> None:
+    env = {
+        "GOVKERNEL_ENVIRONMENT": "prod",
+        "GOVKERNEL_TENANT": "no spaces please",
+        "GOVKERNEL_STORE": "redis://x",
+        "GOVKERNEL_CHANGE_FREEZE": "sometimes",
+        "GOVKERNEL_SURREAL_PASSWORD": SECRET,
+    }
+    found = problems(env, tmp_path)
+    assert {p.key for p in found} == {
+        "environment",
+        "tenant",
+        "store_url",
+        "change_freeze",
+        "username",
+    }
+    with pytest.raises(ConfigurationError) as info:
+        load_settings(env, cwd=tmp_path)
+    text = str(info.value)
+    assert "5 problems" in text
+    for var in ("GOVKERNEL_ENVIRONMENT", "GOVKERNEL_TENANT", "GOVKERNEL_STORE"):
+        assert var in text
+    assert SECRET not in text
+
+
+CONFIG = """
+environment = "test"
+tenant = "from-file"
+service = "svc"
+actor = "bob"
+store = "mem://"
+data_dir = "data"
+change_freeze = true
+
+[surrealdb]
+namespace = "fns"
+database = "fdb"
+username = "root"
+password = "{secret}"
+"""
+
+
+def test_every_key_from_a_toml_file(tmp_path: Path) -> None:
+    path = tmp_path / "govkernel.toml"
+    path.write_text(CONFIG.format(secret=SECRET))
+    s = load_settings({"GOVKERNEL_CONFIG": str(path)}, cwd=tmp_path)
+    assert s.environment is Environment.TEST
+    assert (s.tenant, s.service, s.actor, s.store_url) == ("from-file", "svc", "bob", "mem://")
+    assert (s.namespace, s.database, s.username, s.password) == ("fns", "fdb", "root", SECRET)
+    assert s.data_dir == tmp_path / "data" and s.change_freeze is True
+    assert s.sources["password"] == f"{path}:surrealdb.password"
+
+
+def test_precedence_file_then_environment_then_flags(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('tenant = "file"\nstore = "mem://"\n')
+    env = {"GOVKERNEL_CONFIG": "ignored.toml", "GOVKERNEL_TENANT": "env"}
+    s = load_settings(
+        env, config_file=path, overrides={"store_url": ("memory://", "--store")}, cwd=tmp_path
+    )
+    assert (s.tenant, s.store_url) == ("env", "memory://")
+    assert (s.sources["tenant"], s.sources["store_url"]) == ("GOVKERNEL_TENANT", "--store")
+
+
+def test_file_problems_name_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        'environment = "prod"\ntenant = 5\nchange_freeze = "perhaps"\ncolour = "blue"\n'
+        '[surrealdb]\nusername = "root"\npassword = ""\nport = 1\n'
+    )
+    found = {p.source: p for p in problems({}, tmp_path, config_file=path)}
+    assert set(found) == {
+        f"{path}:environment",
+        f"{path}:tenant",
+        f"{path}:change_freeze",
+        f"{path}:colour",
+        f"{path}:surrealdb.password",
+        f"{path}:surrealdb.port",
+    }
+    assert "development, test, staging, production" in str(found[f"{path}:environment"])
+    assert "must be a string, got int" in str(found[f"{path}:tenant"])
+    assert "surrealdb.namespace" in str(found[f"{path}:colour"])  # lists the allowed keys
+
+
+def test_unreadable_or_malformed_file(tmp_path: Path) -> None:
+    missing = only({"GOVKERNEL_CONFIG": "nope.toml"}, tmp_path)
+    assert missing.source == "GOVKERNEL_CONFIG" and "file not found" in missing.message
+    path = tmp_path / "broken.toml"
+    path.write_text(f"[surrealdb]\npassword = {SECRET}\n")  # unquoted: invalid TOML
+    broken = only({"GOVKERNEL_CONFIG": str(path)}, tmp_path)
+    assert "not valid TOML" in broken.message and "line 2" in broken.message
+    assert SECRET not in str(broken)
+
+
+def test_settings_repr_hides_secrets() -> None:
+    s = Settings(store_url=f"ws://u:{SECRET}@h:1", username="root", password=SECRET)
+    assert SECRET not in repr(s) and "'***'" in repr(s)
+    assert s.display_store == "ws://***@h:1"
