@@ -176,6 +176,9 @@ class UnitOfWork(abc.ABC):
         self._ensure_open()
         if write.table not in TABLES:
             raise InvalidRecord(f"unknown table {write.table!r}")
+        if write.op in (Op.UPDATE, Op.DELETE) and TABLES[write.table].immutable:
+            # Adapters cache immutable records and skip their version checks: keep it true.
+            raise InvalidRecord(f"{write.table} records are immutable once created")
         if write.document is not None:
             _check_document(write.table, write.key, write.document)
         key = (write.table, write.key)
@@ -243,10 +246,23 @@ def _match(value: object, wanted: object) -> bool:
 
 
 def _check_document(table: str, key: str, document: Document) -> None:
-    if not key or "\x00" in key:
-        raise InvalidRecord(f"{table}: record key must be non-empty and free of NUL")
+    """Refuse what no store can keep faithfully, before anything is sent anywhere."""
+    if not key or not _storable(key):
+        raise InvalidRecord(f"{table}: record key must be non-empty Unicode text without NUL")
     for name, value in document.items():
         values = value if isinstance(value, list) else [value]
         for item in values:
-            if isinstance(item, str) and "\x00" in item:
-                raise InvalidRecord(f"{table} {key!r}: field {name} contains NUL")
+            if isinstance(item, str) and not _storable(item):
+                raise InvalidRecord(
+                    f"{table} {key!r}: field {name} contains NUL or a lone surrogate"
+                )
+
+
+def _storable(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
@@ -20,7 +21,7 @@ from ports.storage import EVENT_TABLE, TABLES, AnyOf, Batch, CommitReceipt, Docu
 from ports.unit_of_work import UnitOfWork
 
 EMBEDDED = ("mem", "memory", "surrealkv", "file")
-IMMUTABLE_CACHE_SIZE = 20_000
+IMMUTABLE_CACHE_CHARS = 64 * 1024 * 1024
 REMOTE = ("ws", "wss", "http", "https")
 
 
@@ -93,7 +94,9 @@ class SurrealStore:
         self._lock = threading.Lock()
         self._file_lock: StoreLock | None = None
         self._db: Any = None
-        self._immutable: dict[tuple[str, str], Document] = {}
+        self._immutable: OrderedDict[tuple[str, str], Document] = OrderedDict()
+        self._cache_chars = 0
+        self._cache_lock = threading.Lock()
         self._open()
 
     # -- connection ----------------------------------------------------------------------------
@@ -195,6 +198,9 @@ class SurrealStore:
                 self.round_trips += 1
                 response = self._db.query_raw(compiled.text, compiled.params)
             except Exception as exc:
+                if "Parse error" in str(exc):
+                    # Refused before anything ran: a definite failure, not an unknown outcome.
+                    raise InvalidRecord(f"query rejected: {_brief(exc)}") from None
                 # The engine may have committed before the failure surfaced (seen with
                 # values it cannot encode back): only a re-read can tell.
                 raise CommitOutcomeUnknown(f"commit outcome unknown: {_brief(exc)}") from None
@@ -237,16 +243,27 @@ class SurrealStore:
         return found
 
     # Immutable records (sources, analyses, evidence, decisions) never change once committed,
-    # so a bounded cache of them saves a round trip on every later step that reads them.
+    # so a cache of them saves a round trip on every later step that reads them. It is
+    # bounded by characters held, since one source may carry up to a million.
     def _cached(self, table: str, key: str) -> Document | None:
-        doc = self._immutable.get((table, key))
-        return dict(doc) if doc is not None else None
+        with self._cache_lock:
+            doc = self._immutable.get((table, key))
+        return _copy(doc) if doc is not None else None
 
     def _cache(self, table: str, key: str, doc: Document) -> None:
-        if TABLES[table].immutable:
-            if len(self._immutable) >= IMMUTABLE_CACHE_SIZE:
-                self._immutable.pop(next(iter(self._immutable)))
-            self._immutable[(table, key)] = dict(doc)
+        if not TABLES[table].immutable:
+            return
+        size = _size(doc)
+        if size > IMMUTABLE_CACHE_CHARS // 8:
+            return
+        with self._cache_lock:
+            if (table, key) in self._immutable:
+                return
+            while self._immutable and self._cache_chars + size > IMMUTABLE_CACHE_CHARS:
+                _, evicted = self._immutable.popitem(last=False)
+                self._cache_chars -= _size(evicted)
+            self._immutable[(table, key)] = _copy(doc)
+            self._cache_chars += size
 
     def query(
         self,
@@ -289,6 +306,14 @@ class SurrealStore:
         """Every stored record of a table, read directly: the contract suite's back door."""
         rows = self.select_rows(f"SELECT * FROM {compiler.ident(table)}", {})
         return {_key(row): _strip(row) for row in rows}
+
+
+def _copy(doc: Document) -> Document:
+    return {k: (list(v) if isinstance(v, list) else v) for k, v in doc.items()}
+
+
+def _size(doc: Document) -> int:
+    return sum(len(v) if isinstance(v, str) else 16 for v in doc.values())
 
 
 def _key(row: dict[str, Any]) -> str:

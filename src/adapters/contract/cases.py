@@ -1,0 +1,648 @@
+"""The unit-of-work contract: shared test cases every adapter must pass.
+
+Subclass `UnitOfWorkContract` in a test module and provide two fixtures (as methods or in a
+conftest): `uow_factory`, a zero-argument callable returning a fresh unit of work, and
+`backdoor`, an object whose `snapshot()` reads stored state without the unit of work.
+
+    class TestMemory(UnitOfWorkContract):
+        @pytest.fixture
+        def store(self) -> MemoryStore:
+            return MemoryStore()
+
+        @pytest.fixture
+        def uow_factory(self, store: MemoryStore) -> UnitOfWorkFactory:
+            return store.unit_of_work
+
+        @pytest.fixture
+        def backdoor(self, store: MemoryStore) -> Backdoor:
+            return MemoryBackdoor(store)
+
+Every expectation about storage is checked through the back door, never through the unit
+of work under test. The cases never assume an empty store.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import ClassVar
+
+import pytest
+from attrs import evolve
+
+from adapters.contract import atomicity, samples, state
+from adapters.contract.backdoor import Backdoor, Snapshot
+from domain.model.evidence import EventEnvelope
+from domain.model.execution import WorkflowExecution
+from domain.model.lifecycle import ExecutionState
+from ports import records
+from ports.errors import ConcurrencyConflict, DuplicateRecord, InvalidRecord, UnitOfWorkClosed
+from ports.storage import EVENT_TABLE, TABLES, Op, Write
+from ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+
+LATER = samples.T0 + timedelta(minutes=5)
+
+
+class Abandon(Exception):
+    """Raised inside a unit to leave it through an exception."""
+
+
+def assert_state(expected: Snapshot, backdoor: Backdoor, why: str = "") -> None:
+    problems = state.diff(expected, backdoor.snapshot())
+    assert not problems, (why or "stored state differs") + ":\n  " + "\n  ".join(problems)
+
+
+def save_execution(uow: UnitOfWork, model: Snapshot, execution: WorkflowExecution) -> None:
+    """Stage the execution and put what its commit must store into `model`."""
+    state.put_execution(model, execution)
+    uow.executions.save(execution)
+
+
+def committed(uow_factory: UnitOfWorkFactory, stage: Callable[[UnitOfWork], object]) -> None:
+    with uow_factory() as uow:
+        stage(uow)
+        uow.commit()
+
+
+class UnitOfWorkContract:
+    # Adapters with slow commits may lower these in their subclass.
+    stateful_examples: ClassVar[int] = 40
+    stateful_steps: ClassVar[int] = 25
+    threads: ClassVar[int] = 4
+    commits_per_thread: ClassVar[int] = 8
+
+    # -- commit and discard --------------------------------------------------------------------
+
+    def test_committed_records_are_stored_and_readable(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        expected = backdoor.snapshot()
+        source = samples.source()
+        manifest = samples.evidence(source.id)
+        capsule = samples.capsule()
+        analysis = samples.analysis()
+        decision = samples.decision()
+        event = samples.event()
+        execution = samples.execution()
+        entries = list(execution.new_audit)
+        with uow_factory() as uow:
+            uow.sources.add(source)
+            uow.evidence.add(manifest)
+            uow.capsules.add(capsule)
+            uow.analyses.add(analysis)
+            uow.decisions.add(decision)
+            uow.events.append(event)
+            save_execution(uow, expected, execution)
+            receipt = uow.commit()
+        state.put_source(expected, source)
+        state.put_evidence(expected, manifest)
+        state.put_capsule(expected, capsule)
+        state.put(expected, "analysis", analysis.id, records.analysis_doc(analysis))
+        state.put(expected, "decision", decision.id, records.decision_doc(decision))
+        position = state.put_event(expected, event)
+        assert receipt.event_positions == (position,)
+        assert_state(expected, backdoor)
+
+        with uow_factory() as uow:
+            assert uow.sources.get(source.id) == source
+            assert uow.evidence.get(manifest.id) == manifest
+            assert uow.capsules.get(capsule.id) == capsule
+            assert uow.analyses.get(analysis.id) == analysis
+            assert uow.decisions.get(decision.id) == decision
+            assert uow.executions.require(execution.id) == execution
+            assert uow.audit.for_execution(execution.id) == entries
+            assert uow.events.read_after(position - 1, 1) == [evolve(event, position=position)]
+
+    def test_empty_commit_writes_nothing(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        before = backdoor.snapshot()
+        with uow_factory() as uow:
+            assert uow.commit().event_positions == ()
+        assert_state(before, backdoor)
+
+    @pytest.mark.parametrize("ending", ["no-commit", "exception", "rollback"])
+    def test_a_unit_that_does_not_commit_leaves_nothing(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, ending: str
+    ) -> None:
+        before = backdoor.snapshot()
+        uow = uow_factory()
+        escaped = False
+        try:
+            with uow:
+                source = samples.source()
+                uow.sources.add(source)
+                uow.evidence.add(samples.evidence(source.id))
+                uow.events.append(samples.event())
+                uow.executions.save(samples.execution())
+                if ending == "exception":
+                    raise Abandon()
+                if ending == "rollback":
+                    uow.rollback()
+        except Abandon:
+            escaped = True
+        assert escaped == (ending == "exception"), "the unit must not swallow exceptions"
+        assert uow.closed
+        assert_state(before, backdoor, f"{ending}: something was written")
+
+    @pytest.mark.parametrize("ending", ["commit", "rollback", "failed-commit"])
+    def test_a_finished_unit_is_closed(self, uow_factory: UnitOfWorkFactory, ending: str) -> None:
+        existing = samples.source()
+        committed(uow_factory, lambda uow: uow.sources.add(existing))
+        with uow_factory() as uow:
+            if ending == "commit":
+                uow.sources.add(samples.source())
+                uow.commit()
+            elif ending == "rollback":
+                uow.rollback()
+            else:
+                uow.sources.add(existing)
+                with pytest.raises(DuplicateRecord):
+                    uow.commit()
+        assert uow.closed
+        attempts: list[Callable[[], object]] = [
+            uow.commit,
+            lambda: uow.sources.get(existing.id),
+            lambda: uow.sources.add(samples.source()),
+            lambda: uow.capsules.by_publication(samples.TENANT, "p"),
+            lambda: uow.events.read_after(0),
+            uow.__enter__,
+        ]
+        for attempt in attempts:
+            with pytest.raises(UnitOfWorkClosed):
+                attempt()
+        uow.rollback()  # rolling back a closed unit is harmless
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def test_a_unit_reads_its_own_writes(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        stored_capsule, doomed = samples.capsule(), samples.capsule()
+        with uow_factory() as uow:
+            uow.capsules.add(stored_capsule)
+            uow.capsules.add(doomed)
+            uow.commit()
+        before = backdoor.snapshot()
+        with uow_factory() as uow:
+            source = samples.source()
+            uow.sources.add(source)
+            assert uow.sources.get(source.id) == source
+            found = uow.sources.find_identical(
+                source.tenant, source.source_url, source.content_digest
+            )
+            assert found == source
+            manifest = samples.evidence(source.id)
+            uow.evidence.add(manifest)
+            assert uow.evidence.get(manifest.id) == manifest
+            assert uow.evidence.for_subject(manifest.tenant, source.id) == [manifest]
+            capsule = samples.capsule()
+            uow.capsules.add(capsule)
+            assert uow.capsules.by_publication(capsule.tenant, capsule.publication_id) == capsule
+            execution = samples.execution()
+            entries = list(execution.new_audit)
+            uow.executions.save(execution)
+            assert uow.executions.require(execution.id) == execution
+            by_key = uow.executions.by_idempotency_key(execution.tenant, execution.idempotency_key)
+            assert by_key == execution
+            assert execution.id in [x.id for x in uow.executions.in_state(ExecutionState.PENDING)]
+            assert uow.audit.for_execution(execution.id) == entries
+
+            # An update of a stored record is what this unit reads from then on.
+            current = uow.capsules.get(stored_capsule.id)
+            assert current == stored_capsule
+            uow.capsules.update(evolve(current, title="retitled"))
+            expected = evolve(stored_capsule, title="retitled", version=2)
+            assert uow.capsules.get(stored_capsule.id) == expected
+            assert (
+                uow.capsules.by_publication(stored_capsule.tenant, stored_capsule.publication_id)
+                == expected
+            )
+            # A deleted record is gone for this unit, by key and by finder.
+            uow.stage(Write(Op.DELETE, "capsule", doomed.id, None, doomed.version))
+            assert uow.capsules.get(doomed.id) is None
+            assert uow.capsules.by_publication(doomed.tenant, doomed.publication_id) is None
+        assert_state(before, backdoor, "reading must not write")
+
+    def test_other_units_see_nothing_before_commit(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        stored = samples.capsule()
+        committed(uow_factory, lambda uow: uow.capsules.add(stored))
+        source, capsule, execution = samples.source(), samples.capsule(), samples.execution()
+        manifest = samples.evidence(source.id)
+        with uow_factory() as writer, uow_factory() as reader:
+            writer.sources.add(source)
+            writer.evidence.add(manifest)
+            writer.capsules.add(capsule)
+            writer.capsules.update(evolve(stored, title="changed"))
+            writer.executions.save(execution)
+            writer.events.append(samples.event())
+
+            assert reader.sources.get(source.id) is None
+            assert (
+                reader.sources.find_identical(
+                    source.tenant, source.source_url, source.content_digest
+                )
+                is None
+            )
+            assert reader.evidence.for_subject(manifest.tenant, source.id) == []
+            assert reader.capsules.get(capsule.id) is None
+            assert reader.capsules.by_publication(capsule.tenant, capsule.publication_id) is None
+            assert reader.capsules.get(stored.id) == stored
+            assert reader.executions.get(execution.id) is None
+            assert (
+                reader.executions.by_idempotency_key(execution.tenant, execution.idempotency_key)
+                is None
+            )
+            assert reader.audit.for_execution(execution.id) == []
+            writer.commit()
+
+        with uow_factory() as later:
+            assert later.sources.get(source.id) == source
+            assert later.capsules.get(capsule.id) == capsule
+            assert later.capsules.get(stored.id) == evolve(stored, title="changed", version=2)
+            assert later.executions.require(execution.id) == execution
+
+    # -- versions ----------------------------------------------------------------------------------
+
+    def test_second_writer_of_an_execution_conflicts_and_writes_nothing(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        start = samples.execution()
+        committed(uow_factory, lambda uow: uow.executions.save(start))
+        with uow_factory() as first, uow_factory() as second:
+            a = first.executions.require(start.id)
+            b = second.executions.require(start.id)
+            a.transition(ExecutionState.RUNNING, at=LATER, actor="worker-a", reason="claimed")
+            first.executions.save(a)
+            b.transition(ExecutionState.CANCELLED, at=LATER, actor="worker-b", reason="cancel")
+            second.executions.save(b)
+            second.sources.add(samples.source())  # must not survive the conflict either
+            first.commit()
+            before = backdoor.snapshot()
+            with pytest.raises(ConcurrencyConflict) as conflict:
+                second.commit()
+        assert (conflict.value.table, conflict.value.key) == ("execution", start.id)
+        assert_state(before, backdoor, "a conflicting commit wrote something")
+        with uow_factory() as uow:
+            stored = uow.executions.require(start.id)
+            assert (stored.state, stored.version) == (ExecutionState.RUNNING, 2)
+            assert [e.actor for e in uow.audit.for_execution(start.id)][1:] == ["worker-a"]
+
+    @pytest.mark.parametrize("second_op", ["update", "delete"])
+    def test_second_writer_of_a_capsule_conflicts_and_writes_nothing(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, second_op: str
+    ) -> None:
+        capsule = samples.capsule()
+        committed(uow_factory, lambda uow: uow.capsules.add(capsule))
+        with uow_factory() as first, uow_factory() as second:
+            a, b = first.capsules.get(capsule.id), second.capsules.get(capsule.id)
+            assert a is not None and b is not None
+            first.capsules.update(evolve(a, title="first"))
+            if second_op == "update":
+                second.capsules.update(evolve(b, title="second"))
+            else:
+                second.stage(Write(Op.DELETE, "capsule", b.id, None, b.version))
+            second.evidence.add(samples.evidence(capsule.id))
+            first.commit()
+            before = backdoor.snapshot()
+            with pytest.raises(ConcurrencyConflict) as conflict:
+                second.commit()
+        assert (conflict.value.table, conflict.value.key) == ("capsule", capsule.id)
+        assert_state(before, backdoor, "a conflicting commit wrote something")
+        with uow_factory() as uow:
+            assert uow.capsules.get(capsule.id) == evolve(capsule, title="first", version=2)
+
+    @pytest.mark.parametrize("change", ["updated", "deleted"])
+    @pytest.mark.parametrize("writes", [True, False], ids=["with-writes", "read-only"])
+    def test_a_record_only_read_is_checked_at_commit(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, change: str, writes: bool
+    ) -> None:
+        capsule = samples.capsule()
+        committed(uow_factory, lambda uow: uow.capsules.add(capsule))
+        with uow_factory() as reader:
+            assert reader.capsules.get(capsule.id) == capsule
+            if writes:
+                reader.sources.add(samples.source())
+                reader.events.append(samples.event())
+            with uow_factory() as writer:
+                if change == "updated":
+                    writer.capsules.update(evolve(capsule, title="changed"))
+                else:
+                    writer.stage(Write(Op.DELETE, "capsule", capsule.id, None, capsule.version))
+                writer.commit()
+            before = backdoor.snapshot()
+            with pytest.raises(ConcurrencyConflict) as conflict:
+                reader.commit()
+        assert (conflict.value.table, conflict.value.key) == ("capsule", capsule.id)
+        assert_state(before, backdoor, "a commit whose read went stale wrote something")
+
+    def test_no_update_is_lost_between_racing_threads(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        start = samples.execution()
+        committed(uow_factory, lambda uow: uow.executions.save(start))
+        rounds = 5
+        _run_threads(self.threads, lambda n: _increment(uow_factory, start.id, f"t{n}", rounds))
+        with uow_factory() as uow:
+            final = uow.executions.require(start.id)
+        # Every increment survived: a lost update would leave a thread's count short.
+        assert final.attempts == {f"t{n}": rounds for n in range(self.threads)}
+        assert final.version == 1 + self.threads * rounds
+        doc = backdoor.snapshot()["execution"][start.id]
+        assert doc["version"] == final.version
+
+    @pytest.mark.parametrize("op", [Op.UPDATE, Op.DELETE], ids=lambda op: op.value)
+    @pytest.mark.parametrize("table", [t for t, spec in TABLES.items() if spec.immutable])
+    def test_immutable_records_refuse_change(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, table: str, op: Op
+    ) -> None:
+        # Adapters may cache immutable records, so a change must never reach storage.
+        key = samples.new_id(table)
+        creators: dict[str, Callable[[UnitOfWork], object]] = {
+            "knowledge_source": lambda uow: uow.sources.add(samples.source(id=key)),
+            "evidence": lambda uow: uow.evidence.add(samples.evidence("s", id=key)),
+            "analysis": lambda uow: uow.analyses.add(samples.analysis(id=key)),
+            "decision": lambda uow: uow.decisions.add(samples.decision(id=key)),
+        }
+        committed(uow_factory, creators[table])
+        before = backdoor.snapshot()
+        with uow_factory() as uow:
+            doc = uow.get(table, key)
+            assert doc is not None
+            changed = None if op is Op.DELETE else doc | {"version": doc["version"] + 1}
+            with pytest.raises(InvalidRecord, match="immutable"):
+                uow.stage(Write(op, table, key, changed, doc["version"]))
+            uow.commit()
+        assert_state(before, backdoor, f"an immutable {table} record changed")
+        with uow_factory() as uow:
+            assert uow.get(table, key) == doc
+
+    # -- duplicates ---------------------------------------------------------------------------
+
+    def test_creating_an_existing_id_is_a_duplicate_and_writes_nothing(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        source = samples.source()
+        committed(uow_factory, lambda uow: uow.sources.add(source))
+        before = backdoor.snapshot()
+        manifest = samples.evidence(source.id)
+        with uow_factory() as uow:
+            uow.evidence.add(manifest)
+            uow.events.append(samples.event())
+            uow.sources.add(evolve(source, title="again"))
+            with pytest.raises(DuplicateRecord) as duplicate:
+                uow.commit()
+        assert (duplicate.value.table, duplicate.value.key) == ("knowledge_source", source.id)
+        assert_state(before, backdoor, "a duplicate commit wrote something")
+        with uow_factory() as uow:  # nor may any read path (a cache, say) remember it
+            assert uow.evidence.get(manifest.id) is None
+            assert uow.sources.get(source.id) == source
+
+    def test_staging_the_same_id_twice_is_a_duplicate(self, uow_factory: UnitOfWorkFactory) -> None:
+        source = samples.source()
+        with uow_factory() as uow:
+            uow.sources.add(source)
+            with pytest.raises(DuplicateRecord):
+                uow.sources.add(source)
+
+    @pytest.mark.parametrize("same_unit", [False, True], ids=["across-units", "same-unit"])
+    def test_a_taken_publication_id_is_a_duplicate(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, same_unit: bool
+    ) -> None:
+        first = samples.capsule()
+        second = samples.capsule(publication_id=first.publication_id)
+        if not same_unit:
+            committed(uow_factory, lambda uow: uow.capsules.add(first))
+        before = backdoor.snapshot()
+        with uow_factory() as uow:
+            if same_unit:
+                uow.capsules.add(first)
+            uow.capsules.add(second)
+            uow.evidence.add(samples.evidence(second.id))
+            with pytest.raises(DuplicateRecord) as duplicate:
+                uow.commit()
+        assert duplicate.value.table == "capsule"
+        assert duplicate.value.key in (first.id, second.id)
+        assert_state(before, backdoor, "a duplicate commit wrote something")
+        # Another tenant may use the same publication id.
+        other = samples.capsule(tenant="tenant-b", publication_id=first.publication_id)
+        committed(uow_factory, lambda uow: uow.capsules.add(other))
+
+    def test_a_taken_idempotency_key_is_a_duplicate(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        first = samples.execution()
+        committed(uow_factory, lambda uow: uow.executions.save(first))
+        before = backdoor.snapshot()
+        second = samples.execution(idempotency_key=first.idempotency_key)
+        with uow_factory() as uow:
+            uow.executions.save(second)  # also stages its first audit entry
+            with pytest.raises(DuplicateRecord) as duplicate:
+                uow.commit()
+        assert (duplicate.value.table, duplicate.value.key) == ("execution", second.id)
+        assert_state(before, backdoor, "a duplicate commit wrote something")
+
+    @pytest.mark.parametrize("same_unit", [False, True], ids=["across-units", "same-unit"])
+    def test_a_repeated_event_id_is_a_duplicate_and_uses_no_position(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, same_unit: bool
+    ) -> None:
+        event = samples.event()
+        if not same_unit:
+            committed(uow_factory, lambda uow: uow.events.append(event))
+        before = backdoor.snapshot()
+        with uow_factory() as uow:
+            if same_unit:
+                uow.events.append(event)
+            uow.sources.add(samples.source())
+            uow.events.append(evolve(event, actor="someone else").sealed())
+            with pytest.raises(DuplicateRecord) as duplicate:
+                uow.commit()
+        assert (duplicate.value.table, duplicate.value.key) == (EVENT_TABLE, event.id)
+        assert_state(before, backdoor, "a duplicate commit wrote something")
+        # The failed commit consumed no position: the next event takes the next one.
+        expected = state.copied(before)
+        following = samples.event()
+        with uow_factory() as uow:
+            uow.events.append(following)
+            assert uow.commit().event_positions == (state.put_event(expected, following),)
+        assert_state(expected, backdoor)
+
+    # -- events ------------------------------------------------------------------------------
+
+    def test_event_positions_have_no_gaps_under_concurrent_commits(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        base = state.last_position(backdoor.snapshot())
+        receipts: list[tuple[list[EventEnvelope], tuple[int, ...]]] = []
+        lock = threading.Lock()
+
+        def commit_events(thread: int) -> int:
+            for i in range(self.commits_per_thread):
+                events = [samples.event(text=f"t{thread}") for _ in range(1 + (thread + i) % 3)]
+                with uow_factory() as uow:
+                    for event in events:
+                        uow.events.append(event)
+                    positions = uow.commit().event_positions
+                with lock:
+                    receipts.append((events, positions))
+            return 0
+
+        _run_threads(self.threads, commit_events)
+        total = sum(len(events) for events, _ in receipts)
+        every = sorted(p for _, positions in receipts for p in positions)
+        assert every == list(range(base + 1, base + total + 1)), "gaps or repeats"
+        for events, positions in receipts:
+            assert len(positions) == len(events)
+            assert list(positions) == list(range(positions[0], positions[0] + len(events)))
+        stored = backdoor.snapshot()[EVENT_TABLE]
+        by_id = {e.id: p for events, ps in receipts for e, p in zip(events, ps, strict=True)}
+        assert {key: stored[key]["position"] for key in by_id} == by_id
+        with uow_factory() as uow:
+            read = uow.events.read_after(base, total)
+        assert [(e.id, e.position) for e in read] == sorted(by_id.items(), key=lambda kv: kv[1])
+        assert all(e.intact for e in read)
+
+    # -- hostile values ----------------------------------------------------------------------
+
+    @pytest.mark.parametrize("name", list(samples.HOSTILE))
+    def test_hostile_text_round_trips_verbatim(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, name: str
+    ) -> None:
+        text = samples.HOSTILE[name]
+        # Ids and unique values carry a random tail so a shared store never sees them twice.
+        unique = samples.new_id(text)
+        source = samples.hostile_source(unique)
+        manifest = samples.evidence(unique, id=unique, tenant=text, text=text)
+        event = samples.event(id=unique, tenant=text, text=text)
+        capsule = samples.capsule(id=unique, tenant=text, publication_id=unique, text=text)
+        analysis = samples.analysis(id=unique, tenant=text, text=text)
+        decision = samples.decision(id=unique, tenant=text, text=text)
+        execution = samples.execution(id=unique, tenant=text, idempotency_key=unique, text=text)
+        entries = list(execution.new_audit)
+        expected = backdoor.snapshot()
+        with uow_factory() as uow:
+            uow.sources.add(source)
+            uow.evidence.add(manifest)
+            uow.events.append(event)
+            uow.capsules.add(capsule)
+            uow.analyses.add(analysis)
+            uow.decisions.add(decision)
+            save_execution(uow, expected, execution)
+            uow.commit()
+        state.put_source(expected, source)
+        state.put_evidence(expected, manifest)
+        position = state.put_event(expected, event)
+        state.put_capsule(expected, capsule)
+        state.put(expected, "analysis", unique, records.analysis_doc(analysis))
+        state.put(expected, "decision", unique, records.decision_doc(decision))
+        assert_state(expected, backdoor, f"{name}: not stored verbatim")
+
+        with uow_factory() as uow:
+            assert uow.sources.get(unique) == source
+            assert uow.sources.find_identical(unique, unique, source.content_digest) == source
+            assert uow.evidence.for_subject(text, unique) == [manifest]
+            assert uow.events.read_after(position - 1, 1) == [evolve(event, position=position)]
+            assert uow.capsules.by_publication(text, unique) == capsule
+            assert uow.analyses.get(unique) == analysis
+            assert uow.decisions.get(unique) == decision
+            assert uow.executions.by_idempotency_key(text, unique) == execution
+            assert uow.audit.for_execution(unique) == entries
+
+    @pytest.mark.parametrize("where", ["text-field", "list-item", "record-id", "event-field"])
+    def test_nul_is_refused_and_nothing_is_written(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, where: str
+    ) -> None:
+        before = backdoor.snapshot()
+        with pytest.raises(InvalidRecord), uow_factory() as uow:
+            uow.sources.add(samples.source())  # a valid write first: it must go too
+            if where == "text-field":
+                uow.sources.add(evolve(samples.source(), title="before\x00after"))
+            elif where == "list-item":
+                uow.evidence.add(evolve(samples.evidence("s"), decision_ids=("ok", "a\x00b")))
+            elif where == "record-id":
+                uow.capsules.add(samples.capsule(id="cap\x00-1"))
+            else:
+                uow.events.append(samples.event(text="actor\x00"))
+            uow.commit()
+        assert_state(before, backdoor, f"NUL in {where}: something was written")
+
+    def test_a_refused_record_never_reaches_storage(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        expected = backdoor.snapshot()
+        good = samples.source()
+        with uow_factory() as uow:
+            uow.sources.add(good)
+            with pytest.raises(InvalidRecord):
+                uow.sources.add(evolve(samples.source(), content_text="\x00"))
+            uow.commit()
+        state.put_source(expected, good)
+        assert_state(expected, backdoor)
+
+    # -- atomicity ---------------------------------------------------------------------------
+
+    @pytest.mark.parametrize("case", atomicity.FAULT_CASES, ids=lambda c: c.name)
+    def test_a_fault_at_any_position_leaves_no_partial_write(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, case: atomicity.FaultCase
+    ) -> None:
+        atomicity.check_fault_case(uow_factory, backdoor, case)
+
+    def test_random_units_match_a_dict_model(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        # Imported here so loading the plugin never requires hypothesis.
+        from adapters.contract import stateful
+
+        stateful.run(
+            uow_factory,
+            backdoor,
+            examples=self.stateful_examples,
+            steps=self.stateful_steps,
+        )
+
+
+def _increment(uow_factory: UnitOfWorkFactory, execution_id: str, step: str, rounds: int) -> int:
+    """Bump one attempt counter `rounds` times, retrying conflicts; return how many there were."""
+    conflicts = 0
+    done = 0
+    while done < rounds:
+        with uow_factory() as uow:
+            execution = uow.executions.require(execution_id)
+            time.sleep(0.001)  # let the other threads read the same version meanwhile
+            execution.begin_attempt(step)
+            uow.executions.save(execution)
+            try:
+                uow.commit()
+            except ConcurrencyConflict:
+                conflicts += 1
+                continue
+        done += 1
+    return conflicts
+
+
+def _run_threads(count: int, work: Callable[[int], int]) -> list[int]:
+    """Start `count` threads together; re-raise the first failure in the calling thread."""
+    barrier = threading.Barrier(count)
+    results: list[int] = [0] * count
+    errors: list[BaseException] = []
+
+    def target(n: int) -> None:
+        try:
+            barrier.wait()
+            results[n] = work(n)
+        except BaseException as exc:  # reported below, in the test's own thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=target, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a worker thread hung"
+    if errors:
+        raise errors[0]
+    return results

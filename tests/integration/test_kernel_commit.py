@@ -1,0 +1,114 @@
+"""One commit is one `query_raw` round trip, whatever the unit holds and however it ends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from attrs import evolve
+
+from adapters.contract import samples
+from adapters.surrealdb import SurrealStore
+from ports.errors import ConcurrencyConflict, DuplicateRecord, PortError
+from ports.unit_of_work import UnitOfWork
+
+
+class SpyConnection:
+    """Wraps the SDK connection and records every method the store calls on it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[tuple[str, str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append((name, str(args[0]) if args else ""))
+            return attribute(*args, **kwargs)
+
+        return call
+
+
+def spy_on(store: SurrealStore) -> SpyConnection:
+    spy = SpyConnection(store._db)
+    store._db = spy
+    return spy
+
+
+def one_write(uow: UnitOfWork) -> None:
+    uow.sources.add(samples.source())
+
+
+def mutation(uow: UnitOfWork) -> None:
+    source = samples.source()
+    uow.sources.add(source)
+    uow.evidence.add(samples.evidence(source.id))
+    uow.events.append(samples.event())
+
+
+def large(uow: UnitOfWork) -> None:
+    for _ in range(50):
+        mutation(uow)
+    uow.executions.save(samples.execution())
+
+
+@pytest.mark.parametrize(
+    "stage", [one_write, mutation, large], ids=["one-write", "mutation", "150-writes"]
+)
+def test_a_commit_is_one_round_trip(
+    surreal_mem: SurrealStore, stage: Callable[[UnitOfWork], None]
+) -> None:
+    with surreal_mem.unit_of_work() as uow:
+        stage(uow)
+        spy = spy_on(surreal_mem)
+        before = surreal_mem.round_trips
+        uow.commit()
+    assert surreal_mem.round_trips - before == 1
+    assert [name for name, _ in spy.calls] == ["query_raw"]
+    text = spy.calls[0][1]
+    assert text.startswith("BEGIN TRANSACTION;") and text.endswith("COMMIT TRANSACTION;")
+
+
+def test_reads_and_version_checks_add_no_round_trip_to_the_commit(
+    surreal_mem: SurrealStore,
+) -> None:
+    capsule, other = samples.capsule(), samples.capsule()
+    with surreal_mem.unit_of_work() as uow:
+        uow.capsules.add(capsule)
+        uow.capsules.add(other)
+        uow.commit()
+    with surreal_mem.unit_of_work() as uow:
+        assert uow.capsules.get(capsule.id) is not None  # read only: checked at commit
+        uow.capsules.update(evolve(other, title="changed"))
+        mutation(uow)
+        spy = spy_on(surreal_mem)
+        uow.commit()
+    assert [name for name, _ in spy.calls] == ["query_raw"]
+
+
+@pytest.mark.parametrize("failure", ["duplicate", "conflict"])
+def test_a_failing_commit_is_one_round_trip_too(surreal_mem: SurrealStore, failure: str) -> None:
+    capsule = samples.capsule()
+    with surreal_mem.unit_of_work() as uow:
+        uow.capsules.add(capsule)
+        uow.commit()
+    expected: type[PortError] = DuplicateRecord if failure == "duplicate" else ConcurrencyConflict
+    with surreal_mem.unit_of_work() as uow:
+        mutation(uow)
+        if failure == "duplicate":
+            uow.capsules.add(capsule)
+        else:
+            uow.capsules.update(evolve(capsule, version=7))
+        spy = spy_on(surreal_mem)
+        with pytest.raises(expected):
+            uow.commit()
+    assert [name for name, _ in spy.calls] == ["query_raw"]
+
+
+def test_an_empty_commit_makes_no_round_trip(surreal_mem: SurrealStore) -> None:
+    with surreal_mem.unit_of_work() as uow:
+        spy = spy_on(surreal_mem)
+        uow.commit()
+    assert spy.calls == []
