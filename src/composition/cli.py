@@ -486,7 +486,10 @@ def executions_list(ctx: click.Context, state: str | None, limit: int) -> None:
     s = session_of(ctx)
     with s.app() as (app, _):
         found = queries.recent_executions(
-            app.uow_factory, state=ExecutionState(state) if state else None, limit=limit
+            app.uow_factory,
+            now=app.runtime.clock.now(),
+            state=ExecutionState(state) if state else None,
+            limit=limit,
         )
         if s.json:
             s.emit([render.execution_json(x, app.workflows.get(x.workflow_name)) for x in found])
@@ -639,7 +642,7 @@ def verify_chains(s: Session, app: App, execution_id: str | None) -> list[dict[s
     if execution_id is not None:
         ids = [app.orchestrator.get(execution_id).id]
     else:
-        ids = [x.id for x in reversed(queries.recent_executions(app.uow_factory))]
+        ids = [x.id for x in queries.every_execution(app.uow_factory)]
     results = []
     with _maybe_progress(ids, "verifying") as items:
         for xid in items:
@@ -796,9 +799,9 @@ def demo(ctx: click.Context, examples: Path | None) -> None:
             raise Failed(f"demo execution {x.id} ended {x.state.value}")
 
         s.echo()
-        everything = queries.recent_executions(app.uow_factory)
-        s.echo(f"[2/3] executions (newest 5 of {len(everything)})")
-        s.echo(_indent(render.executions_table(everything[:5], app.workflows)))
+        newest = queries.recent_executions(app.uow_factory, now=app.runtime.clock.now(), limit=5)
+        s.echo("[2/3] executions (newest first)")
+        s.echo(_indent(render.executions_table(newest, app.workflows)))
 
         s.echo()
         s.echo("[3/3] audit trail verification")
@@ -838,7 +841,7 @@ def demo(ctx: click.Context, examples: Path | None) -> None:
                     "execution": render.execution_json(
                         x, app.workflows.get(x.workflow_name), detail=True
                     ),
-                    "executions": len(everything),
+                    "executions": len(results),
                     "verification": {
                         "ok": not broken,
                         "executions": len(results),

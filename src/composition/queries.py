@@ -3,29 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 
 from domain.model.evidence import EventEnvelope
 from domain.model.execution import WorkflowExecution
 from domain.model.lifecycle import AuditEntry, ExecutionState
-from ports import records
 from ports.unit_of_work import UnitOfWorkFactory
-
-EXECUTION_TABLE = "execution"
 
 
 def recent_executions(
     uow_factory: UnitOfWorkFactory,
     *,
+    now: datetime,
     state: ExecutionState | None = None,
-    limit: int | None = None,
+    limit: int = 50,
 ) -> list[WorkflowExecution]:
     """Newest first."""
-    where = {} if state is None else {"state": state.value}
     with uow_factory() as uow:
-        rows = uow.select(
-            EXECUTION_TABLE, where, order_by="created_at", descending=True, limit=limit
-        )
-    return [records.execution_from(key, doc) for key, doc in rows]
+        return uow.executions.recent(now=now, state=state, limit=limit)
+
+
+def every_execution(uow_factory: UnitOfWorkFactory) -> list[WorkflowExecution]:
+    """Oldest first."""
+    with uow_factory() as uow:
+        return uow.executions.every()
 
 
 def executions_in(

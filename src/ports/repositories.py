@@ -7,7 +7,8 @@ storage does with the documents is the adapter's business (ports.unit_of_work).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from domain.model.analysis import Analysis
 from domain.model.capsule import Capsule
@@ -18,10 +19,12 @@ from domain.model.lifecycle import AuditEntry, ExecutionState
 from domain.model.policy import PolicyDecision
 from ports import records
 from ports.errors import RecordNotFound
-from ports.storage import EVENT_TABLE, AnyOf, Op, Write
+from ports.storage import EVENT_TABLE, After, AnyOf, Document, Op, Write
 
 if TYPE_CHECKING:
     from ports.unit_of_work import UnitOfWork
+
+RECENT_WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=30), None)
 
 
 class _Repository:
@@ -176,8 +179,30 @@ class Executions(_Repository):
         )
         return [records.execution_from(k, d) for k, d in rows]
 
-    def recent(self, limit: int | None = None) -> list[WorkflowExecution]:
-        rows = self._uow.select(self.table, {}, order_by="created_at", limit=limit)
+    def every(self) -> list[WorkflowExecution]:
+        """Every execution, oldest first: for whole-store work such as audit verification."""
+        rows = self._uow.select(self.table, {}, order_by="created_at")
+        return [records.execution_from(k, d) for k, d in rows]
+
+    def recent(
+        self, *, now: datetime, limit: int = 50, state: ExecutionState | None = None
+    ) -> list[WorkflowExecution]:
+        """The newest executions (in a state), newest first.
+
+        SurrealDB cannot walk an index in order under a LIMIT, so it would read and sort every
+        matching execution. Looking back through widening windows of creation time keeps the
+        cost proportional to what is listed, not to everything ever stored.
+        """
+        rows: list[tuple[str, Document]] = []
+        for window in RECENT_WINDOWS:
+            where: dict[str, Any] = {} if state is None else {"state": state.value}
+            if window is not None:
+                where["created_at"] = After(now - window)
+            rows = self._uow.select(
+                self.table, where, order_by="created_at", descending=True, limit=limit
+            )
+            if len(rows) >= limit:
+                break
         return [records.execution_from(k, d) for k, d in rows]
 
 

@@ -39,6 +39,19 @@ class AnyOf:
         return value in self.values
 
 
+@frozen
+class After:
+    """A `select` filter value matching values strictly greater than `bound`."""
+
+    bound: int | float | str | datetime
+
+    def matches(self, value: object) -> bool:
+        return value is not None and value > self.bound  # type: ignore[operator]
+
+
+Filter = AnyOf | After
+
+
 EVENT_TABLE = "event"
 
 TABLES: Mapping[str, TableSpec] = {
@@ -60,7 +73,7 @@ TABLES: Mapping[str, TableSpec] = {
         TableSpec(
             "execution",
             uniques=(("tenant", "idempotency_key"),),
-            lookups=(("state", "created_at"),),
+            lookups=(("state", "created_at"), ("created_at",)),
         ),
         TableSpec("audit", lookups=(("execution_id", "sequence"),)),
     )

@@ -27,7 +27,7 @@ from ports.repositories import (
     Executions,
     KnowledgeSources,
 )
-from ports.storage import TABLES, AnyOf, Batch, CommitReceipt, Document, Op, Write
+from ports.storage import TABLES, After, AnyOf, Batch, CommitReceipt, Document, Op, Write
 
 Key = tuple[str, str]
 
@@ -242,7 +242,7 @@ UnitOfWorkFactory = Callable[[], UnitOfWork]
 
 
 def _match(value: object, wanted: object) -> bool:
-    return wanted.matches(value) if isinstance(wanted, AnyOf) else value == wanted
+    return wanted.matches(value) if isinstance(wanted, AnyOf | After) else value == wanted
 
 
 def _check_document(table: str, key: str, document: Document) -> None:

@@ -446,6 +446,29 @@ class UnitOfWorkContract:
         assert (duplicate.value.table, duplicate.value.key) == ("execution", second.id)
         assert_state(before, backdoor, "a duplicate commit wrote something")
 
+    def test_recent_executions_are_newest_first_across_look_back_windows(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        now = samples.T0 + timedelta(days=400)
+        ages = [timedelta(minutes=5), timedelta(hours=3), timedelta(days=3), timedelta(days=90)]
+        made = []
+        for n, age in enumerate(ages):
+            x = samples.execution()
+            x.created_at = now - age
+            if n % 2:
+                x.transition(ExecutionState.CANCELLED, at=now - age, actor="op", reason="test")
+            made.append(x)
+            with uow_factory() as uow:
+                uow.executions.save(x)
+                uow.commit()
+        with uow_factory() as uow:
+            newest = [x.id for x in uow.executions.recent(now=now, limit=10)]
+            two = [x.id for x in uow.executions.recent(now=now, limit=2)]
+            cancelled = uow.executions.recent(now=now, state=ExecutionState.CANCELLED)
+        assert newest[:4] == [x.id for x in made]  # the oldest needs the unbounded window
+        assert two == [made[0].id, made[1].id]
+        assert [x.id for x in cancelled][:2] == [made[1].id, made[3].id]
+
     @pytest.mark.parametrize("same_unit", [False, True], ids=["across-units", "same-unit"])
     def test_a_repeated_event_id_is_a_duplicate_and_uses_no_position(
         self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, same_unit: bool

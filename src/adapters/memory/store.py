@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ports.errors import ConcurrencyConflict, DuplicateRecord, InjectedFault, RecordNotFound
-from ports.storage import EVENT_TABLE, TABLES, AnyOf, Batch, CommitReceipt, Document, Op
+from ports.storage import EVENT_TABLE, TABLES, After, AnyOf, Batch, CommitReceipt, Document, Op
 from ports.unit_of_work import UnitOfWork
 
 IndexKey = tuple[Any, ...]
@@ -21,6 +21,13 @@ IndexKey = tuple[Any, ...]
 def _copy(doc: Document) -> Document:
     # Documents hold immutable scalars and lists of str: copying the lists is enough.
     return {k: (list(v) if isinstance(v, list) else v) for k, v in doc.items()}
+
+
+def _matches(doc: Document, where: Mapping[str, Any]) -> bool:
+    return all(
+        v.matches(doc.get(f)) if isinstance(v, AnyOf | After) else doc.get(f) == v
+        for f, v in where.items()
+    )
 
 
 def _indexed_fields(table: str) -> list[tuple[str, ...]]:
@@ -132,26 +139,22 @@ class MemoryStore:
         descending: bool,
         limit: int | None,
     ) -> list[tuple[str, Document]]:
-        fields = tuple(where)
+        # Equality (and IN) filters go through a hash index when one exists; ranges filter
+        # what it yields.
+        exact = {f: v for f, v in where.items() if not isinstance(v, After)}
+        ranges = {f: v for f, v in where.items() if isinstance(v, After)}
         with self.lock:
             docs = self.tables[table]
-            index = self._indexes[table].get(fields)
+            index = self._indexes[table].get(tuple(exact)) if exact else None
             if index is not None:
-                choices = [v.values if isinstance(v, AnyOf) else (v,) for v in where.values()]
+                choices = [v.values if isinstance(v, AnyOf) else (v,) for v in exact.values()]
                 found: set[str] = set()
                 for combination in itertools.product(*choices):
                     found |= index.get(combination, set())
                 keys: Iterable[str] = sorted(found)
             else:
-                keys = sorted(
-                    k
-                    for k, d in docs.items()
-                    if all(
-                        v.matches(d.get(f)) if isinstance(v, AnyOf) else d.get(f) == v
-                        for f, v in where.items()
-                    )
-                )
-            rows = [(k, docs[k]) for k in keys]
+                keys = sorted(k for k, d in docs.items() if _matches(d, exact))
+            rows = [(k, docs[k]) for k in keys if _matches(docs[k], ranges)]
             if order_by is not None:
                 rows.sort(key=lambda kv: (kv[1].get(order_by) is None, kv[1].get(order_by)))
                 if descending:

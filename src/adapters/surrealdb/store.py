@@ -17,7 +17,7 @@ from surrealdb import RecordID, Surreal
 
 from adapters.surrealdb import compiler, schema
 from ports.errors import CommitOutcomeUnknown, InvalidRecord, PortError, StorageUnavailable
-from ports.storage import EVENT_TABLE, TABLES, AnyOf, Batch, CommitReceipt, Document, Op
+from ports.storage import EVENT_TABLE, TABLES, After, AnyOf, Batch, CommitReceipt, Document, Op
 from ports.unit_of_work import UnitOfWork
 
 EMBEDDED = ("mem", "memory", "surrealkv", "file")
@@ -281,6 +281,9 @@ class SurrealStore:
             if isinstance(value, AnyOf):
                 clauses.append(f"{compiler.ident(name)} IN $w{n}")
                 params[f"w{n}"] = list(value.values)
+            elif isinstance(value, After):
+                clauses.append(f"{compiler.ident(name)} > $w{n}")
+                params[f"w{n}"] = value.bound
             else:
                 clauses.append(f"{compiler.ident(name)} = $w{n}")
                 params[f"w{n}"] = value
