@@ -32,7 +32,7 @@ from ports.errors import (
     PortError,
     StorageUnavailable,
 )
-from ports.unit_of_work import UnitOfWorkFactory
+from ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 S = ExecutionState
 RECOVERABLE = (S.RUNNING, S.PENDING, S.RETRY_SCHEDULED, S.CANCELLING, S.COMPENSATING)
@@ -160,7 +160,7 @@ class Orchestrator:
             )
             execution.claim(self.worker_id, now=now, ttl=self._lease_ttl)
             uow.executions.save(execution)
-            uow.commit()
+            self._commit_command(uow, execution)
         self._remember(execution)
         return self.run(execution_id)
 
@@ -172,7 +172,7 @@ class Orchestrator:
                 raise InvalidState(f"execution {execution_id} is not awaiting approval")
             self._fail(execution, f"rejected: {reason}")
             uow.executions.save(execution)
-            uow.commit()
+            self._commit_command(uow, execution)
         self._remember(execution)
         return self.run(execution_id)
 
@@ -189,9 +189,19 @@ class Orchestrator:
             elif execution.state is not S.CANCELLING:
                 execution.transition(S.CANCELLING, at=now, actor=rt.actor, reason=reason)
             uow.executions.save(execution)
-            uow.commit()
+            self._commit_command(uow, execution)
         self._remember(execution)
         return self.run(execution_id)
+
+    def _commit_command(self, uow: UnitOfWork, execution: WorkflowExecution) -> None:
+        """Commit an operator's command; a lost reply is resolved by re-reading, and only a
+        command that did not land is reported (a caller retrying one that did would be
+        refused for the state it moved the execution to)."""
+        try:
+            uow.commit()
+        except CommitOutcomeUnknown:
+            if _landed(self.get(execution.id)) != _landed(execution):
+                raise
 
     def recover(self, *, ignore_leases: bool = False) -> list[WorkflowExecution]:
         """Resume every interrupted execution whose lease has expired.
@@ -395,6 +405,11 @@ class Orchestrator:
         if execution.metadata.rollback_strategy is not RollbackStrategy.COMPENSATE:
             return False
         return any(s.side_effecting and s.name in execution.step_outputs for s in definition.steps)
+
+
+def _landed(x: WorkflowExecution) -> tuple[Any, ...]:
+    """What a command changes on an execution: equal when stored means it was committed."""
+    return (x.version, x.audit_head, x.state, x.cancel_requested, x.approvals)
 
 
 def _retryable(error: BaseException) -> bool:

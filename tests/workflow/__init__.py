@@ -1,0 +1,1 @@
+"""Workflow-plane tests: lifecycle, audit chain, orchestrator, faults, crashes, races."""

@@ -1,0 +1,187 @@
+"""Tampering with a stored audit trail is detected, in memory and in SurrealDB.
+
+A publication runs to success, then its audit records are changed directly in storage,
+behind the adapter's back; `Orchestrator.verify` must name the first bad sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import pytest
+from attrs import frozen
+
+from domain.model.lifecycle import GENESIS, AuditEntry, ChainReport
+from domain.orchestration.orchestrator import Orchestrator
+from ports.clock import FixedClock
+from ports.records import audit_from
+from tests.workflow.harness import T0, WORKFLOW, BackDoor, open_store, orchestrator, request
+
+# A successful knowledge_publication leaves 7 entries: created, started, four step
+# checkpoints (ingest, analyse, publish, verify) and succeeded.
+ENTRIES = 7
+
+
+@frozen
+class Ran:
+    door: BackDoor
+    orch: Orchestrator
+    execution_id: str
+
+
+@pytest.fixture(params=["memory", "surreal"])
+def ran(request: pytest.FixtureRequest) -> Iterator[Ran]:
+    store = open_store(request.param)
+    try:
+        orch = orchestrator(store.unit_of_work, FixedClock(T0))
+        execution = orch.start(WORKFLOW, request_input(), idempotency_key="tamper-1")
+        assert execution.state.value == "succeeded"
+        report = orch.verify(execution.id)
+        assert report.ok and report.entries == ENTRIES, report
+        yield Ran(BackDoor(store), orch, execution.id)
+    finally:
+        store.close()
+
+
+def request_input() -> dict[str, object]:
+    return request("pub-tamper")
+
+
+def _bad(ran: Ran, first_bad: int) -> ChainReport:
+    report = ran.orch.verify(ran.execution_id)
+    assert not report.ok, report
+    assert report.first_bad_sequence == first_bad, report
+    assert report.problem
+    return report
+
+
+def test_editing_a_field_is_detected(ran: Ran) -> None:
+    ran.door.edit_audit(ran.execution_id, 4, {"reason": "step analyse skipped"})
+    report = _bad(ran, 4)
+    assert "hash" in (report.problem or "")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("actor", "mallory"),
+        ("to_state", "failed"),
+        ("step", "verify"),
+        ("at", T0.replace(year=2030)),
+    ],
+)
+def test_editing_any_field_of_any_entry_is_detected(ran: Ran, field: str, value: object) -> None:
+    ran.door.edit_audit(ran.execution_id, 2, {field: value})
+    _bad(ran, 2)
+
+
+def test_editing_and_rehashing_an_entry_breaks_the_next_link(ran: Ran) -> None:
+    doc = ran.door.audit_doc(ran.execution_id, 4)
+    forged = _rehashed(doc, reason="forged but consistent")
+    ran.door.replace_audit(ran.execution_id, 4, forged)
+    report = _bad(ran, 5)
+    assert "previous-hash" in (report.problem or "")
+
+
+def test_rehashing_the_whole_tail_still_misses_the_head(ran: Ran) -> None:
+    """An attacker who rewrites entry 6 and every hash after it is caught by the head the
+    execution record pins."""
+    prev = ran.door.audit_doc(ran.execution_id, 5)["hash"]
+    for sequence in (6, 7):
+        doc = ran.door.audit_doc(ran.execution_id, sequence)
+        changes = {"reason": "rewritten"} if sequence == 6 else {}
+        forged = _rehashed(doc | {"prev_hash": prev}, **changes)
+        ran.door.replace_audit(ran.execution_id, sequence, forged)
+        prev = forged["hash"]
+    _bad(ran, ENTRIES)
+
+
+def test_deleting_a_middle_entry_is_detected(ran: Ran) -> None:
+    ran.door.delete_audit(ran.execution_id, 4)
+    report = _bad(ran, 4)
+    assert report.entries == ENTRIES - 1
+
+
+def test_deleting_the_first_entry_is_detected(ran: Ran) -> None:
+    ran.door.delete_audit(ran.execution_id, 1)
+    _bad(ran, 1)
+
+
+def test_deleting_the_last_entry_is_detected(ran: Ran) -> None:
+    ran.door.delete_audit(ran.execution_id, ENTRIES)
+    report = _bad(ran, ENTRIES)
+    assert report.entries == ENTRIES - 1
+
+
+def test_deleting_the_last_two_entries_is_detected(ran: Ran) -> None:
+    ran.door.delete_audit(ran.execution_id, ENTRIES)
+    ran.door.delete_audit(ran.execution_id, ENTRIES - 1)
+    _bad(ran, ENTRIES - 1)
+
+
+def test_swapping_two_entries_is_detected(ran: Ran) -> None:
+    third = ran.door.audit_doc(ran.execution_id, 3)
+    fifth = ran.door.audit_doc(ran.execution_id, 5)
+    ran.door.replace_audit(ran.execution_id, 3, fifth)
+    ran.door.replace_audit(ran.execution_id, 5, third)
+    report = _bad(ran, 3)
+    assert "sequence" in (report.problem or "")
+
+
+def test_swapping_contents_but_keeping_sequences_is_detected(ran: Ran) -> None:
+    third = ran.door.audit_doc(ran.execution_id, 3)
+    fifth = ran.door.audit_doc(ran.execution_id, 5)
+    ran.door.replace_audit(ran.execution_id, 3, fifth | {"sequence": 3})
+    ran.door.replace_audit(ran.execution_id, 5, third | {"sequence": 5})
+    _bad(ran, 3)
+
+
+def test_an_entry_moved_from_another_execution_is_detected(ran: Ran) -> None:
+    other = ran.orch.start(WORKFLOW, request("pub-other"), idempotency_key="tamper-2")
+    assert ran.orch.verify(other.id).ok
+    foreign = ran.door.audit_doc(other.id, 6)
+    ran.door.replace_audit(ran.execution_id, 6, foreign)
+    _bad(ran, 6)
+    # The copy claims the other execution, so it also surfaces, out of place, in that trail.
+    other_report = ran.orch.verify(other.id)
+    assert not other_report.ok and other_report.first_bad_sequence == 1, other_report
+
+
+def test_an_untouched_trail_stays_valid_after_reading(ran: Ran) -> None:
+    for _ in range(2):
+        assert ran.orch.verify(ran.execution_id).ok
+
+
+# -- the check can fail: a verifier without the hash comparison misses an edit ------------------
+
+
+def _verify_without_hashes(entries: Sequence[AuditEntry], head_sequence: int) -> bool:
+    """What verify_chain would be if it trusted stored hashes: sequence and links only."""
+    prev = GENESIS
+    for position, entry in enumerate(entries, start=1):
+        if entry.sequence != position or entry.prev_hash != prev:
+            return False
+        prev = entry.hash
+    return len(entries) == head_sequence
+
+
+def _stored_entries(ran: Ran) -> list[AuditEntry]:
+    table = ran.door.table("audit")
+    return [audit_from(table[k]) for k in sorted(table) if k.startswith(ran.execution_id + ":")]
+
+
+def test_a_verifier_without_the_hash_check_would_miss_the_edit(ran: Ran) -> None:
+    head = ran.orch.get(ran.execution_id).audit_sequence
+    assert _verify_without_hashes(_stored_entries(ran), head)
+    ran.door.edit_audit(ran.execution_id, 4, {"reason": "step analyse skipped"})
+    entries = _stored_entries(ran)
+    assert entries[3].reason == "step analyse skipped"  # the edit really is in storage
+    assert _verify_without_hashes(entries, head)  # ...and the weaker check passes it
+    _bad(ran, 4)  # while the real one does not
+
+
+def _rehashed(doc: dict[str, object], **changes: object) -> dict[str, object]:
+    """The stored document with `changes` applied and its own hash recomputed."""
+    forged = doc | changes
+    entry = audit_from(forged)
+    return forged | {"hash": entry.recomputed()}

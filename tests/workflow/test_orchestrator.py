@@ -1,0 +1,497 @@
+"""Orchestrator behaviour on the memory adapter: idempotency, retries, compensation,
+approvals, cancellation and leases."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from attrs import define, evolve
+
+from adapters.faults import FaultInjector, FaultPlan
+from adapters.memory import MemoryStore, MemoryUnitOfWork
+from domain.model.errors import InvalidInput, InvalidState
+from domain.model.evidence import EventType
+from domain.model.lifecycle import ExecutionState
+from domain.model.policy import ImpactTier
+from domain.orchestration.definition import RetryableError, RetryPolicy, StepContext
+from domain.orchestration.orchestrator import Orchestrator
+from domain.workflows import knowledge_publication as kp
+from ports.clock import FixedClock, SequentialIds
+from ports.errors import CommitOutcomeUnknown, InjectedFault
+from ports.storage import Batch, CommitReceipt
+from ports.unit_of_work import UnitOfWork
+from tests.workflow.harness import (
+    T0,
+    WORKFLOW,
+    BackDoor,
+    Calls,
+    Wrapper,
+    assert_exactly_once,
+    census,
+    definitions,
+    expected_effects,
+    orchestrator,
+    request,
+    service,
+    variant,
+)
+
+S = ExecutionState
+FLAKY = "flaky_publication"
+
+
+@define
+class World:
+    store: MemoryStore
+    clock: FixedClock
+    door: BackDoor
+    ids: SequentialIds  # shared by every worker, as a real id generator would be
+
+    def orch(self, worker_id: str = "worker-1", **wrappers: Wrapper) -> Orchestrator:
+        return self.orch_with(worker_id, wrappers)
+
+    def orch_with(
+        self,
+        worker_id: str,
+        wrappers: dict[str, Wrapper],
+        retry: RetryPolicy | None = None,
+        factory: Any = None,
+        compensation: Wrapper | None = None,
+    ) -> Orchestrator:
+        factory = factory or self.store.unit_of_work
+        base = kp.definition(service(factory))
+        flaky = variant(base, FLAKY, wrappers, retry=retry)
+        if compensation is not None and flaky.compensation is not None:
+            retract = flaky.compensation
+            flaky = evolve(flaky, compensation=evolve(retract, run=compensation(retract.run)))
+        return orchestrator(
+            factory,
+            self.clock,
+            worker_id=worker_id,
+            workflows=definitions(factory, flaky),
+            ids=self.ids,
+        )
+
+    def transitions(self, execution_id: str) -> list[tuple[str | None, str, str | None]]:
+        rows = [d for d in self.door.table("audit").values() if d["execution_id"] == execution_id]
+        rows.sort(key=lambda d: int(d["sequence"]))
+        return [(d.get("from_state"), d["to_state"], d.get("step")) for d in rows]
+
+
+@pytest.fixture
+def world() -> World:
+    store = MemoryStore()
+    return World(store, FixedClock(T0), BackDoor(store), SequentialIds())
+
+
+def _raise(error: Exception, times: int | None = None) -> Any:
+    def then(n: int, uow: UnitOfWork, ctx: StepContext) -> None:
+        if times is None or n <= times:
+            raise error
+
+    return then
+
+
+# -- idempotency ---------------------------------------------------------------------------------
+
+
+def test_a_known_idempotency_key_returns_the_same_execution(world: World) -> None:
+    orch = world.orch()
+    first = orch.start(WORKFLOW, request("pub-1"), idempotency_key="idem-1")
+    assert first.state is S.SUCCEEDED
+    before = census(world.door)
+    audit_before = world.door.table("audit")
+    commits = world.store.commits
+
+    again = orch.start(WORKFLOW, request("pub-1"), idempotency_key="idem-1")
+    other_input = world.orch("worker-2").start(
+        WORKFLOW, request("pub-2", documents=3), idempotency_key="idem-1"
+    )
+
+    assert again.id == other_input.id == first.id
+    assert again.state is other_input.state is S.SUCCEEDED
+    assert world.store.commits == commits  # nothing was written at all
+    assert census(world.door) == before
+    assert world.door.table("audit") == audit_before
+    assert_exactly_once(world.door, orch)
+
+
+def test_a_known_key_does_not_run_a_pending_execution(world: World) -> None:
+    orch = world.orch()
+    pending = orch.start(WORKFLOW, request("pub-1"), idempotency_key="idem-1", run=False)
+    assert pending.state is S.PENDING
+    again = orch.start(WORKFLOW, request("pub-1"), idempotency_key="idem-1")
+    assert (again.id, again.state) == (pending.id, S.PENDING)
+    c = census(world.door)
+    assert len(c.executions) == 1 and not c.positions and not any(c.counts.values())
+    assert orch.run(pending.id).state is S.SUCCEEDED
+    assert_exactly_once(world.door, orch)
+
+
+def test_distinct_keys_start_distinct_executions(world: World) -> None:
+    orch = world.orch()
+    a = orch.start(WORKFLOW, request("pub-1"), idempotency_key="idem-1")
+    b = orch.start(WORKFLOW, request("pub-2"), idempotency_key="idem-2")
+    assert a.id != b.id
+    assert_exactly_once(world.door, orch)
+
+
+# -- retries -------------------------------------------------------------------------------------
+
+POLICY = RetryPolicy(max_attempts=3, backoff=timedelta(seconds=1), multiplier=2.0)
+
+
+def test_retryable_errors_are_retried_with_backoff_then_succeed(world: World) -> None:
+    calls = Calls()
+    wrappers = {"analyse": calls.wrap(_raise(RetryableError("upstream busy"), times=2))}
+    orch = world.orch_with("worker-1", wrappers, retry=POLICY)
+    done = orch.start(FLAKY, request("pub-1"))
+
+    assert done.state is S.SUCCEEDED
+    assert calls.n == 3
+    assert done.attempts["analyse"] == 3 and done.attempts["ingest"] == 1
+    assert world.clock.now() - T0 == timedelta(seconds=1 + 2)  # backoff 1 s, then 2 s
+    path = world.transitions(done.id)
+    assert path.count(("running", "retry_scheduled", "analyse")) == 2
+    assert path.count(("retry_scheduled", "running", None)) == 2
+    # The failed attempts staged the real analysis first: none of it survived.
+    assert_exactly_once(world.door, orch)
+
+
+def test_retries_are_bounded_then_the_execution_fails(world: World) -> None:
+    calls = Calls()
+    wrappers = {"analyse": calls.wrap(_raise(RetryableError("upstream down")))}
+    orch = world.orch_with("worker-1", wrappers, retry=POLICY)
+    done = orch.start(FLAKY, request("pub-1"))
+
+    assert done.state is S.FAILED
+    assert calls.n == POLICY.max_attempts
+    assert done.attempts["analyse"] == POLICY.max_attempts
+    assert world.clock.now() - T0 == timedelta(seconds=1 + 2)  # no wait after the last one
+    assert done.last_error and "upstream down" in done.last_error
+    path = world.transitions(done.id)
+    assert path[-1] == ("running", "failed", "analyse")
+    assert path.count(("running", "retry_scheduled", "analyse")) == POLICY.max_attempts - 1
+    # ingest committed before the failure and stays; nothing of analyse, nothing to undo.
+    c = census(world.door)
+    assert c.counts["knowledge_source"] == 2 and c.counts["analysis"] == 0
+    assert c.counts["capsule"] == 0
+    assert c.events_by_type == Counter({EventType.SOURCE_INGESTED.value: 2})
+    assert orch.verify(done.id).ok
+
+
+@pytest.mark.parametrize(
+    "error", [ValueError("bug in step"), InvalidInput("documents", "rejected downstream")]
+)
+def test_non_retryable_errors_fail_at_once(world: World, error: Exception) -> None:
+    calls = Calls()
+    orch = world.orch_with("worker-1", {"analyse": calls.wrap(_raise(error))}, retry=POLICY)
+    done = orch.start(FLAKY, request("pub-1"))
+
+    assert done.state is S.FAILED
+    assert calls.n == 1
+    assert world.clock.now() == T0  # no backoff
+    assert all(to != "retry_scheduled" for _, to, _ in world.transitions(done.id))
+    assert done.last_error and type(error).__name__ in done.last_error
+    assert census(world.door).counts["analysis"] == 0
+    assert orch.verify(done.id).ok
+
+
+def test_a_retry_scheduled_beyond_the_inline_wait_is_left_for_later(world: World) -> None:
+    slow = RetryPolicy(max_attempts=2, backoff=timedelta(minutes=10))
+    calls = Calls()
+    wrappers = {"analyse": calls.wrap(_raise(RetryableError("later"), times=1))}
+    orch = world.orch_with("worker-1", wrappers, retry=slow)
+    waiting = orch.start(FLAKY, request("pub-1"))
+    assert waiting.state is S.RETRY_SCHEDULED and calls.n == 1
+    assert world.clock.now() == T0
+    world.clock.advance(timedelta(minutes=10))
+    assert [x.state for x in orch.recover()] == [S.SUCCEEDED]
+    assert_exactly_once(world.door, orch)
+
+
+# -- compensation --------------------------------------------------------------------------------
+
+
+def test_a_failure_after_publication_retracts_the_capsule(world: World) -> None:
+    broken = kp.VerificationFailed("capsule does not match")
+    orch = world.orch_with("worker-1", {"verify": Calls().wrap(_raise(broken))})
+    done = orch.start(FLAKY, request("pub-1"))
+
+    assert done.state is S.COMPENSATED
+    path = world.transitions(done.id)
+    assert ("running", "compensating", "verify") in path
+    assert path[-1] == ("compensating", "compensated", None)
+    capsules = world.door.table("capsule")
+    (capsule,) = capsules.values()
+    assert capsule["status"] == "retracted"
+    assert "capsule does not match" in capsule["retraction_reason"]
+    assert done.step_outputs["publish"]["capsule_id"] in capsules
+    c = census(world.door)
+    want = expected_effects([2], compensated=1)
+    assert c.events_by_type == want["events"]
+    assert c.counts["evidence"] == want["evidence"]
+    assert c.counts["decision"] == want["decision"]
+    assert c.positions == list(range(1, len(c.positions) + 1))
+    retracted = [e for e in world.door.events() if e["type"] == "knowledge.capsule_retracted"]
+    assert len(retracted) == 1 and capsule["publication_id"] == "pub-1"
+    assert orch.verify(done.id).ok
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="a failed compensation attempt is final: no retry, even for a storage fault",
+)
+def test_a_storage_fault_during_compensation_is_retried(world: World) -> None:
+    """One transient store failure while retracting should not leave a failed workflow's
+    capsule published for good (steps get retries for this; the compensation does not)."""
+    broken = kp.VerificationFailed("capsule does not match")
+    hiccup = InjectedFault("the store hiccuped while retracting")
+    orch = world.orch_with(
+        "worker-1",
+        {"verify": Calls().wrap(_raise(broken))},
+        compensation=Calls().wrap(_raise(hiccup, times=1)),
+    )
+    done = orch.start(FLAKY, request("pub-1"))
+    (capsule,) = world.door.table("capsule").values()
+    assert (done.state, capsule["status"]) == (S.COMPENSATED, "retracted"), done.last_error
+
+
+def test_a_failure_before_publication_needs_no_compensation(world: World) -> None:
+    orch = world.orch_with("worker-1", {"analyse": Calls().wrap(_raise(ValueError("x")))})
+    done = orch.start(FLAKY, request("pub-1"))
+    assert done.state is S.FAILED
+    assert "compensating" not in {to for _, to, _ in world.transitions(done.id)}
+    assert census(world.door).events_by_type[EventType.CAPSULE_RETRACTED.value] == 0
+
+
+# -- approvals -----------------------------------------------------------------------------------
+
+
+def test_tier1_waits_for_one_approval_by_someone_else(world: World) -> None:
+    orch = world.orch()
+    waiting = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
+    assert waiting.state is S.AWAITING_APPROVAL
+    assert waiting.lease_owner is None
+    assert census(world.door).counts["knowledge_source"] == 0
+
+    # The requesting actor cannot approve their own mutation: it runs again and waits again.
+    again = orch.approve(waiting.id, approver="operator", role="reviewer")
+    assert again.state is S.AWAITING_APPROVAL
+
+    done = world.orch("worker-2").approve(waiting.id, approver="alice", role="reviewer")
+    assert done.state is S.SUCCEEDED
+    assert [a.approver for a in done.approvals] == ["operator", "alice"]
+    assert_exactly_once(world.door, orch, denials=2)
+
+
+def test_tier2_needs_two_distinct_approvers(world: World) -> None:
+    orch = world.orch()
+    x = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER2)
+    assert x.state is S.AWAITING_APPROVAL
+    assert orch.approve(x.id, approver="alice", role="reviewer").state is S.AWAITING_APPROVAL
+    assert orch.approve(x.id, approver="alice", role="reviewer").state is S.AWAITING_APPROVAL
+    done = orch.approve(x.id, approver="bob", role="reviewer")
+    assert done.state is S.SUCCEEDED
+    assert {a.approver for a in done.approvals} == {"alice", "bob"}
+    assert_exactly_once(world.door, orch, denials=3)
+
+
+def test_every_required_role_must_approve(world: World) -> None:
+    orch = world.orch()
+    req = request("pub-1", required_roles=["risk_officer"])
+    x = orch.start(WORKFLOW, req, risk_tier=ImpactTier.TIER1)
+    assert orch.approve(x.id, approver="alice", role="reviewer").state is S.AWAITING_APPROVAL
+    assert orch.approve(x.id, approver="bob", role="risk_officer").state is S.SUCCEEDED
+    assert_exactly_once(world.door, orch, denials=2)
+
+
+def test_rejection_fails_the_execution(world: World) -> None:
+    orch = world.orch()
+    x = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
+    done = orch.reject(x.id, reason="sources not convincing")
+    assert done.state is S.FAILED
+    assert done.last_error and "sources not convincing" in done.last_error
+    assert world.transitions(x.id)[-1] == ("awaiting_approval", "failed", None)
+    c = census(world.door)
+    assert c.counts["knowledge_source"] == 0 and not c.positions
+    with pytest.raises(InvalidState):
+        orch.approve(x.id, approver="alice", role="reviewer")
+    with pytest.raises(InvalidState):
+        orch.reject(x.id, reason="twice")
+    assert orch.verify(x.id).ok
+
+
+def test_approval_outside_a_wait_is_refused(world: World) -> None:
+    orch = world.orch()
+    x = orch.start(WORKFLOW, request("pub-1"), run=False)
+    with pytest.raises(InvalidState):
+        orch.approve(x.id, approver="alice", role="reviewer")
+    with pytest.raises(InvalidState):
+        orch.reject(x.id, reason="no")
+    assert orch.get(x.id).state is S.PENDING
+
+
+# -- cancellation --------------------------------------------------------------------------------
+
+
+def _cancel_from(other: list[Orchestrator]) -> Any:
+    def then(n: int, uow: UnitOfWork, ctx: StepContext) -> None:
+        other[0].cancel(ctx.execution.id, reason="operator pulled the plug")
+
+    return then
+
+
+def test_cancellation_takes_effect_at_the_next_step_boundary(world: World) -> None:
+    other = [world.orch("worker-2")]
+    calls = Calls()
+    orch = world.orch_with("worker-1", {"analyse": calls.wrap(_cancel_from(other))})
+    done = orch.start(FLAKY, request("pub-1"))
+
+    assert done.state is S.CANCELLED
+    assert calls.n == 1  # the step was not started again
+    assert "analyse" not in done.step_outputs and done.cancel_requested
+    path = world.transitions(done.id)
+    assert ("running", "cancelling", None) in path
+    assert path[-1] == ("cancelling", "cancelled", None)
+    c = census(world.door)
+    assert c.counts["knowledge_source"] == 2  # ingest had committed
+    assert c.counts["analysis"] == 0  # the interrupted step's writes were discarded
+    assert c.events_by_type == Counter({EventType.SOURCE_INGESTED.value: 2})
+    assert orch.verify(done.id).ok
+
+
+def test_cancellation_after_publication_compensates(world: World) -> None:
+    other = [world.orch("worker-2")]
+    orch = world.orch_with("worker-1", {"verify": Calls().wrap(_cancel_from(other))})
+    done = orch.start(FLAKY, request("pub-1"))
+
+    assert done.state is S.COMPENSATED
+    assert "verify" not in done.step_outputs
+    path = world.transitions(done.id)
+    assert path[-2:] == [
+        ("cancelling", "compensating", None),
+        ("compensating", "compensated", None),
+    ]
+    (capsule,) = world.door.table("capsule").values()
+    assert capsule["status"] == "retracted"
+    assert census(world.door).events_by_type[EventType.CAPSULE_RETRACTED.value] == 1
+    assert orch.verify(done.id).ok
+
+
+def test_cancelling_a_pending_execution_ends_it_and_a_terminal_one_is_refused(
+    world: World,
+) -> None:
+    orch = world.orch()
+    pending = orch.start(WORKFLOW, request("pub-1"), run=False)
+    assert orch.cancel(pending.id).state is S.CANCELLED
+    with pytest.raises(InvalidState):
+        orch.cancel(pending.id)
+    done = orch.start(WORKFLOW, request("pub-2"))
+    with pytest.raises(InvalidState):
+        orch.cancel(done.id)
+    assert orch.get(done.id).state is S.SUCCEEDED
+    assert orch.verify(pending.id).ok and orch.verify(done.id).ok
+
+
+# -- leases --------------------------------------------------------------------------------------
+
+
+def test_a_live_lease_keeps_other_workers_off_until_it_expires(world: World) -> None:
+    crashing = FaultInjector(world.store.unit_of_work)
+    crashing.arm(FaultPlan(fail_at_commit=3))  # start, ingest, then analyse's commit fails
+    first = world.orch_with("worker-A", {}, factory=crashing)
+    with pytest.raises(InjectedFault):
+        first.start(WORKFLOW, request("pub-1"), idempotency_key="lease-1")
+    assert crashing.fired == ["commit 3"]
+    (execution_id,) = world.door.table("execution")
+    stuck = world.orch().get(execution_id)
+    assert (stuck.state, stuck.current_step, stuck.lease_owner) == (S.RUNNING, 1, "worker-A")
+    assert stuck.lease_expires_at == T0 + timedelta(seconds=30)
+
+    second = world.orch("worker-B")
+    assert second.run(execution_id).version == stuck.version  # not touched
+    assert second.recover() == []
+    world.clock.advance(timedelta(seconds=29))
+    assert second.recover() == []
+    assert second.get(execution_id).version == stuck.version
+
+    world.clock.advance(timedelta(seconds=1))  # the lease is now expired
+    (done,) = second.recover()
+    assert done.state is S.SUCCEEDED and done.lease_owner is None
+    # Resumed from the last committed step: ingest ran once, analyse's lost commit once more.
+    assert done.attempts == {"ingest": 1, "analyse": 1, "publish": 1, "verify": 1}
+    checkpoints = [step for _, to, step in world.transitions(execution_id) if step]
+    assert checkpoints == ["ingest", "analyse", "publish", "verify"]
+    assert_exactly_once(world.door, second)
+
+
+def test_the_lease_holder_itself_may_resume(world: World) -> None:
+    crashing = FaultInjector(world.store.unit_of_work)
+    crashing.arm(FaultPlan(fail_at_commit=3))
+    first = world.orch_with("worker-A", {}, factory=crashing)
+    with pytest.raises(InjectedFault):
+        first.start(WORKFLOW, request("pub-1"))
+    (execution_id,) = world.door.table("execution")
+    assert world.orch("worker-A").run(execution_id).state is S.SUCCEEDED
+    assert_exactly_once(world.door, first)
+
+
+def test_ignoring_leases_takes_over_at_once(world: World) -> None:
+    crashing = FaultInjector(world.store.unit_of_work)
+    crashing.arm(FaultPlan(fail_at_commit=4))  # publish's commit
+    with pytest.raises(InjectedFault):
+        world.orch_with("worker-A", {}, factory=crashing).start(WORKFLOW, request("pub-1"))
+    takeover = world.orch("worker-B")
+    assert takeover.recover() == []
+    (done,) = takeover.recover(ignore_leases=True)
+    assert done.state is S.SUCCEEDED
+    assert world.clock.now() == T0
+    assert_exactly_once(world.door, takeover)
+
+
+# -- commands whose commit reply is lost ---------------------------------------------------------
+
+
+def test_an_approval_whose_reply_was_lost_is_resolved_by_re_reading(world: World) -> None:
+    lossy = FaultInjector(world.store.unit_of_work)
+    orch = world.orch_with("worker-1", {}, factory=lossy)
+    waiting = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
+    assert waiting.state is S.AWAITING_APPROVAL
+    lossy.arm(FaultPlan(ambiguous_commit=1))  # the approval lands, its reply does not
+    done = orch.approve(waiting.id, approver="alice", role="reviewer")
+    assert lossy.fired == ["ambiguous commit 1"]
+    assert done.state is S.SUCCEEDED
+    assert_exactly_once(world.door, orch, denials=1)
+
+
+def test_a_cancellation_whose_reply_was_lost_is_resolved_by_re_reading(world: World) -> None:
+    lossy = FaultInjector(world.store.unit_of_work)
+    orch = world.orch_with("worker-1", {}, factory=lossy)
+    pending = orch.start(WORKFLOW, request("pub-1"), run=False)
+    lossy.arm(FaultPlan(ambiguous_commit=1))
+    assert orch.cancel(pending.id).state is S.CANCELLED
+    assert lossy.fired == ["ambiguous commit 1"]
+    assert orch.verify(pending.id).ok
+
+
+class _LostReply(MemoryUnitOfWork):
+    """Applies nothing, yet reports the outcome as unknown: the other side of ambiguity."""
+
+    def _apply(self, batch: Batch) -> CommitReceipt:
+        raise CommitOutcomeUnknown("the reply was lost, and nothing was applied")
+
+
+def test_a_command_that_did_not_land_still_reports_the_unknown_outcome(world: World) -> None:
+    orch = world.orch()
+    waiting = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
+    lost = world.orch_with("worker-2", {}, factory=lambda: _LostReply(world.store))
+    with pytest.raises(CommitOutcomeUnknown):
+        lost.approve(waiting.id, approver="alice", role="reviewer")
+    assert orch.get(waiting.id).state is S.AWAITING_APPROVAL
+    assert orch.approve(waiting.id, approver="alice", role="reviewer").state is S.SUCCEEDED
+    assert_exactly_once(world.door, orch, denials=1)
