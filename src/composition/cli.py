@@ -366,17 +366,15 @@ def approve(ctx: click.Context, execution_id: str, role: str, approver: str | No
     s = session_of(ctx)
     with s.app() as (app, printer):
         execution = app.orchestrator.get(execution_id)
-        requested_by = queries.requester(app.uow_factory, execution_id)
         approver = approver or app.settings.actor
-        if approver == requested_by:
+        if approver == execution.requested_by:
             raise Failed(
                 f"{approver!r} started execution {execution_id} and cannot approve it"
                 " (separation of duties); approve as someone else with --approver NAME",
                 EXIT_USAGE,
             )
         printer.mark(execution)
-        orchestrator = app.orchestrator_for(actor=requested_by or None)
-        result = orchestrator.approve(execution_id, approver=approver, role=role)
+        result = app.orchestrator.approve(execution_id, approver=approver, role=role)
         result = finish(app, result)
         conclude(s, app, result, ok={S.SUCCEEDED, S.AWAITING_APPROVAL})
 

@@ -44,12 +44,6 @@ def audit_trail(uow_factory: UnitOfWorkFactory, execution_id: str) -> list[Audit
         return uow.audit.for_execution(execution_id)
 
 
-def requester(uow_factory: UnitOfWorkFactory, execution_id: str) -> str:
-    """Who started the execution: the actor of its first audit entry."""
-    trail = audit_trail(uow_factory, execution_id)
-    return trail[0].actor if trail else ""
-
-
 def events_after(uow_factory: UnitOfWorkFactory, position: int, limit: int) -> list[EventEnvelope]:
     with uow_factory() as uow:
         return uow.events.read_after(position, limit)

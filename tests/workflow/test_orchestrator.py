@@ -35,6 +35,7 @@ from tests.workflow.harness import (
     expected_effects,
     orchestrator,
     request,
+    runtime,
     service,
     variant,
 )
@@ -241,11 +242,6 @@ def test_a_failure_after_publication_retracts_the_capsule(world: World) -> None:
     assert orch.verify(done.id).ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a failed compensation attempt is final: no retry, even for a storage fault",
-)
 def test_a_storage_fault_during_compensation_is_retried(world: World) -> None:
     """One transient store failure while retracting should not leave a failed workflow's
     capsule published for good (steps get retries for this; the compensation does not)."""
@@ -259,6 +255,37 @@ def test_a_storage_fault_during_compensation_is_retried(world: World) -> None:
     done = orch.start(FLAKY, request("pub-1"))
     (capsule,) = world.door.table("capsule").values()
     assert (done.state, capsule["status"]) == (S.COMPENSATED, "retracted"), done.last_error
+
+
+def test_a_compensation_that_keeps_failing_ends_failed_after_its_attempts(world: World) -> None:
+    broken = kp.VerificationFailed("capsule does not match")
+    hiccup = InjectedFault("the store keeps failing while retracting")
+    orch = world.orch_with(
+        "worker-1",
+        {"verify": Calls().wrap(_raise(broken))},
+        compensation=Calls().wrap(_raise(hiccup, times=100)),
+    )
+    done = orch.start(FLAKY, request("pub-1"))
+    (capsule,) = world.door.table("capsule").values()
+    assert (done.state, capsule["status"]) == (S.FAILED, "published")
+    assert done.attempts["retract"] == 3
+    assert done.last_error is not None and "compensation retract failed" in done.last_error
+    with pytest.raises(InvalidState):
+        orch.cancel(done.id)
+
+
+def test_a_compensating_execution_cannot_be_cancelled(world: World) -> None:
+    orch = world.orch_with("worker-1", {"verify": Calls().wrap(_raise(kp.VerificationFailed("x")))})
+    x = orch.start(FLAKY, request("pub-1"), run=False)
+    with world.store.unit_of_work() as uow:
+        stored = uow.executions.require(x.id)
+        stored.transition(S.RUNNING, at=T0, actor="op", reason="test")
+        stored.transition(S.COMPENSATING, at=T0, actor="op", reason="test")
+        uow.executions.save(stored)
+        uow.commit()
+    with pytest.raises(InvalidState, match="compensating"):
+        orch.cancel(x.id)
+    assert orch.get(x.id).version == stored.version
 
 
 def test_a_failure_before_publication_needs_no_compensation(world: World) -> None:
@@ -279,14 +306,32 @@ def test_tier1_waits_for_one_approval_by_someone_else(world: World) -> None:
     assert waiting.lease_owner is None
     assert census(world.door).counts["knowledge_source"] == 0
 
-    # The requesting actor cannot approve their own mutation: it runs again and waits again.
-    again = orch.approve(waiting.id, approver="operator", role="reviewer")
-    assert again.state is S.AWAITING_APPROVAL
+    # The requesting actor cannot approve their own mutation: refused, nothing recorded.
+    with pytest.raises(InvalidInput) as refused:
+        orch.approve(waiting.id, approver="operator", role="reviewer")
+    assert refused.value.field == "approver"
+    assert orch.get(waiting.id).version == waiting.version
 
     done = world.orch("worker-2").approve(waiting.id, approver="alice", role="reviewer")
     assert done.state is S.SUCCEEDED
-    assert [a.approver for a in done.approvals] == ["operator", "alice"]
-    assert_exactly_once(world.door, orch, denials=2)
+    assert [a.approver for a in done.approvals] == ["alice"]
+    assert_exactly_once(world.door, orch, denials=1)
+
+
+def test_steps_act_for_the_requester_whichever_worker_runs_them(world: World) -> None:
+    waiting = world.orch().start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
+    alices_worker = Orchestrator(
+        world.store.unit_of_work,
+        runtime(world.clock, world.ids, actor="alice"),
+        definitions(world.store.unit_of_work),
+        worker_id="worker-2",
+    )
+    done = alices_worker.approve(waiting.id, approver="alice", role="reviewer")
+    assert done.state is S.SUCCEEDED
+    actors = {e["actor"] for e in world.door.events()}
+    assert actors == {waiting.requested_by} == {"operator"}
+    approved = [a for a in world.door.table("audit").values() if a["reason"].startswith("approved")]
+    assert [a["actor"] for a in approved] == ["alice"]
 
 
 def test_tier2_needs_two_distinct_approvers(world: World) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ports.storage import EVENT_TABLE, TABLES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 META_TABLE = "govkernel_meta"
 COUNTER_TABLE = "govkernel_counter"
 
@@ -110,6 +110,7 @@ FIELDS: dict[str, dict[str, tuple[str, str | None]]] = {
         "state": ("string", None),
         "created_at": ("datetime", None),
         "updated_at": ("datetime", None),
+        "requested_by": ("string", None),
         "current_step": ("int", "$value >= 0"),
         "attempts_json": ("string", None),
         "outputs_json": ("string", None),

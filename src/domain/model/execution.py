@@ -9,7 +9,7 @@ from typing import Any
 
 from attrs import define, field, frozen
 
-from domain.model.errors import IllegalTransition, InvalidState
+from domain.model.errors import IllegalTransition, InvalidInput, InvalidState
 from domain.model.lifecycle import GENESIS, AuditEntry, ExecutionState, allowed
 from domain.model.policy import Approval, ImpactTier
 
@@ -48,6 +48,9 @@ class WorkflowExecution:
     state: ExecutionState
     created_at: datetime
     updated_at: datetime
+    # Whose mutation this is: steps act on their behalf, whichever worker runs them, and
+    # they cannot approve it themselves.
+    requested_by: str = ""
     current_step: int = 0
     attempts: dict[str, int] = field(factory=dict)
     step_outputs: dict[str, JSON] = field(factory=dict)
@@ -91,6 +94,7 @@ class WorkflowExecution:
             state=ExecutionState.PENDING,
             created_at=at,
             updated_at=at,
+            requested_by=actor,
         )
         execution._record(None, ExecutionState.PENDING, at=at, actor=actor, reason="created")
         return execution
@@ -179,6 +183,12 @@ class WorkflowExecution:
     def add_approval(self, approval: Approval) -> None:
         if self.state is not ExecutionState.AWAITING_APPROVAL:
             raise InvalidState(f"execution {self.id} is {self.state.value}, not awaiting approval")
+        if approval.approver == self.requested_by:
+            raise InvalidInput(
+                "approver",
+                f"{approval.approver!r} requested execution {self.id} and cannot approve it"
+                " (separation of duties)",
+            )
         if approval in self.approvals:
             return
         self.approvals = (*self.approvals, approval)
@@ -186,4 +196,7 @@ class WorkflowExecution:
     def request_cancel(self) -> None:
         if self.state.terminal:
             raise InvalidState(f"execution {self.id} already ended as {self.state.value}")
+        if self.state is ExecutionState.COMPENSATING:
+            # Undoing a side effect half-way would leave it neither done nor undone.
+            raise InvalidState(f"execution {self.id} is compensating and cannot be cancelled")
         self.cancel_requested = True

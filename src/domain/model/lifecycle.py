@@ -50,7 +50,8 @@ TRANSITIONS: dict[ExecutionState, frozenset[ExecutionState]] = {
     S.AWAITING_APPROVAL: frozenset({S.RUNNING, S.FAILED, S.COMPENSATING, S.CANCELLING}),
     S.RETRY_SCHEDULED: frozenset({S.RUNNING, S.CANCELLING}),
     S.CANCELLING: frozenset({S.CANCELLED, S.COMPENSATING}),
-    S.COMPENSATING: frozenset({S.COMPENSATED, S.FAILED}),
+    # compensating -> compensating records a failed compensation attempt that will be retried.
+    S.COMPENSATING: frozenset({S.COMPENSATING, S.COMPENSATED, S.FAILED}),
     S.SUCCEEDED: frozenset(),
     S.FAILED: frozenset(),
     S.COMPENSATED: frozenset(),

@@ -16,7 +16,7 @@ from typing import Any
 
 from attrs import evolve, frozen
 
-from domain.model.errors import DomainError, InvalidInput, InvalidState
+from domain.model.errors import InvalidInput, InvalidState
 from domain.model.execution import RollbackStrategy, WorkflowExecution
 from domain.model.lifecycle import ChainReport, ExecutionState, verify_chain
 from domain.model.policy import Approval, ImpactTier
@@ -29,7 +29,6 @@ from ports.errors import (
     ConcurrencyConflict,
     DuplicateRecord,
     InjectedFault,
-    PortError,
     StorageUnavailable,
 )
 from ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
@@ -264,7 +263,8 @@ class Orchestrator:
                 and not execution.lease_expired(now)
             ):
                 return _Stop(execution)  # another live worker owns it
-            if state is S.RETRY_SCHEDULED and execution.retry_at and execution.retry_at > now:
+            waiting = state in (S.RETRY_SCHEDULED, S.COMPENSATING)
+            if waiting and execution.retry_at and execution.retry_at > now:
                 return _Wait(execution.retry_at - now)
             definition = self._definition(execution.workflow_name)
             seen_version = execution.version
@@ -276,10 +276,12 @@ class Orchestrator:
                 if step is None:
                     execution.transition(S.FAILED, at=now, actor=rt.actor, reason="no compensation")
                 else:
+                    execution.begin_attempt(step.name)
                     try:
                         step.run(uow, self._context(execution, step.name))
-                    except (DomainError, PortError) as exc:
+                    except Exception as exc:  # recorded, then retried or failed
                         return self._after_failure(execution_id, seen_version, step.name, exc)
+                    execution.retry_at = None
                     execution.transition(
                         S.COMPENSATED, at=now, actor=rt.actor, reason="compensation completed"
                     )
@@ -339,6 +341,8 @@ class Orchestrator:
             # same ids, a later attempt (after a denial, a retry) mints fresh ones.
             self._runtime.with_ids(DerivedIds(execution.id, step, str(execution.version))),
             trace_id=execution.correlation_id,
+            # The mutation is the requester's, whichever worker happens to run the step.
+            actor=execution.requested_by or self._runtime.actor,
         )
         return StepContext(runtime=runtime, execution=execution)
 
@@ -361,7 +365,24 @@ class Orchestrator:
             attempt = execution.begin_attempt(step)
             message = f"{type(error).__name__}: {error}"[:MAX_ERROR]
             retry = next((s.retry for s in definition.steps if s.name == step), None)
-            if isinstance(error, ApprovalRequired):
+            compensation = definition.compensation
+            if execution.state is S.COMPENSATING and compensation is not None:
+                # An undo that fails transiently is retried like a step: giving up would leave
+                # the side effect in place for good.
+                policy = compensation.retry
+                if _retryable(error) and attempt < policy.max_attempts:
+                    execution.last_error = message
+                    execution.retry_at = now + policy.delay(attempt)
+                    execution.transition(
+                        S.COMPENSATING,
+                        at=now,
+                        actor=rt.actor,
+                        reason=f"compensation attempt {attempt} failed: {message}",
+                        step=step,
+                    )
+                else:
+                    self._fail(execution, f"compensation {step} failed: {message}", step=step)
+            elif isinstance(error, ApprovalRequired):
                 execution.attempts[step] -= 1  # waiting for people is not a failed attempt
                 execution.transition(
                     S.AWAITING_APPROVAL, at=now, actor=rt.actor, reason=message, step=step
