@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from ports.errors import DuplicateRecord, InvalidRecord, RecordNotFound, UnitOfWorkClosed
 from ports.repositories import (
@@ -239,6 +239,60 @@ class UnitOfWork(abc.ABC):
 
 
 UnitOfWorkFactory = Callable[[], UnitOfWork]
+
+
+class Store(Protocol):
+    """Committed state an adapter keeps; the unit of work above it does the staging."""
+
+    def load(self, table: str, key: str) -> Document | None: ...
+
+    def load_many(self, table: str, keys: list[str]) -> dict[str, Document]: ...
+
+    def query(
+        self,
+        table: str,
+        where: Mapping[str, Any],
+        order_by: str | None,
+        descending: bool,
+        limit: int | None,
+    ) -> Iterable[tuple[str, Document]]: ...
+
+    def events_after(self, position: int, limit: int) -> list[Document]: ...
+
+    def apply(self, batch: Batch) -> CommitReceipt: ...
+
+
+StoreT = TypeVar("StoreT", bound=Store)
+
+
+class StoreUnitOfWork(UnitOfWork, Generic[StoreT]):
+    """The usual adapter shape: a unit of work over one store object."""
+
+    def __init__(self, store: StoreT) -> None:
+        super().__init__()
+        self._store = store
+
+    def _load(self, table: str, key: str) -> Document | None:
+        return self._store.load(table, key)
+
+    def _load_many(self, table: str, keys: list[str]) -> dict[str, Document]:
+        return self._store.load_many(table, keys)
+
+    def _query(
+        self,
+        table: str,
+        where: Mapping[str, Any],
+        order_by: str | None,
+        descending: bool,
+        limit: int | None,
+    ) -> Iterable[tuple[str, Document]]:
+        return self._store.query(table, where, order_by, descending, limit)
+
+    def _events_after(self, position: int, limit: int) -> list[Document]:
+        return self._store.events_after(position, limit)
+
+    def _apply(self, batch: Batch) -> CommitReceipt:
+        return self._store.apply(batch)
 
 
 def _match(value: object, wanted: object) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 from ports.errors import ConcurrencyConflict, DuplicateRecord, InjectedFault, RecordNotFound
 from ports.storage import EVENT_TABLE, TABLES, After, AnyOf, Batch, CommitReceipt, Document, Op
-from ports.unit_of_work import UnitOfWork
+from ports.unit_of_work import StoreUnitOfWork
 
 IndexKey = tuple[Any, ...]
 
@@ -163,31 +163,15 @@ class MemoryStore:
                 rows = rows[:limit]
             return [(k, _copy(d)) for k, d in rows]
 
+    def load_many(self, table: str, keys: list[str]) -> dict[str, Document]:
+        with self.lock:
+            docs = self.tables[table]
+            return {k: _copy(docs[k]) for k in keys if k in docs}
+
     def events_after(self, position: int, limit: int) -> list[Document]:
         with self.lock:
             return [_copy(d) for d in self.events[position : position + limit]]
 
 
-class MemoryUnitOfWork(UnitOfWork):
-    def __init__(self, store: MemoryStore) -> None:
-        super().__init__()
-        self._store = store
-
-    def _load(self, table: str, key: str) -> Document | None:
-        return self._store.load(table, key)
-
-    def _query(
-        self,
-        table: str,
-        where: Mapping[str, Any],
-        order_by: str | None,
-        descending: bool,
-        limit: int | None,
-    ) -> Iterable[tuple[str, Document]]:
-        return self._store.query(table, where, order_by, descending, limit)
-
-    def _events_after(self, position: int, limit: int) -> list[Document]:
-        return self._store.events_after(position, limit)
-
-    def _apply(self, batch: Batch) -> CommitReceipt:
-        return self._store.apply(batch)
+class MemoryUnitOfWork(StoreUnitOfWork[MemoryStore]):
+    """A unit of work on the in-memory store."""

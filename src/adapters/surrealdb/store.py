@@ -7,7 +7,7 @@ import fcntl
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -18,7 +18,7 @@ from surrealdb import RecordID, Surreal
 from adapters.surrealdb import compiler, schema
 from ports.errors import CommitOutcomeUnknown, InvalidRecord, PortError, StorageUnavailable
 from ports.storage import EVENT_TABLE, TABLES, After, AnyOf, Batch, CommitReceipt, Document, Op
-from ports.unit_of_work import UnitOfWork
+from ports.unit_of_work import StoreUnitOfWork
 
 EMBEDDED = ("mem", "memory", "surrealkv", "file")
 IMMUTABLE_CACHE_CHARS = 64 * 1024 * 1024
@@ -332,29 +332,5 @@ def _brief(value: object) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
-class SurrealUnitOfWork(UnitOfWork):
-    def __init__(self, store: SurrealStore) -> None:
-        super().__init__()
-        self._store = store
-
-    def _load(self, table: str, key: str) -> Document | None:
-        return self._store.load(table, key)
-
-    def _query(
-        self,
-        table: str,
-        where: Mapping[str, Any],
-        order_by: str | None,
-        descending: bool,
-        limit: int | None,
-    ) -> Iterable[tuple[str, Document]]:
-        return self._store.query(table, where, order_by, descending, limit)
-
-    def _load_many(self, table: str, keys: list[str]) -> dict[str, Document]:
-        return self._store.load_many(table, keys)
-
-    def _events_after(self, position: int, limit: int) -> list[Document]:
-        return self._store.events_after(position, limit)
-
-    def _apply(self, batch: Batch) -> CommitReceipt:
-        return self._store.apply(batch)
+class SurrealUnitOfWork(StoreUnitOfWork[SurrealStore]):
+    """A unit of work on a SurrealDB store."""
