@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +41,15 @@ from domain.model.lifecycle import ExecutionState
 from ports.storage import EVENT_TABLE, Document
 
 GEN_CHUNK = 2_000
+GEN_SPACING = 30  # seconds between generated executions
 FLAT_RATIO = 2.0  # largest/smallest above this (on a noisy shared machine) is "not flat"
 OPERATIONS = (
     ("workflow", "one knowledge_publication workflow, end to end"),
-    ("running_50", "executions.in_state(RUNNING, limit=50)"),
+    ("running_50", "executions list --state running --limit 50 (executions.recent)"),
     ("recovery_scan", "recovery's scan (in_state for every recoverable state)"),
     ("read_after", "events.read_after(near the end, 100)"),
-    ("succeeded_50", "diagnostic: executions.in_state(SUCCEEDED, limit=50)"),
+    ("succeeded_50", "executions list --state succeeded --limit 50"),
+    ("recent_50", "executions list --limit 50"),
 )
 
 
@@ -63,8 +66,10 @@ def _generator(execution: Document, events: Sequence[Document]) -> str:
     """SurrealQL creating executions [$lo, $hi) and their events in one transaction."""
     own = {
         "idempotency_key": "'idem-gen-' + $k",
-        "created_at": "$t0 + <duration>(<string>$i + 'ms')",
-        "updated_at": "$t0 + <duration>(<string>$i + 'ms')",
+        # A steady workload: one execution every GEN_SPACING seconds, so a bigger store is an
+        # older one, not a denser one.
+        "created_at": "$t0 + <duration>(<string>($i * $spacing) + 's')",
+        "updated_at": "$t0 + <duration>(<string>($i * $spacing) + 's')",
     }
     sets = ", ".join(f"{ident(f)} = {own.get(f, f'$x.{f}')}" for f in sorted(execution))
     lines = [
@@ -110,6 +115,7 @@ class Fixture:
                 "hi": hi,
                 "x": self._execution,
                 "t0": self._execution["created_at"],
+                "spacing": GEN_SPACING,
                 "ctr": EVENTS_COUNTER,
                 "base": self.event_count(),
             }
@@ -117,6 +123,11 @@ class Fixture:
             # One transaction: select_rows raises unless every statement of it succeeded.
             self.store.select_rows(self._text, params)
             self.executions = hi
+
+    def now(self) -> datetime:
+        """The present for this store: just after its newest generated execution."""
+        created: datetime = self._execution["created_at"]
+        return created + timedelta(seconds=GEN_SPACING * self.executions + 1)
 
     def event_count(self) -> int:
         rows = self.store.select_rows("SELECT VALUE n FROM $c", {"c": [EVENTS_COUNTER]})
@@ -199,7 +210,7 @@ def _operations(store: SurrealStore, fixture: Fixture, tag: str) -> dict[str, Ca
 
     def running_50() -> None:
         with factory() as uow:
-            found = uow.executions.in_state(ExecutionState.RUNNING, limit=50)
+            found = uow.executions.recent(now=fixture.now(), state=ExecutionState.RUNNING, limit=50)
         if len(found) != min(50, fixture.running):
             raise RuntimeError(f"running listing returned {len(found)}")
 
@@ -216,7 +227,17 @@ def _operations(store: SurrealStore, fixture: Fixture, tag: str) -> dict[str, Ca
 
     def succeeded_50() -> None:
         with factory() as uow:
-            uow.executions.in_state(ExecutionState.SUCCEEDED, limit=50)
+            found = uow.executions.recent(
+                now=fixture.now(), state=ExecutionState.SUCCEEDED, limit=50
+            )
+        if len(found) != 50:
+            raise RuntimeError(f"succeeded listing returned {len(found)}")
+
+    def recent_50() -> None:
+        with factory() as uow:
+            found = uow.executions.recent(now=fixture.now(), limit=50)
+        if len(found) != 50:
+            raise RuntimeError(f"recent listing returned {len(found)}")
 
     return {
         "workflow": one_workflow,
@@ -224,6 +245,7 @@ def _operations(store: SurrealStore, fixture: Fixture, tag: str) -> dict[str, Ca
         "recovery_scan": scan,
         "read_after": read_after,
         "succeeded_50": succeeded_50,
+        "recent_50": recent_50,
     }
 
 
