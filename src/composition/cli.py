@@ -714,6 +714,19 @@ def recover(ctx: click.Context) -> None:
             s.echo(f"{skipped} execution{'s' * (skipped != 1)} left alone: leased by a live worker")
         if candidates:
             s.echo(f"recovered {len(resumed)} of {len(candidates)}")
+        crashed = getattr(app.store, "unclean_shutdown", None)
+        if crashed:
+            # A process died holding this store: check every chain, since the engine may
+            # have kept part of a transaction torn at the tail of its log.
+            s.echo(f"the store was not closed cleanly (pid {crashed}): verifying audit chains")
+            broken = [r for r in verify_chains(s, app, None) if not r["ok"]]
+            if broken:
+                raise Failed(
+                    f"{len(broken)} audit chain(s) broken after the crash, first"
+                    f" {broken[0]['execution_id']}: {broken[0]['problem']}",
+                    EXIT_FAILED,
+                )
+            s.echo("every audit chain intact")
 
 
 # -- events ------------------------------------------------------------------------------------

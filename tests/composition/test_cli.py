@@ -271,6 +271,46 @@ def test_tampered_audit_entry_fails_verification(fresh: Cli) -> None:
     assert "CHAIN BROKEN at #3" in fresh("executions", "show", xid, code=1).stdout
 
 
+def _die_holding(store_url: str) -> None:
+    """A process that opens the store and is SIGKILLed while holding it."""
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from adapters.surrealdb import SurrealConfig, SurrealStore\n"
+            f"SurrealStore(SurrealConfig({store_url!r}))\n"
+            "print('open', flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stdout.readline().strip() == "open"
+    child.kill()
+    child.wait(timeout=10)
+
+
+def test_recover_after_a_crash_verifies_every_chain(fresh: Cli) -> None:
+    xid = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    assert "not closed cleanly" not in fresh("recover").stdout  # a clean close is no crash
+
+    _die_holding(fresh.url)
+    done = fresh("recover")
+    assert "the store was not closed cleanly" in done.stdout
+    assert "every audit chain intact" in done.stdout
+
+    # A crash that left a chain broken (simulated by editing an entry) fails the recovery.
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        store.select_rows(
+            "UPDATE $r SET reason = $reason",
+            {"r": RecordID("audit", audit_key(xid, 2)), "reason": "torn"},
+        )
+    _die_holding(fresh.url)
+    done = fresh("recover", code=1)
+    assert f"broken after the crash, first {xid}" in done.stderr
+
+
 def test_a_second_process_on_one_store_fails_clearly(fresh: Cli) -> None:
     with SurrealStore(SurrealConfig(fresh.url)):  # this test process holds the lock
         done = fresh("executions", "list", code=2)

@@ -57,6 +57,8 @@ class StoreLock:
     def __init__(self, directory: Path) -> None:
         self.path = directory.with_name(directory.name + ".lock")
         self._file: TextIO | None = None
+        # The pid a previous holder left behind: it died without closing the store.
+        self.crashed_holder: str | None = None
 
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,6 +74,8 @@ class StoreLock:
                 " stop it or choose another store"
             ) from None
         handle.seek(0)
+        self.crashed_holder = handle.read().strip() or None
+        handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
         handle.flush()
@@ -79,6 +83,10 @@ class StoreLock:
 
     def release(self) -> None:
         if self._file is not None:
+            # An empty lock file says the store was closed cleanly.
+            self._file.seek(0)
+            self._file.truncate()
+            self._file.flush()
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
             self._file = None
@@ -91,6 +99,10 @@ class SurrealStore:
         self.config = config
         self.round_trips = 0
         self.exclusive = config.scheme in EMBEDDED
+        # Set when the previous process on this surrealkv directory died without closing it.
+        # The embedded engine (core 2.3) may then keep a prefix of a transaction torn at the
+        # log's tail; audit verification is how that is found.
+        self.unclean_shutdown: str | None = None
         self._lock = threading.Lock()
         self._file_lock: StoreLock | None = None
         self._db: Any = None
@@ -107,6 +119,7 @@ class SurrealStore:
         if path is not None:
             self._file_lock = StoreLock(path)
             self._file_lock.acquire()
+            self.unclean_shutdown = self._file_lock.crashed_holder
             if cfg.sync_data:
                 os.environ.setdefault("SURREAL_SYNC_DATA", "true")
         try:
