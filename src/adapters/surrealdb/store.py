@@ -21,7 +21,7 @@ from ports.storage import EVENT_TABLE, TABLES, After, AnyOf, Batch, CommitReceip
 from ports.unit_of_work import StoreUnitOfWork
 
 EMBEDDED = ("mem", "memory", "surrealkv", "file")
-IMMUTABLE_CACHE_CHARS = 64 * 1024 * 1024
+IMMUTABLE_CACHE_CHARS = 4 * 1024 * 1024
 REMOTE = ("ws", "wss", "http", "https")
 
 
