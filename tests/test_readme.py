@@ -1,0 +1,23 @@
+"""The README's service example runs as written (on the in-memory store)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_the_service_example_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    example = next(b for b in blocks if "build_app(settings)" in b)
+    for name in [n for n in os.environ if n.startswith("GOVKERNEL_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("GOVKERNEL_STORE", "memory://")
+    exec(compile(example, str(README), "exec"), {})
+    assert capsys.readouterr().out.strip() == "ExecutionState.SUCCEEDED True"
