@@ -22,7 +22,12 @@ from domain.model.lifecycle import ChainReport, ExecutionState, verify_chain
 from domain.model.policy import Approval, ImpactTier
 from domain.model.runtime import DerivedIds, RuntimeContext
 from domain.model.validation import text
-from domain.orchestration.definition import RetryableError, StepContext, WorkflowDefinition
+from domain.orchestration.definition import (
+    RetryableError,
+    RetryPolicy,
+    StepContext,
+    WorkflowDefinition,
+)
 from domain.services.governance import ApprovalRequired
 from ports.errors import (
     CommitOutcomeUnknown,
@@ -364,31 +369,22 @@ class Orchestrator:
             definition = self._definition(execution.workflow_name)
             attempt = execution.begin_attempt(step)
             message = f"{type(error).__name__}: {error}"[:MAX_ERROR]
-            retry = next((s.retry for s in definition.steps if s.name == step), None)
             compensation = definition.compensation
-            if execution.state is S.COMPENSATING and compensation is not None:
-                # An undo that fails transiently is retried like a step: giving up would leave
-                # the side effect in place for good.
-                policy = compensation.retry
-                if _retryable(error) and attempt < policy.max_attempts:
-                    execution.last_error = message
-                    execution.retry_at = now + policy.delay(attempt)
-                    execution.transition(
-                        S.COMPENSATING,
-                        at=now,
-                        actor=rt.actor,
-                        reason=f"compensation attempt {attempt} failed: {message}",
-                        step=step,
-                    )
-                else:
-                    self._fail(execution, f"compensation {step} failed: {message}", step=step)
-            elif isinstance(error, ApprovalRequired):
+            # An undo that fails transiently is retried like a step: giving up would leave the
+            # side effect in place for good.
+            undoing = execution.state is S.COMPENSATING and compensation is not None
+            if undoing and compensation is not None:
+                retry: RetryPolicy | None = compensation.retry
+            else:
+                retry = next((s.retry for s in definition.steps if s.name == step), None)
+            what = "compensation" if undoing else "step"
+            if isinstance(error, ApprovalRequired) and not undoing:
                 execution.attempts[step] -= 1  # waiting for people is not a failed attempt
                 execution.transition(
                     S.AWAITING_APPROVAL, at=now, actor=rt.actor, reason=message, step=step
                 )
             elif (
-                execution.state is S.RUNNING
+                execution.state in (S.RUNNING, S.COMPENSATING)
                 and retry is not None
                 and _retryable(error)
                 and attempt < retry.max_attempts
@@ -396,14 +392,14 @@ class Orchestrator:
                 execution.last_error = message
                 execution.retry_at = now + retry.delay(attempt)
                 execution.transition(
-                    S.RETRY_SCHEDULED,
+                    S.COMPENSATING if undoing else S.RETRY_SCHEDULED,
                     at=now,
                     actor=rt.actor,
-                    reason=f"attempt {attempt} failed: {message}",
+                    reason=f"{what} attempt {attempt} failed: {message}",
                     step=step,
                 )
             else:
-                self._fail(execution, f"step {step} failed: {message}", step=step)
+                self._fail(execution, f"{what} {step} failed: {message}", step=step)
             uow.executions.save(execution)
             try:
                 uow.commit()
