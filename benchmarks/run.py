@@ -74,7 +74,7 @@ class Plan:
             workflow_rounds=3,
             recovery=(
                 ("surrealkv", n(1_000), True),
-                ("surrealkv", n(10_000), False),
+                ("surrealkv", n(10_000), True),
                 ("memory", n(1_000), True),
                 ("memory", n(10_000), True),
             ),
