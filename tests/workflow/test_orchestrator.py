@@ -99,6 +99,36 @@ def _raise(error: Exception, times: int | None = None) -> Any:
 # -- idempotency ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"documents": []}, "documents"),
+        ({"publication_id": "x'; DROP"}, "publication_id"),
+        ({"policy_refs": "POL-1"}, "policy_refs"),
+        ({"title": "ok", "extra": object()}, "input"),
+    ],
+)
+def test_a_bad_input_is_refused_before_anything_is_written(
+    world: World, change: dict[str, Any], field: str
+) -> None:
+    good = request("pub-1")
+    with pytest.raises(InvalidInput) as refused:
+        world.orch().start(WORKFLOW, good | change)
+    assert refused.value.field == field
+    assert world.door.table("execution") == {}
+    assert world.door.table("audit") == {}
+
+
+def test_a_bad_document_is_named_by_its_position(world: World) -> None:
+    good = request("pub-1")
+    documents = [dict(d) for d in good["documents"]]
+    documents[1]["source_url"] = "ftp://www.imf.org/x"
+    with pytest.raises(InvalidInput) as refused:
+        world.orch().start(WORKFLOW, good | {"documents": documents})
+    assert refused.value.field == "documents[1].source_url"
+    assert world.door.table("execution") == {}
+
+
 def test_a_known_idempotency_key_returns_the_same_execution(world: World) -> None:
     orch = world.orch()
     first = orch.start(WORKFLOW, request("pub-1"), idempotency_key="idem-1")

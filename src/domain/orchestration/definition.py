@@ -61,6 +61,8 @@ class WorkflowDefinition:
     metadata: WorkflowMetadata
     steps: tuple[Step, ...]
     compensation: Step | None = None
+    # Checks an input before anything is written; raises InvalidInput naming the field.
+    validate_input: Callable[[Mapping[str, Any]], object] | None = None
 
     def __attrs_post_init__(self) -> None:
         names = [s.name for s in self.steps]

@@ -17,6 +17,7 @@ from typing import Any
 from attrs import evolve, frozen
 
 from domain.model.errors import InvalidInput, InvalidState
+from domain.model.evidence import canonical_json
 from domain.model.execution import RollbackStrategy, WorkflowExecution
 from domain.model.lifecycle import ChainReport, ExecutionState, verify_chain
 from domain.model.policy import Approval, ImpactTier
@@ -98,6 +99,12 @@ class Orchestrator:
         """Start (and by default run) an execution; a known idempotency key returns its
         execution and starts nothing new."""
         definition = self._definition(workflow)
+        if definition.validate_input is not None:
+            definition.validate_input(input)
+        try:
+            canonical_json(input)
+        except (TypeError, ValueError):
+            raise InvalidInput("input", "must be JSON-serialisable") from None
         rt = self._runtime
         key = text("idempotency_key", idempotency_key or rt.ids.new_id("idem"), max_len=200)
         with self._uow_factory() as uow:

@@ -181,4 +181,5 @@ def definition(service: KnowledgeService) -> WorkflowDefinition:
             Step("verify", verify),
         ),
         compensation=Step("retract", retract),
+        validate_input=PublicationRequest.parse,
     )
