@@ -68,7 +68,7 @@ TABLES: Mapping[str, TableSpec] = {
             uniques=(("tenant", "publication_id"),),
         ),
         TableSpec("evidence", lookups=(("tenant", "subject"),), immutable=True),
-        TableSpec("decision", lookups=(("tenant", "target"),), immutable=True),
+        TableSpec("decision", immutable=True),
         TableSpec(EVENT_TABLE, uniques=(("event_id",),)),
         TableSpec(
             "execution",
