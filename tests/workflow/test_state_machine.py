@@ -24,7 +24,7 @@ from hypothesis.stateful import (
 
 from adapters.faults import FaultInjector, FaultPlan
 from adapters.memory import MemoryStore
-from domain.model.errors import InvalidState
+from domain.model.errors import InvalidInput, InvalidState
 from domain.model.evidence import EventType
 from domain.model.execution import WorkflowExecution
 from domain.model.lifecycle import TRANSITIONS, ExecutionState, verify_chain
@@ -188,6 +188,14 @@ class WorkflowMachine(RuleBasedStateMachine):
             except InvalidState:
                 return
             raise AssertionError(f"approved an execution in state {execution['state']}")
+        if approver == execution["requested_by"]:
+            # Separation of duties: the requester's approval is refused, nothing changes.
+            try:
+                self.orch.approve(execution["id"], approver=approver, role="reviewer")
+            except InvalidInput:
+                assert self._execution(publication) == execution
+                return
+            raise AssertionError("the requester approved their own execution")
         self._attempt(
             lambda: self.orch.approve(execution["id"], approver=approver, role="reviewer")
         )
