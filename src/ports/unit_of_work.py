@@ -320,3 +320,40 @@ def _storable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+class WrappingUnitOfWork(UnitOfWork):
+    """A unit of work that stages for itself and hands everything else to another unit:
+    the base of wrappers (fault injection, probes) that intercept staging or the commit."""
+
+    def __init__(self, inner: UnitOfWork) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def _before_stage(self, write: Write) -> None:
+        self._inner._before_stage(write)
+
+    def _load(self, table: str, key: str) -> Document | None:
+        return self._inner._load(table, key)
+
+    def _load_many(self, table: str, keys: list[str]) -> dict[str, Document]:
+        return self._inner._load_many(table, keys)
+
+    def _query(
+        self,
+        table: str,
+        where: Mapping[str, Any],
+        order_by: str | None,
+        descending: bool,
+        limit: int | None,
+    ) -> Iterable[tuple[str, Document]]:
+        return self._inner._query(table, where, order_by, descending, limit)
+
+    def _events_after(self, position: int, limit: int) -> list[Document]:
+        return self._inner._events_after(position, limit)
+
+    def _apply(self, batch: Batch) -> CommitReceipt:
+        return self._inner._apply(batch)
+
+    def _release(self) -> None:
+        self._inner.rollback()

@@ -9,9 +9,8 @@ work, so a test never trusts the code under test to report what it wrote.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from attrs import define, evolve
 
@@ -27,7 +26,7 @@ from domain.services.knowledge import IngestResult, KnowledgeService
 from ports.clock import FixedClock, SequentialIds
 from ports.errors import InjectedFault
 from ports.storage import EVENT_TABLE, TABLES, Batch, CommitReceipt, Document, Write
-from ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from ports.unit_of_work import UnitOfWork, UnitOfWorkFactory, WrappingUnitOfWork
 
 START = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
 TENANT = "tenant-a"
@@ -226,7 +225,7 @@ class Harness:
         return counts
 
 
-class BatchProbe(UnitOfWork):
+class BatchProbe(WrappingUnitOfWork):
     """Wraps a unit of work; on commit it records the batch and refuses to apply it.
 
     Tells a test exactly how many writes (staged writes plus version checks) the adapter
@@ -234,32 +233,12 @@ class BatchProbe(UnitOfWork):
     """
 
     def __init__(self, inner: UnitOfWork) -> None:
-        super().__init__()
-        self._inner = inner
+        super().__init__(inner)
         self.batch: Batch | None = None
-
-    def _load(self, table: str, key: str) -> Document | None:
-        return self._inner._load(table, key)
-
-    def _query(
-        self,
-        table: str,
-        where: Mapping[str, Any],
-        order_by: str | None,
-        descending: bool,
-        limit: int | None,
-    ) -> list[tuple[str, Document]]:
-        return list(self._inner._query(table, where, order_by, descending, limit))
-
-    def _events_after(self, position: int, limit: int) -> list[Document]:
-        return self._inner._events_after(position, limit)
 
     def _apply(self, batch: Batch) -> CommitReceipt:
         self.batch = batch
         raise InjectedFault("probe: batch recorded, not applied")
-
-    def _release(self) -> None:
-        self._inner.rollback()
 
 
 def expected_after(before: Snapshot, staged: Sequence[Write]) -> Snapshot:

@@ -7,14 +7,13 @@ crash the Nth write of a whole workflow. Each planned fault fires once.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from attrs import define, field, frozen
 
 from ports.errors import CommitOutcomeUnknown, InjectedFault
-from ports.storage import Batch, CommitReceipt, Document, Op, Write
-from ports.unit_of_work import UnitOfWork
+from ports.storage import Batch, CommitReceipt, Op, Write
+from ports.unit_of_work import UnitOfWork, WrappingUnitOfWork
 
 
 @frozen
@@ -68,39 +67,19 @@ class FaultInjector:
             return batch, False
 
 
-class FaultyUnitOfWork(UnitOfWork):
+class FaultyUnitOfWork(WrappingUnitOfWork):
     def __init__(self, inner: UnitOfWork, injector: FaultInjector) -> None:
-        super().__init__()
-        self._inner = inner
+        super().__init__(inner)
         self._injector = injector
 
     def _before_stage(self, write: Write) -> None:
         self._injector.on_stage()
         # Forward the hook, so the wrapped adapter behaves as it would unwrapped.
-        self._inner._before_stage(write)
-
-    def _load(self, table: str, key: str) -> Document | None:
-        return self._inner._load(table, key)
-
-    def _query(
-        self,
-        table: str,
-        where: Mapping[str, Any],
-        order_by: str | None,
-        descending: bool,
-        limit: int | None,
-    ) -> Iterable[tuple[str, Document]]:
-        return self._inner._query(table, where, order_by, descending, limit)
-
-    def _events_after(self, position: int, limit: int) -> list[Document]:
-        return self._inner._events_after(position, limit)
+        super()._before_stage(write)
 
     def _apply(self, batch: Batch) -> CommitReceipt:
         batch, ambiguous = self._injector.on_commit(batch)
-        receipt = self._inner._apply(batch)
+        receipt = super()._apply(batch)
         if ambiguous:
             raise CommitOutcomeUnknown("injected: the commit was applied but the reply was lost")
         return receipt
-
-    def _release(self) -> None:
-        self._inner.rollback()
