@@ -107,10 +107,9 @@ class Orchestrator:
             raise InvalidInput("input", "must be JSON-serialisable") from None
         rt = self._runtime
         key = text("idempotency_key", idempotency_key or rt.ids.new_id("idem"), max_len=200)
+        # No read first: the unique (tenant, idempotency key) index refuses a second start,
+        # which costs a round trip only when the key is really reused.
         with self._uow_factory() as uow:
-            existing = uow.executions.by_idempotency_key(rt.tenant, key)
-            if existing is not None:
-                return existing
             now = rt.clock.now()
             execution = WorkflowExecution.start(
                 execution_id=rt.ids.new_id("wfx"),
@@ -133,8 +132,8 @@ class Orchestrator:
             try:
                 uow.commit()
             except (DuplicateRecord, CommitOutcomeUnknown):
-                # A concurrent start with the same key won, or our commit's reply was lost:
-                # either way the stored execution (if any) is the answer.
+                # The key was used before (perhaps by a concurrent start), or our commit's
+                # reply was lost: either way the stored execution (if any) is the answer.
                 found = self._by_key(key)
                 if found is None:
                     raise
