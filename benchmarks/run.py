@@ -461,11 +461,13 @@ def _render_workflow(w: dict[str, Any] | None) -> list[str]:
     for st in w["stores"].values():
         trips = st.get("round_trips_per_workflow", st.get("commits_per_workflow"))
         unit = "round trips" if "round_trips_per_workflow" in st else "commits"
+        engine = st.get("engine_ms_per_workflow")
         rows.append(
             [
                 st["label"],
                 st["workflows_per_s"],
                 f"{_fmt(trips)} {unit}",
+                f"{_fmt(engine)} ms" if engine else "-",
                 " ".join(_fmt(x) for x in st["rounds_workflows_per_s"]),
             ]
         )
@@ -476,15 +478,23 @@ def _render_workflow(w: dict[str, Any] | None) -> list[str]:
                 peer["name"],
                 peer["workflows_per_s"],
                 "-",
+                "-",
                 " ".join(_fmt(x) for x in peer["rounds_workflows_per_s"]),
             ]
         )
-    out.append(table(["store", "workflows/s", "per workflow", "rounds"], rows))
+    headers = ["store", "workflows/s", "per workflow", "in the engine", "rounds"]
+    out.append(table(headers, rows))
     if peer.get("run"):
         out.append(
             f"   ratio govkernel surrealkv / DBOS: {_fmt(w['ratio_surrealkv_over_peer'])}x "
             f"(target >= {_fmt(w['target_ratio'])}x)"
         )
+        ceiling = w.get("engine_ceiling_ratio_over_peer")
+        if ceiling:
+            out.append(
+                f"   the engine's own time per workflow caps that ratio at {_fmt(ceiling)}x "
+                "even if all Python cost nothing"
+            )
     else:
         out.append(f"   DBOS peer {peer['reason']}")
     return [*out, ""]
