@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
 
+from ports import fields
 from ports.errors import DuplicateRecord, InvalidRecord, RecordNotFound, UnitOfWorkClosed
 from ports.repositories import (
     Analyses,
@@ -303,6 +304,9 @@ def _check_document(table: str, key: str, document: Document) -> None:
     """Refuse what no store can keep faithfully, before anything is sent anywhere."""
     if not key or not _storable(key):
         raise InvalidRecord(f"{table}: record key must be non-empty Unicode text without NUL")
+    unknown = fields.unknown_field(table, document)
+    if unknown is not None:
+        raise InvalidRecord(f"{table} {key!r}: field `{unknown}` is not part of the schema")
     for name, value in document.items():
         values = value if isinstance(value, list) else [value]
         for item in values:

@@ -32,7 +32,7 @@ from typing import ClassVar
 import pytest
 from attrs import evolve
 
-from adapters.contract import atomicity, samples, state
+from adapters.contract import atomicity, samples, state, violations
 from adapters.contract.backdoor import Backdoor, Snapshot
 from domain.model.evidence import EventEnvelope
 from domain.model.execution import WorkflowExecution
@@ -592,6 +592,50 @@ class UnitOfWorkContract:
                 uow.events.append(samples.event(text="actor\x00"))
             uow.commit()
         assert_state(before, backdoor, f"NUL in {where}: something was written")
+
+    @pytest.mark.parametrize("violation", list(violations.FIELD_VIOLATIONS))
+    @pytest.mark.parametrize("position", ["first", "last"])
+    def test_a_record_breaking_the_field_spec_is_refused_and_writes_nothing(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        backdoor: Backdoor,
+        violation: str,
+        position: str,
+    ) -> None:
+        field, stage_bad = violations.FIELD_VIOLATIONS[violation]
+        with uow_factory() as uow:
+            uow.events.append(samples.event())
+            last = uow.commit().event_positions[-1]
+        before = backdoor.snapshot()
+
+        def stage_good(uow: UnitOfWork) -> None:
+            source = samples.source()
+            uow.sources.add(source)
+            uow.evidence.add(samples.evidence(source.id))
+            uow.events.append(samples.event())
+
+        with uow_factory() as uow:
+            first, second = (
+                (stage_bad, stage_good) if position == "first" else (stage_good, stage_bad)
+            )
+            first(uow)
+            second(uow)
+            with pytest.raises(InvalidRecord) as refused:
+                uow.commit()
+        assert f"`{field}`" in str(refused.value), refused.value
+        assert_state(before, backdoor, f"{violation}: something was written")
+        with uow_factory() as uow:  # the refused batch took no event position either
+            uow.events.append(samples.event())
+            assert uow.commit().event_positions == (last + 1,)
+
+    def test_a_field_outside_the_spec_is_refused_when_staged(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        before = backdoor.snapshot()
+        doc = records.capsule_doc(samples.capsule()) | {"note": "dropped silently elsewhere"}
+        with uow_factory() as uow, pytest.raises(InvalidRecord, match="`note`"):
+            uow.stage(Write(Op.CREATE, "capsule", "extra-field", doc))
+        assert_state(before, backdoor)
 
     def test_a_refused_record_never_reaches_storage(
         self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor

@@ -1,4 +1,5 @@
-"""In-memory store: validate the whole batch against committed state, then apply under a lock.
+"""In-memory store: validate the whole batch against committed state and the field spec,
+then apply it under a lock.
 
 Hash indexes on every unique and lookup field prefix keep lookups independent of store size,
 as SurrealDB's indexes do.
@@ -11,7 +12,14 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ports.errors import ConcurrencyConflict, DuplicateRecord, InjectedFault, RecordNotFound
+from ports.errors import (
+    ConcurrencyConflict,
+    DuplicateRecord,
+    InjectedFault,
+    InvalidRecord,
+    RecordNotFound,
+)
+from ports.fields import violation
 from ports.storage import EVENT_TABLE, TABLES, After, AnyOf, Batch, CommitReceipt, Document, Op
 from ports.unit_of_work import StoreUnitOfWork
 
@@ -101,6 +109,11 @@ class MemoryStore:
                 current = table.get(w.key)
                 if current is None or current.get("version") != w.expected_version:
                     raise ConcurrencyConflict(w.table, w.key)
+            if w.document is not None:
+                assigned = ("position",) if w.op is Op.APPEND else ()
+                problem = violation(w.table, w.document, assigned=assigned)
+                if problem is not None:
+                    raise InvalidRecord(f"{w.table} {w.key!r} refused: {problem}")
             if w.op in (Op.CREATE, Op.UPDATE):
                 written[(w.table, w.key)] = w.document or {}
         self._validate_uniques(batch, written)
