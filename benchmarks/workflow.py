@@ -257,8 +257,8 @@ def bench_workflow(
     ceiling_ratio: float | None = None
     if peer_entry.get("run"):
         ratio = stores["surrealkv"]["workflows_per_s"] / peer_entry["workflows_per_s"]
-        in_engine: float | None = stores["surrealkv"]["engine_ms_per_workflow"]
-        if in_engine:
+        if engine_ms["surrealkv"]:
+            in_engine = median(engine_ms["surrealkv"])
             ceiling_ratio = 1000 / in_engine / peer_entry["workflows_per_s"]
     return {
         "workflows_per_round": n,
