@@ -1,12 +1,15 @@
-"""A torn tail of the `surrealkv://` commit log: what the crash test hits by chance, made
+"""A torn tail of the `surrealkv://` commit log: what the crash test can hit by chance, made
 deterministic by truncating the log inside the last transaction.
 
-A process killed while the engine writes a commit leaves a partial record at the end of
-the log; on the next open the engine repairs the segment. Atomicity demands that nothing
-of that last transaction survives. Measured with the SDK's embedded engine (SurrealDB core
-2.3.10, surrealkv 0.9.3): truncating inside the record keeps a prefix of the transaction,
-here an execution record without its audit entry. Nothing above the engine can undo that;
-the audit chain is what notices it.
+A process killed while the engine writes a commit leaves a partial record at the end of the
+log; on the next open the engine repairs the segment. Measured with the SDK's embedded engine
+(SurrealDB core 2.3.10, surrealkv 0.9.3): the repair keeps a *prefix* of that transaction.
+The store therefore journals every commit in its first write and marks it complete in its
+last; an open that finds the marker missing re-applies the journal (`compiler.roll_forward`).
+
+Each cut below must leave the store exactly as it was before the last transaction or exactly
+as it was after it: every record, and every index lookup. With the journal turned off, the
+same check catches the engine's prefix: it is what proves the check can fail.
 """
 
 from __future__ import annotations
@@ -14,13 +17,17 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from adapters.contract import SurrealBackdoor
+from adapters.faults import FaultInjector, FaultPlan
 from adapters.surrealdb import SurrealConfig, SurrealStore
-from domain.model.lifecycle import verify_chain
+from domain.model.lifecycle import ExecutionState
 from ports.clock import FixedClock, SequentialIds
-from tests.workflow.harness import T0, WORKFLOW, BackDoor, audit_chains, orchestrator, request
+from ports.errors import InjectedFault
+from tests.workflow.harness import T0, TENANT, WORKFLOW, orchestrator, request
 
 CUTS = 24  # truncation points spread over the last transaction's bytes
 
@@ -31,76 +38,120 @@ def _segment(store: Path) -> Path:
     return segments[-1]
 
 
-def _committed(path: Path, ids: SequentialIds, publication: str, *, run: bool) -> int:
-    """Start (and maybe run) one publication, close the store cleanly; the log's size."""
+def _open(path: Path, *, journaled: bool) -> SurrealStore:
     store = SurrealStore(SurrealConfig(f"surrealkv://{path}"))
-    try:
-        orchestrator(store.unit_of_work, FixedClock(T0), ids=ids).start(
-            WORKFLOW, request(publication), idempotency_key=publication, run=run
-        )
-    finally:
-        store.close()
+    store.journaled = journaled  # off only to show what the engine does without it
+    return store
+
+
+def _observed(store: SurrealStore) -> dict[str, Any]:
+    """Every stored record, and what every index lookup answers about each of them."""
+    records = SurrealBackdoor(store).snapshot()
+    lookups: dict[str, Any] = {}
+    with store.unit_of_work() as uow:
+        for key, doc in records["knowledge_source"].items():
+            found = uow.sources.find_identical(TENANT, doc["source_url"], doc["content_digest"])
+            lookups[f"source {key}"] = found.id if found else None
+        for key, doc in records["evidence"].items():
+            found_ids = [m.id for m in uow.evidence.for_subject(TENANT, doc["subject"])]
+            lookups[f"evidence {key}"] = key in found_ids
+        for key, doc in records["execution"].items():
+            by_key = uow.executions.by_idempotency_key(TENANT, doc["idempotency_key"])
+            in_state = uow.executions.in_state(ExecutionState(doc["state"]))
+            lookups[f"execution {key}"] = (
+                by_key.id if by_key else None,
+                key in [x.id for x in in_state],
+                len(uow.audit.for_execution(key)),
+            )
+        lookups["events"] = [e.id for e in uow.events.read_after(0, 1000)]
+    return {"records": records, "lookups": lookups}
+
+
+def _size(path: Path) -> int:
     return _segment(path).stat().st_size
 
 
+class Logged:
+    """A store whose log ends with one whole step transaction (a second publication's first
+    step, its execution moving from pending to running), the byte range of that transaction,
+    and what the store held just before and just after it."""
+
+    def __init__(self, path: Path, *, journaled: bool) -> None:
+        self.path, self.journaled = path, journaled
+        ids = SequentialIds()
+        with _open(path, journaled=journaled) as store:
+            orch = orchestrator(store.unit_of_work, FixedClock(T0), ids=ids)
+            orch.start(WORKFLOW, request("pub-a"), idempotency_key="pub-a")
+            pending = orch.start(WORKFLOW, request("pub-b"), idempotency_key="pub-b", run=False)
+            self.state_before = _observed(store)
+        self.before = _size(path)
+        with _open(path, journaled=journaled) as store:
+            crash_at_second_commit = FaultInjector(store.unit_of_work, FaultPlan(fail_at_commit=2))
+            orch = orchestrator(crash_at_second_commit, FixedClock(T0), ids=ids)
+            with pytest.raises(InjectedFault):
+                orch.run(pending.id)
+            self.state_after = _observed(store)
+        self.after = _size(path)
+        assert self.after > self.before
+        assert self.state_after != self.state_before
+
+    def open_cut(self, cut: int, work: Path) -> tuple[dict[str, Any], int]:
+        """What a copy of the store holds once its log is cut at byte `cut` and reopened,
+        and how many writes the open rolled forward."""
+        copy = work / f"cut-{cut}"
+        shutil.copytree(self.path, copy)
+        try:
+            os.truncate(_segment(copy), cut)
+            store = _open(copy, journaled=self.journaled)
+            try:
+                return _observed(store), store.rolled_forward
+            finally:
+                store.close()
+        finally:
+            shutil.rmtree(copy)
+
+
 @pytest.fixture(scope="module")
-def logged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, int]:
-    """A store whose log ends with one whole `start` transaction, and its byte range."""
-    path = tmp_path_factory.mktemp("torn") / "store"
-    ids = SequentialIds()
-    before = _committed(path, ids, "pub-a", run=True)
-    after = _committed(path, ids, "pub-b", run=False)
-    assert after > before
-    return path, before, after
+def logged(tmp_path_factory: pytest.TempPathFactory) -> Logged:
+    return Logged(tmp_path_factory.mktemp("torn") / "store", journaled=True)
 
 
-def _open_truncated(logged: tuple[Path, int, int], cut: int, work: Path) -> list[str]:
-    """Problems found in a copy of the store whose log was cut at byte `cut`."""
-    source, _, _ = logged
-    copy = work / f"cut-{cut}"
-    shutil.copytree(source, copy)
-    os.truncate(_segment(copy), cut)
-    store = SurrealStore(SurrealConfig(f"surrealkv://{copy}"))
-    try:
-        door = BackDoor(store)
-        chains = audit_chains(door)
-        problems = []
-        for execution_id, doc in door.table("execution").items():
-            report = verify_chain(
-                execution_id,
-                chains.get(execution_id, []),
-                head_hash=doc["audit_head"],
-                head_sequence=doc["audit_sequence"],
-            )
-            if not report.ok:
-                problems.append(f"cut at {cut}: {execution_id}: {report.problem}")
-        return problems
-    finally:
-        store.close()
-        shutil.rmtree(copy)
+def _cuts(logged: Logged) -> range:
+    step = max((logged.after - logged.before) // CUTS, 1)
+    return range(logged.before + 1, logged.after, step)
 
 
-def test_cuts_at_transaction_boundaries_recover_cleanly(
-    logged: tuple[Path, int, int], tmp_path: Path
+def test_cuts_at_transaction_boundaries_reopen_to_the_same_state(
+    logged: Logged, tmp_path: Path
 ) -> None:
-    _, before, after = logged
-    assert _open_truncated(logged, before, tmp_path) == []
-    assert _open_truncated(logged, after, tmp_path) == []
+    assert logged.open_cut(logged.before, tmp_path) == (logged.state_before, 0)
+    assert logged.open_cut(logged.after, tmp_path) == (logged.state_after, 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the embedded engine (surrealkv 0.9.3) keeps a prefix of a torn last transaction",
-)
-def test_a_torn_last_transaction_leaves_nothing_behind(
-    logged: tuple[Path, int, int], tmp_path: Path
+def test_a_torn_last_transaction_is_completed_on_the_next_open(
+    logged: Logged, tmp_path: Path
 ) -> None:
-    _, before, after = logged
-    step = max((after - before) // CUTS, 1)
-    problems = [
-        problem
-        for cut in range(before + 1, after, step)
-        for problem in _open_truncated(logged, cut, tmp_path)
+    rolled = 0
+    for cut in _cuts(logged):
+        state, rolled_forward = logged.open_cut(cut, tmp_path)
+        if rolled_forward:
+            rolled += 1
+            assert state == logged.state_after, f"cut at {cut}: rolled forward to another state"
+        else:
+            assert state in (logged.state_before, logged.state_after), f"cut at {cut}: partial"
+    # Most cuts land after the journal (the transaction's first write): those are the ones
+    # the engine would have kept a prefix of.
+    assert rolled >= CUTS // 2, f"only {rolled} cuts were rolled forward"
+
+
+def test_without_the_journal_the_engine_keeps_a_prefix(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    unjournaled = Logged(tmp_path_factory.mktemp("torn-raw") / "store", journaled=False)
+    partial = [
+        cut
+        for cut in _cuts(unjournaled)
+        if unjournaled.open_cut(cut, tmp_path)[0]
+        not in (unjournaled.state_before, unjournaled.state_after)
     ]
-    assert problems == []
+    assert partial, "the engine no longer keeps a torn prefix: the journal may be unneeded"

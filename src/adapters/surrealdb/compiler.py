@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ from ports.storage import Batch, Op, Write
 IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 NOT_EXECUTED = "not executed due to a failed transaction"
 EVENTS_COUNTER = RecordID(COUNTER_TABLE, "events")
+COMMITTED_MARKER = RecordID(COUNTER_TABLE, "committed")
 _MARKER = re.compile(r"uow-(conflict|missing|abort):(\d+)")
 
 
@@ -43,12 +45,22 @@ class Compiled:
     appends: int
 
 
-def compile_batch(batch: Batch) -> Compiled:
+def compile_batch(batch: Batch, *, journal: bool = False) -> Compiled:
+    """One transaction for the batch. With `journal`, its first write records the whole batch
+    and its last marks it complete: see `roll_forward`."""
     lines: list[str] = []
     owners: list[int | None] = []
     params: dict[str, Any] = {}
     appends = batch.appends
-    if appends:
+    if journal:
+        params["k"], params["ctr"] = appends, EVENTS_COUNTER
+        params["txn"], params["done"] = uuid.uuid4().hex, COMMITTED_MARKER
+        lines.append(
+            f"LET $base = (UPSERT ONLY $ctr SET n += $k, journal = {_journal(batch)}"
+            " RETURN VALUE n) - $k;"
+        )
+        owners.append(None)
+    elif appends:
         params["k"] = appends
         params["ctr"] = EVENTS_COUNTER
         lines.append("LET $base = (UPSERT ONLY $ctr SET n += $k RETURN VALUE n) - $k;")
@@ -87,6 +99,9 @@ def compile_batch(batch: Batch) -> Compiled:
         elif w.op is Op.ABORT:
             lines.append(f"THROW 'uow-abort:{i}';")
         owners.append(i)
+    if journal:
+        lines.append("UPSERT $done SET txn = $txn RETURN NONE;")
+        owners.append(None)
     if appends:
         lines.append("SELECT VALUE n FROM ONLY $ctr;")
         owners.append(None)
@@ -94,11 +109,54 @@ def compile_batch(batch: Batch) -> Compiled:
     return Compiled(text, params, tuple(owners), appends)
 
 
+def _journal(batch: Batch) -> str:
+    # Built from the statements' own variables: the documents are sent once, not twice.
+    entries = []
+    for i, w in enumerate(batch.writes):
+        if w.op in (Op.CREATE, Op.UPDATE, Op.APPEND):
+            entries.append(f"[{_JOURNAL_OPS[w.op]!r}, $r{i}, $d{i}]")
+        elif w.op is Op.DELETE:
+            entries.append(f"['delete', $r{i}, NONE]")
+    return f"{{ txn: $txn, appends: $k, writes: [{', '.join(entries)}] }}"
+
+
+_JOURNAL_OPS = {Op.CREATE: "put", Op.UPDATE: "put", Op.APPEND: "append"}
+
+
 def event_positions(compiled: Compiled, rows: Sequence[dict[str, Any]]) -> tuple[int, ...]:
     if not compiled.appends:
         return ()
     last = int(rows[-1]["result"])
     return tuple(range(last - compiled.appends + 1, last + 1))
+
+
+def roll_forward(journal: dict[str, Any], counter: int) -> Compiled:
+    """Re-apply a journaled transaction whose completion marker is missing.
+
+    The embedded engine can keep a prefix of a transaction torn at the tail of its log
+    (tests/workflow/test_torn_log.py). The journal is the first key that transaction wrote, so
+    it survives whenever anything else did, and it holds every document the transaction
+    wrote. Deleting and re-creating each record restores the whole transaction, index entries
+    included, whatever part of it survived; this is itself a prefix-safe, repeatable
+    transaction, marked complete at its end.
+    """
+    lines: list[str] = []
+    params: dict[str, Any] = {"txn": journal["txn"], "done": COMMITTED_MARKER}
+    position = counter - int(journal["appends"])
+    for i, (op, record, document) in enumerate(journal["writes"]):
+        params[f"r{i}"] = record
+        lines.append(f"DELETE $r{i};")
+        if op == "delete":
+            continue
+        doc = dict(document)
+        if op == "append":
+            position += 1
+            doc["position"] = position
+        params[f"d{i}"] = doc
+        lines.append(f"CREATE $r{i} CONTENT $d{i} RETURN NONE;")
+    lines.append("UPSERT $done SET txn = $txn RETURN NONE;")
+    text = "BEGIN TRANSACTION;\n" + "\n".join(lines) + "\nCOMMIT TRANSACTION;"
+    return Compiled(text, params, tuple(None for _ in lines), 0)
 
 
 def rows_of(compiled: Compiled, response: dict[str, Any]) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ports.fields import FIELDS
 from ports.storage import EVENT_TABLE, TABLES
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 META_TABLE = "govkernel_meta"
 COUNTER_TABLE = "govkernel_counter"
 
@@ -26,6 +26,8 @@ def statements() -> list[str]:
         for fields_ in TABLES[table].lookups:
             out.append(_index(table, fields_, unique=False))
     out.append(_index(EVENT_TABLE, ("position",), unique=True))
+    # The event counter, and on disk each commit's journal and completion marker: free-form.
+    out.append(f"DEFINE TABLE OVERWRITE {COUNTER_TABLE} SCHEMALESS")
     return out
 
 

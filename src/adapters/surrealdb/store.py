@@ -103,6 +103,11 @@ class SurrealStore:
         # The embedded engine (core 2.3) may then keep a prefix of a transaction torn at the
         # log's tail; audit verification is how that is found.
         self.unclean_shutdown: str | None = None
+        # On-disk embedded stores journal each commit so that a transaction torn at the tail
+        # of the engine's log is completed on the next open (see compiler.roll_forward).
+        self.journaled = config.path is not None
+        # Writes of a torn transaction that the last open re-applied (0: none was torn).
+        self.rolled_forward = 0
         self._lock = threading.Lock()
         self._file_lock: StoreLock | None = None
         self._db: Any = None
@@ -131,6 +136,8 @@ class SurrealStore:
             db.use(cfg.namespace, cfg.database)
             self._db = db
             self._apply_schema()
+            if self.journaled:
+                self._roll_forward()
         except PortError:
             self.close()
             raise
@@ -158,6 +165,27 @@ class SurrealStore:
         bad = [r for r in rows if r.get("status") != "OK"]
         if bad:
             raise StorageUnavailable(f"schema could not be applied: {bad[0].get('result')}")
+
+    def _roll_forward(self) -> None:
+        """Complete the last transaction if the engine kept only part of it."""
+        rows = self._query(
+            "SELECT * FROM ONLY $ctr; SELECT VALUE txn FROM ONLY $done;",
+            {"ctr": compiler.EVENTS_COUNTER, "done": compiler.COMMITTED_MARKER},
+        )
+        counter, done = rows[0].get("result"), rows[1].get("result")
+        if not isinstance(counter, dict):
+            return
+        journal = counter.get("journal")
+        if not isinstance(journal, dict) or journal.get("txn") == done:
+            return
+        compiled = compiler.roll_forward(journal, int(counter.get("n") or 0))
+        failed = [r for r in self._query(compiled.text, compiled.params) if r.get("status") != "OK"]
+        if failed:
+            raise StorageUnavailable(
+                "the last transaction was torn by a crash and could not be completed:"
+                f" {_brief(failed[0].get('result'))}"
+            )
+        self.rolled_forward = len(journal["writes"])
 
     def close(self) -> None:
         with self._lock:
@@ -203,7 +231,7 @@ class SurrealStore:
         return result if isinstance(result, list) else [result]
 
     def apply(self, batch: Batch) -> CommitReceipt:
-        compiled = compiler.compile_batch(batch)
+        compiled = compiler.compile_batch(batch, journal=self.journaled)
         with self._lock:
             if self._db is None:
                 raise StorageUnavailable("store is closed")
