@@ -20,7 +20,7 @@ from domain.orchestration.definition import RetryableError, RetryPolicy, StepCon
 from domain.orchestration.orchestrator import Orchestrator
 from domain.workflows import knowledge_publication as kp
 from ports.clock import FixedClock, SequentialIds
-from ports.errors import CommitOutcomeUnknown, InjectedFault
+from ports.errors import CommitOutcomeUnknown, InjectedFault, RecordNotFound
 from ports.storage import Batch, CommitReceipt
 from ports.unit_of_work import UnitOfWork
 from tests.workflow.harness import (
@@ -570,3 +570,36 @@ def test_a_command_that_did_not_land_still_reports_the_unknown_outcome(world: Wo
     assert orch.get(waiting.id).state is S.AWAITING_APPROVAL
     assert orch.approve(waiting.id, approver="alice", role="reviewer").state is S.SUCCEEDED
     assert_exactly_once(world.door, orch, denials=1)
+
+
+# -- tenants -----------------------------------------------------------------------------------
+
+
+def test_another_tenants_execution_is_invisible_and_untouched(world: World) -> None:
+    ours = world.orch()
+    waiting = ours.start(WORKFLOW, request("pub-1", required_roles=["reviewer"]), run=False)
+    interrupted = ours.start(WORKFLOW, request("pub-2"), run=False)
+    theirs = Orchestrator(
+        world.store.unit_of_work,
+        evolve(runtime(world.clock, world.ids), tenant="tenant-b", actor="mallory"),
+        definitions(world.store.unit_of_work),
+        worker_id="worker-b",
+    )
+    tables = ("execution", "audit", "knowledge_source", "analysis", "capsule", "evidence")
+    before = ({t: world.door.table(t) for t in tables}, world.door.events())
+    for command in (
+        lambda: theirs.get(waiting.id),
+        lambda: theirs.verify(waiting.id),
+        lambda: theirs.run(interrupted.id),
+        lambda: theirs.approve(waiting.id, approver="mallory", role="reviewer"),
+        lambda: theirs.reject(waiting.id, reason="not yours"),
+        lambda: theirs.cancel(waiting.id),
+    ):
+        with pytest.raises(RecordNotFound):
+            command()
+    assert theirs.recover(ignore_leases=True) == []
+    assert ({t: world.door.table(t) for t in tables}, world.door.events()) == before
+    # Its own tenant still runs it, and every record it writes is that tenant's.
+    assert ours.run(interrupted.id).state is S.SUCCEEDED
+    for table in ("knowledge_source", "capsule", "evidence"):
+        assert {d["tenant"] for d in world.door.table(table).values()} == {interrupted.tenant}

@@ -35,6 +35,7 @@ from ports.errors import (
     ConcurrencyConflict,
     DuplicateRecord,
     InjectedFault,
+    RecordNotFound,
     StorageUnavailable,
 )
 from ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
@@ -162,7 +163,7 @@ class Orchestrator:
         approver = text("approver", approver, max_len=200)
         role = text("role", role, max_len=200)
         with self._uow_factory() as uow:
-            execution = uow.executions.require(execution_id)
+            execution = self._require(uow, execution_id)
             now = rt.clock.now()
             execution.add_approval(Approval(approver, role, now))
             execution.transition(
@@ -177,7 +178,7 @@ class Orchestrator:
     def reject(self, execution_id: str, *, reason: str) -> WorkflowExecution:
         reason = text("reason", reason, max_len=1000)
         with self._uow_factory() as uow:
-            execution = uow.executions.require(execution_id)
+            execution = self._require(uow, execution_id)
             if execution.state is not S.AWAITING_APPROVAL:
                 raise InvalidState(f"execution {execution_id} is not awaiting approval")
             self._fail(execution, f"rejected: {reason}")
@@ -191,7 +192,7 @@ class Orchestrator:
         reason = text("reason", reason, max_len=1000)
         rt = self._runtime
         with self._uow_factory() as uow:
-            execution = uow.executions.require(execution_id)
+            execution = self._require(uow, execution_id)
             execution.request_cancel()
             now = rt.clock.now()
             if execution.state is S.PENDING:
@@ -221,7 +222,12 @@ class Orchestrator:
         """
         now = self._runtime.clock.now()
         with self._uow_factory() as uow:
-            candidates = [x for state in RECOVERABLE for x in uow.executions.in_state(state)]
+            candidates = [
+                x
+                for state in RECOVERABLE
+                for x in uow.executions.in_state(state)
+                if x.tenant == self._runtime.tenant
+            ]
         resumed = []
         for execution in candidates:
             leased_elsewhere = execution.lease_owner not in (None, self.worker_id)
@@ -234,11 +240,11 @@ class Orchestrator:
 
     def get(self, execution_id: str) -> WorkflowExecution:
         with self._uow_factory() as uow:
-            return uow.executions.require(execution_id)
+            return self._require(uow, execution_id)
 
     def verify(self, execution_id: str) -> ChainReport:
         with self._uow_factory() as uow:
-            execution = uow.executions.require(execution_id)
+            execution = self._require(uow, execution_id)
             entries = uow.audit.for_execution(execution_id)
         return verify_chain(
             execution_id,
@@ -255,6 +261,14 @@ class Orchestrator:
             raise InvalidInput("workflow", f"unknown workflow {name!r}; known: {known}")
         return self._workflows[name]
 
+    def _require(self, uow: UnitOfWork, execution_id: str) -> WorkflowExecution:
+        """The execution, if it belongs to this orchestrator's tenant: another tenant's is
+        reported exactly as a missing one, so its existence is not disclosed either."""
+        execution = uow.executions.require(execution_id)
+        if execution.tenant != self._runtime.tenant:
+            raise RecordNotFound("execution", execution_id)
+        return execution
+
     def _by_key(self, key: str) -> WorkflowExecution | None:
         with self._uow_factory() as uow:
             return uow.executions.by_idempotency_key(self._runtime.tenant, key)
@@ -262,7 +276,7 @@ class Orchestrator:
     def _advance(self, execution_id: str, *, ignore_leases: bool) -> _Next | _Wait | _Stop:
         rt = self._runtime
         with self._uow_factory() as uow:
-            execution = self._take(execution_id) or uow.executions.require(execution_id)
+            execution = self._take(execution_id) or self._require(uow, execution_id)
             now = rt.clock.now()
             state = execution.state
             if state.terminal or state is S.AWAITING_APPROVAL:
@@ -352,6 +366,7 @@ class Orchestrator:
             # same ids, a later attempt (after a denial, a retry) mints fresh ones.
             self._runtime.with_ids(DerivedIds(execution.id, step, str(execution.version))),
             trace_id=execution.correlation_id,
+            tenant=execution.tenant,
             # The mutation is the requester's, whichever worker happens to run the step.
             actor=execution.requested_by or self._runtime.actor,
         )
@@ -363,7 +378,7 @@ class Orchestrator:
         """Record a failed attempt in a fresh unit (the step's own writes were discarded)."""
         rt = self._runtime
         with self._uow_factory() as uow:
-            execution = uow.executions.require(execution_id)
+            execution = self._require(uow, execution_id)
             if execution.version != seen_version:
                 return _Next.CONTINUE  # someone else moved it meanwhile; re-read
             now = rt.clock.now()
