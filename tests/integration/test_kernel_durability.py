@@ -93,3 +93,49 @@ def test_a_second_store_in_the_same_process_is_refused_too(tmp_path: Path) -> No
     path = tmp_path / "store"
     with open_store(path), pytest.raises(StorageUnavailable, match="in use by another process"):
         open_store(path)
+
+
+@pytest.mark.parametrize("spelling", ["symlink", "dotdot", "trailing-slash"])
+def test_every_spelling_of_a_store_takes_the_same_lock(tmp_path: Path, spelling: str) -> None:
+    path = tmp_path / "store"
+    (tmp_path / "elsewhere").mkdir()
+    other = {
+        "symlink": tmp_path / "link",
+        "dotdot": tmp_path / "elsewhere" / ".." / "store",
+        "trailing-slash": Path(f"{path}/"),
+    }[spelling]
+    with open_store(path):
+        if spelling == "symlink":
+            other.symlink_to(path, target_is_directory=True)
+        with pytest.raises(StorageUnavailable, match="in use by another process"):
+            SurrealStore(SurrealConfig(f"surrealkv://{other}"))
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "lock-is-a-directory", "root"])
+def test_an_unusable_store_path_is_storage_unavailable(tmp_path: Path, where: str) -> None:
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "s2.lock").mkdir()
+    path = {
+        "under-a-file": tmp_path / "afile" / "sub",
+        "lock-is-a-directory": tmp_path / "s2",
+        "root": Path("/"),
+    }[where]
+    with pytest.raises(StorageUnavailable):
+        SurrealStore(SurrealConfig(f"surrealkv://{path}"))
+
+
+def test_a_crash_is_remembered_until_acknowledged(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with open_store(path) as store:
+        assert store.unclean_shutdown is None
+    lock = path.with_name("store.lock")
+    lock.write_text("999999")  # what a holder that died leaves behind
+    for _ in range(2):  # opening and closing cleanly does not forget it
+        with open_store(path) as store:
+            assert store.unclean_shutdown == "999999"
+    with open_store(path) as store:
+        store.acknowledge_unclean_shutdown()
+        assert store.unclean_shutdown is None
+    with open_store(path) as store:
+        assert store.unclean_shutdown is None
+    assert lock.read_text() == ""

@@ -51,45 +51,73 @@ class StoreLock:
     """An exclusive, per-directory lock: the embedded engine does not lock surrealkv itself.
 
     Two processes on one directory would each keep their own view and silently lose writes,
-    so the second one must fail loudly instead.
+    so the second one must fail loudly instead. The lock file also remembers a holder that
+    died without closing the store, until someone acknowledges having checked the store
+    (`govkernel recover` does, once every audit chain verifies): `<pid>` while held,
+    `unclean <pid>` for a crash not yet checked, empty when closed cleanly.
     """
 
     def __init__(self, directory: Path) -> None:
         self.path = directory.with_name(directory.name + ".lock")
         self._file: TextIO | None = None
-        # The pid a previous holder left behind: it died without closing the store.
+        # The pid of a holder that died without closing the store, until acknowledged.
         self.crashed_holder: str | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the store's lifetime
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+")  # noqa: SIM115 - held open for the store's lifetime
+        except OSError as exc:
+            raise StorageUnavailable(
+                f"cannot use store {self.path.with_suffix('')}: {exc.strerror or exc}"
+            ) from None
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+            holder = handle.read().strip().split(" ")[0] or "unknown"
             handle.close()
             raise StorageUnavailable(
                 f"store {self.path.with_suffix('')} is in use by another process (pid {holder});"
                 " stop it or choose another store"
             ) from None
         handle.seek(0)
-        self.crashed_holder = handle.read().strip() or None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+        left = handle.read().split()
+        if left[:1] == ["unclean"]:
+            self.crashed_holder = " ".join(left[1:2]) or "unknown"
+        elif left:
+            self.crashed_holder = left[0]
         self._file = handle
+        self._write(str(os.getpid()))
+
+    def acknowledge_crash(self) -> None:
+        """The store was checked after its holder's crash: forget that it happened."""
+        self.crashed_holder = None
+        self._write(str(os.getpid()))
 
     def release(self) -> None:
         if self._file is not None:
-            # An empty lock file says the store was closed cleanly.
-            self._file.seek(0)
-            self._file.truncate()
-            self._file.flush()
+            # Empty says the store was closed cleanly; a crash not yet checked is kept.
+            self._write(f"unclean {self.crashed_holder}" if self.crashed_holder else "")
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
             self._file = None
+
+    def _write(self, content: str) -> None:
+        if self._file is not None:
+            self._file.seek(0)
+            self._file.truncate()
+            self._file.write(content)
+            self._file.flush()
+
+
+def store_directory(path: Path) -> Path:
+    """The real directory a surrealkv:// URL names: symbolic links and `..` resolved, so that
+    every spelling of one store takes the same lock."""
+    resolved = Path(os.path.realpath(path))
+    if not resolved.name:
+        raise StorageUnavailable(f"store path {str(path)!r} does not name a directory")
+    return resolved
 
 
 class SurrealStore:
@@ -120,15 +148,17 @@ class SurrealStore:
 
     def _open(self) -> None:
         cfg = self.config
-        path = cfg.path
-        if path is not None:
+        url = cfg.url
+        if cfg.path is not None:
+            path = store_directory(cfg.path)
+            url = f"{cfg.scheme}://{path}"
             self._file_lock = StoreLock(path)
             self._file_lock.acquire()
             self.unclean_shutdown = self._file_lock.crashed_holder
             if cfg.sync_data:
                 os.environ.setdefault("SURREAL_SYNC_DATA", "true")
         try:
-            db: Any = Surreal(cfg.url)
+            db: Any = Surreal(url)
             if cfg.scheme in EMBEDDED:  # remote connections have no connect(): they dial lazily
                 db.connect()
             if cfg.username is not None:
@@ -186,6 +216,12 @@ class SurrealStore:
                 f" {_brief(failed[0].get('result'))}"
             )
         self.rolled_forward = len(journal["writes"])
+
+    def acknowledge_unclean_shutdown(self) -> None:
+        """Record that the store was checked after a crash (every audit chain verified)."""
+        self.unclean_shutdown = None
+        if self._file_lock is not None:
+            self._file_lock.acknowledge_crash()
 
     def close(self) -> None:
         with self._lock:
