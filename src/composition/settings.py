@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 from attrs import field, frozen
 
 from domain.model.environment import Environment
+from domain.model.validation import ACTOR_NAME, IDENTIFIER
 
 PREFIX = "GOVKERNEL_"
 CONFIG_ENV = "GOVKERNEL_CONFIG"
@@ -47,8 +48,8 @@ EMBEDDED_SURREAL_SCHEMES = ("mem", "surrealkv")
 REMOTE_SCHEMES = ("ws", "wss")
 SCHEMES = MEMORY_SCHEMES + EMBEDDED_SURREAL_SCHEMES + REMOTE_SCHEMES
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
-_ACTOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}$")
+_NAME = IDENTIFIER
+_ACTOR = ACTOR_NAME
 _SURREAL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,63}$")
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")

@@ -603,3 +603,44 @@ def test_another_tenants_execution_is_invisible_and_untouched(world: World) -> N
     assert ours.run(interrupted.id).state is S.SUCCEEDED
     for table in ("knowledge_source", "capsule", "evidence"):
         assert {d["tenant"] for d in world.door.table(table).values()} == {interrupted.tenant}
+
+
+# -- who may approve, and what a reason may hold -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "approver",
+    ["Operator", "OPERATOR", "operator ", "oper\u200bator", "op\nerator", "", "car\x1b[31mol"],
+)
+def test_no_spelling_of_the_requester_or_of_a_name_passes_as_an_approver(
+    world: World, approver: str
+) -> None:
+    orch = world.orch()
+    waiting = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
+    with pytest.raises(InvalidInput) as refused:
+        orch.approve(waiting.id, approver=approver, role="reviewer")
+    assert refused.value.field == "approver"
+    assert orch.get(waiting.id) == waiting
+
+
+def test_one_approver_in_two_spellings_counts_once(world: World) -> None:
+    orch = world.orch()
+    x = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER2)
+    assert orch.approve(x.id, approver="alice", role="reviewer").state is S.AWAITING_APPROVAL
+    assert orch.approve(x.id, approver="ALICE", role="Reviewer").state is S.AWAITING_APPROVAL
+    assert orch.approve(x.id, approver="bob", role="reviewer").state is S.SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    "reason", ["ok\n9  operator running -> succeeded", "\x1b[2Kok", "a\u2028b"]
+)
+@pytest.mark.parametrize("command", ["reject", "cancel"])
+def test_a_reason_that_could_forge_an_audit_line_is_refused(
+    world: World, reason: str, command: str
+) -> None:
+    orch = world.orch()
+    waiting = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
+    with pytest.raises(InvalidInput) as refused:
+        getattr(orch, command)(waiting.id, reason=reason)
+    assert refused.value.field == "reason"
+    assert orch.get(waiting.id) == waiting

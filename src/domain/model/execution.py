@@ -12,6 +12,7 @@ from attrs import define, field, frozen
 from domain.model.errors import IllegalTransition, InvalidInput, InvalidState
 from domain.model.lifecycle import GENESIS, AuditEntry, ExecutionState, allowed
 from domain.model.policy import Approval, ImpactTier
+from domain.model.validation import same_person
 
 JSON = Any
 
@@ -183,7 +184,7 @@ class WorkflowExecution:
     def add_approval(self, approval: Approval) -> None:
         if self.state is not ExecutionState.AWAITING_APPROVAL:
             raise InvalidState(f"execution {self.id} is {self.state.value}, not awaiting approval")
-        if approval.approver == self.requested_by:
+        if same_person(approval.approver, self.requested_by):
             raise InvalidInput(
                 "approver",
                 f"{approval.approver!r} requested execution {self.id} and cannot approve it"

@@ -11,6 +11,7 @@ from attrs import field, frozen
 
 from domain.model.environment import Environment
 from domain.model.knowledge import Classification, SourceKind
+from domain.model.validation import same_person
 
 APPROVAL_TTL = timedelta(hours=24)
 
@@ -165,18 +166,18 @@ def change_freeze(m: GuardedMutation, now: datetime) -> list[str]:
 def approvals(m: GuardedMutation, now: datetime) -> list[str]:
     ctx = m.context
     # Separation of duties: the requesting actor cannot approve their own mutation.
-    valid = [a for a in ctx.approvals if a.valid_at(now) and a.approver != ctx.actor]
+    valid = [a for a in ctx.approvals if a.valid_at(now) and not same_person(a.approver, ctx.actor)]
     reasons: list[str] = []
     needed = ctx.impact_tier.required_approvals
-    approvers = {a.approver for a in valid}
+    approvers = {a.approver.casefold() for a in valid}
     if len(approvers) < needed:
         reasons.append(
             f"{APPROVAL_REASON}{ctx.impact_tier.value} needs {needed} distinct valid approvals,"
             f" has {len(approvers)}"
         )
-    roles = {a.role for a in valid}
+    roles = {a.role.casefold() for a in valid}
     for role in ctx.required_approver_roles:
-        if role not in roles:
+        if role.casefold() not in roles:
             reasons.append(f"{APPROVAL_REASON}role {role!r} has not approved (or approval expired)")
     return reasons
 
@@ -243,6 +244,8 @@ def evaluate(
         reasons=tuple(reasons),
         obligations=tuple(obligations),
         policy_refs=ctx.policy_refs,
-        approvals=tuple(a for a in ctx.approvals if a.valid_at(now) and a.approver != ctx.actor),
+        approvals=tuple(
+            a for a in ctx.approvals if a.valid_at(now) and not same_person(a.approver, ctx.actor)
+        ),
         decided_at=now,
     )

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime
 
 from domain.model.errors import InvalidInput
 
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+# People and roles: what GOVKERNEL_ACTOR accepts. No spaces, look-alike invisible characters
+# or control codes, so one person cannot pass for another by spelling.
+ACTOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}$")
+_LINE_BREAKS = ("\u2028", "\u2029")
 
 
-def text(field: str, value: object, *, max_len: int, allow_empty: bool = False) -> str:
+def text(
+    field: str, value: object, *, max_len: int, allow_empty: bool = False, single_line: bool = False
+) -> str:
+    """Free text. `single_line` also refuses control characters and line breaks: for short
+    values shown in audit trails, where they could forge a line or drive a terminal."""
     if not isinstance(value, str):
         raise InvalidInput(field, f"must be a string, got {type(value).__name__}")
     if not allow_empty and not value.strip():
@@ -26,6 +35,8 @@ def text(field: str, value: object, *, max_len: int, allow_empty: bool = False) 
     except UnicodeEncodeError:
         # Lone surrogates: not Unicode text, cannot be hashed (UTF-8) nor stored by SurrealDB.
         raise InvalidInput(field, "must be valid Unicode (no lone surrogates)") from None
+    if single_line and any(unicodedata.category(c) == "Cc" or c in _LINE_BREAKS for c in value):
+        raise InvalidInput(field, "must be one line without control characters")
     return value
 
 
@@ -35,6 +46,19 @@ def identifier(field: str, value: object) -> str:
             field, "must be 1-128 characters of letters, digits, '_', '.', ':' or '-'"
         )
     return value
+
+
+def actor_name(field: str, value: object) -> str:
+    if not isinstance(value, str) or not ACTOR_NAME.match(value):
+        raise InvalidInput(
+            field, "must be 1-128 characters of letters, digits, '_', '.', ':', '@' or '-'"
+        )
+    return value
+
+
+def same_person(a: str | None, b: str | None) -> bool:
+    """Names compare case-insensitively: 'Operator' is the operator."""
+    return a is not None and b is not None and a.casefold() == b.casefold()
 
 
 def aware(field: str, value: object) -> datetime:

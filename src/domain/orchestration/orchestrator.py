@@ -22,7 +22,7 @@ from domain.model.execution import RollbackStrategy, WorkflowExecution
 from domain.model.lifecycle import ChainReport, ExecutionState, verify_chain
 from domain.model.policy import Approval, ImpactTier
 from domain.model.runtime import DerivedIds, RuntimeContext
-from domain.model.validation import text
+from domain.model.validation import actor_name, text
 from domain.orchestration.definition import (
     RetryableError,
     RetryPolicy,
@@ -160,8 +160,8 @@ class Orchestrator:
 
     def approve(self, execution_id: str, *, approver: str, role: str) -> WorkflowExecution:
         rt = self._runtime
-        approver = text("approver", approver, max_len=200)
-        role = text("role", role, max_len=200)
+        approver = actor_name("approver", approver)
+        role = actor_name("role", role)
         with self._uow_factory() as uow:
             execution = self._require(uow, execution_id)
             now = rt.clock.now()
@@ -176,7 +176,7 @@ class Orchestrator:
         return self.run(execution_id)
 
     def reject(self, execution_id: str, *, reason: str) -> WorkflowExecution:
-        reason = text("reason", reason, max_len=1000)
+        reason = text("reason", reason, max_len=1000, single_line=True)
         with self._uow_factory() as uow:
             execution = self._require(uow, execution_id)
             if execution.state is not S.AWAITING_APPROVAL:
@@ -189,7 +189,7 @@ class Orchestrator:
 
     def cancel(self, execution_id: str, *, reason: str = "cancel requested") -> WorkflowExecution:
         """Request cancellation; it takes effect at the next step boundary."""
-        reason = text("reason", reason, max_len=1000)
+        reason = text("reason", reason, max_len=1000, single_line=True)
         rt = self._runtime
         with self._uow_factory() as uow:
             execution = self._require(uow, execution_id)
