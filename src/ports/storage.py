@@ -57,12 +57,14 @@ EVENT_TABLE = "event"
 TABLES: Mapping[str, TableSpec] = {
     spec.name: spec
     for spec in (
+        # One source per content at one address, one analysis per set of inputs: reused,
+        # never stored twice, even when two workflows ingest the same document at once.
         TableSpec(
             "knowledge_source",
-            lookups=(("tenant", "source_url", "content_digest"),),
+            uniques=(("tenant", "source_url", "content_digest"),),
             immutable=True,
         ),
-        TableSpec("analysis", lookups=(("tenant", "inputs_digest"),), immutable=True),
+        TableSpec("analysis", uniques=(("tenant", "inputs_digest"),), immutable=True),
         TableSpec(
             "capsule",
             uniques=(("tenant", "publication_id"),),

@@ -22,7 +22,7 @@ from domain.workflows import knowledge_publication as kp
 from ports.clock import FixedClock, SequentialIds
 from ports.errors import CommitOutcomeUnknown, InjectedFault, RecordNotFound
 from ports.storage import Batch, CommitReceipt
-from ports.unit_of_work import UnitOfWork
+from ports.unit_of_work import UnitOfWork, WrappingUnitOfWork
 from tests.workflow.harness import (
     T0,
     WORKFLOW,
@@ -644,3 +644,34 @@ def test_a_reason_that_could_forge_an_audit_line_is_refused(
         getattr(orch, command)(waiting.id, reason=reason)
     assert refused.value.field == "reason"
     assert orch.get(waiting.id) == waiting
+
+
+# -- shared records ----------------------------------------------------------------------------
+
+
+class _StaleSourceReads(WrappingUnitOfWork):
+    """Source look-ups miss while `blind` is set: as if another process's ingest of the same
+    document committed just after this unit read."""
+
+    blind = True
+
+    def _query(self, table: str, where: Any, *args: Any) -> Any:
+        if table == "knowledge_source" and _StaleSourceReads.blind:
+            _StaleSourceReads.blind = False
+            return []
+        return super()._query(table, where, *args)
+
+
+def test_two_workflows_ingesting_one_document_at_once_store_it_once(world: World) -> None:
+    orch = world.orch()
+    first = orch.start(WORKFLOW, request("pub-1"))
+    _StaleSourceReads.blind = True
+    racing = world.orch_with(
+        "worker-2", {}, factory=lambda: _StaleSourceReads(world.store.unit_of_work())
+    )
+    second = racing.start(WORKFLOW, request("pub-1") | {"publication_id": "pub-2"})
+    assert (first.state, second.state) == (S.SUCCEEDED, S.SUCCEEDED)
+    assert second.attempts["ingest"] == 2  # the first attempt collided and wrote nothing
+    assert len(world.door.table("knowledge_source")) == 2  # the two documents, once each
+    ingested = [e for e in world.door.events() if e["type"] == EventType.SOURCE_INGESTED.value]
+    assert len(ingested) == 2

@@ -293,6 +293,7 @@ class Orchestrator:
                 return _Wait(execution.retry_at - now)
             definition = self._definition(execution.workflow_name)
             seen_version = execution.version
+            step_name: str | None = None
             if state is S.CANCELLING:
                 target = S.COMPENSATING if self._needs_compensation(execution) else S.CANCELLED
                 execution.transition(target, at=now, actor=rt.actor, reason="cancelled")
@@ -301,6 +302,7 @@ class Orchestrator:
                 if step is None:
                     execution.transition(S.FAILED, at=now, actor=rt.actor, reason="no compensation")
                 else:
+                    step_name = step.name
                     execution.begin_attempt(step.name)
                     try:
                         step.run(uow, self._context(execution, step.name))
@@ -316,6 +318,7 @@ class Orchestrator:
                         S.RUNNING, at=now, actor=rt.actor, reason=f"resumed from {state.value}"
                     )
                 step = definition.steps[execution.current_step]
+                step_name = step.name
                 execution.begin_attempt(step.name)
                 try:
                     output = step.run(uow, self._context(execution, step.name))
@@ -337,13 +340,18 @@ class Orchestrator:
                 # Another worker moved it (the version check decided), or the reply was lost:
                 # re-read on the next turn and act on what is stored.
                 return _Next.CONTINUE
-            except DuplicateRecord:
+            except DuplicateRecord as exc:
                 # Racing workers mint the same ids for a step, so the loser's creates can
                 # collide before its version guard is reached: a lost race if the execution
-                # moved on meanwhile, a real error otherwise.
-                if self.get(execution_id).version == seen_version:
+                # moved on meanwhile.
+                if self.get(execution_id).version != seen_version:
+                    return _Next.CONTINUE
+                # Otherwise another execution stored a shared record first (the same source
+                # ingested by two workflows at once): a failed attempt, and the next attempt
+                # finds that record and reuses it.
+                if step_name is None:
                     raise
-                return _Next.CONTINUE
+                return self._after_failure(execution_id, seen_version, step_name, exc)
         self._remember(execution)
         if execution.state.terminal or execution.state is S.AWAITING_APPROVAL:
             return _Stop(execution)
@@ -454,5 +462,6 @@ def _retryable(error: BaseException) -> bool:
     # A storage failure inside a step (the store unreachable, a planned fault) wrote nothing:
     # like a lost race it is worth another attempt, not the end of the workflow.
     return isinstance(
-        error, RetryableError | ConcurrencyConflict | StorageUnavailable | InjectedFault
+        error,
+        RetryableError | ConcurrencyConflict | DuplicateRecord | StorageUnavailable | InjectedFault,
     )
