@@ -150,15 +150,21 @@ class BackDoor:
     # -- tampering (the store's own storage, not the repositories) ---------------------------
 
     def edit_audit(self, execution_id: str, sequence: int, changes: Mapping[str, Any]) -> None:
-        key = audit_key(execution_id, sequence)
+        self._edit("audit", audit_key(execution_id, sequence), changes)
+
+    def edit_execution(self, execution_id: str, changes: Mapping[str, Any]) -> None:
+        self._edit("execution", execution_id, changes)
+
+    def _edit(self, table: str, key: str, changes: Mapping[str, Any]) -> None:
         if isinstance(self.store, MemoryStore):
-            self._memory_put(key, self.store.tables["audit"][key] | dict(changes))
+            with self.store.lock:
+                self.store._put(table, key, self.store.tables[table][key] | dict(changes))
             return
         from surrealdb import RecordID
 
         sets = ", ".join(f"{name} = $c.{name}" for name in changes)
         self.store.select_rows(
-            f"UPDATE $r SET {sets} RETURN NONE", {"r": RecordID("audit", key), "c": dict(changes)}
+            f"UPDATE $r SET {sets} RETURN NONE", {"r": RecordID(table, key), "c": dict(changes)}
         )
 
     def delete_audit(self, execution_id: str, sequence: int) -> None:

@@ -147,6 +147,12 @@ def test_an_entry_moved_from_another_execution_is_detected(ran: Ran) -> None:
     assert not other_report.ok and other_report.first_bad_sequence == 1, other_report
 
 
+def test_editing_the_executions_state_is_detected(ran: Ran) -> None:
+    ran.door.edit_execution(ran.execution_id, {"state": "failed"})
+    report = _bad(ran, ENTRIES)
+    assert "failed" in (report.problem or "") and "succeeded" in (report.problem or "")
+
+
 def test_an_untouched_trail_stays_valid_after_reading(ran: Ran) -> None:
     for _ in range(2):
         assert ran.orch.verify(ran.execution_id).ok

@@ -141,11 +141,14 @@ def verify_chain(
     *,
     head_hash: str,
     head_sequence: int,
+    state: ExecutionState | None = None,
 ) -> ChainReport:
     """Recompute the chain in stored order; the execution's head pins the tail.
 
     Editing changes a hash, deleting or swapping breaks the sequence or the prev link, and
-    dropping the last entries no longer reaches the head recorded on the execution.
+    dropping the last entries no longer reaches the head recorded on the execution. The
+    execution's `state`, when given, must be where its last entry leads: a state edited in
+    storage has no entry of its own.
     """
     prev = GENESIS
     for position, entry in enumerate(entries, start=1):
@@ -168,5 +171,14 @@ def verify_chain(
             False,
             len(entries) + 1 if len(entries) < head_sequence else head_sequence,
             f"chain ends at entry {len(entries)} but the execution records head {head_sequence}",
+        )
+    if state is not None and entries and entries[-1].to_state is not state:
+        return ChainReport(
+            execution_id,
+            len(entries),
+            False,
+            len(entries),
+            f"the execution is {state.value} but its last audit entry leads to"
+            f" {entries[-1].to_state.value}",
         )
     return ChainReport(execution_id, len(entries), True)

@@ -251,6 +251,7 @@ class Orchestrator:
             entries,
             head_hash=execution.audit_head,
             head_sequence=execution.audit_sequence,
+            state=execution.state,
         )
 
     # -- the engine --------------------------------------------------------------------------
