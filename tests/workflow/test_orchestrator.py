@@ -17,7 +17,7 @@ from domain.model.evidence import EventType
 from domain.model.lifecycle import ExecutionState
 from domain.model.policy import ImpactTier
 from domain.orchestration.definition import RetryableError, RetryPolicy, StepContext
-from domain.orchestration.orchestrator import Orchestrator
+from domain.orchestration.orchestrator import Orchestrator, RecoveryIncomplete
 from domain.workflows import knowledge_publication as kp
 from ports.clock import FixedClock, SequentialIds
 from ports.errors import CommitOutcomeUnknown, InjectedFault, RecordNotFound
@@ -675,3 +675,17 @@ def test_two_workflows_ingesting_one_document_at_once_store_it_once(world: World
     assert len(world.door.table("knowledge_source")) == 2  # the two documents, once each
     ingested = [e for e in world.door.events() if e["type"] == EventType.SOURCE_INGESTED.value]
     assert len(ingested) == 2
+
+
+def test_one_inconsistent_execution_does_not_keep_recovery_from_the_others(world: World) -> None:
+    orch = world.orch()
+    broken = orch.start(WORKFLOW, request("pub-1"), run=False)
+    waiting = [orch.start(WORKFLOW, request(f"pub-{n}"), run=False) for n in (2, 3)]
+    # Edited in storage: running, yet past its last step. No transition leads there.
+    world.door.edit_execution(broken.id, {"state": "running", "current_step": 4})
+    with pytest.raises(RecoveryIncomplete) as incomplete:
+        world.orch("worker-2").recover(ignore_leases=True)
+    assert [x.id for x in incomplete.value.resumed] == [x.id for x in waiting]
+    assert all(x.state is S.SUCCEEDED for x in incomplete.value.resumed)
+    [(failed_id, error)] = incomplete.value.failures
+    assert failed_id == broken.id and "past its last step" in error

@@ -16,7 +16,7 @@ from typing import Any
 
 from attrs import evolve, frozen
 
-from domain.model.errors import InvalidInput, InvalidState
+from domain.model.errors import DomainError, InvalidInput, InvalidState
 from domain.model.evidence import canonical_json
 from domain.model.execution import RollbackStrategy, WorkflowExecution
 from domain.model.lifecycle import ChainReport, ExecutionState, verify_chain
@@ -43,6 +43,18 @@ from ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 S = ExecutionState
 RECOVERABLE = (S.RUNNING, S.PENDING, S.RETRY_SCHEDULED, S.CANCELLING, S.COMPENSATING)
 MAX_ERROR = 500
+
+
+class RecoveryIncomplete(DomainError):
+    """Some executions could not be resumed; every other one was."""
+
+    def __init__(self, resumed: list[WorkflowExecution], failures: list[tuple[str, str]]) -> None:
+        first_id, first_error = failures[0]
+        super().__init__(
+            f"{len(failures)} execution(s) could not be resumed, first {first_id}: {first_error}"
+        )
+        self.resumed = resumed
+        self.failures = failures
 
 
 class _Next(enum.Enum):
@@ -229,11 +241,19 @@ class Orchestrator:
                 if x.tenant == self._runtime.tenant
             ]
         resumed = []
+        failures = []
         for execution in candidates:
             leased_elsewhere = execution.lease_owner not in (None, self.worker_id)
             if not ignore_leases and leased_elsewhere and not execution.lease_expired(now):
                 continue
-            resumed.append(self.run(execution.id, ignore_leases=ignore_leases))
+            try:
+                resumed.append(self.run(execution.id, ignore_leases=ignore_leases))
+            except StorageUnavailable:
+                raise  # nothing else can be resumed either
+            except Exception as exc:  # one bad record must not keep the others waiting
+                failures.append((execution.id, f"{type(exc).__name__}: {exc}"[:MAX_ERROR]))
+        if failures:
+            raise RecoveryIncomplete(resumed, failures)
         return resumed
 
     # -- queries -----------------------------------------------------------------------------
@@ -317,6 +337,11 @@ class Orchestrator:
                 if state is not S.RUNNING:
                     execution.transition(
                         S.RUNNING, at=now, actor=rt.actor, reason=f"resumed from {state.value}"
+                    )
+                if execution.current_step >= len(definition.steps):
+                    raise InvalidState(
+                        f"execution {execution.id} is {state.value} past its last step"
+                        f" ({execution.current_step} of {len(definition.steps)} done)"
                     )
                 step = definition.steps[execution.current_step]
                 step_name = step.name
