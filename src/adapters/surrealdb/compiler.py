@@ -100,9 +100,10 @@ def compile_batch(batch: Batch, *, journal: bool = False) -> Compiled:
             lines.append(f"THROW 'uow-abort:{i}';")
         owners.append(i)
     if journal:
-        lines.append("UPSERT $done SET txn = $txn RETURN NONE;")
+        # The last write marks the journal complete, and reports the counter as it is now.
+        lines.append("UPSERT ONLY $done SET txn = $txn, n = $base + $k RETURN VALUE n;")
         owners.append(None)
-    if appends:
+    elif appends:
         lines.append("SELECT VALUE n FROM ONLY $ctr;")
         owners.append(None)
     text = "BEGIN TRANSACTION;\n" + "\n".join(lines) + "\nCOMMIT TRANSACTION;"
