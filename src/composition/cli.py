@@ -40,6 +40,11 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 PROGRESS_THRESHOLD = 5
+MAX_POSITION = 2**63 - 1  # event positions are signed 64-bit integers in every store
+MAX_LIMIT = 10_000
+# Stores that live and die with this process: no later command can reach their executions.
+TRANSIENT_SCHEMES = ("memory", "mem")
+TRANSIENT_NOTE = "the in-memory store does not outlive this command"
 F = TypeVar("F", bound=Callable[..., Any])
 S = ExecutionState
 
@@ -97,6 +102,21 @@ class Session:
     def warn(self, text: str) -> None:
         click.echo(text, err=True)
 
+    def transient(self) -> bool:
+        """Whether the store ends with this process, so follow-up commands cannot reach it."""
+        return self.settings().store_scheme in TRANSIENT_SCHEMES
+
+    def suggest(self, width: int, *commands: tuple[str, str]) -> None:
+        """Print labelled follow-up commands, or, on a transient store, why there are none."""
+        if self.transient():
+            self.echo(
+                f"  {'note':<{width}}  {TRANSIENT_NOTE}: to follow up, use --store surrealkv://DIR"
+            )
+            return
+        hint = self.hint()
+        for label, command in commands:
+            self.echo(render.safe(f"  {label:<{width}}  govkernel{hint} {command}"))
+
     def hint(self) -> str:
         """Global options to repeat in suggested follow-up commands."""
         settings = self.settings()
@@ -137,14 +157,16 @@ class Printer:
                 if last < e.sequence <= execution.audit_sequence
             ]
         except (PortError, DomainError) as exc:  # printing must never break a run
-            self._session.warn(f"  (cannot show transitions of {execution.id}: {exc})")
+            self._session.warn(render.safe(f"  (cannot show transitions of {execution.id}: {exc})"))
             return
         if self._current != execution.id:
             self._current = execution.id
             tier = execution.metadata.risk_tier.value
             self._session.echo(
-                f"execution {execution.id}  ({execution.workflow_name}"
-                f" v{execution.workflow_version}, {tier})"
+                render.safe(
+                    f"execution {execution.id}  ({execution.workflow_name}"
+                    f" v{execution.workflow_version}, {tier})"
+                )
             )
         for entry in entries:
             self._session.echo(transition_line(entry, execution))
@@ -155,7 +177,7 @@ def transition_line(entry: AuditEntry, execution: WorkflowExecution) -> str:
     checkpoint = entry.from_state is S.RUNNING and entry.to_state is S.RUNNING and entry.step
     if checkpoint and entry.step in execution.step_outputs:
         reason = f"{reason}: {render.step_output(entry.step, execution.step_outputs[entry.step])}"
-    return f"  #{entry.sequence:<3} {entry.to_state.value:<17} {reason}"
+    return f"  #{entry.sequence:<3} {entry.to_state.value:<17} {render.safe(reason)}"
 
 
 # -- shared options --------------------------------------------------------------------------
@@ -177,6 +199,14 @@ def json_option(fn: F) -> F:
     )(fn)
 
 
+def not_blank(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Refuse an empty option value: it would otherwise fall back to the default unnoticed."""
+    values = value if isinstance(value, tuple) else (value,)
+    if any(isinstance(v, str) and not v.strip() for v in values):
+        raise click.BadParameter("must not be empty", ctx=ctx, param=param)
+    return value
+
+
 def session_of(ctx: click.Context) -> Session:
     return ctx.ensure_object(Session)
 
@@ -188,12 +218,14 @@ def session_of(ctx: click.Context) -> Session:
 @click.option(
     "--store",
     metavar="URL",
+    callback=not_blank,
     help="Store URL: memory://, mem://, surrealkv://PATH, ws://HOST:PORT or wss://HOST:PORT"
     " [env: GOVKERNEL_STORE; default: surrealkv://<data dir>/store].",
 )
 @click.option(
     "--config",
     metavar="FILE",
+    callback=not_blank,
     help="TOML settings file [env: GOVKERNEL_CONFIG].",
 )
 @click.option(
@@ -226,9 +258,16 @@ def _enum_choice(values: Sequence[str]) -> click.Choice[str]:
 
 @run.command("knowledge-publication", epilog=EXITS)
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--title", help="Publication title [default: derived from the documents].")
 @click.option(
-    "--publication-id", metavar="ID", help="Publication id [default: a fresh pub-... id]."
+    "--title",
+    callback=not_blank,
+    help="Publication title [default: derived from the documents].",
+)
+@click.option(
+    "--publication-id",
+    metavar="ID",
+    callback=not_blank,
+    help="Publication id [default: a fresh pub-... id].",
 )
 @click.option(
     "--tier",
@@ -241,6 +280,7 @@ def _enum_choice(values: Sequence[str]) -> click.Choice[str]:
 @click.option(
     "--idempotency-key",
     metavar="KEY",
+    callback=not_blank,
     help="Starting twice with one key returns the first execution.",
 )
 @click.option(
@@ -248,7 +288,12 @@ def _enum_choice(values: Sequence[str]) -> click.Choice[str]:
     type=_enum_choice([k.value for k in SourceKind]),
     help="Source kind of every file [default: each file's front matter].",
 )
-@click.option("--url", metavar="URL", help="Source URL of every file [default: front matter].")
+@click.option(
+    "--url",
+    metavar="URL",
+    callback=not_blank,
+    help="Source URL of every file [default: front matter].",
+)
 @click.option(
     "--classification",
     type=_enum_choice([c.value for c in Classification]),
@@ -265,6 +310,7 @@ def _enum_choice(values: Sequence[str]) -> click.Choice[str]:
     "policy_refs",
     multiple=True,
     metavar="REF",
+    callback=not_blank,
     help=f"Policy reference (repeatable) [default: {DEFAULT_POLICY_REF}].",
 )
 @click.option(
@@ -272,6 +318,7 @@ def _enum_choice(values: Sequence[str]) -> click.Choice[str]:
     "required_roles",
     multiple=True,
     metavar="ROLE",
+    callback=not_blank,
     help="A role that must approve (repeatable).",
 )
 @json_option
@@ -302,18 +349,20 @@ def run_knowledge_publication(
     # Validated before the store is opened: a typo needs no lock to be reported.
     request = publication_request(
         sources,
-        title=title or default_title(sources),
-        publication_id=publication_id or UuidIds().new_id("pub"),
+        title=default_title(sources) if title is None else title,
+        publication_id=UuidIds().new_id("pub") if publication_id is None else publication_id,
         policy_refs=policy_refs or (DEFAULT_POLICY_REF,),
         required_roles=required_roles,
         options={"kind": kind, "url": url, "classification": classification, "format": fmt},
     )
     with s.app() as (app, _):
-        if idempotency_key:
+        if idempotency_key is not None:
             with app.uow_factory() as uow:
                 found = uow.executions.by_idempotency_key(app.runtime.tenant, idempotency_key)
             if found is not None:
-                s.echo(f"idempotency key {idempotency_key!r} already started {found.id}")
+                s.echo(
+                    render.safe(f"idempotency key {idempotency_key!r} already started {found.id}")
+                )
                 conclude(s, app, found, ok={S.SUCCEEDED, S.AWAITING_APPROVAL})
                 return
         s.echo(
@@ -348,10 +397,16 @@ def default_title(sources: Sequence[SourceFile]) -> str:
 
 @cli.command(epilog=EXITS)
 @click.argument("execution_id", metavar="EXECUTION")
-@click.option("--role", required=True, help="The role you approve in (e.g. reviewer).")
+@click.option(
+    "--role",
+    required=True,
+    callback=not_blank,
+    help="The role you approve in (e.g. reviewer).",
+)
 @click.option(
     "--approver",
     metavar="NAME",
+    callback=not_blank,
     help="Who approves [default: the acting identity, GOVKERNEL_ACTOR]. The policy refuses"
     " self-approval: the actor who started the execution cannot approve it.",
 )
@@ -366,7 +421,7 @@ def approve(ctx: click.Context, execution_id: str, role: str, approver: str | No
     s = session_of(ctx)
     with s.app() as (app, printer):
         execution = app.orchestrator.get(execution_id)
-        approver = approver or app.settings.actor
+        approver = app.settings.actor if approver is None else approver
         if approver == execution.requested_by:
             raise Failed(
                 f"{approver!r} started execution {execution_id} and cannot approve it"
@@ -381,7 +436,12 @@ def approve(ctx: click.Context, execution_id: str, role: str, approver: str | No
 
 @cli.command(epilog=EXITS)
 @click.argument("execution_id", metavar="EXECUTION")
-@click.option("--reason", required=True, help="Why it is rejected (recorded in the audit trail).")
+@click.option(
+    "--reason",
+    required=True,
+    callback=not_blank,
+    help="Why it is rejected (recorded in the audit trail).",
+)
 @json_option
 @click.pass_context
 def reject(ctx: click.Context, execution_id: str, reason: str) -> None:
@@ -395,7 +455,7 @@ def reject(ctx: click.Context, execution_id: str, reason: str) -> None:
 
 @cli.command(epilog=EXITS)
 @click.argument("execution_id", metavar="EXECUTION")
-@click.option("--reason", default="cancel requested", show_default=True)
+@click.option("--reason", default="cancel requested", show_default=True, callback=not_blank)
 @json_option
 @click.pass_context
 def cancel(ctx: click.Context, execution_id: str, reason: str) -> None:
@@ -421,33 +481,46 @@ def conclude(s: Session, app: App, x: WorkflowExecution, *, ok: set[ExecutionSta
     definition = app.workflows.get(x.workflow_name)
     if s.json:
         s.emit(render.execution_json(x, definition, detail=True))
-    hint = s.hint()
     if x.state is S.SUCCEEDED:
         published = x.step_outputs.get("publish") or {}
         capsule = f": capsule {published['capsule_id']}" if "capsule_id" in published else ""
-        s.echo(f"succeeded{capsule}")
+        s.echo(render.safe(f"succeeded{capsule}"))
         if "artifact_hash" in published:
-            s.echo(f"  artifact hash  {published['artifact_hash']}")
-        s.echo(f"  details        govkernel{hint} executions show {x.id}")
+            s.echo(render.safe(f"  artifact hash  {published['artifact_hash']}"))
+        s.suggest(13, ("details", f"executions show {x.id}"))
         return
     if x.state is S.AWAITING_APPROVAL:
         trail = queries.audit_trail(app.uow_factory, x.id)
         reason = trail[-1].reason.removeprefix("ApprovalRequired: ") if trail else ""
-        s.echo(f"awaiting approval: execution {x.id}")
-        s.echo(f"  why      {reason}")
-        s.echo(f"  approve  govkernel{hint} approve {x.id} --role ROLE --approver NAME")
-        s.echo(f"  reject   govkernel{hint} reject {x.id} --reason TEXT")
-        s.echo("  (the actor who started it cannot approve it: --approver names someone else)")
+        s.echo(render.safe(f"awaiting approval: execution {x.id}"))
+        s.echo(f"  why      {render.safe(reason)}")
+        s.suggest(
+            7,
+            ("approve", f"approve {x.id} --role ROLE --approver NAME"),
+            ("reject", f"reject {x.id} --reason TEXT"),
+        )
+        if not s.transient():
+            s.echo("  (the actor who started it cannot approve it: --approver names someone else)")
         return
     if x.state in ok:
         s.echo(
-            f"{x.state.value}: execution {x.id}" + (f" ({x.last_error})" if x.last_error else "")
+            render.safe(
+                f"{x.state.value}: execution {x.id}"
+                + (f" ({x.last_error})" if x.last_error else "")
+            )
         )
         return
     if not x.state.terminal:
+        resume = (
+            f"{TRANSIENT_NOTE}, so it cannot be resumed"
+            if s.transient()
+            else f"it resumes with `govkernel{s.hint()} recover`"
+        )
         s.echo(
-            f"execution {x.id} is {x.state.value}; it resumes with `govkernel{hint} recover`"
-            + (f" (last error: {x.last_error})" if x.last_error else "")
+            render.safe(
+                f"execution {x.id} is {x.state.value}; {resume}"
+                + (f" (last error: {x.last_error})" if x.last_error else "")
+            )
         )
         return
     raise Failed(failure_message(x))
@@ -476,7 +549,7 @@ def executions() -> None:
 
 @executions.command("list", epilog=EXITS)
 @click.option("--state", type=_enum_choice([st.value for st in ExecutionState]))
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1, max=MAX_LIMIT), default=20, show_default=True)
 @json_option
 @click.pass_context
 def executions_list(ctx: click.Context, state: str | None, limit: int) -> None:
@@ -553,14 +626,14 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
             rows.append((f"output {step}", render.step_output(step, x.step_outputs[step])))
         width = max(len(k) for k, _ in rows)
         for key, value in rows:
-            s.echo(f"{key:<{width}}  {value}")
+            s.echo(render.safe(f"{key:<{width}}  {value}"))
         verdict = (
             "chain intact"
             if report.ok
             else f"CHAIN BROKEN at #{report.first_bad_sequence}: {report.problem}"
         )
         s.echo()
-        s.echo(f"audit trail ({len(trail)} entries, {verdict})")
+        s.echo(render.safe(f"audit trail ({len(trail)} entries, {verdict})"))
         s.echo(render.audit_table(trail))
         if not report.ok:
             raise Failed(
@@ -613,7 +686,7 @@ def audit_verify(ctx: click.Context, execution_id: str | None) -> None:
             entry = first["bad_entry"]
             if entry is not None and not s.json:
                 s.echo()
-                s.echo(f"first bad entry of {first['execution_id']}:")
+                s.echo(render.safe(f"first bad entry of {first['execution_id']}:"))
                 for key in (
                     "sequence",
                     "at",
@@ -624,7 +697,7 @@ def audit_verify(ctx: click.Context, execution_id: str | None) -> None:
                     "reason",
                     "hash",
                 ):
-                    s.echo(f"  {key:<10}  {entry[key]}")
+                    s.echo(f"  {key:<10}  {render.safe(entry[key])}")
             raise Failed(
                 f"audit trail of {first['execution_id']} is broken at entry"
                 f" #{first['first_bad_sequence']}: {first['problem']}"
@@ -684,15 +757,17 @@ def recover(ctx: click.Context) -> None:
             if app.exclusive_store
             else "shared store: only expired leases are taken over"
         )
-        s.echo(f"recovering on {app.settings.display_store} ({mode})")
+        s.echo(render.safe(f"recovering on {app.settings.display_store} ({mode})"))
         if not candidates:
             s.echo("nothing to recover")
         for x in candidates:
             printer.mark(x)
             definition = app.workflows.get(x.workflow_name)
             s.echo(
-                f"  found {x.id}  {x.state.value}  step {render.progress(x, definition)}"
-                f" {render.step_name(x, definition)}"
+                render.safe(
+                    f"  found {x.id}  {x.state.value}  step {render.progress(x, definition)}"
+                    f" {render.step_name(x, definition)}"
+                )
             )
         resumed = app.orchestrator.recover(ignore_leases=app.exclusive_store)
         if s.json:
@@ -708,7 +783,10 @@ def recover(ctx: click.Context) -> None:
         skipped = len(candidates) - len(resumed)
         for x in resumed:
             s.echo(
-                f"resumed {x.id}: {x.state.value}" + (f" ({x.last_error})" if x.last_error else "")
+                render.safe(
+                    f"resumed {x.id}: {x.state.value}"
+                    + (f" ({x.last_error})" if x.last_error else "")
+                )
             )
         if skipped:
             s.echo(f"{skipped} execution{'s' * (skipped != 1)} left alone: leased by a live worker")
@@ -734,9 +812,13 @@ def recover(ctx: click.Context) -> None:
 
 @cli.command(epilog=EXITS)
 @click.option(
-    "--after", type=click.IntRange(min=0), default=0, show_default=True, metavar="POSITION"
+    "--after",
+    type=click.IntRange(min=0, max=MAX_POSITION),
+    default=0,
+    show_default=True,
+    metavar="POSITION",
 )
-@click.option("--limit", type=click.IntRange(min=1, max=10_000), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1, max=MAX_LIMIT), default=50, show_default=True)
 @json_option
 @click.pass_context
 def events(ctx: click.Context, after: int, limit: int) -> None:
@@ -752,7 +834,7 @@ def events(ctx: click.Context, after: int, limit: int) -> None:
             return
         s.echo(render.events_table(found))
         if len(found) == limit:
-            s.echo(f"more: govkernel{s.hint()} events --after {found[-1].position}")
+            s.suggest(4, ("more", f"events --after {found[-1].position}"))
 
 
 # -- demo --------------------------------------------------------------------------------------
@@ -786,10 +868,12 @@ def demo(ctx: click.Context, examples: Path | None) -> None:
         )
     sources = [read_source(p) for p in paths]
     s.echo("govkernel demo")
-    s.echo(f"  store        {settings.display_store}")
+    s.echo(render.safe(f"  store        {settings.display_store}"))
     s.echo(
-        f"  runtime      {settings.environment.value}, tenant {settings.tenant},"
-        f" actor {settings.actor}"
+        render.safe(
+            f"  runtime      {settings.environment.value}, tenant {settings.tenant},"
+            f" actor {settings.actor}"
+        )
     )
     with s.app() as (app, _):
         rt = app.runtime
@@ -801,9 +885,9 @@ def demo(ctx: click.Context, examples: Path | None) -> None:
             policy_refs=(DEFAULT_POLICY_REF,),
         )
         s.echo()
-        s.echo(f"[1/3] {kp.NAME} on {len(sources)} sample documents from {folder}")
+        s.echo(render.safe(f"[1/3] {kp.NAME} on {len(sources)} sample documents from {folder}"))
         for doc in request.documents:
-            s.echo(f"  {doc.kind.value:<5} {doc.source_url}")
+            s.echo(render.safe(f"  {doc.kind.value:<5} {doc.source_url}"))
         x = app.orchestrator.start(kp.NAME, request.to_input(), risk_tier=ImpactTier.TIER0)
         if x.state is not S.SUCCEEDED:
             conclude(s, app, x, ok={S.SUCCEEDED})
@@ -822,7 +906,10 @@ def demo(ctx: click.Context, examples: Path | None) -> None:
         if broken:
             for r in broken:
                 s.echo(
-                    f"  BROKEN {r['execution_id']} at #{r['first_bad_sequence']}: {r['problem']}"
+                    render.safe(
+                        f"  BROKEN {r['execution_id']} at #{r['first_bad_sequence']}:"
+                        f" {r['problem']}"
+                    )
                 )
         else:
             plural = "s" * (len(results) != 1)
@@ -845,7 +932,7 @@ def demo(ctx: click.Context, examples: Path | None) -> None:
             ("audit", "all chains intact" if not broken else f"{len(broken)} chains BROKEN"),
         ]
         for key, value in summary_rows:
-            s.echo(f"  {key:<12} {value}")
+            s.echo(render.safe(f"  {key:<12} {value}"))
         if s.json:
             s.emit(
                 {
@@ -888,23 +975,43 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         exc.show()
         return exc.exit_code
     except click.Abort:
-        _error("interrupted; an unfinished execution resumes with `govkernel recover`")
+        _error(f"interrupted; {_unfinished(session)}")
         return 130
     except Exception as exc:
-        if session.debug or "--debug" in args:
+        debug = session.debug or "--debug" in args
+        if debug:
             traceback.print_exc()
-        code, message = describe(exc)
-        for line in message.splitlines():
+        code, message = describe(exc, debug=debug)
+        for line in message.split("\n"):
             _error(line)
         return code
 
 
-def describe(exc: Exception) -> tuple[int, str]:
-    """(exit status, message) for an error: never a traceback, never a credential."""
+def _unfinished(session: Session) -> str:
+    try:
+        transient = session.transient()
+    except ConfigurationError:
+        transient = False
+    if transient:
+        return f"{TRANSIENT_NOTE}: an unfinished execution is lost"
+    return "an unfinished execution resumes with `govkernel recover`"
+
+
+def describe(exc: Exception, *, debug: bool = False) -> tuple[int, str]:
+    """(exit status, message) for an error: never a traceback, never a credential.
+
+    The message is terminal-safe: its only line breaks separate problems (configuration),
+    never ones carried by a value.
+    """
+    if isinstance(exc, ConfigurationError):
+        return EXIT_USAGE, "\n".join(render.safe(f"configuration: {p}") for p in exc.problems)
+    code, message = _describe(exc, debug=debug)
+    return code, render.safe(message)
+
+
+def _describe(exc: Exception, *, debug: bool) -> tuple[int, str]:
     if isinstance(exc, Failed):
         return exc.code, str(exc)
-    if isinstance(exc, ConfigurationError):
-        return EXIT_USAGE, "\n".join(f"configuration: {p}" for p in exc.problems)
     if isinstance(exc, DocumentError):
         return EXIT_USAGE, str(exc)
     if isinstance(exc, InvalidInput):
@@ -924,7 +1031,8 @@ def describe(exc: Exception) -> tuple[int, str]:
         return EXIT_FAILED, str(exc)
     if isinstance(exc, DomainError | PortError):
         return EXIT_FAILED, f"{type(exc).__name__}: {exc}"
-    return EXIT_FAILED, f"internal error: {type(exc).__name__}: {exc} (--debug shows the traceback)"
+    hint = "" if debug else " (--debug shows the traceback)"
+    return EXIT_FAILED, f"internal error: {type(exc).__name__}: {exc}{hint}"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -13,6 +13,7 @@ A file may start with front matter, a `---` block of `key: value` lines:
 
 Options given on the command line win over front matter; a missing title falls back to the
 first `# heading`, then to the file name; a missing format follows the file extension.
+A UTF-8 byte order mark before the front matter is ignored.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from attrs import frozen
 
 from domain.model.errors import InvalidInput
+from domain.model.knowledge import MAX_CONTENT
 from domain.workflows.knowledge_publication import PublicationRequest
 
 FRONT_MATTER_KEYS = ("kind", "url", "title", "classification", "format")
@@ -39,6 +41,11 @@ _FORMATS = {
     ".xml": "xml",
 }
 DEFAULT_CLASSIFICATION = "internal"
+# The most a file may hold: content at the domain's limit, in the widest UTF-8 (4 bytes a
+# character), plus room for front matter. Reading stops one byte past it, so a device or a
+# huge file (/dev/zero, /dev/urandom) is refused at once instead of read into memory.
+MAX_FILE_BYTES = 4 * MAX_CONTENT + 64 * 1024
+BOM = "\ufeff"
 
 
 class DocumentError(Exception):
@@ -86,18 +93,37 @@ def _unquote(value: str) -> str:
 
 
 def read_source(path: Path) -> SourceFile:
+    text = decode(path, read_bounded(path, MAX_FILE_BYTES))
+    meta, body = parse_front_matter(text.removeprefix(BOM), name=str(path))
+    return SourceFile(path, meta, body)
+
+
+def read_bounded(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of `path`; a DocumentError if it holds more (never read whole)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            data = file.read(limit + 1)
     except FileNotFoundError:
         raise DocumentError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise DocumentError(f"{path}: is a directory") from None
-    except UnicodeDecodeError:
-        raise DocumentError(f"{path}: not UTF-8 text") from None
     except OSError as exc:
         raise DocumentError(f"{path}: cannot read: {exc.strerror}") from None
-    meta, body = parse_front_matter(text, name=str(path))
-    return SourceFile(path, meta, body)
+    if len(data) > limit:
+        raise DocumentError(
+            f"{path}: too large: more than {limit} bytes"
+            f" (a document holds at most {MAX_CONTENT} characters)"
+        )
+    return data
+
+
+def decode(path: Path, data: bytes) -> str:
+    """UTF-8 text with universal newlines, as `Path.read_text` would give it."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DocumentError(f"{path}: not UTF-8 text") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _title_of(source: SourceFile) -> str:

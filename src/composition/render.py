@@ -1,4 +1,9 @@
-"""How records look on a terminal and as JSON (the CLI's only output formats)."""
+"""How records look on a terminal and as JSON (the CLI's only output formats).
+
+Terminal text never carries a stored or user-given value raw: `safe` escapes control
+characters, so a reason holding a newline or an ANSI sequence cannot fake an audit row or
+recolour the terminal. JSON is exact (it escapes them itself).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,24 @@ from domain.orchestration.definition import WorkflowDefinition
 
 JSON = dict[str, Any]
 
+# C0, DEL, C1, the Unicode line and paragraph separators (terminals and editors break lines
+# at them) and the bidirectional overrides and isolates (they reorder what is shown).
+_UNSAFE = [
+    *range(0x00, 0x20),
+    *range(0x7F, 0xA0),
+    0x2028,
+    0x2029,
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+]
+# repr-style: "\n", "\t", "\x1b", "\x85", "\u2028".
+_ESCAPES = {code: repr(chr(code))[1:-1] for code in _UNSAFE}
+
+
+def safe(value: object) -> str:
+    """`value` as one line of inert terminal text: control characters escaped, repr-style."""
+    return str(value).translate(_ESCAPES)
+
 
 def dumps(value: object) -> str:
     return json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False, default=str)
@@ -28,7 +51,7 @@ def iso(value: datetime | None) -> str | None:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in r] for r in rows]
+    cells = [[str(h) for h in headers]] + [["-" if c is None else safe(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from composition.documents import (
+    MAX_FILE_BYTES,
     DocumentError,
     parse_front_matter,
     publication_request,
@@ -84,3 +85,39 @@ def test_the_shipped_examples_are_valid() -> None:
         [read_source(p) for p in paths], title="T", publication_id="p", policy_refs=["P"]
     )
     assert {d.kind for d in request.documents} == {SourceKind.IMF, SourceKind.BIS, SourceKind.FRED}
+
+
+def test_a_file_over_the_size_limit_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    path = tmp_path / "huge.md"
+    path.write_bytes(b"a" * (MAX_FILE_BYTES + 1))
+    with pytest.raises(DocumentError, match=r"huge\.md: too large: more than \d+ bytes"):
+        read_source(path)
+    path.write_bytes(b"a" * MAX_FILE_BYTES)  # at the limit it is read (the domain then judges)
+    assert len(read_source(path).body) == MAX_FILE_BYTES
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_an_endless_device_is_refused_promptly(device: str) -> None:
+    if not Path(device).exists():
+        pytest.skip(f"no {device} here")
+    with pytest.raises(DocumentError, match="too large"):
+        read_source(Path(device))
+
+
+def test_a_byte_order_mark_before_front_matter_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "bom.md"
+    path.write_bytes("\ufeff---\nkind: imf\nurl: https://www.imf.org/a\n---\nBody\n".encode())
+    source = read_source(path)
+    assert source.meta == {"kind": "imf", "url": "https://www.imf.org/a"}
+    assert source.body == "Body\n"
+
+
+def test_line_endings_are_read_as_before_and_bad_bytes_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "crlf.txt"
+    path.write_bytes(b"one\r\ntwo\rthree\n")
+    assert read_source(path).body == "one\ntwo\nthree\n"  # universal newlines, as read_text
+    path.write_bytes(b"caf\xe9\n")
+    with pytest.raises(DocumentError, match="not UTF-8 text"):
+        read_source(path)
+    with pytest.raises(DocumentError, match="is a directory"):
+        read_source(tmp_path)

@@ -33,6 +33,10 @@ METADATA = WorkflowMetadata(
 )
 
 
+REQUEST_KEYS = ("documents", "title", "publication_id", "policy_refs", "required_roles")
+DOCUMENT_KEYS = ("kind", "title", "source_url", "format", "classification", "content_text")
+
+
 class VerificationFailed(DomainError):
     """The published capsule does not match its sources: publication must be undone."""
 
@@ -48,35 +52,21 @@ class PublicationRequest:
     required_roles: tuple[str, ...] = ()
 
     @classmethod
-    def parse(cls, raw: Mapping[str, Any]) -> PublicationRequest:
-        documents = raw.get("documents")
+    def parse(cls, raw: object) -> PublicationRequest:
+        """Validate an untrusted input (JSON-like): any mistake is an `InvalidInput`."""
+        request = _mapping("input", raw, REQUEST_KEYS, "the publication request")
+        documents = request.get("documents")
         if not isinstance(documents, list | tuple) or not documents:
             raise InvalidInput("documents", "at least one document is required")
         if len(documents) > MAX_BATCH:
             raise InvalidInput("documents", f"at most {MAX_BATCH} documents per publication")
-        drafts = []
-        for i, doc in enumerate(documents):
-            if not isinstance(doc, Mapping):
-                raise InvalidInput(f"documents[{i}]", "must be an object")
-            try:
-                drafts.append(
-                    SourceDraft.parse(
-                        kind=doc.get("kind"),
-                        title=doc.get("title"),
-                        source_url=doc.get("source_url"),
-                        format=doc.get("format"),
-                        classification=doc.get("classification"),
-                        content_text=doc.get("content_text"),
-                    )
-                )
-            except InvalidInput as exc:
-                raise InvalidInput(f"documents[{i}].{exc.field}", exc.problem) from None
+        drafts = [_document(i, doc) for i, doc in enumerate(documents)]
         return cls(
             documents=tuple(drafts),
-            title=text("title", raw.get("title"), max_len=500),
-            publication_id=identifier("publication_id", raw.get("publication_id")),
-            policy_refs=_strings("policy_refs", raw.get("policy_refs", ())),
-            required_roles=_strings("required_roles", raw.get("required_roles", ())),
+            title=text("title", request.get("title"), max_len=500),
+            publication_id=identifier("publication_id", request.get("publication_id")),
+            policy_refs=_strings("policy_refs", request.get("policy_refs", ())),
+            required_roles=_strings("required_roles", request.get("required_roles", ())),
         )
 
     def to_input(self) -> dict[str, Any]:
@@ -97,6 +87,36 @@ class PublicationRequest:
             "policy_refs": list(self.policy_refs),
             "required_roles": list(self.required_roles),
         }
+
+
+def _mapping(field: str, raw: object, allowed: Sequence[str], what: str) -> Mapping[str, Any]:
+    """`raw` if it is a mapping with no key outside `allowed`.
+
+    Unknown keys are refused rather than ignored: a misspelt key would otherwise silently
+    drop what the caller meant to say.
+    """
+    if not isinstance(raw, Mapping):
+        raise InvalidInput(field, f"{what} must be an object, got {type(raw).__name__}")
+    unknown = sorted(repr(key) for key in raw if key not in allowed)
+    if unknown:
+        raise InvalidInput(
+            field,
+            f"unknown key{'s' * (len(unknown) > 1)} {', '.join(unknown)} in {what};"
+            f" allowed: {', '.join(allowed)}",
+        )
+    return raw
+
+
+def _document(i: int, raw: object) -> SourceDraft:
+    doc = _mapping(f"documents[{i}]", raw, DOCUMENT_KEYS, "a document")
+    for key in DOCUMENT_KEYS:
+        if doc.get(key) is None:
+            # Said here: the value parsers would report "None is not one of ...".
+            raise InvalidInput(f"documents[{i}].{key}", "missing")
+    try:
+        return SourceDraft.parse(**doc)
+    except InvalidInput as exc:
+        raise InvalidInput(f"documents[{i}].{exc.field}", exc.problem) from None
 
 
 def _strings(field: str, value: object) -> tuple[str, ...]:

@@ -1,0 +1,220 @@
+"""The CLI in process: bounded inputs, honest follow-up hints and terminal-safe output.
+
+`run_cli` runs in this process (no interpreter start-up per call); a surrealkv store is used
+where a value must outlive one command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from surrealdb import RecordID
+
+from adapters.surrealdb import SurrealConfig, SurrealStore
+from composition import queries
+from composition.cli import Failed, describe, run_cli
+from composition.container import build_app
+from composition.documents import publication_request, read_source
+from composition.settings import ConfigurationError, Problem, load_settings
+from domain.model.lifecycle import ExecutionState
+from domain.model.policy import ImpactTier
+from domain.workflows import knowledge_publication as kp
+from ports.records import audit_key
+
+ROOT = Path(__file__).resolve().parents[2]
+IMF = ROOT / "examples" / "imf-global-financial-stability-note.md"
+FRED = ROOT / "examples" / "fred-federal-funds-rate-note.md"
+MEMORY = ("--store", "memory://")
+# A reason that, printed raw, would end its row, forge another and turn the terminal red.
+HOSTILE = "ok\n#9   succeeded         forged\x1b[31m red\u2028sep"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in [n for n in os.environ if n.startswith("GOVKERNEL_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("GOVKERNEL_ACTOR", "operator")
+    monkeypatch.chdir(tmp_path)
+
+
+def gk(capsys: pytest.CaptureFixture[str], *args: str, code: int = 0) -> tuple[str, str]:
+    status = run_cli(list(args))
+    out, err = capsys.readouterr()
+    assert status == code, (args, status, out, err)
+    return out, err
+
+
+# -- bounded inputs --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (("events", "--after", str(2**64)), "--after"),
+        (("events", "--after", str(2**63)), "--after"),
+        (("events", "--limit", str(2**63)), "--limit"),
+        (("executions", "list", "--limit", str(2**63)), "--limit"),
+        (("executions", "list", "--limit", "10001"), "--limit"),
+    ],
+)
+def test_integer_options_out_of_range_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], args: tuple[str, ...], option: str
+) -> None:
+    _, err = gk(capsys, *MEMORY, *args, code=2)
+    assert f"Invalid value for '{option}'" in err and "is not in the range" in err
+
+
+def test_the_largest_position_is_accepted(capsys: pytest.CaptureFixture[str]) -> None:
+    out, _ = gk(capsys, *MEMORY, "events", "--after", str(2**63 - 1), "--limit", "10000")
+    assert out == f"no events after position {2**63 - 1}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (("run", "knowledge-publication", str(IMF), "--idempotency-key", ""), "--idempotency-key"),
+        (("run", "knowledge-publication", str(IMF), "--publication-id", ""), "--publication-id"),
+        (("run", "knowledge-publication", str(IMF), "--title", ""), "--title"),
+        (("run", "knowledge-publication", str(IMF), "--title", "  "), "--title"),
+        (("run", "knowledge-publication", str(IMF), "--url", ""), "--url"),
+        (("run", "knowledge-publication", str(IMF), "--policy-ref", ""), "--policy-ref"),
+        (("run", "knowledge-publication", str(IMF), "--required-role", ""), "--required-role"),
+        (("approve", "wfx-1", "--role", "reviewer", "--approver", ""), "--approver"),
+        (("approve", "wfx-1", "--role", ""), "--role"),
+        (("reject", "wfx-1", "--reason", ""), "--reason"),
+        (("cancel", "wfx-1", "--reason", ""), "--reason"),
+    ],
+)
+def test_an_empty_value_is_refused_not_replaced_by_the_default(
+    capsys: pytest.CaptureFixture[str], args: tuple[str, ...], option: str
+) -> None:
+    out, err = gk(capsys, *MEMORY, *args, code=2)
+    assert f"Invalid value for '{option}': must not be empty" in err
+    assert out == ""  # nothing ran
+
+
+def test_an_empty_store_is_refused_rather_than_the_default_store(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    _, err = gk(capsys, "--store", "", "executions", "list", code=2)
+    assert "Invalid value for '--store': must not be empty" in err
+    assert not (tmp_path / ".govkernel").exists()  # the default store was not opened
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_an_endless_input_file_is_refused(capsys: pytest.CaptureFixture[str], device: str) -> None:
+    if not Path(device).exists():
+        pytest.skip(f"no {device} here")
+    args = ("--kind", "imf", "--url", "https://www.imf.org/z")
+    _, err = gk(capsys, *MEMORY, "run", "knowledge-publication", device, *args, code=2)
+    assert err.startswith(f"error: {device}: too large: more than ") and err.count("\n") == 1
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def test_debug_shows_the_traceback_without_suggesting_debug(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(queries, "events_after", broken)
+    _, err = gk(capsys, *MEMORY, "events", code=1)
+    assert err == "error: internal error: RuntimeError: boom (--debug shows the traceback)\n"
+    _, err = gk(capsys, "--debug", *MEMORY, "events", code=1)
+    assert "Traceback" in err and "--debug" not in err
+    assert err.endswith("error: internal error: RuntimeError: boom\n")
+
+
+def test_error_messages_are_terminal_safe_one_line_each() -> None:
+    assert describe(Failed("a\nb\x1b[31m\u2028")) == (1, "a\\nb\\x1b[31m\\u2028")
+    problems = [Problem("tenant", "GOVKERNEL_TENANT", "bad\nname", None)]
+    code, message = describe(ConfigurationError(problems * 2))
+    assert code == 2 and message.count("\n") == 1 and "bad\\nname" in message
+
+
+# -- follow-up hints -------------------------------------------------------------------------
+
+
+def test_a_memory_store_suggests_no_command_that_cannot_work(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out, _ = gk(capsys, *MEMORY, "run", "knowledge-publication", str(IMF))
+    assert "succeeded: capsule" in out
+    assert "govkernel --store" not in out and "executions show" not in out
+    assert "note           the in-memory store does not outlive this command" in out
+
+    out, _ = gk(capsys, *MEMORY, "run", "knowledge-publication", str(IMF), "--tier", "Tier1")
+    assert "awaiting approval" in out and "govkernel" not in out.split("awaiting approval")[1]
+    assert "  note     the in-memory store does not outlive this command" in out
+    assert "--approver names someone else" not in out
+
+
+# -- terminal safety -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hostile_store(tmp_path: Path) -> tuple[str, str]:
+    """A surrealkv store holding an execution whose stored texts carry control characters,
+    written behind the domain's back (as an older version or a tampering hand could have)."""
+    url = f"surrealkv://{tmp_path / 'store'}"
+    settings = load_settings({"GOVKERNEL_STORE": url, "GOVKERNEL_ACTOR": "operator"}, cwd=tmp_path)
+    with build_app(settings) as app:
+        request = publication_request(
+            [read_source(FRED)], title="T", publication_id="hostile-1", policy_refs=["P"]
+        )
+        x = app.orchestrator.start(kp.NAME, request.to_input(), risk_tier=ImpactTier.TIER1)
+    assert x.state is ExecutionState.AWAITING_APPROVAL
+    approvals = [[f"mallory{HOSTILE}", "role\x1b[2K", "2024-01-01T00:00:00+00:00"]]
+    with SurrealStore(SurrealConfig(url)) as store:
+        assert store.select_rows(
+            "UPDATE $r SET reason = $reason",
+            {"r": RecordID("audit", audit_key(x.id, 2)), "reason": HOSTILE},
+        )
+        assert store.select_rows(
+            "UPDATE $r SET last_error = $error, approvals_json = $approvals",
+            {
+                "r": RecordID("execution", x.id),
+                "error": HOSTILE,
+                "approvals": json.dumps(approvals),
+            },
+        )
+    return url, x.id
+
+
+def test_stored_control_characters_are_escaped_in_text_output(
+    capsys: pytest.CaptureFixture[str], hostile_store: tuple[str, str]
+) -> None:
+    url, xid = hostile_store
+    out, err = gk(capsys, "--store", url, "executions", "show", xid, code=1)  # chain broken
+    escaped = "ok\\n#9   succeeded         forged\\x1b[31m red\\u2028sep"
+    assert f"last error   {escaped}" in out
+    assert f"approvals    mallory{escaped} as role\\x1b[2K" in out
+    assert escaped in next(line for line in out.splitlines() if line.startswith("2 "))
+    for text in (out, err):
+        assert "\x1b" not in text and "\u2028" not in text
+        assert not any(line.startswith("#9") for line in text.splitlines())  # nothing forged
+    assert f"audit trail of {xid} is broken at entry #2" in err and err.count("\n") == 1
+
+    out, _ = gk(capsys, "--store", url, "audit", "verify", code=1)
+    assert f"  reason      {escaped}" in out  # the first bad entry, shown field by field
+
+    run_cli(["--store", url, "--json", "executions", "show", xid])
+    record = json.loads(capsys.readouterr().out)  # JSON stays exact: it escapes by itself
+    assert record["last_error"] == HOSTILE and record["audit"][1]["reason"] == HOSTILE
+    assert record["approvals"][0]["approver"] == f"mallory{HOSTILE}"
+
+
+def test_a_durable_store_still_suggests_follow_up_commands(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    url = f"surrealkv://{tmp_path / 'store'}"
+    out, _ = gk(capsys, "--store", url, "run", "knowledge-publication", str(IMF))
+    assert f"  details        govkernel --store {url} executions show wfx-" in out
+    out, _ = gk(capsys, "--store", url, "run", "knowledge-publication", str(IMF), "--tier", "Tier1")
+    assert f"  approve  govkernel --store {url} approve wfx-" in out
+    assert "--approver names someone else" in out and "does not outlive" not in out

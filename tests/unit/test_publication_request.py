@@ -1,0 +1,91 @@
+"""PublicationRequest.parse: any untrusted input is either a request or a typed InvalidInput."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from domain.model.errors import InvalidInput
+from domain.workflows.knowledge_publication import PublicationRequest
+
+
+def raw_request(**changes: Any) -> dict[str, Any]:
+    document = {
+        "kind": "imf",
+        "title": "Note",
+        "source_url": "https://www.imf.org/en/x",
+        "format": "text",
+        "classification": "public",
+        "content_text": "Inflation eased. Growth held up.",
+    }
+    return {
+        "documents": [document],
+        "title": "Briefing",
+        "publication_id": "pub-1",
+        "policy_refs": ["POL-KNOWLEDGE-1"],
+        "required_roles": [],
+    } | changes
+
+
+def document(**changes: Any) -> dict[str, Any]:
+    return dict(raw_request()["documents"][0]) | changes
+
+
+def test_a_valid_request_round_trips_through_its_input() -> None:
+    request = PublicationRequest.parse(raw_request())
+    assert PublicationRequest.parse(request.to_input()) == request
+    assert PublicationRequest.parse(raw_request(documents=(document(),))) == request
+
+
+@pytest.mark.parametrize("raw", [None, [], "x", 3, ("documents",)])
+def test_a_request_that_is_not_a_mapping_is_invalid_input(raw: object) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        PublicationRequest.parse(raw)
+    assert refused.value.field == "input"
+    assert "publication request must be an object" in refused.value.problem
+    assert type(raw).__name__ in refused.value.problem
+
+
+def test_unknown_keys_are_refused_and_named() -> None:
+    with pytest.raises(InvalidInput) as refused:
+        PublicationRequest.parse(raw_request(titel="Typo", extra=1))
+    assert refused.value.field == "input"
+    assert "unknown keys 'extra', 'titel'" in refused.value.problem
+    assert "allowed: documents, title" in refused.value.problem
+
+
+def test_unknown_document_keys_are_refused_and_named() -> None:
+    with pytest.raises(InvalidInput) as refused:
+        PublicationRequest.parse(raw_request(documents=[document(url="https://x.org")]))
+    assert refused.value.field == "documents[0]"
+    assert "unknown key 'url'" in refused.value.problem
+
+
+@pytest.mark.parametrize("key", ["kind", "format", "classification", "title", "content_text"])
+@pytest.mark.parametrize("absent", ["removed", "null"])
+def test_a_missing_document_field_is_reported_as_missing(key: str, absent: str) -> None:
+    doc = document()
+    if absent == "removed":
+        del doc[key]
+    else:
+        doc[key] = None
+    with pytest.raises(InvalidInput) as refused:
+        PublicationRequest.parse(raw_request(documents=[document(), doc]))
+    assert refused.value.field == f"documents[1].{key}"
+    assert refused.value.problem == "missing"
+
+
+@pytest.mark.parametrize("doc", [None, "text", ["kind", "imf"]])
+def test_a_document_that_is_not_a_mapping_is_named_by_position(doc: object) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        PublicationRequest.parse(raw_request(documents=[doc]))
+    assert refused.value.field == "documents[0]"
+    assert "must be an object" in refused.value.problem
+
+
+def test_a_bad_value_is_still_named_by_its_path() -> None:
+    with pytest.raises(InvalidInput) as refused:
+        PublicationRequest.parse(raw_request(documents=[document(kind="nope")]))
+    assert refused.value.field == "documents[0].kind"
+    assert "'nope' is not one of" in refused.value.problem
