@@ -31,7 +31,7 @@ from domain.model.execution import WorkflowExecution
 from domain.model.knowledge import Classification, SourceFormat, SourceKind
 from domain.model.lifecycle import AuditEntry, ExecutionState
 from domain.model.policy import ImpactTier
-from domain.orchestration.orchestrator import RECOVERABLE
+from domain.orchestration.orchestrator import RECOVERABLE, RecoveryIncomplete
 from domain.workflows import knowledge_publication as kp
 from ports.clock import UuidIds
 from ports.errors import PortError, RecordNotFound, StorageUnavailable
@@ -153,7 +153,7 @@ class Printer:
         try:
             entries = [
                 e
-                for e in queries.audit_trail(app.uow_factory, execution.id)
+                for e in queries.audit_trail(app.uow_factory, app.runtime.tenant, execution.id)
                 if last < e.sequence <= execution.audit_sequence
             ]
         except (PortError, DomainError) as exc:  # printing must never break a run
@@ -490,7 +490,7 @@ def conclude(s: Session, app: App, x: WorkflowExecution, *, ok: set[ExecutionSta
         s.suggest(13, ("details", f"executions show {x.id}"))
         return
     if x.state is S.AWAITING_APPROVAL:
-        trail = queries.audit_trail(app.uow_factory, x.id)
+        trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, x.id)
         reason = trail[-1].reason.removeprefix("ApprovalRequired: ") if trail else ""
         s.echo(render.safe(f"awaiting approval: execution {x.id}"))
         s.echo(f"  why      {render.safe(reason)}")
@@ -558,6 +558,7 @@ def executions_list(ctx: click.Context, state: str | None, limit: int) -> None:
     with s.app() as (app, _):
         found = queries.recent_executions(
             app.uow_factory,
+            app.runtime.tenant,
             now=app.runtime.clock.now(),
             state=ExecutionState(state) if state else None,
             limit=limit,
@@ -579,7 +580,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
     s = session_of(ctx)
     with s.app() as (app, _):
         x = app.orchestrator.get(execution_id)
-        trail = queries.audit_trail(app.uow_factory, execution_id)
+        trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, execution_id)
         report = app.orchestrator.verify(execution_id)
         definition = app.workflows.get(x.workflow_name)
         if s.json:
@@ -713,14 +714,14 @@ def verify_chains(s: Session, app: App, execution_id: str | None) -> list[dict[s
     if execution_id is not None:
         ids = [app.orchestrator.get(execution_id).id]
     else:
-        ids = [x.id for x in queries.every_execution(app.uow_factory)]
+        ids = [x.id for x in queries.every_execution(app.uow_factory, app.runtime.tenant)]
     results = []
     with _maybe_progress(ids, "verifying") as items:
         for xid in items:
             report = app.orchestrator.verify(xid)
             bad_entry = None
             if not report.ok and report.first_bad_sequence:
-                trail = queries.audit_trail(app.uow_factory, xid)
+                trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, xid)
                 if 0 < report.first_bad_sequence <= len(trail):
                     bad_entry = trail[report.first_bad_sequence - 1]
             results.append(render.report_json(report, bad_entry))
@@ -751,7 +752,7 @@ def recover(ctx: click.Context) -> None:
     """
     s = session_of(ctx)
     with s.app() as (app, printer):
-        candidates = queries.executions_in(app.uow_factory, RECOVERABLE)
+        candidates = queries.executions_in(app.uow_factory, app.runtime.tenant, RECOVERABLE)
         mode = (
             "exclusive store: leases ignored"
             if app.exclusive_store
@@ -769,7 +770,11 @@ def recover(ctx: click.Context) -> None:
                     f" {render.step_name(x, definition)}"
                 )
             )
-        resumed = app.orchestrator.recover(ignore_leases=app.exclusive_store)
+        try:
+            resumed = app.orchestrator.recover(ignore_leases=app.exclusive_store)
+            failures: list[tuple[str, str]] = []
+        except RecoveryIncomplete as incomplete:
+            resumed, failures = incomplete.resumed, incomplete.failures
         if s.json:
             s.emit(
                 {
@@ -778,9 +783,12 @@ def recover(ctx: click.Context) -> None:
                         render.execution_json(x, app.workflows.get(x.workflow_name))
                         for x in resumed
                     ],
+                    "failed": [{"execution_id": xid, "error": error} for xid, error in failures],
                 }
             )
-        skipped = len(candidates) - len(resumed)
+        for xid, error in failures:
+            s.echo(render.safe(f"could not resume {xid}: {error}"))
+        skipped = len(candidates) - len(resumed) - len(failures)
         for x in resumed:
             s.echo(
                 render.safe(
@@ -792,6 +800,9 @@ def recover(ctx: click.Context) -> None:
             s.echo(f"{skipped} execution{'s' * (skipped != 1)} left alone: leased by a live worker")
         if candidates:
             s.echo(f"recovered {len(resumed)} of {len(candidates)}")
+        rolled = getattr(app.store, "rolled_forward", 0)
+        if rolled:
+            s.echo(f"completed the last transaction, torn by a crash ({rolled} writes re-applied)")
         crashed = getattr(app.store, "unclean_shutdown", None)
         if crashed:
             # A process died holding this store: check every chain, since the engine may
@@ -805,6 +816,13 @@ def recover(ctx: click.Context) -> None:
                     EXIT_FAILED,
                 )
             s.echo("every audit chain intact")
+            getattr(app.store, "acknowledge_unclean_shutdown", lambda: None)()
+        if failures:
+            raise Failed(
+                f"{len(failures)} execution(s) could not be resumed, first {failures[0][0]}:"
+                f" {failures[0][1]}",
+                EXIT_FAILED,
+            )
 
 
 # -- events ------------------------------------------------------------------------------------
@@ -825,7 +843,7 @@ def events(ctx: click.Context, after: int, limit: int) -> None:
     """The event log, in position order."""
     s = session_of(ctx)
     with s.app() as (app, _):
-        found = queries.events_after(app.uow_factory, after, limit)
+        found = queries.events_after(app.uow_factory, app.runtime.tenant, after, limit)
         if s.json:
             s.emit([render.event_json(e) for e in found])
             return
@@ -894,7 +912,9 @@ def demo(ctx: click.Context, examples: Path | None) -> None:
             raise Failed(f"demo execution {x.id} ended {x.state.value}")
 
         s.echo()
-        newest = queries.recent_executions(app.uow_factory, now=app.runtime.clock.now(), limit=5)
+        newest = queries.recent_executions(
+            app.uow_factory, app.runtime.tenant, now=app.runtime.clock.now(), limit=5
+        )
         s.echo("[2/3] executions (newest first)")
         s.echo(_indent(render.executions_table(newest, app.workflows)))
 
@@ -917,7 +937,7 @@ def demo(ctx: click.Context, examples: Path | None) -> None:
                 f"  {len(results)} execution{plural}, {entries} audit entries: every chain intact"
             )
 
-        after = list(queries.all_events(app.uow_factory))
+        after = list(queries.all_events(app.uow_factory, app.runtime.tenant))
         mine = [e for e in after if e.correlation_id == x.correlation_id]
         outputs = x.step_outputs
         s.echo()

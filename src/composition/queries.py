@@ -1,4 +1,7 @@
-"""Read-only queries the CLI needs beyond the orchestrator: listings, trails, events."""
+"""Read-only queries the CLI needs beyond the orchestrator: listings, trails, events.
+
+Each is scoped to one tenant: a tenant's operator never sees another tenant's records.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,13 @@ from datetime import datetime
 from domain.model.evidence import EventEnvelope
 from domain.model.execution import WorkflowExecution
 from domain.model.lifecycle import AuditEntry, ExecutionState
+from ports.errors import RecordNotFound
 from ports.unit_of_work import UnitOfWorkFactory
 
 
 def recent_executions(
     uow_factory: UnitOfWorkFactory,
+    tenant: str,
     *,
     now: datetime,
     state: ExecutionState | None = None,
@@ -20,39 +25,59 @@ def recent_executions(
 ) -> list[WorkflowExecution]:
     """Newest first."""
     with uow_factory() as uow:
-        return uow.executions.recent(now=now, state=state, limit=limit)
+        return uow.executions.recent(now=now, state=state, limit=limit, tenant=tenant)
 
 
-def every_execution(uow_factory: UnitOfWorkFactory) -> list[WorkflowExecution]:
+def every_execution(uow_factory: UnitOfWorkFactory, tenant: str) -> list[WorkflowExecution]:
     """Oldest first."""
     with uow_factory() as uow:
-        return uow.executions.every()
+        return uow.executions.every(tenant)
 
 
 def executions_in(
-    uow_factory: UnitOfWorkFactory, states: tuple[ExecutionState, ...]
+    uow_factory: UnitOfWorkFactory, tenant: str, states: tuple[ExecutionState, ...]
 ) -> list[WorkflowExecution]:
     """Oldest first, as recovery resumes them."""
     with uow_factory() as uow:
-        found = [x for state in states for x in uow.executions.in_state(state)]
+        found = [
+            x for state in states for x in uow.executions.in_state(state) if x.tenant == tenant
+        ]
     return sorted(found, key=lambda x: x.created_at)
 
 
-def audit_trail(uow_factory: UnitOfWorkFactory, execution_id: str) -> list[AuditEntry]:
+def audit_trail(uow_factory: UnitOfWorkFactory, tenant: str, execution_id: str) -> list[AuditEntry]:
     with uow_factory() as uow:
-        uow.executions.require(execution_id)
+        if uow.executions.require(execution_id).tenant != tenant:
+            raise RecordNotFound("execution", execution_id)
         return uow.audit.for_execution(execution_id)
 
 
-def events_after(uow_factory: UnitOfWorkFactory, position: int, limit: int) -> list[EventEnvelope]:
-    with uow_factory() as uow:
-        return uow.events.read_after(position, limit)
+def events_after(
+    uow_factory: UnitOfWorkFactory, tenant: str, position: int, limit: int
+) -> list[EventEnvelope]:
+    """Up to `limit` of the tenant's events after `position`, in position order; the log is
+    shared by every tenant, so others' events are read past."""
+    found: list[EventEnvelope] = []
+    while len(found) < limit:
+        with uow_factory() as uow:
+            page = uow.events.read_after(position, limit)
+        for event in page:
+            position = event.position or position + 1
+            if event.tenant == tenant:
+                found.append(event)
+                if len(found) == limit:
+                    break
+        if len(page) < limit:
+            break
+    return found
 
 
-def all_events(uow_factory: UnitOfWorkFactory, page: int = 500) -> Iterator[EventEnvelope]:
+def all_events(
+    uow_factory: UnitOfWorkFactory, tenant: str, page: int = 500
+) -> Iterator[EventEnvelope]:
     position = 0
     while True:
-        batch = events_after(uow_factory, position, page)
+        batch = events_after(uow_factory, tenant, position, page)
         yield from batch
         if len(batch) < page:
             return

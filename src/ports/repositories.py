@@ -179,13 +179,20 @@ class Executions(_Repository):
         )
         return [records.execution_from(k, d) for k, d in rows]
 
-    def every(self) -> list[WorkflowExecution]:
-        """Every execution, oldest first: for whole-store work such as audit verification."""
-        rows = self._uow.select(self.table, {}, order_by="created_at")
+    def every(self, tenant: str | None = None) -> list[WorkflowExecution]:
+        """Every execution (of a tenant), oldest first: for whole-store work such as audit
+        verification."""
+        where = {} if tenant is None else {"tenant": tenant}
+        rows = self._uow.select(self.table, where, order_by="created_at")
         return [records.execution_from(k, d) for k, d in rows]
 
     def recent(
-        self, *, now: datetime, limit: int = 50, state: ExecutionState | None = None
+        self,
+        *,
+        now: datetime,
+        limit: int = 50,
+        state: ExecutionState | None = None,
+        tenant: str | None = None,
     ) -> list[WorkflowExecution]:
         """The newest executions (in a state), newest first.
 
@@ -196,6 +203,8 @@ class Executions(_Repository):
         rows: list[tuple[str, Document]] = []
         for window in RECENT_WINDOWS:
             where: dict[str, Any] = {} if state is None else {"state": state.value}
+            if tenant is not None:
+                where["tenant"] = tenant
             if window is not None:
                 where["created_at"] = After(now - window)
             rows = self._uow.select(

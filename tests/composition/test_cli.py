@@ -190,7 +190,9 @@ def test_recover_resumes_an_interrupted_execution(gk: Cli) -> None:
         )
         with pytest.raises(InjectedFault):  # the process "crashes" after the first step
             app.orchestrator.start(kp.NAME, request.to_input())
-        [stuck] = queries.executions_in(app.uow_factory, (ExecutionState.RUNNING,))
+        [stuck] = queries.executions_in(
+            app.uow_factory, app.runtime.tenant, (ExecutionState.RUNNING,)
+        )
     assert stuck.current_step == 1 and stuck.lease_owner is not None  # lease not expired
     xid = stuck.id
 
@@ -199,7 +201,7 @@ def test_recover_resumes_an_interrupted_execution(gk: Cli) -> None:
     assert "step publish completed" in recovered.stdout and f"resumed {xid}: succeeded" in (
         recovered.stdout
     )
-    assert gk.json("recover") == {"found": 0, "resumed": []}
+    assert gk.json("recover") == {"found": 0, "resumed": [], "failed": []}
 
 
 def test_exit_statuses_and_clean_errors(gk: Cli) -> None:
@@ -296,9 +298,11 @@ def test_recover_after_a_crash_verifies_every_chain(fresh: Cli) -> None:
     assert "not closed cleanly" not in fresh("recover").stdout  # a clean close is no crash
 
     _die_holding(fresh.url)
+    fresh("executions", "list")  # another command first: the crash is not forgotten
     done = fresh("recover")
     assert "the store was not closed cleanly" in done.stdout
     assert "every audit chain intact" in done.stdout
+    assert "not closed cleanly" not in fresh("recover").stdout  # checked once is enough
 
     # A crash that left a chain broken (simulated by editing an entry) fails the recovery.
     with SurrealStore(SurrealConfig(fresh.url)) as store:
@@ -353,3 +357,13 @@ def test_demo_through_the_console_script_twice(script: Path, tmp_path: Path) -> 
     assert summary["executions"] == 2 and summary["verification"]["ok"]
     assert summary["events"]["appended"] == 1  # sources and analysis were already known
     assert "0 new, 3 already known" in second.stderr  # human output moved off stdout
+
+
+def test_another_tenant_sees_nothing_of_ours(fresh: Cli) -> None:
+    xid = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    beta = {"GOVKERNEL_TENANT": "beta"}
+    assert fresh("executions", "list", "--json", env=beta).stdout.strip() == "[]"
+    assert fresh("events", "--json", env=beta).stdout.strip() == "[]"
+    for args in (("executions", "show", xid), ("audit", "verify", xid)):
+        assert f"no execution {xid!r}" in fresh(*args, code=2, env=beta).stderr
+    assert "no executions" not in fresh("executions", "list").stdout  # ours still are
