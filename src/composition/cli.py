@@ -31,6 +31,7 @@ from domain.model.execution import WorkflowExecution
 from domain.model.knowledge import Classification, SourceFormat, SourceKind
 from domain.model.lifecycle import AuditEntry, ExecutionState
 from domain.model.policy import ImpactTier
+from domain.model.validation import same_person
 from domain.orchestration.orchestrator import RECOVERABLE, RecoveryIncomplete
 from domain.workflows import knowledge_publication as kp
 from ports.clock import UuidIds
@@ -422,7 +423,7 @@ def approve(ctx: click.Context, execution_id: str, role: str, approver: str | No
     with s.app() as (app, printer):
         execution = app.orchestrator.get(execution_id)
         approver = app.settings.actor if approver is None else approver
-        if approver == execution.requested_by:
+        if same_person(approver, execution.requested_by):
             raise Failed(
                 f"{approver!r} started execution {execution_id} and cannot approve it"
                 " (separation of duties); approve as someone else with --approver NAME",
@@ -588,6 +589,11 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
             record["audit"] = [render.audit_json(e) for e in trail]
             record["verification"] = render.report_json(report)
             s.emit(record)
+            if not report.ok:  # the same exit status as the text form
+                raise Failed(
+                    f"audit trail of {x.id} is broken at entry"
+                    f" #{report.first_bad_sequence}: {report.problem}"
+                )
             return
         m = x.metadata
         rows: list[tuple[str, object]] = [

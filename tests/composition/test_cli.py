@@ -271,6 +271,8 @@ def test_tampered_audit_entry_fails_verification(fresh: Cli) -> None:
     assert not report["ok"] and report["reports"][0]["first_bad_sequence"] == 3
     assert report["reports"][0]["bad_entry"]["reason"] == "nothing to see here"
     assert "CHAIN BROKEN at #3" in fresh("executions", "show", xid, code=1).stdout
+    shown = fresh.json("executions", "show", xid, code=1)
+    assert shown["verification"]["first_bad_sequence"] == 3
 
 
 def _die_holding(store_url: str) -> None:

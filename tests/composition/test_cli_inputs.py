@@ -203,7 +203,7 @@ def test_stored_control_characters_are_escaped_in_text_output(
     out, _ = gk(capsys, "--store", url, "audit", "verify", code=1)
     assert f"  reason      {escaped}" in out  # the first bad entry, shown field by field
 
-    run_cli(["--store", url, "--json", "executions", "show", xid])
+    assert run_cli(["--store", url, "--json", "executions", "show", xid]) == 1  # as above
     record = json.loads(capsys.readouterr().out)  # JSON stays exact: it escapes by itself
     assert record["last_error"] == HOSTILE and record["audit"][1]["reason"] == HOSTILE
     assert record["approvals"][0]["approver"] == f"mallory{HOSTILE}"
