@@ -22,7 +22,7 @@ test: lint
 	$(BIN)/pytest
 
 demo: venv
-	$(BIN)/govkernel --store surrealkv://$(CURDIR)/.govkernel/demo-store demo
+	$(BIN)/govkernel demo
 
 bench: venv
 	$(PY) -m benchmarks.run

@@ -87,9 +87,20 @@ class Session:
         return self._settings
 
     @contextmanager
-    def app(self) -> Iterator[tuple[App, Printer]]:
+    def app(self, *, existing: bool = False) -> Iterator[tuple[App, Printer]]:
+        """The application on the configured store; `existing` for commands that only make
+        sense on a store something already ran on, so a mistyped path is not created."""
+        settings = self.settings()
+        if existing and settings.store_scheme == "surrealkv":
+            path = Path(settings.store_url.split("://", 1)[1])
+            if not path.exists():
+                raise Failed(
+                    f"no store at {path}: nothing has run there yet (check --store or"
+                    " GOVKERNEL_STORE)",
+                    EXIT_USAGE,
+                )
         printer = Printer(self)
-        with build_app(self.settings(), Overrides(on_transition=printer)) as app:
+        with build_app(settings, Overrides(on_transition=printer)) as app:
             printer.bind(app)
             yield app, printer
 
@@ -420,7 +431,7 @@ def approve(ctx: click.Context, execution_id: str, role: str, approver: str | No
     two distinct approvers, so a second approval may be required.
     """
     s = session_of(ctx)
-    with s.app() as (app, printer):
+    with s.app(existing=True) as (app, printer):
         execution = app.orchestrator.get(execution_id)
         approver = app.settings.actor if approver is None else approver
         if same_person(approver, execution.requested_by):
@@ -448,7 +459,7 @@ def approve(ctx: click.Context, execution_id: str, role: str, approver: str | No
 def reject(ctx: click.Context, execution_id: str, reason: str) -> None:
     """Reject an execution awaiting approval: it fails (compensating if it published)."""
     s = session_of(ctx)
-    with s.app() as (app, printer):
+    with s.app(existing=True) as (app, printer):
         printer.mark(app.orchestrator.get(execution_id))
         result = finish(app, app.orchestrator.reject(execution_id, reason=reason))
         conclude(s, app, result, ok={S.FAILED, S.COMPENSATED})
@@ -462,7 +473,7 @@ def reject(ctx: click.Context, execution_id: str, reason: str) -> None:
 def cancel(ctx: click.Context, execution_id: str, reason: str) -> None:
     """Cancel an execution; a published capsule is retracted by compensation."""
     s = session_of(ctx)
-    with s.app() as (app, printer):
+    with s.app(existing=True) as (app, printer):
         printer.mark(app.orchestrator.get(execution_id))
         result = finish(app, app.orchestrator.cancel(execution_id, reason=reason))
         conclude(s, app, result, ok={S.CANCELLED, S.COMPENSATED})
@@ -556,7 +567,7 @@ def executions() -> None:
 def executions_list(ctx: click.Context, state: str | None, limit: int) -> None:
     """Executions, newest first."""
     s = session_of(ctx)
-    with s.app() as (app, _):
+    with s.app(existing=True) as (app, _):
         found = queries.recent_executions(
             app.uow_factory,
             app.runtime.tenant,
@@ -570,6 +581,8 @@ def executions_list(ctx: click.Context, state: str | None, limit: int) -> None:
             s.echo("no executions" + (f" in state {state}" if state else ""))
         else:
             s.echo(render.executions_table(found, app.workflows))
+            if len(found) == limit:
+                s.echo(f"(the newest {limit}; --limit N shows more, up to {MAX_LIMIT})")
 
 
 @executions.command("show", epilog=EXITS)
@@ -579,7 +592,7 @@ def executions_list(ctx: click.Context, state: str | None, limit: int) -> None:
 def executions_show(ctx: click.Context, execution_id: str) -> None:
     """An execution's details and its audit trail."""
     s = session_of(ctx)
-    with s.app() as (app, _):
+    with s.app(existing=True) as (app, _):
         x = app.orchestrator.get(execution_id)
         trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, execution_id)
         report = app.orchestrator.verify(execution_id)
@@ -664,7 +677,7 @@ def audit() -> None:
 def audit_verify(ctx: click.Context, execution_id: str | None) -> None:
     """Recompute the hash chain of one execution (or of all): exit 1 on any tampering."""
     s = session_of(ctx)
-    with s.app() as (app, _):
+    with s.app(existing=True) as (app, _):
         results = verify_chains(s, app, execution_id)
         if s.json:
             s.emit(
@@ -757,7 +770,7 @@ def recover(ctx: click.Context) -> None:
     alone, so leases of crashed runs are ignored; on ws:// only expired leases are taken.
     """
     s = session_of(ctx)
-    with s.app() as (app, printer):
+    with s.app(existing=True) as (app, printer):
         candidates = queries.executions_in(app.uow_factory, app.runtime.tenant, RECOVERABLE)
         mode = (
             "exclusive store: leases ignored"
@@ -848,7 +861,7 @@ def recover(ctx: click.Context) -> None:
 def events(ctx: click.Context, after: int, limit: int) -> None:
     """The event log, in position order."""
     s = session_of(ctx)
-    with s.app() as (app, _):
+    with s.app(existing=True) as (app, _):
         found = queries.events_after(app.uow_factory, app.runtime.tenant, after, limit)
         if s.json:
             s.emit([render.event_json(e) for e in found])

@@ -369,3 +369,22 @@ def test_another_tenant_sees_nothing_of_ours(fresh: Cli) -> None:
     for args in (("executions", "show", xid), ("audit", "verify", xid)):
         assert f"no execution {xid!r}" in fresh(*args, code=2, env=beta).stderr
     assert "no executions" not in fresh("executions", "list").stdout  # ours still are
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("executions", "list"),
+        ("executions", "show", "wfx-1"),
+        ("audit", "verify"),
+        ("events",),
+        ("recover",),
+        ("approve", "wfx-1", "--role", "reviewer", "--approver", "alice"),
+        ("cancel", "wfx-1"),
+    ],
+)
+def test_a_mistyped_store_path_is_reported_not_created(gk: Cli, args: tuple[str, ...]) -> None:
+    typo = gk.cwd / "no-such-store"
+    done = gk("--store", f"surrealkv://{typo}", *args, code=2, store=False)
+    assert f"no store at {typo}" in done.stderr
+    assert not typo.exists()
