@@ -248,8 +248,8 @@ class Orchestrator:
                 continue
             try:
                 resumed.append(self.run(execution.id, ignore_leases=ignore_leases))
-            except StorageUnavailable:
-                raise  # nothing else can be resumed either
+            except (StorageUnavailable, InjectedFault):
+                raise  # the store (or, when injected, the process) is gone: so are the rest
             except Exception as exc:  # one bad record must not keep the others waiting
                 failures.append((execution.id, f"{type(exc).__name__}: {exc}"[:MAX_ERROR]))
         if failures:
