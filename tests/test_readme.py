@@ -1,10 +1,11 @@
-"""The README's service example runs as written (on the in-memory store)."""
+"""The README's Python examples run as written (on the in-memory store)."""
 
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,3 +22,14 @@ def test_the_service_example_runs(
     monkeypatch.setenv("GOVKERNEL_STORE", "memory://")
     exec(compile(example, str(README), "exec"), {})
     assert capsys.readouterr().out.strip() == "ExecutionState.SUCCEEDED True"
+
+
+def test_the_services_example_runs_and_ingests() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    example = next(b for b in blocks if "KnowledgeService(Gate(" in b)
+    scope: dict[str, Any] = {}
+    exec(compile(example, str(README), "exec"), scope)
+    (draft,) = scope["drafts"]
+    with scope["store"].unit_of_work() as uow:
+        found = uow.sources.find_identical("acme", draft.source_url, draft.content_digest)
+    assert found is not None and found.title == "Article IV note"
