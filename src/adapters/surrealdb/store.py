@@ -128,8 +128,8 @@ class SurrealStore:
         self.round_trips = 0
         self.exclusive = config.scheme in EMBEDDED
         # Set when the previous process on this surrealkv directory died without closing it.
-        # The embedded engine (core 2.3) may then keep a prefix of a transaction torn at the
-        # log's tail; audit verification is how that is found.
+        # Kept until acknowledged: the journal completes a torn transaction at open, and
+        # verifying every audit chain is the second line `govkernel recover` draws after it.
         self.unclean_shutdown: str | None = None
         # On-disk embedded stores journal each commit so that a transaction torn at the tail
         # of the engine's log is completed on the next open (see compiler.roll_forward).
