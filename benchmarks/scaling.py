@@ -53,13 +53,15 @@ OPERATIONS = (
 )
 
 
-def templates() -> tuple[Document, list[Document]]:
-    """The execution document and event documents of one real, succeeded workflow."""
+def templates() -> tuple[Document, Document, list[Document]]:
+    """The execution document, its input's and the event documents of one real, succeeded
+    workflow."""
     store = MemoryStore()
     run_workflows(orchestrator(store.unit_of_work), [publication_input("template", 0)])
     (execution,) = store.tables["execution"].values()
+    (execution_input,) = store.tables["execution_input"].values()
     events = [{k: v for k, v in e.items() if k != "position"} for e in store.events]
-    return dict(execution), events
+    return dict(execution), dict(execution_input), events
 
 
 def _generator(execution: Document, events: Sequence[Document]) -> str:
@@ -77,6 +79,7 @@ def _generator(execution: Document, events: Sequence[Document]) -> str:
         "FOR $i IN $lo..$hi {",
         "  LET $k = <string>$i;",
         f"  CREATE type::thing('execution', 'wfx-gen-' + $k) SET {sets} RETURN NONE;",
+        "  CREATE type::thing('execution_input', 'wfx-gen-' + $k) CONTENT $input RETURN NONE;",
     ]
     per = len(events)
     for j, event in enumerate(events):
@@ -101,7 +104,7 @@ class Fixture:
         self.store = store
         self.executions = 0
         self.running = running
-        execution, self._events = templates()
+        execution, self._input, self._events = templates()
         self._execution = execution
         self._text = _generator(execution, self._events)
         save_in_units(store.unit_of_work, interrupted_executions(running, "scale-running"))
@@ -114,6 +117,7 @@ class Fixture:
                 "lo": lo,
                 "hi": hi,
                 "x": self._execution,
+                "input": self._input,
                 "t0": self._execution["created_at"],
                 "spacing": GEN_SPACING,
                 "ctr": EVENTS_COUNTER,

@@ -230,7 +230,6 @@ FIELDS: Mapping[str, Mapping[str, Field]] = {
         "metadata_json": _f(S),
         "idempotency_key": _f(S, NONEMPTY),
         "correlation_id": _f(S),
-        "input_json": _f(S),
         "state": _f(S),
         "created_at": _f(T),
         "updated_at": _f(T),
@@ -246,6 +245,11 @@ FIELDS: Mapping[str, Mapping[str, Field]] = {
         "last_error": _f(OS),
         "audit_sequence": _f(N, AtLeast(0)),
         "audit_head": _f(S, DIGEST),
+        "version": _f(N, VERSION),
+    },
+    "execution_input": {
+        "tenant": _f(S, NONEMPTY),
+        "input_json": _f(S),
         "version": _f(N, VERSION),
     },
     "audit": {

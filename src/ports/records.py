@@ -274,7 +274,6 @@ def execution_doc(x: WorkflowExecution, version: int) -> Document:
             ),
             "idempotency_key": x.idempotency_key,
             "correlation_id": x.correlation_id,
-            "input_json": canonical_json(x.input),
             "state": x.state.value,
             "created_at": x.created_at,
             "updated_at": x.updated_at,
@@ -295,7 +294,13 @@ def execution_doc(x: WorkflowExecution, version: int) -> Document:
     )
 
 
-def execution_from(key: str, d: Document) -> WorkflowExecution:
+def execution_input_doc(x: WorkflowExecution) -> Document:
+    return {"tenant": x.tenant, "input_json": canonical_json(x.input), "version": 1}
+
+
+def execution_from(key: str, d: Document, input_doc: Document | None) -> WorkflowExecution:
+    """The execution from its record and its input's (stores before schema 5 kept the input
+    in the execution record itself)."""
     risk, consistency, rollback, approval = json.loads(d["metadata_json"])
     return WorkflowExecution(
         id=key,
@@ -307,7 +312,7 @@ def execution_from(key: str, d: Document) -> WorkflowExecution:
         ),
         idempotency_key=d["idempotency_key"],
         correlation_id=d["correlation_id"],
-        input=json.loads(d["input_json"]),
+        input=json.loads((input_doc or d)["input_json"]),
         state=ExecutionState(d["state"]),
         created_at=d["created_at"],
         updated_at=d["updated_at"],

@@ -139,6 +139,9 @@ class EventLog(_Repository):
         return [records.event_from(d) for d in self._uow.events_after(position, limit)]
 
 
+INPUT_TABLE = "execution_input"
+
+
 class Executions(_Repository):
     table = "execution"
 
@@ -152,6 +155,8 @@ class Executions(_Repository):
         doc = records.execution_doc(execution, new_version)
         if execution.version == 0:
             self._uow.stage(Write(Op.CREATE, self.table, execution.id, doc))
+            input_doc = records.execution_input_doc(execution)
+            self._uow.stage(Write(Op.CREATE, INPUT_TABLE, execution.id, input_doc))
         else:
             self._uow.stage(Write(Op.UPDATE, self.table, execution.id, doc, execution.version))
         for entry in execution.new_audit:
@@ -161,7 +166,9 @@ class Executions(_Repository):
 
     def get(self, execution_id: str) -> WorkflowExecution | None:
         doc = self._uow.get(self.table, execution_id)
-        return None if doc is None else records.execution_from(execution_id, doc)
+        if doc is None:
+            return None
+        return records.execution_from(execution_id, doc, self._uow.get(INPUT_TABLE, execution_id))
 
     def require(self, execution_id: str) -> WorkflowExecution:
         execution = self.get(execution_id)
@@ -171,20 +178,24 @@ class Executions(_Repository):
 
     def by_idempotency_key(self, tenant: str, key: str) -> WorkflowExecution | None:
         rows = self._uow.select(self.table, {"tenant": tenant, "idempotency_key": key}, limit=1)
-        return records.execution_from(*rows[0]) if rows else None
+        return self._with_inputs(rows)[0] if rows else None
+
+    def _with_inputs(self, rows: Sequence[tuple[str, Document]]) -> list[WorkflowExecution]:
+        inputs = self._uow.get_many(INPUT_TABLE, [key for key, _ in rows])
+        return [records.execution_from(key, doc, inputs.get(key)) for key, doc in rows]
 
     def in_state(self, state: ExecutionState, limit: int | None = None) -> list[WorkflowExecution]:
         rows = self._uow.select(
             self.table, {"state": state.value}, order_by="created_at", limit=limit
         )
-        return [records.execution_from(k, d) for k, d in rows]
+        return self._with_inputs(rows)
 
     def every(self, tenant: str | None = None) -> list[WorkflowExecution]:
         """Every execution (of a tenant), oldest first: for whole-store work such as audit
         verification."""
         where = {} if tenant is None else {"tenant": tenant}
         rows = self._uow.select(self.table, where, order_by="created_at")
-        return [records.execution_from(k, d) for k, d in rows]
+        return self._with_inputs(rows)
 
     def recent(
         self,
@@ -212,7 +223,7 @@ class Executions(_Repository):
             )
             if len(rows) >= limit:
                 break
-        return [records.execution_from(k, d) for k, d in rows]
+        return self._with_inputs(rows)
 
 
 class AuditTrail(_Repository):

@@ -78,6 +78,10 @@ TABLES: Mapping[str, TableSpec] = {
             lookups=(("state", "created_at"), ("created_at",)),
         ),
         TableSpec("audit", lookups=(("execution_id", "sequence"),)),
+        # An execution's input, written once: the execution record changes at every step,
+        # and rewriting documents of up to a million characters each time would multiply
+        # what every step writes.
+        TableSpec("execution_input", immutable=True),
     )
 }
 

@@ -36,6 +36,7 @@ EMPTY = {
     "event": 0,
     "execution": 0,
     "audit": 0,
+    "execution_input": 0,
 }
 
 

@@ -307,12 +307,14 @@ def assert_exactly_once(
     capsules = door.table("capsule")
     subjects = event_subjects(door)
     docs = []
+    inputs = door.table("execution_input")
+    assert set(inputs) == set(c.executions), "an execution without its input, or the reverse"
     for execution_id, doc in c.executions.items():
         assert doc["state"] == ExecutionState.SUCCEEDED.value, (execution_id, doc["state"])
         outputs = json.loads(doc["outputs_json"])
         assert set(outputs) == set(EXPECTED_STEPS), (execution_id, outputs)
         assert doc["current_step"] == len(EXPECTED_STEPS)
-        execution_input = json.loads(doc["input_json"])
+        execution_input = json.loads(inputs[execution_id]["input_json"])
         docs.append(documents_of(execution_input))
         source_ids = outputs["ingest"]["source_ids"]
         assert len(source_ids) == documents_of(execution_input)

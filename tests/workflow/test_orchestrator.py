@@ -689,3 +689,23 @@ def test_one_inconsistent_execution_does_not_keep_recovery_from_the_others(world
     assert all(x.state is S.SUCCEEDED for x in incomplete.value.resumed)
     [(failed_id, error)] = incomplete.value.failures
     assert failed_id == broken.id and "past its last step" in error
+
+
+class _Recording(WrappingUnitOfWork):
+    batches: list[Batch] = []
+
+    def _apply(self, batch: Batch) -> CommitReceipt:
+        _Recording.batches.append(batch)
+        return super()._apply(batch)
+
+
+def test_an_executions_input_is_written_once_not_at_every_step(world: World) -> None:
+    _Recording.batches = []
+    factory = lambda: _Recording(world.store.unit_of_work())  # noqa: E731
+    done = world.orch_with("worker-1", {}, factory=factory).start(WORKFLOW, request("pub-1"))
+    assert done.state is S.SUCCEEDED
+    writes = [w for b in _Recording.batches for w in b.writes]
+    assert [w.table for w in writes].count("execution_input") == 1
+    executions = [w for w in writes if w.table == "execution"]
+    assert len(executions) == 5 and all("input_json" not in (w.document or {}) for w in executions)
+    assert world.orch().get(done.id).input == request("pub-1")

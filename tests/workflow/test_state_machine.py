@@ -317,9 +317,10 @@ class WorkflowMachine(RuleBasedStateMachine):
         owned_sources: set[str] = set()
         owned_analyses: set[str] = set()
         owned_capsules: set[str] = set()
-        for doc in self.door.table("execution").values():
+        inputs = self.door.table("execution_input")
+        for key, doc in self.door.table("execution").items():
             outputs = json.loads(doc["outputs_json"])
-            request_ = json.loads(doc["input_json"])
+            request_ = json.loads(inputs[key]["input_json"])
             state = S(doc["state"])
             if "ingest" in outputs:
                 owned_sources.update(outputs["ingest"]["source_ids"])

@@ -367,6 +367,7 @@ class UnitOfWorkContract:
             "evidence": lambda uow: uow.evidence.add(samples.evidence("s", id=key)),
             "analysis": lambda uow: uow.analyses.add(samples.analysis(id=key)),
             "decision": lambda uow: uow.decisions.add(samples.decision(id=key)),
+            "execution_input": lambda uow: uow.executions.save(samples.execution(id=key)),
         }
         committed(uow_factory, creators[table])
         before = backdoor.snapshot()

@@ -46,6 +46,8 @@ def put_capsule(model: Snapshot, capsule: Capsule) -> None:
 def put_execution(model: Snapshot, execution: WorkflowExecution) -> None:
     """What saving `execution` (not yet saved) stores: the next version and its new entries."""
     put(model, "execution", execution.id, records.execution_doc(execution, execution.version + 1))
+    if execution.version == 0:
+        put(model, "execution_input", execution.id, records.execution_input_doc(execution))
     for entry in execution.new_audit:
         key = records.audit_key(entry.execution_id, entry.sequence)
         put(model, "audit", key, records.audit_doc(entry))
