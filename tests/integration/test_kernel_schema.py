@@ -79,3 +79,34 @@ def test_a_newer_schema_is_refused_and_the_store_left_unlocked(tmp_path: Path) -
     lock = StoreLock(path)
     lock.acquire()  # the refused open released its lock
     lock.release()
+
+
+def test_a_schema_4_store_keeps_its_executions_inputs(tmp_path: Path) -> None:
+    """Before schema 5 an execution's input lived in the execution record itself."""
+    path = tmp_path / "store"
+    execution = samples.execution()
+    with open_store(path) as store:
+        with store.unit_of_work() as uow:
+            uow.executions.save(execution)
+            uow.commit()
+        key = RecordID("execution", execution.id)
+        (moved,) = store.select_rows(
+            "SELECT VALUE input_json FROM execution_input WHERE id = $i",
+            {"i": RecordID("execution_input", execution.id)},
+        )
+        store.select_rows(  # as schema 4 had it
+            "BEGIN; DEFINE FIELD input_json ON execution TYPE string;"
+            " UPDATE $r SET input_json = $j RETURN NONE; DELETE $i; COMMIT;",
+            {"r": key, "j": moved, "i": RecordID("execution_input", execution.id)},
+        )
+        set_schema_version(store, 4)
+    with open_store(path) as store:
+        assert schema_version(store) == surreal_schema.SCHEMA_VERSION
+        with store.unit_of_work() as uow:
+            stored = uow.executions.require(execution.id)
+            assert stored.input == execution.input
+            stored.release_lease()
+            uow.executions.save(stored)  # its record can be written again
+            uow.commit()
+        with store.unit_of_work() as uow:
+            assert uow.executions.require(execution.id).input == execution.input

@@ -28,7 +28,17 @@ def statements() -> list[str]:
     out.append(_index(EVENT_TABLE, ("position",), unique=True))
     # The event counter, and on disk each commit's journal and completion marker: free-form.
     out.append(f"DEFINE TABLE OVERWRITE {COUNTER_TABLE} SCHEMALESS")
-    return out
+    return out + MIGRATIONS
+
+
+# Data moves for stores of an older schema; each is a no-op on a store that needs none.
+MIGRATIONS = [
+    # 5: an execution's input moved out of its record into one of its own.
+    "FOR $x IN (SELECT id, tenant, input_json FROM execution WHERE input_json != NONE) {"
+    " UPSERT type::thing('execution_input', record::id($x.id))"
+    " CONTENT { tenant: $x.tenant, input_json: $x.input_json, version: 1 } RETURN NONE; }",
+    "REMOVE FIELD IF EXISTS input_json ON execution",
+]
 
 
 def _index(table: str, fields: tuple[str, ...], *, unique: bool) -> str:
