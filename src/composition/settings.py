@@ -50,7 +50,7 @@ SCHEMES = MEMORY_SCHEMES + EMBEDDED_SURREAL_SCHEMES + REMOTE_SCHEMES
 
 _NAME = IDENTIFIER
 _ACTOR = ACTOR_NAME
-_SURREAL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,63}$")
+_SURREAL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,63}\Z")
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 

@@ -610,7 +610,16 @@ def test_another_tenants_execution_is_invisible_and_untouched(world: World) -> N
 
 @pytest.mark.parametrize(
     "approver",
-    ["Operator", "OPERATOR", "operator ", "oper\u200bator", "op\nerator", "", "car\x1b[31mol"],
+    [
+        "Operator",
+        "OPERATOR",
+        "operator ",
+        "operator\n",
+        "oper\u200bator",
+        "op\nerator",
+        "",
+        "car\x1b[31mol",
+    ],
 )
 def test_no_spelling_of_the_requester_or_of_a_name_passes_as_an_approver(
     world: World, approver: str
@@ -628,6 +637,8 @@ def test_one_approver_in_two_spellings_counts_once(world: World) -> None:
     x = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER2)
     assert orch.approve(x.id, approver="alice", role="reviewer").state is S.AWAITING_APPROVAL
     assert orch.approve(x.id, approver="ALICE", role="Reviewer").state is S.AWAITING_APPROVAL
+    with pytest.raises(InvalidInput):  # a trailing newline is not another person either
+        orch.approve(x.id, approver="alice\n", role="reviewer")
     assert orch.approve(x.id, approver="bob", role="reviewer").state is S.SUCCEEDED
 
 

@@ -22,7 +22,7 @@ from ports.errors import (
 )
 from ports.storage import Batch, Op, Write
 
-IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+IDENT = re.compile(r"^[a-z_][a-z0-9_]*\Z")
 NOT_EXECUTED = "not executed due to a failed transaction"
 EVENTS_COUNTER = RecordID(COUNTER_TABLE, "events")
 COMMITTED_MARKER = RecordID(COUNTER_TABLE, "committed")

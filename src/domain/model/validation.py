@@ -8,10 +8,10 @@ from datetime import datetime
 
 from domain.model.errors import InvalidInput
 
-IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}\Z")
 # People and roles: what GOVKERNEL_ACTOR accepts. No spaces, look-alike invisible characters
 # or control codes, so one person cannot pass for another by spelling.
-ACTOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}$")
+ACTOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}\Z")
 _LINE_BREAKS = ("\u2028", "\u2029")
 
 
