@@ -29,7 +29,7 @@ from domain.model.errors import DomainError, IllegalTransition, InvalidInput, In
 from domain.model.errors import PolicyDenied as _PolicyDenied
 from domain.model.execution import WorkflowExecution
 from domain.model.knowledge import Classification, SourceFormat, SourceKind
-from domain.model.lifecycle import AuditEntry, ExecutionState
+from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState, verify_chain
 from domain.model.policy import ImpactTier
 from domain.model.validation import same_person
 from domain.orchestration.orchestrator import RECOVERABLE, RecoveryIncomplete
@@ -438,7 +438,7 @@ def approve(ctx: click.Context, execution_id: str, role: str, approver: str | No
             raise Failed(
                 f"{approver!r} started execution {execution_id} and cannot approve it"
                 " (separation of duties); approve as someone else with --approver NAME",
-                EXIT_USAGE,
+                EXIT_FAILED,  # a refusal by policy, as a denial is
             )
         printer.mark(execution)
         result = app.orchestrator.approve(execution_id, approver=approver, role=role)
@@ -467,7 +467,13 @@ def reject(ctx: click.Context, execution_id: str, reason: str) -> None:
 
 @cli.command(epilog=EXITS)
 @click.argument("execution_id", metavar="EXECUTION")
-@click.option("--reason", default="cancel requested", show_default=True, callback=not_blank)
+@click.option(
+    "--reason",
+    default="cancel requested",
+    show_default=True,
+    callback=not_blank,
+    help="Why it is cancelled (recorded in the audit trail).",
+)
 @json_option
 @click.pass_context
 def cancel(ctx: click.Context, execution_id: str, reason: str) -> None:
@@ -561,7 +567,14 @@ def executions() -> None:
 
 @executions.command("list", epilog=EXITS)
 @click.option("--state", type=_enum_choice([st.value for st in ExecutionState]))
-@click.option("--limit", type=click.IntRange(min=1, max=MAX_LIMIT), default=20, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1, max=MAX_LIMIT),
+    default=20,
+    show_default=True,
+    metavar="N",
+    help=f"At most N records (1 to {MAX_LIMIT}).",
+)
 @json_option
 @click.pass_context
 def executions_list(ctx: click.Context, state: str | None, limit: int) -> None:
@@ -620,6 +633,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
             ),
             ("step", f"{render.progress(x, definition)} {render.step_name(x, definition)}"),
             ("tenant", x.tenant),
+            ("requested by", f"{x.requested_by} (who may not approve it)"),
             ("idempotency", x.idempotency_key),
             ("correlation", x.correlation_id),
             ("created", render.when(x.created_at)),
@@ -747,9 +761,31 @@ def verify_chains(s: Session, app: App, execution_id: str | None) -> list[dict[s
     return results
 
 
+def broken_chains(app: App) -> list[tuple[str, ChainReport]]:
+    """(tenant, report) for every broken audit chain in the store, whatever its tenant."""
+    with app.uow_factory() as uow:
+        executions = uow.executions.every()
+    broken = []
+    with _maybe_progress([x.id for x in executions], "verifying") as ids:
+        for xid, x in zip(ids, executions, strict=True):
+            with app.uow_factory() as uow:
+                entries = uow.audit.for_execution(xid)
+            report = verify_chain(
+                xid,
+                entries,
+                head_hash=x.audit_head,
+                head_sequence=x.audit_sequence,
+                state=x.state,
+            )
+            if not report.ok:
+                broken.append((x.tenant, report))
+    return broken
+
+
 @contextmanager
 def _maybe_progress(items: Sequence[str], label: str) -> Iterator[Iterable[str]]:
-    if len(items) < 20:
+    # A bar only helps someone watching: piped, click would print its label as a stray line.
+    if len(items) < 20 or not sys.stderr.isatty():
         yield items
         return
     with click.progressbar(items, label=label, file=sys.stderr, show_pos=True) as bar:
@@ -824,14 +860,21 @@ def recover(ctx: click.Context) -> None:
             s.echo(f"completed the last transaction, torn by a crash ({rolled} writes re-applied)")
         crashed = getattr(app.store, "unclean_shutdown", None)
         if crashed:
-            # A process died holding this store: check every chain, since the engine may
-            # have kept part of a transaction torn at the tail of its log.
-            s.echo(f"the store was not closed cleanly (pid {crashed}): verifying audit chains")
-            broken = [r for r in verify_chains(s, app, None) if not r["ok"]]
+            # A process died holding this store: the whole store is in question, whichever
+            # tenant it was working for, so every tenant's chains are checked before the
+            # crash is forgotten. Other tenants' executions are only counted, never named.
+            s.echo(
+                f"the store was not closed cleanly (pid {crashed}):"
+                " verifying the audit chains of every tenant"
+            )
+            broken = broken_chains(app)
+            ours = [r for tenant, r in broken if tenant == app.runtime.tenant]
             if broken:
+                others = len(broken) - len(ours)
+                first = f", first {ours[0].execution_id}: {ours[0].problem}" if ours else ""
+                elsewhere = f" ({others} in other tenants)" if others else ""
                 raise Failed(
-                    f"{len(broken)} audit chain(s) broken after the crash, first"
-                    f" {broken[0]['execution_id']}: {broken[0]['problem']}",
+                    f"{len(broken)} audit chain(s) broken after the crash{elsewhere}{first}",
                     EXIT_FAILED,
                 )
             s.echo("every audit chain intact")
@@ -855,7 +898,14 @@ def recover(ctx: click.Context) -> None:
     show_default=True,
     metavar="POSITION",
 )
-@click.option("--limit", type=click.IntRange(min=1, max=MAX_LIMIT), default=50, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1, max=MAX_LIMIT),
+    default=50,
+    show_default=True,
+    metavar="N",
+    help=f"At most N records (1 to {MAX_LIMIT}).",
+)
 @json_option
 @click.pass_context
 def events(ctx: click.Context, after: int, limit: int) -> None:

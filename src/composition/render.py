@@ -106,6 +106,7 @@ def execution_json(
         "current_step": x.current_step,
         "step": step_name(x, definition),
         "tenant": x.tenant,
+        "requested_by": x.requested_by,
         "idempotency_key": x.idempotency_key,
         "created_at": iso(x.created_at),
         "updated_at": iso(x.updated_at),

@@ -147,7 +147,7 @@ def test_tier1_awaits_approval_then_another_approver_approves(gk: Cli) -> None:
     assert "awaiting approval" in done.stdout and "approve" in done.stdout
     xid = next(w for w in done.stdout.split() if w.startswith("wfx-"))
 
-    own = gk("approve", xid, "--role", "reviewer", code=2)  # the requester may not approve
+    own = gk("approve", xid, "--role", "reviewer", code=1)  # the requester may not approve
     assert "separation of duties" in own.stderr and own.stderr.count("\n") == 1
 
     approved = gk.json("approve", xid, "--role", "reviewer", "--approver", "alice")
@@ -315,6 +315,23 @@ def test_recover_after_a_crash_verifies_every_chain(fresh: Cli) -> None:
     _die_holding(fresh.url)
     done = fresh("recover", code=1)
     assert f"broken after the crash, first {xid}" in done.stderr
+
+
+def test_after_a_crash_every_tenants_chains_are_checked_before_it_is_forgotten(
+    fresh: Cli,
+) -> None:
+    xid = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    with SurrealStore(SurrealConfig(fresh.url)) as store:  # tenant default's chain damaged
+        store.select_rows(
+            "UPDATE $r SET reason = $reason",
+            {"r": RecordID("audit", audit_key(xid, 2)), "reason": "torn"},
+        )
+    _die_holding(fresh.url)
+    other = fresh("recover", code=1, env={"GOVKERNEL_TENANT": "beta"})
+    assert "1 audit chain(s) broken after the crash (1 in other tenants)" in other.stderr
+    assert xid not in other.stderr  # another tenant's execution is counted, not named
+    ours = fresh("recover", code=1)  # the crash was not forgotten: still checked
+    assert f"broken after the crash, first {xid}" in ours.stderr
 
 
 def test_a_second_process_on_one_store_fails_clearly(fresh: Cli) -> None:

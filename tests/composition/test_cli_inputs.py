@@ -192,8 +192,8 @@ def test_stored_control_characters_are_escaped_in_text_output(
     url, xid = hostile_store
     out, err = gk(capsys, "--store", url, "executions", "show", xid, code=1)  # chain broken
     escaped = "ok\\n#9   succeeded         forged\\x1b[31m red\\u2028sep"
-    assert f"last error   {escaped}" in out
-    assert f"approvals    mallory{escaped} as role\\x1b[2K" in out
+    assert f"{'last error':<12}  {escaped}" in out  # keys padded to "requested by"
+    assert f"{'approvals':<12}  mallory{escaped} as role\\x1b[2K" in out
     assert escaped in next(line for line in out.splitlines() if line.startswith("2 "))
     for text in (out, err):
         assert "\x1b" not in text and "\u2028" not in text

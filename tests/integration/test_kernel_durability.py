@@ -139,3 +139,16 @@ def test_a_crash_is_remembered_until_acknowledged(tmp_path: Path) -> None:
     with open_store(path) as store:
         assert store.unclean_shutdown is None
     assert lock.read_text() == ""
+
+
+def test_a_store_the_engine_cannot_open_says_why(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with open_store(path) as store, store.unit_of_work() as uow:
+        uow.sources.add(samples.source())
+        uow.commit()
+    (segment,) = sorted((path / "clog").iterdir())[-1:]
+    os.truncate(segment, 10)  # inside the segment's header: beyond what the engine repairs
+    with pytest.raises(StorageUnavailable) as refused:
+        open_store(path)
+    assert "cannot open SurrealDB store (surrealkv://)" in str(refused.value)
+    assert "datastore" in str(refused.value).lower()  # the engine's own diagnosis

@@ -173,9 +173,12 @@ class SurrealStore:
             raise
         except Exception as exc:
             self.close()
-            # Never echo the URL's userinfo or the password: name the scheme and the cause.
+            # Never echo a server URL's userinfo or the password: name the scheme and the
+            # cause. An embedded engine has no credentials, and its message is the diagnosis
+            # (a damaged log file, say).
+            cause = _brief(exc) if cfg.scheme in EMBEDDED else type(exc).__name__
             raise StorageUnavailable(
-                f"cannot open SurrealDB store ({cfg.scheme}://): {type(exc).__name__}"
+                f"cannot open SurrealDB store ({cfg.scheme}://): {cause}"
             ) from None
 
     def _apply_schema(self) -> None:
