@@ -764,7 +764,7 @@ def verify_chains(s: Session, app: App, execution_id: str | None) -> list[dict[s
 def broken_chains(app: App) -> list[tuple[str, ChainReport]]:
     """(tenant, report) for every broken audit chain in the store, whatever its tenant."""
     with app.uow_factory() as uow:
-        executions = uow.executions.every()
+        executions = uow.executions.every(with_input=False)
     broken = []
     with _maybe_progress([x.id for x in executions], "verifying") as ids:
         for xid, x in zip(ids, executions, strict=True):

@@ -1,6 +1,7 @@
 """Read-only queries the CLI needs beyond the orchestrator: listings, trails, events.
 
 Each is scoped to one tenant: a tenant's operator never sees another tenant's records.
+Listings leave executions' inputs unread (they can run to megabytes each).
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ def recent_executions(
 ) -> list[WorkflowExecution]:
     """Newest first."""
     with uow_factory() as uow:
-        return uow.executions.recent(now=now, state=state, limit=limit, tenant=tenant)
+        return uow.executions.recent(
+            now=now, state=state, limit=limit, tenant=tenant, with_input=False
+        )
 
 
 def every_execution(uow_factory: UnitOfWorkFactory, tenant: str) -> list[WorkflowExecution]:
     """Oldest first."""
     with uow_factory() as uow:
-        return uow.executions.every(tenant)
+        return uow.executions.every(tenant, with_input=False)
 
 
 def executions_in(
@@ -40,7 +43,10 @@ def executions_in(
     """Oldest first, as recovery resumes them."""
     with uow_factory() as uow:
         found = [
-            x for state in states for x in uow.executions.in_state(state) if x.tenant == tenant
+            x
+            for state in states
+            for x in uow.executions.in_state(state, with_input=False)
+            if x.tenant == tenant
         ]
     return sorted(found, key=lambda x: x.created_at)
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, NoReturn
 
 from domain.model.analysis import Analysis, Claim
 from domain.model.capsule import Capsule, CapsuleStatus, Chunk
 from domain.model.environment import Environment
+from domain.model.errors import InvalidState
 from domain.model.evidence import EventEnvelope, EventType, EvidenceManifest, canonical_json
 from domain.model.execution import (
     ConsistencyClass,
@@ -294,13 +295,35 @@ def execution_doc(x: WorkflowExecution, version: int) -> Document:
     )
 
 
+class _InputNotLoaded(Mapping[str, Any]):
+    """The input of an execution listed without it: reading it is a mistake, said loudly
+    rather than answered with an empty mapping."""
+
+    def _refuse(self) -> NoReturn:
+        raise InvalidState("this execution was listed without its input: read it by id")
+
+    def __getitem__(self, key: str) -> Any:
+        self._refuse()
+
+    def __iter__(self) -> Iterator[str]:
+        self._refuse()
+
+    def __len__(self) -> int:
+        self._refuse()
+
+
+INPUT_NOT_LOADED: Mapping[str, Any] = _InputNotLoaded()
+
+
 def execution_input_doc(x: WorkflowExecution) -> Document:
     return {"tenant": x.tenant, "input_json": canonical_json(x.input), "version": 1}
 
 
-def execution_from(key: str, d: Document, input_doc: Document | None) -> WorkflowExecution:
+def execution_from(
+    key: str, d: Document, input_doc: Document | Mapping[str, Any] | None
+) -> WorkflowExecution:
     """The execution from its record and its input's (stores before schema 5 kept the input
-    in the execution record itself)."""
+    in the execution record itself), or with `INPUT_NOT_LOADED`."""
     risk, consistency, rollback, approval = json.loads(d["metadata_json"])
     return WorkflowExecution(
         id=key,
@@ -312,7 +335,11 @@ def execution_from(key: str, d: Document, input_doc: Document | None) -> Workflo
         ),
         idempotency_key=d["idempotency_key"],
         correlation_id=d["correlation_id"],
-        input=json.loads((input_doc or d)["input_json"]),
+        input=(
+            INPUT_NOT_LOADED
+            if input_doc is INPUT_NOT_LOADED
+            else json.loads((input_doc or d)["input_json"])
+        ),
         state=ExecutionState(d["state"]),
         created_at=d["created_at"],
         updated_at=d["updated_at"],

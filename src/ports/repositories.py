@@ -180,22 +180,32 @@ class Executions(_Repository):
         rows = self._uow.select(self.table, {"tenant": tenant, "idempotency_key": key}, limit=1)
         return self._with_inputs(rows)[0] if rows else None
 
-    def _with_inputs(self, rows: Sequence[tuple[str, Document]]) -> list[WorkflowExecution]:
+    def _with_inputs(
+        self, rows: Sequence[tuple[str, Document]], with_input: bool = True
+    ) -> list[WorkflowExecution]:
+        """`with_input=False` is for listings that never look at inputs, which can run to
+        megabytes each: those executions carry `records.INPUT_NOT_LOADED` instead."""
+        if not with_input:
+            return [records.execution_from(key, doc, records.INPUT_NOT_LOADED) for key, doc in rows]
         inputs = self._uow.get_many(INPUT_TABLE, [key for key, _ in rows])
         return [records.execution_from(key, doc, inputs.get(key)) for key, doc in rows]
 
-    def in_state(self, state: ExecutionState, limit: int | None = None) -> list[WorkflowExecution]:
+    def in_state(
+        self, state: ExecutionState, limit: int | None = None, *, with_input: bool = True
+    ) -> list[WorkflowExecution]:
         rows = self._uow.select(
             self.table, {"state": state.value}, order_by="created_at", limit=limit
         )
-        return self._with_inputs(rows)
+        return self._with_inputs(rows, with_input)
 
-    def every(self, tenant: str | None = None) -> list[WorkflowExecution]:
+    def every(
+        self, tenant: str | None = None, *, with_input: bool = True
+    ) -> list[WorkflowExecution]:
         """Every execution (of a tenant), oldest first: for whole-store work such as audit
         verification."""
         where = {} if tenant is None else {"tenant": tenant}
         rows = self._uow.select(self.table, where, order_by="created_at")
-        return self._with_inputs(rows)
+        return self._with_inputs(rows, with_input)
 
     def recent(
         self,
@@ -204,6 +214,7 @@ class Executions(_Repository):
         limit: int = 50,
         state: ExecutionState | None = None,
         tenant: str | None = None,
+        with_input: bool = True,
     ) -> list[WorkflowExecution]:
         """The newest executions (in a state), newest first.
 
@@ -223,7 +234,7 @@ class Executions(_Repository):
             )
             if len(rows) >= limit:
                 break
-        return self._with_inputs(rows)
+        return self._with_inputs(rows, with_input)
 
 
 class AuditTrail(_Repository):

@@ -34,13 +34,14 @@ from attrs import evolve
 
 from adapters.contract import atomicity, samples, state, violations
 from adapters.contract.backdoor import Backdoor, Snapshot
+from domain.model.errors import InvalidState
 from domain.model.evidence import EventEnvelope
 from domain.model.execution import WorkflowExecution
 from domain.model.lifecycle import ExecutionState
 from ports import records
 from ports.errors import ConcurrencyConflict, DuplicateRecord, InvalidRecord, UnitOfWorkClosed
-from ports.storage import EVENT_TABLE, TABLES, Op, Write
-from ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
+from ports.storage import EVENT_TABLE, TABLES, Document, Op, Write
+from ports.unit_of_work import UnitOfWork, UnitOfWorkFactory, WrappingUnitOfWork
 
 LATER = samples.T0 + timedelta(minutes=5)
 
@@ -446,6 +447,31 @@ class UnitOfWorkContract:
                 uow.commit()
         assert (duplicate.value.table, duplicate.value.key) == ("execution", second.id)
         assert_state(before, backdoor, "a duplicate commit wrote something")
+
+    def test_listings_can_leave_inputs_unread(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        execution = samples.execution()
+        committed(uow_factory, lambda uow: uow.executions.save(execution))
+        read: list[str] = []
+
+        class Reads(WrappingUnitOfWork):
+            def _load(self, table: str, key: str) -> Document | None:
+                read.append(table)
+                return super()._load(table, key)
+
+            def _load_many(self, table: str, keys: list[str]) -> dict[str, Document]:
+                read.append(table)
+                return super()._load_many(table, keys)
+
+        with Reads(uow_factory()) as uow:
+            listed = uow.executions.every(execution.tenant, with_input=False)
+            [found] = [x for x in listed if x.id == execution.id]
+            assert found.state is execution.state and found.audit_head == execution.audit_head
+            assert "execution_input" not in read
+            with pytest.raises(InvalidState, match="without its input"):
+                dict(found.input)
+            assert uow.executions.require(execution.id).input == execution.input
 
     def test_recent_executions_are_newest_first_across_look_back_windows(
         self, uow_factory: UnitOfWorkFactory

@@ -237,7 +237,7 @@ class Orchestrator:
             candidates = [
                 x
                 for state in RECOVERABLE
-                for x in uow.executions.in_state(state)
+                for x in uow.executions.in_state(state, with_input=False)  # each run re-reads
                 if x.tenant == self._runtime.tenant
             ]
         resumed = []
