@@ -211,6 +211,17 @@ def json_option(fn: F) -> F:
     )(fn)
 
 
+def limit_option(default: int) -> Callable[[F], F]:
+    return click.option(
+        "--limit",
+        type=click.IntRange(min=1, max=MAX_LIMIT),
+        default=default,
+        show_default=True,
+        metavar="N",
+        help=f"At most N records (1 to {MAX_LIMIT}).",
+    )
+
+
 def not_blank(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """Refuse an empty option value: it would otherwise fall back to the default unnoticed."""
     values = value if isinstance(value, tuple) else (value,)
@@ -567,14 +578,7 @@ def executions() -> None:
 
 @executions.command("list", epilog=EXITS)
 @click.option("--state", type=_enum_choice([st.value for st in ExecutionState]))
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1, max=MAX_LIMIT),
-    default=20,
-    show_default=True,
-    metavar="N",
-    help=f"At most N records (1 to {MAX_LIMIT}).",
-)
+@limit_option(20)
 @json_option
 @click.pass_context
 def executions_list(ctx: click.Context, state: str | None, limit: int) -> None:
@@ -898,14 +902,7 @@ def recover(ctx: click.Context) -> None:
     show_default=True,
     metavar="POSITION",
 )
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1, max=MAX_LIMIT),
-    default=50,
-    show_default=True,
-    metavar="N",
-    help=f"At most N records (1 to {MAX_LIMIT}).",
-)
+@limit_option(50)
 @json_option
 @click.pass_context
 def events(ctx: click.Context, after: int, limit: int) -> None:
