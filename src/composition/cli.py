@@ -101,6 +101,12 @@ class Session:
                 )
         printer = Printer(self)
         with build_app(settings, Overrides(on_transition=printer)) as app:
+            rolled = getattr(app.store, "rolled_forward", 0)
+            if rolled:  # whichever command opened the store first, it says so
+                self.warn(
+                    f"note: completed the store's last transaction, torn by a crash"
+                    f" ({rolled} writes re-applied)"
+                )
             printer.bind(app)
             yield app, printer
 
@@ -843,6 +849,8 @@ def recover(ctx: click.Context) -> None:
                         for x in resumed
                     ],
                     "failed": [{"execution_id": xid, "error": error} for xid, error in failures],
+                    "torn_writes_completed": getattr(app.store, "rolled_forward", 0),
+                    "unclean_shutdown": getattr(app.store, "unclean_shutdown", None),
                 }
             )
         for xid, error in failures:
@@ -859,9 +867,6 @@ def recover(ctx: click.Context) -> None:
             s.echo(f"{skipped} execution{'s' * (skipped != 1)} left alone: leased by a live worker")
         if candidates:
             s.echo(f"recovered {len(resumed)} of {len(candidates)}")
-        rolled = getattr(app.store, "rolled_forward", 0)
-        if rolled:
-            s.echo(f"completed the last transaction, torn by a crash ({rolled} writes re-applied)")
         crashed = getattr(app.store, "unclean_shutdown", None)
         if crashed:
             # A process died holding this store: the whole store is in question, whichever

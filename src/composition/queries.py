@@ -53,7 +53,7 @@ def executions_in(
 
 def audit_trail(uow_factory: UnitOfWorkFactory, tenant: str, execution_id: str) -> list[AuditEntry]:
     with uow_factory() as uow:
-        if uow.executions.require(execution_id).tenant != tenant:
+        if uow.executions.require(execution_id, with_input=False).tenant != tenant:
             raise RecordNotFound("execution", execution_id)
         return uow.audit.for_execution(execution_id)
 

@@ -164,14 +164,14 @@ class Executions(_Repository):
         execution.new_audit.clear()
         execution.version = new_version
 
-    def get(self, execution_id: str) -> WorkflowExecution | None:
+    def get(self, execution_id: str, *, with_input: bool = True) -> WorkflowExecution | None:
         doc = self._uow.get(self.table, execution_id)
         if doc is None:
             return None
-        return records.execution_from(execution_id, doc, self._uow.get(INPUT_TABLE, execution_id))
+        return self._with_inputs([(execution_id, doc)], with_input)[0]
 
-    def require(self, execution_id: str) -> WorkflowExecution:
-        execution = self.get(execution_id)
+    def require(self, execution_id: str, *, with_input: bool = True) -> WorkflowExecution:
+        execution = self.get(execution_id, with_input=with_input)
         if execution is None:
             raise RecordNotFound(self.table, execution_id)
         return execution

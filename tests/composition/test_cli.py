@@ -201,7 +201,13 @@ def test_recover_resumes_an_interrupted_execution(gk: Cli) -> None:
     assert "step publish completed" in recovered.stdout and f"resumed {xid}: succeeded" in (
         recovered.stdout
     )
-    assert gk.json("recover") == {"found": 0, "resumed": [], "failed": []}
+    assert gk.json("recover") == {
+        "found": 0,
+        "resumed": [],
+        "failed": [],
+        "torn_writes_completed": 0,
+        "unclean_shutdown": None,
+    }
 
 
 def test_exit_statuses_and_clean_errors(gk: Cli) -> None:

@@ -13,6 +13,7 @@ from adapters.contract import samples
 from adapters.surrealdb import SurrealConfig, SurrealStore
 from adapters.surrealdb import schema as surreal_schema
 from adapters.surrealdb.store import StoreLock
+from ports import records
 from ports.errors import DuplicateRecord, StorageUnavailable
 
 META = RecordID(surreal_schema.META_TABLE, "schema")
@@ -108,5 +109,34 @@ def test_a_schema_4_store_keeps_its_executions_inputs(tmp_path: Path) -> None:
             stored.release_lease()
             uow.executions.save(stored)  # its record can be written again
             uow.commit()
+        with store.unit_of_work() as uow:
+            assert uow.executions.require(execution.id).input == execution.input
+
+
+def test_a_torn_schema_4_transaction_is_completed_then_migrated(tmp_path: Path) -> None:
+    """The journal of a schema-4 commit holds the execution with its input inside: it is
+    completed under that schema, and the migration then moves the input like any other."""
+    path = tmp_path / "store"
+    execution = samples.execution()
+    with open_store(path) as store:
+        doc = records.execution_doc(execution, 1) | {
+            "input_json": records.execution_input_doc(execution)["input_json"]
+        }
+        store.select_rows(  # a schema-4 store whose last commit was torn before its execution
+            "BEGIN; DEFINE FIELD input_json ON execution TYPE string;"
+            " UPSERT $ctr SET n = 0, journal = { txn: 'torn', appends: 0,"
+            " writes: [['put', $r, $d]] } RETURN NONE;"
+            " UPSERT $done SET txn = 'earlier' RETURN NONE; COMMIT;",
+            {
+                "ctr": RecordID("govkernel_counter", "events"),
+                "done": RecordID("govkernel_counter", "committed"),
+                "r": RecordID("execution", execution.id),
+                "d": doc,
+            },
+        )
+        set_schema_version(store, 4)
+    with open_store(path) as store:
+        assert store.rolled_forward == 1
+        assert schema_version(store) == surreal_schema.SCHEMA_VERSION
         with store.unit_of_work() as uow:
             assert uow.executions.require(execution.id).input == execution.input

@@ -21,7 +21,7 @@ from domain.orchestration.orchestrator import Orchestrator, RecoveryIncomplete
 from domain.workflows import knowledge_publication as kp
 from ports.clock import FixedClock, SequentialIds
 from ports.errors import CommitOutcomeUnknown, InjectedFault, RecordNotFound
-from ports.storage import Batch, CommitReceipt
+from ports.storage import Batch, CommitReceipt, Document
 from ports.unit_of_work import UnitOfWork, WrappingUnitOfWork
 from tests.workflow.harness import (
     T0,
@@ -720,3 +720,17 @@ def test_an_executions_input_is_written_once_not_at_every_step(world: World) -> 
     executions = [w for w in writes if w.table == "execution"]
     assert len(executions) == 5 and all("input_json" not in (w.document or {}) for w in executions)
     assert world.orch().get(done.id).input == request("pub-1")
+
+
+def test_verifying_an_execution_leaves_its_input_unread(world: World) -> None:
+    done = world.orch().start(WORKFLOW, request("pub-1"))
+    _Recording.batches, read = [], []
+
+    class Reads(WrappingUnitOfWork):
+        def _load(self, table: str, key: str) -> Document | None:
+            read.append(table)
+            return super()._load(table, key)
+
+    verifier = world.orch_with("worker-2", {}, factory=lambda: Reads(world.store.unit_of_work()))
+    assert verifier.verify(done.id).ok
+    assert read and "execution_input" not in read

@@ -471,6 +471,9 @@ class UnitOfWorkContract:
             assert "execution_input" not in read
             with pytest.raises(InvalidState, match="without its input"):
                 dict(found.input)
+            assert uow.executions.every(execution.tenant, with_input=False) == listed
+            uow.executions.require(execution.id, with_input=False)
+            assert "execution_input" not in read
             assert uow.executions.require(execution.id).input == execution.input
 
     def test_recent_executions_are_newest_first_across_look_back_windows(

@@ -165,9 +165,11 @@ class SurrealStore:
                 db.signin({"username": cfg.username, "password": cfg.password or ""})
             db.use(cfg.namespace, cfg.database)
             self._db = db
-            self._apply_schema()
+            # Complete a torn transaction first, under the schema it was written for: a
+            # migration then moves its data like any other's.
             if self.journaled:
                 self._roll_forward()
+            self._apply_schema()
         except PortError:
             self.close()
             raise

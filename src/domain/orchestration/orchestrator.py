@@ -264,7 +264,7 @@ class Orchestrator:
 
     def verify(self, execution_id: str) -> ChainReport:
         with self._uow_factory() as uow:
-            execution = self._require(uow, execution_id)
+            execution = self._require(uow, execution_id, with_input=False)
             entries = uow.audit.for_execution(execution_id)
         return verify_chain(
             execution_id,
@@ -282,10 +282,12 @@ class Orchestrator:
             raise InvalidInput("workflow", f"unknown workflow {name!r}; known: {known}")
         return self._workflows[name]
 
-    def _require(self, uow: UnitOfWork, execution_id: str) -> WorkflowExecution:
+    def _require(
+        self, uow: UnitOfWork, execution_id: str, *, with_input: bool = True
+    ) -> WorkflowExecution:
         """The execution, if it belongs to this orchestrator's tenant: another tenant's is
         reported exactly as a missing one, so its existence is not disclosed either."""
-        execution = uow.executions.require(execution_id)
+        execution = uow.executions.require(execution_id, with_input=with_input)
         if execution.tenant != self._runtime.tenant:
             raise RecordNotFound("execution", execution_id)
         return execution
