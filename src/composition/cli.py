@@ -29,7 +29,7 @@ from domain.model.errors import DomainError, IllegalTransition, InvalidInput, In
 from domain.model.errors import PolicyDenied as _PolicyDenied
 from domain.model.execution import WorkflowExecution
 from domain.model.knowledge import Classification, SourceFormat, SourceKind
-from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState, verify_chain
+from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from domain.model.policy import ImpactTier
 from domain.model.validation import same_person
 from domain.orchestration.orchestrator import RECOVERABLE, RecoveryIncomplete
@@ -780,13 +780,7 @@ def broken_chains(app: App) -> list[tuple[str, ChainReport]]:
         for xid, x in zip(ids, executions, strict=True):
             with app.uow_factory() as uow:
                 entries = uow.audit.for_execution(xid)
-            report = verify_chain(
-                xid,
-                entries,
-                head_hash=x.audit_head,
-                head_sequence=x.audit_sequence,
-                state=x.state,
-            )
+            report = x.verify_trail(entries)
             if not report.ok:
                 broken.append((x.tenant, report))
     return broken

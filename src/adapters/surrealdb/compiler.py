@@ -106,8 +106,11 @@ def compile_batch(batch: Batch, *, journal: bool = False) -> Compiled:
     elif appends:
         lines.append("SELECT VALUE n FROM ONLY $ctr;")
         owners.append(None)
-    text = "BEGIN TRANSACTION;\n" + "\n".join(lines) + "\nCOMMIT TRANSACTION;"
-    return Compiled(text, params, tuple(owners), appends)
+    return Compiled(_transaction(lines), params, tuple(owners), appends)
+
+
+def _transaction(lines: list[str]) -> str:
+    return "BEGIN TRANSACTION;\n" + "\n".join(lines) + "\nCOMMIT TRANSACTION;"
 
 
 def _journal(batch: Batch) -> str:
@@ -156,8 +159,7 @@ def roll_forward(journal: dict[str, Any], counter: int) -> Compiled:
         params[f"d{i}"] = doc
         lines.append(f"CREATE $r{i} CONTENT $d{i} RETURN NONE;")
     lines.append("UPSERT $done SET txn = $txn RETURN NONE;")
-    text = "BEGIN TRANSACTION;\n" + "\n".join(lines) + "\nCOMMIT TRANSACTION;"
-    return Compiled(text, params, tuple(None for _ in lines), 0)
+    return Compiled(_transaction(lines), params, tuple(None for _ in lines), 0)
 
 
 def rows_of(compiled: Compiled, response: dict[str, Any]) -> list[dict[str, Any]]:

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from attrs import define, field, frozen
 
 from domain.model.errors import IllegalTransition, InvalidInput, InvalidState
-from domain.model.lifecycle import GENESIS, AuditEntry, ExecutionState, allowed
+from domain.model.lifecycle import (
+    GENESIS,
+    AuditEntry,
+    ChainReport,
+    ExecutionState,
+    allowed,
+    verify_chain,
+)
 from domain.model.policy import Approval, ImpactTier
 from domain.model.validation import same_person
 
@@ -193,6 +200,16 @@ class WorkflowExecution:
         if approval in self.approvals:
             return
         self.approvals = (*self.approvals, approval)
+
+    def verify_trail(self, entries: Sequence[AuditEntry]) -> ChainReport:
+        """Check its stored audit entries against the head and state it records."""
+        return verify_chain(
+            self.id,
+            entries,
+            head_hash=self.audit_head,
+            head_sequence=self.audit_sequence,
+            state=self.state,
+        )
 
     def request_cancel(self) -> None:
         if self.state.terminal:

@@ -19,7 +19,7 @@ from attrs import evolve, frozen
 from domain.model.errors import DomainError, InvalidInput, InvalidState
 from domain.model.evidence import canonical_json
 from domain.model.execution import RollbackStrategy, WorkflowExecution
-from domain.model.lifecycle import ChainReport, ExecutionState, verify_chain
+from domain.model.lifecycle import ChainReport, ExecutionState
 from domain.model.policy import Approval, ImpactTier
 from domain.model.runtime import DerivedIds, RuntimeContext
 from domain.model.validation import actor_name, text
@@ -266,13 +266,7 @@ class Orchestrator:
         with self._uow_factory() as uow:
             execution = self._require(uow, execution_id, with_input=False)
             entries = uow.audit.for_execution(execution_id)
-        return verify_chain(
-            execution_id,
-            entries,
-            head_hash=execution.audit_head,
-            head_sequence=execution.audit_sequence,
-            state=execution.state,
-        )
+        return execution.verify_trail(entries)
 
     # -- the engine --------------------------------------------------------------------------
 
