@@ -12,7 +12,7 @@ the machine skews one pair, not the figure. The kernel's ratio to raw should be 
 with one round trip per commit.
 
 On `surrealkv://` every kernel commit also carries the journal that lets a transaction torn
-by a crash be completed on the next open (compiler.roll_forward); a third side, the same
+by a crash be undone on the next open (compiler.repair); a third side, the same
 hand-written transaction with that journal, shows the kernel's own cost apart from it.
 """
 
@@ -75,11 +75,11 @@ RAW_TEXT = (
 
 
 # The same writes with the crash journal a `surrealkv://` commit carries (see
-# compiler.roll_forward): the hand-written equal of what the kernel does there.
+# compiler.repair): the hand-written equal of what the kernel does there.
 JOURNALED_RAW_TEXT = (
     "BEGIN TRANSACTION;\n"
-    "LET $p = (UPSERT ONLY $ctr SET n += 1, journal = { txn: $txn, appends: 1, writes:"
-    " [['put', $s, $sd], ['put', $e, $ed], ['append', $v, $vd]] } RETURN VALUE n);\n"
+    "LET $p = (UPSERT ONLY $ctr SET n += 1, journal = { txn: $txn, base: n - 1,"
+    " created: [$s, $e, $v], before: [] } RETURN VALUE n);\n"
     "CREATE $s CONTENT $sd RETURN NONE;\n"
     "CREATE $e CONTENT $ed RETURN NONE;\n"
     f"CREATE $v SET {', '.join(f'{f} = $vd.{f}' for f in _EVENT_FIELDS)}, position = $p"

@@ -101,11 +101,11 @@ class Session:
                 )
         printer = Printer(self)
         with build_app(settings, Overrides(on_transition=printer)) as app:
-            rolled = getattr(app.store, "rolled_forward", 0)
-            if rolled:  # whichever command opened the store first, it says so
+            repair = getattr(app.store, "torn_repair", None)
+            if repair is not None:  # whichever command opened the store first, it says so
                 self.warn(
-                    f"note: completed the store's last transaction, torn by a crash"
-                    f" ({rolled} writes re-applied)"
+                    f"note: the store's last transaction was torn by a crash; it was"
+                    f" {repair.action} ({repair.writes} writes)"
                 )
             printer.bind(app)
             yield app, printer
@@ -843,7 +843,7 @@ def recover(ctx: click.Context) -> None:
                         for x in resumed
                     ],
                     "failed": [{"execution_id": xid, "error": error} for xid, error in failures],
-                    "torn_writes_completed": getattr(app.store, "rolled_forward", 0),
+                    "torn_transaction": _torn_json(app),
                     "unclean_shutdown": getattr(app.store, "unclean_shutdown", None),
                 }
             )
@@ -888,6 +888,12 @@ def recover(ctx: click.Context) -> None:
                 f" {failures[0][1]}",
                 EXIT_FAILED,
             )
+
+
+def _torn_json(app: App) -> dict[str, Any] | None:
+    """How opening the store repaired a transaction torn by a crash, if it did."""
+    repair = getattr(app.store, "torn_repair", None)
+    return None if repair is None else {"action": repair.action, "writes": repair.writes}
 
 
 # -- events ------------------------------------------------------------------------------------

@@ -205,7 +205,7 @@ def test_recover_resumes_an_interrupted_execution(gk: Cli) -> None:
         "found": 0,
         "resumed": [],
         "failed": [],
-        "torn_writes_completed": 0,
+        "torn_transaction": None,
         "unclean_shutdown": None,
     }
 

@@ -136,7 +136,8 @@ def test_a_torn_schema_4_transaction_is_completed_then_migrated(tmp_path: Path) 
         )
         set_schema_version(store, 4)
     with open_store(path) as store:
-        assert store.rolled_forward == 1
+        assert store.torn_repair is not None
+        assert (store.torn_repair.action, store.torn_repair.writes) == ("re-applied", 1)
         assert schema_version(store) == surreal_schema.SCHEMA_VERSION
         with store.unit_of_work() as uow:
             assert uow.executions.require(execution.id).input == execution.input

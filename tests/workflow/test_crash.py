@@ -4,9 +4,9 @@ kill, recover in this process and check that nothing was lost, duplicated or lef
 GOVKERNEL_CRASH_TRIALS raises the number of kills (default 20); GOVKERNEL_CRASH_SEED
 replays a run's random delays.
 
-A kill can tear the engine's last log record; the store's journal completes that
-transaction on the next open (test_torn_log is the deterministic case), so every trial must
-pass its checks. Trials whose open rolled a torn transaction forward are counted.
+A kill can tear the engine's last log record; the store's journal undoes that transaction
+on the next open (test_torn_log is the deterministic case), so every trial must pass its
+checks. Trials whose open repaired a torn transaction are counted.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Tally:
     kills: int = 0
     interrupted: int = 0  # executions caught mid-flight by a kill and resumed by recovery
     executions: int = 0  # executions checked, over all stores
-    rolled_forward: int = 0  # opens that completed a transaction torn by the kill
+    torn_repairs: int = 0  # opens that undid a transaction torn by the kill
 
 
 class Child:
@@ -94,7 +94,7 @@ class Child:
 def _recover_and_check(url: str, trial: int, tally: Tally, checked: set[str]) -> None:
     # The dead child's file lock went with it: opening the store must simply work.
     store = SurrealStore(SurrealConfig(url))
-    tally.rolled_forward += store.rolled_forward > 0
+    tally.torn_repairs += store.torn_repair is not None
     try:
         door = BackDoor(store)
         clock = FixedClock(datetime.now(UTC))

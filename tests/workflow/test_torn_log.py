@@ -4,8 +4,8 @@ deterministic by truncating the log inside the last transaction.
 A process killed while the engine writes a commit leaves a partial record at the end of the
 log; on the next open the engine repairs the segment. Measured with the SDK's embedded engine
 (SurrealDB core 2.3.10, surrealkv 0.9.3): the repair keeps a *prefix* of that transaction.
-The store therefore journals every commit in its first write and marks it complete in its
-last; an open that finds the marker missing re-applies the journal (`compiler.roll_forward`).
+The store therefore journals how to undo every commit in its first write and marks it
+complete in its last; an open that finds the marker missing undoes it (`compiler.repair`).
 
 Each cut below must leave the store exactly as it was before the last transaction or exactly
 as it was after it: every record, and every index lookup. With the journal turned off, the
@@ -23,7 +23,8 @@ import pytest
 
 from adapters.contract import SurrealBackdoor
 from adapters.faults import FaultInjector, FaultPlan
-from adapters.surrealdb import SurrealConfig, SurrealStore
+from adapters.surrealdb import SurrealConfig, SurrealStore, compiler
+from adapters.surrealdb.compiler import EVENTS_COUNTER as COUNTER
 from domain.model.lifecycle import ExecutionState
 from ports.clock import FixedClock, SequentialIds
 from ports.errors import InjectedFault
@@ -64,6 +65,8 @@ def _observed(store: SurrealStore) -> dict[str, Any]:
                 len(uow.audit.for_execution(key)),
             )
         lookups["events"] = [e.id for e in uow.events.read_after(0, 1000)]
+    # The position the next event will take: a counter left ahead would open a gap.
+    lookups["event counter"] = store.select_rows("SELECT VALUE n FROM ONLY $c", {"c": COUNTER})
     return {"records": records, "lookups": lookups}
 
 
@@ -97,14 +100,15 @@ class Logged:
 
     def open_cut(self, cut: int, work: Path) -> tuple[dict[str, Any], int]:
         """What a copy of the store holds once its log is cut at byte `cut` and reopened,
-        and how many writes the open rolled forward."""
+        and how many writes the open undid."""
         copy = work / f"cut-{cut}"
         shutil.copytree(self.path, copy)
         try:
             os.truncate(_segment(copy), cut)
             store = _open(copy, journaled=self.journaled)
             try:
-                return _observed(store), store.rolled_forward
+                repair = store.torn_repair
+                return _observed(store), repair.writes if repair else 0
             finally:
                 store.close()
         finally:
@@ -128,20 +132,34 @@ def test_cuts_at_transaction_boundaries_reopen_to_the_same_state(
     assert logged.open_cut(logged.after, tmp_path) == (logged.state_after, 0)
 
 
-def test_a_torn_last_transaction_is_completed_on_the_next_open(
-    logged: Logged, tmp_path: Path
-) -> None:
-    rolled = 0
+def test_a_torn_last_transaction_is_undone_on_the_next_open(logged: Logged, tmp_path: Path) -> None:
+    undone = 0
     for cut in _cuts(logged):
-        state, rolled_forward = logged.open_cut(cut, tmp_path)
-        if rolled_forward:
-            rolled += 1
-            assert state == logged.state_after, f"cut at {cut}: rolled forward to another state"
+        state, undone_writes = logged.open_cut(cut, tmp_path)
+        if undone_writes:
+            undone += 1
+            assert state == logged.state_before, f"cut at {cut}: undone to another state"
         else:
             assert state in (logged.state_before, logged.state_after), f"cut at {cut}: partial"
     # Most cuts land after the journal (the transaction's first write): those are the ones
     # the engine would have kept a prefix of.
-    assert rolled >= CUTS // 2, f"only {rolled} cuts were rolled forward"
+    assert undone >= CUTS // 2, f"only {undone} cuts were undone"
+
+
+def test_the_repair_can_itself_be_torn_and_repeated(logged: Logged, tmp_path: Path) -> None:
+    """A crash during the repair leaves a prefix of it; the next open runs it again. Each of
+    its writes is idempotent, so applying it over itself must still give the state before."""
+    cut = logged.before + (logged.after - logged.before) * 3 // 4
+    copy = tmp_path / "twice"
+    shutil.copytree(logged.path, copy)
+    os.truncate(_segment(copy), cut)
+    with _open(copy, journaled=False) as store:  # no repair at open: we run it by hand
+        journal = store.select_rows("SELECT VALUE journal FROM ONLY $c", {"c": COUNTER})[0]
+        repair = compiler.repair(journal, 0)
+        assert repair.action == "undone" and repair.writes > 0
+        for _ in range(2):
+            store.select_rows(repair.compiled.text, repair.compiled.params)
+        assert _observed(store) == logged.state_before
 
 
 def test_without_the_journal_the_engine_keeps_a_prefix(

@@ -46,8 +46,8 @@ class Compiled:
 
 
 def compile_batch(batch: Batch, *, journal: bool = False) -> Compiled:
-    """One transaction for the batch. With `journal`, its first write records the whole batch
-    and its last marks it complete: see `roll_forward`."""
+    """One transaction for the batch. With `journal`, its first write records how to undo the
+    batch and its last marks it complete: see `roll_back`."""
     lines: list[str] = []
     owners: list[int | None] = []
     params: dict[str, Any] = {}
@@ -114,17 +114,20 @@ def _transaction(lines: list[str]) -> str:
 
 
 def _journal(batch: Batch) -> str:
-    # Built from the statements' own variables: the documents are sent once, not twice.
-    entries = []
-    for i, w in enumerate(batch.writes):
-        if w.op in (Op.CREATE, Op.UPDATE, Op.APPEND):
-            entries.append(f"[{_JOURNAL_OPS[w.op]!r}, $r{i}, $d{i}]")
-        elif w.op is Op.DELETE:
-            entries.append(f"['delete', $r{i}, NONE]")
-    return f"{{ txn: $txn, appends: $k, writes: [{', '.join(entries)}] }}"
-
-
-_JOURNAL_OPS = {Op.CREATE: "put", Op.UPDATE: "put", Op.APPEND: "append"}
+    # What undoing the batch takes: the records it creates, and every record it changes or
+    # deletes as it was just before (read inside the transaction, so never stale). Documents
+    # it creates are not copied: undoing a creation needs only the record's id.
+    created = [f"$r{i}" for i, w in enumerate(batch.writes) if w.op in (Op.CREATE, Op.APPEND)]
+    before = [
+        f"[$r{i}, (SELECT * FROM ONLY $r{i})]"
+        for i, w in enumerate(batch.writes)
+        if w.op in (Op.UPDATE, Op.DELETE)
+    ]
+    # SET clauses apply in order: `n` here is the counter already advanced by this batch.
+    return (
+        f"{{ txn: $txn, base: n - $k, created: [{', '.join(created)}],"
+        f" before: [{', '.join(before)}] }}"
+    )
 
 
 def event_positions(compiled: Compiled, rows: Sequence[dict[str, Any]]) -> tuple[int, ...]:
@@ -134,16 +137,53 @@ def event_positions(compiled: Compiled, rows: Sequence[dict[str, Any]]) -> tuple
     return tuple(range(last - compiled.appends + 1, last + 1))
 
 
-def roll_forward(journal: dict[str, Any], counter: int) -> Compiled:
-    """Re-apply a journaled transaction whose completion marker is missing.
+@frozen
+class Repair:
+    compiled: Compiled
+    action: str  # "undone", or "re-applied" for the earlier journal format
+    writes: int
+
+
+def repair(journal: dict[str, Any], counter: int) -> Repair:
+    """How to repair a journaled transaction whose completion marker is missing.
 
     The embedded engine can keep a prefix of a transaction torn at the tail of its log
     (tests/workflow/test_torn_log.py). The journal is the first key that transaction wrote, so
-    it survives whenever anything else did, and it holds every document the transaction
-    wrote. Deleting and re-creating each record restores the whole transaction, index entries
-    included, whatever part of it survived; this is itself a prefix-safe, repeatable
-    transaction, marked complete at its end.
+    it survives whenever anything else did. The repair undoes the whole transaction, whatever
+    part of it survived: it was never acknowledged, so the state before it is the right one.
+    Each record is deleted, and re-created as it was if it existed before, so index entries
+    follow. The repair is itself prefix-safe and repeatable: it sets the event counter to an
+    absolute value, keeps the journal, and marks it complete only at its end.
     """
+    if "writes" in journal:  # the earlier format, from a store last written by an older govkernel
+        return Repair(roll_forward(journal, counter), "re-applied", len(journal["writes"]))
+    lines: list[str] = []
+    params: dict[str, Any] = {
+        "txn": journal["txn"],
+        "done": COMMITTED_MARKER,
+        "ctr": EVENTS_COUNTER,
+        "base": int(journal["base"]),
+    }
+    for i, record in enumerate(journal["created"]):
+        params[f"c{i}"] = record
+        lines.append(f"DELETE $c{i};")
+    for i, (record, document) in enumerate(journal["before"]):
+        params[f"b{i}"] = record
+        lines.append(f"DELETE $b{i};")
+        if document is not None:
+            params[f"d{i}"] = {f: v for f, v in document.items() if f != "id"}
+            lines.append(f"CREATE $b{i} CONTENT $d{i} RETURN NONE;")
+    lines.append("UPSERT $ctr SET n = $base RETURN NONE;")
+    lines.append("UPSERT $done SET txn = $txn RETURN NONE;")
+    compiled = Compiled(_transaction(lines), params, tuple(None for _ in lines), 0)
+    return Repair(compiled, "undone", len(journal["created"]) + len(journal["before"]))
+
+
+def roll_forward(journal: dict[str, Any], counter: int) -> Compiled:
+    """Re-apply a torn transaction from the earlier journal format, which held every document
+    it wrote (a store last written by an older govkernel). Deleting and re-creating each
+    record restores the whole transaction, index entries included; repeatable, and marked
+    complete at its end."""
     lines: list[str] = []
     params: dict[str, Any] = {"txn": journal["txn"], "done": COMMITTED_MARKER}
     position = counter - int(journal["appends"])

@@ -128,14 +128,14 @@ class SurrealStore:
         self.round_trips = 0
         self.exclusive = config.scheme in EMBEDDED
         # Set when the previous process on this surrealkv directory died without closing it.
-        # Kept until acknowledged: the journal completes a torn transaction at open, and
+        # Kept until acknowledged: the journal undoes a torn transaction at open, and
         # verifying every audit chain is the second line `govkernel recover` draws after it.
         self.unclean_shutdown: str | None = None
         # On-disk embedded stores journal each commit so that a transaction torn at the tail
-        # of the engine's log is completed on the next open (see compiler.roll_forward).
+        # of the engine's log is repaired on the next open (see compiler.repair).
         self.journaled = config.path is not None
-        # Writes of a torn transaction that the last open re-applied (0: none was torn).
-        self.rolled_forward = 0
+        # How this open repaired a torn last transaction, if there was one.
+        self.torn_repair: compiler.Repair | None = None
         self._lock = threading.Lock()
         self._file_lock: StoreLock | None = None
         self._db: Any = None
@@ -165,10 +165,10 @@ class SurrealStore:
                 db.signin({"username": cfg.username, "password": cfg.password or ""})
             db.use(cfg.namespace, cfg.database)
             self._db = db
-            # Complete a torn transaction first, under the schema it was written for: a
+            # Repair a torn transaction first, under the schema it was written for: a
             # migration then moves its data like any other's.
             if self.journaled:
-                self._roll_forward()
+                self._repair_torn()
             self._apply_schema()
         except PortError:
             self.close()
@@ -201,8 +201,8 @@ class SurrealStore:
         if bad:
             raise StorageUnavailable(f"schema could not be applied: {bad[0].get('result')}")
 
-    def _roll_forward(self) -> None:
-        """Complete the last transaction if the engine kept only part of it."""
+    def _repair_torn(self) -> None:
+        """Undo the last transaction if the engine kept only part of it."""
         rows = self._query(
             "SELECT * FROM ONLY $ctr; SELECT VALUE txn FROM ONLY $done;",
             {"ctr": compiler.EVENTS_COUNTER, "done": compiler.COMMITTED_MARKER},
@@ -213,14 +213,15 @@ class SurrealStore:
         journal = counter.get("journal")
         if not isinstance(journal, dict) or journal.get("txn") == done:
             return
-        compiled = compiler.roll_forward(journal, int(counter.get("n") or 0))
-        failed = [r for r in self._query(compiled.text, compiled.params) if r.get("status") != "OK"]
+        repair = compiler.repair(journal, int(counter.get("n") or 0))
+        rows = self._query(repair.compiled.text, repair.compiled.params)
+        failed = [r for r in rows if r.get("status") != "OK"]
         if failed:
             raise StorageUnavailable(
-                "the last transaction was torn by a crash and could not be completed:"
+                "the last transaction was torn by a crash and could not be repaired:"
                 f" {_brief(failed[0].get('result'))}"
             )
-        self.rolled_forward = len(journal["writes"])
+        self.torn_repair = repair
 
     def acknowledge_unclean_shutdown(self) -> None:
         """Record that the store was checked after a crash (every audit chain verified)."""
