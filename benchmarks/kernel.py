@@ -84,7 +84,7 @@ JOURNALED_RAW_TEXT = (
     "CREATE $e CONTENT $ed RETURN NONE;\n"
     f"CREATE $v SET {', '.join(f'{f} = $vd.{f}' for f in _EVENT_FIELDS)}, position = $p"
     " RETURN NONE;\n"
-    "UPSERT ONLY $done SET txn = $txn, n = $p RETURN VALUE n;\n"
+    "UPSERT ONLY $done SET txn = $txn RETURN VALUE $p;\n"
     "COMMIT TRANSACTION;"
 )
 

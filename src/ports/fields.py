@@ -268,11 +268,6 @@ FIELDS: Mapping[str, Mapping[str, Field]] = {
 }
 
 
-def unknown_field(table: str, document: Document) -> str | None:
-    """A field the table does not hold (SurrealDB would silently drop it), if any."""
-    return next((name for name in document if name not in FIELDS[table]), None)
-
-
 def violation(table: str, document: Document, *, assigned: tuple[str, ...] = ()) -> str | None:
     """Why `document` may not be stored in `table`, naming the field; None if it may.
 

@@ -304,11 +304,11 @@ def _check_document(table: str, key: str, document: Document) -> None:
     """Refuse what no store can keep faithfully, before anything is sent anywhere."""
     if not key or not _storable(key):
         raise InvalidRecord(f"{table}: record key must be non-empty Unicode text without NUL")
-    unknown = fields.unknown_field(table, document)
-    if unknown is not None:
-        raise InvalidRecord(f"{table} {key!r}: field `{unknown}` is not part of the schema")
+    known = fields.FIELDS[table]
     for name, value in document.items():
-        values = value if isinstance(value, list) else [value]
+        if name not in known:
+            raise InvalidRecord(f"{table} {key!r}: field `{name}` is not part of the schema")
+        values = value if isinstance(value, list) else (value,)
         for item in values:
             if isinstance(item, str) and not _storable(item):
                 raise InvalidRecord(
@@ -319,6 +319,8 @@ def _check_document(table: str, key: str, document: Document) -> None:
 def _storable(text: str) -> bool:
     if "\x00" in text:
         return False
+    if text.isascii():  # the common case, checked without building a copy
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import re
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,83 +46,102 @@ class Compiled:
     appends: int
 
 
+# What the transaction text depends on: each write's operation and table, and for an event
+# its field names. Services commit the same few shapes over and over, so the text (and the
+# identifier checks in it) is built once per shape.
+Shape = tuple[tuple[Op, str, tuple[str, ...]], ...]
+
+
 def compile_batch(batch: Batch, *, journal: bool = False) -> Compiled:
     """One transaction for the batch. With `journal`, its first write records how to undo the
-    batch and its last marks it complete: see `roll_back`."""
-    lines: list[str] = []
-    owners: list[int | None] = []
+    batch and its last marks it complete: see `repair`."""
+    shape: Shape = tuple(
+        (w.op, w.table, tuple(sorted(w.document)) if w.op is Op.APPEND and w.document else ())
+        for w in batch.writes
+    )
+    text, owners = _text(shape, journal)
     params: dict[str, Any] = {}
     appends = batch.appends
-    if journal:
+    if journal or appends:
         params["k"], params["ctr"] = appends, EVENTS_COUNTER
-        params["txn"], params["done"] = uuid.uuid4().hex, COMMITTED_MARKER
+    if journal:
+        params["txn"], params["done"] = os.urandom(16).hex(), COMMITTED_MARKER
+    for i, w in enumerate(batch.writes):
+        if w.op is not Op.ABORT:
+            params[f"r{i}"] = RecordID(w.table, w.key)
+        if w.op in (Op.CREATE, Op.UPDATE, Op.APPEND):
+            params[f"d{i}"] = w.document
+        if w.op in (Op.UPDATE, Op.DELETE, Op.CHECK):
+            params[f"v{i}"] = w.expected_version
+    return Compiled(text, params, owners, appends)
+
+
+@functools.lru_cache(maxsize=256)
+def _text(shape: Shape, journal: bool) -> tuple[str, tuple[int | None, ...]]:
+    lines: list[str] = []
+    owners: list[int | None] = []
+    appends = sum(op is Op.APPEND for op, _, _ in shape)
+    if journal:
         lines.append(
-            f"LET $base = (UPSERT ONLY $ctr SET n += $k, journal = {_journal(batch)}"
+            f"LET $base = (UPSERT ONLY $ctr SET n += $k, journal = {_journal(shape)}"
             " RETURN VALUE n) - $k;"
         )
         owners.append(None)
     elif appends:
-        params["k"] = appends
-        params["ctr"] = EVENTS_COUNTER
         lines.append("LET $base = (UPSERT ONLY $ctr SET n += $k RETURN VALUE n) - $k;")
         owners.append(None)
     nth_append = 0
-    for i, w in enumerate(batch.writes):
+    for i, (op, table, names) in enumerate(shape):
         r, d, v = f"$r{i}", f"$d{i}", f"$v{i}"
-        table = ident(w.table)
-        if w.op is not Op.ABORT:
-            params[f"r{i}"] = RecordID(table, w.key)
-        if w.op is Op.CREATE:
-            params[f"d{i}"] = w.document
+        ident(table)
+        if op is Op.CREATE:
             lines.append(f"CREATE {r} CONTENT {d} RETURN NONE;")
-        elif w.op is Op.UPDATE:
-            params[f"d{i}"], params[f"v{i}"] = w.document, w.expected_version
+        elif op is Op.UPDATE:
             lines.append(
                 f"IF array::len((UPDATE {r} CONTENT {d} WHERE version = {v} RETURN id)) = 0"
                 f" {{ THROW 'uow-conflict:{i}' }};"
             )
-        elif w.op is Op.DELETE:
-            params[f"v{i}"] = w.expected_version
+        elif op is Op.DELETE:
             lines.append(
                 f"IF array::len((DELETE {r} WHERE version = {v} RETURN BEFORE)) = 0"
                 f" {{ THROW 'uow-conflict:{i}' }};"
             )
-        elif w.op is Op.CHECK:
-            params[f"v{i}"] = w.expected_version
+        elif op is Op.CHECK:
             lines.append(
                 f"IF (SELECT VALUE version FROM ONLY {r}) != {v} {{ THROW 'uow-conflict:{i}' }};"
             )
-        elif w.op is Op.APPEND:
+        elif op is Op.APPEND:
+            # Fields set one by one, so that the position can be set beside them.
             nth_append += 1
-            params[f"d{i}"] = w.document
-            sets = ", ".join(f"{ident(f)} = {d}.{f}" for f in sorted(w.document or {}))
+            sets = ", ".join(f"{ident(name)} = {d}.{name}" for name in names)
             lines.append(f"CREATE {r} SET {sets}, position = $base + {nth_append} RETURN NONE;")
-        elif w.op is Op.ABORT:
+        elif op is Op.ABORT:
             lines.append(f"THROW 'uow-abort:{i}';")
         owners.append(i)
+    # The last statement reports the counter as this batch leaves it; with the journal, it is
+    # also the last write, marking the journal complete.
     if journal:
-        # The last write marks the journal complete, and reports the counter as it is now.
-        lines.append("UPSERT ONLY $done SET txn = $txn, n = $base + $k RETURN VALUE n;")
+        lines.append("UPSERT ONLY $done SET txn = $txn RETURN VALUE $base + $k;")
         owners.append(None)
     elif appends:
-        lines.append("SELECT VALUE n FROM ONLY $ctr;")
+        lines.append("$base + $k;")
         owners.append(None)
-    return Compiled(_transaction(lines), params, tuple(owners), appends)
+    return _transaction(lines), tuple(owners)
 
 
 def _transaction(lines: list[str]) -> str:
     return "BEGIN TRANSACTION;\n" + "\n".join(lines) + "\nCOMMIT TRANSACTION;"
 
 
-def _journal(batch: Batch) -> str:
+def _journal(shape: Shape) -> str:
     # What undoing the batch takes: the records it creates, and every record it changes or
     # deletes as it was just before (read inside the transaction, so never stale). Documents
     # it creates are not copied: undoing a creation needs only the record's id.
-    created = [f"$r{i}" for i, w in enumerate(batch.writes) if w.op in (Op.CREATE, Op.APPEND)]
+    created = [f"$r{i}" for i, (op, _, _) in enumerate(shape) if op in (Op.CREATE, Op.APPEND)]
     before = [
         f"[$r{i}, (SELECT * FROM ONLY $r{i})]"
-        for i, w in enumerate(batch.writes)
-        if w.op in (Op.UPDATE, Op.DELETE)
+        for i, (op, _, _) in enumerate(shape)
+        if op in (Op.UPDATE, Op.DELETE)
     ]
     # SET clauses apply in order: `n` here is the counter already advanced by this batch.
     return (

@@ -16,6 +16,7 @@ from attrs import field, frozen
 from surrealdb import RecordID, Surreal
 
 from adapters.surrealdb import compiler, schema
+from adapters.surrealdb.wire import Wire
 from ports.errors import CommitOutcomeUnknown, InvalidRecord, PortError, StorageUnavailable
 from ports.storage import EVENT_TABLE, TABLES, After, AnyOf, Batch, CommitReceipt, Document, Op
 from ports.unit_of_work import StoreUnitOfWork
@@ -164,7 +165,7 @@ class SurrealStore:
             if cfg.username is not None:
                 db.signin({"username": cfg.username, "password": cfg.password or ""})
             db.use(cfg.namespace, cfg.database)
-            self._db = db
+            self._db = Wire(db)
             # Repair a torn transaction first, under the schema it was written for: a
             # migration then moves its data like any other's.
             if self.journaled:
