@@ -308,9 +308,13 @@ def _check_document(table: str, key: str, document: Document) -> None:
     for name, value in document.items():
         if name not in known:
             raise InvalidRecord(f"{table} {key!r}: field `{name}` is not part of the schema")
-        values = value if isinstance(value, list) else (value,)
-        for item in values:
-            if isinstance(item, str) and not _storable(item):
+        for item in value if isinstance(value, list) else (value,):
+            # ASCII text without NUL, the common case, is settled without a call.
+            if (
+                isinstance(item, str)
+                and ("\x00" in item or not item.isascii())
+                and not _storable(item)
+            ):
                 raise InvalidRecord(
                     f"{table} {key!r}: field {name} contains NUL or a lone surrogate"
                 )
