@@ -181,10 +181,10 @@ def test_reject_and_cancel(gk: Cli) -> None:
 def test_recover_resumes_an_interrupted_execution(gk: Cli) -> None:
     settings = load_settings({"GOVKERNEL_STORE": gk.url}, cwd=gk.cwd)
 
-    def crash_at_third_commit(factory: UnitOfWorkFactory) -> UnitOfWorkFactory:
-        return FaultInjector(factory, FaultPlan(fail_at_commit=3))
+    def crash_at_second_commit(factory: UnitOfWorkFactory) -> UnitOfWorkFactory:
+        return FaultInjector(factory, FaultPlan(fail_at_commit=2))
 
-    with build_app(settings, Overrides(wrap_uow_factory=crash_at_third_commit)) as app:
+    with build_app(settings, Overrides(wrap_uow_factory=crash_at_second_commit)) as app:
         request = publication_request(
             [read_source(IMF)], title="Crashed", publication_id="crash-1", policy_refs=["P"]
         )

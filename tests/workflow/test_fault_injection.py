@@ -51,8 +51,9 @@ def positions(kind: str) -> tuple[int, int]:
         done = orchestrator(injector, FixedClock(T0)).start(WORKFLOW, _input(), idempotency_key=KEY)
         assert done.state is ExecutionState.SUCCEEDED
         assert injector.fired == []
-        # start + one commit per step (the last step's commit also records success)
-        assert injector.commits == 5
+        # the start commits with the first step, then one commit per step (the last step's
+        # commit also records success)
+        assert injector.commits == 4
         return injector.writes, injector.commits
 
 
@@ -168,7 +169,7 @@ def test_faults_in_a_row_on_one_execution(kind: str, positions: tuple[int, int])
         door = BackDoor(store)
         clock = FixedClock(T0)
         injector = FaultInjector(store.unit_of_work)
-        injector.arm(FaultPlan(fail_at_commit=3))
+        injector.arm(FaultPlan(fail_at_commit=2))
         with pytest.raises(InjectedFault):
             orchestrator(injector, clock, worker_id="w1").start(
                 WORKFLOW, _input(), idempotency_key=KEY

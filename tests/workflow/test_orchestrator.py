@@ -192,6 +192,26 @@ def test_retryable_errors_are_retried_with_backoff_then_succeed(world: World) ->
     assert_exactly_once(world.door, orch)
 
 
+def test_a_failed_first_step_is_recorded_on_the_start_stored_alone(world: World) -> None:
+    """The first step normally commits with the start; when it fails, the start is stored
+    on its own and the failure recorded like any other attempt's."""
+    calls = Calls()
+    wrappers = {"ingest": calls.wrap(_raise(RetryableError("upstream busy"), times=1))}
+    orch = world.orch_with("worker-1", wrappers, retry=POLICY)
+    done = orch.start(FLAKY, request("pub-1"))
+
+    assert done.state is S.SUCCEEDED
+    assert calls.n == 2 and done.attempts["ingest"] == 2
+    assert world.transitions(done.id)[:5] == [
+        (None, "pending", None),
+        ("pending", "running", None),
+        ("running", "retry_scheduled", "ingest"),
+        ("retry_scheduled", "running", None),
+        ("running", "running", "ingest"),
+    ]
+    assert_exactly_once(world.door, orch)
+
+
 def test_retries_are_bounded_then_the_execution_fails(world: World) -> None:
     calls = Calls()
     wrappers = {"analyse": calls.wrap(_raise(RetryableError("upstream down")))}
@@ -478,11 +498,11 @@ def test_cancelling_a_pending_execution_ends_it_and_a_terminal_one_is_refused(
 
 def test_a_live_lease_keeps_other_workers_off_until_it_expires(world: World) -> None:
     crashing = FaultInjector(world.store.unit_of_work)
-    crashing.arm(FaultPlan(fail_at_commit=3))  # start, ingest, then analyse's commit fails
+    crashing.arm(FaultPlan(fail_at_commit=2))  # start with ingest, then analyse's commit fails
     first = world.orch_with("worker-A", {}, factory=crashing)
     with pytest.raises(InjectedFault):
         first.start(WORKFLOW, request("pub-1"), idempotency_key="lease-1")
-    assert crashing.fired == ["commit 3"]
+    assert crashing.fired == ["commit 2"]
     (execution_id,) = world.door.table("execution")
     stuck = world.orch().get(execution_id)
     assert (stuck.state, stuck.current_step, stuck.lease_owner) == (S.RUNNING, 1, "worker-A")
@@ -507,7 +527,7 @@ def test_a_live_lease_keeps_other_workers_off_until_it_expires(world: World) -> 
 
 def test_the_lease_holder_itself_may_resume(world: World) -> None:
     crashing = FaultInjector(world.store.unit_of_work)
-    crashing.arm(FaultPlan(fail_at_commit=3))
+    crashing.arm(FaultPlan(fail_at_commit=2))
     first = world.orch_with("worker-A", {}, factory=crashing)
     with pytest.raises(InjectedFault):
         first.start(WORKFLOW, request("pub-1"))
@@ -718,7 +738,8 @@ def test_an_executions_input_is_written_once_not_at_every_step(world: World) -> 
     writes = [w for b in _Recording.batches for w in b.writes]
     assert [w.table for w in writes].count("execution_input") == 1
     executions = [w for w in writes if w.table == "execution"]
-    assert len(executions) == 5 and all("input_json" not in (w.document or {}) for w in executions)
+    # One write per commit: the start with the first step, then each further step.
+    assert len(executions) == 4 and all("input_json" not in (w.document or {}) for w in executions)
     assert world.orch().get(done.id).input == request("pub-1")
 
 

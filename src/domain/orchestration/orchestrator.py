@@ -67,6 +67,12 @@ class _Stop:
 
 
 @frozen
+class _FirstStepFailed:
+    step: str
+    error: Exception
+
+
+@frozen
 class _Wait:
     delay: timedelta
 
@@ -120,12 +126,12 @@ class Orchestrator:
             raise InvalidInput("input", "must be JSON-serialisable") from None
         rt = self._runtime
         key = text("idempotency_key", idempotency_key or rt.ids.new_id("idem"), max_len=200)
-        # No read first: the unique (tenant, idempotency key) index refuses a second start,
-        # which costs a round trip only when the key is really reused.
-        with self._uow_factory() as uow:
+        execution_id = rt.ids.new_id("wfx")
+
+        def fresh() -> WorkflowExecution:
             now = rt.clock.now()
             execution = WorkflowExecution.start(
-                execution_id=rt.ids.new_id("wfx"),
+                execution_id=execution_id,
                 tenant=rt.tenant,
                 workflow_name=definition.name,
                 workflow_version=definition.version,
@@ -141,19 +147,83 @@ class Orchestrator:
             if run:
                 execution.transition(S.RUNNING, at=now, actor=rt.actor, reason="started")
                 execution.claim(self.worker_id, now=now, ttl=self._lease_ttl)
+            return execution
+
+        first_failure: _FirstStepFailed | None = None
+        if run:
+            outcome = self._start_with_first_step(fresh(), definition, key)
+            if isinstance(outcome, WorkflowExecution):
+                if outcome.id != execution_id:
+                    return outcome  # the key was used before: that execution is the answer
+                self._remember(outcome)
+                return self.run(execution_id)
+            first_failure = outcome
+        execution = self._start_alone(fresh(), key)
+        if execution.id != execution_id:
+            return execution
+        if first_failure is not None:
+            # Recorded like any failed attempt, on the execution now stored without it.
+            self._after_failure(
+                execution_id, execution.version, first_failure.step, first_failure.error
+            )
+            return self.run(execution_id)
+        self._remember(execution)
+        return self.run(execution_id) if run else execution
+
+    def _start_with_first_step(
+        self, execution: WorkflowExecution, definition: WorkflowDefinition, key: str
+    ) -> WorkflowExecution | _FirstStepFailed:
+        """Store a new execution together with its first step: one transaction fewer.
+
+        Returns the stored execution (another one, if the idempotency key was used before), or
+        the first step's failure, whose writes went with the discarded unit.
+        """
+        rt = self._runtime
+        # No read first: the unique (tenant, idempotency key) index refuses a second start,
+        # which costs a round trip only when the key is really reused.
+        with self._uow_factory() as uow:
+            uow.executions.save(execution)
+            step = definition.steps[0]
+            execution.begin_attempt(step.name)
+            try:
+                output = step.run(uow, self._context(execution, step.name))
+            except Exception as exc:  # recorded once the start is stored on its own
+                return _FirstStepFailed(step.name, exc)
+            now = rt.clock.now()
+            execution.checkpoint(step.name, output, at=now, actor=rt.actor)
+            if execution.current_step >= len(definition.steps):
+                execution.transition(
+                    S.SUCCEEDED, at=now, actor=rt.actor, reason="all steps completed"
+                )
+            else:
+                execution.claim(self.worker_id, now=now, ttl=self._lease_ttl)
+            uow.executions.save(execution)
+            try:
+                uow.commit()
+            except (DuplicateRecord, CommitOutcomeUnknown) as exc:
+                # The key was used before (perhaps by a concurrent start), or the reply was
+                # lost: the stored execution, if any, is the answer. Otherwise a record of the
+                # step collided with one another execution stored first: a failed attempt.
+                found = self._by_key(key)
+                if found is not None:
+                    return found
+                if isinstance(exc, CommitOutcomeUnknown):
+                    raise
+                return _FirstStepFailed(step.name, exc)
+        return execution
+
+    def _start_alone(self, execution: WorkflowExecution, key: str) -> WorkflowExecution:
+        """Store a new execution before any step: the stored one if the key was used."""
+        with self._uow_factory() as uow:
             uow.executions.save(execution)
             try:
                 uow.commit()
             except (DuplicateRecord, CommitOutcomeUnknown):
-                # The key was used before (perhaps by a concurrent start), or our commit's
-                # reply was lost: either way the stored execution (if any) is the answer.
                 found = self._by_key(key)
                 if found is None:
                     raise
-                if found.id != execution.id:
-                    return found
-        self._remember(execution)
-        return self.run(execution.id) if run else execution
+                return found
+        return execution
 
     def run(self, execution_id: str, *, ignore_leases: bool = False) -> WorkflowExecution:
         """Drive an execution until it ends, waits for approval, or another worker owns it."""
