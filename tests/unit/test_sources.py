@@ -151,6 +151,21 @@ def test_values_at_the_limits_are_accepted(field: str, value: str) -> None:
     assert getattr(parse(**{field: value}), field) == value
 
 
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("https://evil.com\\@www.imf.org/x", "backslashes"),  # browsers go to evil.com
+        ("https://www.imf.org\\x", "backslashes"),
+        ("https://user:pw@www.imf.org/x", "credentials"),
+        ("https://@www.imf.org/x", "credentials"),
+    ],
+)
+def test_urls_whose_host_parsers_disagree_on_are_refused(url: str, why: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse(source_url=url)
+    assert caught.value.field == "source_url" and why in str(caught.value)
+
+
 @settings(max_examples=60, deadline=None)
 @given(title=hostile_text(), content=hostile_text(max_pieces=12))
 def test_hostile_but_valid_text_is_kept_verbatim(title: str, content: str) -> None:
@@ -185,6 +200,7 @@ def test_arbitrary_url_strings_either_parse_or_raise_invalid_input(url: str) -> 
         assert parts.scheme in ("http", "https")
         assert parts.hostname
         assert not any(ch.isspace() for ch in url)
+        assert "\\" not in url and "@" not in parts.netloc
 
 
 @settings(max_examples=100, deadline=None)

@@ -85,6 +85,10 @@ def checked_url(field: str, value: object) -> str:
         raise InvalidInput(field, "must be an absolute http(s) URL with a host")
     if any(ch.isspace() for ch in url):
         raise InvalidInput(field, "must not contain whitespace")
+    if "\\" in url:  # read as `/` by browsers, not by Python: two hosts for one URL
+        raise InvalidInput(field, "must not contain backslashes")
+    if "@" in parts.netloc:
+        raise InvalidInput(field, "must not carry credentials (user@ or user:password@)")
     return url
 
 

@@ -123,11 +123,20 @@ class SourceAllowlist:
     )
 
     def permits(self, kind: SourceKind, url: str) -> bool:
+        if not _unambiguous_host(url):
+            return False
         host = (urlsplit(url).hostname or "").lower().rstrip(".")
         if not host or _matches(host, tuple(SOCIAL_MEDIA_HOSTS)):
             return False
         allowed = self.hosts.get(kind, ())
         return True if allowed is None else _matches(host, allowed)
+
+
+def _unambiguous_host(url: str) -> bool:
+    # Parsers disagree on where the host of these ends: Python reads `https://evil.com\@imf.org`
+    # as host imf.org, browsers (WHATWG) read `\` as `/` and go to evil.com. Credentials
+    # before the host serve no source either. Such a URL names no host we can vouch for.
+    return "\\" not in url and "@" not in urlsplit(url).netloc
 
 
 def _matches(host: str, suffixes: Sequence[str]) -> bool:
