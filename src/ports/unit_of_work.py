@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
 
@@ -182,6 +183,11 @@ class UnitOfWork(abc.ABC):
             raise InvalidRecord(f"{write.table} records are immutable once created")
         if write.document is not None:
             _check_document(write.table, write.key, write.document)
+            if any(isinstance(v, datetime) and v.utcoffset() for v in write.document.values()):
+                # Stored as the same instant in UTC: an offset with seconds in it (historical
+                # zones have them) is one SurrealDB cannot even parse.
+                utc = {k: _utc(v) for k, v in write.document.items()}
+                write = Write(write.op, write.table, write.key, utc, write.expected_version)
         key = (write.table, write.key)
         earlier = self._pending.get(key)
         if write.op is Op.CREATE and earlier is not None and earlier.op is not Op.DELETE:
@@ -318,6 +324,10 @@ def _check_document(table: str, key: str, document: Document) -> None:
                 raise InvalidRecord(
                     f"{table} {key!r}: field {name} contains NUL or a lone surrogate"
                 )
+
+
+def _utc(value: object) -> object:
+    return value.astimezone(UTC) if isinstance(value, datetime) and value.utcoffset() else value
 
 
 def _storable(text: str) -> bool:

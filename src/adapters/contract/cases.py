@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import ClassVar
 
 import pytest
@@ -604,6 +604,27 @@ class UnitOfWorkContract:
             assert uow.decisions.get(unique) == decision
             assert uow.executions.by_idempotency_key(text, unique) == execution
             assert uow.audit.for_execution(unique) == entries
+
+    @pytest.mark.parametrize(
+        "offset",
+        [timedelta(hours=5, minutes=45), timedelta(minutes=19, seconds=32), -timedelta(hours=23)],
+        ids=["+05:45", "+00:19:32", "-23:00"],
+    )
+    def test_a_datetime_in_any_zone_is_stored_as_the_same_instant(
+        self, uow_factory: UnitOfWorkFactory, offset: timedelta
+    ) -> None:
+        """Historical zones have offsets with seconds in them, which SurrealDB cannot parse:
+        every datetime is stored in UTC, on every adapter alike."""
+        at = datetime(1930, 6, 1, 12, 0, 0, 250000, tzinfo=timezone(offset))
+        source = evolve(samples.source(), acquired_at=at)
+        with uow_factory() as uow:
+            uow.sources.add(source)
+            uow.commit()
+        with uow_factory() as uow:
+            found = uow.sources.get(source.id)
+        assert found is not None
+        stored = found.acquired_at
+        assert stored == at and stored.utcoffset() == timedelta(0)
 
     @pytest.mark.parametrize("where", ["text-field", "list-item", "record-id", "event-field"])
     def test_nul_is_refused_and_nothing_is_written(
