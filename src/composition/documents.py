@@ -111,8 +111,8 @@ def read_bounded(path: Path, limit: int) -> bytes:
         raise DocumentError(f"{path}: cannot read: {exc.strerror}") from None
     if len(data) > limit:
         raise DocumentError(
-            f"{path}: too large: more than {limit} bytes"
-            f" (a document holds at most {MAX_CONTENT} characters)"
+            f"{path}: too large: more than {limit:,} bytes"
+            f" (a document holds at most {MAX_CONTENT:,} characters)"
         )
     return data
 

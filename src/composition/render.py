@@ -250,6 +250,10 @@ def events_table(events: Sequence[EventEnvelope]) -> str:
 # -- step outputs --------------------------------------------------------------------------
 
 
+def _count(n: object, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def step_output(step: str | None, output: object) -> str:
     """A short human summary of a step's checkpointed output."""
     if not isinstance(output, Mapping):
@@ -258,11 +262,11 @@ def step_output(step: str | None, output: object) -> str:
         total, new = len(output["source_ids"]), len(output.get("created", []))
         return f"{total} source{'s' * (total != 1)} ({new} new, {total - new} already known)"
     if step == "analyse" and "analysis_id" in output:
-        return f"analysis {output['analysis_id']} ({output.get('claims', 0)} claims)"
+        return f"analysis {output['analysis_id']} ({_count(output.get('claims', 0), 'claim')})"
     if step == "publish" and "capsule_id" in output:
         return f"capsule {output['capsule_id']} (artifact {str(output.get('artifact_hash'))[:16]})"
     if step == "verify" and "verified" in output:
-        return f"capsule verified ({output.get('chunks', 0)} chunks)"
+        return f"capsule verified ({_count(output.get('chunks', 0), 'chunk')})"
     if step == "retract" and "retracted" in output:
         return f"capsule {output['retracted']} retracted" if output["retracted"] else "nothing"
     return json.dumps(output, default=str, sort_keys=True)
