@@ -368,6 +368,49 @@ def test_tier1_waits_for_one_approval_by_someone_else(world: World) -> None:
     assert_exactly_once(world.door, orch, denials=1)
 
 
+def test_restarting_with_a_known_key_records_no_denial_of_its_own(world: World) -> None:
+    """The first step runs before the start is known to land; a reused key must not leave
+    the denial of a start that never was, in a row or from racing workers."""
+    first = world.orch().start(
+        WORKFLOW, request("pub-1"), idempotency_key="k", risk_tier=ImpactTier.TIER1
+    )
+    assert first.state is S.AWAITING_APPROVAL
+    tables = ("decision", "evidence", "execution", "audit")
+    before = {name: world.door.table(name) for name in tables}
+    for worker in ("worker-1", "worker-2", "worker-3"):
+        again = world.orch(worker).start(
+            WORKFLOW, request("pub-1"), idempotency_key="k", risk_tier=ImpactTier.TIER1
+        )
+        assert again.id == first.id
+    assert {name: world.door.table(name) for name in tables} == before
+    assert len(before["decision"]) == 1
+
+
+class _DenialReplyLost(WrappingUnitOfWork):
+    """Applies the first unit that records a decision, then reports its outcome unknown."""
+
+    lost = 0
+
+    def _apply(self, batch: Batch) -> CommitReceipt:
+        receipt = super()._apply(batch)
+        if _DenialReplyLost.lost == 0 and any(w.table == "decision" for w in batch.writes):
+            _DenialReplyLost.lost += 1
+            raise CommitOutcomeUnknown("the reply was lost after the denial was applied")
+        return receipt
+
+
+def test_a_denial_whose_reply_was_lost_still_awaits_approval(world: World) -> None:
+    """The gate records a denial in a unit of its own; a lost reply is resolved by a re-read,
+    not taken for a failed step."""
+    _DenialReplyLost.lost = 0
+    factory = lambda: _DenialReplyLost(world.store.unit_of_work())  # noqa: E731
+    orch = world.orch_with("worker-1", {}, factory=factory)
+    waiting = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
+    assert _DenialReplyLost.lost == 1
+    assert waiting.state is S.AWAITING_APPROVAL
+    assert len(world.door.table("decision")) == 1
+
+
 def test_steps_act_for_the_requester_whichever_worker_runs_them(world: World) -> None:
     waiting = world.orch().start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
     alices_worker = Orchestrator(

@@ -42,6 +42,10 @@ class RuntimeContext:
     ids: IdGenerator
     trace_id: str
     change_freeze: bool = False
+    # False while a step runs on an execution not stored yet (the first step, committed with
+    # the start): a denial is then only raised, and recorded when the step runs again on the
+    # stored execution, so a start that never lands leaves no denial behind.
+    record_denials: bool = True
 
     def with_ids(self, ids: IdGenerator) -> RuntimeContext:
         return evolve(self, ids=ids)

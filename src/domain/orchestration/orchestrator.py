@@ -16,7 +16,7 @@ from typing import Any
 
 from attrs import evolve, frozen
 
-from domain.model.errors import DomainError, InvalidInput, InvalidState
+from domain.model.errors import DomainError, InvalidInput, InvalidState, PolicyDenied
 from domain.model.evidence import canonical_json
 from domain.model.execution import RollbackStrategy, WorkflowExecution
 from domain.model.lifecycle import ChainReport, ExecutionState
@@ -162,6 +162,10 @@ class Orchestrator:
         if execution.id != execution_id:
             return execution
         if first_failure is not None:
+            if isinstance(first_failure.error, PolicyDenied):
+                # Run again on the stored execution, where the gate records the denial.
+                self._remember(execution)
+                return self.run(execution_id)
             # Recorded like any failed attempt, on the execution now stored without it.
             self._after_failure(
                 execution_id, execution.version, first_failure.step, first_failure.error
@@ -185,8 +189,11 @@ class Orchestrator:
             uow.executions.save(execution)
             step = definition.steps[0]
             execution.begin_attempt(step.name)
+            # Not stored yet: a denial must not be recorded for a start that may never land.
+            context = self._context(execution, step.name)
+            context = evolve(context, runtime=evolve(context.runtime, record_denials=False))
             try:
-                output = step.run(uow, self._context(execution, step.name))
+                output = step.run(uow, context)
             except Exception as exc:  # recorded once the start is stored on its own
                 return _FirstStepFailed(step.name, exc)
             now = rt.clock.now()

@@ -18,7 +18,7 @@ from domain.model.policy import (
     evaluate,
 )
 from domain.model.runtime import RuntimeContext
-from ports.errors import DuplicateRecord
+from ports.errors import CommitOutcomeUnknown, DuplicateRecord
 from ports.unit_of_work import UnitOfWorkFactory
 
 
@@ -63,15 +63,28 @@ class Gate:
         )
         if decision.allowed:
             return decision
-        try:
-            with self._uow_factory() as uow:
-                uow.decisions.add(decision)
-                uow.evidence.add(evidence_for(decision, runtime, subject=mutation.target))
-                uow.commit()
-        except DuplicateRecord:
-            pass  # a replayed step re-derives the same decision id: it is already recorded
+        if runtime.record_denials:
+            self._record(decision, runtime, mutation.target)
         error = ApprovalRequired if decision.awaits_approval else PolicyDenied
         raise error(decision.action.value, decision.reasons, decision.id)
+
+    def _record(self, decision: PolicyDecision, runtime: RuntimeContext, subject: str) -> None:
+        """The denial's decision and evidence, in a unit of their own."""
+        evidence = evidence_for(decision, runtime, subject=subject)
+        for _ in range(2):
+            try:
+                with self._uow_factory() as uow:
+                    uow.decisions.add(decision)
+                    uow.evidence.add(evidence)
+                    uow.commit()
+                return
+            except DuplicateRecord:
+                return  # a replayed step re-derives the same decision id: already recorded
+            except CommitOutcomeUnknown:
+                # The reply was lost: a re-read says whether it landed; if not, once more.
+                with self._uow_factory() as uow:
+                    if uow.decisions.get(decision.id) is not None:
+                        return
 
 
 def evidence_for(
