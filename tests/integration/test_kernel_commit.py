@@ -9,8 +9,15 @@ import pytest
 from attrs import evolve
 
 from adapters.contract import samples
-from adapters.surrealdb import SurrealStore
-from ports.errors import ConcurrencyConflict, DuplicateRecord, PortError
+from adapters.surrealdb import SurrealStore, compiler
+from ports.errors import (
+    CommitOutcomeUnknown,
+    ConcurrencyConflict,
+    DuplicateRecord,
+    InvalidRecord,
+    PortError,
+)
+from ports.storage import Batch, Op, Write
 from ports.unit_of_work import UnitOfWork
 
 
@@ -112,3 +119,16 @@ def test_an_empty_commit_makes_no_round_trip(surreal_mem: SurrealStore) -> None:
         spy = spy_on(surreal_mem)
         uow.commit()
     assert spy.calls == []
+
+
+def test_a_commit_failing_in_the_engine_is_an_unknown_outcome() -> None:
+    """Every statement ran, then the commit failed (a full disk): not a refusal of the data."""
+    batch = Batch((Write(Op.CREATE, "knowledge_source", "s1", {"title": "t"}),))
+    compiled = compiler.compile_batch(batch)
+    lost = "The query was not executed due to a failed transaction: No space left on device"
+    rows = [{"status": "ERR", "result": lost} for _ in compiled.owners]
+    assert isinstance(compiler.failure(compiled, batch, rows), CommitOutcomeUnknown)
+    # A statement that really failed still names the write it belongs to.
+    rows[0] = {"status": "ERR", "result": "Found 7 for field `version`, expected an int"}
+    refused = compiler.failure(compiled, batch, rows)
+    assert isinstance(refused, InvalidRecord) and "'s1'" in str(refused)

@@ -13,6 +13,7 @@ from surrealdb import RecordID
 
 from adapters.surrealdb.schema import COUNTER_TABLE
 from ports.errors import (
+    CommitOutcomeUnknown,
     ConcurrencyConflict,
     DuplicateRecord,
     InjectedFault,
@@ -258,6 +259,10 @@ def failure(compiled: Compiled, batch: Batch, rows: Sequence[dict[str, Any]]) ->
         return ConcurrencyConflict(table, key, "concurrent transaction")
     if "does not exist" in lowered or "not found" in lowered:
         return RecordNotFound(table, key)
+    if all(NOT_EXECUTED in str(rows[i].get("result")) for i in failed):
+        # No statement failed: the commit itself did (a full disk, an I/O error). Part of it
+        # may have reached the log, so only a re-read can tell what stands.
+        return CommitOutcomeUnknown(f"commit failed in the engine: {_brief(message)}")
     return InvalidRecord(f"{table} {key!r} refused: {_brief(message)}")
 
 
