@@ -141,6 +141,22 @@ def test_a_crash_is_remembered_until_acknowledged(tmp_path: Path) -> None:
     assert lock.read_text() == ""
 
 
+@pytest.mark.parametrize(
+    "left",
+    [b"\xff\xfe\x00bin", b"\x00\x00\x00\x00", b"unclean \x1b[31mred", b"not a pid"],
+    ids=["binary", "nul", "escape", "text"],
+)
+def test_whatever_a_lock_file_holds_is_taken_for_a_crash_and_never_echoed(
+    tmp_path: Path, left: bytes
+) -> None:
+    path = tmp_path / "store"
+    with open_store(path) as store:
+        pass
+    path.with_name("store.lock").write_bytes(left)  # a power loss or a hand wrote this
+    with open_store(path) as store:
+        assert store.unclean_shutdown == "unknown"
+
+
 def test_a_store_the_engine_cannot_open_says_why(tmp_path: Path) -> None:
     path = tmp_path / "store"
     with open_store(path) as store, store.unit_of_work() as uow:

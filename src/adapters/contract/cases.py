@@ -605,6 +605,24 @@ class UnitOfWorkContract:
             assert uow.executions.by_idempotency_key(text, unique) == execution
             assert uow.audit.for_execution(unique) == entries
 
+    def test_a_long_log_reads_whole_in_one_page(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        """More events than the engine's index scans fetch at once (500), read from before the
+        first position and from the middle: none may be skipped."""
+        with uow_factory() as uow:
+            for _ in range(1100):
+                uow.events.append(samples.event())
+            uow.commit()
+        last = max(int(d["position"]) for d in backdoor.snapshot()[EVENT_TABLE].values())
+        first = last - 1100
+        before_first = max(first - 5, 0)
+        for after, limit in ((first, 1100), (first, 1000), (first + 400, 650), (before_first, 700)):
+            with uow_factory() as uow:
+                read = [e.position for e in uow.events.read_after(after, limit)]
+            expected = list(range(max(after, 0) + 1, min(after + limit, last) + 1))
+            assert read == expected, f"after {after}, limit {limit}: {len(read)} read"
+
     @pytest.mark.parametrize(
         "offset",
         [timedelta(hours=5, minutes=45), timedelta(minutes=19, seconds=32), -timedelta(hours=23)],

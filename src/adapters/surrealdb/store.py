@@ -67,7 +67,9 @@ class StoreLock:
     def acquire(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path, "a+")  # noqa: SIM115 - held open for the store's lifetime
+            # Held open for the store's lifetime. Whatever a crash or a hand left in it is read
+            # but never trusted: only a decimal pid is ever shown.
+            handle = open(self.path, "a+", encoding="utf-8", errors="replace")  # noqa: SIM115
         except OSError as exc:
             raise StorageUnavailable(
                 f"cannot use store {self.path.with_suffix('')}: {exc.strerror or exc}"
@@ -76,7 +78,7 @@ class StoreLock:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip().split(" ")[0] or "unknown"
+            holder = _pid(handle.read().split()[:1])
             handle.close()
             raise StorageUnavailable(
                 f"store {self.path.with_suffix('')} is in use by another process (pid {holder});"
@@ -85,9 +87,9 @@ class StoreLock:
         handle.seek(0)
         left = handle.read().split()
         if left[:1] == ["unclean"]:
-            self.crashed_holder = " ".join(left[1:2]) or "unknown"
+            self.crashed_holder = _pid(left[1:2])
         elif left:
-            self.crashed_holder = left[0]
+            self.crashed_holder = _pid(left[:1])
         self._file = handle
         self._write(str(os.getpid()))
 
@@ -113,6 +115,10 @@ class StoreLock:
             # Durable, so that a power loss cannot hide that the holder died: the next open
             # settles the log only when it knows (SurrealStore._settle_log).
             os.fsync(self._file.fileno())
+
+
+def _pid(tokens: list[str]) -> str:
+    return tokens[0] if tokens and tokens[0].isascii() and tokens[0].isdigit() else "unknown"
 
 
 def store_directory(path: Path) -> Path:
@@ -415,9 +421,12 @@ class SurrealStore:
 
     def events_after(self, position: int, limit: int) -> list[Document]:
         # Positions have no gaps, so a bounded range on the unique index is exact and cheap.
+        # Inclusive bounds: the engine's range scan of a unique index with an exclusive lower
+        # bound below its first key skips the 501st entry (SurrealDB core 2.3.10).
         rows = self.select_rows(
-            f"SELECT * FROM {EVENT_TABLE} WHERE position > $p AND position <= $q ORDER BY position",
-            {"p": position, "q": position + limit},
+            f"SELECT * FROM {EVENT_TABLE} WHERE position >= $p AND position <= $q"
+            " ORDER BY position",
+            {"p": position + 1, "q": position + limit},
         )
         return [_strip(row) for row in rows]
 
