@@ -306,6 +306,8 @@ def test_allowlisted_hosts_and_their_subdomains_are_permitted(kind: SourceKind, 
         (SourceKind.IMF, "https://imf.org@evil.com/report"),  # userinfo trick: host is evil.com
         (SourceKind.IMF, "https://evil.com\\@www.imf.org/x"),  # browsers go to evil.com
         (SourceKind.IMF, "https://user:pw@www.imf.org/x"),  # credentials serve no source
+        (SourceKind.IMF, "https://[v1.imf.org]/x"),  # Python's host: v1.imf.org
+        (SourceKind.IMF, "https://[fe80::1%eth0.imf.org]/"),  # a zone id, not a host
         (SourceKind.IMF, "https://www.bis.org/publ"),  # allowed host, but for another kind
         (SourceKind.BIS, "https://www.imf.org/en"),
         (SourceKind.FRED, "https://stlouisfed.org.example.net/series"),

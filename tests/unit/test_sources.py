@@ -158,6 +158,12 @@ def test_values_at_the_limits_are_accepted(field: str, value: str) -> None:
         ("https://www.imf.org\\x", "backslashes"),
         ("https://user:pw@www.imf.org/x", "credentials"),
         ("https://@www.imf.org/x", "credentials"),
+        ("https://[v1.imf.org]/x", "IPv6"),  # Python's host: v1.imf.org
+        ("https://[::1%25.imf.org]/x", "IPv6"),
+        ("https://[fe80::1%eth0.imf.org]/", "IPv6"),
+        ("https://evil.com%40www.imf.org/", "host name"),
+        ("https://www.imf.org../", "host name"),
+        ("https://www.imf|org/", "host name"),
     ],
 )
 def test_urls_whose_host_parsers_disagree_on_are_refused(url: str, why: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import ipaddress
+import re
 from datetime import datetime
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -89,7 +91,24 @@ def checked_url(field: str, value: object) -> str:
         raise InvalidInput(field, "must not contain backslashes")
     if "@" in parts.netloc:
         raise InvalidInput(field, "must not carry credentials (user@ or user:password@)")
+    host = parts.hostname
+    if "[" in parts.netloc:
+        # Python keeps whatever sits between the brackets as the host ([v1.imf.org], a zone
+        # id [fe80::1%eth0.imf.org]); only a plain IPv6 address is one host to everyone.
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise InvalidInput(field, "must have a plain IPv6 address in brackets") from None
+        if "%" in host:
+            raise InvalidInput(field, "must have a plain IPv6 address in brackets")
+    elif not _HOST_NAME.fullmatch(host):
+        raise InvalidInput(field, "must have a host name of letters, digits, hyphens and dots")
     return url
+
+
+# Dot-separated labels of letters and digits, with inner hyphens or underscores; one trailing
+# dot at most. Percent escapes, control and punctuation characters have no place in a host.
+_HOST_NAME = re.compile(r"(?:[^\W_](?:[\w-]*[^\W_])?\.)*[^\W_](?:[\w-]*[^\W_])?\.?")
 
 
 @frozen

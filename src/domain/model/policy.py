@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -134,9 +135,18 @@ class SourceAllowlist:
 
 def _unambiguous_host(url: str) -> bool:
     # Parsers disagree on where the host of these ends: Python reads `https://evil.com\@imf.org`
-    # as host imf.org, browsers (WHATWG) read `\` as `/` and go to evil.com. Credentials
-    # before the host serve no source either. Such a URL names no host we can vouch for.
-    return "\\" not in url and "@" not in urlsplit(url).netloc
+    # as host imf.org, browsers (WHATWG) read `\` as `/` and go to evil.com; Python also keeps
+    # whatever sits in brackets (`[v1.imf.org]`) as the host. Credentials and percent escapes
+    # serve no source either. Such a URL names no host we can vouch for.
+    parts = urlsplit(url)
+    if "\\" in url or "@" in parts.netloc or "%" in parts.netloc:
+        return False
+    if "[" in parts.netloc:
+        try:
+            ipaddress.IPv6Address(parts.hostname or "")
+        except ValueError:
+            return False
+    return True
 
 
 def _matches(host: str, suffixes: Sequence[str]) -> bool:
