@@ -149,7 +149,7 @@ class SurrealStore:
         self._lock = threading.Lock()
         self._file_lock: StoreLock | None = None
         self._db: Any = None
-        self._immutable: OrderedDict[tuple[str, str], Document] = OrderedDict()
+        self._immutable: OrderedDict[tuple[str, str], tuple[Document, int]] = OrderedDict()
         self._cache_chars = 0
         self._cache_lock = threading.Lock()
         self._open()
@@ -366,11 +366,13 @@ class SurrealStore:
 
     # Immutable records (sources, analyses, evidence, decisions) never change once committed,
     # so a cache of them saves a round trip on every later step that reads them. It is
-    # bounded by characters held, since one source may carry up to a million.
+    # bounded by characters held, since one source may carry up to a million. It keeps the
+    # documents it is given (a committed write's, or a row just read: nobody else holds
+    # them) and hands out copies.
     def _cached(self, table: str, key: str) -> Document | None:
         with self._cache_lock:
-            doc = self._immutable.get((table, key))
-        return _copy(doc) if doc is not None else None
+            entry = self._immutable.get((table, key))
+        return _copy(entry[0]) if entry is not None else None
 
     def _cache(self, table: str, key: str, doc: Document) -> None:
         if not TABLES[table].immutable:
@@ -382,9 +384,9 @@ class SurrealStore:
             if (table, key) in self._immutable:
                 return
             while self._immutable and self._cache_chars + size > IMMUTABLE_CACHE_CHARS:
-                _, evicted = self._immutable.popitem(last=False)
-                self._cache_chars -= _size(evicted)
-            self._immutable[(table, key)] = _copy(doc)
+                _, (_, evicted) = self._immutable.popitem(last=False)
+                self._cache_chars -= evicted
+            self._immutable[(table, key)] = (doc, size)
             self._cache_chars += size
 
     def query(
