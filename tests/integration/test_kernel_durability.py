@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,42 @@ def test_whatever_a_lock_file_holds_is_taken_for_a_crash_and_never_echoed(
     path.with_name("store.lock").write_bytes(left)  # a power loss or a hand wrote this
     with open_store(path) as store:
         assert store.unclean_shutdown == "unknown"
+
+
+def test_a_lock_file_that_is_a_link_or_not_a_file_is_refused_and_left_alone(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store"
+    with open_store(path):
+        pass
+    lock = path.with_name("store.lock")
+    victim = tmp_path / "precious.txt"
+    victim.write_text("precious data")
+    lock.unlink()
+    lock.symlink_to(victim)
+    with pytest.raises(StorageUnavailable, match=r"store\.lock: it is a symbolic link"):
+        open_store(path)
+    assert victim.read_text() == "precious data"
+    lock.unlink()
+    lock.mkdir()
+    with pytest.raises(StorageUnavailable, match=r"store\.lock"):
+        open_store(path)
+
+
+def test_a_huge_lock_file_is_not_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with open_store(path):
+        pass
+    with path.with_name("store.lock").open("r+b") as lock:
+        lock.truncate(256 * 1024 * 1024)  # sparse: what a damaged file system can leave
+    tracemalloc.start()
+    try:
+        with open_store(path) as store:
+            assert store.unclean_shutdown == "unknown"
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 1024 * 1024
 
 
 def test_a_store_the_engine_cannot_open_says_why(tmp_path: Path) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -67,25 +69,33 @@ class StoreLock:
     def acquire(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Held open for the store's lifetime. Whatever a crash or a hand left in it is read
-            # but never trusted: only a decimal pid is ever shown.
-            handle = open(self.path, "a+", encoding="utf-8", errors="replace")  # noqa: SIM115
         except OSError as exc:
             raise StorageUnavailable(
                 f"cannot use store {self.path.with_suffix('')}: {exc.strerror or exc}"
             ) from None
         try:
+            # Never through a symbolic link, and only a regular file: the lock is rewritten,
+            # and must not clobber whatever another name points at.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror or exc
+            raise StorageUnavailable(f"cannot use lock file {self.path}: {why}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise StorageUnavailable(f"cannot use lock file {self.path}: not a regular file")
+        # Held open for the store's lifetime. Whatever a crash or a hand left in it is read
+        # (its first bytes only) but never trusted: only a decimal pid is ever shown.
+        handle = os.fdopen(fd, "r+", encoding="utf-8", errors="replace")
+        try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            holder = _pid(handle.read().split()[:1])
+            holder = _pid(handle.read(64).split()[:1])
             handle.close()
             raise StorageUnavailable(
                 f"store {self.path.with_suffix('')} is in use by another process (pid {holder});"
                 " stop it or choose another store"
             ) from None
-        handle.seek(0)
-        left = handle.read().split()
+        left = handle.read(64).split()
         if left[:1] == ["unclean"]:
             self.crashed_holder = _pid(left[1:2])
         elif left:
