@@ -399,6 +399,24 @@ class _DenialReplyLost(WrappingUnitOfWork):
         return receipt
 
 
+class _DenialNeverLands(WrappingUnitOfWork):
+    """Applies nothing of a unit that records a decision, and says the outcome is unknown."""
+
+    def _apply(self, batch: Batch) -> CommitReceipt:
+        if any(w.table == "decision" for w in batch.writes):
+            raise CommitOutcomeUnknown("the reply was lost, and nothing was applied")
+        return super()._apply(batch)
+
+
+def test_a_denial_that_cannot_be_recorded_never_passes_for_one(world: World) -> None:
+    factory = lambda: _DenialNeverLands(world.store.unit_of_work())  # noqa: E731
+    orch = world.orch_with("worker-1", {}, factory=factory)
+    x = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
+    assert x.state is not S.AWAITING_APPROVAL  # waiting needs the denial on record
+    assert "could not be recorded" in (x.last_error or "")
+    assert world.door.table("decision") == {}
+
+
 def test_a_denial_whose_reply_was_lost_still_awaits_approval(world: World) -> None:
     """The gate records a denial in a unit of its own; a lost reply is resolved by a re-read,
     not taken for a failed step."""
@@ -698,11 +716,26 @@ def test_no_spelling_of_the_requester_or_of_a_name_passes_as_an_approver(
 def test_one_approver_in_two_spellings_counts_once(world: World) -> None:
     orch = world.orch()
     x = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER2)
-    assert orch.approve(x.id, approver="alice", role="reviewer").state is S.AWAITING_APPROVAL
-    assert orch.approve(x.id, approver="ALICE", role="Reviewer").state is S.AWAITING_APPROVAL
+    waiting = orch.approve(x.id, approver="alice", role="reviewer")
+    assert waiting.state is S.AWAITING_APPROVAL
+    with pytest.raises(InvalidInput, match="already approved"):  # said, and nothing written
+        orch.approve(x.id, approver="ALICE", role="Reviewer")
+    assert orch.get(x.id).version == waiting.version
     with pytest.raises(InvalidInput):  # a trailing newline is not another person either
         orch.approve(x.id, approver="alice\n", role="reviewer")
     assert orch.approve(x.id, approver="bob", role="reviewer").state is S.SUCCEEDED
+
+
+def test_an_expired_approval_is_renewed_by_its_approver(world: World) -> None:
+    orch = world.orch()
+    x = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER2)
+    orch.approve(x.id, approver="alice", role="reviewer")
+    world.clock.advance(timedelta(hours=25))  # approvals last 24 hours
+    renewed = orch.approve(x.id, approver="Alice", role="reviewer")
+    assert renewed.state is S.AWAITING_APPROVAL
+    assert [(a.approver, a.granted_at) for a in renewed.approvals] == [("Alice", world.clock.now())]
+    done = orch.approve(x.id, approver="bob", role="reviewer")
+    assert done.state is S.SUCCEEDED
 
 
 @pytest.mark.parametrize(

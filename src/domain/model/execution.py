@@ -18,7 +18,7 @@ from domain.model.lifecycle import (
     allowed,
     verify_chain,
 )
-from domain.model.policy import Approval, ImpactTier
+from domain.model.policy import APPROVAL_TTL, Approval, ImpactTier
 from domain.model.validation import same_person
 
 JSON = Any
@@ -199,7 +199,19 @@ class WorkflowExecution:
             )
         if approval in self.approvals:
             return
-        self.approvals = (*self.approvals, approval)
+        earlier = [
+            a
+            for a in self.approvals
+            if same_person(a.approver, approval.approver) and same_person(a.role, approval.role)
+        ]
+        if any(approval.granted_at - a.granted_at < APPROVAL_TTL for a in earlier):
+            raise InvalidInput(
+                "approver",
+                f"{approval.approver!r} has already approved execution {self.id}"
+                f" as {approval.role!r}",
+            )
+        # An approval that has expired is renewed, not kept beside its renewal.
+        self.approvals = (*(a for a in self.approvals if a not in earlier), approval)
 
     def verify_trail(self, entries: Sequence[AuditEntry]) -> ChainReport:
         """Check its stored audit entries against the head and state it records."""

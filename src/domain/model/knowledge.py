@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import ipaddress
-import re
+import unicodedata
 from datetime import datetime
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -101,14 +101,24 @@ def checked_url(field: str, value: object) -> str:
             raise InvalidInput(field, "must have a plain IPv6 address in brackets") from None
         if "%" in host:
             raise InvalidInput(field, "must have a plain IPv6 address in brackets")
-    elif not _HOST_NAME.fullmatch(host):
-        raise InvalidInput(field, "must have a host name of letters, digits, hyphens and dots")
+    elif not _host_name(host):
+        raise InvalidInput(
+            field,
+            f"host {host!r} must be labels of letters, marks, digits, hyphens or underscores"
+            " separated by single dots",
+        )
     return url
 
 
-# Dot-separated labels of letters and digits, with inner hyphens or underscores; one trailing
-# dot at most. Percent escapes, control and punctuation characters have no place in a host.
-_HOST_NAME = re.compile(r"(?:[^\W_](?:[\w-]*[^\W_])?\.)*[^\W_](?:[\w-]*[^\W_])?\.?")
+def _host_name(host: str) -> bool:
+    # Any script's letters and combining marks, digits, `-` and `_`, in non-empty labels; one
+    # trailing dot at most. Percent escapes, controls, punctuation and look-alike dots (which
+    # a browser may read as a dot where Python does not) have no place in a host.
+    labels = host.removesuffix(".").split(".")
+    return all(
+        label and all(ch in "-_" or unicodedata.category(ch)[0] in "LMN" for ch in label)
+        for label in labels
+    )
 
 
 @frozen

@@ -18,7 +18,7 @@ from domain.model.policy import (
     evaluate,
 )
 from domain.model.runtime import RuntimeContext
-from ports.errors import CommitOutcomeUnknown, DuplicateRecord
+from ports.errors import CommitOutcomeUnknown, DuplicateRecord, StorageUnavailable
 from ports.unit_of_work import UnitOfWorkFactory
 
 
@@ -85,6 +85,8 @@ class Gate:
                 with self._uow_factory() as uow:
                     if uow.decisions.get(decision.id) is not None:
                         return
+        # Never a denial without its record: the step fails retryably and is denied again.
+        raise StorageUnavailable(f"the denial {decision.id} could not be recorded")
 
 
 def evidence_for(
