@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import sys
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -392,6 +392,11 @@ def run_knowledge_publication(
                 s.echo(
                     render.safe(f"idempotency key {idempotency_key!r} already started {found.id}")
                 )
+                if _differs(ctx, found, request.to_input(), tier, publication_id is None):
+                    s.warn(
+                        "note: it was started for a different request; this one was not"
+                        " started (use another --idempotency-key to start it)"
+                    )
                 conclude(s, app, found, ok={S.SUCCEEDED, S.AWAITING_APPROVAL})
                 return
         s.echo(
@@ -405,6 +410,24 @@ def run_knowledge_publication(
             risk_tier=ImpactTier(tier),
         )
         conclude(s, app, execution, ok={S.SUCCEEDED, S.AWAITING_APPROVAL})
+
+
+def _differs(
+    ctx: click.Context,
+    found: WorkflowExecution,
+    wanted: Mapping[str, Any],
+    tier: str,
+    generated_publication_id: bool,
+) -> bool:
+    """Whether a repeated run asks for something else than the execution its key started;
+    what the user left to defaults (a fresh publication id, the tier) is not compared."""
+    stored = dict(found.input)
+    wanted = dict(wanted)
+    if generated_publication_id:
+        stored.pop("publication_id", None)
+        wanted.pop("publication_id", None)
+    tier_given = ctx.get_parameter_source("tier") is not click.core.ParameterSource.DEFAULT
+    return stored != wanted or (tier_given and found.metadata.risk_tier.value != tier)
 
 
 def read_sources(s: Session, files: Sequence[Path]) -> list[SourceFile]:

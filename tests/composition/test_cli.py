@@ -162,6 +162,17 @@ def test_tier2_needs_two_distinct_approvers(gk: Cli) -> None:
     xid = start_tier(gk, "Tier2", BIS, "--idempotency-key", "tier2-once")
     repeat = gk.json("run", "knowledge-publication", str(BIS), "--idempotency-key", "tier2-once")
     assert repeat["execution_id"] == xid and "already started" in gk.stderr
+    assert "different request" not in gk.stderr  # defaults left alone ask for nothing else
+    other = gk.json(
+        "run",
+        "knowledge-publication",
+        str(IMF),
+        "--tier",
+        "Tier2",
+        "--idempotency-key",
+        "tier2-once",
+    )
+    assert other["execution_id"] == xid and "different request" in gk.stderr
     first = gk.json("approve", xid, "--role", "risk", "--approver", "alice")
     assert first["state"] == "awaiting_approval"
     second = gk.json("approve", xid, "--role", "compliance", "--approver", "bob")
