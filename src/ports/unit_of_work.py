@@ -181,13 +181,11 @@ class UnitOfWork(abc.ABC):
         if write.op in (Op.UPDATE, Op.DELETE) and TABLES[write.table].immutable:
             # Adapters cache immutable records and skip their version checks: keep it true.
             raise InvalidRecord(f"{write.table} records are immutable once created")
-        if write.document is not None:
-            _check_document(write.table, write.key, write.document)
-            if any(isinstance(v, datetime) and v.utcoffset() for v in write.document.values()):
-                # Stored as the same instant in UTC: an offset with seconds in it (historical
-                # zones have them) is one SurrealDB cannot even parse.
-                utc = {k: _utc(v) for k, v in write.document.items()}
-                write = Write(write.op, write.table, write.key, utc, write.expected_version)
+        if write.document is not None and _checked(write.table, write.key, write.document):
+            # Stored as the same instant in UTC: an offset with seconds in it (historical zones
+            # have them) is one SurrealDB cannot even parse.
+            utc = {k: _utc(v) for k, v in write.document.items()}
+            write = Write(write.op, write.table, write.key, utc, write.expected_version)
         key = (write.table, write.key)
         earlier = self._pending.get(key)
         if write.op is Op.CREATE and earlier is not None and earlier.op is not Op.DELETE:
@@ -306,14 +304,19 @@ def _match(value: object, wanted: object) -> bool:
     return wanted.matches(value) if isinstance(wanted, AnyOf | After) else value == wanted
 
 
-def _check_document(table: str, key: str, document: Document) -> None:
-    """Refuse what no store can keep faithfully, before anything is sent anywhere."""
+def _checked(table: str, key: str, document: Document) -> bool:
+    """Refuse what no store can keep faithfully, before anything is sent anywhere; True if a
+    datetime in it is to be moved to UTC."""
     if not key or not _storable(key):
         raise InvalidRecord(f"{table}: record key must be non-empty Unicode text without NUL")
     known = fields.FIELDS[table]
+    off_utc = False
     for name, value in document.items():
         if name not in known:
             raise InvalidRecord(f"{table} {key!r}: field `{name}` is not part of the schema")
+        if isinstance(value, datetime):
+            off_utc = off_utc or bool(value.utcoffset())
+            continue
         for item in value if isinstance(value, list) else (value,):
             # ASCII text without NUL, the common case, is settled without a call.
             if (
@@ -324,6 +327,7 @@ def _check_document(table: str, key: str, document: Document) -> None:
                 raise InvalidRecord(
                     f"{table} {key!r}: field {name} contains NUL or a lone surrogate"
                 )
+    return off_utc
 
 
 def _utc(value: object) -> object:
