@@ -153,6 +153,19 @@ def test_editing_the_executions_state_is_detected(ran: Ran) -> None:
     assert "failed" in (report.problem or "") and "succeeded" in (report.problem or "")
 
 
+def test_a_forged_approval_on_the_execution_is_detected(ran: Ran) -> None:
+    forged = '[["mallory", "reviewer", "2026-01-01T00:00:00+00:00"]]'
+    ran.door.edit_execution(ran.execution_id, {"approvals_json": forged})
+    report = _bad(ran, ENTRIES)
+    assert "mallory" in (report.problem or "")
+
+
+def test_an_edited_requester_is_detected(ran: Ran) -> None:
+    ran.door.edit_execution(ran.execution_id, {"requested_by": "mallory"})
+    report = _bad(ran, ENTRIES)
+    assert "requester" in (report.problem or "")
+
+
 def test_an_untouched_trail_stays_valid_after_reading(ran: Ran) -> None:
     for _ in range(2):
         assert ran.orch.verify(ran.execution_id).ok

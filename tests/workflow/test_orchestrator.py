@@ -726,6 +726,22 @@ def test_one_approver_in_two_spellings_counts_once(world: World) -> None:
     assert orch.approve(x.id, approver="bob", role="reviewer").state is S.SUCCEEDED
 
 
+def test_an_empty_idempotency_key_is_refused_not_replaced(world: World) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        world.orch().start(WORKFLOW, request("pub-1"), idempotency_key="")
+    assert refused.value.field == "idempotency_key"
+    assert world.door.table("execution") == {}
+
+
+def test_an_approval_entry_names_who_ran_the_command(world: World) -> None:
+    orch = world.orch()  # its runtime actor is the operator
+    x = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
+    orch.approve(x.id, approver="alice", role="reviewer")
+    rows = [d for d in world.door.table("audit").values() if d["execution_id"] == x.id]
+    (entry,) = [d for d in rows if d["reason"] == "approved by alice as reviewer"]
+    assert entry["actor"] == "operator"
+
+
 def test_an_expired_approval_is_renewed_by_its_approver(world: World) -> None:
     orch = world.orch()
     x = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER2)

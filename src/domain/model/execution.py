@@ -43,6 +43,11 @@ class WorkflowMetadata:
     approval_policy: str
 
 
+def approval_reason(approver: str, role: str) -> str:
+    """The reason of the audit entry an approval makes: what verification looks for."""
+    return f"approved by {approver} as {role}"
+
+
 @define
 class WorkflowExecution:
     id: str
@@ -214,14 +219,28 @@ class WorkflowExecution:
         self.approvals = (*(a for a in self.approvals if a not in earlier), approval)
 
     def verify_trail(self, entries: Sequence[AuditEntry]) -> ChainReport:
-        """Check its stored audit entries against the head and state it records."""
-        return verify_chain(
+        """Check its stored audit entries against the head and state it records, and the
+        requester and approvals it records against the entries that made them."""
+        report = verify_chain(
             self.id,
             entries,
             head_hash=self.audit_head,
             head_sequence=self.audit_sequence,
             state=self.state,
         )
+        if not report.ok or not entries:
+            return report
+        problem = None
+        # Executions stored before the requester was recorded name none: nothing to compare.
+        if self.requested_by and entries[0].actor != self.requested_by:
+            problem = f"the execution names {self.requested_by!r} as requester, its trail does not"
+        granted = {e.reason for e in entries}
+        for a in self.approvals:
+            if approval_reason(a.approver, a.role) not in granted:
+                problem = f"approval by {a.approver!r} as {a.role!r} has no audit entry"
+        if problem is None:
+            return report
+        return ChainReport(self.id, len(entries), False, len(entries), problem)
 
     def request_cancel(self) -> None:
         if self.state.terminal:

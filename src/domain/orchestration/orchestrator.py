@@ -18,7 +18,7 @@ from attrs import evolve, frozen
 
 from domain.model.errors import DomainError, InvalidInput, InvalidState, PolicyDenied
 from domain.model.evidence import canonical_json
-from domain.model.execution import RollbackStrategy, WorkflowExecution
+from domain.model.execution import RollbackStrategy, WorkflowExecution, approval_reason
 from domain.model.lifecycle import ChainReport, ExecutionState
 from domain.model.policy import Approval, ImpactTier
 from domain.model.runtime import DerivedIds, RuntimeContext
@@ -125,7 +125,9 @@ class Orchestrator:
         except (TypeError, ValueError):
             raise InvalidInput("input", "must be JSON-serialisable") from None
         rt = self._runtime
-        key = text("idempotency_key", idempotency_key or rt.ids.new_id("idem"), max_len=200)
+        if idempotency_key is None:
+            idempotency_key = rt.ids.new_id("idem")
+        key = text("idempotency_key", idempotency_key, max_len=200)
         execution_id = rt.ids.new_id("wfx")
 
         def fresh() -> WorkflowExecution:
@@ -255,8 +257,9 @@ class Orchestrator:
             execution = self._require(uow, execution_id)
             now = rt.clock.now()
             execution.add_approval(Approval(approver, role, now))
+            # The entry names who ran the command; the approver it names stands in the reason.
             execution.transition(
-                S.RUNNING, at=now, actor=approver, reason=f"approved by {approver} as {role}"
+                S.RUNNING, at=now, actor=rt.actor, reason=approval_reason(approver, role)
             )
             execution.claim(self.worker_id, now=now, ttl=self._lease_ttl)
             uow.executions.save(execution)
