@@ -940,13 +940,19 @@ def events(ctx: click.Context, after: int, limit: int) -> None:
         found = queries.events_after(app.uow_factory, app.runtime.tenant, after, limit)
         if s.json:
             s.emit([render.event_json(e) for e in found])
-            return
-        if not found:
+        elif not found:
             s.echo(f"no events after position {after}")
-            return
-        s.echo(render.events_table(found))
-        if len(found) == limit:
-            s.suggest(4, ("more", f"events --after {found[-1].position}"))
+        else:
+            s.echo(render.events_table(found))
+            if len(found) == limit:
+                s.suggest(4, ("more", f"events --after {found[-1].position}"))
+        broken = [e for e in found if not e.intact]
+        if broken:
+            raise Failed(
+                f"{len(broken)} event(s) do not match their integrity hash, first at position"
+                f" {broken[0].position}",
+                EXIT_FAILED,
+            )
 
 
 # -- demo --------------------------------------------------------------------------------------

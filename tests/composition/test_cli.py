@@ -133,7 +133,13 @@ def test_run_prints_transitions_then_list_show_verify_and_events(gk: Cli) -> Non
     }
     page = gk.json("events", "--after", "2", "--limit", "2")
     assert [e["position"] for e in page] == [3, 4]
-    assert "knowledge.capsule_published" in gk("events").stdout
+
+    with SurrealStore(SurrealConfig(gk.url)) as store:  # an event edited in storage
+        store.select_rows("UPDATE event SET payload_json = '{}' WHERE position = 2", {})
+    tampered = gk.json("events", "--limit", "3", code=1)
+    assert [e["intact"] for e in tampered] == [True, False, True]
+    assert "do not match their integrity hash, first at position 2" in gk.stderr
+    assert "knowledge.capsule_published" in gk("events", code=1).stdout
 
 
 def start_tier(gk: Cli, tier: str, *args: str | Path) -> str:
