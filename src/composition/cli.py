@@ -1094,7 +1094,7 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except click.Abort:
+    except (click.Abort, KeyboardInterrupt):
         _error(f"interrupted; {_unfinished(session)}")
         return 130
     except Exception as exc:
@@ -1114,7 +1114,10 @@ def _unfinished(session: Session) -> str:
         transient = False
     if transient:
         return f"{TRANSIENT_NOTE}: an unfinished execution is lost"
-    return "an unfinished execution resumes with `govkernel recover`"
+    return (
+        "an execution whose start was stored resumes with `govkernel recover` (one interrupted"
+        " before its first commit was not stored: run it again)"
+    )
 
 
 def describe(exc: Exception, *, debug: bool = False) -> tuple[int, str]:

@@ -129,6 +129,13 @@ class TestIngestion:
         assert h.counts() == EMPTY
         assert h.store.commits == 0
 
+    def test_an_enforcement_context_of_another_tenant_is_refused(self, h: Harness) -> None:
+        other = h.enforcement(h.as_tenant("globex"))
+        with pytest.raises(InvalidInput) as refused:
+            h.ingest(draft(), enforcement=other)
+        assert refused.value.field == "tenant" and "globex" in refused.value.problem
+        assert h.counts() == EMPTY
+
     def test_secondary_sources_are_context_only(self, h: Harness) -> None:
         result = h.ingest(
             draft(kind="secondary_context", source_url=ALLOWED_URLS["secondary_context"])

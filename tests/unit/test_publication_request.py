@@ -89,3 +89,13 @@ def test_a_bad_value_is_still_named_by_its_path() -> None:
         PublicationRequest.parse(raw_request(documents=[document(kind="nope")]))
     assert refused.value.field == "documents[0].kind"
     assert "'nope' is not one of" in refused.value.problem
+
+
+@pytest.mark.parametrize(
+    ("documents", "problem"),
+    [("zzz", "must be a list of documents"), ({"a": 1}, "must be a list"), ([], "at least one")],
+)
+def test_documents_must_be_a_non_empty_list(documents: object, problem: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        PublicationRequest.parse(raw_request(documents=documents))
+    assert refused.value.field == "documents" and problem in refused.value.problem

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from domain.model.errors import PolicyDenied
+from domain.model.errors import InvalidInput, PolicyDenied
 from domain.model.evidence import EvidenceManifest, canonical_json
 from domain.model.knowledge import Classification, sha256_hex
 from domain.model.policy import (
@@ -55,6 +55,14 @@ class Gate:
 
     def decide(self, mutation: GuardedMutation, runtime: RuntimeContext) -> PolicyDecision:
         """Allow, or record the denial (decision and evidence) and raise a typed error."""
+        if mutation.context.tenant != runtime.tenant:
+            # Evaluated for one tenant, written as another: its approvals and freeze are not
+            # the writer's.
+            raise InvalidInput(
+                "tenant",
+                f"the enforcement context is for tenant {mutation.context.tenant!r},"
+                f" the runtime for {runtime.tenant!r}",
+            )
         decision = evaluate(
             mutation,
             decision_id=runtime.ids.new_id("dec"),

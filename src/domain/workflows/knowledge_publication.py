@@ -56,7 +56,9 @@ class PublicationRequest:
         """Validate an untrusted input (JSON-like): any mistake is an `InvalidInput`."""
         request = _mapping("input", raw, REQUEST_KEYS, "the publication request")
         documents = request.get("documents")
-        if not isinstance(documents, list | tuple) or not documents:
+        if not isinstance(documents, list | tuple):
+            raise InvalidInput("documents", "must be a list of documents")
+        if not documents:
             raise InvalidInput("documents", "at least one document is required")
         if len(documents) > MAX_BATCH:
             raise InvalidInput("documents", f"at most {MAX_BATCH} documents per publication")
