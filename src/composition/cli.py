@@ -392,12 +392,14 @@ def run_knowledge_publication(
                 s.echo(
                     render.safe(f"idempotency key {idempotency_key!r} already started {found.id}")
                 )
-                if _differs(ctx, found, request.to_input(), tier, publication_id is None):
+                differs = _differs(ctx, found, request.to_input(), tier, publication_id is None)
+                if differs:
                     s.warn(
                         "note: it was started for a different request; this one was not"
                         " started (use another --idempotency-key to start it)"
                     )
-                conclude(s, app, found, ok={S.SUCCEEDED, S.AWAITING_APPROVAL})
+                reused = {"reused": True, "request_differs": differs}
+                conclude(s, app, found, ok={S.SUCCEEDED, S.AWAITING_APPROVAL}, extra=reused)
                 return
         s.echo(
             f"starting {kp.NAME}: {len(request.documents)} document"
@@ -534,11 +536,18 @@ def finish(app: App, execution: WorkflowExecution) -> WorkflowExecution:
     return execution
 
 
-def conclude(s: Session, app: App, x: WorkflowExecution, *, ok: set[ExecutionState]) -> None:
+def conclude(
+    s: Session,
+    app: App,
+    x: WorkflowExecution,
+    *,
+    ok: set[ExecutionState],
+    extra: Mapping[str, Any] | None = None,
+) -> None:
     """Report where an execution stands; raise Failed for an unexpected end."""
     definition = app.workflows.get(x.workflow_name)
     if s.json:
-        s.emit(render.execution_json(x, definition, detail=True))
+        s.emit(render.execution_json(x, definition, detail=True) | dict(extra or {}))
     if x.state is S.SUCCEEDED:
         published = x.step_outputs.get("publish") or {}
         capsule = f": capsule {published['capsule_id']}" if "capsule_id" in published else ""

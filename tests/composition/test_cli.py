@@ -169,6 +169,7 @@ def test_tier2_needs_two_distinct_approvers(gk: Cli) -> None:
     repeat = gk.json("run", "knowledge-publication", str(BIS), "--idempotency-key", "tier2-once")
     assert repeat["execution_id"] == xid and "already started" in gk.stderr
     assert "different request" not in gk.stderr  # defaults left alone ask for nothing else
+    assert (repeat["reused"], repeat["request_differs"]) == (True, False)
     other = gk.json(
         "run",
         "knowledge-publication",
@@ -179,6 +180,7 @@ def test_tier2_needs_two_distinct_approvers(gk: Cli) -> None:
         "tier2-once",
     )
     assert other["execution_id"] == xid and "different request" in gk.stderr
+    assert (other["reused"], other["request_differs"]) == (True, True)
     first = gk.json("approve", xid, "--role", "risk", "--approver", "alice")
     assert first["state"] == "awaiting_approval"
     second = gk.json("approve", xid, "--role", "compliance", "--approver", "bob")
