@@ -6,12 +6,17 @@ behind the adapter's back; `Orchestrator.verify` must name the first bad sequenc
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 
 import pytest
 from attrs import frozen
 
+from domain.model.errors import InvalidState
+from domain.model.execution import approval_reason
 from domain.model.lifecycle import GENESIS, AuditEntry, ChainReport
+from domain.model.policy import ImpactTier
 from domain.orchestration.orchestrator import Orchestrator
 from ports.clock import FixedClock
 from ports.records import audit_from
@@ -164,6 +169,33 @@ def test_an_edited_requester_is_detected(ran: Ran) -> None:
     ran.door.edit_execution(ran.execution_id, {"requested_by": "mallory"})
     report = _bad(ran, ENTRIES)
     assert "requester" in (report.problem or "")
+
+
+def test_a_blanked_requester_is_detected_and_blocks_approval(ran: Ran) -> None:
+    waiting = ran.orch.start(WORKFLOW, request("pub-2"), risk_tier=ImpactTier.TIER1)
+    ran.door.edit_execution(waiting.id, {"requested_by": ""})
+    assert not ran.orch.verify(waiting.id).ok
+    with pytest.raises(InvalidState, match="names no requester"):
+        ran.orch.approve(waiting.id, approver="operator", role="reviewer")
+
+
+@pytest.mark.parametrize("forgery", ["time", "cancel-reason"])
+def test_an_approval_is_only_the_entry_that_resumed_the_wait_at_its_time(
+    ran: Ran, forgery: str
+) -> None:
+    x = ran.orch.start(WORKFLOW, request("pub-3"), risk_tier=ImpactTier.TIER2)
+    x = ran.orch.approve(x.id, approver="alice", role="reviewer")
+    assert ran.orch.verify(x.id).ok
+    (approval,) = x.approvals
+    if forgery == "time":  # an expired approval made to look fresh
+        later = approval.granted_at + timedelta(hours=25)
+        forged = [["alice", "reviewer", later.isoformat()]]
+    else:  # a cancellation whose reason reads like an approval
+        ran.orch.cancel(x.id, reason=approval_reason("mallory", "reviewer"))
+        forged = [["alice", "reviewer", approval.granted_at.isoformat()]]
+        forged.append(["mallory", "reviewer", approval.granted_at.isoformat()])
+    ran.door.edit_execution(x.id, {"approvals_json": json.dumps(forged)})
+    assert not ran.orch.verify(x.id).ok
 
 
 def test_an_untouched_trail_stays_valid_after_reading(ran: Ran) -> None:

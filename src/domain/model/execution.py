@@ -196,6 +196,10 @@ class WorkflowExecution:
     def add_approval(self, approval: Approval) -> None:
         if self.state is not ExecutionState.AWAITING_APPROVAL:
             raise InvalidState(f"execution {self.id} is {self.state.value}, not awaiting approval")
+        if not self.requested_by:
+            raise InvalidState(
+                f"execution {self.id} names no requester: separation of duties cannot be checked"
+            )
         if same_person(approval.approver, self.requested_by):
             raise InvalidInput(
                 "approver",
@@ -231,12 +235,17 @@ class WorkflowExecution:
         if not report.ok or not entries:
             return report
         problem = None
-        # Executions stored before the requester was recorded name none: nothing to compare.
-        if self.requested_by and entries[0].actor != self.requested_by:
+        if entries[0].actor != self.requested_by:
             problem = f"the execution names {self.requested_by!r} as requester, its trail does not"
-        granted = {e.reason for e in entries}
+        # Each approval is the entry that resumed the execution from its wait, at its time.
+        granted = {
+            (e.reason, e.at)
+            for e in entries
+            if e.from_state is ExecutionState.AWAITING_APPROVAL
+            and e.to_state is ExecutionState.RUNNING
+        }
         for a in self.approvals:
-            if approval_reason(a.approver, a.role) not in granted:
+            if (approval_reason(a.approver, a.role), a.granted_at) not in granted:
                 problem = f"approval by {a.approver!r} as {a.role!r} has no audit entry"
         if problem is None:
             return report
