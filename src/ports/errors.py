@@ -38,6 +38,10 @@ class InvalidRecord(PortError):
     """The store refused a value (type, assertion, encoding); nothing was written."""
 
 
+class CorruptRecord(PortError):
+    """A stored record cannot be read back as what it should be: damaged or edited by hand."""
+
+
 class StorageUnavailable(PortError):
     """The store could not be reached or refused to work; nothing was written."""
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterator, Mapping
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NoReturn, TypeVar
 
 from domain.model.analysis import Analysis, Claim
 from domain.model.capsule import Capsule, CapsuleStatus, Chunk
@@ -27,7 +28,38 @@ from domain.model.knowledge import (
 )
 from domain.model.lifecycle import AuditEntry, ExecutionState
 from domain.model.policy import Action, Approval, ImpactTier, Obligation, PolicyDecision
+from ports.errors import CorruptRecord
 from ports.storage import Document
+
+R = TypeVar("R")
+
+
+def _reading(table: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """A stored record that does not read back (a field missing, of the wrong type, JSON that
+    does not parse) is a CorruptRecord naming it, never an internal error."""
+
+    def wrap(convert: Callable[..., R]) -> Callable[..., R]:
+        @functools.wraps(convert)
+        def read(*args: Any) -> R:
+            try:
+                return convert(*args)
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+                key = args[0] if isinstance(args[0], str) else _key_of(args[0])
+                raise CorruptRecord(
+                    f"stored {table} {key!r} cannot be read: {type(exc).__name__}: {exc}"[:300]
+                ) from None
+
+        return read
+
+    return wrap
+
+
+def _key_of(doc: object) -> str:
+    if isinstance(doc, Mapping):
+        for name in ("event_id", "execution_id"):
+            if isinstance(doc.get(name), str):
+                return str(doc[name])
+    return "?"
 
 
 def _approvals(approvals: tuple[Approval, ...]) -> str:
@@ -61,6 +93,7 @@ def source_doc(s: KnowledgeSource) -> Document:
     }
 
 
+@_reading("knowledge_source")
 def source_from(key: str, d: Document) -> KnowledgeSource:
     return KnowledgeSource(
         id=key,
@@ -94,6 +127,7 @@ def analysis_doc(a: Analysis) -> Document:
     }
 
 
+@_reading("analysis")
 def analysis_from(key: str, d: Document) -> Analysis:
     return Analysis(
         id=key,
@@ -131,6 +165,7 @@ def capsule_doc(c: Capsule) -> Document:
     )
 
 
+@_reading("capsule")
 def capsule_from(key: str, d: Document) -> Capsule:
     return Capsule(
         id=key,
@@ -167,6 +202,7 @@ def evidence_doc(e: EvidenceManifest) -> Document:
     }
 
 
+@_reading("evidence")
 def evidence_from(key: str, d: Document) -> EvidenceManifest:
     return EvidenceManifest(
         id=key,
@@ -203,6 +239,7 @@ def decision_doc(p: PolicyDecision) -> Document:
     }
 
 
+@_reading("decision")
 def decision_from(key: str, d: Document) -> PolicyDecision:
     return PolicyDecision(
         id=key,
@@ -240,6 +277,7 @@ def event_doc(e: EventEnvelope) -> Document:
     }
 
 
+@_reading("event")
 def event_from(d: Document) -> EventEnvelope:
     return EventEnvelope(
         id=d["event_id"],
@@ -326,6 +364,7 @@ def execution_input_doc(x: WorkflowExecution) -> Document:
     return {"tenant": x.tenant, "input_json": canonical_json(x.input), "version": 1}
 
 
+@_reading("execution")
 def execution_from(
     key: str, d: Document, input_doc: Document | Mapping[str, Any] | None
 ) -> WorkflowExecution:
@@ -388,6 +427,7 @@ def audit_doc(a: AuditEntry) -> Document:
     )
 
 
+@_reading("audit")
 def audit_from(d: Document) -> AuditEntry:
     return AuditEntry(
         execution_id=d["execution_id"],

@@ -140,6 +140,10 @@ def test_run_prints_transitions_then_list_show_verify_and_events(gk: Cli) -> Non
     assert [e["intact"] for e in tampered] == [True, False, True]
     assert "do not match their integrity hash, first at position 2" in gk.stderr
     assert "knowledge.capsule_published" in gk("events", code=1).stdout
+    with SurrealStore(SurrealConfig(gk.url)) as store:  # one that no longer even parses
+        store.select_rows("UPDATE event SET type = 'knowledge.bogus' WHERE position = 1", {})
+    unreadable = gk("events", code=1)
+    assert "stored event" in unreadable.stderr and "cannot be read" in unreadable.stderr
 
 
 def start_tier(gk: Cli, tier: str, *args: str | Path) -> str:

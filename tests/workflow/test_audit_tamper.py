@@ -198,6 +198,13 @@ def test_an_approval_is_only_the_entry_that_resumed_the_wait_at_its_time(
     assert not ran.orch.verify(x.id).ok
 
 
+@pytest.mark.parametrize("field", ["approvals_json", "outputs_json", "metadata_json"])
+def test_an_execution_record_that_no_longer_parses_is_reported_broken(ran: Ran, field: str) -> None:
+    ran.door.edit_execution(ran.execution_id, {field: "garbage"})
+    report = _bad(ran, 1)
+    assert "cannot be read" in (report.problem or "") and ran.execution_id in (report.problem or "")
+
+
 def test_an_untouched_trail_stays_valid_after_reading(ran: Ran) -> None:
     for _ in range(2):
         assert ran.orch.verify(ran.execution_id).ok

@@ -33,6 +33,7 @@ from domain.services.governance import ApprovalRequired
 from ports.errors import (
     CommitOutcomeUnknown,
     ConcurrencyConflict,
+    CorruptRecord,
     DuplicateRecord,
     InjectedFault,
     RecordNotFound,
@@ -343,9 +344,12 @@ class Orchestrator:
             return self._require(uow, execution_id)
 
     def verify(self, execution_id: str) -> ChainReport:
-        with self._uow_factory() as uow:
-            execution = self._require(uow, execution_id, with_input=False)
-            entries = uow.audit.for_execution(execution_id)
+        try:
+            with self._uow_factory() as uow:
+                execution = self._require(uow, execution_id, with_input=False)
+                entries = uow.audit.for_execution(execution_id)
+        except CorruptRecord as exc:  # damaged or edited by hand: broken, and said why
+            return ChainReport(execution_id, 0, False, 1, str(exc))
         return execution.verify_trail(entries)
 
     # -- the engine --------------------------------------------------------------------------
