@@ -411,7 +411,7 @@ def run_knowledge_publication(
             idempotency_key=idempotency_key,
             risk_tier=ImpactTier(tier),
         )
-        conclude(s, app, execution, ok={S.SUCCEEDED, S.AWAITING_APPROVAL})
+        conclude(s, app, execution, ok={S.SUCCEEDED, S.AWAITING_APPROVAL}, extra={"reused": False})
 
 
 def _differs(

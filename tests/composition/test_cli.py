@@ -105,6 +105,7 @@ def test_run_prints_transitions_then_list_show_verify_and_events(gk: Cli) -> Non
 
     record = gk.json("run", "knowledge-publication", str(FRED), "--publication-id", "fred-1")
     assert record["state"] == "succeeded" and record["risk_tier"] == "Tier0"
+    assert record["reused"] is False
     xid = record["execution_id"]
     assert record["step_outputs"]["publish"]["capsule_id"].startswith("cap-")
     assert record["input"]["publication_id"] == "fred-1"
