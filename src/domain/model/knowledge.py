@@ -87,27 +87,35 @@ def checked_url(field: str, value: object) -> str:
         raise InvalidInput(field, "must be an absolute http(s) URL with a host")
     if any(ch.isspace() for ch in url):
         raise InvalidInput(field, "must not contain whitespace")
+    problem = host_problem(url)
+    if problem is not None:
+        raise InvalidInput(field, problem)
+    return url
+
+
+def host_problem(url: str) -> str | None:
+    """Why parsers could disagree on the host `url` names (None if they cannot): the check
+    both URL validation and the source allowlist rely on."""
     if "\\" in url:  # read as `/` by browsers, not by Python: two hosts for one URL
-        raise InvalidInput(field, "must not contain backslashes")
+        return "must not contain backslashes"
+    parts = urlsplit(url)
     if "@" in parts.netloc:
-        raise InvalidInput(field, "must not carry credentials (user@ or user:password@)")
-    host = parts.hostname
+        return "must not carry credentials (user@ or user:password@)"
+    host = parts.hostname or ""
     if "[" in parts.netloc:
         # Python keeps whatever sits between the brackets as the host ([v1.imf.org], a zone
         # id [fe80::1%eth0.imf.org]); only a plain IPv6 address is one host to everyone.
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            raise InvalidInput(field, "must have a plain IPv6 address in brackets") from None
-        if "%" in host:
-            raise InvalidInput(field, "must have a plain IPv6 address in brackets")
-    elif not _host_name(host):
-        raise InvalidInput(
-            field,
+            return "must have a plain IPv6 address in brackets"
+        return "must have a plain IPv6 address in brackets" if "%" in host else None
+    if not _host_name(host):
+        return (
             f"host {host!r} must be labels of letters, marks, digits, hyphens or underscores"
-            " separated by single dots",
+            " separated by single dots"
         )
-    return url
+    return None
 
 
 def _host_name(host: str) -> bool:

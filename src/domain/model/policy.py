@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -11,7 +10,7 @@ from urllib.parse import urlsplit
 from attrs import field, frozen
 
 from domain.model.environment import Environment
-from domain.model.knowledge import Classification, SourceKind
+from domain.model.knowledge import Classification, SourceKind, host_problem
 from domain.model.validation import same_person
 
 APPROVAL_TTL = timedelta(hours=24)
@@ -124,29 +123,13 @@ class SourceAllowlist:
     )
 
     def permits(self, kind: SourceKind, url: str) -> bool:
-        if not _unambiguous_host(url):
-            return False
+        if host_problem(url) is not None:
+            return False  # no host we can vouch for
         host = (urlsplit(url).hostname or "").lower().rstrip(".")
         if not host or _matches(host, tuple(SOCIAL_MEDIA_HOSTS)):
             return False
         allowed = self.hosts.get(kind, ())
         return True if allowed is None else _matches(host, allowed)
-
-
-def _unambiguous_host(url: str) -> bool:
-    # Parsers disagree on where the host of these ends: Python reads `https://evil.com\@imf.org`
-    # as host imf.org, browsers (WHATWG) read `\` as `/` and go to evil.com; Python also keeps
-    # whatever sits in brackets (`[v1.imf.org]`) as the host. Credentials and percent escapes
-    # serve no source either. Such a URL names no host we can vouch for.
-    parts = urlsplit(url)
-    if "\\" in url or "@" in parts.netloc or "%" in parts.netloc:
-        return False
-    if "[" in parts.netloc:
-        try:
-            ipaddress.IPv6Address(parts.hostname or "")
-        except ValueError:
-            return False
-    return True
 
 
 def _matches(host: str, suffixes: Sequence[str]) -> bool:

@@ -164,12 +164,9 @@ class Orchestrator:
         execution = self._start_alone(fresh(), key)
         if execution.id != execution_id:
             return execution
-        if first_failure is not None:
-            if isinstance(first_failure.error, PolicyDenied):
-                # Run again on the stored execution, where the gate records the denial.
-                self._remember(execution)
-                return self.run(execution_id)
-            # Recorded like any failed attempt, on the execution now stored without it.
+        # A denial runs again on the stored execution, where the gate records it; any other
+        # failure is recorded like any failed attempt, on the execution now stored without it.
+        if first_failure is not None and not isinstance(first_failure.error, PolicyDenied):
             self._after_failure(
                 execution_id, execution.version, first_failure.step, first_failure.error
             )
