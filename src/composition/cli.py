@@ -35,7 +35,7 @@ from domain.model.validation import same_person
 from domain.orchestration.orchestrator import RECOVERABLE, RecoveryIncomplete
 from domain.workflows import knowledge_publication as kp
 from ports.clock import UuidIds
-from ports.errors import PortError, RecordNotFound, StorageUnavailable
+from ports.errors import CorruptRecord, PortError, RecordNotFound, StorageUnavailable
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -806,15 +806,20 @@ def verify_chains(s: Session, app: App, execution_id: str | None) -> list[dict[s
 def broken_chains(app: App) -> list[tuple[str, ChainReport]]:
     """(tenant, report) for every broken audit chain in the store, whatever its tenant."""
     with app.uow_factory() as uow:
-        executions = uow.executions.every(with_input=False)
+        tenants = {x.id: x.tenant for x in uow.executions.every(with_input=False)}
     broken = []
-    with _maybe_progress([x.id for x in executions], "verifying") as ids:
-        for xid, x in zip(ids, executions, strict=True):
-            with app.uow_factory() as uow:
-                entries = uow.audit.for_execution(xid)
-            report = x.verify_trail(entries)
+    with _maybe_progress(list(tenants), "verifying") as items:
+        for xid in items:
+            # One at a time with its input, which its first audit entry pins.
+            try:
+                with app.uow_factory() as uow:
+                    x = uow.executions.require(xid)
+                    entries = uow.audit.for_execution(xid)
+                report = x.verify_trail(entries)
+            except CorruptRecord as exc:
+                report = ChainReport(xid, 0, False, 1, str(exc))
             if not report.ok:
-                broken.append((x.tenant, report))
+                broken.append((tenants[xid], report))
     return broken
 
 

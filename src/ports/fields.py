@@ -264,6 +264,7 @@ FIELDS: Mapping[str, Mapping[str, Field]] = {
         "correlation_id": _f(S),
         "prev_hash": _f(S, DIGEST),
         "hash": _f(S, DIGEST),
+        "pinned": _f(OS),
     },
 }
 

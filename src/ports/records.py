@@ -423,6 +423,7 @@ def audit_doc(a: AuditEntry) -> Document:
             "correlation_id": a.correlation_id,
             "prev_hash": a.prev_hash,
             "hash": a.hash,
+            "pinned": a.pinned,
         }
     )
 
@@ -441,4 +442,5 @@ def audit_from(d: Document) -> AuditEntry:
         correlation_id=d["correlation_id"],
         prev_hash=d["prev_hash"],
         hash=d["hash"],
+        pinned=d.get("pinned"),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -233,3 +233,29 @@ def test_the_audit_hash_does_not_depend_on_the_time_zone_of_the_instant() -> Non
         at=local.astimezone(UTC),
         **fields,  # type: ignore[arg-type]
     )
+
+
+# Computed by the digest before entries could pin anything: stored trails keep verifying.
+_OLD_FORMAT = {
+    "execution_id": "wfx-1",
+    "sequence": 2,
+    "from_state": ExecutionState.PENDING,
+    "to_state": ExecutionState.RUNNING,
+    "at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    "actor": "alice",
+    "reason": "started",
+    "step": None,
+    "correlation_id": "trace-1",
+    "prev_hash": "a" * 64,
+}
+_OLD_HASH = "330e113ffacf23bd40876ec608d0b85b137c8b2c9374eed2e2fd01673639efdd"
+
+
+def test_an_entry_that_pins_nothing_hashes_as_entries_always_did() -> None:
+    assert AuditEntry.digest(**_OLD_FORMAT) == _OLD_HASH  # type: ignore[arg-type]
+
+
+def test_what_an_entry_pins_is_covered_by_its_hash() -> None:
+    pinned = AuditEntry.digest(**_OLD_FORMAT, pinned='{"input_sha256":"x"}')  # type: ignore[arg-type]
+    assert pinned != _OLD_HASH
+    assert pinned != AuditEntry.digest(**_OLD_FORMAT, pinned='{"input_sha256":"y"}')  # type: ignore[arg-type]

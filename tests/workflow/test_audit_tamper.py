@@ -15,7 +15,7 @@ from attrs import frozen
 
 from domain.model.errors import InvalidState
 from domain.model.execution import approval_reason
-from domain.model.lifecycle import GENESIS, AuditEntry, ChainReport
+from domain.model.lifecycle import GENESIS, AuditEntry, ChainReport, verify_chain
 from domain.model.policy import ImpactTier
 from domain.orchestration.orchestrator import Orchestrator
 from ports.clock import FixedClock
@@ -223,9 +223,10 @@ def _verify_without_hashes(entries: Sequence[AuditEntry], head_sequence: int) ->
     return len(entries) == head_sequence
 
 
-def _stored_entries(ran: Ran) -> list[AuditEntry]:
+def _stored_entries(ran: Ran, execution_id: str | None = None) -> list[AuditEntry]:
+    prefix = (execution_id or ran.execution_id) + ":"
     table = ran.door.table("audit")
-    return [audit_from(table[k]) for k in sorted(table) if k.startswith(ran.execution_id + ":")]
+    return [audit_from(table[k]) for k in sorted(table) if k.startswith(prefix)]
 
 
 def test_a_verifier_without_the_hash_check_would_miss_the_edit(ran: Ran) -> None:
@@ -243,3 +244,102 @@ def _rehashed(doc: dict[str, object], **changes: object) -> dict[str, object]:
     forged = doc | changes
     entry = audit_from(forged)
     return forged | {"hash": entry.recomputed()}
+
+
+# -- facts outside the trail: the first entry pins the execution, checkpoints pin outputs ----
+
+
+def _lowered_tier(ran: Ran, execution_id: str) -> str:
+    m = ran.orch.get(execution_id).metadata
+    return json.dumps(["Tier0", m.consistency_class.value, m.rollback_strategy.value, "none"])
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"metadata_json": None}, "metadata"),
+        ({"idempotency_key": "someone-else"}, "idempotency key"),
+        ({"workflow_version": "0"}, "workflow version"),
+        ({"correlation_id": "trace-forged"}, "correlation id"),
+        ({"created_at": T0.replace(year=2020)}, "creation time"),
+    ],
+)
+def test_an_edited_execution_identity_is_detected(
+    ran: Ran, changes: dict[str, object], named: str
+) -> None:
+    if "metadata_json" in changes:  # a lower tier and no approval policy: gates bypassed
+        changes = {"metadata_json": _lowered_tier(ran, ran.execution_id)}
+    ran.door.edit_execution(ran.execution_id, changes)
+    report = _bad(ran, 1)
+    assert named in (report.problem or ""), report
+
+
+def test_an_edited_input_is_detected(ran: Ran) -> None:
+    forged = request("pub-forged")
+    ran.door.edit_input(ran.execution_id, {"input_json": json.dumps(forged)})
+    report = _bad(ran, 1)
+    assert "input" in (report.problem or "")
+
+
+def test_an_edited_step_output_is_detected(ran: Ran) -> None:
+    outputs = ran.orch.get(ran.execution_id).step_outputs
+    outputs["publish"] = outputs["publish"] | {"capsule_id": "cap-forged"}
+    ran.door.edit_execution(ran.execution_id, {"outputs_json": json.dumps(outputs)})
+    report = _bad(ran, 5)  # the publish checkpoint
+    assert "publish" in (report.problem or "")
+
+
+@pytest.mark.parametrize("change", ["dropped", "added"])
+def test_a_dropped_or_added_step_output_is_detected(ran: Ran, change: str) -> None:
+    outputs = ran.orch.get(ran.execution_id).step_outputs
+    if change == "dropped":
+        del outputs["analyse"]
+    else:
+        outputs["review"] = {"approved": True}
+    ran.door.edit_execution(ran.execution_id, {"outputs_json": json.dumps(outputs)})
+    report = _bad(ran, 4 if change == "dropped" else ENTRIES)
+    assert ("analyse" if change == "dropped" else "review") in (report.problem or "")
+
+
+def test_a_chain_check_alone_would_miss_a_lowered_risk_tier(ran: Ran) -> None:
+    waiting = ran.orch.start(WORKFLOW, request("pub-4"), risk_tier=ImpactTier.TIER2)
+    ran.door.edit_execution(waiting.id, {"metadata_json": _lowered_tier(ran, waiting.id)})
+    x = ran.orch.get(waiting.id)
+    assert x.metadata.risk_tier is ImpactTier.TIER0  # the edit really is in storage
+    entries = _stored_entries(ran, waiting.id)
+    plain = verify_chain(
+        x.id, entries, head_hash=x.audit_head, head_sequence=x.audit_sequence, state=x.state
+    )
+    assert plain.ok  # the links and hashes are all intact...
+    report = ran.orch.verify(waiting.id)  # ...and the pins are what catch it
+    assert not report.ok and "metadata" in (report.problem or ""), report
+
+
+def test_a_trail_written_before_pins_still_verifies(ran: Ran) -> None:
+    """Entries from before pins existed hash without them; such trails stay valid."""
+    prev = GENESIS
+    for sequence in range(1, ENTRIES + 1):
+        doc = dict(ran.door.audit_doc(ran.execution_id, sequence))
+        doc.pop("pinned", None)
+        legacy = _rehashed(doc | {"prev_hash": prev})
+        ran.door.replace_audit(ran.execution_id, sequence, legacy)
+        prev = str(legacy["hash"])
+    ran.door.edit_execution(ran.execution_id, {"audit_head": prev})
+    assert all(e.pinned is None for e in _stored_entries(ran))
+    assert ran.orch.verify(ran.execution_id).ok
+
+
+def test_a_removed_approval_is_detected(ran: Ran) -> None:
+    x = ran.orch.start(WORKFLOW, request("pub-5"), risk_tier=ImpactTier.TIER1)
+    x = ran.orch.approve(x.id, approver="alice", role="reviewer")
+    assert x.state.value == "succeeded" and ran.orch.verify(x.id).ok
+    ran.door.edit_execution(x.id, {"approvals_json": "[]"})
+    report = ran.orch.verify(x.id)
+    assert not report.ok and "approved by alice" in (report.problem or ""), report
+
+
+@pytest.mark.parametrize("cursor", [0, 3, 5])
+def test_a_moved_step_cursor_is_detected(ran: Ran, cursor: int) -> None:
+    ran.door.edit_execution(ran.execution_id, {"current_step": cursor})
+    report = _bad(ran, ENTRIES)
+    assert f"at step {cursor}" in (report.problem or ""), report

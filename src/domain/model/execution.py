@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from attrs import define, field, frozen
 
 from domain.model.errors import IllegalTransition, InvalidInput, InvalidState
+from domain.model.evidence import canonical_json
+from domain.model.knowledge import sha256_hex
 from domain.model.lifecycle import (
     GENESIS,
     AuditEntry,
@@ -41,6 +44,25 @@ class WorkflowMetadata:
     consistency_class: ConsistencyClass
     rollback_strategy: RollbackStrategy
     approval_policy: str
+
+
+# What a changed pin is called when verification reports it.
+PIN_NAMES = {
+    "tenant": "tenant",
+    "workflow_name": "workflow name",
+    "workflow_version": "workflow version",
+    "metadata": "metadata (risk tier, consistency, rollback, approval policy)",
+    "idempotency_key": "idempotency key",
+    "correlation_id": "correlation id",
+    "requested_by": "requester",
+    "created_at": "creation time",
+    "input_sha256": "input",
+}
+
+
+def output_pin(output: JSON) -> str:
+    """What a step's checkpoint entry pins: its output's digest."""
+    return canonical_json({"output_sha256": sha256_hex(canonical_json(output))})
 
 
 def approval_reason(approver: str, role: str) -> str:
@@ -109,8 +131,36 @@ class WorkflowExecution:
             updated_at=at,
             requested_by=actor,
         )
-        execution._record(None, ExecutionState.PENDING, at=at, actor=actor, reason="created")
+        execution._record(
+            None,
+            ExecutionState.PENDING,
+            at=at,
+            actor=actor,
+            reason="created",
+            pinned=canonical_json(execution.identity()),
+        )
         return execution
+
+    def identity(self) -> dict[str, JSON]:
+        """What never changes after the start, pinned by the first audit entry: editing any
+        of it in storage (a lower risk tier, another input) is then caught by `verify_trail`."""
+        m = self.metadata
+        return {
+            "tenant": self.tenant,
+            "workflow_name": self.workflow_name,
+            "workflow_version": self.workflow_version,
+            "metadata": [
+                m.risk_tier.value,
+                m.consistency_class.value,
+                m.rollback_strategy.value,
+                m.approval_policy,
+            ],
+            "idempotency_key": self.idempotency_key,
+            "correlation_id": self.correlation_id,
+            "requested_by": self.requested_by,
+            "created_at": self.created_at.astimezone(UTC).isoformat(),
+            "input_sha256": sha256_hex(canonical_json(self.input)),
+        }
 
     def transition(
         self,
@@ -120,6 +170,7 @@ class WorkflowExecution:
         actor: str,
         reason: str,
         step: str | None = None,
+        pinned: str | None = None,
     ) -> AuditEntry:
         if not allowed(self.state, target):
             raise IllegalTransition(self.id, self.state.value, target.value)
@@ -128,7 +179,9 @@ class WorkflowExecution:
         self.updated_at = at
         if target.terminal or target is ExecutionState.AWAITING_APPROVAL:
             self.release_lease()
-        return self._record(source, target, at=at, actor=actor, reason=reason, step=step)
+        return self._record(
+            source, target, at=at, actor=actor, reason=reason, step=step, pinned=pinned
+        )
 
     def _record(
         self,
@@ -139,6 +192,7 @@ class WorkflowExecution:
         actor: str,
         reason: str,
         step: str | None = None,
+        pinned: str | None = None,
     ) -> AuditEntry:
         sequence = self.audit_sequence + 1
         fields: dict[str, Any] = dict(
@@ -152,6 +206,7 @@ class WorkflowExecution:
             step=step,
             correlation_id=self.correlation_id,
             prev_hash=self.audit_head,
+            pinned=pinned,
         )
         entry = AuditEntry(**fields, hash=AuditEntry.digest(**fields))
         self.audit_sequence = sequence
@@ -173,7 +228,12 @@ class WorkflowExecution:
         self.current_step += 1
         self.last_error = None
         return self.transition(
-            ExecutionState.RUNNING, at=at, actor=actor, reason=f"step {step} completed", step=step
+            ExecutionState.RUNNING,
+            at=at,
+            actor=actor,
+            reason=f"step {step} completed",
+            step=step,
+            pinned=output_pin(output),
         )
 
     # -- leases --------------------------------------------------------------------------------
@@ -247,9 +307,56 @@ class WorkflowExecution:
         for a in self.approvals:
             if (approval_reason(a.approver, a.role), a.granted_at) not in granted:
                 problem = f"approval by {a.approver!r} as {a.role!r} has no audit entry"
+        # ...and each such entry's approval is still held, or renewed since.
+        given = {(approval_reason(a.approver, a.role), a.granted_at) for a in self.approvals}
+        for reason, at in sorted(granted, key=lambda g: g[1]):
+            if not any(r == reason and t >= at for r, t in given):
+                problem = f"the approval its trail records at {at.isoformat()} ({reason}) is gone"
+        # Only a checkpoint moves the step cursor, and a checkpoint is running -> running.
+        steps_done = sum(1 for e in entries if e.from_state is e.to_state is ExecutionState.RUNNING)
+        if self.current_step != steps_done:
+            problem = (
+                f"the execution is at step {self.current_step} but its trail records"
+                f" {steps_done} completed step{'s' * (steps_done != 1)}"
+            )
+        bad_at = len(entries)
+        if problem is None:
+            bad_at, problem = self._unpinned(entries)
         if problem is None:
             return report
-        return ChainReport(self.id, len(entries), False, len(entries), problem)
+        return ChainReport(self.id, len(entries), False, bad_at, problem)
+
+    def _unpinned(self, entries: Sequence[AuditEntry]) -> tuple[int, str | None]:
+        """(sequence, problem) for the first fact that differs from what its entry pinned.
+
+        A trail whose first entry pins nothing was written before pins existed: there is
+        nothing to compare it with, and its hashes never covered such facts.
+        """
+        if entries[0].pinned is None:
+            return 0, None
+        try:
+            pinned = json.loads(entries[0].pinned)
+        except ValueError:
+            pinned = None
+        if not isinstance(pinned, dict):
+            return 1, "the first audit entry's pins cannot be read"
+        now = self.identity()
+        for key, name in PIN_NAMES.items():
+            if pinned.get(key) != now[key]:
+                return 1, f"the execution's {name} differs from what its first audit entry pinned"
+        checkpoints = {e.step: e for e in entries if e.step is not None and e.pinned is not None}
+        for step, output in self.step_outputs.items():
+            entry = checkpoints.get(step)
+            if entry is None:
+                return len(entries), f"the output of step {step} has no audit entry"
+            if entry.pinned != output_pin(output):
+                return entry.sequence, (
+                    f"the output of step {step} differs from what its audit entry pinned"
+                )
+        for step, entry in checkpoints.items():
+            if step not in self.step_outputs:
+                return entry.sequence, f"the output of step {step} is missing"
+        return 0, None
 
     def request_cancel(self) -> None:
         if self.state.terminal:

@@ -79,6 +79,10 @@ class AuditEntry:
     correlation_id: str
     prev_hash: str
     hash: str
+    # Facts outside the entry that it vouches for, as canonical JSON: the execution's
+    # identity and input on its first entry, a step's output on its checkpoint. None on
+    # entries written before entries pinned anything (their hash never covered it).
+    pinned: str | None = None
 
     @staticmethod
     def digest(
@@ -93,7 +97,10 @@ class AuditEntry:
         step: str | None,
         correlation_id: str,
         prev_hash: str,
+        pinned: str | None = None,
     ) -> str:
+        # An entry that pins nothing hashes exactly as entries did before pins existed.
+        tail = [] if pinned is None else [pinned]
         return sha256_hex(
             canonical_json(
                 [
@@ -107,6 +114,7 @@ class AuditEntry:
                     step,
                     correlation_id,
                     prev_hash,
+                    *tail,
                 ]
             )
         )
@@ -123,6 +131,7 @@ class AuditEntry:
             step=self.step,
             correlation_id=self.correlation_id,
             prev_hash=self.prev_hash,
+            pinned=self.pinned,
         )
 
 

@@ -343,7 +343,7 @@ class Orchestrator:
     def verify(self, execution_id: str) -> ChainReport:
         try:
             with self._uow_factory() as uow:
-                execution = self._require(uow, execution_id, with_input=False)
+                execution = self._require(uow, execution_id)  # its input is pinned too
                 entries = uow.audit.for_execution(execution_id)
         except CorruptRecord as exc:  # damaged or edited by hand: broken, and said why
             return ChainReport(execution_id, 0, False, 1, str(exc))
