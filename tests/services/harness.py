@@ -193,7 +193,7 @@ class Harness:
                 analysis_ids=analysis_ids,
             )
             uow.commit()
-        return result
+        return result.capsule
 
     def retract(
         self,

@@ -199,7 +199,7 @@ def test_publication_is_atomic_at_every_fault_position(backend: Backend) -> None
                 title=title,
                 source_ids=source_ids,
                 analysis_ids=analysis_ids,
-            )
+            ).capsule
 
         applied = assert_atomic(backend, publish)
         assert [x.table for x in applied] == ["capsule", "decision", "evidence", EVENT_TABLE]
@@ -226,7 +226,7 @@ def test_retraction_is_atomic_at_every_fault_position(backend: Backend) -> None:
                 publication_id=f"pub-{next(w.unique)}",
                 title="capsule",
                 source_ids=source_ids,
-            )
+            ).capsule
             uow.commit()
 
         def retract(uow: UnitOfWork) -> Capsule:

@@ -58,7 +58,7 @@ def run_every_mutation(backend: Backend, *, clock: FixedClock) -> None:
             title="{`capsule`}",
             source_ids=source_ids,
             analysis_ids=[analysis.id],
-        )
+        ).capsule
         uow.commit()
     clock.advance(timedelta(hours=1))
     with backend.factory() as uow:

@@ -292,6 +292,26 @@ def test_a_failure_after_publication_retracts_the_capsule(world: World) -> None:
     assert orch.verify(done.id).ok
 
 
+def test_a_compensation_leaves_alone_a_capsule_another_execution_published(
+    world: World,
+) -> None:
+    """The same publication, asked for twice: the second finds the first's capsule and
+    publishes nothing, so failing afterwards has nothing of its own to undo."""
+    first = world.orch().start(WORKFLOW, request("pub-1"), idempotency_key="first")
+    assert first.step_outputs["publish"]["published"] is True
+    broken = kp.VerificationFailed("capsule does not match")
+    orch = world.orch_with("worker-2", {"verify": Calls().wrap(_raise(broken))})
+    second = orch.start(FLAKY, request("pub-1"), idempotency_key="second")
+
+    assert second.state is S.COMPENSATED
+    assert second.step_outputs["publish"] == first.step_outputs["publish"] | {"published": False}
+    (capsule,) = world.door.table("capsule").values()
+    assert capsule["status"] == "published"
+    assert not [e for e in world.door.events() if e["type"] == "knowledge.capsule_retracted"]
+    assert orch.get(first.id).state is S.SUCCEEDED
+    assert orch.verify(first.id).ok and orch.verify(second.id).ok
+
+
 def test_a_storage_fault_during_compensation_is_retried(world: World) -> None:
     """One transient store failure while retracting should not leave a failed workflow's
     capsule published for good (steps get retries for this; the compensation does not)."""

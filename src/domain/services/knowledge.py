@@ -34,6 +34,14 @@ class IngestResult:
     created: tuple[str, ...]  # ids of the sources this call created (the rest already existed)
 
 
+@frozen
+class Publication:
+    capsule: Capsule
+    # False when the same publication was already there: this call published nothing, so
+    # whoever made it must not undo it either.
+    created: bool
+
+
 class KnowledgeService:
     def __init__(self, gate: Gate, *, retention_class: str = "standard") -> None:
         self._gate = gate
@@ -179,7 +187,7 @@ class KnowledgeService:
         title: str,
         source_ids: Sequence[str],
         analysis_ids: Sequence[str] = (),
-    ) -> Capsule:
+    ) -> Publication:
         publication_id = identifier("publication_id", publication_id)
         title = text("title", title, max_len=500)
         sources = self._sources(uow, source_ids)
@@ -193,7 +201,8 @@ class KnowledgeService:
         existing = uow.capsules.by_publication(runtime.tenant, publication_id)
         if existing is not None:
             if existing.artifact_hash == artifact and existing.status is CapsuleStatus.PUBLISHED:
-                return existing  # exactly once: a repeat of the same publication is a no-op
+                # Exactly once: a repeat of the same publication is a no-op.
+                return Publication(existing, created=False)
             raise AlreadyPublished(publication_id, existing.id)
         evidenced = {
             m.subject
@@ -250,7 +259,7 @@ class KnowledgeService:
                 "chunks": len(capsule.chunks),
             },
         )
-        return capsule
+        return Publication(capsule, created=True)
 
     def retract(
         self,

@@ -153,7 +153,7 @@ def definition(service: KnowledgeService) -> WorkflowDefinition:
 
     def publish(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
         request = PublicationRequest.parse(ctx.input)
-        capsule = service.publish(
+        publication = service.publish(
             uow,
             ctx.runtime,
             _enforcement(ctx, request),
@@ -162,7 +162,12 @@ def definition(service: KnowledgeService) -> WorkflowDefinition:
             source_ids=ctx.output_of("ingest")["source_ids"],
             analysis_ids=[ctx.output_of("analyse")["analysis_id"]],
         )
-        return {"capsule_id": capsule.id, "artifact_hash": capsule.artifact_hash}
+        capsule = publication.capsule
+        return {
+            "capsule_id": capsule.id,
+            "artifact_hash": capsule.artifact_hash,
+            "published": publication.created,
+        }
 
     def verify(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
         published = ctx.output_of("publish")
@@ -179,7 +184,9 @@ def definition(service: KnowledgeService) -> WorkflowDefinition:
 
     def retract(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
         published = ctx.execution.step_outputs.get("publish")
-        if published is None:
+        # A capsule found already published belongs to whoever published it. (Outputs from
+        # before "published" was recorded say nothing, and are retracted as they always were.)
+        if published is None or published.get("published") is False:
             return {"retracted": None}
         request = PublicationRequest.parse(ctx.input)
         reason = ctx.execution.last_error or "workflow cancelled"
