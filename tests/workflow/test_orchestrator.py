@@ -16,7 +16,13 @@ from domain.model.errors import InvalidInput, InvalidState
 from domain.model.evidence import EventType
 from domain.model.lifecycle import ExecutionState
 from domain.model.policy import ImpactTier
-from domain.orchestration.definition import RetryableError, RetryPolicy, StepContext
+from domain.orchestration.definition import (
+    RetryableError,
+    RetryPolicy,
+    Step,
+    StepContext,
+    WorkflowDefinition,
+)
 from domain.orchestration.orchestrator import Orchestrator, RecoveryIncomplete
 from domain.workflows import knowledge_publication as kp
 from ports.clock import FixedClock, SequentialIds
@@ -867,3 +873,51 @@ def test_verifying_an_execution_leaves_its_input_unread(world: World) -> None:
     verifier = world.orch_with("worker-2", {}, factory=lambda: Reads(world.store.unit_of_work()))
     assert verifier.verify(done.id).ok
     assert read and "execution_input" not in read
+
+
+# -- what a step returns must be storable -------------------------------------------------------
+
+
+def _two_steps(second: Any) -> WorkflowDefinition:
+    return WorkflowDefinition(
+        name="two_steps",
+        version="1",
+        metadata=kp.METADATA,
+        steps=(Step("first", lambda uow, ctx: "ok"), Step("second", lambda uow, ctx: second)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("output", "problem"),
+    [
+        ({"when": T0}, "JSON-serialisable"),
+        ({"text": "half a pair \ud800"}, "lone surrogate"),
+        ({1, 2}, "JSON-serialisable"),
+    ],
+)
+@pytest.mark.parametrize("position", ["first", "second"])
+def test_a_step_whose_output_cannot_be_stored_fails_its_execution(
+    world: World, output: Any, problem: str, position: str
+) -> None:
+    """Not left running to run the step again on every recovery: a failed attempt."""
+    definition = _two_steps(output)
+    if position == "first":
+        definition = evolve(definition, steps=definition.steps[::-1])
+    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={"two_steps": definition})
+    done = orch.start("two_steps", {})
+    assert done.state is S.FAILED
+    assert done.last_error is not None and problem in done.last_error
+    assert "output of step second" in done.last_error
+    assert done.attempts["second"] == 1 and "second" not in done.step_outputs
+    assert orch.verify(done.id).ok
+
+
+def test_an_input_nested_too_deeply_is_refused_before_anything_is_written(world: World) -> None:
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    definition = _two_steps("ok")
+    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={"two_steps": definition})
+    with pytest.raises(InvalidInput, match="nested too deeply"):
+        orch.start("two_steps", {"x": deep})
+    assert world.door.table("execution") == {}

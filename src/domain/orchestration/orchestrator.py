@@ -121,10 +121,7 @@ class Orchestrator:
         definition = self._definition(workflow)
         if definition.validate_input is not None:
             definition.validate_input(input)
-        try:
-            canonical_json(input)
-        except (TypeError, ValueError):
-            raise InvalidInput("input", "must be JSON-serialisable") from None
+        _storable("input", input)
         rt = self._runtime
         if idempotency_key is None:
             idempotency_key = rt.ids.new_id("idem")
@@ -193,7 +190,7 @@ class Orchestrator:
             context = self._context(execution, step.name)
             context = evolve(context, runtime=evolve(context.runtime, record_denials=False))
             try:
-                output = step.run(uow, context)
+                output = _storable(f"output of step {step.name}", step.run(uow, context))
             except Exception as exc:  # recorded once the start is stored on its own
                 return _FirstStepFailed(step.name, exc)
             now = rt.clock.now()
@@ -424,7 +421,8 @@ class Orchestrator:
                 step_name = step.name
                 execution.begin_attempt(step.name)
                 try:
-                    output = step.run(uow, self._context(execution, step.name))
+                    ran = step.run(uow, self._context(execution, step.name))
+                    output = _storable(f"output of step {step.name}", ran)
                 except Exception as exc:  # any step failure is recorded, then classified
                     return self._after_failure(execution_id, seen_version, step.name, exc)
                 execution.checkpoint(step.name, output, at=now, actor=rt.actor)
@@ -559,6 +557,21 @@ class Orchestrator:
 def _landed(x: WorkflowExecution) -> tuple[Any, ...]:
     """What a command changes on an execution: equal when stored means it was committed."""
     return (x.version, x.audit_head, x.state, x.cancel_requested, x.approvals)
+
+
+def _storable(field: str, value: Any) -> Any:
+    """`value` if it can be stored as JSON text; otherwise an `InvalidInput` naming `field`,
+    raised before anything is written (a step's output failing later, at its checkpoint,
+    would leave its execution running and the step re-run forever)."""
+    try:
+        canonical_json(value).encode("utf-8")
+    except RecursionError:
+        raise InvalidInput(field, "is nested too deeply to store") from None
+    except UnicodeEncodeError:
+        raise InvalidInput(field, "contains a lone surrogate, which is not Unicode text") from None
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(field, f"must be JSON-serialisable ({exc})") from None
+    return value
 
 
 def _retryable(error: BaseException) -> bool:
