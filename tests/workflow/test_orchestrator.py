@@ -3,6 +3,8 @@ approvals, cancellation and leases."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -14,6 +16,7 @@ from adapters.faults import FaultInjector, FaultPlan
 from adapters.memory import MemoryStore, MemoryUnitOfWork
 from domain.model.errors import InvalidInput, InvalidState
 from domain.model.evidence import EventType
+from domain.model.execution import WorkflowExecution
 from domain.model.lifecycle import ExecutionState
 from domain.model.policy import ImpactTier
 from domain.orchestration.definition import (
@@ -481,6 +484,70 @@ def test_tier2_needs_two_distinct_approvers(world: World) -> None:
     assert done.state is S.SUCCEEDED
     assert {a.approver for a in done.approvals} == {"alice", "bob"}
     assert_exactly_once(world.door, orch, denials=3)
+
+
+def test_a_second_approver_arriving_while_the_first_regates_waits_for_it(
+    world: World,
+) -> None:
+    """Alice's approval resumes the execution and re-runs its gate, which still wants a
+    second approver; Bob approving at that moment waits for the gate instead of being told
+    the execution is running."""
+    bob_done: list[WorkflowExecution | Exception] = []
+
+    def bob() -> None:
+        theirs = Orchestrator(
+            world.store.unit_of_work,
+            runtime(world.clock, world.ids),
+            definitions(world.store.unit_of_work),
+            worker_id="bob-shell",
+            sleep=time.sleep,
+        )
+        try:
+            bob_done.append(theirs.approve(x.id, approver="bob", role="legal"))
+        except Exception as exc:
+            bob_done.append(exc)
+
+    threads: list[threading.Thread] = []
+
+    def regating(execution: WorkflowExecution) -> None:
+        if execution.state is S.RUNNING and execution.approvals and not threads:
+            threads.append(threading.Thread(target=bob))
+            threads[0].start()
+            time.sleep(0.3)  # Bob arrives while the gate is still being evaluated
+
+    alice = world.orch_with("alice-shell", {})
+    req = request("pub-1", required_roles=["reviewer", "legal"])
+    x = alice.start(WORKFLOW, req, risk_tier=ImpactTier.TIER2)
+    alice = orchestrator(
+        world.store.unit_of_work, world.clock, ids=world.ids, on_transition=regating
+    )
+    assert alice.approve(x.id, approver="alice", role="reviewer").state is S.AWAITING_APPROVAL
+    threads[0].join(10)
+    (outcome,) = bob_done
+    assert isinstance(outcome, WorkflowExecution), outcome
+    assert outcome.state is S.SUCCEEDED
+    assert {a.approver for a in outcome.approvals} == {"alice", "bob"}
+    assert alice.verify(x.id).ok
+
+
+def test_an_approval_refused_while_another_regates_says_why(world: World) -> None:
+    refusals: list[str] = []
+
+    def regating(execution: WorkflowExecution) -> None:
+        if execution.state is S.RUNNING and execution.approvals and not refusals:
+            try:  # the gate cannot finish meanwhile: this call is inside it
+                world.orch("bob-shell").approve(execution.id, approver="bob", role="legal")
+            except InvalidState as exc:
+                refusals.append(str(exc))
+
+    req = request("pub-1", required_roles=["reviewer", "legal"])
+    x = world.orch().start(WORKFLOW, req, risk_tier=ImpactTier.TIER2)
+    alice = orchestrator(
+        world.store.unit_of_work, world.clock, ids=world.ids, on_transition=regating
+    )
+    assert alice.approve(x.id, approver="alice", role="reviewer").state is S.AWAITING_APPROVAL
+    (refusal,) = refusals
+    assert "an approval resumed it" in refusal and "awaiting approval" in refusal
 
 
 def test_every_required_role_must_approve(world: World) -> None:

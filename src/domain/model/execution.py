@@ -255,7 +255,15 @@ class WorkflowExecution:
 
     def add_approval(self, approval: Approval) -> None:
         if self.state is not ExecutionState.AWAITING_APPROVAL:
-            raise InvalidState(f"execution {self.id} is {self.state.value}, not awaiting approval")
+            hint = ""
+            if self.state is ExecutionState.RUNNING and self.approvals:
+                hint = (
+                    "; an approval resumed it, and yours is needed only if it returns to"
+                    " awaiting approval"
+                )
+            raise InvalidState(
+                f"execution {self.id} is {self.state.value}, not awaiting approval{hint}"
+            )
         if not self.requested_by:
             raise InvalidState(
                 f"execution {self.id} names no requester: separation of duties cannot be checked"

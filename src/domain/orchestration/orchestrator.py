@@ -248,6 +248,7 @@ class Orchestrator:
         rt = self._runtime
         approver = actor_name("approver", approver)
         role = actor_name("role", role)
+        self._await_regate(execution_id)
         with self._uow_factory() as uow:
             execution = self._require(uow, execution_id)
             now = rt.clock.now()
@@ -261,6 +262,25 @@ class Orchestrator:
             self._commit_command(uow, execution)
         self._remember(execution)
         return self.run(execution_id)
+
+    def _await_regate(self, execution_id: str) -> None:
+        """Wait (up to `max_inline_wait`) while an approval just given re-runs its gate.
+
+        The execution is running for that moment; a second approver arriving then would be
+        refused, only to find it awaiting approval again a moment later.
+        """
+        delay, waited = 0.01, 0.0
+        while waited < self._max_wait.total_seconds():
+            x = self.get(execution_id)
+            if not (
+                x.state is S.RUNNING
+                and x.approvals
+                and not x.lease_expired(self._runtime.clock.now())
+            ):
+                return
+            self._sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.5)
 
     def reject(self, execution_id: str, *, reason: str) -> WorkflowExecution:
         reason = text("reason", reason, max_len=1000, single_line=True)
