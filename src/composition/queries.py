@@ -12,7 +12,7 @@ from datetime import datetime
 from domain.model.evidence import EventEnvelope
 from domain.model.execution import WorkflowExecution
 from domain.model.lifecycle import AuditEntry, ExecutionState
-from ports.errors import RecordNotFound
+from ports.errors import CorruptRecord, RecordNotFound
 from ports.unit_of_work import UnitOfWorkFactory
 
 
@@ -62,20 +62,38 @@ def events_after(
     uow_factory: UnitOfWorkFactory, tenant: str, position: int, limit: int
 ) -> list[EventEnvelope]:
     """Up to `limit` of the tenant's events after `position`, in position order; the log is
-    shared by every tenant, so others' events are read past."""
+    shared by every tenant, so others' events are read past.
+
+    Positions have no gaps, so a missing one means an event was removed from the store:
+    that is a `CorruptRecord`, not a quiet end of the log that hides every later event.
+    """
     found: list[EventEnvelope] = []
     while len(found) < limit:
         with uow_factory() as uow:
+            # Read first: every event up to the head had committed by then, so the page
+            # must hold each of them it covers, whatever commits meanwhile.
+            head = uow.events.head()
             page = uow.events.read_after(position, limit)
         for event in page:
-            position = event.position or position + 1
+            if event.position != position + 1:
+                raise _gap(position + 1)
+            position += 1
             if event.tenant == tenant:
                 found.append(event)
                 if len(found) == limit:
-                    break
-        if len(page) < limit:
-            break
+                    return found
+        if len(page) < limit:  # the end of the log, if the log ends here
+            if position < head:
+                raise _gap(position + 1)
+            return found
     return found
+
+
+def _gap(position: int) -> CorruptRecord:
+    return CorruptRecord(
+        f"event log: position {position} is missing; an event was removed from the store,"
+        " and the events after it are not shown"
+    )
 
 
 def all_events(

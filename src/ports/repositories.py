@@ -138,6 +138,10 @@ class EventLog(_Repository):
             raise ValueError("position must be >= 0 and limit >= 1")
         return [records.event_from(d) for d in self._uow.events_after(position, limit)]
 
+    def head(self) -> int:
+        """The position of the last event committed (0 before the first)."""
+        return self._uow.events_head()
+
 
 INPUT_TABLE = "execution_input"
 

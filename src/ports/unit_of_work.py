@@ -174,6 +174,11 @@ class UnitOfWork(abc.ABC):
         self._ensure_open()
         return self._events_after(position, limit)
 
+    def events_head(self) -> int:
+        """The position of the last event committed (0 before the first)."""
+        self._ensure_open()
+        return self._events_head()
+
     def stage(self, write: Write) -> None:
         self._ensure_open()
         if write.table not in TABLES:
@@ -239,6 +244,9 @@ class UnitOfWork(abc.ABC):
     def _events_after(self, position: int, limit: int) -> list[Document]: ...
 
     @abc.abstractmethod
+    def _events_head(self) -> int: ...
+
+    @abc.abstractmethod
     def _apply(self, batch: Batch) -> CommitReceipt:
         """Apply every write or none; raise only port errors."""
 
@@ -263,6 +271,8 @@ class Store(Protocol):
     ) -> Iterable[tuple[str, Document]]: ...
 
     def events_after(self, position: int, limit: int) -> list[Document]: ...
+
+    def events_head(self) -> int: ...
 
     def apply(self, batch: Batch) -> CommitReceipt: ...
 
@@ -295,6 +305,9 @@ class StoreUnitOfWork(UnitOfWork, Generic[StoreT]):
 
     def _events_after(self, position: int, limit: int) -> list[Document]:
         return self._store.events_after(position, limit)
+
+    def _events_head(self) -> int:
+        return self._store.events_head()
 
     def _apply(self, batch: Batch) -> CommitReceipt:
         return self._store.apply(batch)
@@ -375,6 +388,9 @@ class WrappingUnitOfWork(UnitOfWork):
 
     def _events_after(self, position: int, limit: int) -> list[Document]:
         return self._inner._events_after(position, limit)
+
+    def _events_head(self) -> int:
+        return self._inner._events_head()
 
     def _apply(self, batch: Batch) -> CommitReceipt:
         return self._inner._apply(batch)

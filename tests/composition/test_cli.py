@@ -305,6 +305,23 @@ def test_tampered_audit_entry_fails_verification(fresh: Cli) -> None:
     assert shown["verification"]["first_bad_sequence"] == 3
 
 
+@pytest.mark.parametrize("removed", ["middle", "end of a page", "last"])
+def test_a_removed_event_is_reported_not_silently_skipped(fresh: Cli, removed: str) -> None:
+    """Positions have no gaps: a missing one must not end the listing quietly, hiding every
+    event after it (nor must a missing last event pass as the end of the log)."""
+    fresh("run", "knowledge-publication", str(FRED))
+    fresh("run", "knowledge-publication", str(IMF))
+    count = len(fresh.json("events", "--limit", "100"))
+    position = {"middle": 2, "end of a page": 3, "last": count}[removed]
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        store.select_rows("DELETE event WHERE position = $p", {"p": position})
+    done = fresh("events", "--limit", "3" if removed == "end of a page" else "100", code=1)
+    assert f"position {position} is missing" in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    if position > 3:
+        assert len(fresh.json("events", "--limit", str(position - 1))) == position - 1
+
+
 def _die_holding(store_url: str) -> None:
     """A process that opens the store and is SIGKILLed while holding it."""
     child = subprocess.Popen(

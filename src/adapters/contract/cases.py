@@ -622,6 +622,25 @@ class UnitOfWorkContract:
                 read = [e.position for e in uow.events.read_after(after, limit)]
             expected = list(range(max(after, 0) + 1, min(after + limit, last) + 1))
             assert read == expected, f"after {after}, limit {limit}: {len(read)} read"
+        with uow_factory() as uow:
+            assert uow.events.head() == last
+
+    def test_the_head_is_the_last_position_committed(self, uow_factory: UnitOfWorkFactory) -> None:
+        with uow_factory() as uow:
+            before = uow.events.head()
+            uow.events.append(samples.event())
+            uow.events.append(samples.event())
+            assert uow.events.head() == before  # staged is not committed
+            uow.commit()
+        with uow_factory() as uow:
+            assert uow.events.head() == before + 2
+            assert [e.position for e in uow.events.read_after(before, 5)] == [
+                before + 1,
+                before + 2,
+            ]
+            uow.events.append(samples.event())
+        with uow_factory() as uow:  # rolled back: no position used
+            assert uow.events.head() == before + 2
 
     @pytest.mark.parametrize(
         "offset",

@@ -185,6 +185,10 @@ class MemoryStore:
         with self.lock:
             return [_copy(d) for d in self.events[position : position + limit]]
 
+    def events_head(self) -> int:
+        with self.lock:
+            return len(self.events)
+
 
 class MemoryUnitOfWork(StoreUnitOfWork[MemoryStore]):
     """A unit of work on the in-memory store."""

@@ -442,6 +442,11 @@ class SurrealStore:
         )
         return [_strip(row) for row in rows]
 
+    def events_head(self) -> int:
+        # The counter moves in the same transaction as the events it numbers.
+        rows = self.select_rows("SELECT VALUE n FROM ONLY $c", {"c": compiler.EVENTS_COUNTER})
+        return int(rows[0]) if rows and isinstance(rows[0], int) else 0
+
     def dump(self, table: str) -> dict[str, Document]:
         """Every stored record of a table, read directly: the contract suite's back door."""
         rows = self.select_rows(f"SELECT * FROM {compiler.ident(table)}", {})
