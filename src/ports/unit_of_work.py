@@ -328,7 +328,7 @@ def _checked(table: str, key: str, document: Document) -> bool:
         if name not in known:
             raise InvalidRecord(f"{table} {key!r}: field `{name}` is not part of the schema")
         if isinstance(value, datetime):
-            off_utc = off_utc or bool(value.utcoffset())
+            off_utc = off_utc or _off_utc(value)
             continue
         for item in value if isinstance(value, list) else (value,):
             # ASCII text without NUL, the common case, is settled without a call.
@@ -343,8 +343,14 @@ def _checked(table: str, key: str, document: Document) -> bool:
     return off_utc
 
 
+def _off_utc(value: datetime) -> bool:
+    # Any zone but UTC itself, even at offset zero (GMT, London in winter): SurrealDB hands
+    # every instant back in UTC, and the in-memory adapter must do the same.
+    return value.tzinfo is not None and value.tzinfo is not UTC
+
+
 def _utc(value: object) -> object:
-    return value.astimezone(UTC) if isinstance(value, datetime) and value.utcoffset() else value
+    return value.astimezone(UTC) if isinstance(value, datetime) and _off_utc(value) else value
 
 
 def _storable(text: str) -> bool:

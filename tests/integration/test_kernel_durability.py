@@ -92,7 +92,7 @@ def test_a_second_process_cannot_open_a_store_in_use(tmp_path: Path) -> None:
 def test_a_second_store_in_the_same_process_is_refused_too(tmp_path: Path) -> None:
     # flock is per open file, so even this process cannot open the directory twice.
     path = tmp_path / "store"
-    with open_store(path), pytest.raises(StorageUnavailable, match="in use by another process"):
+    with open_store(path), pytest.raises(StorageUnavailable, match="already open in this process"):
         open_store(path)
 
 
@@ -108,7 +108,7 @@ def test_every_spelling_of_a_store_takes_the_same_lock(tmp_path: Path, spelling:
     with open_store(path):
         if spelling == "symlink":
             other.symlink_to(path, target_is_directory=True)
-        with pytest.raises(StorageUnavailable, match="in use by another process"):
+        with pytest.raises(StorageUnavailable, match="already open in this process"):
             SurrealStore(SurrealConfig(f"surrealkv://{other}"))
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import ClassVar
 
 import pytest
@@ -499,6 +499,41 @@ class UnitOfWorkContract:
         assert two == [made[0].id, made[1].id]
         assert [x.id for x in cancelled][:2] == [made[1].id, made[3].id]
 
+    def test_the_newest_of_a_look_back_window_come_first(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """More executions in the last hour than are asked for: the newest are listed, not
+        the oldest (SurrealDB's range scans once cut before they sorted)."""
+        tenant = samples.new_id("tenant")
+        made = []
+        with uow_factory() as uow:
+            for n in range(6):
+                x = samples.execution(tenant=tenant)
+                x.created_at = samples.T0 + timedelta(seconds=n)
+                uow.executions.save(x)
+                made.append(x.id)
+            uow.commit()
+        now = samples.T0 + timedelta(minutes=1)
+        with uow_factory() as uow:
+            newest = uow.executions.recent(now=now, limit=3, tenant=tenant, with_input=False)
+        assert [x.id for x in newest] == made[::-1][:3]
+
+    def test_listings_break_ties_in_time_by_key(self, uow_factory: UnitOfWorkFactory) -> None:
+        """Executions started at one instant list in key order (newest-first listings in
+        reverse), so every adapter shows the same page."""
+        tenant = samples.new_id("tenant")
+        keys = [f"x-{tenant}-{n}" for n in (3, 1, 4, 0, 2)]
+        with uow_factory() as uow:
+            for key in keys:
+                uow.executions.save(samples.execution(id=key, tenant=tenant))
+            uow.commit()
+        ordered = sorted(keys)
+        now = samples.T0 + timedelta(minutes=1)
+        with uow_factory() as uow:
+            assert [x.id for x in uow.executions.every(tenant, with_input=False)] == ordered
+            newest = uow.executions.recent(now=now, limit=3, tenant=tenant, with_input=False)
+            assert [x.id for x in newest] == ordered[::-1][:3]
+
     @pytest.mark.parametrize("same_unit", [False, True], ids=["across-units", "same-unit"])
     def test_a_repeated_event_id_is_a_duplicate_and_uses_no_position(
         self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, same_unit: bool
@@ -643,16 +678,21 @@ class UnitOfWorkContract:
             assert uow.events.head() == before + 2
 
     @pytest.mark.parametrize(
-        "offset",
-        [timedelta(hours=5, minutes=45), timedelta(minutes=19, seconds=32), -timedelta(hours=23)],
-        ids=["+05:45", "+00:19:32", "-23:00"],
+        "zone",
+        [
+            timezone(timedelta(hours=5, minutes=45)),
+            timezone(timedelta(minutes=19, seconds=32)),
+            timezone(-timedelta(hours=23)),
+            timezone(timedelta(0), "GMT"),
+        ],
+        ids=["+05:45", "+00:19:32", "-23:00", "GMT"],
     )
     def test_a_datetime_in_any_zone_is_stored_as_the_same_instant(
-        self, uow_factory: UnitOfWorkFactory, offset: timedelta
+        self, uow_factory: UnitOfWorkFactory, zone: timezone
     ) -> None:
         """Historical zones have offsets with seconds in them, which SurrealDB cannot parse:
-        every datetime is stored in UTC, on every adapter alike."""
-        at = datetime(1930, 6, 1, 12, 0, 0, 250000, tzinfo=timezone(offset))
+        every datetime is stored in UTC, on every adapter alike (a zone at offset zero too)."""
+        at = datetime(1930, 6, 1, 12, 0, 0, 250000, tzinfo=zone)
         source = evolve(samples.source(), acquired_at=at)
         with uow_factory() as uow:
             uow.sources.add(source)
@@ -661,7 +701,7 @@ class UnitOfWorkContract:
             found = uow.sources.get(source.id)
         assert found is not None
         stored = found.acquired_at
-        assert stored == at and stored.utcoffset() == timedelta(0)
+        assert stored == at and stored.tzinfo == UTC
 
     @pytest.mark.parametrize("where", ["text-field", "list-item", "record-id", "event-field"])
     def test_nul_is_refused_and_nothing_is_written(

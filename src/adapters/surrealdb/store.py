@@ -91,6 +91,11 @@ class StoreLock:
         except BlockingIOError:
             holder = _pid(handle.read(64).split()[:1])
             handle.close()
+            if holder == str(os.getpid()):
+                raise StorageUnavailable(
+                    f"store {self.path.with_suffix('')} is already open in this process;"
+                    " share that SurrealStore instead of opening it again"
+                ) from None
             raise StorageUnavailable(
                 f"store {self.path.with_suffix('')} is in use by another process (pid {holder});"
                 " stop it or choose another store"
@@ -424,8 +429,15 @@ class SurrealStore:
         text = f"SELECT * FROM {compiler.ident(table)}"
         if clauses:
             text += " WHERE " + " AND ".join(clauses)
-        order = compiler.ident(order_by) if order_by else "id"
-        text += f" ORDER BY {order} {'DESC' if descending else 'ASC'}"
+        if limit is not None and any(isinstance(v, After) for v in where.values()):
+            # SurrealDB core 2.3.10 applies the LIMIT of a range scan on a one-field index
+            # before sorting, so "newest first" came back as the oldest of the range: the
+            # range is read whole, then sorted and cut.
+            text = f"SELECT * FROM ({text})"
+        direction = "DESC" if descending else "ASC"
+        # Ties broken by key, as the in-memory adapter breaks them: listings agree.
+        order = f"{compiler.ident(order_by)} {direction}, id" if order_by else "id"
+        text += f" ORDER BY {order} {direction}"
         if limit is not None:
             text += " LIMIT $limit"
             params["limit"] = limit
