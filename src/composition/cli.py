@@ -8,11 +8,13 @@ With --json, stdout carries exactly one JSON document and nothing else.
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -78,6 +80,7 @@ class Session:
     config: str | None = None
     json: bool = False
     debug: bool = False
+    read_only: bool = False  # the command changes nothing: an interrupt leaves nothing to resume
     _settings: Settings | None = field(default=None, alias="_settings")
 
     def settings(self) -> Settings:
@@ -91,16 +94,9 @@ class Session:
         """The application on the configured store; `existing` for commands that only make
         sense on a store something already ran on, so a mistyped path is not created."""
         settings = self.settings()
-        if existing and settings.store_scheme == "surrealkv":
-            path = Path(settings.store_url.split("://", 1)[1])
-            if not path.exists():
-                raise Failed(
-                    f"no store at {path}: nothing has run there yet (check --store or"
-                    " GOVKERNEL_STORE)",
-                    EXIT_USAGE,
-                )
         printer = Printer(self)
-        with build_app(settings, Overrides(on_transition=printer)) as app:
+        overrides = Overrides(on_transition=printer, existing_store=existing)
+        with build_app(settings, overrides) as app:
             repair = getattr(app.store, "torn_repair", None)
             if repair is not None:  # whichever command opened the store first, it says so
                 self.warn(
@@ -112,13 +108,13 @@ class Session:
 
     def echo(self, text: str = "") -> None:
         """Human output: stdout, or stderr when stdout is reserved for JSON."""
-        click.echo(text, err=self.json)
+        _write(text, err=self.json)
 
     def emit(self, record: object) -> None:
-        click.echo(render.dumps(record))
+        _write(render.dumps(record), err=False)
 
     def warn(self, text: str) -> None:
-        click.echo(text, err=True)
+        _write(text, err=True)
 
     def transient(self) -> bool:
         """Whether the store ends with this process, so follow-up commands cannot reach it."""
@@ -140,9 +136,9 @@ class Session:
         settings = self.settings()
         parts = []
         if self.config:
-            parts.append(f" --config {self.config}")
+            parts.append(f" --config {shlex.quote(self.config)}")
         if settings.sources.get("store_url") == "--store":
-            parts.append(f" --store {settings.display_store}")
+            parts.append(f" --store {shlex.quote(settings.display_store)}")
         return "".join(parts)
 
 
@@ -196,6 +192,18 @@ def transition_line(entry: AuditEntry, execution: WorkflowExecution) -> str:
     if checkpoint and entry.step in execution.step_outputs:
         reason = f"{reason}: {render.step_output(entry.step, execution.step_outputs[entry.step])}"
     return f"  #{entry.sequence:<3} {entry.to_state.value:<17} {render.safe(reason)}"
+
+
+def _write(text: str, *, err: bool) -> None:
+    """Print a line; a reader that went away (`| head`) silences the stream, never the work:
+    a run whose output nobody reads still runs to its end."""
+    stream = sys.stderr if err else sys.stdout
+    try:
+        click.echo(text, err=err)
+    except BrokenPipeError:
+        # Later writes, and the interpreter's flush at exit, go nowhere instead of failing.
+        with suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
 # -- shared options --------------------------------------------------------------------------
@@ -433,7 +441,8 @@ def _differs(
 
 
 def read_sources(s: Session, files: Sequence[Path]) -> list[SourceFile]:
-    if len(files) < PROGRESS_THRESHOLD:
+    # A bar only helps someone watching (as in _maybe_progress).
+    if len(files) < PROGRESS_THRESHOLD or not sys.stderr.isatty():
         return [read_source(path) for path in files]
     with click.progressbar(files, label="reading documents", file=sys.stderr, show_pos=True) as bar:
         return [read_source(path) for path in bar]
@@ -622,13 +631,16 @@ def executions() -> None:
 def executions_list(ctx: click.Context, state: str | None, limit: int) -> None:
     """Executions, newest first."""
     s = session_of(ctx)
+    s.read_only = True
     with s.app(existing=True) as (app, _):
+        unreadable: list[str] = []
         found = queries.recent_executions(
             app.uow_factory,
             app.runtime.tenant,
             now=app.runtime.clock.now(),
             state=ExecutionState(state) if state else None,
             limit=limit,
+            unreadable=unreadable,
         )
         if s.json:
             s.emit([render.execution_json(x, app.workflows.get(x.workflow_name)) for x in found])
@@ -638,6 +650,13 @@ def executions_list(ctx: click.Context, state: str | None, limit: int) -> None:
             s.echo(render.executions_table(found, app.workflows))
             if len(found) == limit:
                 s.echo(f"(the newest {limit}; --limit N shows more, up to {MAX_LIMIT})")
+        if unreadable:
+            raise Failed(
+                f"{len(unreadable)} stored execution{'s' * (len(unreadable) != 1)} cannot be"
+                f" read and {'is' if len(unreadable) == 1 else 'are'} not listed, first"
+                f" {unreadable[0]}: `govkernel audit verify` reports on each",
+                EXIT_FAILED,
+            )
 
 
 @executions.command("show", epilog=EXITS)
@@ -647,6 +666,7 @@ def executions_list(ctx: click.Context, state: str | None, limit: int) -> None:
 def executions_show(ctx: click.Context, execution_id: str) -> None:
     """An execution's details and its audit trail."""
     s = session_of(ctx)
+    s.read_only = True
     with s.app(existing=True) as (app, _):
         x = app.orchestrator.get(execution_id)
         trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, execution_id)
@@ -733,6 +753,7 @@ def audit() -> None:
 def audit_verify(ctx: click.Context, execution_id: str | None) -> None:
     """Recompute the hash chain of one execution (or of all): exit 1 on any tampering."""
     s = session_of(ctx)
+    s.read_only = True
     with s.app(existing=True) as (app, _):
         results = verify_chains(s, app, execution_id)
         if s.json:
@@ -786,17 +807,24 @@ def audit_verify(ctx: click.Context, execution_id: str | None) -> None:
 
 
 def verify_chains(s: Session, app: App, execution_id: str | None) -> list[dict[str, Any]]:
+    # Ids only: a record that cannot be read is verified (and reported broken) like any
+    # other, instead of stopping the check of all the rest.
     if execution_id is not None:
-        ids = [app.orchestrator.get(execution_id).id]
+        ids = [execution_id]
     else:
-        ids = [x.id for x in queries.every_execution(app.uow_factory, app.runtime.tenant)]
+        unreadable: list[str] = []
+        listed = queries.every_execution(app.uow_factory, app.runtime.tenant, unreadable)
+        ids = [x.id for x in listed] + unreadable
     results = []
     with _maybe_progress(ids, "verifying") as items:
         for xid in items:
             report = app.orchestrator.verify(xid)
             bad_entry = None
             if not report.ok and report.first_bad_sequence:
-                trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, xid)
+                try:
+                    trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, xid)
+                except CorruptRecord:  # the record itself is what is broken: nothing to show
+                    trail = []
                 if 0 < report.first_bad_sequence <= len(trail):
                     bad_entry = trail[report.first_bad_sequence - 1]
             results.append(render.report_json(report, bad_entry))
@@ -805,8 +833,12 @@ def verify_chains(s: Session, app: App, execution_id: str | None) -> list[dict[s
 
 def broken_chains(app: App) -> list[tuple[str, ChainReport]]:
     """(tenant, report) for every broken audit chain in the store, whatever its tenant."""
+    unreadable: list[str] = []
     with app.uow_factory() as uow:
-        tenants = {x.id: x.tenant for x in uow.executions.every(with_input=False)}
+        tenants = {
+            x.id: x.tenant for x in uow.executions.every(with_input=False, unreadable=unreadable)
+        }
+    tenants |= dict.fromkeys(unreadable, "")  # whose they are cannot be read either
     broken = []
     with _maybe_progress(list(tenants), "verifying") as items:
         for xid in items:
@@ -950,6 +982,7 @@ def _torn_json(app: App) -> dict[str, Any] | None:
 def events(ctx: click.Context, after: int, limit: int) -> None:
     """The event log, in position order."""
     s = session_of(ctx)
+    s.read_only = True
     with s.app(existing=True) as (app, _):
         found = queries.events_after(app.uow_factory, app.runtime.tenant, after, limit)
         if s.json:
@@ -1095,7 +1128,7 @@ def _indent(text: str, prefix: str = "  ") -> str:
 
 
 def _error(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    _write(f"error: {message}", err=True)
 
 
 def run_cli(argv: Sequence[str] | None = None) -> int:
@@ -1122,6 +1155,8 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
 
 
 def _unfinished(session: Session) -> str:
+    if session.read_only:
+        return "nothing was changed"
     try:
         transient = session.transient()
     except ConfigurationError:

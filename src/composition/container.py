@@ -42,6 +42,8 @@ class Overrides:
     trace_id: str | None = None
     policies: Sequence[Policy] | None = None
     on_transition: TransitionCallback | None = None
+    # Refuse a store nothing has run on (a mistyped path, namespace or database).
+    existing_store: bool = False
 
 
 @frozen
@@ -89,6 +91,8 @@ def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
     container = wiring.Container(settings=settings)
     if o.store is not None:
         wiring.override(container.store, o.store)
+    if o.existing_store:
+        wiring.override(container.create_store, False)
     if o.wrap_uow_factory is not None:
         wiring.wrap_uow_factory(container, o.wrap_uow_factory)
     for name, value in (

@@ -25,7 +25,7 @@ from typing import Any
 from attrs import frozen
 
 from domain.model.errors import InvalidInput
-from domain.model.knowledge import MAX_CONTENT
+from domain.model.knowledge import MAX_CONTENT, Classification, SourceFormat, SourceKind
 from domain.workflows.knowledge_publication import PublicationRequest
 
 FRONT_MATTER_KEYS = ("kind", "url", "title", "classification", "format")
@@ -133,11 +133,26 @@ def _title_of(source: SourceFile) -> str:
     return source.path.stem.replace("-", " ").replace("_", " ")
 
 
+# Front matter names these in any case, as the command line's options do.
+_CHOICES = {
+    "kind": [k.value for k in SourceKind],
+    "format": [f.value for f in SourceFormat],
+    "classification": [c.value for c in Classification],
+}
+
+
+def _canonical(key: str, value: str | None) -> str | None:
+    for choice in _CHOICES.get(key, ()):
+        if value is not None and value.casefold() == choice.casefold():
+            return choice
+    return value
+
+
 def document(source: SourceFile, options: Mapping[str, str | None]) -> dict[str, Any]:
     """The workflow input for one file: options > front matter > defaults."""
 
     def pick(key: str, default: str | None = None) -> str | None:
-        return options.get(key) or source.meta.get(key) or default
+        return _canonical(key, options.get(key) or source.meta.get(key) or default)
 
     return {
         "kind": pick("kind"),

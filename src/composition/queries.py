@@ -23,18 +23,26 @@ def recent_executions(
     now: datetime,
     state: ExecutionState | None = None,
     limit: int = 50,
+    unreadable: list[str] | None = None,
 ) -> list[WorkflowExecution]:
-    """Newest first."""
+    """Newest first; keys of records that cannot be read go to `unreadable`, if given."""
     with uow_factory() as uow:
         return uow.executions.recent(
-            now=now, state=state, limit=limit, tenant=tenant, with_input=False
+            now=now,
+            state=state,
+            limit=limit,
+            tenant=tenant,
+            with_input=False,
+            unreadable=unreadable,
         )
 
 
-def every_execution(uow_factory: UnitOfWorkFactory, tenant: str) -> list[WorkflowExecution]:
-    """Oldest first."""
+def every_execution(
+    uow_factory: UnitOfWorkFactory, tenant: str, unreadable: list[str] | None = None
+) -> list[WorkflowExecution]:
+    """Oldest first; keys of records that cannot be read go to `unreadable`, if given."""
     with uow_factory() as uow:
-        return uow.executions.every(tenant, with_input=False)
+        return uow.executions.every(tenant, with_input=False, unreadable=unreadable)
 
 
 def executions_in(

@@ -42,8 +42,9 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-def make_store(settings: Settings) -> Store:
-    """The store named by the URL's scheme; an unknown scheme is an error, never a fallback."""
+def make_store(settings: Settings, create: bool = True) -> Store:
+    """The store named by the URL's scheme; an unknown scheme is an error, never a fallback.
+    With `create=False` a SurrealDB store must already hold govkernel's data."""
     scheme = settings.store_scheme
     if scheme in MEMORY_SCHEMES:
         return MemoryStore()
@@ -57,6 +58,7 @@ def make_store(settings: Settings) -> Store:
                 # Embedded engines have no users: credentials only travel to a server.
                 username=settings.username if remote else None,
                 password=settings.password if remote else None,
+                create=create,
             )
         )
     allowed = ", ".join(
@@ -68,9 +70,9 @@ def make_store(settings: Settings) -> Store:
     )
 
 
-def open_store(settings: Settings) -> Iterator[Store]:
+def open_store(settings: Settings, create: bool = True) -> Iterator[Store]:
     """The store as a resource: opened once, closed when the container shuts down."""
-    store = make_store(settings)
+    store = make_store(settings, create)
     try:
         yield store
     finally:
@@ -120,7 +122,9 @@ class Container(containers.DeclarativeContainer):
         runtime_context, settings=settings, clock=clock, ids=ids, trace_id=trace_id
     )
 
-    store = providers.Resource(open_store, settings)
+    # False for commands that only read or follow up: they never create a store.
+    create_store: providers.Object[bool] = providers.Object(True)
+    store = providers.Resource(open_store, settings, create_store)
     store_uow_factory = providers.Singleton(store_factory, store)
     # Override this one to wrap the store's factory (fault injection, tracing, ...).
     uow_factory = providers.Singleton(identity, store_uow_factory)

@@ -18,7 +18,7 @@ from domain.model.knowledge import KnowledgeSource
 from domain.model.lifecycle import AuditEntry, ExecutionState
 from domain.model.policy import PolicyDecision
 from ports import records
-from ports.errors import RecordNotFound
+from ports.errors import CorruptRecord, RecordNotFound
 from ports.storage import EVENT_TABLE, After, AnyOf, Document, Op, Write
 
 if TYPE_CHECKING:
@@ -185,14 +185,29 @@ class Executions(_Repository):
         return self._with_inputs(rows)[0] if rows else None
 
     def _with_inputs(
-        self, rows: Sequence[tuple[str, Document]], with_input: bool = True
+        self,
+        rows: Sequence[tuple[str, Document]],
+        with_input: bool = True,
+        unreadable: list[str] | None = None,
     ) -> list[WorkflowExecution]:
         """`with_input=False` is for listings that never look at inputs, which can run to
-        megabytes each: those executions carry `records.INPUT_NOT_LOADED` instead."""
-        if not with_input:
-            return [records.execution_from(key, doc, records.INPUT_NOT_LOADED) for key, doc in rows]
-        inputs = self._uow.get_many(INPUT_TABLE, [key for key, _ in rows])
-        return [records.execution_from(key, doc, inputs.get(key)) for key, doc in rows]
+        megabytes each: those executions carry `records.INPUT_NOT_LOADED` instead.
+
+        A record that cannot be read raises `CorruptRecord`, or, when the caller passes an
+        `unreadable` list, has its key added there and is left out: one damaged record must
+        not hide every other one from a listing.
+        """
+        inputs = self._uow.get_many(INPUT_TABLE, [key for key, _ in rows]) if with_input else {}
+        found = []
+        for key, doc in rows:
+            given = inputs.get(key) if with_input else records.INPUT_NOT_LOADED
+            try:
+                found.append(records.execution_from(key, doc, given))
+            except CorruptRecord:
+                if unreadable is None:
+                    raise
+                unreadable.append(key)
+        return found
 
     def in_state(
         self, state: ExecutionState, limit: int | None = None, *, with_input: bool = True
@@ -203,13 +218,17 @@ class Executions(_Repository):
         return self._with_inputs(rows, with_input)
 
     def every(
-        self, tenant: str | None = None, *, with_input: bool = True
+        self,
+        tenant: str | None = None,
+        *,
+        with_input: bool = True,
+        unreadable: list[str] | None = None,
     ) -> list[WorkflowExecution]:
         """Every execution (of a tenant), oldest first: for whole-store work such as audit
         verification."""
         where = {} if tenant is None else {"tenant": tenant}
         rows = self._uow.select(self.table, where, order_by="created_at")
-        return self._with_inputs(rows, with_input)
+        return self._with_inputs(rows, with_input, unreadable)
 
     def recent(
         self,
@@ -219,6 +238,7 @@ class Executions(_Repository):
         state: ExecutionState | None = None,
         tenant: str | None = None,
         with_input: bool = True,
+        unreadable: list[str] | None = None,
     ) -> list[WorkflowExecution]:
         """The newest executions (in a state), newest first.
 
@@ -238,7 +258,7 @@ class Executions(_Repository):
             )
             if len(rows) >= limit:
                 break
-        return self._with_inputs(rows, with_input)
+        return self._with_inputs(rows, with_input, unreadable)
 
 
 class AuditTrail(_Repository):

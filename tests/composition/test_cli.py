@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -68,8 +69,8 @@ class Cli:
         self.last = done
         return done
 
-    def json(self, *args: str, code: int = 0) -> Any:
-        done = self("--json", *args, code=code)
+    def json(self, *args: str, code: int = 0, env: dict[str, str] | None = None) -> Any:
+        done = self("--json", *args, code=code, env=env)
         return json.loads(done.stdout)  # stdout is exactly one JSON document
 
     @property
@@ -101,7 +102,7 @@ def test_run_prints_transitions_then_list_show_verify_and_events(gk: Cli) -> Non
     out = done.stdout
     for line in ("#1   pending", "#2   running", "step ingest completed: 5 sources", "succeeded"):
         assert line in out
-    assert done.stderr.startswith("reading documents")  # the progress bar, on stderr only
+    assert done.stderr == ""  # a progress bar only for someone watching a terminal
 
     record = gk.json("run", "knowledge-publication", str(FRED), "--publication-id", "fred-1")
     assert record["state"] == "succeeded" and record["risk_tier"] == "Tier0"
@@ -322,6 +323,61 @@ def test_a_removed_event_is_reported_not_silently_skipped(fresh: Cli, removed: s
         assert len(fresh.json("events", "--limit", str(position - 1))) == position - 1
 
 
+def test_one_unreadable_execution_hides_nothing_else(fresh: Cli) -> None:
+    """A record damaged by hand is reported broken; tampering elsewhere is still found, and
+    the listing shows everything it can read."""
+    corrupt = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    forged = fresh.json("run", "knowledge-publication", str(IMF))["execution_id"]
+    intact = fresh.json("run", "knowledge-publication", str(BIS))["execution_id"]
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        store.select_rows(
+            "UPDATE $r SET attempts_json = '{not json'", {"r": RecordID("execution", corrupt)}
+        )
+        store.select_rows(
+            "UPDATE $r SET reason = 'forged'", {"r": RecordID("audit", audit_key(forged, 3))}
+        )
+
+    report = fresh.json("audit", "verify", code=1)
+    verdicts = {r["execution_id"]: r["ok"] for r in report["reports"]}
+    assert verdicts == {corrupt: False, forged: False, intact: True}
+    single = fresh.json("audit", "verify", corrupt, code=1)
+    assert "cannot be read" in single["reports"][0]["problem"]
+
+    listed = fresh("--json", "executions", "list", code=1)
+    assert {x["execution_id"] for x in json.loads(listed.stdout)} == {forged, intact}
+    assert f"cannot be read and is not listed, first {corrupt}" in listed.stderr
+
+
+def test_suggested_commands_can_be_pasted_into_a_shell(tmp_path: Path) -> None:
+    spaced = Cli(tmp_path / "my store" / "x", tmp_path)
+    done = spaced("run", "knowledge-publication", str(FRED))
+    (details,) = [line for line in done.stdout.splitlines() if line.strip().startswith("details")]
+    command = details.split(None, 1)[1]
+    argv = shlex.split(command)
+    assert argv[1:3] == ["--store", spaced.url] and argv[3:5] == ["executions", "show"]
+
+
+def test_a_reader_that_stops_reading_does_not_stop_the_run(fresh: Cli) -> None:
+    """`govkernel run ... | head -1`: the pipe closes after one line, the run goes on."""
+    command = [sys.executable, "-m", "composition.cli", "--store", fresh.url]
+    writer = subprocess.Popen(
+        [*command, "run", "knowledge-publication", str(FRED), str(IMF), str(BIS)],
+        env=clean_env(),
+        cwd=fresh.cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout is not None and writer.stderr is not None
+    writer.stdout.readline()
+    writer.stdout.close()  # the reader goes away after its first line
+    err = writer.stderr.read()
+    assert writer.wait(timeout=60) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    (listed,) = fresh.json("executions", "list")
+    assert listed["state"] == "succeeded"
+
+
 def _die_holding(store_url: str) -> None:
     """A process that opens the store and is SIGKILLed while holding it."""
     child = subprocess.Popen(
@@ -452,3 +508,22 @@ def test_a_mistyped_store_path_is_reported_not_created(gk: Cli, args: tuple[str,
     done = gk("--store", f"surrealkv://{typo}", *args, code=2, store=False)
     assert f"no store at {typo}" in done.stderr
     assert not typo.exists()
+
+
+def test_an_existing_directory_that_holds_no_store_is_left_untouched(gk: Cli) -> None:
+    folder = gk.cwd / "just-a-folder"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    done = gk("--store", f"surrealkv://{folder}", "executions", "list", code=2, store=False)
+    assert f"no store at {folder}" in done.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    assert not folder.with_name("just-a-folder.lock").exists()
+
+
+def test_a_mistyped_database_is_reported_not_created(gk: Cli) -> None:
+    gk("run", "knowledge-publication", str(FRED))  # something has run on the store itself
+    typo = {"GOVKERNEL_SURREAL_DATABASE": "typo"}
+    done = gk("executions", "list", env=typo, code=2)
+    assert "no store in namespace 'govkernel', database 'typo'" in done.stderr
+    gk("run", "knowledge-publication", str(FRED), env=typo)  # running there creates it
+    assert gk.json("executions", "list", env=typo)

@@ -130,6 +130,32 @@ def test_debug_shows_the_traceback_without_suggesting_debug(
     assert err.endswith("error: internal error: RuntimeError: boom\n")
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("events",), "interrupted; nothing was changed"),
+        (("executions", "list"), "interrupted; nothing was changed"),
+        (("recover",), "resumes with `govkernel recover`"),
+    ],
+)
+def test_an_interrupt_says_what_is_left_to_do(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    args: tuple[str, ...],
+    said: str,
+) -> None:
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    store = ("--store", f"surrealkv://{tmp_path / 'store'}")
+    gk(capsys, *store, "run", "knowledge-publication", str(IMF))
+    for name in ("events_after", "recent_executions", "executions_in"):
+        monkeypatch.setattr(queries, name, interrupted)
+    _, err = gk(capsys, *store, *args, code=130)
+    assert said in err
+
+
 def test_error_messages_are_terminal_safe_one_line_each() -> None:
     assert describe(Failed("a\nb\x1b[31m\u2028")) == (1, "a\\nb\\x1b[31m\\u2028")
     problems = [Problem("tenant", "GOVKERNEL_TENANT", "bad\nname", None)]

@@ -74,7 +74,7 @@ def test_store_chosen_by_scheme_and_closed_on_exit(tmp_path: Path) -> None:
     url = f"surrealkv://{tmp_path / 'store'}"
     with build_app(Settings(store_url=url)) as app:
         assert isinstance(app.store, SurrealStore)
-        with pytest.raises(StorageUnavailable, match="in use"):
+        with pytest.raises(StorageUnavailable, match="already open in this process"):
             SurrealStore(SurrealConfig(url))  # the app holds the directory's lock
         assert publish(app, "kv-1") is ExecutionState.SUCCEEDED
     with SurrealStore(SurrealConfig(url)) as again:  # released on exit, data kept
@@ -87,7 +87,7 @@ def test_a_held_store_fails_clearly(tmp_path: Path) -> None:
     url = f"surrealkv://{tmp_path / 'store'}"
     with (
         SurrealStore(SurrealConfig(url)),
-        pytest.raises(StorageUnavailable, match="in use"),
+        pytest.raises(StorageUnavailable, match="already open in this process"),
         build_app(Settings(store_url=url)),
     ):
         pass  # pragma: no cover

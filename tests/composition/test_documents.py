@@ -65,6 +65,21 @@ def test_options_win_over_front_matter_and_defaults_fill_the_rest(tmp_path: Path
     assert bis.title.startswith("BIS Annual Economic Report 2024")
 
 
+def test_front_matter_choices_are_read_in_any_case_as_options_are(tmp_path: Path) -> None:
+    path = tmp_path / "doc.txt"
+    text = "---\nkind: BIS\nurl: https://www.bis.org/x\nformat: HTML\nclassification: PUBLIC\n"
+    path.write_text(text + "---\nBody\n")
+    request = publication_request(
+        [read_source(path)], title="T", publication_id="p", policy_refs=[]
+    )
+    (doc,) = request.documents
+    assert (doc.kind, doc.format, doc.classification) == (
+        SourceKind.BIS,
+        SourceFormat.HTML,
+        Classification.PUBLIC,
+    )
+
+
 def test_errors_name_the_file_and_field(tmp_path: Path) -> None:
     path = tmp_path / "doc.md"
     path.write_text("---\nkind: imf\nurl: ftp://imf.org/x\n---\nText\n")

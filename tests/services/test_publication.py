@@ -126,8 +126,9 @@ class TestExactlyOnce:
         a, _ = sources(h)
         capsule = h.publish([a], publication_id="pub-1")
         h.retract(capsule.id)
-        with pytest.raises(AlreadyPublished):
+        with pytest.raises(AlreadyPublished, match="since retracted") as refused:
             h.publish([a], publication_id="pub-1")
+        assert refused.value.retracted and refused.value.capsule_id == capsule.id
         assert len(h.table("capsule")) == 1
 
     def test_publication_ids_are_per_tenant(self, h: Harness) -> None:

@@ -81,6 +81,11 @@ class SurrealWsShim:
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
         self._engine_use: tuple[str, str] | None = None
+        self._silent = threading.Event()
+
+    def pause(self) -> None:
+        """Keep every connection open but answer nothing from now on (a hung server)."""
+        self._silent.set()
 
     @property
     def url(self) -> str:
@@ -153,6 +158,8 @@ class SurrealWsShim:
         client = _Client()
         try:
             for frame in connection:
+                if self._silent.is_set():
+                    continue
                 raw = frame if isinstance(frame, bytes) else frame.encode()
                 connection.send(self._dispatch(raw, client))
         except ConnectionClosed:

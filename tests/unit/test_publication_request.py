@@ -99,3 +99,17 @@ def test_documents_must_be_a_non_empty_list(documents: object, problem: str) -> 
     with pytest.raises(InvalidInput) as refused:
         PublicationRequest.parse(raw_request(documents=documents))
     assert refused.value.field == "documents" and problem in refused.value.problem
+
+
+@pytest.mark.parametrize("role", ["legal team", "légal", "_reviewer"])
+def test_a_required_role_no_approver_could_name_is_refused(role: str) -> None:
+    """`approve --role` takes actor names only: any other role could never be satisfied."""
+    with pytest.raises(InvalidInput) as refused:
+        PublicationRequest.parse(raw_request(required_roles=["reviewer", role]))
+    assert refused.value.field == "required_roles[1]"
+    assert "starting with a letter or digit" in refused.value.problem
+
+
+def test_required_roles_that_are_actor_names_are_kept() -> None:
+    request = PublicationRequest.parse(raw_request(required_roles=["risk_officer", "legal.eu"]))
+    assert request.required_roles == ("risk_officer", "legal.eu")

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import socket
 import stat
 import threading
 from collections import OrderedDict
@@ -18,7 +19,7 @@ from attrs import field, frozen
 from surrealdb import RecordID, Surreal
 
 from adapters.surrealdb import compiler, schema
-from adapters.surrealdb.wire import Wire
+from adapters.surrealdb.wire import Wire, bound_waits
 from ports.errors import CommitOutcomeUnknown, InvalidRecord, PortError, StorageUnavailable
 from ports.storage import EVENT_TABLE, TABLES, After, AnyOf, Batch, CommitReceipt, Document, Op
 from ports.unit_of_work import StoreUnitOfWork
@@ -36,6 +37,11 @@ class SurrealConfig:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     sync_data: bool = True  # fsync every commit on surrealkv://
+    # False: open only a store govkernel already wrote, never make one (a mistyped path,
+    # namespace or database is refused instead of becoming a new, empty store).
+    create: bool = True
+    # Seconds a remote server may take to answer one request before it counts as gone.
+    reply_timeout: float = 60.0
 
     @property
     def scheme(self) -> str:
@@ -176,6 +182,10 @@ class SurrealStore:
         url = cfg.url
         if cfg.path is not None:
             path = store_directory(cfg.path)
+            # The engine keeps its log and manifest in these: a directory without them holds
+            # no store, and opening it would write them there.
+            if not cfg.create and not all((path / d).is_dir() for d in ("clog", "manifest")):
+                raise StorageUnavailable(f"no store at {path}: nothing has run there yet")
             url = f"{cfg.scheme}://{path}"
             self._file_lock = StoreLock(path)
             self._file_lock.acquire()
@@ -199,7 +209,7 @@ class SurrealStore:
             # Never echo a server URL's userinfo or the password: name the scheme and the
             # cause. An embedded engine has no credentials, and its message is the diagnosis
             # (a damaged log file, say).
-            cause = _brief(exc) if cfg.scheme in EMBEDDED else type(exc).__name__
+            cause = _brief(exc) if cfg.scheme in EMBEDDED else _remote_cause(exc, cfg)
             raise StorageUnavailable(
                 f"cannot open SurrealDB store ({cfg.scheme}://): {cause}"
             ) from None
@@ -209,6 +219,8 @@ class SurrealStore:
         db: Any = Surreal(url)
         if cfg.scheme in EMBEDDED:  # remote connections have no connect(): they dial lazily
             db.connect()
+        else:
+            bound_waits(db, cfg.reply_timeout)
         if cfg.username is not None:
             db.signin({"username": cfg.username, "password": cfg.password or ""})
         db.use(cfg.namespace, cfg.database)
@@ -243,6 +255,12 @@ class SurrealStore:
         current = rows[0]["result"]
         if current == schema.SCHEMA_VERSION:
             return
+        if current is None and not self.config.create:
+            cfg = self.config
+            raise StorageUnavailable(
+                f"no store in namespace {cfg.namespace!r}, database {cfg.database!r} of"
+                f" {cfg.scheme}://: nothing has run there yet"
+            )
         if isinstance(current, int) and current > schema.SCHEMA_VERSION:
             raise StorageUnavailable(
                 f"store schema version {current} is newer than this govkernel"
@@ -479,6 +497,28 @@ def _key(row: dict[str, Any]) -> str:
 
 def _strip(row: dict[str, Any]) -> Document:
     return {k: v for k, v in row.items() if k != "id"}
+
+
+def _remote_cause(exc: Exception, cfg: SurrealConfig) -> str:
+    """Why a server could not be used, naming its host (never the URL's userinfo) and never
+    repeating the server's own words, which may quote what it was sent."""
+    parts = urlsplit(cfg.url)
+    where = f"{parts.hostname or '?'}:{parts.port or 'default port'}"
+    name = type(exc).__name__
+    if name == "NotAllowedError":
+        return (
+            f"{where} refused the credentials (GOVKERNEL_SURREAL_USERNAME,"
+            " GOVKERNEL_SURREAL_PASSWORD)"
+        )
+    if isinstance(exc, socket.gaierror):
+        return f"host {parts.hostname or '?'} not found"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"{where} refused the connection"
+    if isinstance(exc, TimeoutError):
+        return f"{where} did not answer within {cfg.reply_timeout:g} s"
+    if name in ("InvalidStatus", "InvalidHandshake", "InvalidMessage", "InvalidURI"):
+        return f"{where} is not a SurrealDB WebSocket endpoint ({name})"
+    return f"{where}: {name}"
 
 
 def _brief(value: object) -> str:

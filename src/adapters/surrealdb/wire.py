@@ -18,8 +18,11 @@ from typing import Any
 from uuid import UUID
 
 import cbor2
+import websockets
+import websockets.sync.client as ws_sync
 from surrealdb import RecordID
 from surrealdb.connections.blocking_embedded import BlockingEmbeddedSurrealConnection
+from surrealdb.connections.blocking_ws import BlockingWsSurrealConnection
 from surrealdb.data.cbor import tag_decoder
 
 _NONE = b"\xc6\xf6"  # tag 6 (SurrealDB's NONE) around null: how the SDK sends None
@@ -96,3 +99,40 @@ class Wire:
 
     def close(self) -> None:
         self.connection.close()
+
+
+class _PatientSocket:
+    """A WebSocket whose every wait for a reply ends after `timeout` seconds.
+
+    The SDK waits for a server's reply forever: a server that accepts a connection and
+    then never answers would hang its caller for good. After a timeout the connection is
+    closed, since a reply arriving late would be taken for the next request's.
+    """
+
+    def __init__(self, socket: Any, timeout: float) -> None:
+        self._socket = socket
+        self._timeout = timeout
+
+    def recv(self, timeout: float | None = None) -> Any:
+        try:
+            return self._socket.recv(timeout=self._timeout if timeout is None else timeout)
+        except TimeoutError:
+            self._socket.close()
+            raise TimeoutError(f"no reply from the server within {self._timeout:g} s") from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._socket, name)
+
+
+def bound_waits(connection: Any, timeout: float) -> None:
+    """Make a WebSocket connection give up on a silent server after `timeout` seconds, when
+    opening and for each reply. Other connections are left as they are."""
+    if not isinstance(connection, BlockingWsSurrealConnection):
+        return
+    socket = ws_sync.connect(
+        connection.raw_url,  # the SDK's own dial, with a deadline
+        max_size=None,
+        subprotocols=[websockets.Subprotocol("cbor")],
+        open_timeout=timeout,
+    )
+    connection.socket = _PatientSocket(socket, timeout)  # type: ignore[assignment]

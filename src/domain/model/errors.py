@@ -46,10 +46,14 @@ class UnknownReference(DomainError):
 
 
 class AlreadyPublished(DomainError):
-    def __init__(self, publication_id: str, capsule_id: str) -> None:
-        super().__init__(f"publication {publication_id} already published as capsule {capsule_id}")
+    def __init__(self, publication_id: str, capsule_id: str, *, retracted: bool = False) -> None:
+        since = ", since retracted: a publication id is used once" if retracted else ""
+        super().__init__(
+            f"publication {publication_id} already published as capsule {capsule_id}{since}"
+        )
         self.publication_id = publication_id
         self.capsule_id = capsule_id
+        self.retracted = retracted
 
 
 class InvalidState(DomainError):

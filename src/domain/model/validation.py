@@ -51,7 +51,9 @@ def identifier(field: str, value: object) -> str:
 def actor_name(field: str, value: object) -> str:
     if not isinstance(value, str) or not ACTOR_NAME.match(value):
         raise InvalidInput(
-            field, "must be 1-128 characters of letters, digits, '_', '.', ':', '@' or '-'"
+            field,
+            "must be 1-128 ASCII letters, digits, '_', '.', ':', '@' or '-',"
+            " starting with a letter or digit",
         )
     return value
 

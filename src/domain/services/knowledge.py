@@ -203,7 +203,8 @@ class KnowledgeService:
             if existing.artifact_hash == artifact and existing.status is CapsuleStatus.PUBLISHED:
                 # Exactly once: a repeat of the same publication is a no-op.
                 return Publication(existing, created=False)
-            raise AlreadyPublished(publication_id, existing.id)
+            retracted = existing.status is CapsuleStatus.RETRACTED
+            raise AlreadyPublished(publication_id, existing.id, retracted=retracted)
         evidenced = {
             m.subject
             for m in uow.evidence.for_subjects(

@@ -16,7 +16,7 @@ from domain.model.errors import DomainError, InvalidInput
 from domain.model.execution import ConsistencyClass, RollbackStrategy, WorkflowMetadata
 from domain.model.knowledge import SourceDraft
 from domain.model.policy import EnforcementContext, ImpactTier
-from domain.model.validation import identifier, text
+from domain.model.validation import actor_name, identifier, text
 from domain.orchestration.definition import Step, StepContext, WorkflowDefinition
 from domain.services.governance import enforcement_context
 from domain.services.knowledge import MAX_BATCH, KnowledgeService
@@ -68,7 +68,13 @@ class PublicationRequest:
             title=text("title", request.get("title"), max_len=500),
             publication_id=identifier("publication_id", request.get("publication_id")),
             policy_refs=_strings("policy_refs", request.get("policy_refs", ())),
-            required_roles=_strings("required_roles", request.get("required_roles", ())),
+            # Roles an approver can name: `approve --role` accepts only actor names.
+            required_roles=tuple(
+                actor_name(f"required_roles[{i}]", role)
+                for i, role in enumerate(
+                    _strings("required_roles", request.get("required_roles", ()))
+                )
+            ),
         )
 
     def to_input(self) -> dict[str, Any]:

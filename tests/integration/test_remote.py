@@ -1,0 +1,76 @@
+"""A remote store that misbehaves fails fast and says why, naming the host, never a secret."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from websockets.sync.server import ServerConnection, serve
+
+from adapters.surrealdb import SurrealConfig, SurrealStore
+from ports.errors import StorageUnavailable
+from tests.support.ws_server import SurrealWsShim
+
+pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """Accepts WebSocket connections, then never answers anything."""
+    stop = threading.Event()
+
+    def handler(connection: ServerConnection) -> None:
+        stop.wait(30)
+
+    with serve(handler, "127.0.0.1", 0) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        host, port = server.socket.getsockname()[:2]
+        try:
+            yield f"ws://{host}:{port}"
+        finally:
+            stop.set()
+            server.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_server_that_never_answers_fails_within_the_timeout(silent_server: str) -> None:
+    began = time.monotonic()
+    with pytest.raises(StorageUnavailable, match=r"did not answer within 0\.5 s"):
+        SurrealStore(SurrealConfig(silent_server, reply_timeout=0.5))
+    assert time.monotonic() - began < 10
+
+
+def test_wrong_credentials_are_named_as_such_without_the_password() -> None:
+    with (
+        SurrealWsShim(username="root", password="right") as shim,
+        pytest.raises(StorageUnavailable) as refused,
+    ):
+        SurrealStore(SurrealConfig(shim.url, username="root", password="pw-Wrong-42"))
+    message = str(refused.value)
+    assert "refused the credentials" in message and "127.0.0.1" in message
+    assert "pw-Wrong-42" not in message
+
+
+def test_nothing_listening_is_a_refused_connection() -> None:
+    url = f"ws://127.0.0.1:{_free_port()}"
+    with pytest.raises(StorageUnavailable, match="refused the connection"):
+        SurrealStore(SurrealConfig(url))
+
+
+def test_a_server_going_silent_mid_run_fails_the_call_not_the_process() -> None:
+    with SurrealWsShim() as shim, SurrealStore(SurrealConfig(shim.url, reply_timeout=0.5)) as store:
+        assert store.select_rows("RETURN 1", {}) == [1]
+        shim.pause()  # answers nothing from now on
+        began = time.monotonic()
+        with pytest.raises(StorageUnavailable, match=r"no reply from the server within 0\.5 s"):
+            store.select_rows("RETURN 2", {})
+        assert time.monotonic() - began < 10
