@@ -95,7 +95,9 @@ class Session:
         sense on a store something already ran on, so a mistyped path is not created."""
         settings = self.settings()
         printer = Printer(self)
-        overrides = Overrides(on_transition=printer, existing_store=existing)
+        # A store that ends with its process is always new: there is nothing to refuse.
+        must_exist = existing and not self.transient()
+        overrides = Overrides(on_transition=printer, existing_store=must_exist)
         with build_app(settings, overrides) as app:
             repair = getattr(app.store, "torn_repair", None)
             if repair is not None:  # whichever command opened the store first, it says so
@@ -835,17 +837,16 @@ def broken_chains(app: App) -> list[tuple[str, ChainReport]]:
     """(tenant, report) for every broken audit chain in the store, whatever its tenant."""
     unreadable: list[str] = []
     with app.uow_factory() as uow:
-        tenants = {
-            x.id: x.tenant for x in uow.executions.every(with_input=False, unreadable=unreadable)
-        }
-    tenants |= dict.fromkeys(unreadable, "")  # whose they are cannot be read either
+        listed = uow.executions.every(with_input=False, unreadable=unreadable)
+        tenants = {x.id: x.tenant for x in listed}
+        tenants |= {key: uow.executions.tenant_of(key) or "" for key in unreadable}
     broken = []
     with _maybe_progress(list(tenants), "verifying") as items:
         for xid in items:
             # One at a time with its input, which its first audit entry pins.
             try:
                 with app.uow_factory() as uow:
-                    x = uow.executions.require(xid)
+                    x = uow.executions.require(xid, fresh=True)
                     entries = uow.audit.for_execution(xid)
                 report = x.verify_trail(entries)
             except CorruptRecord as exc:
@@ -984,7 +985,11 @@ def events(ctx: click.Context, after: int, limit: int) -> None:
     s = session_of(ctx)
     s.read_only = True
     with s.app(existing=True) as (app, _):
-        found = queries.events_after(app.uow_factory, app.runtime.tenant, after, limit)
+        gap: queries.EventGap | None = None
+        try:
+            found = queries.events_after(app.uow_factory, app.runtime.tenant, after, limit)
+        except queries.EventGap as exc:  # what comes before the gap is still shown
+            gap, found = exc, exc.found
         if s.json:
             s.emit([render.event_json(e) for e in found])
         elif not found:
@@ -993,6 +998,8 @@ def events(ctx: click.Context, after: int, limit: int) -> None:
             s.echo(render.events_table(found))
             if len(found) == limit:
                 s.suggest(4, ("more", f"events --after {found[-1].position}"))
+        if gap is not None:
+            raise Failed(str(gap), EXIT_FAILED)
         broken = [e for e in found if not e.intact]
         if broken:
             raise Failed(

@@ -84,7 +84,7 @@ def events_after(
             page = uow.events.read_after(position, limit)
         for event in page:
             if event.position != position + 1:
-                raise _gap(position + 1)
+                raise EventGap(position + 1, found)
             position += 1
             if event.tenant == tenant:
                 found.append(event)
@@ -92,16 +92,21 @@ def events_after(
                     return found
         if len(page) < limit:  # the end of the log, if the log ends here
             if position < head:
-                raise _gap(position + 1)
+                raise EventGap(position + 1, found)
             return found
     return found
 
 
-def _gap(position: int) -> CorruptRecord:
-    return CorruptRecord(
-        f"event log: position {position} is missing; an event was removed from the store,"
-        " and the events after it are not shown"
-    )
+class EventGap(CorruptRecord):
+    """A position is missing from the event log: `found` holds the events read before it."""
+
+    def __init__(self, position: int, found: list[EventEnvelope]) -> None:
+        super().__init__(
+            f"event log: position {position} is missing; an event was removed from the store,"
+            " and the events after it are not shown"
+        )
+        self.position = position
+        self.found = found
 
 
 def all_events(

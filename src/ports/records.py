@@ -43,7 +43,14 @@ def _reading(table: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
         def read(*args: Any) -> R:
             try:
                 return convert(*args)
-            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            except (
+                KeyError,
+                TypeError,
+                ValueError,
+                AttributeError,
+                IndexError,
+                RecursionError,
+            ) as exc:
                 key = args[0] if isinstance(args[0], str) else _key_of(args[0])
                 raise CorruptRecord(
                     f"stored {table} {key!r} cannot be read: {type(exc).__name__}: {exc}"[:300]

@@ -24,7 +24,20 @@ from ports.storage import EVENT_TABLE, After, AnyOf, Document, Op, Write
 if TYPE_CHECKING:
     from ports.unit_of_work import UnitOfWork
 
-RECENT_WINDOWS = (timedelta(hours=1), timedelta(days=1), timedelta(days=30), None)
+# Each about ten times the last: the first window holding enough executions holds about ten
+# times as many as are listed, at most, when they arrive at a steady rate.
+RECENT_WINDOWS = (
+    timedelta(seconds=1),
+    timedelta(seconds=10),
+    timedelta(minutes=2),
+    timedelta(minutes=20),
+    timedelta(hours=3),
+    timedelta(days=1),
+    timedelta(days=10),
+    timedelta(days=100),
+    timedelta(days=1000),
+    None,
+)
 
 
 class _Repository:
@@ -168,17 +181,28 @@ class Executions(_Repository):
         execution.new_audit.clear()
         execution.version = new_version
 
-    def get(self, execution_id: str, *, with_input: bool = True) -> WorkflowExecution | None:
+    def get(
+        self, execution_id: str, *, with_input: bool = True, fresh: bool = False
+    ) -> WorkflowExecution | None:
+        """`fresh` reads the input from storage itself, past any cache (for verification)."""
         doc = self._uow.get(self.table, execution_id)
         if doc is None:
             return None
-        return self._with_inputs([(execution_id, doc)], with_input)[0]
+        return self._with_inputs([(execution_id, doc)], with_input, fresh=fresh)[0]
 
-    def require(self, execution_id: str, *, with_input: bool = True) -> WorkflowExecution:
-        execution = self.get(execution_id, with_input=with_input)
+    def require(
+        self, execution_id: str, *, with_input: bool = True, fresh: bool = False
+    ) -> WorkflowExecution:
+        execution = self.get(execution_id, with_input=with_input, fresh=fresh)
         if execution is None:
             raise RecordNotFound(self.table, execution_id)
         return execution
+
+    def tenant_of(self, execution_id: str) -> str | None:
+        """The tenant a stored execution names, read even if the rest of it cannot be."""
+        doc = self._uow.get(self.table, execution_id)
+        tenant = None if doc is None else doc.get("tenant")
+        return tenant if isinstance(tenant, str) else None
 
     def by_idempotency_key(self, tenant: str, key: str) -> WorkflowExecution | None:
         rows = self._uow.select(self.table, {"tenant": tenant, "idempotency_key": key}, limit=1)
@@ -189,6 +213,8 @@ class Executions(_Repository):
         rows: Sequence[tuple[str, Document]],
         with_input: bool = True,
         unreadable: list[str] | None = None,
+        *,
+        fresh: bool = False,
     ) -> list[WorkflowExecution]:
         """`with_input=False` is for listings that never look at inputs, which can run to
         megabytes each: those executions carry `records.INPUT_NOT_LOADED` instead.
@@ -197,7 +223,8 @@ class Executions(_Repository):
         `unreadable` list, has its key added there and is left out: one damaged record must
         not hide every other one from a listing.
         """
-        inputs = self._uow.get_many(INPUT_TABLE, [key for key, _ in rows]) if with_input else {}
+        keys = [key for key, _ in rows]
+        inputs = self._uow.get_many(INPUT_TABLE, keys, fresh=fresh) if with_input else {}
         found = []
         for key, doc in rows:
             given = inputs.get(key) if with_input else records.INPUT_NOT_LOADED
@@ -242,9 +269,10 @@ class Executions(_Repository):
     ) -> list[WorkflowExecution]:
         """The newest executions (in a state), newest first.
 
-        SurrealDB cannot walk an index in order under a LIMIT, so it would read and sort every
-        matching execution. Looking back through widening windows of creation time keeps the
-        cost proportional to what is listed, not to everything ever stored.
+        SurrealDB cannot walk an index backwards: a newest-first LIMIT reads and sorts every
+        match. So each window of recent creation time is read whole (that is cheap while it is
+        small), looking back through widening windows until one holds enough; the cost stays
+        proportional to what is listed, not to everything ever stored.
         """
         rows: list[tuple[str, Document]] = []
         for window in RECENT_WINDOWS:
@@ -254,11 +282,15 @@ class Executions(_Repository):
             if window is not None:
                 where["created_at"] = After(now - window)
             rows = self._uow.select(
-                self.table, where, order_by="created_at", descending=True, limit=limit
+                self.table,
+                where,
+                order_by="created_at",
+                descending=True,
+                limit=None if window is not None else limit,
             )
             if len(rows) >= limit:
                 break
-        return self._with_inputs(rows, with_input, unreadable)
+        return self._with_inputs(rows[:limit], with_input, unreadable)
 
 
 class AuditTrail(_Repository):

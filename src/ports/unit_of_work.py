@@ -116,8 +116,14 @@ class UnitOfWork(abc.ABC):
         self._note_read(table, key, document)
         return document
 
-    def get_many(self, table: str, keys: Iterable[str]) -> dict[str, Document]:
-        """Several records of one table in one read; missing keys are simply absent."""
+    def get_many(
+        self, table: str, keys: Iterable[str], *, fresh: bool = False
+    ) -> dict[str, Document]:
+        """Several records of one table in one read; missing keys are simply absent.
+
+        `fresh` reads storage itself, past any cache of records that never change
+        legitimately: for verification, which looks for changes made behind our back.
+        """
         self._ensure_open()
         found: dict[str, Document] = {}
         to_load = []
@@ -127,7 +133,7 @@ class UnitOfWork(abc.ABC):
                 to_load.append(key)
             elif pending.op is not Op.DELETE:
                 found[key] = dict(pending.document or {})
-        for key, document in self._load_many(table, to_load).items():
+        for key, document in self._load_many(table, to_load, fresh=fresh).items():
             self._note_read(table, key, document)
             found[key] = document
         return found
@@ -226,8 +232,10 @@ class UnitOfWork(abc.ABC):
     @abc.abstractmethod
     def _load(self, table: str, key: str) -> Document | None: ...
 
-    def _load_many(self, table: str, keys: list[str]) -> dict[str, Document]:
-        """Adapters with a cheaper bulk read override this."""
+    def _load_many(
+        self, table: str, keys: list[str], *, fresh: bool = False
+    ) -> dict[str, Document]:
+        """Adapters with a cheaper bulk read, or a cache, override this."""
         return {k: d for k in keys if (d := self._load(table, k)) is not None}
 
     @abc.abstractmethod
@@ -259,7 +267,9 @@ class Store(Protocol):
 
     def load(self, table: str, key: str) -> Document | None: ...
 
-    def load_many(self, table: str, keys: list[str]) -> dict[str, Document]: ...
+    def load_many(
+        self, table: str, keys: list[str], *, fresh: bool = False
+    ) -> dict[str, Document]: ...
 
     def query(
         self,
@@ -290,8 +300,10 @@ class StoreUnitOfWork(UnitOfWork, Generic[StoreT]):
     def _load(self, table: str, key: str) -> Document | None:
         return self._store.load(table, key)
 
-    def _load_many(self, table: str, keys: list[str]) -> dict[str, Document]:
-        return self._store.load_many(table, keys)
+    def _load_many(
+        self, table: str, keys: list[str], *, fresh: bool = False
+    ) -> dict[str, Document]:
+        return self._store.load_many(table, keys, fresh=fresh)
 
     def _query(
         self,
@@ -379,8 +391,10 @@ class WrappingUnitOfWork(UnitOfWork):
     def _load(self, table: str, key: str) -> Document | None:
         return self._inner._load(table, key)
 
-    def _load_many(self, table: str, keys: list[str]) -> dict[str, Document]:
-        return self._inner._load_many(table, keys)
+    def _load_many(
+        self, table: str, keys: list[str], *, fresh: bool = False
+    ) -> dict[str, Document]:
+        return self._inner._load_many(table, keys, fresh=fresh)
 
     def _query(
         self,

@@ -169,11 +169,6 @@ class BackDoor:
         self.store.select_rows(
             f"UPDATE $r SET {sets} RETURN NONE", {"r": RecordID(table, key), "c": dict(changes)}
         )
-        # What a verifier in another process would read: this one's cache of records that
-        # never change legitimately would still answer with the record as written.
-        with self.store._cache_lock:
-            entry = self.store._immutable.pop((table, key), None)
-            self.store._cache_chars -= entry[1] if entry else 0
 
     def delete_audit(self, execution_id: str, sequence: int) -> None:
         key = audit_key(execution_id, sequence)

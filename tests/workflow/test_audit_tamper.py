@@ -275,6 +275,7 @@ def test_an_edited_execution_identity_is_detected(
 
 
 def test_an_edited_input_is_detected(ran: Ran) -> None:
+    """Even by the process that wrote it, which caches records that never change."""
     forged = request("pub-forged")
     ran.door.edit_input(ran.execution_id, {"input_json": json.dumps(forged)})
     report = _bad(ran, 1)

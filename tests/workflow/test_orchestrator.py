@@ -845,6 +845,7 @@ def test_an_expired_approval_is_renewed_by_its_approver(world: World) -> None:
     assert [(a.approver, a.granted_at) for a in renewed.approvals] == [("Alice", world.clock.now())]
     done = orch.approve(x.id, approver="bob", role="reviewer")
     assert done.state is S.SUCCEEDED
+    assert orch.verify(done.id).ok  # the renewal, in another spelling, stands for the first
 
 
 @pytest.mark.parametrize(
@@ -985,6 +986,37 @@ def test_an_input_nested_too_deeply_is_refused_before_anything_is_written(world:
         deep = [deep]
     definition = _two_steps("ok")
     orch = orchestrator(world.store.unit_of_work, world.clock, workflows={"two_steps": definition})
-    with pytest.raises(InvalidInput, match="nested too deeply"):
+    with pytest.raises(InvalidInput, match="nested more than 100 levels deep"):
         orch.start("two_steps", {"x": deep})
     assert world.door.table("execution") == {}
+
+
+def _nested(levels: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_an_input_nested_as_deep_as_allowed_runs_and_verifies(world: World) -> None:
+    orch = orchestrator(
+        world.store.unit_of_work, world.clock, workflows={"two_steps": _two_steps("ok")}
+    )
+    done = orch.start("two_steps", {"x": _nested(99)})  # 100 levels with the mapping
+    assert done.state is S.SUCCEEDED and orch.verify(done.id).ok
+    with pytest.raises(InvalidInput, match="nested more than 100 levels deep"):
+        orch.start("two_steps", {"x": _nested(100)})
+
+
+def test_values_are_pinned_as_they_read_back(world: World) -> None:
+    """Keys that are not strings come back as strings, tuples as lists: what an audit entry
+    pins must be what verification finds, or a legitimate execution reads as tampered."""
+    output = {9: "nine", 10: ("ten", 10.0), True: None}
+    orch = orchestrator(
+        world.store.unit_of_work, world.clock, workflows={"two_steps": _two_steps(output)}
+    )
+    done = orch.start("two_steps", {"pages": {9: "a", 10: "b"}})
+    assert done.state is S.SUCCEEDED
+    assert done.step_outputs["second"] == {"9": "nine", "10": ["ten", 10.0], "true": None}
+    assert done.input == {"pages": {"9": "a", "10": "b"}}
+    assert orch.verify(done.id).ok

@@ -460,9 +460,11 @@ class UnitOfWorkContract:
                 read.append(table)
                 return super()._load(table, key)
 
-            def _load_many(self, table: str, keys: list[str]) -> dict[str, Document]:
+            def _load_many(
+                self, table: str, keys: list[str], *, fresh: bool = False
+            ) -> dict[str, Document]:
                 read.append(table)
-                return super()._load_many(table, keys)
+                return super()._load_many(table, keys, fresh=fresh)
 
         with Reads(uow_factory()) as uow:
             listed = uow.executions.every(execution.tenant, with_input=False)

@@ -176,7 +176,9 @@ class MemoryStore:
                 rows = rows[:limit]
             return [(k, _copy(d)) for k, d in rows]
 
-    def load_many(self, table: str, keys: list[str]) -> dict[str, Document]:
+    def load_many(
+        self, table: str, keys: list[str], *, fresh: bool = False
+    ) -> dict[str, Document]:  # no cache: every read is fresh
         with self.lock:
             docs = self.tables[table]
             return {k: _copy(docs[k]) for k in keys if k in docs}

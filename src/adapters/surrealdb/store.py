@@ -257,9 +257,11 @@ class SurrealStore:
             return
         if current is None and not self.config.create:
             cfg = self.config
+            parts = urlsplit(cfg.url)
+            where = cfg.path or f"{cfg.scheme}://{parts.hostname or ''}:{parts.port or ''}"
             raise StorageUnavailable(
-                f"no store in namespace {cfg.namespace!r}, database {cfg.database!r} of"
-                f" {cfg.scheme}://: nothing has run there yet"
+                f"no store in namespace {cfg.namespace!r}, database {cfg.database!r} at"
+                f" {where}: nothing has run there yet"
             )
         if isinstance(current, int) and current > schema.SCHEMA_VERSION:
             raise StorageUnavailable(
@@ -380,11 +382,11 @@ class SurrealStore:
             self._cache(table, key, doc)
         return doc
 
-    def load_many(self, table: str, keys: list[str]) -> dict[str, Document]:
+    def load_many(self, table: str, keys: list[str], *, fresh: bool = False) -> dict[str, Document]:
         found: dict[str, Document] = {}
         missing = []
         for key in keys:
-            cached = self._cached(table, key)
+            cached = None if fresh else self._cached(table, key)
             if cached is None:
                 missing.append(key)
             else:

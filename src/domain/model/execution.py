@@ -315,10 +315,13 @@ class WorkflowExecution:
         for a in self.approvals:
             if (approval_reason(a.approver, a.role), a.granted_at) not in granted:
                 problem = f"approval by {a.approver!r} as {a.role!r} has no audit entry"
-        # ...and each such entry's approval is still held, or renewed since.
-        given = {(approval_reason(a.approver, a.role), a.granted_at) for a in self.approvals}
+        # ...and each such entry's approval is still held, or renewed since (by the same
+        # person in the same role, in whatever spelling: names compare case-insensitively).
+        given = {
+            (approval_reason(a.approver, a.role).casefold(), a.granted_at) for a in self.approvals
+        }
         for reason, at in sorted(granted, key=lambda g: g[1]):
-            if not any(r == reason and t >= at for r, t in given):
+            if not any(r == reason.casefold() and t >= at for r, t in given):
                 problem = f"the approval its trail records at {at.isoformat()} ({reason}) is gone"
         # Only a checkpoint moves the step cursor, and a checkpoint is running -> running.
         steps_done = sum(1 for e in entries if e.from_state is e.to_state is ExecutionState.RUNNING)

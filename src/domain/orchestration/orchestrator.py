@@ -8,6 +8,7 @@ the execution, never by blindly repeating a commit.
 from __future__ import annotations
 
 import enum
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -121,7 +122,7 @@ class Orchestrator:
         definition = self._definition(workflow)
         if definition.validate_input is not None:
             definition.validate_input(input)
-        _storable("input", input)
+        input = _storable("input", input)
         rt = self._runtime
         if idempotency_key is None:
             idempotency_key = rt.ids.new_id("idem")
@@ -360,7 +361,8 @@ class Orchestrator:
     def verify(self, execution_id: str) -> ChainReport:
         try:
             with self._uow_factory() as uow:
-                execution = self._require(uow, execution_id)  # its input is pinned too
+                # Its input is pinned too, and read from storage, not from a cache.
+                execution = self._require(uow, execution_id, fresh=True)
                 entries = uow.audit.for_execution(execution_id)
         except CorruptRecord as exc:  # damaged or edited by hand: broken, and said why
             return ChainReport(execution_id, 0, False, 1, str(exc))
@@ -375,11 +377,17 @@ class Orchestrator:
         return self._workflows[name]
 
     def _require(
-        self, uow: UnitOfWork, execution_id: str, *, with_input: bool = True
+        self, uow: UnitOfWork, execution_id: str, *, with_input: bool = True, fresh: bool = False
     ) -> WorkflowExecution:
         """The execution, if it belongs to this orchestrator's tenant: another tenant's is
-        reported exactly as a missing one, so its existence is not disclosed either."""
-        execution = uow.executions.require(execution_id, with_input=with_input)
+        reported exactly as a missing one, so its existence is not disclosed either (even
+        when it cannot be read)."""
+        try:
+            execution = uow.executions.require(execution_id, with_input=with_input, fresh=fresh)
+        except CorruptRecord:
+            if uow.executions.tenant_of(execution_id) != self._runtime.tenant:
+                raise RecordNotFound("execution", execution_id) from None
+            raise
         if execution.tenant != self._runtime.tenant:
             raise RecordNotFound("execution", execution_id)
         return execution
@@ -579,19 +587,45 @@ def _landed(x: WorkflowExecution) -> tuple[Any, ...]:
     return (x.version, x.audit_head, x.state, x.cancel_requested, x.approvals)
 
 
+MAX_NESTING = 100
+
+
 def _storable(field: str, value: Any) -> Any:
-    """`value` if it can be stored as JSON text; otherwise an `InvalidInput` naming `field`,
-    raised before anything is written (a step's output failing later, at its checkpoint,
-    would leave its execution running and the step re-run forever)."""
+    """`value` as it will read back from storage (JSON: keys become strings, tuples lists),
+    so that what its audit entry pins is what verification will find; an `InvalidInput`
+    naming `field`, raised before anything is written, if it cannot be stored (a step's
+    output failing later, at its checkpoint, would leave its execution running and the step
+    re-run forever)."""
+    if _depth(value) > MAX_NESTING:
+        # Well below the interpreter's recursion limit, which every later reader must stay
+        # under too (verification parses it again).
+        raise InvalidInput(field, f"is nested more than {MAX_NESTING} levels deep")
     try:
-        canonical_json(value).encode("utf-8")
-    except RecursionError:
-        raise InvalidInput(field, "is nested too deeply to store") from None
+        text = canonical_json(value)
+        text.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidInput(field, "contains a lone surrogate, which is not Unicode text") from None
     except (TypeError, ValueError) as exc:
         raise InvalidInput(field, f"must be JSON-serialisable ({exc})") from None
-    return value
+    return json.loads(text)
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and mappings nest in `value`, counted without recursion."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_NESTING:
+            break
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _retryable(error: BaseException) -> bool:
