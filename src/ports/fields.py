@@ -39,7 +39,8 @@ class Kind(enum.Enum):
         if self is Kind.BOOL:
             return isinstance(value, bool)
         if self in (Kind.DATETIME, Kind.OPTIONAL_DATETIME):
-            return isinstance(value, datetime)
+            # An instant: a naive datetime names none (SurrealDB would take it for UTC).
+            return isinstance(value, datetime) and value.tzinfo is not None
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 

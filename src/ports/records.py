@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, NoReturn, TypeVar
+from datetime import datetime
+from typing import Any, NoReturn, TypeVar, overload
 
 from domain.model.analysis import Analysis, Claim
 from domain.model.capsule import Capsule, CapsuleStatus, Chunk
@@ -61,6 +62,23 @@ def _reading(table: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
     return wrap
 
 
+@overload
+def _when(value: object) -> datetime: ...
+
+
+@overload
+def _when(value: object, *, optional: bool) -> datetime | None: ...
+
+
+def _when(value: object, *, optional: bool = False) -> datetime | None:
+    """A stored instant, which every adapter hands back as a timezone-aware datetime."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise TypeError(f"{value!r} is not a timezone-aware datetime")
+    return value
+
+
 def _key_of(doc: object) -> str:
     if isinstance(doc, Mapping):
         for name in ("event_id", "execution_id"):
@@ -110,7 +128,7 @@ def source_from(key: str, d: Document) -> KnowledgeSource:
         source_url=d["source_url"],
         format=SourceFormat(d["format"]),
         classification=Classification(d["classification"]),
-        acquired_at=d["acquired_at"],
+        acquired_at=_when(d["acquired_at"]),
         content_digest=d["content_digest"],
         content_text=d["content_text"],
         provenance_tier=ProvenanceTier(d["provenance_tier"]),
@@ -146,7 +164,7 @@ def analysis_from(key: str, d: Document) -> Analysis:
         generator_name=d["generator_name"],
         generator_version=d["generator_version"],
         inputs_digest=d["inputs_digest"],
-        generated_at=d["generated_at"],
+        generated_at=_when(d["generated_at"]),
         version=d["version"],
     )
 
@@ -186,8 +204,8 @@ def capsule_from(key: str, d: Document) -> Capsule:
         classification=Classification(d["classification"]),
         retention_class=d["retention_class"],
         status=CapsuleStatus(d["status"]),
-        published_at=d.get("published_at"),
-        retracted_at=d.get("retracted_at"),
+        published_at=_when(d.get("published_at"), optional=True),
+        retracted_at=_when(d.get("retracted_at"), optional=True),
         retraction_reason=d.get("retraction_reason"),
         version=d["version"],
     )
@@ -222,7 +240,7 @@ def evidence_from(key: str, d: Document) -> EvidenceManifest:
         decision_ids=tuple(d["decision_ids"]),
         approvals=_parse_approvals(d["approvals_json"]),
         actor=d["actor"],
-        recorded_at=d["recorded_at"],
+        recorded_at=_when(d["recorded_at"]),
         version=d["version"],
     )
 
@@ -262,7 +280,7 @@ def decision_from(key: str, d: Document) -> PolicyDecision:
         obligations=tuple(Obligation(o) for o in d["obligations"]),
         policy_refs=tuple(d["policy_refs"]),
         approvals=_parse_approvals(d["approvals_json"]),
-        decided_at=d["decided_at"],
+        decided_at=_when(d["decided_at"]),
         version=d["version"],
     )
 
@@ -292,7 +310,7 @@ def event_from(d: Document) -> EventEnvelope:
         type=EventType(d["type"]),
         schema_version=d["schema_version"],
         actor=d["actor"],
-        occurred_at=d["occurred_at"],
+        occurred_at=_when(d["occurred_at"]),
         correlation_id=d["correlation_id"],
         causation_id=d["causation_id"],
         decision_ref=d["decision_ref"],
@@ -394,16 +412,16 @@ def execution_from(
             else json.loads((input_doc or d)["input_json"])
         ),
         state=ExecutionState(d["state"]),
-        created_at=d["created_at"],
-        updated_at=d["updated_at"],
+        created_at=_when(d["created_at"]),
+        updated_at=_when(d["updated_at"]),
         requested_by=d.get("requested_by", ""),
         current_step=d["current_step"],
         attempts=json.loads(d["attempts_json"]),
         step_outputs=json.loads(d["outputs_json"]),
         approvals=_parse_approvals(d["approvals_json"]),
         lease_owner=d.get("lease_owner"),
-        lease_expires_at=d.get("lease_expires_at"),
-        retry_at=d.get("retry_at"),
+        lease_expires_at=_when(d.get("lease_expires_at"), optional=True),
+        retry_at=_when(d.get("retry_at"), optional=True),
         cancel_requested=d["cancel_requested"],
         last_error=d.get("last_error"),
         audit_sequence=d["audit_sequence"],
@@ -442,7 +460,7 @@ def audit_from(d: Document) -> AuditEntry:
         sequence=d["sequence"],
         from_state=ExecutionState(d["from_state"]) if d.get("from_state") else None,
         to_state=ExecutionState(d["to_state"]),
-        at=d["at"],
+        at=_when(d["at"]),
         actor=d["actor"],
         reason=d["reason"],
         step=d.get("step"),

@@ -340,6 +340,8 @@ def _checked(table: str, key: str, document: Document) -> bool:
         if name not in known:
             raise InvalidRecord(f"{table} {key!r}: field `{name}` is not part of the schema")
         if isinstance(value, datetime):
+            if value.tzinfo is None:  # names no instant; SurrealDB would take it for UTC
+                raise InvalidRecord(f"{table} {key!r}: field {name} is a datetime without a zone")
             off_utc = off_utc or _off_utc(value)
             continue
         for item in value if isinstance(value, list) else (value,):

@@ -705,6 +705,15 @@ class UnitOfWorkContract:
         stored = found.acquired_at
         assert stored == at and stored.tzinfo == UTC
 
+    def test_a_datetime_without_a_zone_is_refused_and_nothing_is_written(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        before = backdoor.snapshot()
+        source = evolve(samples.source(), acquired_at=datetime(2026, 1, 1, 12))
+        with uow_factory() as uow, pytest.raises(InvalidRecord, match="without a zone"):
+            uow.sources.add(source)
+        assert backdoor.snapshot() == before
+
     @pytest.mark.parametrize("where", ["text-field", "list-item", "record-id", "event-field"])
     def test_nul_is_refused_and_nothing_is_written(
         self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, where: str
