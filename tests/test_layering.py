@@ -42,6 +42,12 @@ PLANTS = {
         "Domain and ports import no frameworks",
         "domain.model.environment -> surrealdb",
     ),
+    "codec-in-ports": (
+        "ports/records.py",
+        "import cbor2",
+        "Domain and ports import no frameworks",
+        "ports.records -> cbor2",
+    ),
     "adapter-in-ports": (
         "ports/storage.py",
         "import adapters.memory",

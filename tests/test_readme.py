@@ -33,3 +33,16 @@ def test_the_services_example_runs_and_ingests() -> None:
     with scope["store"].unit_of_work() as uow:
         found = uow.sources.find_identical("acme", draft.source_url, draft.content_digest)
     assert found is not None and found.title == "Article IV note"
+
+
+def test_the_config_file_example_loads(tmp_path: Path) -> None:
+    from composition.settings import load_settings
+    from domain.model.environment import Environment
+
+    (example,) = re.findall(r"```toml\n(.*?)```", README.read_text(), re.S)
+    path = tmp_path / "govkernel.toml"
+    path.write_text(example)
+    settings = load_settings({}, config_file=path)
+    assert settings.environment is Environment.STAGING and settings.tenant == "acme"
+    assert settings.store_url == "surrealkv:///var/lib/govkernel/store"
+    assert (settings.namespace, settings.database) == ("govkernel", "govkernel")

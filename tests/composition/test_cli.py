@@ -189,6 +189,8 @@ def test_tier2_needs_two_distinct_approvers(gk: Cli) -> None:
     assert (other["reused"], other["request_differs"]) == (True, True)
     first = gk.json("approve", xid, "--role", "risk", "--approver", "alice")
     assert first["state"] == "awaiting_approval"
+    again = gk("approve", xid, "--role", "RISK", "--approver", "Alice", code=1)  # a refusal
+    assert "has already approved" in again.stderr
     second = gk.json("approve", xid, "--role", "compliance", "--approver", "bob")
     assert second["state"] == "succeeded"
 

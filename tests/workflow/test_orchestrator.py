@@ -811,7 +811,7 @@ def test_one_approver_in_two_spellings_counts_once(world: World) -> None:
     x = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER2)
     waiting = orch.approve(x.id, approver="alice", role="reviewer")
     assert waiting.state is S.AWAITING_APPROVAL
-    with pytest.raises(InvalidInput, match="already approved"):  # said, and nothing written
+    with pytest.raises(InvalidState, match="already approved"):  # said, and nothing written
         orch.approve(x.id, approver="ALICE", role="Reviewer")
     assert orch.get(x.id).version == waiting.version
     with pytest.raises(InvalidInput):  # a trailing newline is not another person either

@@ -282,10 +282,10 @@ class WorkflowExecution:
             if same_person(a.approver, approval.approver) and same_person(a.role, approval.role)
         ]
         if any(approval.granted_at - a.granted_at < APPROVAL_TTL for a in earlier):
-            raise InvalidInput(
-                "approver",
+            # A refusal for the state the execution is in, not for a malformed value.
+            raise InvalidState(
                 f"{approval.approver!r} has already approved execution {self.id}"
-                f" as {approval.role!r}",
+                f" as {approval.role!r}"
             )
         # An approval that has expired is renewed, not kept beside its renewal.
         self.approvals = (*(a for a in self.approvals if a not in earlier), approval)
