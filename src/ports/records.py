@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar, overload
 
 from domain.model.analysis import Analysis, Claim
@@ -88,12 +88,13 @@ def _key_of(doc: object) -> str:
 
 
 def _approvals(approvals: tuple[Approval, ...]) -> str:
-    return canonical_json([[a.approver, a.role, a.granted_at.isoformat()] for a in approvals])
+    # In UTC, as every other stored instant (the same instant: comparisons are unchanged).
+    return canonical_json(
+        [[a.approver, a.role, a.granted_at.astimezone(UTC).isoformat()] for a in approvals]
+    )
 
 
 def _parse_approvals(text: str) -> tuple[Approval, ...]:
-    from datetime import datetime
-
     return tuple(Approval(a, r, datetime.fromisoformat(t)) for a, r, t in json.loads(text))
 
 

@@ -259,3 +259,17 @@ def test_what_an_entry_pins_is_covered_by_its_hash() -> None:
     pinned = AuditEntry.digest(**_OLD_FORMAT, pinned='{"input_sha256":"x"}')  # type: ignore[arg-type]
     assert pinned != _OLD_HASH
     assert pinned != AuditEntry.digest(**_OLD_FORMAT, pinned='{"input_sha256":"y"}')  # type: ignore[arg-type]
+
+
+def test_approval_times_are_stored_in_utc_as_the_same_instant() -> None:
+    from adapters.contract import samples
+    from domain.model.policy import Approval
+    from ports import records
+
+    x = samples.execution()
+    granted = START.astimezone(timezone(timedelta(hours=5, minutes=45)))
+    x.approvals = (Approval("alice", "reviewer", granted),)
+    doc = records.execution_doc(x, 1)
+    assert "+05:45" not in doc["approvals_json"] and "+00:00" in doc["approvals_json"]
+    (read,) = records.execution_from(x.id, doc, {"input_json": "{}"}).approvals
+    assert read.granted_at == granted and read.granted_at.utcoffset() == timedelta(0)
