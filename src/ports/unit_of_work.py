@@ -109,6 +109,9 @@ class UnitOfWork(abc.ABC):
 
     def get(self, table: str, key: str) -> Document | None:
         self._ensure_open()
+        _known(table)
+        if not _valid_key(key):  # no such key could have been stored: not found, everywhere
+            return None
         pending = self._pending.get((table, key))
         if pending is not None:
             return None if pending.op is Op.DELETE else dict(pending.document or {})
@@ -125,9 +128,10 @@ class UnitOfWork(abc.ABC):
         legitimately: for verification, which looks for changes made behind our back.
         """
         self._ensure_open()
+        _known(table)
         found: dict[str, Document] = {}
         to_load = []
-        for key in dict.fromkeys(keys):
+        for key in dict.fromkeys(k for k in keys if _valid_key(k)):
             pending = self._pending.get((table, key))
             if pending is None:
                 to_load.append(key)
@@ -154,6 +158,7 @@ class UnitOfWork(abc.ABC):
     ) -> list[tuple[str, Document]]:
         """Equality filter over stored and staged records, staged ones taking precedence."""
         self._ensure_open()
+        _known(table)
         mine = {k: w for (t, k), w in self._pending.items() if t == table}
         stored_limit = None if limit is None else limit + len(mine)
         rows = {
@@ -201,22 +206,26 @@ class UnitOfWork(abc.ABC):
         earlier = self._pending.get(key)
         if write.op is Op.CREATE and earlier is not None and earlier.op is not Op.DELETE:
             raise DuplicateRecord(write.table, write.key, "already staged in this unit of work")
+        replaced = None
         if write.op in (Op.UPDATE, Op.DELETE) and earlier is not None:
             if earlier.op is Op.DELETE:
                 raise RecordNotFound(write.table, write.key)
+            replaced = earlier
             if earlier.op is Op.CREATE:
                 # Updating a record created in this unit folds into the create: one write.
-                self._writes.remove(earlier)
                 if write.op is Op.DELETE:
+                    self._writes.remove(earlier)
                     del self._pending[key]
                     return
                 write = Write(Op.CREATE, write.table, write.key, write.document)
             else:
-                self._writes.remove(earlier)
                 write = Write(
                     write.op, write.table, write.key, write.document, earlier.expected_version
                 )
+        # The hook may refuse the write (fault injection): what is staged stays as it was.
         self._before_stage(write)
+        if replaced is not None:
+            self._writes.remove(replaced)
         self._writes.append(write)
         if write.op is not Op.APPEND:
             self._pending[key] = write
@@ -325,6 +334,15 @@ class StoreUnitOfWork(UnitOfWork, Generic[StoreT]):
         return self._store.apply(batch)
 
 
+def _known(table: str) -> None:
+    if table not in TABLES:
+        raise InvalidRecord(f"unknown table {table!r}")
+
+
+def _valid_key(key: object) -> bool:
+    return isinstance(key, str) and bool(key) and _storable(key)
+
+
 def _match(value: object, wanted: object) -> bool:
     return wanted.matches(value) if isinstance(wanted, AnyOf | After) else value == wanted
 
@@ -344,6 +362,11 @@ def _checked(table: str, key: str, document: Document) -> bool:
                 raise InvalidRecord(f"{table} {key!r}: field {name} is a datetime without a zone")
             off_utc = off_utc or _off_utc(value)
             continue
+        # What SurrealDB would hand back as another type, or refuse, no adapter keeps.
+        if isinstance(value, tuple):
+            raise InvalidRecord(f"{table} {key!r}: field {name} is a tuple; give a list")
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            raise InvalidRecord(f"{table} {key!r}: field {name} does not fit in 64 bits")
         for item in value if isinstance(value, list) else (value,):
             # ASCII text without NUL, the common case, is settled without a call.
             if (

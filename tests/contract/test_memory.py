@@ -21,3 +21,20 @@ class TestMemoryStore(UnitOfWorkContract):
     @pytest.fixture
     def backdoor(self, store: MemoryStore) -> Backdoor:
         return MemoryBackdoor(store)
+
+
+@pytest.mark.parametrize("kind", ["memory", "mem"])
+def test_a_closed_store_takes_no_more_work(kind: str) -> None:
+    """As every adapter: the in-memory one too, though it has nothing to release."""
+    from adapters.contract import samples
+    from adapters.surrealdb import SurrealConfig, SurrealStore
+    from ports.errors import StorageUnavailable
+
+    store = MemoryStore() if kind == "memory" else SurrealStore(SurrealConfig("mem://"))
+    opened = store.unit_of_work()
+    opened.sources.add(samples.source())
+    store.close()
+    with pytest.raises(StorageUnavailable, match="closed"):
+        opened.commit()
+    with pytest.raises(StorageUnavailable, match="closed"), store.unit_of_work() as uow:
+        uow.sources.get("src-1")

@@ -1020,3 +1020,115 @@ def test_values_are_pinned_as_they_read_back(world: World) -> None:
     assert done.step_outputs["second"] == {"9": "nine", "10": ["ten", 10.0], "true": None}
     assert done.input == {"pages": {"9": "a", "10": "b"}}
     assert orch.verify(done.id).ok
+
+
+# -- what the orchestrator hands out cannot steer it ---------------------------------------------
+
+
+def test_an_execution_handed_to_a_caller_does_not_steer_the_run(world: World) -> None:
+    orch = world.orch()
+    x = orch.start(WORKFLOW, request("pub-1"), idempotency_key="k", run=False)
+    with pytest.raises(TypeError, match="read-only"):
+        x.input["title"] = "A title nobody requested"  # type: ignore[index]
+    with pytest.raises(TypeError, match="read-only"):
+        x.input["documents"][0]["content_text"] = "Injected"
+    x.current_step = 3  # the caller's copy only
+    done = orch.run(x.id)
+    assert done.state is S.SUCCEEDED and done.current_step == 4
+    (capsule,) = world.door.table("capsule").values()
+    assert capsule["title"] == request("pub-1")["title"]
+    assert orch.verify(done.id).ok
+
+
+def test_a_step_cannot_change_the_input_later_steps_read(world: World) -> None:
+    def rewrite(n: int, uow: UnitOfWork, ctx: StepContext) -> None:
+        ctx.input["title"] = "rewritten"  # type: ignore[index]
+
+    orch = world.orch_with("worker-1", {"analyse": Calls().wrap(rewrite)})
+    done = orch.start(FLAKY, request("pub-1"))
+    assert done.state is S.FAILED
+    assert done.last_error is not None and "read-only" in done.last_error
+
+
+def test_callbacks_keep_the_execution_as_it_was_when_notified(world: World) -> None:
+    seen: list[tuple[WorkflowExecution, str, int]] = []
+    orch = orchestrator(
+        world.store.unit_of_work,
+        world.clock,
+        ids=world.ids,
+        on_transition=lambda x: seen.append((x, x.state.value, x.current_step)),
+    )
+    orch.start(WORKFLOW, request("pub-1"))
+    assert len({id(x) for x, _, _ in seen}) == len(seen)
+    assert [(x.state.value, x.current_step) for x, _, _ in seen] == [(s, c) for _, s, c in seen]
+
+
+@pytest.mark.parametrize("closes", ["commit", "rollback"])
+@pytest.mark.parametrize("position", ["first", "second"])
+def test_a_step_that_closes_its_unit_fails_its_attempt_instead_of_sticking(
+    world: World, closes: str, position: str
+) -> None:
+    def closing(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
+        getattr(uow, closes)()
+        return {}
+
+    steps = (Step("plain", lambda uow, ctx: {}), Step("closing", closing))
+    definition = WorkflowDefinition(
+        name="closing",
+        version="1",
+        metadata=kp.METADATA,
+        steps=steps if position == "second" else steps[::-1],
+    )
+    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={"closing": definition})
+    done = orch.start("closing", {})
+    assert done.state is S.FAILED
+    assert done.last_error is not None and "committed or rolled back its unit" in done.last_error
+    assert orch.recover() == [] and orch.verify(done.id).ok
+
+
+@pytest.mark.parametrize("rival", ["approval", "cancel"])
+def test_a_command_that_loses_a_race_is_applied_again_to_what_won(world: World, rival: str) -> None:
+    """Bob's approval is about to commit when another command lands first: his is applied
+    again to the execution as it now is, instead of failing with a version conflict."""
+    x = world.orch().start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER2)
+    other = world.orch("worker-2")
+    raced: list[bool] = []
+
+    class Racing(WrappingUnitOfWork):
+        def _apply(self, batch: Batch) -> CommitReceipt:
+            if not raced:
+                raced.append(True)
+                if rival == "approval":
+                    other.approve(x.id, approver="carol", role="reviewer")
+                else:
+                    other.cancel(x.id, reason="withdrawn")
+            return super()._apply(batch)
+
+    bob = orchestrator(
+        lambda: Racing(world.store.unit_of_work()), world.clock, ids=world.ids, worker_id="w3"
+    )
+    if rival == "approval":
+        done = bob.approve(x.id, approver="bob", role="reviewer")
+        assert done.state is S.SUCCEEDED
+        assert {a.approver for a in done.approvals} == {"bob", "carol"}
+    else:  # applied again, to a cancelled execution: refused for the state it is in
+        with pytest.raises(InvalidState, match="not awaiting approval"):
+            bob.approve(x.id, approver="bob", role="reviewer")
+        assert bob.get(x.id).state is S.CANCELLED
+    assert bob.verify(x.id).ok
+
+
+@pytest.mark.parametrize("tier", ["Tier2", 2, ""])
+def test_a_risk_tier_that_is_not_one_is_refused_before_anything_is_written(
+    world: World, tier: Any
+) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        world.orch().start(WORKFLOW, request("pub-1"), risk_tier=tier)
+    assert refused.value.field == "risk_tier"
+    assert world.door.table("execution") == {}
+
+
+def test_a_compensation_cannot_share_a_steps_name() -> None:
+    step = Step("publish", lambda uow, ctx: {})
+    with pytest.raises(ValueError, match="shares a step's name"):
+        WorkflowDefinition("w", "1", kp.METADATA, (step,), compensation=step)

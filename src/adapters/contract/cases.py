@@ -27,19 +27,26 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from attrs import evolve
 
 from adapters.contract import atomicity, samples, state, violations
 from adapters.contract.backdoor import Backdoor, Snapshot
+from adapters.faults import FaultInjector, FaultPlan
 from domain.model.errors import InvalidState
 from domain.model.evidence import EventEnvelope
 from domain.model.execution import WorkflowExecution
 from domain.model.lifecycle import ExecutionState
 from ports import records
-from ports.errors import ConcurrencyConflict, DuplicateRecord, InvalidRecord, UnitOfWorkClosed
+from ports.errors import (
+    ConcurrencyConflict,
+    DuplicateRecord,
+    InjectedFault,
+    InvalidRecord,
+    UnitOfWorkClosed,
+)
 from ports.storage import EVENT_TABLE, TABLES, Document, Op, Write
 from ports.unit_of_work import UnitOfWork, UnitOfWorkFactory, WrappingUnitOfWork
 
@@ -704,6 +711,56 @@ class UnitOfWorkContract:
         assert found is not None
         stored = found.acquired_at
         assert stored == at and stored.tzinfo == UTC
+
+    def test_a_write_refused_while_staging_leaves_the_unit_as_it_was(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        """A refused write (here by fault injection) must not take an earlier one with it,
+        even the one it would have replaced."""
+        capsule = samples.capsule()
+        committed(uow_factory, lambda uow: uow.capsules.add(capsule))
+        injector = FaultInjector(uow_factory, FaultPlan(fail_at_write=2))
+        with injector() as uow:
+            found = uow.capsules.get(capsule.id)
+            assert found is not None
+            first = evolve(found, title="first change")
+            uow.capsules.update(first)
+            with pytest.raises(InjectedFault):
+                uow.capsules.update(evolve(found, title="second change"))
+            assert [w.document["title"] for w in uow.staged if w.document] == ["first change"]
+            uow.commit()
+        assert backdoor.snapshot()["capsule"][capsule.id]["title"] == "first change"
+
+    @pytest.mark.parametrize("key", [None, b"src-1", 1.5, "", "lone \ud800", "nul\x00"])
+    def test_a_key_no_record_could_have_is_simply_not_found(
+        self, uow_factory: UnitOfWorkFactory, key: Any
+    ) -> None:
+        with uow_factory() as uow:
+            assert uow.get("knowledge_source", key) is None
+            assert uow.get_many("knowledge_source", [key]) == {}
+            with pytest.raises(InvalidRecord, match="unknown table"):
+                uow.get("no_such_table", "x")
+            with pytest.raises(InvalidRecord, match="unknown table"):
+                uow.select("no_such_table", {})
+
+    @pytest.mark.parametrize(
+        ("field", "value", "problem"),
+        [("source_ids", ("src-1",), "give a list"), ("version", 2**70, "64 bits")],
+    )
+    def test_a_value_no_adapter_could_keep_as_given_is_refused(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        backdoor: Backdoor,
+        field: str,
+        value: Any,
+        problem: str,
+    ) -> None:
+        before = backdoor.snapshot()
+        capsule = samples.capsule()
+        doc = records.capsule_doc(capsule) | {field: value}
+        with uow_factory() as uow, pytest.raises(InvalidRecord, match=problem):
+            uow.stage(Write(Op.CREATE, "capsule", capsule.id, doc))
+        assert backdoor.snapshot() == before
 
     def test_a_datetime_without_a_zone_is_refused_and_nothing_is_written(
         self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor

@@ -18,6 +18,7 @@ from ports.errors import (
     InjectedFault,
     InvalidRecord,
     RecordNotFound,
+    StorageUnavailable,
 )
 from ports.fields import violation
 from ports.storage import EVENT_TABLE, TABLES, After, AnyOf, Batch, CommitReceipt, Document, Op
@@ -54,20 +55,28 @@ class MemoryStore:
         self.events: list[Document] = []
         self.lock = threading.Lock()
         self.commits = 0
+        self.closed = False
         self._event_ids: set[str] = set()
         self._indexes: dict[str, dict[tuple[str, ...], dict[IndexKey, set[str]]]] = {
             name: {fields: {} for fields in _indexed_fields(name)} for name in TABLES
         }
 
     def unit_of_work(self) -> MemoryUnitOfWork:
+        self._refuse_if_closed()
         return MemoryUnitOfWork(self)
 
     def close(self) -> None:
-        """Nothing to release; present so every store can be closed the same way."""
+        """Nothing to release, but a closed store takes no more work, as SurrealDB's don't."""
+        self.closed = True
+
+    def _refuse_if_closed(self) -> None:
+        if self.closed:
+            raise StorageUnavailable("store is closed")
 
     # -- writes --------------------------------------------------------------------------------
 
     def apply(self, batch: Batch) -> CommitReceipt:
+        self._refuse_if_closed()
         with self.lock:
             self._validate(batch)
             positions = []

@@ -8,10 +8,11 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from attrs import define, field, frozen
+from attrs import define, evolve, field, frozen
 
 from domain.model.errors import IllegalTransition, InvalidInput, InvalidState
 from domain.model.evidence import canonical_json
+from domain.model.frozen import FrozenDict, read_only
 from domain.model.knowledge import sha256_hex
 from domain.model.lifecycle import (
     GENESIS,
@@ -60,6 +61,17 @@ PIN_NAMES = {
 }
 
 
+def _frozen_input(value: Mapping[str, JSON]) -> Mapping[str, JSON]:
+    # A plain mapping is made read-only; any other (an input not loaded) is kept as it is.
+    return (
+        value if not isinstance(value, dict) or isinstance(value, FrozenDict) else read_only(value)
+    )
+
+
+def _frozen_outputs(outputs: Mapping[str, JSON]) -> dict[str, JSON]:
+    return {step: read_only(output) for step, output in outputs.items()}
+
+
 def output_pin(output: JSON) -> str:
     """What a step's checkpoint entry pins: its output's digest."""
     return canonical_json({"output_sha256": sha256_hex(canonical_json(output))})
@@ -79,7 +91,7 @@ class WorkflowExecution:
     metadata: WorkflowMetadata
     idempotency_key: str
     correlation_id: str
-    input: Mapping[str, JSON]
+    input: Mapping[str, JSON] = field(converter=_frozen_input)
     state: ExecutionState
     created_at: datetime
     updated_at: datetime
@@ -88,7 +100,8 @@ class WorkflowExecution:
     requested_by: str = ""
     current_step: int = 0
     attempts: dict[str, int] = field(factory=dict)
-    step_outputs: dict[str, JSON] = field(factory=dict)
+    # The dict grows a key per step; each output in it is read-only (domain.model.frozen).
+    step_outputs: dict[str, JSON] = field(factory=dict, converter=_frozen_outputs)
     approvals: tuple[Approval, ...] = ()
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
@@ -214,6 +227,15 @@ class WorkflowExecution:
         self.new_audit.append(entry)
         return entry
 
+    def copy(self) -> WorkflowExecution:
+        """An independent copy: its own bookkeeping, the same read-only input and outputs."""
+        return evolve(
+            self,
+            attempts=dict(self.attempts),
+            step_outputs=dict(self.step_outputs),
+            new_audit=list(self.new_audit),
+        )
+
     # -- step bookkeeping --------------------------------------------------------------------
 
     def begin_attempt(self, step: str) -> int:
@@ -224,7 +246,7 @@ class WorkflowExecution:
         """Record a completed step; the state stays running, the cursor moves on."""
         if self.state is not ExecutionState.RUNNING:
             raise InvalidState(f"execution {self.id} is {self.state.value}, not running")
-        self.step_outputs[step] = output
+        self.step_outputs[step] = read_only(output)
         self.current_step += 1
         self.last_error = None
         return self.transition(

@@ -68,6 +68,12 @@ class WorkflowDefinition:
         names = [s.name for s in self.steps]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"workflow {self.name}: steps must be non-empty and uniquely named")
+        if self.compensation is not None and self.compensation.name in names:
+            # Attempts are counted per name: sharing one would spend the step's on the undo.
+            raise ValueError(
+                f"workflow {self.name}: compensation {self.compensation.name!r} shares a step's"
+                " name"
+            )
 
     def step_names(self) -> Sequence[str]:
         return [s.name for s in self.steps]

@@ -12,7 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from attrs import evolve, frozen
@@ -120,6 +120,9 @@ class Orchestrator:
         """Start (and by default run) an execution; a known idempotency key returns its
         execution and starts nothing new."""
         definition = self._definition(workflow)
+        if risk_tier is not None and not isinstance(risk_tier, ImpactTier):
+            known = ", ".join(t.value for t in ImpactTier)
+            raise InvalidInput("risk_tier", f"must be an ImpactTier ({known}), got {risk_tier!r}")
         if definition.validate_input is not None:
             definition.validate_input(input)
         input = _storable("input", input)
@@ -192,6 +195,7 @@ class Orchestrator:
             context = evolve(context, runtime=evolve(context.runtime, record_denials=False))
             try:
                 output = _storable(f"output of step {step.name}", step.run(uow, context))
+                _still_open(uow, step.name)
             except Exception as exc:  # recorded once the start is stored on its own
                 return _FirstStepFailed(step.name, exc)
             now = rt.clock.now()
@@ -249,20 +253,16 @@ class Orchestrator:
         rt = self._runtime
         approver = actor_name("approver", approver)
         role = actor_name("role", role)
-        self._await_regate(execution_id)
-        with self._uow_factory() as uow:
-            execution = self._require(uow, execution_id)
-            now = rt.clock.now()
+
+        def approving(execution: WorkflowExecution, now: datetime) -> None:
             execution.add_approval(Approval(approver, role, now))
             # The entry names who ran the command; the approver it names stands in the reason.
             execution.transition(
                 S.RUNNING, at=now, actor=rt.actor, reason=approval_reason(approver, role)
             )
             execution.claim(self.worker_id, now=now, ttl=self._lease_ttl)
-            uow.executions.save(execution)
-            self._commit_command(uow, execution)
-        self._remember(execution)
-        return self.run(execution_id)
+
+        return self._command(execution_id, approving, before=self._await_regate)
 
     def _await_regate(self, execution_id: str) -> None:
         """Wait (up to `max_inline_wait`) while an approval just given re-runs its gate.
@@ -285,31 +285,53 @@ class Orchestrator:
 
     def reject(self, execution_id: str, *, reason: str) -> WorkflowExecution:
         reason = text("reason", reason, max_len=1000, single_line=True)
-        with self._uow_factory() as uow:
-            execution = self._require(uow, execution_id)
+
+        def rejecting(execution: WorkflowExecution, now: datetime) -> None:
             if execution.state is not S.AWAITING_APPROVAL:
                 raise InvalidState(f"execution {execution_id} is not awaiting approval")
             self._fail(execution, f"rejected: {reason}")
-            uow.executions.save(execution)
-            self._commit_command(uow, execution)
-        self._remember(execution)
-        return self.run(execution_id)
+
+        return self._command(execution_id, rejecting)
 
     def cancel(self, execution_id: str, *, reason: str = "cancel requested") -> WorkflowExecution:
         """Request cancellation; it takes effect at the next step boundary."""
         reason = text("reason", reason, max_len=1000, single_line=True)
         rt = self._runtime
-        with self._uow_factory() as uow:
-            execution = self._require(uow, execution_id)
+
+        def cancelling(execution: WorkflowExecution, now: datetime) -> None:
             execution.request_cancel()
-            now = rt.clock.now()
             if execution.state is S.PENDING:
                 execution.transition(S.CANCELLED, at=now, actor=rt.actor, reason=reason)
             elif execution.state is not S.CANCELLING:
                 execution.transition(S.CANCELLING, at=now, actor=rt.actor, reason=reason)
-            uow.executions.save(execution)
-            self._commit_command(uow, execution)
-        self._remember(execution)
+
+        return self._command(execution_id, cancelling)
+
+    def _command(
+        self,
+        execution_id: str,
+        apply: Callable[[WorkflowExecution, datetime], None],
+        *,
+        before: Callable[[str], None] | None = None,
+    ) -> WorkflowExecution:
+        """Apply an operator's command to the execution as stored, commit it, then drive the
+        execution on. A command that loses a race (a worker's step, another command) is
+        applied again to what won, which may refuse it for the state it is now in."""
+        for attempt in range(1, COMMAND_ATTEMPTS + 1):
+            if before is not None:
+                before(execution_id)
+            try:
+                with self._uow_factory() as uow:
+                    execution = self._require(uow, execution_id)
+                    apply(execution, self._runtime.clock.now())
+                    uow.executions.save(execution)
+                    self._commit_command(uow, execution)
+            except ConcurrencyConflict:
+                if attempt == COMMAND_ATTEMPTS:
+                    raise
+                continue
+            self._remember(execution)
+            break
         return self.run(execution_id)
 
     def _commit_command(self, uow: UnitOfWork, execution: WorkflowExecution) -> None:
@@ -429,6 +451,7 @@ class Orchestrator:
                     execution.begin_attempt(step.name)
                     try:
                         step.run(uow, self._context(execution, step.name))
+                        _still_open(uow, step.name)
                     except Exception as exc:  # recorded, then retried or failed
                         return self._after_failure(execution_id, seen_version, step.name, exc)
                     execution.retry_at = None
@@ -451,6 +474,7 @@ class Orchestrator:
                 try:
                     ran = step.run(uow, self._context(execution, step.name))
                     output = _storable(f"output of step {step.name}", ran)
+                    _still_open(uow, step.name)
                 except Exception as exc:  # any step failure is recorded, then classified
                     return self._after_failure(execution_id, seen_version, step.name, exc)
                 execution.checkpoint(step.name, output, at=now, actor=rt.actor)
@@ -488,9 +512,11 @@ class Orchestrator:
 
     def _remember(self, execution: WorkflowExecution) -> None:
         # Only executions this worker will go on driving; a stop is always decided on a read.
+        # A copy of its own: `execution` goes on to the callback and the caller, and nothing
+        # they do to it may steer the next step.
         if not (execution.state.terminal or execution.state is S.AWAITING_APPROVAL):
             with self._cache_lock:
-                self._committed[execution.id] = execution
+                self._committed[execution.id] = execution.copy()
         self._notify(execution)
 
     def _take(self, execution_id: str) -> WorkflowExecution | None:
@@ -588,6 +614,18 @@ def _landed(x: WorkflowExecution) -> tuple[Any, ...]:
 
 
 MAX_NESTING = 100
+COMMAND_ATTEMPTS = 5
+
+
+def _still_open(uow: UnitOfWork, step: str) -> None:
+    """A step stages; the orchestrator commits, with the checkpoint. A step that committed
+    or rolled back its unit itself fails its attempt, instead of its execution being stuck
+    on a unit that can take nothing more."""
+    if uow.closed:
+        raise InvalidState(
+            f"step {step} committed or rolled back its unit of work; a step only stages, and"
+            " the orchestrator commits its writes together with the checkpoint"
+        )
 
 
 def _storable(field: str, value: Any) -> Any:
