@@ -46,3 +46,10 @@ def test_the_config_file_example_loads(tmp_path: Path) -> None:
     assert settings.environment is Environment.STAGING and settings.tenant == "acme"
     assert settings.store_url == "surrealkv:///var/lib/govkernel/store"
     assert (settings.namespace, settings.database) == ("govkernel", "govkernel")
+
+
+def test_the_own_workflow_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    example = next(b for b in blocks if "Overrides(workflows=" in b)
+    exec(compile(example, str(README), "exec"), {})
+    assert capsys.readouterr().out.strip() == "ExecutionState.SUCCEEDED {'reserved': 120}"

@@ -44,6 +44,9 @@ class Overrides:
     on_transition: TransitionCallback | None = None
     # Refuse a store nothing has run on (a mistyped path, namespace or database).
     existing_store: bool = False
+    # Your own workflows, built from the wired knowledge service: they replace the built-in
+    # registry (`wiring.workflow_registry(service)` gives it, to include it).
+    workflows: Callable[[KnowledgeService], Mapping[str, WorkflowDefinition]] | None = None
 
 
 @frozen
@@ -93,6 +96,8 @@ def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
         wiring.override(container.store, o.store)
     if o.existing_store:
         wiring.override(container.create_store, False)
+    if o.workflows is not None:
+        wiring.use_workflows(container, o.workflows)
     if o.wrap_uow_factory is not None:
         wiring.wrap_uow_factory(container, o.wrap_uow_factory)
     for name, value in (

@@ -159,6 +159,15 @@ def override(provider: object, value: object) -> None:
     provider.override(providers.Object(value))  # type: ignore[attr-defined]
 
 
+def use_workflows(
+    container: Container,
+    workflows: Callable[[KnowledgeService], Mapping[str, WorkflowDefinition]],
+) -> None:
+    """Run the workflows `workflows(knowledge service)` returns instead of the built-in
+    registry (include `workflow_registry(service)` in it to keep those too)."""
+    container.workflows.override(providers.Singleton(workflows, container.knowledge_service))
+
+
 def wrap_uow_factory(
     container: Container, wrapper: Callable[[UnitOfWorkFactory], UnitOfWorkFactory]
 ) -> None:
@@ -167,4 +176,13 @@ def wrap_uow_factory(
     container.uow_factory.override(providers.Singleton(wrapper, container.store_uow_factory))
 
 
-__all__ = ["Container", "Store", "make_store", "override", "runtime_context", "wrap_uow_factory"]
+__all__ = [
+    "Container",
+    "Store",
+    "make_store",
+    "override",
+    "runtime_context",
+    "use_workflows",
+    "workflow_registry",
+    "wrap_uow_factory",
+]

@@ -196,3 +196,19 @@ def test_only_the_container_imports_dependency_injector() -> None:
         if "dependency_injector" in path.read_text(encoding="utf-8")
     )
     assert importers == ["composition/wiring.py"]
+
+
+def test_a_service_runs_its_own_workflows_beside_the_built_in_ones() -> None:
+    from composition.wiring import workflow_registry
+    from domain.orchestration.definition import Step, WorkflowDefinition
+    from domain.services.knowledge import KnowledgeService
+
+    def mine(service: KnowledgeService) -> dict[str, WorkflowDefinition]:
+        echo = WorkflowDefinition("echo", "1", kp.METADATA, (Step("echo", lambda u, c: "ok"),))
+        return {**workflow_registry(service), "echo": echo}
+
+    with build_app(Settings(store_url="memory://"), Overrides(workflows=mine)) as app:
+        done = app.orchestrator.start("echo", {})
+        assert done.state is ExecutionState.SUCCEEDED and done.step_outputs == {"echo": "ok"}
+        assert set(app.workflows) == {kp.NAME, "echo"}
+        assert app.orchestrator_for(actor="someone").start("echo", {}).state.terminal

@@ -1132,3 +1132,85 @@ def test_a_compensation_cannot_share_a_steps_name() -> None:
     step = Step("publish", lambda uow, ctx: {})
     with pytest.raises(ValueError, match="shares a step's name"):
         WorkflowDefinition("w", "1", kp.METADATA, (step,), compensation=step)
+
+
+# -- what a service integrating its own workflows runs into ---------------------------------------
+
+
+def test_a_retry_under_a_clock_that_does_not_move_returns_instead_of_waiting_for_ever(
+    world: World,
+) -> None:
+    """The inline wait is bounded in total: a test's fixed clock never reaches the retry
+    time, and each short wait used to be repeated for hours."""
+    calls: list[float] = []
+
+    def flaky(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
+        raise RetryableError("not yet")
+
+    definition = WorkflowDefinition("flaky", "1", kp.METADATA, (Step("once", flaky),))
+    orch = Orchestrator(
+        world.store.unit_of_work,
+        runtime(world.clock, world.ids),
+        {"flaky": definition},
+        sleep=calls.append,  # real time passes; the clock does not
+    )
+    began = time.monotonic()
+    x = orch.start("flaky", {})
+    assert x.state is S.RETRY_SCHEDULED and time.monotonic() - began < 5
+    assert sum(calls) <= 5.05  # max_inline_wait, 5 s, in all
+
+
+def test_a_command_for_a_workflow_this_worker_cannot_run_writes_nothing(world: World) -> None:
+    x = world.orch().start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
+    before = world.orch().get(x.id)
+    stranger = orchestrator(world.store.unit_of_work, world.clock, workflows={})
+    with pytest.raises(InvalidInput, match="unknown workflow"):
+        stranger.approve(x.id, approver="bob", role="reviewer")
+    with pytest.raises(InvalidInput, match="unknown workflow"):
+        stranger.cancel(x.id)
+    assert world.orch().get(x.id) == before
+
+
+def test_another_version_of_a_workflow_does_not_run_an_executions_steps(world: World) -> None:
+    x = world.orch().start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
+    v2 = evolve(definitions(world.store.unit_of_work)[WORKFLOW], version="2")
+    redeployed = orchestrator(world.store.unit_of_work, world.clock, workflows={WORKFLOW: v2})
+    with pytest.raises(InvalidState, match=r"version 1.*runs version 2"):
+        redeployed.approve(x.id, approver="bob", role="reviewer")
+    assert world.orch().get(x.id).state is S.AWAITING_APPROVAL
+    assert world.orch().approve(x.id, approver="bob", role="reviewer").state is S.SUCCEEDED
+
+
+def test_an_idempotency_key_of_another_workflow_is_a_collision_not_its_execution(
+    world: World,
+) -> None:
+    orch = world.orch()
+    first = orch.start(WORKFLOW, request("pub-1"), idempotency_key="order-42")
+    with pytest.raises(InvalidInput, match=f"already used by execution {first.id}"):
+        orch.start(FLAKY, request("pub-1"), idempotency_key="order-42")
+    assert orch.start(WORKFLOW, request("pub-1"), idempotency_key="order-42").id == first.id
+
+
+def test_a_hook_that_fails_does_not_stop_the_run(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(execution: WorkflowExecution) -> None:
+        raise RuntimeError("the log shipper is down")
+
+    orch = orchestrator(world.store.unit_of_work, world.clock, on_transition=broken)
+    done = orch.start(WORKFLOW, request("pub-1"))
+    assert done.state is S.SUCCEEDED and orch.verify(done.id).ok
+    assert "on_transition hook failed" in caplog.text and "log shipper" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        {"max_attempts": 0},
+        {"backoff": timedelta(seconds=-5)},
+        {"multiplier": 0.5},
+    ],
+)
+def test_a_retry_policy_that_cannot_work_is_refused(policy: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="retry policy"):
+        RetryPolicy(**policy)

@@ -146,15 +146,21 @@ class WorkflowMachine(RuleBasedStateMachine):
         self, publication: int, documents: int, tier: ImpactTier, run: bool, broken: bool
     ) -> None:
         before = self._execution(publication)
-        self._attempt(
-            lambda: self.orch.start(
-                BROKEN if broken else WORKFLOW,
-                request(f"pub-{publication}", documents=documents),
-                idempotency_key=f"key-{publication}",
-                risk_tier=tier,
-                run=run,
-            )
-        )
+        workflow = BROKEN if broken else WORKFLOW
+
+        def starting() -> None:
+            try:
+                self.orch.start(
+                    workflow,
+                    request(f"pub-{publication}", documents=documents),
+                    idempotency_key=f"key-{publication}",
+                    risk_tier=tier,
+                    run=run,
+                )
+            except InvalidInput as exc:  # the key names the other workflow's execution
+                assert before is not None and before["workflow_name"] != workflow, exc
+
+        self._attempt(starting)
         if before is not None:  # a known key starts nothing new
             after = self._execution(publication)
             assert after is not None and after["id"] == before["id"]

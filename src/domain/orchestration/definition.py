@@ -42,6 +42,13 @@ class RetryPolicy:
     backoff: timedelta = timedelta(milliseconds=50)
     multiplier: float = 2.0
 
+    def __attrs_post_init__(self) -> None:
+        if self.max_attempts < 1 or self.backoff < timedelta(0) or self.multiplier < 1:
+            raise ValueError(
+                "a retry policy needs max_attempts >= 1, a backoff >= 0 and a multiplier >= 1,"
+                f" got {self.max_attempts}, {self.backoff}, {self.multiplier}"
+            )
+
     def delay(self, attempt: int) -> timedelta:
         return self.backoff * (self.multiplier ** max(attempt - 1, 0))
 

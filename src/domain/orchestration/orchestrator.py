@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -99,7 +100,7 @@ class Orchestrator:
         self._lease_ttl = lease_ttl
         self._max_wait = max_inline_wait
         self._sleep = sleep
-        self._notify = on_transition or (lambda execution: None)
+        self._on_transition = on_transition
         # Executions this worker committed last, exactly as stored: the next step starts from
         # them without a read. Safe because every save is guarded by the version it carries;
         # if anyone else moved the execution, that commit conflicts and the next turn re-reads.
@@ -157,14 +158,14 @@ class Orchestrator:
         if run:
             outcome = self._start_with_first_step(fresh(), definition, key)
             if isinstance(outcome, WorkflowExecution):
-                if outcome.id != execution_id:
-                    return outcome  # the key was used before: that execution is the answer
+                if outcome.id != execution_id:  # the key was used before: that execution
+                    return _reused(outcome, definition)
                 self._remember(outcome)
                 return self.run(execution_id)
             first_failure = outcome
         execution = self._start_alone(fresh(), key)
         if execution.id != execution_id:
-            return execution
+            return _reused(execution, definition)
         # A denial runs again on the stored execution, where the gate records it; any other
         # failure is recorded like any failed attempt, on the execution now stored without it.
         if first_failure is not None and not isinstance(first_failure.error, PolicyDenied):
@@ -236,10 +237,14 @@ class Orchestrator:
 
     def run(self, execution_id: str, *, ignore_leases: bool = False) -> WorkflowExecution:
         """Drive an execution until it ends, waits for approval, or another worker owns it."""
+        waited = timedelta(0)
         for _ in range(100_000):
             outcome = self._advance(execution_id, ignore_leases=ignore_leases)
             if isinstance(outcome, _Wait):
-                if outcome.delay > self._max_wait:
+                # Bounded in total, not per wait: a clock that does not move (a test's) would
+                # otherwise have the same short wait repeated for hours.
+                waited += max(outcome.delay, timedelta(0))
+                if waited > self._max_wait:
                     break
                 self._sleep(max(outcome.delay.total_seconds(), 0.0))
             elif isinstance(outcome, _Stop):
@@ -323,6 +328,8 @@ class Orchestrator:
             try:
                 with self._uow_factory() as uow:
                     execution = self._require(uow, execution_id)
+                    # Refused before anything is written: this worker could not drive it on.
+                    self._definition_of(execution)
                     apply(execution, self._runtime.clock.now())
                     uow.executions.save(execution)
                     self._commit_command(uow, execution)
@@ -398,6 +405,18 @@ class Orchestrator:
             raise InvalidInput("workflow", f"unknown workflow {name!r}; known: {known}")
         return self._workflows[name]
 
+    def _definition_of(self, execution: WorkflowExecution) -> WorkflowDefinition:
+        """The definition that started `execution`: another version's steps must not run
+        on it (they may differ in number, order and effect)."""
+        definition = self._definition(execution.workflow_name)
+        if definition.version != execution.workflow_version:
+            raise InvalidState(
+                f"execution {execution.id} was started by {execution.workflow_name} version"
+                f" {execution.workflow_version}, and this orchestrator runs version"
+                f" {definition.version}: run it with an orchestrator that has that version"
+            )
+        return definition
+
     def _require(
         self, uow: UnitOfWork, execution_id: str, *, with_input: bool = True, fresh: bool = False
     ) -> WorkflowExecution:
@@ -436,7 +455,7 @@ class Orchestrator:
             waiting = state in (S.RETRY_SCHEDULED, S.COMPENSATING)
             if waiting and execution.retry_at and execution.retry_at > now:
                 return _Wait(execution.retry_at - now)
-            definition = self._definition(execution.workflow_name)
+            definition = self._definition_of(execution)
             seen_version = execution.version
             step_name: str | None = None
             if state is S.CANCELLING:
@@ -519,6 +538,17 @@ class Orchestrator:
                 self._committed[execution.id] = execution.copy()
         self._notify(execution)
 
+    def _notify(self, execution: WorkflowExecution) -> None:
+        """Tell the `on_transition` hook about a commit. The commit has happened: a hook that
+        fails is logged, and the run goes on (stopping it would leave the execution running
+        under this worker's lease, with its caller never told its id)."""
+        if self._on_transition is None:
+            return
+        try:
+            self._on_transition(execution)
+        except Exception:
+            _log.exception("on_transition hook failed on execution %s", execution.id)
+
     def _take(self, execution_id: str) -> WorkflowExecution | None:
         with self._cache_lock:
             return self._committed.pop(execution_id, None)
@@ -550,7 +580,7 @@ class Orchestrator:
                 # step's unit, and neither state may move straight to failed or waiting.
                 resumed = f"resumed from {execution.state.value}"
                 execution.transition(S.RUNNING, at=now, actor=rt.actor, reason=resumed)
-            definition = self._definition(execution.workflow_name)
+            definition = self._definition_of(execution)
             attempt = execution.begin_attempt(step)
             message = f"{type(error).__name__}: {error}"[:MAX_ERROR]
             compensation = definition.compensation
@@ -600,7 +630,7 @@ class Orchestrator:
         execution.transition(target, at=rt.clock.now(), actor=rt.actor, reason=reason, step=step)
 
     def _needs_compensation(self, execution: WorkflowExecution) -> bool:
-        definition = self._definition(execution.workflow_name)
+        definition = self._definition_of(execution)
         if definition.compensation is None:
             return False
         if execution.metadata.rollback_strategy is not RollbackStrategy.COMPENSATE:
@@ -613,8 +643,21 @@ def _landed(x: WorkflowExecution) -> tuple[Any, ...]:
     return (x.version, x.audit_head, x.state, x.cancel_requested, x.approvals)
 
 
+_log = logging.getLogger("govkernel.orchestrator")
 MAX_NESTING = 100
 COMMAND_ATTEMPTS = 5
+
+
+def _reused(found: WorkflowExecution, definition: WorkflowDefinition) -> WorkflowExecution:
+    """The execution an idempotency key already names is the answer to a start of the same
+    workflow; to another workflow's, it is a collision, said rather than answered with an
+    execution of something else."""
+    if found.workflow_name != definition.name:
+        raise InvalidInput(
+            "idempotency_key",
+            f"already used by execution {found.id} of workflow {found.workflow_name!r}",
+        )
+    return found
 
 
 def _still_open(uow: UnitOfWork, step: str) -> None:
