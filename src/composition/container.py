@@ -23,6 +23,7 @@ from composition.settings import Settings
 from domain.model.execution import WorkflowExecution
 from domain.model.policy import Policy
 from domain.model.runtime import Clock, IdGenerator, RuntimeContext
+from domain.model.validation import actor_name, identifier
 from domain.orchestration.definition import WorkflowDefinition
 from domain.orchestration.orchestrator import Orchestrator
 from domain.services.governance import Gate
@@ -69,9 +70,16 @@ class App:
         """True when this process holds the store alone (memory, mem://, surrealkv://)."""
         return self.settings.exclusive_store
 
-    def orchestrator_for(self, *, actor: str | None = None) -> Orchestrator:
-        """A fresh orchestrator, wired like the default one, acting as `actor`."""
-        runtime = self.runtime if actor is None else self.runtime.with_actor(actor)
+    def orchestrator_for(
+        self, *, actor: str | None = None, tenant: str | None = None
+    ) -> Orchestrator:
+        """A fresh orchestrator, wired like the default one, acting as `actor` for `tenant`
+        (each validated as the settings are)."""
+        runtime = self.runtime
+        if actor is not None:
+            runtime = runtime.with_actor(actor_name("actor", actor))
+        if tenant is not None:
+            runtime = runtime.with_tenant(identifier("tenant", tenant))
         return _typed(self._make_orchestrator(runtime=runtime), Orchestrator)
 
     def close(self) -> None:

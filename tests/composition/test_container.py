@@ -212,3 +212,18 @@ def test_a_service_runs_its_own_workflows_beside_the_built_in_ones() -> None:
         assert done.state is ExecutionState.SUCCEEDED and done.step_outputs == {"echo": "ok"}
         assert set(app.workflows) == {kp.NAME, "echo"}
         assert app.orchestrator_for(actor="someone").start("echo", {}).state.terminal
+
+
+def test_an_orchestrator_for_another_tenant_sees_only_that_tenants_executions() -> None:
+    from domain.model.errors import InvalidInput
+    from ports.errors import RecordNotFound
+
+    with build_app(Settings(store_url="memory://", tenant="alpha")) as app:
+        beta = app.orchestrator_for(tenant="beta", actor="bea")
+        theirs = beta.start(kp.NAME, request("t-1"))
+        assert theirs.tenant == "beta" and theirs.requested_by == "bea"
+        with pytest.raises(RecordNotFound):
+            app.orchestrator.get(theirs.id)
+        assert beta.get(theirs.id).id == theirs.id
+        with pytest.raises(InvalidInput, match="tenant"):
+            app.orchestrator_for(tenant="not a tenant")

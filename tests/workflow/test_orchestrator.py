@@ -1214,3 +1214,21 @@ def test_a_hook_that_fails_does_not_stop_the_run(
 def test_a_retry_policy_that_cannot_work_is_refused(policy: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="retry policy"):
         RetryPolicy(**policy)
+
+
+def test_a_start_carries_the_correlation_id_it_is_given(world: World) -> None:
+    orch = world.orch()
+    done = orch.start(WORKFLOW, request("pub-1"), correlation_id="req-7f3a")
+    assert done.correlation_id == "req-7f3a"
+    events = world.door.events()
+    assert events and {e["correlation_id"] for e in events} == {"req-7f3a"}
+    assert {e.correlation_id for e in orch_trail(world, done.id)} == {"req-7f3a"}
+    with pytest.raises(InvalidInput, match="correlation_id"):
+        orch.start(WORKFLOW, request("pub-2"), correlation_id="two\nlines")
+
+
+def orch_trail(world: World, execution_id: str) -> list[Any]:
+    from ports.records import audit_from
+
+    rows = [d for d in world.door.table("audit").values() if d["execution_id"] == execution_id]
+    return [audit_from(d) for d in rows]

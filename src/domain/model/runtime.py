@@ -52,3 +52,6 @@ class RuntimeContext:
 
     def with_actor(self, actor: str) -> RuntimeContext:
         return evolve(self, actor=actor)
+
+    def with_tenant(self, tenant: str) -> RuntimeContext:
+        return evolve(self, tenant=tenant)

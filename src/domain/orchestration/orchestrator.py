@@ -117,9 +117,11 @@ class Orchestrator:
         idempotency_key: str | None = None,
         risk_tier: ImpactTier | None = None,
         run: bool = True,
+        correlation_id: str | None = None,
     ) -> WorkflowExecution:
         """Start (and by default run) an execution; a known idempotency key returns its
-        execution and starts nothing new."""
+        execution and starts nothing new. `correlation_id` (a request's, say) is carried by
+        its audit entries and events; the runtime's trace id by default."""
         definition = self._definition(workflow)
         if risk_tier is not None and not isinstance(risk_tier, ImpactTier):
             known = ", ".join(t.value for t in ImpactTier)
@@ -131,6 +133,11 @@ class Orchestrator:
         if idempotency_key is None:
             idempotency_key = rt.ids.new_id("idem")
         key = text("idempotency_key", idempotency_key, max_len=200)
+        correlation = (
+            rt.trace_id
+            if correlation_id is None
+            else text("correlation_id", correlation_id, max_len=200, single_line=True)
+        )
         execution_id = rt.ids.new_id("wfx")
 
         def fresh() -> WorkflowExecution:
@@ -144,7 +151,7 @@ class Orchestrator:
                     definition.metadata, risk_tier=risk_tier or definition.metadata.risk_tier
                 ),
                 idempotency_key=key,
-                correlation_id=rt.trace_id,
+                correlation_id=correlation,
                 input=input,
                 at=now,
                 actor=rt.actor,
