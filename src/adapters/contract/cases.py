@@ -47,7 +47,7 @@ from ports.errors import (
     InvalidRecord,
     UnitOfWorkClosed,
 )
-from ports.storage import EVENT_TABLE, TABLES, Document, Op, Write
+from ports.storage import EVENT_TABLE, TABLES, After, Document, Op, Write
 from ports.unit_of_work import UnitOfWork, UnitOfWorkFactory, WrappingUnitOfWork
 
 LATER = samples.T0 + timedelta(minutes=5)
@@ -526,6 +526,25 @@ class UnitOfWorkContract:
         with uow_factory() as uow:
             newest = uow.executions.recent(now=now, limit=3, tenant=tenant, with_input=False)
         assert [x.id for x in newest] == made[::-1][:3]
+
+    def test_a_bounded_newest_first_select_over_a_range_returns_the_newest(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """The port's select itself, not only the listings built on it (SurrealDB cut a range
+        scan by its LIMIT before sorting it)."""
+        tenant = samples.new_id("tenant")
+        made = []
+        with uow_factory() as uow:
+            for n in range(6):
+                x = samples.execution(tenant=tenant)
+                x.created_at = samples.T0 + timedelta(seconds=n)
+                uow.executions.save(x)
+                made.append(x.id)
+            uow.commit()
+        where = {"tenant": tenant, "created_at": After(samples.T0 - timedelta(hours=1))}
+        with uow_factory() as uow:
+            rows = uow.select("execution", where, order_by="created_at", descending=True, limit=3)
+        assert [key for key, _ in rows] == made[::-1][:3]
 
     def test_listings_break_ties_in_time_by_key(self, uow_factory: UnitOfWorkFactory) -> None:
         """Executions started at one instant list in key order (newest-first listings in

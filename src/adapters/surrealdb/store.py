@@ -55,6 +55,12 @@ class SurrealConfig:
         rest = self.url.split("://", 1)[1]
         return Path(rest) if rest else None
 
+    @property
+    def server(self) -> str:
+        """`host:port` of a remote store, for messages: never the URL's userinfo."""
+        parts = urlsplit(self.url)
+        return f"{parts.hostname or '?'}:{parts.port or 'default port'}"
+
 
 class StoreLock:
     """An exclusive, per-directory lock: the embedded engine does not lock surrealkv itself.
@@ -257,8 +263,7 @@ class SurrealStore:
             return
         if current is None and not self.config.create:
             cfg = self.config
-            parts = urlsplit(cfg.url)
-            where = cfg.path or f"{cfg.scheme}://{parts.hostname or ''}:{parts.port or ''}"
+            where = cfg.path or f"{cfg.scheme}://{cfg.server}"
             raise StorageUnavailable(
                 f"no store in namespace {cfg.namespace!r}, database {cfg.database!r} at"
                 f" {where}: nothing has run there yet"
@@ -504,8 +509,7 @@ def _strip(row: dict[str, Any]) -> Document:
 def _remote_cause(exc: Exception, cfg: SurrealConfig) -> str:
     """Why a server could not be used, naming its host (never the URL's userinfo) and never
     repeating the server's own words, which may quote what it was sent."""
-    parts = urlsplit(cfg.url)
-    where = f"{parts.hostname or '?'}:{parts.port or 'default port'}"
+    where = cfg.server
     name = type(exc).__name__
     if name == "NotAllowedError":
         return (
@@ -513,7 +517,7 @@ def _remote_cause(exc: Exception, cfg: SurrealConfig) -> str:
             " GOVKERNEL_SURREAL_PASSWORD)"
         )
     if isinstance(exc, socket.gaierror):
-        return f"host {parts.hostname or '?'} not found"
+        return f"host {urlsplit(cfg.url).hostname or '?'} not found"
     if isinstance(exc, ConnectionRefusedError):
         return f"{where} refused the connection"
     if isinstance(exc, TimeoutError):

@@ -12,7 +12,7 @@ from attrs import define, evolve, field, frozen
 
 from domain.model.errors import IllegalTransition, InvalidInput, InvalidState
 from domain.model.evidence import canonical_json
-from domain.model.frozen import FrozenDict, read_only
+from domain.model.frozen import read_only
 from domain.model.knowledge import sha256_hex
 from domain.model.lifecycle import (
     GENESIS,
@@ -63,9 +63,7 @@ PIN_NAMES = {
 
 def _frozen_input(value: Mapping[str, JSON]) -> Mapping[str, JSON]:
     # A plain mapping is made read-only; any other (an input not loaded) is kept as it is.
-    return (
-        value if not isinstance(value, dict) or isinstance(value, FrozenDict) else read_only(value)
-    )
+    return read_only(value) if isinstance(value, dict) else value
 
 
 def _frozen_outputs(outputs: Mapping[str, JSON]) -> dict[str, JSON]:
