@@ -23,6 +23,9 @@ Scalar = str | int | float | bool | datetime
 @frozen
 class TableSpec:
     name: str
+    # Natural keys: no two records share the values of one of these field sets, and a
+    # record's values are fixed when it is created (an update that changes them is refused
+    # with `InvalidRecord`), so adapters may index them by value once and for all.
     uniques: tuple[tuple[str, ...], ...] = ()
     lookups: tuple[tuple[str, ...], ...] = ()
     # Records never updated or deleted once committed: adapters may cache them by key.

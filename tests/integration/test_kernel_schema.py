@@ -10,11 +10,12 @@ import pytest
 from surrealdb import RecordID
 
 from adapters.contract import samples
-from adapters.surrealdb import SurrealConfig, SurrealStore
+from adapters.surrealdb import SurrealConfig, SurrealStore, compiler
 from adapters.surrealdb import schema as surreal_schema
 from adapters.surrealdb.store import StoreLock
 from ports import records
 from ports.errors import DuplicateRecord, StorageUnavailable
+from ports.storage import Batch, Op, Write
 
 META = RecordID(surreal_schema.META_TABLE, "schema")
 
@@ -141,3 +142,96 @@ def test_a_torn_schema_4_transaction_is_completed_then_migrated(tmp_path: Path) 
         assert schema_version(store) == surreal_schema.SCHEMA_VERSION
         with store.unit_of_work() as uow:
             assert uow.executions.require(execution.id).input == execution.input
+
+
+# -- key records: a natural key read by id (schema.KEYED) -------------------------------------
+
+
+def _natural_keys_found(store: SurrealStore, stored: dict[str, Any]) -> dict[str, bool]:
+    source, analysis, capsule, execution = (
+        stored[k] for k in ("source", "analysis", "capsule", "execution")
+    )
+    with store.unit_of_work() as uow:
+        return {
+            "source": uow.sources.find_identical(
+                source.tenant, source.source_url, source.content_digest
+            )
+            == source,
+            "analysis": uow.analyses.find_by_inputs(analysis.tenant, analysis.inputs_digest)
+            == analysis,
+            "capsule": uow.capsules.by_publication(capsule.tenant, capsule.publication_id)
+            == capsule,
+            "execution": uow.executions.by_idempotency_key(
+                execution.tenant, execution.idempotency_key
+            )
+            == execution,
+        }
+
+
+def _store_one_of_each(store: SurrealStore) -> dict[str, Any]:
+    source, analysis = samples.source(), samples.analysis(text=samples.new_id("claim"))
+    capsule, execution = samples.capsule(), samples.execution()
+    with store.unit_of_work() as uow:
+        uow.sources.add(source)
+        uow.analyses.add(analysis)
+        uow.capsules.add(capsule)
+        uow.executions.save(execution)
+        uow.commit()
+    return {"source": source, "analysis": analysis, "capsule": capsule, "execution": execution}
+
+
+def test_a_schema_6_store_gets_key_records_for_the_rows_it_holds(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    everything = dict.fromkeys(("source", "analysis", "capsule", "execution"), True)
+    with open_store(path) as store:
+        stored = _store_one_of_each(store)
+        assert _natural_keys_found(store, stored) == everything
+        # As schema 6 left them: no key records. Look-ups read them, so now they miss:
+        store.select_rows(f"DELETE {surreal_schema.KEY_TABLE}", {})
+        assert not any(_natural_keys_found(store, stored).values())
+        set_schema_version(store, 6)
+    with open_store(path) as store:  # the migration writes them
+        assert _natural_keys_found(store, stored) == everything
+        with store.unit_of_work() as uow:  # and the unique index still refuses a duplicate
+            uow.capsules.add(samples.capsule(publication_id=stored["capsule"].publication_id))
+            with pytest.raises(DuplicateRecord):
+                uow.commit()
+
+
+def test_a_key_record_naming_another_record_is_not_trusted(tmp_path: Path) -> None:
+    with open_store(tmp_path / "store") as store:
+        stored = _store_one_of_each(store)
+        other = samples.capsule()
+        with store.unit_of_work() as uow:
+            uow.capsules.add(other)
+            uow.commit()
+        capsule = stored["capsule"]
+        (index, fields), *_ = surreal_schema.KEYED["capsule"]
+        key = compiler.key_record(index, fields, records.capsule_doc(capsule))
+        store.select_rows(  # edited in storage to name the other capsule
+            "UPDATE $k SET ref = $r", {"k": key, "r": RecordID("capsule", other.id)}
+        )
+        with store.unit_of_work() as uow:  # the index answers instead
+            assert uow.capsules.by_publication(capsule.tenant, capsule.publication_id) == capsule
+
+
+def test_a_torn_delete_is_undone_with_its_key_record(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with open_store(path) as store:
+        stored = _store_one_of_each(store)
+        capsule = stored["capsule"]
+        doomed = Batch((Write(Op.DELETE, "capsule", capsule.id, None, capsule.version),))
+        compiled = compiler.compile_batch(doomed, journal=True)
+        # The transaction without its completion marker: what a crash leaves of it.
+        *kept, _marker, commit = compiled.text.splitlines()
+        store.select_rows("\n".join([*kept, commit]), compiled.params)
+        with store.unit_of_work() as uow:
+            assert uow.capsules.by_publication(capsule.tenant, capsule.publication_id) is None
+    with open_store(path) as store:
+        assert store.torn_repair is not None and store.torn_repair.action == "undone"
+        assert _natural_keys_found(store, stored)["capsule"]
+        (index, fields), *_ = surreal_schema.KEYED["capsule"]
+        key = compiler.key_record(index, fields, records.capsule_doc(capsule))
+        assert store.select_rows("SELECT VALUE ref FROM ONLY $k", {"k": key}) == [
+            RecordID("capsule", capsule.id)
+        ]

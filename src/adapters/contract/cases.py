@@ -455,6 +455,77 @@ class UnitOfWorkContract:
         assert (duplicate.value.table, duplicate.value.key) == ("execution", second.id)
         assert_state(before, backdoor, "a duplicate commit wrote something")
 
+    @pytest.mark.parametrize("field", ["tenant", "publication_id"])
+    def test_a_natural_key_is_fixed_at_creation(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, field: str
+    ) -> None:
+        capsule = samples.capsule()
+        committed(uow_factory, lambda uow: uow.capsules.add(capsule))
+        before = backdoor.snapshot()
+        with uow_factory() as uow:
+            moved = samples.new_id("moved")
+            changed = (
+                evolve(capsule, tenant=moved)
+                if field == "tenant"
+                else evolve(capsule, publication_id=moved)
+            )
+            uow.capsules.update(changed)
+            with pytest.raises(InvalidRecord, match=field):
+                uow.commit()
+        assert_state(before, backdoor, "a natural key was changed")
+        with uow_factory() as uow:
+            assert uow.capsules.by_publication(capsule.tenant, capsule.publication_id) == capsule
+
+    @pytest.mark.parametrize("same_unit", [False, True], ids=["across-units", "same-unit"])
+    def test_a_deleted_record_gives_its_natural_key_up(
+        self, uow_factory: UnitOfWorkFactory, same_unit: bool
+    ) -> None:
+        first = samples.capsule()
+        second = samples.capsule(publication_id=first.publication_id)
+        committed(uow_factory, lambda uow: uow.capsules.add(first))
+
+        def delete(uow: UnitOfWork) -> None:
+            uow.stage(Write(Op.DELETE, "capsule", first.id, None, first.version))
+
+        if not same_unit:
+            committed(uow_factory, delete)
+            with uow_factory() as uow:
+                assert uow.capsules.by_publication(first.tenant, first.publication_id) is None
+        with uow_factory() as uow:
+            if same_unit:
+                delete(uow)
+            uow.capsules.add(second)
+            uow.commit()
+        with uow_factory() as uow:
+            assert uow.capsules.by_publication(first.tenant, first.publication_id) == second
+            assert uow.capsules.get(first.id) is None
+
+    def test_every_natural_key_finds_its_record(self, uow_factory: UnitOfWorkFactory) -> None:
+        source, analysis = samples.source(), samples.analysis(text=samples.new_id("claim"))
+        capsule, execution = samples.capsule(), samples.execution()
+
+        def add(uow: UnitOfWork) -> None:
+            uow.sources.add(source)
+            uow.analyses.add(analysis)
+            uow.capsules.add(capsule)
+            uow.executions.save(execution)
+
+        committed(uow_factory, add)
+        with uow_factory() as uow:
+            found = uow.sources.find_identical(
+                source.tenant, source.source_url, source.content_digest
+            )
+            assert found == source
+            assert uow.analyses.find_by_inputs(analysis.tenant, analysis.inputs_digest) == analysis
+            assert uow.capsules.by_publication(capsule.tenant, capsule.publication_id) == capsule
+            assert execution.idempotency_key is not None
+            by_key = uow.executions.by_idempotency_key(execution.tenant, execution.idempotency_key)
+            assert by_key == execution
+            # One value off is another key.
+            assert uow.sources.find_identical(source.tenant, source.source_url, "0" * 64) is None
+            assert uow.analyses.find_by_inputs("tenant-other", analysis.inputs_digest) is None
+            assert uow.capsules.by_publication(capsule.tenant, capsule.publication_id + "x") is None
+
     def test_listings_can_leave_inputs_unread(
         self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
     ) -> None:

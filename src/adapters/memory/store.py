@@ -21,7 +21,17 @@ from ports.errors import (
     StorageUnavailable,
 )
 from ports.fields import violation
-from ports.storage import EVENT_TABLE, TABLES, After, AnyOf, Batch, CommitReceipt, Document, Op
+from ports.storage import (
+    EVENT_TABLE,
+    TABLES,
+    After,
+    AnyOf,
+    Batch,
+    CommitReceipt,
+    Document,
+    Op,
+    Write,
+)
 from ports.unit_of_work import StoreUnitOfWork
 
 IndexKey = tuple[Any, ...]
@@ -118,6 +128,8 @@ class MemoryStore:
                 current = table.get(w.key)
                 if current is None or current.get("version") != w.expected_version:
                     raise ConcurrencyConflict(w.table, w.key)
+                if w.op is Op.UPDATE:
+                    _keep_natural_keys(w, current)
             if w.document is not None:
                 assigned = ("position",) if w.op is Op.APPEND else ()
                 problem = violation(w.table, w.document, assigned=assigned)
@@ -129,12 +141,13 @@ class MemoryStore:
 
     def _validate_uniques(self, batch: Batch, written: dict[tuple[str, str], Document]) -> None:
         claimed: dict[tuple[str, tuple[str, ...], IndexKey], str] = {}
+        deleted = {(w.table, w.key) for w in batch.writes if w.op is Op.DELETE}
         for (table, key), doc in written.items():
             for fields in TABLES[table].uniques:
                 value = tuple(doc.get(f) for f in fields)
                 holders = self._indexes[table][fields].get(value, set()) - {key}
-                # A holder being rewritten in this very batch may be giving the value up.
-                holders = {h for h in holders if (table, h) not in written}
+                # A holder deleted in this very batch gives the value up.
+                holders = {h for h in holders if (table, h) not in deleted}
                 other = claimed.setdefault((table, fields, value), key)
                 if holders or other != key:
                     raise DuplicateRecord(table, key, f"unique {'+'.join(fields)}")
@@ -203,3 +216,14 @@ class MemoryStore:
 
 class MemoryUnitOfWork(StoreUnitOfWork[MemoryStore]):
     """A unit of work on the in-memory store."""
+
+
+def _keep_natural_keys(write: Write, current: Document) -> None:
+    doc = write.document or {}
+    for fields in TABLES[write.table].uniques:
+        changed = [f for f in fields if doc.get(f) != current.get(f)]
+        if changed:
+            raise InvalidRecord(
+                f"{write.table} {write.key!r} refused: {changed[0]} is part of a natural key,"
+                " fixed when the record was created"
+            )

@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from attrs import frozen
 from surrealdb import RecordID
 
-from adapters.surrealdb.schema import COUNTER_TABLE
+from adapters.surrealdb.schema import COUNTER_TABLE, KEY_TABLE, KEYED
 from ports.errors import (
     CommitOutcomeUnknown,
     ConcurrencyConflict,
@@ -47,17 +47,23 @@ class Compiled:
     appends: int
 
 
-# What the transaction text depends on: each write's operation and table, and for an event
-# its field names. Services commit the same few shapes over and over, so the text (and the
-# identifier checks in it) is built once per shape.
-Shape = tuple[tuple[Op, str, tuple[str, ...]], ...]
+# What the transaction text depends on: each write's operation and table, for an event its
+# field names, and for a created record the natural keys it has (schema.KEYED). Services
+# commit the same few shapes over and over, so the text (and the identifier checks in it) is
+# built once per shape.
+Shape = tuple[tuple[Op, str, tuple[str, ...], tuple[int, ...]], ...]
 
 
 def compile_batch(batch: Batch, *, journal: bool = False) -> Compiled:
     """One transaction for the batch. With `journal`, its first write records how to undo the
     batch and its last marks it complete: see `repair`."""
     shape: Shape = tuple(
-        (w.op, w.table, tuple(sorted(w.document)) if w.op is Op.APPEND and w.document else ())
+        (
+            w.op,
+            w.table,
+            tuple(sorted(w.document)) if w.op is Op.APPEND and w.document else (),
+            _keys_of(w),
+        )
         for w in batch.writes
     )
     text, owners = _text(shape, journal)
@@ -74,14 +80,35 @@ def compile_batch(batch: Batch, *, journal: bool = False) -> Compiled:
             params[f"d{i}"] = w.document
         if w.op in (Op.UPDATE, Op.DELETE, Op.CHECK):
             params[f"v{i}"] = w.expected_version
+        for n in shape[i][3]:
+            index, fields = KEYED[w.table][n]
+            params[f"k{i}_{n}"] = key_record(index, fields, w.document or {})
     return Compiled(text, params, owners, appends)
+
+
+def key_record(index: str, fields: tuple[str, ...], document: Mapping[str, Any]) -> RecordID:
+    """The record holding a unique index's entry for `document` (see schema.KEYED)."""
+    return RecordID(KEY_TABLE, [index, *(document[name] for name in fields)])
+
+
+def _keys_of(write: Write) -> tuple[int, ...]:
+    # A natural key with a field absent (an execution without an idempotency key) has no
+    # entry to keep.
+    if write.op is not Op.CREATE or write.table not in KEYED or not write.document:
+        return ()
+    doc = write.document
+    return tuple(
+        n
+        for n, (_, fields) in enumerate(KEYED[write.table])
+        if all(doc.get(name) is not None for name in fields)
+    )
 
 
 @functools.lru_cache(maxsize=256)
 def _text(shape: Shape, journal: bool) -> tuple[str, tuple[int | None, ...]]:
     lines: list[str] = []
     owners: list[int | None] = []
-    appends = sum(op is Op.APPEND for op, _, _ in shape)
+    appends = sum(op is Op.APPEND for op, _, _, _ in shape)
     if journal:
         lines.append(
             f"LET $base = (UPSERT ONLY $ctr SET n += $k, journal = {_journal(shape)}"
@@ -92,33 +119,48 @@ def _text(shape: Shape, journal: bool) -> tuple[str, tuple[int | None, ...]]:
         lines.append("LET $base = (UPSERT ONLY $ctr SET n += $k RETURN VALUE n) - $k;")
         owners.append(None)
     nth_append = 0
-    for i, (op, table, names) in enumerate(shape):
+    for i, (op, table, names, keys) in enumerate(shape):
         r, d, v = f"$r{i}", f"$d{i}", f"$v{i}"
         ident(table)
+        statements: list[str] = []
         if op is Op.CREATE:
-            lines.append(f"CREATE {r} CONTENT {d} RETURN NONE;")
+            statements.append(f"CREATE {r} CONTENT {d} RETURN NONE;")
+            # After the record, whose unique index refuses a duplicate; an upsert, so that a
+            # key record left by a record deleted in storage is taken over, not a duplicate.
+            statements += [f"UPSERT $k{i}_{n} SET ref = {r} RETURN NONE;" for n in keys]
         elif op is Op.UPDATE:
-            lines.append(
+            statements.append(
                 f"IF array::len((UPDATE {r} CONTENT {d} WHERE version = {v} RETURN id)) = 0"
                 f" {{ THROW 'uow-conflict:{i}' }};"
             )
+        elif op is Op.DELETE and table in KEYED:
+            # The key records go with the record, found from the values it held.
+            g = f"$g{i}"
+            statements.append(f"LET {g} = (DELETE {r} WHERE version = {v} RETURN BEFORE);")
+            statements.append(f"IF array::len({g}) = 0 {{ THROW 'uow-conflict:{i}' }};")
+            for index, fields in KEYED[table]:
+                values = ", ".join(f"{g}[0].{ident(name)}" for name in fields)
+                statements.append(f"DELETE type::thing('{KEY_TABLE}', ['{index}', {values}]);")
         elif op is Op.DELETE:
-            lines.append(
+            statements.append(
                 f"IF array::len((DELETE {r} WHERE version = {v} RETURN BEFORE)) = 0"
                 f" {{ THROW 'uow-conflict:{i}' }};"
             )
         elif op is Op.CHECK:
-            lines.append(
+            statements.append(
                 f"IF (SELECT VALUE version FROM ONLY {r}) != {v} {{ THROW 'uow-conflict:{i}' }};"
             )
         elif op is Op.APPEND:
             # Fields set one by one, so that the position can be set beside them.
             nth_append += 1
             sets = ", ".join(f"{ident(name)} = {d}.{name}" for name in names)
-            lines.append(f"CREATE {r} SET {sets}, position = $base + {nth_append} RETURN NONE;")
+            statements.append(
+                f"CREATE {r} SET {sets}, position = $base + {nth_append} RETURN NONE;"
+            )
         elif op is Op.ABORT:
-            lines.append(f"THROW 'uow-abort:{i}';")
-        owners.append(i)
+            statements.append(f"THROW 'uow-abort:{i}';")
+        lines += statements
+        owners += [i] * len(statements)
     # The last statement reports the counter as this batch leaves it; with the journal, it is
     # also the last write, marking the journal complete.
     if journal:
@@ -138,10 +180,15 @@ def _journal(shape: Shape) -> str:
     # What undoing the batch takes: the records it creates, and every record it changes or
     # deletes as it was just before (read inside the transaction, so never stale). Documents
     # it creates are not copied: undoing a creation needs only the record's id.
-    created = [f"$r{i}" for i, (op, _, _) in enumerate(shape) if op in (Op.CREATE, Op.APPEND)]
+    created = [
+        name
+        for i, (op, _, _, keys) in enumerate(shape)
+        if op in (Op.CREATE, Op.APPEND)
+        for name in (f"$r{i}", *(f"$k{i}_{n}" for n in keys))
+    ]
     before = [
         f"[$r{i}, (SELECT * FROM ONLY $r{i})]"
-        for i, (op, _, _) in enumerate(shape)
+        for i, (op, _, _, _) in enumerate(shape)
         if op in (Op.UPDATE, Op.DELETE)
     ]
     # SET clauses apply in order: `n` here is the counter already advanced by this batch.
@@ -194,6 +241,11 @@ def repair(journal: dict[str, Any], counter: int) -> Repair:
         if document is not None:
             params[f"d{i}"] = {f: v for f, v in document.items() if f != "id"}
             lines.append(f"CREATE $b{i} CONTENT $d{i} RETURN NONE;")
+            # A record deleted by the torn transaction took its key records along.
+            for n, (index, fields) in enumerate(KEYED.get(record.table_name, ())):
+                if all(document.get(name) is not None for name in fields):
+                    params[f"k{i}_{n}"] = key_record(index, fields, document)
+                    lines.append(f"UPSERT $k{i}_{n} SET ref = $b{i} RETURN NONE;")
     lines.append("UPSERT $ctr SET n = $base RETURN NONE;")
     lines.append("UPSERT $done SET txn = $txn RETURN NONE;")
     compiled = Compiled(_transaction(lines), params, tuple(None for _ in lines), 0)

@@ -439,6 +439,9 @@ class SurrealStore:
     ) -> list[tuple[str, Document]]:
         if table not in TABLES:
             raise InvalidRecord(f"unknown table {table!r}")
+        found = self._by_natural_key(table, where)
+        if found is not None:
+            return found[:limit]
         params: dict[str, Any] = {}
         clauses = []
         for n, (name, value) in enumerate(where.items()):
@@ -467,6 +470,29 @@ class SurrealStore:
             text += " LIMIT $limit"
             params["limit"] = limit
         return [(_key(row), _strip(row)) for row in self.select_rows(text, params)]
+
+    def _by_natural_key(
+        self, table: str, where: Mapping[str, Any]
+    ) -> list[tuple[str, Document]] | None:
+        """The answer to an equality filter on exactly a natural key, read through its key
+        record (schema.KEYED); None when the filter is no such thing, or the key record does
+        not hold its record's values (a record edited in storage), for the index to answer."""
+        fields = tuple(sorted(where))
+        keyed = next(
+            (k for k in schema.KEYED.get(table, ()) if tuple(sorted(k[1])) == fields), None
+        )
+        if keyed is None or any(isinstance(v, AnyOf | After) or v is None for v in where.values()):
+            return None
+        index, names = keyed
+        rows = self.select_rows(
+            "SELECT * FROM ONLY $k.ref", {"k": compiler.key_record(index, names, where)}
+        )
+        if not rows or rows[0] is None:
+            return []
+        doc = _strip(rows[0])
+        if any(doc.get(name) != value for name, value in where.items()):
+            return None
+        return [(_key(rows[0]), doc)]
 
     def events_after(self, position: int, limit: int) -> list[Document]:
         # Positions have no gaps, so a bounded range on the unique index is exact and cheap.
