@@ -147,8 +147,12 @@ class EventLog(_Repository):
         self._uow.stage(Write(Op.APPEND, self.table, event.id, records.event_doc(event)))
 
     def read_after(self, position: int, limit: int = 100) -> list[EventEnvelope]:
-        if position < 0 or limit < 1:
-            raise ValueError("position must be >= 0 and limit >= 1")
+        whole = all(isinstance(n, int) and not isinstance(n, bool) for n in (position, limit))
+        if not whole or position < 0 or limit < 1:
+            raise ValueError(
+                f"position must be an integer >= 0 and limit an integer >= 1,"
+                f" got {position!r} and {limit!r}"
+            )
         return [records.event_from(d) for d in self._uow.events_after(position, limit)]
 
     def head(self) -> int:

@@ -18,7 +18,7 @@ from domain.model.errors import InvalidInput, InvalidState
 from domain.model.evidence import EventType
 from domain.model.execution import WorkflowExecution
 from domain.model.lifecycle import ExecutionState
-from domain.model.policy import ImpactTier
+from domain.model.policy import Approval, ImpactTier
 from domain.orchestration.definition import (
     RetryableError,
     RetryPolicy,
@@ -27,6 +27,7 @@ from domain.orchestration.definition import (
     WorkflowDefinition,
 )
 from domain.orchestration.orchestrator import Orchestrator, RecoveryIncomplete
+from domain.services.governance import ApprovalRequired
 from domain.workflows import knowledge_publication as kp
 from ports.clock import FixedClock, SequentialIds
 from ports.errors import CommitOutcomeUnknown, InjectedFault, RecordNotFound
@@ -479,11 +480,12 @@ def test_tier2_needs_two_distinct_approvers(world: World) -> None:
     x = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER2)
     assert x.state is S.AWAITING_APPROVAL
     assert orch.approve(x.id, approver="alice", role="reviewer").state is S.AWAITING_APPROVAL
-    assert orch.approve(x.id, approver="alice", role="reviewer").state is S.AWAITING_APPROVAL
+    with pytest.raises(InvalidState, match="already approved"):  # one person is not two
+        orch.approve(x.id, approver="alice", role="reviewer")
     done = orch.approve(x.id, approver="bob", role="reviewer")
     assert done.state is S.SUCCEEDED
     assert {a.approver for a in done.approvals} == {"alice", "bob"}
-    assert_exactly_once(world.door, orch, denials=3)
+    assert_exactly_once(world.door, orch, denials=2)
 
 
 def test_a_second_approver_arriving_while_the_first_regates_waits_for_it(
@@ -817,6 +819,17 @@ def test_one_approver_in_two_spellings_counts_once(world: World) -> None:
     with pytest.raises(InvalidInput):  # a trailing newline is not another person either
         orch.approve(x.id, approver="alice\n", role="reviewer")
     assert orch.approve(x.id, approver="bob", role="reviewer").state is S.SUCCEEDED
+
+
+def test_the_same_approval_again_at_the_same_instant_is_refused(world: World) -> None:
+    orch = world.orch()  # the world's clock does not move: every approval is at one instant
+    x = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER2)
+    waiting = orch.approve(x.id, approver="alice", role="reviewer")
+    with pytest.raises(InvalidState, match="already approved"):
+        orch.approve(x.id, approver="alice", role="reviewer")
+    assert orch.get(x.id).version == waiting.version
+    approvals = [e for e in orch_trail(world, x.id) if e.reason.startswith("approved")]
+    assert len(approvals) == 1
 
 
 def test_an_empty_idempotency_key_is_refused_not_replaced(world: World) -> None:
@@ -1209,11 +1222,136 @@ def test_a_hook_that_fails_does_not_stop_the_run(
         {"max_attempts": 0},
         {"backoff": timedelta(seconds=-5)},
         {"multiplier": 0.5},
+        {"multiplier": float("inf")},
+        {"multiplier": float("nan")},
+        # Waits an instant could not be stored for: the commit scheduling them would fail.
+        {"backoff": timedelta(days=999_999_999)},
+        {"max_delay": timedelta(days=366)},
+        {"backoff": timedelta(hours=2)},  # longer than the longest wait
     ],
 )
 def test_a_retry_policy_that_cannot_work_is_refused(policy: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="retry policy"):
         RetryPolicy(**policy)
+
+
+def test_retry_waits_grow_up_to_the_longest_wait_and_no_further() -> None:
+    policy = RetryPolicy(backoff=timedelta(seconds=1), multiplier=1e6, max_delay=timedelta(days=2))
+    assert policy.delay(1) == timedelta(seconds=1)
+    assert policy.delay(2) == timedelta(days=2)
+    assert policy.delay(10_000) == timedelta(days=2)  # past what a float holds: no overflow
+
+
+def _failing(error: BaseException) -> WorkflowDefinition:
+    def fails(uow: UnitOfWork, ctx: StepContext) -> None:
+        raise error
+
+    steps = (Step("first", lambda uow, ctx: {}), Step("second", fails))
+    return WorkflowDefinition("failing", "1", kp.METADATA, steps)
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message for you")
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (ValueError("bad byte in payload: \x00"), "payload: \\x00"),
+        (ValueError("half a pair \udcff"), "pair \\udcff"),
+        (ValueError("line1\nline2\r\x1b[31mred"), "line1 line2 \\x1b[31mred"),
+        (_Unprintable(), "_Unprintable: (its message could not be read)"),
+    ],
+    ids=["nul", "surrogate", "control", "unprintable"],
+)
+def test_a_step_error_is_recorded_as_one_line_whatever_it_says(
+    world: World, error: Exception, said: str
+) -> None:
+    """Stored verbatim it could not be (NUL, surrogates) or would forge audit lines; failing
+    to record it left the execution running, its step re-run at every recovery."""
+    orch = orchestrator(
+        world.store.unit_of_work, world.clock, workflows={"failing": _failing(error)}
+    )
+    done = orch.start("failing", {})
+    assert done.state is S.FAILED
+    assert done.last_error is not None and said in done.last_error
+    assert done.last_error.isprintable()
+    assert orch.verify(done.id).ok
+    assert orch.recover() == []
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"name": ""}, "workflow name"),
+        ({"version": "1\x00"}, "workflow version"),
+        ({"steps": (Step("second\udcff", lambda uow, ctx: {}),)}, "step name"),
+        ({"steps": (Step("two words", lambda uow, ctx: {}),)}, "step name"),
+        ({"compensation": Step("undo\n", lambda uow, ctx: {})}, "step name"),
+    ],
+)
+def test_a_workflow_whose_names_could_not_be_recorded_is_refused(
+    change: dict[str, Any], named: str
+) -> None:
+    fields: dict[str, Any] = {
+        "name": "w",
+        "version": "1",
+        "metadata": kp.METADATA,
+        "steps": (Step("first", lambda uow, ctx: {}),),
+    } | change
+    with pytest.raises(ValueError, match=named):
+        WorkflowDefinition(**fields)
+
+
+@pytest.mark.parametrize("bad", [[1, 2], None, "ab", [("a", 1)]], ids=repr)
+def test_an_input_that_is_not_a_mapping_is_refused_before_anything_is_written(
+    world: World, bad: Any
+) -> None:
+    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={"w": _two_steps("ok")})
+    with pytest.raises(InvalidInput, match="must be a mapping") as refused:
+        orch.start("w", bad)
+    assert refused.value.field == "input"
+    assert world.door.table("execution") == {}
+
+
+def test_what_a_step_does_to_the_execution_it_is_shown_does_not_steer_the_run(
+    world: World,
+) -> None:
+    def meddle(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
+        ctx.execution.approvals = (Approval("mallory", "reviewer", T0),)
+        ctx.execution.current_step += 1
+        ctx.execution.state = S.SUCCEEDED
+        return {}
+
+    def gate(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
+        if not ctx.execution.approvals:
+            raise ApprovalRequired("release", ["needs a reviewer"])
+        return {"released": True}
+
+    steps = (Step("meddle", meddle), Step("check", lambda uow, ctx: {"ran": True}))
+    definition = WorkflowDefinition("m", "1", kp.METADATA, (*steps, Step("gate", gate)))
+    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={"m": definition})
+    x = orch.start("m", {})
+    assert x.state is S.AWAITING_APPROVAL and x.approvals == ()
+    assert x.step_outputs["check"] == {"ran": True}
+    assert orch.verify(x.id).ok
+
+
+def test_a_cancellation_during_a_retry_wait_compensates_at_once(world: World) -> None:
+    """Not when the abandoned retry would have been due."""
+    slow = RetryPolicy(max_attempts=3, backoff=timedelta(minutes=10))
+    wrappers = {"verify": Calls().wrap(_raise(RetryableError("verifier down")))}
+    orch = world.orch_with("worker-1", wrappers, retry=slow)
+    waiting = orch.start(FLAKY, request("pub-1"))
+    assert waiting.state is S.RETRY_SCHEDULED and "publish" in waiting.step_outputs
+    done = orch.cancel(waiting.id, reason="operator stopped it")
+    assert done.state is S.COMPENSATED and world.clock.now() == T0
+    assert done.retry_at is None
+    (capsule,) = world.door.table("capsule").values()
+    assert capsule["status"] == "retracted"
+    assert capsule["retraction_reason"] == "workflow cancelled"
+    assert orch.verify(done.id).ok
 
 
 def test_a_start_carries_the_correlation_id_it_is_given(world: World) -> None:

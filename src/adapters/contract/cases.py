@@ -759,6 +759,16 @@ class UnitOfWorkContract:
         with uow_factory() as uow:
             assert uow.events.head() == last
 
+    @pytest.mark.parametrize(
+        ("position", "limit"), [(1.5, 2), (True, 2), ("1", 2), (0, 2.0), (0, 0), (-1, 2)]
+    )
+    def test_a_position_or_limit_that_is_not_a_whole_number_is_refused(
+        self, uow_factory: UnitOfWorkFactory, position: Any, limit: Any
+    ) -> None:
+        committed(uow_factory, lambda uow: uow.events.append(samples.event()))
+        with uow_factory() as uow, pytest.raises(ValueError, match="position must be an integer"):
+            uow.events.read_after(position, limit)
+
     def test_the_head_is_the_last_position_committed(self, uow_factory: UnitOfWorkFactory) -> None:
         with uow_factory() as uow:
             before = uow.events.head()

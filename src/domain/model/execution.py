@@ -294,8 +294,6 @@ class WorkflowExecution:
                 f"{approval.approver!r} requested execution {self.id} and cannot approve it"
                 " (separation of duties)",
             )
-        if approval in self.approvals:
-            return
         earlier = [
             a
             for a in self.approvals

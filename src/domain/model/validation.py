@@ -40,6 +40,22 @@ def text(
     return value
 
 
+def one_line(value: str) -> str:
+    """Any text made one storable line: line breaks become spaces, and other control
+    characters, NUL and lone surrogates are written as escapes (`\\x00`, `\\udcff`).
+
+    For text govkernel records but does not choose, such as what a failing step's error
+    says: refusing it would leave nothing said at all."""
+    joined = " ".join(value.replace("\t", " ").splitlines())
+    return "".join(_escaped(c) for c in joined)
+
+
+def _escaped(c: str) -> str:
+    if unicodedata.category(c) in ("Cc", "Cs"):
+        return c.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return c
+
+
 def identifier(field: str, value: object) -> str:
     if not isinstance(value, str) or not IDENTIFIER.match(value):
         raise InvalidInput(

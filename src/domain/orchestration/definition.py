@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -10,6 +11,7 @@ from attrs import frozen
 
 from domain.model.execution import WorkflowExecution, WorkflowMetadata
 from domain.model.runtime import RuntimeContext
+from domain.model.validation import IDENTIFIER
 from ports.unit_of_work import UnitOfWork
 
 
@@ -36,21 +38,38 @@ class StepContext:
 StepFn = Callable[[UnitOfWork, StepContext], Any]
 
 
+# The longest a retry may be put off: retry times are stored as instants, and a wait past
+# what a calendar holds would fail the very commit that schedules it.
+MAX_RETRY_DELAY = timedelta(days=365)
+
+
 @frozen
 class RetryPolicy:
     max_attempts: int = 3
     backoff: timedelta = timedelta(milliseconds=50)
     multiplier: float = 2.0
+    # Each wait is backoff * multiplier ** (attempt - 1), never longer than this.
+    max_delay: timedelta = timedelta(hours=1)
 
     def __attrs_post_init__(self) -> None:
-        if self.max_attempts < 1 or self.backoff < timedelta(0) or self.multiplier < 1:
+        if (
+            self.max_attempts < 1
+            or not timedelta(0) <= self.backoff <= self.max_delay <= MAX_RETRY_DELAY
+            or not 1 <= self.multiplier < math.inf
+        ):
             raise ValueError(
-                "a retry policy needs max_attempts >= 1, a backoff >= 0 and a multiplier >= 1,"
-                f" got {self.max_attempts}, {self.backoff}, {self.multiplier}"
+                "a retry policy needs max_attempts >= 1, 0 <= backoff <= max_delay <="
+                f" {MAX_RETRY_DELAY.days} days and a finite multiplier >= 1, got"
+                f" max_attempts={self.max_attempts}, backoff={self.backoff},"
+                f" max_delay={self.max_delay}, multiplier={self.multiplier}"
             )
 
     def delay(self, attempt: int) -> timedelta:
-        return self.backoff * (self.multiplier ** max(attempt - 1, 0))
+        try:
+            seconds = self.backoff.total_seconds() * self.multiplier ** max(attempt - 1, 0)
+        except OverflowError:
+            return self.max_delay
+        return timedelta(seconds=min(seconds, self.max_delay.total_seconds()))
 
 
 @frozen
@@ -72,6 +91,11 @@ class WorkflowDefinition:
     validate_input: Callable[[Mapping[str, Any]], object] | None = None
 
     def __attrs_post_init__(self) -> None:
+        # Names travel into audit entries, CLI arguments and stored records: identifiers only.
+        for what, value in (("workflow name", self.name), ("workflow version", self.version)):
+            _name(what, value)
+        for step in (*self.steps, *((self.compensation,) if self.compensation else ())):
+            _name(f"workflow {self.name}: step name", step.name)
         names = [s.name for s in self.steps]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"workflow {self.name}: steps must be non-empty and uniquely named")
@@ -84,3 +108,11 @@ class WorkflowDefinition:
 
     def step_names(self) -> Sequence[str]:
         return [s.name for s in self.steps]
+
+
+def _name(what: str, value: object) -> None:
+    if not isinstance(value, str) or not IDENTIFIER.match(value):
+        raise ValueError(
+            f"{what} must be 1-128 characters of letters, digits, '_', '.', ':' or '-',"
+            f" starting with a letter or digit; got {value!r}"
+        )

@@ -24,7 +24,7 @@ from domain.model.execution import RollbackStrategy, WorkflowExecution, approval
 from domain.model.lifecycle import ChainReport, ExecutionState
 from domain.model.policy import Approval, ImpactTier
 from domain.model.runtime import DerivedIds, RuntimeContext
-from domain.model.validation import actor_name, text
+from domain.model.validation import actor_name, one_line, text
 from domain.orchestration.definition import (
     RetryableError,
     RetryPolicy,
@@ -126,6 +126,10 @@ class Orchestrator:
         if risk_tier is not None and not isinstance(risk_tier, ImpactTier):
             known = ", ".join(t.value for t in ImpactTier)
             raise InvalidInput("risk_tier", f"must be an ImpactTier ({known}), got {risk_tier!r}")
+        if not isinstance(input, Mapping):
+            raise InvalidInput(
+                "input", f"must be a mapping (a JSON object), got {type(input).__name__}"
+            )
         if definition.validate_input is not None:
             definition.validate_input(input)
         input = _storable("input", input)
@@ -383,7 +387,7 @@ class Orchestrator:
             except (StorageUnavailable, InjectedFault):
                 raise  # the store (or, when injected, the process) is gone: so are the rest
             except Exception as exc:  # one bad record must not keep the others waiting
-                failures.append((execution.id, f"{type(exc).__name__}: {exc}"[:MAX_ERROR]))
+                failures.append((execution.id, describe(exc)))
         if failures:
             raise RecoveryIncomplete(resumed, failures)
         return resumed
@@ -466,6 +470,9 @@ class Orchestrator:
             seen_version = execution.version
             step_name: str | None = None
             if state is S.CANCELLING:
+                # A retry it was waiting for is abandoned: the undo is due now, and what it
+                # says it undoes is the cancellation, not the failure retried.
+                execution.retry_at = execution.last_error = None
                 target = S.COMPENSATING if self._needs_compensation(execution) else S.CANCELLED
                 execution.transition(target, at=now, actor=rt.actor, reason="cancelled")
             elif state is S.COMPENSATING:
@@ -570,7 +577,8 @@ class Orchestrator:
             # The mutation is the requester's, whichever worker happens to run the step.
             actor=execution.requested_by or self._runtime.actor,
         )
-        return StepContext(runtime=runtime, execution=execution)
+        # A copy of its own: nothing a step does to it (approvals, the cursor) steers the run.
+        return StepContext(runtime=runtime, execution=execution.copy())
 
     def _after_failure(
         self, execution_id: str, seen_version: int, step: str, error: BaseException
@@ -589,7 +597,7 @@ class Orchestrator:
                 execution.transition(S.RUNNING, at=now, actor=rt.actor, reason=resumed)
             definition = self._definition_of(execution)
             attempt = execution.begin_attempt(step)
-            message = f"{type(error).__name__}: {error}"[:MAX_ERROR]
+            message = describe(error)
             compensation = definition.compensation
             # An undo that fails transiently is retried like a step: giving up would leave the
             # side effect in place for good.
@@ -648,6 +656,17 @@ class Orchestrator:
 def _landed(x: WorkflowExecution) -> tuple[Any, ...]:
     """What a command changes on an execution: equal when stored means it was committed."""
     return (x.version, x.audit_head, x.state, x.cancel_requested, x.approvals)
+
+
+def describe(error: BaseException) -> str:
+    """What a failure says, as the one bounded line its audit entry can store: a step's
+    error says whatever the step made it say, and a failure that could not be recorded would
+    leave its execution running, its step re-run at every recovery."""
+    try:
+        said = str(error)
+    except Exception:  # an exception whose message itself fails
+        said = "(its message could not be read)"
+    return one_line(f"{type(error).__name__}: {said}")[:MAX_ERROR]
 
 
 _log = logging.getLogger("govkernel.orchestrator")
