@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -94,6 +96,15 @@ class Session:
         """The application on the configured store; `existing` for commands that only make
         sense on a store something already ran on, so a mistyped path is not created."""
         settings = self.settings()
+        login = os.environ.get("USER") or os.environ.get("LOGNAME")
+        if settings.sources.get("actor") == "default" and login and login != settings.actor:
+            # Every such login would be recorded as the same actor: say so.
+            self.warn(
+                render.safe(
+                    f"note: the login name {login!r} is not a valid actor name; acting as"
+                    f" {settings.actor!r} (set GOVKERNEL_ACTOR)"
+                )
+            )
         printer = Printer(self)
         # A store that ends with its process is always new: there is nothing to refuse.
         must_exist = existing and not self.transient()
@@ -102,8 +113,8 @@ class Session:
             repair = getattr(app.store, "torn_repair", None)
             if repair is not None:  # whichever command opened the store first, it says so
                 self.warn(
-                    f"note: the store's last transaction was torn by a crash; it was"
-                    f" {repair.action} ({repair.writes} writes)"
+                    f"note: the store's last transaction was cut short (by a crash, or by"
+                    f" damage to its log); it was {repair.action} ({repair.writes} writes)"
                 )
             printer.bind(app)
             yield app, printer
@@ -589,11 +600,17 @@ def conclude(
         )
         return
     if not x.state.terminal:
-        resume = (
-            f"{TRANSIENT_NOTE}, so it cannot be resumed"
-            if s.transient()
-            else f"it resumes with `govkernel{s.hint()} recover`"
-        )
+        running_elsewhere = x.lease_owner not in (
+            None,
+            app.orchestrator.worker_id,
+        ) and not x.lease_expired(app.runtime.clock.now())
+        if s.transient():
+            resume = f"{TRANSIENT_NOTE}, so it cannot be resumed"
+        elif running_elsewhere:
+            # A cancellation, say, of a run in progress: that worker acts on it.
+            resume = "the worker running it takes it on at its next step"
+        else:
+            resume = f"it resumes with `govkernel{s.hint()} recover`"
         s.echo(
             render.safe(
                 f"execution {x.id} is {x.state.value}; {resume}"
@@ -608,6 +625,8 @@ _DENIED = re.compile(r"(?:PolicyDenied|ApprovalRequired): (\w+) denied: (.*)$", 
 
 
 def failure_message(x: WorkflowExecution) -> str:
+    if x.state is S.CANCELLED:
+        return f"execution {x.id} was cancelled"
     error = x.last_error or "no error recorded"
     denied = _DENIED.search(error)
     if denied:
@@ -830,6 +849,9 @@ def verify_chains(s: Session, app: App, execution_id: str | None) -> list[dict[s
                 if 0 < report.first_bad_sequence <= len(trail):
                     bad_entry = trail[report.first_bad_sequence - 1]
             results.append(render.report_json(report, bad_entry))
+    if execution_id is None:
+        for xid, (count, _) in queries.orphan_trails(app.uow_factory, app.runtime.tenant).items():
+            results.append(render.report_json(queries.orphan_report(xid, count)))
     return results
 
 
@@ -853,6 +875,8 @@ def broken_chains(app: App) -> list[tuple[str, ChainReport]]:
                 report = ChainReport(xid, 0, False, 1, str(exc))
             if not report.ok:
                 broken.append((tenants[xid], report))
+    for xid, (count, tenant) in queries.orphan_trails(app.uow_factory, None).items():
+        broken.append((tenant or "", queries.orphan_report(xid, count)))
     return broken
 
 
@@ -881,15 +905,20 @@ def recover(ctx: click.Context) -> None:
     """
     s = session_of(ctx)
     with s.app(existing=True) as (app, printer):
-        candidates = queries.executions_in(app.uow_factory, app.runtime.tenant, RECOVERABLE)
+        unreadable: list[str] = []
+        candidates = queries.executions_in(
+            app.uow_factory, app.runtime.tenant, RECOVERABLE, unreadable
+        )
         mode = (
             "exclusive store: leases ignored"
             if app.exclusive_store
             else "shared store: only expired leases are taken over"
         )
         s.echo(render.safe(f"recovering on {app.settings.display_store} ({mode})"))
-        if not candidates:
+        if not candidates and not unreadable:
             s.echo("nothing to recover")
+        for xid in unreadable:
+            s.echo(render.safe(f"  found {xid}  (its record does not read back)"))
         for x in candidates:
             printer.mark(x)
             definition = app.workflows.get(x.workflow_name)
@@ -904,22 +933,24 @@ def recover(ctx: click.Context) -> None:
             failures: list[tuple[str, str]] = []
         except RecoveryIncomplete as incomplete:
             resumed, failures = incomplete.resumed, incomplete.failures
+        handled = {x.id for x in resumed} | {xid for xid, _ in failures}
+        leased = [x.id for x in candidates if x.id not in handled]
         if s.json:
             s.emit(
                 {
-                    "found": len(candidates),
+                    "found": len(candidates) + len(unreadable),
                     "resumed": [
                         render.execution_json(x, app.workflows.get(x.workflow_name))
                         for x in resumed
                     ],
                     "failed": [{"execution_id": xid, "error": error} for xid, error in failures],
+                    "left_leased": leased,
                     "torn_transaction": _torn_json(app),
                     "unclean_shutdown": getattr(app.store, "unclean_shutdown", None),
                 }
             )
         for xid, error in failures:
             s.echo(render.safe(f"could not resume {xid}: {error}"))
-        skipped = len(candidates) - len(resumed) - len(failures)
         for x in resumed:
             s.echo(
                 render.safe(
@@ -927,10 +958,14 @@ def recover(ctx: click.Context) -> None:
                     + (f" ({x.last_error})" if x.last_error else "")
                 )
             )
-        if skipped:
-            s.echo(f"{skipped} execution{'s' * (skipped != 1)} left alone: leased by a live worker")
-        if candidates:
-            s.echo(f"recovered {len(resumed)} of {len(candidates)}")
+        if leased:
+            s.echo(
+                f"{len(leased)} execution{'s' * (len(leased) != 1)} left alone: leased by"
+                f" another worker until its lease expires ({', '.join(leased[:3])}"
+                f"{', ...' if len(leased) > 3 else ''})"
+            )
+        if candidates or unreadable:
+            s.echo(f"recovered {len(resumed)} of {len(candidates) + len(unreadable)}")
         crashed = getattr(app.store, "unclean_shutdown", None)
         if crashed:
             # A process died holding this store: the whole store is in question, whichever
@@ -1034,6 +1069,9 @@ def demo(ctx: click.Context, examples: Path | None) -> None:
         if folder.is_dir()
         else []
     )
+    if not folder.is_dir():
+        what = "is not a directory" if folder.exists() else "does not exist"
+        raise Failed(f"--examples {folder} {what}", EXIT_USAGE)
     if not paths:
         raise Failed(
             f"no sample documents (*.md, *.txt) in {folder}; pass --examples DIR", EXIT_USAGE
@@ -1142,6 +1180,7 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit status (errors are mapped to clean messages)."""
     session = Session()
     args = list(sys.argv[1:] if argv is None else argv)
+    terminated = _Sigterm()
     try:
         result = cli.main(args=args, prog_name="govkernel", obj=session, standalone_mode=False)
         return result if isinstance(result, int) else EXIT_OK
@@ -1149,8 +1188,10 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         exc.show()
         return exc.exit_code
     except (click.Abort, KeyboardInterrupt):
-        _error(f"interrupted; {_unfinished(session)}")
-        return 130
+        # Stopped like Ctrl-C, the store closed on the way out: not a crash to recover from.
+        stopped = "terminated" if terminated.happened else "interrupted"
+        _error(f"{stopped}; {_unfinished(session)}")
+        return 128 + (signal.SIGTERM if terminated.happened else signal.SIGINT)
     except Exception as exc:
         debug = session.debug or "--debug" in args
         if debug:
@@ -1159,6 +1200,27 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         for line in message.split("\n"):
             _error(line)
         return code
+    finally:
+        terminated.restore()
+
+
+class _Sigterm:
+    """Stop on SIGTERM (a service manager's stop) as on Ctrl-C, so the store is closed on
+    the way out. Only from the main thread, where Python delivers signals."""
+
+    def __init__(self) -> None:
+        self.happened = False
+        self._before: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self._before = signal.signal(signal.SIGTERM, self._stop)
+
+    def _stop(self, signum: int, frame: object) -> None:
+        self.happened = True
+        raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self._before is not None:
+            signal.signal(signal.SIGTERM, self._before)
 
 
 def _unfinished(session: Session) -> str:

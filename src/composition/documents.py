@@ -83,6 +83,9 @@ def parse_front_matter(text: str, *, name: str = "<text>") -> tuple[dict[str, st
         if key in meta:
             raise DocumentError(f"{name}:{number}: front matter key {key!r} given twice")
         meta[key] = _unquote(value.strip())
+        if not meta[key].strip():
+            # As for options: an empty value is refused, never replaced by a default.
+            raise DocumentError(f"{name}:{number}: front matter key {key!r} has no value")
     raise DocumentError(f"{name}: front matter opened with '---' is never closed")
 
 
@@ -177,9 +180,11 @@ def publication_request(
     for source in sources:
         for key in ("kind", "url"):
             if not ((options or {}).get(key) or source.meta.get(key)):
+                # Commands without the option (`demo`) read it from front matter only.
+                option = f"give --{key} or " if options is not None else ""
                 raise InvalidInput(
                     f"{source.path}: {key}",
-                    f"missing: give --{key} or a '{key}:' line in the file's front matter",
+                    f"missing: {option}add a '{key}:' line to the file's front matter",
                 )
     raw = {
         "documents": [document(s, options or {}) for s in sources],

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from domain.model.evidence import EventEnvelope
 from domain.model.execution import WorkflowExecution
-from domain.model.lifecycle import AuditEntry, ExecutionState
+from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from ports.errors import CorruptRecord, RecordNotFound
 from ports.unit_of_work import UnitOfWorkFactory
 
@@ -37,6 +37,30 @@ def recent_executions(
         )
 
 
+def orphan_trails(
+    uow_factory: UnitOfWorkFactory, tenant: str | None
+) -> dict[str, tuple[int, str | None]]:
+    """Audit trails whose execution record is gone (deleted from storage): how many entries
+    each holds and the tenant its first entry pinned. Those of `tenant`, or with None those
+    of every tenant, trails from before pins included."""
+    with uow_factory() as uow:
+        return {
+            xid: (count, pinned)
+            for xid, (count, pinned) in uow.audit.trails().items()
+            if (tenant is None or pinned == tenant) and uow.get("execution", xid) is None
+        }
+
+
+def orphan_report(execution_id: str, entries: int) -> ChainReport:
+    return ChainReport(
+        execution_id,
+        entries,
+        False,
+        1,
+        f"the execution record is gone, and its audit trail of {entries} entries remains",
+    )
+
+
 def every_execution(
     uow_factory: UnitOfWorkFactory, tenant: str, unreadable: list[str] | None = None
 ) -> list[WorkflowExecution]:
@@ -46,16 +70,25 @@ def every_execution(
 
 
 def executions_in(
-    uow_factory: UnitOfWorkFactory, tenant: str, states: tuple[ExecutionState, ...]
+    uow_factory: UnitOfWorkFactory,
+    tenant: str,
+    states: tuple[ExecutionState, ...],
+    unreadable: list[str] | None = None,
 ) -> list[WorkflowExecution]:
-    """Oldest first, as recovery resumes them."""
+    """Oldest first, as recovery resumes them. With `unreadable`, the ids of the tenant's
+    records in those states that do not read back are added to it, and the rest listed."""
+    others: list[str] = []
     with uow_factory() as uow:
         found = [
             x
             for state in states
-            for x in uow.executions.in_state(state, with_input=False)
+            for x in uow.executions.in_state(
+                state, with_input=False, unreadable=None if unreadable is None else others
+            )
             if x.tenant == tenant
         ]
+        if unreadable is not None:
+            unreadable += [k for k in others if uow.executions.tenant_of(k) == tenant]
     return sorted(found, key=lambda x: x.created_at)
 
 

@@ -274,6 +274,9 @@ def _parse(key: _Key, raw: _Raw, base: Path, problems: list[Problem]) -> object:
             return value
         if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
             return value.strip().lower() in _TRUE
+        if not isinstance(value, str):  # a TOML value: true or false, or one of the words
+            quoted = ", ".join(f'"{w}"' for w in _TRUE + _FALSE)
+            return bad(f"{_shown(key, value)} is not a boolean", f"true, false, {quoted}")
         return bad(f"{_shown(key, value)} is not a boolean", ", ".join(_TRUE + _FALSE))
     if not isinstance(value, str):
         return bad(f"must be a string, got {type(value).__name__}")

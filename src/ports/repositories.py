@@ -6,6 +6,7 @@ storage does with the documents is the adapter's business (ports.unit_of_work).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -241,12 +242,17 @@ class Executions(_Repository):
         return found
 
     def in_state(
-        self, state: ExecutionState, limit: int | None = None, *, with_input: bool = True
+        self,
+        state: ExecutionState,
+        limit: int | None = None,
+        *,
+        with_input: bool = True,
+        unreadable: list[str] | None = None,
     ) -> list[WorkflowExecution]:
         rows = self._uow.select(
             self.table, {"state": state.value}, order_by="created_at", limit=limit
         )
-        return self._with_inputs(rows, with_input)
+        return self._with_inputs(rows, with_input, unreadable)
 
     def every(
         self,
@@ -308,3 +314,25 @@ class AuditTrail(_Repository):
         """Entries in storage-key order (not by their own sequence field), so a swap shows."""
         rows = self._uow.select(self.table, {"execution_id": execution_id})
         return [records.audit_from(d) for _, d in rows]
+
+    def trails(self) -> dict[str, tuple[int, str | None]]:
+        """Every execution with entries in storage: how many, and the tenant its first entry
+        pinned (None for trails from before pins). A whole-table read, for whole-store
+        checks: an execution whose record is gone still has its trail."""
+        found: dict[str, tuple[int, str | None]] = {}
+        for _, doc in self._uow.select(self.table, {}):
+            xid = doc.get("execution_id")
+            if not isinstance(xid, str):
+                continue
+            count, tenant = found.get(xid, (0, None))
+            found[xid] = (count + 1, tenant or _pinned_tenant(doc.get("pinned")))
+        return found
+
+
+def _pinned_tenant(pinned: object) -> str | None:
+    try:
+        facts = json.loads(pinned) if isinstance(pinned, str) else None
+    except ValueError:
+        return None
+    tenant = facts.get("tenant") if isinstance(facts, dict) else None
+    return tenant if isinstance(tenant, str) else None

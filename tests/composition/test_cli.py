@@ -232,9 +232,41 @@ def test_recover_resumes_an_interrupted_execution(gk: Cli) -> None:
         "found": 0,
         "resumed": [],
         "failed": [],
+        "left_leased": [],
         "torn_transaction": None,
         "unclean_shutdown": None,
     }
+
+
+def test_recover_resumes_the_others_when_one_record_does_not_read_back(gk: Cli) -> None:
+    settings = load_settings({"GOVKERNEL_STORE": gk.url}, cwd=gk.cwd)
+
+    def crash_at_second_commit(factory: UnitOfWorkFactory) -> UnitOfWorkFactory:
+        return FaultInjector(factory, FaultPlan(fail_at_commit=2))
+
+    for n in (1, 2):
+        with build_app(settings, Overrides(wrap_uow_factory=crash_at_second_commit)) as app:
+            request = publication_request(
+                [read_source(IMF)], title="Crashed", publication_id=f"bad-{n}", policy_refs=["P"]
+            )
+            with pytest.raises(InjectedFault):
+                app.orchestrator.start(kp.NAME, request.to_input())
+    with build_app(settings) as app:
+        running = (ExecutionState.RUNNING,)
+        damaged, other = (
+            x.id for x in queries.executions_in(app.uow_factory, app.runtime.tenant, running)
+        )
+    with SurrealStore(SurrealConfig(gk.url)) as store:
+        store.select_rows(
+            "UPDATE $r SET outputs_json = '{bad'", {"r": RecordID("execution", damaged)}
+        )
+    done = gk("recover", code=1)
+    assert f"found {damaged}  (its record does not read back)" in done.stdout
+    assert f"resumed {other}: succeeded" in done.stdout
+    assert f"could not be resumed, first {damaged}: CorruptRecord" in done.stderr
+    report = gk.json("recover", code=1)
+    assert [f["execution_id"] for f in report["failed"]] == [damaged]
+    assert report["found"] == 1 and report["resumed"] == []
 
 
 def test_exit_statuses_and_clean_errors(gk: Cli) -> None:
@@ -308,6 +340,22 @@ def test_tampered_audit_entry_fails_verification(fresh: Cli) -> None:
     assert shown["verification"]["first_bad_sequence"] == 3
 
 
+def test_an_execution_record_deleted_from_storage_is_reported_by_its_trail(fresh: Cli) -> None:
+    gone = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    kept = fresh.json("run", "knowledge-publication", str(IMF))["execution_id"]
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        store.select_rows("DELETE $r", {"r": RecordID("execution", gone)})
+    done = fresh("audit", "verify", code=1)
+    assert f"{gone}" in done.stdout and "the execution record is gone" in done.stdout
+    report = fresh.json("audit", "verify", code=1)
+    assert {r["execution_id"]: r["ok"] for r in report["reports"]} == {kept: True, gone: False}
+    # Another tenant's trails are not this tenant's to name.
+    assert fresh.json("audit", "verify", env={"GOVKERNEL_TENANT": "beta"})["ok"]
+    # After a crash, every tenant's are checked before the crash is forgotten.
+    _die_holding(fresh.url)
+    assert f"broken after the crash, first {gone}" in fresh("recover", code=1).stderr
+
+
 @pytest.mark.parametrize("removed", ["middle", "end of a page", "last"])
 def test_a_removed_event_is_reported_not_silently_skipped(fresh: Cli, removed: str) -> None:
     """Positions have no gaps: a missing one must not end the listing quietly, hiding every
@@ -379,6 +427,34 @@ def test_a_reader_that_stops_reading_does_not_stop_the_run(fresh: Cli) -> None:
     assert "Traceback" not in err and "BrokenPipe" not in err
     (listed,) = fresh.json("executions", "list")
     assert listed["state"] == "succeeded"
+
+
+def test_sigterm_stops_a_command_like_ctrl_c_and_closes_the_store(fresh: Cli) -> None:
+    fresh("run", "knowledge-publication", str(FRED))
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from composition import cli, queries\n"
+            "def slow(*args, **kwargs):\n"
+            "    print('listing', flush=True)\n"
+            "    time.sleep(60)\n"
+            "queries.recent_executions = slow\n"
+            f"sys.exit(cli.run_cli(['--store', {fresh.url!r}, 'executions', 'list']))\n",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stdout.readline() == "listing\n"
+    child.terminate()
+    _, err = child.communicate(timeout=30)
+    assert child.returncode == 143
+    assert "terminated; nothing was changed" in err
+    lock = Path(fresh.url.removeprefix("surrealkv://") + ".lock")
+    assert lock.read_text().startswith("closed ")  # closed on the way out: no crash to check
+    assert "not closed cleanly" not in fresh("recover").stdout
 
 
 def _die_holding(store_url: str) -> None:

@@ -35,6 +35,8 @@ def test_front_matter_is_split_from_the_body() -> None:
         ("---\nkind imf\n---\nx", "must be 'key: value'"),
         ("---\nkidn: imf\n---\nx", "unknown front matter key 'kidn'"),
         ("---\nkind: imf\nkind: bis\n---\nx", "given twice"),
+        ("---\ntitle: \n---\nx", "'title' has no value"),
+        ("---\ntitle: ''\n---\nx", "'title' has no value"),
         ("---\nkind: imf\n", "never closed"),
     ],
 )
@@ -87,8 +89,14 @@ def test_errors_name_the_file_and_field(tmp_path: Path) -> None:
         publication_request([read_source(path)], title="T", publication_id="p", policy_refs=["P"])
     assert info.value.field == f"{path}: source_url"
     path.write_text("Text without metadata\n")
-    with pytest.raises(InvalidInput, match="give --kind"):
+    with pytest.raises(InvalidInput, match="give --kind or add a 'kind:' line"):
+        publication_request(
+            [read_source(path)], title="T", publication_id="p", policy_refs=["P"], options={}
+        )
+    # Without options (`demo` takes none), the front matter is the only place to say it.
+    with pytest.raises(InvalidInput, match="missing: add a 'kind:' line") as info:
         publication_request([read_source(path)], title="T", publication_id="p", policy_refs=["P"])
+    assert "--kind" not in str(info.value)
     with pytest.raises(DocumentError, match="no such file"):
         read_source(tmp_path / "missing.md")
 

@@ -263,3 +263,12 @@ def test_settings_repr_hides_secrets() -> None:
     s = Settings(store_url=f"ws://u:{SECRET}@h:1", username="root", password=SECRET)
     assert SECRET not in repr(s) and "'***'" in repr(s)
     assert s.display_store == "ws://***@h:1"
+
+
+def test_a_toml_number_for_a_boolean_is_refused_saying_what_a_file_takes(tmp_path: Path) -> None:
+    path = tmp_path / "freeze.toml"
+    path.write_text("change_freeze = 1\n")
+    [problem] = problems({}, tmp_path, config_file=path)
+    assert "is not a boolean" in str(problem)
+    assert problem.allowed is not None and problem.allowed.startswith("true, false, ")
+    assert '"1"' in problem.allowed  # the words are strings in a file

@@ -921,6 +921,19 @@ def test_one_inconsistent_execution_does_not_keep_recovery_from_the_others(world
     assert failed_id == broken.id and "past its last step" in error
 
 
+def test_a_record_that_does_not_read_back_does_not_keep_recovery_from_the_others(
+    world: World,
+) -> None:
+    orch = world.orch()
+    damaged, other = (orch.start(WORKFLOW, request(f"pub-{n}"), run=False) for n in (1, 2))
+    world.door.edit_execution(damaged.id, {"outputs_json": "{bad"})
+    with pytest.raises(RecoveryIncomplete) as incomplete:
+        world.orch("worker-2").recover(ignore_leases=True)
+    assert [x.id for x in incomplete.value.resumed] == [other.id]
+    [(failed_id, error)] = incomplete.value.failures
+    assert failed_id == damaged.id and error.startswith("CorruptRecord")
+
+
 class _Recording(WrappingUnitOfWork):
     batches: list[Batch] = []
 

@@ -27,7 +27,7 @@ from adapters.surrealdb import SurrealConfig, SurrealStore, compiler
 from adapters.surrealdb.compiler import EVENTS_COUNTER as COUNTER
 from domain.model.lifecycle import ExecutionState
 from ports.clock import FixedClock, SequentialIds
-from ports.errors import InjectedFault
+from ports.errors import InjectedFault, StorageUnavailable
 from tests.workflow.harness import T0, TENANT, WORKFLOW, orchestrator, request
 
 CUTS = 24  # truncation points spread over the last transaction's bytes
@@ -198,3 +198,39 @@ def test_without_the_journal_the_engine_keeps_a_prefix(
         not in (unjournaled.state_before, unjournaled.state_after)
     ]
     assert partial, "the engine no longer keeps a torn prefix: the journal may be unneeded"
+
+
+def _executions(path: Path) -> int:
+    with _open(path, journaled=True) as store:
+        return len(SurrealBackdoor(store).snapshot()["execution"])
+
+
+def test_a_log_damaged_further_in_is_refused_not_cut_silently(
+    logged: Logged, tmp_path: Path
+) -> None:
+    """The engine repairs a damaged record by cutting its log there, with every transaction
+    after it. After a clean close there is no torn tail to cut: the store is refused, every
+    time, until someone removes its lock file to go on with what is left."""
+    copy = tmp_path / "damaged"
+    shutil.copytree(logged.path, copy)
+    lock = copy.with_name(copy.name + ".lock")
+    whole = _executions(copy)  # closed cleanly: the lock file keeps the log's size
+    assert lock.read_text() == f"closed {_size(copy)}"
+    with _segment(copy).open("r+b") as log:  # four bytes flipped in the middle of the log
+        log.seek(_size(copy) // 2)
+        log.write(b"\x00\x00\x00\x00")
+    for _ in range(2):
+        with pytest.raises(StorageUnavailable, match=r"was damaged: .* bytes cut are lost"):
+            _open(copy, journaled=True)
+    assert lock.read_text().startswith("damaged ")
+    lock.unlink()
+    assert _executions(copy) < whole  # what the engine cut is gone: the refusal said so
+
+
+def test_a_store_closed_cleanly_opens_again_and_again(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    for n in range(3):
+        with _open(path, journaled=True) as store:
+            orch = orchestrator(store.unit_of_work, FixedClock(T0), ids=SequentialIds(n * 1000))
+            orch.start(WORKFLOW, request(f"pub-{n}"), idempotency_key=f"k{n}")
+    assert _executions(path) == 3

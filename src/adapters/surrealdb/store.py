@@ -69,7 +69,9 @@ class StoreLock:
     so the second one must fail loudly instead. The lock file also remembers a holder that
     died without closing the store, until someone acknowledges having checked the store
     (`govkernel recover` does, once every audit chain verifies): `<pid>` while held,
-    `unclean <pid>` for a crash not yet checked, empty when closed cleanly.
+    `unclean <pid>` for a crash not yet checked, `closed <bytes>` (or empty, before log sizes
+    were kept) when closed cleanly, `damaged <bytes> <bytes>` once the engine was seen to cut
+    committed transactions from the log of a store closed cleanly.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -77,6 +79,10 @@ class StoreLock:
         self._file: TextIO | None = None
         # The pid of a holder that died without closing the store, until acknowledged.
         self.crashed_holder: str | None = None
+        # The size of the engine's log when the store was last closed cleanly.
+        self.closed_log_bytes: int | None = None
+        # The log's size when closed cleanly and when next opened, once it was found cut.
+        self.damaged: tuple[int, int] | None = None
 
     def acquire(self) -> None:
         try:
@@ -113,22 +119,35 @@ class StoreLock:
                 " stop it or choose another store"
             ) from None
         left = handle.read(64).split()
+        sizes = [int(t) for t in left[1:3] if t.isascii() and t.isdigit()]
         if left[:1] == ["unclean"]:
             self.crashed_holder = _pid(left[1:2])
+        elif left[:1] == ["closed"] and len(sizes) == 1:
+            self.closed_log_bytes = sizes[0]
+        elif left[:1] == ["damaged"] and len(sizes) == 2:
+            self.damaged = (sizes[0], sizes[1])
         elif left:
             self.crashed_holder = _pid(left[:1])
         self._file = handle
-        self._write(str(os.getpid()))
+        if self.damaged is None:  # kept as it is until someone removes the lock file
+            self._write(str(os.getpid()))
 
     def acknowledge_crash(self) -> None:
         """The store was checked after its holder's crash: forget that it happened."""
         self.crashed_holder = None
         self._write(str(os.getpid()))
 
-    def release(self) -> None:
+    def mark_damaged(self, closed: int, found: int) -> None:
+        self.damaged = (closed, found)
+        self._write(f"damaged {closed} {found}")
+
+    def release(self, log_bytes: int | None = None) -> None:
         if self._file is not None:
-            # Empty says the store was closed cleanly; a crash not yet checked is kept.
-            self._write(f"unclean {self.crashed_holder}" if self.crashed_holder else "")
+            # A crash not yet checked is kept, and so is damage; otherwise the store was
+            # closed cleanly, with a log of this size.
+            if self.damaged is None:
+                closed = "" if log_bytes is None else f"closed {log_bytes}"
+                self._write(f"unclean {self.crashed_holder}" if self.crashed_holder else closed)
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
             self._file = None
@@ -142,6 +161,14 @@ class StoreLock:
             # Durable, so that a power loss cannot hide that the holder died: the next open
             # settles the log only when it knows (SurrealStore._settle_log).
             os.fsync(self._file.fileno())
+
+
+def _log_bytes(path: Path) -> int:
+    """The size of the engine's commit log: the segments in the store's `clog` directory."""
+    try:
+        return sum(f.stat().st_size for f in (path / "clog").iterdir() if f.is_file())
+    except OSError:
+        return 0
 
 
 def _pid(tokens: list[str]) -> str:
@@ -200,6 +227,8 @@ class SurrealStore:
                 os.environ.setdefault("SURREAL_SYNC_DATA", "true")
         try:
             self._connect(url)
+            if self._file_lock is not None and cfg.path is not None:
+                self._refuse_a_cut_log(store_directory(cfg.path))
             # Repair a torn transaction first, under the schema it was written for: a
             # migration then moves its data like any other's.
             if self.journaled:
@@ -219,6 +248,31 @@ class SurrealStore:
             raise StorageUnavailable(
                 f"cannot open SurrealDB store ({cfg.scheme}://): {cause}"
             ) from None
+
+    def _refuse_a_cut_log(self, path: Path) -> None:
+        """Refuse a store whose log the engine cut as it opened it, after a clean close.
+
+        The engine repairs a damaged record in its log by cutting the log there, with every
+        transaction after it: right for a record torn by a crash at the tail, silent loss
+        of committed work for damage further in. A store closed cleanly has no torn tail, so
+        a log now shorter than it was left lost committed transactions, and nothing reading
+        it can be trusted to say what the store holds.
+        """
+        lock = self._file_lock
+        assert lock is not None
+        if lock.damaged is None:
+            found = _log_bytes(path)
+            closed = lock.closed_log_bytes
+            if closed is None or found >= closed:
+                return
+            lock.mark_damaged(closed, found)
+        closed, found = lock.damaged or (0, 0)
+        raise StorageUnavailable(
+            f"the store's log at {path} was damaged: it was {closed} bytes when the store was"
+            f" last closed cleanly, and opening it cut it to {found}; the committed"
+            f" transactions in the {closed - found} bytes cut are lost. Restore {path} from a"
+            f" backup; to go on with what is left instead, remove {lock.path}"
+        )
 
     def _connect(self, url: str) -> None:
         cfg = self.config
@@ -315,7 +369,8 @@ class SurrealStore:
                     self._db.close()
                 self._db = None
             if self._file_lock is not None:
-                self._file_lock.release()
+                path = self.config.path
+                self._file_lock.release(_log_bytes(store_directory(path)) if path else None)
                 self._file_lock = None
 
     def __enter__(self) -> SurrealStore:
@@ -338,11 +393,18 @@ class SurrealStore:
                 self.round_trips += 1
                 response = self._db.query_raw(text, params)
             except Exception as exc:
-                raise StorageUnavailable(f"SurrealDB query failed: {_brief(exc)}") from None
+                raise StorageUnavailable(f"SurrealDB query failed: {self._cause(exc)}") from None
         if "error" in response:
             raise StorageUnavailable(f"SurrealDB rejected a query: {_brief(response['error'])}")
         rows: list[dict[str, Any]] = response["result"]
         return rows
+
+    def _cause(self, exc: Exception) -> str:
+        if self.config.scheme in EMBEDDED:
+            return _brief(exc)
+        if type(exc).__name__.startswith("ConnectionClosed"):  # websockets' own words
+            return f"the connection to {self.config.server} was lost ({_brief(exc)})"
+        return _remote_cause(exc, self.config)
 
     def select_rows(self, text: str, params: dict[str, Any]) -> list[Any]:
         rows = self._query(text, params)
@@ -365,7 +427,7 @@ class SurrealStore:
                     raise InvalidRecord(f"query rejected: {_brief(exc)}") from None
                 # The engine may have committed before the failure surfaced (seen with
                 # values it cannot encode back): only a re-read can tell.
-                raise CommitOutcomeUnknown(f"commit outcome unknown: {_brief(exc)}") from None
+                raise CommitOutcomeUnknown(f"commit outcome unknown: {self._cause(exc)}") from None
         rows = compiler.rows_of(compiled, response)
         error = compiler.failure(compiled, batch, rows)
         if error is not None:

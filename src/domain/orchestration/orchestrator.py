@@ -369,15 +369,18 @@ class Orchestrator:
         be running them, so it need not wait for the leases of a crashed run to expire.
         """
         now = self._runtime.clock.now()
+        unreadable: list[str] = []
         with self._uow_factory() as uow:
             candidates = [
                 x
                 for state in RECOVERABLE
-                for x in uow.executions.in_state(state, with_input=False)  # each run re-reads
+                # Each run re-reads; a record that does not read back is named, not a stop.
+                for x in uow.executions.in_state(state, with_input=False, unreadable=unreadable)
                 if x.tenant == self._runtime.tenant
             ]
+            ours = [k for k in unreadable if uow.executions.tenant_of(k) == self._runtime.tenant]
         resumed = []
-        failures = []
+        failures = [(key, self._why_unreadable(key)) for key in ours]
         for execution in candidates:
             leased_elsewhere = execution.lease_owner not in (None, self.worker_id)
             if not ignore_leases and leased_elsewhere and not execution.lease_expired(now):
@@ -391,6 +394,13 @@ class Orchestrator:
         if failures:
             raise RecoveryIncomplete(resumed, failures)
         return resumed
+
+    def _why_unreadable(self, execution_id: str) -> str:
+        try:
+            self.get(execution_id)
+        except Exception as exc:
+            return describe(exc)
+        return "it could not be read"  # it reads now: someone repaired it meanwhile
 
     # -- queries -----------------------------------------------------------------------------
 
