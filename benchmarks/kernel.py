@@ -12,8 +12,9 @@ the machine skews one pair, not the figure. The kernel's ratio to raw should be 
 with one round trip per commit.
 
 On `surrealkv://` every kernel commit also carries the journal that lets a transaction torn
-by a crash be undone on the next open (compiler.repair); a third side, the same
-hand-written transaction with that journal, shows the kernel's own cost apart from it.
+by a crash be undone on the next open (compiler.repair), and the source's key record (its
+natural key read by id, schema.KEYED); a third side, the same hand-written transaction with
+that journal and key record, shows the kernel's own cost apart from what it writes.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from surrealdb import RecordID
 
 from adapters.contract import samples
 from adapters.surrealdb import SurrealConfig, SurrealStore
-from adapters.surrealdb.compiler import COMMITTED_MARKER, EVENTS_COUNTER
+from adapters.surrealdb.compiler import COMMITTED_MARKER, EVENTS_COUNTER, key_record
+from adapters.surrealdb.schema import KEYED
 from domain.model.evidence import EventEnvelope, EvidenceManifest
 from domain.model.knowledge import KnowledgeSource
 from ports import records
@@ -75,12 +77,14 @@ RAW_TEXT = (
 
 
 # The same writes with the crash journal a `surrealkv://` commit carries (see
-# compiler.repair): the hand-written equal of what the kernel does there.
+# compiler.repair) and the source's key record: the hand-written equal of what the kernel
+# writes there.
 JOURNALED_RAW_TEXT = (
     "BEGIN TRANSACTION;\n"
     "LET $p = (UPSERT ONLY $ctr SET n += 1, journal = { txn: $txn, base: n - 1,"
-    " created: [$s, $e, $v], before: [] } RETURN VALUE n);\n"
+    " created: [$s, $k, $e, $v], before: [] } RETURN VALUE n);\n"
     "CREATE $s CONTENT $sd RETURN NONE;\n"
+    "UPSERT $k SET ref = $s RETURN NONE;\n"
     "CREATE $e CONTENT $ed RETURN NONE;\n"
     f"CREATE $v SET {', '.join(f'{f} = $vd.{f}' for f in _EVENT_FIELDS)}, position = $p"
     " RETURN NONE;\n"
@@ -99,7 +103,15 @@ def raw_params(mutation: Mutation, *, journaled: bool = False) -> dict[str, Any]
         "v": RecordID("event", event.id),
         "vd": records.event_doc(event),
         "ctr": EVENTS_COUNTER,
-    } | ({"txn": uuid.uuid4().hex, "done": COMMITTED_MARKER} if journaled else {})
+    } | (
+        {
+            "txn": uuid.uuid4().hex,
+            "done": COMMITTED_MARKER,
+            "k": key_record(*KEYED["knowledge_source"][0], records.source_doc(source)),
+        }
+        if journaled
+        else {}
+    )
 
 
 def raw_commit(connection: Any, params: dict[str, Any]) -> None:

@@ -110,11 +110,25 @@ def events_after(
     """
     found: list[EventEnvelope] = []
     while len(found) < limit:
+        unreadable: CorruptRecord | None = None
         with uow_factory() as uow:
             # Read first: every event up to the head had committed by then, so the page
             # must hold each of them it covers, whatever commits meanwhile.
             head = uow.events.head()
-            page = uow.events.read_after(position, limit)
+            try:
+                page = uow.events.read_after(position, limit)
+            except CorruptRecord as exc:  # the events before the damaged one still count
+                unreadable, page = exc, []
+                while len(page) < limit:
+                    last = (page[-1].position or position) if page else position
+                    try:
+                        page += uow.events.read_after(last, 1)
+                    except CorruptRecord:
+                        break
+        if unreadable is not None:
+            found += [e for e in page if e.tenant == tenant]
+            bad = ((page[-1].position or position) if page else position) + 1
+            raise EventGap(bad, found[:limit], f"cannot be read ({unreadable})")
         for event in page:
             if event.position != position + 1:
                 raise EventGap(position + 1, found)
@@ -131,12 +145,17 @@ def events_after(
 
 
 class EventGap(CorruptRecord):
-    """A position is missing from the event log: `found` holds the events read before it."""
+    """A position of the event log is missing or cannot be read: `found` holds the events
+    read before it."""
 
-    def __init__(self, position: int, found: list[EventEnvelope]) -> None:
+    def __init__(
+        self,
+        position: int,
+        found: list[EventEnvelope],
+        problem: str = "is missing; an event was removed from the store",
+    ) -> None:
         super().__init__(
-            f"event log: position {position} is missing; an event was removed from the store,"
-            " and the events after it are not shown"
+            f"event log: position {position} {problem}, and the events after it are not shown"
         )
         self.position = position
         self.found = found

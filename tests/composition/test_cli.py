@@ -374,6 +374,16 @@ def test_a_removed_event_is_reported_not_silently_skipped(fresh: Cli, removed: s
     assert [e["position"] for e in shown] == list(range(1, position))
 
 
+def test_an_unreadable_event_is_reported_after_the_events_before_it(fresh: Cli) -> None:
+    fresh("run", "knowledge-publication", str(FRED))
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        store.select_rows("UPDATE event SET type = 'knowledge.no_such_type' WHERE position = 3", {})
+    done = fresh("events", code=1)
+    assert "position 3 cannot be read" in done.stderr and "Traceback" not in done.stderr
+    shown = fresh.json("events", code=1)
+    assert [e["position"] for e in shown] == [1, 2]
+
+
 def test_one_unreadable_execution_hides_nothing_else(fresh: Cli) -> None:
     """A record damaged by hand is reported broken; tampering elsewhere is still found, and
     the listing shows everything it can read."""
