@@ -88,8 +88,11 @@ class StoreLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            # mkdir says "File exists" when a file stands where a directory of the path goes.
+            blocked = next((p for p in self.path.parents if p.exists() and not p.is_dir()), None)
+            why = f"{blocked} is a file, not a directory" if blocked else exc.strerror or exc
             raise StorageUnavailable(
-                f"cannot use store {self.path.with_suffix('')}: {exc.strerror or exc}"
+                f"cannot use store {self.path.with_suffix('')}: {why}"
             ) from None
         try:
             # Never through a symbolic link, and only a regular file: the lock is rewritten,
