@@ -44,10 +44,16 @@ def orphan_trails(
     each holds and the tenant its first entry pinned. Those of `tenant`, or with None those
     of every tenant, trails from before pins included."""
     with uow_factory() as uow:
+        starts = {
+            xid: pinned
+            for xid, pinned in uow.audit.starts().items()
+            if tenant is None or pinned == tenant
+        }
+        present = uow.get_many("execution", list(starts))
         return {
-            xid: (count, pinned)
-            for xid, (count, pinned) in uow.audit.trails().items()
-            if (tenant is None or pinned == tenant) and uow.get("execution", xid) is None
+            xid: (len(uow.audit.for_execution(xid)), pinned)
+            for xid, pinned in starts.items()
+            if xid not in present
         }
 
 

@@ -315,18 +315,16 @@ class AuditTrail(_Repository):
         rows = self._uow.select(self.table, {"execution_id": execution_id})
         return [records.audit_from(d) for _, d in rows]
 
-    def trails(self) -> dict[str, tuple[int, str | None]]:
-        """Every execution with entries in storage: how many, and the tenant its first entry
-        pinned (None for trails from before pins). A whole-table read, for whole-store
-        checks: an execution whose record is gone still has its trail."""
-        found: dict[str, tuple[int, str | None]] = {}
-        for _, doc in self._uow.select(self.table, {}):
-            xid = doc.get("execution_id")
-            if not isinstance(xid, str):
-                continue
-            count, tenant = found.get(xid, (0, None))
-            found[xid] = (count + 1, tenant or _pinned_tenant(doc.get("pinned")))
-        return found
+    def starts(self) -> dict[str, str | None]:
+        """Every execution whose first entry is in storage, with the tenant that entry pinned
+        (None for trails from before pins): for whole-store checks, such as an execution
+        whose record is gone while its trail remains. Reads every first entry."""
+        rows = self._uow.select(self.table, {"sequence": 1})
+        return {
+            doc["execution_id"]: _pinned_tenant(doc.get("pinned"))
+            for _, doc in rows
+            if isinstance(doc.get("execution_id"), str)
+        }
 
 
 def _pinned_tenant(pinned: object) -> str | None:

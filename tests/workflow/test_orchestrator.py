@@ -1240,7 +1240,7 @@ def test_a_hook_that_fails_does_not_stop_the_run(
         # Waits an instant could not be stored for: the commit scheduling them would fail.
         {"backoff": timedelta(days=999_999_999)},
         {"max_delay": timedelta(days=366)},
-        {"backoff": timedelta(hours=2)},  # longer than the longest wait
+        {"backoff": timedelta(hours=2), "max_delay": timedelta(hours=1)},  # over the longest
     ],
 )
 def test_a_retry_policy_that_cannot_work_is_refused(policy: dict[str, Any]) -> None:
@@ -1253,6 +1253,8 @@ def test_retry_waits_grow_up_to_the_longest_wait_and_no_further() -> None:
     assert policy.delay(1) == timedelta(seconds=1)
     assert policy.delay(2) == timedelta(days=2)
     assert policy.delay(10_000) == timedelta(days=2)  # past what a float holds: no overflow
+    assert RetryPolicy(max_attempts=2000, backoff=timedelta(0)).delay(1025) == timedelta(0)
+    assert RetryPolicy(backoff=timedelta(days=30)).delay(1) == timedelta(days=30)
 
 
 def _failing(error: BaseException) -> WorkflowDefinition:

@@ -234,3 +234,47 @@ def test_a_store_closed_cleanly_opens_again_and_again(tmp_path: Path) -> None:
             orch = orchestrator(store.unit_of_work, FixedClock(T0), ids=SequentialIds(n * 1000))
             orch.start(WORKFLOW, request(f"pub-{n}"), idempotency_key=f"k{n}")
     assert _executions(path) == 3
+
+
+def test_a_store_deleted_to_start_over_opens_new(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with _open(path, journaled=True) as store:
+        orchestrator(store.unit_of_work, FixedClock(T0)).start(WORKFLOW, request("pub-1"))
+    shutil.rmtree(path)  # the lock file beside it keeps the old log's size
+    assert _executions(path) == 0
+
+
+def test_a_store_gone_back_in_time_is_refused_until_its_lock_file_is_removed(
+    tmp_path: Path,
+) -> None:
+    """A backup restored on purpose looks like damage (a shorter log than at the last clean
+    close): the operator says which it is."""
+    path = tmp_path / "store"
+    ids = SequentialIds()
+    with _open(path, journaled=True) as store:
+        orchestrator(store.unit_of_work, FixedClock(T0), ids=ids).start(WORKFLOW, request("p1"))
+    shutil.copytree(path, tmp_path / "backup")
+    with _open(path, journaled=True) as store:
+        orchestrator(store.unit_of_work, FixedClock(T0), ids=ids).start(WORKFLOW, request("p2"))
+    shutil.rmtree(path)
+    shutil.copytree(tmp_path / "backup", path)
+    lock = path.with_name("store.lock")
+    with pytest.raises(StorageUnavailable, match=f"remove {lock} to open it again"):
+        _open(path, journaled=True)
+    lock.unlink()
+    assert _executions(path) == 1
+
+
+def test_a_store_interrupted_while_opening_is_closed_all_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "store"
+    _open(path, journaled=True).close()
+
+    def interrupted(store: SurrealStore) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SurrealStore, "_apply_schema", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _open(path, journaled=True)
+    assert path.with_name("store.lock").read_text().startswith("closed ")

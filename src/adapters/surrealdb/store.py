@@ -75,6 +75,7 @@ class StoreLock:
     """
 
     def __init__(self, directory: Path) -> None:
+        self.directory = directory
         self.path = directory.with_name(directory.name + ".lock")
         self._file: TextIO | None = None
         # The pid of a holder that died without closing the store, until acknowledged.
@@ -144,12 +145,17 @@ class StoreLock:
         self.damaged = (closed, found)
         self._write(f"damaged {closed} {found}")
 
-    def release(self, log_bytes: int | None = None) -> None:
+    def forget_log(self) -> None:
+        """The directory holds no log (new, or deleted to start over): nothing to hold it to."""
+        self.closed_log_bytes = self.damaged = None
+        self._write(str(os.getpid()))
+
+    def release(self) -> None:
         if self._file is not None:
             # A crash not yet checked is kept, and so is damage; otherwise the store was
             # closed cleanly, with a log of this size.
             if self.damaged is None:
-                closed = "" if log_bytes is None else f"closed {log_bytes}"
+                closed = f"closed {_log_bytes(self.directory)}"
                 self._write(f"unclean {self.crashed_holder}" if self.crashed_holder else closed)
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
@@ -225,13 +231,15 @@ class SurrealStore:
             url = f"{cfg.scheme}://{path}"
             self._file_lock = StoreLock(path)
             self._file_lock.acquire()
+            if not (path / "clog").is_dir():
+                self._file_lock.forget_log()
             self.unclean_shutdown = self._file_lock.crashed_holder
             if cfg.sync_data:
                 os.environ.setdefault("SURREAL_SYNC_DATA", "true")
         try:
             self._connect(url)
-            if self._file_lock is not None and cfg.path is not None:
-                self._refuse_a_cut_log(store_directory(cfg.path))
+            if self._file_lock is not None:
+                self._refuse_a_cut_log(self._file_lock)
             # Repair a torn transaction first, under the schema it was written for: a
             # migration then moves its data like any other's.
             if self.journaled:
@@ -240,6 +248,9 @@ class SurrealStore:
                     self._settle_log(url)
             self._apply_schema()
         except PortError:
+            self.close()
+            raise
+        except (KeyboardInterrupt, SystemExit):  # stopped while opening: closed all the same
             self.close()
             raise
         except Exception as exc:
@@ -252,29 +263,29 @@ class SurrealStore:
                 f"cannot open SurrealDB store ({cfg.scheme}://): {cause}"
             ) from None
 
-    def _refuse_a_cut_log(self, path: Path) -> None:
+    def _refuse_a_cut_log(self, lock: StoreLock) -> None:
         """Refuse a store whose log the engine cut as it opened it, after a clean close.
 
         The engine repairs a damaged record in its log by cutting the log there, with every
         transaction after it: right for a record torn by a crash at the tail, silent loss
         of committed work for damage further in. A store closed cleanly has no torn tail, so
         a log now shorter than it was left lost committed transactions, and nothing reading
-        it can be trusted to say what the store holds.
+        it can be trusted to say what the store holds. A store restored from a backup looks
+        the same: the operator says which it is by removing the lock file.
         """
-        lock = self._file_lock
-        assert lock is not None
         if lock.damaged is None:
-            found = _log_bytes(path)
+            found = _log_bytes(lock.directory)
             closed = lock.closed_log_bytes
             if closed is None or found >= closed:
                 return
             lock.mark_damaged(closed, found)
         closed, found = lock.damaged or (0, 0)
         raise StorageUnavailable(
-            f"the store's log at {path} was damaged: it was {closed} bytes when the store was"
-            f" last closed cleanly, and opening it cut it to {found}; the committed"
-            f" transactions in the {closed - found} bytes cut are lost. Restore {path} from a"
-            f" backup; to go on with what is left instead, remove {lock.path}"
+            f"the store's log at {lock.directory} was damaged: it was {closed} bytes when the"
+            f" store was last closed cleanly, and opening it cut it to {found}; the committed"
+            f" transactions in the {closed - found} bytes cut are lost. Restore it from a"
+            f" backup or go on with what is left: either way, remove {lock.path} to open it"
+            " again"
         )
 
     def _connect(self, url: str) -> None:
@@ -372,8 +383,7 @@ class SurrealStore:
                     self._db.close()
                 self._db = None
             if self._file_lock is not None:
-                path = self.config.path
-                self._file_lock.release(_log_bytes(store_directory(path)) if path else None)
+                self._file_lock.release()
                 self._file_lock = None
 
     def __enter__(self) -> SurrealStore:

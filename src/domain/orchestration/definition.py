@@ -49,7 +49,7 @@ class RetryPolicy:
     backoff: timedelta = timedelta(milliseconds=50)
     multiplier: float = 2.0
     # Each wait is backoff * multiplier ** (attempt - 1), never longer than this.
-    max_delay: timedelta = timedelta(hours=1)
+    max_delay: timedelta = MAX_RETRY_DELAY
 
     def __attrs_post_init__(self) -> None:
         if (
@@ -65,6 +65,8 @@ class RetryPolicy:
             )
 
     def delay(self, attempt: int) -> timedelta:
+        if not self.backoff:
+            return timedelta(0)
         try:
             seconds = self.backoff.total_seconds() * self.multiplier ** max(attempt - 1, 0)
         except OverflowError:
