@@ -600,10 +600,10 @@ def conclude(
         )
         return
     if not x.state.terminal:
-        running_elsewhere = x.lease_owner not in (
-            None,
-            app.orchestrator.worker_id,
-        ) and not x.lease_expired(app.runtime.clock.now())
+        # An embedded store is this process's alone: a live lease on it is a dead run's.
+        leased = x.lease_owner not in (None, app.orchestrator.worker_id)
+        live = not x.lease_expired(app.runtime.clock.now())
+        running_elsewhere = not app.exclusive_store and leased and live
         if s.transient():
             resume = f"{TRANSIENT_NOTE}, so it cannot be resumed"
         elif running_elsewhere:

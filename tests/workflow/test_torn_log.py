@@ -88,6 +88,7 @@ class Logged:
             pending = orch.start(WORKFLOW, request("pub-b"), idempotency_key="pub-b", run=False)
             self.state_before = _observed(store)
         self.before = _size(path)
+        sealed = (path / "govkernel.seal").read_text()
         with _open(path, journaled=journaled) as store:
             crash_at_second_commit = FaultInjector(store.unit_of_work, FaultPlan(fail_at_commit=2))
             orch = orchestrator(crash_at_second_commit, FixedClock(T0), ids=ids)
@@ -95,6 +96,9 @@ class Logged:
                 orch.run(pending.id)
             self.state_after = _observed(store)
         self.after = _size(path)
+        # The cuts stand for a crash during that transaction: the process never closed the
+        # store after it, so the seal is the one of the close before.
+        (path / "govkernel.seal").write_text(sealed)
         assert self.after > self.before
         assert self.state_after != self.state_before
 
@@ -209,22 +213,36 @@ def test_a_log_damaged_further_in_is_refused_not_cut_silently(
     logged: Logged, tmp_path: Path
 ) -> None:
     """The engine repairs a damaged record by cutting its log there, with every transaction
-    after it. After a clean close there is no torn tail to cut: the store is refused, every
-    time, until someone removes its lock file to go on with what is left."""
+    after it. The log only grows, so one shorter than when the store was last closed cleanly
+    lost committed work: the store is refused, every time, until someone removes its seal to
+    go on with what is left. The seal is inside the directory: a copy carries it."""
     copy = tmp_path / "damaged"
     shutil.copytree(logged.path, copy)
-    lock = copy.with_name(copy.name + ".lock")
-    whole = _executions(copy)  # closed cleanly: the lock file keeps the log's size
-    assert lock.read_text() == f"closed {_size(copy)}"
+    seal = copy / "govkernel.seal"
+    whole = _executions(copy)
+    assert seal.read_text() == f"closed {_size(copy)}"
     with _segment(copy).open("r+b") as log:  # four bytes flipped in the middle of the log
         log.seek(_size(copy) // 2)
         log.write(b"\x00\x00\x00\x00")
     for _ in range(2):
         with pytest.raises(StorageUnavailable, match=r"was damaged: .* bytes cut are lost"):
             _open(copy, journaled=True)
-    assert lock.read_text().startswith("damaged ")
-    lock.unlink()
+    assert seal.read_text().startswith("damaged ")
+    seal.unlink()
     assert _executions(copy) < whole  # what the engine cut is gone: the refusal said so
+
+
+def test_damage_after_a_crash_is_still_refused(logged: Logged, tmp_path: Path) -> None:
+    """A crash tears only what was written after the last clean close: the seal still holds."""
+    copy = tmp_path / "crashed"
+    shutil.copytree(logged.path, copy)
+    _executions(copy)  # sealed
+    copy.with_name(copy.name + ".lock").write_text("4242")  # then a holder died
+    with _segment(copy).open("r+b") as log:
+        log.seek(_size(copy) // 2)
+        log.write(b"\x00\x00\x00\x00")
+    with pytest.raises(StorageUnavailable, match="was damaged"):
+        _open(copy, journaled=True)
 
 
 def test_a_store_closed_cleanly_opens_again_and_again(tmp_path: Path) -> None:
@@ -240,28 +258,20 @@ def test_a_store_deleted_to_start_over_opens_new(tmp_path: Path) -> None:
     path = tmp_path / "store"
     with _open(path, journaled=True) as store:
         orchestrator(store.unit_of_work, FixedClock(T0)).start(WORKFLOW, request("pub-1"))
-    shutil.rmtree(path)  # the lock file beside it keeps the old log's size
+    shutil.rmtree(path)
     assert _executions(path) == 0
 
 
-def test_a_store_gone_back_in_time_is_refused_until_its_lock_file_is_removed(
-    tmp_path: Path,
-) -> None:
-    """A backup restored on purpose looks like damage (a shorter log than at the last clean
-    close): the operator says which it is."""
+def test_a_restored_backup_opens_as_it_was_backed_up(tmp_path: Path) -> None:
     path = tmp_path / "store"
     ids = SequentialIds()
     with _open(path, journaled=True) as store:
         orchestrator(store.unit_of_work, FixedClock(T0), ids=ids).start(WORKFLOW, request("p1"))
-    shutil.copytree(path, tmp_path / "backup")
+    shutil.copytree(path, tmp_path / "backup")  # its seal comes along
     with _open(path, journaled=True) as store:
         orchestrator(store.unit_of_work, FixedClock(T0), ids=ids).start(WORKFLOW, request("p2"))
     shutil.rmtree(path)
     shutil.copytree(tmp_path / "backup", path)
-    lock = path.with_name("store.lock")
-    with pytest.raises(StorageUnavailable, match=f"remove {lock} to open it again"):
-        _open(path, journaled=True)
-    lock.unlink()
     assert _executions(path) == 1
 
 
@@ -277,4 +287,4 @@ def test_a_store_interrupted_while_opening_is_closed_all_the_same(
     monkeypatch.setattr(SurrealStore, "_apply_schema", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _open(path, journaled=True)
-    assert path.with_name("store.lock").read_text().startswith("closed ")
+    assert path.with_name("store.lock").read_text() == ""  # released: no crash to check

@@ -69,21 +69,14 @@ class StoreLock:
     so the second one must fail loudly instead. The lock file also remembers a holder that
     died without closing the store, until someone acknowledges having checked the store
     (`govkernel recover` does, once every audit chain verifies): `<pid>` while held,
-    `unclean <pid>` for a crash not yet checked, `closed <bytes>` (or empty, before log sizes
-    were kept) when closed cleanly, `damaged <bytes> <bytes>` once the engine was seen to cut
-    committed transactions from the log of a store closed cleanly.
+    `unclean <pid>` for a crash not yet checked, empty when closed cleanly.
     """
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
         self.path = directory.with_name(directory.name + ".lock")
         self._file: TextIO | None = None
         # The pid of a holder that died without closing the store, until acknowledged.
         self.crashed_holder: str | None = None
-        # The size of the engine's log when the store was last closed cleanly.
-        self.closed_log_bytes: int | None = None
-        # The log's size when closed cleanly and when next opened, once it was found cut.
-        self.damaged: tuple[int, int] | None = None
 
     def acquire(self) -> None:
         try:
@@ -123,40 +116,22 @@ class StoreLock:
                 " stop it or choose another store"
             ) from None
         left = handle.read(64).split()
-        sizes = [int(t) for t in left[1:3] if t.isascii() and t.isdigit()]
         if left[:1] == ["unclean"]:
             self.crashed_holder = _pid(left[1:2])
-        elif left[:1] == ["closed"] and len(sizes) == 1:
-            self.closed_log_bytes = sizes[0]
-        elif left[:1] == ["damaged"] and len(sizes) == 2:
-            self.damaged = (sizes[0], sizes[1])
         elif left:
             self.crashed_holder = _pid(left[:1])
         self._file = handle
-        if self.damaged is None:  # kept as it is until someone removes the lock file
-            self._write(str(os.getpid()))
+        self._write(str(os.getpid()))
 
     def acknowledge_crash(self) -> None:
         """The store was checked after its holder's crash: forget that it happened."""
         self.crashed_holder = None
         self._write(str(os.getpid()))
 
-    def mark_damaged(self, closed: int, found: int) -> None:
-        self.damaged = (closed, found)
-        self._write(f"damaged {closed} {found}")
-
-    def forget_log(self) -> None:
-        """The directory holds no log (new, or deleted to start over): nothing to hold it to."""
-        self.closed_log_bytes = self.damaged = None
-        self._write(str(os.getpid()))
-
     def release(self) -> None:
         if self._file is not None:
-            # A crash not yet checked is kept, and so is damage; otherwise the store was
-            # closed cleanly, with a log of this size.
-            if self.damaged is None:
-                closed = f"closed {_log_bytes(self.directory)}"
-                self._write(f"unclean {self.crashed_holder}" if self.crashed_holder else closed)
+            # Empty says the store was closed cleanly; a crash not yet checked is kept.
+            self._write(f"unclean {self.crashed_holder}" if self.crashed_holder else "")
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
             self._file = None
@@ -170,6 +145,71 @@ class StoreLock:
             # Durable, so that a power loss cannot hide that the holder died: the next open
             # settles the log only when it knows (SurrealStore._settle_log).
             os.fsync(self._file.fileno())
+
+
+class LogSeal:
+    """What the engine's log was when the store was last closed cleanly: a file inside the
+    store's directory, so copies and backups carry it.
+
+    The engine repairs a damaged record in its log by cutting the log there, with every
+    transaction after it: right for a record torn by a crash at the tail, silent loss of
+    committed work for damage further in. The log only grows (the engine does not compact
+    it), and a crash tears only what was written after the last clean close, so a log found
+    shorter than its seal lost committed transactions. `closed <bytes>`, or `damaged <bytes>
+    <bytes>` once found cut, until someone removes the file.
+    """
+
+    NAME = "govkernel.seal"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / self.NAME
+        words = self._read().split()
+        sizes = [int(w) for w in words[1:3] if w.isascii() and w.isdigit()]
+        self.closed = sizes[0] if words[:1] == ["closed"] and len(sizes) == 1 else None
+        self.damaged = (
+            (sizes[0], sizes[1]) if words[:1] == ["damaged"] and len(sizes) == 2 else None
+        )
+        self.checked = False
+
+    def _read(self) -> str:
+        try:
+            with self.path.open(encoding="utf-8", errors="replace") as file:
+                return file.read(64)
+        except OSError:
+            return ""
+
+    def check(self) -> None:
+        """Refuse the store if the engine, opening it, cut its log below the seal."""
+        if self.damaged is None:
+            found = _log_bytes(self.directory)
+            if self.closed is None or found >= self.closed:
+                self.checked = True
+                return
+            self.damaged = (self.closed, found)
+            self._write(f"damaged {self.closed} {found}")
+        closed, found = self.damaged
+        raise StorageUnavailable(
+            f"the store's log at {self.directory} was damaged: it was {closed} bytes when the"
+            f" store was last closed cleanly, and opening it cut it to {found}; the committed"
+            f" transactions in the {closed - found} bytes cut are lost. Restore the store from"
+            f" a backup, or remove {self.path} to go on with what is left"
+        )
+
+    def close(self) -> None:
+        """Seal the log as the engine left it; only a log found whole when opened."""
+        if self.checked:
+            self._write(f"closed {_log_bytes(self.directory)}")
+
+    def _write(self, content: str) -> None:
+        # Replaced whole, never half-written: a torn seal would read as no seal at all.
+        temporary = self.path.with_name(self.NAME + ".tmp")
+        with contextlib.suppress(OSError):
+            with temporary.open("w", encoding="utf-8") as file:
+                file.write(content)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, self.path)
 
 
 def _log_bytes(path: Path) -> int:
@@ -211,6 +251,7 @@ class SurrealStore:
         self.torn_repair: compiler.Repair | None = None
         self._lock = threading.Lock()
         self._file_lock: StoreLock | None = None
+        self._seal: LogSeal | None = None
         self._db: Any = None
         self._immutable: OrderedDict[tuple[str, str], tuple[Document, int]] = OrderedDict()
         self._cache_chars = 0
@@ -231,15 +272,14 @@ class SurrealStore:
             url = f"{cfg.scheme}://{path}"
             self._file_lock = StoreLock(path)
             self._file_lock.acquire()
-            if not (path / "clog").is_dir():
-                self._file_lock.forget_log()
+            self._seal = LogSeal(path)
             self.unclean_shutdown = self._file_lock.crashed_holder
             if cfg.sync_data:
                 os.environ.setdefault("SURREAL_SYNC_DATA", "true")
         try:
             self._connect(url)
-            if self._file_lock is not None:
-                self._refuse_a_cut_log(self._file_lock)
+            if self._seal is not None:
+                self._seal.check()
             # Repair a torn transaction first, under the schema it was written for: a
             # migration then moves its data like any other's.
             if self.journaled:
@@ -262,31 +302,6 @@ class SurrealStore:
             raise StorageUnavailable(
                 f"cannot open SurrealDB store ({cfg.scheme}://): {cause}"
             ) from None
-
-    def _refuse_a_cut_log(self, lock: StoreLock) -> None:
-        """Refuse a store whose log the engine cut as it opened it, after a clean close.
-
-        The engine repairs a damaged record in its log by cutting the log there, with every
-        transaction after it: right for a record torn by a crash at the tail, silent loss
-        of committed work for damage further in. A store closed cleanly has no torn tail, so
-        a log now shorter than it was left lost committed transactions, and nothing reading
-        it can be trusted to say what the store holds. A store restored from a backup looks
-        the same: the operator says which it is by removing the lock file.
-        """
-        if lock.damaged is None:
-            found = _log_bytes(lock.directory)
-            closed = lock.closed_log_bytes
-            if closed is None or found >= closed:
-                return
-            lock.mark_damaged(closed, found)
-        closed, found = lock.damaged or (0, 0)
-        raise StorageUnavailable(
-            f"the store's log at {lock.directory} was damaged: it was {closed} bytes when the"
-            f" store was last closed cleanly, and opening it cut it to {found}; the committed"
-            f" transactions in the {closed - found} bytes cut are lost. Restore it from a"
-            f" backup or go on with what is left: either way, remove {lock.path} to open it"
-            " again"
-        )
 
     def _connect(self, url: str) -> None:
         cfg = self.config
@@ -378,13 +393,18 @@ class SurrealStore:
 
     def close(self) -> None:
         with self._lock:
-            if self._db is not None:
-                with contextlib.suppress(Exception):
-                    self._db.close()
-                self._db = None
-            if self._file_lock is not None:
-                self._file_lock.release()
-                self._file_lock = None
+            try:
+                if self._db is not None:
+                    with contextlib.suppress(Exception):
+                        self._db.close()
+                    self._db = None
+                    if self._seal is not None:
+                        self._seal.close()
+            finally:  # even when stopped meanwhile: a lock left held reads as a crash
+                self._seal = None
+                if self._file_lock is not None:
+                    self._file_lock.release()
+                    self._file_lock = None
 
     def __enter__(self) -> SurrealStore:
         return self
