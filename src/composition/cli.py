@@ -33,7 +33,7 @@ from domain.model.errors import DomainError, IllegalTransition, InvalidInput, In
 from domain.model.errors import PolicyDenied as _PolicyDenied
 from domain.model.execution import WorkflowExecution
 from domain.model.knowledge import Classification, SourceFormat, SourceKind
-from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
+from domain.model.lifecycle import AuditEntry, ExecutionState
 from domain.model.policy import ImpactTier
 from domain.model.validation import same_person
 from domain.orchestration.orchestrator import RECOVERABLE, RecoveryIncomplete
@@ -855,31 +855,6 @@ def verify_chains(s: Session, app: App, execution_id: str | None) -> list[dict[s
     return results
 
 
-def broken_chains(app: App) -> list[tuple[str, ChainReport]]:
-    """(tenant, report) for every broken audit chain in the store, whatever its tenant."""
-    unreadable: list[str] = []
-    with app.uow_factory() as uow:
-        listed = uow.executions.every(with_input=False, unreadable=unreadable)
-        tenants = {x.id: x.tenant for x in listed}
-        tenants |= {key: uow.executions.tenant_of(key) or "" for key in unreadable}
-    broken = []
-    with _maybe_progress(list(tenants), "verifying") as items:
-        for xid in items:
-            # One at a time with its input, which its first audit entry pins.
-            try:
-                with app.uow_factory() as uow:
-                    x = uow.executions.require(xid, fresh=True)
-                    entries = uow.audit.for_execution(xid)
-                report = x.verify_trail(entries)
-            except CorruptRecord as exc:
-                report = ChainReport(xid, 0, False, 1, str(exc))
-            if not report.ok:
-                broken.append((tenants[xid], report))
-    for xid, (count, tenant) in queries.orphan_trails(app.uow_factory, None).items():
-        broken.append((tenant or "", queries.orphan_report(xid, count)))
-    return broken
-
-
 @contextmanager
 def _maybe_progress(items: Sequence[str], label: str) -> Iterator[Iterable[str]]:
     # A bar only helps someone watching: piped, click would print its label as a stray line.
@@ -966,7 +941,7 @@ def recover(ctx: click.Context) -> None:
             )
         if candidates or unreadable:
             s.echo(f"recovered {len(resumed)} of {len(candidates) + len(unreadable)}")
-        crashed = getattr(app.store, "unclean_shutdown", None)
+        crashed = app.unclean_shutdown
         if crashed:
             # A process died holding this store: the whole store is in question, whichever
             # tenant it was working for, so every tenant's chains are checked before the
@@ -975,7 +950,7 @@ def recover(ctx: click.Context) -> None:
                 f"the store was not closed cleanly (pid {crashed}):"
                 " verifying the audit chains of every tenant"
             )
-            broken = broken_chains(app)
+            broken = app.check_after_crash(lambda ids: _maybe_progress(ids, "verifying"))
             ours = [r for tenant, r in broken if tenant == app.runtime.tenant]
             if broken:
                 others = len(broken) - len(ours)
@@ -986,7 +961,6 @@ def recover(ctx: click.Context) -> None:
                     EXIT_FAILED,
                 )
             s.echo("every audit chain intact")
-            getattr(app.store, "acknowledge_unclean_shutdown", lambda: None)()
         if failures:
             raise Failed(
                 f"{len(failures)} execution(s) could not be resumed, first {failures[0][0]}:"

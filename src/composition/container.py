@@ -18,9 +18,10 @@ from typing import Any, TypeVar
 
 from attrs import field, frozen
 
-from composition import wiring
+from composition import queries, wiring
 from composition.settings import Settings
 from domain.model.execution import WorkflowExecution
+from domain.model.lifecycle import ChainReport
 from domain.model.policy import Policy
 from domain.model.runtime import Clock, IdGenerator, RuntimeContext
 from domain.model.validation import actor_name, identifier
@@ -81,6 +82,27 @@ class App:
         if tenant is not None:
             runtime = runtime.with_tenant(identifier("tenant", tenant))
         return _typed(self._make_orchestrator(runtime=runtime), Orchestrator)
+
+    @property
+    def unclean_shutdown(self) -> str | None:
+        """The pid of a process that died holding this store, until `check_after_crash`
+        (or `govkernel recover`) has verified every audit chain; None otherwise."""
+        crashed = getattr(self.store, "unclean_shutdown", None)
+        return crashed if isinstance(crashed, str) else None
+
+    def check_after_crash(
+        self, progress: queries.Progress | None = None
+    ) -> list[tuple[str, ChainReport]]:
+        """After a crash, verify the audit chains of every tenant in the store, and forget
+        the crash when all are intact. Returns (tenant, report) for each broken chain: empty
+        when none is, or when there was no crash to check after. A service calls it with
+        `orchestrator.recover()` when it starts."""
+        if self.unclean_shutdown is None:
+            return []
+        broken = queries.broken_chains(self.uow_factory, *([progress] if progress else []))
+        if not broken:
+            getattr(self.store, "acknowledge_unclean_shutdown", lambda: None)()
+        return broken
 
     def close(self) -> None:
         with self._lock:

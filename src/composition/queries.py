@@ -6,7 +6,8 @@ Listings leave executions' inputs unread (they can run to megabytes each).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 
 from domain.model.evidence import EventEnvelope
@@ -55,6 +56,41 @@ def orphan_trails(
             for xid, pinned in starts.items()
             if xid not in present
         }
+
+
+Progress = Callable[[list[str]], AbstractContextManager[Iterable[str]]]
+
+
+@contextmanager
+def _quietly(items: list[str]) -> Iterator[Iterable[str]]:
+    yield items
+
+
+def broken_chains(
+    uow_factory: UnitOfWorkFactory, progress: Progress = _quietly
+) -> list[tuple[str, ChainReport]]:
+    """(tenant, report) for every broken audit chain in the store, whatever its tenant:
+    executions verified one at a time with their inputs, and trails whose execution is gone."""
+    unreadable: list[str] = []
+    with uow_factory() as uow:
+        listed = uow.executions.every(with_input=False, unreadable=unreadable)
+        tenants = {x.id: x.tenant for x in listed}
+        tenants |= {key: uow.executions.tenant_of(key) or "" for key in unreadable}
+    broken = []
+    with progress(list(tenants)) as items:
+        for xid in items:
+            try:
+                with uow_factory() as uow:
+                    x = uow.executions.require(xid, fresh=True)
+                    entries = uow.audit.for_execution(xid)
+                report = x.verify_trail(entries)
+            except CorruptRecord as exc:
+                report = ChainReport(xid, 0, False, 1, str(exc))
+            if not report.ok:
+                broken.append((tenants[xid], report))
+    for xid, (count, tenant) in orphan_trails(uow_factory, None).items():
+        broken.append((tenant or "", orphan_report(xid, count)))
+    return broken
 
 
 def orphan_report(execution_id: str, entries: int) -> ChainReport:

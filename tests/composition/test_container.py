@@ -227,3 +227,32 @@ def test_an_orchestrator_for_another_tenant_sees_only_that_tenants_executions() 
         assert beta.get(theirs.id).id == theirs.id
         with pytest.raises(InvalidInput, match="tenant"):
             app.orchestrator_for(tenant="not a tenant")
+
+
+def test_a_service_checks_every_chain_after_a_crash_then_forgets_it(tmp_path: Path) -> None:
+    settings = Settings(store_url=f"surrealkv://{tmp_path / 'store'}")
+    with build_app(settings) as app:
+        assert publish(app, "p-1") is ExecutionState.SUCCEEDED
+        assert app.unclean_shutdown is None and app.check_after_crash() == []
+        xid = app.orchestrator.start(kp.NAME, request("p-2")).id
+    lock = tmp_path / "store.lock"
+    lock.write_text("4242")  # a holder that died
+    with build_app(settings) as app:
+        assert app.unclean_shutdown == "4242" and isinstance(app.store, SurrealStore)
+        entry = {"k": f"{xid}:000000002"}
+        [reason] = app.store.select_rows("SELECT VALUE reason FROM type::thing('audit', $k)", entry)
+        app.store.select_rows(  # a chain the crash (say) left broken
+            "UPDATE type::thing('audit', $k) SET reason = 'torn'", entry
+        )
+        [(tenant, report)] = app.check_after_crash()
+        assert (tenant, report.execution_id, report.ok) == (settings.tenant, xid, False)
+        assert app.unclean_shutdown == "4242"  # not forgotten while a chain is broken
+    assert lock.read_text() == "unclean 4242"
+    lock.write_text("4242")
+    with build_app(settings) as app:
+        assert isinstance(app.store, SurrealStore)
+        app.store.select_rows(  # put back as it was: the chain verifies, the crash is forgotten
+            "UPDATE type::thing('audit', $k) SET reason = $r", entry | {"r": reason}
+        )
+        assert app.check_after_crash() == [] and app.unclean_shutdown is None
+    assert lock.read_text() == ""

@@ -160,6 +160,21 @@ def test_a_known_idempotency_key_returns_the_same_execution(world: World) -> Non
     assert_exactly_once(world.door, orch)
 
 
+def test_a_known_key_does_not_run_the_first_steps_code_again(world: World) -> None:
+    """Whatever a step does beyond its unit (a call to another system) is not repeated."""
+    calls: list[str] = []
+
+    def charge(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
+        calls.append(ctx.execution.id)
+        return {"charged": ctx.input["amount"]}
+
+    steps = (Step("charge", charge, side_effecting=True), Step("done", lambda uow, ctx: {}))
+    pay = WorkflowDefinition("pay", "1", kp.METADATA, steps)
+    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={"pay": pay})
+    ids = {orch.start("pay", {"amount": 5}, idempotency_key="order-1").id for _ in range(3)}
+    assert len(ids) == 1 and calls == list(ids)
+
+
 def test_a_known_key_does_not_run_a_pending_execution(world: World) -> None:
     orch = world.orch()
     pending = orch.start(WORKFLOW, request("pub-1"), idempotency_key="idem-1", run=False)
@@ -987,6 +1002,9 @@ def _two_steps(second: Any) -> WorkflowDefinition:
         ({"when": T0}, "JSON-serialisable"),
         ({"text": "half a pair \ud800"}, "lone surrogate"),
         ({1, 2}, "JSON-serialisable"),
+        ({"ratio": float("nan")}, "JSON-serialisable"),
+        ({"ratio": float("inf")}, "JSON-serialisable"),
+        ({1: "one", "1": "uno"}, "two keys that both read back as '1'"),
     ],
 )
 @pytest.mark.parametrize("position", ["first", "second"])
@@ -1037,13 +1055,18 @@ def test_an_input_nested_as_deep_as_allowed_runs_and_verifies(world: World) -> N
 def test_values_are_pinned_as_they_read_back(world: World) -> None:
     """Keys that are not strings come back as strings, tuples as lists: what an audit entry
     pins must be what verification finds, or a legitimate execution reads as tampered."""
-    output = {9: "nine", 10: ("ten", 10.0), True: None}
+    output = {9: "nine", 10: ("ten", 10.0), True: None, "eleven": 11}
     orch = orchestrator(
         world.store.unit_of_work, world.clock, workflows={"two_steps": _two_steps(output)}
     )
     done = orch.start("two_steps", {"pages": {9: "a", 10: "b"}})
     assert done.state is S.SUCCEEDED
-    assert done.step_outputs["second"] == {"9": "nine", "10": ["ten", 10.0], "true": None}
+    assert done.step_outputs["second"] == {
+        "9": "nine",
+        "10": ["ten", 10.0],
+        "true": None,
+        "eleven": 11,
+    }
     assert done.input == {"pages": {"9": "a", "10": "b"}}
     assert orch.verify(done.id).ok
 
@@ -1190,9 +1213,9 @@ def test_a_command_for_a_workflow_this_worker_cannot_run_writes_nothing(world: W
     x = world.orch().start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
     before = world.orch().get(x.id)
     stranger = orchestrator(world.store.unit_of_work, world.clock, workflows={})
-    with pytest.raises(InvalidInput, match="unknown workflow"):
+    with pytest.raises(InvalidState, match="which this orchestrator does not have"):
         stranger.approve(x.id, approver="bob", role="reviewer")
-    with pytest.raises(InvalidInput, match="unknown workflow"):
+    with pytest.raises(InvalidState, match=f"runs workflow '{WORKFLOW}'"):
         stranger.cancel(x.id)
     assert world.orch().get(x.id) == before
 
@@ -1240,6 +1263,10 @@ def test_a_hook_that_fails_does_not_stop_the_run(
         # Waits an instant could not be stored for: the commit scheduling them would fail.
         {"backoff": timedelta(days=999_999_999)},
         {"max_delay": timedelta(days=366)},
+        {"max_attempts": "3"},
+        {"max_attempts": True},
+        {"backoff": 5},
+        {"multiplier": "2"},
         {"backoff": timedelta(hours=2), "max_delay": timedelta(hours=1)},  # over the longest
     ],
 )
@@ -1317,6 +1344,17 @@ def test_a_workflow_whose_names_could_not_be_recorded_is_refused(
     } | change
     with pytest.raises(ValueError, match=named):
         WorkflowDefinition(**fields)
+
+
+def test_a_step_or_workflow_of_the_wrong_types_is_refused_when_built() -> None:
+    with pytest.raises(ValueError, match="run must be a function"):
+        Step("s", "not a function")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="retry must be a RetryPolicy"):
+        Step("s", lambda uow, ctx: {}, retry=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="every step must be a Step"):
+        WorkflowDefinition("w", "1", kp.METADATA, ("first",))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="metadata must be a WorkflowMetadata"):
+        WorkflowDefinition("w", "1", "Tier0", (Step("s", lambda uow, ctx: {}),))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("bad", [[1, 2], None, "ab", [("a", 1)]], ids=repr)

@@ -52,8 +52,17 @@ class RetryPolicy:
     max_delay: timedelta = MAX_RETRY_DELAY
 
     def __attrs_post_init__(self) -> None:
+        typed = (
+            isinstance(self.max_attempts, int)
+            and not isinstance(self.max_attempts, bool)
+            and isinstance(self.backoff, timedelta)
+            and isinstance(self.max_delay, timedelta)
+            and isinstance(self.multiplier, int | float)
+            and not isinstance(self.multiplier, bool)
+        )
         if (
-            self.max_attempts < 1
+            not typed
+            or self.max_attempts < 1
             or not timedelta(0) <= self.backoff <= self.max_delay <= MAX_RETRY_DELAY
             or not 1 <= self.multiplier < math.inf
         ):
@@ -81,6 +90,14 @@ class Step:
     retry: RetryPolicy = RetryPolicy()
     side_effecting: bool = False
 
+    def __attrs_post_init__(self) -> None:
+        if not callable(self.run):
+            raise ValueError(f"step {self.name!r}: run must be a function, got {self.run!r}")
+        if not isinstance(self.retry, RetryPolicy) or not isinstance(self.side_effecting, bool):
+            raise ValueError(
+                f"step {self.name!r}: retry must be a RetryPolicy and side_effecting a bool"
+            )
+
 
 @frozen
 class WorkflowDefinition:
@@ -96,7 +113,12 @@ class WorkflowDefinition:
         # Names travel into audit entries, CLI arguments and stored records: identifiers only.
         for what, value in (("workflow name", self.name), ("workflow version", self.version)):
             _name(what, value)
-        for step in (*self.steps, *((self.compensation,) if self.compensation else ())):
+        if not isinstance(self.metadata, WorkflowMetadata):
+            raise ValueError(f"workflow {self.name}: metadata must be a WorkflowMetadata")
+        steps = (*self.steps, *((self.compensation,) if self.compensation is not None else ()))
+        for step in steps:
+            if not isinstance(step, Step):
+                raise ValueError(f"workflow {self.name}: every step must be a Step, got {step!r}")
             _name(f"workflow {self.name}: step name", step.name)
         names = [s.name for s in self.steps]
         if not names or len(set(names)) != len(names):

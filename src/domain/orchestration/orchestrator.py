@@ -19,7 +19,6 @@ from typing import Any
 from attrs import evolve, frozen
 
 from domain.model.errors import DomainError, InvalidInput, InvalidState, PolicyDenied
-from domain.model.evidence import canonical_json
 from domain.model.execution import RollbackStrategy, WorkflowExecution, approval_reason
 from domain.model.lifecycle import ChainReport, ExecutionState
 from domain.model.policy import Approval, ImpactTier
@@ -134,9 +133,16 @@ class Orchestrator:
             definition.validate_input(input)
         input = _storable("input", input)
         rt = self._runtime
+        given = idempotency_key is not None
         if idempotency_key is None:
             idempotency_key = rt.ids.new_id("idem")
         key = text("idempotency_key", idempotency_key, max_len=200)
+        if given:
+            # A read by id (its key record): a known key starts nothing, not even the first
+            # step's code. Starts racing on one key may each run it; one commits.
+            known = self._by_key(key)
+            if known is not None:
+                return _reused(known, definition)
         correlation = (
             rt.trace_id
             if correlation_id is None
@@ -196,8 +202,8 @@ class Orchestrator:
         the first step's failure, whose writes went with the discarded unit.
         """
         rt = self._runtime
-        # No read first: the unique (tenant, idempotency key) index refuses a second start,
-        # which costs a round trip only when the key is really reused.
+        # Stored without a read: `start` looked a caller's key up, and the unique (tenant,
+        # idempotency key) index refuses a start that lost a race for it.
         with self._uow_factory() as uow:
             uow.executions.save(execution)
             step = definition.steps[0]
@@ -429,7 +435,12 @@ class Orchestrator:
     def _definition_of(self, execution: WorkflowExecution) -> WorkflowDefinition:
         """The definition that started `execution`: another version's steps must not run
         on it (they may differ in number, order and effect)."""
-        definition = self._definition(execution.workflow_name)
+        if execution.workflow_name not in self._workflows:
+            raise InvalidState(
+                f"execution {execution.id} runs workflow {execution.workflow_name!r}, which"
+                " this orchestrator does not have: act on it from a service that registers it"
+            )
+        definition = self._workflows[execution.workflow_name]
         if definition.version != execution.workflow_version:
             raise InvalidState(
                 f"execution {execution.id} was started by {execution.workflow_name} version"
@@ -718,13 +729,23 @@ def _storable(field: str, value: Any) -> Any:
         # under too (verification parses it again).
         raise InvalidInput(field, f"is nested more than {MAX_NESTING} levels deep")
     try:
-        text = canonical_json(value)
+        # Not NaN or Infinity: JSON has neither, and `--json` would print what no parser reads.
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidInput(field, "contains a lone surrogate, which is not Unicode text") from None
     except (TypeError, ValueError) as exc:
         raise InvalidInput(field, f"must be JSON-serialisable ({exc})") from None
-    return json.loads(text)
+    return json.loads(text, object_pairs_hook=lambda pairs: _one_each(field, pairs))
+
+
+def _one_each(field: str, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Keys become strings: 1 and "1" in one mapping would silently become one key.
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        twice = next(k for n, (k, _) in enumerate(pairs) if k in dict(pairs[:n]))
+        raise InvalidInput(field, f"has two keys that both read back as {twice!r}")
+    return found
 
 
 def _depth(value: Any) -> int:
