@@ -205,7 +205,9 @@ def test_reject_and_cancel(gk: Cli) -> None:
     assert "already ended as cancelled" in gk("cancel", cancelled_id, code=1).stderr
 
 
-def test_recover_resumes_an_interrupted_execution(gk: Cli) -> None:
+def _crashed_start(gk: Cli, publication_id: str, idempotency_key: str | None = None) -> None:
+    """A start whose process "crashes" after its first step: the execution is left running
+    under a lease that has not expired."""
     settings = load_settings({"GOVKERNEL_STORE": gk.url}, cwd=gk.cwd)
 
     def crash_at_second_commit(factory: UnitOfWorkFactory) -> UnitOfWorkFactory:
@@ -213,10 +215,23 @@ def test_recover_resumes_an_interrupted_execution(gk: Cli) -> None:
 
     with build_app(settings, Overrides(wrap_uow_factory=crash_at_second_commit)) as app:
         request = publication_request(
-            [read_source(IMF)], title="Crashed", publication_id="crash-1", policy_refs=["P"]
+            [read_source(IMF)], title="Crashed", publication_id=publication_id, policy_refs=["P"]
         )
-        with pytest.raises(InjectedFault):  # the process "crashes" after the first step
-            app.orchestrator.start(kp.NAME, request.to_input())
+        with pytest.raises(InjectedFault):
+            app.orchestrator.start(kp.NAME, request.to_input(), idempotency_key=idempotency_key)
+
+
+def _running(gk: Cli) -> list[str]:
+    settings = load_settings({"GOVKERNEL_STORE": gk.url}, cwd=gk.cwd)
+    with build_app(settings) as app:
+        running = (ExecutionState.RUNNING,)
+        return [x.id for x in queries.executions_in(app.uow_factory, app.runtime.tenant, running)]
+
+
+def test_recover_resumes_an_interrupted_execution(gk: Cli) -> None:
+    _crashed_start(gk, "crash-1")
+    settings = load_settings({"GOVKERNEL_STORE": gk.url}, cwd=gk.cwd)
+    with build_app(settings) as app:
         [stuck] = queries.executions_in(
             app.uow_factory, app.runtime.tenant, (ExecutionState.RUNNING,)
         )
@@ -239,17 +254,7 @@ def test_recover_resumes_an_interrupted_execution(gk: Cli) -> None:
 
 
 def test_a_rerun_after_a_crash_says_to_recover_not_to_wait_for_a_dead_worker(gk: Cli) -> None:
-    settings = load_settings({"GOVKERNEL_STORE": gk.url}, cwd=gk.cwd)
-
-    def crash_at_second_commit(factory: UnitOfWorkFactory) -> UnitOfWorkFactory:
-        return FaultInjector(factory, FaultPlan(fail_at_commit=2))
-
-    with build_app(settings, Overrides(wrap_uow_factory=crash_at_second_commit)) as app:
-        request = publication_request(
-            [read_source(IMF)], title="Crashed", publication_id="rerun-1", policy_refs=["P"]
-        )
-        with pytest.raises(InjectedFault):  # its lease outlives it
-            app.orchestrator.start(kp.NAME, request.to_input(), idempotency_key="rerun-1")
+    _crashed_start(gk, "rerun-1", idempotency_key="rerun-1")  # its lease outlives it
     again = gk(
         "run", "knowledge-publication", str(IMF), "--publication-id", "rerun-1",
         "--title", "Crashed", "--policy-ref", "P", "--idempotency-key", "rerun-1",
@@ -259,23 +264,9 @@ def test_a_rerun_after_a_crash_says_to_recover_not_to_wait_for_a_dead_worker(gk:
 
 
 def test_recover_resumes_the_others_when_one_record_does_not_read_back(gk: Cli) -> None:
-    settings = load_settings({"GOVKERNEL_STORE": gk.url}, cwd=gk.cwd)
-
-    def crash_at_second_commit(factory: UnitOfWorkFactory) -> UnitOfWorkFactory:
-        return FaultInjector(factory, FaultPlan(fail_at_commit=2))
-
     for n in (1, 2):
-        with build_app(settings, Overrides(wrap_uow_factory=crash_at_second_commit)) as app:
-            request = publication_request(
-                [read_source(IMF)], title="Crashed", publication_id=f"bad-{n}", policy_refs=["P"]
-            )
-            with pytest.raises(InjectedFault):
-                app.orchestrator.start(kp.NAME, request.to_input())
-    with build_app(settings) as app:
-        running = (ExecutionState.RUNNING,)
-        damaged, other = (
-            x.id for x in queries.executions_in(app.uow_factory, app.runtime.tenant, running)
-        )
+        _crashed_start(gk, f"bad-{n}")
+    damaged, other = _running(gk)
     with SurrealStore(SurrealConfig(gk.url)) as store:
         store.select_rows(
             "UPDATE $r SET outputs_json = '{bad'", {"r": RecordID("execution", damaged)}
