@@ -684,7 +684,7 @@ def describe(error: BaseException) -> str:
     error says whatever the step made it say, and a failure that could not be recorded would
     leave its execution running, its step re-run at every recovery."""
     try:
-        said = str(error)
+        said = str(error)[: MAX_ERROR * 2]  # cut first: messages can run to megabytes
     except Exception:  # an exception whose message itself fails
         said = "(its message could not be read)"
     return one_line(f"{type(error).__name__}: {said}")[:MAX_ERROR]
