@@ -99,7 +99,7 @@ class App:
         `orchestrator.recover()` when it starts."""
         if self.unclean_shutdown is None:
             return []
-        broken = queries.broken_chains(self.uow_factory, *([progress] if progress else []))
+        broken = queries.broken_chains(self.uow_factory, progress)
         if not broken:
             getattr(self.store, "acknowledge_unclean_shutdown", lambda: None)()
         return broken

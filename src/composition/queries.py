@@ -67,7 +67,7 @@ def _quietly(items: list[str]) -> Iterator[Iterable[str]]:
 
 
 def broken_chains(
-    uow_factory: UnitOfWorkFactory, progress: Progress = _quietly
+    uow_factory: UnitOfWorkFactory, progress: Progress | None = None
 ) -> list[tuple[str, ChainReport]]:
     """(tenant, report) for every broken audit chain in the store, whatever its tenant:
     executions verified one at a time with their inputs, and trails whose execution is gone."""
@@ -77,7 +77,7 @@ def broken_chains(
         tenants = {x.id: x.tenant for x in listed}
         tenants |= {key: uow.executions.tenant_of(key) or "" for key in unreadable}
     broken = []
-    with progress(list(tenants)) as items:
+    with (progress or _quietly)(list(tenants)) as items:
         for xid in items:
             try:
                 with uow_factory() as uow:
