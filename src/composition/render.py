@@ -64,7 +64,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 def step_name(execution: WorkflowExecution, definition: WorkflowDefinition | None) -> str:
     if definition is None:  # a workflow this process does not know: its steps have no names
-        return execution.workflow_name
+        return "?"
     names = definition.step_names()
     if execution.current_step >= len(names):
         return "done"

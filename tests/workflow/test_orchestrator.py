@@ -1353,6 +1353,14 @@ def test_a_step_or_workflow_of_the_wrong_types_is_refused_when_built() -> None:
         Step("s", lambda uow, ctx: {}, retry=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="every step must be a Step"):
         WorkflowDefinition("w", "1", kp.METADATA, ("first",))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="validate_input must be a function"):
+        WorkflowDefinition(
+            "w",
+            "1",
+            kp.METADATA,
+            (Step("s", lambda uow, ctx: {}),),
+            validate_input="no",  # type: ignore[arg-type]
+        )
     with pytest.raises(ValueError, match="metadata must be a WorkflowMetadata"):
         WorkflowDefinition("w", "1", "Tier0", (Step("s", lambda uow, ctx: {}),))  # type: ignore[arg-type]
 
@@ -1416,6 +1424,8 @@ def test_a_start_carries_the_correlation_id_it_is_given(world: World) -> None:
     assert {e.correlation_id for e in orch_trail(world, done.id)} == {"req-7f3a"}
     with pytest.raises(InvalidInput, match="correlation_id"):
         orch.start(WORKFLOW, request("pub-2"), correlation_id="two\nlines")
+    with pytest.raises(InvalidInput, match="correlation_id"):  # with a known key too
+        orch.start(WORKFLOW, request("pub-1"), idempotency_key="k", correlation_id="a\nb")
 
 
 def orch_trail(world: World, execution_id: str) -> list[Any]:

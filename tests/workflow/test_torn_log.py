@@ -288,3 +288,49 @@ def test_a_store_interrupted_while_opening_is_closed_all_the_same(
     with pytest.raises(KeyboardInterrupt):
         _open(path, journaled=True)
     assert path.with_name("store.lock").read_text() == ""  # released: no crash to check
+
+
+def test_a_store_whose_log_was_deleted_to_start_over_opens_new(tmp_path: Path) -> None:
+    """Its directory kept (a mount point, say), only the engine's files removed."""
+    path = tmp_path / "store"
+    with _open(path, journaled=True) as store:
+        orchestrator(store.unit_of_work, FixedClock(T0)).start(WORKFLOW, request("pub-1"))
+    for engine_files in ("clog", "manifest"):
+        shutil.rmtree(path / engine_files)
+    assert _executions(path) == 0
+    assert (path / "govkernel.seal").read_text() == f"closed {_size(path)}"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "symlink"])
+def test_a_seal_that_is_not_a_regular_file_is_refused_not_waited_on(
+    tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "store"
+    _open(path, journaled=True).close()
+    seal = path / "govkernel.seal"
+    seal.unlink()
+    if kind == "fifo":
+        os.mkfifo(seal)
+    elif kind == "directory":
+        seal.mkdir()
+    else:
+        seal.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(StorageUnavailable, match="cannot use seal file"):
+        _open(path, journaled=True)
+    assert path.with_name("store.lock").read_text() == ""  # refused, not left held
+
+
+@pytest.mark.parametrize(("left", "refused"), [("closed 4000", False), ("damaged 90000 100", True)])
+def test_a_lock_file_from_the_commits_that_kept_sizes_there_is_read_as_meant(
+    tmp_path: Path, left: str, refused: bool
+) -> None:
+    path = tmp_path / "store"
+    _open(path, journaled=True).close()
+    path.with_name("store.lock").write_text(left)
+    if refused:
+        for _ in range(2):  # carried into the seal: refused at every open
+            with pytest.raises(StorageUnavailable, match="was damaged"):
+                _open(path, journaled=True)
+    else:
+        with _open(path, journaled=True) as store:
+            assert store.unclean_shutdown is None

@@ -77,6 +77,8 @@ class StoreLock:
         self._file: TextIO | None = None
         # The pid of a holder that died without closing the store, until acknowledged.
         self.crashed_holder: str | None = None
+        # A damaged log, as this file recorded it before the seal did (LogSeal).
+        self.damaged: tuple[int, int] | None = None
 
     def acquire(self) -> None:
         try:
@@ -116,9 +118,12 @@ class StoreLock:
                 " stop it or choose another store"
             ) from None
         left = handle.read(64).split()
+        sizes = [int(t) for t in left[1:3] if t.isascii() and t.isdigit()]
         if left[:1] == ["unclean"]:
             self.crashed_holder = _pid(left[1:2])
-        elif left:
+        elif left[:1] == ["damaged"] and len(sizes) == 2:  # kept here for a while: a seal's
+            self.damaged = (sizes[0], sizes[1])
+        elif left and left[0] != "closed":  # `closed <bytes>`, as it was for a while: clean
             self.crashed_holder = _pid(left[:1])
         self._file = handle
         self._write(str(os.getpid()))
@@ -174,10 +179,27 @@ class LogSeal:
 
     def _read(self) -> str:
         try:
-            with self.path.open(encoding="utf-8", errors="replace") as file:
-                return file.read(64)
-        except OSError:
+            # Like the lock file: never through a link, never anything but a regular file
+            # (a FIFO would block the open for good).
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
             return ""
+        except OSError as exc:
+            why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror or exc
+            raise StorageUnavailable(f"cannot use seal file {self.path}: {why}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise StorageUnavailable(f"cannot use seal file {self.path}: not a regular file")
+        with os.fdopen(fd, "rb") as file:
+            return file.read(64).decode("utf-8", errors="replace")
+
+    def mark_damaged(self, closed: int, found: int) -> None:
+        self.damaged = (closed, found)
+        self._write(f"damaged {closed} {found}")
+
+    def forget(self) -> None:
+        """The directory holds no log (new, or emptied to start over): nothing to hold it to."""
+        self.closed = self.damaged = None
 
     def check(self) -> None:
         """Refuse the store if the engine, opening it, cut its log below the seal."""
@@ -186,8 +208,8 @@ class LogSeal:
             if self.closed is None or found >= self.closed:
                 self.checked = True
                 return
-            self.damaged = (self.closed, found)
-            self._write(f"damaged {self.closed} {found}")
+            self.mark_damaged(self.closed, found)
+        assert self.damaged is not None
         closed, found = self.damaged
         raise StorageUnavailable(
             f"the store's log at {self.directory} was damaged: it was {closed} bytes when the"
@@ -272,7 +294,15 @@ class SurrealStore:
             url = f"{cfg.scheme}://{path}"
             self._file_lock = StoreLock(path)
             self._file_lock.acquire()
-            self._seal = LogSeal(path)
+            try:
+                self._seal = LogSeal(path)
+            except StorageUnavailable:
+                self.close()
+                raise
+            if not (path / "clog").is_dir():
+                self._seal.forget()
+            if self._file_lock.damaged is not None:  # as govkernel 0c8cbf5..b006a62 kept it
+                self._seal.mark_damaged(*self._file_lock.damaged)
             self.unclean_shutdown = self._file_lock.crashed_holder
             if cfg.sync_data:
                 os.environ.setdefault("SURREAL_SYNC_DATA", "true")

@@ -115,6 +115,8 @@ class WorkflowDefinition:
             _name(what, value)
         if not isinstance(self.metadata, WorkflowMetadata):
             raise ValueError(f"workflow {self.name}: metadata must be a WorkflowMetadata")
+        if self.validate_input is not None and not callable(self.validate_input):
+            raise ValueError(f"workflow {self.name}: validate_input must be a function or None")
         steps = (*self.steps, *((self.compensation,) if self.compensation is not None else ()))
         for step in steps:
             if not isinstance(step, Step):

@@ -137,17 +137,17 @@ class Orchestrator:
         if idempotency_key is None:
             idempotency_key = rt.ids.new_id("idem")
         key = text("idempotency_key", idempotency_key, max_len=200)
+        correlation = (
+            rt.trace_id
+            if correlation_id is None
+            else text("correlation_id", correlation_id, max_len=200, single_line=True)
+        )
         if given:
             # A read by id (its key record): a known key starts nothing, not even the first
             # step's code. Starts racing on one key may each run it; one commits.
             known = self._by_key(key)
             if known is not None:
                 return _reused(known, definition)
-        correlation = (
-            rt.trace_id
-            if correlation_id is None
-            else text("correlation_id", correlation_id, max_len=200, single_line=True)
-        )
         execution_id = rt.ids.new_id("wfx")
 
         def fresh() -> WorkflowExecution:
