@@ -934,10 +934,13 @@ def recover(ctx: click.Context) -> None:
                 )
             )
         if leased:
+            expiries = [x.lease_expires_at for x in candidates if x.id in leased]
+            until = max((e for e in expiries if e is not None), default=None)
             s.echo(
                 f"{len(leased)} execution{'s' * (len(leased) != 1)} left alone: leased by"
-                f" another worker until its lease expires ({', '.join(leased[:3])}"
-                f"{', ...' if len(leased) > 3 else ''})"
+                f" another worker (or one that stopped) until {render.iso(until) or 'it expires'}"
+                f" ({', '.join(leased[:3])}{', ...' if len(leased) > 3 else ''});"
+                " recover takes it on after that"
             )
         if candidates or unreadable:
             s.echo(f"recovered {len(resumed)} of {len(candidates) + len(unreadable)}")
@@ -1206,9 +1209,15 @@ def _unfinished(session: Session) -> str:
         transient = False
     if transient:
         return f"{TRANSIENT_NOTE}: an unfinished execution is lost"
+    try:
+        shared = not session.settings().exclusive_store
+    except ConfigurationError:
+        shared = False
+    # On a shared store the lease this process held keeps other workers off until it expires.
+    when = " once its lease expires (30 s)" if shared else ""
     return (
-        "an execution whose start was stored resumes with `govkernel recover` (one interrupted"
-        " before its first commit was not stored: run it again)"
+        f"an execution whose start was stored resumes with `govkernel recover`{when} (one"
+        " interrupted before its first commit was not stored: run it again)"
     )
 
 

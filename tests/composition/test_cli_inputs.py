@@ -13,16 +13,19 @@ from pathlib import Path
 import pytest
 from surrealdb import RecordID
 
+from adapters.faults import FaultInjector, FaultPlan
 from adapters.surrealdb import SurrealConfig, SurrealStore
 from composition import queries
 from composition.cli import Failed, describe, run_cli
-from composition.container import build_app
+from composition.container import Overrides, build_app
 from composition.documents import publication_request, read_source
 from composition.settings import ConfigurationError, Problem, load_settings
 from domain.model.lifecycle import ExecutionState
 from domain.model.policy import ImpactTier
 from domain.workflows import knowledge_publication as kp
+from ports.errors import InjectedFault
 from ports.records import audit_key
+from tests.support.ws_server import SurrealWsShim
 
 ROOT = Path(__file__).resolve().parents[2]
 IMF = ROOT / "examples" / "imf-global-financial-stability-note.md"
@@ -244,3 +247,21 @@ def test_a_durable_store_still_suggests_follow_up_commands(
     out, _ = gk(capsys, "--store", url, "run", "knowledge-publication", str(IMF), "--tier", "Tier1")
     assert f"  approve  govkernel --store {url} approve wfx-" in out
     assert "--approver names someone else" in out and "does not outlive" not in out
+
+
+@pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")
+def test_recover_on_a_shared_store_says_until_when_it_leaves_a_leased_execution_alone(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with SurrealWsShim() as shim:
+        settings = load_settings({"GOVKERNEL_STORE": shim.url})
+        crash = Overrides(wrap_uow_factory=lambda f: FaultInjector(f, FaultPlan(fail_at_commit=2)))
+        with build_app(settings, crash) as app:
+            request = publication_request(
+                [read_source(IMF)], title="T", publication_id="p-ws", policy_refs=["P"]
+            )
+            with pytest.raises(InjectedFault):  # stopped after its first step, lease held
+                app.orchestrator.start(kp.NAME, request.to_input())
+        out, _ = gk(capsys, "--store", shim.url, "recover")
+        assert "1 execution left alone: leased by another worker (or one that stopped)" in out
+        assert "recover takes it on after that" in out and "until 20" in out
