@@ -1209,15 +1209,9 @@ def _unfinished(session: Session) -> str:
         transient = False
     if transient:
         return f"{TRANSIENT_NOTE}: an unfinished execution is lost"
-    try:
-        shared = not session.settings().exclusive_store
-    except ConfigurationError:
-        shared = False
-    # On a shared store the lease this process held keeps other workers off until it expires.
-    when = " once its lease expires (30 s)" if shared else ""
     return (
-        f"an execution whose start was stored resumes with `govkernel recover`{when} (one"
-        " interrupted before its first commit was not stored: run it again)"
+        "an execution whose start was stored resumes with `govkernel recover` (one interrupted"
+        " before its first commit was not stored: run it again)"
     )
 
 

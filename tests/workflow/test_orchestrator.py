@@ -667,6 +667,24 @@ def test_cancelling_a_pending_execution_ends_it_and_a_terminal_one_is_refused(
 # -- leases --------------------------------------------------------------------------------------
 
 
+def test_a_worker_stopped_by_ctrl_c_lets_go_of_its_lease(world: World) -> None:
+    """Stopping is not dying: another worker takes the execution on at once, not when the
+    lease would have expired."""
+
+    def stop(n: int, uow: UnitOfWork, ctx: StepContext) -> None:
+        if n == 1:
+            raise KeyboardInterrupt
+
+    orch = world.orch_with("worker-1", {"analyse": Calls().wrap(stop)})
+    with pytest.raises(KeyboardInterrupt):
+        orch.start(FLAKY, request("pub-1"))
+    (doc,) = world.door.table("execution").values()
+    assert doc["state"] == "running" and doc.get("lease_owner") is None
+    [done] = world.orch("worker-2").recover()  # leases respected: none is left to respect
+    assert done.state is S.SUCCEEDED and world.orch().verify(done.id).ok
+    assert_exactly_once(world.door, orch)
+
+
 def test_a_live_lease_keeps_other_workers_off_until_it_expires(world: World) -> None:
     crashing = FaultInjector(world.store.unit_of_work)
     crashing.arm(FaultPlan(fail_at_commit=2))  # start with ingest, then analyse's commit fails

@@ -7,6 +7,7 @@ the execution, never by blindly repeating a commit.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import logging
@@ -255,21 +256,38 @@ class Orchestrator:
     def run(self, execution_id: str, *, ignore_leases: bool = False) -> WorkflowExecution:
         """Drive an execution until it ends, waits for approval, or another worker owns it."""
         waited = timedelta(0)
-        for _ in range(100_000):
-            outcome = self._advance(execution_id, ignore_leases=ignore_leases)
-            if isinstance(outcome, _Wait):
-                # Bounded in total, not per wait: a clock that does not move (a test's) would
-                # otherwise have the same short wait repeated for hours.
-                waited += max(outcome.delay, timedelta(0))
-                if waited > self._max_wait:
+        try:
+            for _ in range(100_000):
+                outcome = self._advance(execution_id, ignore_leases=ignore_leases)
+                if isinstance(outcome, _Wait):
+                    # Bounded in total, not per wait: a clock that does not move (a test's)
+                    # would otherwise have the same short wait repeated for hours.
+                    waited += max(outcome.delay, timedelta(0))
+                    if waited > self._max_wait:
+                        break
+                    self._sleep(max(outcome.delay.total_seconds(), 0.0))
+                elif isinstance(outcome, _Stop):
+                    if outcome.execution is not None:
+                        return outcome.execution
                     break
-                self._sleep(max(outcome.delay.total_seconds(), 0.0))
-            elif isinstance(outcome, _Stop):
-                if outcome.execution is not None:
-                    return outcome.execution
-                break
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as the CLI maps it: stopping, not dying
+            self._let_go(execution_id)
+            raise
         self._take(execution_id)
         return self.get(execution_id)
+
+    def _let_go(self, execution_id: str) -> None:
+        """Give up this worker's lease on an execution it stops driving, so that another
+        worker (`recover`) can take it on at once instead of when the lease expires. Best
+        effort: the step under way was rolled back or committed, and either way the stored
+        execution says where it stands."""
+        self._take(execution_id)
+        with contextlib.suppress(Exception), self._uow_factory() as uow:
+            execution = uow.executions.require(execution_id, with_input=False)
+            if execution.lease_owner == self.worker_id and not execution.state.terminal:
+                execution.release_lease()
+                uow.executions.save(execution)
+                uow.commit()
 
     def approve(self, execution_id: str, *, approver: str, role: str) -> WorkflowExecution:
         rt = self._runtime
