@@ -74,6 +74,19 @@ def committed(uow_factory: UnitOfWorkFactory, stage: Callable[[UnitOfWork], obje
         uow.commit()
 
 
+def _a_second_apart(uow_factory: UnitOfWorkFactory, tenant: str, count: int) -> list[str]:
+    """Ids of `count` executions of `tenant` created a second apart from T0, oldest first."""
+    made = []
+    with uow_factory() as uow:
+        for n in range(count):
+            x = samples.execution(tenant=tenant)
+            x.created_at = samples.T0 + timedelta(seconds=n)
+            uow.executions.save(x)
+            made.append(x.id)
+        uow.commit()
+    return made
+
+
 class UnitOfWorkContract:
     # Adapters with slow commits may lower these in their subclass.
     stateful_examples: ClassVar[int] = 40
@@ -585,14 +598,7 @@ class UnitOfWorkContract:
         """More executions in the last hour than are asked for: the newest are listed, not
         the oldest (SurrealDB's range scans once cut before they sorted)."""
         tenant = samples.new_id("tenant")
-        made = []
-        with uow_factory() as uow:
-            for n in range(6):
-                x = samples.execution(tenant=tenant)
-                x.created_at = samples.T0 + timedelta(seconds=n)
-                uow.executions.save(x)
-                made.append(x.id)
-            uow.commit()
+        made = _a_second_apart(uow_factory, tenant, 6)
         now = samples.T0 + timedelta(minutes=1)
         with uow_factory() as uow:
             newest = uow.executions.recent(now=now, limit=3, tenant=tenant, with_input=False)
@@ -604,14 +610,7 @@ class UnitOfWorkContract:
         """The port's select itself, not only the listings built on it (SurrealDB cut a range
         scan by its LIMIT before sorting it)."""
         tenant = samples.new_id("tenant")
-        made = []
-        with uow_factory() as uow:
-            for n in range(6):
-                x = samples.execution(tenant=tenant)
-                x.created_at = samples.T0 + timedelta(seconds=n)
-                uow.executions.save(x)
-                made.append(x.id)
-            uow.commit()
+        made = _a_second_apart(uow_factory, tenant, 6)
         where = {"tenant": tenant, "created_at": After(samples.T0 - timedelta(hours=1))}
         with uow_factory() as uow:
             rows = uow.select("execution", where, order_by="created_at", descending=True, limit=3)

@@ -90,16 +90,8 @@ class StoreLock:
             raise StorageUnavailable(
                 f"cannot use store {self.path.with_suffix('')}: {why}"
             ) from None
-        try:
-            # Never through a symbolic link, and only a regular file: the lock is rewritten,
-            # and must not clobber whatever another name points at.
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror or exc
-            raise StorageUnavailable(f"cannot use lock file {self.path}: {why}") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise StorageUnavailable(f"cannot use lock file {self.path}: not a regular file")
+        # The lock is rewritten, and must not clobber whatever another name points at.
+        fd = _open_regular(self.path, os.O_RDWR | os.O_CREAT, "lock file")
         # Held open for the store's lifetime. Whatever a crash or a hand left in it is read
         # (its first bytes only) but never trusted: only a decimal pid is ever shown.
         handle = os.fdopen(fd, "r+", encoding="utf-8", errors="replace")
@@ -178,18 +170,10 @@ class LogSeal:
         self.checked = False
 
     def _read(self) -> str:
-        try:
-            # Like the lock file: never through a link, never anything but a regular file
-            # (a FIFO would block the open for good).
-            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
+        if not os.path.lexists(self.path):
             return ""
-        except OSError as exc:
-            why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror or exc
-            raise StorageUnavailable(f"cannot use seal file {self.path}: {why}") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise StorageUnavailable(f"cannot use seal file {self.path}: not a regular file")
+        # Non-blocking: a FIFO would otherwise hold the open for good before it is refused.
+        fd = _open_regular(self.path, os.O_RDONLY | os.O_NONBLOCK, "seal file")
         with os.fdopen(fd, "rb") as file:
             return file.read(64).decode("utf-8", errors="replace")
 
@@ -232,6 +216,20 @@ class LogSeal:
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, self.path)
+
+
+def _open_regular(path: Path, flags: int, what: str) -> int:
+    """A descriptor on `path`, never through a symbolic link and only for a regular file:
+    files govkernel keeps beside or inside a store are read and rewritten by it."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        why = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror or exc
+        raise StorageUnavailable(f"cannot use {what} {path}: {why}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StorageUnavailable(f"cannot use {what} {path}: not a regular file")
+    return fd
 
 
 def _log_bytes(path: Path) -> int:
