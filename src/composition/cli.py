@@ -8,6 +8,7 @@ With --json, stdout carries exactly one JSON document and nothing else.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -18,12 +19,13 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 from attrs import define, field
 
 import composition
+from adapters.memory import MemoryStore
 from composition import queries, render
 from composition.container import App, Overrides, build_app
 from composition.documents import DocumentError, SourceFile, publication_request, read_source
@@ -433,6 +435,139 @@ def run_knowledge_publication(
             risk_tier=ImpactTier(tier),
         )
         conclude(s, app, execution, ok={S.SUCCEEDED, S.AWAITING_APPROVAL}, extra={"reused": False})
+
+
+@run.command("workflow", epilog=EXITS)
+@click.argument("name")
+@click.option(
+    "--input",
+    "input_text",
+    metavar="JSON",
+    help="The input, a JSON object [default: {}].",
+)
+@click.option(
+    "--input-file",
+    type=click.File("r", encoding="utf-8"),
+    help="Read the input (a JSON object) from FILE; - for stdin.",
+)
+@click.option(
+    "--tier",
+    type=_enum_choice([t.value for t in ImpactTier]),
+    metavar="[" + "|".join(t.value for t in ImpactTier) + "]",
+    help="Impact tier [default: the workflow's own].",
+)
+@click.option(
+    "--idempotency-key",
+    metavar="KEY",
+    callback=not_blank,
+    help="Starting twice with one key returns the first execution.",
+)
+@json_option
+@click.pass_context
+def run_workflow(
+    ctx: click.Context,
+    name: str,
+    input_text: str | None,
+    input_file: IO[str] | None,
+    tier: str | None,
+    idempotency_key: str | None,
+) -> None:
+    """Run the workflow NAME (see `govkernel workflows`) on a JSON input.
+
+    Your own workflows are those the `workflows` setting names (GOVKERNEL_WORKFLOWS). A run
+    awaiting approval prints how to approve it and exits 0; a failed one exits 1.
+    """
+    s = session_of(ctx)
+    s.settings()
+    if input_text is not None and input_file is not None:
+        raise click.UsageError("give --input or --input-file, not both")
+    given = input_file.read() if input_file is not None else input_text
+    where = "--input-file" if input_file is not None else "--input"
+    workflow_input = {} if given is None else _json_object(where, given)
+    with s.app() as (app, _):
+        if name not in app.workflows:
+            known = ", ".join(sorted(app.workflows))
+            raise click.UsageError(f"unknown workflow {name!r}; known: {known}")
+        if idempotency_key is not None:
+            with app.uow_factory() as uow:
+                found = uow.executions.by_idempotency_key(app.runtime.tenant, idempotency_key)
+            if found is not None and found.workflow_name == name:
+                s.echo(
+                    render.safe(f"idempotency key {idempotency_key!r} already started {found.id}")
+                )
+                differs = dict(found.input) != workflow_input or (
+                    tier is not None and found.metadata.risk_tier.value != tier
+                )
+                if differs:
+                    s.warn(
+                        "note: it was started with another input; this one was not started"
+                        " (use another --idempotency-key to start it)"
+                    )
+                reused = {"reused": True, "request_differs": differs}
+                conclude(s, app, found, ok={S.SUCCEEDED, S.AWAITING_APPROVAL}, extra=reused)
+                return
+        s.echo(render.safe(f"starting {name}"))
+        execution = app.orchestrator.start(
+            name,
+            workflow_input,
+            idempotency_key=idempotency_key,
+            risk_tier=None if tier is None else ImpactTier(tier),
+        )
+        conclude(s, app, execution, ok={S.SUCCEEDED, S.AWAITING_APPROVAL}, extra={"reused": False})
+
+
+def _json_object(where: str, text: str) -> dict[str, Any]:
+    """Strict JSON: NaN, Infinity and a key given twice are refused, as the store would."""
+
+    def no_constant(name: str) -> object:
+        raise ValueError(f"{name} is not JSON")
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                raise ValueError(f"key {key!r} is given twice")
+            seen.add(key)
+        return dict(items)
+
+    try:
+        value = json.loads(text, parse_constant=no_constant, object_pairs_hook=pairs)
+    except RecursionError:
+        raise click.BadParameter("is nested too deeply", param_hint=where) from None
+    except ValueError as exc:  # JSONDecodeError included: it names the line and column
+        raise click.BadParameter(render.safe(str(exc)), param_hint=where) from None
+    if not isinstance(value, dict):
+        raise click.BadParameter(
+            f"must be a JSON object, got {type(value).__name__}", param_hint=where
+        )
+    return value
+
+
+@cli.command("workflows", epilog=EXITS)
+@json_option
+@click.pass_context
+def workflows_command(ctx: click.Context) -> None:
+    """The workflows this command can run, recover and approve: the built-in ones and those
+    the `workflows` setting names. Opens no store."""
+    s = session_of(ctx)
+    settings = s.settings()
+    # Definitions are built from a knowledge service; one on a throwaway store will do.
+    with build_app(settings, Overrides(store=MemoryStore())) as app:
+        definitions = sorted(app.workflows.values(), key=lambda d: d.name)
+    if s.json:
+        s.emit({"workflows": [render.workflow_json(d) for d in definitions]})
+        return
+    rows = [
+        (
+            d.name,
+            d.version,
+            " > ".join(d.step_names()),
+            d.compensation.name if d.compensation else "-",
+            d.metadata.risk_tier.value,
+        )
+        for d in definitions
+    ]
+    s.echo(render.table(("NAME", "VERSION", "STEPS", "COMPENSATION", "TIER"), rows))
 
 
 def _differs(

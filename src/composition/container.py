@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from attrs import field, frozen
 
-from composition import queries, wiring
+from composition import plugins, queries, wiring
 from composition.settings import Settings
 from domain.model.execution import WorkflowExecution
 from domain.model.lifecycle import ChainReport
@@ -47,7 +47,8 @@ class Overrides:
     # Refuse a store nothing has run on (a mistyped path, namespace or database).
     existing_store: bool = False
     # Your own workflows, built from the wired knowledge service: they replace the built-in
-    # registry (`wiring.workflow_registry(service)` gives it, to include it).
+    # registry (`wiring.workflow_registry(service)` gives it, to include it) and those the
+    # `workflows` setting names.
     workflows: Callable[[KnowledgeService], Mapping[str, WorkflowDefinition]] | None = None
 
 
@@ -126,8 +127,15 @@ def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
         wiring.override(container.store, o.store)
     if o.existing_store:
         wiring.override(container.create_store, False)
-    if o.workflows is not None:
-        wiring.use_workflows(container, o.workflows)
+    # Yours, given in code, win over those the settings name (imported here, before the
+    # store is opened, so a wrong reference needs no lock to be reported).
+    workflows = (
+        o.workflows
+        if o.workflows is not None
+        else plugins.registry(settings, wiring.workflow_registry)
+    )
+    if workflows is not None:
+        wiring.use_workflows(container, workflows)
     if o.wrap_uow_factory is not None:
         wiring.wrap_uow_factory(container, o.wrap_uow_factory)
     for name, value in (

@@ -76,6 +76,22 @@ def progress(execution: WorkflowExecution, definition: WorkflowDefinition | None
     return f"{execution.current_step}/{total}"
 
 
+def workflow_json(definition: WorkflowDefinition) -> JSON:
+    d = definition
+    return {
+        "name": d.name,
+        "version": d.version,
+        "steps": [{"name": step.name, "side_effecting": step.side_effecting} for step in d.steps],
+        "compensation": d.compensation.name if d.compensation else None,
+        "metadata": {
+            "risk_tier": d.metadata.risk_tier.value,
+            "consistency_class": d.metadata.consistency_class.value,
+            "rollback_strategy": d.metadata.rollback_strategy.value,
+            "approval_policy": d.metadata.approval_policy,
+        },
+    }
+
+
 def input_summary(execution: WorkflowExecution) -> JSON:
     """The input without the documents' full text (which can be large)."""
     raw = dict(execution.input)

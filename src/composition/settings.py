@@ -14,6 +14,7 @@ The file (path from `GOVKERNEL_CONFIG` or `--config`):
     store = "surrealkv:///var/lib/govkernel/store"   # memory:// mem:// surrealkv:// ws:// wss://
     data_dir = "/var/lib/govkernel"
     change_freeze = false
+    workflows = ["payments.flows:registry"]   # your workflows, for the CLI (module:attribute)
 
     [surrealdb]
     namespace = "govkernel"
@@ -109,6 +110,9 @@ class Settings:
     password: str | None = field(default=None, repr=_secret_repr)
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     change_freeze: bool = False
+    # Your own workflows, as `module:attribute` (composition.plugins): what the CLI runs,
+    # recovers and approves besides the built-in ones.
+    workflows: tuple[str, ...] = ()
     # Where each value came from ("default", "GOVKERNEL_TENANT", "file.toml:tenant", "--store").
     sources: Mapping[str, str] = field(factory=dict, repr=False, eq=False)
 
@@ -149,6 +153,7 @@ KEYS: tuple[_Key, ...] = (
     _Key("password", "GOVKERNEL_SURREAL_PASSWORD", ("surrealdb", "password"), secret=True),
     _Key("data_dir", "GOVKERNEL_DATA_DIR", ("data_dir",)),
     _Key("change_freeze", "GOVKERNEL_CHANGE_FREEZE", ("change_freeze",)),
+    _Key("workflows", "GOVKERNEL_WORKFLOWS", ("workflows",)),
 )
 _BY_NAME = {k.name: k for k in KEYS}
 ENV_VARS = (*(k.env for k in KEYS), CONFIG_ENV)
@@ -278,6 +283,8 @@ def _parse(key: _Key, raw: _Raw, base: Path, problems: list[Problem]) -> object:
             quoted = ", ".join(f'"{w}"' for w in _TRUE + _FALSE)
             return bad(f"{_shown(key, value)} is not a boolean", f"true, false, {quoted}")
         return bad(f"{_shown(key, value)} is not a boolean", ", ".join(_TRUE + _FALSE))
+    if key.name == "workflows":
+        return _workflows(value, bad)
     if not isinstance(value, str):
         return bad(f"must be a string, got {type(value).__name__}")
     parser = _PARSERS[key.name]
@@ -285,6 +292,29 @@ def _parse(key: _Key, raw: _Raw, base: Path, problems: list[Problem]) -> object:
 
 
 Bad = Callable[..., object]
+
+
+# A module path and an attribute path: `payments.flows:registry`, `app:FLOWS.v2`.
+_WORKFLOW_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
+_WORKFLOW_ALLOWED = "module:attribute (e.g. payments.flows:registry), comma-separated"
+
+
+def _workflows(value: object, bad: Bad) -> object:
+    """Comma-separated in the environment, a string or a list of strings in the file."""
+    if isinstance(value, str):
+        specs = [part.strip() for part in value.split(",")]
+        if value.strip() == "":
+            return ()  # set but empty: none of your own
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        specs = [v.strip() for v in value]
+    else:
+        return bad(f"must be a string or a list of strings, got {type(value).__name__}")
+    wrong = [s for s in specs if not _WORKFLOW_SPEC.match(s)]
+    if wrong:
+        return bad(f"{wrong[0]!r} is not a module:attribute reference", _WORKFLOW_ALLOWED)
+    if len(set(specs)) != len(specs):
+        return bad("names the same module:attribute twice")
+    return tuple(specs)
 
 
 def _environment(key: _Key, value: str, base: Path, bad: Bad) -> object:

@@ -1387,9 +1387,10 @@ def test_a_step_or_workflow_of_the_wrong_types_is_refused_when_built() -> None:
 def test_an_input_that_is_not_a_mapping_is_refused_before_anything_is_written(
     world: World, bad: Any
 ) -> None:
-    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={"w": _two_steps("ok")})
+    flow = _two_steps("ok")
+    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={flow.name: flow})
     with pytest.raises(InvalidInput, match="must be a mapping") as refused:
-        orch.start("w", bad)
+        orch.start(flow.name, bad)
     assert refused.value.field == "input"
     assert world.door.table("execution") == {}
 

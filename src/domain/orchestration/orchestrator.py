@@ -96,6 +96,14 @@ class Orchestrator:
         self._uow_factory = uow_factory
         self._runtime = runtime
         self._workflows = dict(workflows)
+        for name, definition in self._workflows.items():
+            # Executions are found again by the name they record: any other key is never hit.
+            if not isinstance(definition, WorkflowDefinition) or name != definition.name:
+                given = getattr(definition, "name", type(definition).__name__)
+                raise ValueError(
+                    f"workflow registry: {name!r} maps to {given!r}; map each"
+                    " definition under its own name"
+                )
         self.worker_id = worker_id or runtime.ids.new_id("worker")
         self._lease_ttl = lease_ttl
         self._max_wait = max_inline_wait

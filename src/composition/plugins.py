@@ -1,0 +1,148 @@
+"""Your own workflows, named by the `workflows` setting (`module:attribute`), for the CLI.
+
+A service hands its registry to `Overrides(workflows=...)`; the `govkernel` command has no
+code of yours to do that, so it imports what the setting names. The attribute is one of:
+- a `WorkflowDefinition`, or a list or tuple of them;
+- a mapping of name to `WorkflowDefinition` (each under its own name);
+- a function returning any of the above, called with the wired `KnowledgeService` if it
+  takes an argument.
+Every reference is imported when the app opens, before the store is; what they give is
+added to the built-in workflows, and replaces a built-in one of the same name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from composition.settings import ConfigurationError, Problem, Settings
+from domain.model.validation import one_line
+from domain.orchestration.definition import WorkflowDefinition
+from domain.services.knowledge import KnowledgeService
+
+Registry = Callable[[KnowledgeService], Mapping[str, WorkflowDefinition]]
+
+
+def registry(settings: Settings, built_in: Registry) -> Registry | None:
+    """The built-in workflows and those the settings name, or None when they name none.
+    Raises ConfigurationError naming each reference that cannot be used."""
+    if not settings.workflows:
+        return None
+    source = settings.sources.get("workflows", "workflows")
+    problems: list[Problem] = []
+    found: list[tuple[str, object]] = []
+    for spec in settings.workflows:
+        try:
+            found.append((spec, _resolve(spec)))
+        except _Unusable as exc:
+            problems.append(Problem("workflows", source, f"{spec}: {exc}"))
+    if problems:
+        raise ConfigurationError(problems)
+
+    def workflows(service: KnowledgeService) -> Mapping[str, WorkflowDefinition]:
+        problems: list[Problem] = []
+        out = dict(built_in(service))
+        named: dict[str, str] = {}
+        for spec, value in found:
+            try:
+                definitions = _definitions(value, service)
+            except _Unusable as exc:
+                problems.append(Problem("workflows", source, f"{spec}: {exc}"))
+                continue
+            for definition in definitions:
+                if definition.name in named:
+                    problems.append(
+                        Problem(
+                            "workflows",
+                            source,
+                            f"{spec}: workflow {definition.name!r} is also given by"
+                            f" {named[definition.name]}",
+                        )
+                    )
+                named[definition.name] = spec
+                out[definition.name] = definition
+        if problems:
+            raise ConfigurationError(problems)
+        return out
+
+    return workflows
+
+
+class _Unusable(Exception):
+    """Why a reference gives no workflows."""
+
+
+def _resolve(spec: str) -> object:
+    module_name, _, attribute = spec.partition(":")
+    module = _import(module_name)
+    value: object = module
+    for part in attribute.split("."):
+        if not hasattr(value, part):
+            raise _Unusable(f"{module_name} has no attribute {attribute!r}")
+        value = getattr(value, part)
+    return value
+
+
+def _import(name: str) -> object:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        # A command run from a project's directory finds the project's modules, as
+        # `python -m` would: a console script's path does not hold the current directory.
+        here = str(Path.cwd())
+        missing = exc.name or name
+        if here in sys.path or not name.startswith(missing):
+            raise _Unusable(f"cannot import {name}: no module named {missing!r}") from None
+        sys.path.insert(0, here)
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as again:
+            missing = again.name or name
+            raise _Unusable(f"cannot import {name}: no module named {missing!r}") from None
+        except Exception as again:
+            raise _Unusable(f"importing {name} raised {_said(again)}") from None
+    except Exception as exc:
+        raise _Unusable(f"importing {name} raised {_said(exc)}") from None
+
+
+def _definitions(value: object, service: KnowledgeService) -> list[WorkflowDefinition]:
+    if callable(value) and not isinstance(value, WorkflowDefinition):
+        takes_service = _takes_an_argument(value)
+        try:
+            value = value(service) if takes_service else value()
+        except Exception as exc:
+            raise _Unusable(f"calling it raised {_said(exc)}") from None
+    if isinstance(value, WorkflowDefinition):
+        return [value]
+    if isinstance(value, Mapping):
+        for name, definition in value.items():
+            if not isinstance(definition, WorkflowDefinition):
+                raise _Unusable(f"{name!r} maps to a {type(definition).__name__}, not a workflow")
+            if name != definition.name:
+                raise _Unusable(f"{name!r} maps to the workflow named {definition.name!r}")
+        return list(value.values())
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        wrong = [v for v in value if not isinstance(v, WorkflowDefinition)]
+        if wrong:
+            raise _Unusable(f"holds a {type(wrong[0]).__name__}, not a workflow")
+        return list(value)
+    raise _Unusable(
+        f"is a {type(value).__name__}; give a WorkflowDefinition, a list or mapping of them,"
+        " or a function returning one"
+    )
+
+
+def _takes_an_argument(function: Callable[..., object]) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (some builtins): try the service
+        return True
+    return any(p.kind not in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in parameters)
+
+
+def _said(exc: BaseException) -> str:
+    text = one_line(f"{type(exc).__name__}: {exc}"[:600])
+    return text if len(text) <= 300 else text[:300] + "..."

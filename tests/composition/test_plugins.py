@@ -1,0 +1,332 @@
+"""Your own workflows for the CLI: the `workflows` setting, what it may name, and the
+commands that run, list and recover them."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from composition import plugins
+from composition.container import Overrides, build_app
+from composition.settings import ConfigurationError, Settings, load_settings
+from composition.wiring import workflow_registry
+from domain.model.lifecycle import ExecutionState
+from domain.orchestration.definition import Step, WorkflowDefinition
+from domain.orchestration.orchestrator import Orchestrator
+from domain.workflows import knowledge_publication as kp
+from tests.composition.test_cli import Cli
+
+# A module of a service's own, as a project would keep it beside its configuration.
+FLOWS = """
+from domain.orchestration.definition import Step, WorkflowDefinition
+from domain.workflows import knowledge_publication as kp
+
+def reserve(uow, ctx):
+    return {"reserved": ctx.input["amount"]}
+
+payout = WorkflowDefinition(
+    name="payout", version="1", metadata=kp.METADATA,
+    steps=(Step("reserve", reserve, side_effecting=True), Step("settle", lambda u, c: {})),
+    compensation=Step("release", lambda u, c: {"released": True}),
+)
+refund = WorkflowDefinition(
+    name="refund", version="2", metadata=kp.METADATA, steps=(Step("pay", lambda u, c: {}),)
+)
+as_list = [payout, refund]
+as_mapping = {"payout": payout}
+misnamed = {"payouts": payout}
+not_a_workflow = [payout, 3]
+number = 42
+
+def registry(service):
+    assert service is not None
+    return {"refund": refund}
+
+def no_arguments():
+    return payout
+
+def replaces_the_built_in():
+    return WorkflowDefinition(
+        name=kp.NAME, version="9", metadata=kp.METADATA, steps=(Step("noop", lambda u, c: {}),)
+    )
+
+def raises(service):
+    raise LookupError("no such\\nregistry")
+
+class Holder:
+    inner = payout
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A project directory holding `flows_<n>.py`, importable as `flows`... once on sys.path."""
+    name = f"flows_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(FLOWS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # whatever the import adds, undone
+    yield tmp_path
+    sys.modules.pop(name, None)
+
+
+def module(project: Path) -> str:
+    return next(project.glob("flows_*.py")).stem
+
+
+def names_of(spec: str | list[str], project: Path) -> dict[str, str]:
+    specs = [spec] if isinstance(spec, str) else spec
+    settings = Settings(store_url="memory://", workflows=tuple(specs))
+    with build_app(settings) as app:
+        return {name: d.version for name, d in app.workflows.items()}
+
+
+def test_the_setting_from_the_environment_and_from_a_file(tmp_path: Path) -> None:
+    env = {"GOVKERNEL_WORKFLOWS": " pay.flows:registry , pay.more:FLOWS.v2 "}
+    s = load_settings(env, cwd=tmp_path)
+    assert s.workflows == ("pay.flows:registry", "pay.more:FLOWS.v2")
+    assert s.sources["workflows"] == "GOVKERNEL_WORKFLOWS"
+    assert load_settings({"GOVKERNEL_WORKFLOWS": ""}, cwd=tmp_path).workflows == ()
+    assert load_settings({}, cwd=tmp_path).workflows == ()
+    for text, expected in (
+        ('workflows = ["a:b", "c.d:e"]', ("a:b", "c.d:e")),
+        ('workflows = "a:b"', ("a:b",)),
+        ("workflows = []", ()),
+    ):
+        path = tmp_path / "c.toml"
+        path.write_text(text)
+        assert load_settings({}, config_file=path, cwd=tmp_path).workflows == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("flows", "'flows' is not a module:attribute reference"),
+        ("flows:", "'flows:' is not a module:attribute reference"),
+        ("a:b,", "'' is not a module:attribute reference"),
+        ("a b:c", "'a b:c' is not a module:attribute reference"),
+        ("import os; os:x", "is not a module:attribute reference"),
+        ("a:b,a:b", "names the same module:attribute twice"),
+    ],
+)
+def test_a_reference_that_is_no_reference_is_refused(tmp_path: Path, value: str, said: str) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings({"GOVKERNEL_WORKFLOWS": value}, cwd=tmp_path)
+    assert said in str(caught.value) and "GOVKERNEL_WORKFLOWS" in str(caught.value)
+
+
+def test_a_file_value_of_another_type_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("workflows = [1, 2]")
+    with pytest.raises(ConfigurationError, match="must be a string or a list of strings"):
+        load_settings({}, config_file=path, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("attribute", "expected"),
+    [
+        ("payout", {"payout": "1"}),
+        ("as_list", {"payout": "1", "refund": "2"}),
+        ("as_mapping", {"payout": "1"}),
+        ("registry", {"refund": "2"}),
+        ("no_arguments", {"payout": "1"}),
+        ("Holder.inner", {"payout": "1"}),
+    ],
+)
+def test_what_a_reference_may_name_is_added_to_the_built_in_workflows(
+    project: Path, attribute: str, expected: dict[str, str]
+) -> None:
+    assert names_of(f"{module(project)}:{attribute}", project) == {kp.NAME: "1"} | expected
+
+
+def test_a_workflow_of_a_built_in_name_replaces_it(project: Path) -> None:
+    assert names_of(f"{module(project)}:replaces_the_built_in", project) == {kp.NAME: "9"}
+
+
+@pytest.mark.parametrize(
+    ("attribute", "said"),
+    [
+        ("nope", "has no attribute 'nope'"),
+        ("misnamed", "'payouts' maps to the workflow named 'payout'"),
+        ("not_a_workflow", "holds a int, not a workflow"),
+        ("number", "is a int; give a WorkflowDefinition"),
+        ("raises", r"calling it raised LookupError: no such registry"),
+    ],
+)
+def test_a_reference_that_gives_no_workflows_is_a_configuration_error(
+    project: Path, attribute: str, said: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        names_of(f"{module(project)}:{attribute}", project)
+    assert said in str(caught.value) and "\n  - workflows:" in str(caught.value)
+
+
+def test_a_module_that_cannot_be_imported_is_named(project: Path) -> None:
+    (project / "broken_mod.py").write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(ConfigurationError) as caught:
+        names_of(["nowhere.at_all:x", "broken_mod:x"], project)
+    said = str(caught.value)
+    assert "nowhere.at_all:x: cannot import nowhere.at_all: no module named 'nowhere'" in said
+    assert "broken_mod:x: importing broken_mod raised RuntimeError: boom" in said
+    sys.modules.pop("broken_mod", None)
+
+
+def test_two_references_giving_one_name_are_refused(project: Path) -> None:
+    with pytest.raises(ConfigurationError, match="workflow 'payout' is also given by"):
+        names_of([f"{module(project)}:payout", f"{module(project)}:as_mapping"], project)
+
+
+def test_the_current_directory_is_searched_as_python_m_would(project: Path) -> None:
+    here = str(project)
+    sys.path[:] = [p for p in sys.path if p not in ("", ".", here)]
+    assert names_of(f"{module(project)}:payout", project)["payout"] == "1"
+    assert sys.path[0] == here
+
+
+def test_workflows_given_in_code_win_over_the_setting(project: Path) -> None:
+    settings = Settings(store_url="memory://", workflows=(f"{module(project)}:as_list",))
+    with build_app(settings, Overrides(workflows=workflow_registry)) as app:
+        assert set(app.workflows) == {kp.NAME}
+    with build_app(Settings(store_url="memory://")) as app:
+        assert plugins.registry(app.settings, workflow_registry) is None
+
+
+def test_an_orchestrator_refuses_a_workflow_under_another_name() -> None:
+    definition = WorkflowDefinition(
+        name="payout", version="1", metadata=kp.METADATA, steps=(Step("s", lambda u, c: {}),)
+    )
+    with build_app(Settings(store_url="memory://")) as app:
+        with pytest.raises(ValueError, match="'pay' maps to 'payout'"):
+            Orchestrator(app.uow_factory, app.runtime, {"pay": definition})
+        with pytest.raises(ValueError, match="'x' maps to 'int'"):
+            Orchestrator(app.uow_factory, app.runtime, {"x": 3})  # type: ignore[dict-item]
+
+
+# -- through the command line ---------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(project: Path) -> tuple[Cli, dict[str, str]]:
+    return Cli(project / "store", project), {"GOVKERNEL_WORKFLOWS": f"{module(project)}:as_list"}
+
+
+def test_the_cli_lists_runs_and_reuses_your_workflows(cli: tuple[Cli, dict[str, str]]) -> None:
+    gk, env = cli
+    listed = gk.json("workflows", env=env)["workflows"]
+    assert [(w["name"], w["version"]) for w in listed] == [
+        (kp.NAME, "1"),
+        ("payout", "1"),
+        ("refund", "2"),
+    ]
+    assert listed[1]["compensation"] == "release" and listed[1]["steps"][0] == {
+        "name": "reserve",
+        "side_effecting": True,
+    }
+    assert not gk.store.exists()  # listing opens no store
+    table = gk("workflows", env=env).stdout
+    assert "payout" in table and "reserve > settle" in table and "\\n" not in table
+
+    ran = gk.json("run", "workflow", "payout", "--input", '{"amount": 120}', env=env)
+    assert ran["state"] == "succeeded" and ran["step_outputs"]["reserve"] == {"reserved": 120}
+    assert ran["reused"] is False
+    keyed = ("--idempotency-key", "order-42")
+    first = gk.json("run", "workflow", "payout", "--input", '{"amount": 5}', *keyed, env=env)
+    again = gk.json("run", "workflow", "payout", "--input", '{"amount": 6}', *keyed, env=env)
+    assert again["execution_id"] == first["execution_id"] and again["reused"] is True
+    assert again["request_differs"] is True and "was not started" in gk.stderr
+
+    failed = gk.json("run", "workflow", "payout", code=1, env=env)  # no amount: KeyError
+    assert failed["state"] == "failed" and "KeyError" in failed["last_error"]
+    assert "failed" in gk.stderr
+    listed_runs = gk.json("executions", "list", env=env)
+    assert len(listed_runs) == 3
+    verified = gk.json("audit", "verify", env=env)
+    assert verified and all(r["ok"] for r in verified["reports"])
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("--input", '{"amount": NaN}'), "NaN is not JSON"),
+        (("--input", '{"a": 1, "a": 2}'), "key 'a' is given twice"),
+        (("--input", "[1]"), "must be a JSON object, got list"),
+        (("--input", "{"), "Expecting property name"),
+        (("--input", "[" * 100_000), "nested too deeply"),
+        (("--input", "{}", "--input-file", "-"), "give --input or --input-file, not both"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_is_written(
+    cli: tuple[Cli, dict[str, str]], args: tuple[str, ...], said: str
+) -> None:
+    gk, env = cli
+    gk("run", "workflow", "payout", *args, code=2, env=env)
+    assert said in gk.stderr
+    assert not gk.store.exists()
+
+
+def test_an_unknown_workflow_names_the_known_ones(cli: tuple[Cli, dict[str, str]]) -> None:
+    gk, env = cli
+    gk("run", "workflow", "nope", code=2, env=env)
+    assert "unknown workflow 'nope'; known: knowledge_publication, payout, refund" in gk.stderr
+    gk("run", "workflow", "payout", code=2)  # without the setting, the CLI has no payout
+    assert "known: knowledge_publication" in gk.stderr
+
+
+def test_input_from_a_file_or_stdin(cli: tuple[Cli, dict[str, str]], project: Path) -> None:
+    gk, env = cli
+    (project / "in.json").write_text(json.dumps({"amount": 7}))
+    ran = gk.json("run", "workflow", "payout", "--input-file", "in.json", env=env)
+    assert ran["step_outputs"]["reserve"] == {"reserved": 7}
+
+
+def test_recover_resumes_your_workflow_only_when_the_setting_names_it(
+    cli: tuple[Cli, dict[str, str]], project: Path
+) -> None:
+    gk, env = cli
+    settings = load_settings({"GOVKERNEL_STORE": gk.url} | env, cwd=project)
+    with build_app(settings) as app:
+        started = app.orchestrator.start("payout", {"amount": 3}, run=False)
+    assert started.state is ExecutionState.PENDING
+
+    without = gk.json("recover", code=1)
+    assert [f["execution_id"] for f in without["failed"]] == [started.id]
+    assert "does not have" in without["failed"][0]["error"]
+    resumed = gk.json("recover", env=env)
+    assert [(r["execution_id"], r["state"]) for r in resumed["resumed"]] == [
+        (started.id, "succeeded")
+    ]
+
+
+def test_a_custom_workflow_awaiting_nothing_can_be_cancelled(
+    cli: tuple[Cli, dict[str, str]], project: Path
+) -> None:
+    gk, env = cli
+    settings = load_settings({"GOVKERNEL_STORE": gk.url} | env, cwd=project)
+    with build_app(settings) as app:
+        started = app.orchestrator.start("refund", {}, run=False)
+    cancelled: dict[str, Any] = gk.json("cancel", started.id, "--reason", "not needed", env=env)
+    assert cancelled["state"] == "cancelled"
+
+
+def test_the_readme_payout_runs_from_the_command_line(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "payout =" in b)
+    package = tmp_path / "payments"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "flows.py").write_text(block.split("with build_app(")[0])
+    commands = next(b for b in re.findall(r"```sh\n(.*?)```", readme, re.S) if "payout" in b)
+    export = re.search(r"export GOVKERNEL_WORKFLOWS=(\S+)", commands)
+    run = re.search(r"govkernel (run workflow payout .*)", commands)
+    assert export is not None and run is not None
+    gk = Cli(tmp_path / "store", tmp_path)
+    env = {"GOVKERNEL_WORKFLOWS": export.group(1)}
+    done = gk.json(*shlex.split(run.group(1)), env=env)
+    assert done["state"] == "succeeded" and done["step_outputs"]["reserve"] == {"reserved": 120}
+    assert gk.json("recover", env=env)["failed"] == []
