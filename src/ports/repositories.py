@@ -120,6 +120,10 @@ class EvidenceManifests(_Repository):
         doc = self._uow.get(self.table, manifest_id)
         return None if doc is None else records.evidence_from(manifest_id, doc)
 
+    def get_many(self, manifest_ids: Sequence[str]) -> dict[str, EvidenceManifest]:
+        docs = self._uow.get_many(self.table, manifest_ids)
+        return {k: records.evidence_from(k, d) for k, d in docs.items()}
+
     def for_subject(self, tenant: str, subject: str) -> list[EvidenceManifest]:
         return self.for_subjects(tenant, [subject])
 

@@ -10,6 +10,7 @@ from attrs import evolve
 
 from adapters.contract import samples
 from adapters.surrealdb import SurrealStore, compiler
+from benchmarks import workflow as workflow_bench
 from ports.errors import (
     CommitOutcomeUnknown,
     ConcurrencyConflict,
@@ -132,3 +133,15 @@ def test_a_commit_failing_in_the_engine_is_an_unknown_outcome() -> None:
     rows[0] = {"status": "ERR", "result": "Found 7 for field `version`, expected an int"}
     refused = compiler.failure(compiled, batch, rows)
     assert isinstance(refused, InvalidRecord) and "'s1'" in str(refused)
+
+
+def test_a_publication_workflow_is_four_commits_and_four_reads(surreal_mem: SurrealStore) -> None:
+    """Start and ingest, analyse, publish, verify; the reads: the idempotency key, the
+    source's and the analysis's natural keys (each a read by id), the publication id, the
+    capsule (fresh: it can change). Evidence of what was ingested is read from the cache."""
+    orch = workflow_bench.orchestrator(surreal_mem.unit_of_work)
+    workflow_bench.run_workflows(orch, [workflow_bench.publication_input("warm", 0)])
+    spy = spy_on(surreal_mem)
+    workflow_bench.run_workflows(orch, [workflow_bench.publication_input("counted", 1)])
+    commits = [text for _, text in spy.calls if text.startswith("BEGIN TRANSACTION;")]
+    assert (len(commits), len(spy.calls) - len(commits)) == (4, 4), spy.calls

@@ -9,8 +9,9 @@ work, so a test never trusts the code under test to report what it wrote.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from attrs import define, evolve
 
@@ -178,11 +179,13 @@ class Harness:
         publication_id: str = "pub-1",
         title: str = "Inflation capsule",
         analysis_ids: Sequence[str] = (),
+        evidence_ids: Sequence[str] = (),
         runtime: RuntimeContext | None = None,
         enforcement: EnforcementContext | None = None,
+        uow_factory: UnitOfWorkFactory | None = None,
     ) -> Capsule:
         rt = runtime or self.runtime
-        with self.store.unit_of_work() as uow:
+        with (uow_factory or self.store.unit_of_work)() as uow:
             result = self.service.publish(
                 uow,
                 rt,
@@ -191,6 +194,7 @@ class Harness:
                 title=title,
                 source_ids=source_ids,
                 analysis_ids=analysis_ids,
+                evidence_ids=evidence_ids,
             )
             uow.commit()
         return result.capsule
@@ -239,6 +243,25 @@ class BatchProbe(WrappingUnitOfWork):
     def _apply(self, batch: Batch) -> CommitReceipt:
         self.batch = batch
         raise InjectedFault("probe: batch recorded, not applied")
+
+
+class QueryProbe(WrappingUnitOfWork):
+    """Wraps a unit of work and records the table of every query (look-up by fields)."""
+
+    def __init__(self, inner: UnitOfWork, queried: list[str]) -> None:
+        super().__init__(inner)
+        self.queried = queried
+
+    def _query(
+        self,
+        table: str,
+        where: Mapping[str, Any],
+        order_by: str | None,
+        descending: bool,
+        limit: int | None,
+    ) -> Iterable[tuple[str, Document]]:
+        self.queried.append(table)
+        return super()._query(table, where, order_by, descending, limit)
 
 
 def expected_after(before: Snapshot, staged: Sequence[Write]) -> Snapshot:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from attrs import evolve
 
 from domain.model import capsule as capsule_model
 from domain.model.capsule import CapsuleStatus
@@ -13,7 +14,15 @@ from domain.model.errors import AlreadyPublished, InvalidInput, PolicyDenied, Un
 from domain.model.knowledge import KnowledgeSource
 from ports import records
 from ports.errors import DuplicateRecord
-from tests.services.harness import ALLOWED_URLS, OTHER_TENANT, START, TENANT, Harness, draft
+from tests.services.harness import (
+    ALLOWED_URLS,
+    OTHER_TENANT,
+    START,
+    TENANT,
+    Harness,
+    QueryProbe,
+    draft,
+)
 
 
 def sources(h: Harness) -> list[str]:
@@ -248,6 +257,82 @@ class TestProductionPublication:
             h.publish([*source_ids, bare.id], analysis_ids=[analysis.id])
         assert caught.value.reasons == ("evidence: source src-legacy carries no evidence",)
         assert h.table("capsule") == {}
+
+    def test_evidence_named_by_id_is_read_instead_of_looked_up(self) -> None:
+        h = Harness.build(environment=Environment.PRODUCTION)
+        ingested = h.ingest(draft(), draft(source_url=ALLOWED_URLS["imf"] + "/2"))
+        assert len(ingested.evidence_ids) == 2
+        assert {h.table("evidence")[e]["subject"] for e in ingested.evidence_ids} == {
+            f"knowledge_source:{s}" for s in ingested.created
+        }
+        analysis_ids = [h.analyse(ingested.created).id]
+        queried: list[str] = []
+        capsule = h.publish(
+            ingested.created,
+            analysis_ids=analysis_ids,
+            evidence_ids=ingested.evidence_ids,
+            uow_factory=lambda: QueryProbe(h.store.unit_of_work(), queried),
+        )
+        assert capsule.status is CapsuleStatus.PUBLISHED
+        assert "evidence" not in queried  # read by id: no look-up by subject
+        queried.clear()
+        h.publish(
+            ingested.created,
+            publication_id="pub-2",
+            analysis_ids=analysis_ids,
+            uow_factory=lambda: QueryProbe(h.store.unit_of_work(), queried),
+        )
+        assert "evidence" in queried  # without them, looked up as before
+
+    @pytest.mark.parametrize(
+        "wrong",
+        ["other-tenant", "capsule-evidence", "evd-nowhere", "", "sources-own-but-one"],
+    )
+    def test_evidence_ids_that_prove_nothing_change_nothing(self, wrong: str) -> None:
+        h = Harness.build(environment=Environment.PRODUCTION)
+        ingested = h.ingest(draft())
+        bare = KnowledgeSource.acquire(
+            draft(source_url=ALLOWED_URLS["imf"] + "/legacy"),
+            source_id="src-legacy",
+            tenant=TENANT,
+            acquired_at=START,
+        )
+        with h.store.unit_of_work() as uow:
+            uow.sources.add(bare)
+            uow.commit()
+        # Evidence whose subject is the bare source, but recorded for another tenant.
+        (own,) = ingested.evidence_ids
+        stranger = evolve(
+            records.evidence_from(own, h.table("evidence")[own]),
+            id="evd-stranger",
+            tenant=OTHER_TENANT,
+            subject=f"knowledge_source:{bare.id}",
+        )
+        with h.store.unit_of_work() as uow:
+            uow.evidence.add(stranger)
+            uow.commit()
+        analysis_ids = [h.analyse(ingested.created).id]
+        capsule = h.publish(
+            ingested.created, analysis_ids=analysis_ids, evidence_ids=ingested.evidence_ids
+        )
+        given = {
+            "other-tenant": [*ingested.evidence_ids, stranger.id],
+            "capsule-evidence": [
+                e for e, d in h.table("evidence").items() if "capsule" in d["subject"]
+            ],
+            "evd-nowhere": ["evd-nowhere"],
+            "": [""],
+            "sources-own-but-one": list(ingested.evidence_ids),
+        }[wrong]
+        assert given and capsule.id
+        with pytest.raises(PolicyDenied) as caught:
+            h.publish(
+                [*ingested.created, bare.id],
+                publication_id="pub-2",
+                analysis_ids=analysis_ids,
+                evidence_ids=given,
+            )
+        assert caught.value.reasons == ("evidence: source src-legacy carries no evidence",)
 
     @pytest.mark.parametrize("environment", [Environment.DEVELOPMENT, Environment.STAGING])
     def test_the_same_facts_pass_outside_production(self, environment: Environment) -> None:

@@ -16,7 +16,7 @@ from domain.model import capsule as capsule_model
 from domain.model.analysis import Analysis
 from domain.model.capsule import Capsule, CapsuleStatus
 from domain.model.errors import AlreadyPublished, InvalidInput, UnknownReference
-from domain.model.evidence import EventEnvelope, EventType
+from domain.model.evidence import EventEnvelope, EventType, EvidenceManifest
 from domain.model.knowledge import Classification, KnowledgeSource, SourceDraft
 from domain.model.policy import Action, EnforcementContext, GuardedMutation, PolicyDecision
 from domain.model.runtime import RuntimeContext
@@ -32,6 +32,7 @@ MAX_BATCH = 100
 class IngestResult:
     sources: tuple[KnowledgeSource, ...]
     created: tuple[str, ...]  # ids of the sources this call created (the rest already existed)
+    evidence_ids: tuple[str, ...] = ()  # the evidence manifests this call recorded for them
 
 
 @frozen
@@ -80,6 +81,7 @@ class KnowledgeService:
         )
         sources: list[KnowledgeSource] = []
         created: list[str] = []
+        evidence: list[str] = []
         seen: dict[tuple[str, str], KnowledgeSource] = {}
         for i, draft in enumerate(drafts):
             same = existing.get(i) or seen.get((draft.source_url, draft.content_digest))
@@ -94,7 +96,7 @@ class KnowledgeService:
             )
             seen[(draft.source_url, draft.content_digest)] = source
             uow.sources.add(source)
-            self._record(
+            manifest = self._record(
                 uow,
                 runtime,
                 decision,
@@ -112,9 +114,10 @@ class KnowledgeService:
             )
             sources.append(source)
             created.append(source.id)
+            evidence.append(manifest.id)
         if created:
             uow.decisions.add(decision)
-        return IngestResult(tuple(sources), tuple(created))
+        return IngestResult(tuple(sources), tuple(created), tuple(evidence))
 
     # -- analysis ----------------------------------------------------------------------------
 
@@ -187,7 +190,11 @@ class KnowledgeService:
         title: str,
         source_ids: Sequence[str],
         analysis_ids: Sequence[str] = (),
+        evidence_ids: Sequence[str] = (),
     ) -> Publication:
+        """Publish the sources (and analyses) as a capsule, under policy. `evidence_ids` may
+        name manifests known to evidence some of the sources (an ingest's): those are read by
+        id, and only the sources they do not cover are looked up by subject."""
         publication_id = identifier("publication_id", publication_id)
         title = text("title", title, max_len=500)
         sources = self._sources(uow, source_ids)
@@ -205,13 +212,7 @@ class KnowledgeService:
                 return Publication(existing, created=False)
             retracted = existing.status is CapsuleStatus.RETRACTED
             raise AlreadyPublished(publication_id, existing.id, retracted=retracted)
-        evidenced = {
-            m.subject
-            for m in uow.evidence.for_subjects(
-                runtime.tenant, [f"knowledge_source:{s.id}" for s in sources]
-            )
-        }
-        unevidenced = tuple(s.id for s in sources if f"knowledge_source:{s.id}" not in evidenced)
+        unevidenced = self._unevidenced(uow, runtime.tenant, sources, evidence_ids)
         classification = capsule_model.highest_classification(sources)
         decision = self._gate.decide(
             GuardedMutation(
@@ -316,6 +317,24 @@ class KnowledgeService:
                 raise UnknownReference("knowledge source", source_id)
         return [found[source_id] for source_id in wanted]
 
+    def _unevidenced(
+        self,
+        uow: UnitOfWork,
+        tenant: str,
+        sources: Sequence[KnowledgeSource],
+        evidence_ids: Sequence[str],
+    ) -> tuple[str, ...]:
+        """The sources no evidence manifest of the tenant names as its subject. Manifests
+        never change once recorded, so one named by id that reads back with the subject is
+        proof enough; a wrong id proves nothing and costs only the look-up it would have."""
+        subjects = [f"knowledge_source:{s.id}" for s in sources]
+        named = uow.evidence.get_many(evidence_ids) if evidence_ids else {}
+        evidenced = {m.subject for m in named.values() if m.tenant == tenant}
+        rest = [subject for subject in subjects if subject not in evidenced]
+        if rest:
+            evidenced |= {m.subject for m in uow.evidence.for_subjects(tenant, rest)}
+        return tuple(s.id for s in sources if f"knowledge_source:{s.id}" not in evidenced)
+
     def _record(
         self,
         uow: UnitOfWork,
@@ -327,7 +346,7 @@ class KnowledgeService:
         classification: Classification,
         event_type: EventType,
         payload: dict[str, object],
-    ) -> None:
+    ) -> EvidenceManifest:
         manifest = evidence_for(
             decision,
             runtime,
@@ -351,3 +370,4 @@ class KnowledgeService:
                 payload=payload | {"evidence_id": manifest.id},
             ).sealed()
         )
+        return manifest

@@ -147,7 +147,12 @@ def definition(service: KnowledgeService) -> WorkflowDefinition:
     def ingest(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
         request = PublicationRequest.parse(ctx.input)
         result = service.ingest(uow, ctx.runtime, _enforcement(ctx, request), request.documents)
-        return {"source_ids": [s.id for s in result.sources], "created": list(result.created)}
+        return {
+            "source_ids": [s.id for s in result.sources],
+            "created": list(result.created),
+            # Read by id when publishing: no look-up by subject for the sources created here.
+            "evidence_ids": list(result.evidence_ids),
+        }
 
     def analyse(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
         request = PublicationRequest.parse(ctx.input)
@@ -167,6 +172,8 @@ def definition(service: KnowledgeService) -> WorkflowDefinition:
             title=request.title,
             source_ids=ctx.output_of("ingest")["source_ids"],
             analysis_ids=[ctx.output_of("analyse")["analysis_id"]],
+            # An execution ingested before the output held them has none: looked up by subject.
+            evidence_ids=ctx.output_of("ingest").get("evidence_ids", ()),
         )
         capsule = publication.capsule
         return {
