@@ -136,9 +136,9 @@ def test_a_commit_failing_in_the_engine_is_an_unknown_outcome() -> None:
 
 
 def test_a_publication_workflow_is_four_commits_and_four_reads(surreal_mem: SurrealStore) -> None:
-    """Start and ingest, analyse, publish, verify; the reads: the idempotency key, the
-    source's and the analysis's natural keys (each a read by id), the publication id, the
-    capsule (fresh: it can change). Evidence of what was ingested is read from the cache."""
+    """Start and ingest, analyse, publish, verify; the reads (without an idempotency key):
+    the natural keys of the source, the analysis and the publication (each a read by id),
+    and the capsule (fresh: it can change). The evidence ingested is read from the cache."""
     orch = workflow_bench.orchestrator(surreal_mem.unit_of_work)
     workflow_bench.run_workflows(orch, [workflow_bench.publication_input("warm", 0)])
     spy = spy_on(surreal_mem)
