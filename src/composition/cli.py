@@ -26,7 +26,7 @@ from attrs import define, field
 
 import composition
 from adapters.memory import MemoryStore
-from composition import queries, render
+from composition import anchors, queries, render
 from composition.container import App, Overrides, build_app
 from composition.documents import DocumentError, SourceFile, publication_request, read_source
 from composition.settings import DEFAULT_POLICY_REF, ENV_VARS, ConfigurationError, Settings
@@ -904,14 +904,41 @@ def audit() -> None:
 
 @audit.command("verify", epilog=EXITS)
 @click.argument("execution_id", metavar="[EXECUTION]", required=False)
+@click.option(
+    "--anchors",
+    "anchor_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also check the trails against the heads `audit anchor` recorded in FILE.",
+)
 @json_option
 @click.pass_context
-def audit_verify(ctx: click.Context, execution_id: str | None) -> None:
-    """Recompute the hash chain of one execution (or of all): exit 1 on any tampering."""
+def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path | None) -> None:
+    """Recompute the hash chain of one execution (or of all): exit 1 on any tampering.
+
+    With --anchors, a trail rolled back or rewritten since the anchors were taken (which
+    its own chain cannot show) is reported too, and so is an anchored execution deleted.
+    """
     s = session_of(ctx)
     s.read_only = True
+    s.settings()
+    taken = None if anchor_file is None else _read_anchors(s, anchor_file)
     with s.app(existing=True) as (app, _):
         results = verify_chains(s, app, execution_id)
+        checked: dict[str, Any] | None = None
+        if taken is not None:
+            chosen = [a for a in taken.anchors if execution_id in (None, a.execution_id)]
+            failed = anchors.check(app.uow_factory, app.runtime.tenant, chosen)
+            # An anchor's verdict is news only where the chain itself was found intact.
+            broken = {r["execution_id"] for r in results if not r["ok"]}
+            by_id = {r.execution_id: render.report_json(r) for r in failed}
+            results = [by_id.pop(r["execution_id"], r) if r["ok"] else r for r in results]
+            results += [r for xid, r in by_id.items() if xid not in broken]
+            checked = {
+                "file": str(anchor_file),
+                "taken_at": taken.taken_at.isoformat(),
+                "checked": len(chosen),
+                "failed": len(failed),
+            }
         if s.json:
             s.emit(
                 {
@@ -920,6 +947,7 @@ def audit_verify(ctx: click.Context, execution_id: str | None) -> None:
                     "entries": sum(r["entries"] for r in results),
                     "reports": results,
                 }
+                | ({"anchors": checked} if checked is not None else {})
             )
         else:
             rows = [
@@ -960,6 +988,94 @@ def audit_verify(ctx: click.Context, execution_id: str | None) -> None:
             total = sum(r["entries"] for r in results)
             plural = "s" * (len(results) != 1)
             s.echo(f"verified {len(results)} execution{plural}, {total} entries: all chains intact")
+            if checked is not None:
+                s.echo(
+                    f"and every one of the {checked['checked']} anchored heads (taken"
+                    f" {checked['taken_at']}) is still in its trail"
+                )
+
+
+def _read_anchors(s: Session, path: Path) -> anchors.Anchors:
+    try:
+        taken = anchors.read(path)
+    except anchors.AnchorFileError as exc:
+        raise Failed(render.safe(str(exc)), EXIT_USAGE) from None
+    tenant = s.settings().tenant
+    if taken.tenant != tenant:
+        raise Failed(
+            render.safe(
+                f"anchor file {path} holds tenant {taken.tenant!r}'s anchors, and this is"
+                f" tenant {tenant!r} (GOVKERNEL_TENANT)"
+            ),
+            EXIT_USAGE,
+        )
+    return taken
+
+
+@audit.command("anchor", epilog=EXITS)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the anchors to FILE, replacing it whole; anchors it already holds are"
+    " checked first [default: stdout].",
+)
+@json_option
+@click.pass_context
+def audit_anchor(ctx: click.Context, output: Path | None) -> None:
+    """Record the audit head of every execution whose chain verifies, to keep outside the
+    store (`audit verify --anchors FILE` checks against it).
+
+    A trail rolled back or rewritten by someone who can write the store still verifies on
+    its own; against anchors taken before, it does not. Executions whose chain is broken are
+    not anchored: they are reported, and the command exits 1.
+    """
+    s = session_of(ctx)
+    s.read_only = True
+    s.settings()
+    earlier = _read_anchors(s, output) if output is not None and output.exists() else None
+    with s.app(existing=True) as (app, _):
+        if earlier is not None:
+            failed = anchors.check(app.uow_factory, app.runtime.tenant, earlier.anchors)
+            if failed:
+                first = failed[0]
+                raise Failed(
+                    render.safe(
+                        f"{output} was left as it is: {len(failed)} of its anchors no longer"
+                        f" hold, first {first.execution_id}: {first.problem}"
+                        " (`govkernel audit verify --anchors` lists them)"
+                    )
+                )
+        taken, broken = anchors.take(
+            app.uow_factory,
+            app.runtime.tenant,
+            app.orchestrator.verify,
+            now=app.runtime.clock.now(),
+            progress=lambda items: _maybe_progress(items, "anchoring"),
+        )
+    if output is not None:
+        anchors.write(taken, output)
+    summary = {
+        "anchored": len(taken.anchors),
+        "taken_at": taken.taken_at.isoformat(),
+        "output": None if output is None else str(output),
+        "broken": [render.report_json(r) for r in broken],
+    }
+    if s.json and output is not None:
+        s.emit(summary)
+    elif output is None:
+        s.emit(taken.to_json())  # the anchors are the record: stdout holds them alone
+    where = "" if output is None else f" in {output}"
+    s.warn(render.safe(f"anchored {len(taken.anchors)} executions{where}"))
+    if broken:
+        first = broken[0]
+        raise Failed(
+            render.safe(
+                f"{len(broken)} execution{'s' * (len(broken) != 1)} not anchored: the audit"
+                f" trail of {first.execution_id} is broken at entry #{first.first_bad_sequence}:"
+                f" {first.problem}"
+            )
+        )
 
 
 def verify_chains(s: Session, app: App, execution_id: str | None) -> list[dict[str, Any]]:

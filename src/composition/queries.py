@@ -62,7 +62,7 @@ Progress = Callable[[list[str]], AbstractContextManager[Iterable[str]]]
 
 
 @contextmanager
-def _quietly(items: list[str]) -> Iterator[Iterable[str]]:
+def quietly(items: list[str]) -> Iterator[Iterable[str]]:
     yield items
 
 
@@ -77,7 +77,7 @@ def broken_chains(
         tenants = {x.id: x.tenant for x in listed}
         tenants |= {key: uow.executions.tenant_of(key) or "" for key in unreadable}
     broken = []
-    with (progress or _quietly)(list(tenants)) as items:
+    with (progress or quietly)(list(tenants)) as items:
         for xid in items:
             try:
                 with uow_factory() as uow:

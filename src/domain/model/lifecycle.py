@@ -144,6 +144,45 @@ class ChainReport:
     problem: str | None = None
 
 
+@frozen
+class AuditAnchor:
+    """An execution's audit head as it stood at some moment, kept outside the store.
+
+    A trail only grows, so the anchored entry stays at its sequence with its hash for good.
+    Rolling a trail back (dropping its last entries and setting the execution's head back)
+    or rewriting it with fresh hashes leaves a chain that verifies on its own; against an
+    anchor taken before, it does not."""
+
+    execution_id: str
+    sequence: int
+    hash: str
+
+
+def check_anchor(anchor: AuditAnchor, entries: Sequence[AuditEntry]) -> ChainReport:
+    """Whether `entries` (a chain that verifies) still hold the anchored entry. Hashes chain
+    every entry to the ones before it, so the anchored entry's hash vouches for those too."""
+    count = len(entries)
+    if count < anchor.sequence:
+        return ChainReport(
+            anchor.execution_id,
+            count,
+            False,
+            count + 1,
+            f"the trail ends at entry {count}, but held entry {anchor.sequence} when anchored:"
+            " rolled back or cut short since",
+        )
+    entry = entries[anchor.sequence - 1] if anchor.sequence > 0 else None
+    if entry is not None and (entry.sequence, entry.hash) != (anchor.sequence, anchor.hash):
+        return ChainReport(
+            anchor.execution_id,
+            count,
+            False,
+            anchor.sequence,
+            f"entry {anchor.sequence} is not the one anchored: the trail was rewritten since",
+        )
+    return ChainReport(anchor.execution_id, count, True)
+
+
 def verify_chain(
     execution_id: str,
     entries: Sequence[AuditEntry],

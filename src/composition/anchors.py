@@ -1,0 +1,186 @@
+"""Audit anchors: each execution's audit head, written to a file kept outside the store.
+
+The hash chain shows that a trail was edited, but not that it was rolled back (its last
+entries dropped and the execution's head set back) or rewritten whole with fresh hashes by
+someone who can write the store. A trail only grows, so an anchor taken earlier still names
+an entry the trail must hold: checking against it catches both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from attrs import frozen
+
+from composition import queries
+from domain.model.lifecycle import AuditAnchor, ChainReport, check_anchor
+from domain.model.validation import IDENTIFIER
+from ports.errors import CorruptRecord, RecordNotFound
+from ports.unit_of_work import UnitOfWorkFactory
+
+FORMAT = "govkernel-audit-anchors"
+VERSION = 1
+_HASH = re.compile(r"^[0-9a-f]{64}\Z")
+
+
+class AnchorFileError(ValueError):
+    """An anchor file that cannot be used, and why."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"anchor file {path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+@frozen
+class Anchors:
+    tenant: str
+    taken_at: datetime
+    anchors: tuple[AuditAnchor, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "tenant": self.tenant,
+            "taken_at": self.taken_at.isoformat(),
+            "anchors": [
+                {"execution_id": a.execution_id, "sequence": a.sequence, "hash": a.hash}
+                for a in self.anchors
+            ],
+        }
+
+
+def take(
+    uow_factory: UnitOfWorkFactory,
+    tenant: str,
+    verify: Callable[[str], ChainReport],
+    *,
+    now: datetime,
+    progress: queries.Progress | None = None,
+) -> tuple[Anchors, list[ChainReport]]:
+    """The heads of the tenant's executions whose chain verifies, and the reports of those
+    whose chain does not (anchoring those would vouch for what was done to them)."""
+    unreadable: list[str] = []
+    listed = queries.every_execution(uow_factory, tenant, unreadable)
+    heads = {x.id: (x.audit_sequence, x.audit_head) for x in listed}
+    anchored: list[AuditAnchor] = []
+    broken: list[ChainReport] = []
+    with (progress or queries.quietly)([*heads, *unreadable]) as items:
+        for xid in items:
+            report = verify(xid)
+            if not report.ok or xid not in heads:
+                broken.append(report)
+                continue
+            sequence, head = heads[xid]
+            anchored.append(AuditAnchor(xid, sequence, head))
+    for xid, (count, _) in queries.orphan_trails(uow_factory, tenant).items():
+        broken.append(queries.orphan_report(xid, count))
+    return Anchors(tenant, now, tuple(anchored)), broken
+
+
+def check(
+    uow_factory: UnitOfWorkFactory,
+    tenant: str,
+    anchors: Iterable[AuditAnchor],
+) -> list[ChainReport]:
+    """A report for each anchor the store no longer holds; empty when it holds them all."""
+    failed = []
+    for anchor in anchors:
+        try:
+            trail = queries.audit_trail(uow_factory, tenant, anchor.execution_id)
+        except CorruptRecord as exc:  # unreadable: `verify` says how; the anchor cannot tell
+            failed.append(ChainReport(anchor.execution_id, 0, False, 1, str(exc)))
+            continue
+        except RecordNotFound:
+            failed.append(
+                ChainReport(
+                    anchor.execution_id,
+                    0,
+                    False,
+                    1,
+                    f"the execution was deleted since it was anchored at entry {anchor.sequence}",
+                )
+            )
+            continue
+        report = check_anchor(anchor, trail)
+        if not report.ok:
+            failed.append(report)
+    return failed
+
+
+def write(anchors: Anchors, path: Path) -> None:
+    """Replace `path` whole or not at all: a crash never leaves half an anchor file."""
+    text = json.dumps(anchors.to_json(), indent=1) + "\n"
+    directory = path.parent
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def read(path: Path) -> Anchors:
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AnchorFileError(path, "not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnchorFileError(path, f"cannot be read ({type(exc).__name__})") from None
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise AnchorFileError(path, "is not JSON") from None
+    return parse(path, document)
+
+
+def parse(path: Path, document: object) -> Anchors:
+    def bad(problem: str) -> AnchorFileError:
+        return AnchorFileError(path, problem)
+
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise bad(f'is not an audit anchor file (no "format": "{FORMAT}")')
+    if document.get("version") != VERSION:
+        raise bad(f"has version {document.get('version')!r}; this govkernel reads {VERSION}")
+    tenant = document.get("tenant")
+    if not isinstance(tenant, str) or not IDENTIFIER.match(tenant):
+        raise bad("names no valid tenant")
+    try:
+        taken_at = datetime.fromisoformat(str(document.get("taken_at")))
+    except ValueError:
+        raise bad("has no valid taken_at time") from None
+    items = document.get("anchors")
+    if not isinstance(items, list):
+        raise bad("has no list of anchors")
+    anchors = [_anchor(bad, i, item) for i, item in enumerate(items)]
+    seen: set[str] = set()
+    for anchor in anchors:
+        if anchor.execution_id in seen:
+            raise bad(f"anchors execution {anchor.execution_id!r} twice")
+        seen.add(anchor.execution_id)
+    return Anchors(tenant, taken_at, tuple(anchors))
+
+
+def _anchor(bad: Callable[[str], AnchorFileError], i: int, item: object) -> AuditAnchor:
+    if not isinstance(item, dict):
+        raise bad(f"anchors[{i}] is not an object")
+    xid, sequence, head = item.get("execution_id"), item.get("sequence"), item.get("hash")
+    if not isinstance(xid, str) or not xid:
+        raise bad(f"anchors[{i}].execution_id is not an execution id")
+    if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 0:
+        raise bad(f"anchors[{i}].sequence is not a whole number >= 0")
+    if not isinstance(head, str) or not _HASH.match(head):
+        raise bad(f"anchors[{i}].hash is not a SHA-256 hex digest")
+    return AuditAnchor(xid, sequence, head)

@@ -1,0 +1,249 @@
+"""Audit anchors: what the hash chain alone cannot show (a trail rolled back, rewritten with
+fresh hashes, or deleted whole) is caught against heads recorded earlier outside the store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from attrs import evolve
+from surrealdb import RecordID
+
+from adapters.surrealdb import SurrealConfig, SurrealStore
+from domain.model.evidence import canonical_json
+from domain.model.lifecycle import GENESIS, AuditAnchor, AuditEntry, check_anchor
+from ports import records
+from ports.records import audit_key
+from tests.composition.test_cli import FRED, IMF, Cli
+from tests.composition.test_cli import fresh as fresh  # a fixture
+
+
+def trail_of(store: SurrealStore, xid: str) -> list[AuditEntry]:
+    rows = store.select_rows(
+        "SELECT * FROM audit WHERE execution_id = $x ORDER BY sequence", {"x": xid}
+    )
+    return [records.audit_from({k: v for k, v in row.items() if k != "id"}) for row in rows]
+
+
+def set_head(store: SurrealStore, xid: str, last: AuditEntry) -> None:
+    store.select_rows(
+        "UPDATE $r SET audit_head = $h, audit_sequence = $n, state = $s",
+        {
+            "r": RecordID("execution", xid),
+            "h": last.hash,
+            "n": last.sequence,
+            "s": last.to_state.value,
+        },
+    )
+
+
+def roll_back(url: str, xid: str, keep: int) -> None:
+    """Drop every entry after the first `keep` and set the execution back to match (head,
+    state, step cursor, outputs): a consistent shorter trail, which the chain alone cannot
+    tell from the real one."""
+    with SurrealStore(SurrealConfig(url)) as store:
+        trail = trail_of(store, xid)
+        for entry in trail[keep:]:
+            store.select_rows("DELETE $r", {"r": RecordID("audit", audit_key(xid, entry.sequence))})
+        kept = [e for e in trail[:keep] if e.step and e.from_state is e.to_state]
+        [outputs] = store.select_rows(
+            "SELECT VALUE outputs_json FROM ONLY $r", {"r": RecordID("execution", xid)}
+        )
+        store.select_rows(
+            "UPDATE $r SET current_step = $n, outputs_json = $o",
+            {
+                "r": RecordID("execution", xid),
+                "n": len(kept),
+                "o": canonical_json(
+                    {k: v for k, v in json.loads(outputs).items() if k in {e.step for e in kept}}
+                ),
+            },
+        )
+        set_head(store, xid, trail[keep - 1])
+
+
+def rewrite(url: str, xid: str, sequence: int, reason: str) -> None:
+    """Change one entry's reason and re-hash it and every entry after it, head included."""
+    with SurrealStore(SurrealConfig(url)) as store:
+        prev = GENESIS
+        new: list[AuditEntry] = []
+        for entry in trail_of(store, xid):
+            changed = evolve(entry, prev_hash=prev)
+            if entry.sequence == sequence:
+                changed = evolve(changed, reason=reason)
+            changed = evolve(changed, hash=changed.recomputed())
+            store.select_rows(
+                "UPDATE $r SET reason = $reason, prev_hash = $p, hash = $h",
+                {
+                    "r": RecordID("audit", audit_key(xid, entry.sequence)),
+                    "reason": changed.reason,
+                    "p": changed.prev_hash,
+                    "h": changed.hash,
+                },
+            )
+            new.append(changed)
+            prev = changed.hash
+        set_head(store, xid, new[-1])
+
+
+def delete_whole(url: str, xid: str) -> None:
+    with SurrealStore(SurrealConfig(url)) as store:
+        store.select_rows("DELETE audit WHERE execution_id = $x", {"x": xid})
+        store.select_rows("DELETE $r", {"r": RecordID("execution", xid)})
+        store.select_rows("DELETE $r", {"r": RecordID("execution_input", xid)})
+
+
+@pytest.fixture
+def published(fresh: Cli, tmp_path: Path) -> tuple[Cli, str, str, Path]:
+    """Two publications, anchored in a file."""
+    first = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    second = fresh.json("run", "knowledge-publication", str(IMF))["execution_id"]
+    path = tmp_path / "anchors.json"
+    summary = fresh.json("audit", "anchor", "--output", str(path))
+    assert summary["anchored"] == 2 and summary["broken"] == []
+    return fresh, first, second, path
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        pytest.param(lambda url, xid: roll_back(url, xid, keep=4), id="rolled-back"),
+        pytest.param(lambda url, xid: rewrite(url, xid, 3, "nothing to see"), id="rewritten"),
+        pytest.param(delete_whole, id="deleted-whole"),
+    ],
+)
+def test_what_the_chain_alone_misses_the_anchors_catch(
+    published: tuple[Cli, str, str, Path], attack: Any
+) -> None:
+    gk, first, second, path = published
+    attack(gk.url, first)
+
+    alone = gk.json("audit", "verify")
+    assert alone["ok"] is True  # the attack leaves a chain that verifies on its own
+
+    caught = gk.json("audit", "verify", "--anchors", str(path), code=1)
+    verdicts = {r["execution_id"]: r for r in caught["reports"]}
+    assert verdicts[second]["ok"] and not verdicts[first]["ok"]
+    assert caught["anchors"]["checked"] == 2 and caught["anchors"]["failed"] == 1
+    problem = verdicts[first]["problem"]
+    assert any(word in problem for word in ("rolled back", "rewritten", "deleted"))
+    gk("audit", "verify", "--anchors", str(path), code=1)
+    assert f"audit trail of {first} is broken" in gk.stderr
+    # One execution named: only its anchor is checked.
+    assert gk.json("audit", "verify", second, "--anchors", str(path))["ok"]
+
+
+def test_a_trail_that_grew_since_still_holds_its_anchor(
+    published: tuple[Cli, str, str, Path],
+) -> None:
+    gk, _, _, path = published
+    third = gk.json("run", "knowledge-publication", "--tier", "Tier1", str(FRED))
+    assert third["state"] == "awaiting_approval"
+    earlier = json.loads(path.read_text())
+    assert gk.json("audit", "verify", "--anchors", str(path))["ok"]
+    gk("reject", third["execution_id"], "--reason", "not now")
+    done = gk("audit", "verify", "--anchors", str(path))
+    assert "every one of the 2 anchored heads" in done.stdout
+    # Taken again, into the same file: the earlier anchors are checked first, then replaced.
+    assert gk.json("audit", "anchor", "--output", str(path))["anchored"] == 3
+    assert json.loads(path.read_text())["taken_at"] >= earlier["taken_at"]
+
+
+def test_anchoring_again_over_a_file_whose_anchors_fail_leaves_it_alone(
+    published: tuple[Cli, str, str, Path],
+) -> None:
+    gk, first, _, path = published
+    before = path.read_text()
+    roll_back(gk.url, first, keep=3)
+    gk("audit", "anchor", "--output", str(path), code=1)
+    assert "was left as it is: 1 of its anchors no longer hold" in gk.stderr
+    assert path.read_text() == before  # the rollback is not blessed by fresh anchors
+
+
+def test_a_broken_chain_is_not_anchored(fresh: Cli, tmp_path: Path) -> None:
+    bad = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    good = fresh.json("run", "knowledge-publication", str(IMF))["execution_id"]
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        store.select_rows(
+            "UPDATE $r SET reason = 'edited'", {"r": RecordID("audit", audit_key(bad, 2))}
+        )
+    path = tmp_path / "a.json"
+    summary = fresh.json("audit", "anchor", "-o", str(path), code=1)
+    assert [r["execution_id"] for r in summary["broken"]] == [bad]
+    assert "1 execution not anchored" in fresh.stderr
+    anchored = json.loads(path.read_text())["anchors"]
+    assert [a["execution_id"] for a in anchored] == [good]
+
+
+def test_anchors_go_to_stdout_alone_without_an_output_file(fresh: Cli) -> None:
+    xid = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    done = fresh("audit", "anchor")
+    document = json.loads(done.stdout)
+    assert document["format"] == "govkernel-audit-anchors" and document["tenant"] == "default"
+    [anchor] = document["anchors"]
+    assert anchor["execution_id"] == xid and anchor["sequence"] > 1
+    assert "anchored 1 executions" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        ("not json", "is not JSON"),
+        ("[]", "is not an audit anchor file"),
+        ('{"format": "govkernel-audit-anchors", "version": 2}', "has version 2"),
+        (
+            '{"format": "govkernel-audit-anchors", "version": 1, "tenant": "beta",'
+            ' "taken_at": "2026-01-01T00:00:00+00:00", "anchors": []}',
+            "holds tenant 'beta''s anchors, and this is tenant 'default'",
+        ),
+        (
+            '{"format": "govkernel-audit-anchors", "version": 1, "tenant": "default",'
+            ' "taken_at": "2026-01-01T00:00:00+00:00",'
+            ' "anchors": [{"execution_id": "x", "sequence": 1, "hash": "abc"}]}',
+            "anchors[0].hash is not a SHA-256 hex digest",
+        ),
+        (
+            '{"format": "govkernel-audit-anchors", "version": 1, "tenant": "default",'
+            ' "taken_at": "2026-01-01T00:00:00+00:00",'
+            ' "anchors": [{"execution_id": "x", "sequence": true, "hash": "' + "0" * 64 + '"}]}',
+            "anchors[0].sequence is not a whole number",
+        ),
+    ],
+)
+def test_an_anchor_file_that_cannot_be_used_is_refused_before_the_store_is_opened(
+    fresh: Cli, tmp_path: Path, content: str, said: str
+) -> None:
+    path = tmp_path / "a.json"
+    path.write_text(content)
+    fresh("audit", "verify", "--anchors", str(path), code=2)
+    assert said in fresh.stderr
+    fresh("audit", "verify", "--anchors", str(tmp_path / "missing.json"), code=2)
+    assert "not found" in fresh.stderr
+    assert not fresh.store.exists()
+
+
+def entry(sequence: int, prev: str) -> AuditEntry:
+    from datetime import UTC, datetime
+
+    from domain.model.lifecycle import ExecutionState
+
+    partial = AuditEntry(
+        "x", sequence, None, ExecutionState.PENDING, datetime(2026, 1, 1, tzinfo=UTC),
+        "alice", "created", None, "c", prev, "",
+    )  # fmt: skip
+    return evolve(partial, hash=partial.recomputed())
+
+
+def test_check_anchor_on_its_own() -> None:
+    one = entry(1, GENESIS)
+    two = entry(2, one.hash)
+    trail = [one, two]
+    assert check_anchor(AuditAnchor("x", 2, two.hash), trail).ok
+    assert check_anchor(AuditAnchor("x", 1, one.hash), trail).ok  # grown since: fine
+    assert check_anchor(AuditAnchor("x", 0, GENESIS), trail).ok
+    short = check_anchor(AuditAnchor("x", 3, "f" * 64), trail)
+    assert not short.ok and short.first_bad_sequence == 3 and "rolled back" in str(short.problem)
+    other = check_anchor(AuditAnchor("x", 2, one.hash), trail)
+    assert not other.ok and other.first_bad_sequence == 2 and "rewritten" in str(other.problem)
