@@ -13,12 +13,12 @@ from datetime import timedelta
 import pytest
 from attrs import frozen
 
-from domain.model.errors import InvalidState
 from domain.model.execution import approval_reason
 from domain.model.lifecycle import GENESIS, AuditEntry, ChainReport, verify_chain
 from domain.model.policy import ImpactTier
-from domain.orchestration.orchestrator import Orchestrator
+from domain.orchestration.orchestrator import Orchestrator, RecoveryIncomplete
 from ports.clock import FixedClock
+from ports.errors import CorruptRecord
 from ports.records import audit_from
 from tests.workflow.harness import T0, WORKFLOW, BackDoor, open_store, orchestrator, request
 
@@ -175,7 +175,7 @@ def test_a_blanked_requester_is_detected_and_blocks_approval(ran: Ran) -> None:
     waiting = ran.orch.start(WORKFLOW, request("pub-2"), risk_tier=ImpactTier.TIER1)
     ran.door.edit_execution(waiting.id, {"requested_by": ""})
     assert not ran.orch.verify(waiting.id).ok
-    with pytest.raises(InvalidState, match="names no requester"):
+    with pytest.raises(CorruptRecord, match=r"not acted on: .* as requester"):
         ran.orch.approve(waiting.id, approver="operator", role="reviewer")
 
 
@@ -344,3 +344,58 @@ def test_a_moved_step_cursor_is_detected(ran: Ran, cursor: int) -> None:
     ran.door.edit_execution(ran.execution_id, {"current_step": cursor})
     report = _bad(ran, ENTRIES)
     assert f"at step {cursor}" in (report.problem or ""), report
+
+
+# -- an execution edited in storage is not acted on ------------------------------------------
+
+
+def _fresh_orchestrator(ran: Ran) -> Orchestrator:
+    """Another worker (or the same one, restarted): it knows only what storage says."""
+    return orchestrator(ran.door.store.unit_of_work, FixedClock(T0 + timedelta(hours=1)))
+
+
+def test_a_lowered_risk_tier_does_not_skip_the_approval(ran: Ran) -> None:
+    waiting = ran.orch.start(WORKFLOW, request("pub-skip"), risk_tier=ImpactTier.TIER1)
+    assert waiting.state.value == "awaiting_approval"
+    ran.door.edit_execution(
+        waiting.id, {"metadata_json": _lowered_tier(ran, waiting.id), "state": "running"}
+    )
+    capsules = len(ran.door.table("capsule"))
+    worker = _fresh_orchestrator(ran)
+    with pytest.raises(RecoveryIncomplete) as caught:
+        worker.recover(ignore_leases=True)
+    [(xid, error)] = caught.value.failures
+    assert xid == waiting.id and "not acted on" in error
+    with pytest.raises(CorruptRecord, match="not acted on"):
+        worker.run(waiting.id)
+    assert len(ran.door.table("capsule")) == capsules  # nothing was published
+
+
+def test_a_lowered_risk_tier_is_not_approved_through(ran: Ran) -> None:
+    waiting = ran.orch.start(WORKFLOW, request("pub-tier"), risk_tier=ImpactTier.TIER2)
+    ran.door.edit_execution(waiting.id, {"metadata_json": _lowered_tier(ran, waiting.id)})
+    with pytest.raises(CorruptRecord, match=r"not acted on: .*metadata"):
+        _fresh_orchestrator(ran).approve(waiting.id, approver="bob", role="reviewer")
+    assert ran.door.table("execution")[waiting.id]["state"] == "awaiting_approval"
+
+
+def test_a_forged_step_output_is_not_acted_on(ran: Ran) -> None:
+    waiting = ran.orch.start(WORKFLOW, request("pub-swap"), risk_tier=ImpactTier.TIER1)
+    outputs = ran.orch.get(waiting.id).step_outputs
+    outputs["ingest"] = {"source_ids": ["src-of-someone-else"]}  # a step never run
+    ran.door.edit_execution(waiting.id, {"outputs_json": json.dumps(outputs)})
+    worker = _fresh_orchestrator(ran)
+    for command in (
+        lambda: worker.approve(waiting.id, approver="bob", role="reviewer"),
+        lambda: worker.reject(waiting.id, reason="no"),
+        lambda: worker.cancel(waiting.id),
+    ):
+        with pytest.raises(CorruptRecord, match="output of step ingest"):
+            command()
+    assert ran.door.table("execution")[waiting.id]["state"] == "awaiting_approval"
+
+
+def test_an_intact_execution_read_from_storage_is_acted_on(ran: Ran) -> None:
+    waiting = ran.orch.start(WORKFLOW, request("pub-fine"), risk_tier=ImpactTier.TIER1)
+    done = _fresh_orchestrator(ran).approve(waiting.id, approver="bob", role="reviewer")
+    assert done.state.value == "succeeded" and ran.orch.verify(done.id).ok

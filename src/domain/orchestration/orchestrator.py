@@ -370,7 +370,7 @@ class Orchestrator:
                 before(execution_id)
             try:
                 with self._uow_factory() as uow:
-                    execution = self._require(uow, execution_id)
+                    execution = self._trusted(uow, self._require(uow, execution_id))
                     # Refused before anything is written: this worker could not drive it on.
                     self._definition_of(execution)
                     apply(execution, self._runtime.clock.now())
@@ -491,6 +491,22 @@ class Orchestrator:
             raise RecordNotFound("execution", execution_id)
         return execution
 
+    def _trusted(self, uow: UnitOfWork, execution: WorkflowExecution) -> WorkflowExecution:
+        """An execution read from storage, if its audit trail vouches for it. One edited
+        there (a risk tier lowered to skip an approval, a step's output swapped, a cursor
+        moved past a step) is not acted on. What this worker committed itself it knows."""
+        # Read after the execution, the trail may hold entries another worker committed
+        # since: the execution is checked against the entries up to its own head (if it is
+        # stale, its next commit conflicts anyway).
+        entries = uow.audit.for_execution(execution.id)[: execution.audit_sequence]
+        report = execution.verify_trail(entries)
+        if not report.ok:
+            raise CorruptRecord(
+                f"execution {execution.id} is not acted on: its audit trail is broken at entry"
+                f" #{report.first_bad_sequence}: {report.problem}"
+            )
+        return execution
+
     def _by_key(self, key: str) -> WorkflowExecution | None:
         with self._uow_factory() as uow:
             return uow.executions.by_idempotency_key(self._runtime.tenant, key)
@@ -498,7 +514,9 @@ class Orchestrator:
     def _advance(self, execution_id: str, *, ignore_leases: bool) -> _Next | _Wait | _Stop:
         rt = self._runtime
         with self._uow_factory() as uow:
-            execution = self._take(execution_id) or self._require(uow, execution_id)
+            execution = self._take(execution_id) or self._trusted(
+                uow, self._require(uow, execution_id)
+            )
             now = rt.clock.now()
             state = execution.state
             if state.terminal or state is S.AWAITING_APPROVAL:
