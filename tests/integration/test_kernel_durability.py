@@ -15,6 +15,7 @@ from attrs import evolve
 
 from adapters.contract import SurrealBackdoor, samples
 from adapters.surrealdb import SurrealConfig, SurrealStore
+from adapters.surrealdb.store import StoreLock
 from ports.errors import DuplicateRecord, StorageUnavailable
 from tests.integration.store_child import jsonable
 
@@ -110,6 +111,23 @@ def test_every_spelling_of_a_store_takes_the_same_lock(tmp_path: Path, spelling:
             other.symlink_to(path, target_is_directory=True)
         with pytest.raises(StorageUnavailable, match="already open in this process"):
             SurrealStore(SurrealConfig(f"surrealkv://{other}"))
+
+
+def test_another_path_to_the_same_directory_is_refused_too(tmp_path: Path) -> None:
+    """A bind mount or a container volume reaches the directory by a path no resolving
+    can join to ours, so it finds a lock file of its own: the directory is locked too."""
+    path = tmp_path / "store"
+    with open_store(path):
+        elsewhere = StoreLock(path)
+        elsewhere.path = tmp_path / "mounted-elsewhere.lock"  # what the other path finds
+        with pytest.raises(StorageUnavailable, match="reached it by another path"):
+            elsewhere.acquire()
+        refused = in_child("open", path)
+        assert "in use by another process" in refused["message"]
+    elsewhere.acquire()  # closing the store released the directory too
+    elsewhere.release()
+    with open_store(path):  # and releasing it did the same
+        pass
 
 
 @pytest.mark.parametrize("where", ["under-a-file", "lock-is-a-directory", "root"])

@@ -73,8 +73,10 @@ class StoreLock:
     """
 
     def __init__(self, directory: Path) -> None:
+        self.directory = directory
         self.path = directory.with_name(directory.name + ".lock")
         self._file: TextIO | None = None
+        self._directory_fd: int | None = None
         # The pid of a holder that died without closing the store, until acknowledged.
         self.crashed_holder: str | None = None
         # A damaged log, as this file recorded it before the seal did (LogSeal).
@@ -109,6 +111,11 @@ class StoreLock:
                 f"store {self.path.with_suffix('')} is in use by another process (pid {holder});"
                 " stop it or choose another store"
             ) from None
+        try:
+            self._directory_fd = self._lock_directory()
+        except BaseException:
+            handle.close()
+            raise
         left = handle.read(64).split()
         sizes = [int(t) for t in left[1:3] if t.isascii() and t.isdigit()]
         if left[:1] == ["unclean"]:
@@ -119,6 +126,27 @@ class StoreLock:
             self.crashed_holder = _pid(left[:1])
         self._file = handle
         self._write(str(os.getpid()))
+
+    def _lock_directory(self) -> int:
+        """The directory itself is locked too: the lock file is found by the directory's
+        path, and another path to the same directory (a bind mount, a container volume)
+        would find another lock file."""
+        try:
+            self.directory.mkdir(exist_ok=True)
+            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise StorageUnavailable(
+                f"cannot use store {self.directory}: {exc.strerror or exc}"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StorageUnavailable(
+                f"store {self.directory} is in use by another process that reached it by"
+                " another path (a bind mount or a volume); stop it or choose another store"
+            ) from None
+        return fd
 
     def acknowledge_crash(self) -> None:
         """The store was checked after its holder's crash: forget that it happened."""
@@ -132,6 +160,9 @@ class StoreLock:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
             self._file = None
+        if self._directory_fd is not None:
+            os.close(self._directory_fd)  # and its lock with it
+            self._directory_fd = None
 
     def _write(self, content: str) -> None:
         if self._file is not None:
