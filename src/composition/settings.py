@@ -87,6 +87,10 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable URL>"
+    if "://" not in url and "@" in url:
+        # Mistyped (`ws:/user:pw@host`): no netloc to find, the userinfo is there all the same.
+        scheme, colon, _ = url.partition(":")
+        return f"{scheme}{colon}***@{url.rsplit('@', 1)[1]}"
     if "@" not in parts.netloc:
         return url
     host = parts.netloc.rsplit("@", 1)[1]
@@ -115,6 +119,13 @@ class Settings:
     workflows: tuple[str, ...] = ()
     # Where each value came from ("default", "GOVKERNEL_TENANT", "file.toml:tenant", "--store").
     sources: Mapping[str, str] = field(factory=dict, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Settings built in code are held to what `load_settings` accepts, so that a bad
+        # tenant or an unusable store URL never reaches a store.
+        problems = _problems_in(self)
+        if problems:
+            raise ConfigurationError(problems)
 
     @property
     def store_scheme(self) -> str:
@@ -403,6 +414,40 @@ _PARSERS: dict[str, Callable[[_Key, str, Path, Bad], object]] = {
     "password": _secret,
     "data_dir": _data_dir,
 }
+
+
+def _problems_in(settings: Settings) -> list[Problem]:
+    problems: list[Problem] = []
+    for key in KEYS:
+        value = getattr(settings, key.name)
+
+        def bad(message: str, allowed: str | None = None, key: _Key = key) -> object:
+            problems.append(Problem(key.name, "Settings", message, allowed))
+            return _INVALID
+
+        if key.name == "environment":
+            if not isinstance(value, Environment):
+                bad(f"must be an Environment, got {type(value).__name__}")
+        elif key.name == "change_freeze":
+            if not isinstance(value, bool):
+                bad(f"must be a bool, got {type(value).__name__}")
+        elif key.name == "workflows":
+            if not isinstance(value, tuple):
+                bad(f"must be a tuple of module:attribute strings, got {type(value).__name__}")
+            else:
+                _workflows(list(value), bad)
+        elif key.name == "data_dir":
+            if not isinstance(value, Path):
+                bad(f"must be a Path, got {type(value).__name__}")
+        elif value is None and key.secret:
+            continue
+        elif not isinstance(value, str):
+            bad(f"must be a string, got {type(value).__name__}")
+        else:
+            _PARSERS[key.name](key, value, Path.cwd(), bad)
+    if (settings.username is None) != (settings.password is None):
+        problems.append(Problem("username", "Settings(...)", "username and password go together"))
+    return problems
 
 
 def _check_combinations(

@@ -165,6 +165,14 @@ def test_credentials_in_the_store_url_are_refused_without_echo(tmp_path: Path) -
     assert redact_url(f"wss://u:{SECRET}@h/rpc") == "wss://***@h/rpc"
 
 
+@pytest.mark.parametrize("mistyped", [f"ws:/admin:{SECRET}@db", f"surrealkv:admin:{SECRET}@x"])
+def test_a_mistyped_url_with_credentials_is_refused_without_echo(
+    tmp_path: Path, mistyped: str
+) -> None:
+    problem = only({"GOVKERNEL_STORE": mistyped}, tmp_path)
+    assert SECRET not in str(problem) and "***@" in str(problem)
+
+
 def test_all_problems_reported_together(tmp_path: Path) -> None:
     env = {
         "GOVKERNEL_ENVIRONMENT": "prod",
@@ -260,9 +268,12 @@ def test_unreadable_or_malformed_file(tmp_path: Path) -> None:
 
 
 def test_settings_repr_hides_secrets() -> None:
-    s = Settings(store_url=f"ws://u:{SECRET}@h:1", username="root", password=SECRET)
+    s = Settings(store_url="ws://h:1", username="root", password=SECRET)
     assert SECRET not in repr(s) and "'***'" in repr(s)
-    assert s.display_store == "ws://***@h:1"
+    assert redact_url(f"ws://u:{SECRET}@h:1") == "ws://***@h:1"
+    with pytest.raises(ConfigurationError) as caught:  # built in code, refused all the same
+        Settings(store_url=f"ws://u:{SECRET}@h:1", username="root", password=SECRET)
+    assert SECRET not in str(caught.value) and "ws://***@h:1" in str(caught.value)
 
 
 def test_a_toml_number_for_a_boolean_is_refused_saying_what_a_file_takes(tmp_path: Path) -> None:
@@ -272,3 +283,32 @@ def test_a_toml_number_for_a_boolean_is_refused_saying_what_a_file_takes(tmp_pat
     assert "is not a boolean" in str(problem)
     assert problem.allowed is not None and problem.allowed.startswith("true, false, ")
     assert '"1"' in problem.allowed  # the words are strings in a file
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ({"tenant": "bad tenant\n!"}, "Settings (tenant): 'bad tenant\\n!' is not a valid tenant"),
+        ({"actor": ""}, "Settings (actor): '' is not a valid actor"),
+        ({"store_url": "surrealkv://"}, "surrealkv:// needs a directory path"),
+        ({"store_url": "postgres://x"}, "unknown store scheme"),
+        ({"environment": "production"}, "must be an Environment, got str"),
+        ({"username": "root"}, "username and password go together"),
+        ({"workflows": ("not a reference",)}, "is not a module:attribute reference"),
+        ({"change_freeze": "yes"}, "must be a bool"),
+    ],
+)
+def test_settings_built_in_code_are_held_to_the_same_rules(
+    given: dict[str, object], said: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Settings(**given)  # type: ignore[arg-type]
+    assert said in str(caught.value)
+
+
+def test_an_embedded_store_url_without_a_path_is_refused_by_the_adapter_too() -> None:
+    from adapters.surrealdb import SurrealConfig
+
+    with pytest.raises(ValueError, match="needs a directory path"):
+        SurrealConfig("surrealkv://")
+    assert SurrealConfig("surrealkv://rel").path == Path("rel")

@@ -7,7 +7,7 @@ behind the adapter's back; `Orchestrator.verify` must name the first bad sequenc
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 
 import pytest
@@ -385,11 +385,12 @@ def test_a_forged_step_output_is_not_acted_on(ran: Ran) -> None:
     outputs["ingest"] = {"source_ids": ["src-of-someone-else"]}  # a step never run
     ran.door.edit_execution(waiting.id, {"outputs_json": json.dumps(outputs)})
     worker = _fresh_orchestrator(ran)
-    for command in (
+    commands: list[Callable[[], object]] = [
         lambda: worker.approve(waiting.id, approver="bob", role="reviewer"),
         lambda: worker.reject(waiting.id, reason="no"),
         lambda: worker.cancel(waiting.id),
-    ):
+    ]
+    for command in commands:
         with pytest.raises(CorruptRecord, match="output of step ingest"):
             command()
     assert ran.door.table("execution")[waiting.id]["state"] == "awaiting_approval"

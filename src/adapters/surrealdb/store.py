@@ -43,6 +43,14 @@ class SurrealConfig:
     # Seconds a remote server may take to answer one request before it counts as gone.
     reply_timeout: float = 60.0
 
+    def __attrs_post_init__(self) -> None:
+        # Without a path the engine would write into the working directory, with no lock,
+        # no seal and no fsync: a store in name only.
+        if self.scheme in ("surrealkv", "file") and not self.url.split("://", 1)[1].strip():
+            raise ValueError(
+                f"{self.scheme}:// needs a directory path, e.g. {self.scheme}:///var/lib/store"
+            )
+
     @property
     def scheme(self) -> str:
         return urlsplit(self.url).scheme
