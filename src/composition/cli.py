@@ -1276,7 +1276,10 @@ def events(ctx: click.Context, after: int, limit: int) -> None:
 
 
 def default_examples() -> Path:
-    return Path(composition.__file__).resolve().parents[2] / "examples"
+    """Installed with the package; in a checkout (an editable install), beside `src`."""
+    package = Path(composition.__file__).resolve().parent
+    installed = package / "examples"
+    return installed if installed.is_dir() else package.parents[1] / "examples"
 
 
 @cli.command(epilog=EXITS)
