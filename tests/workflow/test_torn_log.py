@@ -334,3 +334,31 @@ def test_a_lock_file_from_the_commits_that_kept_sizes_there_is_read_as_meant(
     else:
         with _open(path, journaled=True) as store:
             assert store.unclean_shutdown is None
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["garbage \x1b[31m", "closed", "closed 12 13", "closed -5", "damaged 5 7", "damaged 9 9",
+     "closed 99999999999999999999999", "closed 1e9", "x" * 200],
+    ids=["garbage", "no-size", "two-sizes", "negative", "grown", "equal", "huge", "float", "long"],
+)  # fmt: skip
+def test_a_seal_govkernel_did_not_write_is_refused_not_ignored(
+    tmp_path: Path, content: str
+) -> None:
+    path = tmp_path / "store"
+    _open(path, journaled=True).close()
+    (path / "govkernel.seal").write_text(content)
+    with pytest.raises(StorageUnavailable, match="does not hold what govkernel writes") as caught:
+        _open(path, journaled=True)
+    assert content not in str(caught.value)  # never echoed
+    assert (path / "govkernel.seal").read_text() == content  # left for someone to look at
+    (path / "govkernel.seal").unlink()
+    assert _executions(path) == 0  # removed, the store opens
+
+
+def test_an_empty_seal_is_no_seal(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    _open(path, journaled=True).close()
+    (path / "govkernel.seal").write_text("")
+    assert _executions(path) == 0
+    assert (path / "govkernel.seal").read_text() == f"closed {_size(path)}"

@@ -200,12 +200,21 @@ class LogSeal:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.path = directory / self.NAME
+        self.closed: int | None = None
+        self.damaged: tuple[int, int] | None = None
         words = self._read().split()
-        sizes = [int(w) for w in words[1:3] if w.isascii() and w.isdigit()]
-        self.closed = sizes[0] if words[:1] == ["closed"] and len(sizes) == 1 else None
-        self.damaged = (
-            (sizes[0], sizes[1]) if words[:1] == ["damaged"] and len(sizes) == 2 else None
-        )
+        sizes = [int(w) for w in words[1:] if w.isascii() and w.isdigit() and len(w) <= 18]
+        if words[:1] == ["closed"] and len(words) == 2 == len(sizes) + 1:
+            self.closed = sizes[0]
+        elif words[:1] == ["damaged"] and len(words) == 3 == len(sizes) + 1 and sizes[1] < sizes[0]:
+            self.damaged = (sizes[0], sizes[1])
+        elif words:
+            # Written whole by govkernel only: anything else would turn the check off unseen.
+            raise StorageUnavailable(
+                f"the seal file {self.path} does not hold what govkernel writes there (the"
+                " log's size at the last clean close); restore it from a backup of the store,"
+                " or remove it to open the store without that check"
+            )
         self.checked = False
 
     def _read(self) -> str:
