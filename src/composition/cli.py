@@ -85,6 +85,8 @@ class Session:
     json: bool = False
     debug: bool = False
     read_only: bool = False  # the command changes nothing: an interrupt leaves nothing to resume
+    # The idempotency key of a start in progress: what an interrupt tells the user to reuse.
+    starting: str | None = None
     _settings: Settings | None = field(default=None, alias="_settings")
 
     def settings(self) -> Settings:
@@ -428,10 +430,11 @@ def run_knowledge_publication(
             f"starting {kp.NAME}: {len(request.documents)} document"
             f"{'s' * (len(request.documents) != 1)}, {tier}, publication {request.publication_id}"
         )
+        s.starting = idempotency_key or UuidIds().new_id("idem")
         execution = app.orchestrator.start(
             kp.NAME,
             request.to_input(),
-            idempotency_key=idempotency_key,
+            idempotency_key=s.starting,
             risk_tier=ImpactTier(tier),
         )
         conclude(s, app, execution, ok={S.SUCCEEDED, S.AWAITING_APPROVAL}, extra={"reused": False})
@@ -507,10 +510,11 @@ def run_workflow(
                 conclude(s, app, found, ok={S.SUCCEEDED, S.AWAITING_APPROVAL}, extra=reused)
                 return
         s.echo(render.safe(f"starting {name}"))
+        s.starting = idempotency_key or UuidIds().new_id("idem")
         execution = app.orchestrator.start(
             name,
             workflow_input,
-            idempotency_key=idempotency_key,
+            idempotency_key=s.starting,
             risk_tier=None if tier is None else ImpactTier(tier),
         )
         conclude(s, app, execution, ok={S.SUCCEEDED, S.AWAITING_APPROVAL}, extra={"reused": False})
@@ -1463,6 +1467,12 @@ def _unfinished(session: Session) -> str:
         transient = False
     if transient:
         return f"{TRANSIENT_NOTE}: an unfinished execution is lost"
+    if session.starting is not None:
+        key = shlex.quote(session.starting)
+        return (
+            f"if its start was stored, `govkernel recover` finishes it; the same command with"
+            f" --idempotency-key {key} shows it, or starts it if it was not, never twice"
+        )
     return (
         "an execution whose start was stored resumes with `govkernel recover` (one interrupted"
         " before its first commit was not stored: run it again)"

@@ -478,6 +478,39 @@ def test_sigterm_stops_a_command_like_ctrl_c_and_closes_the_store(fresh: Cli) ->
     assert "not closed cleanly" not in fresh("recover").stdout
 
 
+def test_an_interrupted_run_names_the_key_that_reruns_it_at_most_once(fresh: Cli) -> None:
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from composition import cli\n"
+            "from domain.services.knowledge import KnowledgeService\n"
+            "def slow(*args, **kwargs):\n"
+            "    print('analysing', flush=True)\n"
+            "    time.sleep(60)\n"
+            "KnowledgeService.generate_analysis = slow\n"
+            f"sys.exit(cli.run_cli(['--store', {fresh.url!r}, 'run', 'knowledge-publication',"
+            f" {str(FRED)!r}]))\n",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    assert child.stdout is not None
+    while child.stdout.readline() not in ("analysing\n", ""):
+        pass
+    child.terminate()
+    _, err = child.communicate(timeout=30)
+    assert child.returncode == 143, err
+    key = err.split("--idempotency-key ")[1].split()[0]
+    again = fresh.json("run", "knowledge-publication", str(FRED), "--idempotency-key", key)
+    assert again["reused"] is True and again["state"] == "running"
+    assert fresh.json("recover")["resumed"][0]["state"] == "succeeded"
+    assert len(fresh.json("executions", "list")) == 1  # one execution, never two
+
+
 def _die_holding(store_url: str) -> None:
     """A process that opens the store and is SIGKILLed while holding it."""
     child = subprocess.Popen(
