@@ -1293,6 +1293,11 @@ def test_a_retry_policy_that_cannot_work_is_refused(policy: dict[str, Any]) -> N
         RetryPolicy(**policy)
 
 
+def test_a_retry_policy_of_the_wrong_types_says_which_and_what_it_takes() -> None:
+    with pytest.raises(ValueError, match=r"backoff must be a timedelta, e\.g\. timedelta"):
+        RetryPolicy(backoff=0.01)  # type: ignore[arg-type]
+
+
 def test_retry_waits_grow_up_to_the_longest_wait_and_no_further() -> None:
     policy = RetryPolicy(backoff=timedelta(seconds=1), multiplier=1e6, max_delay=timedelta(days=2))
     assert policy.delay(1) == timedelta(seconds=1)

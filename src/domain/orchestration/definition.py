@@ -52,17 +52,17 @@ class RetryPolicy:
     max_delay: timedelta = MAX_RETRY_DELAY
 
     def __attrs_post_init__(self) -> None:
-        typed = (
-            isinstance(self.max_attempts, int)
-            and not isinstance(self.max_attempts, bool)
-            and isinstance(self.backoff, timedelta)
-            and isinstance(self.max_delay, timedelta)
-            and isinstance(self.multiplier, int | float)
-            and not isinstance(self.multiplier, bool)
-        )
+        for name, kind, said in (
+            ("max_attempts", int, "an int"),
+            ("backoff", timedelta, "a timedelta, e.g. timedelta(milliseconds=50)"),
+            ("max_delay", timedelta, "a timedelta"),
+            ("multiplier", int | float, "a number"),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ValueError(f"retry policy: {name} must be {said}, got {value!r}")
         if (
-            not typed
-            or self.max_attempts < 1
+            self.max_attempts < 1
             or not timedelta(0) <= self.backoff <= self.max_delay <= MAX_RETRY_DELAY
             or not 1 <= self.multiplier < math.inf
         ):
