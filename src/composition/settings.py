@@ -174,6 +174,9 @@ ENV_VARS = (*(k.env for k in KEYS), CONFIG_ENV)
 class _Raw:
     value: object
     source: str
+    # What a relative path in it is relative to: the file's directory for a file's values
+    # (run from anywhere, a config names the same store), the working directory otherwise.
+    base: Path | None = None
 
 
 def load_settings(
@@ -210,7 +213,7 @@ def load_settings(
     values: dict[str, Any] = {}
     for key in KEYS:
         if key.name in raw:
-            parsed = _parse(key, raw[key.name], base, problems)
+            parsed = _parse(key, raw[key.name], raw[key.name].base or base, problems)
             if parsed is not _INVALID:
                 values[key.name] = parsed
     _check_combinations(values, raw, problems)
@@ -268,7 +271,7 @@ def _read_file(path: Path, source: str, base: Path, problems: list[Problem]) -> 
             here = (*prefix, name)
             dotted = ".".join(here)
             if here in known:
-                found[known[here].name] = _Raw(value, f"{path}:{dotted}")
+                found[known[here].name] = _Raw(value, f"{path}:{dotted}", path.parent)
             elif not prefix and name in sections and isinstance(value, dict):
                 walk(value, here)
             else:

@@ -312,3 +312,17 @@ def test_an_embedded_store_url_without_a_path_is_refused_by_the_adapter_too() ->
     with pytest.raises(ValueError, match="needs a directory path"):
         SurrealConfig("surrealkv://")
     assert SurrealConfig("surrealkv://rel").path == Path("rel")
+
+
+def test_relative_paths_in_a_file_are_relative_to_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "etc" / "govkernel.toml"
+    config.parent.mkdir()
+    config.write_text('store = "surrealkv://state/store"\ndata_dir = "data"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    s = load_settings({"GOVKERNEL_CONFIG": str(config)}, cwd=elsewhere)
+    assert s.store_url == f"surrealkv://{config.parent / 'state' / 'store'}"
+    assert s.data_dir == config.parent / "data"
+    # From the environment, relative to the working directory as before.
+    env = {"GOVKERNEL_CONFIG": str(config), "GOVKERNEL_DATA_DIR": "d"}
+    assert load_settings(env, cwd=elsewhere).data_dir == elsewhere / "d"
