@@ -35,7 +35,7 @@ from domain.model.errors import DomainError, IllegalTransition, InvalidInput, In
 from domain.model.errors import PolicyDenied as _PolicyDenied
 from domain.model.execution import WorkflowExecution
 from domain.model.knowledge import Classification, SourceFormat, SourceKind
-from domain.model.lifecycle import AuditEntry, ExecutionState
+from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from domain.model.policy import ImpactTier
 from domain.model.validation import same_person
 from domain.orchestration.orchestrator import RECOVERABLE, RecoveryIncomplete
@@ -1158,6 +1158,21 @@ def recover(ctx: click.Context) -> None:
                     f" {render.step_name(x, definition)}"
                 )
             )
+        crashed = app.unclean_shutdown
+        broken: list[tuple[str, ChainReport]] = []
+        if crashed:
+            # A process died holding this store: the whole store is in question, whichever
+            # tenant it was working for, so every tenant's chains are checked (before any is
+            # resumed) and the crash is forgotten only when all are intact. Other tenants'
+            # executions are only counted, never named.
+            s.echo(
+                f"the store was not closed cleanly (pid {crashed}):"
+                " verifying the audit chains of every tenant"
+            )
+            broken = app.check_after_crash(lambda ids: _maybe_progress(ids, "verifying"))
+            if not broken:
+                s.echo("every audit chain intact")
+        ours = [r for tenant, r in broken if tenant == app.runtime.tenant]
         try:
             resumed = app.orchestrator.recover(ignore_leases=app.exclusive_store)
             failures: list[tuple[str, str]] = []
@@ -1176,7 +1191,9 @@ def recover(ctx: click.Context) -> None:
                     "failed": [{"execution_id": xid, "error": error} for xid, error in failures],
                     "left_leased": leased,
                     "torn_transaction": _torn_json(app),
-                    "unclean_shutdown": getattr(app.store, "unclean_shutdown", None),
+                    "unclean_shutdown": crashed,
+                    "broken_after_crash": [render.report_json(r) for r in ours],
+                    "broken_after_crash_in_other_tenants": len(broken) - len(ours),
                 }
             )
         for xid, error in failures:
@@ -1199,26 +1216,14 @@ def recover(ctx: click.Context) -> None:
             )
         if candidates or unreadable:
             s.echo(f"recovered {len(resumed)} of {len(candidates) + len(unreadable)}")
-        crashed = app.unclean_shutdown
-        if crashed:
-            # A process died holding this store: the whole store is in question, whichever
-            # tenant it was working for, so every tenant's chains are checked before the
-            # crash is forgotten. Other tenants' executions are only counted, never named.
-            s.echo(
-                f"the store was not closed cleanly (pid {crashed}):"
-                " verifying the audit chains of every tenant"
+        if broken:
+            others = len(broken) - len(ours)
+            first = f", first {ours[0].execution_id}: {ours[0].problem}" if ours else ""
+            elsewhere = f" ({others} in other tenants)" if others else ""
+            raise Failed(
+                f"{len(broken)} audit chain(s) broken after the crash{elsewhere}{first}",
+                EXIT_FAILED,
             )
-            broken = app.check_after_crash(lambda ids: _maybe_progress(ids, "verifying"))
-            ours = [r for tenant, r in broken if tenant == app.runtime.tenant]
-            if broken:
-                others = len(broken) - len(ours)
-                first = f", first {ours[0].execution_id}: {ours[0].problem}" if ours else ""
-                elsewhere = f" ({others} in other tenants)" if others else ""
-                raise Failed(
-                    f"{len(broken)} audit chain(s) broken after the crash{elsewhere}{first}",
-                    EXIT_FAILED,
-                )
-            s.echo("every audit chain intact")
         if failures:
             raise Failed(
                 f"{len(failures)} execution(s) could not be resumed, first {failures[0][0]}:"

@@ -250,6 +250,8 @@ def test_recover_resumes_an_interrupted_execution(gk: Cli) -> None:
         "left_leased": [],
         "torn_transaction": None,
         "unclean_shutdown": None,
+        "broken_after_crash": [],
+        "broken_after_crash_in_other_tenants": 0,
     }
 
 
@@ -551,6 +553,9 @@ def test_recover_after_a_crash_verifies_every_chain(fresh: Cli) -> None:
     _die_holding(fresh.url)
     done = fresh("recover", code=1)
     assert f"broken after the crash, first {xid}" in done.stderr
+    reported = fresh.json("recover", code=1)  # and --json says which, not only the exit
+    assert [r["execution_id"] for r in reported["broken_after_crash"]] == [xid]
+    assert reported["broken_after_crash_in_other_tenants"] == 0
 
 
 def test_after_a_crash_every_tenants_chains_are_checked_before_it_is_forgotten(
