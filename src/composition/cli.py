@@ -410,22 +410,11 @@ def run_knowledge_publication(
         options={"kind": kind, "url": url, "classification": classification, "format": fmt},
     )
     with s.app() as (app, _):
-        if idempotency_key is not None:
-            with app.uow_factory() as uow:
-                found = uow.executions.by_idempotency_key(app.runtime.tenant, idempotency_key)
-            if found is not None:
-                s.echo(
-                    render.safe(f"idempotency key {idempotency_key!r} already started {found.id}")
-                )
-                differs = _differs(ctx, found, request.to_input(), tier, publication_id is None)
-                if differs:
-                    s.warn(
-                        "note: it was started for a different request; this one was not"
-                        " started (use another --idempotency-key to start it)"
-                    )
-                reused = {"reused": True, "request_differs": differs}
-                conclude(s, app, found, ok={S.SUCCEEDED, S.AWAITING_APPROVAL}, extra=reused)
-                return
+        found = _started_by(app, idempotency_key)
+        if found is not None:
+            differs = _differs(ctx, found, request.to_input(), tier, publication_id is None)
+            _show_reused(s, app, found, differs)
+            return
         s.echo(
             f"starting {kp.NAME}: {len(request.documents)} document"
             f"{'s' * (len(request.documents) != 1)}, {tier}, publication {request.publication_id}"
@@ -491,24 +480,13 @@ def run_workflow(
         if name not in app.workflows:
             known = ", ".join(sorted(app.workflows))
             raise click.UsageError(f"unknown workflow {name!r}; known: {known}")
-        if idempotency_key is not None:
-            with app.uow_factory() as uow:
-                found = uow.executions.by_idempotency_key(app.runtime.tenant, idempotency_key)
-            if found is not None and found.workflow_name == name:
-                s.echo(
-                    render.safe(f"idempotency key {idempotency_key!r} already started {found.id}")
-                )
-                differs = dict(found.input) != workflow_input or (
-                    tier is not None and found.metadata.risk_tier.value != tier
-                )
-                if differs:
-                    s.warn(
-                        "note: it was started with another input; this one was not started"
-                        " (use another --idempotency-key to start it)"
-                    )
-                reused = {"reused": True, "request_differs": differs}
-                conclude(s, app, found, ok={S.SUCCEEDED, S.AWAITING_APPROVAL}, extra=reused)
-                return
+        found = _started_by(app, idempotency_key)
+        if found is not None and found.workflow_name == name:
+            differs = dict(found.input) != workflow_input or (
+                tier is not None and found.metadata.risk_tier.value != tier
+            )
+            _show_reused(s, app, found, differs)
+            return
         s.echo(render.safe(f"starting {name}"))
         s.starting = idempotency_key or UuidIds().new_id("idem")
         execution = app.orchestrator.start(
@@ -518,6 +496,25 @@ def run_workflow(
             risk_tier=None if tier is None else ImpactTier(tier),
         )
         conclude(s, app, execution, ok={S.SUCCEEDED, S.AWAITING_APPROVAL}, extra={"reused": False})
+
+
+def _started_by(app: App, idempotency_key: str | None) -> WorkflowExecution | None:
+    if idempotency_key is None:
+        return None
+    with app.uow_factory() as uow:
+        return uow.executions.by_idempotency_key(app.runtime.tenant, idempotency_key)
+
+
+def _show_reused(s: Session, app: App, found: WorkflowExecution, differs: bool) -> None:
+    """A run whose idempotency key already started `found`: that one is shown instead."""
+    s.echo(render.safe(f"idempotency key {found.idempotency_key!r} already started {found.id}"))
+    if differs:
+        s.warn(
+            "note: it was started for a different request; this one was not started (use"
+            " another --idempotency-key to start it)"
+        )
+    reused = {"reused": True, "request_differs": differs}
+    conclude(s, app, found, ok={S.SUCCEEDED, S.AWAITING_APPROVAL}, extra=reused)
 
 
 def _json_object(where: str, text: str) -> dict[str, Any]:

@@ -42,6 +42,20 @@ def stored_sources(h: Harness, ids: list[str]) -> list[KnowledgeSource]:
     return [records.source_from(i, h.table("knowledge_source")[i]) for i in ids]
 
 
+def legacy_source(h: Harness) -> KnowledgeSource:
+    """A source that reached storage without evidence (e.g. a legacy import)."""
+    bare = KnowledgeSource.acquire(
+        draft(source_url=ALLOWED_URLS["imf"] + "/legacy"),
+        source_id="src-legacy",
+        tenant=TENANT,
+        acquired_at=START,
+    )
+    with h.store.unit_of_work() as uow:
+        uow.sources.add(bare)
+        uow.commit()
+    return bare
+
+
 class TestPublication:
     def test_writes_capsule_evidence_event_and_decision_in_one_unit(self, h: Harness) -> None:
         source_ids = sources(h)
@@ -242,16 +256,7 @@ class TestProductionPublication:
         h = Harness.build(environment=Environment.PRODUCTION)
         source_ids = sources(h)
         analysis = h.analyse(source_ids)
-        # A source that reached storage without evidence (e.g. a legacy import).
-        bare = KnowledgeSource.acquire(
-            draft(source_url=ALLOWED_URLS["imf"] + "/legacy"),
-            source_id="src-legacy",
-            tenant=TENANT,
-            acquired_at=START,
-        )
-        with h.store.unit_of_work() as uow:
-            uow.sources.add(bare)
-            uow.commit()
+        bare = legacy_source(h)
 
         with pytest.raises(PolicyDenied) as caught:
             h.publish([*source_ids, bare.id], analysis_ids=[analysis.id])
@@ -291,15 +296,7 @@ class TestProductionPublication:
     def test_evidence_ids_that_prove_nothing_change_nothing(self, wrong: str) -> None:
         h = Harness.build(environment=Environment.PRODUCTION)
         ingested = h.ingest(draft())
-        bare = KnowledgeSource.acquire(
-            draft(source_url=ALLOWED_URLS["imf"] + "/legacy"),
-            source_id="src-legacy",
-            tenant=TENANT,
-            acquired_at=START,
-        )
-        with h.store.unit_of_work() as uow:
-            uow.sources.add(bare)
-            uow.commit()
+        bare = legacy_source(h)
         # Evidence whose subject is the bare source, but recorded for another tenant.
         (own,) = ingested.evidence_ids
         stranger = evolve(
@@ -338,15 +335,7 @@ class TestProductionPublication:
     def test_the_same_facts_pass_outside_production(self, environment: Environment) -> None:
         h = Harness.build(environment=environment)
         source_ids = sources(h)
-        bare = KnowledgeSource.acquire(
-            draft(source_url=ALLOWED_URLS["imf"] + "/legacy"),
-            source_id="src-legacy",
-            tenant=TENANT,
-            acquired_at=START,
-        )
-        with h.store.unit_of_work() as uow:
-            uow.sources.add(bare)
-            uow.commit()
+        bare = legacy_source(h)
         capsule = h.publish([*source_ids, bare.id])  # no analysis, one source without evidence
         assert capsule.status is CapsuleStatus.PUBLISHED
 
