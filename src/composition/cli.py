@@ -1034,6 +1034,10 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
     s = session_of(ctx)
     s.read_only = True
     s.settings()
+    if output is not None and not output.parent.is_dir():
+        raise Failed(
+            render.safe(f"cannot write {output}: no directory {output.parent}"), EXIT_USAGE
+        )
     earlier = _read_anchors(s, output) if output is not None and output.exists() else None
     with s.app(existing=True) as (app, _):
         if earlier is not None:
@@ -1055,7 +1059,10 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
             progress=lambda items: _maybe_progress(items, "anchoring"),
         )
     if output is not None:
-        anchors.write(taken, output)
+        try:
+            anchors.write(taken, output)
+        except OSError as exc:
+            raise Failed(render.safe(f"cannot write {output}: {exc.strerror or exc}")) from None
     summary = {
         "anchored": len(taken.anchors),
         "taken_at": taken.taken_at.isoformat(),

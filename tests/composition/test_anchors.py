@@ -177,6 +177,14 @@ def test_a_broken_chain_is_not_anchored(fresh: Cli, tmp_path: Path) -> None:
     assert [a["execution_id"] for a in anchored] == [good]
 
 
+def test_an_output_in_no_directory_is_refused_before_the_store_is_opened(
+    fresh: Cli, tmp_path: Path
+) -> None:
+    fresh("audit", "anchor", "-o", str(tmp_path / "no" / "such" / "a.json"), code=2)
+    assert "cannot write" in fresh.stderr and "no directory" in fresh.stderr
+    assert not fresh.store.exists()
+
+
 def test_anchors_go_to_stdout_alone_without_an_output_file(fresh: Cli) -> None:
     xid = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
     done = fresh("audit", "anchor")
