@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -116,6 +117,14 @@ def check(
     return failed
 
 
+def renewed(taken: Anchors, earlier: Anchors) -> Anchors:
+    """Fresh anchors that keep each earlier one not taken again (a chain broken since, a
+    record that does not read back): replacing the file must not let those go unwatched."""
+    fresh = {a.execution_id for a in taken.anchors}
+    kept = tuple(a for a in earlier.anchors if a.execution_id not in fresh)
+    return Anchors(taken.tenant, taken.taken_at, taken.anchors + kept)
+
+
 def write(anchors: Anchors, path: Path) -> None:
     """Replace `path` whole or not at all: a crash never leaves half an anchor file."""
     text = json.dumps(anchors.to_json(), indent=1) + "\n"
@@ -134,11 +143,19 @@ def write(anchors: Anchors, path: Path) -> None:
 
 def read(path: Path) -> Anchors:
     try:
-        raw = path.read_text(encoding="utf-8")
+        # Non-blocking: a FIFO would otherwise hold the command for good.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise AnchorFileError(path, "not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AnchorFileError(path, f"cannot be read ({type(exc).__name__})") from None
+    except OSError as exc:
+        raise AnchorFileError(path, f"cannot be read ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise AnchorFileError(path, "is not a regular file")
+        try:
+            raw = file.read().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AnchorFileError(path, f"cannot be read ({type(exc).__name__})") from None
     try:
         document = json.loads(raw)
     except (ValueError, RecursionError):

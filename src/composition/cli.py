@@ -989,11 +989,14 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
             total = sum(r["entries"] for r in results)
             plural = "s" * (len(results) != 1)
             s.echo(f"verified {len(results)} execution{plural}, {total} entries: all chains intact")
-            if checked is not None:
+            if checked is not None and checked["checked"]:
                 s.echo(
                     f"and every one of the {checked['checked']} anchored heads (taken"
                     f" {checked['taken_at']}) is still in its trail"
                 )
+            elif checked is not None:
+                none = f"{execution_id} is not anchored" if execution_id else "no anchors are"
+                s.echo(render.safe(f"{none} in {anchor_file}: nothing checked against them"))
 
 
 def _read_anchors(s: Session, path: Path) -> anchors.Anchors:
@@ -1058,6 +1061,8 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
             now=app.runtime.clock.now(),
             progress=lambda items: _maybe_progress(items, "anchoring"),
         )
+    if earlier is not None:
+        taken = anchors.renewed(taken, earlier)
     if output is not None:
         try:
             anchors.write(taken, output)

@@ -82,19 +82,24 @@ class ConfigurationError(Exception):
 
 
 def redact_url(url: str) -> str:
-    """The URL without any `user:password@` part."""
+    """The URL without any `user:password@` part, however mistyped the URL around it."""
+    if "@" not in url:
+        return url
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable URL>"
-    if "://" not in url and "@" in url:
-        # Mistyped (`ws:/user:pw@host`): no netloc to find, the userinfo is there all the same.
-        scheme, colon, _ = url.partition(":")
-        return f"{scheme}{colon}***@{url.rsplit('@', 1)[1]}"
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"***@{host}").geturl()
+    if "@" in parts.netloc:
+        host = parts.netloc.rsplit("@", 1)[1]
+        return parts._replace(netloc=f"***@{host}").geturl()
+    scheme = parts.scheme
+    if scheme.lower() in MEMORY_SCHEMES + EMBEDDED_SURREAL_SCHEMES and url[
+        len(scheme) + 1 :
+    ].startswith("//"):
+        return url  # an `@` in a path: no credentials there
+    # Mistyped (`ws:/user:pw@host`, `ws:///user:pw@host`): no netloc holds the userinfo,
+    # so everything up to the last `@` goes.
+    return f"{scheme + ':' if scheme else ''}***@{url.rsplit('@', 1)[1]}"
 
 
 def _secret_repr(value: object) -> str:
@@ -449,7 +454,7 @@ def _problems_in(settings: Settings) -> list[Problem]:
         else:
             _PARSERS[key.name](key, value, Path.cwd(), bad)
     if (settings.username is None) != (settings.password is None):
-        problems.append(Problem("username", "Settings(...)", "username and password go together"))
+        problems.append(Problem("username", "Settings", "username and password go together"))
     return problems
 
 

@@ -4,6 +4,7 @@ fresh hashes, or deleted whole) is caught against heads recorded earlier outside
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,40 @@ def test_anchoring_again_over_a_file_whose_anchors_fail_leaves_it_alone(
     gk("audit", "anchor", "--output", str(path), code=1)
     assert "was left as it is: 1 of its anchors no longer hold" in gk.stderr
     assert path.read_text() == before  # the rollback is not blessed by fresh anchors
+
+
+def test_anchoring_again_keeps_watching_an_execution_whose_chain_broke_since(
+    published: tuple[Cli, str, str, Path],
+) -> None:
+    """Its chain broken, it is not anchored afresh; its earlier anchor stays in the file, so
+    a rewrite that mends the chain afterwards is still caught."""
+    gk, first, _, path = published
+    with SurrealStore(SurrealConfig(gk.url)) as store:
+        store.select_rows(
+            "UPDATE $r SET reason = 'edited'", {"r": RecordID("audit", audit_key(first, 3))}
+        )
+    gk("audit", "anchor", "--output", str(path), code=1)
+    assert first in {a["execution_id"] for a in json.loads(path.read_text())["anchors"]}
+    rewrite(gk.url, first, 3, "edited")  # the chain mended with fresh hashes
+    assert gk.json("audit", "verify")["ok"]
+    caught = gk.json("audit", "verify", "--anchors", str(path), code=1)
+    assert [r["execution_id"] for r in caught["reports"] if not r["ok"]] == [first]
+
+
+def test_verifying_an_execution_the_file_does_not_anchor_says_so(
+    published: tuple[Cli, str, str, Path],
+) -> None:
+    gk, _, _, path = published
+    later = gk.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    done = gk("audit", "verify", later, "--anchors", str(path))
+    assert f"{later} is not anchored in {path}" in done.stdout
+
+
+def test_an_anchor_file_that_is_a_fifo_is_refused_not_waited_on(fresh: Cli, tmp_path: Path) -> None:
+    fifo = tmp_path / "anchors.fifo"
+    os.mkfifo(fifo)
+    fresh("audit", "verify", "--anchors", str(fifo), code=2)
+    assert "is not a regular file" in fresh.stderr
 
 
 def test_a_broken_chain_is_not_anchored(fresh: Cli, tmp_path: Path) -> None:

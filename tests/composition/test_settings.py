@@ -165,7 +165,16 @@ def test_credentials_in_the_store_url_are_refused_without_echo(tmp_path: Path) -
     assert redact_url(f"wss://u:{SECRET}@h/rpc") == "wss://***@h/rpc"
 
 
-@pytest.mark.parametrize("mistyped", [f"ws:/admin:{SECRET}@db", f"surrealkv:admin:{SECRET}@x"])
+@pytest.mark.parametrize(
+    "mistyped",
+    [
+        f"ws:/admin:{SECRET}@db",
+        f"surrealkv:admin:{SECRET}@x",
+        f"ws:://admin:{SECRET}@db:8000",
+        f"wss:///admin:{SECRET}@db",
+        f"ws//admin:{SECRET}@db",
+    ],
+)
 def test_a_mistyped_url_with_credentials_is_refused_without_echo(
     tmp_path: Path, mistyped: str
 ) -> None:
@@ -309,8 +318,9 @@ def test_settings_built_in_code_are_held_to_the_same_rules(
 def test_an_embedded_store_url_without_a_path_is_refused_by_the_adapter_too() -> None:
     from adapters.surrealdb import SurrealConfig
 
-    with pytest.raises(ValueError, match="needs a directory path"):
-        SurrealConfig("surrealkv://")
+    for url in ("surrealkv://", "surrealkv:/tmp/x", "file:"):
+        with pytest.raises(ValueError, match="needs a directory path"):
+            SurrealConfig(url)
     assert SurrealConfig("surrealkv://rel").path == Path("rel")
 
 

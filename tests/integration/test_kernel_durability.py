@@ -120,7 +120,7 @@ def test_another_path_to_the_same_directory_is_refused_too(tmp_path: Path) -> No
     with open_store(path):
         elsewhere = StoreLock(path)
         elsewhere.path = tmp_path / "mounted-elsewhere.lock"  # what the other path finds
-        with pytest.raises(StorageUnavailable, match="reached it by another path"):
+        with pytest.raises(StorageUnavailable, match="through another path to its directory"):
             elsewhere.acquire()
         refused = in_child("open", path)
         assert "in use by another process" in refused["message"]

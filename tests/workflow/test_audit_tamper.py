@@ -16,11 +16,24 @@ from attrs import frozen
 from domain.model.execution import approval_reason
 from domain.model.lifecycle import GENESIS, AuditEntry, ChainReport, verify_chain
 from domain.model.policy import ImpactTier
+from domain.orchestration.definition import RetryableError, RetryPolicy, StepContext
 from domain.orchestration.orchestrator import Orchestrator, RecoveryIncomplete
+from domain.workflows import knowledge_publication as kp
 from ports.clock import FixedClock
 from ports.errors import CorruptRecord
 from ports.records import audit_from
-from tests.workflow.harness import T0, WORKFLOW, BackDoor, open_store, orchestrator, request
+from ports.unit_of_work import UnitOfWork
+from tests.workflow.harness import (
+    T0,
+    WORKFLOW,
+    BackDoor,
+    Calls,
+    open_store,
+    orchestrator,
+    request,
+    service,
+    variant,
+)
 
 # A successful knowledge_publication leaves 7 entries: created, started, four step
 # checkpoints (ingest, analyse, publish, verify) and succeeded.
@@ -400,3 +413,26 @@ def test_an_intact_execution_read_from_storage_is_acted_on(ran: Ran) -> None:
     waiting = ran.orch.start(WORKFLOW, request("pub-fine"), risk_tier=ImpactTier.TIER1)
     done = _fresh_orchestrator(ran).approve(waiting.id, approver="bob", role="reviewer")
     assert done.state.value == "succeeded" and ran.orch.verify(done.id).ok
+
+
+def test_an_execution_edited_while_its_step_fails_is_not_acted_on(ran: Ran) -> None:
+    """The failure path re-reads the execution too: an edit made in storage meanwhile (a
+    lower tier, say) must not be carried on by the retry."""
+    store = ran.door.store
+
+    def tamper_then_fail(n: int, uow: UnitOfWork, ctx: StepContext) -> None:
+        if n == 1:
+            lowered = _lowered_tier(ran, ctx.execution.id)
+            ran.door.edit_execution(ctx.execution.id, {"metadata_json": lowered})
+            raise RetryableError("transient, after an edit behind our back")
+
+    flaky = variant(
+        kp.definition(service(store.unit_of_work)),
+        WORKFLOW,
+        {"analyse": Calls().wrap(tamper_then_fail)},
+        retry=RetryPolicy(max_attempts=3, backoff=timedelta(0)),
+    )
+    worker = orchestrator(store.unit_of_work, FixedClock(T0), workflows={WORKFLOW: flaky})
+    with pytest.raises(CorruptRecord, match=r"not acted on: .*metadata"):
+        worker.start(WORKFLOW, request("pub-window"), risk_tier=ImpactTier.TIER0)
+    assert not any(c["publication_id"] == "pub-window" for c in ran.door.table("capsule").values())

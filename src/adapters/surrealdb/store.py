@@ -46,7 +46,7 @@ class SurrealConfig:
     def __attrs_post_init__(self) -> None:
         # Without a path the engine would write into the working directory, with no lock,
         # no seal and no fsync: a store in name only.
-        if self.scheme in ("surrealkv", "file") and not self.url.split("://", 1)[1].strip():
+        if self.scheme in ("surrealkv", "file") and not self.url.partition("://")[2].strip():
             raise ValueError(
                 f"{self.scheme}:// needs a directory path, e.g. {self.scheme}:///var/lib/store"
             )
@@ -60,7 +60,7 @@ class SurrealConfig:
         """The directory of a surrealkv:// store."""
         if self.scheme not in ("surrealkv", "file"):
             return None
-        rest = self.url.split("://", 1)[1]
+        rest = self.url.partition("://")[2]
         return Path(rest) if rest else None
 
     @property
@@ -151,8 +151,15 @@ class StoreLock:
         except BlockingIOError:
             os.close(fd)
             raise StorageUnavailable(
-                f"store {self.directory} is in use by another process that reached it by"
-                " another path (a bind mount or a volume); stop it or choose another store"
+                f"store {self.directory} is in use through another path to its directory (a"
+                " bind mount or a volume), by another process or this one; close that one or"
+                " choose another store"
+            ) from None
+        except OSError as exc:  # a file system that cannot lock (some network mounts)
+            os.close(fd)
+            raise StorageUnavailable(
+                f"cannot lock store {self.directory}: {exc.strerror or exc}; a surrealkv://"
+                " store needs a local file system"
             ) from None
         return fd
 

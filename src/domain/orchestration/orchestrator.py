@@ -651,7 +651,7 @@ class Orchestrator:
         """Record a failed attempt in a fresh unit (the step's own writes were discarded)."""
         rt = self._runtime
         with self._uow_factory() as uow:
-            execution = self._require(uow, execution_id)
+            execution = self._trusted(uow, self._require(uow, execution_id))
             if execution.version != seen_version:
                 return _Next.CONTINUE  # someone else moved it meanwhile; re-read
             now = rt.clock.now()
