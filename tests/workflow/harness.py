@@ -97,12 +97,12 @@ def orchestrator(
     ids: IdGenerator | None = None,
     **kwargs: Any,
 ) -> Orchestrator:
+    kwargs.setdefault("sleep", lambda seconds: clock.advance(timedelta(seconds=seconds)))
     return Orchestrator(
         factory,
         runtime(clock, ids),
         workflows if workflows is not None else definitions(factory),
         worker_id=worker_id,
-        sleep=lambda seconds: clock.advance(timedelta(seconds=seconds)),
         **kwargs,
     )
 

@@ -3,6 +3,7 @@ approvals, cancellation and leases."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import Counter
@@ -26,11 +27,15 @@ from domain.orchestration.definition import (
     StepContext,
     WorkflowDefinition,
 )
-from domain.orchestration.orchestrator import Orchestrator, RecoveryIncomplete
+from domain.orchestration.orchestrator import (
+    MAX_UNKNOWN_COMMITS,
+    Orchestrator,
+    RecoveryIncomplete,
+)
 from domain.services.governance import ApprovalRequired
 from domain.workflows import knowledge_publication as kp
 from ports.clock import FixedClock, SequentialIds
-from ports.errors import CommitOutcomeUnknown, InjectedFault, RecordNotFound
+from ports.errors import CommitOutcomeUnknown, InjectedFault, RecordNotFound, StorageUnavailable
 from ports.storage import Batch, CommitReceipt, Document
 from ports.unit_of_work import UnitOfWork, WrappingUnitOfWork
 from tests.workflow.harness import (
@@ -1457,3 +1462,40 @@ def orch_trail(world: World, execution_id: str) -> list[Any]:
 
     rows = [d for d in world.door.table("audit").values() if d["execution_id"] == execution_id]
     return [audit_from(d) for d in rows]
+
+
+class _DiskFull(WrappingUnitOfWork):
+    """Commits until `full` is set; then applies nothing and reports the outcome unknown,
+    as the engine does when its fsync fails."""
+
+    full = False
+    refused = 0
+
+    def _apply(self, batch: Batch) -> CommitReceipt:
+        if _DiskFull.full:
+            _DiskFull.refused += 1
+            raise CommitOutcomeUnknown("commit failed in the engine: fsync failed")
+        return super()._apply(batch)
+
+
+def test_a_store_that_cannot_commit_stops_the_run_instead_of_spinning(world: World) -> None:
+    _DiskFull.full, _DiskFull.refused = False, 0
+    slept: list[float] = []
+    orch = orchestrator(
+        lambda: _DiskFull(world.store.unit_of_work()),
+        world.clock,
+        ids=world.ids,
+        sleep=slept.append,
+    )
+    started = orch.start(WORKFLOW, request("pub-full"), run=False)
+    _DiskFull.full = True
+    with pytest.raises(StorageUnavailable, match=r"5 commits in a row .* fsync failed"):
+        orch.run(started.id)
+    assert _DiskFull.refused == MAX_UNKNOWN_COMMITS  # bounded: no step re-run for good
+    assert slept and max(slept) <= 1.0 and all(a < b for a, b in itertools.pairwise(slept))
+    assert world.door.table("execution")[started.id]["state"] == "pending"  # as stored
+
+    _DiskFull.full = False  # room again: recovery finishes it, each step once
+    (done,) = world.orch("worker-2").recover(ignore_leases=True)
+    assert done.state is S.SUCCEEDED and orch.verify(done.id).ok
+    assert len(world.door.table("capsule")) == 1

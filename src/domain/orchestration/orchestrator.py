@@ -80,6 +80,18 @@ class _Wait:
     delay: timedelta
 
 
+@frozen
+class _Unknown:
+    """A commit whose outcome is unknown: the next turn re-reads what is stored."""
+
+    error: CommitOutcomeUnknown
+
+
+# Commits in a row whose outcome is unknown before `run` gives up: a store that cannot
+# commit (a full disk) must not have a step re-run in a tight loop for good.
+MAX_UNKNOWN_COMMITS = 5
+
+
 class Orchestrator:
     def __init__(
         self,
@@ -264,9 +276,21 @@ class Orchestrator:
     def run(self, execution_id: str, *, ignore_leases: bool = False) -> WorkflowExecution:
         """Drive an execution until it ends, waits for approval, or another worker owns it."""
         waited = timedelta(0)
+        unknown = 0
         try:
             for _ in range(100_000):
                 outcome = self._advance(execution_id, ignore_leases=ignore_leases)
+                if isinstance(outcome, _Unknown):
+                    unknown += 1
+                    if unknown >= MAX_UNKNOWN_COMMITS:
+                        raise StorageUnavailable(
+                            f"execution {execution_id}: {unknown} commits in a row failed with"
+                            f" their outcome unknown, the last: {outcome.error}; what is"
+                            " stored stands, and `recover` resumes it once the store commits"
+                        ) from outcome.error
+                    self._sleep(min(0.05 * 2 ** (unknown - 1), 1.0))
+                    continue
+                unknown = 0
                 if isinstance(outcome, _Wait):
                     # Bounded in total, not per wait: a clock that does not move (a test's)
                     # would otherwise have the same short wait repeated for hours.
@@ -511,7 +535,9 @@ class Orchestrator:
         with self._uow_factory() as uow:
             return uow.executions.by_idempotency_key(self._runtime.tenant, key)
 
-    def _advance(self, execution_id: str, *, ignore_leases: bool) -> _Next | _Wait | _Stop:
+    def _advance(
+        self, execution_id: str, *, ignore_leases: bool
+    ) -> _Next | _Wait | _Stop | _Unknown:
         rt = self._runtime
         with self._uow_factory() as uow:
             execution = self._take(execution_id) or self._trusted(
@@ -587,10 +613,12 @@ class Orchestrator:
             uow.executions.save(execution)
             try:
                 uow.commit()
-            except (ConcurrencyConflict, CommitOutcomeUnknown):
-                # Another worker moved it (the version check decided), or the reply was lost:
-                # re-read on the next turn and act on what is stored.
+            except ConcurrencyConflict:
+                # Another worker moved it (the version check decided): re-read on the next
+                # turn and act on what is stored.
                 return _Next.CONTINUE
+            except CommitOutcomeUnknown as exc:
+                return _Unknown(exc)  # the next turn re-reads what is stored
             except DuplicateRecord as exc:
                 # Racing workers mint the same ids for a step, so the loser's creates can
                 # collide before its version guard is reached: a lost race if the execution
@@ -647,7 +675,7 @@ class Orchestrator:
 
     def _after_failure(
         self, execution_id: str, seen_version: int, step: str, error: BaseException
-    ) -> _Next:
+    ) -> _Next | _Unknown:
         """Record a failed attempt in a fresh unit (the step's own writes were discarded)."""
         rt = self._runtime
         with self._uow_factory() as uow:
@@ -697,8 +725,10 @@ class Orchestrator:
             uow.executions.save(execution)
             try:
                 uow.commit()
-            except (ConcurrencyConflict, CommitOutcomeUnknown):
+            except ConcurrencyConflict:
                 return _Next.CONTINUE
+            except CommitOutcomeUnknown as exc:
+                return _Unknown(exc)
         self._remember(execution)
         return _Next.CONTINUE
 
