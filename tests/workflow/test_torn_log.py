@@ -362,3 +362,14 @@ def test_an_empty_seal_is_no_seal(tmp_path: Path) -> None:
     (path / "govkernel.seal").write_text("")
     assert _executions(path) == 0
     assert (path / "govkernel.seal").read_text() == f"closed {_size(path)}"
+
+
+def test_a_store_whose_first_open_was_killed_before_its_log_opens_new(tmp_path: Path) -> None:
+    """Killed while the engine created it: a manifest, empty, and no log. Nothing was ever
+    stored there, and the engine would refuse that manifest at every open."""
+    path = tmp_path / "store"
+    (path / "manifest").mkdir(parents=True)
+    (path / "manifest" / "00000000000000000000.manifest").write_bytes(b"")
+    with _open(path, journaled=True) as store:
+        orchestrator(store.unit_of_work, FixedClock(T0)).start(WORKFLOW, request("pub-1"))
+    assert _executions(path) == 1

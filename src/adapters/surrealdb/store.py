@@ -6,6 +6,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import shutil
 import socket
 import stat
 import threading
@@ -354,6 +355,10 @@ class SurrealStore:
                 raise
             if not (path / "clog").is_dir():
                 self._seal.forget()
+                if cfg.create and (path / "manifest").is_dir():
+                    # A first open stopped before the engine wrote its log: nothing was ever
+                    # stored, and the half-made manifest would fail every later open.
+                    shutil.rmtree(path / "manifest")
             if self._file_lock.damaged is not None:  # as govkernel 0c8cbf5..b006a62 kept it
                 self._seal.mark_damaged(*self._file_lock.damaged)
             self.unclean_shutdown = self._file_lock.crashed_holder
