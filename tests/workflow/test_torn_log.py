@@ -25,6 +25,7 @@ from adapters.contract import SurrealBackdoor
 from adapters.faults import FaultInjector, FaultPlan
 from adapters.surrealdb import SurrealConfig, SurrealStore, compiler
 from adapters.surrealdb.compiler import EVENTS_COUNTER as COUNTER
+from adapters.surrealdb.store import LogSeal
 from domain.model.lifecycle import ExecutionState
 from ports.clock import FixedClock, SequentialIds
 from ports.errors import InjectedFault, StorageUnavailable
@@ -373,3 +374,31 @@ def test_a_store_whose_first_open_was_killed_before_its_log_opens_new(tmp_path: 
     with _open(path, journaled=True) as store:
         orchestrator(store.unit_of_work, FixedClock(T0)).start(WORKFLOW, request("pub-1"))
     assert _executions(path) == 1
+
+
+@pytest.mark.parametrize("sealed_while_open", [True, False], ids=["sealed", "unsealed-canary"])
+def test_damage_in_what_was_written_since_the_last_close_is_refused_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sealed_while_open: bool
+) -> None:
+    """A service runs for days without closing its store: the seal is kept up while it is
+    open, so damage anywhere in what it wrote is caught after a crash. Without that (the
+    canary), the engine cuts the log and the lost workflows go unnoticed."""
+    monkeypatch.setattr(LogSeal, "EVERY", 0.0 if sealed_while_open else float("inf"))
+    path = tmp_path / "store"
+    store = _open(path, journaled=True)
+    orch = orchestrator(store.unit_of_work, FixedClock(T0))
+    for n in range(8):
+        orch.start(WORKFLOW, request(f"pub-{n}"))
+    crashed = tmp_path / "crashed"
+    shutil.copytree(path, crashed)  # what a crash leaves: every commit was fsynced
+    store.close()
+    crashed.with_name("crashed.lock").write_text("4242")  # its holder died
+    assert (crashed / "govkernel.seal").exists() is sealed_while_open
+    with _segment(crashed).open("r+b") as log:  # damage in the last quarter of the log
+        log.seek(_size(crashed) * 3 // 4)
+        log.write(b"\x00\x00\x00\x00")
+    if sealed_while_open:
+        with pytest.raises(StorageUnavailable, match="was damaged"):
+            _open(crashed, journaled=True)
+    else:
+        assert _executions(crashed) < 8  # opens, with workflows silently gone

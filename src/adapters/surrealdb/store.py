@@ -10,6 +10,7 @@ import shutil
 import socket
 import stat
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -192,18 +193,21 @@ class StoreLock:
 
 
 class LogSeal:
-    """What the engine's log was when the store was last closed cleanly: a file inside the
-    store's directory, so copies and backups carry it.
+    """A size the engine's log is known to have reached whole: a file inside the store's
+    directory, so copies and backups carry it.
 
     The engine repairs a damaged record in its log by cutting the log there, with every
     transaction after it: right for a record torn by a crash at the tail, silent loss of
     committed work for damage further in. The log only grows (the engine does not compact
-    it), and a crash tears only what was written after the last clean close, so a log found
-    shorter than its seal lost committed transactions. `closed <bytes>`, or `damaged <bytes>
-    <bytes>` once found cut, until someone removes the file.
+    it), and with an fsync per commit a crash tears only what was written after the last
+    commit that returned. So the seal is written at each clean close and, while the store is
+    open, after a commit at most every `EVERY` seconds; a log found shorter than its seal lost
+    committed transactions. `closed <bytes>`, or `damaged <bytes> <bytes>` once found cut,
+    until someone removes the file.
     """
 
     NAME = "govkernel.seal"
+    EVERY = 1.0  # seconds between seals while the store is open
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -224,6 +228,7 @@ class LogSeal:
                 " or remove it to open the store without that check"
             )
         self.checked = False
+        self._sealed_at = time.monotonic()
 
     def _read(self) -> str:
         if not os.path.lexists(self.path):
@@ -252,8 +257,8 @@ class LogSeal:
         assert self.damaged is not None
         closed, found = self.damaged
         raise StorageUnavailable(
-            f"the store's log at {self.directory} was damaged: it was {closed} bytes when the"
-            f" store was last closed cleanly, and opening it cut it to {found}; the committed"
+            f"the store's log at {self.directory} was damaged: it was {closed} bytes when last"
+            f" known whole, and opening it cut it to {found}; the committed"
             f" transactions in the {closed - found} bytes cut are lost. Restore the store from"
             f" a backup, or remove {self.path} to go on with what is left"
         )
@@ -262,6 +267,17 @@ class LogSeal:
         """Seal the log as the engine left it; only a log found whole when opened."""
         if self.checked:
             self._write(f"closed {_log_bytes(self.directory)}")
+
+    def keep_up(self) -> None:
+        """After a commit returned: seal what the log holds now, if a second has passed since
+        the last seal. Only when every commit is fsynced (SURREAL_SYNC_DATA): otherwise the
+        log's size says nothing about what a power loss leaves."""
+        if not self.checked or time.monotonic() - self._sealed_at < self.EVERY:
+            return
+        if os.environ.get("SURREAL_SYNC_DATA", "").strip().lower() != "true":
+            return
+        self._sealed_at = time.monotonic()
+        self._write(f"closed {_log_bytes(self.directory)}")
 
     def _write(self, content: str) -> None:
         # Replaced whole, never half-written: a torn seal would read as no seal at all.
@@ -549,8 +565,12 @@ class SurrealStore:
                 # The engine may have committed before the failure surfaced (seen with
                 # values it cannot encode back): only a re-read can tell.
                 raise CommitOutcomeUnknown(f"commit outcome unknown: {self._cause(exc)}") from None
-        rows = compiler.rows_of(compiled, response)
-        error = compiler.failure(compiled, batch, rows)
+            rows = compiler.rows_of(compiled, response)
+            error = compiler.failure(compiled, batch, rows)
+            if error is None and self._seal is not None:
+                # Alone on the log while the lock is held, and this commit is fsynced whole.
+                with contextlib.suppress(OSError):
+                    self._seal.keep_up()
         if error is not None:
             raise error
         for w in batch.writes:
