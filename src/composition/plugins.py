@@ -4,8 +4,8 @@ A service hands its registry to `Overrides(workflows=...)`; the `govkernel` comm
 code of yours to do that, so it imports what the setting names. The attribute is one of:
 - a `WorkflowDefinition`, or a list or tuple of them;
 - a mapping of name to `WorkflowDefinition` (each under its own name);
-- a function returning any of the above, called with the wired `KnowledgeService` if it
-  takes an argument.
+- a function (a `def` or a lambda) returning any of the above, called with the wired
+  `KnowledgeService` if it takes an argument.
 Every reference is imported when the app opens, before the store is; what they give is
 added to the built-in workflows, and replaces a built-in one of the same name.
 """
@@ -36,7 +36,7 @@ def registry(settings: Settings, built_in: Registry) -> Registry | None:
     found: list[tuple[str, object]] = []
     for spec in settings.workflows:
         try:
-            found.append((spec, _resolve(spec)))
+            found.append((spec, _resolve(spec, settings.workflows_dir)))
         except _Unusable as exc:
             problems.append(Problem("workflows", source, f"{spec}: {exc}"))
     if problems:
@@ -75,9 +75,9 @@ class _Unusable(Exception):
     """Why a reference gives no workflows."""
 
 
-def _resolve(spec: str) -> object:
+def _resolve(spec: str, beside: Path | None) -> object:
     module_name, _, attribute = spec.partition(":")
-    module = _import(module_name)
+    module = _import(module_name, beside)
     value: object = module
     for part in attribute.split("."):
         if not hasattr(value, part):
@@ -86,30 +86,29 @@ def _resolve(spec: str) -> object:
     return value
 
 
-def _import(name: str) -> object:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        # A command run from a project's directory finds the project's modules, as
-        # `python -m` would: a console script's path does not hold the current directory.
-        here = str(Path.cwd())
-        missing = exc.name or name
-        if here in sys.path or not name.startswith(missing):
-            raise _Unusable(f"cannot import {name}: no module named {missing!r}") from None
-        sys.path.insert(0, here)
+def _import(name: str, beside: Path | None) -> object:
+    """The module, found as `python -m` would find it: a console script's path does not hold
+    the current directory, nor the settings file's, where a project keeps its modules."""
+    places = [str(p) for p in (Path.cwd(), beside) if p is not None]
+    while True:
         try:
             return importlib.import_module(name)
-        except ModuleNotFoundError as again:
-            missing = again.name or name
-            raise _Unusable(f"cannot import {name}: no module named {missing!r}") from None
-        except Exception as again:
-            raise _Unusable(f"importing {name} raised {_said(again)}") from None
-    except Exception as exc:
-        raise _Unusable(f"importing {name} raised {_said(exc)}") from None
+        except ModuleNotFoundError as exc:
+            missing = exc.name or name
+            place = next((p for p in places if p not in sys.path), None)
+            if place is None or not name.startswith(missing):
+                raise _Unusable(f"cannot import {name}: no module named {missing!r}") from None
+            sys.path.insert(0, place)
+        except Exception as exc:
+            raise _Unusable(f"importing {name} raised {_said(exc)}") from None
 
 
 def _definitions(value: object, service: KnowledgeService) -> list[WorkflowDefinition]:
     if callable(value) and not isinstance(value, WorkflowDefinition):
+        if not inspect.isfunction(value):  # a typo naming `os:abort` must not call it
+            raise _Unusable(
+                f"is a {type(value).__name__}, not a function of yours returning workflows"
+            )
         takes_service = _takes_an_argument(value)
         try:
             value = value(service) if takes_service else value()
@@ -136,10 +135,7 @@ def _definitions(value: object, service: KnowledgeService) -> list[WorkflowDefin
 
 
 def _takes_an_argument(function: Callable[..., object]) -> bool:
-    try:
-        parameters = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):  # no signature to read (some builtins): try the service
-        return True
+    parameters = inspect.signature(function).parameters.values()
     return any(p.kind not in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in parameters)
 
 

@@ -122,6 +122,8 @@ class Settings:
     # Your own workflows, as `module:attribute` (composition.plugins): what the CLI runs,
     # recovers and approves besides the built-in ones.
     workflows: tuple[str, ...] = ()
+    # The settings file's directory when it names them: their modules are looked for there too.
+    workflows_dir: Path | None = None
     # Where each value came from ("default", "GOVKERNEL_TENANT", "file.toml:tenant", "--store").
     sources: Mapping[str, str] = field(factory=dict, repr=False, eq=False)
 
@@ -232,6 +234,8 @@ def load_settings(
     if "store_url" not in values:
         values["store_url"] = f"surrealkv://{data_dir / 'store'}"
     sources = {key.name: raw[key.name].source if key.name in raw else "default" for key in KEYS}
+    if "workflows" in raw:
+        values["workflows_dir"] = raw["workflows"].base
     return Settings(**values, sources=sources)
 
 

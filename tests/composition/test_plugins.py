@@ -62,6 +62,8 @@ def raises(service):
 
 class Holder:
     inner = payout
+
+print = print  # a builtin, named by mistake: never called
 """
 
 
@@ -157,6 +159,7 @@ def test_a_workflow_of_a_built_in_name_replaces_it(project: Path) -> None:
         ("not_a_workflow", "holds a int, not a workflow"),
         ("number", "is a int; give a WorkflowDefinition"),
         ("raises", r"calling it raised LookupError: no such registry"),
+        ("print", "is a builtin_function_or_method, not a function of yours"),
     ],
 )
 def test_a_reference_that_gives_no_workflows_is_a_configuration_error(
@@ -330,3 +333,19 @@ def test_the_readme_payout_runs_from_the_command_line(tmp_path: Path) -> None:
     done = gk.json(*shlex.split(run.group(1)), env=env)
     assert done["state"] == "succeeded" and done["step_outputs"]["reserve"] == {"reserved": 120}
     assert gk.json("recover", env=env)["failed"] == []
+
+
+def test_a_settings_file_finds_the_modules_beside_it(
+    project: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job run from `/` (cron, a service manager) with `--config` finds the project's
+    modules beside the file, as it finds its relative store path there."""
+    config = project / "govkernel.toml"
+    config.write_text(f'workflows = ["{module(project)}:as_list"]\nstore = "memory://"\n')
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    monkeypatch.chdir(elsewhere)
+    sys.path[:] = [p for p in sys.path if p not in ("", ".", str(project))]
+    settings = load_settings({}, config_file=config)
+    assert settings.workflows_dir == project
+    with build_app(settings) as app:
+        assert {"payout", "refund"} <= set(app.workflows)
