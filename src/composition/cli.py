@@ -85,8 +85,10 @@ class Session:
     json: bool = False
     debug: bool = False
     read_only: bool = False  # the command changes nothing: an interrupt leaves nothing to resume
-    # The idempotency key of a start in progress: what an interrupt tells the user to reuse.
+    # The idempotency key of a start in progress: what an interrupt tells the user to reuse;
+    # and the execution, once a commit of it was seen.
     starting: str | None = None
+    started: str | None = None
     _settings: Settings | None = field(default=None, alias="_settings")
 
     def settings(self) -> Settings:
@@ -181,6 +183,8 @@ class Printer:
         if app is None or execution.audit_sequence <= last:
             return
         self._seen[execution.id] = execution.audit_sequence
+        if self._session.starting == execution.idempotency_key:
+            self._session.started = execution.id
         try:
             entries = [
                 e
@@ -1481,6 +1485,8 @@ def _unfinished(session: Session) -> str:
         transient = False
     if transient:
         return f"{TRANSIENT_NOTE}: an unfinished execution is lost"
+    if session.started is not None:
+        return f"execution {session.started} was stored: `govkernel recover` finishes it"
     if session.starting is not None:
         key = shlex.quote(session.starting)
         return (

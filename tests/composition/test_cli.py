@@ -480,7 +480,8 @@ def test_sigterm_stops_a_command_like_ctrl_c_and_closes_the_store(fresh: Cli) ->
     assert "not closed cleanly" not in fresh("recover").stdout
 
 
-def test_an_interrupted_run_names_the_key_that_reruns_it_at_most_once(fresh: Cli) -> None:
+def _interrupted_run(fresh: Cli, slow_step: str) -> str:
+    """`run knowledge-publication` stopped by SIGTERM while `slow_step` runs: its stderr."""
     child = subprocess.Popen(
         [
             sys.executable,
@@ -489,9 +490,9 @@ def test_an_interrupted_run_names_the_key_that_reruns_it_at_most_once(fresh: Cli
             "from composition import cli\n"
             "from domain.services.knowledge import KnowledgeService\n"
             "def slow(*args, **kwargs):\n"
-            "    print('analysing', flush=True)\n"
+            "    print('slow', flush=True)\n"
             "    time.sleep(60)\n"
-            "KnowledgeService.generate_analysis = slow\n"
+            f"KnowledgeService.{slow_step} = slow\n"
             f"sys.exit(cli.run_cli(['--store', {fresh.url!r}, 'run', 'knowledge-publication',"
             f" {str(FRED)!r}]))\n",
         ],
@@ -501,16 +502,31 @@ def test_an_interrupted_run_names_the_key_that_reruns_it_at_most_once(fresh: Cli
         env=clean_env(),
     )
     assert child.stdout is not None
-    while child.stdout.readline() not in ("analysing\n", ""):
+    while child.stdout.readline() not in ("slow\n", ""):
         pass
     child.terminate()
     _, err = child.communicate(timeout=30)
     assert child.returncode == 143, err
+    return err
+
+
+def test_a_run_interrupted_before_its_start_was_stored_names_the_key_to_rerun_it(
+    fresh: Cli,
+) -> None:
+    err = _interrupted_run(fresh, "ingest")  # the start commits with the first step
     key = err.split("--idempotency-key ")[1].split()[0]
     again = fresh.json("run", "knowledge-publication", str(FRED), "--idempotency-key", key)
-    assert again["reused"] is True and again["state"] == "running"
-    assert fresh.json("recover")["resumed"][0]["state"] == "succeeded"
+    assert again["reused"] is False and again["state"] == "succeeded"
+    assert fresh.json("run", "knowledge-publication", str(FRED), "--idempotency-key", key)["reused"]
     assert len(fresh.json("executions", "list")) == 1  # one execution, never two
+
+
+def test_a_run_interrupted_after_its_start_was_stored_names_the_execution(fresh: Cli) -> None:
+    err = _interrupted_run(fresh, "generate_analysis")
+    [listed] = fresh.json("executions", "list")
+    assert f"execution {listed['execution_id']} was stored: `govkernel recover`" in err
+    assert fresh.json("recover")["resumed"][0]["state"] == "succeeded"
+    assert len(fresh.json("executions", "list")) == 1
 
 
 def _die_holding(store_url: str) -> None:
