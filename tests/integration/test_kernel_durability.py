@@ -16,7 +16,7 @@ from attrs import evolve
 from adapters.contract import SurrealBackdoor, samples
 from adapters.surrealdb import SurrealConfig, SurrealStore
 from adapters.surrealdb.store import StoreLock
-from ports.errors import DuplicateRecord, StorageUnavailable
+from ports.errors import CommitOutcomeUnknown, DuplicateRecord, StorageUnavailable
 from tests.integration.store_child import jsonable
 
 CHILD = Path(__file__).with_name("store_child.py")
@@ -223,3 +223,93 @@ def test_a_store_the_engine_cannot_open_says_why(tmp_path: Path) -> None:
         open_store(path)
     assert "cannot open SurrealDB store (surrealkv://)" in str(refused.value)
     assert "datastore" in str(refused.value).lower()  # the engine's own diagnosis
+
+
+class _KilledAt:
+    """A lock file whose process dies (raises) at one call of its rewrite."""
+
+    def __init__(self, real: Any, at: str) -> None:
+        self.real, self.at = real, at
+
+    def __getattr__(self, name: str) -> Any:
+        if name == self.at:
+            raise _Killed
+        return getattr(self.real, name)
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("at", ["write", "truncate"])
+def test_a_lock_file_rewrite_cut_short_never_reads_as_a_clean_close(
+    tmp_path: Path, at: str
+) -> None:
+    """A holder killed while it rewrites the lock file must leave something that reads as a
+    crash: written over, then cut to length, never emptied first."""
+    path = tmp_path / "store"
+    path.with_name("store.lock").write_text("4242")  # a holder died before
+    lock = StoreLock(path)
+    lock.acquire()
+    real = lock._file
+    assert real is not None
+    lock._file = _KilledAt(real, at)  # type: ignore[assignment]
+    with pytest.raises(_Killed):
+        lock._write("")  # the rewrite that says "closed cleanly", cut short
+    real.close()  # the process is gone: its locks with it
+    os.close(lock._directory_fd or -1)
+    after = StoreLock(path)
+    after.acquire()
+    assert after.crashed_holder is not None  # still a crash to check, not a clean close
+    after.release()
+
+
+def test_a_commit_the_engine_failed_stops_the_seal_for_the_session(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with open_store(path):
+        pass
+    sealed = (path / "govkernel.seal").read_text()
+    store = open_store(path)
+
+    class Failing:
+        def __init__(self, real: Any) -> None:
+            self.real = real
+
+        def query_raw(self, text: str, params: dict[str, Any]) -> Any:
+            if text.startswith("BEGIN"):
+                raise RuntimeError("fsync failed")  # the engine may have written some of it
+            return self.real.query_raw(text, params)
+
+        def close(self) -> None:
+            self.real.close()
+
+    real = store._db
+    store._db = Failing(real)
+    with pytest.raises(CommitOutcomeUnknown), store.unit_of_work() as uow:
+        uow.sources.add(samples.source())
+        uow.commit()
+    store._db = real
+    with store.unit_of_work() as uow:  # later commits land, but seal nothing
+        uow.sources.add(samples.source())
+        uow.commit()
+    store.close()
+    assert (path / "govkernel.seal").read_text() == sealed
+
+
+def test_a_process_whose_engine_does_not_fsync_refuses_a_store_that_must(tmp_path: Path) -> None:
+    """The engine reads SURREAL_SYNC_DATA once per process, at its first surrealkv:// store."""
+    script = (
+        "from adapters.surrealdb import SurrealConfig, SurrealStore\n"
+        "from ports.errors import StorageUnavailable\n"
+        f"SurrealStore(SurrealConfig('surrealkv://{tmp_path}/a', sync_data=False)).close()\n"
+        "try:\n"
+        f"    SurrealStore(SurrealConfig('surrealkv://{tmp_path}/b')).close()\n"
+        "except StorageUnavailable as exc:\n"
+        "    print(exc)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SURREAL_SYNC_DATA"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert "would not fsync its commits" in done.stdout, done.stderr
+    assert not (tmp_path / "b" / "clog").exists()  # refused before the engine wrote anything

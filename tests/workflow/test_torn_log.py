@@ -365,12 +365,24 @@ def test_an_empty_seal_is_no_seal(tmp_path: Path) -> None:
     assert (path / "govkernel.seal").read_text() == f"closed {_size(path)}"
 
 
-def test_a_store_whose_first_open_was_killed_before_its_log_opens_new(tmp_path: Path) -> None:
-    """Killed while the engine created it: a manifest, empty, and no log. Nothing was ever
-    stored there, and the engine would refuse that manifest at every open."""
+@pytest.mark.parametrize(
+    "left", ["manifest-only", "empty-log-dir", "empty-segment", "segment-cut-in-its-header"]
+)
+def test_a_store_whose_first_open_was_killed_early_opens_new(tmp_path: Path, left: str) -> None:
+    """Killed while the engine created it: a manifest, and no log or a log without a record.
+    Nothing was ever stored there, and the engine would refuse those files at every open."""
     path = tmp_path / "store"
     (path / "manifest").mkdir(parents=True)
-    (path / "manifest" / "00000000000000000000.manifest").write_bytes(b"")
+    (path / "manifest" / "00000000000000000000.manifest").write_bytes(b"\x00" * 226)
+    if left != "manifest-only":
+        (path / "clog").mkdir()
+    segment = path / "clog" / "00000000000000000000.clog"
+    if left == "empty-segment":
+        segment.write_bytes(b"")
+    elif left == "segment-cut-in-its-header":
+        segment.write_bytes(b"\x00\x00\x00\xaa\x00\x00")
+    with pytest.raises(StorageUnavailable, match="nothing has run there yet"):  # read-only
+        SurrealStore(SurrealConfig(f"surrealkv://{path}", create=False))
     with _open(path, journaled=True) as store:
         orchestrator(store.unit_of_work, FixedClock(T0)).start(WORKFLOW, request("pub-1"))
     assert _executions(path) == 1

@@ -183,9 +183,11 @@ class StoreLock:
 
     def _write(self, content: str) -> None:
         if self._file is not None:
+            # Written over the old content, then cut to length: a kill in between leaves old
+            # and new mixed, which reads as a crash, never as empty (a clean close).
             self._file.seek(0)
-            self._file.truncate()
             self._file.write(content)
+            self._file.truncate()
             self._file.flush()
             # Durable, so that a power loss cannot hide that the holder died: the next open
             # settles the log only when it knows (SurrealStore._settle_log).
@@ -268,13 +270,18 @@ class LogSeal:
         if self.checked:
             self._write(f"closed {_log_bytes(self.directory)}")
 
+    def suspend(self) -> None:
+        """A commit failed in the engine: the log may end in bytes no commit vouches for, so
+        this session seals nothing more (the last seal stays, and still holds)."""
+        self.checked = False
+
     def keep_up(self) -> None:
         """After a commit returned: seal what the log holds now, if a second has passed since
         the last seal. Only when every commit is fsynced (SURREAL_SYNC_DATA): otherwise the
         log's size says nothing about what a power loss leaves."""
         if not self.checked or time.monotonic() - self._sealed_at < self.EVERY:
             return
-        if os.environ.get("SURREAL_SYNC_DATA", "").strip().lower() != "true":
+        if not _engine_syncs():
             return
         self._sealed_at = time.monotonic()
         self._write(f"closed {_log_bytes(self.directory)}")
@@ -310,6 +317,32 @@ def _log_bytes(path: Path) -> int:
         return sum(f.stat().st_size for f in (path / "clog").iterdir() if f.is_file())
     except OSError:
         return 0
+
+
+# The embedded engine reads SURREAL_SYNC_DATA once, when this process opens its first
+# surrealkv:// store: what it read then holds for every store the process opens after.
+_ENGINE_SYNC: list[bool] = []
+
+
+def _env_syncs() -> bool:
+    return os.environ.get("SURREAL_SYNC_DATA", "").strip().lower() == "true"
+
+
+def _engine_syncs() -> bool:
+    return bool(_ENGINE_SYNC) and _ENGINE_SYNC[0]
+
+
+def _holds_nothing(path: Path) -> bool:
+    """Whether no record ever reached the engine's log: no segment, or a single one holding
+    at most its header (a 4-byte length, then that many bytes)."""
+    clog = path / "clog"
+    segments = [p for p in clog.iterdir() if p.is_file()] if clog.is_dir() else []
+    if len(segments) != 1:
+        return not segments
+    with segments[0].open("rb") as segment:
+        size = os.fstat(segment.fileno()).st_size
+        prefix = segment.read(4)
+    return len(prefix) < 4 or size <= 4 + int.from_bytes(prefix, "big")
 
 
 def _pid(tokens: list[str]) -> str:
@@ -359,7 +392,10 @@ class SurrealStore:
             path = store_directory(cfg.path)
             # The engine keeps its log and manifest in these: a directory without them holds
             # no store, and opening it would write them there.
-            if not cfg.create and not all((path / d).is_dir() for d in ("clog", "manifest")):
+            if not cfg.create and (
+                not all((path / d).is_dir() for d in ("clog", "manifest"))
+                or (_holds_nothing(path) and not os.path.lexists(path / LogSeal.NAME))
+            ):
                 raise StorageUnavailable(f"no store at {path}: nothing has run there yet")
             url = f"{cfg.scheme}://{path}"
             self._file_lock = StoreLock(path)
@@ -369,17 +405,32 @@ class SurrealStore:
             except StorageUnavailable:
                 self.close()
                 raise
+            unsealed = self._seal.closed is None and self._seal.damaged is None
+            if unsealed and _holds_nothing(path):
+                # A first open stopped before the engine wrote a record (or before its log
+                # existed): nothing was ever stored, and what the engine had begun (a
+                # manifest, a segment without its header) would fail every later open. A
+                # sealed store held records once: damaged like that, it is the engine's to
+                # refuse, not ours to start over.
+                for begun in ("clog", "manifest"):
+                    if (path / begun).is_dir():
+                        shutil.rmtree(path / begun)
             if not (path / "clog").is_dir():
                 self._seal.forget()
-                if cfg.create and (path / "manifest").is_dir():
-                    # A first open stopped before the engine wrote its log: nothing was ever
-                    # stored, and the half-made manifest would fail every later open.
-                    shutil.rmtree(path / "manifest")
             if self._file_lock.damaged is not None:  # as govkernel 0c8cbf5..b006a62 kept it
                 self._seal.mark_damaged(*self._file_lock.damaged)
             self.unclean_shutdown = self._file_lock.crashed_holder
             if cfg.sync_data:
                 os.environ.setdefault("SURREAL_SYNC_DATA", "true")
+            if not _ENGINE_SYNC:
+                _ENGINE_SYNC.append(_env_syncs())
+            elif cfg.sync_data and _env_syncs() and not _ENGINE_SYNC[0]:
+                self.close()
+                raise StorageUnavailable(
+                    f"store {path} would not fsync its commits: this process opened its first"
+                    " surrealkv:// store without SURREAL_SYNC_DATA=true, and the engine keeps"
+                    " what it read then; open this one in another process"
+                )
         try:
             self._connect(url)
             if self._seal is not None:
@@ -564,9 +615,13 @@ class SurrealStore:
                     raise InvalidRecord(f"query rejected: {_brief(exc)}") from None
                 # The engine may have committed before the failure surfaced (seen with
                 # values it cannot encode back): only a re-read can tell.
+                if self._seal is not None:
+                    self._seal.suspend()
                 raise CommitOutcomeUnknown(f"commit outcome unknown: {self._cause(exc)}") from None
             rows = compiler.rows_of(compiled, response)
             error = compiler.failure(compiled, batch, rows)
+            if isinstance(error, CommitOutcomeUnknown) and self._seal is not None:
+                self._seal.suspend()
             if error is None and self._seal is not None:
                 # Alone on the log while the lock is held, and this commit is fsynced whole.
                 with contextlib.suppress(OSError):
