@@ -20,14 +20,15 @@ from typing import Any
 
 from attrs import frozen
 
-from composition import queries
+from composition import queries, strict_json
 from domain.model.lifecycle import AuditAnchor, ChainReport, check_anchor
-from domain.model.validation import IDENTIFIER
+from domain.model.validation import IDENTIFIER, one_line
 from ports.errors import CorruptRecord, RecordNotFound
 from ports.unit_of_work import UnitOfWorkFactory
 
 FORMAT = "govkernel-audit-anchors"
 VERSION = 1
+MAX_BYTES = 512 * 1024 * 1024  # about 3 million anchors
 _HASH = re.compile(r"^[0-9a-f]{64}\Z")
 
 
@@ -126,16 +127,18 @@ def renewed(taken: Anchors, earlier: Anchors) -> Anchors:
 
 
 def write(anchors: Anchors, path: Path) -> None:
-    """Replace `path` whole or not at all: a crash never leaves half an anchor file."""
+    """Replace `path` whole or not at all: a crash never leaves half an anchor file. A link
+    is followed (the file it names, on other storage say, is the one replaced)."""
     text = json.dumps(anchors.to_json(), indent=1) + "\n"
-    directory = path.parent
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    target = Path(os.path.realpath(path))
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
+        os.fchmod(handle, 0o644)  # readable as any file the command writes, not mkstemp's 0600
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(temporary, path)
+        os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
@@ -153,13 +156,16 @@ def read(path: Path) -> Anchors:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise AnchorFileError(path, "is not a regular file")
         try:
-            raw = file.read().decode("utf-8")
+            data = file.read(MAX_BYTES + 1)
+            raw = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise AnchorFileError(path, f"cannot be read ({type(exc).__name__})") from None
+    if len(data) > MAX_BYTES:
+        raise AnchorFileError(path, f"is over {MAX_BYTES:,} bytes")
     try:
-        document = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise AnchorFileError(path, "is not JSON") from None
+        document = strict_json.loads(raw)
+    except ValueError as exc:
+        raise AnchorFileError(path, f"is not strict JSON: {one_line(str(exc))[:200]}") from None
     return parse(path, document)
 
 
@@ -169,6 +175,9 @@ def parse(path: Path, document: object) -> Anchors:
 
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise bad(f'is not an audit anchor file (no "format": "{FORMAT}")')
+    unknown = sorted(set(document) - {"format", "version", "tenant", "taken_at", "anchors"})
+    if unknown:
+        raise bad(f"holds keys an anchor file does not: {', '.join(map(repr, unknown))[:200]}")
     if document.get("version") != VERSION:
         raise bad(f"has version {document.get('version')!r}; this govkernel reads {VERSION}")
     tenant = document.get("tenant")
@@ -178,6 +187,8 @@ def parse(path: Path, document: object) -> Anchors:
         taken_at = datetime.fromisoformat(str(document.get("taken_at")))
     except ValueError:
         raise bad("has no valid taken_at time") from None
+    if taken_at.tzinfo is None:
+        raise bad("has a taken_at time without a zone")
     items = document.get("anchors")
     if not isinstance(items, list):
         raise bad("has no list of anchors")
@@ -191,13 +202,13 @@ def parse(path: Path, document: object) -> Anchors:
 
 
 def _anchor(bad: Callable[[str], AnchorFileError], i: int, item: object) -> AuditAnchor:
-    if not isinstance(item, dict):
-        raise bad(f"anchors[{i}] is not an object")
+    if not isinstance(item, dict) or set(item) != {"execution_id", "sequence", "hash"}:
+        raise bad(f"anchors[{i}] is not an object of execution_id, sequence and hash")
     xid, sequence, head = item.get("execution_id"), item.get("sequence"), item.get("hash")
     if not isinstance(xid, str) or not xid:
         raise bad(f"anchors[{i}].execution_id is not an execution id")
-    if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 0:
-        raise bad(f"anchors[{i}].sequence is not a whole number >= 0")
+    if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 1:
+        raise bad(f"anchors[{i}].sequence is not a whole number >= 1")
     if not isinstance(head, str) or not _HASH.match(head):
         raise bad(f"anchors[{i}].hash is not a SHA-256 hex digest")
     return AuditAnchor(xid, sequence, head)

@@ -8,7 +8,6 @@ With --json, stdout carries exactly one JSON document and nothing else.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -26,7 +25,7 @@ from attrs import define, field
 
 import composition
 from adapters.memory import MemoryStore
-from composition import anchors, queries, render
+from composition import anchors, queries, render, strict_json
 from composition.container import App, Overrides, build_app
 from composition.documents import DocumentError, SourceFile, publication_request, read_source
 from composition.settings import DEFAULT_POLICY_REF, ENV_VARS, ConfigurationError, Settings
@@ -49,6 +48,8 @@ EXIT_USAGE = 2
 PROGRESS_THRESHOLD = 5
 MAX_POSITION = 2**63 - 1  # event positions are signed 64-bit integers in every store
 MAX_LIMIT = 10_000
+# A workflow's input from the command line: a publication's hundred documents fit well inside.
+MAX_INPUT_CHARS = 256 * 1024 * 1024
 # Stores that live and die with this process: no later command can reach their executions.
 TRANSIENT_SCHEMES = ("memory", "mem")
 TRANSIENT_NOTE = "the in-memory store does not outlive this command"
@@ -477,7 +478,11 @@ def run_workflow(
     s.settings()
     if input_text is not None and input_file is not None:
         raise click.UsageError("give --input or --input-file, not both")
-    given = input_file.read() if input_file is not None else input_text
+    given = input_file.read(MAX_INPUT_CHARS + 1) if input_file is not None else input_text
+    if given is not None and len(given) > MAX_INPUT_CHARS:
+        raise click.BadParameter(
+            f"is over {MAX_INPUT_CHARS:,} characters", param_hint="--input-file/--input"
+        )
     where = "--input-file" if input_file is not None else "--input"
     workflow_input = {} if given is None else _json_object(where, given)
     with s.app() as (app, _):
@@ -523,22 +528,8 @@ def _show_reused(s: Session, app: App, found: WorkflowExecution, differs: bool) 
 
 def _json_object(where: str, text: str) -> dict[str, Any]:
     """Strict JSON: NaN, Infinity and a key given twice are refused, as the store would."""
-
-    def no_constant(name: str) -> object:
-        raise ValueError(f"{name} is not JSON")
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: set[str] = set()
-        for key, _ in items:
-            if key in seen:
-                raise ValueError(f"key {key!r} is given twice")
-            seen.add(key)
-        return dict(items)
-
     try:
-        value = json.loads(text, parse_constant=no_constant, object_pairs_hook=pairs)
-    except RecursionError:
-        raise click.BadParameter("is nested too deeply", param_hint=where) from None
+        value = strict_json.loads(text)
     except ValueError as exc:  # JSONDecodeError included: it names the line and column
         raise click.BadParameter(render.safe(str(exc)), param_hint=where) from None
     if not isinstance(value, dict):
@@ -1083,7 +1074,8 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
     elif output is None:
         s.emit(taken.to_json())  # the anchors are the record: stdout holds them alone
     where = "" if output is None else f" in {output}"
-    s.warn(render.safe(f"anchored {len(taken.anchors)} executions{where}"))
+    count = len(taken.anchors)
+    s.warn(render.safe(f"anchored {count} execution{'s' * (count != 1)}{where}"))
     if broken:
         first = broken[0]
         raise Failed(
@@ -1210,8 +1202,11 @@ def recover(ctx: click.Context) -> None:
                 }
             )
         for xid, error in failures:
-            s.echo(render.safe(f"could not resume {xid}: {error}"))
+            s.echo(render.safe(f"could not resume {xid}: {_with_hint(error)}"))
         for x in resumed:
+            if x.state is S.RETRY_SCHEDULED:  # taken on, but its next attempt is not due
+                s.echo(render.safe(f"not due yet: {x.id} retries at {render.iso(x.retry_at)}"))
+                continue
             s.echo(
                 render.safe(
                     f"resumed {x.id}: {x.state.value}"
@@ -1530,11 +1525,21 @@ def _describe(exc: Exception, *, debug: bool) -> tuple[int, str]:
             f"execution {exc.execution_id}: cannot go from {exc.source} to {exc.target}",
         )
     if isinstance(exc, InvalidState):
-        return EXIT_FAILED, str(exc)
+        return EXIT_FAILED, _with_hint(str(exc))
     if isinstance(exc, DomainError | PortError):
         return EXIT_FAILED, f"{type(exc).__name__}: {exc}"
     hint = "" if debug else " (--debug shows the traceback)"
     return EXIT_FAILED, f"internal error: {type(exc).__name__}: {exc}{hint}"
+
+
+def _with_hint(message: str) -> str:
+    """What the command line can add to an orchestrator's words."""
+    if "this orchestrator does not have" in message:
+        return (
+            f"{message} (the govkernel command knows your workflows when the `workflows`"
+            " setting names them: GOVKERNEL_WORKFLOWS)"
+        )
+    return message
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -53,6 +53,22 @@ def registry(settings: Settings, built_in: Registry) -> Registry | None:
                 problems.append(Problem("workflows", source, f"{spec}: {exc}"))
                 continue
             for definition in definitions:
+                original = out.get(definition.name)
+                if (
+                    definition.name not in named
+                    and original is not None
+                    and original.version == definition.version
+                    and _shape(original) != _shape(definition)
+                ):
+                    # Its executions would be resumed with other steps than they started with.
+                    problems.append(
+                        Problem(
+                            "workflows",
+                            source,
+                            f"{spec}: workflow {definition.name!r} version {definition.version!r}"
+                            " is built in: give yours another name or version",
+                        )
+                    )
                 if definition.name in named:
                     problems.append(
                         Problem(
@@ -69,6 +85,13 @@ def registry(settings: Settings, built_in: Registry) -> Registry | None:
         return out
 
     return workflows
+
+
+def _shape(definition: WorkflowDefinition) -> tuple[tuple[str, ...], str | None]:
+    """What tells one version's steps from another's (the built-in one re-exported, as
+    `workflow_registry(service)` gives it, has the same)."""
+    compensation = definition.compensation.name if definition.compensation else None
+    return tuple(definition.step_names()), compensation
 
 
 class _Unusable(Exception):
@@ -89,7 +112,10 @@ def _resolve(spec: str, beside: Path | None) -> object:
 def _import(name: str, beside: Path | None) -> object:
     """The module, found as `python -m` would find it: a console script's path does not hold
     the current directory, nor the settings file's, where a project keeps its modules."""
-    places = [str(p) for p in (Path.cwd(), beside) if p is not None]
+    if beside is not None and str(beside) not in sys.path:
+        # The file names the same code wherever the command runs: its directory comes first.
+        sys.path.insert(0, str(beside))
+    places = [str(Path.cwd())]
     while True:
         try:
             return importlib.import_module(name)

@@ -82,24 +82,28 @@ class ConfigurationError(Exception):
 
 
 def redact_url(url: str) -> str:
-    """The URL without any `user:password@` part, however mistyped the URL around it."""
-    if "@" not in url:
-        return url
+    """The URL without anything that may be a credential, however mistyped the URL around
+    it: a `user:password@` part, a `user:password` taken for a host and port, a query."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable URL>"
-    if "@" in parts.netloc:
-        host = parts.netloc.rsplit("@", 1)[1]
-        return parts._replace(netloc=f"***@{host}").geturl()
     scheme = parts.scheme
-    if scheme.lower() in MEMORY_SCHEMES + EMBEDDED_SURREAL_SCHEMES and url[
-        len(scheme) + 1 :
-    ].startswith("//"):
-        return url  # an `@` in a path: no credentials there
-    # Mistyped (`ws:/user:pw@host`, `ws:///user:pw@host`): no netloc holds the userinfo,
-    # so everything up to the last `@` goes.
-    return f"{scheme + ':' if scheme else ''}***@{url.rsplit('@', 1)[1]}"
+    local = scheme.lower() in MEMORY_SCHEMES + EMBEDDED_SURREAL_SCHEMES
+    netloc = parts.netloc
+    if "@" in netloc or "%40" in netloc.lower():
+        host = netloc.rsplit("@", 1)[1] if "@" in netloc else "?"
+        parts = parts._replace(netloc=f"***@{host}")
+    elif ":" in netloc and not netloc.rsplit(":", 1)[1].isdigit():
+        parts = parts._replace(netloc="***")  # not a port: perhaps a password
+    elif "@" in url and not (local and url[len(scheme) + 1 :].startswith("//")):
+        # Mistyped (`ws:/user:pw@host`, `ws:///user:pw@host`): no netloc holds the userinfo,
+        # so everything up to the last `@` goes. (In a local store's path, `@` is a path.)
+        return f"{scheme + ':' if scheme else ''}***@{url.rsplit('@', 1)[1]}"
+    if parts.query or parts.fragment:
+        parts = parts._replace(query="***" if parts.query else "", fragment="")
+    # Unchanged, the URL as given: geturl() would drop the `//` of an empty host.
+    return url if parts == urlsplit(url) else parts.geturl()
 
 
 def _secret_repr(value: object) -> str:

@@ -220,6 +220,18 @@ def test_an_output_in_no_directory_is_refused_before_the_store_is_opened(
     assert not fresh.store.exists()
 
 
+def test_an_output_through_a_link_replaces_the_file_it_names(
+    published: tuple[Cli, str, str, Path], tmp_path: Path
+) -> None:
+    gk, _, _, path = published
+    link = tmp_path / "link.json"
+    link.symlink_to(path)
+    gk.json("run", "knowledge-publication", str(IMF))
+    assert gk.json("audit", "anchor", "--output", str(link))["anchored"] == 3
+    assert link.is_symlink() and len(json.loads(path.read_text())["anchors"]) == 3
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 def test_anchors_go_to_stdout_alone_without_an_output_file(fresh: Cli) -> None:
     xid = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
     done = fresh("audit", "anchor")
@@ -227,13 +239,21 @@ def test_anchors_go_to_stdout_alone_without_an_output_file(fresh: Cli) -> None:
     assert document["format"] == "govkernel-audit-anchors" and document["tenant"] == "default"
     [anchor] = document["anchors"]
     assert anchor["execution_id"] == xid and anchor["sequence"] > 1
-    assert "anchored 1 executions" in done.stderr
+    assert "anchored 1 execution" in done.stderr
 
 
 @pytest.mark.parametrize(
     ("content", "said"),
     [
-        ("not json", "is not JSON"),
+        ("not json", "is not strict JSON"),
+        ('{"format": "govkernel-audit-anchors", "version": NaN}', "NaN is not JSON"),
+        ('{"format": "govkernel-audit-anchors", "format": "x"}', "key 'format' is given twice"),
+        ('{"format": "govkernel-audit-anchors", "extra": 1}', "holds keys an anchor file does not"),
+        (
+            '{"format": "govkernel-audit-anchors", "version": 1, "tenant": "default",'
+            ' "taken_at": "2026-01-01T00:00:00", "anchors": []}',
+            "taken_at time without a zone",
+        ),
         ("[]", "is not an audit anchor file"),
         ('{"format": "govkernel-audit-anchors", "version": 2}', "has version 2"),
         (
@@ -251,7 +271,7 @@ def test_anchors_go_to_stdout_alone_without_an_output_file(fresh: Cli) -> None:
             '{"format": "govkernel-audit-anchors", "version": 1, "tenant": "default",'
             ' "taken_at": "2026-01-01T00:00:00+00:00",'
             ' "anchors": [{"execution_id": "x", "sequence": true, "hash": "' + "0" * 64 + '"}]}',
-            "anchors[0].sequence is not a whole number",
+            "anchors[0].sequence is not a whole number >= 1",
         ),
     ],
 )

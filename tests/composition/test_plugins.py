@@ -25,7 +25,8 @@ from tests.composition.test_cli import Cli
 
 # A module of a service's own, as a project would keep it beside its configuration.
 FLOWS = """
-from domain.orchestration.definition import Step, WorkflowDefinition
+from datetime import timedelta
+from domain.orchestration.definition import RetryableError, RetryPolicy, Step, WorkflowDefinition
 from domain.workflows import knowledge_publication as kp
 
 def reserve(uow, ctx):
@@ -52,6 +53,15 @@ def registry(service):
 def no_arguments():
     return payout
 
+def same_version_other_steps():
+    return WorkflowDefinition(
+        name=kp.NAME, version="1", metadata=kp.METADATA, steps=(Step("noop", lambda u, c: {}),)
+    )
+
+def with_the_built_ins(service):
+    from composition.wiring import workflow_registry
+    return {**workflow_registry(service), "refund": refund}
+
 def replaces_the_built_in():
     return WorkflowDefinition(
         name=kp.NAME, version="9", metadata=kp.METADATA, steps=(Step("noop", lambda u, c: {}),)
@@ -59,6 +69,14 @@ def replaces_the_built_in():
 
 def raises(service):
     raise LookupError("no such\\nregistry")
+
+def later(uow, ctx):
+    raise RetryableError("the ledger is down")
+
+flaky = WorkflowDefinition(
+    name="flaky", version="1", metadata=kp.METADATA,
+    steps=(Step("pay", later, retry=RetryPolicy(max_attempts=3, backoff=timedelta(hours=1))),),
+)
 
 class Holder:
     inner = payout
@@ -133,6 +151,7 @@ def test_a_file_value_of_another_type_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("attribute", "expected"),
     [
+        ("with_the_built_ins", {"refund": "2"}),
         ("payout", {"payout": "1"}),
         ("as_list", {"payout": "1", "refund": "2"}),
         ("as_mapping", {"payout": "1"}),
@@ -159,6 +178,7 @@ def test_a_workflow_of_a_built_in_name_replaces_it(project: Path) -> None:
         ("not_a_workflow", "holds a int, not a workflow"),
         ("number", "is a int; give a WorkflowDefinition"),
         ("raises", r"calling it raised LookupError: no such registry"),
+        ("same_version_other_steps", "version '1' is built in: give yours another name"),
         ("print", "is a builtin_function_or_method, not a function of yours"),
     ],
 )
@@ -300,6 +320,7 @@ def test_recover_resumes_your_workflow_only_when_the_setting_names_it(
     without = gk.json("recover", code=1)
     assert [f["execution_id"] for f in without["failed"]] == [started.id]
     assert "does not have" in without["failed"][0]["error"]
+    assert "GOVKERNEL_WORKFLOWS" in gk("recover", code=1).stdout  # what the CLI needs
     resumed = gk.json("recover", env=env)
     assert [(r["execution_id"], r["state"]) for r in resumed["resumed"]] == [
         (started.id, "succeeded")
@@ -335,6 +356,20 @@ def test_the_readme_payout_runs_from_the_command_line(tmp_path: Path) -> None:
     assert gk.json("recover", env=env)["failed"] == []
 
 
+def test_the_modules_beside_a_settings_file_win_over_the_working_directorys(
+    project: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = project / "govkernel.toml"
+    config.write_text(f'workflows = ["{module(project)}:as_list"]\nstore = "memory://"\n')
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (elsewhere / f"{module(project)}.py").write_text("raise RuntimeError('the wrong one')\n")
+    monkeypatch.chdir(elsewhere)
+    sys.path[:] = [p for p in sys.path if p not in ("", ".", str(project))]
+    sys.path.insert(0, str(elsewhere))  # as `python -m` puts the working directory first
+    with build_app(load_settings({}, config_file=config)) as app:
+        assert {"payout", "refund"} <= set(app.workflows)
+
+
 def test_a_settings_file_finds_the_modules_beside_it(
     project: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -349,3 +384,13 @@ def test_a_settings_file_finds_the_modules_beside_it(
     assert settings.workflows_dir == project
     with build_app(settings) as app:
         assert {"payout", "refund"} <= set(app.workflows)
+
+
+def test_recover_says_a_retry_not_due_yet_is_not_done(cli: tuple[Cli, dict[str, str]]) -> None:
+    gk, _ = cli
+    env = {"GOVKERNEL_WORKFLOWS": f"{module(gk.cwd)}:flaky"}
+    waiting = gk.json("run", "workflow", "flaky", env=env)
+    assert waiting["state"] == "retry_scheduled"
+    done = gk("recover", env=env)
+    assert f"not due yet: {waiting['execution_id']} retries at" in done.stdout
+    assert f"resumed {waiting['execution_id']}" not in done.stdout

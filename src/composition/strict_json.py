@@ -1,0 +1,28 @@
+"""JSON read as strictly as the stores keep it: what a file or flag says is taken at its
+word, so anything a strict reader would refuse is refused, not guessed at."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def loads(text: str) -> Any:
+    """Like `json.loads`, refusing NaN and Infinity and a key given twice in one object.
+    Raises ValueError saying what was wrong (and, for syntax, where)."""
+
+    def no_constant(name: str) -> object:
+        raise ValueError(f"{name} is not JSON")
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen:
+                raise ValueError(f"key {key!r} is given twice")
+            seen.add(key)
+        return dict(items)
+
+    try:
+        return json.loads(text, parse_constant=no_constant, object_pairs_hook=pairs)
+    except RecursionError:
+        raise ValueError("is nested too deeply") from None
