@@ -12,6 +12,7 @@ added to the built-in workflows, and replaces a built-in one of the same name.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import sys
@@ -111,22 +112,37 @@ def _resolve(spec: str, beside: Path | None) -> object:
 
 def _import(name: str, beside: Path | None) -> object:
     """The module, found as `python -m` would find it: a console script's path does not hold
-    the current directory, nor the settings file's, where a project keeps its modules."""
-    if beside is not None and str(beside) not in sys.path:
-        # The file names the same code wherever the command runs: its directory comes first.
-        sys.path.insert(0, str(beside))
-    places = [str(Path.cwd())]
-    while True:
-        try:
-            return importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            missing = exc.name or name
-            place = next((p for p in places if p not in sys.path), None)
-            if place is None or not name.startswith(missing):
-                raise _Unusable(f"cannot import {name}: no module named {missing!r}") from None
-            sys.path.insert(0, place)
-        except Exception as exc:
-            raise _Unusable(f"importing {name} raised {_said(exc)}") from None
+    the current directory, nor the settings file's, where a project keeps its modules.
+
+    The settings file's directory is searched first, so that a file names the same code
+    wherever the command runs; afterwards the directories added go to the end of the path,
+    where a `queue.py` beside the file cannot shadow the standard library's."""
+    added: list[str] = []
+
+    def search(place: str) -> None:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(place)
+        sys.path.insert(0, place)
+        added.append(place)
+
+    if beside is not None:
+        search(str(beside))
+    try:
+        while True:
+            try:
+                return importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                missing = exc.name or name
+                here = str(Path.cwd())
+                if here in sys.path or not name.startswith(missing):
+                    raise _Unusable(f"cannot import {name}: no module named {missing!r}") from None
+                search(here)
+            except Exception as exc:
+                raise _Unusable(f"importing {name} raised {_said(exc)}") from None
+    finally:
+        for place in added:
+            sys.path.remove(place)
+            sys.path.append(place)
 
 
 def _definitions(value: object, service: KnowledgeService) -> list[WorkflowDefinition]:

@@ -82,28 +82,37 @@ class ConfigurationError(Exception):
 
 
 def redact_url(url: str) -> str:
-    """The URL without anything that may be a credential, however mistyped the URL around
-    it: a `user:password@` part, a `user:password` taken for a host and port, a query."""
+    """The URL as it may be shown: nothing in it that may be a credential, however mistyped.
+
+    A local store's URL is a path, shown whole. A server's shows its scheme, host, numeric
+    port and path; a `user:password@` part, a "port" that is no number (a password typed
+    where the host ends), path parameters and a query are starred, and what does not even
+    parse as `scheme://host` is shown as its scheme alone."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable URL>"
     scheme = parts.scheme
-    local = scheme.lower() in MEMORY_SCHEMES + EMBEDDED_SURREAL_SCHEMES
-    netloc = parts.netloc
-    if "@" in netloc or "%40" in netloc.lower():
-        host = netloc.rsplit("@", 1)[1] if "@" in netloc else "?"
-        parts = parts._replace(netloc=f"***@{host}")
-    elif ":" in netloc and not netloc.rsplit(":", 1)[1].isdigit():
-        parts = parts._replace(netloc="***")  # not a port: perhaps a password
-    elif "@" in url and not (local and url[len(scheme) + 1 :].startswith("//")):
-        # Mistyped (`ws:/user:pw@host`, `ws:///user:pw@host`): no netloc holds the userinfo,
-        # so everything up to the last `@` goes. (In a local store's path, `@` is a path.)
-        return f"{scheme + ':' if scheme else ''}***@{url.rsplit('@', 1)[1]}"
-    if parts.query or parts.fragment:
-        parts = parts._replace(query="***" if parts.query else "", fragment="")
-    # Unchanged, the URL as given: geturl() would drop the `//` of an empty host.
-    return url if parts == urlsplit(url) else parts.geturl()
+    rest = url[len(scheme) + 1 :] if scheme else url
+    lowered = scheme.lower()
+    if lowered in ("surrealkv", "file") and rest.startswith("//"):
+        return url
+    if lowered in (*MEMORY_SCHEMES, "mem") and rest.startswith("//"):
+        return url if rest == "//" else f"{scheme}://***"
+    prefix = f"{scheme}:" if scheme else ""
+    if not rest:
+        return url
+    if not rest.startswith("//") or not parts.hostname:
+        return f"{prefix}***"
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    try:
+        port = "" if parts.port is None else f":{parts.port}"
+    except ValueError:
+        port = ":***"
+    userinfo = "***@" if "@" in parts.netloc or "%40" in parts.netloc.lower() else ""
+    path = parts.path.split(";", 1)[0] + (";***" if ";" in parts.path else "")
+    query = "?***" if parts.query else ""
+    return f"{prefix}//{userinfo}{host}{port}{path}{query}"
 
 
 def _secret_repr(value: object) -> str:

@@ -209,7 +209,7 @@ def test_the_current_directory_is_searched_as_python_m_would(project: Path) -> N
     here = str(project)
     sys.path[:] = [p for p in sys.path if p not in ("", ".", here)]
     assert names_of(f"{module(project)}:payout", project)["payout"] == "1"
-    assert sys.path[0] == here
+    assert sys.path[-1] == here  # kept for the module's later imports, behind the rest
 
 
 def test_workflows_given_in_code_win_over_the_setting(project: Path) -> None:

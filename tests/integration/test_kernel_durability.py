@@ -15,7 +15,7 @@ from attrs import evolve
 
 from adapters.contract import SurrealBackdoor, samples
 from adapters.surrealdb import SurrealConfig, SurrealStore
-from adapters.surrealdb.store import StoreLock
+from adapters.surrealdb.store import LogSeal, StoreLock
 from ports.errors import CommitOutcomeUnknown, DuplicateRecord, StorageUnavailable
 from tests.integration.store_child import jsonable
 
@@ -264,7 +264,10 @@ def test_a_lock_file_rewrite_cut_short_never_reads_as_a_clean_close(
     after.release()
 
 
-def test_a_commit_the_engine_failed_stops_the_seal_for_the_session(tmp_path: Path) -> None:
+def test_a_commit_the_engine_failed_stops_the_seal_for_the_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(LogSeal, "EVERY", 0.0)  # else sealed after every commit
     path = tmp_path / "store"
     with open_store(path):
         pass
@@ -313,3 +316,39 @@ def test_a_process_whose_engine_does_not_fsync_refuses_a_store_that_must(tmp_pat
     )
     assert "would not fsync its commits" in done.stdout, done.stderr
     assert not (tmp_path / "b" / "clog").exists()  # refused before the engine wrote anything
+
+
+@pytest.mark.parametrize(("given", "syncs"), [("TRUE", True), (" true", True), ("false", False)])
+def test_a_sync_setting_meant_as_true_is_made_the_engines_and_false_is_honoured(
+    tmp_path: Path, given: str, syncs: bool
+) -> None:
+    """The engine fsyncs only for exactly `true`: `TRUE` would silently turn it off."""
+    script = (
+        "import os\n"
+        "from adapters.surrealdb import SurrealConfig, SurrealStore, store\n"
+        f"SurrealStore(SurrealConfig('surrealkv://{tmp_path}/s')).close()\n"
+        "print(repr(os.environ['SURREAL_SYNC_DATA']), store._engine_syncs())\n"
+    )
+    env = dict(os.environ) | {"SURREAL_SYNC_DATA": given}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == (["'true'", "True"] if syncs else ["'false'", "False"])
+
+
+def test_an_unsealed_store_with_a_damaged_header_is_not_taken_for_an_empty_one(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store"
+    with open_store(path) as store, store.unit_of_work() as uow:
+        uow.sources.add(samples.source())
+        uow.commit()
+    (path / "govkernel.seal").unlink()  # as the refusal message says to, or an older store
+    (segment,) = sorted((path / "clog").iterdir())
+    size = segment.stat().st_size
+    with segment.open("r+b") as log:
+        log.write(b"\x7f\xff\xff\xff")  # a header length no engine writes
+    with pytest.raises(StorageUnavailable) as refused:
+        open_store(path)
+    assert "nothing has run" not in str(refused.value)
+    assert segment.stat().st_size == size  # left for the engine to refuse, not wiped

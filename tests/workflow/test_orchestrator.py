@@ -1499,3 +1499,28 @@ def test_a_store_that_cannot_commit_stops_the_run_instead_of_spinning(world: Wor
     (done,) = world.orch("worker-2").recover(ignore_leases=True)
     assert done.state is S.SUCCEEDED and orch.verify(done.id).ok
     assert len(world.door.table("capsule")) == 1
+
+
+class _RepliesLost(WrappingUnitOfWork):
+    """Every commit lands, and its reply is lost."""
+
+    def _apply(self, batch: Batch) -> CommitReceipt:
+        super()._apply(batch)
+        raise CommitOutcomeUnknown("the reply was lost after the commit landed")
+
+
+def test_lost_replies_of_commits_that_land_do_not_stop_the_run(world: World) -> None:
+    """Only unknown outcomes that leave the execution where it was count toward giving up:
+    a run whose every reply is lost still moves on, step by step."""
+    steps = tuple(
+        Step(f"s{n}", lambda uow, ctx: {"done": ctx.execution.current_step}) for n in range(8)
+    )
+    long = WorkflowDefinition("long", "1", kp.METADATA, steps)
+    plain = orchestrator(world.store.unit_of_work, world.clock, workflows={"long": long})
+    started = plain.start("long", {}, run=False)
+    lossy = orchestrator(
+        lambda: _RepliesLost(world.store.unit_of_work()), world.clock, workflows={"long": long}
+    )
+    done = lossy.run(started.id)
+    assert done.state is S.SUCCEEDED and len(done.step_outputs) == 8
+    assert plain.verify(done.id).ok

@@ -28,6 +28,7 @@ from ports.unit_of_work import StoreUnitOfWork
 
 EMBEDDED = ("mem", "memory", "surrealkv", "file")
 IMMUTABLE_CACHE_CHARS = 4 * 1024 * 1024
+MAX_SEGMENT_HEADER = 4096  # far above the engine's own (170 bytes)
 REMOTE = ("ws", "wss", "http", "https")
 
 
@@ -69,7 +70,11 @@ class SurrealConfig:
     def server(self) -> str:
         """`host:port` of a remote store, for messages: never the URL's userinfo."""
         parts = urlsplit(self.url)
-        return f"{parts.hostname or '?'}:{parts.port or 'default port'}"
+        try:
+            port = parts.port or "default port"
+        except ValueError:  # Python's message would quote the "port", perhaps a password
+            port = "?"
+        return f"{parts.hostname or '?'}:{port}"
 
 
 class StoreLock:
@@ -262,7 +267,8 @@ class LogSeal:
             f"the store's log at {self.directory} was damaged: it was {closed} bytes when last"
             f" known whole, and opening it cut it to {found}; the committed"
             f" transactions in the {closed - found} bytes cut are lost. Restore the store from"
-            f" a backup, or remove {self.path} to go on with what is left"
+            f" a backup, or remove {self.path} to go on with what is left (a copy taken while"
+            " the store was open, its seal copied after its log, reads like this too)"
         )
 
     def close(self) -> None:
@@ -290,7 +296,8 @@ class LogSeal:
         # Replaced whole, never half-written: a torn seal would read as no seal at all.
         temporary = self.path.with_name(self.NAME + ".tmp")
         with contextlib.suppress(OSError):
-            with temporary.open("w", encoding="utf-8") as file:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            with os.fdopen(os.open(temporary, flags, 0o644), "w", encoding="utf-8") as file:
                 file.write(content)
                 file.flush()
                 os.fsync(file.fileno())
@@ -325,7 +332,7 @@ _ENGINE_SYNC: list[bool] = []
 
 
 def _env_syncs() -> bool:
-    return os.environ.get("SURREAL_SYNC_DATA", "").strip().lower() == "true"
+    return os.environ.get("SURREAL_SYNC_DATA") == "true"  # the engine's own test: exactly
 
 
 def _engine_syncs() -> bool:
@@ -334,7 +341,8 @@ def _engine_syncs() -> bool:
 
 def _holds_nothing(path: Path) -> bool:
     """Whether no record ever reached the engine's log: no segment, or a single one holding
-    at most its header (a 4-byte length, then that many bytes)."""
+    at most its header (a 4-byte length, then that many bytes: 170 in surrealkv 0.9.3). A
+    header whose length is not plausible is damage, not a beginning: not nothing."""
     clog = path / "clog"
     segments = [p for p in clog.iterdir() if p.is_file()] if clog.is_dir() else []
     if len(segments) != 1:
@@ -342,7 +350,10 @@ def _holds_nothing(path: Path) -> bool:
     with segments[0].open("rb") as segment:
         size = os.fstat(segment.fileno()).st_size
         prefix = segment.read(4)
-    return len(prefix) < 4 or size <= 4 + int.from_bytes(prefix, "big")
+    if len(prefix) < 4:
+        return True
+    header = int.from_bytes(prefix, "big")
+    return header <= MAX_SEGMENT_HEADER and size <= 4 + header
 
 
 def _pid(tokens: list[str]) -> str:
@@ -406,22 +417,30 @@ class SurrealStore:
                 self.close()
                 raise
             unsealed = self._seal.closed is None and self._seal.damaged is None
-            if unsealed and _holds_nothing(path):
-                # A first open stopped before the engine wrote a record (or before its log
-                # existed): nothing was ever stored, and what the engine had begun (a
-                # manifest, a segment without its header) would fail every later open. A
-                # sealed store held records once: damaged like that, it is the engine's to
-                # refuse, not ours to start over.
-                for begun in ("clog", "manifest"):
-                    if (path / begun).is_dir():
-                        shutil.rmtree(path / begun)
+            try:
+                if unsealed and _holds_nothing(path):
+                    # A first open stopped before the engine wrote a record (or before its
+                    # log existed): nothing was ever stored, and what the engine had begun (a
+                    # manifest, a segment without its header) would fail every later open. A
+                    # sealed store held records once: damaged like that, it is the engine's
+                    # to refuse, not ours to start over.
+                    for begun in ("clog", "manifest"):
+                        if (path / begun).is_dir():
+                            shutil.rmtree(path / begun)
+            except OSError as exc:
+                self.close()
+                raise StorageUnavailable(
+                    f"cannot use store {path}: {exc.strerror or exc}"
+                ) from None
             if not (path / "clog").is_dir():
                 self._seal.forget()
             if self._file_lock.damaged is not None:  # as govkernel 0c8cbf5..b006a62 kept it
                 self._seal.mark_damaged(*self._file_lock.damaged)
             self.unclean_shutdown = self._file_lock.crashed_holder
-            if cfg.sync_data:
-                os.environ.setdefault("SURREAL_SYNC_DATA", "true")
+            given = os.environ.get("SURREAL_SYNC_DATA")
+            if cfg.sync_data and (given is None or given.strip().lower() == "true"):
+                # `TRUE` or ` true` would read as false to the engine: what was meant is set.
+                os.environ["SURREAL_SYNC_DATA"] = "true"
             if not _ENGINE_SYNC:
                 _ENGINE_SYNC.append(_env_syncs())
             elif cfg.sync_data and _env_syncs() and not _ENGINE_SYNC[0]:

@@ -85,6 +85,9 @@ class _Unknown:
     """A commit whose outcome is unknown: the next turn re-reads what is stored."""
 
     error: CommitOutcomeUnknown
+    # The execution's version the attempt started from: a later attempt that starts from
+    # another one shows the commit landed after all.
+    seen_version: int
 
 
 # Commits in a row whose outcome is unknown before `run` gives up: a store that cannot
@@ -276,13 +279,17 @@ class Orchestrator:
     def run(self, execution_id: str, *, ignore_leases: bool = False) -> WorkflowExecution:
         """Drive an execution until it ends, waits for approval, or another worker owns it."""
         waited = timedelta(0)
-        unknown = 0
+        unknown, landed_from = 0, None
         try:
             for _ in range(100_000):
                 outcome = self._advance(execution_id, ignore_leases=ignore_leases)
                 if isinstance(outcome, _Unknown):
-                    unknown += 1
+                    # Counted while no attempt lands: lost replies of commits that did land
+                    # (the execution moved on) are not a store that cannot commit.
+                    moved = outcome.seen_version != landed_from
+                    unknown, landed_from = (1 if moved else unknown + 1), outcome.seen_version
                     if unknown >= MAX_UNKNOWN_COMMITS:
+                        self._let_go(execution_id)
                         raise StorageUnavailable(
                             f"execution {execution_id}: {unknown} commits in a row failed with"
                             f" their outcome unknown, the last: {outcome.error}; what is"
@@ -618,7 +625,7 @@ class Orchestrator:
                 # turn and act on what is stored.
                 return _Next.CONTINUE
             except CommitOutcomeUnknown as exc:
-                return _Unknown(exc)  # the next turn re-reads what is stored
+                return _Unknown(exc, seen_version)  # the next turn re-reads what is stored
             except DuplicateRecord as exc:
                 # Racing workers mint the same ids for a step, so the loser's creates can
                 # collide before its version guard is reached: a lost race if the execution
@@ -728,7 +735,7 @@ class Orchestrator:
             except ConcurrencyConflict:
                 return _Next.CONTINUE
             except CommitOutcomeUnknown as exc:
-                return _Unknown(exc)
+                return _Unknown(exc, seen_version)
         self._remember(execution)
         return _Next.CONTINUE
 
