@@ -230,8 +230,8 @@ class LogSeal:
         elif words:
             # Written whole by govkernel only: anything else would turn the check off unseen.
             raise StorageUnavailable(
-                f"the seal file {self.path} does not hold what govkernel writes there (the"
-                " log's size at the last clean close); restore it from a backup of the store,"
+                f"the seal file {self.path} does not hold what govkernel writes there (a size"
+                " its log once had whole); restore it from a backup of the store,"
                 " or remove it to open the store without that check"
             )
         self.checked = False
