@@ -895,7 +895,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
 
 @cli.group()
 def audit() -> None:
-    """Verify audit trails."""
+    """Verify audit trails, and anchor their heads outside the store."""
 
 
 @audit.command("verify", epilog=EXITS)
