@@ -17,6 +17,7 @@ from composition import plugins
 from composition.container import Overrides, build_app
 from composition.settings import ConfigurationError, Settings, load_settings
 from composition.wiring import workflow_registry
+from domain.model.execution import WorkflowExecution
 from domain.model.lifecycle import ExecutionState
 from domain.orchestration.definition import Step, WorkflowDefinition
 from domain.orchestration.orchestrator import Orchestrator
@@ -308,13 +309,20 @@ def test_input_from_a_file_or_stdin(cli: tuple[Cli, dict[str, str]], project: Pa
     assert ran["step_outputs"]["reserve"] == {"reserved": 7}
 
 
+def _stored_not_run(
+    gk: Cli, env: dict[str, str], project: Path, workflow: str, given: dict[str, Any]
+) -> WorkflowExecution:
+    """An execution of your workflow, started through the Python API and left to the CLI."""
+    settings = load_settings({"GOVKERNEL_STORE": gk.url} | env, cwd=project)
+    with build_app(settings) as app:
+        return app.orchestrator.start(workflow, given, run=False)
+
+
 def test_recover_resumes_your_workflow_only_when_the_setting_names_it(
     cli: tuple[Cli, dict[str, str]], project: Path
 ) -> None:
     gk, env = cli
-    settings = load_settings({"GOVKERNEL_STORE": gk.url} | env, cwd=project)
-    with build_app(settings) as app:
-        started = app.orchestrator.start("payout", {"amount": 3}, run=False)
+    started = _stored_not_run(gk, env, project, "payout", {"amount": 3})
     assert started.state is ExecutionState.PENDING
 
     without = gk.json("recover", code=1)
@@ -331,9 +339,7 @@ def test_a_custom_workflow_awaiting_nothing_can_be_cancelled(
     cli: tuple[Cli, dict[str, str]], project: Path
 ) -> None:
     gk, env = cli
-    settings = load_settings({"GOVKERNEL_STORE": gk.url} | env, cwd=project)
-    with build_app(settings) as app:
-        started = app.orchestrator.start("refund", {}, run=False)
+    started = _stored_not_run(gk, env, project, "refund", {})
     cancelled: dict[str, Any] = gk.json("cancel", started.id, "--reason", "not needed", env=env)
     assert cancelled["state"] == "cancelled"
 

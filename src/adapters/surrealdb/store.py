@@ -274,7 +274,7 @@ class LogSeal:
     def close(self) -> None:
         """Seal the log as the engine left it; only a log found whole when opened."""
         if self.checked:
-            self._write(f"closed {_log_bytes(self.directory)}")
+            self._seal()
 
     def suspend(self) -> None:
         """A commit failed in the engine: the log may end in bytes no commit vouches for, so
@@ -290,6 +290,9 @@ class LogSeal:
         if not _engine_syncs():
             return
         self._sealed_at = time.monotonic()
+        self._seal()
+
+    def _seal(self) -> None:
         self._write(f"closed {_log_bytes(self.directory)}")
 
     def _write(self, content: str) -> None:
