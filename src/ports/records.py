@@ -88,6 +88,8 @@ def _key_of(doc: object) -> str:
 
 
 def _approvals(approvals: tuple[Approval, ...]) -> str:
+    if not approvals:  # most manifests: no encoder needed
+        return "[]"
     # In UTC, as every other stored instant (the same instant: comparisons are unchanged).
     return canonical_json(
         [[a.approver, a.role, a.granted_at.astimezone(UTC).isoformat()] for a in approvals]

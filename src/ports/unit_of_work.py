@@ -357,6 +357,12 @@ def _checked(table: str, key: str, document: Document) -> bool:
     for name, value in document.items():
         if name not in known:
             raise InvalidRecord(f"{table} {key!r}: field `{name}` is not part of the schema")
+        if type(value) is str:  # most fields: settled before the checks for other types
+            if ("\x00" in value or not value.isascii()) and not _storable(value):
+                raise InvalidRecord(
+                    f"{table} {key!r}: field {name} contains NUL or a lone surrogate"
+                )
+            continue
         if isinstance(value, datetime):
             if value.tzinfo is None:  # names no instant; SurrealDB would take it for UTC
                 raise InvalidRecord(f"{table} {key!r}: field {name} is a datetime without a zone")

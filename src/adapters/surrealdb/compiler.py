@@ -49,14 +49,15 @@ class Compiled:
 
 # What the transaction text depends on: each write's operation and table, for an event its
 # field names, and for a created record the natural keys it has (schema.KEYED). Services
-# commit the same few shapes over and over, so the text (and the identifier checks in it) is
-# built once per shape.
+# commit the same few shapes over and over, so the text (and the identifier checks in it) and
+# the names of the parameters each write binds are worked out once per shape.
 Shape = tuple[tuple[Op, str, tuple[str, ...], tuple[int, ...]], ...]
 
 
 def compile_batch(batch: Batch, *, journal: bool = False) -> Compiled:
     """One transaction for the batch. With `journal`, its first write records how to undo the
     batch and its last marks it complete: see `repair`."""
+    writes = batch.writes
     shape: Shape = tuple(
         (
             w.op,
@@ -64,25 +65,23 @@ def compile_batch(batch: Batch, *, journal: bool = False) -> Compiled:
             tuple(sorted(w.document)) if w.op is Op.APPEND and w.document else (),
             _keys_of(w),
         )
-        for w in batch.writes
+        for w in writes
     )
-    text, owners = _text(shape, journal)
+    text, owners, plan, appends = _text(shape, journal)
     params: dict[str, Any] = {}
-    appends = batch.appends
     if journal or appends:
         params["k"], params["ctr"] = appends, EVENTS_COUNTER
     if journal:
         params["txn"], params["done"] = os.urandom(16).hex(), COMMITTED_MARKER
-    for i, w in enumerate(batch.writes):
-        if w.op is not Op.ABORT:
-            params[f"r{i}"] = RecordID(w.table, w.key)
-        if w.op in (Op.CREATE, Op.UPDATE, Op.APPEND):
-            params[f"d{i}"] = w.document
-        if w.op in (Op.UPDATE, Op.DELETE, Op.CHECK):
-            params[f"v{i}"] = w.expected_version
-        for n in shape[i][3]:
-            index, fields = KEYED[w.table][n]
-            params[f"k{i}_{n}"] = key_record(index, fields, w.document or {})
+    for w, (record, document, version, keys) in zip(writes, plan, strict=True):
+        if record:
+            params[record] = RecordID(w.table, w.key)
+        if document:
+            params[document] = w.document
+        if version:
+            params[version] = w.expected_version
+        for name, index, fields in keys:
+            params[name] = key_record(index, fields, w.document or {})
     return Compiled(text, params, owners, appends)
 
 
@@ -104,8 +103,22 @@ def _keys_of(write: Write) -> tuple[int, ...]:
     )
 
 
+# Which parameters each write of a shape binds: its record, document and version names (empty
+# when it binds none) and its key records (name, index, fields).
+Plan = tuple[tuple[str, str, str, tuple[tuple[str, str, tuple[str, ...]], ...]], ...]
+
+
 @functools.lru_cache(maxsize=256)
-def _text(shape: Shape, journal: bool) -> tuple[str, tuple[int | None, ...]]:
+def _text(shape: Shape, journal: bool) -> tuple[str, tuple[int | None, ...], Plan, int]:
+    plan: Plan = tuple(
+        (
+            "" if op is Op.ABORT else f"r{i}",
+            f"d{i}" if op in (Op.CREATE, Op.UPDATE, Op.APPEND) else "",
+            f"v{i}" if op in (Op.UPDATE, Op.DELETE, Op.CHECK) else "",
+            tuple((f"k{i}_{n}", KEYED[table][n][0], KEYED[table][n][1]) for n in keys),
+        )
+        for i, (op, table, _, keys) in enumerate(shape)
+    )
     lines: list[str] = []
     owners: list[int | None] = []
     appends = sum(op is Op.APPEND for op, _, _, _ in shape)
@@ -169,7 +182,7 @@ def _text(shape: Shape, journal: bool) -> tuple[str, tuple[int | None, ...]]:
     elif appends:
         lines.append("$base + $k;")
         owners.append(None)
-    return _transaction(lines), tuple(owners)
+    return _transaction(lines), tuple(owners), plan, appends
 
 
 def _transaction(lines: list[str]) -> str:
