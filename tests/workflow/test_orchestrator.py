@@ -36,7 +36,7 @@ from domain.services.governance import ApprovalRequired
 from domain.workflows import knowledge_publication as kp
 from ports.clock import FixedClock, SequentialIds
 from ports.errors import CommitOutcomeUnknown, InjectedFault, RecordNotFound, StorageUnavailable
-from ports.storage import Batch, CommitReceipt, Document
+from ports.storage import TABLES, Batch, CommitReceipt, Document
 from ports.unit_of_work import UnitOfWork, WrappingUnitOfWork
 from tests.workflow.harness import (
     T0,
@@ -1251,6 +1251,136 @@ def test_another_version_of_a_workflow_does_not_run_an_executions_steps(world: W
         redeployed.approve(x.id, approver="bob", role="reviewer")
     assert world.orch().get(x.id).state is S.AWAITING_APPROVAL
     assert world.orch().approve(x.id, approver="bob", role="reviewer").state is S.SUCCEEDED
+
+
+def _stored(world: World) -> dict[str, dict[str, Document]]:
+    return {table: world.door.table(table) for table in TABLES}
+
+
+def _redeployed(world: World, change: Any) -> Orchestrator:
+    """A worker whose knowledge_publication has the same name and version as the one that
+    started the executions, with `change` applied to it."""
+    same_version = change(definitions(world.store.unit_of_work)[WORKFLOW])
+    return orchestrator(world.store.unit_of_work, world.clock, workflows={WORKFLOW: same_version})
+
+
+def _noted(step: Step, calls: list[str]) -> Step:
+    def run(uow: UnitOfWork, ctx: StepContext) -> Any:
+        calls.append(step.name)
+        return step.run(uow, ctx)
+
+    return evolve(step, run=run)
+
+
+def _step_added_first(definition: WorkflowDefinition) -> WorkflowDefinition:
+    extra = Step("extra", lambda uow, ctx: {"extra": True})
+    return evolve(definition, steps=(extra, *definition.steps))
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (_step_added_first, "steps extra, ingest"),
+        (lambda d: evolve(d, steps=d.steps[1:]), "steps analyse, publish"),
+        (lambda d: evolve(d, steps=(evolve(d.steps[0], name="ingest2"), *d.steps[1:])), "ingest2"),
+        (lambda d: evolve(d, steps=d.steps[:-1]), "publish (side effect) and compensation"),
+        (lambda d: evolve(d, compensation=None), "no compensation"),
+        (
+            lambda d: evolve(
+                d, steps=(*d.steps[:2], evolve(d.steps[2], side_effecting=False), *d.steps[3:])
+            ),
+            "publish, verify",
+        ),
+    ],
+)
+def test_steps_changed_under_the_same_version_do_not_drive_an_execution(
+    world: World, change: Any, said: str
+) -> None:
+    x = world.orch().start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
+    before = _stored(world)
+    redeployed = _redeployed(world, change)
+    for command in (
+        lambda: redeployed.approve(x.id, approver="bob", role="reviewer"),
+        lambda: redeployed.reject(x.id, reason="no"),
+        lambda: redeployed.cancel(x.id),
+        lambda: redeployed.run(x.id),
+    ):
+        with pytest.raises(InvalidState, match="steps that change need a new version") as caught:
+            command()
+        assert said in str(caught.value)
+        assert "started by knowledge_publication version 1 with steps ingest, analyse" in str(
+            caught.value
+        )
+    assert _stored(world) == before  # refused before anything was written
+    assert world.orch().approve(x.id, approver="bob", role="reviewer").state is S.SUCCEEDED
+
+
+def _crashed_after_ingest(world: World) -> str:
+    """An execution whose process died at analyse's commit, its lease long expired."""
+    crashing = FaultInjector(world.store.unit_of_work)
+    crashing.arm(FaultPlan(fail_at_commit=2))  # start with ingest, then analyse's commit fails
+    with pytest.raises(InjectedFault):
+        world.orch_with("worker-A", {}, factory=crashing).start(WORKFLOW, request("pub-1"))
+    world.clock.advance(timedelta(hours=1))
+    (execution_id,) = world.door.table("execution")
+    return execution_id
+
+
+def _added_and_noted(calls: list[str]) -> Any:
+    def change(d: WorkflowDefinition) -> WorkflowDefinition:
+        added = _step_added_first(d)
+        return evolve(added, steps=tuple(_noted(s, calls) for s in added.steps))
+
+    return change
+
+
+def test_recovery_leaves_an_execution_whose_steps_changed_and_says_why(world: World) -> None:
+    execution_id = _crashed_after_ingest(world)
+    stuck = _stored(world)
+    calls: list[str] = []
+    with pytest.raises(RecoveryIncomplete) as caught:
+        _redeployed(world, _added_and_noted(calls)).recover()
+    ((failed_id, why),) = caught.value.failures
+    assert failed_id == execution_id and "steps that change need a new version" in why
+    assert calls == []  # no step ran: not the one it completed, nor the new one
+    assert _stored(world) == stuck
+
+
+def test_a_changed_definition_would_run_a_completed_step_again_unchecked(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The canary: without the check, recovery drives the execution by position, runs
+    ingest, which it had completed, a second time, and never runs the step added."""
+    _crashed_after_ingest(world)
+    calls: list[str] = []
+    monkeypatch.setattr(Orchestrator, "_same_steps", lambda *args: None)
+    _redeployed(world, _added_and_noted(calls)).recover()
+    assert calls[0] == "ingest" and "extra" not in calls
+
+
+def test_an_execution_started_before_steps_were_pinned_is_checked_by_its_completed_steps(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unpinned = WorkflowExecution.start.__func__  # type: ignore[attr-defined]
+
+    def start_as_before(cls: type[WorkflowExecution], **kwargs: Any) -> WorkflowExecution:
+        kwargs.pop("definition")
+        return unpinned(cls, **kwargs)  # type: ignore[no-any-return]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(WorkflowExecution, "start", classmethod(start_as_before))
+        execution_id = _crashed_after_ingest(world)
+    reordered = _redeployed(
+        world, lambda d: evolve(d, steps=(d.steps[1], *d.steps[::2], d.steps[3]))
+    )
+    with pytest.raises(InvalidState, match="with completed steps ingest;"):
+        reordered.run(execution_id)
+    # A step added after those it completed is all that can be told apart: it runs.
+    appended = _redeployed(
+        world, lambda d: evolve(d, steps=(*d.steps, Step("notify", lambda uow, ctx: {"sent": 1})))
+    )
+    done = appended.run(execution_id)
+    assert done.state is S.SUCCEEDED and done.step_outputs["notify"] == {"sent": 1}
 
 
 def test_an_idempotency_key_of_another_workflow_is_a_collision_not_its_execution(

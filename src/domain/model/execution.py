@@ -75,6 +75,24 @@ def output_pin(output: JSON) -> str:
     return canonical_json({"output_sha256": sha256_hex(canonical_json(output))})
 
 
+def started_steps(entries: Sequence[AuditEntry]) -> JSON:
+    """The definition's shape pinned when the execution started, or None for an execution
+    started before shapes were pinned (or a trail without its first entry)."""
+    if not entries or entries[0].pinned is None:
+        return None
+    try:
+        pinned = json.loads(entries[0].pinned)
+    except ValueError:
+        return None
+    return pinned.get("definition") if isinstance(pinned, dict) else None
+
+
+def steps_done(entries: Sequence[AuditEntry]) -> list[str]:
+    """The steps a trail records as completed, in order: only a checkpoint is running ->
+    running."""
+    return [e.step or "" for e in entries if e.from_state is e.to_state is ExecutionState.RUNNING]
+
+
 def approval_reason(approver: str, role: str) -> str:
     """The reason of the audit entry an approval makes: what verification looks for."""
     return f"approved by {approver} as {role}"
@@ -127,7 +145,10 @@ class WorkflowExecution:
         input: Mapping[str, JSON],
         at: datetime,
         actor: str,
+        definition: JSON = None,
     ) -> WorkflowExecution:
+        """A new execution, pending. `definition` is what its steps are (see
+        `WorkflowDefinition.shape`): pinned beside its identity, for `started_steps`."""
         execution = cls(
             id=execution_id,
             tenant=tenant,
@@ -148,7 +169,9 @@ class WorkflowExecution:
             at=at,
             actor=actor,
             reason="created",
-            pinned=canonical_json(execution.identity()),
+            pinned=canonical_json(
+                execution.identity() | ({} if definition is None else {"definition": definition})
+            ),
         )
         return execution
 
@@ -341,12 +364,12 @@ class WorkflowExecution:
         for reason, at in sorted(granted, key=lambda g: g[1]):
             if not any(r == reason.casefold() and t >= at for r, t in given):
                 problem = f"the approval its trail records at {at.isoformat()} ({reason}) is gone"
-        # Only a checkpoint moves the step cursor, and a checkpoint is running -> running.
-        steps_done = sum(1 for e in entries if e.from_state is e.to_state is ExecutionState.RUNNING)
-        if self.current_step != steps_done:
+        # Only a checkpoint moves the step cursor.
+        done = len(steps_done(entries))
+        if self.current_step != done:
             problem = (
                 f"the execution is at step {self.current_step} but its trail records"
-                f" {steps_done} completed step{'s' * (steps_done != 1)}"
+                f" {done} completed step{'s' * (done != 1)}"
             )
         bad_at = len(entries)
         if problem is None:

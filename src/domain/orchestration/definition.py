@@ -135,6 +135,16 @@ class WorkflowDefinition:
     def step_names(self) -> Sequence[str]:
         return [s.name for s in self.steps]
 
+    def shape(self) -> dict[str, Any]:
+        """What an execution this definition starts is pinned to: its steps in order, which
+        of them have side effects, and its compensation. Steps changed under the same version
+        would otherwise drive an execution by position: a step run again, another skipped,
+        an undo lost."""
+        return {
+            "steps": [[s.name, s.side_effecting] for s in self.steps],
+            "compensation": None if self.compensation is None else self.compensation.name,
+        }
+
 
 def _name(what: str, value: object) -> None:
     if not isinstance(value, str) or not IDENTIFIER.match(value):

@@ -13,15 +13,21 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from attrs import evolve, frozen
 
 from domain.model.errors import DomainError, InvalidInput, InvalidState, PolicyDenied
-from domain.model.execution import RollbackStrategy, WorkflowExecution, approval_reason
-from domain.model.lifecycle import ChainReport, ExecutionState
+from domain.model.execution import (
+    RollbackStrategy,
+    WorkflowExecution,
+    approval_reason,
+    started_steps,
+    steps_done,
+)
+from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from domain.model.policy import Approval, ImpactTier
 from domain.model.runtime import DerivedIds, RuntimeContext
 from domain.model.validation import actor_name, one_line, text
@@ -189,6 +195,7 @@ class Orchestrator:
                 input=input,
                 at=now,
                 actor=rt.actor,
+                definition=definition.shape(),
             )
             if run:
                 execution.transition(S.RUNNING, at=now, actor=rt.actor, reason="started")
@@ -536,7 +543,34 @@ class Orchestrator:
                 f"execution {execution.id} is not acted on: its audit trail is broken at entry"
                 f" #{report.first_bad_sequence}: {report.problem}"
             )
+        self._same_steps(execution, entries)
         return execution
+
+    def _same_steps(self, execution: WorkflowExecution, entries: Sequence[AuditEntry]) -> None:
+        """Refuse, before anything is written, a definition of the execution's name and
+        version whose steps are not those it started with (or, for an execution started
+        before steps were pinned, not those it completed)."""
+        definition = self._workflows.get(execution.workflow_name)
+        if definition is None or definition.version != execution.workflow_version:
+            return  # not driven here at all: `_definition_of` says why
+        if execution.state.terminal:
+            return  # nothing is left to drive
+        started = started_steps(entries)
+        done = steps_done(entries)
+        if started in (None, definition.shape()) and done == definition.step_names()[: len(done)]:
+            return
+        then = (
+            _shape_text(started)
+            if started is not None
+            else f"completed steps {', '.join(done) or 'none'}"
+        )
+        raise InvalidState(
+            f"execution {execution.id} was started by {definition.name} version"
+            f" {definition.version} with {then}; the {definition.name} version"
+            f" {definition.version} registered here has {_shape_text(definition.shape())}:"
+            " steps that change need a new version, and this execution needs the steps it"
+            " started with"
+        )
 
     def _by_key(self, key: str) -> WorkflowExecution | None:
         with self._uow_factory() as uow:
@@ -591,6 +625,7 @@ class Orchestrator:
                     )
             else:
                 if state is not S.RUNNING:
+                    execution.retry_at = None  # the retry it waited for is this one
                     execution.transition(
                         S.RUNNING, at=now, actor=rt.actor, reason=f"resumed from {state.value}"
                     )
@@ -753,6 +788,16 @@ class Orchestrator:
         if execution.metadata.rollback_strategy is not RollbackStrategy.COMPENSATE:
             return False
         return any(s.side_effecting and s.name in execution.step_outputs for s in definition.steps)
+
+
+def _shape_text(shape: Any) -> str:
+    """A pinned shape in words; a pin that does not read as one is shown as stored."""
+    try:
+        steps = ", ".join(f"{name}{' (side effect)' * bool(side)}" for name, side in shape["steps"])
+        undo = shape["compensation"]
+    except (KeyError, TypeError, ValueError):
+        return f"steps {shape!r}"[:500]
+    return f"steps {steps} and {'no compensation' if undo is None else f'compensation {undo}'}"
 
 
 def _landed(x: WorkflowExecution) -> tuple[Any, ...]:
