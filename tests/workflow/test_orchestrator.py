@@ -212,6 +212,7 @@ def test_retryable_errors_are_retried_with_backoff_then_succeed(world: World) ->
     done = orch.start(FLAKY, request("pub-1"))
 
     assert done.state is S.SUCCEEDED
+    assert orch.get(done.id).retry_at is None  # no retry left waiting
     assert calls.n == 3
     assert done.attempts["analyse"] == 3 and done.attempts["ingest"] == 1
     assert world.clock.now() - T0 == timedelta(seconds=1 + 2)  # backoff 1 s, then 2 s
