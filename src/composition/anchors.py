@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -20,7 +19,7 @@ from typing import Any
 
 from attrs import frozen
 
-from composition import queries, strict_json
+from composition import files, queries, strict_json
 from domain.model.lifecycle import AuditAnchor, ChainReport, check_anchor
 from domain.model.validation import IDENTIFIER, one_line
 from ports.errors import CorruptRecord, RecordNotFound
@@ -146,22 +145,11 @@ def write(anchors: Anchors, path: Path) -> None:
 
 def read(path: Path) -> Anchors:
     try:
-        # Non-blocking: a FIFO would otherwise hold the command for good.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise AnchorFileError(path, "not found") from None
-    except OSError as exc:
-        raise AnchorFileError(path, f"cannot be read ({exc.strerror or exc})") from None
-    with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise AnchorFileError(path, "is not a regular file")
-        try:
-            data = file.read(MAX_BYTES + 1)
-            raw = data.decode("utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise AnchorFileError(path, f"cannot be read ({type(exc).__name__})") from None
-    if len(data) > MAX_BYTES:
-        raise AnchorFileError(path, f"is over {MAX_BYTES:,} bytes")
+        raw = files.read_regular(path, MAX_BYTES).decode("utf-8")
+    except files.UnreadableFile as exc:
+        raise AnchorFileError(path, str(exc)) from None
+    except UnicodeDecodeError:
+        raise AnchorFileError(path, "is not UTF-8 text") from None
     try:
         document = strict_json.loads(raw)
     except ValueError as exc:

@@ -478,7 +478,10 @@ def run_workflow(
     s.settings()
     if input_text is not None and input_file is not None:
         raise click.UsageError("give --input or --input-file, not both")
-    given = input_file.read(MAX_INPUT_CHARS + 1) if input_file is not None else input_text
+    try:
+        given = input_file.read(MAX_INPUT_CHARS + 1) if input_file is not None else input_text
+    except UnicodeDecodeError:
+        raise click.BadParameter("is not UTF-8 text", param_hint="--input-file") from None
     if given is not None and len(given) > MAX_INPUT_CHARS:
         raise click.BadParameter(
             f"is over {MAX_INPUT_CHARS:,} characters", param_hint="--input-file/--input"
@@ -1185,6 +1188,12 @@ def recover(ctx: click.Context) -> None:
             resumed, failures = incomplete.resumed, incomplete.failures
         handled = {x.id for x in resumed} | {xid for xid, _ in failures}
         leased = [x.id for x in candidates if x.id not in handled]
+        # A retry not due yet is left as it was found: not counted as recovered.
+        found_at = {x.id: x.version for x in candidates}
+        not_due = [
+            x for x in resumed if x.state is S.RETRY_SCHEDULED and found_at.get(x.id) == x.version
+        ]
+        resumed = [x for x in resumed if x not in not_due]
         if s.json:
             s.emit(
                 {
@@ -1192,6 +1201,9 @@ def recover(ctx: click.Context) -> None:
                     "resumed": [
                         render.execution_json(x, app.workflows.get(x.workflow_name))
                         for x in resumed
+                    ],
+                    "not_due": [
+                        {"execution_id": x.id, "retry_at": render.iso(x.retry_at)} for x in not_due
                     ],
                     "failed": [{"execution_id": xid, "error": error} for xid, error in failures],
                     "left_leased": leased,
@@ -1203,10 +1215,9 @@ def recover(ctx: click.Context) -> None:
             )
         for xid, error in failures:
             s.echo(render.safe(f"could not resume {xid}: {_with_hint(error)}"))
+        for x in not_due:
+            s.echo(render.safe(f"not due yet: {x.id} retries at {render.iso(x.retry_at)}"))
         for x in resumed:
-            if x.state is S.RETRY_SCHEDULED:  # taken on, but its next attempt is not due
-                s.echo(render.safe(f"not due yet: {x.id} retries at {render.iso(x.retry_at)}"))
-                continue
             s.echo(
                 render.safe(
                     f"resumed {x.id}: {x.state.value}"
@@ -1223,7 +1234,8 @@ def recover(ctx: click.Context) -> None:
                 " recover takes it on after that"
             )
         if candidates or unreadable:
-            s.echo(f"recovered {len(resumed)} of {len(candidates) + len(unreadable)}")
+            later = f", {len(not_due)} not due yet" if not_due else ""
+            s.echo(f"recovered {len(resumed)} of {len(candidates) + len(unreadable)}{later}")
         if broken:
             others = len(broken) - len(ours)
             first = f", first {ours[0].execution_id}: {ours[0].problem}" if ours else ""

@@ -137,7 +137,9 @@ def _import(name: str, beside: Path | None) -> object:
                 if here in sys.path or not name.startswith(missing):
                     raise _Unusable(f"cannot import {name}: no module named {missing!r}") from None
                 search(here)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
+                # A module that exits as it is imported must not end the command quietly,
+                # with a status a cron job would read as success.
                 raise _Unusable(f"importing {name} raised {_said(exc)}") from None
     finally:
         for place in added:
@@ -154,10 +156,12 @@ def _definitions(value: object, service: KnowledgeService) -> list[WorkflowDefin
         takes_service = _takes_an_argument(value)
         try:
             value = value(service) if takes_service else value()
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise _Unusable(f"calling it raised {_said(exc)}") from None
     if isinstance(value, WorkflowDefinition):
         return [value]
+    if isinstance(value, Mapping | Sequence) and not isinstance(value, str | bytes) and not value:
+        raise _Unusable("gives no workflows")
     if isinstance(value, Mapping):
         for name, definition in value.items():
             if not isinstance(definition, WorkflowDefinition):

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 from attrs import field, frozen
 
+from composition import files
 from domain.model.environment import Environment
 from domain.model.validation import ACTOR_NAME, IDENTIFIER
 
@@ -43,6 +44,9 @@ CONFIG_ENV = "GOVKERNEL_CONFIG"
 DEFAULT_DATA_DIR = ".govkernel"
 DEFAULT_POLICY_REF = "POL-KNOWLEDGE-1"
 DEFAULT_ACTOR = "operator"
+
+# A settings file is a few lines; anything larger is not one (and is not read whole).
+MAX_CONFIG_BYTES = 1024 * 1024
 
 MEMORY_SCHEMES = ("memory",)
 EMBEDDED_SURREAL_SCHEMES = ("mem", "surrealkv")
@@ -84,10 +88,11 @@ class ConfigurationError(Exception):
 def redact_url(url: str) -> str:
     """The URL as it may be shown: nothing in it that may be a credential, however mistyped.
 
-    A local store's URL is a path, shown whole. A server's shows its scheme, host, numeric
-    port and path; a `user:password@` part, a "port" that is no number (a password typed
-    where the host ends), path parameters and a query are starred, and what does not even
-    parse as `scheme://host` is shown as its scheme alone."""
+    A local store's URL is a path, shown whole but for a `user:password@` part before it. A
+    server's shows its scheme, host, numeric port and path; a `user:password@` part, a
+    "port" that is no number (a password typed where the host ends), path parameters and a
+    query are starred, and what does not even parse as `scheme://host` is shown as its
+    scheme alone."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -96,7 +101,10 @@ def redact_url(url: str) -> str:
     rest = url[len(scheme) + 1 :] if scheme else url
     lowered = scheme.lower()
     if lowered in ("surrealkv", "file") and rest.startswith("//"):
-        return url
+        if "@" not in parts.netloc:
+            return url
+        # A user:password@ typed before a path is starred like a server's.
+        return f"{scheme}://***@{parts.netloc.rsplit('@', 1)[1]}{rest[2 + len(parts.netloc) :]}"
     if lowered in (*MEMORY_SCHEMES, "mem") and rest.startswith("//"):
         return url if rest == "//" else f"{scheme}://***"
     prefix = f"{scheme}:" if scheme else ""
@@ -269,16 +277,9 @@ _INVALID = object()
 def _read_file(path: Path, source: str, base: Path, problems: list[Problem]) -> dict[str, _Raw]:
     path = path if path.is_absolute() else base / path
     try:
-        with open(path, "rb") as handle:
-            document = tomllib.load(handle)
-    except FileNotFoundError:
-        problems.append(Problem("config", source, f"file not found: {path}"))
-        return {}
-    except IsADirectoryError:
-        problems.append(Problem("config", source, f"is a directory, not a file: {path}"))
-        return {}
-    except OSError as exc:
-        problems.append(Problem("config", source, f"cannot read {path}: {exc.strerror}"))
+        document = tomllib.loads(files.read_regular(path, MAX_CONFIG_BYTES).decode("utf-8"))
+    except files.UnreadableFile as exc:
+        problems.append(Problem("config", source, f"{path}: {exc}"))
         return {}
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         # tomllib names the line and column, never the text: no secret can leak through it.

@@ -4,15 +4,23 @@ word, so anything a strict reader would refuse is refused, not guessed at."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 
 def loads(text: str) -> Any:
-    """Like `json.loads`, refusing NaN and Infinity and a key given twice in one object.
+    """Like `json.loads`, refusing NaN and Infinity (also as a number too large for a float)
+    and a key given twice in one object.
     Raises ValueError saying what was wrong (and, for syntax, where)."""
 
     def no_constant(name: str) -> object:
         raise ValueError(f"{name} is not JSON")
+
+    def finite(number: str) -> float:
+        value = float(number)
+        if math.isinf(value):  # 1e999: Infinity by another name
+            raise ValueError(f"{number[:40]} is too large for a JSON number")
+        return value
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: set[str] = set()
@@ -23,6 +31,8 @@ def loads(text: str) -> Any:
         return dict(items)
 
     try:
-        return json.loads(text, parse_constant=no_constant, object_pairs_hook=pairs)
+        return json.loads(
+            text, parse_constant=no_constant, parse_float=finite, object_pairs_hook=pairs
+        )
     except RecursionError:
         raise ValueError("is nested too deeply") from None

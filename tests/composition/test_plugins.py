@@ -71,6 +71,15 @@ def replaces_the_built_in():
 def raises(service):
     raise LookupError("no such\\nregistry")
 
+def exits():
+    raise SystemExit(0)
+
+empty_list = []
+empty_mapping = {}
+
+def gives_nothing():
+    return []
+
 def later(uow, ctx):
     raise RetryableError("the ledger is down")
 
@@ -181,6 +190,10 @@ def test_a_workflow_of_a_built_in_name_replaces_it(project: Path) -> None:
         ("raises", r"calling it raised LookupError: no such registry"),
         ("same_version_other_steps", "version '1' is built in: give yours another name"),
         ("print", "is a builtin_function_or_method, not a function of yours"),
+        ("exits", "calling it raised SystemExit: 0"),
+        ("empty_list", "gives no workflows"),
+        ("empty_mapping", "gives no workflows"),
+        ("gives_nothing", "gives no workflows"),
     ],
 )
 def test_a_reference_that_gives_no_workflows_is_a_configuration_error(
@@ -199,6 +212,14 @@ def test_a_module_that_cannot_be_imported_is_named(project: Path) -> None:
     assert "nowhere.at_all:x: cannot import nowhere.at_all: no module named 'nowhere'" in said
     assert "broken_mod:x: importing broken_mod raised RuntimeError: boom" in said
     sys.modules.pop("broken_mod", None)
+
+
+def test_a_module_that_exits_as_it_is_imported_is_a_configuration_error(project: Path) -> None:
+    # Not the end of the command, with a status a cron job would read as success.
+    (project / "exits_mod.py").write_text("import sys\nsys.exit(0)\n")
+    with pytest.raises(ConfigurationError, match="importing exits_mod raised SystemExit: 0"):
+        names_of("exits_mod:x", project)
+    sys.modules.pop("exits_mod", None)
 
 
 def test_two_references_giving_one_name_are_refused(project: Path) -> None:
@@ -278,6 +299,7 @@ def test_the_cli_lists_runs_and_reuses_your_workflows(cli: tuple[Cli, dict[str, 
     ("args", "said"),
     [
         (("--input", '{"amount": NaN}'), "NaN is not JSON"),
+        (("--input", '{"amount": 1e999}'), "1e999 is too large for a JSON number"),
         (("--input", '{"a": 1, "a": 2}'), "key 'a' is given twice"),
         (("--input", "[1]"), "must be a JSON object, got list"),
         (("--input", "{"), "Expecting property name"),
@@ -291,6 +313,15 @@ def test_bad_input_is_refused_before_anything_is_written(
     gk, env = cli
     gk("run", "workflow", "payout", *args, code=2, env=env)
     assert said in gk.stderr
+    assert not gk.store.exists()
+
+
+def test_an_input_file_that_is_not_utf8_is_a_usage_error(cli: tuple[Cli, dict[str, str]]) -> None:
+    gk, env = cli
+    path = gk.cwd / "input.json"
+    path.write_bytes(b'\xff{"amount": 1}')
+    gk("run", "workflow", "payout", "--input-file", str(path), code=2, env=env)
+    assert "--input-file" in gk.stderr and "is not UTF-8 text" in gk.stderr
     assert not gk.store.exists()
 
 
@@ -400,3 +431,8 @@ def test_recover_says_a_retry_not_due_yet_is_not_done(cli: tuple[Cli, dict[str, 
     done = gk("recover", env=env)
     assert f"not due yet: {waiting['execution_id']} retries at" in done.stdout
     assert f"resumed {waiting['execution_id']}" not in done.stdout
+    assert "recovered 0 of 1, 1 not due yet" in done.stdout
+    report = gk.json("recover", env=env)
+    assert report["resumed"] == [] and [x["execution_id"] for x in report["not_due"]] == [
+        waiting["execution_id"]
+    ]

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
 
 from composition.settings import (
+    CONFIG_ENV,
+    MAX_CONFIG_BYTES,
     ConfigurationError,
     Problem,
     Settings,
@@ -176,6 +180,8 @@ def test_credentials_in_the_store_url_are_refused_without_echo(tmp_path: Path) -
         f"memory://admin:{SECRET}",
         f"ws://admin:{SECRET}",
         f"ws://admin:{SECRET}%40db:1",
+        f"surrealkv://admin:{SECRET}@/tmp/store",
+        f"file://admin:{SECRET}@store",
     ],
 )
 def test_a_mistyped_url_with_credentials_is_refused_without_echo(
@@ -271,12 +277,31 @@ def test_file_problems_name_file_and_key(tmp_path: Path) -> None:
 
 def test_unreadable_or_malformed_file(tmp_path: Path) -> None:
     missing = only({"GOVKERNEL_CONFIG": "nope.toml"}, tmp_path)
-    assert missing.source == "GOVKERNEL_CONFIG" and "file not found" in missing.message
+    assert missing.source == "GOVKERNEL_CONFIG" and "not found" in missing.message
     path = tmp_path / "broken.toml"
     path.write_text(f"[surrealdb]\npassword = {SECRET}\n")  # unquoted: invalid TOML
     broken = only({"GOVKERNEL_CONFIG": str(path)}, tmp_path)
     assert "not valid TOML" in broken.message and "line 2" in broken.message
     assert SECRET not in str(broken)
+
+
+def test_a_settings_file_that_is_no_regular_file_is_refused_unread(tmp_path: Path) -> None:
+    fifo = tmp_path / "settings.toml"
+    os.mkfifo(fifo)
+    found: list[Problem] = []
+    # In a thread: a reader that opened the FIFO would wait for a writer for good.
+    reading = threading.Thread(target=lambda: found.append(only({CONFIG_ENV: str(fifo)}, tmp_path)))
+    reading.start()
+    reading.join(timeout=30)
+    assert not reading.is_alive() and "is not a regular file" in found[0].message
+    assert "is not a regular file" in only({CONFIG_ENV: "/dev/zero"}, tmp_path).message
+
+
+def test_a_settings_file_too_large_to_be_one_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "huge.toml"
+    with open(path, "wb") as file:
+        file.truncate(MAX_CONFIG_BYTES + 1)  # sparse: nothing is written, nothing need be read
+    assert f"is over {MAX_CONFIG_BYTES:,} bytes" in only({CONFIG_ENV: str(path)}, tmp_path).message
 
 
 def test_settings_repr_hides_secrets() -> None:

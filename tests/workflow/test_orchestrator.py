@@ -7,6 +7,7 @@ import itertools
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -1300,12 +1301,13 @@ def test_steps_changed_under_the_same_version_do_not_drive_an_execution(
     x = world.orch().start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
     before = _stored(world)
     redeployed = _redeployed(world, change)
-    for command in (
+    commands: list[Callable[[], WorkflowExecution]] = [
         lambda: redeployed.approve(x.id, approver="bob", role="reviewer"),
         lambda: redeployed.reject(x.id, reason="no"),
         lambda: redeployed.cancel(x.id),
         lambda: redeployed.run(x.id),
-    ):
+    ]
+    for command in commands:
         with pytest.raises(InvalidState, match="steps that change need a new version") as caught:
             command()
         assert said in str(caught.value)
@@ -1362,14 +1364,14 @@ def test_a_changed_definition_would_run_a_completed_step_again_unchecked(
 def test_an_execution_started_before_steps_were_pinned_is_checked_by_its_completed_steps(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    unpinned = WorkflowExecution.start.__func__  # type: ignore[attr-defined]
+    start = WorkflowExecution.start
 
-    def start_as_before(cls: type[WorkflowExecution], **kwargs: Any) -> WorkflowExecution:
+    def start_as_before(**kwargs: Any) -> WorkflowExecution:
         kwargs.pop("definition")
-        return unpinned(cls, **kwargs)  # type: ignore[no-any-return]
+        return start(**kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(WorkflowExecution, "start", classmethod(start_as_before))
+        patch.setattr(WorkflowExecution, "start", start_as_before)
         execution_id = _crashed_after_ingest(world)
     reordered = _redeployed(
         world, lambda d: evolve(d, steps=(d.steps[1], *d.steps[::2], d.steps[3]))

@@ -1,0 +1,43 @@
+"""Reading the files a user names (settings, anchors): bounded, and only regular files."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+
+class UnreadableFile(Exception):
+    """Why a named file was not read, in words that can follow its path."""
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of `path`, a regular file of at most `limit` bytes.
+
+    A device or FIFO is refused without being read: `/dev/zero` would never end, and a FIFO
+    would hold the command until someone wrote to it. The size is checked before reading.
+    """
+    try:
+        # Non-blocking, so that opening a FIFO returns at once; regular files ignore it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise UnreadableFile("not found") from None
+    except IsADirectoryError:
+        raise UnreadableFile("is a directory, not a file") from None
+    except OSError as exc:
+        raise UnreadableFile(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise UnreadableFile("is a directory, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableFile("is not a regular file")
+        if info.st_size > limit:
+            raise UnreadableFile(f"is over {limit:,} bytes")
+        try:
+            data = file.read(limit + 1)  # the file may have grown since
+        except OSError as exc:
+            raise UnreadableFile(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if len(data) > limit:
+        raise UnreadableFile(f"is over {limit:,} bytes")
+    return data
