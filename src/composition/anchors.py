@@ -28,6 +28,7 @@ from ports.unit_of_work import UnitOfWorkFactory
 FORMAT = "govkernel-audit-anchors"
 VERSION = 1
 MAX_BYTES = 512 * 1024 * 1024  # about 3 million anchors
+MAX_ID_CHARS = 1024  # ids are minted by the runtime (~40 characters); anything longer is not one
 _HASH = re.compile(r"^[0-9a-f]{64}\Z")
 
 
@@ -141,6 +142,13 @@ def write(anchors: Anchors, path: Path) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    # The rename itself made durable: a power cut must not bring the earlier file back
+    # after the command said the new one was written.
+    directory = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def read(path: Path) -> Anchors:
@@ -184,7 +192,7 @@ def parse(path: Path, document: object) -> Anchors:
     seen: set[str] = set()
     for anchor in anchors:
         if anchor.execution_id in seen:
-            raise bad(f"anchors execution {anchor.execution_id!r} twice")
+            raise bad(f"anchors execution {anchor.execution_id[:200]!r} twice")
         seen.add(anchor.execution_id)
     return Anchors(tenant, taken_at, tuple(anchors))
 
@@ -193,7 +201,7 @@ def _anchor(bad: Callable[[str], AnchorFileError], i: int, item: object) -> Audi
     if not isinstance(item, dict) or set(item) != {"execution_id", "sequence", "hash"}:
         raise bad(f"anchors[{i}] is not an object of execution_id, sequence and hash")
     xid, sequence, head = item.get("execution_id"), item.get("sequence"), item.get("hash")
-    if not isinstance(xid, str) or not xid:
+    if not isinstance(xid, str) or not xid or len(xid) > MAX_ID_CHARS:
         raise bad(f"anchors[{i}].execution_id is not an execution id")
     if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 1:
         raise bad(f"anchors[{i}].sequence is not a whole number >= 1")

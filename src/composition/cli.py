@@ -291,6 +291,7 @@ def session_of(ctx: click.Context) -> Session:
     "--json", "json_output", is_flag=True, help="Print records as JSON on stdout (every command)."
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(package_name="govkernel", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(
     ctx: click.Context, store: str | None, config: str | None, json_output: bool, debug: bool

@@ -6,6 +6,7 @@ where a value must outlive one command.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 from pathlib import Path
@@ -114,6 +115,11 @@ def test_an_endless_input_file_is_refused(capsys: pytest.CaptureFixture[str], de
     args = ("--kind", "imf", "--url", "https://www.imf.org/z")
     _, err = gk(capsys, *MEMORY, "run", "knowledge-publication", device, *args, code=2)
     assert err.startswith(f"error: {device}: too large: more than ") and err.count("\n") == 1
+
+
+def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -> None:
+    out, _ = gk(capsys, "--version")
+    assert out == f"govkernel {importlib.metadata.version('govkernel')}\n"
 
 
 # -- errors ----------------------------------------------------------------------------------
