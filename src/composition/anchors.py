@@ -30,6 +30,7 @@ VERSION = 1
 MAX_BYTES = 512 * 1024 * 1024  # about 3 million anchors
 MAX_ID_CHARS = 1024  # ids are minted by the runtime (~40 characters); anything longer is not one
 _HASH = re.compile(r"^[0-9a-f]{64}\Z")
+_STORE_ID = re.compile(r"^[0-9A-Za-z-]{1,64}\Z")  # a uuid, as stores mint them
 
 
 class AnchorFileError(ValueError):
@@ -46,12 +47,15 @@ class Anchors:
     tenant: str
     taken_at: datetime
     anchors: tuple[AuditAnchor, ...]
+    # The store they were taken from (its id); None in files written before ids.
+    store: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "version": VERSION,
             "tenant": self.tenant,
+            **({} if self.store is None else {"store": self.store}),
             "taken_at": self.taken_at.isoformat(),
             "anchors": [
                 {"execution_id": a.execution_id, "sequence": a.sequence, "hash": a.hash}
@@ -65,6 +69,7 @@ def take(
     tenant: str,
     verify: Callable[[str], ChainReport],
     *,
+    store: str,
     now: datetime,
     progress: queries.Progress | None = None,
 ) -> tuple[Anchors, list[ChainReport]]:
@@ -85,7 +90,7 @@ def take(
             anchored.append(AuditAnchor(xid, sequence, head))
     for xid, (count, _) in queries.orphan_trails(uow_factory, tenant).items():
         broken.append(queries.orphan_report(xid, count))
-    return Anchors(tenant, now, tuple(anchored)), broken
+    return Anchors(tenant, now, tuple(anchored), store), broken
 
 
 def check(
@@ -123,7 +128,7 @@ def renewed(taken: Anchors, earlier: Anchors) -> Anchors:
     record that does not read back): replacing the file must not let those go unwatched."""
     fresh = {a.execution_id for a in taken.anchors}
     kept = tuple(a for a in earlier.anchors if a.execution_id not in fresh)
-    return Anchors(taken.tenant, taken.taken_at, taken.anchors + kept)
+    return Anchors(taken.tenant, taken.taken_at, taken.anchors + kept, taken.store)
 
 
 def write(anchors: Anchors, path: Path) -> None:
@@ -171,7 +176,8 @@ def parse(path: Path, document: object) -> Anchors:
 
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise bad(f'is not an audit anchor file (no "format": "{FORMAT}")')
-    unknown = sorted(set(document) - {"format", "version", "tenant", "taken_at", "anchors"})
+    keys = {"format", "version", "tenant", "store", "taken_at", "anchors"}
+    unknown = sorted(set(document) - keys)
     if unknown:
         raise bad(f"holds keys an anchor file does not: {', '.join(map(repr, unknown))[:200]}")
     if document.get("version") != VERSION:
@@ -185,6 +191,9 @@ def parse(path: Path, document: object) -> Anchors:
         raise bad("has no valid taken_at time") from None
     if taken_at.tzinfo is None:
         raise bad("has a taken_at time without a zone")
+    store = document.get("store")
+    if store is not None and (not isinstance(store, str) or not _STORE_ID.match(store)):
+        raise bad("names no valid store")
     items = document.get("anchors")
     if not isinstance(items, list):
         raise bad("has no list of anchors")
@@ -194,7 +203,7 @@ def parse(path: Path, document: object) -> Anchors:
         if anchor.execution_id in seen:
             raise bad(f"anchors execution {anchor.execution_id[:200]!r} twice")
         seen.add(anchor.execution_id)
-    return Anchors(tenant, taken_at, tuple(anchors))
+    return Anchors(tenant, taken_at, tuple(anchors), store)
 
 
 def _anchor(bad: Callable[[str], AnchorFileError], i: int, item: object) -> AuditAnchor:

@@ -923,6 +923,8 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
     s.settings()
     taken = None if anchor_file is None else _read_anchors(s, anchor_file)
     with s.app(existing=True) as (app, _):
+        if taken is not None and anchor_file is not None:
+            _same_store(app, taken, anchor_file, "nothing was checked")
         results = verify_chains(s, app, execution_id)
         checked: dict[str, Any] | None = None
         if taken is not None:
@@ -1015,6 +1017,18 @@ def _read_anchors(s: Session, path: Path) -> anchors.Anchors:
     return taken
 
 
+def _same_store(app: App, taken: anchors.Anchors, path: Path, outcome: str) -> None:
+    """Anchors of another store would all read as deletions: said as what they are."""
+    if taken.store is not None and taken.store != app.store.store_id:
+        raise Failed(
+            render.safe(
+                f"anchor file {path} was taken from another store (store {taken.store}), and"
+                f" this is store {app.store.store_id}: {outcome}"
+            ),
+            EXIT_USAGE,
+        )
+
+
 @audit.command("anchor", epilog=EXITS)
 @click.option(
     "--output",
@@ -1042,7 +1056,8 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
         )
     earlier = _read_anchors(s, output) if output is not None and output.exists() else None
     with s.app(existing=True) as (app, _):
-        if earlier is not None:
+        if earlier is not None and output is not None:
+            _same_store(app, earlier, output, "it was left as it is")
             failed = anchors.check(app.uow_factory, app.runtime.tenant, earlier.anchors)
             if failed:
                 first = failed[0]
@@ -1057,6 +1072,7 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
             app.uow_factory,
             app.runtime.tenant,
             app.orchestrator.verify,
+            store=app.store.store_id,
             now=app.runtime.clock.now(),
             progress=lambda items: _maybe_progress(items, "anchoring"),
         )

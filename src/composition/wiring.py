@@ -35,7 +35,9 @@ from ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 
 class Store(Protocol):
-    """What the composition needs of a store: units of work, and closing it once."""
+    """What the composition needs of a store: units of work, its id, and closing it once."""
+
+    store_id: str  # which store this is, however it is reached: anchor files name it
 
     def unit_of_work(self) -> UnitOfWork: ...
 

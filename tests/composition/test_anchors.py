@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,25 @@ def test_what_the_chain_alone_misses_the_anchors_catch(
     assert f"audit trail of {first} is broken" in gk.stderr
     # One execution named: only its anchor is checked.
     assert gk.json("audit", "verify", second, "--anchors", str(path))["ok"]
+
+
+def test_anchors_of_another_store_are_refused_as_such_not_taken_for_deletions(
+    published: tuple[Cli, str, str, Path], tmp_path: Path
+) -> None:
+    gk, _, _, path = published
+    taken = json.loads(path.read_text())
+    other = Cli(tmp_path / "other-store", tmp_path)
+    other("run", "knowledge-publication", str(FRED))
+    other("audit", "verify", "--anchors", str(path), code=2)
+    assert f"was taken from another store (store {taken['store']})" in other.stderr
+    assert "nothing was checked" in other.stderr and "deleted" not in other.stderr
+    other("audit", "anchor", "--output", str(path), code=2)
+    assert "it was left as it is" in other.stderr
+    assert json.loads(path.read_text()) == taken
+    # A copy of the store is the same store: a backup is checked against its anchors.
+    copy = tmp_path / "copy"
+    shutil.copytree(gk.store, copy)
+    assert Cli(copy, tmp_path).json("audit", "verify", "--anchors", str(path))["ok"]
 
 
 def test_a_trail_that_grew_since_still_holds_its_anchor(

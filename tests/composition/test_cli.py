@@ -246,6 +246,7 @@ def test_recover_resumes_an_interrupted_execution(gk: Cli) -> None:
     assert gk.json("recover") == {
         "found": 0,
         "resumed": [],
+        "not_due": [],
         "failed": [],
         "left_leased": [],
         "torn_transaction": None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -66,6 +67,7 @@ class MemoryStore:
         self.lock = threading.Lock()
         self.commits = 0
         self.closed = False
+        self.store_id = str(uuid.uuid4())  # which store this is: anchors name it
         self._event_ids: set[str] = set()
         self._indexes: dict[str, dict[tuple[str, ...], dict[IndexKey, set[str]]]] = {
             name: {fields: {} for fields in _indexed_fields(name)} for name in TABLES

@@ -11,6 +11,7 @@ import socket
 import stat
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -395,6 +396,8 @@ class SurrealStore:
         self._immutable: OrderedDict[tuple[str, str], tuple[Document, int]] = OrderedDict()
         self._cache_chars = 0
         self._cache_lock = threading.Lock()
+        # Which store this is, whatever path or server reaches it (a backup keeps it).
+        self.store_id = ""
         self._open()
 
     # -- connection ----------------------------------------------------------------------------
@@ -464,6 +467,7 @@ class SurrealStore:
                 if self.unclean_shutdown or self.torn_repair:
                     self._settle_log(url)
             self._apply_schema()
+            self.store_id = self._identify()
         except PortError:
             self.close()
             raise
@@ -539,6 +543,19 @@ class SurrealStore:
         bad = [r for r in rows if r.get("status") != "OK"]
         if bad:
             raise StorageUnavailable(f"schema could not be applied: {bad[0].get('result')}")
+
+    def _identify(self) -> str:
+        """The store's id, minted by the first open that finds none (stores from before ids
+        get one too). One statement, so two first opens of a server's database agree."""
+        record = RecordID(schema.META_TABLE, "store")
+        rows = self.select_rows("SELECT VALUE store_id FROM ONLY $s", {"s": record})
+        if rows and isinstance(rows[0], str):
+            return rows[0]
+        rows = self.select_rows(
+            "UPSERT ONLY $s SET store_id = store_id ?? $id RETURN VALUE store_id",
+            {"s": record, "id": str(uuid.uuid4())},
+        )
+        return str(rows[0])
 
     def _repair_torn(self) -> None:
         """Undo the last transaction if the engine kept only part of it."""
