@@ -266,6 +266,20 @@ def not_blank(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
+MAX_ID_CHARS = 1024  # ids are minted by the runtime (~40 characters); anything longer is not one
+
+
+def an_id(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """An execution id as typed: bounded, so that a mistake is not echoed back whole."""
+    if isinstance(value, str) and len(value) > MAX_ID_CHARS:
+        raise click.BadParameter(
+            f"is {len(value):,} characters long: no execution id is over {MAX_ID_CHARS:,}",
+            ctx=ctx,
+            param=param,
+        )
+    return not_blank(ctx, param, value)
+
+
 def session_of(ctx: click.Context) -> Session:
     return ctx.ensure_object(Session)
 
@@ -607,7 +621,7 @@ def default_title(sources: Sequence[SourceFile]) -> str:
 
 
 @cli.command(epilog=EXITS)
-@click.argument("execution_id", metavar="EXECUTION")
+@click.argument("execution_id", metavar="EXECUTION", callback=an_id)
 @click.option(
     "--role",
     required=True,
@@ -646,7 +660,7 @@ def approve(ctx: click.Context, execution_id: str, role: str, approver: str | No
 
 
 @cli.command(epilog=EXITS)
-@click.argument("execution_id", metavar="EXECUTION")
+@click.argument("execution_id", metavar="EXECUTION", callback=an_id)
 @click.option(
     "--reason",
     required=True,
@@ -665,7 +679,7 @@ def reject(ctx: click.Context, execution_id: str, reason: str) -> None:
 
 
 @cli.command(epilog=EXITS)
-@click.argument("execution_id", metavar="EXECUTION")
+@click.argument("execution_id", metavar="EXECUTION", callback=an_id)
 @click.option(
     "--reason",
     default="cancel requested",
@@ -816,7 +830,7 @@ def executions_list(ctx: click.Context, state: str | None, limit: int) -> None:
 
 
 @executions.command("show", epilog=EXITS)
-@click.argument("execution_id", metavar="EXECUTION")
+@click.argument("execution_id", metavar="EXECUTION", callback=an_id)
 @json_option
 @click.pass_context
 def executions_show(ctx: click.Context, execution_id: str) -> None:
@@ -903,7 +917,7 @@ def audit() -> None:
 
 
 @audit.command("verify", epilog=EXITS)
-@click.argument("execution_id", metavar="[EXECUTION]", required=False)
+@click.argument("execution_id", metavar="[EXECUTION]", required=False, callback=an_id)
 @click.option(
     "--anchors",
     "anchor_file",
@@ -1054,7 +1068,9 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
         raise Failed(
             render.safe(f"cannot write {output}: no directory {output.parent}"), EXIT_USAGE
         )
-    earlier = _read_anchors(s, output) if output is not None and output.exists() else None
+    # An empty file (made ready with `touch`, say) holds no anchors to check first.
+    holds = output is not None and output.exists() and output.stat().st_size > 0
+    earlier = _read_anchors(s, output) if output is not None and holds else None
     with s.app(existing=True) as (app, _):
         if earlier is not None and output is not None:
             _same_store(app, earlier, output, "it was left as it is")

@@ -344,6 +344,9 @@ def _workflows(value: object, bad: Bad) -> object:
             return ()  # set but empty: none of your own
     elif isinstance(value, list) and all(isinstance(v, str) for v in value):
         specs = [v.strip() for v in value]
+    elif isinstance(value, list):
+        item = next(v for v in value if not isinstance(v, str))
+        return bad(f"must be a list of strings, and holds a {type(item).__name__}")
     else:
         return bad(f"must be a string or a list of strings, got {type(value).__name__}")
     wrong = [s for s in specs if not _WORKFLOW_SPEC.match(s)]

@@ -240,6 +240,17 @@ def test_an_output_in_no_directory_is_refused_before_the_store_is_opened(
     assert not fresh.store.exists()
 
 
+def test_an_empty_output_file_is_written_as_a_new_one(fresh: Cli, tmp_path: Path) -> None:
+    fresh("run", "knowledge-publication", str(FRED))
+    path = tmp_path / "anchors.json"
+    path.touch()
+    assert fresh.json("audit", "anchor", "--output", str(path))["anchored"] == 1
+    assert len(json.loads(path.read_text())["anchors"]) == 1
+    (tmp_path / "empty.json").touch()  # to check against, though, an empty file is no file
+    fresh("audit", "verify", "--anchors", str(tmp_path / "empty.json"), code=2)
+    assert "is not strict JSON" in fresh.stderr
+
+
 def test_an_output_through_a_link_replaces_the_file_it_names(
     published: tuple[Cli, str, str, Path], tmp_path: Path
 ) -> None:

@@ -117,6 +117,16 @@ def test_an_endless_input_file_is_refused(capsys: pytest.CaptureFixture[str], de
     assert err.startswith(f"error: {device}: too large: more than ") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    "command", ["approve", "reject", "cancel", "executions show", "audit verify"]
+)
+def test_an_execution_id_too_long_to_be_one_is_refused_not_echoed(
+    capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    _, err = gk(capsys, *MEMORY, *command.split(), "x" * 100_000, code=2)
+    assert "no execution id is over 1,024" in err and len(err) < 2000
+
+
 def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -> None:
     out, _ = gk(capsys, "--version")
     assert out == f"govkernel {importlib.metadata.version('govkernel')}\n"

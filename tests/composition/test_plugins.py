@@ -154,7 +154,10 @@ def test_a_reference_that_is_no_reference_is_refused(tmp_path: Path, value: str,
 def test_a_file_value_of_another_type_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text("workflows = [1, 2]")
-    with pytest.raises(ConfigurationError, match="must be a string or a list of strings"):
+    with pytest.raises(ConfigurationError, match="must be a list of strings, and holds a int"):
+        load_settings({}, config_file=path, cwd=tmp_path)
+    path.write_text("workflows = 3")
+    with pytest.raises(ConfigurationError, match="must be a string or a list of strings, got int"):
         load_settings({}, config_file=path, cwd=tmp_path)
 
 
