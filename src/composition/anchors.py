@@ -69,7 +69,7 @@ def take(
     tenant: str,
     verify: Callable[[str], ChainReport],
     *,
-    store: str,
+    store: str | None,
     now: datetime,
     progress: queries.Progress | None = None,
 ) -> tuple[Anchors, list[ChainReport]]:

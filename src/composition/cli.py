@@ -1033,7 +1033,7 @@ def _read_anchors(s: Session, path: Path) -> anchors.Anchors:
 
 def _same_store(app: App, taken: anchors.Anchors, path: Path, outcome: str) -> None:
     """Anchors of another store would all read as deletions: said as what they are."""
-    if taken.store is not None and taken.store != app.store.store_id:
+    if None not in (taken.store, app.store.store_id) and taken.store != app.store.store_id:
         raise Failed(
             render.safe(
                 f"anchor file {path} was taken from another store (store {taken.store}), and"

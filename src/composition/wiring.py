@@ -37,7 +37,8 @@ from ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 class Store(Protocol):
     """What the composition needs of a store: units of work, its id, and closing it once."""
 
-    store_id: str  # which store this is, however it is reached: anchor files name it
+    # Which store this is, however it is reached (None: not known, to a read-only server user).
+    store_id: str | None
 
     def unit_of_work(self) -> UnitOfWork: ...
 

@@ -84,3 +84,17 @@ def test_a_server_gone_mid_run_is_named_with_the_lost_connection() -> None:
         shim.stop()
         with pytest.raises(StorageUnavailable, match=r"connection to 127\.0\.0\.1:\d+ was lost"):
             store.select_rows("RETURN 2", {})
+
+
+def test_a_store_id_a_read_only_server_user_cannot_mint_is_left_unknown() -> None:
+    with SurrealWsShim() as shim:
+        with SurrealStore(SurrealConfig(shim.url, username="root", password="root")) as store:
+            minted = store.store_id
+            store.select_rows("DEFINE USER reader ON ROOT PASSWORD 'pw' ROLES VIEWER", {})
+        viewer = SurrealConfig(shim.url, username="reader", password="pw", create=False)
+        with SurrealStore(viewer) as reading:
+            assert reading.store_id == minted  # read, not minted again
+        with SurrealStore(SurrealConfig(shim.url, username="root", password="root")) as store:
+            store.select_rows("DELETE govkernel_meta:store", {})  # a store from before ids
+        with SurrealStore(viewer) as reading:
+            assert reading.store_id is None  # opened all the same, to read

@@ -67,7 +67,7 @@ class MemoryStore:
         self.lock = threading.Lock()
         self.commits = 0
         self.closed = False
-        self.store_id = str(uuid.uuid4())  # which store this is: anchors name it
+        self.store_id: str | None = str(uuid.uuid4())  # which store this is: anchors name it
         self._event_ids: set[str] = set()
         self._indexes: dict[str, dict[tuple[str, ...], dict[IndexKey, set[str]]]] = {
             name: {fields: {} for fields in _indexed_fields(name)} for name in TABLES

@@ -397,7 +397,7 @@ class SurrealStore:
         self._cache_chars = 0
         self._cache_lock = threading.Lock()
         # Which store this is, whatever path or server reaches it (a backup keeps it).
-        self.store_id = ""
+        self.store_id: str | None = None
         self._open()
 
     # -- connection ----------------------------------------------------------------------------
@@ -544,17 +544,23 @@ class SurrealStore:
         if bad:
             raise StorageUnavailable(f"schema could not be applied: {bad[0].get('result')}")
 
-    def _identify(self) -> str:
+    def _identify(self) -> str | None:
         """The store's id, minted by the first open that finds none (stores from before ids
-        get one too). One statement, so two first opens of a server's database agree."""
+        get one too). One statement, so two first opens of a server's database agree. None
+        when it cannot be minted: a server user allowed only to read."""
         record = RecordID(schema.META_TABLE, "store")
         rows = self.select_rows("SELECT VALUE store_id FROM ONLY $s", {"s": record})
         if rows and isinstance(rows[0], str):
             return rows[0]
-        rows = self.select_rows(
-            "UPSERT ONLY $s SET store_id = store_id ?? $id RETURN VALUE store_id",
-            {"s": record, "id": str(uuid.uuid4())},
-        )
+        try:
+            rows = self.select_rows(
+                "UPSERT ONLY $s SET store_id = store_id ?? $id RETURN VALUE store_id",
+                {"s": record, "id": str(uuid.uuid4())},
+            )
+        except StorageUnavailable:
+            if self.config.scheme in EMBEDDED:
+                raise
+            return None
         return str(rows[0])
 
     def _repair_torn(self) -> None:
