@@ -8,6 +8,7 @@ an entry the trail must hold: checking against it catches both.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -69,8 +70,8 @@ def take(
     tenant: str,
     verify: Callable[[str], ChainReport],
     *,
-    store: str | None,
     now: datetime,
+    store: str | None = None,
     progress: queries.Progress | None = None,
 ) -> tuple[Anchors, list[ChainReport]]:
     """The heads of the tenant's executions whose chain verifies, and the reports of those
@@ -136,6 +137,9 @@ def write(anchors: Anchors, path: Path) -> None:
     is followed (the file it names, on other storage say, is the one replaced)."""
     text = json.dumps(anchors.to_json(), indent=1) + "\n"
     target = Path(os.path.realpath(path))
+    if target.exists() and not target.is_file():
+        # A FIFO or a device (/dev/null) is never replaced by a file.
+        raise AnchorFileError(path, "is not a regular file")
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         os.fchmod(handle, 0o644)  # readable as any file the command writes, not mkstemp's 0600
@@ -149,11 +153,13 @@ def write(anchors: Anchors, path: Path) -> None:
         raise
     # The rename itself made durable: a power cut must not bring the earlier file back
     # after the command said the new one was written.
-    directory = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    # (Best effort: the file is in place either way, and some file systems refuse it.)
+    with contextlib.suppress(OSError):
+        directory = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
 
 def read(path: Path) -> Anchors:

@@ -266,14 +266,11 @@ def not_blank(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
-MAX_ID_CHARS = 1024  # ids are minted by the runtime (~40 characters); anything longer is not one
-
-
 def an_id(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """An execution id as typed: bounded, so that a mistake is not echoed back whole."""
-    if isinstance(value, str) and len(value) > MAX_ID_CHARS:
+    if isinstance(value, str) and len(value) > anchors.MAX_ID_CHARS:
         raise click.BadParameter(
-            f"is {len(value):,} characters long: no execution id is over {MAX_ID_CHARS:,}",
+            f"is {len(value):,} characters long: no execution id is over {anchors.MAX_ID_CHARS:,}",
             ctx=ctx,
             param=param,
         )
@@ -1031,6 +1028,15 @@ def _read_anchors(s: Session, path: Path) -> anchors.Anchors:
     return taken
 
 
+def left_waiting(
+    found: Sequence[WorkflowExecution], resumed: Sequence[WorkflowExecution]
+) -> list[WorkflowExecution]:
+    """What recovery left as it found it: a retry not due yet, not counted as recovered. One
+    whose retry ran, failed again and waits for the next was worked on: it was resumed."""
+    found_at = {x.id: x.version for x in found}
+    return [x for x in resumed if x.state is S.RETRY_SCHEDULED and found_at.get(x.id) == x.version]
+
+
 def _same_store(app: App, taken: anchors.Anchors, path: Path, outcome: str) -> None:
     """Anchors of another store would all read as deletions: said as what they are."""
     if None not in (taken.store, app.store.store_id) and taken.store != app.store.store_id:
@@ -1068,9 +1074,11 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
         raise Failed(
             render.safe(f"cannot write {output}: no directory {output.parent}"), EXIT_USAGE
         )
-    # An empty file (made ready with `touch`, say) holds no anchors to check first.
-    holds = output is not None and output.exists() and output.stat().st_size > 0
-    earlier = _read_anchors(s, output) if output is not None and holds else None
+    # An empty regular file (made ready with `touch`, say) holds no anchors to check first;
+    # anything else there is read, and refused if it is no anchor file (a FIFO, a device).
+    fresh_file = output is not None and output.is_file() and output.stat().st_size == 0
+    exists = output is not None and (output.exists() or output.is_symlink())
+    earlier = _read_anchors(s, output) if output is not None and exists and not fresh_file else None
     with s.app(existing=True) as (app, _):
         if earlier is not None and output is not None:
             _same_store(app, earlier, output, "it was left as it is")
@@ -1097,6 +1105,8 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
     if output is not None:
         try:
             anchors.write(taken, output)
+        except anchors.AnchorFileError as exc:
+            raise Failed(render.safe(str(exc)), EXIT_USAGE) from None
         except OSError as exc:
             raise Failed(render.safe(f"cannot write {output}: {exc.strerror or exc}")) from None
     summary = {
@@ -1221,11 +1231,7 @@ def recover(ctx: click.Context) -> None:
             resumed, failures = incomplete.resumed, incomplete.failures
         handled = {x.id for x in resumed} | {xid for xid, _ in failures}
         leased = [x.id for x in candidates if x.id not in handled]
-        # A retry not due yet is left as it was found: not counted as recovered.
-        found_at = {x.id: x.version for x in candidates}
-        not_due = [
-            x for x in resumed if x.state is S.RETRY_SCHEDULED and found_at.get(x.id) == x.version
-        ]
+        not_due = left_waiting(candidates, resumed)
         resumed = [x for x in resumed if x not in not_due]
         if s.json:
             s.emit(

@@ -26,14 +26,15 @@ def read_regular(path: Path, limit: int) -> bytes:
         raise UnreadableFile("is a directory, not a file") from None
     except OSError as exc:
         raise UnreadableFile(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(fd)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+        os.close(fd)
         if stat.S_ISDIR(info.st_mode):
             raise UnreadableFile("is a directory, not a file")
         if not stat.S_ISREG(info.st_mode):
             raise UnreadableFile("is not a regular file")
-        if info.st_size > limit:
-            raise UnreadableFile(f"is over {limit:,} bytes")
+        raise UnreadableFile(f"is over {limit:,} bytes")
+    with os.fdopen(fd, "rb") as file:
         try:
             data = file.read(limit + 1)  # the file may have grown since
         except OSError as exc:

@@ -88,7 +88,7 @@ class ConfigurationError(Exception):
 def redact_url(url: str) -> str:
     """The URL as it may be shown: nothing in it that may be a credential, however mistyped.
 
-    A local store's URL is a path, shown whole but for a `user:password@` part before it. A
+    A local store's URL is a path, shown whole but for anything up to an `@` in it. A
     server's shows its scheme, host, numeric port and path; a `user:password@` part, a
     "port" that is no number (a password typed where the host ends), path parameters and a
     query are starred, and what does not even parse as `scheme://host` is shown as its
@@ -101,10 +101,11 @@ def redact_url(url: str) -> str:
     rest = url[len(scheme) + 1 :] if scheme else url
     lowered = scheme.lower()
     if lowered in ("surrealkv", "file") and rest.startswith("//"):
-        if "@" not in parts.netloc:
+        if "@" not in rest:
             return url
-        # A user:password@ typed before a path is starred like a server's.
-        return f"{scheme}://***@{parts.netloc.rsplit('@', 1)[1]}{rest[2 + len(parts.netloc) :]}"
+        # A user:password@ typed before a path is starred like a server's, up to the last
+        # `@`: a password may hold `/`, `?` or `#`, where a URL's host would end.
+        return f"{scheme}://***@{rest[2:].rsplit('@', 1)[1]}"
     if lowered in (*MEMORY_SCHEMES, "mem") and rest.startswith("//"):
         return url if rest == "//" else f"{scheme}://***"
     prefix = f"{scheme}:" if scheme else ""

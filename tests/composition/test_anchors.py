@@ -156,6 +156,20 @@ def test_anchors_of_another_store_are_refused_as_such_not_taken_for_deletions(
     assert Cli(copy, tmp_path).json("audit", "verify", "--anchors", str(path))["ok"]
 
 
+def test_an_anchor_file_from_before_store_ids_is_checked_against_any_store(
+    published: tuple[Cli, str, str, Path], tmp_path: Path
+) -> None:
+    gk, _, _, path = published
+    document = json.loads(path.read_text())
+    del document["store"]
+    path.write_text(json.dumps(document))
+    assert gk.json("audit", "verify", "--anchors", str(path))["ok"]
+    other = Cli(tmp_path / "other-store", tmp_path)
+    other("run", "knowledge-publication", str(FRED))
+    other("audit", "verify", "--anchors", str(path), code=1)  # it cannot tell: checked
+    assert "deleted since it was anchored" in other.stderr
+
+
 def test_a_trail_that_grew_since_still_holds_its_anchor(
     published: tuple[Cli, str, str, Path],
 ) -> None:
@@ -286,6 +300,11 @@ def test_anchors_go_to_stdout_alone_without_an_output_file(fresh: Cli) -> None:
             "taken_at time without a zone",
         ),
         ("[]", "is not an audit anchor file"),
+        (
+            '{"format": "govkernel-audit-anchors", "version": 1, "tenant": "default",'
+            ' "store": "../x", "taken_at": "2026-01-01T00:00:00+00:00", "anchors": []}',
+            "names no valid store",
+        ),
         ('{"format": "govkernel-audit-anchors", "version": 2}', "has version 2"),
         (
             '{"format": "govkernel-audit-anchors", "version": 1, "tenant": "beta",'

@@ -9,18 +9,21 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from attrs import evolve
 from surrealdb import RecordID
 
 from adapters.faults import FaultInjector, FaultPlan
 from adapters.surrealdb import SurrealConfig, SurrealStore
 from composition import queries
-from composition.cli import Failed, describe, run_cli
+from composition.cli import Failed, describe, left_waiting, run_cli
 from composition.container import Overrides, build_app
 from composition.documents import publication_request, read_source
 from composition.settings import ConfigurationError, Problem, load_settings
+from domain.model.execution import WorkflowExecution
 from domain.model.lifecycle import ExecutionState
 from domain.model.policy import ImpactTier
 from domain.workflows import knowledge_publication as kp
@@ -125,6 +128,33 @@ def test_an_execution_id_too_long_to_be_one_is_refused_not_echoed(
 ) -> None:
     _, err = gk(capsys, *MEMORY, *command.split(), "x" * 100_000, code=2)
     assert "no execution id is over 1,024" in err and len(err) < 2000
+
+
+def _waiting(execution_id: str, *, version: int) -> WorkflowExecution:
+    x = WorkflowExecution.start(
+        execution_id=execution_id,
+        tenant="default",
+        workflow_name=kp.NAME,
+        workflow_version=kp.VERSION,
+        metadata=kp.METADATA,
+        idempotency_key=f"key-{execution_id}",
+        correlation_id="c",
+        input={},
+        at=datetime(2026, 1, 1, tzinfo=UTC),
+        actor="operator",
+    )
+    x.state, x.version = ExecutionState.RETRY_SCHEDULED, version
+    return x
+
+
+def test_recover_counts_apart_only_the_retries_it_left_as_found() -> None:
+    found = [_waiting("a", version=3), _waiting("b", version=3), _waiting("c", version=3)]
+    after = [
+        _waiting("a", version=3),  # not due: untouched
+        _waiting("b", version=5),  # its retry ran, failed again, and waits for the next
+        evolve(_waiting("c", version=4), state=ExecutionState.SUCCEEDED),
+    ]
+    assert [x.id for x in left_waiting(found, after)] == ["a"]
 
 
 def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -> None:

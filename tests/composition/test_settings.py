@@ -191,6 +191,13 @@ def test_a_mistyped_url_with_credentials_is_refused_without_echo(
     assert SECRET not in str(problem) and "***" in str(problem)
 
 
+@pytest.mark.parametrize("cut", ["#", "/", "?"])
+def test_a_local_path_is_shown_without_anything_before_an_at_sign(cut: str) -> None:
+    # A password holding /, ? or # ends a URL's host early: the whole of it is starred.
+    shown = redact_url(f"surrealkv://admin:{cut}{SECRET}@/tmp/store")
+    assert shown == "surrealkv://***@/tmp/store"
+
+
 def test_all_problems_reported_together(tmp_path: Path) -> None:
     env = {
         "GOVKERNEL_ENVIRONMENT": "prod",
@@ -295,6 +302,10 @@ def test_a_settings_file_that_is_no_regular_file_is_refused_unread(tmp_path: Pat
     reading.join(timeout=30)
     assert not reading.is_alive() and "is not a regular file" in found[0].message
     assert "is not a regular file" in only({CONFIG_ENV: "/dev/zero"}, tmp_path).message
+
+
+def test_a_settings_file_that_is_a_directory_says_so(tmp_path: Path) -> None:
+    assert "is a directory, not a file" in only({CONFIG_ENV: str(tmp_path)}, tmp_path).message
 
 
 def test_a_settings_file_too_large_to_be_one_is_refused_unread(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import pytest
 from attrs import evolve
 
 from adapters.contract import SurrealBackdoor, samples
+from adapters.memory import MemoryStore
 from adapters.surrealdb import SurrealConfig, SurrealStore
 from adapters.surrealdb.store import LogSeal, StoreLock
 from ports.errors import CommitOutcomeUnknown, DuplicateRecord, StorageUnavailable
@@ -76,6 +77,21 @@ def test_a_new_process_finds_every_committed_unit(tmp_path: Path) -> None:
     with open_store(path) as store, store.unit_of_work() as uow:
         assert uow.sources.get("from-child") is not None
         assert [e.id for e in uow.events.read_after(5)] == ["from-child"]
+
+
+def test_a_store_keeps_its_id_and_one_from_before_ids_is_given_one(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with open_store(path) as store:
+        minted = store.store_id
+        assert minted
+    with open_store(path) as store:
+        assert store.store_id == minted
+        store.select_rows("DELETE govkernel_meta:store", {})  # as a store from before ids
+    with open_store(path) as store:
+        assert store.store_id not in (None, minted)
+    with open_store(tmp_path / "another") as other:
+        assert other.store_id != minted
+    assert MemoryStore().store_id != MemoryStore().store_id
 
 
 def test_a_second_process_cannot_open_a_store_in_use(tmp_path: Path) -> None:

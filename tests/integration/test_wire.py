@@ -23,26 +23,37 @@ from surrealdb.data.cbor import encode as sdk_encode
 from adapters.contract import samples
 from adapters.surrealdb import SurrealConfig, SurrealStore, wire
 
-record_ids = st.builds(
-    RecordID,
-    st.sampled_from(["execution", "audit_entry", "t"]),
-    st.text(min_size=1, max_size=12) | st.integers(0, 10**9),
+TABLE = st.sampled_from(["execution", "audit_entry", "t"])
+# Array ids are what key records have (schema.KEYED).
+ID = st.text(min_size=1, max_size=12) | st.integers(0, 10**9)
+record_ids = st.builds(RecordID, TABLE, ID | st.lists(ID, max_size=4))
+# Sent, an id may be anything the SDK sends; object ids are never minted by govkernel, nor read.
+sent_record_ids = record_ids | st.builds(
+    RecordID, TABLE, st.dictionaries(st.text(max_size=6), ID, max_size=3)
 )
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**70), 2**70)
-    | st.floats()
-    | st.text(max_size=40)
-    | st.datetimes(timezones=st.just(UTC))
-    | record_ids
+
+
+def values_with(ids: st.SearchStrategy[RecordID]) -> st.SearchStrategy[Any]:
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**70), 2**70)
+        | st.floats()
+        | st.text(max_size=40)
+        | st.datetimes(timezones=st.just(UTC))
+        | ids
+    )
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+        max_leaves=24,
+    )
+
+
+values = values_with(record_ids)
+params = st.dictionaries(
+    st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True), values_with(sent_record_ids)
 )
-values = st.recursive(
-    scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
-    max_leaves=24,
-)
-params = st.dictionaries(st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True), values)
 
 
 def sdk_request(text: str, bound: dict[str, Any]) -> bytes:

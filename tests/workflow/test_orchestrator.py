@@ -251,6 +251,7 @@ def test_retries_are_bounded_then_the_execution_fails(world: World) -> None:
     done = orch.start(FLAKY, request("pub-1"))
 
     assert done.state is S.FAILED
+    assert orch.get(done.id).retry_at is None  # no retry is coming
     assert calls.n == POLICY.max_attempts
     assert done.attempts["analyse"] == POLICY.max_attempts
     assert world.clock.now() - T0 == timedelta(seconds=1 + 2)  # no wait after the last one
@@ -1335,6 +1336,32 @@ def _added_and_noted(calls: list[str]) -> Any:
         return evolve(added, steps=tuple(_noted(s, calls) for s in added.steps))
 
     return change
+
+
+def test_an_ended_execution_is_answered_whatever_its_steps_have_become(world: World) -> None:
+    done = world.orch().start(WORKFLOW, request("pub-1"))
+    redeployed = _redeployed(world, _step_added_first)
+    assert redeployed.run(done.id) == world.orch().get(done.id)  # nothing left to drive
+    with pytest.raises(InvalidState, match="already ended as succeeded"):
+        redeployed.cancel(done.id)
+
+
+def test_another_version_is_refused_as_such_before_its_steps_are_compared(world: World) -> None:
+    x = world.orch().start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
+    other = _redeployed(world, lambda d: evolve(_step_added_first(d), version="2"))
+    with pytest.raises(InvalidState, match="runs version 2") as caught:
+        other.approve(x.id, approver="bob", role="reviewer")
+    assert "steps that change" not in str(caught.value)
+
+
+def test_an_execution_that_ran_no_step_can_be_cancelled_whatever_its_steps_became(
+    world: World,
+) -> None:
+    pending = world.orch().start(WORKFLOW, request("pub-1"), run=False)
+    redeployed = _redeployed(world, _step_added_first)
+    with pytest.raises(InvalidState, match="steps that change need a new version"):
+        redeployed.run(pending.id)  # running it would take steps it did not start with
+    assert redeployed.cancel(pending.id).state is S.CANCELLED  # giving it up takes none
 
 
 def test_recovery_leaves_an_execution_whose_steps_changed_and_says_why(world: World) -> None:

@@ -391,7 +391,9 @@ class Orchestrator:
             elif execution.state is not S.CANCELLING:
                 execution.transition(S.CANCELLING, at=now, actor=rt.actor, reason=reason)
 
-        return self._command(execution_id, cancelling)
+        # Cancelled before it ran a step, it needs no steps at all: one whose steps changed
+        # since it was started can still be given up.
+        return self._command(execution_id, cancelling, steps=lambda x: x.state is not S.PENDING)
 
     def _command(
         self,
@@ -399,16 +401,20 @@ class Orchestrator:
         apply: Callable[[WorkflowExecution, datetime], None],
         *,
         before: Callable[[str], None] | None = None,
+        steps: Callable[[WorkflowExecution], bool] = lambda x: True,
     ) -> WorkflowExecution:
         """Apply an operator's command to the execution as stored, commit it, then drive the
         execution on. A command that loses a race (a worker's step, another command) is
-        applied again to what won, which may refuse it for the state it is now in."""
+        applied again to what won, which may refuse it for the state it is now in. Unless
+        `steps` says the execution as found needs none, the steps it started with must be
+        the ones registered here."""
         for attempt in range(1, COMMAND_ATTEMPTS + 1):
             if before is not None:
                 before(execution_id)
             try:
                 with self._uow_factory() as uow:
-                    execution = self._trusted(uow, self._require(uow, execution_id))
+                    found = self._require(uow, execution_id)
+                    execution = self._trusted(uow, found, steps=steps(found))
                     # Refused before anything is written: this worker could not drive it on.
                     self._definition_of(execution)
                     apply(execution, self._runtime.clock.now())
@@ -529,7 +535,9 @@ class Orchestrator:
             raise RecordNotFound("execution", execution_id)
         return execution
 
-    def _trusted(self, uow: UnitOfWork, execution: WorkflowExecution) -> WorkflowExecution:
+    def _trusted(
+        self, uow: UnitOfWork, execution: WorkflowExecution, *, steps: bool = True
+    ) -> WorkflowExecution:
         """An execution read from storage, if its audit trail vouches for it. One edited
         there (a risk tier lowered to skip an approval, a step's output swapped, a cursor
         moved past a step) is not acted on. What this worker committed itself it knows."""
@@ -543,7 +551,8 @@ class Orchestrator:
                 f"execution {execution.id} is not acted on: its audit trail is broken at entry"
                 f" #{report.first_bad_sequence}: {report.problem}"
             )
-        self._same_steps(execution, entries)
+        if steps:
+            self._same_steps(execution, entries)
         return execution
 
     def _same_steps(self, execution: WorkflowExecution, entries: Sequence[AuditEntry]) -> None:
@@ -744,6 +753,7 @@ class Orchestrator:
             what = "compensation" if undoing else "step"
             if isinstance(error, ApprovalRequired) and not undoing:
                 execution.attempts[step] -= 1  # waiting for people is not a failed attempt
+                execution.retry_at = None
                 execution.transition(
                     S.AWAITING_APPROVAL, at=now, actor=rt.actor, reason=message, step=step
                 )
@@ -777,6 +787,7 @@ class Orchestrator:
     def _fail(self, execution: WorkflowExecution, reason: str, step: str | None = None) -> None:
         rt = self._runtime
         execution.last_error = reason[:MAX_ERROR]
+        execution.retry_at = None  # no retry is coming
         compensate = execution.state is not S.COMPENSATING and self._needs_compensation(execution)
         target = S.COMPENSATING if compensate else S.FAILED
         execution.transition(target, at=rt.clock.now(), actor=rt.actor, reason=reason, step=step)
