@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +230,10 @@ def test_an_anchor_file_that_is_a_fifo_is_refused_not_waited_on(fresh: Cli, tmp_
     os.mkfifo(fifo)
     fresh("audit", "verify", "--anchors", str(fifo), code=2)
     assert "is not a regular file" in fresh.stderr
+    # Nor is one replaced by the anchors: a FIFO (or /dev/null) named as the output stays.
+    fresh("audit", "anchor", "--output", str(fifo), code=2)
+    assert "is not a regular file" in fresh.stderr and stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert not fresh.store.exists()
 
 
 def test_a_broken_chain_is_not_anchored(fresh: Cli, tmp_path: Path) -> None:
