@@ -418,6 +418,10 @@ def _store_url(key: _Key, value: str, base: Path, bad: Bad) -> object:
     if scheme == "surrealkv":
         if not rest.strip() or "\x00" in rest:
             return bad(f"{shown}: surrealkv:// needs a directory path", allowed)
+        try:
+            rest.encode("utf-8")
+        except UnicodeEncodeError:  # a byte the file system name holds that is no UTF-8
+            return bad(f"{shown}: the engine takes directory paths in UTF-8 only", allowed)
         path = Path(rest).expanduser()
         path = path if path.is_absolute() else base / path
         if path.exists() and not path.is_dir():

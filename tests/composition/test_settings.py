@@ -304,6 +304,13 @@ def test_a_settings_file_that_is_no_regular_file_is_refused_unread(tmp_path: Pat
     assert "is not a regular file" in only({CONFIG_ENV: "/dev/zero"}, tmp_path).message
 
 
+def test_a_store_path_that_is_not_utf8_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    path = os.fsdecode(bytes(tmp_path) + b"/st\xffore")  # how Python hands such a name over
+    problem = only({"GOVKERNEL_STORE": f"surrealkv://{path}"}, tmp_path)
+    assert "directory paths in UTF-8 only" in problem.message
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_settings_file_that_is_a_directory_says_so(tmp_path: Path) -> None:
     assert "is a directory, not a file" in only({CONFIG_ENV: str(tmp_path)}, tmp_path).message
 
