@@ -439,3 +439,41 @@ def test_recover_says_a_retry_not_due_yet_is_not_done(cli: tuple[Cli, dict[str, 
     assert report["resumed"] == [] and [x["execution_id"] for x in report["not_due"]] == [
         waiting["execution_id"]
     ]
+
+
+GATED = """
+from domain.orchestration.definition import Step, WorkflowDefinition
+from domain.services.governance import ApprovalRequired
+from domain.workflows import knowledge_publication as kp
+
+def ask(uow, ctx):
+    if not ctx.execution.approvals:
+        raise ApprovalRequired("payment", ["needs one approval"])
+    return {{}}
+
+gated = WorkflowDefinition(
+    name="gated", version="{version}", metadata=kp.METADATA,
+    steps=tuple(Step(name, ask if name == "ask" else lambda u, c: {{}}) for name in {steps}),
+)
+"""
+
+
+def test_an_old_versions_executions_are_finished_by_naming_its_module(
+    cli: tuple[Cli, dict[str, str]],
+) -> None:
+    """The README's way through a change of steps: a new version, and the old one's module
+    named for the commands that finish what it started."""
+    gk, _ = cli
+    for name, version, steps in (
+        ("gated_v1", "1", ["ask", "pay"]),
+        ("gated_v2", "2", ["ask", "check", "pay"]),
+    ):
+        (gk.cwd / f"{name}.py").write_text(GATED.format(version=version, steps=steps))
+    v1, v2 = {"GOVKERNEL_WORKFLOWS": "gated_v1:gated"}, {"GOVKERNEL_WORKFLOWS": "gated_v2:gated"}
+    waiting = gk.json("run", "workflow", "gated", "--input", "{}", env=v1)
+    assert waiting["state"] == "awaiting_approval"
+    gk("approve", waiting["execution_id"], "--approver", "bob", "--role", "r", code=1, env=v2)
+    assert "started by gated version 1" in gk.stderr and "runs version 2" in gk.stderr
+    assert gk.json("run", "workflow", "gated", "--input", "{}", env=v2)["workflow_version"] == "2"
+    done = gk.json("approve", waiting["execution_id"], "--approver", "bob", "--role", "r", env=v1)
+    assert done["state"] == "succeeded" and list(done["step_outputs"]) == ["ask", "pay"]
