@@ -50,6 +50,9 @@ class Overrides:
     # registry (`wiring.workflow_registry(service)` gives it, to include it) and those the
     # `workflows` setting names.
     workflows: Callable[[KnowledgeService], Mapping[str, WorkflowDefinition]] | None = None
+    # Earlier versions of your workflows, kept to finish the executions they started while
+    # `workflows` start new ones with other steps (see `Orchestrator`).
+    retired: Callable[[KnowledgeService], Sequence[WorkflowDefinition]] | None = None
 
 
 @frozen
@@ -136,6 +139,8 @@ def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
     )
     if workflows is not None:
         wiring.use_workflows(container, workflows)
+    if o.retired is not None:
+        wiring.use_retired(container, o.retired)
     if o.wrap_uow_factory is not None:
         wiring.wrap_uow_factory(container, o.wrap_uow_factory)
     for name, value in (

@@ -115,6 +115,10 @@ def identity(value: object) -> object:
     return value
 
 
+def no_retired(service: KnowledgeService) -> tuple[WorkflowDefinition, ...]:
+    return ()
+
+
 class Container(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=Settings)
 
@@ -136,6 +140,8 @@ class Container(containers.DeclarativeContainer):
     gate = providers.Singleton(make_gate, uow_factory, policies)
     knowledge_service = providers.Singleton(KnowledgeService, gate)
     workflows = providers.Singleton(workflow_registry, knowledge_service)
+    # Earlier versions kept to finish what they started (see `Orchestrator`); none built in.
+    retired = providers.Singleton(no_retired, knowledge_service)
 
     on_transition: providers.Object[Callable[[WorkflowExecution], None] | None] = providers.Object(
         None
@@ -147,6 +153,7 @@ class Container(containers.DeclarativeContainer):
         runtime=runtime,
         workflows=workflows,
         on_transition=on_transition,
+        retired=retired,
     )
     orchestrator = providers.Singleton(
         Orchestrator,
@@ -154,6 +161,7 @@ class Container(containers.DeclarativeContainer):
         runtime=runtime,
         workflows=workflows,
         on_transition=on_transition,
+        retired=retired,
     )
 
 
@@ -171,6 +179,15 @@ def use_workflows(
     container.workflows.override(providers.Singleton(workflows, container.knowledge_service))
 
 
+def use_retired(
+    container: Container,
+    retired: Callable[[KnowledgeService], Sequence[WorkflowDefinition]],
+) -> None:
+    """Drive the executions the definitions `retired(knowledge service)` returns started,
+    beside the current ones (earlier versions: they start nothing)."""
+    container.retired.override(providers.Singleton(retired, container.knowledge_service))
+
+
 def wrap_uow_factory(
     container: Container, wrapper: Callable[[UnitOfWorkFactory], UnitOfWorkFactory]
 ) -> None:
@@ -185,6 +202,7 @@ __all__ = [
     "make_store",
     "override",
     "runtime_context",
+    "use_retired",
     "use_workflows",
     "workflow_registry",
     "wrap_uow_factory",

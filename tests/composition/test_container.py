@@ -7,8 +7,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from attrs import evolve
 
 from adapters.faults import FaultInjector, FaultPlan
 from adapters.memory import MemoryStore
@@ -212,6 +214,43 @@ def test_a_service_runs_its_own_workflows_beside_the_built_in_ones() -> None:
         assert done.state is ExecutionState.SUCCEEDED and done.step_outputs == {"echo": "ok"}
         assert set(app.workflows) == {kp.NAME, "echo"}
         assert app.orchestrator_for(actor="someone").start("echo", {}).state.terminal
+
+
+def test_a_service_finishes_an_earlier_versions_executions_beside_the_current_one() -> None:
+    from domain.model.errors import InvalidState
+    from domain.orchestration.definition import Step, WorkflowDefinition
+    from domain.services.governance import ApprovalRequired
+    from ports.unit_of_work import UnitOfWork
+
+    def ask(uow: UnitOfWork, ctx: Any) -> str:
+        if not ctx.execution.approvals:
+            raise ApprovalRequired("payment", ["one approval"])
+        return "asked"
+
+    def version(number: str, *steps: str) -> WorkflowDefinition:
+        def done(uow: UnitOfWork, ctx: Any) -> str:
+            return "done"
+
+        made = (Step(n, ask if n == "ask" else done) for n in steps)
+        return WorkflowDefinition("pay", number, kp.METADATA, tuple(made))
+
+    store = MemoryStore()
+    v1 = Overrides(store=store, workflows=lambda service: {"pay": version("1", "ask", "pay")})
+    with build_app(Settings(store_url="memory://"), v1) as app:
+        waiting = app.orchestrator.start("pay", {})
+    v2 = Overrides(
+        store=store, workflows=lambda service: {"pay": version("2", "ask", "check", "pay")}
+    )
+    with (
+        build_app(Settings(store_url="memory://"), v2) as app,
+        pytest.raises(InvalidState, match="runs version 2"),
+    ):
+        app.orchestrator.approve(waiting.id, approver="bob", role="r")
+    with_v1 = evolve(v2, retired=lambda service: [version("1", "ask", "pay")])
+    with build_app(Settings(store_url="memory://"), with_v1) as app:
+        assert app.orchestrator.start("pay", {}).workflow_version == "2"
+        done = app.orchestrator_for(actor="carol").approve(waiting.id, approver="bob", role="r")
+        assert done.state is ExecutionState.SUCCEEDED and list(done.step_outputs) == ["ask", "pay"]
 
 
 def test_an_orchestrator_for_another_tenant_sees_only_that_tenants_executions() -> None:

@@ -1413,6 +1413,42 @@ def test_an_execution_started_before_steps_were_pinned_is_checked_by_its_complet
     assert done.state is S.SUCCEEDED and done.step_outputs["notify"] == {"sent": 1}
 
 
+def test_a_retired_version_finishes_what_it_started_while_the_new_one_starts(
+    world: World,
+) -> None:
+    old = world.orch().start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
+    calls: list[str] = []
+    current = definitions(world.store.unit_of_work)[WORKFLOW]
+    v2 = evolve(_added_and_noted(calls)(current), version="2")
+    both = orchestrator(
+        world.store.unit_of_work,
+        world.clock,
+        workflows={WORKFLOW: v2},
+        retired=[evolve(current, steps=tuple(_noted(s, calls) for s in current.steps))],
+        ids=world.ids,
+    )
+    new = both.start(WORKFLOW, request("pub-2"))
+    assert (new.workflow_version, new.state) == ("2", S.SUCCEEDED)
+    assert calls == ["extra", "ingest", "analyse", "publish", "verify"]
+    calls.clear()
+    done = both.approve(old.id, approver="bob", role="reviewer")
+    assert (done.workflow_version, done.state) == ("1", S.SUCCEEDED)
+    assert calls == ["ingest", "analyse", "publish", "verify"]  # version 1's steps
+    assert both.verify(done.id).ok and both.verify(new.id).ok
+
+
+def test_one_version_has_one_definition() -> None:
+    store = MemoryStore()
+    current = definitions(store.unit_of_work)[WORKFLOW]
+    other_steps = _step_added_first(current)
+    with pytest.raises(ValueError, match=r"version 1 is given twice"):
+        orchestrator(
+            store.unit_of_work, FixedClock(T0), workflows={WORKFLOW: current}, retired=[other_steps]
+        )
+    with pytest.raises(ValueError, match="is not a WorkflowDefinition"):
+        orchestrator(store.unit_of_work, FixedClock(T0), retired=[object()])
+
+
 def test_an_idempotency_key_of_another_workflow_is_a_collision_not_its_execution(
     world: World,
 ) -> None:

@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -113,7 +113,12 @@ class Orchestrator:
         max_inline_wait: timedelta = timedelta(seconds=5),
         sleep: Callable[[float], None] = time.sleep,
         on_transition: Callable[[WorkflowExecution], None] | None = None,
+        retired: Iterable[WorkflowDefinition] = (),
     ) -> None:
+        """`workflows` are what `start` starts, by name. `retired` are earlier versions of
+        them (or of workflows no longer started): they start nothing, and drive on the
+        executions they started, so that steps can change under a new version while the
+        old version's executions finish."""
         self._uow_factory = uow_factory
         self._runtime = runtime
         self._workflows = dict(workflows)
@@ -124,6 +129,17 @@ class Orchestrator:
                 raise ValueError(
                     f"workflow registry: {name!r} maps to {given!r}; map each"
                     " definition under its own name"
+                )
+        # Every definition this worker drives executions with, by name and version.
+        self._versions: dict[tuple[str, str], WorkflowDefinition] = {}
+        for definition in (*self._workflows.values(), *retired):
+            if not isinstance(definition, WorkflowDefinition):
+                raise ValueError(f"retired workflows: {definition!r} is not a WorkflowDefinition")
+            key = (definition.name, definition.version)
+            if self._versions.setdefault(key, definition) is not definition:
+                raise ValueError(
+                    f"workflow {definition.name} version {definition.version} is given twice:"
+                    " one version has one definition"
                 )
         self.worker_id = worker_id or runtime.ids.new_id("worker")
         self._lease_ttl = lease_ttl
@@ -505,19 +521,21 @@ class Orchestrator:
     def _definition_of(self, execution: WorkflowExecution) -> WorkflowDefinition:
         """The definition that started `execution`: another version's steps must not run
         on it (they may differ in number, order and effect)."""
-        if execution.workflow_name not in self._workflows:
+        found = self._versions.get((execution.workflow_name, execution.workflow_version))
+        if found is not None:
+            return found
+        versions = sorted(v for n, v in self._versions if n == execution.workflow_name)
+        if not versions:
             raise InvalidState(
                 f"execution {execution.id} runs workflow {execution.workflow_name!r}, which"
                 " this orchestrator does not have: act on it from a service that registers it"
             )
-        definition = self._workflows[execution.workflow_name]
-        if definition.version != execution.workflow_version:
-            raise InvalidState(
-                f"execution {execution.id} was started by {execution.workflow_name} version"
-                f" {execution.workflow_version}, and this orchestrator runs version"
-                f" {definition.version}: run it with an orchestrator that has that version"
-            )
-        return definition
+        raise InvalidState(
+            f"execution {execution.id} was started by {execution.workflow_name} version"
+            f" {execution.workflow_version}, and this orchestrator runs version"
+            f" {', '.join(versions)}: run it with an orchestrator that has that version (as"
+            " current or retired)"
+        )
 
     def _require(
         self, uow: UnitOfWork, execution_id: str, *, with_input: bool = True, fresh: bool = False
@@ -559,8 +577,8 @@ class Orchestrator:
         """Refuse, before anything is written, a definition of the execution's name and
         version whose steps are not those it started with (or, for an execution started
         before steps were pinned, not those it completed)."""
-        definition = self._workflows.get(execution.workflow_name)
-        if definition is None or definition.version != execution.workflow_version:
+        definition = self._versions.get((execution.workflow_name, execution.workflow_version))
+        if definition is None:
             return  # not driven here at all: `_definition_of` says why
         if execution.state.terminal:
             return  # nothing is left to drive
