@@ -59,7 +59,7 @@ def registry(settings: Settings, built_in: Registry) -> Registry | None:
                     definition.name not in named
                     and original is not None
                     and original.version == definition.version
-                    and _shape(original) != _shape(definition)
+                    and original.shape() != definition.shape()
                 ):
                     # Its executions would be resumed with other steps than they started with.
                     problems.append(
@@ -71,12 +71,15 @@ def registry(settings: Settings, built_in: Registry) -> Registry | None:
                         )
                     )
                 if definition.name in named:
+                    where = named[definition.name]
+                    again = "more than once" if where == spec else f"also by {where}"
                     problems.append(
                         Problem(
                             "workflows",
                             source,
-                            f"{spec}: workflow {definition.name!r} is also given by"
-                            f" {named[definition.name]}",
+                            f"{spec}: gives workflow {definition.name!r} {again}; the command"
+                            " starts one version of a workflow (an earlier version's"
+                            " executions are finished by naming its module alone)",
                         )
                     )
                 named[definition.name] = spec
@@ -86,13 +89,6 @@ def registry(settings: Settings, built_in: Registry) -> Registry | None:
         return out
 
     return workflows
-
-
-def _shape(definition: WorkflowDefinition) -> tuple[tuple[str, ...], str | None]:
-    """What tells one version's steps from another's (the built-in one re-exported, as
-    `workflow_registry(service)` gives it, has the same)."""
-    compensation = definition.compensation.name if definition.compensation else None
-    return tuple(definition.step_names()), compensation
 
 
 class _Unusable(Exception):

@@ -226,8 +226,20 @@ def test_a_module_that_exits_as_it_is_imported_is_a_configuration_error(project:
 
 
 def test_two_references_giving_one_name_are_refused(project: Path) -> None:
-    with pytest.raises(ConfigurationError, match="workflow 'payout' is also given by"):
+    with pytest.raises(ConfigurationError, match="gives workflow 'payout' also by"):
         names_of([f"{module(project)}:payout", f"{module(project)}:as_mapping"], project)
+
+
+def test_one_reference_giving_a_name_twice_says_so(project: Path) -> None:
+    (project / "twice.py").write_text(
+        f"from {module(project)} import payout\nfrom attrs import evolve\n"
+        "both = [payout, evolve(payout, version='2')]\n"
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        names_of("twice:both", project)
+    assert "twice:both: gives workflow 'payout' more than once" in str(caught.value)
+    assert "naming its module alone" in str(caught.value)
+    sys.modules.pop("twice", None)
 
 
 def test_the_current_directory_is_searched_as_python_m_would(project: Path) -> None:
