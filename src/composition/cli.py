@@ -934,8 +934,7 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
     s.settings()
     taken = None if anchor_file is None else _read_anchors(s, anchor_file)
     with s.app(existing=True) as (app, _):
-        if taken is not None and anchor_file is not None:
-            _same_store(app, taken, anchor_file, "nothing was checked")
+        other_store = None if taken is None else _other_store(app, taken)
         results = verify_chains(s, app, execution_id)
         checked: dict[str, Any] | None = None
         if taken is not None:
@@ -951,11 +950,12 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
                 "taken_at": taken.taken_at.isoformat(),
                 "checked": len(chosen),
                 "failed": len(failed),
+                "store_matches": other_store is None,
             }
         if s.json:
             s.emit(
                 {
-                    "ok": all(r["ok"] for r in results),
+                    "ok": all(r["ok"] for r in results) and other_store is None,
                     "executions": len(results),
                     "entries": sum(r["entries"] for r in results),
                     "reports": results,
@@ -993,10 +993,13 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
                 ):
                     s.echo(f"  {key:<10}  {render.safe(entry[key])}")
             raise Failed(
-                f"audit trail of {first['execution_id']} is broken at entry"
+                (f"{other_store}; " if other_store else "")
+                + f"audit trail of {first['execution_id']} is broken at entry"
                 f" #{first['first_bad_sequence']}: {first['problem']}"
                 + (f" ({len(bad)} executions affected)" if len(bad) > 1 else "")
             )
+        if other_store is not None:
+            raise Failed(f"{other_store}; every anchor in it holds here all the same")
         if not s.json:
             total = sum(r["entries"] for r in results)
             plural = "s" * (len(results) != 1)
@@ -1037,16 +1040,18 @@ def left_waiting(
     return [x for x in resumed if x.state is S.RETRY_SCHEDULED and found_at.get(x.id) == x.version]
 
 
-def _same_store(app: App, taken: anchors.Anchors, path: Path, outcome: str) -> None:
-    """Anchors of another store would all read as deletions: said as what they are."""
-    if None not in (taken.store, app.store.store_id) and taken.store != app.store.store_id:
-        raise Failed(
-            render.safe(
-                f"anchor file {path} was taken from another store (store {taken.store}), and"
-                f" this is store {app.store.store_id}: {outcome}"
-            ),
-            EXIT_USAGE,
-        )
+def _other_store(app: App, taken: anchors.Anchors) -> str | None:
+    """What to say when the anchors name another store than this one, or None.
+
+    Not a reason to check nothing: the store's writers, whom anchors guard against, can
+    change its id as they can anything in it. The anchors are checked all the same, and the
+    mismatch is a failure of its own."""
+    if None in (taken.store, app.store.store_id) or taken.store == app.store.store_id:
+        return None
+    return render.safe(
+        f"the anchor file names store {taken.store}, and this is store {app.store.store_id}:"
+        " it was taken from another store, or this store's id was changed"
+    )
 
 
 @audit.command("anchor", epilog=EXITS)
@@ -1081,7 +1086,9 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
     earlier = _read_anchors(s, output) if output is not None and exists and not fresh_file else None
     with s.app(existing=True) as (app, _):
         if earlier is not None and output is not None:
-            _same_store(app, earlier, output, "it was left as it is")
+            other_store = _other_store(app, earlier)
+            if other_store is not None:
+                raise Failed(f"{output} was left as it is: {other_store}; anchor into another file")
             failed = anchors.check(app.uow_factory, app.runtime.tenant, earlier.anchors)
             if failed:
                 first = failed[0]

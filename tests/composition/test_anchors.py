@@ -138,23 +138,39 @@ def test_what_the_chain_alone_misses_the_anchors_catch(
     assert gk.json("audit", "verify", second, "--anchors", str(path))["ok"]
 
 
-def test_anchors_of_another_store_are_refused_as_such_not_taken_for_deletions(
+def test_anchors_of_another_store_are_said_to_be_so_and_checked_all_the_same(
     published: tuple[Cli, str, str, Path], tmp_path: Path
 ) -> None:
     gk, _, _, path = published
     taken = json.loads(path.read_text())
     other = Cli(tmp_path / "other-store", tmp_path)
     other("run", "knowledge-publication", str(FRED))
-    other("audit", "verify", "--anchors", str(path), code=2)
-    assert f"was taken from another store (store {taken['store']})" in other.stderr
-    assert "nothing was checked" in other.stderr and "deleted" not in other.stderr
-    other("audit", "anchor", "--output", str(path), code=2)
-    assert "it was left as it is" in other.stderr
+    report = other.json("audit", "verify", "--anchors", str(path), code=1)
+    assert report["ok"] is False and report["anchors"]["store_matches"] is False
+    assert report["anchors"]["failed"] == 2  # checked: neither execution is here
+    assert f"the anchor file names store {taken['store']}" in other.stderr
+    other("audit", "anchor", "--output", str(path), code=1)
+    assert "was left as it is" in other.stderr and "anchor into another file" in other.stderr
     assert json.loads(path.read_text()) == taken
     # A copy of the store is the same store: a backup is checked against its anchors.
     copy = tmp_path / "copy"
     shutil.copytree(gk.store, copy)
     assert Cli(copy, tmp_path).json("audit", "verify", "--anchors", str(path))["ok"]
+
+
+def test_a_store_id_changed_by_its_writers_does_not_turn_the_anchors_off(
+    published: tuple[Cli, str, str, Path],
+) -> None:
+    gk, first, _, path = published
+    with SurrealStore(SurrealConfig(gk.url)) as store:
+        store.select_rows("DELETE govkernel_meta:store", {})  # the next open mints another
+    roll_back(gk.url, first, keep=4)
+    report = gk.json("audit", "verify", "--anchors", str(path), code=1)
+    verdicts = {r["execution_id"]: r for r in report["reports"]}
+    assert not verdicts[first]["ok"] and "rolled back" in verdicts[first]["problem"]
+    assert "this store's id was changed" in gk.stderr
+    gk("audit", "verify", "--anchors", str(path), code=1)
+    assert "audit trail of" in gk.stderr and "names store" in gk.stderr
 
 
 def test_an_anchor_file_from_before_store_ids_is_checked_against_any_store(
