@@ -111,6 +111,10 @@ def redact_url(url: str) -> str:
     prefix = f"{scheme}:" if scheme else ""
     if not rest:
         return url
+    if rest.startswith("//") and "@" in rest[2:] and "@" not in parts.netloc:
+        # The host ended early (a password holding /, ? or #): what follows the last `@` is
+        # the host, and all before it is starred.
+        return redact_url(f"{scheme}://***@{rest[2:].rsplit('@', 1)[1]}")
     if not rest.startswith("//") or not parts.hostname:
         return f"{prefix}***"
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
@@ -406,7 +410,8 @@ def _store_url(key: _Key, value: str, base: Path, bad: Bad) -> object:
     rest = value.split("://", 1)[1]
     if scheme not in SCHEMES:
         return bad(f"unknown store scheme {scheme + '://'!r} in {shown}", allowed)
-    if "@" in parts.netloc:
+    # A server's URL holds no `@` anywhere: one after a `/` is a password that held one.
+    if "@" in parts.netloc or (scheme in REMOTE_SCHEMES and "@" in rest):
         return bad(
             f"{shown} embeds credentials; set them with GOVKERNEL_SURREAL_USERNAME and"
             " GOVKERNEL_SURREAL_PASSWORD (or [surrealdb] in the config file) instead"

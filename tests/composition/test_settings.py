@@ -182,6 +182,9 @@ def test_credentials_in_the_store_url_are_refused_without_echo(tmp_path: Path) -
         f"ws://admin:{SECRET}%40db:1",
         f"surrealkv://admin:{SECRET}@/tmp/store",
         f"file://admin:{SECRET}@store",
+        f"ws://admin:pa/{SECRET}@127.0.0.1:8000",
+        f"wss://admin:p?{SECRET}@db/rpc",
+        f"ws://admin:p#{SECRET}@db:1",
     ],
 )
 def test_a_mistyped_url_with_credentials_is_refused_without_echo(
@@ -192,10 +195,12 @@ def test_a_mistyped_url_with_credentials_is_refused_without_echo(
 
 
 @pytest.mark.parametrize("cut", ["#", "/", "?"])
-def test_a_local_path_is_shown_without_anything_before_an_at_sign(cut: str) -> None:
+def test_a_url_is_shown_without_anything_before_its_last_at_sign(cut: str) -> None:
     # A password holding /, ? or # ends a URL's host early: the whole of it is starred.
     shown = redact_url(f"surrealkv://admin:{cut}{SECRET}@/tmp/store")
     assert shown == "surrealkv://***@/tmp/store"
+    assert redact_url(f"ws://admin:{cut}{SECRET}@db:8000/rpc") == "ws://***@db:8000/rpc"
+    assert redact_url(f"ws://{SECRET[:4]}{cut}{SECRET[4:]}@db:1") == "ws://***@db:1"
 
 
 def test_all_problems_reported_together(tmp_path: Path) -> None:
