@@ -292,6 +292,11 @@ def test_a_retry_scheduled_beyond_the_inline_wait_is_left_for_later(world: World
     waiting = orch.start(FLAKY, request("pub-1"))
     assert waiting.state is S.RETRY_SCHEDULED and calls.n == 1
     assert world.clock.now() == T0
+    # A worker that could never run it says so now, not when the retry is due.
+    stranger = orchestrator(world.store.unit_of_work, world.clock, workflows={})
+    with pytest.raises(RecoveryIncomplete) as caught:
+        stranger.recover()
+    assert [xid for xid, _ in caught.value.failures] == [waiting.id]
     world.clock.advance(timedelta(minutes=10))
     assert [x.state for x in orch.recover()] == [S.SUCCEEDED]
     assert_exactly_once(world.door, orch)
@@ -1241,9 +1246,19 @@ def test_a_command_for_a_workflow_this_worker_cannot_run_writes_nothing(world: W
     stranger = orchestrator(world.store.unit_of_work, world.clock, workflows={})
     with pytest.raises(InvalidState, match="which this orchestrator does not have"):
         stranger.approve(x.id, approver="bob", role="reviewer")
-    with pytest.raises(InvalidState, match=f"runs workflow '{WORKFLOW}'"):
-        stranger.cancel(x.id)
     assert world.orch().get(x.id) == before
+    crashed = _crashed_after_ingest(world, "pub-9")  # ingest done: its cancel may need an undo
+    with pytest.raises(InvalidState, match=f"runs workflow '{WORKFLOW}'"):
+        stranger.cancel(crashed)
+    # Nothing done, nothing to undo: any worker can end it (rejected, or cancelled).
+    assert stranger.reject(x.id, reason="not this quarter").state is S.FAILED
+    y = world.orch().start(WORKFLOW, request("pub-2"), risk_tier=ImpactTier.TIER1)
+    cancelled = stranger.cancel(y.id)
+    assert cancelled.state is S.CANCELLED and world.orch().verify(y.id).ok
+    assert world.transitions(y.id)[-2:] == [
+        ("awaiting_approval", "cancelling", None),
+        ("cancelling", "cancelled", None),
+    ]
 
 
 def test_another_version_of_a_workflow_does_not_run_an_executions_steps(world: World) -> None:
@@ -1299,14 +1314,14 @@ def _step_added_first(definition: WorkflowDefinition) -> WorkflowDefinition:
 def test_steps_changed_under_the_same_version_do_not_drive_an_execution(
     world: World, change: Any, said: str
 ) -> None:
-    x = world.orch().start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
+    x = _crashed_after_ingest(world)
     before = _stored(world)
     redeployed = _redeployed(world, change)
     commands: list[Callable[[], WorkflowExecution]] = [
-        lambda: redeployed.approve(x.id, approver="bob", role="reviewer"),
-        lambda: redeployed.reject(x.id, reason="no"),
-        lambda: redeployed.cancel(x.id),
-        lambda: redeployed.run(x.id),
+        lambda: redeployed.approve(x, approver="bob", role="reviewer"),
+        lambda: redeployed.reject(x, reason="no"),
+        lambda: redeployed.cancel(x),
+        lambda: redeployed.run(x),
     ]
     for command in commands:
         with pytest.raises(InvalidState, match="steps that change need a new version") as caught:
@@ -1316,17 +1331,18 @@ def test_steps_changed_under_the_same_version_do_not_drive_an_execution(
             caught.value
         )
     assert _stored(world) == before  # refused before anything was written
-    assert world.orch().approve(x.id, approver="bob", role="reviewer").state is S.SUCCEEDED
+    assert world.orch().run(x).state is S.SUCCEEDED
 
 
-def _crashed_after_ingest(world: World) -> str:
+def _crashed_after_ingest(world: World, publication: str = "pub-1") -> str:
     """An execution whose process died at analyse's commit, its lease long expired."""
     crashing = FaultInjector(world.store.unit_of_work)
     crashing.arm(FaultPlan(fail_at_commit=2))  # start with ingest, then analyse's commit fails
+    earlier = set(world.door.table("execution"))
     with pytest.raises(InjectedFault):
-        world.orch_with("worker-A", {}, factory=crashing).start(WORKFLOW, request("pub-1"))
+        world.orch_with("worker-A", {}, factory=crashing).start(WORKFLOW, request(publication))
     world.clock.advance(timedelta(hours=1))
-    (execution_id,) = world.door.table("execution")
+    (execution_id,) = set(world.door.table("execution")) - earlier
     return execution_id
 
 
@@ -1358,10 +1374,17 @@ def test_an_execution_that_ran_no_step_can_be_cancelled_whatever_its_steps_becam
     world: World,
 ) -> None:
     pending = world.orch().start(WORKFLOW, request("pub-1"), run=False)
+    waiting = world.orch().start(WORKFLOW, request("pub-2"), risk_tier=ImpactTier.TIER1)
+    other = world.orch().start(WORKFLOW, request("pub-3"), risk_tier=ImpactTier.TIER1)
     redeployed = _redeployed(world, _step_added_first)
     with pytest.raises(InvalidState, match="steps that change need a new version"):
         redeployed.run(pending.id)  # running it would take steps it did not start with
-    assert redeployed.cancel(pending.id).state is S.CANCELLED  # giving it up takes none
+    with pytest.raises(InvalidState, match="steps that change need a new version"):
+        redeployed.approve(waiting.id, approver="bob", role="reviewer")
+    # Giving it up takes no step, and undoes nothing: whatever its steps became.
+    assert redeployed.cancel(pending.id).state is S.CANCELLED
+    assert redeployed.cancel(waiting.id).state is S.CANCELLED
+    assert redeployed.reject(other.id, reason="not now").state is S.FAILED
 
 
 def test_recovery_leaves_an_execution_whose_steps_changed_and_says_why(world: World) -> None:

@@ -393,7 +393,7 @@ class Orchestrator:
                 raise InvalidState(f"execution {execution_id} is not awaiting approval")
             self._fail(execution, f"rejected: {reason}")
 
-        return self._command(execution_id, rejecting)
+        return self._command(execution_id, rejecting, needs=_has_work_in_hand)
 
     def cancel(self, execution_id: str, *, reason: str = "cancel requested") -> WorkflowExecution:
         """Request cancellation; it takes effect at the next step boundary."""
@@ -404,12 +404,16 @@ class Orchestrator:
             execution.request_cancel()
             if execution.state is S.PENDING:
                 execution.transition(S.CANCELLED, at=now, actor=rt.actor, reason=reason)
-            elif execution.state is not S.CANCELLING:
+                return
+            if execution.state is not S.CANCELLING:
                 execution.transition(S.CANCELLING, at=now, actor=rt.actor, reason=reason)
+            if _idle_with_nothing_done(execution):
+                execution.retry_at = None
+                execution.transition(
+                    S.CANCELLED, at=now, actor=rt.actor, reason="cancelled; no step had completed"
+                )
 
-        # Cancelled before it ran a step, it needs no steps at all: one whose steps changed
-        # since it was started can still be given up.
-        return self._command(execution_id, cancelling, steps=lambda x: x.state is not S.PENDING)
+        return self._command(execution_id, cancelling, needs=_has_work_in_hand)
 
     def _command(
         self,
@@ -417,22 +421,25 @@ class Orchestrator:
         apply: Callable[[WorkflowExecution, datetime], None],
         *,
         before: Callable[[str], None] | None = None,
-        steps: Callable[[WorkflowExecution], bool] = lambda x: True,
+        needs: Callable[[WorkflowExecution], bool] = lambda x: True,
     ) -> WorkflowExecution:
         """Apply an operator's command to the execution as stored, commit it, then drive the
         execution on. A command that loses a race (a worker's step, another command) is
         applied again to what won, which may refuse it for the state it is now in. Unless
-        `steps` says the execution as found needs none, the steps it started with must be
-        the ones registered here."""
+        `needs` says the execution as found needs no definition for the command (it ends it
+        with nothing to run or undo), this worker must have the very definition that
+        started it."""
         for attempt in range(1, COMMAND_ATTEMPTS + 1):
             if before is not None:
                 before(execution_id)
             try:
                 with self._uow_factory() as uow:
                     found = self._require(uow, execution_id)
-                    execution = self._trusted(uow, found, steps=steps(found))
-                    # Refused before anything is written: this worker could not drive it on.
-                    self._definition_of(execution)
+                    driven = needs(found)
+                    execution = self._trusted(uow, found, steps=driven)
+                    if driven:
+                        # Refused before anything is written: this worker could not drive it.
+                        self._definition_of(execution)
                     apply(execution, self._runtime.clock.now())
                     uow.executions.save(execution)
                     self._commit_command(uow, execution)
@@ -622,10 +629,11 @@ class Orchestrator:
                 and not execution.lease_expired(now)
             ):
                 return _Stop(execution)  # another live worker owns it
+            # Before the wait: a retry this worker could never run is said now, not when due.
+            definition = self._definition_of(execution)
             waiting = state in (S.RETRY_SCHEDULED, S.COMPENSATING)
             if waiting and execution.retry_at and execution.retry_at > now:
                 return _Wait(execution.retry_at - now)
-            definition = self._definition_of(execution)
             seen_version = execution.version
             step_name: str | None = None
             if state is S.CANCELLING:
@@ -811,6 +819,8 @@ class Orchestrator:
         execution.transition(target, at=rt.clock.now(), actor=rt.actor, reason=reason, step=step)
 
     def _needs_compensation(self, execution: WorkflowExecution) -> bool:
+        if not execution.step_outputs:
+            return False  # no step completed: nothing to undo, whatever the definition
         definition = self._definition_of(execution)
         if definition.compensation is None:
             return False
@@ -827,6 +837,16 @@ def _shape_text(shape: Any) -> str:
     except (KeyError, TypeError, ValueError):
         return f"steps {shape!r}"[:500]
     return f"steps {steps} and {'no compensation' if undo is None else f'compensation {undo}'}"
+
+
+def _idle_with_nothing_done(x: WorkflowExecution) -> bool:
+    """No step completed, and none running: ending it takes no step, nor any undo."""
+    return not x.step_outputs and x.state is not S.RUNNING
+
+
+def _has_work_in_hand(x: WorkflowExecution) -> bool:
+    """Whether a command that ends `x` needs its definition (a step to finish or an undo)."""
+    return not (_idle_with_nothing_done(x) or x.state.terminal)
 
 
 def _landed(x: WorkflowExecution) -> tuple[Any, ...]:
