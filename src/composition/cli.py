@@ -25,6 +25,7 @@ from attrs import define, field
 
 import composition
 from adapters.memory import MemoryStore
+from adapters.surrealdb import SurrealConfig
 from composition import anchors, queries, render, strict_json
 from composition.container import App, Overrides, build_app
 from composition.documents import DocumentError, SourceFile, publication_request, read_source
@@ -1040,6 +1041,17 @@ def left_waiting(
     return [x for x in resumed if x.state is S.RETRY_SCHEDULED and found_at.get(x.id) == x.version]
 
 
+def _in_the_store(store_url: str, path: Path) -> bool:
+    """Whether `path` is one of an on-disk store's files: inside its directory, or its lock."""
+    directory = SurrealConfig(store_url).path if store_url.startswith("surrealkv:") else None
+    if directory is None:
+        return False
+    target = Path(os.path.realpath(path))
+    home = Path(os.path.realpath(directory))
+    lock = home.with_name(home.name + ".lock")
+    return target in (lock, home) or home in target.parents
+
+
 def _other_store(app: App, taken: anchors.Anchors) -> str | None:
     """What to say when the anchors name another store than this one, or None.
 
@@ -1079,10 +1091,16 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
         raise Failed(
             render.safe(f"cannot write {output}: no directory {output.parent}"), EXIT_USAGE
         )
-    # An empty regular file (made ready with `touch`, say) holds no anchors to check first;
-    # anything else there is read, and refused if it is no anchor file (a FIFO, a device).
+    if output is not None and _in_the_store(s.settings().store_url, output):
+        raise Failed(
+            render.safe(f"cannot write {output}: it is the store's own (keep anchors outside it)"),
+            EXIT_USAGE,
+        )
+    # An empty regular file (made ready with `touch`, say), or a link to none yet, holds no
+    # anchors to check first; anything else there is read, and refused if it is no anchor
+    # file (a FIFO, a device).
     fresh_file = output is not None and output.is_file() and output.stat().st_size == 0
-    exists = output is not None and (output.exists() or output.is_symlink())
+    exists = output is not None and output.exists()
     earlier = _read_anchors(s, output) if output is not None and exists and not fresh_file else None
     with s.app(existing=True) as (app, _):
         if earlier is not None and output is not None:

@@ -286,6 +286,26 @@ def test_an_empty_output_file_is_written_as_a_new_one(fresh: Cli, tmp_path: Path
     assert "is not strict JSON" in fresh.stderr
 
 
+def test_the_stores_own_files_are_never_an_anchors_output(fresh: Cli, tmp_path: Path) -> None:
+    fresh("run", "knowledge-publication", str(FRED))
+    lock = fresh.store.with_name(fresh.store.name + ".lock")
+    before = lock.read_bytes()
+    for inside in (lock, fresh.store / "anchors.json", fresh.store / "govkernel.seal"):
+        fresh("audit", "anchor", "--output", str(inside), code=2)
+        assert "it is the store's own" in fresh.stderr
+    assert lock.read_bytes() == before and not (fresh.store / "anchors.json").exists()
+    assert "not closed cleanly" not in fresh("recover").stdout
+
+
+def test_a_link_to_no_file_yet_is_written_through(fresh: Cli, tmp_path: Path) -> None:
+    fresh("run", "knowledge-publication", str(FRED))
+    link = tmp_path / "anchors.json"
+    link.symlink_to(tmp_path / "kept" / "anchors.json")
+    (tmp_path / "kept").mkdir()
+    assert fresh.json("audit", "anchor", "--output", str(link))["anchored"] == 1
+    assert link.is_symlink() and (tmp_path / "kept" / "anchors.json").is_file()
+
+
 def test_an_output_through_a_link_replaces_the_file_it_names(
     published: tuple[Cli, str, str, Path], tmp_path: Path
 ) -> None:
