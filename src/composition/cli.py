@@ -8,10 +8,12 @@ With --json, stdout carries exactly one JSON document and nothing else.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shlex
 import signal
+import stat
 import sys
 import threading
 import traceback
@@ -491,10 +493,17 @@ def run_workflow(
     s.settings()
     if input_text is not None and input_file is not None:
         raise click.UsageError("give --input or --input-file, not both")
+    if input_file is not None and _regular_size(input_file) > MAX_INPUT_CHARS:
+        # A file is sized before it is read (a stream is read up to the bound).
+        raise click.BadParameter(
+            f"is over {MAX_INPUT_CHARS:,} bytes (256 MiB)", param_hint="--input-file"
+        )
     try:
         given = input_file.read(MAX_INPUT_CHARS + 1) if input_file is not None else input_text
     except UnicodeDecodeError:
         raise click.BadParameter("is not UTF-8 text", param_hint="--input-file") from None
+    if given is not None and not _utf8(given):  # bytes in the argument that are no UTF-8
+        raise click.BadParameter("is not UTF-8 text", param_hint="--input")
     if given is not None and len(given) > MAX_INPUT_CHARS:
         raise click.BadParameter(
             f"is over {MAX_INPUT_CHARS:,} characters", param_hint="--input-file/--input"
@@ -540,6 +549,23 @@ def _show_reused(s: Session, app: App, found: WorkflowExecution, differs: bool) 
         )
     reused = {"reused": True, "request_differs": differs}
     conclude(s, app, found, ok={S.SUCCEEDED, S.AWAITING_APPROVAL}, extra=reused)
+
+
+def _regular_size(file: IO[str]) -> int:
+    """The size of a regular file behind `file`, or 0 (stdin, a pipe)."""
+    try:
+        info = os.fstat(file.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return 0
+    return info.st_size if stat.S_ISREG(info.st_mode) else 0
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_object(where: str, text: str) -> dict[str, Any]:

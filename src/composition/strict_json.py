@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
+
+MAX_DIGITS = 4300  # Python's own bound for turning text into an int
 
 
 def loads(text: str) -> Any:
-    """Like `json.loads`, refusing NaN and Infinity (also as a number too large for a float)
-    and a key given twice in one object.
+    """Like `json.loads`, refusing NaN and Infinity (also as a number too large for a float),
+    a number that reads as 0 without being 0, an integer of over 4,300 digits, and a key
+    given twice in one object.
     Raises ValueError saying what was wrong (and, for syntax, where)."""
 
     def no_constant(name: str) -> object:
@@ -20,7 +24,16 @@ def loads(text: str) -> Any:
         value = float(number)
         if math.isinf(value):  # 1e999: Infinity by another name
             raise ValueError(f"{number[:40]} is too large for a JSON number")
+        if value == 0 and re.search(r"[1-9]", re.split(r"[eE]", number)[0]):
+            raise ValueError(f"{number[:40]} is too small for a JSON number: it reads as 0")
         return value
+
+    def whole(number: str) -> int:
+        if len(number.lstrip("-")) > MAX_DIGITS:
+            raise ValueError(
+                f"a number of {len(number):,} digits is too long (at most {MAX_DIGITS})"
+            )
+        return int(number)
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: set[str] = set()
@@ -32,7 +45,11 @@ def loads(text: str) -> Any:
 
     try:
         return json.loads(
-            text, parse_constant=no_constant, parse_float=finite, object_pairs_hook=pairs
+            text,
+            parse_constant=no_constant,
+            parse_float=finite,
+            parse_int=whole,
+            object_pairs_hook=pairs,
         )
     except RecursionError:
         raise ValueError("is nested too deeply") from None

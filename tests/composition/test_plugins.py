@@ -315,6 +315,9 @@ def test_the_cli_lists_runs_and_reuses_your_workflows(cli: tuple[Cli, dict[str, 
     [
         (("--input", '{"amount": NaN}'), "NaN is not JSON"),
         (("--input", '{"amount": 1e999}'), "1e999 is too large for a JSON number"),
+        (("--input", '{"amount": 1e-400}'), "1e-400 is too small for a JSON number"),
+        (("--input", '{"amount": ' + "9" * 5000 + "}"), "5,000 digits is too long"),
+        (("--input", '{"a": "caf\udce9"}'), "is not UTF-8 text"),
         (("--input", '{"a": 1, "a": 2}'), "key 'a' is given twice"),
         (("--input", "[1]"), "must be a JSON object, got list"),
         (("--input", "{"), "Expecting property name"),
@@ -337,6 +340,18 @@ def test_an_input_file_that_is_not_utf8_is_a_usage_error(cli: tuple[Cli, dict[st
     path.write_bytes(b'\xff{"amount": 1}')
     gk("run", "workflow", "payout", "--input-file", str(path), code=2, env=env)
     assert "--input-file" in gk.stderr and "is not UTF-8 text" in gk.stderr
+    assert not gk.store.exists()
+
+
+def test_an_input_file_too_large_is_refused_before_it_is_read(
+    cli: tuple[Cli, dict[str, str]],
+) -> None:
+    gk, env = cli
+    path = gk.cwd / "huge.json"
+    with open(path, "wb") as file:
+        file.truncate(256 * 1024 * 1024 + 1)  # sparse: nothing written, and nothing read
+    gk("run", "workflow", "payout", "--input-file", str(path), code=2, env=env)
+    assert "is over 268,435,456 bytes (256 MiB)" in gk.stderr
     assert not gk.store.exists()
 
 
