@@ -40,6 +40,7 @@ from domain.model.knowledge import Classification, SourceFormat, SourceKind
 from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from domain.model.policy import ImpactTier
 from domain.model.validation import same_person
+from domain.orchestration.definition import WorkflowDefinition
 from domain.orchestration.orchestrator import RECOVERABLE, RecoveryIncomplete
 from domain.workflows import knowledge_publication as kp
 from ports.clock import UuidIds
@@ -551,6 +552,13 @@ def _show_reused(s: Session, app: App, found: WorkflowExecution, differs: bool) 
     conclude(s, app, found, ok={S.SUCCEEDED, S.AWAITING_APPROVAL}, extra=reused)
 
 
+def _definition(app: App, x: WorkflowExecution) -> WorkflowDefinition | None:
+    """The definition that started `x`, if it is the one registered: another version's
+    steps would be shown against it (a step count of theirs, a step name of theirs)."""
+    definition = app.workflows.get(x.workflow_name)
+    return definition if definition and definition.version == x.workflow_version else None
+
+
 def _regular_size(file: IO[str]) -> int:
     """The size of a regular file behind `file`, or 0 (stdin, a pipe)."""
     try:
@@ -740,7 +748,7 @@ def conclude(
     extra: Mapping[str, Any] | None = None,
 ) -> None:
     """Report where an execution stands; raise Failed for an unexpected end."""
-    definition = app.workflows.get(x.workflow_name)
+    definition = _definition(app, x)
     if s.json:
         s.emit(render.execution_json(x, definition, detail=True) | dict(extra or {}))
     if x.state is S.SUCCEEDED:
@@ -837,7 +845,7 @@ def executions_list(ctx: click.Context, state: str | None, limit: int) -> None:
             unreadable=unreadable,
         )
         if s.json:
-            s.emit([render.execution_json(x, app.workflows.get(x.workflow_name)) for x in found])
+            s.emit([render.execution_json(x, _definition(app, x)) for x in found])
         elif not found:
             s.echo("no executions" + (f" in state {state}" if state else ""))
         else:
@@ -865,7 +873,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
         x = app.orchestrator.get(execution_id)
         trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, execution_id)
         report = app.orchestrator.verify(execution_id)
-        definition = app.workflows.get(x.workflow_name)
+        definition = _definition(app, x)
         if s.json:
             record = render.execution_json(x, definition, detail=True)
             record["audit"] = [render.audit_json(e) for e in trail]
@@ -1050,7 +1058,7 @@ def _read_anchors(s: Session, path: Path) -> anchors.Anchors:
     if taken.tenant != tenant:
         raise Failed(
             render.safe(
-                f"anchor file {path} holds tenant {taken.tenant!r}'s anchors, and this is"
+                f"anchor file {path} holds the anchors of tenant {taken.tenant!r}, and this is"
                 f" tenant {tenant!r} (GOVKERNEL_TENANT)"
             ),
             EXIT_USAGE,
@@ -1253,7 +1261,7 @@ def recover(ctx: click.Context) -> None:
             s.echo(render.safe(f"  found {xid}  (its record does not read back)"))
         for x in candidates:
             printer.mark(x)
-            definition = app.workflows.get(x.workflow_name)
+            definition = _definition(app, x)
             s.echo(
                 render.safe(
                     f"  found {x.id}  {x.state.value}  step {render.progress(x, definition)}"
@@ -1288,10 +1296,7 @@ def recover(ctx: click.Context) -> None:
             s.emit(
                 {
                     "found": len(candidates) + len(unreadable),
-                    "resumed": [
-                        render.execution_json(x, app.workflows.get(x.workflow_name))
-                        for x in resumed
-                    ],
+                    "resumed": [render.execution_json(x, _definition(app, x)) for x in resumed],
                     "not_due": [
                         {"execution_id": x.id, "retry_at": render.iso(x.retry_at)} for x in not_due
                     ],
@@ -1498,9 +1503,7 @@ def demo(ctx: click.Context, examples: Path | None) -> None:
         if s.json:
             s.emit(
                 {
-                    "execution": render.execution_json(
-                        x, app.workflows.get(x.workflow_name), detail=True
-                    ),
+                    "execution": render.execution_json(x, _definition(app, x), detail=True),
                     "executions": len(results),
                     "verification": {
                         "ok": not broken,

@@ -282,7 +282,8 @@ _INVALID = object()
 def _read_file(path: Path, source: str, base: Path, problems: list[Problem]) -> dict[str, _Raw]:
     path = path if path.is_absolute() else base / path
     try:
-        document = tomllib.loads(files.read_regular(path, MAX_CONFIG_BYTES).decode("utf-8"))
+        # A byte order mark, as some editors write, is no part of the TOML.
+        document = tomllib.loads(files.read_regular(path, MAX_CONFIG_BYTES).decode("utf-8-sig"))
     except files.UnreadableFile as exc:
         problems.append(Problem("config", source, f"{path}: {exc}"))
         return {}

@@ -350,7 +350,7 @@ def test_anchors_go_to_stdout_alone_without_an_output_file(fresh: Cli) -> None:
         (
             '{"format": "govkernel-audit-anchors", "version": 1, "tenant": "beta",'
             ' "taken_at": "2026-01-01T00:00:00+00:00", "anchors": []}',
-            "holds tenant 'beta''s anchors, and this is tenant 'default'",
+            "holds the anchors of tenant 'beta', and this is tenant 'default'",
         ),
         (
             '{"format": "govkernel-audit-anchors", "version": 1, "tenant": "default",'

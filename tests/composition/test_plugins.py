@@ -502,5 +502,8 @@ def test_an_old_versions_executions_are_finished_by_naming_its_module(
     gk("approve", waiting["execution_id"], "--approver", "bob", "--role", "r", code=1, env=v2)
     assert "started by gated version 1" in gk.stderr and "runs version 2" in gk.stderr
     assert gk.json("run", "workflow", "gated", "--input", "{}", env=v2)["workflow_version"] == "2"
+    # Shown beside version 2, it is not described by version 2's steps.
+    assert gk.json("executions", "show", waiting["execution_id"], env=v2)["step"] == "?"
+    assert gk.json("executions", "show", waiting["execution_id"], env=v1)["step"] == "ask"
     done = gk.json("approve", waiting["execution_id"], "--approver", "bob", "--role", "r", env=v1)
     assert done["state"] == "succeeded" and list(done["step_outputs"]) == ["ask", "pay"]

@@ -316,6 +316,12 @@ def test_a_store_path_that_is_not_utf8_is_refused_before_anything_is_made(tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_settings_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_bytes(b'\xef\xbb\xbftenant = "acme"\n')
+    assert load_settings({CONFIG_ENV: str(path)}, cwd=tmp_path).tenant == "acme"
+
+
 def test_a_settings_file_that_is_a_directory_says_so(tmp_path: Path) -> None:
     assert "is a directory, not a file" in only({CONFIG_ENV: str(tmp_path)}, tmp_path).message
 
