@@ -192,10 +192,12 @@ def executions_table(
     rows = []
     for x in executions:
         definition = workflows.get(x.workflow_name)
+        if definition is not None and definition.version != x.workflow_version:
+            definition = None  # another version's steps do not describe it
         rows.append(
             (
                 x.id,
-                x.workflow_name,
+                f"{x.workflow_name} v{x.workflow_version}",
                 x.state.value,
                 x.metadata.risk_tier.value,
                 f"{progress(x, definition)} {step_name(x, definition)}",

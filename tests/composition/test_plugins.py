@@ -505,5 +505,7 @@ def test_an_old_versions_executions_are_finished_by_naming_its_module(
     # Shown beside version 2, it is not described by version 2's steps.
     assert gk.json("executions", "show", waiting["execution_id"], env=v2)["step"] == "?"
     assert gk.json("executions", "show", waiting["execution_id"], env=v1)["step"] == "ask"
+    listed = gk("executions", "list", env=v2).stdout  # which version each one runs, and where
+    assert "gated v1" in listed and "0/? ?" in listed and "gated v2" in listed
     done = gk.json("approve", waiting["execution_id"], "--approver", "bob", "--role", "r", env=v1)
     assert done["state"] == "succeeded" and list(done["step_outputs"]) == ["ask", "pay"]
