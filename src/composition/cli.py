@@ -790,6 +790,12 @@ def conclude(
         elif running_elsewhere:
             # A cancellation, say, of a run in progress: that worker acts on it.
             resume = "the worker running it takes it on at its next step"
+        elif definition is None:
+            resume = (
+                f"it runs {x.workflow_name} version {x.workflow_version}, which this command"
+                " does not have: `govkernel recover` finishes it with a workflows setting"
+                " that names that version (GOVKERNEL_WORKFLOWS)"
+            )
         else:
             resume = f"it resumes with `govkernel{s.hint()} recover`"
         s.echo(

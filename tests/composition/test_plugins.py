@@ -453,6 +453,22 @@ def test_a_settings_file_finds_the_modules_beside_it(
         assert {"payout", "refund"} <= set(app.workflows)
 
 
+def test_a_rerun_of_another_versions_execution_says_what_finishes_it(
+    cli: tuple[Cli, dict[str, str]],
+) -> None:
+    gk, _ = cli
+    v1 = {"GOVKERNEL_WORKFLOWS": f"{module(gk.cwd)}:flaky"}
+    (gk.cwd / "flaky_v2.py").write_text(
+        f"from attrs import evolve\nfrom {module(gk.cwd)} import flaky\n"
+        "flaky = evolve(flaky, version='2')\n"
+    )
+    keyed = ("run", "workflow", "flaky", "--idempotency-key", "k-1")
+    assert gk.json(*keyed, env=v1)["state"] == "retry_scheduled"
+    gk(*keyed, env={"GOVKERNEL_WORKFLOWS": "flaky_v2:flaky"})
+    assert "it runs flaky version 1, which this command does not have" in gk.last.stdout
+    assert "recover` finishes it" in gk.last.stdout
+
+
 def test_recover_says_a_retry_not_due_yet_is_not_done(cli: tuple[Cli, dict[str, str]]) -> None:
     gk, _ = cli
     env = {"GOVKERNEL_WORKFLOWS": f"{module(gk.cwd)}:flaky"}
