@@ -464,9 +464,9 @@ def test_a_rerun_of_another_versions_execution_says_what_finishes_it(
     )
     keyed = ("run", "workflow", "flaky", "--idempotency-key", "k-1")
     assert gk.json(*keyed, env=v1)["state"] == "retry_scheduled"
-    gk(*keyed, env={"GOVKERNEL_WORKFLOWS": "flaky_v2:flaky"})
-    assert "it runs flaky version 1, which this command does not have" in gk.last.stdout
-    assert "recover` finishes it" in gk.last.stdout
+    rerun = gk(*keyed, env={"GOVKERNEL_WORKFLOWS": "flaky_v2:flaky"})
+    assert "it runs flaky version 1, which this command does not have" in rerun.stdout
+    assert "recover` finishes it" in rerun.stdout
 
 
 def test_recover_says_a_retry_not_due_yet_is_not_done(cli: tuple[Cli, dict[str, str]]) -> None:
