@@ -1040,7 +1040,11 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
                 + (f" ({len(bad)} executions affected)" if len(bad) > 1 else "")
             )
         if other_store is not None:
-            raise Failed(f"{other_store}; every anchor in it holds here all the same")
+            held = checked["checked"] if checked else 0
+            raise Failed(
+                f"{other_store}; the {held} anchor{'s' * (held != 1)} checked"
+                f" {'hold' if held != 1 else 'holds'} here all the same"
+            )
         if not s.json:
             total = sum(r["entries"] for r in results)
             plural = "s" * (len(results) != 1)

@@ -112,9 +112,9 @@ def redact_url(url: str) -> str:
     if not rest:
         return url
     if rest.startswith("//") and "@" in rest[2:] and "@" not in parts.netloc:
-        # The host ended early (a password holding /, ? or #): what follows the last `@` is
-        # the host, and all before it is starred.
-        return redact_url(f"{scheme}://***@{rest[2:].rsplit('@', 1)[1]}")
+        # An `@` past where the host seems to end: a password holding /, ? or #, or a path
+        # holding an `@`. Which part is the host cannot be told: none of it is shown.
+        return f"{scheme}://***"
     if not rest.startswith("//") or not parts.hostname:
         return f"{prefix}***"
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname

@@ -158,6 +158,20 @@ def test_anchors_of_another_store_are_said_to_be_so_and_checked_all_the_same(
     assert Cli(copy, tmp_path).json("audit", "verify", "--anchors", str(path))["ok"]
 
 
+def test_a_changed_store_id_fails_even_where_every_anchor_holds(
+    published: tuple[Cli, str, str, Path],
+) -> None:
+    gk, first, _, path = published
+    with SurrealStore(SurrealConfig(gk.url)) as store:
+        store.select_rows("UPDATE govkernel_meta:store SET store_id = 'another-id'", {})
+    report = gk.json("audit", "verify", "--anchors", str(path), code=1)
+    assert report["ok"] is False and report["anchors"]["store_matches"] is False
+    assert all(r["ok"] for r in report["reports"]) and report["anchors"]["failed"] == 0
+    gk("audit", "verify", first, "--anchors", str(path), code=1)
+    assert "this store's id was changed" in gk.stderr
+    assert "the 1 anchor checked holds here all the same" in gk.stderr
+
+
 def test_a_store_id_changed_by_its_writers_does_not_turn_the_anchors_off(
     published: tuple[Cli, str, str, Path],
 ) -> None:

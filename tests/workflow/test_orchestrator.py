@@ -1360,6 +1360,9 @@ def test_an_ended_execution_is_answered_whatever_its_steps_have_become(world: Wo
     assert redeployed.run(done.id) == world.orch().get(done.id)  # nothing left to drive
     with pytest.raises(InvalidState, match="already ended as succeeded"):
         redeployed.cancel(done.id)
+    stranger = orchestrator(world.store.unit_of_work, world.clock, workflows={})
+    with pytest.raises(InvalidState, match="already ended as succeeded"):
+        stranger.cancel(done.id)  # what it is, whoever asks
 
 
 def test_another_version_is_refused_as_such_before_its_steps_are_compared(world: World) -> None:
@@ -1385,6 +1388,32 @@ def test_an_execution_that_ran_no_step_can_be_cancelled_whatever_its_steps_becam
     assert redeployed.cancel(pending.id).state is S.CANCELLED
     assert redeployed.cancel(waiting.id).state is S.CANCELLED
     assert redeployed.reject(other.id, reason="not now").state is S.FAILED
+
+
+def test_a_stranger_ends_only_what_is_idle_with_nothing_done(world: World) -> None:
+    slow = RetryPolicy(max_attempts=2, backoff=timedelta(hours=1))
+    busy = {"ingest": Calls().wrap(_raise(RetryableError("busy"), times=1))}
+    waiting = world.orch_with("worker-1", busy, retry=slow).start(FLAKY, request("pub-1"))
+    assert waiting.state is S.RETRY_SCHEDULED and waiting.last_error
+    # The first step's failure is never recorded: its start stays stored as running.
+    crashing = FaultInjector(world.store.unit_of_work)
+    crashing.arm(FaultPlan(fail_at_commit=2))
+    with pytest.raises(InjectedFault):
+        again = {"ingest": Calls().wrap(_raise(RetryableError("busy"), times=1))}
+        world.orch_with("worker-2", again, retry=slow, factory=crashing).start(
+            FLAKY, request("pub-2")
+        )
+    (running,) = set(world.door.table("execution")) - {waiting.id}
+    assert world.orch().get(running).state is S.RUNNING
+    world.clock.advance(timedelta(minutes=5))  # its lease has expired, the retry is not due
+    stranger = orchestrator(world.store.unit_of_work, world.clock, workflows={})
+    before = _stored(world)
+    with pytest.raises(InvalidState, match="does not have"):
+        stranger.cancel(running)  # a step may be running: only a worker of it decides
+    assert _stored(world) == before
+    cancelled = stranger.cancel(waiting.id)
+    assert cancelled.state is S.CANCELLED
+    assert (cancelled.retry_at, cancelled.last_error) == (None, None)  # the retry is abandoned
 
 
 def test_recovery_leaves_an_execution_whose_steps_changed_and_says_why(world: World) -> None:

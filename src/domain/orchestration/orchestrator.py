@@ -408,7 +408,7 @@ class Orchestrator:
             if execution.state is not S.CANCELLING:
                 execution.transition(S.CANCELLING, at=now, actor=rt.actor, reason=reason)
             if _idle_with_nothing_done(execution):
-                execution.retry_at = None
+                execution.retry_at = execution.last_error = None  # the retry is abandoned
                 execution.transition(
                     S.CANCELLED, at=now, actor=rt.actor, reason="cancelled; no step had completed"
                 )
@@ -615,9 +615,12 @@ class Orchestrator:
     ) -> _Next | _Wait | _Stop | _Unknown:
         rt = self._runtime
         with self._uow_factory() as uow:
-            execution = self._take(execution_id) or self._trusted(
-                uow, self._require(uow, execution_id)
-            )
+            execution = self._take(execution_id)
+            if execution is None:
+                found = self._require(uow, execution_id)
+                # A cancellation with nothing to undo is ended whatever its steps became.
+                idle = found.state is S.CANCELLING and _idle_with_nothing_done(found)
+                execution = self._trusted(uow, found, steps=not idle)
             now = rt.clock.now()
             state = execution.state
             if state.terminal or state is S.AWAITING_APPROVAL:
@@ -629,11 +632,12 @@ class Orchestrator:
                 and not execution.lease_expired(now)
             ):
                 return _Stop(execution)  # another live worker owns it
-            # Before the wait: a retry this worker could never run is said now, not when due.
-            definition = self._definition_of(execution)
-            waiting = state in (S.RETRY_SCHEDULED, S.COMPENSATING)
-            if waiting and execution.retry_at and execution.retry_at > now:
-                return _Wait(execution.retry_at - now)
+            if state is not S.CANCELLING:  # (which needs a definition only to undo something)
+                # Before the wait: a retry this worker could never run is said now.
+                definition = self._definition_of(execution)
+                waiting = state in (S.RETRY_SCHEDULED, S.COMPENSATING)
+                if waiting and execution.retry_at and execution.retry_at > now:
+                    return _Wait(execution.retry_at - now)
             seen_version = execution.version
             step_name: str | None = None
             if state is S.CANCELLING:
@@ -840,8 +844,9 @@ def _shape_text(shape: Any) -> str:
 
 
 def _idle_with_nothing_done(x: WorkflowExecution) -> bool:
-    """No step completed, and none running: ending it takes no step, nor any undo."""
-    return not x.step_outputs and x.state is not S.RUNNING
+    """No step completed (by its cursor and its outputs), and none running as stored: ending
+    it takes no step, nor any undo."""
+    return x.current_step == 0 and not x.step_outputs and x.state is not S.RUNNING
 
 
 def _has_work_in_hand(x: WorkflowExecution) -> bool:
