@@ -553,10 +553,9 @@ def _show_reused(s: Session, app: App, found: WorkflowExecution, differs: bool) 
 
 
 def _definition(app: App, x: WorkflowExecution) -> WorkflowDefinition | None:
-    """The definition that started `x`, if it is the one registered: another version's
-    steps would be shown against it (a step count of theirs, a step name of theirs)."""
-    definition = app.workflows.get(x.workflow_name)
-    return definition if definition and definition.version == x.workflow_version else None
+    """The definition that started `x`, current or retired, if this command has it: another
+    version's steps would describe it wrongly (a step count of theirs, a step name)."""
+    return app.orchestrator.registered(x.workflow_name, x.workflow_version)
 
 
 def _regular_size(file: IO[str]) -> int:
@@ -855,7 +854,7 @@ def executions_list(ctx: click.Context, state: str | None, limit: int) -> None:
         elif not found:
             s.echo("no executions" + (f" in state {state}" if state else ""))
         else:
-            s.echo(render.executions_table(found, app.workflows))
+            s.echo(render.executions_table(found, lambda x: _definition(app, x)))
             if len(found) == limit:
                 s.echo(f"(the newest {limit}; --limit N shows more, up to {MAX_LIMIT})")
         if unreadable:
@@ -1473,7 +1472,7 @@ def demo(ctx: click.Context, examples: Path | None) -> None:
             app.uow_factory, app.runtime.tenant, now=app.runtime.clock.now(), limit=5
         )
         s.echo("[2/3] executions (newest first)")
-        s.echo(_indent(render.executions_table(newest, app.workflows)))
+        s.echo(_indent(render.executions_table(newest, lambda x: _definition(app, x))))
 
         s.echo()
         s.echo("[3/3] audit trail verification")

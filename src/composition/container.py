@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from attrs import field, frozen
 
 from composition import plugins, queries, wiring
-from composition.settings import Settings
+from composition.settings import ConfigurationError, Problem, Settings
 from domain.model.execution import WorkflowExecution
 from domain.model.lifecycle import ChainReport
 from domain.model.policy import Policy
@@ -139,8 +139,9 @@ def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
     )
     if workflows is not None:
         wiring.use_workflows(container, workflows)
-    if o.retired is not None:
-        wiring.use_retired(container, o.retired)
+    retired = o.retired if o.retired is not None else plugins.retired(settings)
+    if retired is not None:
+        wiring.use_retired(container, retired)
     if o.wrap_uow_factory is not None:
         wiring.wrap_uow_factory(container, o.wrap_uow_factory)
     for name, value in (
@@ -162,7 +163,7 @@ def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
             gate=_typed(container.gate(), Gate),
             service=_typed(container.knowledge_service(), KnowledgeService),
             workflows=_typed(container.workflows(), dict),
-            orchestrator=_typed(container.orchestrator(), Orchestrator),
+            orchestrator=_typed(_orchestrator(container, settings), Orchestrator),
             make_orchestrator=container.orchestrator_factory,
             shutdown=lambda: _shutdown(container),
         )
@@ -170,6 +171,16 @@ def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
         container.shutdown_resources()
         raise
     return app
+
+
+def _orchestrator(container: wiring.Container, settings: Settings) -> object:
+    """The wired orchestrator; a registry it refuses (one version of a workflow given twice,
+    as current and retired, say) is a configuration error, like any other."""
+    try:
+        return container.orchestrator()
+    except ValueError as exc:
+        source = settings.sources.get("retired_workflows", "retired_workflows")
+        raise ConfigurationError([Problem("retired_workflows", source, str(exc))]) from None
 
 
 @contextmanager

@@ -25,34 +25,22 @@ from domain.orchestration.definition import WorkflowDefinition
 from domain.services.knowledge import KnowledgeService
 
 Registry = Callable[[KnowledgeService], Mapping[str, WorkflowDefinition]]
+Retired = Callable[[KnowledgeService], Sequence[WorkflowDefinition]]
 
 
 def registry(settings: Settings, built_in: Registry) -> Registry | None:
     """The built-in workflows and those the settings name, or None when they name none.
     Raises ConfigurationError naming each reference that cannot be used."""
-    if not settings.workflows:
+    found = _found(settings, "workflows")
+    if found is None:
         return None
     source = settings.sources.get("workflows", "workflows")
-    problems: list[Problem] = []
-    found: list[tuple[str, object]] = []
-    for spec in settings.workflows:
-        try:
-            found.append((spec, _resolve(spec, settings.workflows_dir)))
-        except _Unusable as exc:
-            problems.append(Problem("workflows", source, f"{spec}: {exc}"))
-    if problems:
-        raise ConfigurationError(problems)
 
     def workflows(service: KnowledgeService) -> Mapping[str, WorkflowDefinition]:
         problems: list[Problem] = []
         out = dict(built_in(service))
         named: dict[str, str] = {}
-        for spec, value in found:
-            try:
-                definitions = _definitions(value, service)
-            except _Unusable as exc:
-                problems.append(Problem("workflows", source, f"{spec}: {exc}"))
-                continue
+        for spec, definitions in _given(found, service, source, problems):
             for definition in definitions:
                 original = out.get(definition.name)
                 if (
@@ -78,8 +66,8 @@ def registry(settings: Settings, built_in: Registry) -> Registry | None:
                             "workflows",
                             source,
                             f"{spec}: gives workflow {definition.name!r} {again}; the command"
-                            " starts one version of a workflow (an earlier version's"
-                            " executions are finished by naming its module alone)",
+                            " starts one version of a workflow (name earlier versions in"
+                            " retired_workflows, GOVKERNEL_RETIRED_WORKFLOWS)",
                         )
                     )
                 named[definition.name] = spec
@@ -89,6 +77,60 @@ def registry(settings: Settings, built_in: Registry) -> Registry | None:
         return out
 
     return workflows
+
+
+def retired(settings: Settings) -> Retired | None:
+    """The earlier versions the settings name (`retired_workflows`), or None when they name
+    none: they only finish the executions they started. Raises ConfigurationError naming
+    each reference that cannot be used."""
+    found = _found(settings, "retired_workflows")
+    if found is None:
+        return None
+    source = settings.sources.get("retired_workflows", "retired_workflows")
+
+    def earlier(service: KnowledgeService) -> Sequence[WorkflowDefinition]:
+        problems: list[Problem] = []
+        given = _given(found, service, source, problems, "retired_workflows")
+        if problems:
+            raise ConfigurationError(problems)
+        return [d for _, definitions in given for d in definitions]
+
+    return earlier
+
+
+def _found(settings: Settings, key: str) -> list[tuple[str, object]] | None:
+    """Each reference of the setting `key`, imported; None when it names none."""
+    specs: tuple[str, ...] = getattr(settings, key)
+    if not specs:
+        return None
+    source = settings.sources.get(key, key)
+    problems: list[Problem] = []
+    found: list[tuple[str, object]] = []
+    for spec in specs:
+        try:
+            found.append((spec, _resolve(spec, settings.workflows_dir)))
+        except _Unusable as exc:
+            problems.append(Problem(key, source, f"{spec}: {exc}"))
+    if problems:
+        raise ConfigurationError(problems)
+    return found
+
+
+def _given(
+    found: list[tuple[str, object]],
+    service: KnowledgeService,
+    source: str,
+    problems: list[Problem],
+    key: str = "workflows",
+) -> list[tuple[str, list[WorkflowDefinition]]]:
+    """What each reference gives; one that gives none usable is a problem."""
+    out = []
+    for spec, value in found:
+        try:
+            out.append((spec, _definitions(value, service)))
+        except _Unusable as exc:
+            problems.append(Problem(key, source, f"{spec}: {exc}"))
+    return out
 
 
 class _Unusable(Exception):

@@ -8,7 +8,7 @@ recolour the terminal. JSON is exact (it escapes them itself).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -187,13 +187,12 @@ def audit_table(entries: Sequence[AuditEntry]) -> str:
 
 
 def executions_table(
-    executions: Sequence[WorkflowExecution], workflows: Mapping[str, WorkflowDefinition]
+    executions: Sequence[WorkflowExecution],
+    definition_of: Callable[[WorkflowExecution], WorkflowDefinition | None],
 ) -> str:
     rows = []
     for x in executions:
-        definition = workflows.get(x.workflow_name)
-        if definition is not None and definition.version != x.workflow_version:
-            definition = None  # another version's steps do not describe it
+        definition = definition_of(x)  # the version that started it, or None
         rows.append(
             (
                 x.id,

@@ -15,6 +15,7 @@ The file (path from `GOVKERNEL_CONFIG` or `--config`):
     data_dir = "/var/lib/govkernel"
     change_freeze = false
     workflows = ["payments.flows:registry"]   # your workflows, for the CLI (module:attribute)
+    retired_workflows = ["payments.flows_v1:payout"]   # earlier versions, finishing their runs
 
     [surrealdb]
     namespace = "govkernel"
@@ -148,6 +149,8 @@ class Settings:
     # Your own workflows, as `module:attribute` (composition.plugins): what the CLI runs,
     # recovers and approves besides the built-in ones.
     workflows: tuple[str, ...] = ()
+    # Earlier versions of them, kept only to finish the executions they started.
+    retired_workflows: tuple[str, ...] = ()
     # The settings file's directory when it names them: their modules are looked for there too.
     workflows_dir: Path | None = None
     # Where each value came from ("default", "GOVKERNEL_TENANT", "file.toml:tenant", "--store").
@@ -198,6 +201,7 @@ KEYS: tuple[_Key, ...] = (
     _Key("data_dir", "GOVKERNEL_DATA_DIR", ("data_dir",)),
     _Key("change_freeze", "GOVKERNEL_CHANGE_FREEZE", ("change_freeze",)),
     _Key("workflows", "GOVKERNEL_WORKFLOWS", ("workflows",)),
+    _Key("retired_workflows", "GOVKERNEL_RETIRED_WORKFLOWS", ("retired_workflows",)),
 )
 _BY_NAME = {k.name: k for k in KEYS}
 ENV_VARS = (*(k.env for k in KEYS), CONFIG_ENV)
@@ -260,8 +264,9 @@ def load_settings(
     if "store_url" not in values:
         values["store_url"] = f"surrealkv://{data_dir / 'store'}"
     sources = {key.name: raw[key.name].source if key.name in raw else "default" for key in KEYS}
-    if "workflows" in raw:
-        values["workflows_dir"] = raw["workflows"].base
+    named = [raw[k] for k in ("workflows", "retired_workflows") if k in raw]
+    if named:
+        values["workflows_dir"] = named[0].base
     return Settings(**values, sources=sources)
 
 
@@ -326,7 +331,7 @@ def _parse(key: _Key, raw: _Raw, base: Path, problems: list[Problem]) -> object:
             quoted = ", ".join(f'"{w}"' for w in _TRUE + _FALSE)
             return bad(f"{_shown(key, value)} is not a boolean", f"true, false, {quoted}")
         return bad(f"{_shown(key, value)} is not a boolean", ", ".join(_TRUE + _FALSE))
-    if key.name == "workflows":
+    if key.name in ("workflows", "retired_workflows"):
         return _workflows(value, bad)
     if not isinstance(value, str):
         return bad(f"must be a string, got {type(value).__name__}")
@@ -471,7 +476,7 @@ def _problems_in(settings: Settings) -> list[Problem]:
         elif key.name == "change_freeze":
             if not isinstance(value, bool):
                 bad(f"must be a bool, got {type(value).__name__}")
-        elif key.name == "workflows":
+        elif key.name in ("workflows", "retired_workflows"):
             if not isinstance(value, tuple):
                 bad(f"must be a tuple of module:attribute strings, got {type(value).__name__}")
             else:

@@ -238,7 +238,7 @@ def test_one_reference_giving_a_name_twice_says_so(project: Path) -> None:
     with pytest.raises(ConfigurationError) as caught:
         names_of("twice:both", project)
     assert "twice:both: gives workflow 'payout' more than once" in str(caught.value)
-    assert "naming its module alone" in str(caught.value)
+    assert "name earlier versions in retired_workflows" in str(caught.value)
     sys.modules.pop("twice", None)
 
 
@@ -501,11 +501,11 @@ gated = WorkflowDefinition(
 """
 
 
-def test_an_old_versions_executions_are_finished_by_naming_its_module(
+def test_an_old_versions_executions_are_finished_beside_the_new_one(
     cli: tuple[Cli, dict[str, str]],
 ) -> None:
-    """The README's way through a change of steps: a new version, and the old one's module
-    named for the commands that finish what it started."""
+    """The README's way through a change of steps: a new version, and the old one named as
+    retired until what it started is done."""
     gk, _ = cli
     for name, version, steps in (
         ("gated_v1", "1", ["ask", "pay"]),
@@ -520,8 +520,15 @@ def test_an_old_versions_executions_are_finished_by_naming_its_module(
     assert gk.json("run", "workflow", "gated", "--input", "{}", env=v2)["workflow_version"] == "2"
     # Shown beside version 2, it is not described by version 2's steps.
     assert gk.json("executions", "show", waiting["execution_id"], env=v2)["step"] == "?"
-    assert gk.json("executions", "show", waiting["execution_id"], env=v1)["step"] == "ask"
     listed = gk("executions", "list", env=v2).stdout  # which version each one runs, and where
     assert "gated v1" in listed and "0/? ?" in listed and "gated v2" in listed
-    done = gk.json("approve", waiting["execution_id"], "--approver", "bob", "--role", "r", env=v1)
+    both = v2 | {"GOVKERNEL_RETIRED_WORKFLOWS": "gated_v1:gated"}
+    assert gk.json("executions", "show", waiting["execution_id"], env=both)["step"] == "ask"
+    done = gk.json("approve", waiting["execution_id"], "--approver", "bob", "--role", "r", env=both)
     assert done["state"] == "succeeded" and list(done["step_outputs"]) == ["ask", "pay"]
+    assert gk.json("recover", env=both)["failed"] == []
+    # One version has one definition: not another as retired.
+    (gk.cwd / "gated_v2b.py").write_text(GATED.format(version="2", steps=["ask", "pay"]))
+    clash = v2 | {"GOVKERNEL_RETIRED_WORKFLOWS": "gated_v2b:gated"}
+    gk("executions", "list", code=2, env=clash)
+    assert "retired_workflows" in gk.stderr and "version 2 is given twice" in gk.stderr

@@ -519,6 +519,11 @@ class Orchestrator:
 
     # -- the engine --------------------------------------------------------------------------
 
+    def registered(self, name: str, version: str) -> WorkflowDefinition | None:
+        """The definition this worker drives `name` version `version` with (current or
+        retired), or None."""
+        return self._versions.get((name, version))
+
     def _definition(self, name: str) -> WorkflowDefinition:
         if name not in self._workflows:
             known = ", ".join(sorted(self._workflows)) or "none"
