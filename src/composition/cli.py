@@ -593,19 +593,27 @@ def _json_object(where: str, text: str) -> dict[str, Any]:
 @click.pass_context
 def workflows_command(ctx: click.Context) -> None:
     """The workflows this command can run, recover and approve: the built-in ones and those
-    the `workflows` setting names. Opens no store."""
+    the `workflows` setting names, and the earlier versions `retired_workflows` names (they
+    only finish what they started). Opens no store."""
     s = session_of(ctx)
     settings = s.settings()
     # Definitions are built from a knowledge service; one on a throwaway store will do.
     with build_app(settings, Overrides(store=MemoryStore())) as app:
-        definitions = sorted(app.workflows.values(), key=lambda d: d.name)
+        definitions = sorted(app.orchestrator.definitions(), key=lambda d: (d.name, d.version))
+        current = {id(d) for d in app.workflows.values()}
     if s.json:
-        s.emit({"workflows": [render.workflow_json(d) for d in definitions]})
+        s.emit(
+            {
+                "workflows": [
+                    render.workflow_json(d) | {"retired": id(d) not in current} for d in definitions
+                ]
+            }
+        )
         return
     rows = [
         (
             d.name,
-            d.version,
+            d.version + ("" if id(d) in current else " (retired)"),
             " > ".join(d.step_names()),
             d.compensation.name if d.compensation else "-",
             d.metadata.risk_tier.value,

@@ -523,6 +523,12 @@ def test_an_old_versions_executions_are_finished_beside_the_new_one(
     listed = gk("executions", "list", env=v2).stdout  # which version each one runs, and where
     assert "gated v1" in listed and "0/? ?" in listed and "gated v2" in listed
     both = v2 | {"GOVKERNEL_RETIRED_WORKFLOWS": "gated_v1:gated"}
+    listed_workflows = gk.json("workflows", env=both)["workflows"]
+    assert [(w["version"], w["retired"]) for w in listed_workflows if w["name"] == "gated"] == [
+        ("1", True),
+        ("2", False),
+    ]
+    assert "1 (retired)" in gk("workflows", env=both).stdout
     assert gk.json("executions", "show", waiting["execution_id"], env=both)["step"] == "ask"
     done = gk.json("approve", waiting["execution_id"], "--approver", "bob", "--role", "r", env=both)
     assert done["state"] == "succeeded" and list(done["step_outputs"]) == ["ask", "pay"]

@@ -519,6 +519,10 @@ class Orchestrator:
 
     # -- the engine --------------------------------------------------------------------------
 
+    def definitions(self) -> list[WorkflowDefinition]:
+        """Every definition this worker drives executions with, current and retired."""
+        return list(self._versions.values())
+
     def registered(self, name: str, version: str) -> WorkflowDefinition | None:
         """The definition this worker drives `name` version `version` with (current or
         retired), or None."""
