@@ -512,10 +512,11 @@ def run_workflow(
     where = "--input-file" if input_file is not None else "--input"
     workflow_input = {} if given is None else _json_object(where, given)
     with s.app() as (app, _):
-        if name not in app.workflows:
+        # A known key shows its execution first: its version may be retired, or gone.
+        found = _started_by(app, idempotency_key)
+        if name not in app.workflows and (found is None or found.workflow_name != name):
             known = ", ".join(sorted(app.workflows))
             raise click.UsageError(f"unknown workflow {name!r}; known: {known}")
-        found = _started_by(app, idempotency_key)
         if found is not None and found.workflow_name == name:
             differs = dict(found.input) != workflow_input or (
                 tier is not None and found.metadata.risk_tier.value != tier
@@ -800,8 +801,8 @@ def conclude(
         elif definition is None:
             resume = (
                 f"it runs {x.workflow_name} version {x.workflow_version}, which this command"
-                " does not have: `govkernel recover` finishes it with a workflows setting"
-                " that names that version (GOVKERNEL_WORKFLOWS)"
+                " does not have: `govkernel recover` finishes it once the module that has"
+                " that version is named in GOVKERNEL_RETIRED_WORKFLOWS (retired_workflows)"
             )
         else:
             resume = f"it resumes with `govkernel{s.hint()} recover`"
@@ -821,6 +822,8 @@ _DENIED = re.compile(r"(?:PolicyDenied|ApprovalRequired): (\w+) denied: (.*)$", 
 def failure_message(x: WorkflowExecution) -> str:
     if x.state is S.CANCELLED:
         return f"execution {x.id} was cancelled"
+    if x.state is S.COMPENSATED and x.cancel_requested and not x.last_error:
+        return f"execution {x.id} was cancelled, and what it had done was undone"
     error = x.last_error or "no error recorded"
     denied = _DENIED.search(error)
     if denied:
@@ -1660,6 +1663,11 @@ def _with_hint(message: str) -> str:
         return (
             f"{message} (the govkernel command knows your workflows when the `workflows`"
             " setting names them: GOVKERNEL_WORKFLOWS)"
+        )
+    if "(as current or retired)" in message:
+        return (
+            f"{message}: name the module that has it in the `retired_workflows` setting"
+            " (GOVKERNEL_RETIRED_WORKFLOWS)"
         )
     return message
 

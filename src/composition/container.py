@@ -179,8 +179,8 @@ def _orchestrator(container: wiring.Container, settings: Settings) -> object:
     try:
         return container.orchestrator()
     except ValueError as exc:
-        source = settings.sources.get("retired_workflows", "retired_workflows")
-        raise ConfigurationError([Problem("retired_workflows", source, str(exc))]) from None
+        key = "retired_workflows" if str(exc).startswith("retired") else "workflows"
+        raise ConfigurationError([Problem(key, settings.sources.get(key, key), str(exc))]) from None
 
 
 @contextmanager

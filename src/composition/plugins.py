@@ -108,7 +108,7 @@ def _found(settings: Settings, key: str) -> list[tuple[str, object]] | None:
     found: list[tuple[str, object]] = []
     for spec in specs:
         try:
-            found.append((spec, _resolve(spec, settings.workflows_dir)))
+            found.append((spec, _resolve(spec, getattr(settings, f"{key}_dir"))))
         except _Unusable as exc:
             problems.append(Problem(key, source, f"{spec}: {exc}"))
     if problems:

@@ -153,6 +153,7 @@ class Settings:
     retired_workflows: tuple[str, ...] = ()
     # The settings file's directory when it names them: their modules are looked for there too.
     workflows_dir: Path | None = None
+    retired_workflows_dir: Path | None = None
     # Where each value came from ("default", "GOVKERNEL_TENANT", "file.toml:tenant", "--store").
     sources: Mapping[str, str] = field(factory=dict, repr=False, eq=False)
 
@@ -264,9 +265,9 @@ def load_settings(
     if "store_url" not in values:
         values["store_url"] = f"surrealkv://{data_dir / 'store'}"
     sources = {key.name: raw[key.name].source if key.name in raw else "default" for key in KEYS}
-    named = [raw[k] for k in ("workflows", "retired_workflows") if k in raw]
-    if named:
-        values["workflows_dir"] = named[0].base
+    for named in ("workflows", "retired_workflows"):
+        if named in raw:
+            values[f"{named}_dir"] = raw[named].base
     return Settings(**values, sources=sources)
 
 

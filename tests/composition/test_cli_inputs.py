@@ -19,7 +19,7 @@ from surrealdb import RecordID
 from adapters.faults import FaultInjector, FaultPlan
 from adapters.surrealdb import SurrealConfig, SurrealStore
 from composition import queries
-from composition.cli import Failed, describe, left_waiting, run_cli
+from composition.cli import Failed, describe, failure_message, left_waiting, run_cli
 from composition.container import Overrides, build_app
 from composition.documents import publication_request, read_source
 from composition.settings import ConfigurationError, Problem, load_settings
@@ -155,6 +155,12 @@ def test_recover_counts_apart_only_the_retries_it_left_as_found() -> None:
         evolve(_waiting("c", version=4), state=ExecutionState.SUCCEEDED),
     ]
     assert [x.id for x in left_waiting(found, after)] == ["a"]
+
+
+def test_a_cancelled_and_compensated_execution_is_said_to_be_so() -> None:
+    x = _waiting("x", version=9)
+    x.state, x.cancel_requested = ExecutionState.COMPENSATED, True
+    assert failure_message(x) == "execution x was cancelled, and what it had done was undone"
 
 
 def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -> None:

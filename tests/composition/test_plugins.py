@@ -517,6 +517,11 @@ def test_an_old_versions_executions_are_finished_beside_the_new_one(
     assert waiting["state"] == "awaiting_approval"
     gk("approve", waiting["execution_id"], "--approver", "bob", "--role", "r", code=1, env=v2)
     assert "started by gated version 1" in gk.stderr and "runs version 2" in gk.stderr
+    assert "GOVKERNEL_RETIRED_WORKFLOWS" in gk.stderr  # what to do about it
+    # Retired alone (no current version), a known key still shows its execution.
+    retired_only = {"GOVKERNEL_RETIRED_WORKFLOWS": "gated_v1:gated"}
+    key = ("run", "workflow", "gated", "--idempotency-key", waiting["idempotency_key"])
+    assert gk.json(*key, env=retired_only)["reused"] is True
     assert gk.json("run", "workflow", "gated", "--input", "{}", env=v2)["workflow_version"] == "2"
     # Shown beside version 2, it is not described by version 2's steps.
     assert gk.json("executions", "show", waiting["execution_id"], env=v2)["step"] == "?"
@@ -537,4 +542,6 @@ def test_an_old_versions_executions_are_finished_beside_the_new_one(
     (gk.cwd / "gated_v2b.py").write_text(GATED.format(version="2", steps=["ask", "pay"]))
     clash = v2 | {"GOVKERNEL_RETIRED_WORKFLOWS": "gated_v2b:gated"}
     gk("executions", "list", code=2, env=clash)
-    assert "retired_workflows" in gk.stderr and "version 2 is given twice" in gk.stderr
+    assert "retired_workflows" in gk.stderr and "gated version 2 is current" in gk.stderr
+    gk("executions", "list", code=2, env=v2 | {"GOVKERNEL_RETIRED_WORKFLOWS": "gated_v2:gated"})
+    assert "gated version 2 is current" in gk.stderr  # the very same one, as a slip

@@ -324,6 +324,16 @@ def test_a_settings_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     assert load_settings({CONFIG_ENV: str(path)}, cwd=tmp_path).tenant == "acme"
 
 
+def test_each_workflows_setting_is_looked_for_beside_where_it_was_given(tmp_path: Path) -> None:
+    path = tmp_path / "conf" / "settings.toml"
+    path.parent.mkdir()
+    path.write_text('retired_workflows = ["old:payout"]\n')
+    env = {CONFIG_ENV: str(path), "GOVKERNEL_WORKFLOWS": "new:payout"}
+    settings = load_settings(env, cwd=tmp_path)
+    assert settings.retired_workflows_dir == path.parent  # the file's, beside it
+    assert settings.workflows_dir is None  # the environment's: the working directory
+
+
 def test_a_settings_file_that_is_a_directory_says_so(tmp_path: Path) -> None:
     assert "is a directory, not a file" in only({CONFIG_ENV: str(tmp_path)}, tmp_path).message
 

@@ -1493,10 +1493,16 @@ def test_one_version_has_one_definition() -> None:
     store = MemoryStore()
     current = definitions(store.unit_of_work)[WORKFLOW]
     other_steps = _step_added_first(current)
-    with pytest.raises(ValueError, match=r"version 1 is given twice"):
-        orchestrator(
-            store.unit_of_work, FixedClock(T0), workflows={WORKFLOW: current}, retired=[other_steps]
-        )
+    for twin in (other_steps, current):
+        with pytest.raises(ValueError, match=r"version 1 is current \(a version is current or"):
+            orchestrator(
+                store.unit_of_work, FixedClock(T0), workflows={WORKFLOW: current}, retired=[twin]
+            )
+    old = evolve(current, version="0")
+    with pytest.raises(ValueError, match=r"version 0 is retired twice"):
+        orchestrator(store.unit_of_work, FixedClock(T0), retired=[old, evolve(old)])
+    alone = orchestrator(store.unit_of_work, FixedClock(T0), retired=old)  # one, not a list
+    assert alone.registered(WORKFLOW, "0") is old
     with pytest.raises(ValueError, match="is not a WorkflowDefinition"):
         orchestrator(store.unit_of_work, FixedClock(T0), retired=[object()])
 

@@ -131,16 +131,24 @@ class Orchestrator:
                     " definition under its own name"
                 )
         # Every definition this worker drives executions with, by name and version.
-        self._versions: dict[tuple[str, str], WorkflowDefinition] = {}
-        for definition in (*self._workflows.values(), *retired):
+        self._versions = {(d.name, d.version): d for d in self._workflows.values()}
+        earlier = [retired] if isinstance(retired, WorkflowDefinition) else list(retired)
+        for definition in earlier:
             if not isinstance(definition, WorkflowDefinition):
                 raise ValueError(f"retired workflows: {definition!r} is not a WorkflowDefinition")
             key = (definition.name, definition.version)
-            if self._versions.setdefault(key, definition) is not definition:
-                raise ValueError(
-                    f"workflow {definition.name} version {definition.version} is given twice:"
-                    " one version has one definition"
+            if key in self._versions:
+                given = (
+                    "is current"
+                    if self._workflows.get(definition.name) is not None
+                    and (self._workflows[definition.name].version == definition.version)
+                    else "is retired twice"
                 )
+                raise ValueError(
+                    f"retired workflows: {definition.name} version {definition.version} {given}"
+                    " (a version is current or retired, once): retire earlier versions only"
+                )
+            self._versions[key] = definition
         self.worker_id = worker_id or runtime.ids.new_id("worker")
         self._lease_ttl = lease_ttl
         self._max_wait = max_inline_wait
