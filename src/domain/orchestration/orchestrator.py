@@ -138,10 +138,10 @@ class Orchestrator:
                 raise ValueError(f"retired workflows: {definition!r} is not a WorkflowDefinition")
             key = (definition.name, definition.version)
             if key in self._versions:
+                current = self._workflows.get(definition.name)
                 given = (
                     "is current"
-                    if self._workflows.get(definition.name) is not None
-                    and (self._workflows[definition.name].version == definition.version)
+                    if current is not None and current.version == definition.version
                     else "is retired twice"
                 )
                 raise ValueError(
