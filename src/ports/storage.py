@@ -111,10 +111,6 @@ class Write:
 class Batch:
     writes: tuple[Write, ...]
 
-    @property
-    def appends(self) -> int:
-        return sum(1 for w in self.writes if w.op is Op.APPEND)
-
 
 @frozen
 class CommitReceipt:
