@@ -844,9 +844,15 @@ def executions() -> None:
 @executions.command("list", epilog=EXITS)
 @click.option("--state", type=_enum_choice([st.value for st in ExecutionState]))
 @limit_option(20)
+@click.option(
+    "--before",
+    metavar="EXECUTION",
+    callback=an_id,
+    help="The next page: executions listed after this one (older, or as old).",
+)
 @json_option
 @click.pass_context
-def executions_list(ctx: click.Context, state: str | None, limit: int) -> None:
+def executions_list(ctx: click.Context, state: str | None, limit: int, before: str | None) -> None:
     """Executions, newest first."""
     s = session_of(ctx)
     s.read_only = True
@@ -858,16 +864,28 @@ def executions_list(ctx: click.Context, state: str | None, limit: int) -> None:
             now=app.runtime.clock.now(),
             state=ExecutionState(state) if state else None,
             limit=limit,
+            before=app.orchestrator.get(before) if before is not None else None,
             unreadable=unreadable,
         )
         if s.json:
             s.emit([render.execution_json(x, _definition(app, x)) for x in found])
         elif not found:
-            s.echo("no executions" + (f" in state {state}" if state else ""))
+            s.echo(
+                render.safe(
+                    "no executions"
+                    + (f" in state {state}" if state else "")
+                    + (f" listed after {before}" if before else "")
+                )
+            )
         else:
             s.echo(render.executions_table(found, lambda x: _definition(app, x)))
             if len(found) == limit:
-                s.echo(f"(the newest {limit}; --limit N shows more, up to {MAX_LIMIT})")
+                s.echo(
+                    render.safe(
+                        f"(--before {found[-1].id} shows the next {limit};"
+                        f" --limit N shows up to {MAX_LIMIT} at once)"
+                    )
+                )
         if unreadable:
             raise Failed(
                 f"{len(unreadable)} stored execution{'s' * (len(unreadable) != 1)} cannot be"

@@ -24,15 +24,18 @@ def recent_executions(
     now: datetime,
     state: ExecutionState | None = None,
     limit: int = 50,
+    before: WorkflowExecution | None = None,
     unreadable: list[str] | None = None,
 ) -> list[WorkflowExecution]:
-    """Newest first; keys of records that cannot be read go to `unreadable`, if given."""
+    """Newest first, from the one listed after `before` if given; keys of records that
+    cannot be read go to `unreadable`, if given."""
     with uow_factory() as uow:
         return uow.executions.recent(
             now=now,
             state=state,
             limit=limit,
             tenant=tenant,
+            before=before,
             with_input=False,
             unreadable=unreadable,
         )

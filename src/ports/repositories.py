@@ -20,7 +20,7 @@ from domain.model.lifecycle import AuditEntry, ExecutionState
 from domain.model.policy import PolicyDecision
 from ports import records
 from ports.errors import CorruptRecord, RecordNotFound
-from ports.storage import EVENT_TABLE, After, AnyOf, Document, Op, Write
+from ports.storage import EVENT_TABLE, AnyOf, Document, Op, Range, Write
 
 if TYPE_CHECKING:
     from ports.unit_of_work import UnitOfWork
@@ -278,33 +278,51 @@ class Executions(_Repository):
         limit: int = 50,
         state: ExecutionState | None = None,
         tenant: str | None = None,
+        before: WorkflowExecution | None = None,
         with_input: bool = True,
         unreadable: list[str] | None = None,
     ) -> list[WorkflowExecution]:
-        """The newest executions (in a state), newest first.
+        """The newest executions (in a state), newest first; with `before`, the ones listed
+        after it (older, or as old with a smaller id): the next page of a listing.
 
         SurrealDB cannot walk an index backwards: a newest-first LIMIT reads and sorts every
-        match. So each window of recent creation time is read whole (that is cheap while it is
-        small), looking back through widening windows until one holds enough; the cost stays
-        proportional to what is listed, not to everything ever stored.
+        match. So each window of creation time, back from now or from `before`, is read whole
+        (that is cheap while it is small), looking back through widening windows until one
+        holds enough; the cost stays proportional to what is listed, not to everything ever
+        stored.
         """
-        rows: list[tuple[str, Document]] = []
-        for window in RECENT_WINDOWS:
-            where: dict[str, Any] = {} if state is None else {"state": state.value}
-            if tenant is not None:
-                where["tenant"] = tenant
-            if window is not None:
-                where["created_at"] = After(now - window)
-            rows = self._uow.select(
+        where: dict[str, Any] = {} if state is None else {"state": state.value}
+        if tenant is not None:
+            where["tenant"] = tenant
+        ties: list[tuple[str, Document]] = []
+        if before is not None:
+            # Listings break ties in time by id: the rest of `before`'s instant comes first.
+            at_once = self._uow.select(
                 self.table,
-                where,
+                where | {"created_at": before.created_at},
                 order_by="created_at",
                 descending=True,
-                limit=None if window is not None else limit,
             )
-            if len(rows) >= limit:
+            ties = [(key, doc) for key, doc in at_once if key < before.id]
+        end = now if before is None else before.created_at
+        rows: list[tuple[str, Document]] = []
+        for window in RECENT_WINDOWS:
+            if len(ties) >= limit:
                 break
-        return self._with_inputs(rows[:limit], with_input, unreadable)
+            span = Range(
+                above=None if window is None else end - window,
+                below=None if before is None else end,
+            )
+            rows = self._uow.select(
+                self.table,
+                where if span == Range() else where | {"created_at": span},
+                order_by="created_at",
+                descending=True,
+                limit=None if window is not None else limit - len(ties),
+            )
+            if len(ties) + len(rows) >= limit:
+                break
+        return self._with_inputs((ties + rows)[:limit], with_input, unreadable)
 
 
 class AuditTrail(_Repository):

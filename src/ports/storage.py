@@ -42,17 +42,26 @@ class AnyOf:
         return value in self.values
 
 
-@frozen
-class After:
-    """A `select` filter value matching values strictly greater than `bound`."""
+Bound = int | float | str | datetime
 
-    bound: int | float | str | datetime
+
+@frozen
+class Range:
+    """A `select` filter value matching values strictly between `above` and `below`; a bound
+    that is None does not limit."""
+
+    above: Bound | None = None
+    below: Bound | None = None
 
     def matches(self, value: object) -> bool:
-        return value is not None and value > self.bound  # type: ignore[operator]
+        return (
+            value is not None
+            and (self.above is None or value > self.above)  # type: ignore[operator]
+            and (self.below is None or value < self.below)  # type: ignore[operator]
+        )
 
 
-Filter = AnyOf | After
+Filter = AnyOf | Range
 
 
 EVENT_TABLE = "event"

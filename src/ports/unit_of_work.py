@@ -29,7 +29,7 @@ from ports.repositories import (
     Executions,
     KnowledgeSources,
 )
-from ports.storage import TABLES, After, AnyOf, Batch, CommitReceipt, Document, Op, Write
+from ports.storage import TABLES, AnyOf, Batch, CommitReceipt, Document, Op, Range, Write
 
 Key = tuple[str, str]
 
@@ -344,7 +344,7 @@ def _valid_key(key: object) -> bool:
 
 
 def _match(value: object, wanted: object) -> bool:
-    return wanted.matches(value) if isinstance(wanted, AnyOf | After) else value == wanted
+    return wanted.matches(value) if isinstance(wanted, AnyOf | Range) else value == wanted
 
 
 def _checked(table: str, key: str, document: Document) -> bool:

@@ -115,6 +115,15 @@ def test_run_prints_transitions_then_list_show_verify_and_events(gk: Cli) -> Non
     listed = gk.json("executions", "list", "--limit", "2")
     assert len(listed) == 2 and listed[0]["execution_id"] == xid  # newest first
     assert xid in gk("executions", "list").stdout
+    # Page by page, each from the last one listed: every execution once, newest first.
+    paged = [x["execution_id"] for x in gk.json("executions", "list", "--limit", "1")]
+    while page := gk.json("executions", "list", "--limit", "1", "--before", paged[-1]):
+        paged += [x["execution_id"] for x in page]
+    assert paged == [x["execution_id"] for x in gk.json("executions", "list")]
+    assert f"--before {xid} shows the next 1" in gk("executions", "list", "--limit", "1").stdout
+    last = gk("executions", "list", "--before", paged[-1]).stdout
+    assert f"no executions listed after {paged[-1]}" in last
+    assert "no execution 'nope'" in gk("executions", "list", "--before", "nope", code=2).stderr
 
     shown = gk.json("executions", "show", xid)
     assert [e["sequence"] for e in shown["audit"]] == list(range(1, 8))

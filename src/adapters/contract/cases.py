@@ -47,7 +47,7 @@ from ports.errors import (
     InvalidRecord,
     UnitOfWorkClosed,
 )
-from ports.storage import EVENT_TABLE, TABLES, After, Document, Op, Write
+from ports.storage import EVENT_TABLE, TABLES, Document, Op, Range, Write
 from ports.unit_of_work import UnitOfWork, UnitOfWorkFactory, WrappingUnitOfWork
 
 LATER = samples.T0 + timedelta(minutes=5)
@@ -611,7 +611,7 @@ class UnitOfWorkContract:
         scan by its LIMIT before sorting it)."""
         tenant = samples.new_id("tenant")
         made = _a_second_apart(uow_factory, tenant, 6)
-        where = {"tenant": tenant, "created_at": After(samples.T0 - timedelta(hours=1))}
+        where = {"tenant": tenant, "created_at": Range(above=samples.T0 - timedelta(hours=1))}
         with uow_factory() as uow:
             rows = uow.select("execution", where, order_by="created_at", descending=True, limit=3)
         assert [key for key, _ in rows] == made[::-1][:3]
@@ -631,6 +631,38 @@ class UnitOfWorkContract:
             assert [x.id for x in uow.executions.every(tenant, with_input=False)] == ordered
             newest = uow.executions.recent(now=now, limit=3, tenant=tenant, with_input=False)
             assert [x.id for x in newest] == ordered[::-1][:3]
+
+    @pytest.mark.parametrize("page", [1, 2, 3, 20])
+    def test_pages_of_a_listing_continue_where_the_last_ended(
+        self, uow_factory: UnitOfWorkFactory, page: int
+    ) -> None:
+        """Each page starts after the last execution of the one before, so paging shows
+        every execution once, in the listing's order: ties in time included, and a day's gap
+        (a window of its own) between them."""
+        tenant = samples.new_id("tenant")
+        instants = [0, 1, 1, 1, 2, 86_400 * 3, 86_400 * 3 + 1]  # seconds after T0
+        made = []
+        with uow_factory() as uow:
+            for n, seconds in enumerate(instants):
+                x = samples.execution(id=f"x-{tenant}-{(n * 5) % 7}", tenant=tenant)
+                x.created_at = samples.T0 + timedelta(seconds=seconds)
+                uow.executions.save(x)
+                made.append(x)
+            uow.commit()
+        whole = [x.id for x in sorted(made, key=lambda x: (x.created_at, x.id), reverse=True)]
+        now = samples.T0 + timedelta(days=4)
+        seen: list[str] = []
+        last = None
+        with uow_factory() as uow:
+            for _ in range(len(made) + 1):
+                found = uow.executions.recent(
+                    now=now, limit=page, tenant=tenant, before=last, with_input=False
+                )
+                seen += [x.id for x in found]
+                if len(found) < page:
+                    break
+                last = found[-1]
+        assert seen == whole
 
     @pytest.mark.parametrize("same_unit", [False, True], ids=["across-units", "same-unit"])
     def test_a_repeated_event_id_is_a_duplicate_and_uses_no_position(

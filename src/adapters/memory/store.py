@@ -25,12 +25,12 @@ from ports.fields import violation
 from ports.storage import (
     EVENT_TABLE,
     TABLES,
-    After,
     AnyOf,
     Batch,
     CommitReceipt,
     Document,
     Op,
+    Range,
     Write,
 )
 from ports.unit_of_work import StoreUnitOfWork
@@ -45,7 +45,7 @@ def _copy(doc: Document) -> Document:
 
 def _matches(doc: Document, where: Mapping[str, Any]) -> bool:
     return all(
-        v.matches(doc.get(f)) if isinstance(v, AnyOf | After) else doc.get(f) == v
+        v.matches(doc.get(f)) if isinstance(v, AnyOf | Range) else doc.get(f) == v
         for f, v in where.items()
     )
 
@@ -178,8 +178,8 @@ class MemoryStore:
     ) -> list[tuple[str, Document]]:
         # Equality (and IN) filters go through a hash index when one exists; ranges filter
         # what it yields.
-        exact = {f: v for f, v in where.items() if not isinstance(v, After)}
-        ranges = {f: v for f, v in where.items() if isinstance(v, After)}
+        exact = {f: v for f, v in where.items() if not isinstance(v, Range)}
+        ranges = {f: v for f, v in where.items() if isinstance(v, Range)}
         with self.lock:
             docs = self.tables[table]
             index = self._indexes[table].get(tuple(exact)) if exact else None

@@ -24,7 +24,7 @@ from surrealdb import RecordID, Surreal
 from adapters.surrealdb import compiler, schema
 from adapters.surrealdb.wire import Wire, bound_waits
 from ports.errors import CommitOutcomeUnknown, InvalidRecord, PortError, StorageUnavailable
-from ports.storage import EVENT_TABLE, TABLES, After, AnyOf, Batch, CommitReceipt, Document, Op
+from ports.storage import EVENT_TABLE, TABLES, AnyOf, Batch, CommitReceipt, Document, Op, Range
 from ports.unit_of_work import StoreUnitOfWork
 
 EMBEDDED = ("mem", "memory", "surrealkv", "file")
@@ -751,16 +751,22 @@ class SurrealStore:
             if isinstance(value, AnyOf):
                 clauses.append(f"{compiler.ident(name)} IN $w{n}")
                 params[f"w{n}"] = list(value.values)
-            elif isinstance(value, After):
-                clauses.append(f"{compiler.ident(name)} > $w{n}")
-                params[f"w{n}"] = value.bound
+            elif isinstance(value, Range):
+                if value.above is not None:
+                    clauses.append(f"{compiler.ident(name)} > $w{n}")
+                    params[f"w{n}"] = value.above
+                if value.below is not None:
+                    clauses.append(f"{compiler.ident(name)} < $u{n}")
+                    params[f"u{n}"] = value.below
+                    if value.above is None:  # NONE sorts below all: absent matches no range
+                        clauses.append(f"{compiler.ident(name)} != NONE")
             else:
                 clauses.append(f"{compiler.ident(name)} = $w{n}")
                 params[f"w{n}"] = value
         text = f"SELECT * FROM {compiler.ident(table)}"
         if clauses:
             text += " WHERE " + " AND ".join(clauses)
-        if limit is not None and any(isinstance(v, After) for v in where.values()):
+        if limit is not None and any(isinstance(v, Range) for v in where.values()):
             # SurrealDB core 2.3.10 applies the LIMIT of a range scan on a one-field index
             # before sorting, so "newest first" came back as the oldest of the range: the
             # range is read whole, then sorted and cut.
@@ -784,7 +790,7 @@ class SurrealStore:
         keyed = next(
             (k for k in schema.KEYED.get(table, ()) if tuple(sorted(k[1])) == fields), None
         )
-        if keyed is None or any(isinstance(v, AnyOf | After) or v is None for v in where.values()):
+        if keyed is None or any(isinstance(v, AnyOf | Range) or v is None for v in where.values()):
             return None
         index, names = keyed
         rows = self.select_rows(
