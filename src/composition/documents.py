@@ -13,7 +13,8 @@ A file may start with front matter, a `---` block of `key: value` lines:
 
 Options given on the command line win over front matter; a missing title falls back to the
 first `# heading`, then to the file name; a missing format follows the file extension.
-A UTF-8 byte order mark before the front matter is ignored.
+A UTF-8 byte order mark before the front matter is ignored. A file whose first `---` is
+followed by a blank line opens with a horizontal rule: it has no front matter.
 """
 
 from __future__ import annotations
@@ -60,9 +61,11 @@ class SourceFile:
 
 
 def parse_front_matter(text: str, *, name: str = "<text>") -> tuple[dict[str, str], str]:
-    """Split `text` into (front matter, body). Without a leading `---` all of it is body."""
+    """Split `text` into (front matter, body). Without a leading `---` all of it is body, and
+    so it is when a blank line follows that `---` (as pandoc reads it): Markdown that opens
+    with a horizontal rule."""
     lines = text.splitlines(keepends=True)
-    if not lines or lines[0].strip() != "---":
+    if not lines or lines[0].strip() != "---" or len(lines) < 2 or not lines[1].strip():
         return {}, text
     meta: dict[str, str] = {}
     for number, line in enumerate(lines[1:], start=2):
@@ -74,7 +77,10 @@ def parse_front_matter(text: str, *, name: str = "<text>") -> tuple[dict[str, st
         key, sep, value = stripped.partition(":")
         key = _ALIASES.get(key.strip().lower(), key.strip().lower())
         if not sep or not key:
-            raise DocumentError(f"{name}:{number}: front matter lines must be 'key: value'")
+            raise DocumentError(
+                f"{name}:{number}: front matter lines must be 'key: value' (a file opening"
+                " with a '---' rule, not front matter, has a blank line after it)"
+            )
         if key not in FRONT_MATTER_KEYS:
             allowed = ", ".join(FRONT_MATTER_KEYS)
             raise DocumentError(

@@ -29,6 +29,11 @@ def test_front_matter_is_split_from_the_body() -> None:
     assert parse_front_matter("No front matter\n---\n") == ({}, "No front matter\n---\n")
 
 
+@pytest.mark.parametrize("text", ["---\n\n# Title\n\nkind: imf\n", "---\n \nx", "---\n", "---"])
+def test_a_rule_followed_by_a_blank_line_opens_the_body_not_front_matter(text: str) -> None:
+    assert parse_front_matter(text, name="doc.md") == ({}, text)
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
