@@ -116,6 +116,11 @@ class Session:
                     f" {settings.actor!r} (set GOVKERNEL_ACTOR)"
                 )
             )
+        if settings.workflows or settings.retired_workflows:
+            # Your workflows built first, as `workflows` builds them: a definition that
+            # raises or clashes is a configuration error before a store is opened, or made.
+            with build_app(settings, Overrides(store=MemoryStore())):
+                pass
         printer = Printer(self)
         # A store that ends with its process is always new: there is nothing to refuse.
         must_exist = existing and not self.transient()

@@ -310,6 +310,14 @@ def test_the_cli_lists_runs_and_reuses_your_workflows(cli: tuple[Cli, dict[str, 
     assert verified and all(r["ok"] for r in verified["reports"])
 
 
+@pytest.mark.parametrize("key", ["GOVKERNEL_WORKFLOWS", "GOVKERNEL_RETIRED_WORKFLOWS"])
+def test_a_workflow_that_fails_to_build_leaves_no_store_behind(project: Path, key: str) -> None:
+    gk = Cli(project / "store", project)
+    gk("run", "workflow", "payout", "--input", "{}", code=2, env={key: f"{module(project)}:raises"})
+    assert "calling it raised LookupError: no such registry" in gk.stderr
+    assert not gk.store.exists()  # refused before the store was opened, or made
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [
