@@ -7,12 +7,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from adapters.faults import FaultInjector
 from domain.model.lifecycle import ExecutionState
-from domain.orchestration.definition import StepContext
+from domain.orchestration.definition import Step, StepContext, WorkflowDefinition
 from domain.orchestration.orchestrator import Orchestrator
 from domain.workflows import knowledge_publication as kp
 from ports.clock import FixedClock
@@ -107,3 +108,69 @@ def _round(kind: str, how: str, n: int) -> int:
         return counting.commits - 4
     finally:
         store.close()
+
+
+def _blocking_workflow(
+    entered: threading.Event, release: threading.Event, log: list[str]
+) -> WorkflowDefinition:
+    def slow(uow: UnitOfWork, ctx: StepContext) -> dict[str, bool]:
+        log.append("slow begins")
+        entered.set()
+        assert release.wait(30), "the test never released the step"
+        log.append("slow ends")
+        return {"done": True}
+
+    def undo(uow: UnitOfWork, ctx: StepContext) -> dict[str, bool]:
+        log.append("undo")
+        return {"undone": True}
+
+    def first(uow: UnitOfWork, ctx: StepContext) -> dict[str, bool]:
+        return {"first": True}
+
+    return WorkflowDefinition(
+        name="blocking",
+        version="1",
+        metadata=kp.METADATA,
+        steps=(Step("first", first, side_effecting=True), Step("slow", slow)),
+        compensation=Step("undo", undo),
+    )
+
+
+@pytest.mark.parametrize("command", ["cancel", "run", "recover"])
+def test_threads_of_one_worker_never_drive_one_execution_at_once(command: str) -> None:
+    """A service's request handler and its worker thread share one orchestrator, and so one
+    lease: a cancel (or a run, or a recover) there must leave the step under way to its
+    thread, and the undo to after it, as it does on another worker."""
+    entered, release = threading.Event(), threading.Event()
+    log: list[str] = []
+    store = open_store("memory")
+    definition = _blocking_workflow(entered, release, log)
+    orch = orchestrator(store.unit_of_work, FixedClock(T0), workflows={"blocking": definition})
+    ended: list[ExecutionState] = []
+    worker = threading.Thread(target=lambda: ended.append(orch.start("blocking", {}).state))
+    worker.start()
+    try:
+        assert entered.wait(30), "the slow step never began"
+        (running,) = orch.recover(ignore_leases=True) if command == "recover" else [None]
+        xid = running.id if running else _only_execution(store)
+        if command == "cancel":
+            found = orch.cancel(xid)
+            assert found.state is ExecutionState.CANCELLING
+        elif command == "run":
+            found = orch.run(xid, ignore_leases=True)
+            assert found.state is ExecutionState.RUNNING
+        assert log == ["slow begins"]  # nothing ran beside the step under way
+    finally:
+        release.set()
+        worker.join(30)
+    assert not worker.is_alive()
+    if command == "cancel":
+        assert log == ["slow begins", "slow ends", "undo"]
+        assert ended == [ExecutionState.COMPENSATED]
+    else:
+        assert log == ["slow begins", "slow ends"] and ended == [ExecutionState.SUCCEEDED]
+
+
+def _only_execution(store: Any) -> str:
+    (key,) = BackDoor(store).table("execution")
+    return key

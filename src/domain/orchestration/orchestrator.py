@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -158,6 +158,10 @@ class Orchestrator:
         # them without a read. Safe because every save is guarded by the version it carries;
         # if anyone else moved the execution, that commit conflicts and the next turn re-reads.
         self._committed: dict[str, WorkflowExecution] = {}
+        # Executions a thread of this worker is driving. Its threads share one lease, so the
+        # lease cannot keep a second thread (a `cancel` from a request handler, say) from
+        # running a step, or the compensation, beside the first.
+        self._driving: set[str] = set()
         self._cache_lock = threading.Lock()
 
     # -- commands ----------------------------------------------------------------------------
@@ -226,27 +230,29 @@ class Orchestrator:
                 execution.claim(self.worker_id, now=now, ttl=self._lease_ttl)
             return execution
 
-        first_failure: _FirstStepFailed | None = None
-        if run:
-            outcome = self._start_with_first_step(fresh(), definition, key)
-            if isinstance(outcome, WorkflowExecution):
-                if outcome.id != execution_id:  # the key was used before: that execution
-                    return _reused(outcome, definition)
-                self._remember(outcome)
-                return self.run(execution_id)
-            first_failure = outcome
-        execution = self._start_alone(fresh(), key)
-        if execution.id != execution_id:
-            return _reused(execution, definition)
-        # A denial runs again on the stored execution, where the gate records it; any other
-        # failure is recorded like any failed attempt, on the execution now stored without it.
-        if first_failure is not None and not isinstance(first_failure.error, PolicyDenied):
-            self._after_failure(
-                execution_id, execution.version, first_failure.step, first_failure.error
-            )
-            return self.run(execution_id)
-        self._remember(execution)
-        return self.run(execution_id) if run else execution
+        with self._driving_it(execution_id):  # a fresh id: always this thread's
+            first_failure: _FirstStepFailed | None = None
+            if run:
+                outcome = self._start_with_first_step(fresh(), definition, key)
+                if isinstance(outcome, WorkflowExecution):
+                    if outcome.id != execution_id:  # the key was used before: that execution
+                        return _reused(outcome, definition)
+                    self._remember(outcome)
+                    return self._run(execution_id)
+                first_failure = outcome
+            execution = self._start_alone(fresh(), key)
+            if execution.id != execution_id:
+                return _reused(execution, definition)
+            # A denial runs again on the stored execution, where the gate records it; any
+            # other failure is recorded like any failed attempt, on the execution now stored
+            # without it.
+            if first_failure is not None and not isinstance(first_failure.error, PolicyDenied):
+                self._after_failure(
+                    execution_id, execution.version, first_failure.step, first_failure.error
+                )
+                return self._run(execution_id)
+            self._remember(execution)
+            return self._run(execution_id) if run else execution
 
     def _start_with_first_step(
         self, execution: WorkflowExecution, definition: WorkflowDefinition, key: str
@@ -308,7 +314,29 @@ class Orchestrator:
         return execution
 
     def run(self, execution_id: str, *, ignore_leases: bool = False) -> WorkflowExecution:
-        """Drive an execution until it ends, waits for approval, or another worker owns it."""
+        """Drive an execution until it ends, waits for approval, or another worker owns it;
+        one another thread of this worker is driving is returned as stored, for that thread
+        to drive on."""
+        with self._driving_it(execution_id) as mine:
+            if not mine:
+                return self.get(execution_id)
+            return self._run(execution_id, ignore_leases=ignore_leases)
+
+    @contextlib.contextmanager
+    def _driving_it(self, execution_id: str) -> Iterator[bool]:
+        """True, for as long as the block runs, when no other thread of this worker was
+        driving the execution already."""
+        with self._cache_lock:
+            mine = execution_id not in self._driving
+            self._driving.add(execution_id)
+        try:
+            yield mine
+        finally:
+            if mine:
+                with self._cache_lock:
+                    self._driving.discard(execution_id)
+
+    def _run(self, execution_id: str, *, ignore_leases: bool = False) -> WorkflowExecution:
         waited = timedelta(0)
         unknown, landed_from = 0, None
         try:
