@@ -41,7 +41,7 @@ from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from domain.model.policy import ImpactTier
 from domain.model.validation import same_person
 from domain.orchestration.definition import WorkflowDefinition
-from domain.orchestration.orchestrator import RECOVERABLE, RecoveryIncomplete
+from domain.orchestration.orchestrator import RECOVERABLE, RecoveryIncomplete, reused
 from domain.workflows import knowledge_publication as kp
 from ports.clock import UuidIds
 from ports.errors import CorruptRecord, PortError, RecordNotFound, StorageUnavailable
@@ -436,7 +436,7 @@ def run_knowledge_publication(
         options={"kind": kind, "url": url, "classification": classification, "format": fmt},
     )
     with s.app() as (app, _):
-        found = _started_by(app, idempotency_key)
+        found = _started_by(app, idempotency_key, kp.NAME)
         if found is not None:
             differs = _differs(ctx, found, request.to_input(), tier, publication_id is None)
             _show_reused(s, app, found, differs)
@@ -518,11 +518,11 @@ def run_workflow(
     workflow_input = {} if given is None else _json_object(where, given)
     with s.app() as (app, _):
         # A known key shows its execution first: its version may be retired, or gone.
-        found = _started_by(app, idempotency_key)
-        if name not in app.workflows and (found is None or found.workflow_name != name):
+        if name not in app.workflows and _started_by(app, idempotency_key) is None:
             known = ", ".join(sorted(app.workflows))
             raise click.UsageError(f"unknown workflow {name!r}; known: {known}")
-        if found is not None and found.workflow_name == name:
+        found = _started_by(app, idempotency_key, name)
+        if found is not None:
             differs = dict(found.input) != workflow_input or (
                 tier is not None and found.metadata.risk_tier.value != tier
             )
@@ -539,11 +539,16 @@ def run_workflow(
         conclude(s, app, execution, ok={S.SUCCEEDED, S.AWAITING_APPROVAL}, extra={"reused": False})
 
 
-def _started_by(app: App, idempotency_key: str | None) -> WorkflowExecution | None:
+def _started_by(
+    app: App, idempotency_key: str | None, workflow: str | None = None
+) -> WorkflowExecution | None:
+    """The execution the key started, if any; for a run of `workflow`, one of another
+    workflow's is refused (`InvalidInput`), as `Orchestrator.start` refuses it."""
     if idempotency_key is None:
         return None
     with app.uow_factory() as uow:
-        return uow.executions.by_idempotency_key(app.runtime.tenant, idempotency_key)
+        found = uow.executions.by_idempotency_key(app.runtime.tenant, idempotency_key)
+    return found if found is None or workflow is None else reused(found, workflow)
 
 
 def _show_reused(s: Session, app: App, found: WorkflowExecution, differs: bool) -> None:

@@ -22,7 +22,7 @@ from domain.model.lifecycle import ExecutionState
 from domain.orchestration.definition import Step, WorkflowDefinition
 from domain.orchestration.orchestrator import Orchestrator
 from domain.workflows import knowledge_publication as kp
-from tests.composition.test_cli import Cli
+from tests.composition.test_cli import FRED, Cli
 
 # A module of a service's own, as a project would keep it beside its configuration.
 FLOWS = """
@@ -300,6 +300,13 @@ def test_the_cli_lists_runs_and_reuses_your_workflows(cli: tuple[Cli, dict[str, 
     again = gk.json("run", "workflow", "payout", "--input", '{"amount": 6}', *keyed, env=env)
     assert again["execution_id"] == first["execution_id"] and again["reused"] is True
     assert again["request_differs"] is True and "was not started" in gk.stderr
+
+    # The key is payout's: another workflow's run with it is refused, never shown as that one.
+    said = "already used by execution " + first["execution_id"] + " of workflow 'payout'"
+    refused = gk("run", "knowledge-publication", str(FRED), *keyed, code=2, env=env)
+    assert said in refused.stderr and "succeeded" not in refused.stdout
+    gk("run", "workflow", "refund", "--input", "{}", *keyed, code=2, env=env)
+    assert said in gk.stderr
 
     failed = gk.json("run", "workflow", "payout", code=1, env=env)  # no amount: KeyError
     assert failed["state"] == "failed" and "KeyError" in failed["last_error"]

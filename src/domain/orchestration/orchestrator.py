@@ -205,7 +205,7 @@ class Orchestrator:
             # step's code. Starts racing on one key may each run it; one commits.
             known = self._by_key(key)
             if known is not None:
-                return _reused(known, definition)
+                return reused(known, definition.name)
         execution_id = rt.ids.new_id("wfx")
 
         def fresh() -> WorkflowExecution:
@@ -236,13 +236,13 @@ class Orchestrator:
                 outcome = self._start_with_first_step(fresh(), definition, key)
                 if isinstance(outcome, WorkflowExecution):
                     if outcome.id != execution_id:  # the key was used before: that execution
-                        return _reused(outcome, definition)
+                        return reused(outcome, definition.name)
                     self._remember(outcome)
                     return self._run(execution_id)
                 first_failure = outcome
             execution = self._start_alone(fresh(), key)
             if execution.id != execution_id:
-                return _reused(execution, definition)
+                return reused(execution, definition.name)
             # A denial runs again on the stored execution, where the gate records it; any
             # other failure is recorded like any failed attempt, on the execution now stored
             # without it.
@@ -920,11 +920,11 @@ MAX_NESTING = 100
 COMMAND_ATTEMPTS = 5
 
 
-def _reused(found: WorkflowExecution, definition: WorkflowDefinition) -> WorkflowExecution:
+def reused(found: WorkflowExecution, workflow: str) -> WorkflowExecution:
     """The execution an idempotency key already names is the answer to a start of the same
     workflow; to another workflow's, it is a collision, said rather than answered with an
     execution of something else."""
-    if found.workflow_name != definition.name:
+    if found.workflow_name != workflow:
         raise InvalidInput(
             "idempotency_key",
             f"already used by execution {found.id} of workflow {found.workflow_name!r}",
