@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from attrs import field, frozen
+from attrs import Factory, field, frozen
 
 from composition import files
 from domain.model.environment import Environment
@@ -133,18 +133,31 @@ def _secret_repr(value: object) -> str:
     return "None" if value is None else "'***'"
 
 
+def _as_path(value: object) -> Any:
+    return Path(value) if isinstance(value, str) else value  # anything else is refused below
+
+
+def _store_in_data_dir(settings: Settings) -> str:
+    where = settings.data_dir
+    return f"surrealkv://{where / 'store' if isinstance(where, Path) else where}"
+
+
 @frozen
 class Settings:
     environment: Environment = Environment.DEVELOPMENT
     tenant: str = "default"
     service: str = "govkernel"
     actor: str = DEFAULT_ACTOR
-    store_url: str = field(default="memory://", repr=lambda url: repr(redact_url(url)))
+    data_dir: Path = field(default=Path(DEFAULT_DATA_DIR), converter=_as_path)
+    # As `load_settings` has it: a durable store in the data directory unless one is named.
+    store_url: str = field(
+        default=Factory(_store_in_data_dir, takes_self=True),
+        repr=lambda url: repr(redact_url(url)),
+    )
     namespace: str = "govkernel"
     database: str = "govkernel"
     username: str | None = field(default=None, repr=_secret_repr)
     password: str | None = field(default=None, repr=_secret_repr)
-    data_dir: Path = Path(DEFAULT_DATA_DIR)
     change_freeze: bool = False
     # Your own workflows, as `module:attribute` (composition.plugins): what the CLI runs,
     # recovers and approves besides the built-in ones.
@@ -260,10 +273,7 @@ def load_settings(
 
     if "actor" not in values:
         values["actor"] = _default_actor(env)
-    data_dir: Path = values.get("data_dir") or (base / DEFAULT_DATA_DIR)
-    values["data_dir"] = data_dir
-    if "store_url" not in values:
-        values["store_url"] = f"surrealkv://{data_dir / 'store'}"
+    values["data_dir"] = values.get("data_dir") or (base / DEFAULT_DATA_DIR)
     sources = {key.name: raw[key.name].source if key.name in raw else "default" for key in KEYS}
     for named in ("workflows", "retired_workflows"):
         if named in raw:
@@ -484,7 +494,7 @@ def _problems_in(settings: Settings) -> list[Problem]:
                 _workflows(list(value), bad)
         elif key.name == "data_dir":
             if not isinstance(value, Path):
-                bad(f"must be a Path, got {type(value).__name__}")
+                bad(f"must be a path (a Path or a str), got {type(value).__name__}")
         elif value is None and key.secret:
             continue
         elif not isinstance(value, str):

@@ -376,6 +376,7 @@ def test_a_toml_number_for_a_boolean_is_refused_saying_what_a_file_takes(tmp_pat
         ({"username": "root"}, "username and password go together"),
         ({"workflows": ("not a reference",)}, "is not a module:attribute reference"),
         ({"change_freeze": "yes"}, "must be a bool"),
+        ({"data_dir": 5}, "must be a path (a Path or a str), got int"),
     ],
 )
 def test_settings_built_in_code_are_held_to_the_same_rules(
@@ -384,6 +385,17 @@ def test_settings_built_in_code_are_held_to_the_same_rules(
     with pytest.raises(ConfigurationError) as caught:
         Settings(**given)  # type: ignore[arg-type]
     assert said in str(caught.value)
+
+
+def test_settings_built_in_code_keep_the_store_in_their_data_directory(tmp_path: Path) -> None:
+    """As `load_settings` does: never an in-memory store unless one is asked for."""
+    assert Settings(data_dir=tmp_path).store_url == f"surrealkv://{tmp_path / 'store'}"
+    assert Settings(data_dir=str(tmp_path)).data_dir == tmp_path  # a str is a path too
+    assert Settings().store_url == "surrealkv://.govkernel/store"
+    assert Settings(data_dir=tmp_path, store_url="mem://").store_url == "mem://"
+    assert load_settings({}, cwd=tmp_path) == Settings(
+        data_dir=tmp_path / ".govkernel", actor=load_settings({}, cwd=tmp_path).actor
+    )
 
 
 def test_an_embedded_store_url_without_a_path_is_refused_by_the_adapter_too() -> None:
