@@ -889,13 +889,13 @@ def executions_list(ctx: click.Context, state: str | None, limit: int, before: s
             )
         else:
             s.echo(render.executions_table(found, lambda x: _definition(app, x)))
-            if len(found) == limit:
-                s.echo(
-                    render.safe(
-                        f"(--before {found[-1].id} shows the next {limit};"
-                        f" --limit N shows up to {MAX_LIMIT} at once)"
-                    )
+        if found and len(found) == limit:  # said on stderr beside --json: a page may not be all
+            s.echo(
+                render.safe(
+                    f"(--before {found[-1].id} shows the next {limit};"
+                    f" --limit N shows up to {MAX_LIMIT} at once)"
                 )
+            )
         if unreadable:
             raise Failed(
                 f"{len(unreadable)} stored execution{'s' * (len(unreadable) != 1)} cannot be"

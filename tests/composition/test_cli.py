@@ -121,6 +121,10 @@ def test_run_prints_transitions_then_list_show_verify_and_events(gk: Cli) -> Non
         paged += [x["execution_id"] for x in page]
     assert paged == [x["execution_id"] for x in gk.json("executions", "list")]
     assert f"--before {xid} shows the next 1" in gk("executions", "list", "--limit", "1").stdout
+    assert (
+        f"--before {xid} shows the next 1"
+        in gk("--json", "executions", "list", "--limit", "1").stderr
+    )
     last = gk("executions", "list", "--before", paged[-1]).stdout
     assert f"no executions listed after {paged[-1]}" in last
     assert "no execution 'nope'" in gk("executions", "list", "--before", "nope", code=2).stderr
