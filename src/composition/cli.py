@@ -103,9 +103,13 @@ class Session:
         return self._settings
 
     @contextmanager
-    def app(self, *, existing: bool = False) -> Iterator[tuple[App, Printer]]:
+    def app(
+        self, *, existing: bool = False, check: Callable[[App], object] | None = None
+    ) -> Iterator[tuple[App, Printer]]:
         """The application on the configured store; `existing` for commands that only make
-        sense on a store something already ran on, so a mistyped path is not created."""
+        sense on a store something already ran on, so a mistyped path is not created.
+        `check` is called first on the same application over a throwaway store, so that
+        what it refuses (a command's input) is refused before the store is opened, or made."""
         settings = self.settings()
         login = os.environ.get("USER") or os.environ.get("LOGNAME")
         if settings.sources.get("actor") == "default" and login and login != settings.actor:
@@ -116,11 +120,12 @@ class Session:
                     f" {settings.actor!r} (set GOVKERNEL_ACTOR)"
                 )
             )
-        if settings.workflows or settings.retired_workflows:
+        if check is not None or settings.workflows or settings.retired_workflows:
             # Your workflows built first, as `workflows` builds them: a definition that
             # raises or clashes is a configuration error before a store is opened, or made.
-            with build_app(settings, Overrides(store=MemoryStore())):
-                pass
+            with build_app(settings, Overrides(store=MemoryStore())) as throwaway:
+                if check is not None:
+                    check(throwaway)
         printer = Printer(self)
         # A store that ends with its process is always new: there is nothing to refuse.
         must_exist = existing and not self.transient()
@@ -516,7 +521,12 @@ def run_workflow(
         )
     where = "--input-file" if input_file is not None else "--input"
     workflow_input = {} if given is None else _json_object(where, given)
-    with s.app() as (app, _):
+
+    def checked(app: App) -> None:  # (a workflow it lacks may still be a known key's)
+        if name in app.workflows:
+            app.orchestrator.check_input(name, workflow_input)
+
+    with s.app(check=checked) as (app, _):
         # A known key shows its execution first: its version may be retired, or gone.
         if name not in app.workflows and _started_by(app, idempotency_key) is None:
             known = ", ".join(sorted(app.workflows))

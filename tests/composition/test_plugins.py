@@ -317,6 +317,24 @@ def test_the_cli_lists_runs_and_reuses_your_workflows(cli: tuple[Cli, dict[str, 
     assert verified and all(r["ok"] for r in verified["reports"])
 
 
+@pytest.mark.parametrize(
+    ("name", "given", "said"),
+    [
+        ("payout", '{"amount": "\\ud800"}', "lone surrogate"),
+        ("payout", '{"a": ' * 101 + "1" + "}" * 101, "nested"),
+        (kp.NAME, "{}", "documents: must be a list of documents"),
+    ],
+    ids=["surrogate", "deep", "validate-input"],
+)
+def test_an_input_a_run_refuses_leaves_no_store_behind(
+    cli: tuple[Cli, dict[str, str]], name: str, given: str, said: str
+) -> None:
+    gk, env = cli
+    refused = gk("run", "workflow", name, "--input", given, code=2, env=env)
+    assert said in refused.stderr and "starting" not in refused.stdout
+    assert not gk.store.exists()  # refused before the store was opened, or made
+
+
 @pytest.mark.parametrize("key", ["GOVKERNEL_WORKFLOWS", "GOVKERNEL_RETIRED_WORKFLOWS"])
 def test_a_workflow_that_fails_to_build_leaves_no_store_behind(project: Path, key: str) -> None:
     gk = Cli(project / "store", project)

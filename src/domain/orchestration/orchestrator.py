@@ -183,13 +183,7 @@ class Orchestrator:
         if risk_tier is not None and not isinstance(risk_tier, ImpactTier):
             known = ", ".join(t.value for t in ImpactTier)
             raise InvalidInput("risk_tier", f"must be an ImpactTier ({known}), got {risk_tier!r}")
-        if not isinstance(input, Mapping):
-            raise InvalidInput(
-                "input", f"must be a mapping (a JSON object), got {type(input).__name__}"
-            )
-        if definition.validate_input is not None:
-            definition.validate_input(input)
-        input = _storable("input", input)
+        input = self.check_input(workflow, input)
         rt = self._runtime
         given = idempotency_key is not None
         if idempotency_key is None:
@@ -253,6 +247,19 @@ class Orchestrator:
                 return self._run(execution_id)
             self._remember(execution)
             return self._run(execution_id) if run else execution
+
+    def check_input(self, workflow: str, input: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The input as `start` would store it, or the `InvalidInput` it would refuse it with
+        before writing anything: a caller may ask before it opens anything to write to."""
+        definition = self._definition(workflow)
+        if not isinstance(input, Mapping):
+            raise InvalidInput(
+                "input", f"must be a mapping (a JSON object), got {type(input).__name__}"
+            )
+        if definition.validate_input is not None:
+            definition.validate_input(input)
+        stored: Mapping[str, Any] = _storable("input", input)
+        return stored
 
     def _start_with_first_step(
         self, execution: WorkflowExecution, definition: WorkflowDefinition, key: str
