@@ -504,6 +504,11 @@ def run_workflow(
     s.settings()
     if input_text is not None and input_file is not None:
         raise click.UsageError("give --input or --input-file, not both")
+    if input_file is not None and _a_device(input_file):
+        # /dev/zero would be read to the bound (a quarter of a gigabyte) before it is refused.
+        raise click.BadParameter(
+            "is a device: give a file, a pipe or standard input", param_hint="--input-file"
+        )
     if input_file is not None and _regular_size(input_file) > MAX_INPUT_CHARS:
         # A file is sized before it is read (a stream is read up to the bound).
         raise click.BadParameter(
@@ -586,6 +591,15 @@ def _regular_size(file: IO[str]) -> int:
     except (OSError, ValueError, io.UnsupportedOperation):
         return 0
     return info.st_size if stat.S_ISREG(info.st_mode) else 0
+
+
+def _a_device(file: IO[str]) -> bool:
+    """Whether `file` is a character or block device other than a terminal."""
+    try:
+        mode = os.fstat(file.fileno()).st_mode
+        return (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) and not os.isatty(file.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return False
 
 
 def _utf8(text: str) -> bool:

@@ -388,6 +388,15 @@ def test_an_input_file_too_large_is_refused_before_it_is_read(
     assert not gk.store.exists()
 
 
+def test_an_input_file_that_is_a_device_is_refused_unread(
+    cli: tuple[Cli, dict[str, str]],
+) -> None:
+    gk, env = cli
+    gk("run", "workflow", "payout", "--input-file", "/dev/zero", code=2, env=env)
+    assert "is a device: give a file, a pipe or standard input" in gk.stderr
+    assert not gk.store.exists()
+
+
 def test_an_unknown_workflow_names_the_known_ones(cli: tuple[Cli, dict[str, str]]) -> None:
     gk, env = cli
     gk("run", "workflow", "nope", code=2, env=env)
