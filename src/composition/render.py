@@ -271,10 +271,14 @@ def _count(n: object, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+# Your steps' outputs are shown as JSON cut to this many characters: one can run to megabytes.
+OUTPUT_CHARS = 300
+
+
 def step_output(step: str | None, output: object) -> str:
     """A short human summary of a step's checkpointed output."""
     if not isinstance(output, Mapping):
-        return "" if output is None else json.dumps(output, default=str)
+        return "" if output is None else _cut(json.dumps(output, default=str))
     if step == "ingest" and "source_ids" in output:
         total, new = len(output["source_ids"]), len(output.get("created", []))
         return f"{total} source{'s' * (total != 1)} ({new} new, {total - new} already known)"
@@ -286,4 +290,10 @@ def step_output(step: str | None, output: object) -> str:
         return f"capsule verified ({_count(output.get('chunks', 0), 'chunk')})"
     if step == "retract" and "retracted" in output:
         return f"capsule {output['retracted']} retracted" if output["retracted"] else "nothing"
-    return json.dumps(output, default=str, sort_keys=True)
+    return _cut(json.dumps(output, default=str, sort_keys=True))
+
+
+def _cut(text: str) -> str:
+    if len(text) <= OUTPUT_CHARS:
+        return text
+    return f"{text[:OUTPUT_CHARS]}... ({len(text):,} characters; --json shows all)"

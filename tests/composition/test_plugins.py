@@ -397,6 +397,20 @@ def test_an_input_file_that_is_a_device_is_refused_unread(
     assert not gk.store.exists()
 
 
+def test_a_long_step_output_is_cut_on_the_terminal_not_in_json(
+    cli: tuple[Cli, dict[str, str]],
+) -> None:
+    gk, env = cli
+    given = json.dumps({"amount": "y" * 100_000})
+    shown = gk("run", "workflow", "payout", "--input", given, "--idempotency-key", "k", env=env)
+    assert "(100,016 characters; --json shows all)" in shown.stdout
+    assert max(len(line) for line in shown.stdout.splitlines()) < 500
+    xid = gk.json("run", "workflow", "payout", "--input", given, "--idempotency-key", "k", env=env)
+    assert xid["step_outputs"]["reserve"] == {"reserved": "y" * 100_000}
+    detail = gk("executions", "show", xid["execution_id"], env=env).stdout
+    assert max(len(line) for line in detail.splitlines()) < 500
+
+
 def test_an_unknown_workflow_names_the_known_ones(cli: tuple[Cli, dict[str, str]]) -> None:
     gk, env = cli
     gk("run", "workflow", "nope", code=2, env=env)
