@@ -1239,7 +1239,9 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
         except anchors.AnchorFileError as exc:
             raise Failed(render.safe(str(exc)), EXIT_USAGE) from None
         except OSError as exc:
-            raise Failed(render.safe(f"cannot write {output}: {exc.strerror or exc}")) from None
+            raise Failed(  # an output to choose again, as for one in no directory
+                render.safe(f"cannot write {output}: {exc.strerror or exc}"), EXIT_USAGE
+            ) from None
     summary = {
         "anchored": len(taken.anchors),
         "taken_at": taken.taken_at.isoformat(),

@@ -598,9 +598,10 @@ def test_rejection_fails_the_execution(world: World) -> None:
     assert world.transitions(x.id)[-1] == ("awaiting_approval", "failed", None)
     c = census(world.door)
     assert c.counts["knowledge_source"] == 0 and not c.positions
-    with pytest.raises(InvalidState):
+    # Both refusals say what the execution is now, in the same words.
+    with pytest.raises(InvalidState, match="is failed, not awaiting approval"):
         orch.approve(x.id, approver="alice", role="reviewer")
-    with pytest.raises(InvalidState):
+    with pytest.raises(InvalidState, match="is failed, not awaiting approval"):
         orch.reject(x.id, reason="twice")
     assert orch.verify(x.id).ok
 

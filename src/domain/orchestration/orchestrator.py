@@ -433,7 +433,9 @@ class Orchestrator:
 
         def rejecting(execution: WorkflowExecution, now: datetime) -> None:
             if execution.state is not S.AWAITING_APPROVAL:
-                raise InvalidState(f"execution {execution_id} is not awaiting approval")
+                raise InvalidState(
+                    f"execution {execution_id} is {execution.state.value}, not awaiting approval"
+                )
             self._fail(execution, f"rejected: {reason}")
 
         return self._command(execution_id, rejecting, needs=_has_work_in_hand)
