@@ -35,7 +35,7 @@ from composition.settings import DEFAULT_POLICY_REF, ENV_VARS, ConfigurationErro
 from composition.settings import load_settings as _load_settings
 from domain.model.errors import DomainError, IllegalTransition, InvalidInput, InvalidState
 from domain.model.errors import PolicyDenied as _PolicyDenied
-from domain.model.execution import WorkflowExecution
+from domain.model.execution import WorkflowExecution, started_steps
 from domain.model.knowledge import Classification, SourceFormat, SourceKind
 from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from domain.model.policy import ImpactTier
@@ -942,6 +942,17 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
         trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, execution_id)
         report = app.orchestrator.verify(execution_id)
         definition = _definition(app, x)
+        pinned = started_steps(trail)
+        if definition is not None and pinned is not None and pinned != definition.shape():
+            # Steps changed under the same version: not the ones it runs (commands refuse it).
+            definition = None
+            s.warn(
+                render.safe(
+                    f"note: {x.workflow_name} version {x.workflow_version} as registered here"
+                    " has other steps than this execution started with; every command refuses"
+                    " it until that version's own steps are registered"
+                )
+            )
         if s.json:
             record = render.execution_json(x, definition, detail=True)
             record["audit"] = [render.audit_json(e) for e in trail]

@@ -557,6 +557,23 @@ gated = WorkflowDefinition(
 """
 
 
+def test_show_does_not_describe_an_execution_by_steps_it_did_not_start_with(
+    cli: tuple[Cli, dict[str, str]],
+) -> None:
+    gk, _ = cli
+    (gk.cwd / "gated_a.py").write_text(GATED.format(version="1", steps=["ask", "pay"]))
+    (gk.cwd / "gated_b.py").write_text(GATED.format(version="1", steps=["pay", "ask"]))
+    before, after = (
+        {"GOVKERNEL_WORKFLOWS": "gated_a:gated"},
+        {"GOVKERNEL_WORKFLOWS": "gated_b:gated"},
+    )
+    waiting = gk.json("run", "workflow", "gated", "--input", "{}", env=before)
+    assert gk.json("executions", "show", waiting["execution_id"], env=before)["step"] == "ask"
+    shown = gk.json("executions", "show", waiting["execution_id"], env=after)
+    assert shown["step"] == "?"  # not "pay", the changed definition's first step
+    assert "has other steps than this execution started with" in gk.stderr
+
+
 def test_an_old_versions_executions_are_finished_beside_the_new_one(
     cli: tuple[Cli, dict[str, str]],
 ) -> None:
