@@ -529,6 +529,9 @@ class Orchestrator:
             leased_elsewhere = execution.lease_owner not in (None, self.worker_id)
             if not ignore_leases and leased_elsewhere and not execution.lease_expired(now):
                 continue
+            with self._cache_lock:
+                if execution.id in self._driving:  # not interrupted: a thread of ours has it
+                    continue
             try:
                 resumed.append(self.run(execution.id, ignore_leases=ignore_leases))
             except (StorageUnavailable, InjectedFault):
