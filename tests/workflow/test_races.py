@@ -7,13 +7,22 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from adapters.faults import FaultInjector
+from domain.model.execution import WorkflowExecution
 from domain.model.lifecycle import ExecutionState
-from domain.orchestration.definition import Step, StepContext, WorkflowDefinition
+from domain.model.policy import ImpactTier
+from domain.orchestration.definition import (
+    RetryableError,
+    RetryPolicy,
+    Step,
+    StepContext,
+    WorkflowDefinition,
+)
 from domain.orchestration.orchestrator import Orchestrator
 from domain.workflows import knowledge_publication as kp
 from ports.clock import FixedClock
@@ -24,6 +33,7 @@ from tests.workflow.harness import (
     BackDoor,
     Calls,
     assert_exactly_once,
+    definitions,
     open_store,
     orchestrator,
     request,
@@ -175,3 +185,61 @@ def test_threads_of_one_worker_never_drive_one_execution_at_once(command: str) -
 def _only_execution(store: Any) -> str:
     (key,) = BackDoor(store).table("execution")
     return key
+
+
+@pytest.mark.parametrize("command", ["approve", "cancel"])
+def test_a_command_given_while_its_worker_stops_driving_is_acted_on(command: str) -> None:
+    """Thread A has just stopped (awaiting approval, or a retry due in an hour) and not yet
+    let go when thread B of the same worker approves or cancels: B leaves the execution to
+    A, so A must drive it once more rather than leave it running under the lease."""
+    store = open_store("memory")
+    undone: list[str] = []
+
+    def later(uow: UnitOfWork, ctx: StepContext) -> dict[str, bool]:
+        raise RetryableError("not yet")
+
+    def undo(uow: UnitOfWork, ctx: StepContext) -> dict[str, bool]:
+        undone.append(ctx.execution.id)
+        return {"undone": True}
+
+    retrying = WorkflowDefinition(
+        name="retrying",
+        version="1",
+        metadata=kp.METADATA,
+        steps=(
+            Step("first", lambda uow, ctx: {}, side_effecting=True),
+            Step("later", later, retry=RetryPolicy(max_attempts=5, backoff=timedelta(hours=1))),
+        ),
+        compensation=Step("undo", undo),
+    )
+    orch = orchestrator(
+        store.unit_of_work, FixedClock(T0), workflows=definitions(store.unit_of_work, retrying)
+    )
+    given: list[WorkflowExecution] = []
+    run_once = orch._run
+
+    def stopping_then_b_acts(execution_id: str, **kwargs: Any) -> WorkflowExecution:
+        stopped = run_once(execution_id, **kwargs)
+        if not given:  # thread B, between A's stop and A letting go
+
+            def act() -> None:
+                if command == "approve":
+                    given.append(orch.approve(execution_id, approver="alice", role="reviewer"))
+                else:
+                    given.append(orch.cancel(execution_id))
+
+            b = threading.Thread(target=act)
+            b.start()
+            b.join(30)
+        return stopped
+
+    orch._run = stopping_then_b_acts  # type: ignore[method-assign]
+    if command == "approve":
+        ended = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
+        assert ended.state is ExecutionState.SUCCEEDED
+    else:
+        ended = orch.start("retrying", {})
+        assert ended.state is ExecutionState.COMPENSATED and undone == [ended.id]
+    assert [x.state for x in given] != [ExecutionState.SUCCEEDED]  # B left it to A
+    stored = orch.get(ended.id)
+    assert stored.state is ended.state and stored.lease_owner is None

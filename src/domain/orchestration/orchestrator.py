@@ -13,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -158,10 +158,11 @@ class Orchestrator:
         # them without a read. Safe because every save is guarded by the version it carries;
         # if anyone else moved the execution, that commit conflicts and the next turn re-reads.
         self._committed: dict[str, WorkflowExecution] = {}
-        # Executions a thread of this worker is driving. Its threads share one lease, so the
-        # lease cannot keep a second thread (a `cancel` from a request handler, say) from
-        # running a step, or the compensation, beside the first.
-        self._driving: set[str] = set()
+        # Executions a thread of this worker is driving, each with whether another thread
+        # asked for it meanwhile. Its threads share one lease, so the lease cannot keep a
+        # second thread (a `cancel` from a request handler, say) from running a step, or the
+        # compensation, beside the first.
+        self._driving: dict[str, bool] = {}
         self._cache_lock = threading.Lock()
 
     # -- commands ----------------------------------------------------------------------------
@@ -224,7 +225,7 @@ class Orchestrator:
                 execution.claim(self.worker_id, now=now, ttl=self._lease_ttl)
             return execution
 
-        with self._driving_it(execution_id):  # a fresh id: always this thread's
+        def starting() -> WorkflowExecution:
             first_failure: _FirstStepFailed | None = None
             if run:
                 outcome = self._start_with_first_step(fresh(), definition, key)
@@ -247,6 +248,9 @@ class Orchestrator:
                 return self._run(execution_id)
             self._remember(execution)
             return self._run(execution_id) if run else execution
+
+        self._take_the_wheel(execution_id)  # a fresh id: always this thread's
+        return self._drive(execution_id, starting)
 
     def check_input(self, workflow: str, input: Mapping[str, Any]) -> Mapping[str, Any]:
         """The input as `start` would store it, or the `InvalidInput` it would refuse it with
@@ -321,27 +325,44 @@ class Orchestrator:
         return execution
 
     def run(self, execution_id: str, *, ignore_leases: bool = False) -> WorkflowExecution:
-        """Drive an execution until it ends, waits for approval, or another worker owns it;
-        one another thread of this worker is driving is returned as stored, for that thread
-        to drive on."""
-        with self._driving_it(execution_id) as mine:
-            if not mine:
-                return self.get(execution_id)
-            return self._run(execution_id, ignore_leases=ignore_leases)
+        """Drive an execution until it ends, waits for approval, or another worker owns it.
+        One another thread of this worker is driving is returned as stored: that thread
+        drives it on, once more if it was stopping, so what this one committed (a command)
+        is acted on."""
+        if not self._take_the_wheel(execution_id):
+            return self.get(execution_id)
+        return self._drive(
+            execution_id, lambda: self._run(execution_id, ignore_leases=ignore_leases)
+        )
 
-    @contextlib.contextmanager
-    def _driving_it(self, execution_id: str) -> Iterator[bool]:
-        """True, for as long as the block runs, when no other thread of this worker was
-        driving the execution already."""
+    def _take_the_wheel(self, execution_id: str) -> bool:
+        """True if this thread now drives the execution; if another one does, it is asked to
+        drive it once more before it lets go."""
         with self._cache_lock:
-            mine = execution_id not in self._driving
-            self._driving.add(execution_id)
+            if execution_id in self._driving:
+                self._driving[execution_id] = True
+                return False
+            self._driving[execution_id] = False
+            return True
+
+    def _drive(
+        self, execution_id: str, first: Callable[[], WorkflowExecution]
+    ) -> WorkflowExecution:
+        """`first()` by the thread driving the execution; then, for as long as another thread
+        asked for it meanwhile, the execution driven once more."""
         try:
-            yield mine
-        finally:
-            if mine:
+            result = first()
+            while True:
                 with self._cache_lock:
-                    self._driving.discard(execution_id)
+                    if not self._driving[execution_id]:
+                        del self._driving[execution_id]
+                        return result
+                    self._driving[execution_id] = False
+                result = self._run(execution_id)
+        except BaseException:
+            with self._cache_lock:
+                self._driving.pop(execution_id, None)
+            raise
 
     def _run(self, execution_id: str, *, ignore_leases: bool = False) -> WorkflowExecution:
         waited = timedelta(0)
