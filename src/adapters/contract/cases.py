@@ -637,15 +637,16 @@ class UnitOfWorkContract:
         self, uow_factory: UnitOfWorkFactory, page: int
     ) -> None:
         """Each page starts after the last execution of the one before, so paging shows
-        every execution once, in the listing's order: ties in time included, and a day's gap
-        (a window of its own) between them."""
+        every execution once, in the listing's order: ties in time included, instants on a
+        whole second beside others in that second (SurrealDB's index orders them wrongly),
+        and a day's gap (a window of its own) between them."""
         tenant = samples.new_id("tenant")
-        instants = [0, 1, 1, 1, 2, 86_400 * 3, 86_400 * 3 + 1]  # seconds after T0
+        instants = [0, 0.001, 0.1, 0.15, 1, 1, 1, 1.000005, 2, 86_400 * 3, 86_400 * 3 + 1]
         made = []
         with uow_factory() as uow:
             for n, seconds in enumerate(instants):
-                x = samples.execution(id=f"x-{tenant}-{(n * 5) % 7}", tenant=tenant)
-                x.created_at = samples.T0 + timedelta(seconds=seconds)
+                x = samples.execution(id=f"x-{tenant}-{(n * 5) % 11}", tenant=tenant)
+                x.created_at = samples.T0.replace(microsecond=0) + timedelta(seconds=seconds)
                 uow.executions.save(x)
                 made.append(x)
             uow.commit()

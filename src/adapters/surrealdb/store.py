@@ -14,6 +14,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -28,6 +29,7 @@ from ports.storage import EVENT_TABLE, TABLES, AnyOf, Batch, CommitReceipt, Docu
 from ports.unit_of_work import StoreUnitOfWork
 
 EMBEDDED = ("mem", "memory", "surrealkv", "file")
+_SECOND = timedelta(seconds=1)
 IMMUTABLE_CACHE_CHARS = 4 * 1024 * 1024
 MAX_SEGMENT_HEADER = 4096  # far above the engine's own (170 bytes)
 REMOTE = ("ws", "wss", "http", "https")
@@ -746,31 +748,45 @@ class SurrealStore:
         if found is not None:
             return found[:limit]
         params: dict[str, Any] = {}
-        clauses = []
+        clauses: list[str] = []
+        exact: list[str] = []  # applied to what the index scan found
         for n, (name, value) in enumerate(where.items()):
+            field = compiler.ident(name)
             if isinstance(value, AnyOf):
-                clauses.append(f"{compiler.ident(name)} IN $w{n}")
+                clauses.append(f"{field} IN $w{n}")
                 params[f"w{n}"] = list(value.values)
             elif isinstance(value, Range):
-                if value.above is not None:
-                    clauses.append(f"{compiler.ident(name)} > $w{n}")
-                    params[f"w{n}"] = value.above
-                if value.below is not None:
-                    clauses.append(f"{compiler.ident(name)} < $u{n}")
-                    params[f"u{n}"] = value.below
-                    if value.above is None:  # NONE sorts below all: absent matches no range
-                        clauses.append(f"{compiler.ident(name)} != NONE")
+                for bound, op, key, widened in (
+                    (value.above, ">", f"w{n}", -_SECOND),
+                    (value.below, "<", f"u{n}", _SECOND),
+                ):
+                    if bound is None:
+                        continue
+                    clauses.append(f"{field} {op} ${key}")
+                    params[key] = bound
+                    if isinstance(bound, datetime):
+                        # SurrealDB core 2.3.10 orders datetimes within one second wrongly
+                        # in an index (12:00:00 after 12:00:00.001, 12:00:00.1 after
+                        # 12:00:00.15): the index is scanned a second wider, and the exact
+                        # bound applied to what it finds.
+                        params[key] = bound + widened
+                        exact.append(f"{field} {op} ${key}x")
+                        params[f"{key}x"] = bound
+                if value.below is not None and value.above is None:
+                    clauses.append(f"{field} != NONE")  # NONE sorts below all: no range has it
             else:
-                clauses.append(f"{compiler.ident(name)} = $w{n}")
+                clauses.append(f"{field} = $w{n}")
                 params[f"w{n}"] = value
         text = f"SELECT * FROM {compiler.ident(table)}"
         if clauses:
             text += " WHERE " + " AND ".join(clauses)
-        if limit is not None and any(isinstance(v, Range) for v in where.values()):
-            # SurrealDB core 2.3.10 applies the LIMIT of a range scan on a one-field index
-            # before sorting, so "newest first" came back as the oldest of the range: the
-            # range is read whole, then sorted and cut.
+        if exact or (limit is not None and any(isinstance(v, Range) for v in where.values())):
+            # SurrealDB core 2.3.10 also applies the LIMIT of a range scan on a one-field
+            # index before sorting, so "newest first" came back as the oldest of the range:
+            # the range is read whole, then sorted and cut.
             text = f"SELECT * FROM ({text})"
+            if exact:
+                text += " WHERE " + " AND ".join(exact)
         direction = "DESC" if descending else "ASC"
         # Ties broken by key, as the in-memory adapter breaks them: listings agree.
         order = f"{compiler.ident(order_by)} {direction}, id" if order_by else "id"
