@@ -678,6 +678,20 @@ def test_cancelling_a_pending_execution_ends_it_and_a_terminal_one_is_refused(
     assert orch.verify(pending.id).ok and orch.verify(done.id).ok
 
 
+def test_a_start_left_pending_runs_no_step_code_once_it_ended_elsewhere(world: World) -> None:
+    """A start that does not run keeps nothing of the execution: the worker that cancels it
+    later, or runs it after another worker finished it, reads what is stored instead of
+    running the first step from the copy it started (external effects, on an ended run)."""
+    calls = Calls()
+    orch = world.orch_with("worker-1", {"ingest": calls.wrap(lambda n, uow, ctx: None)})
+    pending = orch.start(FLAKY, request("pub-1"), run=False)
+    assert orch.cancel(pending.id).state is S.CANCELLED and calls.n == 0
+    other = orch.start(FLAKY, request("pub-2"), run=False)
+    assert world.orch("worker-2").run(other.id).state is S.SUCCEEDED
+    assert orch.run(other.id).state is S.SUCCEEDED and calls.n == 0
+    assert not orch._committed  # nothing kept for executions this worker does not drive
+
+
 # -- leases --------------------------------------------------------------------------------------
 
 

@@ -246,8 +246,11 @@ class Orchestrator:
                     execution_id, execution.version, first_failure.step, first_failure.error
                 )
                 return self._run(execution_id)
+            if not run:  # kept by nobody: another worker may run it, and this one know nothing
+                self._notify(execution)
+                return execution
             self._remember(execution)
-            return self._run(execution_id) if run else execution
+            return self._run(execution_id)
 
         self._take_the_wheel(execution_id)  # a fresh id: always this thread's
         return self._drive(execution_id, starting)
