@@ -24,6 +24,7 @@ from domain.orchestration.definition import (
     WorkflowDefinition,
 )
 from domain.orchestration.orchestrator import Orchestrator
+from domain.services.governance import ApprovalRequired
 from domain.workflows import knowledge_publication as kp
 from ports.clock import FixedClock
 from ports.unit_of_work import UnitOfWork
@@ -243,3 +244,47 @@ def test_a_command_given_while_its_worker_stops_driving_is_acted_on(command: str
     assert [x.state for x in given] != [ExecutionState.SUCCEEDED]  # B left it to A
     stored = orch.get(ended.id)
     assert stored.state is ended.state and stored.lease_owner is None
+
+
+def test_a_rejected_execution_is_undone_by_the_rejecting_worker_alone() -> None:
+    """`reject` after a side effect leaves the execution compensating under the rejecting
+    worker's lease, as `approve` and `cancel` leave theirs: another worker's `recover` in
+    that moment must not run the undo too."""
+    store = open_store("memory")
+    undone: list[str] = []
+
+    def gate(uow: UnitOfWork, ctx: StepContext) -> dict[str, bool]:
+        raise ApprovalRequired("pay", ["needs an approval"])
+
+    def undo(uow: UnitOfWork, ctx: StepContext) -> dict[str, bool]:
+        undone.append(ctx.execution.id)
+        return {"undone": True}
+
+    gated = WorkflowDefinition(
+        name="gated",
+        version="1",
+        metadata=kp.METADATA,
+        steps=(Step("charge", lambda uow, ctx: {}, side_effecting=True), Step("gate", gate)),
+        compensation=Step("undo", undo),
+    )
+    workflows = definitions(store.unit_of_work, gated)
+    other = orchestrator(store.unit_of_work, FixedClock(T0), worker_id="w2", workflows=workflows)
+    recovered: list[str] = []
+    tried: list[bool] = []
+
+    def meanwhile(x: WorkflowExecution) -> None:
+        if x.state is ExecutionState.COMPENSATING and not tried:
+            tried.append(True)
+            recovered.extend(r.id for r in other.recover())
+
+    rejecting = orchestrator(
+        store.unit_of_work,
+        FixedClock(T0),
+        worker_id="w1",
+        workflows=workflows,
+        on_transition=meanwhile,
+    )
+    waiting = rejecting.start("gated", {})
+    assert waiting.state is ExecutionState.AWAITING_APPROVAL
+    assert rejecting.reject(waiting.id, reason="no").state is ExecutionState.COMPENSATED
+    assert tried and undone == [waiting.id] and recovered == []

@@ -461,6 +461,8 @@ class Orchestrator:
                     f"execution {execution_id} is {execution.state.value}, not awaiting approval"
                 )
             self._fail(execution, f"rejected: {reason}")
+            if not execution.state.terminal:  # the undo is this worker's, as approve's run is
+                execution.claim(self.worker_id, now=now, ttl=self._lease_ttl)
 
         return self._command(execution_id, rejecting, needs=_has_work_in_hand)
 
