@@ -288,3 +288,49 @@ def test_a_rejected_execution_is_undone_by_the_rejecting_worker_alone() -> None:
     assert waiting.state is ExecutionState.AWAITING_APPROVAL
     assert rejecting.reject(waiting.id, reason="no").state is ExecutionState.COMPENSATED
     assert tried and undone == [waiting.id] and recovered == []
+
+
+def test_a_second_approver_arriving_as_the_first_approval_lands_waits_for_its_gate() -> None:
+    """The first approval lands between the second approver's wait and its read: the
+    execution is running the gate again, and the second approval waits for that, as it does
+    when it arrives a moment later, instead of being refused and lost."""
+    store = open_store("memory")
+    entered, release = threading.Event(), threading.Event()
+
+    def gate(uow: UnitOfWork, ctx: StepContext) -> dict[str, bool]:
+        approvers = {a.approver for a in ctx.execution.approvals}
+        if len(approvers) == 1:  # the first approval's run of the gate: held a while
+            entered.set()
+            assert release.wait(30)
+        if len(approvers) < 2:
+            raise ApprovalRequired("pay", ["two approvals"])
+        return {"approved": True}
+
+    two = WorkflowDefinition(
+        name="two", version="1", metadata=kp.METADATA, steps=(Step("gate", gate),)
+    )
+    workflows = definitions(store.unit_of_work, two)
+    first = orchestrator(store.unit_of_work, FixedClock(T0), worker_id="w1", workflows=workflows)
+
+    def pause(seconds: float) -> None:
+        release.set()
+        time.sleep(0.01)
+
+    second = orchestrator(
+        store.unit_of_work, FixedClock(T0), worker_id="w2", workflows=workflows, sleep=pause
+    )
+    waiting = first.start("two", {})
+    bob = threading.Thread(target=lambda: first.approve(waiting.id, approver="bob", role="r"))
+    wait_once = second._await_regate
+
+    def then_bob_lands(execution_id: str) -> None:
+        wait_once(execution_id)
+        if not bob.is_alive() and not entered.is_set():
+            bob.start()
+            assert entered.wait(30)
+
+    second._await_regate = then_bob_lands  # type: ignore[method-assign]
+    done = second.approve(waiting.id, approver="carol", role="r")
+    bob.join(30)
+    assert done.state is ExecutionState.SUCCEEDED
+    assert {a.approver for a in done.approvals} == {"bob", "carol"}

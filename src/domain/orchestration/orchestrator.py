@@ -441,16 +441,19 @@ class Orchestrator:
         """
         delay, waited = 0.01, 0.0
         while waited < self._max_wait.total_seconds():
-            x = self.get(execution_id)
-            if not (
-                x.state is S.RUNNING
-                and x.approvals
-                and not x.lease_expired(self._runtime.clock.now())
-            ):
+            if not self._regating(execution_id):
                 return
             self._sleep(delay)
             waited += delay
             delay = min(delay * 2, 0.5)
+
+    def _regating(self, execution_id: str) -> bool:
+        x = self.get(execution_id)
+        return (
+            x.state is S.RUNNING
+            and bool(x.approvals)
+            and not x.lease_expired(self._runtime.clock.now())
+        )
 
     def reject(self, execution_id: str, *, reason: str) -> WorkflowExecution:
         reason = text("reason", reason, max_len=1000, single_line=True)
@@ -516,6 +519,15 @@ class Orchestrator:
                     self._commit_command(uow, execution)
             except ConcurrencyConflict:
                 if attempt == COMMAND_ATTEMPTS:
+                    raise
+                continue
+            except InvalidState:
+                # An approval landed between the wait and the read: wait for its gate again.
+                if (
+                    before is None
+                    or attempt == COMMAND_ATTEMPTS
+                    or not self._regating(execution_id)
+                ):
                     raise
                 continue
             self._remember(execution)
