@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from attrs import frozen
@@ -22,7 +23,7 @@ from domain.workflows import knowledge_publication as kp
 from ports.clock import FixedClock
 from ports.errors import CorruptRecord
 from ports.records import audit_from
-from ports.unit_of_work import UnitOfWork
+from ports.unit_of_work import UnitOfWork, WrappingUnitOfWork
 from tests.workflow.harness import (
     T0,
     WORKFLOW,
@@ -135,6 +136,35 @@ def test_deleting_the_last_two_entries_is_detected(ran: Ran) -> None:
     ran.door.delete_audit(ran.execution_id, ENTRIES)
     ran.door.delete_audit(ran.execution_id, ENTRIES - 1)
     _bad(ran, ENTRIES - 1)
+
+
+def test_an_entry_added_past_the_head_is_detected(ran: Ran) -> None:
+    forged = ran.door.audit_doc(ran.execution_id, ENTRIES) | {"sequence": ENTRIES + 1}
+    ran.door.add_audit(forged)
+    report = _bad(ran, ENTRIES + 1)
+    assert report.entries == ENTRIES + 1
+
+
+def test_a_step_committed_between_the_reads_of_verify_is_no_break() -> None:
+    """`verify` reads the execution, then its trail: a worker's step committed in between
+    leaves the trail past the head it read. That is no tamper: read again, it verifies."""
+    store = open_store("memory")
+    runner = orchestrator(store.unit_of_work, FixedClock(T0), worker_id="runner")
+    pending = runner.start(WORKFLOW, request("pub-moving"), run=False)
+    moved: list[str] = []
+
+    class StepsMeanwhile(WrappingUnitOfWork):
+        def _query(self, table: str, *args: Any) -> Any:
+            if table == "audit" and not moved:  # the execution was read: now a worker moves
+                moved.append(runner.run(pending.id).state.value)
+            return super()._query(table, *args)
+
+    auditor = orchestrator(
+        lambda: StepsMeanwhile(store.unit_of_work()), FixedClock(T0), worker_id="auditor"
+    )
+    report = auditor.verify(pending.id)
+    assert moved == ["succeeded"] and report.ok, report
+    assert report.entries == ENTRIES
 
 
 def test_swapping_two_entries_is_detected(ran: Ran) -> None:

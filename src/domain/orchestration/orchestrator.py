@@ -594,14 +594,21 @@ class Orchestrator:
             return self._require(uow, execution_id)
 
     def verify(self, execution_id: str) -> ChainReport:
-        try:
-            with self._uow_factory() as uow:
-                # Its input is pinned too, and read from storage, not from a cache.
-                execution = self._require(uow, execution_id, fresh=True)
-                entries = uow.audit.for_execution(execution_id)
-        except CorruptRecord as exc:  # damaged or edited by hand: broken, and said why
-            return ChainReport(execution_id, 0, False, 1, str(exc))
-        return execution.verify_trail(entries)
+        for _ in range(COMMAND_ATTEMPTS):
+            try:
+                with self._uow_factory() as uow:
+                    # Its input is pinned too, and read from storage, not from a cache.
+                    execution = self._require(uow, execution_id, fresh=True)
+                    entries = uow.audit.for_execution(execution_id)
+            except CorruptRecord as exc:  # damaged or edited by hand: broken, and said why
+                return ChainReport(execution_id, 0, False, 1, str(exc))
+            report = execution.verify_trail(entries)
+            past_head = any(e.sequence > execution.audit_sequence for e in entries)
+            # A trail past the head read may be a step that committed between the two reads:
+            # only an execution that has not moved since is judged on it.
+            if report.ok or not past_head or self.get(execution_id).version == execution.version:
+                return report
+        return report
 
     # -- the engine --------------------------------------------------------------------------
 
