@@ -1149,15 +1149,6 @@ def _read_anchors(s: Session, path: Path) -> anchors.Anchors:
     return taken
 
 
-def left_waiting(
-    found: Sequence[WorkflowExecution], resumed: Sequence[WorkflowExecution]
-) -> list[WorkflowExecution]:
-    """What recovery left as it found it: a retry not due yet, not counted as recovered. One
-    whose retry ran, failed again and waits for the next was worked on: it was resumed."""
-    found_at = {x.id: x.version for x in found}
-    return [x for x in resumed if x.state is S.RETRY_SCHEDULED and found_at.get(x.id) == x.version]
-
-
 def _in_the_store(store_url: str, path: Path) -> bool:
     """Whether `path` is one of an on-disk store's files: inside its directory, or its lock."""
     directory = SurrealConfig(store_url).path if store_url.startswith("surrealkv:") else None
@@ -1368,15 +1359,16 @@ def recover(ctx: click.Context) -> None:
             if not broken:
                 s.echo("every audit chain intact")
         ours = [r for tenant, r in broken if tenant == app.runtime.tenant]
+        now = app.runtime.clock.now()
         try:
             resumed = app.orchestrator.recover(ignore_leases=app.exclusive_store)
             failures: list[tuple[str, str]] = []
         except RecoveryIncomplete as incomplete:
             resumed, failures = incomplete.resumed, incomplete.failures
         handled = {x.id for x in resumed} | {xid for xid, _ in failures}
-        leased = [x.id for x in candidates if x.id not in handled]
-        not_due = left_waiting(candidates, resumed)
-        resumed = [x for x in resumed if x not in not_due]
+        # What recovery left for later: a retry not due yet (as found, before recovering).
+        not_due = [x for x in candidates if x.id not in handled and x.retry_not_due(now)]
+        leased = [x.id for x in candidates if x.id not in handled and x not in not_due]
         if s.json:
             s.emit(
                 {

@@ -13,13 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from attrs import evolve
 from surrealdb import RecordID
 
 from adapters.faults import FaultInjector, FaultPlan
 from adapters.surrealdb import SurrealConfig, SurrealStore
 from composition import queries
-from composition.cli import Failed, describe, failure_message, left_waiting, run_cli
+from composition.cli import Failed, describe, failure_message, run_cli
 from composition.container import Overrides, build_app
 from composition.documents import publication_request, read_source
 from composition.settings import ConfigurationError, Problem, load_settings
@@ -145,16 +144,6 @@ def _waiting(execution_id: str, *, version: int) -> WorkflowExecution:
     )
     x.state, x.version = ExecutionState.RETRY_SCHEDULED, version
     return x
-
-
-def test_recover_counts_apart_only_the_retries_it_left_as_found() -> None:
-    found = [_waiting("a", version=3), _waiting("b", version=3), _waiting("c", version=3)]
-    after = [
-        _waiting("a", version=3),  # not due: untouched
-        _waiting("b", version=5),  # its retry ran, failed again, and waits for the next
-        evolve(_waiting("c", version=4), state=ExecutionState.SUCCEEDED),
-    ]
-    assert [x.id for x in left_waiting(found, after)] == ["a"]
 
 
 def test_a_cancelled_and_compensated_execution_is_said_to_be_so() -> None:

@@ -297,6 +297,8 @@ def test_a_retry_scheduled_beyond_the_inline_wait_is_left_for_later(world: World
     with pytest.raises(RecoveryIncomplete) as caught:
         stranger.recover()
     assert [xid for xid, _ in caught.value.failures] == [waiting.id]
+    # Not due: left for a later recover, not slept on (the test clock moves only by sleeps).
+    assert orch.recover() == [] and world.clock.now() == T0 and calls.n == 1
     world.clock.advance(timedelta(minutes=10))
     assert [x.state for x in orch.recover()] == [S.SUCCEEDED]
     assert_exactly_once(world.door, orch)

@@ -290,6 +290,11 @@ class WorkflowExecution:
     def lease_expired(self, now: datetime) -> bool:
         return self.lease_expires_at is None or self.lease_expires_at <= now
 
+    def retry_not_due(self, now: datetime) -> bool:
+        """Waiting for a retry (of a step, or of the compensation) that is due later."""
+        waiting = self.state in (ExecutionState.RETRY_SCHEDULED, ExecutionState.COMPENSATING)
+        return waiting and self.retry_at is not None and self.retry_at > now
+
     def release_lease(self) -> None:
         self.lease_owner = None
         self.lease_expires_at = None

@@ -545,7 +545,8 @@ class Orchestrator:
                 raise
 
     def recover(self, *, ignore_leases: bool = False) -> list[WorkflowExecution]:
-        """Resume every interrupted execution whose lease has expired.
+        """Resume every interrupted execution whose lease has expired; a retry not due yet is
+        left for a later call.
 
         `ignore_leases` is for a process that holds the store exclusively: no one else can
         be running them, so it need not wait for the leases of a crashed run to expire.
@@ -571,6 +572,11 @@ class Orchestrator:
                 if execution.id in self._driving:  # not interrupted: a thread of ours has it
                     continue
             try:
+                if execution.retry_not_due(now):
+                    # Left for a later recover, not waited for; a retry this worker could
+                    # never run is said now all the same.
+                    self._definition_of(execution)
+                    continue
                 resumed.append(self.run(execution.id, ignore_leases=ignore_leases))
             except (StorageUnavailable, InjectedFault):
                 raise  # the store (or, when injected, the process) is gone: so are the rest
@@ -737,8 +743,7 @@ class Orchestrator:
             if state is not S.CANCELLING:  # (which needs a definition only to undo something)
                 # Before the wait: a retry this worker could never run is said now.
                 definition = self._definition_of(execution)
-                waiting = state in (S.RETRY_SCHEDULED, S.COMPENSATING)
-                if waiting and execution.retry_at and execution.retry_at > now:
+                if execution.retry_not_due(now) and execution.retry_at is not None:
                     return _Wait(execution.retry_at - now)
             seen_version = execution.version
             step_name: str | None = None
