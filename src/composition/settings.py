@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from attrs import Factory, field, frozen
+from attrs import field, frozen
 
 from composition import files
 from domain.model.environment import Environment
@@ -134,12 +134,8 @@ def _secret_repr(value: object) -> str:
 
 
 def _as_path(value: object) -> Any:
-    return Path(value) if isinstance(value, str) else value  # anything else is refused below
-
-
-def _store_in_data_dir(settings: Settings) -> str:
-    where = settings.data_dir
-    return f"surrealkv://{where / 'store' if isinstance(where, Path) else where}"
+    # A path given as text is a path; anything else (an empty text too) is refused below.
+    return Path(value) if isinstance(value, str) and value else value
 
 
 @frozen
@@ -149,11 +145,8 @@ class Settings:
     service: str = "govkernel"
     actor: str = DEFAULT_ACTOR
     data_dir: Path = field(default=Path(DEFAULT_DATA_DIR), converter=_as_path)
-    # As `load_settings` has it: a durable store in the data directory unless one is named.
-    store_url: str = field(
-        default=Factory(_store_in_data_dir, takes_self=True),
-        repr=lambda url: repr(redact_url(url)),
-    )
+    # Named in code, never assumed: `load_settings` gives surrealkv://<data dir>/store.
+    store_url: str = field(default="", repr=lambda url: repr(redact_url(url)))
     namespace: str = "govkernel"
     database: str = "govkernel"
     username: str | None = field(default=None, repr=_secret_repr)
@@ -273,7 +266,10 @@ def load_settings(
 
     if "actor" not in values:
         values["actor"] = _default_actor(env)
-    values["data_dir"] = values.get("data_dir") or (base / DEFAULT_DATA_DIR)
+    data_dir: Path = values.get("data_dir") or (base / DEFAULT_DATA_DIR)
+    values["data_dir"] = data_dir
+    if "store_url" not in values:
+        values["store_url"] = f"surrealkv://{data_dir / 'store'}"
     sources = {key.name: raw[key.name].source if key.name in raw else "default" for key in KEYS}
     for named in ("workflows", "retired_workflows"):
         if named in raw:
@@ -497,6 +493,12 @@ def _problems_in(settings: Settings) -> list[Problem]:
                 bad(f"must be a path (a Path or a str), got {type(value).__name__}")
         elif value is None and key.secret:
             continue
+        elif key.name == "store_url" and value == "":
+            bad(
+                "no store named: give one (memory://, mem://, surrealkv://PATH, ws://HOST:PORT),"
+                " or build the settings with load_settings(), whose default is"
+                " surrealkv://<data dir>/store"
+            )
         elif not isinstance(value, str):
             bad(f"must be a string, got {type(value).__name__}")
         else:

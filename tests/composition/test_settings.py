@@ -387,15 +387,17 @@ def test_settings_built_in_code_are_held_to_the_same_rules(
     assert said in str(caught.value)
 
 
-def test_settings_built_in_code_keep_the_store_in_their_data_directory(tmp_path: Path) -> None:
-    """As `load_settings` does: never an in-memory store unless one is asked for."""
-    assert Settings(data_dir=tmp_path).store_url == f"surrealkv://{tmp_path / 'store'}"
-    assert Settings(data_dir=str(tmp_path)).data_dir == tmp_path  # a str is a path too
-    assert Settings().store_url == "surrealkv://.govkernel/store"
-    assert Settings(data_dir=tmp_path, store_url="mem://").store_url == "mem://"
-    assert load_settings({}, cwd=tmp_path) == Settings(
-        data_dir=tmp_path / ".govkernel", actor=load_settings({}, cwd=tmp_path).actor
-    )
+def test_settings_built_in_code_name_their_store(tmp_path: Path) -> None:
+    """Never assumed: not an in-memory store that loses everything, nor one made in whatever
+    directory the code runs from."""
+    with pytest.raises(ConfigurationError) as caught:
+        Settings(tenant="acme", data_dir=tmp_path)
+    assert "store_url" in str(caught.value) and "no store named" in str(caught.value)
+    assert "load_settings()" in str(caught.value)
+    named = Settings(data_dir=str(tmp_path), store_url=f"surrealkv://{tmp_path / 'store'}")
+    assert named.data_dir == tmp_path  # a path given as text is a path
+    with pytest.raises(ConfigurationError, match="must be a path"):
+        Settings(data_dir="", store_url="memory://")
 
 
 def test_an_embedded_store_url_without_a_path_is_refused_by_the_adapter_too() -> None:
