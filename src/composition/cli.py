@@ -898,7 +898,11 @@ def executions_list(ctx: click.Context, state: str | None, limit: int, before: s
             now=app.runtime.clock.now(),
             state=ExecutionState(state) if state else None,
             limit=limit,
-            before=app.orchestrator.get(before) if before is not None else None,
+            before=(
+                None
+                if before is None
+                else queries.listed(app.uow_factory, app.runtime.tenant, before)
+            ),
             unreadable=unreadable,
         )
         if s.json:

@@ -367,6 +367,18 @@ def test_tampered_audit_entry_fails_verification(fresh: Cli) -> None:
     assert shown["verification"]["first_bad_sequence"] == 3
 
 
+def test_a_page_goes_on_from_an_execution_whose_input_cannot_be_read(fresh: Cli) -> None:
+    """A listing never reads inputs (they can run to megabytes): neither does its cursor."""
+    older = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    newer = fresh.json("run", "knowledge-publication", str(IMF))["execution_id"]
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        store.select_rows(
+            "UPDATE $r SET input_json = '{'", {"r": RecordID("execution_input", newer)}
+        )
+    page = fresh.json("executions", "list", "--limit", "1", "--before", newer)
+    assert [x["execution_id"] for x in page] == [older]
+
+
 def test_an_execution_record_deleted_from_storage_is_reported_by_its_trail(fresh: Cli) -> None:
     gone = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
     kept = fresh.json("run", "knowledge-publication", str(IMF))["execution_id"]
