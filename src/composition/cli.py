@@ -108,8 +108,9 @@ class Session:
     ) -> Iterator[tuple[App, Printer]]:
         """The application on the configured store; `existing` for commands that only make
         sense on a store something already ran on, so a mistyped path is not created.
-        `check` is called first on the same application over a throwaway store, so that
-        what it refuses (a command's input) is refused before the store is opened, or made."""
+        When opening it would make the store, the application is first built over a
+        throwaway one, and `check` called on it: what that refuses (your workflows, a
+        command's input) is refused before the store is made."""
         settings = self.settings()
         login = os.environ.get("USER") or os.environ.get("LOGNAME")
         if settings.sources.get("actor") == "default" and login and login != settings.actor:
@@ -120,9 +121,12 @@ class Session:
                     f" {settings.actor!r} (set GOVKERNEL_ACTOR)"
                 )
             )
-        if check is not None or settings.workflows or settings.retired_workflows:
+        if _would_make(settings) and (
+            check is not None or settings.workflows or settings.retired_workflows
+        ):
             # Your workflows built first, as `workflows` builds them: a definition that
-            # raises or clashes is a configuration error before a store is opened, or made.
+            # raises or clashes is a configuration error before a store is made. (On a store
+            # that exists, opening it first changes nothing: they are built once.)
             with build_app(settings, Overrides(store=MemoryStore())) as throwaway:
                 if check is not None:
                     check(throwaway)
@@ -527,17 +531,22 @@ def run_workflow(
     where = "--input-file" if input_file is not None else "--input"
     workflow_input = {} if given is None else _json_object(where, given)
 
-    def checked(app: App) -> None:  # (a workflow it lacks may still be a known key's)
-        if name in app.workflows:
-            app.orchestrator.check_input(name, workflow_input)
+    def unknown(app: App) -> click.UsageError:
+        known = ", ".join(sorted(app.workflows))
+        return click.UsageError(f"unknown workflow {name!r}; known: {known}")
+
+    def checked(app: App) -> None:  # a store to be made holds no known key
+        if name not in app.workflows:
+            raise unknown(app)
+        app.orchestrator.check_input(name, workflow_input)
 
     with s.app(check=checked) as (app, _):
         # A known key shows its execution first: its version may be retired, or gone.
-        if name not in app.workflows and _started_by(app, idempotency_key) is None:
-            known = ", ".join(sorted(app.workflows))
-            raise click.UsageError(f"unknown workflow {name!r}; known: {known}")
-        found = _started_by(app, idempotency_key, name)
+        found = _started_by(app, idempotency_key)
+        if name not in app.workflows and (found is None or found.workflow_name != name):
+            raise unknown(app)
         if found is not None:
+            reused(found, name)  # another workflow's key is refused, as `start` refuses it
             differs = dict(found.input) != workflow_input or (
                 tier is not None and found.metadata.risk_tier.value != tier
             )
@@ -1151,6 +1160,15 @@ def _read_anchors(s: Session, path: Path) -> anchors.Anchors:
             EXIT_USAGE,
         )
     return taken
+
+
+def _would_make(settings: Settings) -> bool:
+    """Whether opening the configured store would make it: an embedded store on disk with
+    nothing there yet."""
+    if not settings.store_url.startswith("surrealkv:"):
+        return False
+    directory = SurrealConfig(settings.store_url).path
+    return directory is not None and not (directory / "clog").is_dir()
 
 
 def _in_the_store(store_url: str, path: Path) -> bool:

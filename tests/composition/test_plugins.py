@@ -23,6 +23,7 @@ from domain.orchestration.definition import Step, WorkflowDefinition
 from domain.orchestration.orchestrator import Orchestrator
 from domain.workflows import knowledge_publication as kp
 from tests.composition.test_cli import FRED, Cli
+from tests.workflow.harness import request
 
 # A module of a service's own, as a project would keep it beside its configuration.
 FLOWS = """
@@ -333,6 +334,41 @@ def test_an_input_a_run_refuses_leaves_no_store_behind(
     refused = gk("run", "workflow", name, "--input", given, code=2, env=env)
     assert said in refused.stderr and "starting" not in refused.stdout
     assert not gk.store.exists()  # refused before the store was opened, or made
+
+
+def test_your_workflows_are_built_once_a_command_on_a_store_that_exists(
+    cli: tuple[Cli, dict[str, str]],
+) -> None:
+    gk, _ = cli
+    (gk.cwd / "counted.py").write_text(
+        "from pathlib import Path\n"
+        f"from {module(gk.cwd)} import payout\n"
+        "def registry(service):\n"
+        "    with Path(__file__).with_name('built.log').open('a') as log:\n"
+        "        log.write('built\\n')\n"
+        "    return [payout]\n"
+    )
+    counted = {"GOVKERNEL_WORKFLOWS": "counted:registry"}
+    gk("run", "workflow", "payout", "--input", '{"amount": 1}', env=counted)  # makes the store
+    built = gk.cwd / "built.log"
+    built.write_text("")
+    gk("executions", "list", env=counted)
+    gk("run", "workflow", "payout", "--input", '{"amount": 2}', env=counted)
+    assert built.read_text() == "built\n" * 2  # once a command: not again over a throwaway
+
+
+def test_a_known_key_is_shown_before_the_input_is_checked_and_a_typo_is_unknown(
+    cli: tuple[Cli, dict[str, str]],
+) -> None:
+    gk, env = cli
+    keyed = ("--idempotency-key", "K")
+    given = json.dumps(request("pub-known"))
+    first = gk.json("run", "workflow", kp.NAME, "--input", given, *keyed, env=env)
+    # An input the workflow would refuse: the key's execution is shown all the same.
+    shown = gk.json("run", "workflow", kp.NAME, "--input", '{"documents": []}', *keyed, env=env)
+    assert shown["execution_id"] == first["execution_id"] and shown["request_differs"] is True
+    gk("run", "workflow", "paout", "--input", "{}", *keyed, code=2, env=env)
+    assert "unknown workflow 'paout'" in gk.stderr
 
 
 @pytest.mark.parametrize("key", ["GOVKERNEL_WORKFLOWS", "GOVKERNEL_RETIRED_WORKFLOWS"])
