@@ -14,7 +14,7 @@ A file may start with front matter, a `---` block of `key: value` lines:
 Options given on the command line win over front matter; a missing title falls back to the
 first `# heading`, then to the file name; a missing format follows the file extension.
 A UTF-8 byte order mark before the front matter is ignored. A file whose first `---` is
-followed by a blank line opens with a horizontal rule: it has no front matter.
+followed by a blank line and no front matter opens with a horizontal rule.
 """
 
 from __future__ import annotations
@@ -62,11 +62,23 @@ class SourceFile:
 
 def parse_front_matter(text: str, *, name: str = "<text>") -> tuple[dict[str, str], str]:
     """Split `text` into (front matter, body). Without a leading `---` all of it is body, and
-    so it is when a blank line follows that `---` (as pandoc reads it): Markdown that opens
-    with a horizontal rule."""
+    so it is when a blank line follows that `---` and no front matter does (Markdown that
+    opens with a horizontal rule, as pandoc reads it)."""
     lines = text.splitlines(keepends=True)
-    if not lines or lines[0].strip() != "---" or len(lines) < 2 or not lines[1].strip():
+    if not lines or lines[0].strip() != "---":
         return {}, text
+    try:
+        meta, body = _front_matter(lines, name)
+    except DocumentError:
+        if len(lines) > 1 and lines[1].strip():
+            raise
+        return {}, text
+    if not meta and (len(lines) < 2 or not lines[1].strip()):
+        return {}, text
+    return meta, body
+
+
+def _front_matter(lines: list[str], name: str) -> tuple[dict[str, str], str]:
     meta: dict[str, str] = {}
     for number, line in enumerate(lines[1:], start=2):
         stripped = line.strip()

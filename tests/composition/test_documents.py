@@ -34,6 +34,13 @@ def test_a_rule_followed_by_a_blank_line_opens_the_body_not_front_matter(text: s
     assert parse_front_matter(text, name="doc.md") == ({}, text)
 
 
+def test_front_matter_after_a_blank_line_is_still_front_matter() -> None:
+    meta, body = parse_front_matter("---\n\nkind: imf\n---\nBody\n", name="doc.md")
+    assert meta == {"kind": "imf"} and body == "Body\n"
+    text = "---\n\n# Heading only\n---\nBody\n"  # nothing but a comment: a rule, then text
+    assert parse_front_matter(text, name="doc.md") == ({}, text)
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
