@@ -8,6 +8,7 @@ With --json, stdout carries exactly one JSON document and nothing else.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
@@ -926,10 +927,11 @@ def executions_list(ctx: click.Context, state: str | None, limit: int, before: s
             )
         else:
             s.echo(render.executions_table(found, lambda x: _definition(app, x)))
-        if found and len(found) == limit:  # said on stderr beside --json: a page may not be all
+        if found and len(found) + len(unreadable) >= limit:  # on stderr beside --json
+            also = f" --state {state}" if state else ""
             s.echo(
                 render.safe(
-                    f"(--before {found[-1].id} shows the next {limit};"
+                    f"(--before {found[-1].id}{also} shows the next {limit};"
                     f" --limit N shows up to {MAX_LIMIT} at once)"
                 )
             )
@@ -1263,8 +1265,12 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
         except anchors.AnchorFileError as exc:
             raise Failed(render.safe(str(exc)), EXIT_USAGE) from None
         except OSError as exc:
-            raise Failed(  # an output to choose again, as for one in no directory
-                render.safe(f"cannot write {output}: {exc.strerror or exc}"), EXIT_USAGE
+            # One it may not write is to be chosen again, as one in no directory is; a full
+            # disk or a failing one is a failure of the command.
+            usage = exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR)
+            raise Failed(
+                render.safe(f"cannot write {output}: {exc.strerror or exc}"),
+                EXIT_USAGE if usage else EXIT_FAILED,
             ) from None
     summary = {
         "anchored": len(taken.anchors),

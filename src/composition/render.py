@@ -278,7 +278,7 @@ OUTPUT_CHARS = 300
 def step_output(step: str | None, output: object) -> str:
     """A short human summary of a step's checkpointed output."""
     if not isinstance(output, Mapping):
-        return "" if output is None else _cut(json.dumps(output, default=str))
+        return "" if output is None else _cut(json.dumps(output, default=str, ensure_ascii=False))
     if step == "ingest" and "source_ids" in output:
         total, new = len(output["source_ids"]), len(output.get("created", []))
         return f"{total} source{'s' * (total != 1)} ({new} new, {total - new} already known)"
@@ -290,7 +290,7 @@ def step_output(step: str | None, output: object) -> str:
         return f"capsule verified ({_count(output.get('chunks', 0), 'chunk')})"
     if step == "retract" and "retracted" in output:
         return f"capsule {output['retracted']} retracted" if output["retracted"] else "nothing"
-    return _cut(json.dumps(output, default=str, sort_keys=True))
+    return _cut(json.dumps(output, default=str, sort_keys=True, ensure_ascii=False))
 
 
 def _cut(text: str) -> str:

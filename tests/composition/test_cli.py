@@ -125,6 +125,8 @@ def test_run_prints_transitions_then_list_show_verify_and_events(gk: Cli) -> Non
         f"--before {xid} shows the next 1"
         in gk("--json", "executions", "list", "--limit", "1").stderr
     )
+    listed_succeeded = gk("executions", "list", "--state", "succeeded", "--limit", "1").stdout
+    assert f"--before {xid} --state succeeded shows the next 1" in listed_succeeded
     last = gk("executions", "list", "--before", paged[-1]).stdout
     assert f"no executions listed after {paged[-1]}" in last
     assert "no execution 'nope'" in gk("executions", "list", "--before", "nope", code=2).stderr

@@ -17,7 +17,7 @@ from surrealdb import RecordID
 
 from adapters.faults import FaultInjector, FaultPlan
 from adapters.surrealdb import SurrealConfig, SurrealStore
-from composition import queries
+from composition import queries, render
 from composition.cli import Failed, describe, failure_message, run_cli
 from composition.container import Overrides, build_app
 from composition.documents import publication_request, read_source
@@ -150,6 +150,14 @@ def test_a_cancelled_and_compensated_execution_is_said_to_be_so() -> None:
     x = _waiting("x", version=9)
     x.state, x.cancel_requested = ExecutionState.COMPENSATED, True
     assert failure_message(x) == "execution x was cancelled, and what it had done was undone"
+
+
+def test_a_steps_output_is_cut_by_characters_not_by_escapes() -> None:
+    assert render.step_output("mine", {"name": "日本語" * 40}) == json.dumps(
+        {"name": "日本語" * 40}, ensure_ascii=False
+    )
+    cut = render.step_output("mine", {"name": "語" * 1000})
+    assert cut.endswith("... (1,012 characters; --json shows all)") and "\\u" not in cut
 
 
 def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -> None:
