@@ -113,3 +113,40 @@ def test_a_required_role_no_approver_could_name_is_refused(role: str) -> None:
 def test_required_roles_that_are_actor_names_are_kept() -> None:
     request = PublicationRequest.parse(raw_request(required_roles=["risk_officer", "legal.eu"]))
     assert request.required_roles == ("risk_officer", "legal.eu")
+
+
+def test_the_steps_of_a_run_parse_its_input_once_and_keep_nothing_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gc
+    from types import SimpleNamespace
+    from typing import cast
+
+    from domain.model.frozen import read_only
+    from domain.orchestration.definition import StepContext
+    from domain.workflows import knowledge_publication as kp
+
+    parsed: list[object] = []
+    parse = PublicationRequest.parse
+
+    def counting(raw: object) -> PublicationRequest:
+        parsed.append(raw)
+        return parse(raw)
+
+    monkeypatch.setattr(PublicationRequest, "parse", counting)
+
+    def step(given: object) -> StepContext:
+        return cast(StepContext, SimpleNamespace(input=given))
+
+    run_input = read_only(raw_request())  # as every step of one run reads it
+    assert kp._request(step(run_input)) is kp._request(step(run_input))
+    assert len(parsed) == 1
+    mutable = raw_request()
+    kp._request(step(mutable))
+    kp._request(step(mutable))
+    assert len(parsed) == 3  # a mutable input may change between steps: parsed each time
+    kp._request(step(run_input))
+    assert len(parsed) == 3
+    del run_input, parsed[:]
+    gc.collect()
+    assert kp._parsed is None  # the input gone, its parsed copy goes with it

@@ -18,7 +18,7 @@ def _refuse(*_: object, **__: object) -> NoReturn:
 
 
 class FrozenDict(dict[str, Any]):
-    __slots__ = ()
+    __slots__ = ("__weakref__",)  # so that what is worked out from one can go with it
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
     __ior__ = _refuse
 

@@ -6,6 +6,7 @@ compensation retracts the capsule with its own evidence and event.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -135,19 +136,27 @@ def _strings(field: str, value: object) -> tuple[str, ...]:
 
 
 # The request last parsed, by the input it was parsed from: every step of a run reads the same
-# read-only input, and parsing a hundred documents again per step was a tenth of a run.
-_parsed: tuple[FrozenDict, PublicationRequest] | None = None
+# read-only input, and parsing its documents again per step was ~5% of a run. Held weakly, and
+# dropped with the input, so that a large input does not outlive its run here.
+_parsed: tuple[weakref.ref[FrozenDict], PublicationRequest] | None = None
 
 
 def _request(ctx: StepContext) -> PublicationRequest:
     global _parsed
     raw, last = ctx.input, _parsed
-    if last is not None and last[0] is raw:
+    if last is not None and last[0]() is raw:
         return last[1]
     request = PublicationRequest.parse(raw)
     if isinstance(raw, FrozenDict):  # a mutable input could change under the copy kept
-        _parsed = (raw, request)
+        _parsed = (weakref.ref(raw, _forget), request)
     return request
+
+
+def _forget(gone: weakref.ref[FrozenDict]) -> None:
+    global _parsed
+    last = _parsed
+    if last is not None and last[0] is gone:
+        _parsed = None
 
 
 def _enforcement(ctx: StepContext, request: PublicationRequest) -> EnforcementContext:
