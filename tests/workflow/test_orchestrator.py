@@ -1160,6 +1160,43 @@ def test_callbacks_keep_the_execution_as_it_was_when_notified(world: World) -> N
     assert [(x.state.value, x.current_step) for x, _, _ in seen] == [(s, c) for _, s, c in seen]
 
 
+def test_an_id_generator_that_repeats_is_refused_not_answered_with_another_execution(
+    world: World,
+) -> None:
+    first = orchestrator(world.store.unit_of_work, world.clock, ids=SequentialIds())
+    done = first.start(WORKFLOW, request("pub-1"))
+    restarted = orchestrator(world.store.unit_of_work, world.clock, ids=SequentialIds())
+    with pytest.raises(InvalidState, match="the id generator repeats ids"):
+        restarted.start(WORKFLOW, request("pub-2"))
+    assert [x["publication_id"] for x in world.door.table("capsule").values()] == ["pub-1"]
+    assert done.id in world.door.table("execution")
+
+
+def test_an_input_given_as_any_mapping_is_taken(world: World) -> None:
+    from types import MappingProxyType
+
+    done = world.orch().start(WORKFLOW, MappingProxyType(request("pub-1")))
+    assert done.state is S.SUCCEEDED and done.input == request("pub-1")
+
+
+def test_every_commit_is_told_even_a_start_stored_apart_from_its_failed_first_step(
+    world: World,
+) -> None:
+    seen: list[int] = []
+    wrappers = {"ingest": Calls().wrap(_raise(RetryableError("flaky source"), times=1))}
+    flaky = next(d for d in world.orch_with("w", wrappers).definitions() if d.name == FLAKY)
+    orch = orchestrator(
+        world.store.unit_of_work,
+        world.clock,
+        ids=world.ids,
+        workflows={FLAKY: flaky},
+        on_transition=lambda x: seen.append(x.version),
+    )
+    done = orch.start(FLAKY, request("pub-1"))
+    assert done.state is S.SUCCEEDED
+    assert seen == list(range(1, done.version + 1))  # version 1: the start, stored alone
+
+
 @pytest.mark.parametrize("closes", ["commit", "rollback"])
 @pytest.mark.parametrize("position", ["first", "second"])
 def test_a_step_that_closes_its_unit_fails_its_attempt_instead_of_sticking(

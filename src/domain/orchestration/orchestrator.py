@@ -225,23 +225,33 @@ class Orchestrator:
                 execution.claim(self.worker_id, now=now, ttl=self._lease_ttl)
             return execution
 
+        def keyed(found: WorkflowExecution) -> WorkflowExecution:
+            """The execution that had the key: the caller's, or the id generator repeating."""
+            if not given:
+                raise InvalidState(
+                    f"the idempotency key {key!r} this worker made for a new execution is"
+                    f" {found.id}'s already: the id generator repeats ids (one restarted?)"
+                )
+            return reused(found, definition.name)
+
         def starting() -> WorkflowExecution:
             first_failure: _FirstStepFailed | None = None
             if run:
                 outcome = self._start_with_first_step(fresh(), definition, key)
                 if isinstance(outcome, WorkflowExecution):
                     if outcome.id != execution_id:  # the key was used before: that execution
-                        return reused(outcome, definition.name)
+                        return keyed(outcome)
                     self._remember(outcome)
                     return self._run(execution_id)
                 first_failure = outcome
             execution = self._start_alone(fresh(), key)
             if execution.id != execution_id:
-                return reused(execution, definition.name)
+                return keyed(execution)
             # A denial runs again on the stored execution, where the gate records it; any
             # other failure is recorded like any failed attempt, on the execution now stored
             # without it.
             if first_failure is not None and not isinstance(first_failure.error, PolicyDenied):
+                self._notify(execution)  # its own commit, told as every other one is
                 self._after_failure(
                     execution_id, execution.version, first_failure.step, first_failure.error
                 )
@@ -265,7 +275,8 @@ class Orchestrator:
             )
         if definition.validate_input is not None:
             definition.validate_input(input)
-        stored: Mapping[str, Any] = _storable("input", input)
+        # Any mapping is taken (a read-only view, say), as the JSON object it is stored as.
+        stored: Mapping[str, Any] = _storable("input", dict(input))
         return stored
 
     def _start_with_first_step(
@@ -308,7 +319,7 @@ class Orchestrator:
                 # step collided with one another execution stored first: a failed attempt.
                 found = self._by_key(key)
                 if found is not None:
-                    return found
+                    return _not_ours_twice(exc, found, execution)
                 if isinstance(exc, CommitOutcomeUnknown):
                     raise
                 return _FirstStepFailed(step.name, exc)
@@ -320,11 +331,11 @@ class Orchestrator:
             uow.executions.save(execution)
             try:
                 uow.commit()
-            except (DuplicateRecord, CommitOutcomeUnknown):
+            except (DuplicateRecord, CommitOutcomeUnknown) as exc:
                 found = self._by_key(key)
                 if found is None:
                     raise
-                return found
+                return _not_ours_twice(exc, found, execution)
         return execution
 
     def run(self, execution_id: str, *, ignore_leases: bool = False) -> WorkflowExecution:
@@ -990,6 +1001,21 @@ def reused(found: WorkflowExecution, workflow: str) -> WorkflowExecution:
         raise InvalidInput(
             "idempotency_key",
             f"already used by execution {found.id} of workflow {found.workflow_name!r}",
+        )
+    return found
+
+
+def _not_ours_twice(
+    error: Exception, found: WorkflowExecution, ours: WorkflowExecution
+) -> WorkflowExecution:
+    """The execution a start's key names after its commit failed: its own when the reply
+    was lost (or a step committed it); but one of its id and another input, refused as a
+    duplicate, was stored before by an id generator that repeats ids (one restarted): it is
+    another request's."""
+    if isinstance(error, DuplicateRecord) and found.id == ours.id and found.input != ours.input:
+        raise InvalidState(
+            f"execution id {ours.id} was taken already: the id generator repeats ids"
+            " (one restarted?)"
         )
     return found
 
