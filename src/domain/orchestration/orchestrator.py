@@ -262,8 +262,8 @@ class Orchestrator:
             self._remember(execution)
             return self._run(execution_id)
 
-        self._take_the_wheel(execution_id)  # a fresh id: always this thread's
-        return self._drive(execution_id, starting)
+        # A fresh id: no other thread can be driving it, or know it.
+        return self._drive(execution_id, starting) or self.get(execution_id)
 
     def check_input(self, workflow: str, input: Mapping[str, Any]) -> Mapping[str, Any]:
         """The input as `start` would store it, or the `InvalidInput` it would refuse it with
@@ -343,40 +343,38 @@ class Orchestrator:
         One another thread of this worker is driving is returned as stored: that thread
         drives it on, once more if it was stopping, so what this one committed (a command)
         is acted on."""
-        if not self._take_the_wheel(execution_id):
-            return self.get(execution_id)
-        return self._drive(
+        driven = self._drive(
             execution_id, lambda: self._run(execution_id, ignore_leases=ignore_leases)
         )
-
-    def _take_the_wheel(self, execution_id: str) -> bool:
-        """True if this thread now drives the execution; if another one does, it is asked to
-        drive it once more before it lets go."""
-        with self._cache_lock:
-            if execution_id in self._driving:
-                self._driving[execution_id] = True
-                return False
-            self._driving[execution_id] = False
-            return True
+        return self.get(execution_id) if driven is None else driven
 
     def _drive(
         self, execution_id: str, first: Callable[[], WorkflowExecution]
-    ) -> WorkflowExecution:
-        """`first()` by the thread driving the execution; then, for as long as another thread
-        asked for it meanwhile, the execution driven once more."""
+    ) -> WorkflowExecution | None:
+        """`first()` as the thread driving the execution, then the execution driven once
+        more for as long as another thread asked for it meanwhile; None, and that thread
+        asked, when another thread drives it."""
+        owned = False
         try:
+            with self._cache_lock:
+                if execution_id in self._driving:
+                    self._driving[execution_id] = True
+                    return None
+                owned = True
+                self._driving[execution_id] = False
             result = first()
             while True:
                 with self._cache_lock:
                     if not self._driving[execution_id]:
                         del self._driving[execution_id]
+                        owned = False
                         return result
                     self._driving[execution_id] = False
                 result = self._run(execution_id)
-        except BaseException:
-            with self._cache_lock:
-                self._driving.pop(execution_id, None)
-            raise
+        finally:
+            if owned:  # stopped by an error or an interrupt: nobody drives it now
+                with self._cache_lock:
+                    self._driving.pop(execution_id, None)
 
     def _run(self, execution_id: str, *, ignore_leases: bool = False) -> WorkflowExecution:
         waited = timedelta(0)
