@@ -188,6 +188,23 @@ def _only_execution(store: Any) -> str:
     return key
 
 
+def _undoable(name: str, then: Step, undone: list[str]) -> WorkflowDefinition:
+    """A first step with a side effect, then `then`; the undo notes each execution undone."""
+
+    def undo(uow: UnitOfWork, ctx: StepContext) -> dict[str, bool]:
+        undone.append(ctx.execution.id)
+        return {"undone": True}
+
+    first = Step("first", lambda uow, ctx: {}, side_effecting=True)
+    return WorkflowDefinition(
+        name=name,
+        version="1",
+        metadata=kp.METADATA,
+        steps=(first, then),
+        compensation=Step("undo", undo),
+    )
+
+
 @pytest.mark.parametrize("command", ["approve", "cancel"])
 def test_a_command_given_while_its_worker_stops_driving_is_acted_on(command: str) -> None:
     """Thread A has just stopped (awaiting approval, or a retry due in an hour) and not yet
@@ -199,20 +216,8 @@ def test_a_command_given_while_its_worker_stops_driving_is_acted_on(command: str
     def later(uow: UnitOfWork, ctx: StepContext) -> dict[str, bool]:
         raise RetryableError("not yet")
 
-    def undo(uow: UnitOfWork, ctx: StepContext) -> dict[str, bool]:
-        undone.append(ctx.execution.id)
-        return {"undone": True}
-
-    retrying = WorkflowDefinition(
-        name="retrying",
-        version="1",
-        metadata=kp.METADATA,
-        steps=(
-            Step("first", lambda uow, ctx: {}, side_effecting=True),
-            Step("later", later, retry=RetryPolicy(max_attempts=5, backoff=timedelta(hours=1))),
-        ),
-        compensation=Step("undo", undo),
-    )
+    hourly = RetryPolicy(max_attempts=5, backoff=timedelta(hours=1))
+    retrying = _undoable("retrying", Step("later", later, retry=hourly), undone)
     orch = orchestrator(
         store.unit_of_work, FixedClock(T0), workflows=definitions(store.unit_of_work, retrying)
     )
@@ -256,17 +261,7 @@ def test_a_rejected_execution_is_undone_by_the_rejecting_worker_alone() -> None:
     def gate(uow: UnitOfWork, ctx: StepContext) -> dict[str, bool]:
         raise ApprovalRequired("pay", ["needs an approval"])
 
-    def undo(uow: UnitOfWork, ctx: StepContext) -> dict[str, bool]:
-        undone.append(ctx.execution.id)
-        return {"undone": True}
-
-    gated = WorkflowDefinition(
-        name="gated",
-        version="1",
-        metadata=kp.METADATA,
-        steps=(Step("charge", lambda uow, ctx: {}, side_effecting=True), Step("gate", gate)),
-        compensation=Step("undo", undo),
-    )
+    gated = _undoable("gated", Step("gate", gate), undone)
     workflows = definitions(store.unit_of_work, gated)
     other = orchestrator(store.unit_of_work, FixedClock(T0), worker_id="w2", workflows=workflows)
     recovered: list[str] = []
