@@ -299,6 +299,12 @@ def test_a_retry_scheduled_beyond_the_inline_wait_is_left_for_later(world: World
     assert [xid for xid, _ in caught.value.failures] == [waiting.id]
     # Not due: left for a later recover, not slept on (the test clock moves only by sleeps).
     assert orch.recover() == [] and world.clock.now() == T0 and calls.n == 1
+    # ...but one whose steps changed under its version is said now, as a run would say it.
+    flaky = next(d for d in orch.definitions() if d.name == FLAKY)
+    changed = evolve(flaky, steps=flaky.steps[::-1])
+    other = orchestrator(world.store.unit_of_work, world.clock, workflows={FLAKY: changed})
+    with pytest.raises(RecoveryIncomplete, match="with steps"):
+        other.recover()
     world.clock.advance(timedelta(minutes=10))
     assert [x.state for x in orch.recover()] == [S.SUCCEEDED]
     assert_exactly_once(world.door, orch)
@@ -1176,8 +1182,31 @@ def test_an_id_generator_that_repeats_is_refused_not_answered_with_another_execu
 def test_an_input_given_as_any_mapping_is_taken(world: World) -> None:
     from types import MappingProxyType
 
-    done = world.orch().start(WORKFLOW, MappingProxyType(request("pub-1")))
-    assert done.state is S.SUCCEEDED and done.input == request("pub-1")
+    given = request("pub-1")
+    views = given | {"documents": [MappingProxyType(d) for d in given["documents"]]}
+    done = world.orch().start(WORKFLOW, MappingProxyType(views))
+    assert done.state is S.SUCCEEDED and done.input == given
+
+
+def test_a_start_that_does_not_run_returns_at_once_whoever_runs_it_meanwhile(
+    world: World,
+) -> None:
+    """A request handler starts with run=False to answer at once; a worker it hands the
+    execution to (here from the callback, as soon as it is stored) runs it."""
+    ran: list[S] = []
+    workers: list[threading.Thread] = []
+
+    def hand_over(x: WorkflowExecution) -> None:
+        if x.state is S.PENDING and not workers:
+            workers.append(threading.Thread(target=lambda: ran.append(orch.run(x.id).state)))
+            workers[0].start()
+
+    orch = orchestrator(
+        world.store.unit_of_work, world.clock, ids=world.ids, on_transition=hand_over
+    )
+    assert orch.start(WORKFLOW, request("pub-1"), run=False).state is S.PENDING
+    workers[0].join(30)
+    assert ran == [S.SUCCEEDED]
 
 
 def test_every_commit_is_told_even_a_start_stored_apart_from_its_failed_first_step(

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from adapters.faults import FaultInjector
+from domain.model.errors import InvalidState
 from domain.model.execution import WorkflowExecution
 from domain.model.lifecycle import ExecutionState
 from domain.model.policy import ImpactTier
@@ -318,14 +319,56 @@ def test_a_second_approver_arriving_as_the_first_approval_lands_waits_for_its_ga
     bob = threading.Thread(target=lambda: first.approve(waiting.id, approver="bob", role="r"))
     wait_once = second._await_regate
 
-    def then_bob_lands(execution_id: str) -> None:
-        wait_once(execution_id)
+    def then_bob_lands(execution_id: str) -> bool:
+        waited = wait_once(execution_id)
         if not bob.is_alive() and not entered.is_set():
             bob.start()
             assert entered.wait(30)
+        return waited
 
     second._await_regate = then_bob_lands  # type: ignore[method-assign]
     done = second.approve(waiting.id, approver="carol", role="r")
     bob.join(30)
     assert done.state is ExecutionState.SUCCEEDED
     assert {a.approver for a in done.approvals} == {"bob", "carol"}
+
+
+def test_an_approval_past_the_gate_is_refused_after_one_wait_not_five() -> None:
+    """The execution runs a later step under an approval already given: a second approver
+    waits out one `max_inline_wait` for a gate that never comes back, then is refused."""
+    store = open_store("memory")
+    entered, release = threading.Event(), threading.Event()
+
+    def gate(uow: UnitOfWork, ctx: StepContext) -> dict[str, bool]:
+        if not ctx.execution.approvals:
+            raise ApprovalRequired("pay", ["one approval"])
+        return {}
+
+    def slow(uow: UnitOfWork, ctx: StepContext) -> dict[str, bool]:
+        entered.set()
+        assert release.wait(30)
+        return {}
+
+    steps = (Step("gate", gate), Step("slow", slow))
+    paying = WorkflowDefinition(name="paying", version="1", metadata=kp.METADATA, steps=steps)
+    workflows = definitions(store.unit_of_work, paying)
+    first = orchestrator(store.unit_of_work, FixedClock(T0), worker_id="w1", workflows=workflows)
+    slept: list[float] = []
+    second = orchestrator(
+        store.unit_of_work,
+        FixedClock(T0),
+        worker_id="w2",
+        workflows=workflows,
+        sleep=slept.append,
+    )
+    waiting = first.start("paying", {})
+    bob = threading.Thread(target=lambda: first.approve(waiting.id, approver="bob", role="r"))
+    bob.start()
+    try:
+        assert entered.wait(30)
+        with pytest.raises(InvalidState, match="not awaiting approval"):
+            second.approve(waiting.id, approver="carol", role="r")
+        assert sum(slept) < 6  # one max_inline_wait (5 s), not one per command attempt
+    finally:
+        release.set()
+        bob.join(30)

@@ -262,8 +262,14 @@ class Orchestrator:
             self._remember(execution)
             return self._run(execution_id)
 
-        # A fresh id: no other thread can be driving it, or know it.
-        return self._drive(execution_id, starting) or self.get(execution_id)
+        if not run:  # nothing to drive: another thread may run it as soon as it is stored
+            return starting()
+        driven = self._drive(execution_id, starting)
+        if driven is None:  # a fresh id another start of this worker is driving
+            raise InvalidState(
+                f"execution id {execution_id} is another start's: the id generator repeats ids"
+            )
+        return driven
 
     def check_input(self, workflow: str, input: Mapping[str, Any]) -> Mapping[str, Any]:
         """The input as `start` would store it, or the `InvalidInput` it would refuse it with
@@ -275,8 +281,7 @@ class Orchestrator:
             )
         if definition.validate_input is not None:
             definition.validate_input(input)
-        # Any mapping is taken (a read-only view, say), as the JSON object it is stored as.
-        stored: Mapping[str, Any] = _storable("input", dict(input))
+        stored: Mapping[str, Any] = _storable("input", input)
         return stored
 
     def _start_with_first_step(
@@ -442,8 +447,9 @@ class Orchestrator:
 
         return self._command(execution_id, approving, before=self._await_regate)
 
-    def _await_regate(self, execution_id: str) -> None:
-        """Wait (up to `max_inline_wait`) while an approval just given re-runs its gate.
+    def _await_regate(self, execution_id: str) -> bool:
+        """Wait (up to `max_inline_wait`) while an approval just given re-runs its gate;
+        whether there was anything to wait for.
 
         The execution is running for that moment; a second approver arriving then would be
         refused, only to find it awaiting approval again a moment later.
@@ -451,10 +457,11 @@ class Orchestrator:
         delay, waited = 0.01, 0.0
         while waited < self._max_wait.total_seconds():
             if not self._regating(execution_id):
-                return
+                return waited > 0
             self._sleep(delay)
             waited += delay
             delay = min(delay * 2, 0.5)
+        return True
 
     def _regating(self, execution_id: str) -> bool:
         x = self.get(execution_id)
@@ -503,7 +510,7 @@ class Orchestrator:
         execution_id: str,
         apply: Callable[[WorkflowExecution, datetime], None],
         *,
-        before: Callable[[str], None] | None = None,
+        before: Callable[[str], bool] | None = None,
         needs: Callable[[WorkflowExecution], bool] = lambda x: True,
     ) -> WorkflowExecution:
         """Apply an operator's command to the execution as stored, commit it, then drive the
@@ -512,9 +519,10 @@ class Orchestrator:
         `needs` says the execution as found needs no definition for the command (it ends it
         with nothing to run or undo), this worker must have the very definition that
         started it."""
+        waited = True
         for attempt in range(1, COMMAND_ATTEMPTS + 1):
             if before is not None:
-                before(execution_id)
+                waited = before(execution_id)
             try:
                 with self._uow_factory() as uow:
                     found = self._require(uow, execution_id)
@@ -531,12 +539,9 @@ class Orchestrator:
                     raise
                 continue
             except InvalidState:
-                # An approval landed between the wait and the read: wait for its gate again.
-                if (
-                    before is None
-                    or attempt == COMMAND_ATTEMPTS
-                    or not self._regating(execution_id)
-                ):
+                # An approval landed between a wait that found none to wait for and the read:
+                # wait for its gate this once.
+                if waited or attempt == COMMAND_ATTEMPTS or not self._regating(execution_id):
                     raise
                 continue
             self._remember(execution)
@@ -582,9 +587,9 @@ class Orchestrator:
                     continue
             try:
                 if execution.retry_not_due(now):
-                    # Left for a later recover, not waited for; a retry this worker could
-                    # never run is said now all the same.
-                    self._definition_of(execution)
+                    # Left for a later recover, not waited for; one this worker could never
+                    # run (its trail edited, its steps changed) is said now all the same.
+                    self._drivable(execution.id)
                     continue
                 resumed.append(self.run(execution.id, ignore_leases=ignore_leases))
             except (StorageUnavailable, InjectedFault):
@@ -594,6 +599,11 @@ class Orchestrator:
         if failures:
             raise RecoveryIncomplete(resumed, failures)
         return resumed
+
+    def _drivable(self, execution_id: str) -> None:
+        """Raise what driving the stored execution would raise before its first step."""
+        with self._uow_factory() as uow:
+            self._definition_of(self._trusted(uow, self._require(uow, execution_id)))
 
     def _why_unreadable(self, execution_id: str) -> str:
         try:
@@ -1041,13 +1051,20 @@ def _storable(field: str, value: Any) -> Any:
         raise InvalidInput(field, f"is nested more than {MAX_NESTING} levels deep")
     try:
         # Not NaN or Infinity: JSON has neither, and `--json` would print what no parser reads.
-        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False, default=_as_json)
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidInput(field, "contains a lone surrogate, which is not Unicode text") from None
     except (TypeError, ValueError) as exc:
         raise InvalidInput(field, f"must be JSON-serialisable ({exc})") from None
     return json.loads(text, object_pairs_hook=lambda pairs: _one_each(field, pairs))
+
+
+def _as_json(value: object) -> object:
+    # Any mapping (a read-only view, say) is the JSON object it is stored as.
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _one_each(field: str, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
