@@ -53,6 +53,7 @@ EXIT_USAGE = 2
 PROGRESS_THRESHOLD = 5
 MAX_POSITION = 2**63 - 1  # event positions are signed 64-bit integers in every store
 MAX_LIMIT = 10_000
+DEFAULT_LIST_LIMIT = 20
 # A workflow's input from the command line: a publication's hundred documents fit well inside.
 MAX_INPUT_CHARS = 256 * 1024 * 1024
 # Stores that live and die with this process: no later command can reach their executions.
@@ -553,6 +554,7 @@ def run_workflow(
             )
             _show_reused(s, app, found, differs)
             return
+        app.orchestrator.check_input(name, workflow_input)  # refused before "starting"
         s.echo(render.safe(f"starting {name}"))
         s.starting = idempotency_key or UuidIds().new_id("idem")
         execution = app.orchestrator.start(
@@ -887,7 +889,7 @@ def executions() -> None:
 
 @executions.command("list", epilog=EXITS)
 @click.option("--state", type=_enum_choice([st.value for st in ExecutionState]))
-@limit_option(20)
+@limit_option(DEFAULT_LIST_LIMIT)
 @click.option(
     "--before",
     metavar="EXECUTION",
@@ -928,7 +930,9 @@ def executions_list(ctx: click.Context, state: str | None, limit: int, before: s
         else:
             s.echo(render.executions_table(found, lambda x: _definition(app, x)))
         if found and len(found) + len(unreadable) >= limit:  # on stderr beside --json
-            also = f" --state {state}" if state else ""
+            also = (f" --state {state}" if state else "") + (
+                f" --limit {limit}" if limit != DEFAULT_LIST_LIMIT else ""
+            )
             s.echo(
                 render.safe(
                     f"(--before {found[-1].id}{also} shows the next {limit};"
@@ -1165,9 +1169,11 @@ def _read_anchors(s: Session, path: Path) -> anchors.Anchors:
 
 
 def _would_make(settings: Settings) -> bool:
-    """Whether opening the configured store would make it: an embedded store on disk with
-    nothing there yet."""
-    if not settings.store_url.startswith("surrealkv:"):
+    """Whether opening the configured store may make it: an embedded store on disk with
+    nothing there yet, or a server's database (which cannot be told without connecting)."""
+    if settings.store_scheme in ("ws", "wss"):
+        return True
+    if settings.store_scheme != "surrealkv":
         return False
     directory = SurrealConfig(settings.store_url).path
     return directory is not None and not (directory / "clog").is_dir()

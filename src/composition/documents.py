@@ -14,7 +14,7 @@ A file may start with front matter, a `---` block of `key: value` lines:
 Options given on the command line win over front matter; a missing title falls back to the
 first `# heading`, then to the file name; a missing format follows the file extension.
 A UTF-8 byte order mark before the front matter is ignored. A file whose first `---` is
-followed by a blank line and no front matter opens with a horizontal rule.
+followed by a blank line and by no line naming a front matter key opens with a horizontal rule.
 """
 
 from __future__ import annotations
@@ -70,12 +70,26 @@ def parse_front_matter(text: str, *, name: str = "<text>") -> tuple[dict[str, st
     try:
         meta, body = _front_matter(lines, name)
     except DocumentError:
-        if len(lines) > 1 and lines[1].strip():
+        # Front matter with a mistake is said, never published as content with the rest of
+        # its settings (a classification) dropped: only a block naming no key is a rule.
+        if (len(lines) > 1 and lines[1].strip()) or _names_a_key(lines):
             raise
         return {}, text
     if not meta and (len(lines) < 2 or not lines[1].strip()):
         return {}, text
     return meta, body
+
+
+def _names_a_key(lines: list[str]) -> bool:
+    """Whether a line of the block the first `---` opens starts with a front matter key."""
+    for line in lines[1:]:
+        stripped = line.strip()
+        if stripped == "---":
+            return False
+        key, sep, _ = stripped.partition(":")
+        if sep and _ALIASES.get(key.strip().lower(), key.strip().lower()) in FRONT_MATTER_KEYS:
+            return True
+    return False
 
 
 def _front_matter(lines: list[str], name: str) -> tuple[dict[str, str], str]:

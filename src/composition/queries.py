@@ -45,7 +45,12 @@ def listed(uow_factory: UnitOfWorkFactory, tenant: str, execution_id: str) -> Wo
     """An execution of the tenant as listings read it (its input left unread); another
     tenant's reads as missing."""
     with uow_factory() as uow:
-        found = uow.executions.get(execution_id, with_input=False)
+        try:
+            found = uow.executions.get(execution_id, with_input=False)
+        except CorruptRecord:  # even unreadable, another tenant's is not disclosed
+            if uow.executions.tenant_of(execution_id) != tenant:
+                raise RecordNotFound("execution", execution_id) from None
+            raise
     if found is None or found.tenant != tenant:
         raise RecordNotFound("execution", execution_id)
     return found

@@ -120,13 +120,11 @@ def test_run_prints_transitions_then_list_show_verify_and_events(gk: Cli) -> Non
     while page := gk.json("executions", "list", "--limit", "1", "--before", paged[-1]):
         paged += [x["execution_id"] for x in page]
     assert paged == [x["execution_id"] for x in gk.json("executions", "list")]
-    assert f"--before {xid} shows the next 1" in gk("executions", "list", "--limit", "1").stdout
-    assert (
-        f"--before {xid} shows the next 1"
-        in gk("--json", "executions", "list", "--limit", "1").stderr
-    )
+    hint = f"--before {xid} --limit 1 shows the next 1"
+    assert hint in gk("executions", "list", "--limit", "1").stdout
+    assert hint in gk("--json", "executions", "list", "--limit", "1").stderr
     listed_succeeded = gk("executions", "list", "--state", "succeeded", "--limit", "1").stdout
-    assert f"--before {xid} --state succeeded shows the next 1" in listed_succeeded
+    assert f"--before {xid} --state succeeded --limit 1 shows the next 1" in listed_succeeded
     last = gk("executions", "list", "--before", paged[-1]).stdout
     assert f"no executions listed after {paged[-1]}" in last
     assert "no execution 'nope'" in gk("executions", "list", "--before", "nope", code=2).stderr
@@ -379,6 +377,17 @@ def test_a_page_goes_on_from_an_execution_whose_input_cannot_be_read(fresh: Cli)
         )
     page = fresh.json("executions", "list", "--limit", "1", "--before", newer)
     assert [x["execution_id"] for x in page] == [older]
+
+
+def test_another_tenants_unreadable_execution_reads_as_missing_as_a_cursor_too(
+    fresh: Cli,
+) -> None:
+    beta = {"GOVKERNEL_TENANT": "beta"}
+    theirs = fresh.json("run", "knowledge-publication", str(FRED), env=beta)["execution_id"]
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        store.select_rows("UPDATE $r SET state = 'bogus'", {"r": RecordID("execution", theirs)})
+    refused = fresh("executions", "list", "--before", theirs, code=2)
+    assert refused.stderr == f"error: no execution '{theirs}'\n"  # as `show` says it
 
 
 def test_an_execution_record_deleted_from_storage_is_reported_by_its_trail(fresh: Cli) -> None:

@@ -314,3 +314,14 @@ def test_recover_on_a_shared_store_says_until_when_it_leaves_a_leased_execution_
         out, _ = gk(capsys, "--store", shim.url, "recover")
         assert "1 execution left alone: leased by another worker (or one that stopped)" in out
         assert "recover takes it on after that" in out and "until 20" in out
+
+
+@pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")
+def test_an_input_refused_makes_no_store_on_a_server(capsys: pytest.CaptureFixture[str]) -> None:
+    with SurrealWsShim() as shim:
+        _, err = gk(
+            capsys, "--store", shim.url, "run", "workflow", kp.NAME, "--input", "{}", code=2
+        )
+        assert "documents: must be a list of documents" in err
+        _, err = gk(capsys, "--store", shim.url, "executions", "list", code=2)
+        assert "nothing has run there yet" in err  # the refused run made no database

@@ -29,7 +29,9 @@ def test_front_matter_is_split_from_the_body() -> None:
     assert parse_front_matter("No front matter\n---\n") == ({}, "No front matter\n---\n")
 
 
-@pytest.mark.parametrize("text", ["---\n\n# Title\n\nkind: imf\n", "---\n \nx", "---\n", "---"])
+@pytest.mark.parametrize(
+    "text", ["---\n\n# Title\n\nNote: prices rose\n", "---\n \nx", "---\n", "---"]
+)
 def test_a_rule_followed_by_a_blank_line_opens_the_body_not_front_matter(text: str) -> None:
     assert parse_front_matter(text, name="doc.md") == ({}, text)
 
@@ -39,6 +41,10 @@ def test_front_matter_after_a_blank_line_is_still_front_matter() -> None:
     assert meta == {"kind": "imf"} and body == "Body\n"
     text = "---\n\n# Heading only\n---\nBody\n"  # nothing but a comment: a rule, then text
     assert parse_front_matter(text, name="doc.md") == ({}, text)
+    # A mistake in it is said, not published as content with its classification dropped.
+    typo = "---\n\nkind: imf\nclassification: restricted\nformt: text\n---\nBody\n"
+    with pytest.raises(DocumentError, match="unknown front matter key 'formt'"):
+        parse_front_matter(typo, name="doc.md")
 
 
 @pytest.mark.parametrize(
