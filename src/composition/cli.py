@@ -1400,8 +1400,16 @@ def recover(ctx: click.Context) -> None:
         except RecoveryIncomplete as incomplete:
             resumed, failures = incomplete.resumed, incomplete.failures
         handled = {x.id for x in resumed} | {xid for xid, _ in failures}
-        # What recovery left for later: a retry not due yet (as found, before recovering).
-        not_due = [x for x in candidates if x.id not in handled and x.retry_not_due(now)]
+        # What recovery left for later, as found before recovering: a retry not due yet (one
+        # another worker holds a live lease on is that worker's, as recovery has it).
+        mine = (None, app.orchestrator.worker_id)
+        not_due = [
+            x
+            for x in candidates
+            if x.id not in handled
+            and x.retry_not_due(now)
+            and (app.exclusive_store or x.lease_owner in mine or x.lease_expired(now))
+        ]
         leased = [x.id for x in candidates if x.id not in handled and x not in not_due]
         if s.json:
             s.emit(
