@@ -310,6 +310,18 @@ def test_a_retry_scheduled_beyond_the_inline_wait_is_left_for_later(world: World
     assert_exactly_once(world.door, orch)
 
 
+def test_a_worker_that_leaves_a_retry_for_later_lets_go_so_a_cancel_compensates_at_once(
+    world: World,
+) -> None:
+    slow = RetryPolicy(max_attempts=2, backoff=timedelta(minutes=10))
+    wrappers = {"publish": Calls().wrap(_raise(RetryableError("later"), times=1))}
+    waiting = world.orch_with("worker-1", wrappers, retry=slow).start(FLAKY, request("pub-1"))
+    assert waiting.state is S.RETRY_SCHEDULED
+    (doc,) = world.door.table("execution").values()
+    assert doc.get("lease_owner") is None  # nobody drives it until the retry is due
+    assert world.orch("handler").cancel(waiting.id).state is S.CANCELLED  # at once
+
+
 # -- compensation --------------------------------------------------------------------------------
 
 

@@ -28,7 +28,8 @@ from domain.orchestration.orchestrator import Orchestrator
 from domain.services.governance import ApprovalRequired
 from domain.workflows import knowledge_publication as kp
 from ports.clock import FixedClock
-from ports.unit_of_work import UnitOfWork
+from ports.storage import CommitReceipt
+from ports.unit_of_work import UnitOfWork, WrappingUnitOfWork
 from tests.workflow.harness import (
     T0,
     WORKFLOW,
@@ -372,3 +373,56 @@ def test_an_approval_past_the_gate_is_refused_after_one_wait_not_five() -> None:
     finally:
         release.set()
         bob.join(30)
+
+
+@pytest.mark.parametrize("command", ["reject", "approve"])
+def test_a_command_and_a_run_on_two_threads_of_one_worker_run_nothing_twice(
+    command: str,
+) -> None:
+    """Thread B's command has committed but not yet driven the execution when thread C runs
+    it to its end: B must not then run the undo (or the approved step) again from the copy
+    it committed."""
+    store = open_store("memory")
+    undone: list[str] = []
+    paid: list[int] = []
+
+    def gate(uow: UnitOfWork, ctx: StepContext) -> dict[str, bool]:
+        if not ctx.execution.approvals:
+            raise ApprovalRequired("pay", ["one approval"])
+        paid.append(ctx.execution.version)
+        return {}
+
+    gated = _undoable("gated", Step("gate", gate, side_effecting=True), undone)
+    slow = threading.local()
+
+    class SlowAfterCommit(WrappingUnitOfWork):
+        def commit(self) -> CommitReceipt:
+            receipt = super().commit()
+            if getattr(slow, "on", False):
+                time.sleep(0.3)  # thread B, between its command's commit and its drive
+            return receipt
+
+    orch = orchestrator(
+        lambda: SlowAfterCommit(store.unit_of_work()),
+        FixedClock(T0),
+        workflows=definitions(store.unit_of_work, gated),
+    )
+    waiting = orch.start("gated", {})
+    done: list[WorkflowExecution] = []
+
+    def b() -> None:
+        slow.on = True
+        if command == "reject":
+            done.append(orch.reject(waiting.id, reason="no"))
+        else:
+            done.append(orch.approve(waiting.id, approver="alice", role="r"))
+
+    thread = threading.Thread(target=b)
+    thread.start()
+    while orch.get(waiting.id).version == waiting.version:
+        time.sleep(0.001)
+    orch.run(waiting.id)  # thread C
+    thread.join(30)
+    assert undone == ([waiting.id] if command == "reject" else [])
+    assert len(paid) == (0 if command == "reject" else 1)
+    assert orch.verify(waiting.id).ok

@@ -407,6 +407,9 @@ class Orchestrator:
                     # would otherwise have the same short wait repeated for hours.
                     waited += max(outcome.delay, timedelta(0))
                     if waited > self._max_wait:
+                        # Not driven on by this worker now: any worker may take the retry
+                        # when due, or a cancel compensate at once, without waiting on a lease.
+                        self._let_go(execution_id)
                         break
                     self._sleep(max(outcome.delay.total_seconds(), 0.0))
                 elif isinstance(outcome, _Stop):
@@ -518,7 +521,32 @@ class Orchestrator:
         applied again to what won, which may refuse it for the state it is now in. Unless
         `needs` says the execution as found needs no definition for the command (it ends it
         with nothing to run or undo), this worker must have the very definition that
-        started it."""
+        started it.
+
+        The command is committed holding the execution's wheel when no other thread of this
+        worker drives it: between the commit and the drive that follows, no other thread may
+        take it on and finish it, leaving the copy committed here stale for a later turn.
+        Beside a thread that drives it, the command leaves that thread its copy, and asks it
+        to drive on."""
+
+        def commanded() -> WorkflowExecution:
+            self._take(execution_id)  # nothing kept from before: the command reads afresh
+            self._remember(self._commit_command_loop(execution_id, apply, before, needs))
+            return self._run(execution_id)
+
+        driven = self._drive(execution_id, commanded)
+        if driven is not None:
+            return driven
+        self._remember(self._commit_command_loop(execution_id, apply, before, needs))
+        return self.run(execution_id)  # asks the driving thread again, or drives it if it left
+
+    def _commit_command_loop(
+        self,
+        execution_id: str,
+        apply: Callable[[WorkflowExecution, datetime], None],
+        before: Callable[[str], bool] | None,
+        needs: Callable[[WorkflowExecution], bool],
+    ) -> WorkflowExecution:
         waited = True
         for attempt in range(1, COMMAND_ATTEMPTS + 1):
             if before is not None:
@@ -544,9 +572,8 @@ class Orchestrator:
                 if waited or attempt == COMMAND_ATTEMPTS or not self._regating(execution_id):
                     raise
                 continue
-            self._remember(execution)
-            break
-        return self.run(execution_id)
+            return execution
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _commit_command(self, uow: UnitOfWork, execution: WorkflowExecution) -> None:
         """Commit an operator's command; a lost reply is resolved by re-reading, and only a
