@@ -426,3 +426,39 @@ def test_a_command_and_a_run_on_two_threads_of_one_worker_run_nothing_twice(
     assert undone == ([waiting.id] if command == "reject" else [])
     assert len(paid) == (0 if command == "reject" else 1)
     assert orch.verify(waiting.id).ok
+
+
+def test_two_workers_resuming_one_unleased_execution_run_its_step_once() -> None:
+    """A pending start (or a retry fallen due, or a crashed worker's) holds no live lease:
+    the worker that resumes it claims it in a commit of its own before the step runs, so a
+    second worker arriving meanwhile finds it leased instead of running the step too."""
+    store = open_store("memory")
+    entered, release = threading.Event(), threading.Event()
+    charged: list[str] = []
+
+    def charge(uow: UnitOfWork, ctx: StepContext) -> dict[str, bool]:
+        charged.append(threading.current_thread().name)
+        entered.set()
+        release.wait(5)
+        return {"charged": True}
+
+    paying = WorkflowDefinition(
+        name="paying",
+        version="1",
+        metadata=kp.METADATA,
+        steps=(Step("charge", charge, side_effecting=True),),
+    )
+    workflows = definitions(store.unit_of_work, paying)
+    one = orchestrator(store.unit_of_work, FixedClock(T0), worker_id="w1", workflows=workflows)
+    two = orchestrator(store.unit_of_work, FixedClock(T0), worker_id="w2", workflows=workflows)
+    pending = one.start("paying", {}, run=False)
+    first = threading.Thread(target=lambda: one.run(pending.id), name="w1")
+    first.start()
+    try:
+        assert entered.wait(30)
+        assert two.run(pending.id).state is ExecutionState.RUNNING  # leased to w1: left alone
+        assert charged == ["w1"]
+    finally:
+        release.set()
+        first.join(30)
+    assert one.get(pending.id).state is ExecutionState.SUCCEEDED and charged == ["w1"]

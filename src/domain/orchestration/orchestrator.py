@@ -793,6 +793,28 @@ class Orchestrator:
                     return _Wait(execution.retry_at - now)
             seen_version = execution.version
             step_name: str | None = None
+            held = execution.lease_owner == self.worker_id and not execution.lease_expired(now)
+            if state is not S.CANCELLING and not held:
+                # Claimed in a commit of its own before a step (or the undo) runs: of workers
+                # resuming it at once, one wins the claim, and the others find it leased
+                # before running the step, not after.
+                if state in (S.PENDING, S.RETRY_SCHEDULED):
+                    execution.retry_at = None  # the retry it waited for is this one
+                    execution.transition(
+                        S.RUNNING, at=now, actor=rt.actor, reason=f"resumed from {state.value}"
+                    )
+                if ignore_leases:
+                    execution.release_lease()  # taking over: the caller vouched for that
+                execution.claim(self.worker_id, now=now, ttl=self._lease_ttl)
+                uow.executions.save(execution)
+                try:
+                    uow.commit()
+                except ConcurrencyConflict:
+                    return _Next.CONTINUE  # another worker claimed it: read what is stored
+                except CommitOutcomeUnknown as exc:
+                    return _Unknown(exc, seen_version)
+                self._remember(execution)
+                return _Next.CONTINUE
             if state is S.CANCELLING:
                 # A retry it was waiting for is abandoned: the undo is due now, and what it
                 # says it undoes is the cancellation, not the failure retried.
