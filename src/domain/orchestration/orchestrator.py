@@ -794,10 +794,11 @@ class Orchestrator:
             seen_version = execution.version
             step_name: str | None = None
             held = execution.lease_owner == self.worker_id and not execution.lease_expired(now)
-            if state is not S.CANCELLING and not held:
+            if state is not S.CANCELLING and not held and not ignore_leases:
                 # Claimed in a commit of its own before a step (or the undo) runs: of workers
                 # resuming it at once, one wins the claim, and the others find it leased
-                # before running the step, not after.
+                # before running the step, not after. (Ignoring leases, workers would only
+                # take the claim from each other in turn: then the step's commit decides.)
                 if state in (S.PENDING, S.RETRY_SCHEDULED):
                     execution.retry_at = None  # the retry it waited for is this one
                     execution.transition(
