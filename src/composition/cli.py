@@ -910,11 +910,7 @@ def executions_list(ctx: click.Context, state: str | None, limit: int, before: s
             now=app.runtime.clock.now(),
             state=ExecutionState(state) if state else None,
             limit=limit,
-            before=(
-                None
-                if before is None
-                else queries.listed(app.uow_factory, app.runtime.tenant, before)
-            ),
+            before=None if before is None else app.orchestrator.get(before, with_input=False),
             unreadable=unreadable,
         )
         if s.json:

@@ -41,21 +41,6 @@ def recent_executions(
         )
 
 
-def listed(uow_factory: UnitOfWorkFactory, tenant: str, execution_id: str) -> WorkflowExecution:
-    """An execution of the tenant as listings read it (its input left unread); another
-    tenant's reads as missing."""
-    with uow_factory() as uow:
-        try:
-            found = uow.executions.get(execution_id, with_input=False)
-        except CorruptRecord:  # even unreadable, another tenant's is not disclosed
-            if uow.executions.tenant_of(execution_id) != tenant:
-                raise RecordNotFound("execution", execution_id) from None
-            raise
-    if found is None or found.tenant != tenant:
-        raise RecordNotFound("execution", execution_id)
-    return found
-
-
 def orphan_trails(
     uow_factory: UnitOfWorkFactory, tenant: str | None
 ) -> dict[str, tuple[int, str | None]]:

@@ -547,8 +547,9 @@ class Orchestrator:
         before: Callable[[str], bool] | None,
         needs: Callable[[WorkflowExecution], bool],
     ) -> WorkflowExecution:
-        waited = True
-        for attempt in range(1, COMMAND_ATTEMPTS + 1):
+        waited, attempt = True, 0
+        while True:
+            attempt += 1
             if before is not None:
                 waited = before(execution_id)
             try:
@@ -573,7 +574,6 @@ class Orchestrator:
                     raise
                 continue
             return execution
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _commit_command(self, uow: UnitOfWork, execution: WorkflowExecution) -> None:
         """Commit an operator's command; a lost reply is resolved by re-reading, and only a
@@ -641,9 +641,11 @@ class Orchestrator:
 
     # -- queries -----------------------------------------------------------------------------
 
-    def get(self, execution_id: str) -> WorkflowExecution:
+    def get(self, execution_id: str, *, with_input: bool = True) -> WorkflowExecution:
+        """The tenant's execution (`with_input=False`: its input left unread, as listings
+        read executions)."""
         with self._uow_factory() as uow:
-            return self._require(uow, execution_id)
+            return self._require(uow, execution_id, with_input=with_input)
 
     def verify(self, execution_id: str) -> ChainReport:
         for _ in range(COMMAND_ATTEMPTS):
@@ -795,28 +797,12 @@ class Orchestrator:
             step_name: str | None = None
             held = execution.lease_owner == self.worker_id and not execution.lease_expired(now)
             if state is not S.CANCELLING and not held and not ignore_leases:
-                # Claimed in a commit of its own before a step (or the undo) runs: of workers
-                # resuming it at once, one wins the claim, and the others find it leased
-                # before running the step, not after. (Ignoring leases, workers would only
-                # take the claim from each other in turn: then the step's commit decides.)
-                if state in (S.PENDING, S.RETRY_SCHEDULED):
-                    execution.retry_at = None  # the retry it waited for is this one
-                    execution.transition(
-                        S.RUNNING, at=now, actor=rt.actor, reason=f"resumed from {state.value}"
-                    )
-                if ignore_leases:
-                    execution.release_lease()  # taking over: the caller vouched for that
-                execution.claim(self.worker_id, now=now, ttl=self._lease_ttl)
-                uow.executions.save(execution)
-                try:
-                    uow.commit()
-                except ConcurrencyConflict:
-                    return _Next.CONTINUE  # another worker claimed it: read what is stored
-                except CommitOutcomeUnknown as exc:
-                    return _Unknown(exc, seen_version)
-                self._remember(execution)
-                return _Next.CONTINUE
-            if state is S.CANCELLING:
+                # Claimed in a commit of its own (below) before a step or the undo runs: of
+                # workers resuming it at once, one wins the claim, and the others find it
+                # leased before running the step, not after. (Ignoring leases, workers would
+                # only take the claim from each other in turn: then the step's commit decides.)
+                self._resume(execution, now)
+            elif state is S.CANCELLING:
                 # A retry it was waiting for is abandoned: the undo is due now, and what it
                 # says it undoes is the cancellation, not the failure retried.
                 execution.retry_at = execution.last_error = None
@@ -839,11 +825,7 @@ class Orchestrator:
                         S.COMPENSATED, at=now, actor=rt.actor, reason="compensation completed"
                     )
             else:
-                if state is not S.RUNNING:
-                    execution.retry_at = None  # the retry it waited for is this one
-                    execution.transition(
-                        S.RUNNING, at=now, actor=rt.actor, reason=f"resumed from {state.value}"
-                    )
+                self._resume(execution, now)
                 if execution.current_step >= len(definition.steps):
                     raise InvalidState(
                         f"execution {execution.id} is {state.value} past its last step"
@@ -892,6 +874,15 @@ class Orchestrator:
         if execution.state.terminal or execution.state is S.AWAITING_APPROVAL:
             return _Stop(execution)
         return _Next.CONTINUE
+
+    def _resume(self, execution: WorkflowExecution, now: datetime) -> None:
+        """A pending execution, or one waiting for a retry, running again."""
+        state = execution.state
+        if state in (S.PENDING, S.RETRY_SCHEDULED):
+            execution.retry_at = None  # the retry it waited for is this one
+            execution.transition(
+                S.RUNNING, at=now, actor=self._runtime.actor, reason=f"resumed from {state.value}"
+            )
 
     def _remember(self, execution: WorkflowExecution) -> None:
         # Only executions this worker will go on driving; a stop is always decided on a read.
