@@ -763,6 +763,40 @@ def test_a_live_lease_keeps_other_workers_off_until_it_expires(world: World) -> 
     assert_exactly_once(world.door, second)
 
 
+def test_a_step_replayed_by_another_worker_after_a_crash_mints_the_same_ids(
+    world: World,
+) -> None:
+    """Ids a step mints are the same in the crashed attempt and in its replay, whichever
+    worker claims the execution in between: a call made outside the unit of work can take
+    them as its idempotency key. A retry after a recorded failure mints fresh ones."""
+    minted: list[str] = []
+
+    def mint(busy: bool) -> Wrapper:
+        def then(n: int, uow: UnitOfWork, ctx: StepContext) -> None:
+            minted.append(ctx.runtime.ids.new_id("call"))
+            if busy and n == 1:
+                raise RetryableError("the service is busy")
+
+        return Calls().wrap(then)
+
+    crashing = FaultInjector(world.store.unit_of_work)
+    crashing.arm(FaultPlan(fail_at_commit=2))  # analyse's commit: the worker dies there
+    first = world.orch_with("worker-A", {"analyse": mint(busy=False)}, factory=crashing)
+    with pytest.raises(InjectedFault):
+        first.start(FLAKY, request("pub-1"))
+    world.clock.advance(timedelta(seconds=31))  # its lease expires
+    # Another worker's recovery claims the execution in a commit of its own, replays
+    # analyse, which fails once (a recorded attempt), and runs it once more.
+    retry = RetryPolicy(max_attempts=3, backoff=timedelta(0))
+    second = world.orch_with("worker-B", {"analyse": mint(busy=True)}, retry=retry)
+    (done,) = second.recover()
+    assert done.state is S.SUCCEEDED
+    crashed, replayed, retried = minted
+    assert replayed == crashed
+    assert retried != crashed
+    assert_exactly_once(world.door, second)
+
+
 def test_the_lease_holder_itself_may_resume(world: World) -> None:
     crashing = FaultInjector(world.store.unit_of_work)
     crashing.arm(FaultPlan(fail_at_commit=2))

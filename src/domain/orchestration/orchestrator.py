@@ -910,9 +910,11 @@ class Orchestrator:
 
     def _context(self, execution: WorkflowExecution, step: str) -> StepContext:
         runtime = evolve(
-            # Scoped by the version the step starts from: a replay after a crash mints the
-            # same ids, a later attempt (after a denial, a retry) mints fresh ones.
-            self._runtime.with_ids(DerivedIds(execution.id, step, str(execution.version))),
+            # Scoped by the trail entry the step starts from: a replay after a crash mints
+            # the same ids, whichever worker claimed the execution meanwhile (a claim is no
+            # transition); a later attempt (after a denial, a retry) follows new entries and
+            # mints fresh ones. ("t": no scope of the version-scoped ids of earlier releases.)
+            self._runtime.with_ids(DerivedIds(execution.id, step, f"t{execution.audit_sequence}")),
             trace_id=execution.correlation_id,
             tenant=execution.tenant,
             # The mutation is the requester's, whichever worker happens to run the step.
