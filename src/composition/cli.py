@@ -40,7 +40,7 @@ from domain.model.execution import WorkflowExecution, started_steps
 from domain.model.knowledge import Classification, SourceFormat, SourceKind
 from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from domain.model.policy import ImpactTier
-from domain.model.validation import same_person
+from domain.model.validation import IDENTIFIER, same_person
 from domain.orchestration.definition import WorkflowDefinition
 from domain.orchestration.orchestrator import RECOVERABLE, RecoveryIncomplete, reused
 from domain.workflows import knowledge_publication as kp
@@ -295,6 +295,18 @@ def an_id(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
             param=param,
         )
     return not_blank(ctx, param, value)
+
+
+def a_workflow_name(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A workflow's name as definitions spell them: anything else names none."""
+    if value is not None and not IDENTIFIER.match(value):
+        raise click.BadParameter(
+            "is not a workflow name: 1-128 letters, digits, '_', '.', ':' or '-', starting"
+            " with a letter or digit",
+            ctx=ctx,
+            param=param,
+        )
+    return value
 
 
 def session_of(ctx: click.Context) -> Session:
@@ -891,6 +903,12 @@ def executions() -> None:
 @click.option("--state", type=_enum_choice([st.value for st in ExecutionState]))
 @limit_option(DEFAULT_LIST_LIMIT)
 @click.option(
+    "--workflow",
+    metavar="NAME",
+    callback=a_workflow_name,
+    help="Only the executions of this workflow (any of its versions).",
+)
+@click.option(
     "--before",
     metavar="EXECUTION",
     callback=an_id,
@@ -898,7 +916,9 @@ def executions() -> None:
 )
 @json_option
 @click.pass_context
-def executions_list(ctx: click.Context, state: str | None, limit: int, before: str | None) -> None:
+def executions_list(
+    ctx: click.Context, state: str | None, workflow: str | None, limit: int, before: str | None
+) -> None:
     """Executions, newest first."""
     s = session_of(ctx)
     s.read_only = True
@@ -909,6 +929,7 @@ def executions_list(ctx: click.Context, state: str | None, limit: int, before: s
             app.runtime.tenant,
             now=app.runtime.clock.now(),
             state=ExecutionState(state) if state else None,
+            workflow=workflow,
             limit=limit,
             before=None if before is None else app.orchestrator.get(before, with_input=False),
             unreadable=unreadable,
@@ -919,15 +940,25 @@ def executions_list(ctx: click.Context, state: str | None, limit: int, before: s
             s.echo(
                 render.safe(
                     "no executions"
+                    + (f" of workflow {workflow}" if workflow else "")
                     + (f" in state {state}" if state else "")
                     + (f" listed after {before}" if before else "")
+                    + (
+                        " (no workflow of that name is registered here: `govkernel workflows`"
+                        " lists those that are)"
+                        if workflow
+                        and workflow not in {d.name for d in app.orchestrator.definitions()}
+                        else ""
+                    )
                 )
             )
         else:
             s.echo(render.executions_table(found, lambda x: _definition(app, x)))
         if found and len(found) + len(unreadable) >= limit:  # on stderr beside --json
-            also = (f" --state {state}" if state else "") + (
-                f" --limit {limit}" if limit != DEFAULT_LIST_LIMIT else ""
+            also = (
+                (f" --state {state}" if state else "")
+                + (f" --workflow {workflow}" if workflow else "")
+                + (f" --limit {limit}" if limit != DEFAULT_LIST_LIMIT else "")
             )
             s.echo(
                 render.safe(

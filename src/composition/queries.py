@@ -23,6 +23,7 @@ def recent_executions(
     *,
     now: datetime,
     state: ExecutionState | None = None,
+    workflow: str | None = None,
     limit: int = 50,
     before: WorkflowExecution | None = None,
     unreadable: list[str] | None = None,
@@ -33,6 +34,7 @@ def recent_executions(
         return uow.executions.recent(
             now=now,
             state=state,
+            workflow=workflow,
             limit=limit,
             tenant=tenant,
             before=before,

@@ -278,12 +278,14 @@ class Executions(_Repository):
         limit: int = 50,
         state: ExecutionState | None = None,
         tenant: str | None = None,
+        workflow: str | None = None,
         before: WorkflowExecution | None = None,
         with_input: bool = True,
         unreadable: list[str] | None = None,
     ) -> list[WorkflowExecution]:
-        """The newest executions (in a state), newest first; with `before`, the ones listed
-        after it (older, or as old with a smaller id): the next page of a listing.
+        """The newest executions (in a state, of a workflow), newest first; with `before`,
+        the ones listed after it (older, or as old with a smaller id): the next page of a
+        listing.
 
         SurrealDB cannot walk an index backwards: a newest-first LIMIT reads and sorts every
         match. So each window of creation time, back from now or from `before`, is read whole
@@ -294,6 +296,8 @@ class Executions(_Repository):
         where: dict[str, Any] = {} if state is None else {"state": state.value}
         if tenant is not None:
             where["tenant"] = tenant
+        if workflow is not None:
+            where["workflow_name"] = workflow
         ties: list[tuple[str, Document]] = []
         if before is not None:
             # Listings break ties in time by id: the rest of `before`'s instant comes first.

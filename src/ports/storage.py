@@ -87,7 +87,7 @@ TABLES: Mapping[str, TableSpec] = {
         TableSpec(
             "execution",
             uniques=(("tenant", "idempotency_key"),),
-            lookups=(("state", "created_at"), ("created_at",)),
+            lookups=(("state", "created_at"), ("workflow_name", "created_at"), ("created_at",)),
         ),
         TableSpec("audit", lookups=(("execution_id", "sequence"),)),
         # An execution's input, written once: the execution record changes at every step,

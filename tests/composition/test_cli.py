@@ -128,6 +128,16 @@ def test_run_prints_transitions_then_list_show_verify_and_events(gk: Cli) -> Non
     last = gk("executions", "list", "--before", paged[-1]).stdout
     assert f"no executions listed after {paged[-1]}" in last
     assert "no execution 'nope'" in gk("executions", "list", "--before", "nope", code=2).stderr
+    ours = gk.json("executions", "list", "--workflow", "knowledge_publication", "--limit", "1")
+    assert [x["execution_id"] for x in ours] == [xid]
+    hint = f"--before {xid} --workflow knowledge_publication --limit 1 shows the next 1"
+    assert (
+        hint
+        in gk("executions", "list", "--workflow", "knowledge_publication", "--limit", "1").stdout
+    )
+    none = gk("executions", "list", "--workflow", "payout").stdout
+    assert "no executions of workflow payout (no workflow of that name is registered" in none
+    assert "not a workflow name" in gk("executions", "list", "--workflow", "a b", code=2).stderr
 
     shown = gk.json("executions", "show", xid)
     assert [e["sequence"] for e in shown["audit"]] == list(range(1, 8))

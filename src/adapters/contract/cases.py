@@ -665,6 +665,37 @@ class UnitOfWorkContract:
                 last = found[-1]
         assert seen == whole
 
+    def test_a_listing_of_one_workflow_pages_through_its_executions_only(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        tenant = samples.new_id("tenant")
+        made = []
+        with uow_factory() as uow:
+            for n in range(7):
+                x = samples.execution(tenant=tenant, text="payout" if n % 3 else "kp")
+                x.created_at = samples.T0 + timedelta(seconds=n)
+                if n == 4:
+                    x.transition(ExecutionState.CANCELLED, at=x.created_at, actor="op", reason="t")
+                uow.executions.save(x)
+                made.append(x)
+            uow.commit()
+        payouts = [x.id for x in made[::-1] if x.workflow_name == "payout"]
+        now = samples.T0 + timedelta(days=1)
+        seen: list[str] = []
+        last = None
+        with uow_factory() as uow:
+            while found := uow.executions.recent(
+                now=now, limit=2, tenant=tenant, workflow="payout", before=last
+            ):
+                seen += [x.id for x in found]
+                last = found[-1]
+            cancelled = uow.executions.recent(
+                now=now, tenant=tenant, workflow="payout", state=ExecutionState.CANCELLED
+            )
+            assert uow.executions.recent(now=now, tenant=tenant, workflow="nope") == []
+        assert seen == payouts and len(payouts) == 4
+        assert [x.id for x in cancelled] == [made[4].id]
+
     @pytest.mark.parametrize("same_unit", [False, True], ids=["across-units", "same-unit"])
     def test_a_repeated_event_id_is_a_duplicate_and_uses_no_position(
         self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, same_unit: bool
