@@ -54,5 +54,10 @@ class UnitOfWorkClosed(PortError):
     """The unit of work was already committed or rolled back."""
 
 
+class UnitOfWorkLent(PortError):
+    """The unit of work is lent (to a workflow step): it stages and reads, and only its
+    lender commits or rolls it back."""
+
+
 class InjectedFault(PortError):
     """Raised by the fault-injecting adapter at a planned position; nothing was written."""

@@ -18,7 +18,13 @@ from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
 
 from ports import fields
-from ports.errors import DuplicateRecord, InvalidRecord, RecordNotFound, UnitOfWorkClosed
+from ports.errors import (
+    DuplicateRecord,
+    InvalidRecord,
+    RecordNotFound,
+    UnitOfWorkClosed,
+    UnitOfWorkLent,
+)
 from ports.repositories import (
     Analyses,
     AuditTrail,
@@ -40,6 +46,7 @@ class UnitOfWork(abc.ABC):
         self._pending: dict[Key, Write] = {}
         self._read_versions: dict[Key, int] = {}
         self._closed = False
+        self._borrower: str | None = None
         self.receipt: CommitReceipt | None = None
         self.sources = KnowledgeSources(self)
         self.analyses = Analyses(self)
@@ -62,11 +69,12 @@ class UnitOfWork(abc.ABC):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if not self._closed:
+        if not self._closed and self._borrower is None:  # a borrower's block ends, not the unit
             self.rollback()
 
     def commit(self) -> CommitReceipt:
         self._ensure_open()
+        self._ensure_held("commit")
         batch = self._batch()
         try:
             self.receipt = self._apply(batch) if batch.writes else CommitReceipt()
@@ -76,7 +84,23 @@ class UnitOfWork(abc.ABC):
 
     def rollback(self) -> None:
         if not self._closed:
+            self._ensure_held("roll back")
             self._close()
+
+    def lend(self, borrower: str | None) -> None:
+        """Lend the unit to `borrower` (a workflow step), or take it back with None. A
+        borrower stages and reads; committing or rolling back is refused
+        (`UnitOfWorkLent`), before anything is written: the lender commits what it staged
+        together with its own writes, or discards it all."""
+        self._borrower = borrower
+
+    def _ensure_held(self, what: str) -> None:
+        if self._borrower is not None:
+            raise UnitOfWorkLent(
+                f"{self._borrower} may not {what} its unit of work: it stages, and whoever"
+                " lent it the unit commits (the orchestrator commits a step's writes together"
+                " with its checkpoint)"
+            )
 
     @property
     def closed(self) -> bool:

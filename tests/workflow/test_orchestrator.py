@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from attrs import define, evolve
 
+from adapters.contract import samples
 from adapters.faults import FaultInjector, FaultPlan
 from adapters.memory import MemoryStore, MemoryUnitOfWork
 from domain.model.errors import InvalidInput, InvalidState
@@ -1213,16 +1214,19 @@ def test_callbacks_keep_the_execution_as_it_was_when_notified(world: World) -> N
     assert [(x.state.value, x.current_step) for x, _, _ in seen] == [(s, c) for _, s, c in seen]
 
 
+@pytest.mark.parametrize("again", ["pub-2", "pub-1"], ids=["other-input", "same-input"])
 def test_an_id_generator_that_repeats_is_refused_not_answered_with_another_execution(
-    world: World,
+    world: World, again: str
 ) -> None:
+    """Even a request like the first is another request: it is refused, not answered with
+    the first's execution (a second order of the same amount would never be paid)."""
     first = orchestrator(world.store.unit_of_work, world.clock, ids=SequentialIds())
     done = first.start(WORKFLOW, request("pub-1"))
     restarted = orchestrator(world.store.unit_of_work, world.clock, ids=SequentialIds())
     with pytest.raises(InvalidState, match="the id generator repeats ids"):
-        restarted.start(WORKFLOW, request("pub-2"))
+        restarted.start(WORKFLOW, request(again))
     assert [x["publication_id"] for x in world.door.table("capsule").values()] == ["pub-1"]
-    assert done.id in world.door.table("execution")
+    assert list(world.door.table("execution")) == [done.id]
 
 
 def test_an_input_given_as_any_mapping_is_taken(world: World) -> None:
@@ -1275,10 +1279,15 @@ def test_every_commit_is_told_even_a_start_stored_apart_from_its_failed_first_st
 
 @pytest.mark.parametrize("closes", ["commit", "rollback"])
 @pytest.mark.parametrize("position", ["first", "second"])
-def test_a_step_that_closes_its_unit_fails_its_attempt_instead_of_sticking(
+def test_a_step_may_not_close_its_unit_and_what_it_staged_is_discarded(
     world: World, closes: str, position: str
 ) -> None:
+    """A step that commits (or rolls back) its unit itself is refused before anything is
+    written: its attempt fails, and the writes it staged go nowhere, not even with the
+    execution record its first step's unit also holds."""
+
     def closing(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
+        uow.events.append(samples.event())
         getattr(uow, closes)()
         return {}
 
@@ -1292,7 +1301,9 @@ def test_a_step_that_closes_its_unit_fails_its_attempt_instead_of_sticking(
     orch = orchestrator(world.store.unit_of_work, world.clock, workflows={"closing": definition})
     done = orch.start("closing", {})
     assert done.state is S.FAILED
-    assert done.last_error is not None and "committed or rolled back its unit" in done.last_error
+    said = f"step closing may not {closes.replace('rollback', 'roll back')} its unit of work"
+    assert done.last_error is not None and said in done.last_error
+    assert world.door.table("event") == {}
     assert orch.recover() == [] and orch.verify(done.id).ok
 
 

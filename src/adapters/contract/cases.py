@@ -46,6 +46,7 @@ from ports.errors import (
     InjectedFault,
     InvalidRecord,
     UnitOfWorkClosed,
+    UnitOfWorkLent,
 )
 from ports.storage import EVENT_TABLE, TABLES, Document, Op, Range, Write
 from ports.unit_of_work import UnitOfWork, UnitOfWorkFactory, WrappingUnitOfWork
@@ -195,6 +196,27 @@ class UnitOfWorkContract:
             with pytest.raises(UnitOfWorkClosed):
                 attempt()
         uow.rollback()  # rolling back a closed unit is harmless
+
+    def test_a_lent_unit_is_committed_by_its_lender_only(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        before = backdoor.snapshot()
+        source = samples.source()
+        with uow_factory() as uow:
+            uow.lend("step borrow")
+            uow.sources.add(source)
+            for refused in (uow.commit, uow.rollback):
+                with pytest.raises(UnitOfWorkLent, match="step borrow may not"):
+                    refused()
+            with uow:  # the borrower's own block ends; the unit stays open
+                pass
+            assert not uow.closed
+            assert_state(before, backdoor, "a lent unit wrote")
+            uow.lend(None)
+            uow.commit()
+        expected = state.copied(before)
+        state.put(expected, "knowledge_source", source.id, records.source_doc(source))
+        assert_state(expected, backdoor)
 
     # -- reads -----------------------------------------------------------------------------------
 

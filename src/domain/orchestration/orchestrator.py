@@ -34,6 +34,7 @@ from domain.model.validation import actor_name, one_line, text
 from domain.orchestration.definition import (
     RetryableError,
     RetryPolicy,
+    Step,
     StepContext,
     WorkflowDefinition,
 )
@@ -303,8 +304,7 @@ class Orchestrator:
             context = self._context(execution, step.name)
             context = evolve(context, runtime=evolve(context.runtime, record_denials=False))
             try:
-                output = _storable(f"output of step {step.name}", step.run(uow, context))
-                _still_open(uow, step.name)
+                output = _storable(f"output of step {step.name}", _lent(step, uow, context))
             except Exception as exc:  # recorded once the start is stored on its own
                 return _FirstStepFailed(step.name, exc)
             now = rt.clock.now()
@@ -816,8 +816,7 @@ class Orchestrator:
                     step_name = step.name
                     execution.begin_attempt(step.name)
                     try:
-                        step.run(uow, self._context(execution, step.name))
-                        _still_open(uow, step.name)
+                        _lent(step, uow, self._context(execution, step.name))
                     except Exception as exc:  # recorded, then retried or failed
                         return self._after_failure(execution_id, seen_version, step.name, exc)
                     execution.retry_at = None
@@ -835,9 +834,8 @@ class Orchestrator:
                 step_name = step.name
                 execution.begin_attempt(step.name)
                 try:
-                    ran = step.run(uow, self._context(execution, step.name))
+                    ran = _lent(step, uow, self._context(execution, step.name))
                     output = _storable(f"output of step {step.name}", ran)
-                    _still_open(uow, step.name)
                 except Exception as exc:  # any step failure is recorded, then classified
                     return self._after_failure(execution_id, seen_version, step.name, exc)
                 execution.checkpoint(step.name, output, at=now, actor=rt.actor)
@@ -1060,10 +1058,9 @@ def _not_ours_twice(
     error: Exception, found: WorkflowExecution, ours: WorkflowExecution
 ) -> WorkflowExecution:
     """The execution a start's key names after its commit failed: its own when the reply
-    was lost (or a step committed it); but one of its id and another input, refused as a
-    duplicate, was stored before by an id generator that repeats ids (one restarted): it is
-    another request's."""
-    if isinstance(error, DuplicateRecord) and found.id == ours.id and found.input != ours.input:
+    was lost; but one of its id refused as a duplicate was stored before, by an id generator
+    that repeats ids (one restarted): it is another request's, whatever its input."""
+    if isinstance(error, DuplicateRecord) and found.id == ours.id:
         raise InvalidState(
             f"execution id {ours.id} was taken already: the id generator repeats ids"
             " (one restarted?)"
@@ -1071,15 +1068,15 @@ def _not_ours_twice(
     return found
 
 
-def _still_open(uow: UnitOfWork, step: str) -> None:
-    """A step stages; the orchestrator commits, with the checkpoint. A step that committed
-    or rolled back its unit itself fails its attempt, instead of its execution being stuck
-    on a unit that can take nothing more."""
-    if uow.closed:
-        raise InvalidState(
-            f"step {step} committed or rolled back its unit of work; a step only stages, and"
-            " the orchestrator commits its writes together with the checkpoint"
-        )
+def _lent(step: Step, uow: UnitOfWork, context: StepContext) -> Any:
+    """What `step` returns, run on `uow` lent to it: a step stages, and a commit (or
+    rollback) of its own is refused before it writes anything; the orchestrator commits its
+    writes with the checkpoint, or discards them."""
+    uow.lend(f"step {step.name}")
+    try:
+        return step.run(uow, context)
+    finally:
+        uow.lend(None)
 
 
 def _storable(field: str, value: Any) -> Any:
