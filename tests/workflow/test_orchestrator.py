@@ -581,6 +581,51 @@ def test_a_second_approver_arriving_while_the_first_regates_waits_for_it(
     assert alice.verify(x.id).ok
 
 
+def test_a_command_committed_beside_a_thread_that_then_fails_is_still_driven_on(
+    world: World,
+) -> None:
+    """Carol's thread drives the execution when Dave's approval, from another thread of
+    the same worker, lands and asks it to drive on; Carol's own approval is then refused
+    (the execution is running). Dave's is driven on all the same, not left running under
+    the worker's lease with nobody driving it."""
+    carol_may_read = threading.Event()
+    carol: list[threading.Thread] = []
+
+    def factory() -> UnitOfWork:
+        if carol and threading.current_thread() is carol[0] and not carol_may_read.is_set():
+            carol_may_read.wait(10)  # holding the execution's wheel, before reading it
+        return world.store.unit_of_work()
+
+    x = world.orch().start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER2)
+    world.orch().approve(x.id, approver="alice", role="reviewer")
+    shared = orchestrator(
+        factory, world.clock, worker_id="worker-b", ids=world.ids, workflows=definitions(factory)
+    )
+    refused: list[Exception] = []
+
+    def carol_approves() -> None:
+        try:
+            shared.approve(x.id, approver="carol", role="reviewer")
+        except InvalidState as exc:
+            refused.append(exc)
+
+    carol.append(threading.Thread(target=carol_approves))
+    carol[0].start()
+    for _ in range(1000):
+        if x.id in shared._driving:
+            break
+        time.sleep(0.01)
+    dave = shared.approve(x.id, approver="dave", role="reviewer")
+    assert dave.state is S.RUNNING  # left to the thread driving it
+    carol_may_read.set()
+    carol[0].join(10)
+    assert refused and "running" in str(refused[0])
+    done = world.orch().get(x.id)
+    assert done.state is S.SUCCEEDED, done.state
+    assert {a.approver for a in done.approvals} == {"alice", "dave"}
+    assert world.orch().verify(x.id).ok
+
+
 def test_an_approval_refused_while_another_regates_says_why(world: World) -> None:
     refusals: list[str] = []
 

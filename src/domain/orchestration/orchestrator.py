@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import json
 import logging
 import threading
@@ -358,28 +359,39 @@ class Orchestrator:
     ) -> WorkflowExecution | None:
         """`first()` as the thread driving the execution, then the execution driven once
         more for as long as another thread asked for it meanwhile; None, and that thread
-        asked, when another thread drives it."""
-        owned = False
+        asked, when another thread drives it.
+
+        A turn that fails does not drop what another thread asked meanwhile (its command is
+        committed, and it left the execution to this thread): the execution is driven on,
+        and the first failure then goes to this thread's caller. An interrupt stops at once.
+        """
+        with self._cache_lock:
+            if execution_id in self._driving:
+                self._driving[execution_id] = True
+                return None
+            self._driving[execution_id] = False
+        turn = first
+        result: WorkflowExecution | None = None
+        failure: Exception | None = None
         try:
-            with self._cache_lock:
-                if execution_id in self._driving:
-                    self._driving[execution_id] = True
-                    return None
-                owned = True
-                self._driving[execution_id] = False
-            result = first()
             while True:
+                try:
+                    result = turn()
+                except Exception as exc:
+                    failure = failure or exc
                 with self._cache_lock:
                     if not self._driving[execution_id]:
                         del self._driving[execution_id]
-                        owned = False
-                        return result
+                        break
                     self._driving[execution_id] = False
-                result = self._run(execution_id)
-        finally:
-            if owned:  # stopped by an error or an interrupt: nobody drives it now
-                with self._cache_lock:
-                    self._driving.pop(execution_id, None)
+                turn = functools.partial(self._run, execution_id)
+        except BaseException:  # an interrupt: nobody drives it now
+            with self._cache_lock:
+                self._driving.pop(execution_id, None)
+            raise
+        if failure is not None:
+            raise failure
+        return result
 
     def _run(self, execution_id: str, *, ignore_leases: bool = False) -> WorkflowExecution:
         waited = timedelta(0)
