@@ -20,7 +20,7 @@ from domain.model.lifecycle import AuditEntry, ExecutionState
 from domain.model.policy import PolicyDecision
 from ports import records
 from ports.errors import CorruptRecord, RecordNotFound
-from ports.storage import EVENT_TABLE, AnyOf, Document, Op, Range, Write
+from ports.storage import EVENT_TABLE, AnyOf, Document, Op, Range, Write, count
 
 if TYPE_CHECKING:
     from ports.unit_of_work import UnitOfWork
@@ -152,12 +152,8 @@ class EventLog(_Repository):
         self._uow.stage(Write(Op.APPEND, self.table, event.id, records.event_doc(event)))
 
     def read_after(self, position: int, limit: int = 100) -> list[EventEnvelope]:
-        whole = all(isinstance(n, int) and not isinstance(n, bool) for n in (position, limit))
-        if not whole or position < 0 or limit < 1:
-            raise ValueError(
-                f"position must be an integer >= 0 and limit an integer >= 1,"
-                f" got {position!r} and {limit!r}"
-            )
+        """Up to `limit` events after `position`, in order (ValueError for a position below
+        0, a limit below 1, or either not an integer)."""
         return [records.event_from(d) for d in self._uow.events_after(position, limit)]
 
     def head(self) -> int:
@@ -253,6 +249,7 @@ class Executions(_Repository):
         with_input: bool = True,
         unreadable: list[str] | None = None,
     ) -> list[WorkflowExecution]:
+        _listing(limit=limit, state=state)
         rows = self._uow.select(
             self.table, {"state": state.value}, order_by="created_at", limit=limit
         )
@@ -293,11 +290,15 @@ class Executions(_Repository):
         holds enough; the cost stays proportional to what is listed, not to everything ever
         stored.
         """
+        _listing(limit=limit, state=state, before=before)
+        if not isinstance(now, datetime) or now.tzinfo is None:
+            raise ValueError(f"now must be a datetime with a zone, got {now!r}")
         where: dict[str, Any] = {} if state is None else {"state": state.value}
-        if tenant is not None:
-            where["tenant"] = tenant
-        if workflow is not None:
-            where["workflow_name"] = workflow
+        for field, value in (("tenant", tenant), ("workflow_name", workflow)):
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{field} must be text, got {value!r}")
+            if value is not None:
+                where[field] = value
         ties: list[tuple[str, Document]] = []
         if before is not None:
             # Listings break ties in time by id: the rest of `before`'s instant comes first.
@@ -327,6 +328,18 @@ class Executions(_Repository):
             if len(ties) + len(rows) >= limit:
                 break
         return self._with_inputs((ties + rows)[:limit], with_input, unreadable)
+
+
+def _listing(*, limit: int | None, state: object, before: object = None) -> None:
+    """Refuse a listing's arguments of the wrong kind, as every adapter would."""
+    if limit is not None:
+        count("limit", limit, least=1)
+    if state is not None and not isinstance(state, ExecutionState):
+        raise ValueError(f"state must be an ExecutionState, got {state!r}")
+    if before is not None and not isinstance(before, WorkflowExecution):
+        raise ValueError(
+            f"before must be a WorkflowExecution (the last one listed), got {before!r}"
+        )
 
 
 class AuditTrail(_Repository):

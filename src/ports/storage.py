@@ -64,6 +64,19 @@ class Range:
 Filter = AnyOf | Range
 
 
+# Beyond these no store has anything to list (SurrealDB's LIMIT takes 32 bits, its integers
+# 64): a larger limit is no limit, a larger position has no event after it.
+MAX_LISTED = 2**32 - 1
+MAX_POSITION = 2**63 - 1
+
+
+def count(name: str, value: object, *, least: int = 0) -> int:
+    """An integer argument of a read (a position, a limit): bools and other types refused."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    return value
+
+
 EVENT_TABLE = "event"
 
 TABLES: Mapping[str, TableSpec] = {

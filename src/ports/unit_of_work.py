@@ -35,7 +35,19 @@ from ports.repositories import (
     Executions,
     KnowledgeSources,
 )
-from ports.storage import TABLES, AnyOf, Batch, CommitReceipt, Document, Op, Range, Write
+from ports.storage import (
+    MAX_LISTED,
+    MAX_POSITION,
+    TABLES,
+    AnyOf,
+    Batch,
+    CommitReceipt,
+    Document,
+    Op,
+    Range,
+    Write,
+    count,
+)
 
 Key = tuple[str, str]
 
@@ -180,9 +192,18 @@ class UnitOfWork(abc.ABC):
         descending: bool = False,
         limit: int | None = None,
     ) -> list[tuple[str, Document]]:
-        """Equality filter over stored and staged records, staged ones taking precedence."""
+        """Equality filter over stored and staged records, staged ones taking precedence.
+
+        A value no record can hold (text with NUL or a lone surrogate) matches nothing, in
+        every adapter; a limit beyond what any store lists at once means no limit."""
         self._ensure_open()
         _known(table)
+        if limit is not None:
+            limit = min(count("limit", limit, least=0), MAX_LISTED)
+        matchable = _matchable(where)
+        if matchable is None:
+            return []
+        where = matchable
         mine = {k: w for (t, k), w in self._pending.items() if t == table}
         stored_limit = None if limit is None else limit + len(mine)
         rows = {
@@ -207,7 +228,10 @@ class UnitOfWork(abc.ABC):
 
     def events_after(self, position: int, limit: int) -> list[Document]:
         self._ensure_open()
-        return self._events_after(position, limit)
+        position, limit = count("position", position), count("limit", limit, least=1)
+        if position >= MAX_POSITION:  # past any position an event can have
+            return []
+        return self._events_after(position, min(limit, MAX_LISTED, MAX_POSITION - position))
 
     def events_head(self) -> int:
         """The position of the last event committed (0 before the first)."""
@@ -356,6 +380,21 @@ class StoreUnitOfWork(UnitOfWork, Generic[StoreT]):
 
     def _apply(self, batch: Batch) -> CommitReceipt:
         return self._store.apply(batch)
+
+
+def _matchable(where: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """`where` without the alternatives no record can hold, or None if nothing can match."""
+    out: dict[str, Any] = {}
+    for name, wanted in where.items():
+        if isinstance(wanted, str) and not _storable(wanted):
+            return None
+        if isinstance(wanted, AnyOf):
+            kept = tuple(v for v in wanted.values if not isinstance(v, str) or _storable(v))
+            if not kept:
+                return None
+            wanted = AnyOf(kept) if len(kept) != len(wanted.values) else wanted
+        out[name] = wanted
+    return out
 
 
 def _known(table: str) -> None:

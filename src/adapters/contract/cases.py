@@ -48,7 +48,7 @@ from ports.errors import (
     UnitOfWorkClosed,
     UnitOfWorkLent,
 )
-from ports.storage import EVENT_TABLE, TABLES, Document, Op, Range, Write
+from ports.storage import EVENT_TABLE, TABLES, AnyOf, Document, Op, Range, Write
 from ports.unit_of_work import UnitOfWork, UnitOfWorkFactory, WrappingUnitOfWork
 
 LATER = samples.T0 + timedelta(minutes=5)
@@ -851,8 +851,73 @@ class UnitOfWorkContract:
         self, uow_factory: UnitOfWorkFactory, position: Any, limit: Any
     ) -> None:
         committed(uow_factory, lambda uow: uow.events.append(samples.event()))
-        with uow_factory() as uow, pytest.raises(ValueError, match="position must be an integer"):
+        with uow_factory() as uow, pytest.raises(ValueError, match="must be an integer >="):
             uow.events.read_after(position, limit)
+
+    def test_a_limit_or_position_past_any_store_reads_as_no_limit_or_nothing(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """SurrealDB's integers stop at 64 bits, its LIMIT at 32: no adapter fails, or finds
+        nothing where there is something, for a number larger than that."""
+
+        def two_events(uow: UnitOfWork) -> None:
+            uow.events.append(samples.event())
+            uow.events.append(samples.event())
+
+        committed(uow_factory, two_events)
+        with uow_factory() as uow:
+            last = uow.events.head()
+            for limit in (2**32, 2**63, 2**70):
+                assert [e.position for e in uow.events.read_after(last - 2, limit)] == [
+                    last - 1,
+                    last,
+                ]
+            for position in (2**63 - 2, 2**63, 2**64):
+                assert uow.events.read_after(position, 2**63) == []
+            listed = uow.executions.recent(now=samples.T0, limit=2**63)
+            assert listed == uow.executions.recent(now=samples.T0, limit=10_000)
+
+    @pytest.mark.parametrize(
+        ("argument", "value"),
+        [
+            ("limit", -1),
+            ("limit", 0),
+            ("limit", True),
+            ("limit", "5"),
+            ("limit", 1.5),
+            ("now", datetime(2025, 1, 1)),
+            ("now", "2025-01-01"),
+            ("state", "running"),
+            ("before", "x-1"),
+            ("tenant", 7),
+            ("workflow", b"kp"),
+        ],
+    )
+    def test_a_listing_argument_of_the_wrong_kind_is_refused_alike_everywhere(
+        self, uow_factory: UnitOfWorkFactory, argument: str, value: Any
+    ) -> None:
+        committed(uow_factory, lambda uow: uow.executions.save(samples.execution()))
+        arguments: dict[str, Any] = {"now": samples.T0, argument: value}
+        with uow_factory() as uow, pytest.raises(ValueError, match=f"^{argument}"):
+            uow.executions.recent(**arguments)
+        if argument in ("limit", "state"):
+            in_state = {"state": ExecutionState.PENDING, argument: value}
+            with uow_factory() as uow, pytest.raises(ValueError, match=f"^{argument}"):
+                uow.executions.in_state(**in_state)
+
+    @pytest.mark.parametrize("text", ["ac\x00me", "ac\udc00me"], ids=["nul", "surrogate"])
+    def test_a_value_no_record_can_hold_finds_nothing_everywhere(
+        self, uow_factory: UnitOfWorkFactory, text: str
+    ) -> None:
+        execution = samples.execution()
+        committed(uow_factory, lambda uow: uow.executions.save(execution))
+        with uow_factory() as uow:
+            assert uow.executions.by_idempotency_key(text, "k") is None
+            assert uow.executions.by_idempotency_key(execution.tenant, text) is None
+            assert uow.evidence.for_subjects(text, ["a", text]) == []
+            either = uow.select("execution", {"tenant": AnyOf((text, execution.tenant))})
+            assert execution.id in dict(either)
+            assert uow.executions.recent(now=samples.T0, tenant=text) == []
 
     def test_the_head_is_the_last_position_committed(self, uow_factory: UnitOfWorkFactory) -> None:
         with uow_factory() as uow:

@@ -750,10 +750,18 @@ class SurrealStore:
         params: dict[str, Any] = {}
         clauses: list[str] = []
         exact: list[str] = []  # applied to what the index scan found
+        spec = TABLES[table]
+        whole_key = not any(isinstance(v, Range) for v in where.values()) and frozenset(where) in {
+            frozenset(f) for f in (*spec.uniques, *spec.lookups)
+        }
         for n, (name, value) in enumerate(where.items()):
             field = compiler.ident(name)
             if isinstance(value, AnyOf):
-                clauses.append(f"{field} IN $w{n}")
+                # SurrealDB core 2.3.10 answers `IN` on the leading fields of an index from
+                # the index as if its values were whole keys, finding nothing: `IN` only
+                # where the filter covers an index whole, a scan of what the rest finds
+                # otherwise.
+                clauses.append(f"{field} IN $w{n}" if whole_key else f"$w{n} CONTAINS {field}")
                 params[f"w{n}"] = list(value.values)
             elif isinstance(value, Range):
                 for bound, op, key, widened in (
