@@ -19,6 +19,7 @@ followed by a blank line and by no line naming a front matter key opens with a h
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -134,9 +135,15 @@ def read_source(path: Path) -> SourceFile:
 
 
 def read_bounded(path: Path, limit: int) -> bytes:
-    """At most `limit` bytes of `path`; a DocumentError if it holds more (never read whole)."""
+    """At most `limit` bytes of `path`; a DocumentError if it holds more (never read whole).
+
+    A pipe is read (`<(curl ...)`), but a named pipe nobody writes to must not hold the
+    command for good: opened without blocking, a pipe with no writer reads as empty.
+    """
     try:
-        with path.open("rb") as file:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        os.set_blocking(fd, True)  # a writer there may take its time
+        with os.fdopen(fd, "rb") as file:
             data = file.read(limit + 1)
     except FileNotFoundError:
         raise DocumentError(f"{path}: no such file") from None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -143,6 +146,36 @@ def test_an_endless_device_is_refused_promptly(device: str) -> None:
         pytest.skip(f"no {device} here")
     with pytest.raises(DocumentError, match="too large"):
         read_source(Path(device))
+
+
+def test_a_named_pipe_nobody_writes_to_reads_as_empty_and_a_pipe_is_read(
+    tmp_path: Path,
+) -> None:
+    """Opening a FIFO waits for a writer: the command would hang for good. A pipe whose
+    writer is there (`<(curl ...)`) is read, however long the writer takes."""
+    fifo = tmp_path / "fifo.md"
+    os.mkfifo(fifo)
+    outcome: list[object] = []
+    reader = threading.Thread(target=lambda: outcome.append(read_source(fifo).body))
+    reader.start()
+    reader.join(5)
+    assert not reader.is_alive() and outcome == [""]
+
+    read_end, write_end = os.pipe()
+
+    def slow_writer() -> None:
+        time.sleep(0.2)
+        os.write(write_end, b"# Late\n\nWritten after the reader opened.\n")
+        os.close(write_end)
+
+    writer = threading.Thread(target=slow_writer)
+    writer.start()
+    try:
+        body = read_source(Path(f"/dev/fd/{read_end}")).body
+    finally:
+        writer.join(5)
+        os.close(read_end)
+    assert body == "# Late\n\nWritten after the reader opened.\n"
 
 
 def test_a_byte_order_mark_before_front_matter_is_ignored(tmp_path: Path) -> None:
