@@ -286,6 +286,19 @@ def not_blank(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
+def a_file(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+    """A file's path as typed: not empty (`Path("")` is the current directory), and not
+    ending in a slash, which names a directory (`Path` would drop it, and write a file)."""
+    if value is None:
+        return None
+    not_blank(ctx, param, value)
+    if value.endswith(os.sep):
+        raise click.BadParameter(
+            "ends in a slash, which names a directory: give a file", ctx=ctx, param=param
+        )
+    return Path(value)
+
+
 def an_id(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """An execution id as typed: bounded, so that a mistake is not echoed back whole."""
     if isinstance(value, str) and len(value) > anchors.MAX_ID_CHARS:
@@ -1078,7 +1091,8 @@ def audit() -> None:
 @click.option(
     "--anchors",
     "anchor_file",
-    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="FILE",
+    callback=a_file,
     help="Also check the trails against the heads `audit anchor` recorded in FILE.",
 )
 @json_option
@@ -1235,7 +1249,8 @@ def _other_store(app: App, taken: anchors.Anchors) -> str | None:
 @click.option(
     "--output",
     "-o",
-    type=click.Path(path_type=Path, dir_okay=False),
+    metavar="FILE",
+    callback=a_file,
     help="Write the anchors to FILE, replacing it whole; anchors it already holds are"
     " checked first [default: stdout].",
 )

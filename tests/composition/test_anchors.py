@@ -289,6 +289,20 @@ def test_an_output_in_no_directory_is_refused_before_the_store_is_opened(
     assert not fresh.store.exists()
 
 
+@pytest.mark.parametrize("option", ["anchor -o", "verify --anchors"])
+def test_an_anchor_path_that_is_empty_or_names_a_directory_is_refused(
+    fresh: Cli, tmp_path: Path, option: str
+) -> None:
+    """`Path("")` is the current directory and `Path("new/")` a file called `new`: neither
+    is what was typed."""
+    command, flag = option.split()
+    fresh("audit", command, flag, "", code=2)
+    assert "must not be empty" in fresh.stderr
+    fresh("audit", command, flag, f"{tmp_path / 'new'}/", code=2)
+    assert "ends in a slash, which names a directory" in fresh.stderr
+    assert not (tmp_path / "new").exists() and not fresh.store.exists()
+
+
 def test_an_empty_output_file_is_written_as_a_new_one(fresh: Cli, tmp_path: Path) -> None:
     fresh("run", "knowledge-publication", str(FRED))
     path = tmp_path / "anchors.json"
