@@ -406,19 +406,36 @@ def _data_dir(key: _Key, value: str, base: Path, bad: Bad) -> object:
     path = path if path.is_absolute() else base / path
     if path.exists() and not path.is_dir():
         return bad(f"{str(path)!r} exists and is not a directory")
+    link = _dangling(path)
+    if link is not None:
+        return bad(f"{str(link)!r} is a symbolic link to nothing")
     return path
+
+
+def _dangling(path: Path) -> Path | None:
+    """The symbolic link to nothing on the way to `path`, if any: making the directory
+    would make the link's target, wherever it points, instead of refusing."""
+    for step in (path, *path.parents):
+        if os.path.lexists(step):
+            return step if step.is_symlink() and not step.exists() else None
+    return None
 
 
 def _store_url(key: _Key, value: str, base: Path, bad: Bad) -> object:
     allowed = "memory://, mem://, surrealkv://PATH, ws://HOST:PORT, wss://HOST:PORT"
     shown = repr(redact_url(value))
+    # What is wrong is said in words: the value itself may be a credential typed in the
+    # wrong place, and is shown starred.
     if "://" not in value:
-        return bad(f"{shown} is not a store URL", allowed)
+        return bad(f"{shown} is not a store URL (no `scheme://`)", allowed)
     try:
         parts = urlsplit(value)
-        parts.port  # noqa: B018 - validates the port
     except ValueError:
         return bad(f"{shown} is not a valid URL", allowed)
+    try:
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:
+        return bad(f"{shown}: the port must be a number from 0 to 65535", allowed)
     scheme = parts.scheme.lower()
     rest = value.split("://", 1)[1]
     if scheme not in SCHEMES:
@@ -444,6 +461,9 @@ def _store_url(key: _Key, value: str, base: Path, bad: Bad) -> object:
         path = path if path.is_absolute() else base / path
         if path.exists() and not path.is_dir():
             return bad(f"{shown}: {str(path)!r} exists and is not a directory")
+        link = _dangling(path)
+        if link is not None:
+            return bad(f"{shown}: {str(link)!r} is a symbolic link to nothing")
         return f"surrealkv://{path}"
     if not parts.hostname:
         return bad(f"{shown}: {scheme}:// needs a host", allowed)
@@ -479,7 +499,15 @@ def _problems_in(settings: Settings) -> list[Problem]:
 
         if key.name == "environment":
             if not isinstance(value, Environment):
-                bad(f"must be an Environment, got {type(value).__name__}")
+                bad(
+                    f"must be an Environment, got {type(value).__name__}"
+                    + (
+                        f" (Environment({value!r}) if it names one)"
+                        if isinstance(value, str)
+                        else ""
+                    ),
+                    ", ".join(f"Environment.{e.name}" for e in Environment),
+                )
         elif key.name == "change_freeze":
             if not isinstance(value, bool):
                 bad(f"must be a bool, got {type(value).__name__}")

@@ -104,6 +104,22 @@ def test_relative_surrealkv_path_and_data_dir_default_store(tmp_path: Path) -> N
     assert moved.store_url == f"surrealkv://{tmp_path / 'd' / 'store'}"
 
 
+@pytest.mark.parametrize("under", ["", "sub/store"])
+@pytest.mark.parametrize("variable", ["GOVKERNEL_STORE", "GOVKERNEL_DATA_DIR"])
+def test_a_store_behind_a_symbolic_link_to_nothing_is_refused(
+    tmp_path: Path, variable: str, under: str
+) -> None:
+    """Making it would make the link's target, wherever that is, not what was named."""
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "nowhere")
+    path = link / under if under else link
+    value = f"surrealkv://{path}" if variable == "GOVKERNEL_STORE" else str(path)
+    with pytest.raises(ConfigurationError, match=f"'{link}' is a symbolic link to nothing"):
+        load_settings({variable: value}, cwd=tmp_path)
+    (tmp_path / "nowhere").mkdir()  # once the link names a directory, it is a path as any
+    assert load_settings({variable: value}, cwd=tmp_path)
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [("true", True), ("ON", True), ("1", True), ("no", False), ("0", False), ("off", False)],
@@ -128,7 +144,10 @@ def test_change_freeze_values(tmp_path: Path, value: str, expected: bool) -> Non
         ("GOVKERNEL_STORE", "surrealkv://", "store_url", "directory path"),
         ("GOVKERNEL_STORE", "memory://somewhere", "store_url", "takes no path"),
         ("GOVKERNEL_STORE", "ws://:8000", "store_url", "needs a host"),
-        ("GOVKERNEL_STORE", "ws://h:notaport", "store_url", "not a valid URL"),
+        ("GOVKERNEL_STORE", "ws://h:notaport", "store_url", "port must be a number"),
+        ("GOVKERNEL_STORE", "ws://127.0.0.1:99999", "store_url", "port must be a number"),
+        ("GOVKERNEL_STORE", "ws://[::1:8000", "store_url", "not a valid URL"),
+        ("GOVKERNEL_STORE", "garbage", "store_url", "no `scheme://`"),
         ("GOVKERNEL_SURREAL_NAMESPACE", "a;b", "namespace", "1-64 letters"),
         ("GOVKERNEL_SURREAL_DATABASE", "x y", "database", "1-64 letters"),
         ("GOVKERNEL_CHANGE_FREEZE", "maybe", "change_freeze", "true, 1, yes, on, false"),
@@ -372,7 +391,10 @@ def test_a_toml_number_for_a_boolean_is_refused_saying_what_a_file_takes(tmp_pat
         ({"actor": ""}, "Settings (actor): '' is not a valid actor"),
         ({"store_url": "surrealkv://"}, "surrealkv:// needs a directory path"),
         ({"store_url": "postgres://x"}, "unknown store scheme"),
-        ({"environment": "production"}, "must be an Environment, got str"),
+        (
+            {"environment": "production"},
+            "Environment('production') if it names one); allowed: Environment.DEVELOPMENT",
+        ),
         ({"username": "root"}, "username and password go together"),
         ({"workflows": ("not a reference",)}, "is not a module:attribute reference"),
         ({"change_freeze": "yes"}, "must be a bool"),
