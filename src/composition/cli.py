@@ -36,7 +36,7 @@ from composition.settings import DEFAULT_POLICY_REF, ENV_VARS, ConfigurationErro
 from composition.settings import load_settings as _load_settings
 from domain.model.errors import DomainError, IllegalTransition, InvalidInput, InvalidState
 from domain.model.errors import PolicyDenied as _PolicyDenied
-from domain.model.execution import WorkflowExecution, started_steps
+from domain.model.execution import WorkflowExecution
 from domain.model.knowledge import Classification, SourceFormat, SourceKind
 from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from domain.model.policy import ImpactTier
@@ -621,6 +621,31 @@ def _definition(app: App, x: WorkflowExecution) -> WorkflowDefinition | None:
     return app.orchestrator.registered(x.workflow_name, x.workflow_version)
 
 
+def _describing(
+    s: Session, app: App, found: Sequence[WorkflowExecution]
+) -> Callable[[WorkflowExecution], WorkflowDefinition | None]:
+    """The definition each of `found` is described by (its step count, its step's name):
+    the one that started it, unless that version's steps changed since, which a note on
+    stderr then says (every command refuses such an execution)."""
+    shapes = queries.started_shapes(app.uow_factory, [x.id for x in found])
+    changed = {
+        x.id
+        for x in found
+        if (d := _definition(app, x)) is not None and shapes.get(x.id) not in (None, d.shape())
+    }
+    if changed:
+        first = next(x for x in found if x.id in changed)
+        s.warn(
+            render.safe(
+                f"note: {len(changed)} execution{'s' * (len(changed) != 1)} ({first.id} first)"
+                f" started with other steps than {first.workflow_name} version"
+                f" {first.workflow_version} as registered here has: shown without their step;"
+                " every command refuses them until that version's own steps are registered"
+            )
+        )
+    return lambda x: None if x.id in changed else _definition(app, x)
+
+
 def _regular_size(file: IO[str]) -> int:
     """The size of a regular file behind `file`, or 0 (stdin, a pipe)."""
     try:
@@ -947,8 +972,9 @@ def executions_list(
             before=None if before is None else app.orchestrator.get(before, with_input=False),
             unreadable=unreadable,
         )
+        described = _describing(s, app, found)
         if s.json:
-            s.emit([render.execution_json(x, _definition(app, x)) for x in found])
+            s.emit([render.execution_json(x, described(x)) for x in found])
         elif not found:
             s.echo(
                 render.safe(
@@ -966,7 +992,7 @@ def executions_list(
                 )
             )
         else:
-            s.echo(render.executions_table(found, lambda x: _definition(app, x)))
+            s.echo(render.executions_table(found, described))
         if found and len(found) + len(unreadable) >= limit:  # on stderr beside --json
             also = (
                 (f" --state {state}" if state else "")
@@ -1000,18 +1026,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
         x = app.orchestrator.get(execution_id)
         trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, execution_id)
         report = app.orchestrator.verify(execution_id)
-        definition = _definition(app, x)
-        pinned = started_steps(trail)
-        if definition is not None and pinned is not None and pinned != definition.shape():
-            # Steps changed under the same version: not the ones it runs (commands refuse it).
-            definition = None
-            s.warn(
-                render.safe(
-                    f"note: {x.workflow_name} version {x.workflow_version} as registered here"
-                    " has other steps than this execution started with; every command refuses"
-                    " it until that version's own steps are registered"
-                )
-            )
+        definition = _describing(s, app, [x])(x)
         if s.json:
             record = render.execution_json(x, definition, detail=True)
             record["audit"] = [render.audit_json(e) for e in trail]
@@ -1411,9 +1426,10 @@ def recover(ctx: click.Context) -> None:
             s.echo("nothing to recover")
         for xid in unreadable:
             s.echo(render.safe(f"  found {xid}  (its record does not read back)"))
+        described = _describing(s, app, candidates)
         for x in candidates:
             printer.mark(x)
-            definition = _definition(app, x)
+            definition = described(x)
             s.echo(
                 render.safe(
                     f"  found {x.id}  {x.state.value}  step {render.progress(x, definition)}"

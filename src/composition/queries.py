@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
+from typing import Any
 
 from domain.model.evidence import EventEnvelope
-from domain.model.execution import WorkflowExecution
+from domain.model.execution import WorkflowExecution, started_steps
 from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
+from ports import records
 from ports.errors import CorruptRecord, RecordNotFound
 from ports.unit_of_work import UnitOfWorkFactory
 
@@ -137,6 +139,21 @@ def executions_in(
         if unreadable is not None:
             unreadable += [k for k in others if uow.executions.tenant_of(k) == tenant]
     return sorted(found, key=lambda x: x.created_at)
+
+
+def started_shapes(uow_factory: UnitOfWorkFactory, execution_ids: Iterable[str]) -> dict[str, Any]:
+    """The steps each execution started with, as its first audit entry pinned them (one
+    read for them all); None for one started before steps were pinned, or unreadable."""
+    keys = {xid: records.audit_key(xid, 1) for xid in execution_ids}
+    with uow_factory() as uow:
+        docs = uow.get_many("audit", list(keys.values()))
+    shapes: dict[str, Any] = {}
+    for xid, key in keys.items():
+        try:
+            shapes[xid] = started_steps([records.audit_from(docs[key])]) if key in docs else None
+        except (KeyError, TypeError, ValueError):  # verification says what is wrong with it
+            shapes[xid] = None
+    return shapes
 
 
 def audit_trail(uow_factory: UnitOfWorkFactory, tenant: str, execution_id: str) -> list[AuditEntry]:

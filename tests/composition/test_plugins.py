@@ -593,7 +593,7 @@ gated = WorkflowDefinition(
 """
 
 
-def test_show_does_not_describe_an_execution_by_steps_it_did_not_start_with(
+def test_no_command_describes_an_execution_by_steps_it_did_not_start_with(
     cli: tuple[Cli, dict[str, str]],
 ) -> None:
     gk, _ = cli
@@ -605,9 +605,17 @@ def test_show_does_not_describe_an_execution_by_steps_it_did_not_start_with(
     )
     waiting = gk.json("run", "workflow", "gated", "--input", "{}", env=before)
     assert gk.json("executions", "show", waiting["execution_id"], env=before)["step"] == "ask"
-    shown = gk.json("executions", "show", waiting["execution_id"], env=after)
+    xid = waiting["execution_id"]
+    shown = gk.json("executions", "show", xid, env=after)
     assert shown["step"] == "?"  # not "pay", the changed definition's first step
-    assert "has other steps than this execution started with" in gk.stderr
+    note = f"note: 1 execution ({xid} first) started with other steps than gated version 1"
+    assert note in gk.stderr
+    assert gk.json("executions", "list", env=before)[0]["step"] == "ask"
+    assert "note:" not in gk.stderr
+    (listed,) = gk.json("executions", "list", env=after)
+    assert listed["step"] == "?" and note in gk.stderr
+    table = gk("executions", "list", env=after).stdout
+    assert "pay" not in table and note in gk.stderr
 
 
 def test_an_old_versions_executions_are_finished_beside_the_new_one(
