@@ -3,10 +3,16 @@
 
 from __future__ import annotations
 
-import pytest
+from datetime import UTC, datetime
 
+import pytest
+from attrs import evolve
+
+from domain.model.environment import Environment
 from domain.model.errors import InvalidInput
+from domain.model.runtime import RuntimeContext
 from domain.model.validation import actor_name, identifier, same_person
+from ports.clock import FixedClock, SequentialIds
 
 
 @pytest.mark.parametrize("check", [actor_name, identifier])
@@ -25,3 +31,35 @@ def test_people_compare_case_insensitively_and_never_match_nobody() -> None:
     assert same_person("Alice", "alice")
     assert not same_person("alice", "bob")
     assert not same_person(None, None)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("environment", "production"),
+        ("tenant", "ac\x00me"),
+        ("tenant", "acme corp"),
+        ("service", ""),
+        ("actor", "al ice"),
+        ("actor", "alice\n"),
+        ("trace_id", "trace\nforged line"),
+        ("clock", "2025-01-01"),
+        ("ids", 7),
+    ],
+)
+def test_a_runtime_context_built_by_hand_is_held_to_the_settings_rules(
+    field: str, value: object
+) -> None:
+    """What a context says is written into every record a workflow makes."""
+    good = RuntimeContext(
+        environment=Environment.TEST,
+        tenant="acme",
+        service="svc",
+        actor="alice@example.org",
+        clock=FixedClock(datetime(2025, 1, 1, tzinfo=UTC)),
+        ids=SequentialIds(),
+        trace_id="trace-1",
+    )
+    with pytest.raises(InvalidInput) as refused:
+        evolve(good, **{field: value})
+    assert refused.value.field == field

@@ -9,6 +9,8 @@ from typing import Protocol
 from attrs import evolve, frozen
 
 from domain.model.environment import Environment
+from domain.model.errors import InvalidInput
+from domain.model.validation import actor_name, identifier, text
 
 
 class Clock(Protocol):
@@ -46,6 +48,20 @@ class RuntimeContext:
     # the start): a denial is then only raised, and recorded when the step runs again on the
     # stored execution, so a start that never lands leaves no denial behind.
     record_denials: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        # Built by hand in services and tests too: what it says is written into every
+        # record a workflow makes, so it is held to the rules the settings are.
+        if not isinstance(self.environment, Environment):
+            known = ", ".join(f"Environment.{e.name}" for e in Environment)
+            raise InvalidInput("environment", f"must be one of {known}, got {self.environment!r}")
+        identifier("tenant", self.tenant)
+        identifier("service", self.service)
+        actor_name("actor", self.actor)
+        text("trace_id", self.trace_id, max_len=200, single_line=True)
+        for name, method in (("clock", "now"), ("ids", "new_id")):
+            if not callable(getattr(getattr(self, name), method, None)):
+                raise InvalidInput(name, f"must have a {method}() method")
 
     def with_ids(self, ids: IdGenerator) -> RuntimeContext:
         return evolve(self, ids=ids)
