@@ -61,5 +61,5 @@ def test_a_runtime_context_built_by_hand_is_held_to_the_settings_rules(
         trace_id="trace-1",
     )
     with pytest.raises(InvalidInput) as refused:
-        evolve(good, **{field: value})
+        evolve(good, **{field: value})  # type: ignore[arg-type]
     assert refused.value.field == field
