@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from domain.model import analysis as analysis_model
 from domain.model import capsule as capsule_model
 from domain.model.capsule import Capsule, CapsuleStatus
-from domain.model.errors import InvalidState
+from domain.model.errors import InvalidInput, InvalidState
 from domain.model.evidence import EventEnvelope, EventType
 from domain.model.knowledge import Classification, KnowledgeSource, SourceDraft
 from domain.model.lifecycle import AuditEntry, ExecutionState
@@ -182,6 +182,22 @@ def test_a_sealed_event_is_intact_and_an_unsealed_one_is_not() -> None:
     sealed = raw.sealed()
     assert sealed.intact
     assert sealed.integrity_hash == raw.compute_hash()
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"rate": float("nan")},
+        {"rate": float("inf")},
+        {"at": START},
+        {"text": "lone \udc00"},
+        {1: "a", "1": "b"},
+    ],
+    ids=["nan", "infinity", "datetime", "surrogate", "mixed-keys"],
+)
+def test_an_event_whose_payload_is_not_json_is_refused_when_sealed(payload: Any) -> None:
+    with pytest.raises(InvalidInput, match=r"^payload"):
+        envelope(payload=payload).sealed()
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from typing import Any
 
 from attrs import field, frozen
 
+from domain.model.errors import InvalidInput
 from domain.model.knowledge import Classification, sha256_hex
 from domain.model.policy import Approval
 
@@ -42,6 +43,13 @@ class EvidenceManifest:
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+# What a new event's payload must pass: canonical JSON, with no NaN or Infinity (no JSON
+# parser reads them back). Events already stored are hashed as they are.
+_STRICT = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
 def canonical_json(value: Any) -> str:
     return _CANONICAL.encode(value)
 
@@ -67,7 +75,14 @@ class EventEnvelope:
     position: int | None = None
 
     def sealed(self) -> EventEnvelope:
-        """A copy carrying the hash of every field but the position (assigned at commit)."""
+        """A copy carrying the hash of every field but the position (assigned at commit);
+        `InvalidInput` for a payload that is not JSON (NaN and Infinity included)."""
+        try:
+            _STRICT.encode(self.payload).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput("payload", "contains a lone surrogate") from None
+        except (TypeError, ValueError) as exc:  # a value JSON has not, keys of mixed types
+            raise InvalidInput("payload", f"must be JSON ({exc})") from None
         return EventEnvelope(
             id=self.id,
             tenant=self.tenant,
