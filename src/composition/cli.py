@@ -36,7 +36,7 @@ from composition.settings import DEFAULT_POLICY_REF, ENV_VARS, ConfigurationErro
 from composition.settings import load_settings as _load_settings
 from domain.model.errors import DomainError, IllegalTransition, InvalidInput, InvalidState
 from domain.model.errors import PolicyDenied as _PolicyDenied
-from domain.model.execution import WorkflowExecution
+from domain.model.execution import WorkflowExecution, started_steps
 from domain.model.knowledge import Classification, SourceFormat, SourceKind
 from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from domain.model.policy import ImpactTier
@@ -622,12 +622,16 @@ def _definition(app: App, x: WorkflowExecution) -> WorkflowDefinition | None:
 
 
 def _describing(
-    s: Session, app: App, found: Sequence[WorkflowExecution]
+    s: Session,
+    app: App,
+    found: Sequence[WorkflowExecution],
+    shapes: Mapping[str, Any] | None = None,
 ) -> Callable[[WorkflowExecution], WorkflowDefinition | None]:
     """The definition each of `found` is described by (its step count, its step's name):
     the one that started it, unless that version's steps changed since, which a note on
-    stderr then says (every command refuses such an execution)."""
-    shapes = queries.started_shapes(app.uow_factory, [x.id for x in found])
+    stderr then says. `shapes`: the steps each started with, if already read."""
+    if shapes is None:
+        shapes = queries.started_shapes(app.uow_factory, [x.id for x in found])
     changed = {
         x.id
         for x in found
@@ -640,7 +644,7 @@ def _describing(
                 f"note: {len(changed)} execution{'s' * (len(changed) != 1)} ({first.id} first)"
                 f" started with other steps than {first.workflow_name} version"
                 f" {first.workflow_version} as registered here has: shown without their step;"
-                " every command refuses them until that version's own steps are registered"
+                " commands refuse to drive them until that version's own steps are registered"
             )
         )
     return lambda x: None if x.id in changed else _definition(app, x)
@@ -1026,7 +1030,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
         x = app.orchestrator.get(execution_id)
         trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, execution_id)
         report = app.orchestrator.verify(execution_id)
-        definition = _describing(s, app, [x])(x)
+        definition = _describing(s, app, [x], {x.id: started_steps(trail)})(x)
         if s.json:
             record = render.execution_json(x, definition, detail=True)
             record["audit"] = [render.audit_json(e) for e in trail]

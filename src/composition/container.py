@@ -24,7 +24,6 @@ from domain.model.execution import WorkflowExecution
 from domain.model.lifecycle import ChainReport
 from domain.model.policy import Policy
 from domain.model.runtime import Clock, IdGenerator, RuntimeContext
-from domain.model.validation import actor_name, identifier
 from domain.orchestration.definition import WorkflowDefinition
 from domain.orchestration.orchestrator import Orchestrator
 from domain.services.governance import Gate
@@ -82,9 +81,9 @@ class App:
         (each validated as the settings are)."""
         runtime = self.runtime
         if actor is not None:
-            runtime = runtime.with_actor(actor_name("actor", actor))
+            runtime = runtime.with_actor(actor)
         if tenant is not None:
-            runtime = runtime.with_tenant(identifier("tenant", tenant))
+            runtime = runtime.with_tenant(tenant)
         return _typed(self._make_orchestrator(runtime=runtime), Orchestrator)
 
     @property

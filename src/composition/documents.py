@@ -20,6 +20,7 @@ followed by a blank line and by no line naming a front matter key opens with a h
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -142,9 +143,11 @@ def read_bounded(path: Path, limit: int) -> bytes:
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        os.set_blocking(fd, True)  # a writer there may take its time
         with os.fdopen(fd, "rb") as file:
+            os.set_blocking(fd, True)  # a writer there may take its time
             data = file.read(limit + 1)
+            if not data and stat.S_ISFIFO(os.fstat(fd).st_mode):
+                raise DocumentError(f"{path}: a named pipe nobody was writing to")
     except FileNotFoundError:
         raise DocumentError(f"{path}: no such file") from None
     except IsADirectoryError:

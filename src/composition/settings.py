@@ -404,20 +404,21 @@ def _data_dir(key: _Key, value: str, base: Path, bad: Bad) -> object:
         return bad("must be a directory path")
     path = Path(value).expanduser()
     path = path if path.is_absolute() else base / path
+    problem = _directory_problem(path)
+    return bad(problem) if problem else path
+
+
+def _directory_problem(path: Path) -> str | None:
+    """Why `path` cannot be made or used as a directory, if it cannot: a file is there, or
+    a symbolic link to nothing on the way (making the directory would make the link's
+    target, wherever that points)."""
     if path.exists() and not path.is_dir():
-        return bad(f"{str(path)!r} exists and is not a directory")
-    link = _dangling(path)
-    if link is not None:
-        return bad(f"{str(link)!r} is a symbolic link to nothing")
-    return path
-
-
-def _dangling(path: Path) -> Path | None:
-    """The symbolic link to nothing on the way to `path`, if any: making the directory
-    would make the link's target, wherever it points, instead of refusing."""
+        return f"{str(path)!r} exists and is not a directory"
     for step in (path, *path.parents):
         if os.path.lexists(step):
-            return step if step.is_symlink() and not step.exists() else None
+            if step.is_symlink() and not step.exists():
+                return f"{str(step)!r} is a symbolic link to nothing"
+            return None
     return None
 
 
@@ -459,12 +460,8 @@ def _store_url(key: _Key, value: str, base: Path, bad: Bad) -> object:
             return bad(f"{shown}: the engine takes directory paths in UTF-8 only", allowed)
         path = Path(rest).expanduser()
         path = path if path.is_absolute() else base / path
-        if path.exists() and not path.is_dir():
-            return bad(f"{shown}: {str(path)!r} exists and is not a directory")
-        link = _dangling(path)
-        if link is not None:
-            return bad(f"{shown}: {str(link)!r} is a symbolic link to nothing")
-        return f"surrealkv://{path}"
+        problem = _directory_problem(path)
+        return bad(f"{shown}: {problem}") if problem else f"surrealkv://{path}"
     if not parts.hostname:
         return bad(f"{shown}: {scheme}:// needs a host", allowed)
     return value

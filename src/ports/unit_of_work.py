@@ -205,7 +205,7 @@ class UnitOfWork(abc.ABC):
             return []
         where = matchable
         mine = {k: w for (t, k), w in self._pending.items() if t == table}
-        stored_limit = None if limit is None else limit + len(mine)
+        stored_limit = None if limit is None else min(limit + len(mine), MAX_LISTED)
         rows = {
             key: doc
             for key, doc in self._query(table, where, order_by, descending, stored_limit)

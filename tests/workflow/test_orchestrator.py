@@ -1259,6 +1259,29 @@ def test_callbacks_keep_the_execution_as_it_was_when_notified(world: World) -> N
     assert [(x.state.value, x.current_step) for x, _, _ in seen] == [(s, c) for _, s, c in seen]
 
 
+@pytest.mark.parametrize(
+    "loose",
+    [{"trace_id": ""}, {"trace_id": "x" * 300}, {"actor": "Jane Doe"}],
+    ids=["empty-trace", "long-trace", "spaced-actor"],
+)
+def test_an_execution_stored_under_looser_rules_still_runs(
+    world: World, loose: dict[str, str]
+) -> None:
+    """Earlier releases took any runtime built by hand: what an execution stored then (its
+    correlation id, its requester) is not checked again when its steps run, or it could
+    never finish, nor be undone."""
+    context = runtime(world.clock, world.ids)
+    for name, value in loose.items():
+        object.__setattr__(context, name, value)  # as an earlier release let it be built
+    definition = WorkflowDefinition(
+        name="plain", version="1", metadata=kp.METADATA, steps=(Step("a", lambda u, c: {}),)
+    )
+    earlier = Orchestrator(world.store.unit_of_work, context, {"plain": definition})
+    stored = earlier.start("plain", {}, run=False)
+    now = orchestrator(world.store.unit_of_work, world.clock, workflows={"plain": definition})
+    assert now.run(stored.id).state is S.SUCCEEDED
+
+
 @pytest.mark.parametrize("again", ["pub-2", "pub-1"], ids=["other-input", "same-input"])
 def test_an_id_generator_that_repeats_is_refused_not_answered_with_another_execution(
     world: World, again: str

@@ -917,6 +917,8 @@ class UnitOfWorkContract:
             assert uow.evidence.for_subjects(text, ["a", text]) == []
             either = uow.select("execution", {"tenant": AnyOf((text, execution.tenant))})
             assert execution.id in dict(either)
+            either = uow.select("execution", {"state": AnyOf((text, execution.state.value))})
+            assert execution.id in dict(either)
             assert uow.executions.recent(now=samples.T0, tenant=text) == []
 
     def test_the_head_is_the_last_position_committed(self, uow_factory: UnitOfWorkFactory) -> None:

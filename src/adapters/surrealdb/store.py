@@ -750,18 +750,14 @@ class SurrealStore:
         params: dict[str, Any] = {}
         clauses: list[str] = []
         exact: list[str] = []  # applied to what the index scan found
-        spec = TABLES[table]
-        whole_key = not any(isinstance(v, Range) for v in where.values()) and frozenset(where) in {
-            frozenset(f) for f in (*spec.uniques, *spec.lookups)
-        }
         for n, (name, value) in enumerate(where.items()):
             field = compiler.ident(name)
             if isinstance(value, AnyOf):
-                # SurrealDB core 2.3.10 answers `IN` on the leading fields of an index from
-                # the index as if its values were whole keys, finding nothing: `IN` only
-                # where the filter covers an index whole, a scan of what the rest finds
-                # otherwise.
-                clauses.append(f"{field} IN $w{n}" if whole_key else f"$w{n} CONTAINS {field}")
+                # SurrealDB core 2.3.10 answers `IN` on the leading field of a unique index
+                # the filter does not cover whole from that index as if its values were
+                # whole keys, finding nothing: there, what the other fields find is scanned.
+                partly = any(u[0] == name and not set(u) <= set(where) for u in _UNIQUES[table])
+                clauses.append(f"$w{n} CONTAINS {field}" if partly else f"{field} IN $w{n}")
                 params[f"w{n}"] = list(value.values)
             elif isinstance(value, Range):
                 for bound, op, key, widened in (
@@ -847,6 +843,9 @@ class SurrealStore:
         """Every stored record of a table, read directly: the contract suite's back door."""
         rows = self.select_rows(f"SELECT * FROM {compiler.ident(table)}", {})
         return {_key(row): _strip(row) for row in rows}
+
+
+_UNIQUES = {table: spec.uniques for table, spec in TABLES.items()}
 
 
 def _copy(doc: Document) -> Document:

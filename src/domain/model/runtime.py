@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from datetime import datetime
 from typing import Protocol
@@ -65,6 +66,19 @@ class RuntimeContext:
 
     def with_ids(self, ids: IdGenerator) -> RuntimeContext:
         return evolve(self, ids=ids)
+
+    def for_execution(
+        self, *, ids: IdGenerator, trace_id: str, tenant: str, actor: str
+    ) -> RuntimeContext:
+        """The context a step of a stored execution runs with: its ids, and the trace,
+        tenant and requester the execution carries. Those are not checked again: checked
+        when it started, or stored by an earlier release under looser rules, an execution
+        must still run (and be undone) as it started."""
+        step = copy.copy(self)  # without __init__: no checks
+        for name, value in (("ids", ids), ("trace_id", trace_id), ("tenant", tenant)):
+            object.__setattr__(step, name, value)
+        object.__setattr__(step, "actor", actor)
+        return step
 
     def with_actor(self, actor: str) -> RuntimeContext:
         return evolve(self, actor=actor)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import functools
 import json
 import logging
 import threading
@@ -365,30 +364,35 @@ class Orchestrator:
         committed, and it left the execution to this thread): the execution is driven on,
         and the first failure then goes to this thread's caller. An interrupt stops at once.
         """
-        with self._cache_lock:
-            if execution_id in self._driving:
-                self._driving[execution_id] = True
-                return None
-            self._driving[execution_id] = False
+        owned = False
         turn = first
         result: WorkflowExecution | None = None
         failure: Exception | None = None
         try:
+            with self._cache_lock:
+                if execution_id in self._driving:
+                    self._driving[execution_id] = True
+                    return None
+                owned = True
+                self._driving[execution_id] = False
             while True:
                 try:
                     result = turn()
                 except Exception as exc:
+                    if failure is not None:  # the caller hears of the first one
+                        _log.warning("execution %s: %s", execution_id, describe(exc))
                     failure = failure or exc
                 with self._cache_lock:
                     if not self._driving[execution_id]:
                         del self._driving[execution_id]
+                        owned = False
                         break
                     self._driving[execution_id] = False
-                turn = functools.partial(self._run, execution_id)
-        except BaseException:  # an interrupt: nobody drives it now
-            with self._cache_lock:
-                self._driving.pop(execution_id, None)
-            raise
+                turn = lambda: self._run(execution_id)  # noqa: E731 - the turns after the first
+        finally:
+            if owned:  # an interrupt: nobody drives it now
+                with self._cache_lock:
+                    self._driving.pop(execution_id, None)
         if failure is not None:
             raise failure
         return result
@@ -919,12 +923,12 @@ class Orchestrator:
             return self._committed.pop(execution_id, None)
 
     def _context(self, execution: WorkflowExecution, step: str) -> StepContext:
-        runtime = evolve(
+        runtime = self._runtime.for_execution(
             # Scoped by the trail entry the step starts from: a replay after a crash mints
             # the same ids, whichever worker claimed the execution meanwhile (a claim is no
             # transition); a later attempt (after a denial, a retry) follows new entries and
             # mints fresh ones. ("t": no scope of the version-scoped ids of earlier releases.)
-            self._runtime.with_ids(DerivedIds(execution.id, step, f"t{execution.audit_sequence}")),
+            ids=DerivedIds(execution.id, step, f"t{execution.audit_sequence}"),
             trace_id=execution.correlation_id,
             tenant=execution.tenant,
             # The mutation is the requester's, whichever worker happens to run the step.
