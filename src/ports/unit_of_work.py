@@ -59,6 +59,7 @@ class UnitOfWork(abc.ABC):
         self._read_versions: dict[Key, int] = {}
         self._closed = False
         self._borrower: str | None = None
+        self._refused: str | None = None
         self.receipt: CommitReceipt | None = None
         self.sources = KnowledgeSources(self)
         self.analyses = Analyses(self)
@@ -99,20 +100,24 @@ class UnitOfWork(abc.ABC):
             self._ensure_held("roll back")
             self._close()
 
-    def lend(self, borrower: str | None) -> None:
+    def lend(self, borrower: str | None) -> str | None:
         """Lend the unit to `borrower` (a workflow step), or take it back with None. A
         borrower stages and reads; committing or rolling back is refused
         (`UnitOfWorkLent`), before anything is written: the lender commits what it staged
-        together with its own writes, or discards it all."""
+        together with its own writes, or discards it all. Taking it back returns what the
+        borrower was refused, if anything, even if it caught the error and went on."""
+        refused, self._refused = self._refused, None
         self._borrower = borrower
+        return refused
 
     def _ensure_held(self, what: str) -> None:
         if self._borrower is not None:
-            raise UnitOfWorkLent(
+            self._refused = (
                 f"{self._borrower} may not {what} its unit of work: it stages, and whoever"
                 " lent it the unit commits (the orchestrator commits a step's writes together"
                 " with its checkpoint)"
             )
+            raise UnitOfWorkLent(self._refused)
 
     @property
     def closed(self) -> bool:

@@ -27,6 +27,7 @@ from domain.orchestration.definition import (
     RetryPolicy,
     Step,
     StepContext,
+    StepFn,
     WorkflowDefinition,
 )
 from domain.orchestration.orchestrator import (
@@ -37,7 +38,13 @@ from domain.orchestration.orchestrator import (
 from domain.services.governance import ApprovalRequired
 from domain.workflows import knowledge_publication as kp
 from ports.clock import FixedClock, SequentialIds
-from ports.errors import CommitOutcomeUnknown, InjectedFault, RecordNotFound, StorageUnavailable
+from ports.errors import (
+    CommitOutcomeUnknown,
+    InjectedFault,
+    RecordNotFound,
+    StorageUnavailable,
+    UnitOfWorkLent,
+)
 from ports.storage import TABLES, Batch, CommitReceipt, Document
 from ports.unit_of_work import UnitOfWork, WrappingUnitOfWork
 from tests.workflow.harness import (
@@ -585,9 +592,9 @@ def test_a_command_committed_beside_a_thread_that_then_fails_is_still_driven_on(
     world: World,
 ) -> None:
     """Carol's thread drives the execution when Dave's approval, from another thread of
-    the same worker, lands and asks it to drive on; Carol's own approval is then refused
-    (the execution is running). Dave's is driven on all the same, not left running under
-    the worker's lease with nobody driving it."""
+    the same worker, lands and asks it to drive on; Carol's rejection is then refused (the
+    execution is running). Dave's approval is driven on all the same, not left running
+    under the worker's lease with nobody driving it."""
     carol_may_read = threading.Event()
     carol: list[threading.Thread] = []
 
@@ -603,13 +610,13 @@ def test_a_command_committed_beside_a_thread_that_then_fails_is_still_driven_on(
     )
     refused: list[Exception] = []
 
-    def carol_approves() -> None:
+    def carol_rejects() -> None:
         try:
-            shared.approve(x.id, approver="carol", role="reviewer")
+            shared.reject(x.id, reason="not ready")
         except InvalidState as exc:
             refused.append(exc)
 
-    carol.append(threading.Thread(target=carol_approves))
+    carol.append(threading.Thread(target=carol_rejects))
     carol[0].start()
     for _ in range(1000):
         if x.id in shared._driving:
@@ -624,6 +631,41 @@ def test_a_command_committed_beside_a_thread_that_then_fails_is_still_driven_on(
     assert done.state is S.SUCCEEDED, done.state
     assert {a.approver for a in done.approvals} == {"alice", "dave"}
     assert world.orch().verify(x.id).ok
+
+
+class _Crash(BaseException):
+    """The worker dying mid-step: nothing catches it, the lease stays."""
+
+
+def test_an_approval_waiting_on_a_gate_only_its_own_worker_can_run_runs_it(
+    world: World,
+) -> None:
+    """Bob's approval landed and its worker died before re-running the gate: the execution
+    is running under that worker's lease, with approvals. Alice approving through that
+    worker does not wait for a gate nobody else will run: it runs it (awaiting approval
+    again, for her role), then approves."""
+
+    def crash_once(run: StepFn) -> StepFn:
+        def step(uow: UnitOfWork, ctx: StepContext) -> Any:
+            if ctx.execution.approvals and not crashed:
+                crashed.append(ctx.execution.id)
+                raise _Crash
+            return run(uow, ctx)
+
+        return step
+
+    crashed: list[str] = []
+    worker = world.orch_with("worker-A", {"ingest": crash_once})
+    req = request("pub-1", required_roles=["reviewer", "legal"])
+    x = worker.start(FLAKY, req, risk_tier=ImpactTier.TIER2)
+    with pytest.raises(_Crash):
+        worker.approve(x.id, approver="bob", role="reviewer")
+    stuck = worker.get(x.id)
+    assert (stuck.state, stuck.lease_owner) == (S.RUNNING, "worker-A")
+    done = worker.approve(x.id, approver="alice", role="legal")
+    assert done.state is S.SUCCEEDED
+    assert {a.approver for a in done.approvals} == {"bob", "alice"}
+    assert worker.verify(x.id).ok
 
 
 def test_an_approval_refused_while_another_regates_says_why(world: World) -> None:
@@ -1345,18 +1387,24 @@ def test_every_commit_is_told_even_a_start_stored_apart_from_its_failed_first_st
     assert seen == list(range(1, done.version + 1))  # version 1: the start, stored alone
 
 
+@pytest.mark.parametrize("swallowed", [False, True], ids=["raised", "caught"])
 @pytest.mark.parametrize("closes", ["commit", "rollback"])
 @pytest.mark.parametrize("position", ["first", "second"])
 def test_a_step_may_not_close_its_unit_and_what_it_staged_is_discarded(
-    world: World, closes: str, position: str
+    world: World, closes: str, position: str, swallowed: bool
 ) -> None:
     """A step that commits (or rolls back) its unit itself is refused before anything is
-    written: its attempt fails, and the writes it staged go nowhere, not even with the
-    execution record its first step's unit also holds."""
+    written: its attempt fails, even if it caught the refusal and went on, and the writes
+    it staged go nowhere, not even with the execution record its first step's unit also
+    holds."""
 
     def closing(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
         uow.events.append(samples.event())
-        getattr(uow, closes)()
+        try:
+            getattr(uow, closes)()
+        except UnitOfWorkLent:
+            if not swallowed:
+                raise
         return {}
 
     steps = (Step("plain", lambda uow, ctx: {}), Step("closing", closing))

@@ -320,8 +320,8 @@ def test_a_second_approver_arriving_as_the_first_approval_lands_waits_for_its_ga
     bob = threading.Thread(target=lambda: first.approve(waiting.id, approver="bob", role="r"))
     wait_once = second._await_regate
 
-    def then_bob_lands(execution_id: str) -> bool:
-        waited = wait_once(execution_id)
+    def then_bob_lands(execution_id: str, driving: bool) -> bool:
+        waited = wait_once(execution_id, driving)
         if not bob.is_alive() and not entered.is_set():
             bob.start()
             assert entered.wait(30)

@@ -47,6 +47,7 @@ from ports.errors import (
     InjectedFault,
     RecordNotFound,
     StorageUnavailable,
+    UnitOfWorkLent,
 )
 from ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
@@ -466,7 +467,7 @@ class Orchestrator:
 
         return self._command(execution_id, approving, before=self._await_regate)
 
-    def _await_regate(self, execution_id: str) -> bool:
+    def _await_regate(self, execution_id: str, driving: bool) -> bool:
         """Wait (up to `max_inline_wait`) while an approval just given re-runs its gate;
         whether there was anything to wait for.
 
@@ -477,6 +478,12 @@ class Orchestrator:
         while waited < self._max_wait.total_seconds():
             if not self._regating(execution_id):
                 return waited > 0
+            if driving and self.get(execution_id).lease_owner == self.worker_id:
+                # The gate is this worker's to run again, and this thread is the one that
+                # drives it here (another thread's approval landed and left it to this one):
+                # nobody runs it while this waits. It runs it, then approves what it finds.
+                self._run(execution_id)
+                return True
             self._sleep(delay)
             waited += delay
             delay = min(delay * 2, 0.5)
@@ -529,7 +536,7 @@ class Orchestrator:
         execution_id: str,
         apply: Callable[[WorkflowExecution, datetime], None],
         *,
-        before: Callable[[str], bool] | None = None,
+        before: Callable[[str, bool], bool] | None = None,
         needs: Callable[[WorkflowExecution], bool] = lambda x: True,
     ) -> WorkflowExecution:
         """Apply an operator's command to the execution as stored, commit it, then drive the
@@ -547,27 +554,29 @@ class Orchestrator:
 
         def commanded() -> WorkflowExecution:
             self._take(execution_id)  # nothing kept from before: the command reads afresh
-            self._remember(self._commit_command_loop(execution_id, apply, before, needs))
+            self._remember(self._commit_command_loop(execution_id, apply, before, needs, True))
             return self._run(execution_id)
 
         driven = self._drive(execution_id, commanded)
         if driven is not None:
             return driven
-        self._remember(self._commit_command_loop(execution_id, apply, before, needs))
+        self._remember(self._commit_command_loop(execution_id, apply, before, needs, False))
         return self.run(execution_id)  # asks the driving thread again, or drives it if it left
 
     def _commit_command_loop(
         self,
         execution_id: str,
         apply: Callable[[WorkflowExecution, datetime], None],
-        before: Callable[[str], bool] | None,
+        before: Callable[[str, bool], bool] | None,
         needs: Callable[[WorkflowExecution], bool],
+        driving: bool,
     ) -> WorkflowExecution:
+        """`driving`: whether this thread drives the execution for this worker."""
         waited, attempt = True, 0
         while True:
             attempt += 1
             if before is not None:
-                waited = before(execution_id)
+                waited = before(execution_id, driving)
             try:
                 with self._uow_factory() as uow:
                     found = self._require(uow, execution_id)
@@ -1090,9 +1099,12 @@ def _lent(step: Step, uow: UnitOfWork, context: StepContext) -> Any:
     writes with the checkpoint, or discards them."""
     uow.lend(f"step {step.name}")
     try:
-        return step.run(uow, context)
+        output = step.run(uow, context)
     finally:
-        uow.lend(None)
+        refused = uow.lend(None)
+    if refused is not None:  # caught by the step, which went on: its attempt still fails
+        raise UnitOfWorkLent(refused)
+    return output
 
 
 def _storable(field: str, value: Any) -> Any:
