@@ -885,6 +885,38 @@ def test_a_step_replayed_by_another_worker_after_a_crash_mints_the_same_ids(
     assert_exactly_once(world.door, second)
 
 
+def test_a_start_retried_after_dying_in_its_first_step_mints_the_same_ids(
+    world: World,
+) -> None:
+    """The process died in the first step of a start, which stored nothing: the caller
+    starts again with its idempotency key, a new execution, and the step mints the ids the
+    dead attempt did (what it sent outside its unit took them as keys)."""
+    minted: list[str] = []
+
+    def mint(run: StepFn) -> StepFn:
+        def step(uow: UnitOfWork, ctx: StepContext) -> Any:
+            minted.append(ctx.runtime.ids.new_id("call"))
+            if len(minted) == 1:
+                raise _Crash
+            return run(uow, ctx)
+
+        return step
+
+    worker = world.orch_with("worker-A", {"ingest": mint})
+    with pytest.raises(_Crash):
+        worker.start(FLAKY, request("pub-1"), idempotency_key="order-42")
+    assert world.door.table("execution") == {}
+    done = world.orch_with("worker-B", {"ingest": mint}).start(
+        FLAKY, request("pub-1"), idempotency_key="order-42"
+    )
+    assert done.state is S.SUCCEEDED
+    assert minted[0] == minted[1]
+    other = world.orch_with("worker-B", {"ingest": mint}).start(
+        FLAKY, request("pub-2"), idempotency_key="order-43"
+    )
+    assert other.state is S.SUCCEEDED and minted[2] != minted[0]
+
+
 def test_the_lease_holder_itself_may_resume(world: World) -> None:
     crashing = FaultInjector(world.store.unit_of_work)
     crashing.arm(FaultPlan(fail_at_commit=2))

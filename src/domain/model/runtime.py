@@ -23,7 +23,8 @@ class IdGenerator(Protocol):
 
 
 class DerivedIds:
-    """Ids derived from (execution, step, n): a replayed step mints the very same ids."""
+    """Ids derived from a scope (an execution's, a step's) and a count: a replayed step
+    mints the very same ids."""
 
     def __init__(self, *scope: str) -> None:
         self._scope = ":".join(scope)

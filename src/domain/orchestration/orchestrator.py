@@ -933,11 +933,17 @@ class Orchestrator:
 
     def _context(self, execution: WorkflowExecution, step: str) -> StepContext:
         runtime = self._runtime.for_execution(
-            # Scoped by the trail entry the step starts from: a replay after a crash mints
-            # the same ids, whichever worker claimed the execution meanwhile (a claim is no
-            # transition); a later attempt (after a denial, a retry) follows new entries and
-            # mints fresh ones. ("t": no scope of the version-scoped ids of earlier releases.)
-            ids=DerivedIds(execution.id, step, f"t{execution.audit_sequence}"),
+            # Scoped by the execution's idempotency key (one execution per key and tenant:
+            # a start retried after its process died in the first step, which stored
+            # nothing, is a new execution with the same key) and by the trail entry the step
+            # starts from: a replay after a crash mints the same ids, whichever worker
+            # claimed the execution meanwhile (a claim is no transition); a later attempt
+            # (after a denial, a retry) follows new entries and mints fresh ones.
+            ids=DerivedIds(
+                json.dumps(["key", execution.tenant, execution.idempotency_key]),
+                step,
+                str(execution.audit_sequence),
+            ),
             trace_id=execution.correlation_id,
             tenant=execution.tenant,
             # The mutation is the requester's, whichever worker happens to run the step.
