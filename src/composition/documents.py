@@ -139,7 +139,8 @@ def read_bounded(path: Path, limit: int) -> bytes:
     """At most `limit` bytes of `path`; a DocumentError if it holds more (never read whole).
 
     A pipe is read (`<(curl ...)`), but a named pipe nobody writes to must not hold the
-    command for good: opened without blocking, a pipe with no writer reads as empty.
+    command for good: opened without blocking, a pipe with no writer gives nothing, and is
+    refused.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -147,7 +148,7 @@ def read_bounded(path: Path, limit: int) -> bytes:
             os.set_blocking(fd, True)  # a writer there may take its time
             data = file.read(limit + 1)
             if not data and stat.S_ISFIFO(os.fstat(fd).st_mode):
-                raise DocumentError(f"{path}: a named pipe nobody was writing to")
+                raise DocumentError(f"{path}: a pipe that gave nothing (no one was writing to it)")
     except FileNotFoundError:
         raise DocumentError(f"{path}: no such file") from None
     except IsADirectoryError:

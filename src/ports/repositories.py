@@ -349,6 +349,11 @@ class AuditTrail(_Repository):
         key = records.audit_key(entry.execution_id, entry.sequence)
         self._uow.stage(Write(Op.CREATE, self.table, key, records.audit_doc(entry)))
 
+    def entry(self, execution_id: str, sequence: int) -> AuditEntry | None:
+        """One entry of an execution's trail, by its sequence number."""
+        doc = self._uow.get(self.table, records.audit_key(execution_id, sequence))
+        return None if doc is None else records.audit_from(doc)
+
     def for_execution(self, execution_id: str) -> list[AuditEntry]:
         """Entries in storage-key order (not by their own sequence field), so a swap shows."""
         rows = self._uow.select(self.table, {"execution_id": execution_id})

@@ -166,7 +166,8 @@ def test_a_named_pipe_nobody_writes_to_is_refused_and_a_pipe_is_read(
     reader = threading.Thread(target=read)
     reader.start()
     reader.join(5)
-    assert not reader.is_alive() and outcome == [f"{fifo}: a named pipe nobody was writing to"]
+    said = f"{fifo}: a pipe that gave nothing (no one was writing to it)"
+    assert not reader.is_alive() and outcome == [said]
 
     read_end, write_end = os.pipe()
 

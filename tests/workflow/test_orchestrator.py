@@ -17,6 +17,7 @@ from attrs import define, evolve
 from adapters.contract import samples
 from adapters.faults import FaultInjector, FaultPlan
 from adapters.memory import MemoryStore, MemoryUnitOfWork
+from domain.model.environment import Environment
 from domain.model.errors import InvalidInput, InvalidState
 from domain.model.evidence import EventType
 from domain.model.execution import WorkflowExecution
@@ -668,6 +669,47 @@ def test_an_approval_waiting_on_a_gate_only_its_own_worker_can_run_runs_it(
     assert worker.verify(x.id).ok
 
 
+def test_an_approval_does_not_run_the_steps_after_a_gate_already_passed(world: World) -> None:
+    """Past its gate, a later step's worker died: the execution is running under this
+    worker's lease with an approval. Another approval through that worker is refused as
+    before (an approval resumed it), and runs none of the steps left."""
+    published: list[str] = []
+
+    def crash_in_publish(run: StepFn) -> StepFn:
+        def step(uow: UnitOfWork, ctx: StepContext) -> Any:
+            published.append(ctx.execution.id)
+            raise _Crash
+
+        return step
+
+    worker = world.orch_with("worker-A", {"publish": crash_in_publish})
+    x = worker.start(FLAKY, request("pub-1"), risk_tier=ImpactTier.TIER1)
+    with pytest.raises(_Crash):
+        worker.approve(x.id, approver="bob", role="reviewer")
+    assert published == [x.id]
+    with pytest.raises(InvalidState, match="an approval resumed it"):
+        worker.approve(x.id, approver="dave", role="reviewer")
+    assert published == [x.id] and world.door.table("capsule") == {}
+    assert worker.get(x.id).state is S.RUNNING
+
+
+def test_a_step_that_takes_its_unit_back_and_closes_it_fails_its_attempt(world: World) -> None:
+    """Lending guards against mistakes, not hostile code; still, a step that took its unit
+    back and closed it fails its attempt instead of escaping the run as an error."""
+
+    def taking_back(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
+        uow.lend(None)
+        uow.rollback()
+        return {}
+
+    definition = WorkflowDefinition(
+        name="back", version="1", metadata=kp.METADATA, steps=(Step("a", taking_back),)
+    )
+    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={"back": definition})
+    done = orch.start("back", {})
+    assert done.state is S.FAILED and "took back its unit of work" in (done.last_error or "")
+
+
 def test_an_approval_refused_while_another_regates_says_why(world: World) -> None:
     refusals: list[str] = []
 
@@ -915,6 +957,27 @@ def test_a_start_retried_after_dying_in_its_first_step_mints_the_same_ids(
         FLAKY, request("pub-2"), idempotency_key="order-43"
     )
     assert other.state is S.SUCCEEDED and minted[2] != minted[0]
+
+
+def test_one_idempotency_key_in_two_environments_mints_different_ids(world: World) -> None:
+    """A test store and a production one given the same client key: a service both call
+    must not take one's step for the other's."""
+    minted: list[str] = []
+
+    def mint(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
+        minted.append(ctx.runtime.ids.new_id("call"))
+        return {}
+
+    definition = WorkflowDefinition(
+        name="mint", version="1", metadata=kp.METADATA, steps=(Step("a", mint),)
+    )
+    for environment in (Environment.TEST, Environment.PRODUCTION):
+        store = MemoryStore()
+        context = evolve(runtime(world.clock, SequentialIds()), environment=environment)
+        Orchestrator(store.unit_of_work, context, {"mint": definition}).start(
+            "mint", {}, idempotency_key="order-42"
+        )
+    assert len(set(minted)) == 2
 
 
 def test_the_lease_holder_itself_may_resume(world: World) -> None:

@@ -69,16 +69,28 @@ class RuntimeContext:
         return evolve(self, ids=ids)
 
     def for_execution(
-        self, *, ids: IdGenerator, trace_id: str, tenant: str, actor: str
+        self,
+        *,
+        ids: IdGenerator,
+        trace_id: str,
+        tenant: str,
+        actor: str,
+        record_denials: bool = True,
     ) -> RuntimeContext:
         """The context a step of a stored execution runs with: its ids, and the trace,
         tenant and requester the execution carries. Those are not checked again: checked
         when it started, or stored by an earlier release under looser rules, an execution
         must still run (and be undone) as it started."""
         step = copy.copy(self)  # without __init__: no checks
-        for name, value in (("ids", ids), ("trace_id", trace_id), ("tenant", tenant)):
+        changed: dict[str, object] = {
+            "ids": ids,
+            "trace_id": trace_id,
+            "tenant": tenant,
+            "actor": actor,
+            "record_denials": record_denials,
+        }
+        for name, value in changed.items():
             object.__setattr__(step, name, value)
-        object.__setattr__(step, "actor", actor)
         return step
 
     def with_actor(self, actor: str) -> RuntimeContext:

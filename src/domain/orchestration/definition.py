@@ -21,8 +21,9 @@ class RetryableError(Exception):
 
 @frozen
 class StepContext:
-    """What a step sees: the runtime (with ids derived from execution and step) and the
-    execution as committed before the step began."""
+    """What a step sees: the runtime (with ids derived from the execution and the step,
+    the same when a crashed attempt is replayed) and the execution as committed before the
+    step began."""
 
     runtime: RuntimeContext
     execution: WorkflowExecution

@@ -302,8 +302,7 @@ class Orchestrator:
             step = definition.steps[0]
             execution.begin_attempt(step.name)
             # Not stored yet: a denial must not be recorded for a start that may never land.
-            context = self._context(execution, step.name)
-            context = evolve(context, runtime=evolve(context.runtime, record_denials=False))
+            context = self._context(execution, step.name, record_denials=False)
             try:
                 output = _storable(f"output of step {step.name}", _lent(step, uow, context))
             except Exception as exc:  # recorded once the start is stored on its own
@@ -478,7 +477,7 @@ class Orchestrator:
         while waited < self._max_wait.total_seconds():
             if not self._regating(execution_id):
                 return waited > 0
-            if driving and self.get(execution_id).lease_owner == self.worker_id:
+            if driving and self._resumed_by_approval(execution_id):
                 # The gate is this worker's to run again, and this thread is the one that
                 # drives it here (another thread's approval landed and left it to this one):
                 # nobody runs it while this waits. It runs it, then approves what it finds.
@@ -488,6 +487,19 @@ class Orchestrator:
             waited += delay
             delay = min(delay * 2, 0.5)
         return True
+
+    def _resumed_by_approval(self, execution_id: str) -> bool:
+        """Whether the execution is this worker's, and its last entry the approval that
+        resumed it: its gate, and nothing after it, is what runs next."""
+        with self._uow_factory() as uow:
+            x = uow.executions.require(execution_id, with_input=False)
+            last = uow.audit.entry(execution_id, x.audit_sequence)
+        return (
+            x.lease_owner == self.worker_id
+            and last is not None
+            and last.from_state is S.AWAITING_APPROVAL
+            and last.to_state is S.RUNNING
+        )
 
     def _regating(self, execution_id: str) -> bool:
         x = self.get(execution_id)
@@ -931,7 +943,9 @@ class Orchestrator:
         with self._cache_lock:
             return self._committed.pop(execution_id, None)
 
-    def _context(self, execution: WorkflowExecution, step: str) -> StepContext:
+    def _context(
+        self, execution: WorkflowExecution, step: str, *, record_denials: bool = True
+    ) -> StepContext:
         runtime = self._runtime.for_execution(
             # Scoped by the execution's idempotency key (one execution per key and tenant:
             # a start retried after its process died in the first step, which stored
@@ -940,7 +954,14 @@ class Orchestrator:
             # claimed the execution meanwhile (a claim is no transition); a later attempt
             # (after a denial, a retry) follows new entries and mints fresh ones.
             ids=DerivedIds(
-                json.dumps(["key", execution.tenant, execution.idempotency_key]),
+                json.dumps(
+                    [
+                        "key",
+                        self._runtime.environment.value,
+                        execution.tenant,
+                        execution.idempotency_key,
+                    ]
+                ),
                 step,
                 str(execution.audit_sequence),
             ),
@@ -948,6 +969,7 @@ class Orchestrator:
             tenant=execution.tenant,
             # The mutation is the requester's, whichever worker happens to run the step.
             actor=execution.requested_by or self._runtime.actor,
+            record_denials=record_denials,
         )
         # A copy of its own: nothing a step does to it (approvals, the cursor) steers the run.
         return StepContext(runtime=runtime, execution=execution.copy())
@@ -1110,6 +1132,8 @@ def _lent(step: Step, uow: UnitOfWork, context: StepContext) -> Any:
         refused = uow.lend(None)
     if refused is not None:  # caught by the step, which went on: its attempt still fails
         raise UnitOfWorkLent(refused)
+    if uow.closed:  # taken back by the step itself, and closed: a failed attempt, not stuck
+        raise UnitOfWorkLent(f"step {step.name} took back its unit of work and closed it")
     return output
 
 
