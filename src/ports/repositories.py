@@ -310,12 +310,14 @@ class Executions(_Repository):
             )
             ties = [(key, doc) for key, doc in at_once if key < before.id]
         end = now if before is None else before.created_at
+        # A window reaching back past the first instant there is has no lower bound.
+        reach = end - datetime.min.replace(tzinfo=end.tzinfo)
         rows: list[tuple[str, Document]] = []
         for window in RECENT_WINDOWS:
             if len(ties) >= limit:
                 break
             span = Range(
-                above=None if window is None else end - window,
+                above=None if window is None or window >= reach else end - window,
                 below=None if before is None else end,
             )
             rows = self._uow.select(

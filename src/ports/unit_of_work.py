@@ -82,8 +82,17 @@ class UnitOfWork(abc.ABC):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if not self._closed and self._borrower is None:  # a borrower's block ends, not the unit
+        if self._closed:
+            return
+        if self._borrower is None:
             self.rollback()
+        elif exc_type is not None:
+            # A borrower's block ends, not the unit; but one left through an error meant its
+            # writes discarded, which only failing the borrower's attempt does.
+            self._refused = (
+                f"{self._borrower} left a block of its unit of work through an error"
+                f" ({exc_type.__name__}): its writes go with its attempt"
+            )
 
     def commit(self) -> CommitReceipt:
         self._ensure_open()

@@ -44,6 +44,8 @@ def test_people_compare_case_insensitively_and_never_match_nobody() -> None:
         ("actor", "alice\n"),
         ("trace_id", "trace\nforged line"),
         ("clock", "2025-01-01"),
+        ("change_freeze", "no"),
+        ("record_denials", None),
         ("ids", 7),
     ],
 )

@@ -1483,7 +1483,7 @@ def test_every_commit_is_told_even_a_start_stored_apart_from_its_failed_first_st
 
 
 @pytest.mark.parametrize("swallowed", [False, True], ids=["raised", "caught"])
-@pytest.mark.parametrize("closes", ["commit", "rollback"])
+@pytest.mark.parametrize("closes", ["commit", "rollback", "error"])
 @pytest.mark.parametrize("position", ["first", "second"])
 def test_a_step_may_not_close_its_unit_and_what_it_staged_is_discarded(
     world: World, closes: str, position: str, swallowed: bool
@@ -1496,8 +1496,11 @@ def test_a_step_may_not_close_its_unit_and_what_it_staged_is_discarded(
     def closing(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
         uow.events.append(samples.event())
         try:
+            if closes == "error":  # leaving its own block through an error: discarded
+                with uow:
+                    raise RuntimeError("the step gave up")
             getattr(uow, closes)()
-        except UnitOfWorkLent:
+        except (UnitOfWorkLent, RuntimeError):
             if not swallowed:
                 raise
         return {}
@@ -1512,7 +1515,11 @@ def test_a_step_may_not_close_its_unit_and_what_it_staged_is_discarded(
     orch = orchestrator(world.store.unit_of_work, world.clock, workflows={"closing": definition})
     done = orch.start("closing", {})
     assert done.state is S.FAILED
-    said = f"step closing may not {closes.replace('rollback', 'roll back')} its unit of work"
+    said = {
+        "commit": "step closing may not commit its unit of work",
+        "rollback": "step closing may not roll back its unit of work",
+        "error": "the step gave up" if not swallowed else "left a block of its unit of work",
+    }[closes]
     assert done.last_error is not None and said in done.last_error
     assert world.door.table("event") == {}
     assert orch.recover() == [] and orch.verify(done.id).ok

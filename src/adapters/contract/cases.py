@@ -876,6 +876,8 @@ class UnitOfWorkContract:
                 assert uow.events.read_after(position, 2**63) == []
             listed = uow.executions.recent(now=samples.T0, limit=2**63)
             assert listed == uow.executions.recent(now=samples.T0, limit=10_000)
+            # Windows that would reach back past the first instant there is: no bound.
+            assert uow.executions.recent(now=datetime(2, 1, 1, tzinfo=UTC)) == []
 
     @pytest.mark.parametrize(
         ("argument", "value"),

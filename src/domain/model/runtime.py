@@ -61,6 +61,9 @@ class RuntimeContext:
         identifier("service", self.service)
         actor_name("actor", self.actor)
         text("trace_id", self.trace_id, max_len=200, single_line=True)
+        for flag in ("change_freeze", "record_denials"):
+            if not isinstance(getattr(self, flag), bool):
+                raise InvalidInput(flag, f"must be a bool, got {getattr(self, flag)!r}")
         for name, method in (("clock", "now"), ("ids", "new_id")):
             if not callable(getattr(getattr(self, name), method, None)):
                 raise InvalidInput(name, f"must have a {method}() method")
