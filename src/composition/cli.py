@@ -8,6 +8,7 @@ With --json, stdout carries exactly one JSON document and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -286,6 +287,21 @@ def not_blank(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
+class _InputFile(click.File):
+    """A file to read, as `click.File` opens it; but a pipe is opened without waiting for a
+    writer: a named pipe nobody writes to then gives nothing (refused as empty input)
+    instead of holding the command for good."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value != "-":
+            with contextlib.suppress(OSError):
+                if stat.S_ISFIFO(os.stat(value).st_mode):
+                    fd = os.open(value, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                    os.set_blocking(fd, True)  # a writer there may take its time
+                    return os.fdopen(fd, "r", encoding="utf-8")
+        return super().convert(value, param, ctx)
+
+
 def a_file(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
     """A file's path as typed: not empty (`Path("")` is the current directory), and not
     ending in a slash, which names a directory (`Path` would drop it, and write a file)."""
@@ -501,7 +517,7 @@ def run_knowledge_publication(
 )
 @click.option(
     "--input-file",
-    type=click.File("r", encoding="utf-8"),
+    type=_InputFile("r", encoding="utf-8"),
     help="Read the input (a JSON object) from FILE; - for stdin.",
 )
 @click.option(
@@ -556,6 +572,8 @@ def run_workflow(
             f"is over {MAX_INPUT_CHARS:,} characters", param_hint="--input-file/--input"
         )
     where = "--input-file" if input_file is not None else "--input"
+    if given is not None and not given.strip():
+        raise click.BadParameter("is empty: give a JSON object, such as {}", param_hint=where)
     workflow_input = {} if given is None else _json_object(where, given)
 
     def unknown(app: App) -> click.UsageError:

@@ -4,6 +4,7 @@ commands that run, list and recover them."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import sys
@@ -430,6 +431,17 @@ def test_an_input_file_that_is_a_device_is_refused_unread(
     gk, env = cli
     gk("run", "workflow", "payout", "--input-file", "/dev/zero", code=2, env=env)
     assert "is a device: give a file, a pipe or standard input" in gk.stderr
+    assert not gk.store.exists()
+
+
+def test_an_input_file_that_is_a_named_pipe_nobody_writes_to_is_refused_not_waited_on(
+    cli: tuple[Cli, dict[str, str]],
+) -> None:
+    gk, env = cli
+    fifo = gk.cwd / "input.fifo"
+    os.mkfifo(fifo)
+    gk("run", "workflow", "payout", "--input-file", str(fifo), code=2, env=env)
+    assert "is empty: give a JSON object" in gk.stderr
     assert not gk.store.exists()
 
 
