@@ -9,6 +9,7 @@ an entry the trail must hold: checking against it catches both.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -136,6 +137,11 @@ def write(anchors: Anchors, path: Path) -> None:
     """Replace `path` whole or not at all: a crash never leaves half an anchor file. A link
     is followed (the file it names, on other storage say, is the one replaced)."""
     text = json.dumps(anchors.to_json(), indent=1) + "\n"
+    try:
+        os.path.realpath(path, strict=True)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # followed loosely, the link itself would be replaced
+            raise AnchorFileError(path, "is a loop of symbolic links") from None
     target = Path(os.path.realpath(path))
     if target.exists() and not target.is_file():
         # A FIFO or a device (/dev/null) is never replaced by a file.

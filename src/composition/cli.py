@@ -1352,7 +1352,10 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
         except OSError as exc:
             # One it may not write is to be chosen again, as one in no directory is; a full
             # disk or a failing one is a failure of the command.
-            usage = exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR)
+            usage = exc.errno in (
+                *(errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR),
+                *(errno.ENOENT, errno.ENOTDIR, errno.ELOOP),  # a link to no directory
+            )
             raise Failed(
                 render.safe(f"cannot write {output}: {exc.strerror or exc}"),
                 EXIT_USAGE if usage else EXIT_FAILED,

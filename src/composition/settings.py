@@ -434,9 +434,11 @@ def _store_url(key: _Key, value: str, base: Path, bad: Bad) -> object:
     except ValueError:
         return bad(f"{shown} is not a valid URL", allowed)
     try:
-        parts.port  # noqa: B018 - validates the port
+        port = parts.port
     except ValueError:
-        return bad(f"{shown}: the port must be a number from 0 to 65535", allowed)
+        port = 0
+    if port == 0:  # (None: no port given, the scheme's own)
+        return bad(f"{shown}: the port must be a number from 1 to 65535", allowed)
     scheme = parts.scheme.lower()
     rest = value.split("://", 1)[1]
     if scheme not in SCHEMES:

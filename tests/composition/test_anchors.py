@@ -303,6 +303,22 @@ def test_an_anchor_path_that_is_empty_or_names_a_directory_is_refused(
     assert not (tmp_path / "new").exists() and not fresh.store.exists()
 
 
+def test_an_output_link_that_names_no_file_is_refused_as_a_usage_error(
+    fresh: Cli, tmp_path: Path
+) -> None:
+    """A loop of links names no file (followed loosely, the link itself was replaced), and
+    a link into no directory is a path to choose again, as one in no directory is."""
+    fresh("run", "knowledge-publication", str(FRED))
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    fresh("audit", "anchor", "-o", str(tmp_path / "a"), code=2)
+    assert "is a loop of symbolic links" in fresh.stderr
+    assert (tmp_path / "a").is_symlink()
+    (tmp_path / "into").symlink_to(tmp_path / "no" / "such" / "a.json")
+    fresh("audit", "anchor", "-o", str(tmp_path / "into"), code=2)
+    assert "cannot write" in fresh.stderr
+
+
 def test_an_empty_output_file_is_written_as_a_new_one(fresh: Cli, tmp_path: Path) -> None:
     fresh("run", "knowledge-publication", str(FRED))
     path = tmp_path / "anchors.json"

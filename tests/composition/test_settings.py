@@ -146,6 +146,7 @@ def test_change_freeze_values(tmp_path: Path, value: str, expected: bool) -> Non
         ("GOVKERNEL_STORE", "ws://:8000", "store_url", "needs a host"),
         ("GOVKERNEL_STORE", "ws://h:notaport", "store_url", "port must be a number"),
         ("GOVKERNEL_STORE", "ws://127.0.0.1:99999", "store_url", "port must be a number"),
+        ("GOVKERNEL_STORE", "ws://localhost:0", "store_url", "from 1 to 65535"),
         ("GOVKERNEL_STORE", "ws://[::1:8000", "store_url", "not a valid URL"),
         ("GOVKERNEL_STORE", "garbage", "store_url", "no `scheme://`"),
         ("GOVKERNEL_SURREAL_NAMESPACE", "a;b", "namespace", "1-64 letters"),
