@@ -947,12 +947,12 @@ class Orchestrator:
         self, execution: WorkflowExecution, step: str, *, record_denials: bool = True
     ) -> StepContext:
         runtime = self._runtime.for_execution(
-            # Scoped by the execution's idempotency key (one execution per key and tenant:
-            # a start retried after its process died in the first step, which stored
-            # nothing, is a new execution with the same key) and by the trail entry the step
-            # starts from: a replay after a crash mints the same ids, whichever worker
-            # claimed the execution meanwhile (a claim is no transition); a later attempt
-            # (after a denial, a retry) follows new entries and mints fresh ones.
+            # Scoped by the environment, tenant and idempotency key (one execution per key
+            # and tenant: a start retried after its process died in the first step, which
+            # stored nothing, is a new execution with the same key) and by the trail entry
+            # the step starts from: a replay after a crash mints the same ids, whichever
+            # worker claimed the execution meanwhile (a claim is no transition); a later
+            # attempt (after a denial, a retry) follows new entries and mints fresh ones.
             ids=DerivedIds(
                 json.dumps(
                     [
