@@ -30,7 +30,7 @@ from attrs import define, field
 import composition
 from adapters.memory import MemoryStore
 from adapters.surrealdb import SurrealConfig
-from composition import anchors, queries, render, strict_json
+from composition import anchors, files, queries, render, strict_json
 from composition.container import App, Overrides, build_app
 from composition.documents import DocumentError, SourceFile, publication_request, read_source
 from composition.settings import DEFAULT_POLICY_REF, ENV_VARS, ConfigurationError, Settings
@@ -296,9 +296,7 @@ class _InputFile(click.File):
         if isinstance(value, str) and value != "-":
             with contextlib.suppress(OSError):
                 if stat.S_ISFIFO(os.stat(value).st_mode):
-                    fd = os.open(value, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-                    os.set_blocking(fd, True)  # a writer there may take its time
-                    return os.fdopen(fd, "r", encoding="utf-8")
+                    return os.fdopen(files.open_unwaiting(value), "r", encoding="utf-8")
         return super().convert(value, param, ctx)
 
 

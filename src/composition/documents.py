@@ -27,6 +27,7 @@ from typing import Any
 
 from attrs import frozen
 
+from composition import files
 from domain.model.errors import InvalidInput
 from domain.model.knowledge import MAX_CONTENT, Classification, SourceFormat, SourceKind
 from domain.workflows.knowledge_publication import PublicationRequest
@@ -143,9 +144,8 @@ def read_bounded(path: Path, limit: int) -> bytes:
     refused.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = files.open_unwaiting(path)
         with os.fdopen(fd, "rb") as file:
-            os.set_blocking(fd, True)  # a writer there may take its time
             data = file.read(limit + 1)
             if not data and stat.S_ISFIFO(os.fstat(fd).st_mode):
                 raise DocumentError(f"{path}: a pipe that gave nothing (no one was writing to it)")

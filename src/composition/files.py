@@ -11,6 +11,15 @@ class UnreadableFile(Exception):
     """Why a named file was not read, in words that can follow its path."""
 
 
+def open_unwaiting(path: str | Path) -> int:
+    """A descriptor to read `path` from, opened without waiting for a pipe's writer: a
+    named pipe nobody writes to then gives nothing at once instead of holding the command.
+    Reads block as usual: a writer there may take its time."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    os.set_blocking(fd, True)
+    return fd
+
+
 def read_regular(path: Path, limit: int) -> bytes:
     """The bytes of `path`, a regular file of at most `limit` bytes.
 
