@@ -646,8 +646,9 @@ def _describing(
     """The definition each of `found` is described by (its step count, its step's name):
     the one that started it, unless that version's steps changed since, which a note on
     stderr then says. `shapes`: the steps each started with, if already read."""
-    if shapes is None:
-        shapes = queries.started_shapes(app.uow_factory, [x.id for x in found])
+    if shapes is None:  # (only those with a definition to compare them with)
+        compared = [x.id for x in found if _definition(app, x) is not None]
+        shapes = queries.started_shapes(app.uow_factory, compared) if compared else {}
     changed = {
         x.id
         for x in found

@@ -475,9 +475,10 @@ class Orchestrator:
         """
         delay, waited = 0.01, 0.0
         while waited < self._max_wait.total_seconds():
-            if not self._regating(execution_id):
+            x = self.get(execution_id, with_input=False)
+            if not self._regating(x):
                 return waited > 0
-            if driving and self._resumed_by_approval(execution_id):
+            if driving and self._resumed_by_approval(x):
                 # The gate is this worker's to run again, and this thread is the one that
                 # drives it here (another thread's approval landed and left it to this one):
                 # nobody runs it while this waits. It runs it, then approves what it finds.
@@ -488,21 +489,20 @@ class Orchestrator:
             delay = min(delay * 2, 0.5)
         return True
 
-    def _resumed_by_approval(self, execution_id: str) -> bool:
-        """Whether the execution is this worker's, and its last entry the approval that
-        resumed it: its gate, and nothing after it, is what runs next."""
+    def _resumed_by_approval(self, x: WorkflowExecution) -> bool:
+        """Whether `x` is this worker's, and its last entry the approval that resumed it:
+        its gate, and nothing after it, is what runs next."""
+        if x.lease_owner != self.worker_id:
+            return False
         with self._uow_factory() as uow:
-            x = uow.executions.require(execution_id, with_input=False)
-            last = uow.audit.entry(execution_id, x.audit_sequence)
+            last = uow.audit.entry(x.id, x.audit_sequence)
         return (
-            x.lease_owner == self.worker_id
-            and last is not None
+            last is not None
             and last.from_state is S.AWAITING_APPROVAL
             and last.to_state is S.RUNNING
         )
 
-    def _regating(self, execution_id: str) -> bool:
-        x = self.get(execution_id)
+    def _regating(self, x: WorkflowExecution) -> bool:
         return (
             x.state is S.RUNNING
             and bool(x.approvals)
@@ -607,7 +607,11 @@ class Orchestrator:
             except InvalidState:
                 # An approval landed between a wait that found none to wait for and the read:
                 # wait for its gate this once.
-                if waited or attempt == COMMAND_ATTEMPTS or not self._regating(execution_id):
+                if (
+                    waited
+                    or attempt == COMMAND_ATTEMPTS
+                    or not self._regating(self.get(execution_id, with_input=False))
+                ):
                     raise
                 continue
             return execution
