@@ -8,7 +8,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -317,6 +317,23 @@ def test_a_retry_scheduled_beyond_the_inline_wait_is_left_for_later(world: World
     world.clock.advance(timedelta(minutes=10))
     assert [x.state for x in orch.recover()] == [S.SUCCEEDED]
     assert_exactly_once(world.door, orch)
+
+
+def test_a_clock_at_the_end_of_time_is_named_and_nothing_is_written(world: World) -> None:
+    """A lease past the year 9999 cannot be written down: the clock is said to be at fault
+    before anything is stored, and a retry due past it is simply never due."""
+    world.clock.advance(datetime.max.replace(tzinfo=UTC) - T0 - timedelta(seconds=10))
+    with pytest.raises(InvalidInput, match="clock") as caught:
+        world.orch().start(FLAKY, request("pub-1"))
+    assert caught.value.field == "clock"
+    assert world.door.table("execution") == {} and world.door.table("audit") == {}
+
+    world.clock.advance(-timedelta(days=1))  # room for a lease, none for a year's backoff
+    yearly = RetryPolicy(max_attempts=2, backoff=timedelta(days=365), max_delay=timedelta(days=365))
+    wrappers = {"analyse": Calls().wrap(_raise(RetryableError("later"), times=1))}
+    waiting = world.orch_with("worker-1", wrappers, retry=yearly).start(FLAKY, request("pub-1"))
+    assert waiting.state is S.RETRY_SCHEDULED
+    assert waiting.retry_at == datetime.max.replace(tzinfo=UTC)
 
 
 def test_a_worker_that_leaves_a_retry_for_later_lets_go_so_a_cancel_compensates_at_once(

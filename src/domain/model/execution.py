@@ -284,8 +284,14 @@ class WorkflowExecution:
     def claim(self, owner: str, *, now: datetime, ttl: timedelta) -> None:
         if self.lease_owner not in (None, owner) and not self.lease_expired(now):
             raise InvalidState(f"execution {self.id} is leased by another worker")
+        try:
+            expires = now + ttl
+        except OverflowError:  # a clock near the end of time is broken: say so, write nothing
+            raise InvalidInput(
+                "clock", f"reads {now.isoformat()}, too late for a lease of {ttl} to end"
+            ) from None
         self.lease_owner = owner
-        self.lease_expires_at = now + ttl
+        self.lease_expires_at = expires
 
     def lease_expired(self, now: datetime) -> bool:
         return self.lease_expires_at is None or self.lease_expires_at <= now

@@ -1018,7 +1018,7 @@ class Orchestrator:
                 and attempt < retry.max_attempts
             ):
                 execution.last_error = message
-                execution.retry_at = now + retry.delay(attempt)
+                execution.retry_at = _later(now, retry.delay(attempt))
                 execution.transition(
                     S.COMPENSATING if undoing else S.RETRY_SCHEDULED,
                     at=now,
@@ -1194,6 +1194,14 @@ def _depth(value: Any) -> int:
             break
         pending.extend((child, depth + 1) for child in children)
     return deepest
+
+
+def _later(now: datetime, delay: timedelta) -> datetime:
+    # A retry due past the end of time is never due; a clock that near it fails the next claim.
+    try:
+        return now + delay
+    except OverflowError:
+        return datetime.max.replace(tzinfo=now.tzinfo)
 
 
 def _retryable(error: BaseException) -> bool:
