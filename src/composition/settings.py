@@ -505,7 +505,7 @@ def _problems_in(settings: Settings) -> list[Problem]:
                         if isinstance(value, str)
                         else ""
                     ),
-                    ", ".join(f"Environment.{e.name}" for e in Environment),
+                    Environment.spelled_in_code(),
                 )
         elif key.name == "change_freeze":
             if not isinstance(value, bool):

@@ -14,3 +14,8 @@ class Environment(enum.Enum):
     @property
     def is_production(self) -> bool:
         return self is Environment.PRODUCTION
+
+    @classmethod
+    def spelled_in_code(cls) -> str:
+        """The members as code names them, for messages refusing anything else."""
+        return ", ".join(f"Environment.{e.name}" for e in cls)

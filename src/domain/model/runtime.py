@@ -55,8 +55,10 @@ class RuntimeContext:
         # Built by hand in services and tests too: what it says is written into every
         # record a workflow makes, so it is held to the rules the settings are.
         if not isinstance(self.environment, Environment):
-            known = ", ".join(f"Environment.{e.name}" for e in Environment)
-            raise InvalidInput("environment", f"must be one of {known}, got {self.environment!r}")
+            raise InvalidInput(
+                "environment",
+                f"must be one of {Environment.spelled_in_code()}, got {self.environment!r}",
+            )
         identifier("tenant", self.tenant)
         identifier("service", self.service)
         actor_name("actor", self.actor)
