@@ -409,6 +409,10 @@ def test_a_storage_fault_during_compensation_is_retried(world: World) -> None:
     done = orch.start(FLAKY, request("pub-1"))
     (capsule,) = world.door.table("capsule").values()
     assert (done.state, capsule["status"]) == (S.COMPENSATED, "retracted"), done.last_error
+    # What it says went wrong, and why the capsule was retracted, is the failure undone, not
+    # the undo's own hiccup.
+    assert done.last_error is not None and "capsule does not match" in done.last_error
+    assert "capsule does not match" in capsule["retraction_reason"]
 
 
 def test_a_compensation_that_keeps_failing_ends_failed_after_its_attempts(world: World) -> None:
@@ -424,6 +428,7 @@ def test_a_compensation_that_keeps_failing_ends_failed_after_its_attempts(world:
     assert (done.state, capsule["status"]) == (S.FAILED, "published")
     assert done.attempts["retract"] == 3
     assert done.last_error is not None and "compensation retract failed" in done.last_error
+    assert "it was undoing: step verify failed" in done.last_error
     with pytest.raises(InvalidState):
         orch.cancel(done.id)
 

@@ -1017,7 +1017,8 @@ class Orchestrator:
                 and _retryable(error)
                 and attempt < retry.max_attempts
             ):
-                execution.last_error = message
+                if not undoing:  # an undo retried still undoes the failure that started it
+                    execution.last_error = message
                 execution.retry_at = _later(now, retry.delay(attempt))
                 execution.transition(
                     S.COMPENSATING if undoing else S.RETRY_SCHEDULED,
@@ -1040,7 +1041,9 @@ class Orchestrator:
 
     def _fail(self, execution: WorkflowExecution, reason: str, step: str | None = None) -> None:
         rt = self._runtime
-        execution.last_error = reason[:MAX_ERROR]
+        undone = execution.last_error if execution.state is S.COMPENSATING else None
+        said = reason if undone is None else f"{reason}; it was undoing: {undone}"
+        execution.last_error = said[:MAX_ERROR]
         execution.retry_at = None  # no retry is coming
         compensate = execution.state is not S.COMPENSATING and self._needs_compensation(execution)
         target = S.COMPENSATING if compensate else S.FAILED
