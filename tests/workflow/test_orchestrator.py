@@ -7,7 +7,7 @@ import itertools
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -2026,6 +2026,39 @@ def test_a_step_or_workflow_of_the_wrong_types_is_refused_when_built() -> None:
         )
     with pytest.raises(ValueError, match="metadata must be a WorkflowMetadata"):
         WorkflowDefinition("w", "1", "Tier0", (Step("s", lambda uow, ctx: {}),))  # type: ignore[arg-type]
+
+
+def test_steps_may_be_given_as_any_iterable_but_not_as_one_step() -> None:
+    steps = (Step(name, lambda uow, ctx: {}) for name in ("a", "b"))  # used up once read
+    assert WorkflowDefinition("w", "1", kp.METADATA, steps).step_names() == ["a", "b"]
+    with pytest.raises(ValueError, match="steps must be a sequence of Steps, got Step"):
+        WorkflowDefinition("w", "1", kp.METADATA, Step("a", lambda uow, ctx: {}))  # type: ignore[arg-type]
+
+
+def _must_have_amount(input: Mapping[str, Any]) -> None:
+    if "amount" not in input:
+        raise ValueError("amount is required")
+
+
+@pytest.mark.parametrize(
+    ("validate", "problem"),
+    [
+        (_must_have_amount, "ValueError: amount is required"),
+        (lambda input: input["amount"], "KeyError: 'amount'"),
+        (lambda input: "amount" in input, "validate_input"),  # a predicate saying no
+    ],
+    ids=["ValueError", "KeyError", "False"],
+)
+def test_a_validator_refusing_the_usual_python_ways_refuses_the_input(
+    world: World, validate: Callable[[Mapping[str, Any]], object], problem: str
+) -> None:
+    flow = evolve(_two_steps("ok"), validate_input=validate)
+    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={flow.name: flow})
+    with pytest.raises(InvalidInput, match=problem) as refused:
+        orch.start(flow.name, {"currency": "EUR"})
+    assert refused.value.field == "input"
+    assert world.door.table("execution") == {}
+    assert orch.start(flow.name, {"amount": 3}).state is S.SUCCEEDED  # what it returns is moot
 
 
 @pytest.mark.parametrize("bad", [[1, 2], None, "ab", [("a", 1)]], ids=repr)

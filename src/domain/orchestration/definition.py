@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
 from domain.model.execution import WorkflowExecution, WorkflowMetadata
 from domain.model.runtime import RuntimeContext
@@ -100,14 +100,23 @@ class Step:
             )
 
 
+def _as_steps(value: Iterable[Step]) -> tuple[Step, ...]:
+    # Any iterable of steps, a generator included (checked twice below, so kept as a tuple).
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        raise ValueError(f"steps must be a sequence of Steps, got {type(value).__name__}")
+    return tuple(value)
+
+
 @frozen
 class WorkflowDefinition:
     name: str
     version: str
     metadata: WorkflowMetadata
-    steps: tuple[Step, ...]
+    steps: tuple[Step, ...] = field(converter=_as_steps)
     compensation: Step | None = None
-    # Checks an input before anything is written; raises InvalidInput naming the field.
+    # Checks an input before anything is written: raises InvalidInput naming the field (a
+    # ValueError, TypeError or KeyError, or returning False, refuses it too); what it returns
+    # is otherwise ignored.
     validate_input: Callable[[Mapping[str, Any]], object] | None = None
 
     def __attrs_post_init__(self) -> None:

@@ -282,7 +282,19 @@ class Orchestrator:
                 "input", f"must be a mapping (a JSON object), got {type(input).__name__}"
             )
         if definition.validate_input is not None:
-            definition.validate_input(input)
+            try:
+                verdict = definition.validate_input(input)
+            except InvalidInput:
+                raise
+            except (ValueError, TypeError, KeyError) as exc:
+                # What validators commonly raise (pydantic's errors are ValueErrors): the
+                # input is refused all the same, as input, not as a fault of the kernel.
+                cause = f"{type(exc).__name__}: {exc}"
+                raise InvalidInput(
+                    "input", f"refused by {workflow}'s validate_input: {cause[:MAX_ERROR]}"
+                ) from exc
+            if verdict is False:  # a predicate's no
+                raise InvalidInput("input", f"refused by {workflow}'s validate_input")
         stored: Mapping[str, Any] = _storable("input", input)
         return stored
 
