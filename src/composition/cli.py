@@ -31,7 +31,7 @@ import composition
 from adapters.memory import MemoryStore
 from adapters.surrealdb import SurrealConfig
 from composition import anchors, files, queries, render, strict_json
-from composition.container import App, Overrides, build_app
+from composition.container import App, Overrides, build_app, would_make
 from composition.documents import DocumentError, SourceFile, publication_request, read_source
 from composition.settings import DEFAULT_POLICY_REF, ENV_VARS, ConfigurationError, Settings
 from composition.settings import load_settings as _load_settings
@@ -124,15 +124,9 @@ class Session:
                     f" {settings.actor!r} (set GOVKERNEL_ACTOR)"
                 )
             )
-        if _would_make(settings) and (
-            check is not None or settings.workflows or settings.retired_workflows
-        ):
-            # Your workflows built first, as `workflows` builds them: a definition that
-            # raises or clashes is a configuration error before a store is made. (On a store
-            # that exists, opening it first changes nothing: they are built once.)
+        if check is not None and would_make(settings):
             with build_app(settings, Overrides(store=MemoryStore())) as throwaway:
-                if check is not None:
-                    check(throwaway)
+                check(throwaway)
         printer = Printer(self)
         # A store that ends with its process is always new: there is nothing to refuse.
         must_exist = existing and not self.transient()
@@ -1243,17 +1237,6 @@ def _read_anchors(s: Session, path: Path) -> anchors.Anchors:
             EXIT_USAGE,
         )
     return taken
-
-
-def _would_make(settings: Settings) -> bool:
-    """Whether opening the configured store may make it: an embedded store on disk with
-    nothing there yet, or a server's database (which cannot be told without connecting)."""
-    if settings.store_scheme in ("ws", "wss"):
-        return True
-    if settings.store_scheme != "surrealkv":
-        return False
-    directory = SurrealConfig(settings.store_url).path
-    return directory is not None and not (directory / "clog").is_dir()
 
 
 def _in_the_store(store_url: str, path: Path) -> bool:

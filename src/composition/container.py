@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 
+from adapters.memory import MemoryStore
+from adapters.surrealdb import SurrealConfig
 from composition import plugins, queries, wiring
 from composition.settings import ConfigurationError, Problem, Settings
 from domain.model.execution import WorkflowExecution
@@ -32,6 +34,7 @@ from ports.unit_of_work import UnitOfWorkFactory
 
 T = TypeVar("T")
 TransitionCallback = Callable[[WorkflowExecution], None]
+Workflows = Mapping[str, WorkflowDefinition] | Sequence[WorkflowDefinition] | WorkflowDefinition
 
 
 @frozen
@@ -45,13 +48,14 @@ class Overrides:
     on_transition: TransitionCallback | None = None
     # Refuse a store nothing has run on (a mistyped path, namespace or database).
     existing_store: bool = False
-    # Your own workflows, built from the wired knowledge service: they replace the built-in
-    # registry (`wiring.workflow_registry(service)` gives it, to include it) and those the
+    # Your own workflows, built from the wired knowledge service (a mapping of name to
+    # definition, a list of definitions, or one): they replace the built-in registry
+    # (`wiring.workflow_registry(service)` gives it, to include it) and those the
     # `workflows` setting names.
-    workflows: Callable[[KnowledgeService], Mapping[str, WorkflowDefinition]] | None = None
+    workflows: Callable[[KnowledgeService], Workflows] | None = None
     # Earlier versions of your workflows, kept to finish the executions they started while
     # `workflows` start new ones with other steps (see `Orchestrator`).
-    retired: Callable[[KnowledgeService], Sequence[WorkflowDefinition]] | None = None
+    retired: Callable[[KnowledgeService], Workflows] | None = None
 
 
 @frozen
@@ -132,13 +136,21 @@ def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
     # Yours, given in code, win over those the settings name (imported here, before the
     # store is opened, so a wrong reference needs no lock to be reported).
     workflows = (
-        o.workflows
+        plugins.registry_in_code(o.workflows)
         if o.workflows is not None
         else plugins.registry(settings, wiring.workflow_registry)
     )
     if workflows is not None:
         wiring.use_workflows(container, workflows)
-    retired = o.retired if o.retired is not None else plugins.retired(settings)
+    retired = (
+        plugins.retired_in_code(o.retired) if o.retired is not None else plugins.retired(settings)
+    )
+    if o.store is None and would_make(settings) and (workflows or retired):
+        # Your workflows built first, over a throwaway store: a definition that raises or is
+        # refused is reported before a store is made. (On a store that exists, opening it
+        # first changes nothing: they are built once.)
+        with build_app(settings, evolve(o, store=MemoryStore())):
+            pass
     if retired is not None:
         wiring.use_retired(container, retired)
     if o.wrap_uow_factory is not None:
@@ -170,6 +182,17 @@ def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
         container.shutdown_resources()
         raise
     return app
+
+
+def would_make(settings: Settings) -> bool:
+    """Whether opening the configured store may make it: an embedded store on disk with
+    nothing there yet, or a server's database (which cannot be told without connecting)."""
+    if settings.store_scheme in ("ws", "wss"):
+        return True
+    if settings.store_scheme != "surrealkv":
+        return False
+    directory = SurrealConfig(settings.store_url).path
+    return directory is not None and not (directory / "clog").is_dir()
 
 
 def _orchestrator(container: wiring.Container, settings: Settings) -> object:

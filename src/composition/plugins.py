@@ -185,6 +185,52 @@ def _import(name: str, beside: Path | None) -> object:
             sys.path.append(place)
 
 
+def registry_in_code(given: Callable[[KnowledgeService], object]) -> Registry:
+    """`Overrides(workflows=...)` as the orchestrator takes it: the function may return
+    anything a setting's reference may give (a definition, a list or mapping of them);
+    anything else, or a name given twice, is a ConfigurationError naming the override.
+    What the function raises is left to reach its caller."""
+
+    def workflows(service: KnowledgeService) -> Mapping[str, WorkflowDefinition]:
+        found = _in_code("workflows", given, service)
+        names = [d.name for d in found]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ConfigurationError(
+                [
+                    Problem(
+                        "workflows",
+                        _IN_CODE % "workflows",
+                        f"its result names {twice[0]!r}"
+                        " twice: give one version of a workflow (earlier ones as retired)",
+                    )
+                ]
+            )
+        return {d.name: d for d in found}
+
+    return workflows
+
+
+def retired_in_code(given: Callable[[KnowledgeService], object]) -> Retired:
+    """`Overrides(retired=...)`, checked as `registry_in_code` checks workflows."""
+    return lambda service: _in_code("retired", given, service)
+
+
+_IN_CODE = "Overrides(%s=...)"
+
+
+def _in_code(
+    key: str, given: Callable[[KnowledgeService], object], service: KnowledgeService
+) -> list[WorkflowDefinition]:
+    value = given(service)
+    try:
+        if callable(value):
+            raise _Unusable(f"is a {type(value).__name__}: return the workflows themselves")
+        return _definitions(value, service)
+    except _Unusable as exc:
+        raise ConfigurationError([Problem(key, _IN_CODE % key, f"its result {exc}")]) from None
+
+
 def _definitions(value: object, service: KnowledgeService) -> list[WorkflowDefinition]:
     if callable(value) and not isinstance(value, WorkflowDefinition):
         if not inspect.isfunction(value):  # a typo naming `os:abort` must not call it

@@ -138,6 +138,12 @@ def _as_path(value: object) -> Any:
     return Path(value) if isinstance(value, str) and value else value
 
 
+def _as_tuple(value: Any) -> Any:
+    # A list, as a settings file writes them, is the tuple it reads as; anything else is
+    # refused below.
+    return tuple(value) if isinstance(value, list) else value
+
+
 @frozen
 class Settings:
     environment: Environment = Environment.DEVELOPMENT
@@ -154,9 +160,9 @@ class Settings:
     change_freeze: bool = False
     # Your own workflows, as `module:attribute` (composition.plugins): what the CLI runs,
     # recovers and approves besides the built-in ones.
-    workflows: tuple[str, ...] = ()
+    workflows: tuple[str, ...] = field(default=(), converter=_as_tuple)
     # Earlier versions of them, kept only to finish the executions they started.
-    retired_workflows: tuple[str, ...] = ()
+    retired_workflows: tuple[str, ...] = field(default=(), converter=_as_tuple)
     # The settings file's directory when it names them: their modules are looked for there too.
     workflows_dir: Path | None = None
     retired_workflows_dir: Path | None = None
@@ -512,7 +518,10 @@ def _problems_in(settings: Settings) -> list[Problem]:
                 bad(f"must be a bool, got {type(value).__name__}")
         elif key.name in ("workflows", "retired_workflows"):
             if not isinstance(value, tuple):
-                bad(f"must be a tuple of module:attribute strings, got {type(value).__name__}")
+                bad(
+                    "must be a list or tuple of module:attribute strings,"
+                    f" got {type(value).__name__}"
+                )
             else:
                 _workflows(list(value), bad)
         elif key.name == "data_dir":

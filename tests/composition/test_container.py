@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from attrs import evolve
 from adapters.faults import FaultInjector, FaultPlan
 from adapters.memory import MemoryStore
 from adapters.surrealdb import SurrealConfig, SurrealStore
-from composition.container import App, Overrides, build_app
+from composition.container import App, Overrides, build_app, open_app
 from composition.settings import ConfigurationError, Settings, load_settings
 from domain.model.lifecycle import ExecutionState
 from domain.workflows import knowledge_publication as kp
@@ -214,6 +215,60 @@ def test_a_service_runs_its_own_workflows_beside_the_built_in_ones() -> None:
         assert done.state is ExecutionState.SUCCEEDED and done.step_outputs == {"echo": "ok"}
         assert set(app.workflows) == {kp.NAME, "echo"}
         assert app.orchestrator_for(actor="someone").start("echo", {}).state.terminal
+
+
+def _echo(name: str = "echo") -> Any:
+    from domain.orchestration.definition import Step, WorkflowDefinition
+
+    return WorkflowDefinition(name, "1", kp.METADATA, (Step("echo", lambda u, c: "ok"),))
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        lambda service: [_echo()],
+        lambda service: MappingProxyType({"echo": _echo()}),
+        lambda _: _echo(),
+    ],
+    ids=["list", "mapping proxy", "one"],
+)
+def test_a_service_may_give_its_workflows_as_a_list_a_mapping_or_one(given: Any) -> None:
+    with build_app(Settings(store_url="memory://"), Overrides(workflows=given)) as app:
+        assert app.orchestrator.start("echo", {}).state is ExecutionState.SUCCEEDED
+        assert set(app.workflows) == {"echo"}
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        (lambda service: 1 / 0, "division by zero"),  # the function's own error, as raised
+        (lambda service: {"echo": "not a workflow"}, "'echo' maps to a str, not a workflow"),
+        (lambda service: [_echo(), _echo()], "'?echo'? (version 1 is retired )?twice"),
+        (lambda service: [], "gives no workflows"),
+        (lambda service: _echo, "return the workflows themselves"),
+    ],
+    ids=["raises", "not a workflow", "twice", "none", "a function"],
+)
+def test_workflows_given_in_code_that_cannot_be_used_make_no_store(
+    tmp_path: Path, given: Any, said: str
+) -> None:
+    settings = Settings(store_url=f"surrealkv://{tmp_path}/store")
+    with pytest.raises((ConfigurationError, ZeroDivisionError), match=said) as refused:
+        open_app(settings, Overrides(workflows=given))
+    if refused.type is ConfigurationError:
+        assert "Overrides(workflows=...)" in str(refused.value)
+    assert not (tmp_path / "store").exists()  # refused before the store was made
+    # ...and the retired ones alike.
+    with pytest.raises((ConfigurationError, ZeroDivisionError), match=said):
+        open_app(settings, Overrides(retired=given))
+    assert not (tmp_path / "store").exists()
+
+
+def test_settings_in_code_take_a_list_of_workflow_references() -> None:
+    settings = Settings(store_url="memory://", workflows=["acme.flows:registry"])
+    assert settings.workflows == ("acme.flows:registry",)
+    with pytest.raises(ConfigurationError, match="must be a list or tuple"):
+        Settings(store_url="memory://", workflows="acme.flows:registry")
 
 
 def test_a_service_finishes_an_earlier_versions_executions_beside_the_current_one() -> None:
