@@ -1817,6 +1817,9 @@ def _describe(exc: Exception, *, debug: bool) -> tuple[int, str]:
         return EXIT_FAILED, _with_hint(str(exc))
     if isinstance(exc, DomainError | PortError):
         return EXIT_FAILED, f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, PermissionError):  # a file or directory given to it, not a fault of its
+        what = "" if exc.filename is None else f" {exc.filename}"
+        return EXIT_USAGE, f"cannot use{what}: {exc.strerror or exc}"
     hint = "" if debug else " (--debug shows the traceback)"
     return EXIT_FAILED, f"internal error: {type(exc).__name__}: {exc}{hint}"
 

@@ -418,13 +418,16 @@ def _directory_problem(path: Path) -> str | None:
     """Why `path` cannot be made or used as a directory, if it cannot: a file is there, or
     a symbolic link to nothing on the way (making the directory would make the link's
     target, wherever that points)."""
-    if path.exists() and not path.is_dir():
-        return f"{str(path)!r} exists and is not a directory"
-    for step in (path, *path.parents):
-        if os.path.lexists(step):
-            if step.is_symlink() and not step.exists():
-                return f"{str(step)!r} is a symbolic link to nothing"
-            return None
+    try:
+        if path.exists() and not path.is_dir():
+            return f"{str(path)!r} exists and is not a directory"
+        for step in (path, *path.parents):
+            if os.path.lexists(step):
+                if step.is_symlink() and not step.exists():
+                    return f"{str(step)!r} is a symbolic link to nothing"
+                return None
+    except OSError as exc:  # a directory on the way this user may not enter, say
+        return f"{str(path)!r} cannot be reached: {exc.strerror or exc}"
     return None
 
 
@@ -472,6 +475,14 @@ def _store_url(key: _Key, value: str, base: Path, bad: Bad) -> object:
         return bad(f"{shown}: {problem}") if problem else f"surrealkv://{path}"
     if not parts.hostname:
         return bad(f"{shown}: {scheme}:// needs a host", allowed)
+    if parts.query or parts.fragment or value.rstrip().endswith(("?", "#")):
+        # The SDK would drop them, or dial them as part of the path: a credential typed
+        # there would be ignored in silence (shown starred, as a query is).
+        return bad(
+            f"{shown}: a server's URL takes no query (`?...`) or fragment (`#...`);"
+            " credentials go in GOVKERNEL_SURREAL_USERNAME and GOVKERNEL_SURREAL_PASSWORD",
+            allowed,
+        )
     return value
 
 

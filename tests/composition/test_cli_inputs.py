@@ -11,6 +11,7 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from surrealdb import RecordID
@@ -213,6 +214,44 @@ def test_error_messages_are_terminal_safe_one_line_each() -> None:
     problems = [Problem("tenant", "GOVKERNEL_TENANT", "bad\nname", None)]
     code, message = describe(ConfigurationError(problems * 2))
     assert code == 2 and message.count("\n") == 1 and "bad\\nname" in message
+
+
+@pytest.mark.parametrize("denied", ["store parent", "store log", "anchor directory"])
+def test_a_path_this_user_may_not_use_is_a_usage_error_not_an_internal_one(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    denied: str,
+) -> None:
+    """Root passes every permission check, so the refusals are planted where the operating
+    system would raise them."""
+    store = tmp_path / "private" / "store"
+    gk(capsys, "--store", f"surrealkv://{store}", "demo")
+    (tmp_path / "anchors").mkdir()
+    where = {
+        "store parent": tmp_path / "private",
+        "store log": store / "clog",
+        "anchor directory": tmp_path / "anchors",
+    }[denied]
+    real_stat, real_iterdir = Path.stat, Path.iterdir
+
+    def stat(path: Path, **kwargs: Any) -> Any:
+        if denied != "store log" and where in (path, *path.parents) and path != where:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, **kwargs)
+
+    def iterdir(path: Path) -> Any:
+        if path == where:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_iterdir(path)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    args = ["--store", f"surrealkv://{store}", "executions", "list"]
+    if denied == "anchor directory":
+        args = ["--store", f"surrealkv://{store}", "audit", "anchor", "-o", str(where / "a.json")]
+    _, err = gk(capsys, *args, code=2)
+    assert "Permission denied" in err and "internal error" not in err
 
 
 # -- follow-up hints -------------------------------------------------------------------------

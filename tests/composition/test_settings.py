@@ -149,6 +149,9 @@ def test_change_freeze_values(tmp_path: Path, value: str, expected: bool) -> Non
         ("GOVKERNEL_STORE", "ws://localhost:0", "store_url", "from 1 to 65535"),
         ("GOVKERNEL_STORE", "ws://[::1:8000", "store_url", "not a valid URL"),
         ("GOVKERNEL_STORE", "garbage", "store_url", "no `scheme://`"),
+        ("GOVKERNEL_STORE", "ws://h:8000/rpc#x", "store_url", "no query (`?...`) or fragment"),
+        ("GOVKERNEL_STORE", "wss://h/rpc?password=pw", "store_url", "'wss://h/rpc?***': a"),
+        ("GOVKERNEL_STORE", "ws://h:8000/rpc?", "store_url", "no query"),
         ("GOVKERNEL_SURREAL_NAMESPACE", "a;b", "namespace", "1-64 letters"),
         ("GOVKERNEL_SURREAL_DATABASE", "x y", "database", "1-64 letters"),
         ("GOVKERNEL_CHANGE_FREEZE", "maybe", "change_freeze", "true, 1, yes, on, false"),
@@ -369,8 +372,9 @@ def test_settings_repr_hides_secrets() -> None:
     s = Settings(store_url="ws://h:1", username="root", password=SECRET)
     assert SECRET not in repr(s) and "'***'" in repr(s)
     assert redact_url(f"ws://u:{SECRET}@h:1") == "ws://***@h:1"
-    queried = Settings(store_url=f"ws://h:1/?password={SECRET}")
-    assert SECRET not in repr(queried) and SECRET not in queried.display_store
+    with pytest.raises(ConfigurationError) as queried:  # refused, and not echoed either
+        Settings(store_url=f"ws://h:1/?password={SECRET}")
+    assert SECRET not in str(queried.value) and "ws://h:1/?***" in str(queried.value)
     with pytest.raises(ConfigurationError) as caught:  # built in code, refused all the same
         Settings(store_url=f"ws://u:{SECRET}@h:1", username="root", password=SECRET)
     assert SECRET not in str(caught.value) and "ws://***@h:1" in str(caught.value)

@@ -302,6 +302,37 @@ def test_a_store_whose_log_was_deleted_to_start_over_opens_new(tmp_path: Path) -
     assert (path / "govkernel.seal").read_text() == f"closed {_size(path)}"
 
 
+def test_a_log_removed_while_the_store_is_open_is_not_sealed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log's files removed under a running process (an operator's `rm`): the engine
+    writes on into files nobody can open again. The seal is never lowered to what is left,
+    so the next open says the store lost its work instead of opening it empty."""
+    monkeypatch.setattr(LogSeal, "EVERY", 0.0)
+    path = tmp_path / "store"
+    with _open(path, journaled=True) as store:
+        orch = orchestrator(store.unit_of_work, FixedClock(T0))
+        orch.start(WORKFLOW, request("pub-1"))
+        whole = _size(path)
+        for segment in (path / "clog").iterdir():
+            segment.unlink()
+        orch.start(WORKFLOW, request("pub-2"))  # a commit after which the seal is kept up
+    assert (path / "govkernel.seal").read_text().split()[:2] == ["damaged", str(whole)]
+    with pytest.raises(StorageUnavailable, match="was damaged"):
+        _open(path, journaled=True)
+
+
+def test_a_store_whose_manifest_alone_was_removed_still_holds_its_work(tmp_path: Path) -> None:
+    """The engine rebuilds its manifest from the log: such a store is not an empty one, for
+    read-only opens either."""
+    path = tmp_path / "store"
+    with _open(path, journaled=True) as store:
+        orchestrator(store.unit_of_work, FixedClock(T0)).start(WORKFLOW, request("pub-1"))
+    shutil.rmtree(path / "manifest")
+    with SurrealStore(SurrealConfig(f"surrealkv://{path}", create=False)) as store:
+        assert len(SurrealBackdoor(store).snapshot()["execution"]) == 1
+
+
 @pytest.mark.parametrize("kind", ["fifo", "directory", "symlink"])
 def test_a_seal_that_is_not_a_regular_file_is_refused_not_waited_on(
     tmp_path: Path, kind: str

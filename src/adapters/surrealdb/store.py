@@ -268,7 +268,7 @@ class LogSeal:
         closed, found = self.damaged
         raise StorageUnavailable(
             f"the store's log at {self.directory} was damaged: it was {closed} bytes when last"
-            f" known whole, and opening it cut it to {found}; the committed"
+            f" known whole, and was found cut to {found}; the committed"
             f" transactions in the {closed - found} bytes cut are lost. Restore the store from"
             f" a backup, or remove {self.path} to go on with what is left (a copy taken while"
             " the store was open, its seal copied after its log, reads like this too)"
@@ -296,7 +296,15 @@ class LogSeal:
         self._seal()
 
     def _seal(self) -> None:
-        self._write(f"closed {_log_bytes(self.directory)}")
+        found = _log_bytes(self.directory)
+        if self.closed is not None and found < self.closed:
+            # Shorter than it was known whole, while open (its files removed under it, say):
+            # lowering the seal would hide the loss from the next open, which refuses it.
+            self.checked = False
+            self.mark_damaged(self.closed, found)
+            return
+        self.closed = found
+        self._write(f"closed {found}")
 
     def _write(self, content: str) -> None:
         # Replaced whole, never half-written: a torn seal would read as no seal at all.
@@ -409,12 +417,18 @@ class SurrealStore:
         url = cfg.url
         if cfg.path is not None:
             path = store_directory(cfg.path)
-            # The engine keeps its log and manifest in these: a directory without them holds
-            # no store, and opening it would write them there.
-            if not cfg.create and (
-                not all((path / d).is_dir() for d in ("clog", "manifest"))
-                or (_holds_nothing(path) and not os.path.lexists(path / LogSeal.NAME))
-            ):
+            # The engine keeps its log in `clog`: a directory without one holds no store, and
+            # opening it would write one there. (Its manifest it rebuilds from the log.)
+            try:
+                nothing_there = not (path / "clog").is_dir() or (
+                    _holds_nothing(path) and not os.path.lexists(path / LogSeal.NAME)
+                )
+            except OSError as exc:  # a directory this user may not read, say
+                where = f" ({exc.filename})" if exc.filename else ""
+                raise StorageUnavailable(
+                    f"cannot use store {path}: {exc.strerror or exc}{where}"
+                ) from None
+            if not cfg.create and nothing_there:
                 raise StorageUnavailable(f"no store at {path}: nothing has run there yet")
             url = f"{cfg.scheme}://{path}"
             self._file_lock = StoreLock(path)
