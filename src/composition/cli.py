@@ -1724,10 +1724,21 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except (click.Abort, KeyboardInterrupt):
+    except (click.Abort, KeyboardInterrupt, SystemExit) as stop:
         # Stopped like Ctrl-C, the store closed on the way out: not a crash to recover from.
+        # (Where a step was running, the orchestrator's note says which.)
+        where = "".join(f" {n}" for n in getattr(stop, "__notes__", ()) if isinstance(n, str))
+        if isinstance(stop, SystemExit):
+            cancel = " (a step that calls sys.exit stops every run of it: `govkernel cancel`"
+            _error(
+                render.safe(
+                    f"stopped by sys.exit({stop.code!r}){where}; {_unfinished(session)}"
+                    + (f"{cancel} ends its execution)" if where else "")
+                )
+            )
+            return EXIT_FAILED
         stopped = "terminated" if terminated.happened else "interrupted"
-        _error(f"{stopped}; {_unfinished(session)}")
+        _error(render.safe(f"{stopped}{where}; {_unfinished(session)}"))
         return 128 + (signal.SIGTERM if terminated.happened else signal.SIGINT)
     except Exception as exc:
         debug = session.debug or "--debug" in args

@@ -90,6 +90,15 @@ flaky = WorkflowDefinition(
     steps=(Step("pay", later, retry=RetryPolicy(max_attempts=3, backoff=timedelta(hours=1))),),
 )
 
+def quits(uow, ctx):
+    import sys
+    sys.exit(3)  # a helper's argparse, say
+
+quitter = WorkflowDefinition(
+    name="quitter", version="1", metadata=kp.METADATA,
+    steps=(Step("check", lambda u, c: {}), Step("quit", quits)),
+)
+
 class Holder:
     inner = payout
 
@@ -498,6 +507,23 @@ def test_recover_resumes_your_workflow_only_when_the_setting_names_it(
     assert [(r["execution_id"], r["state"]) for r in resumed["resumed"]] == [
         (started.id, "succeeded")
     ]
+
+
+def test_a_step_calling_sys_exit_stops_the_command_saying_where_and_what_ends_it(
+    project: Path,
+) -> None:
+    """sys.exit in a step cannot be told from a signal handler's: the execution is left
+    running for recover, not failed, and every run of the step stops there again."""
+    gk = Cli(project / "store", project)
+    env = {"GOVKERNEL_WORKFLOWS": f"{module(project)}:quitter"}
+    stopped = gk("run", "workflow", "quitter", "--input", "{}", code=1, env=env).stderr
+    [xid] = re.findall(r"execution (wfx-\w+) ran", stopped)
+    assert "stopped by sys.exit(3) while step quit of execution" in stopped
+    assert "`govkernel cancel` ends its execution" in stopped
+    again = gk("recover", code=1, env=env).stderr
+    assert f"while step quit of execution {xid} ran" in again
+    assert gk.json("cancel", xid, env=env)["state"] == "cancelled"
+    assert gk.json("recover", env=env)["resumed"] == []
 
 
 def test_a_custom_workflow_awaiting_nothing_can_be_cancelled(

@@ -32,6 +32,7 @@ from domain.orchestration.definition import (
     WorkflowDefinition,
 )
 from domain.orchestration.orchestrator import (
+    MAX_OUTPUT_CHARS,
     MAX_UNKNOWN_COMMITS,
     Orchestrator,
     RecoveryIncomplete,
@@ -867,18 +868,23 @@ def test_a_start_left_pending_runs_no_step_code_once_it_ended_elsewhere(world: W
 # -- leases --------------------------------------------------------------------------------------
 
 
-def test_a_worker_stopped_by_ctrl_c_lets_go_of_its_lease(world: World) -> None:
+@pytest.mark.parametrize("stopping", [KeyboardInterrupt, lambda: SystemExit(3)])
+def test_a_worker_stopped_by_ctrl_c_lets_go_of_its_lease(
+    world: World, stopping: Callable[[], BaseException]
+) -> None:
     """Stopping is not dying: another worker takes the execution on at once, not when the
-    lease would have expired."""
+    lease would have expired. Nor is it the step failing (sys.exit from a signal handler
+    cannot be told from one in the step): the note says where it stopped."""
 
     def stop(n: int, uow: UnitOfWork, ctx: StepContext) -> None:
         if n == 1:
-            raise KeyboardInterrupt
+            raise stopping()
 
     orch = world.orch_with("worker-1", {"analyse": Calls().wrap(stop)})
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises((KeyboardInterrupt, SystemExit)) as stopped:
         orch.start(FLAKY, request("pub-1"))
-    (doc,) = world.door.table("execution").values()
+    ((xid, doc),) = world.door.table("execution").items()
+    assert stopped.value.__notes__ == [f"while step analyse of execution {xid} ran"]
     assert doc["state"] == "running" and doc.get("lease_owner") is None
     assert not orch._driving  # it may drive it again, as may recover
     [done] = world.orch("worker-2").recover()  # leases respected: none is left to respect
@@ -1311,6 +1317,7 @@ def _two_steps(second: Any) -> WorkflowDefinition:
         ({"ratio": float("nan")}, "JSON-serialisable"),
         ({"ratio": float("inf")}, "JSON-serialisable"),
         ({1: "one", "1": "uno"}, "two keys that both read back as '1'"),
+        ({"blob": "x" * MAX_OUTPUT_CHARS}, f"over {MAX_OUTPUT_CHARS:,}: keep large data"),
     ],
 )
 @pytest.mark.parametrize("position", ["first", "second"])

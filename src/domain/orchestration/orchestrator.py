@@ -316,7 +316,7 @@ class Orchestrator:
             # Not stored yet: a denial must not be recorded for a start that may never land.
             context = self._context(execution, step.name, record_denials=False)
             try:
-                output = _storable(f"output of step {step.name}", _lent(step, uow, context))
+                output = _output(step, _lent(step, uow, context))
             except Exception as exc:  # recorded once the start is stored on its own
                 return _FirstStepFailed(step.name, exc)
             now = rt.clock.now()
@@ -444,7 +444,10 @@ class Orchestrator:
                     if outcome.execution is not None:
                         return outcome.execution
                     break
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM as the CLI maps it: stopping, not dying
+        except (KeyboardInterrupt, SystemExit):
+            # Ctrl-C, SIGTERM as the CLI maps it, or sys.exit: stopping, not dying. Which of
+            # them a step's own code raised cannot be told from a signal: the execution is
+            # left running, not failed, and the note says where it stopped.
             self._let_go(execution_id)
             raise
         self._take(execution_id)
@@ -888,7 +891,7 @@ class Orchestrator:
                 execution.begin_attempt(step.name)
                 try:
                     ran = _lent(step, uow, self._context(execution, step.name))
-                    output = _storable(f"output of step {step.name}", ran)
+                    output = _output(step, ran)
                 except Exception as exc:  # any step failure is recorded, then classified
                     return self._after_failure(execution_id, seen_version, step.name, exc)
                 execution.checkpoint(step.name, output, at=now, actor=rt.actor)
@@ -1111,6 +1114,7 @@ def describe(error: BaseException) -> str:
 
 _log = logging.getLogger("govkernel.orchestrator")
 MAX_NESTING = 100
+MAX_OUTPUT_CHARS = 4 * 1024 * 1024
 COMMAND_ATTEMPTS = 5
 
 
@@ -1147,6 +1151,9 @@ def _lent(step: Step, uow: UnitOfWork, context: StepContext) -> Any:
     uow.lend(f"step {step.name}")
     try:
         output = step.run(uow, context)
+    except (KeyboardInterrupt, SystemExit) as stop:
+        stop.add_note(f"while step {step.name} of execution {context.execution.id} ran")
+        raise
     finally:
         refused = uow.lend(None)
     if refused is not None:  # caught by the step, which went on: its attempt still fails
@@ -1156,7 +1163,11 @@ def _lent(step: Step, uow: UnitOfWork, context: StepContext) -> Any:
     return output
 
 
-def _storable(field: str, value: Any) -> Any:
+def _output(step: Step, value: Any) -> Any:
+    return _storable(f"output of step {step.name}", value, limit=MAX_OUTPUT_CHARS)
+
+
+def _storable(field: str, value: Any, *, limit: int | None = None) -> Any:
     """`value` as it will read back from storage (JSON: keys become strings, tuples lists),
     so that what its audit entry pins is what verification will find; an `InvalidInput`
     naming `field`, raised before anything is written, if it cannot be stored (a step's
@@ -1174,6 +1185,13 @@ def _storable(field: str, value: Any) -> Any:
         raise InvalidInput(field, "contains a lone surrogate, which is not Unicode text") from None
     except (TypeError, ValueError) as exc:
         raise InvalidInput(field, f"must be JSON-serialisable ({exc})") from None
+    if limit is not None and len(text) > limit:
+        # Stored in the execution, which every later step rewrites and every listing reads.
+        raise InvalidInput(
+            field,
+            f"is {len(text):,} characters of JSON, over {limit:,}: keep large data in records"
+            " the step writes, and return their ids",
+        )
     return json.loads(text, object_pairs_hook=lambda pairs: _one_each(field, pairs))
 
 
