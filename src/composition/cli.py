@@ -661,6 +661,15 @@ def _describing(
     return lambda x: None if x.id in changed else _definition(app, x)
 
 
+def _after_a_crash(s: Session, app: App, found: Sequence[WorkflowExecution]) -> None:
+    """A note when what is shown as unfinished may be a dead process's, not in progress."""
+    if app.unclean_shutdown and any(not x.state.terminal for x in found):
+        s.warn(
+            f"note: the last process on this store (pid {app.unclean_shutdown}) died holding"
+            f" it: what it left unfinished resumes with `govkernel{s.hint()} recover`"
+        )
+
+
 def _regular_size(file: IO[str]) -> int:
     """The size of a regular file behind `file`, or 0 (stdin, a pipe)."""
     try:
@@ -908,7 +917,11 @@ def conclude(
             resume = f"{TRANSIENT_NOTE}, so it cannot be resumed"
         elif running_elsewhere:
             # A cancellation, say, of a run in progress: that worker acts on it.
-            resume = "the worker running it takes it on at its next step"
+            resume = (
+                f"worker {x.lease_owner} holds it until {render.when(x.lease_expires_at)} UTC and"
+                " takes it on at its next step; if that worker died, `govkernel"
+                f"{s.hint()} recover` resumes it once that time has passed"
+            )
         elif definition is None:
             resume = (
                 f"it runs {x.workflow_name} version {x.workflow_version}, which this command"
@@ -988,6 +1001,7 @@ def executions_list(
             unreadable=unreadable,
         )
         described = _describing(s, app, found)
+        _after_a_crash(s, app, found)
         if s.json:
             s.emit([render.execution_json(x, described(x)) for x in found])
         elif not found:
@@ -1042,6 +1056,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
         trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, execution_id)
         report = app.orchestrator.verify(execution_id)
         definition = _describing(s, app, [x], {x.id: started_steps(trail)})(x)
+        _after_a_crash(s, app, [x])
         if s.json:
             record = render.execution_json(x, definition, detail=True)
             record["audit"] = [render.audit_json(e) for e in trail]
@@ -1745,6 +1760,9 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         code, message = describe(exc, debug=debug)
+        if isinstance(exc, StorageUnavailable) and session.starting is not None:
+            # The store lost mid-run (a server gone): what happened to the run is said too.
+            message += render.safe(f"; {_unfinished(session)}")
         for line in message.split("\n"):
             _error(line)
         return code

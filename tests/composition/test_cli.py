@@ -621,6 +621,19 @@ def test_recover_after_a_crash_verifies_every_chain(fresh: Cli) -> None:
     assert reported["broken_after_crash_in_other_tenants"] == 0
 
 
+def test_what_a_crash_left_running_is_shown_with_a_note_until_recovered(fresh: Cli) -> None:
+    _crashed_start(fresh, "left-1")
+    [xid] = _running(fresh)
+    assert "died holding it" not in fresh("executions", "list").stderr  # a clean close
+    _die_holding(fresh.url)
+    for command in (("executions", "list"), ("executions", "show", xid)):
+        note = fresh(*command).stderr
+        assert "note: the last process on this store (pid " in note
+        assert "what it left unfinished resumes with `govkernel" in note and "recover`" in note
+    fresh("recover")
+    assert "died holding it" not in fresh("executions", "show", xid).stderr
+
+
 def test_after_a_crash_every_tenants_chains_are_checked_before_it_is_forgotten(
     fresh: Cli,
 ) -> None:

@@ -26,8 +26,9 @@ from composition.settings import ConfigurationError, Problem, load_settings
 from domain.model.execution import WorkflowExecution
 from domain.model.lifecycle import ExecutionState
 from domain.model.policy import ImpactTier
+from domain.orchestration.orchestrator import Orchestrator
 from domain.workflows import knowledge_publication as kp
-from ports.errors import InjectedFault
+from ports.errors import InjectedFault, StorageUnavailable
 from ports.records import audit_key
 from tests.support.ws_server import SurrealWsShim
 
@@ -349,10 +350,28 @@ def test_recover_on_a_shared_store_says_until_when_it_leaves_a_leased_execution_
                 [read_source(IMF)], title="T", publication_id="p-ws", policy_refs=["P"]
             )
             with pytest.raises(InjectedFault):  # stopped after its first step, lease held
-                app.orchestrator.start(kp.NAME, request.to_input())
+                app.orchestrator.start(kp.NAME, request.to_input(), idempotency_key="k-ws")
         out, _ = gk(capsys, "--store", shim.url, "recover")
         assert "1 execution left alone: leased by another worker (or one that stopped)" in out
         assert "recover takes it on after that" in out and "until 20" in out
+        given = json.dumps(request.to_input())
+        again = ("run", "workflow", kp.NAME, "--input", given, "--idempotency-key", "k-ws")
+        out, _ = gk(capsys, "--store", shim.url, *again)
+        assert "takes it on at its next step; if that worker died" in out
+        assert "recover` resumes it once that time has passed" in out and " UTC " in out
+
+
+def test_a_store_lost_mid_run_says_what_became_of_the_run(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def lost(*args: Any, **kwargs: Any) -> Any:
+        raise StorageUnavailable("the connection to h:8000 was lost")
+
+    monkeypatch.setattr(Orchestrator, "start", lost)
+    store = ("--store", f"surrealkv://{tmp_path / 'store'}")
+    _, err = gk(capsys, *store, "run", "knowledge-publication", str(IMF), code=2)
+    assert "store unavailable: the connection to h:8000 was lost; if its start was stored," in err
+    assert "`govkernel recover` finishes it; the same command with --idempotency-key idem-" in err
 
 
 @pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")
