@@ -7,7 +7,7 @@ from datetime import UTC, timedelta, timezone
 import pytest
 
 from domain.model.environment import Environment
-from domain.model.errors import PolicyDenied
+from domain.model.errors import InvalidInput, PolicyDenied
 from domain.model.knowledge import Classification, KnowledgeSource
 from domain.model.policy import Action, Approval, GuardedMutation, ImpactTier
 from domain.model.runtime import DerivedIds
@@ -176,3 +176,33 @@ class TestGate:
         h.clock.advance(timedelta(microseconds=1))
         with pytest.raises(ApprovalRequired):
             h.gate.decide(self.mutation(h, tier=ImpactTier.TIER1, approvals=granted), h.runtime)
+
+
+@pytest.mark.parametrize(
+    ("given", "field", "problem"),
+    [
+        ({"tier": "Tier0"}, "tier", "must be an ImpactTier"),
+        ({"policy_refs": "POL-1"}, "policy_refs", "must be a list, got str"),
+        ({"policy_refs": ["POL-\x00"]}, "policy_refs[0]", "NUL"),
+        ({"policy_refs": ["P"] * 101}, "policy_refs", "at most 100 allowed, got 101"),
+        ({"required_roles": ["legal team"]}, "required_roles[0]", "ASCII letters"),
+        ({"required_roles": ["r"] * 21}, "required_roles", "at most 20 allowed"),
+        ({"approvals": [("bob", "risk")]}, "approvals[0]", "must be an Approval, got tuple"),
+        (
+            {"approvals": [Approval("bob", "risk", START.replace(tzinfo=None))]},
+            "approvals[0].granted_at",
+            "timezone-aware",
+        ),
+        ({"roles": ["ops", 3]}, "roles[1]", "ASCII letters"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_an_enforcement_context_names_what_a_caller_got_wrong(
+    given: dict[str, object], field: str, problem: str
+) -> None:
+    """Services build it from what their own callers send: a policy then judges what it
+    was meant to, or nothing is judged at all."""
+    args: dict[str, object] = {"tier": ImpactTier.TIER0, "policy_refs": POLICY_REFS} | given
+    with pytest.raises(InvalidInput) as refused:
+        enforcement_context(make_runtime(), **args)  # type: ignore[arg-type]
+    assert refused.value.field == field and problem in refused.value.problem

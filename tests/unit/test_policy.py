@@ -267,6 +267,21 @@ def test_self_approval_does_not_fill_a_role_nor_a_second_approver() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "look_alike", ["alice\u200b", " alice", "alice\n", "\uff41\uff4c\uff49\uff43\uff45", "ALICE"]
+)
+def test_a_name_spelled_to_look_like_the_requester_is_the_requester(look_alike: str) -> None:
+    """Services hand the policies approvals of their own, not held to the command line's
+    ASCII names: invisible characters, spaces and full-width letters tell no one apart."""
+    m = mutation(context(tier=ImpactTier.TIER1, granted=[approval(look_alike)]))
+    assert approvals(m, NOW) == [f"{APPROVAL_REASON}Tier1 needs 1 distinct valid approvals, has 0"]
+    twice = context(tier=ImpactTier.TIER2, granted=[approval("bob"), approval("bob\u200d")])
+    assert approvals(mutation(twice), NOW) == [
+        f"{APPROVAL_REASON}Tier2 needs 2 distinct valid approvals, has 1"
+    ]
+    assert not approvals(mutation(context(tier=ImpactTier.TIER1, granted=[approval("bob")])), NOW)
+
+
 # -- source URL allowlist -------------------------------------------------------------------
 
 ALLOWLIST = SourceAllowlist()

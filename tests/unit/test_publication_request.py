@@ -150,3 +150,13 @@ def test_the_steps_of_a_run_parse_its_input_once_and_keep_nothing_after_it(
     del run_input, parsed[:]
     gc.collect()
     assert kp._parsed is None  # the input gone, its parsed copy goes with it
+
+
+@pytest.mark.parametrize(("key", "most"), [("policy_refs", 100), ("required_roles", 20)])
+def test_lists_every_decision_records_are_bounded(key: str, most: int) -> None:
+    """Every decision and manifest of the run records them; SurrealDB's time for a list of
+    tens of thousands grows far faster than the list."""
+    assert len(getattr(PublicationRequest.parse(raw_request(**{key: ["r"] * most})), key)) == most
+    with pytest.raises(InvalidInput) as refused:
+        PublicationRequest.parse(raw_request(**{key: ["r"] * (most + 1)}))
+    assert refused.value.field == key and f"at most {most} allowed" in refused.value.problem

@@ -11,9 +11,13 @@ from attrs import field, frozen
 
 from domain.model.environment import Environment
 from domain.model.knowledge import Classification, SourceKind, host_problem
-from domain.model.validation import same_person
+from domain.model.validation import person_key, same_person
 
 APPROVAL_TTL = timedelta(hours=24)
+# Bounds on what one mutation names: every decision and manifest records them all.
+MAX_POLICY_REFS = 100
+MAX_ROLES = 20
+MAX_APPROVALS = 100
 
 
 class ImpactTier(enum.Enum):
@@ -171,7 +175,7 @@ def approvals(m: GuardedMutation, now: datetime) -> list[str]:
     valid = [a for a in ctx.approvals if a.valid_at(now) and not same_person(a.approver, ctx.actor)]
     reasons: list[str] = []
     needed = ctx.impact_tier.required_approvals
-    approvers = {a.approver.casefold() for a in valid}
+    approvers = {person_key(a.approver) for a in valid}
     if len(approvers) < needed:
         reasons.append(
             f"{APPROVAL_REASON}{ctx.impact_tier.value} needs {needed} distinct valid approvals,"

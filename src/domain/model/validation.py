@@ -76,7 +76,23 @@ def actor_name(field: str, value: object) -> str:
 
 def same_person(a: str | None, b: str | None) -> bool:
     """Names compare case-insensitively: 'Operator' is the operator."""
-    return a is not None and b is not None and a.casefold() == b.casefold()
+    return a is not None and b is not None and person_key(a) == person_key(b)
+
+
+def person_key(name: str) -> str:
+    """What tells one person from another: case, width, accents, spaces and invisible
+    characters aside. Commands take ASCII names only; this is for names a service hands the
+    policies itself, where 'alice\u200b' or alice in full-width letters must not pass for
+    someone other than alice (two people taken for one only ever refuses an approval)."""
+    if name.isascii() and name.isalnum():
+        return name.casefold()
+    decomposed = unicodedata.normalize("NFKD", name)
+    kept = (c for c in decomposed if unicodedata.category(c) not in _NOT_TELLING)
+    return unicodedata.normalize("NFKC", "".join(kept).casefold())
+
+
+# Marks, format (zero-width, bidi) and control characters, and separators (spaces).
+_NOT_TELLING = frozenset(("Mn", "Me", "Cf", "Cc", "Zs", "Zl", "Zp"))
 
 
 def aware(field: str, value: object) -> datetime:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from domain.model.errors import InvalidInput, PolicyDenied
 from domain.model.evidence import EvidenceManifest, canonical_json
 from domain.model.knowledge import Classification, sha256_hex
 from domain.model.policy import (
+    MAX_APPROVALS,
+    MAX_POLICY_REFS,
+    MAX_ROLES,
     Approval,
     EnforcementContext,
     GuardedMutation,
@@ -18,8 +22,11 @@ from domain.model.policy import (
     evaluate,
 )
 from domain.model.runtime import RuntimeContext
+from domain.model.validation import actor_name, aware, text
 from ports.errors import CommitOutcomeUnknown, DuplicateRecord, StorageUnavailable
 from ports.unit_of_work import UnitOfWorkFactory
+
+T = TypeVar("T")
 
 
 class ApprovalRequired(PolicyDenied):
@@ -35,17 +42,45 @@ def enforcement_context(
     approvals: Sequence[Approval] = (),
     roles: Sequence[str] = (),
 ) -> EnforcementContext:
+    """What the policies judge a mutation by; each part checked (`InvalidInput` naming it):
+    a service builds it from what its callers send."""
+    if not isinstance(tier, ImpactTier):
+        raise InvalidInput("tier", f"must be an ImpactTier, got {tier!r}")
     return EnforcementContext(
         actor=runtime.actor,
         tenant=runtime.tenant,
         environment=runtime.environment,
         impact_tier=tier,
-        roles=tuple(roles),
-        policy_refs=tuple(policy_refs),
-        required_approver_roles=tuple(required_roles),
-        approvals=tuple(approvals),
+        roles=_listed("roles", roles, MAX_ROLES, actor_name),
+        policy_refs=_listed("policy_refs", policy_refs, MAX_POLICY_REFS, _policy_ref),
+        required_approver_roles=_listed("required_roles", required_roles, MAX_ROLES, actor_name),
+        approvals=_listed("approvals", approvals, MAX_APPROVALS, _approval),
         change_freeze=runtime.change_freeze,
     )
+
+
+def _listed(field: str, values: object, most: int, check: Callable[[str, Any], T]) -> tuple[T, ...]:
+    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
+        raise InvalidInput(field, f"must be a list, got {type(values).__name__}")
+    listed = tuple(values)
+    if len(listed) > most:
+        raise InvalidInput(field, f"at most {most} allowed, got {len(listed)}")
+    return tuple(check(f"{field}[{i}]", value) for i, value in enumerate(listed))
+
+
+def _policy_ref(field: str, value: object) -> str:
+    return text(field, value, max_len=200)
+
+
+def _approval(field: str, value: object) -> Approval:
+    # Names are not held to the command line's rules here: approvals stored before those
+    # rules are judged as they were given (look-alike names are one person: `person_key`).
+    if not isinstance(value, Approval):
+        raise InvalidInput(field, f"must be an Approval, got {type(value).__name__}")
+    text(f"{field}.approver", value.approver, max_len=200)
+    text(f"{field}.role", value.role, max_len=200)
+    aware(f"{field}.granted_at", value.granted_at)
+    return value
 
 
 class Gate:

@@ -17,7 +17,7 @@ from domain.model.errors import DomainError, InvalidInput
 from domain.model.execution import ConsistencyClass, RollbackStrategy, WorkflowMetadata
 from domain.model.frozen import FrozenDict
 from domain.model.knowledge import SourceDraft
-from domain.model.policy import EnforcementContext, ImpactTier
+from domain.model.policy import MAX_POLICY_REFS, MAX_ROLES, EnforcementContext, ImpactTier
 from domain.model.validation import actor_name, identifier, text
 from domain.orchestration.definition import Step, StepContext, WorkflowDefinition
 from domain.services.governance import enforcement_context
@@ -69,12 +69,12 @@ class PublicationRequest:
             documents=tuple(drafts),
             title=text("title", request.get("title"), max_len=500),
             publication_id=identifier("publication_id", request.get("publication_id")),
-            policy_refs=_strings("policy_refs", request.get("policy_refs", ())),
+            policy_refs=_strings("policy_refs", request.get("policy_refs", ()), MAX_POLICY_REFS),
             # Roles an approver can name: `approve --role` accepts only actor names.
             required_roles=tuple(
                 actor_name(f"required_roles[{i}]", role)
                 for i, role in enumerate(
-                    _strings("required_roles", request.get("required_roles", ()))
+                    _strings("required_roles", request.get("required_roles", ()), MAX_ROLES)
                 )
             ),
         )
@@ -129,9 +129,11 @@ def _document(i: int, raw: object) -> SourceDraft:
         raise InvalidInput(f"documents[{i}].{exc.field}", exc.problem) from None
 
 
-def _strings(field: str, value: object) -> tuple[str, ...]:
+def _strings(field: str, value: object, most: int) -> tuple[str, ...]:
     if not isinstance(value, list | tuple):
         raise InvalidInput(field, "must be a list of strings")
+    if len(value) > most:
+        raise InvalidInput(field, f"at most {most} allowed, got {len(value)}")
     return tuple(text(f"{field}[{i}]", v, max_len=200) for i, v in enumerate(value))
 
 
