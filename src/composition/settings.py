@@ -420,20 +420,20 @@ def _directory_problem(path: Path) -> str | None:
     target, wherever that points)."""
     try:
         if path.exists() and not path.is_dir():
-            return f"{str(path)!r} exists and is not a directory"
+            return f"{_clip(str(path))} exists and is not a directory"
         for step in (path, *path.parents):
             if os.path.lexists(step):
                 if step.is_symlink() and not step.exists():
-                    return f"{str(step)!r} is a symbolic link to nothing"
+                    return f"{_clip(str(step))} is a symbolic link to nothing"
                 return None
     except OSError as exc:  # a directory on the way this user may not enter, say
-        return f"{str(path)!r} cannot be reached: {exc.strerror or exc}"
+        return f"{_clip(str(path))} cannot be reached: {exc.strerror or exc}"
     return None
 
 
 def _store_url(key: _Key, value: str, base: Path, bad: Bad) -> object:
     allowed = "memory://, mem://, surrealkv://PATH, ws://HOST:PORT, wss://HOST:PORT"
-    shown = repr(redact_url(value))
+    shown = _clip(redact_url(value))
     # What is wrong is said in words: the value itself may be a credential typed in the
     # wrong place, and is shown starred.
     if "://" not in value:
@@ -487,7 +487,16 @@ def _store_url(key: _Key, value: str, base: Path, bad: Bad) -> object:
 
 
 def _shown(key: _Key, value: object) -> str:
-    return "the value" if key.secret else repr(value)
+    if key.secret:
+        return "the value"
+    return _clip(value) if isinstance(value, str) else _clip(repr(value))[1:-1]
+
+
+def _clip(text: str, most: int = 160) -> str:
+    """Text as a message quotes it (repr): its two ends, when too long to be read whole."""
+    if len(text) > most:
+        text = f"{text[: most // 2]}...{text[-most // 2 :]}"
+    return repr(text)
 
 
 _PARSERS: dict[str, Callable[[_Key, str, Path, Bad], object]] = {

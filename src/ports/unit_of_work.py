@@ -262,7 +262,12 @@ class UnitOfWork(abc.ABC):
         if write.document is not None and _checked(write.table, write.key, write.document):
             # Stored as the same instant in UTC: an offset with seconds in it (historical zones
             # have them) is one SurrealDB cannot even parse.
-            utc = {k: _utc(v) for k, v in write.document.items()}
+            try:
+                utc = {k: _utc(v) for k, v in write.document.items()}
+            except OverflowError:
+                raise InvalidRecord(
+                    f"{write.table} {write.key!r}: an instant is past the ends of time in UTC"
+                ) from None
             write = Write(write.op, write.table, write.key, utc, write.expected_version)
         key = (write.table, write.key)
         earlier = self._pending.get(key)
@@ -397,18 +402,36 @@ class StoreUnitOfWork(UnitOfWork, Generic[StoreT]):
 
 
 def _matchable(where: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """`where` without the alternatives no record can hold, or None if nothing can match."""
+    """`where` without the alternatives no record can hold, or None if nothing can match;
+    instants in UTC, as they are stored."""
     out: dict[str, Any] = {}
     for name, wanted in where.items():
         if isinstance(wanted, str) and not _storable(wanted):
             return None
         if isinstance(wanted, AnyOf):
-            kept = tuple(v for v in wanted.values if not isinstance(v, str) or _storable(v))
+            kept = tuple(
+                _in_utc(v) for v in wanted.values if not isinstance(v, str) or _storable(v)
+            )
             if not kept:
                 return None
-            wanted = AnyOf(kept) if len(kept) != len(wanted.values) else wanted
+            wanted = AnyOf(kept)
+        elif isinstance(wanted, Range):
+            # (Compared as instants, the UTC bounds would equal the ones given.)
+            wanted = Range(_in_utc(wanted.above), _in_utc(wanted.below))
+        else:
+            wanted = _in_utc(wanted)
         out[name] = wanted
     return out
+
+
+def _in_utc(value: Any) -> Any:
+    """A filter's instant as stored: in UTC (SurrealDB cannot even parse an offset with
+    seconds in it). One whose UTC reading is past the ends of time stays as it is: it orders
+    alike against every stored instant."""
+    try:
+        return _utc(value)
+    except OverflowError:
+        return value
 
 
 def _known(table: str) -> None:

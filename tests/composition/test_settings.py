@@ -166,6 +166,24 @@ def test_each_invalid_key_names_its_source_and_allowed_values(
     assert str(problem).startswith(f"{var} ({key}): ")
 
 
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"GOVKERNEL_SURREAL_NAMESPACE": "n" * 100_000},
+        {"GOVKERNEL_STORE": "surrealkv:///tmp/" + "a" * 5000},
+        {"GOVKERNEL_DATA_DIR": "/tmp/" + "a" * 300 + "/x"},
+    ],
+    ids=["namespace", "store path", "data dir"],
+)
+def test_a_value_too_long_to_use_is_refused_quoting_its_ends_only(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """A path the file system cannot even look at is a configuration error, not an
+    internal one; and a message never repeats a value of any length whole."""
+    problem = only(env, tmp_path)
+    assert len(str(problem)) < 600 and "..." in str(problem)
+
+
 def test_data_dir_that_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     problem = only({"GOVKERNEL_DATA_DIR": "file"}, tmp_path)

@@ -1159,9 +1159,13 @@ def test_the_same_approval_again_at_the_same_instant_is_refused(world: World) ->
     assert len(approvals) == 1
 
 
-def test_an_empty_idempotency_key_is_refused_not_replaced(world: World) -> None:
+@pytest.mark.parametrize("key", ["", "k\x1b]0;PWNED\x07", "two\nlines"], ids=repr)
+def test_an_idempotency_key_that_is_empty_or_drives_a_terminal_is_refused(
+    world: World, key: str
+) -> None:
+    """Keys are printed back (a rerun's command, an interrupted run's hint): one line."""
     with pytest.raises(InvalidInput) as refused:
-        world.orch().start(WORKFLOW, request("pub-1"), idempotency_key="")
+        world.orch().start(WORKFLOW, request("pub-1"), idempotency_key=key)
     assert refused.value.field == "idempotency_key"
     assert world.door.table("execution") == {}
 

@@ -966,6 +966,37 @@ class UnitOfWorkContract:
         stored = found.acquired_at
         assert stored == at and stored.tzinfo == UTC
 
+    def test_reads_take_instants_in_any_zone_and_at_the_ends_of_time(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """A filter's instant is compared as the instant it is, on every adapter alike:
+        SurrealDB could not parse an offset with seconds in it, and widening a bound at the
+        first or last instant there is overflowed."""
+        at = datetime(1930, 6, 1, 12, tzinfo=timezone(timedelta(minutes=19, seconds=32)))
+        source = evolve(samples.source(), acquired_at=at)
+        committed(uow_factory, lambda uow: uow.sources.add(source))
+        first = datetime.min.replace(tzinfo=UTC)
+        last = datetime.max.replace(tzinfo=UTC)
+        with uow_factory() as uow:
+            assert [k for k, _ in uow.select("knowledge_source", {"acquired_at": at})] == [
+                source.id
+            ]
+            around = Range(above=at - timedelta(seconds=1), below=at + timedelta(seconds=1))
+            assert len(uow.select("knowledge_source", {"acquired_at": around})) == 1
+            assert len(uow.select("knowledge_source", {"acquired_at": Range(first, last)})) == 1
+            assert uow.select("knowledge_source", {"acquired_at": Range(above=last)}) == []
+            assert uow.executions.recent(now=first + timedelta(seconds=1)) == []
+            assert uow.executions.recent(now=at) == []
+
+    def test_an_instant_past_the_ends_of_time_in_utc_is_refused_and_nothing_is_written(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        before = backdoor.snapshot()
+        late = datetime(9999, 12, 31, 23, 59, tzinfo=timezone(-timedelta(hours=14)))
+        with uow_factory() as uow, pytest.raises(InvalidRecord, match="past the ends of time"):
+            uow.sources.add(evolve(samples.source(), acquired_at=late))
+        assert backdoor.snapshot() == before
+
     def test_a_write_refused_while_staging_leaves_the_unit_as_it_was(
         self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
     ) -> None:

@@ -787,7 +787,7 @@ class SurrealStore:
                         # in an index (12:00:00 after 12:00:00.001, 12:00:00.1 after
                         # 12:00:00.15): the index is scanned a second wider, and the exact
                         # bound applied to what it finds.
-                        params[key] = bound + widened
+                        params[key] = _plus(bound, widened)
                         exact.append(f"{field} {op} ${key}x")
                         params[f"{key}x"] = bound
                 if value.below is not None and value.above is None:
@@ -860,6 +860,14 @@ class SurrealStore:
 
 
 _UNIQUES = {table: spec.uniques for table, spec in TABLES.items()}
+
+
+def _plus(instant: datetime, delta: timedelta) -> datetime:
+    # At the ends of time there is nothing a second further to scan for.
+    try:
+        return instant + delta
+    except OverflowError:
+        return instant
 
 
 def _copy(doc: Document) -> Document:

@@ -191,7 +191,7 @@ class Orchestrator:
         given = idempotency_key is not None
         if idempotency_key is None:
             idempotency_key = rt.ids.new_id("idem")
-        key = text("idempotency_key", idempotency_key, max_len=200)
+        key = text("idempotency_key", idempotency_key, max_len=200, single_line=True)
         correlation = (
             rt.trace_id
             if correlation_id is None
