@@ -20,14 +20,21 @@ from domain.orchestration.definition import WorkflowDefinition
 JSON = dict[str, Any]
 
 # C0, DEL, C1, the Unicode line and paragraph separators (terminals and editors break lines
-# at them) and the bidirectional overrides and isolates (they reorder what is shown).
+# at them), the bidirectional overrides, isolates and marks (they reorder what is shown) and
+# the invisible characters (zero-width spaces and joiners, word joiners, the BOM), which make
+# one name look like another.
 _UNSAFE = [
     *range(0x00, 0x20),
     *range(0x7F, 0xA0),
+    0x061C,
+    0x180E,
+    *range(0x200B, 0x2010),
     0x2028,
     0x2029,
     *range(0x202A, 0x202F),
+    *range(0x2060, 0x2065),
     *range(0x2066, 0x206A),
+    0xFEFF,
 ]
 # repr-style: "\n", "\t", "\x1b", "\x85", "\u2028".
 _ESCAPES = {code: repr(chr(code))[1:-1] for code in _UNSAFE}

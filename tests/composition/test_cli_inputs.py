@@ -210,6 +210,15 @@ def test_an_interrupt_says_what_is_left_to_do(
     assert said in err
 
 
+@pytest.mark.parametrize(
+    "hidden", ["\u200e", "\u200f", "\u061c", "\u200b", "\u200d", "\ufeff", "\u2060", "\u202e"]
+)
+def test_marks_that_reorder_or_hide_text_are_shown_escaped(hidden: str) -> None:
+    """A stored name or reason holding them would look like another on the terminal."""
+    shown = render.safe(f"alice{hidden}bob")
+    assert shown == f"alice\\u{ord(hidden):04x}bob" and shown.isascii()
+
+
 def test_error_messages_are_terminal_safe_one_line_each() -> None:
     assert describe(Failed("a\nb\x1b[31m\u2028")) == (1, "a\\nb\\x1b[31m\\u2028")
     problems = [Problem("tenant", "GOVKERNEL_TENANT", "bad\nname", None)]
