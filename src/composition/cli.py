@@ -1832,7 +1832,9 @@ def _describe(exc: Exception, *, debug: bool) -> tuple[int, str]:
     if isinstance(exc, InvalidInput):
         return EXIT_USAGE, f"invalid input: {exc.field}: {exc.problem}"
     if isinstance(exc, RecordNotFound):
-        return EXIT_USAGE, f"no {exc.table} {exc.key!r}"
+        key = str(exc.key)
+        key = key if len(key) <= 120 else f"{key[:60]}...{key[-60:]}"  # echoed, not repeated
+        return EXIT_USAGE, f"no {exc.table} {key!r}"
     if isinstance(exc, StorageUnavailable):
         return EXIT_USAGE, f"store unavailable: {exc}"
     if isinstance(exc, _PolicyDenied):

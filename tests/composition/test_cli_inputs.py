@@ -28,7 +28,7 @@ from domain.model.lifecycle import ExecutionState
 from domain.model.policy import ImpactTier
 from domain.orchestration.orchestrator import Orchestrator
 from domain.workflows import knowledge_publication as kp
-from ports.errors import InjectedFault, StorageUnavailable
+from ports.errors import InjectedFault, RecordNotFound, StorageUnavailable
 from ports.records import audit_key
 from tests.support.ws_server import SurrealWsShim
 
@@ -221,6 +221,8 @@ def test_marks_that_reorder_or_hide_text_are_shown_escaped(hidden: str) -> None:
 
 def test_error_messages_are_terminal_safe_one_line_each() -> None:
     assert describe(Failed("a\nb\x1b[31m\u2028")) == (1, "a\\nb\\x1b[31m\\u2028")
+    code, message = describe(RecordNotFound("execution", "wfx-" + "9" * 1000))
+    assert code == 2 and len(message) < 200 and "..." in message  # not echoed whole
     problems = [Problem("tenant", "GOVKERNEL_TENANT", "bad\nname", None)]
     code, message = describe(ConfigurationError(problems * 2))
     assert code == 2 and message.count("\n") == 1 and "bad\\nname" in message

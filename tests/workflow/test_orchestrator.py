@@ -2039,6 +2039,35 @@ def test_a_step_or_workflow_of_the_wrong_types_is_refused_when_built() -> None:
         WorkflowDefinition("w", "1", "Tier0", (Step("s", lambda uow, ctx: {}),))  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("given", [None, 5, ["wfx-1"], b"wfx-1"], ids=repr)
+def test_an_execution_id_of_another_kind_is_said_to_be_one(world: World, given: Any) -> None:
+    orch = world.orch()
+    commands: list[Callable[[], object]] = [
+        lambda: orch.get(given),
+        lambda: orch.verify(given),
+        lambda: orch.run(given),
+        lambda: orch.approve(given, approver="bob", role="r"),
+        lambda: orch.reject(given, reason="no"),
+        lambda: orch.cancel(given),
+    ]
+    for command in commands:
+        with pytest.raises(InvalidInput, match="must be text") as refused:
+            command()
+        assert refused.value.field == "execution_id"
+
+
+def test_a_flag_given_as_anything_but_a_bool_is_refused(world: World) -> None:
+    """ "no" would otherwise read as yes."""
+    orch = world.orch()
+    with pytest.raises(ValueError, match="run must be a bool"):
+        orch.start(WORKFLOW, request("pub-1"), run="no")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ignore_leases must be a bool"):
+        orch.recover(ignore_leases="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ignore_leases must be a bool"):
+        orch.run("wfx-1", ignore_leases=1)  # type: ignore[arg-type]
+    assert world.door.table("execution") == {}
+
+
 def test_steps_may_be_given_as_any_iterable_but_not_as_one_step() -> None:
     steps = (Step(name, lambda uow, ctx: {}) for name in ("a", "b"))  # used up once read
     assert WorkflowDefinition("w", "1", kp.METADATA, steps).step_names() == ["a", "b"]

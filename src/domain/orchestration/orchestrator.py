@@ -182,6 +182,7 @@ class Orchestrator:
         """Start (and by default run) an execution; a known idempotency key returns its
         execution and starts nothing new. `correlation_id` (a request's, say) is carried by
         its audit entries and events; the runtime's trace id by default."""
+        _a_flag("run", run)
         definition = self._definition(workflow)
         if risk_tier is not None and not isinstance(risk_tier, ImpactTier):
             known = ", ".join(t.value for t in ImpactTier)
@@ -360,6 +361,8 @@ class Orchestrator:
         One another thread of this worker is driving is returned as stored: that thread
         drives it on, once more if it was stopping, so what this one committed (a command)
         is acted on."""
+        _an_id(execution_id)
+        _a_flag("ignore_leases", ignore_leases)
         driven = self._drive(
             execution_id, lambda: self._run(execution_id, ignore_leases=ignore_leases)
         )
@@ -467,6 +470,7 @@ class Orchestrator:
                 uow.commit()
 
     def approve(self, execution_id: str, *, approver: str, role: str) -> WorkflowExecution:
+        _an_id(execution_id)
         rt = self._runtime
         approver = actor_name("approver", approver)
         role = actor_name("role", role)
@@ -525,6 +529,7 @@ class Orchestrator:
         )
 
     def reject(self, execution_id: str, *, reason: str) -> WorkflowExecution:
+        _an_id(execution_id)
         reason = text("reason", reason, max_len=1000, single_line=True)
 
         def rejecting(execution: WorkflowExecution, now: datetime) -> None:
@@ -540,6 +545,7 @@ class Orchestrator:
 
     def cancel(self, execution_id: str, *, reason: str = "cancel requested") -> WorkflowExecution:
         """Request cancellation; it takes effect at the next step boundary."""
+        _an_id(execution_id)
         reason = text("reason", reason, max_len=1000, single_line=True)
         rt = self._runtime
 
@@ -648,6 +654,7 @@ class Orchestrator:
         `ignore_leases` is for a process that holds the store exclusively: no one else can
         be running them, so it need not wait for the leases of a crashed run to expire.
         """
+        _a_flag("ignore_leases", ignore_leases)
         now = self._runtime.clock.now()
         unreadable: list[str] = []
         with self._uow_factory() as uow:
@@ -700,10 +707,12 @@ class Orchestrator:
     def get(self, execution_id: str, *, with_input: bool = True) -> WorkflowExecution:
         """The tenant's execution (`with_input=False`: its input left unread, as listings
         read executions)."""
+        _an_id(execution_id)
         with self._uow_factory() as uow:
             return self._require(uow, execution_id, with_input=with_input)
 
     def verify(self, execution_id: str) -> ChainReport:
+        _an_id(execution_id)
         for _ in range(COMMAND_ATTEMPTS):
             try:
                 with self._uow_factory() as uow:
@@ -1235,6 +1244,18 @@ def _later(now: datetime, delay: timedelta) -> datetime:
         return now + delay
     except OverflowError:
         return datetime.max.replace(tzinfo=now.tzinfo)
+
+
+def _an_id(execution_id: object) -> None:
+    # Ids come from requests and command lines: another kind of value is said to be one.
+    if not isinstance(execution_id, str):
+        raise InvalidInput("execution_id", f"must be text, got {type(execution_id).__name__}")
+
+
+def _a_flag(name: str, value: object) -> None:
+    # "no" would read as yes: a flag is a bool.
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool, got {value!r}")
 
 
 def _retryable(error: BaseException) -> bool:
