@@ -192,7 +192,7 @@ def parse(path: Path, document: object) -> Anchors:
     unknown = sorted(set(document) - keys)
     if unknown:
         raise bad(f"holds keys an anchor file does not: {', '.join(map(repr, unknown))[:200]}")
-    if document.get("version") != VERSION:
+    if type(document.get("version")) is not int or document.get("version") != VERSION:  # true == 1
         raise bad(f"has version {document.get('version')!r}; this govkernel reads {VERSION}")
     tenant = document.get("tenant")
     if not isinstance(tenant, str) or not IDENTIFIER.match(tenant):

@@ -353,6 +353,7 @@ class AuditTrail(_Repository):
 
     def entry(self, execution_id: str, sequence: int) -> AuditEntry | None:
         """One entry of an execution's trail, by its sequence number."""
+        sequence = count("sequence", sequence, least=1)
         doc = self._uow.get(self.table, records.audit_key(execution_id, sequence))
         return None if doc is None else records.audit_from(doc)
 

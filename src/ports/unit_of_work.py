@@ -214,7 +214,7 @@ class UnitOfWork(abc.ABC):
         _known(table)
         if limit is not None:
             limit = min(count("limit", limit, least=0), MAX_LISTED)
-        matchable = _matchable(where)
+        matchable = _matchable(table, where)
         if matchable is None:
             return []
         where = matchable
@@ -401,11 +401,20 @@ class StoreUnitOfWork(UnitOfWork, Generic[StoreT]):
         return self._store.apply(batch)
 
 
-def _matchable(where: Mapping[str, Any]) -> Mapping[str, Any] | None:
+def _matchable(table: str, where: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """`where` without the alternatives no record can hold, or None if nothing can match;
-    instants in UTC, as they are stored."""
+    instants in UTC, as they are stored. A field the table does not have, or a value no
+    filter compares by, is refused alike by every adapter."""
     out: dict[str, Any] = {}
+    known = fields.FIELDS[table]
     for name, wanted in where.items():
+        if name not in known:
+            raise InvalidRecord(f"{table}: no field {name!r} to select by")
+        if not isinstance(wanted, _FILTERABLE):
+            raise ValueError(
+                f"{table}.{name}: a filter compares text, numbers, bools, instants, None,"
+                f" AnyOf or Range, got {type(wanted).__name__}"
+            )
         if isinstance(wanted, str) and not _storable(wanted):
             return None
         if isinstance(wanted, AnyOf):
@@ -422,6 +431,9 @@ def _matchable(where: Mapping[str, Any]) -> Mapping[str, Any] | None:
             wanted = _in_utc(wanted)
         out[name] = wanted
     return out
+
+
+_FILTERABLE = (str, int, float, datetime, type(None), AnyOf, Range)
 
 
 def _in_utc(value: Any) -> Any:

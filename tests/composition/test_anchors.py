@@ -391,6 +391,8 @@ def test_anchors_go_to_stdout_alone_without_an_output_file(fresh: Cli) -> None:
             "names no valid store",
         ),
         ('{"format": "govkernel-audit-anchors", "version": 2}', "has version 2"),
+        ('{"format": "govkernel-audit-anchors", "version": true}', "has version True"),
+        ('{"format": "govkernel-audit-anchors", "version": 1.0}', "has version 1.0"),
         (
             '{"format": "govkernel-audit-anchors", "version": 1, "tenant": "beta",'
             ' "taken_at": "2026-01-01T00:00:00+00:00", "anchors": []}',

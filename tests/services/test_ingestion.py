@@ -277,3 +277,38 @@ class TestIngestionInput:
         assert len(h.ingest(*drafts).created) == MAX_BATCH
         assert len(h.store.events) == MAX_BATCH
         assert len(h.table("decision")) == 1
+
+
+def test_a_bare_id_or_draft_where_a_list_is_due_is_refused_naming_it(h: Harness) -> None:
+    """A string would otherwise be read as its letters: "unknown knowledge source: s"."""
+    (source,) = h.ingest(draft()).sources
+    before = h.counts()
+    with h.store.unit_of_work() as uow:
+        for call, field in [
+            (lambda: h.service.ingest(uow, h.runtime, h.enforcement(), draft()), "sources"),  # type: ignore[arg-type]
+            (
+                lambda: h.service.generate_analysis(uow, h.runtime, h.enforcement(), source.id),
+                "source_ids",
+            ),
+            (
+                lambda: h.service.ingest(uow, h.runtime, h.enforcement(), ["text"]),  # type: ignore[list-item]
+                "sources[0]",
+            ),
+            (
+                lambda: h.service.publish(
+                    uow,
+                    h.runtime,
+                    h.enforcement(),
+                    publication_id="p-1",
+                    title="T",
+                    source_ids=[source.id],
+                    analysis_ids="ana-1",
+                ),
+                "analysis_ids",
+            ),
+        ]:
+            with pytest.raises(InvalidInput) as refused:
+                call()  # type: ignore[no-untyped-call]
+            assert refused.value.field == field
+        uow.commit()
+    assert h.counts() == before

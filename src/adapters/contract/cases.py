@@ -1028,6 +1028,23 @@ class UnitOfWorkContract:
             with pytest.raises(InvalidRecord, match="unknown table"):
                 uow.select("no_such_table", {})
 
+    def test_reads_by_what_no_record_has_are_refused_alike(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """A field the table does not have, a filter value of no comparable kind, a
+        sequence that is no number: the same error on every adapter (SurrealDB answered
+        nothing where memory raised TypeError, or the other way round)."""
+        with uow_factory() as uow:
+            with pytest.raises(InvalidRecord, match="no field 'bad`field'"):
+                uow.select("capsule", {"bad`field": 1})
+            with pytest.raises(ValueError, match=r"capsule\.publication_id: a filter compares"):
+                uow.capsules.by_publication("t1", ["p"])  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="a filter compares"):
+                uow.executions.by_idempotency_key("t1", {"k": 1})  # type: ignore[arg-type]
+            for sequence in ("1", True, 0):
+                with pytest.raises(ValueError, match="sequence"):
+                    uow.audit.entry("wfx-1", sequence)  # type: ignore[arg-type]
+
     @pytest.mark.parametrize(
         ("field", "value", "problem"),
         [("source_ids", ("src-1",), "give a list"), ("version", 2**70, "64 bits")],

@@ -8,6 +8,7 @@ owns the commit. Denials are recorded by the gate in a unit of their own.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 from attrs import frozen
 
@@ -25,6 +26,7 @@ from domain.services.governance import Gate, evidence_for
 from ports.unit_of_work import UnitOfWork
 
 WORKFLOW = "knowledge_publication"
+T = TypeVar("T")
 MAX_BATCH = 100
 
 
@@ -57,6 +59,7 @@ class KnowledgeService:
         enforcement: EnforcementContext,
         drafts: Sequence[SourceDraft],
     ) -> IngestResult:
+        drafts = _listed("sources", drafts, SourceDraft)
         if not drafts:
             raise InvalidInput("sources", "at least one source is required")
         if len(drafts) > MAX_BATCH:
@@ -199,7 +202,8 @@ class KnowledgeService:
         title = text("title", title, max_len=500)
         sources = self._sources(uow, source_ids)
         analyses: list[Analysis] = []
-        for analysis_id in analysis_ids:
+        evidence_ids = _listed("evidence_ids", evidence_ids, str)
+        for analysis_id in _listed("analysis_ids", analysis_ids, str):
             found = uow.analyses.get(analysis_id)
             if found is None:
                 raise UnknownReference("analysis", analysis_id)
@@ -308,6 +312,7 @@ class KnowledgeService:
     # -- shared ------------------------------------------------------------------------------
 
     def _sources(self, uow: UnitOfWork, source_ids: Sequence[str]) -> list[KnowledgeSource]:
+        source_ids = _listed("source_ids", source_ids, str)
         if not source_ids:
             raise InvalidInput("source_ids", "at least one source is required")
         wanted = list(dict.fromkeys(source_ids))
@@ -371,3 +376,16 @@ class KnowledgeService:
             ).sealed()
         )
         return manifest
+
+
+def _listed(field: str, values: object, kind: type[T]) -> tuple[T, ...]:
+    """A list of `kind` from a caller: a single id or draft passed bare (a string reads as
+    its letters) is refused, naming the field."""
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence):
+        raise InvalidInput(field, f"must be a list, got {type(values).__name__}")
+    for i, value in enumerate(values):
+        if not isinstance(value, kind):
+            raise InvalidInput(
+                f"{field}[{i}]", f"must be a {kind.__name__}, got {type(value).__name__}"
+            )
+    return tuple(values)
