@@ -1452,17 +1452,30 @@ def test_an_execution_stored_under_looser_rules_still_runs(
     assert now.run(stored.id).state is S.SUCCEEDED
 
 
-@pytest.mark.parametrize("again", ["pub-2", "pub-1"], ids=["other-input", "same-input"])
+@pytest.mark.parametrize(
+    ("again", "keys", "run"),
+    [
+        ("pub-2", (None, None), True),
+        ("pub-1", (None, None), True),
+        ("pub-2", ("a", "b"), True),  # keys given: the execution id is what repeats
+        ("pub-2", ("a", "b"), False),
+        ("twitter", ("a", "b"), True),  # and the first step fails as well
+    ],
+    ids=["other-input", "same-input", "keyed", "keyed-not-run", "keyed-first-step-fails"],
+)
 def test_an_id_generator_that_repeats_is_refused_not_answered_with_another_execution(
-    world: World, again: str
+    world: World, again: str, keys: tuple[str | None, str | None], run: bool
 ) -> None:
     """Even a request like the first is another request: it is refused, not answered with
     the first's execution (a second order of the same amount would never be paid)."""
     first = orchestrator(world.store.unit_of_work, world.clock, ids=SequentialIds())
-    done = first.start(WORKFLOW, request("pub-1"))
+    done = first.start(WORKFLOW, request("pub-1"), idempotency_key=keys[0])
     restarted = orchestrator(world.store.unit_of_work, world.clock, ids=SequentialIds())
+    given = request(again)
+    if again == "twitter":  # a source the policies deny
+        given["documents"][0]["source_url"] = "https://twitter.com/someone"
     with pytest.raises(InvalidState, match="the id generator repeats ids"):
-        restarted.start(WORKFLOW, request(again))
+        restarted.start(WORKFLOW, given, idempotency_key=keys[1], run=run)
     assert [x["publication_id"] for x in world.door.table("capsule").values()] == ["pub-1"]
     assert list(world.door.table("execution")) == [done.id]
 

@@ -340,6 +340,7 @@ class Orchestrator:
                     return _not_ours_twice(exc, found, execution)
                 if isinstance(exc, CommitOutcomeUnknown):
                     raise
+                self._not_taken(execution.id)
                 return _FirstStepFailed(step.name, exc)
         return execution
 
@@ -352,9 +353,22 @@ class Orchestrator:
             except (DuplicateRecord, CommitOutcomeUnknown) as exc:
                 found = self._by_key(key)
                 if found is None:
+                    if isinstance(exc, DuplicateRecord):
+                        self._not_taken(execution.id)
                     raise
                 return _not_ours_twice(exc, found, execution)
         return execution
+
+    def _not_taken(self, execution_id: str) -> None:
+        """Refuse a new execution id stored already, under another key than the start's: the
+        id generator repeats ids. (Any tenant's: ids are the store's, not a tenant's.)"""
+        with self._uow_factory() as uow:
+            taken = uow.executions.tenant_of(execution_id) is not None
+        if taken:
+            raise InvalidState(
+                f"execution id {execution_id} was taken already: the id generator repeats ids"
+                " (one restarted?)"
+            )
 
     def run(self, execution_id: str, *, ignore_leases: bool = False) -> WorkflowExecution:
         """Drive an execution until it ends, waits for approval, or another worker owns it.
