@@ -320,6 +320,15 @@ def test_a_log_removed_while_the_store_is_open_is_not_sealed_over(
     assert (path / "govkernel.seal").read_text().split()[:2] == ["damaged", str(whole)]
     with pytest.raises(StorageUnavailable, match="was damaged"):
         _open(path, journaled=True)
+    # Its engine files gone whole as well: still not a store to open new, read-only or not.
+    for engine_files in ("clog", "manifest"):
+        shutil.rmtree(path / engine_files, ignore_errors=True)
+    for create in (False, True):
+        with pytest.raises(StorageUnavailable, match="was damaged"):
+            SurrealStore(SurrealConfig(f"surrealkv://{path}", create=create))
+    assert (path / "govkernel.seal").read_text().startswith("damaged ")
+    (path / "govkernel.seal").unlink()  # as the message says: to go on with what is left
+    assert _executions(path) == 0
 
 
 def test_a_store_whose_manifest_alone_was_removed_still_holds_its_work(tmp_path: Path) -> None:

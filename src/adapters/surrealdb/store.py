@@ -417,6 +417,11 @@ class SurrealStore:
         url = cfg.url
         if cfg.path is not None:
             path = store_directory(cfg.path)
+            # A store found cut is refused until someone removes its seal, whatever is left
+            # of its files (removed under a running command, say): never opened as new.
+            earlier = LogSeal(path)
+            if earlier.damaged is not None:
+                earlier.check()
             # The engine keeps its log in `clog`: a directory without one holds no store, and
             # opening it would write one there. (Its manifest it rebuilds from the log.)
             try:
