@@ -1744,11 +1744,21 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         # (Where a step was running, the orchestrator's note says which.)
         where = "".join(f" {n}" for n in getattr(stop, "__notes__", ()) if isinstance(n, str))
         if isinstance(stop, SystemExit):
-            cancel = " (a step that calls sys.exit stops every run of it: `govkernel cancel`"
+            if "while step " in where:
+                advice = (
+                    " (a step that calls sys.exit stops every run of it: `govkernel cancel`"
+                    " ends its execution)"
+                )
+            elif "while compensation " in where:
+                advice = (
+                    " (a compensation that calls sys.exit stops every run of it, and an"
+                    " execution compensating cannot be cancelled: fix the compensation)"
+                )
+            else:
+                advice = ""
             _error(
                 render.safe(
-                    f"stopped by sys.exit({stop.code!r}){where}; {_unfinished(session)}"
-                    + (f"{cancel} ends its execution)" if where else "")
+                    f"stopped by sys.exit({stop.code!r}){where}; {_unfinished(session)}{advice}"
                 )
             )
             return EXIT_FAILED
@@ -1806,10 +1816,7 @@ def _unfinished(session: Session) -> str:
             f"if its start was stored, `govkernel recover` finishes it; the same command with"
             f" --idempotency-key {key} shows it, or starts it if it was not, never twice"
         )
-    return (
-        "an execution whose start was stored resumes with `govkernel recover` (one interrupted"
-        " before its first commit was not stored: run it again)"
-    )
+    return "what was left unfinished resumes with `govkernel recover`"
 
 
 def describe(exc: Exception, *, debug: bool = False) -> tuple[int, str]:

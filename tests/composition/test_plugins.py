@@ -99,6 +99,15 @@ quitter = WorkflowDefinition(
     steps=(Step("check", lambda u, c: {}), Step("quit", quits)),
 )
 
+def fails(uow, ctx):
+    raise ValueError("declined")
+
+undo_quits = WorkflowDefinition(
+    name="undo_quits", version="1", metadata=kp.METADATA,
+    steps=(Step("reserve", lambda u, c: {}, side_effecting=True), Step("pay", fails)),
+    compensation=Step("release", quits),
+)
+
 class Holder:
     inner = payout
 
@@ -524,6 +533,14 @@ def test_a_step_calling_sys_exit_stops_the_command_saying_where_and_what_ends_it
     assert f"while step quit of execution {xid} ran" in again
     assert gk.json("cancel", xid, env=env)["state"] == "cancelled"
     assert gk.json("recover", env=env)["resumed"] == []
+
+    env = {"GOVKERNEL_WORKFLOWS": f"{module(project)}:undo_quits"}
+    stopped = gk("run", "workflow", "undo_quits", "--input", "{}", code=1, env=env).stderr
+    assert "while compensation release of execution" in stopped
+    assert (
+        "cannot be cancelled: fix the compensation" in stopped
+        and "`govkernel cancel`" not in stopped
+    )
 
 
 def test_a_custom_workflow_awaiting_nothing_can_be_cancelled(

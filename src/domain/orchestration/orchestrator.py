@@ -895,7 +895,7 @@ class Orchestrator:
                     step_name = step.name
                     execution.begin_attempt(step.name)
                     try:
-                        _lent(step, uow, self._context(execution, step.name))
+                        _lent(step, uow, self._context(execution, step.name), "compensation")
                     except Exception as exc:  # recorded, then retried or failed
                         return self._after_failure(execution_id, seen_version, step.name, exc)
                     execution.retry_at = None
@@ -1167,7 +1167,7 @@ def _not_ours_twice(
     return found
 
 
-def _lent(step: Step, uow: UnitOfWork, context: StepContext) -> Any:
+def _lent(step: Step, uow: UnitOfWork, context: StepContext, what: str = "step") -> Any:
     """What `step` returns, run on `uow` lent to it: a step stages, and a commit (or
     rollback) of its own is refused before it writes anything; the orchestrator commits its
     writes with the checkpoint, or discards them."""
@@ -1175,7 +1175,7 @@ def _lent(step: Step, uow: UnitOfWork, context: StepContext) -> Any:
     try:
         output = step.run(uow, context)
     except (KeyboardInterrupt, SystemExit) as stop:
-        stop.add_note(f"while step {step.name} of execution {context.execution.id} ran")
+        stop.add_note(f"while {what} {step.name} of execution {context.execution.id} ran")
         raise
     finally:
         refused = uow.lend(None)
