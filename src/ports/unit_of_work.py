@@ -179,6 +179,8 @@ class UnitOfWork(abc.ABC):
         """
         self._ensure_open()
         _known(table)
+        if isinstance(keys, str | bytes):  # read as its letters otherwise
+            raise ValueError(f"keys must be a list of keys, got {type(keys).__name__}")
         found: dict[str, Document] = {}
         to_load = []
         for key in dict.fromkeys(k for k in keys if _valid_key(k)):
@@ -214,6 +216,10 @@ class UnitOfWork(abc.ABC):
         _known(table)
         if limit is not None:
             limit = min(count("limit", limit, least=0), MAX_LISTED)
+        if not isinstance(where, Mapping):
+            raise ValueError(f"where must be a mapping of field to value, got {where!r}")
+        if order_by is not None and order_by not in fields.FIELDS[table]:
+            raise InvalidRecord(f"{table}: no field {order_by!r} to order by")
         matchable = _matchable(table, where)
         if matchable is None:
             return []
@@ -415,6 +421,7 @@ def _matchable(table: str, where: Mapping[str, Any]) -> Mapping[str, Any] | None
                 f"{table}.{name}: a filter compares text, numbers, bools, instants, None,"
                 f" AnyOf or Range, got {type(wanted).__name__}"
             )
+        _comparable(table, name, known[name].kind, wanted)
         if isinstance(wanted, str) and not _storable(wanted):
             return None
         if isinstance(wanted, AnyOf):
@@ -434,6 +441,23 @@ def _matchable(table: str, where: Mapping[str, Any]) -> Mapping[str, Any] | None
 
 
 _FILTERABLE = (str, int, float, datetime, type(None), AnyOf, Range)
+
+
+def _comparable(table: str, name: str, kind: fields.Kind, wanted: object) -> None:
+    """Refuse a filter value of another kind than its field's: stores would compare it
+    differently (True against 1, a number against text), or not at all."""
+    if isinstance(wanted, AnyOf):
+        values: tuple[object, ...] = wanted.values
+    elif isinstance(wanted, Range):
+        values = (wanted.above, wanted.below)
+    else:
+        values = (wanted,)
+    for value in values:
+        if value is not None and (kind is fields.Kind.STRINGS or not kind.admits(value)):
+            raise ValueError(
+                f"{table}.{name}: a filter on this {kind.value} field cannot compare"
+                f" {value!r} ({type(value).__name__})"
+            )
 
 
 def _in_utc(value: Any) -> Any:

@@ -17,6 +17,7 @@ from attrs import define, evolve
 from adapters.contract import samples
 from adapters.faults import FaultInjector, FaultPlan
 from adapters.memory import MemoryStore, MemoryUnitOfWork
+from domain.model import execution as execution_model
 from domain.model.environment import Environment
 from domain.model.errors import InvalidInput, InvalidState
 from domain.model.evidence import EventType
@@ -1168,6 +1169,37 @@ def test_an_idempotency_key_that_is_empty_or_drives_a_terminal_is_refused(
         world.orch().start(WORKFLOW, request("pub-1"), idempotency_key=key)
     assert refused.value.field == "idempotency_key"
     assert world.door.table("execution") == {}
+
+
+def test_approvals_past_the_most_an_execution_takes_are_refused_not_fatal(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every decision records the approvals: past the bound the approval command is refused,
+    and the execution goes on waiting (a step refusing them would fail it for good)."""
+    monkeypatch.setattr(execution_model, "MAX_APPROVALS", 3)
+    given = request("pub-1") | {"required_roles": ["legal"]}
+    orch = world.orch()
+    x = orch.start(WORKFLOW, given, risk_tier=ImpactTier.TIER1)
+    for n in range(3):
+        assert orch.approve(x.id, approver="bob", role=f"r{n}").state is S.AWAITING_APPROVAL
+    with pytest.raises(InvalidState, match="has 3 approvals already"):
+        orch.approve(x.id, approver="bob", role="r3")
+    waiting = orch.get(x.id)
+    assert waiting.state is S.AWAITING_APPROVAL and len(waiting.approvals) == 3
+    assert orch.verify(x.id).ok
+
+
+def test_an_execution_stored_under_looser_bounds_still_runs(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steps read their stored input again: the bounds on a new input's lists do not apply."""
+    given = request("pub-1") | {"policy_refs": [f"P-{n}" for n in range(150)]}
+    with monkeypatch.context() as earlier:
+        earlier.setattr(kp, "MAX_POLICY_REFS", 1000)  # as a release before the bound took it
+        stored = world.orch().start(WORKFLOW, given, run=False)
+    with pytest.raises(InvalidInput, match="at most 100"):
+        world.orch().start(WORKFLOW, given)  # a new one is refused
+    assert world.orch().run(stored.id).state is S.SUCCEEDED
 
 
 def test_an_approval_entry_names_who_ran_the_command(world: World) -> None:

@@ -1044,6 +1044,25 @@ class UnitOfWorkContract:
             for sequence in ("1", True, 0):
                 with pytest.raises(ValueError, match="sequence"):
                     uow.audit.entry("wfx-1", sequence)  # type: ignore[arg-type]
+            # Values of another kind than the field's: True is not 1, "2000" no instant.
+            naive = datetime(2026, 1, 1)
+            for where in (
+                {"version": True},
+                {"version": AnyOf((1, True))},
+                {"status": 1},
+                {"published_at": naive},
+                {"published_at": Range(above=naive)},
+                {"published_at": Range(above="2000")},
+                {"title": Range(above=0)},
+            ):
+                with pytest.raises(ValueError, match="cannot compare"):
+                    uow.select("capsule", where)
+            with pytest.raises(InvalidRecord, match="no field 'nope' to order by"):
+                uow.select("capsule", {}, order_by="nope")
+            with pytest.raises(ValueError, match="where must be a mapping"):
+                uow.select("capsule", [("title", "x")])  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="keys must be a list"):
+                uow.get_many("capsule", "cap-1")
 
     @pytest.mark.parametrize(
         ("field", "value", "problem"),

@@ -22,7 +22,7 @@ from domain.model.lifecycle import (
     allowed,
     verify_chain,
 )
-from domain.model.policy import APPROVAL_TTL, Approval, ImpactTier
+from domain.model.policy import APPROVAL_TTL, MAX_APPROVALS, Approval, ImpactTier
 from domain.model.validation import same_person
 
 JSON = Any
@@ -339,8 +339,14 @@ class WorkflowExecution:
                 f"{approval.approver!r} has already approved execution {self.id}"
                 f" as {approval.role!r}"
             )
+        kept = tuple(a for a in self.approvals if a not in earlier)
+        if len(kept) >= MAX_APPROVALS:
+            # Refused here, as a command: every decision of the run records its approvals.
+            raise InvalidState(
+                f"execution {self.id} has {len(kept)} approvals already, the most it takes"
+            )
         # An approval that has expired is renewed, not kept beside its renewal.
-        self.approvals = (*(a for a in self.approvals if a not in earlier), approval)
+        self.approvals = (*kept, approval)
 
     def verify_trail(self, entries: Sequence[AuditEntry]) -> ChainReport:
         """Check its stored audit entries against the head and state it records, and the

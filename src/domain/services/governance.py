@@ -9,9 +9,6 @@ from domain.model.errors import InvalidInput, PolicyDenied
 from domain.model.evidence import EvidenceManifest, canonical_json
 from domain.model.knowledge import Classification, sha256_hex
 from domain.model.policy import (
-    MAX_APPROVALS,
-    MAX_POLICY_REFS,
-    MAX_ROLES,
     Approval,
     EnforcementContext,
     GuardedMutation,
@@ -51,21 +48,21 @@ def enforcement_context(
         tenant=runtime.tenant,
         environment=runtime.environment,
         impact_tier=tier,
-        roles=_listed("roles", roles, MAX_ROLES, actor_name),
-        policy_refs=_listed("policy_refs", policy_refs, MAX_POLICY_REFS, _policy_ref),
-        required_approver_roles=_listed("required_roles", required_roles, MAX_ROLES, actor_name),
-        approvals=_listed("approvals", approvals, MAX_APPROVALS, _approval),
+        roles=_listed("roles", roles, actor_name),
+        policy_refs=_listed("policy_refs", policy_refs, _policy_ref),
+        required_approver_roles=_listed("required_roles", required_roles, actor_name),
+        approvals=_listed("approvals", approvals, _approval),
         change_freeze=runtime.change_freeze,
     )
 
 
-def _listed(field: str, values: object, most: int, check: Callable[[str, Any], T]) -> tuple[T, ...]:
+def _listed(field: str, values: object, check: Callable[[str, Any], T]) -> tuple[T, ...]:
+    # Not bounded in number here: steps rebuild the context from what their execution
+    # stored, perhaps under looser bounds. Inputs are bounded where they enter (a workflow's
+    # input, an approval command).
     if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
         raise InvalidInput(field, f"must be a list, got {type(values).__name__}")
-    listed = tuple(values)
-    if len(listed) > most:
-        raise InvalidInput(field, f"at most {most} allowed, got {len(listed)}")
-    return tuple(check(f"{field}[{i}]", value) for i, value in enumerate(listed))
+    return tuple(check(f"{field}[{i}]", value) for i, value in enumerate(values))
 
 
 def _policy_ref(field: str, value: object) -> str:

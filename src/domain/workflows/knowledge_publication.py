@@ -54,8 +54,10 @@ class PublicationRequest:
     required_roles: tuple[str, ...] = ()
 
     @classmethod
-    def parse(cls, raw: object) -> PublicationRequest:
-        """Validate an untrusted input (JSON-like): any mistake is an `InvalidInput`."""
+    def parse(cls, raw: object, *, bounded: bool = True) -> PublicationRequest:
+        """Validate an untrusted input (JSON-like): any mistake is an `InvalidInput`.
+        `bounded=False` reads a stored one, which may predate the bounds on its lists."""
+        most_refs, most_roles = (MAX_POLICY_REFS, MAX_ROLES) if bounded else (None, None)
         request = _mapping("input", raw, REQUEST_KEYS, "the publication request")
         documents = request.get("documents")
         if not isinstance(documents, list | tuple):
@@ -69,12 +71,12 @@ class PublicationRequest:
             documents=tuple(drafts),
             title=text("title", request.get("title"), max_len=500),
             publication_id=identifier("publication_id", request.get("publication_id")),
-            policy_refs=_strings("policy_refs", request.get("policy_refs", ()), MAX_POLICY_REFS),
+            policy_refs=_strings("policy_refs", request.get("policy_refs", ()), most_refs),
             # Roles an approver can name: `approve --role` accepts only actor names.
             required_roles=tuple(
                 actor_name(f"required_roles[{i}]", role)
                 for i, role in enumerate(
-                    _strings("required_roles", request.get("required_roles", ()), MAX_ROLES)
+                    _strings("required_roles", request.get("required_roles", ()), most_roles)
                 )
             ),
         )
@@ -129,10 +131,10 @@ def _document(i: int, raw: object) -> SourceDraft:
         raise InvalidInput(f"documents[{i}].{exc.field}", exc.problem) from None
 
 
-def _strings(field: str, value: object, most: int) -> tuple[str, ...]:
+def _strings(field: str, value: object, most: int | None) -> tuple[str, ...]:
     if not isinstance(value, list | tuple):
         raise InvalidInput(field, "must be a list of strings")
-    if len(value) > most:
+    if most is not None and len(value) > most:
         raise InvalidInput(field, f"at most {most} allowed, got {len(value)}")
     return tuple(text(f"{field}[{i}]", v, max_len=200) for i, v in enumerate(value))
 
@@ -148,7 +150,7 @@ def _request(ctx: StepContext) -> PublicationRequest:
     raw, last = ctx.input, _parsed
     if last is not None and last[0]() is raw:
         return last[1]
-    request = PublicationRequest.parse(raw)
+    request = PublicationRequest.parse(raw, bounded=False)
     if isinstance(raw, FrozenDict):  # a mutable input could change under the copy kept
         _parsed = (weakref.ref(raw, _forget), request)
     return request
