@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from attrs import evolve, field, frozen
+from attrs import field, frozen
 
 from adapters.memory import MemoryStore
 from adapters.surrealdb import SurrealConfig
@@ -149,7 +149,10 @@ def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
         # Your workflows built first, over a throwaway store: a definition that raises or is
         # refused is reported before a store is made. (On a store that exists, opening it
         # first changes nothing: they are built once.)
-        with build_app(settings, evolve(o, store=MemoryStore())):
+        # Only what builds them is carried over: the caller's id generator, clock and
+        # wrappers are not spent on it.
+        throwaway = Overrides(store=MemoryStore(), workflows=o.workflows, retired=o.retired)
+        with build_app(settings, throwaway):
             pass
     if retired is not None:
         wiring.use_retired(container, retired)

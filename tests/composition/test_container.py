@@ -264,6 +264,30 @@ def test_workflows_given_in_code_that_cannot_be_used_make_no_store(
     assert not (tmp_path / "store").exists()
 
 
+def test_building_your_workflows_first_spends_none_of_your_other_overrides(
+    tmp_path: Path,
+) -> None:
+    """On a store it may make, the app builds your workflows over a throwaway store first;
+    your id generator and wrappers are not spent on that."""
+    from ports.clock import SequentialIds
+
+    wrapped: list[object] = []
+
+    def wrap(factory: UnitOfWorkFactory) -> UnitOfWorkFactory:
+        wrapped.append(factory)
+        return factory
+
+    def first_id(store_url: str) -> str:
+        overrides = Overrides(
+            ids=SequentialIds(), wrap_uow_factory=wrap, workflows=lambda service: [_echo()]
+        )
+        with build_app(Settings(store_url=store_url), overrides) as app:
+            return app.orchestrator.start("echo", {}).id
+
+    assert first_id(f"surrealkv://{tmp_path}/store") == first_id("memory://")
+    assert len(wrapped) == 2  # once for each app
+
+
 def test_settings_in_code_take_a_list_of_workflow_references() -> None:
     settings = Settings(store_url="memory://", workflows=["acme.flows:registry"])
     assert settings.workflows == ("acme.flows:registry",)
