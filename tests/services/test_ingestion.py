@@ -312,3 +312,10 @@ def test_a_bare_id_or_draft_where_a_list_is_due_is_refused_naming_it(h: Harness)
             assert refused.value.field == field
         uow.commit()
     assert h.counts() == before
+
+
+def test_ids_may_come_in_any_collection(h: Harness) -> None:
+    (source,) = h.ingest(draft()).sources
+    analysis = h.analyse({source.id})  # a set, as a caller deduplicating them has it
+    assert analysis.source_ids == (source.id,)
+

@@ -268,7 +268,16 @@ def test_self_approval_does_not_fill_a_role_nor_a_second_approver() -> None:
 
 
 @pytest.mark.parametrize(
-    "look_alike", ["alice\u200b", " alice", "alice\n", "\uff41\uff4c\uff49\uff43\uff45", "ALICE"]
+    "look_alike",
+    [
+        "alice\u200b",
+        " alice",
+        "alice\n",
+        "\uff41\uff4c\uff49\uff43\uff45",
+        "ALICE",
+        "alice\u3164",  # a Hangul filler: a letter that shows as nothing
+        "alice\u2800",  # the blank braille cell
+    ],
 )
 def test_a_name_spelled_to_look_like_the_requester_is_the_requester(look_alike: str) -> None:
     """Services hand the policies approvals of their own, not held to the command line's
@@ -536,3 +545,18 @@ def test_no_policies_means_allowed_and_a_custom_allowlist_is_honoured() -> None:
     assert decide(url_mutation).allowed
     denied = evaluate(url_mutation, decision_id="d", now=NOW, policies=default_policies(strict))
     assert denied.reasons == ("source url: 'https://www.imf.org/x' is not allowed for kind imf",)
+
+
+def test_names_folded_alike_by_casefold_stay_alike() -> None:
+    """Telling people apart only ever grows more lenient than `casefold`, never less:
+    a letter with an iota subscript folds to two letters."""
+    from domain.model.validation import same_person
+
+    assert same_person("\u1fb3lice", "\u03b1\u03b9lice")
+    assert not same_person("bob", "alice") and not same_person("alice1", "alice")
+
+
+def test_an_approval_granted_in_the_last_day_there_is_is_valid() -> None:
+    end = datetime.max.replace(tzinfo=UTC)
+    granted = Approval("bob", "risk", end - timedelta(hours=1))
+    assert granted.valid_at(end) and not granted.valid_at(end - timedelta(hours=2))

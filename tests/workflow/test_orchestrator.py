@@ -8,7 +8,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -321,10 +321,15 @@ def test_a_retry_scheduled_beyond_the_inline_wait_is_left_for_later(world: World
     assert_exactly_once(world.door, orch)
 
 
-def test_a_clock_at_the_end_of_time_is_named_and_nothing_is_written(world: World) -> None:
-    """A lease past the year 9999 cannot be written down: the clock is said to be at fault
-    before anything is stored, and a retry due past it is simply never due."""
-    world.clock.advance(datetime.max.replace(tzinfo=UTC) - T0 - timedelta(seconds=10))
+@pytest.mark.parametrize("zone", [UTC, timezone(-timedelta(hours=5))], ids=["UTC", "UTC-5"])
+def test_a_clock_at_the_end_of_time_is_named_and_nothing_is_written(
+    world: World, zone: timezone
+) -> None:
+    """A lease past the year 9999 (in UTC, where it is stored) cannot be written down: the
+    clock is said to be at fault before anything is stored, and a retry due past it is
+    simply never due."""
+    end = datetime.max.replace(tzinfo=UTC).astimezone(zone)
+    world.clock = FixedClock(end - timedelta(seconds=10))
     with pytest.raises(InvalidInput, match="clock") as caught:
         world.orch().start(FLAKY, request("pub-1"))
     assert caught.value.field == "clock"

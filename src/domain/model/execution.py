@@ -286,6 +286,7 @@ class WorkflowExecution:
             raise InvalidState(f"execution {self.id} is leased by another worker")
         try:
             expires = now + ttl
+            expires.astimezone(UTC)  # stored in UTC: it must end there too
         except OverflowError:  # a clock near the end of time is broken: say so, write nothing
             raise InvalidInput(
                 "clock", f"reads {now.isoformat()}, too late for a lease of {ttl} to end"

@@ -50,7 +50,8 @@ class Approval:
     granted_at: datetime
 
     def valid_at(self, now: datetime) -> bool:
-        return self.granted_at <= now < self.granted_at + APPROVAL_TTL
+        # (Subtracted, not added: an approval granted in the last day there is has no end.)
+        return self.granted_at <= now and now - self.granted_at < APPROVAL_TTL
 
 
 @frozen

@@ -86,13 +86,20 @@ def person_key(name: str) -> str:
     someone other than alice (two people taken for one only ever refuses an approval)."""
     if name.isascii() and name.isalnum():
         return name.casefold()
-    decomposed = unicodedata.normalize("NFKD", name)
-    kept = (c for c in decomposed if unicodedata.category(c) not in _NOT_TELLING)
+    # Folded first, as `casefold` alone compares: a letter with a subscript folds to two.
+    decomposed = unicodedata.normalize("NFKD", name.casefold())
+    kept = (
+        c
+        for c in decomposed
+        if unicodedata.category(c) not in _NOT_TELLING and c not in _BLANK_LETTERS
+    )
     return unicodedata.normalize("NFKC", "".join(kept).casefold())
 
 
 # Marks, format (zero-width, bidi) and control characters, and separators (spaces).
 _NOT_TELLING = frozenset(("Mn", "Me", "Cf", "Cc", "Zs", "Zl", "Zp"))
+# Letters and symbols that show as nothing: the Hangul fillers and the blank braille cell.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def aware(field: str, value: object) -> datetime:

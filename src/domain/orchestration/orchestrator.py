@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from attrs import evolve, frozen
@@ -1255,9 +1255,9 @@ def _depth(value: Any) -> int:
 def _later(now: datetime, delay: timedelta) -> datetime:
     # A retry due past the end of time is never due; a clock that near it fails the next claim.
     try:
-        return now + delay
+        return (now + delay).astimezone(UTC)  # stored in UTC: it must end there too
     except OverflowError:
-        return datetime.max.replace(tzinfo=now.tzinfo)
+        return datetime.max.replace(tzinfo=UTC)
 
 
 def _an_id(execution_id: object) -> None:

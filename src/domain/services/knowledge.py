@@ -7,7 +7,7 @@ owns the commit. Denials are recorded by the gate in a unit of their own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from attrs import frozen
@@ -381,11 +381,12 @@ class KnowledgeService:
 def _listed(field: str, values: object, kind: type[T]) -> tuple[T, ...]:
     """A list of `kind` from a caller: a single id or draft passed bare (a string reads as
     its letters) is refused, naming the field."""
-    if isinstance(values, str | bytes) or not isinstance(values, Sequence):
+    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
         raise InvalidInput(field, f"must be a list, got {type(values).__name__}")
-    for i, value in enumerate(values):
+    listed = tuple(values)  # any collection (a set of ids too), read once
+    for i, value in enumerate(listed):
         if not isinstance(value, kind):
             raise InvalidInput(
                 f"{field}[{i}]", f"must be a {kind.__name__}, got {type(value).__name__}"
             )
-    return tuple(values)
+    return listed
