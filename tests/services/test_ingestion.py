@@ -316,6 +316,7 @@ def test_a_bare_id_or_draft_where_a_list_is_due_is_refused_naming_it(h: Harness)
 
 def test_ids_may_come_in_any_collection(h: Harness) -> None:
     (source,) = h.ingest(draft()).sources
-    analysis = h.analyse({source.id})  # a set, as a caller deduplicating them has it
+    with h.store.unit_of_work() as uow:  # a set, as a caller deduplicating them has it
+        analysis = h.service.generate_analysis(uow, h.runtime, h.enforcement(), {source.id})  # type: ignore[arg-type]
+        uow.commit()
     assert analysis.source_ids == (source.id,)
-

@@ -129,9 +129,9 @@ def test_the_steps_of_a_run_parse_its_input_once_and_keep_nothing_after_it(
     parsed: list[object] = []
     parse = PublicationRequest.parse
 
-    def counting(raw: object) -> PublicationRequest:
+    def counting(raw: object, *, bounded: bool = True) -> PublicationRequest:
         parsed.append(raw)
-        return parse(raw)
+        return parse(raw, bounded=bounded)
 
     monkeypatch.setattr(PublicationRequest, "parse", counting)
 
