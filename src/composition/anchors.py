@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -143,12 +144,18 @@ def write(anchors: Anchors, path: Path) -> None:
         if exc.errno == errno.ELOOP:  # followed loosely, the link itself would be replaced
             raise AnchorFileError(path, "is a loop of symbolic links") from None
     target = Path(os.path.realpath(path))
-    if target.exists() and not target.is_file():
-        # A FIFO or a device (/dev/null) is never replaced by a file.
-        raise AnchorFileError(path, "is not a regular file")
+    mode = 0o644  # readable as any file the command writes, not mkstemp's 0600
+    if target.exists():
+        if not target.is_file():
+            # A FIFO or a device (/dev/null) is never replaced by a file.
+            raise AnchorFileError(path, "is not a regular file")
+        if not os.access(target, os.W_OK):
+            # Replacing it needs only its directory: its own protection is honoured.
+            raise AnchorFileError(path, "is read-only")
+        mode = stat.S_IMODE(target.stat().st_mode)  # kept as it was made
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
-        os.fchmod(handle, 0o644)  # readable as any file the command writes, not mkstemp's 0600
+        os.fchmod(handle, mode)
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
             out.flush()

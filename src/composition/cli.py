@@ -663,7 +663,7 @@ def _describing(
 
 def _after_a_crash(s: Session, app: App, found: Sequence[WorkflowExecution]) -> None:
     """A note when what is shown as unfinished may be a dead process's, not in progress."""
-    if app.unclean_shutdown and any(not x.state.terminal for x in found):
+    if app.unclean_shutdown and any(x.state in RECOVERABLE for x in found):
         s.warn(
             f"note: the last process on this store (pid {app.unclean_shutdown}) died holding"
             f" it: what it left unfinished resumes with `govkernel{s.hint()} recover`"
@@ -850,7 +850,10 @@ def reject(ctx: click.Context, execution_id: str, reason: str) -> None:
 @json_option
 @click.pass_context
 def cancel(ctx: click.Context, execution_id: str, reason: str) -> None:
-    """Cancel an execution; a published capsule is retracted by compensation."""
+    """Cancel an unfinished execution; what it published is retracted by compensation.
+
+    An execution that has ended (succeeded, failed, ...) cannot be cancelled: its
+    publication stands."""
     s = session_of(ctx)
     with s.app(existing=True) as (app, printer):
         printer.mark(app.orchestrator.get(execution_id))
@@ -885,6 +888,15 @@ def conclude(
         s.echo(render.safe(f"succeeded{capsule}"))
         if "artifact_hash" in published:
             s.echo(render.safe(f"  artifact hash  {published['artifact_hash']}"))
+        if published.get("published") is False:
+            # The same content under a publication id used before: nothing new (a title
+            # given now is not the capsule's).
+            s.echo(
+                render.safe(
+                    f"  note           publication {x.input.get('publication_id')} was"
+                    " published already with this content: the capsule stands as it was"
+                )
+            )
         s.suggest(13, ("details", f"executions show {x.id}"))
         return
     if x.state is S.AWAITING_APPROVAL:
@@ -1744,7 +1756,9 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         # (Where a step was running, the orchestrator's note says which.)
         where = "".join(f" {n}" for n in getattr(stop, "__notes__", ()) if isinstance(n, str))
         if isinstance(stop, SystemExit):
-            if "while step " in where:
+            if "was not stored" in where:
+                advice = " (a step that calls sys.exit stops every run of it: fix the step)"
+            elif "while step " in where:
                 advice = (
                     " (a step that calls sys.exit stops every run of it: `govkernel cancel`"
                     " ends its execution)"

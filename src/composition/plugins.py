@@ -190,6 +190,7 @@ def registry_in_code(given: Callable[[KnowledgeService], object]) -> Registry:
     anything a setting's reference may give (a definition, a list or mapping of them);
     anything else, or a name given twice, is a ConfigurationError naming the override.
     What the function raises is left to reach its caller."""
+    _a_function("workflows", given)
 
     def workflows(service: KnowledgeService) -> Mapping[str, WorkflowDefinition]:
         found = _in_code("workflows", given, service)
@@ -213,7 +214,22 @@ def registry_in_code(given: Callable[[KnowledgeService], object]) -> Registry:
 
 def retired_in_code(given: Callable[[KnowledgeService], object]) -> Retired:
     """`Overrides(retired=...)`, checked as `registry_in_code` checks workflows."""
+    _a_function("retired", given)
     return lambda service: _in_code("retired", given, service)
+
+
+def _a_function(key: str, given: object) -> None:
+    if not callable(given) or isinstance(given, WorkflowDefinition):
+        raise ConfigurationError(
+            [
+                Problem(
+                    key,
+                    _IN_CODE % key,
+                    f"is a {type(given).__name__}: give a function of the knowledge service"
+                    f" returning your workflows ({key}=lambda service: [...])",
+                )
+            ]
+        )
 
 
 _IN_CODE = "Overrides(%s=...)"

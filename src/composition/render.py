@@ -20,15 +20,15 @@ from domain.orchestration.definition import WorkflowDefinition
 JSON = dict[str, Any]
 
 # C0, DEL, C1, the Unicode line and paragraph separators (terminals and editors break lines
-# at them), the bidirectional overrides, isolates and marks (they reorder what is shown) and
-# the invisible characters (zero-width spaces and joiners, word joiners, the BOM), which make
-# one name look like another.
+# at them), the bidirectional overrides, isolates and marks (they reorder what is shown), and
+# the word joiners, invisible operators and BOM, which no text needs inside it. (The
+# zero-width joiners and spaces are left: Persian, Indic and Thai text and emoji use them.)
 _UNSAFE = [
     *range(0x00, 0x20),
     *range(0x7F, 0xA0),
     0x061C,
-    0x180E,
-    *range(0x200B, 0x2010),
+    0x200E,
+    0x200F,
     0x2028,
     0x2029,
     *range(0x202A, 0x202F),

@@ -362,6 +362,23 @@ def test_an_output_through_a_link_replaces_the_file_it_names(
     assert path.stat().st_mode & 0o777 == 0o644
 
 
+def test_an_anchor_file_is_replaced_keeping_its_mode_and_never_when_read_only(
+    published: tuple[Cli, str, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from composition import anchors
+
+    _, _, _, path = published
+    taken = anchors.read(path)
+    path.chmod(0o600)  # made private by its owner: kept so
+    anchors.write(taken, path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    before = path.read_bytes()
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)  # as non-root
+    with pytest.raises(anchors.AnchorFileError, match="is read-only"):
+        anchors.write(taken, path)
+    assert path.read_bytes() == before
+
+
 def test_anchors_go_to_stdout_alone_without_an_output_file(fresh: Cli) -> None:
     xid = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
     done = fresh("audit", "anchor")

@@ -621,6 +621,16 @@ def test_recover_after_a_crash_verifies_every_chain(fresh: Cli) -> None:
     assert reported["broken_after_crash_in_other_tenants"] == 0
 
 
+def test_publishing_the_same_content_again_says_nothing_new_was_published(fresh: Cli) -> None:
+    first = fresh("run", "knowledge-publication", str(FRED), "--publication-id", "p-1")
+    assert "published already" not in first.stdout
+    again = fresh(
+        "run", "knowledge-publication", str(FRED), "--publication-id", "p-1", "--title", "Other"
+    )
+    assert "succeeded: capsule cap-" in again.stdout
+    assert "publication p-1 was published already with this content" in again.stdout
+
+
 def test_what_a_crash_left_running_is_shown_with_a_note_until_recovered(fresh: Cli) -> None:
     _crashed_start(fresh, "left-1")
     [xid] = _running(fresh)
@@ -632,6 +642,13 @@ def test_what_a_crash_left_running_is_shown_with_a_note_until_recovered(fresh: C
         assert "what it left unfinished resumes with `govkernel" in note and "recover`" in note
     fresh("recover")
     assert "died holding it" not in fresh("executions", "show", xid).stderr
+    # One waiting for people is not left unfinished by a crash: recover has nothing to do.
+    waiting = fresh.json(
+        "run", "knowledge-publication", str(IMF), "--publication-id", "left-2", "--tier", "Tier1"
+    )
+    assert waiting["state"] == "awaiting_approval"
+    _die_holding(fresh.url)
+    assert "died holding it" not in fresh("executions", "show", waiting["execution_id"]).stderr
 
 
 def test_after_a_crash_every_tenants_chains_are_checked_before_it_is_forgotten(

@@ -210,13 +210,18 @@ def test_an_interrupt_says_what_is_left_to_do(
     assert said in err
 
 
-@pytest.mark.parametrize(
-    "hidden", ["\u200e", "\u200f", "\u061c", "\u200b", "\u200d", "\ufeff", "\u2060", "\u202e"]
-)
+@pytest.mark.parametrize("hidden", ["\u200e", "\u200f", "\u061c", "\ufeff", "\u2060", "\u202e"])
 def test_marks_that_reorder_or_hide_text_are_shown_escaped(hidden: str) -> None:
     """A stored name or reason holding them would look like another on the terminal."""
     shown = render.safe(f"alice{hidden}bob")
     assert shown == f"alice\\u{ord(hidden):04x}bob" and shown.isascii()
+
+
+@pytest.mark.parametrize(
+    "text", ["\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645", "\U0001f468\u200d\U0001f469"]
+)
+def test_joiners_that_text_and_emoji_need_are_shown_as_they_are(text: str) -> None:
+    assert render.safe(text) == text
 
 
 def test_error_messages_are_terminal_safe_one_line_each() -> None:

@@ -102,6 +102,10 @@ quitter = WorkflowDefinition(
 def fails(uow, ctx):
     raise ValueError("declined")
 
+first_quits = WorkflowDefinition(
+    name="first_quits", version="1", metadata=kp.METADATA, steps=(Step("quit", quits),)
+)
+
 undo_quits = WorkflowDefinition(
     name="undo_quits", version="1", metadata=kp.METADATA,
     steps=(Step("reserve", lambda u, c: {}, side_effecting=True), Step("pay", fails)),
@@ -533,6 +537,13 @@ def test_a_step_calling_sys_exit_stops_the_command_saying_where_and_what_ends_it
     assert f"while step quit of execution {xid} ran" in again
     assert gk.json("cancel", xid, env=env)["state"] == "cancelled"
     assert gk.json("recover", env=env)["resumed"] == []
+
+    env = {"GOVKERNEL_WORKFLOWS": f"{module(project)}:first_quits"}
+    stopped = gk("run", "workflow", "first_quits", "--input", "{}", code=1, env=env).stderr
+    assert "(its first: the execution was not stored)" in stopped and "fix the step" in stopped
+    assert "`govkernel cancel`" not in stopped
+    listed = gk.json("executions", "list", "--workflow", "first_quits", env=env)
+    assert listed == []  # nothing of it was stored
 
     env = {"GOVKERNEL_WORKFLOWS": f"{module(project)}:undo_quits"}
     stopped = gk("run", "workflow", "undo_quits", "--input", "{}", code=1, env=env).stderr

@@ -445,13 +445,17 @@ def test_settings_built_in_code_name_their_store(tmp_path: Path) -> None:
         Settings(data_dir="", store_url="memory://")
 
 
-def test_an_embedded_store_url_without_a_path_is_refused_by_the_adapter_too() -> None:
+def test_a_store_url_the_adapter_cannot_use_as_given_is_refused_by_it_too() -> None:
     from adapters.surrealdb import SurrealConfig
 
     for url in ("surrealkv://", "surrealkv:/tmp/x", "file:"):
         with pytest.raises(ValueError, match="needs a directory path"):
             SurrealConfig(url)
     assert SurrealConfig("surrealkv://rel").path == Path("rel")
+    for url in (f"ws://h:1/rpc?password={SECRET}", f"wss://h/rpc#{SECRET}"):
+        with pytest.raises(ValueError, match="takes no query") as refused:
+            SurrealConfig(url)
+        assert SECRET not in str(refused.value)
 
 
 def test_relative_paths_in_a_file_are_relative_to_the_file(tmp_path: Path) -> None:

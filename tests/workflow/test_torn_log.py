@@ -14,6 +14,7 @@ same check catches the engine's prefix: it is what proves the check can fail.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -329,6 +330,31 @@ def test_a_log_removed_while_the_store_is_open_is_not_sealed_over(
     assert (path / "govkernel.seal").read_text().startswith("damaged ")
     (path / "govkernel.seal").unlink()  # as the message says: to go on with what is left
     assert _executions(path) == 0
+
+
+def test_a_log_whose_size_cannot_be_told_for_a_moment_is_not_taken_for_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of file descriptors, say: the seal stays as it was, and is kept up after."""
+    monkeypatch.setattr(LogSeal, "EVERY", 0.0)
+    path = tmp_path / "store"
+    real_iterdir = Path.iterdir
+
+    def busy(directory: Path) -> Any:
+        if directory.name == "clog":
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_iterdir(directory)
+
+    with _open(path, journaled=True) as store:
+        orch = orchestrator(store.unit_of_work, FixedClock(T0))
+        orch.start(WORKFLOW, request("pub-1"))
+        sealed = (path / "govkernel.seal").read_text()
+        with monkeypatch.context() as moment:
+            moment.setattr(Path, "iterdir", busy)
+            orch.start(WORKFLOW, request("pub-2"))
+        assert (path / "govkernel.seal").read_text() == sealed
+    assert (path / "govkernel.seal").read_text() == f"closed {_size(path)}"
+    assert _executions(path) == 2
 
 
 def test_a_store_whose_manifest_alone_was_removed_still_holds_its_work(tmp_path: Path) -> None:

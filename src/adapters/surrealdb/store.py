@@ -56,6 +56,14 @@ class SurrealConfig:
             raise ValueError(
                 f"{self.scheme}:// needs a directory path, e.g. {self.scheme}:///var/lib/store"
             )
+        if self.scheme in REMOTE and ("?" in self.url or "#" in self.url):
+            # The SDK would drop them, or dial them as part of the path: a credential
+            # typed there would be ignored in silence. (The URL is not repeated: it may
+            # hold one.)
+            raise ValueError(
+                f"a server's URL takes no query (`?...`) or fragment (`#...`): connect to"
+                f" {self.server} with username and password instead"
+            )
 
     @property
     def scheme(self) -> str:
@@ -260,6 +268,8 @@ class LogSeal:
         """Refuse the store if the engine, opening it, cut its log below the seal."""
         if self.damaged is None:
             found = _log_bytes(self.directory)
+            if found is None:  # not to be told now: nothing is held to it, nor sealed
+                return
             if self.closed is None or found >= self.closed:
                 self.checked = True
                 return
@@ -297,6 +307,8 @@ class LogSeal:
 
     def _seal(self) -> None:
         found = _log_bytes(self.directory)
+        if found is None:  # its size not to be told now: the last seal stands
+            return
         if self.closed is not None and found < self.closed:
             # Shorter than it was known whole, while open (its files removed under it, say):
             # lowering the seal would hide the loss from the next open, which refuses it.
@@ -332,12 +344,15 @@ def _open_regular(path: Path, flags: int, what: str) -> int:
     return fd
 
 
-def _log_bytes(path: Path) -> int:
-    """The size of the engine's commit log: the segments in the store's `clog` directory."""
+def _log_bytes(path: Path) -> int | None:
+    """The size of the engine's commit log: the segments in the store's `clog` directory
+    (0 with none left); None when it cannot be told (too many open files, a race)."""
     try:
         return sum(f.stat().st_size for f in (path / "clog").iterdir() if f.is_file())
-    except OSError:
+    except (FileNotFoundError, NotADirectoryError):
         return 0
+    except OSError:
+        return None
 
 
 # The embedded engine reads SURREAL_SYNC_DATA once, when this process opens its first

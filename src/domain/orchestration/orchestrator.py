@@ -320,6 +320,9 @@ class Orchestrator:
                 output = _output(step, _lent(step, uow, context))
             except Exception as exc:  # recorded once the start is stored on its own
                 return _FirstStepFailed(step.name, exc)
+            except (KeyboardInterrupt, SystemExit) as stop:
+                stop.add_note("(its first: the execution was not stored)")
+                raise
             now = rt.clock.now()
             execution.checkpoint(step.name, output, at=now, actor=rt.actor)
             if execution.current_step >= len(definition.steps):
