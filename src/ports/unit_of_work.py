@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar
 
@@ -462,12 +462,13 @@ def _comparable(table: str, name: str, kind: fields.Kind, wanted: object) -> Non
 
 def _in_utc(value: Any) -> Any:
     """A filter's instant as stored: in UTC (SurrealDB cannot even parse an offset with
-    seconds in it). One whose UTC reading is past the ends of time stays as it is: it orders
-    alike against every stored instant."""
+    seconds in it). One whose UTC reading is past the ends of time is taken as that end:
+    every stored instant orders against it alike."""
     try:
         return _utc(value)
     except OverflowError:
-        return value
+        late = value.utcoffset() < timedelta(0)  # behind UTC near the last instant there is
+        return (datetime.max if late else datetime.min).replace(tzinfo=UTC)
 
 
 def _known(table: str) -> None:

@@ -987,6 +987,12 @@ class UnitOfWorkContract:
             assert uow.select("knowledge_source", {"acquired_at": Range(above=last)}) == []
             assert uow.executions.recent(now=first + timedelta(seconds=1)) == []
             assert uow.executions.recent(now=at) == []
+            # Instants whose UTC reading is past the ends of time: taken as those ends.
+            behind = timezone(-timedelta(hours=23, minutes=59, seconds=59))
+            ahead = timezone(timedelta(hours=23, minutes=59, seconds=59))
+            beyond = Range(above=first.replace(tzinfo=ahead), below=last.replace(tzinfo=behind))
+            assert len(uow.select("knowledge_source", {"acquired_at": beyond})) == 1
+            assert uow.executions.recent(now=last.replace(tzinfo=behind)) == []
 
     def test_an_instant_past_the_ends_of_time_in_utc_is_refused_and_nothing_is_written(
         self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
