@@ -888,7 +888,7 @@ def conclude(
         s.echo(render.safe(f"succeeded{capsule}"))
         if "artifact_hash" in published:
             s.echo(render.safe(f"  artifact hash  {published['artifact_hash']}"))
-        if published.get("published") is False:
+        if x.workflow_name == kp.NAME and published.get("published") is False:
             # The same content under a publication id used before: nothing new (a title
             # given now is not the capsule's).
             s.echo(
@@ -1756,7 +1756,9 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         # (Where a step was running, the orchestrator's note says which.)
         where = "".join(f" {n}" for n in getattr(stop, "__notes__", ()) if isinstance(n, str))
         if isinstance(stop, SystemExit):
+            unfinished = _unfinished(session)
             if "was not stored" in where:
+                unfinished = "nothing of it was stored"
                 advice = " (a step that calls sys.exit stops every run of it: fix the step)"
             elif "while step " in where:
                 advice = (
@@ -1770,11 +1772,7 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
                 )
             else:
                 advice = ""
-            _error(
-                render.safe(
-                    f"stopped by sys.exit({stop.code!r}){where}; {_unfinished(session)}{advice}"
-                )
-            )
+            _error(render.safe(f"stopped by sys.exit({stop.code!r}){where}; {unfinished}{advice}"))
             return EXIT_FAILED
         stopped = "terminated" if terminated.happened else "interrupted"
         _error(render.safe(f"{stopped}{where}; {_unfinished(session)}"))

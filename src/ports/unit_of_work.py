@@ -15,7 +15,7 @@ import abc
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar, cast
 
 from ports import fields
 from ports.errors import (
@@ -408,39 +408,63 @@ class StoreUnitOfWork(UnitOfWork, Generic[StoreT]):
 
 
 def _matchable(table: str, where: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """`where` without the alternatives no record can hold, or None if nothing can match;
-    instants in UTC, as they are stored. A field the table does not have, or a value no
-    filter compares by, is refused alike by every adapter."""
+    """`where` as stores compare it, or None if no record can match: instants in UTC, and
+    what no stored value can be (text with NUL, an instant or integer past the ends of its
+    kind) matches nothing, or bounds nothing. A field the table does not have, or a value
+    of another kind than its field's, is refused alike by every adapter."""
     out: dict[str, Any] = {}
     known = fields.FIELDS[table]
     for name, wanted in where.items():
         if name not in known:
             raise InvalidRecord(f"{table}: no field {name!r} to select by")
+        kind = known[name].kind
+        if type(wanted) is str and kind in _TEXT:  # the common cases, settled at once
+            if not _storable(wanted):
+                return None
+            out[name] = wanted
+            continue
+        if type(wanted) is AnyOf and kind in _TEXT and all(type(v) is str for v in wanted.values):
+            kept = tuple(v for v in wanted.values if _storable(cast(str, v)))
+            if not kept:
+                return None
+            out[name] = wanted if len(kept) == len(wanted.values) else AnyOf(kept)
+            continue
         if not isinstance(wanted, _FILTERABLE):
             raise ValueError(
                 f"{table}.{name}: a filter compares text, numbers, bools, instants, None,"
                 f" AnyOf or Range, got {type(wanted).__name__}"
             )
-        _comparable(table, name, known[name].kind, wanted)
-        if isinstance(wanted, str) and not _storable(wanted):
-            return None
+        _comparable(table, name, kind, wanted)
         if isinstance(wanted, AnyOf):
             kept = tuple(
-                _in_utc(v) for v in wanted.values if not isinstance(v, str) or _storable(v)
+                form
+                for form in map(_stored_form, wanted.values)
+                if form is not _EARLY and form is not _LATE
             )
             if not kept:
                 return None
             wanted = AnyOf(kept)
         elif isinstance(wanted, Range):
-            # (Compared as instants, the UTC bounds would equal the ones given.)
-            wanted = Range(_in_utc(wanted.above), _in_utc(wanted.below))
+            if any(isinstance(b, str) and not _storable(b) for b in (wanted.above, wanted.below)):
+                raise ValueError(
+                    f"{table}.{name}: a range bound no text can be (NUL, lone surrogate)"
+                )
+            above, below = _stored_form(wanted.above), _stored_form(wanted.below)
+            if above is _LATE or below is _EARLY:
+                return None  # nothing stored is above the last of its kind, nor below the first
+            wanted = Range(None if above is _EARLY else above, None if below is _LATE else below)
         else:
-            wanted = _in_utc(wanted)
+            wanted = _stored_form(wanted)
+            if wanted is _EARLY or wanted is _LATE:
+                return None
         out[name] = wanted
     return out
 
 
 _FILTERABLE = (str, int, float, datetime, type(None), AnyOf, Range)
+_TEXT = frozenset((fields.Kind.STRING, fields.Kind.OPTIONAL_STRING))
+# Past every value a record can hold of its kind, or before every one.
+_LATE, _EARLY = object(), object()
 
 
 def _comparable(table: str, name: str, kind: fields.Kind, wanted: object) -> None:
@@ -460,15 +484,21 @@ def _comparable(table: str, name: str, kind: fields.Kind, wanted: object) -> Non
             )
 
 
-def _in_utc(value: Any) -> Any:
-    """A filter's instant as stored: in UTC (SurrealDB cannot even parse an offset with
-    seconds in it). One whose UTC reading is past the ends of time is taken as that end:
-    every stored instant orders against it alike."""
-    try:
-        return _utc(value)
-    except OverflowError:
-        late = value.utcoffset() < timedelta(0)  # behind UTC near the last instant there is
-        return (datetime.max if late else datetime.min).replace(tzinfo=UTC)
+def _stored_form(value: Any) -> Any:
+    """A filter value as a stored one compares with it: an instant in UTC (SurrealDB cannot
+    even parse an offset with seconds in it); `_LATE` or `_EARLY` for an instant whose UTC
+    reading, or an integer, is past the ends of what a record holds; `_EARLY` also for text
+    no record holds (it matches nothing)."""
+    if isinstance(value, str):
+        return value if _storable(value) else _EARLY
+    if isinstance(value, datetime):
+        try:
+            return _utc(value)
+        except OverflowError:  # behind UTC near the last instant, or ahead near the first
+            return _LATE if value.utcoffset() < timedelta(0) else _EARLY  # type: ignore[operator]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _LATE if value >= 2**63 else _EARLY if value < -(2**63) else value
+    return value
 
 
 def _known(table: str) -> None:

@@ -1187,11 +1187,13 @@ def test_approvals_past_the_most_an_execution_takes_are_refused_not_fatal(
     x = orch.start(WORKFLOW, given, risk_tier=ImpactTier.TIER1)
     for n in range(3):
         assert orch.approve(x.id, approver="bob", role=f"r{n}").state is S.AWAITING_APPROVAL
-    with pytest.raises(InvalidState, match="has 3 approvals already"):
+    with pytest.raises(InvalidState, match="has 3 approvals in force"):
         orch.approve(x.id, approver="bob", role="r3")
     waiting = orch.get(x.id)
     assert waiting.state is S.AWAITING_APPROVAL and len(waiting.approvals) == 3
     assert orch.verify(x.id).ok
+    world.clock.advance(timedelta(hours=25))  # expired approvals count for naught
+    assert orch.approve(x.id, approver="bob", role="r3").state is S.AWAITING_APPROVAL
 
 
 def test_an_execution_stored_under_looser_bounds_still_runs(

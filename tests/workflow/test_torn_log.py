@@ -25,6 +25,7 @@ import pytest
 from adapters.contract import SurrealBackdoor
 from adapters.faults import FaultInjector, FaultPlan
 from adapters.surrealdb import SurrealConfig, SurrealStore, compiler
+from adapters.surrealdb import store as store_module
 from adapters.surrealdb.compiler import EVENTS_COUNTER as COUNTER
 from adapters.surrealdb.store import LogSeal
 from domain.model.lifecycle import ExecutionState
@@ -355,6 +356,15 @@ def test_a_log_whose_size_cannot_be_told_for_a_moment_is_not_taken_for_cut(
         assert (path / "govkernel.seal").read_text() == sealed
     assert (path / "govkernel.seal").read_text() == f"closed {_size(path)}"
     assert _executions(path) == 2
+    with monkeypatch.context() as moment:  # at open, though, a cut would go unseen: refused
+        moment.setattr(Path, "iterdir", busy)
+        with pytest.raises(StorageUnavailable, match=r"Too many open files|cannot tell the size"):
+            _open(path, journaled=True)
+    assert _executions(path) == 2
+    seal = LogSeal(path)  # and the check itself, should only it not tell
+    monkeypatch.setattr(store_module, "_log_bytes", lambda directory: None)
+    with pytest.raises(StorageUnavailable, match="cannot tell the size of the store's log"):
+        seal.check()
 
 
 def test_a_store_whose_manifest_alone_was_removed_still_holds_its_work(tmp_path: Path) -> None:

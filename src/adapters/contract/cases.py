@@ -987,12 +987,53 @@ class UnitOfWorkContract:
             assert uow.select("knowledge_source", {"acquired_at": Range(above=last)}) == []
             assert uow.executions.recent(now=first + timedelta(seconds=1)) == []
             assert uow.executions.recent(now=at) == []
-            # Instants whose UTC reading is past the ends of time: taken as those ends.
             behind = timezone(-timedelta(hours=23, minutes=59, seconds=59))
-            ahead = timezone(timedelta(hours=23, minutes=59, seconds=59))
-            beyond = Range(above=first.replace(tzinfo=ahead), below=last.replace(tzinfo=behind))
-            assert len(uow.select("knowledge_source", {"acquired_at": beyond})) == 1
             assert uow.executions.recent(now=last.replace(tzinfo=behind)) == []
+
+    def test_instants_and_integers_past_the_ends_of_their_kind_bound_nothing_and_match_nothing(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """Records at the very first and last instants there are; filters by instants whose
+        UTC reading is past them, or by integers past 64 bits, answer as those values would,
+        alike on every adapter (SurrealDB could not even decode them)."""
+        first = datetime.min.replace(tzinfo=UTC)
+        last = datetime.max.replace(tzinfo=UTC)
+        behind = timezone(-timedelta(hours=23, minutes=59, seconds=59))
+        ahead = timezone(timedelta(hours=23, minutes=59, seconds=59))
+        past_last, before_first = last.replace(tzinfo=behind), first.replace(tzinfo=ahead)
+        early = evolve(samples.source(), acquired_at=first)
+        late = evolve(samples.source(), acquired_at=last)
+        with uow_factory() as uow:
+            uow.sources.add(early)
+            uow.sources.add(late)
+            uow.commit()
+
+        def found(where: Any) -> set[str]:
+            with uow_factory() as uow:
+                return {k for k, _ in uow.select("knowledge_source", {"acquired_at": where})}
+
+        assert found(past_last) == found(before_first) == set()
+        assert found(AnyOf((past_last, last))) == {late.id}
+        assert found(Range(below=past_last)) == found(Range(above=before_first))
+        assert found(Range(below=past_last)) == {early.id, late.id}
+        assert found(Range(above=past_last)) == found(Range(below=before_first)) == set()
+        assert found(Range()) == {early.id, late.id}
+        with uow_factory() as uow:
+            for where in ({"version": 2**70}, {"version": AnyOf((2**70,))}):
+                assert uow.select("knowledge_source", where) == []
+            assert len(uow.select("knowledge_source", {"version": Range(below=2**70)})) == 2
+            assert uow.select("knowledge_source", {"version": Range(above=2**64)}) == []
+            with pytest.raises(ValueError, match="range bound no text can be"):
+                uow.select("knowledge_source", {"tenant": Range(above="\x00")})
+
+    def test_an_empty_range_finds_every_record_holding_the_field(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        capsule = samples.capsule()
+        committed(uow_factory, lambda uow: uow.capsules.add(capsule))
+        with uow_factory() as uow:
+            assert uow.select("capsule", {"retracted_at": Range()}) == []  # not retracted
+            assert len(uow.select("capsule", {"published_at": Range()})) == 1
 
     def test_an_instant_past_the_ends_of_time_in_utc_is_refused_and_nothing_is_written(
         self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor

@@ -268,8 +268,11 @@ class LogSeal:
         """Refuse the store if the engine, opening it, cut its log below the seal."""
         if self.damaged is None:
             found = _log_bytes(self.directory)
-            if found is None:  # not to be told now: nothing is held to it, nor sealed
-                return
+            if found is None:  # a cut at open would go unseen, and later writes hide it
+                raise StorageUnavailable(
+                    f"cannot tell the size of the store's log at {self.directory} (too many"
+                    " open files?): not opened unchecked; try again"
+                )
             if self.closed is None or found >= self.closed:
                 self.checked = True
                 return
@@ -348,10 +351,14 @@ def _log_bytes(path: Path) -> int | None:
     """The size of the engine's commit log: the segments in the store's `clog` directory
     (0 with none left); None when it cannot be told (too many open files, a race)."""
     try:
-        return sum(f.stat().st_size for f in (path / "clog").iterdir() if f.is_file())
-    except (FileNotFoundError, NotADirectoryError):
+        segments = list((path / "clog").iterdir())
+    except (FileNotFoundError, NotADirectoryError):  # no log left at all
         return 0
     except OSError:
+        return None
+    try:
+        return sum(f.stat().st_size for f in segments if f.is_file())
+    except OSError:  # a segment gone between listing and reading it: not to be told now
         return None
 
 
@@ -810,7 +817,7 @@ class SurrealStore:
                         params[key] = _plus(bound, widened)
                         exact.append(f"{field} {op} ${key}x")
                         params[f"{key}x"] = bound
-                if value.below is not None and value.above is None:
+                if value.above is None:
                     clauses.append(f"{field} != NONE")  # NONE sorts below all: no range has it
             else:
                 clauses.append(f"{field} = $w{n}")

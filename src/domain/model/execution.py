@@ -341,10 +341,11 @@ class WorkflowExecution:
                 f" as {approval.role!r}"
             )
         kept = tuple(a for a in self.approvals if a not in earlier)
-        if len(kept) >= MAX_APPROVALS:
+        live = sum(a.valid_at(approval.granted_at) for a in kept)  # expired ones count for naught
+        if live >= MAX_APPROVALS:
             # Refused here, as a command: every decision of the run records its approvals.
             raise InvalidState(
-                f"execution {self.id} has {len(kept)} approvals already, the most it takes"
+                f"execution {self.id} has {live} approvals in force, the most it takes"
             )
         # An approval that has expired is renewed, not kept beside its renewal.
         self.approvals = (*kept, approval)
