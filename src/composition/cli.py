@@ -545,8 +545,11 @@ def run_workflow(
         raise click.UsageError("give --input or --input-file, not both")
     if input_file is not None and _a_device(input_file):
         # /dev/zero would be read to the bound (a quarter of a gigabyte) before it is refused.
+        what = "standard input is" if input_file.name == "<stdin>" else "is"
         raise click.BadParameter(
-            "is a device: give a file, a pipe or standard input", param_hint="--input-file"
+            f"{what} a device (such as /dev/null): give a file, a pipe, or standard input"
+            " redirected from a file",
+            param_hint="--input-file",
         )
     if input_file is not None and _regular_size(input_file) > MAX_INPUT_CHARS:
         # A file is sized before it is read (a stream is read up to the bound).
@@ -564,6 +567,8 @@ def run_workflow(
             f"is over {MAX_INPUT_CHARS:,} characters", param_hint="--input-file/--input"
         )
     where = "--input-file" if input_file is not None else "--input"
+    if given is not None and given.startswith("\ufeff"):  # a byte-order mark, as editors save
+        given = given[1:]
     if given is not None and not given.strip():
         raise click.BadParameter("is empty: give a JSON object, such as {}", param_hint=where)
     workflow_input = {} if given is None else _json_object(where, given)
@@ -636,6 +641,8 @@ def _describing(
     app: App,
     found: Sequence[WorkflowExecution],
     shapes: Mapping[str, Any] | None = None,
+    *,
+    unregistered_note: bool = True,
 ) -> Callable[[WorkflowExecution], WorkflowDefinition | None]:
     """The definition each of `found` is described by (its step count, its step's name):
     the one that started it, unless that version's steps changed since, which a note on
@@ -656,6 +663,18 @@ def _describing(
                 f" started with other steps than {first.workflow_name} version"
                 f" {first.workflow_version} as registered here has: shown without their step;"
                 " commands refuse to drive them until that version's own steps are registered"
+            )
+        )
+    unknown = [x for x in found if _definition(app, x) is None] if unregistered_note else []
+    if unknown:
+        first = unknown[0]
+        s.warn(
+            render.safe(
+                f"note: {len(unknown)} execution{'s' * (len(unknown) != 1)} ({first.id} first)"
+                f" run{'s' * (len(unknown) == 1)} a workflow not registered here"
+                f" ({first.workflow_name} version {first.workflow_version} first): shown"
+                " without their steps; name the module that has it in GOVKERNEL_WORKFLOWS"
+                " (an earlier version in GOVKERNEL_RETIRED_WORKFLOWS)"
             )
         )
     return lambda x: None if x.id in changed else _definition(app, x)
@@ -1460,7 +1479,7 @@ def recover(ctx: click.Context) -> None:
             s.echo("nothing to recover")
         for xid in unreadable:
             s.echo(render.safe(f"  found {xid}  (its record does not read back)"))
-        described = _describing(s, app, candidates)
+        described = _describing(s, app, candidates, unregistered_note=False)  # it says why
         for x in candidates:
             printer.mark(x)
             definition = described(x)
@@ -1594,8 +1613,8 @@ def events(ctx: click.Context, after: int, limit: int) -> None:
             s.echo(f"no events after position {after}")
         else:
             s.echo(render.events_table(found))
-            if len(found) == limit:
-                s.suggest(4, ("more", f"events --after {found[-1].position}"))
+        if found and len(found) == limit:  # on stderr beside --json
+            s.suggest(4, ("more", f"events --after {found[-1].position}"))
         if gap is not None:
             raise Failed(str(gap), EXIT_FAILED)
         broken = [e for e in found if not e.intact]

@@ -434,6 +434,13 @@ def test_a_removed_event_is_reported_not_silently_skipped(fresh: Cli, removed: s
     assert [e["position"] for e in shown] == list(range(1, position))
 
 
+def test_the_next_page_of_events_is_hinted_on_stderr_beside_json(fresh: Cli) -> None:
+    fresh("run", "knowledge-publication", str(FRED))
+    done = fresh("--json", "events", "--limit", "2")
+    assert len(json.loads(done.stdout)) == 2  # stdout holds the JSON alone
+    assert "govkernel" in done.stderr and "events --after 2" in done.stderr
+
+
 def test_an_unreadable_event_is_reported_after_the_events_before_it(fresh: Cli) -> None:
     fresh("run", "knowledge-publication", str(FRED))
     with SurrealStore(SurrealConfig(fresh.url)) as store:

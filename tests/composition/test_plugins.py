@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from domain.model.lifecycle import ExecutionState
 from domain.orchestration.definition import Step, WorkflowDefinition
 from domain.orchestration.orchestrator import Orchestrator
 from domain.workflows import knowledge_publication as kp
-from tests.composition.test_cli import FRED, Cli
+from tests.composition.test_cli import FRED, Cli, clean_env
 from tests.workflow.harness import request
 
 # A module of a service's own, as a project would keep it beside its configuration.
@@ -452,8 +453,34 @@ def test_an_input_file_that_is_a_device_is_refused_unread(
 ) -> None:
     gk, env = cli
     gk("run", "workflow", "payout", "--input-file", "/dev/zero", code=2, env=env)
-    assert "is a device: give a file, a pipe or standard input" in gk.stderr
+    assert "is a device (such as /dev/null): give a file, a pipe, or standard" in gk.stderr
     assert not gk.store.exists()
+    with open(os.devnull, "rb") as nothing:  # standard input that is a device is said to be
+        done = subprocess.run(
+            [
+                *(sys.executable, "-m", "composition.cli", "--store", gk.url, "run"),
+                "workflow",
+                "payout",
+                "--input-file",
+                "-",
+            ],
+            stdin=nothing,
+            env=clean_env(**env),
+            cwd=gk.cwd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2 and "standard input is a device" in done.stderr
+
+
+def test_an_input_file_with_a_byte_order_mark_is_read_as_without(
+    cli: tuple[Cli, dict[str, str]], project: Path
+) -> None:
+    gk, env = cli
+    (project / "bom.json").write_bytes(b'\xef\xbb\xbf{"amount": 3}')
+    ran = gk.json("run", "workflow", "payout", "--input-file", "bom.json", env=env)
+    assert ran["step_outputs"]["reserve"] == {"reserved": 3}
 
 
 def test_an_input_file_that_is_a_named_pipe_nobody_writes_to_is_refused_not_waited_on(
@@ -503,6 +530,18 @@ def _stored_not_run(
     settings = load_settings({"GOVKERNEL_STORE": gk.url} | env, cwd=project)
     with build_app(settings) as app:
         return app.orchestrator.start(workflow, given, run=False)
+
+
+def test_listing_a_workflow_not_registered_here_says_why_its_steps_are_not_shown(
+    cli: tuple[Cli, dict[str, str]], project: Path
+) -> None:
+    gk, env = cli
+    started = _stored_not_run(gk, env, project, "payout", {"amount": 3})
+    for command in (("executions", "list"), ("executions", "show", started.id)):
+        note = gk(*command).stderr  # without the setting that names it
+        assert "runs a workflow not registered here (payout version 1 first)" in note
+        assert "GOVKERNEL_WORKFLOWS" in note
+        assert "not registered" not in gk(*command, env=env).stderr
 
 
 def test_recover_resumes_your_workflow_only_when_the_setting_names_it(

@@ -11,7 +11,7 @@ from attrs import evolve
 from domain.model.environment import Environment
 from domain.model.errors import InvalidInput
 from domain.model.runtime import RuntimeContext
-from domain.model.validation import actor_name, identifier, same_person
+from domain.model.validation import actor_name, identifier, same_person, text
 from ports.clock import FixedClock, SequentialIds
 
 
@@ -65,3 +65,17 @@ def test_a_runtime_context_built_by_hand_is_held_to_the_settings_rules(
     with pytest.raises(InvalidInput) as refused:
         evolve(good, **{field: value})  # type: ignore[arg-type]
     assert refused.value.field == field
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\u200b", " \u2060\ufeff ", "\u3000"])
+def test_text_that_shows_nothing_is_empty(blank: str) -> None:
+    """A reason of a zero-width space reads as none in the audit trail."""
+    with pytest.raises(InvalidInput, match="must not be empty"):
+        text("reason", blank, max_len=100, single_line=True)
+    assert text("reason", "\u200bwhy", max_len=100, single_line=True) == "\u200bwhy"
+
+
+def test_bytes_that_are_not_utf8_are_said_to_be() -> None:
+    given = b"\xff\xfe".decode("utf-8", "surrogateescape")  # as a command-line argument
+    with pytest.raises(InvalidInput, match="no bytes that are not UTF-8"):
+        text("title", given, max_len=100)

@@ -22,7 +22,8 @@ def text(
     values shown in audit trails, where they could forge a line or drive a terminal."""
     if not isinstance(value, str):
         raise InvalidInput(field, f"must be a string, got {type(value).__name__}")
-    if not allow_empty and not value.strip():
+    # A one-line label (a reason) of invisible characters alone reads as none in a trail.
+    if not allow_empty and not (_visible(value) if single_line else value.strip()):
         raise InvalidInput(field, "must not be empty")
     if len(value) > max_len:
         raise InvalidInput(field, f"must be at most {max_len} characters, got {len(value)}")
@@ -34,10 +35,20 @@ def text(
         value.encode("utf-8")
     except UnicodeEncodeError:
         # Lone surrogates: not Unicode text, cannot be hashed (UTF-8) nor stored by SurrealDB.
-        raise InvalidInput(field, "must be valid Unicode (no lone surrogates)") from None
+        # (A command-line argument holding bytes that are no UTF-8 arrives as them too.)
+        raise InvalidInput(
+            field, "must be valid Unicode text (no lone surrogates, no bytes that are not UTF-8)"
+        ) from None
     if single_line and any(unicodedata.category(c) == "Cc" or c in _LINE_BREAKS for c in value):
         raise InvalidInput(field, "must be one line without control characters")
     return value
+
+
+def _visible(value: str) -> bool:
+    """Whether the text shows anything: not only spaces and invisible format characters."""
+    if value.isascii():
+        return bool(value.strip())
+    return any(not c.isspace() and unicodedata.category(c) != "Cf" for c in value)
 
 
 def one_line(value: str) -> str:
