@@ -219,7 +219,7 @@ def retired_in_code(given: Callable[[KnowledgeService], object]) -> Retired:
 
 
 def _a_function(key: str, given: object) -> None:
-    if not callable(given) or isinstance(given, WorkflowDefinition):
+    if not callable(given):
         raise ConfigurationError(
             [
                 Problem(

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from typing import Any, TypeVar
 
 from domain.model.errors import InvalidInput
+
+T = TypeVar("T")
 
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}\Z")
 # People and roles: what GOVKERNEL_ACTOR accepts. No spaces, look-alike invisible characters
@@ -117,3 +121,22 @@ def aware(field: str, value: object) -> datetime:
     if not isinstance(value, datetime) or value.tzinfo is None:
         raise InvalidInput(field, "must be a timezone-aware datetime")
     return value
+
+
+def listed(field: str, values: object, check: Callable[[str, Any], T]) -> tuple[T, ...]:
+    """A list from a caller, each item checked as `field[i]`: a single value passed bare (a
+    string would read as its letters) is refused. Any collection is taken (a set of ids)."""
+    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
+        raise InvalidInput(field, f"must be a list, got {type(values).__name__}")
+    return tuple(check(f"{field}[{i}]", value) for i, value in enumerate(values))
+
+
+def instance_of(kind: type[T]) -> Callable[[str, Any], T]:
+    """A `listed` check that each item is a `kind`."""
+
+    def check(field: str, value: Any) -> T:
+        if not isinstance(value, kind):
+            raise InvalidInput(field, f"must be a {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    return check

@@ -368,10 +368,7 @@ class Orchestrator:
         with self._uow_factory() as uow:
             taken = uow.executions.tenant_of(execution_id) is not None
         if taken:
-            raise InvalidState(
-                f"execution id {execution_id} was taken already: the id generator repeats ids"
-                " (one restarted?)"
-            )
+            raise _repeated(execution_id)
 
     def run(self, execution_id: str, *, ignore_leases: bool = False) -> WorkflowExecution:
         """Drive an execution until it ends, waits for approval, or another worker owns it.
@@ -1163,11 +1160,15 @@ def _not_ours_twice(
     was lost; but one of its id refused as a duplicate was stored before, by an id generator
     that repeats ids (one restarted): it is another request's, whatever its input."""
     if isinstance(error, DuplicateRecord) and found.id == ours.id:
-        raise InvalidState(
-            f"execution id {ours.id} was taken already: the id generator repeats ids"
-            " (one restarted?)"
-        )
+        raise _repeated(ours.id)
     return found
+
+
+def _repeated(execution_id: str) -> InvalidState:
+    return InvalidState(
+        f"execution id {execution_id} was taken already: the id generator repeats ids"
+        " (one restarted?)"
+    )
 
 
 def _lent(step: Step, uow: UnitOfWork, context: StepContext, what: str = "step") -> Any:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
 
 from domain.model.errors import InvalidInput, PolicyDenied
 from domain.model.evidence import EvidenceManifest, canonical_json
@@ -19,11 +18,9 @@ from domain.model.policy import (
     evaluate,
 )
 from domain.model.runtime import RuntimeContext
-from domain.model.validation import actor_name, aware, text
+from domain.model.validation import actor_name, aware, listed, text
 from ports.errors import CommitOutcomeUnknown, DuplicateRecord, StorageUnavailable
 from ports.unit_of_work import UnitOfWorkFactory
-
-T = TypeVar("T")
 
 
 class ApprovalRequired(PolicyDenied):
@@ -48,21 +45,15 @@ def enforcement_context(
         tenant=runtime.tenant,
         environment=runtime.environment,
         impact_tier=tier,
-        roles=_listed("roles", roles, actor_name),
-        policy_refs=_listed("policy_refs", policy_refs, _policy_ref),
-        required_approver_roles=_listed("required_roles", required_roles, actor_name),
-        approvals=_listed("approvals", approvals, _approval),
+        # Not bounded in number here: steps rebuild the context from what their execution
+        # stored, perhaps under looser bounds. Inputs are bounded where they enter (a
+        # workflow's input, an approval command).
+        roles=listed("roles", roles, actor_name),
+        policy_refs=listed("policy_refs", policy_refs, _policy_ref),
+        required_approver_roles=listed("required_roles", required_roles, actor_name),
+        approvals=listed("approvals", approvals, _approval),
         change_freeze=runtime.change_freeze,
     )
-
-
-def _listed(field: str, values: object, check: Callable[[str, Any], T]) -> tuple[T, ...]:
-    # Not bounded in number here: steps rebuild the context from what their execution
-    # stored, perhaps under looser bounds. Inputs are bounded where they enter (a workflow's
-    # input, an approval command).
-    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
-        raise InvalidInput(field, f"must be a list, got {type(values).__name__}")
-    return tuple(check(f"{field}[{i}]", value) for i, value in enumerate(values))
 
 
 def _policy_ref(field: str, value: object) -> str:

@@ -7,8 +7,7 @@ owns the commit. Denials are recorded by the gate in a unit of their own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TypeVar
+from collections.abc import Sequence
 
 from attrs import frozen
 
@@ -21,12 +20,11 @@ from domain.model.evidence import EventEnvelope, EventType, EvidenceManifest
 from domain.model.knowledge import Classification, KnowledgeSource, SourceDraft
 from domain.model.policy import Action, EnforcementContext, GuardedMutation, PolicyDecision
 from domain.model.runtime import RuntimeContext
-from domain.model.validation import identifier, text
+from domain.model.validation import identifier, instance_of, listed, text
 from domain.services.governance import Gate, evidence_for
 from ports.unit_of_work import UnitOfWork
 
 WORKFLOW = "knowledge_publication"
-T = TypeVar("T")
 MAX_BATCH = 100
 
 
@@ -59,7 +57,7 @@ class KnowledgeService:
         enforcement: EnforcementContext,
         drafts: Sequence[SourceDraft],
     ) -> IngestResult:
-        drafts = _listed("sources", drafts, SourceDraft)
+        drafts = listed("sources", drafts, instance_of(SourceDraft))
         if not drafts:
             raise InvalidInput("sources", "at least one source is required")
         if len(drafts) > MAX_BATCH:
@@ -202,8 +200,8 @@ class KnowledgeService:
         title = text("title", title, max_len=500)
         sources = self._sources(uow, source_ids)
         analyses: list[Analysis] = []
-        evidence_ids = _listed("evidence_ids", evidence_ids, str)
-        for analysis_id in _listed("analysis_ids", analysis_ids, str):
+        evidence_ids = listed("evidence_ids", evidence_ids, instance_of(str))
+        for analysis_id in listed("analysis_ids", analysis_ids, instance_of(str)):
             found = uow.analyses.get(analysis_id)
             if found is None:
                 raise UnknownReference("analysis", analysis_id)
@@ -312,7 +310,7 @@ class KnowledgeService:
     # -- shared ------------------------------------------------------------------------------
 
     def _sources(self, uow: UnitOfWork, source_ids: Sequence[str]) -> list[KnowledgeSource]:
-        source_ids = _listed("source_ids", source_ids, str)
+        source_ids = listed("source_ids", source_ids, instance_of(str))
         if not source_ids:
             raise InvalidInput("source_ids", "at least one source is required")
         wanted = list(dict.fromkeys(source_ids))
@@ -376,17 +374,3 @@ class KnowledgeService:
             ).sealed()
         )
         return manifest
-
-
-def _listed(field: str, values: object, kind: type[T]) -> tuple[T, ...]:
-    """A list of `kind` from a caller: a single id or draft passed bare (a string reads as
-    its letters) is refused, naming the field."""
-    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
-        raise InvalidInput(field, f"must be a list, got {type(values).__name__}")
-    listed = tuple(values)  # any collection (a set of ids too), read once
-    for i, value in enumerate(listed):
-        if not isinstance(value, kind):
-            raise InvalidInput(
-                f"{field}[{i}]", f"must be a {kind.__name__}, got {type(value).__name__}"
-            )
-    return listed
