@@ -30,6 +30,7 @@ from attrs import define, field
 import composition
 from adapters.memory import MemoryStore
 from adapters.surrealdb import SurrealConfig
+from adapters.surrealdb.wire import deferring
 from composition import anchors, files, queries, render, strict_json
 from composition.container import App, Overrides, build_app, would_make
 from composition.documents import DocumentError, SourceFile, publication_request, read_source
@@ -812,7 +813,8 @@ def default_title(sources: Sequence[SourceFile]) -> str:
     metavar="NAME",
     callback=not_blank,
     help="Who approves [default: the acting identity, GOVKERNEL_ACTOR]. The policy refuses"
-    " self-approval: the actor who started the execution cannot approve it.",
+    " self-approval: the actor who started the execution can neither approve it nor record"
+    " anyone's approval of it.",
 )
 @json_option
 @click.pass_context
@@ -825,12 +827,19 @@ def approve(ctx: click.Context, execution_id: str, role: str, approver: str | No
     s = session_of(ctx)
     with s.app(existing=True) as (app, printer):
         execution = app.orchestrator.get(execution_id)
-        approver = app.settings.actor if approver is None else approver
+        actor, approver = app.settings.actor, approver or app.settings.actor
         if same_person(approver, execution.requested_by):
             raise Failed(
                 f"{approver!r} started execution {execution_id} and cannot approve it"
-                " (separation of duties); approve as someone else with --approver NAME",
+                " (separation of duties)",
                 EXIT_FAILED,  # a refusal by policy, as a denial is
+            )
+        if same_person(actor, execution.requested_by):
+            raise Failed(
+                f"{actor!r} started execution {execution_id} and cannot record an approval"
+                f" of it, by {approver!r} or anyone (separation of duties): the approver runs"
+                " the command (GOVKERNEL_ACTOR)",
+                EXIT_FAILED,
             )
         printer.mark(execution)
         result = app.orchestrator.approve(execution_id, approver=approver, role=role)
@@ -1818,8 +1827,13 @@ class _Sigterm:
     def __init__(self) -> None:
         self.happened = False
         self._before: Any = None
+        self._before_int: Any = None
         if threading.current_thread() is threading.main_thread():
-            self._before = signal.signal(signal.SIGTERM, self._stop)
+            # Both held while a request is inside the engine's codec (wire.deferring).
+            self._before = signal.signal(signal.SIGTERM, deferring(self._stop))
+            interrupt = signal.getsignal(signal.SIGINT)
+            if callable(interrupt):  # not when ignored (started in the background)
+                self._before_int = signal.signal(signal.SIGINT, deferring(interrupt))
 
     def _stop(self, signum: int, frame: object) -> None:
         self.happened = True
@@ -1828,6 +1842,8 @@ class _Sigterm:
     def restore(self) -> None:
         if self._before is not None:
             signal.signal(signal.SIGTERM, self._before)
+        if self._before_int is not None:
+            signal.signal(signal.SIGINT, self._before_int)
 
 
 def _unfinished(session: Session) -> str:

@@ -185,7 +185,14 @@ def test_tier1_awaits_approval_then_another_approver_approves(gk: Cli) -> None:
     own = gk("approve", xid, "--role", "reviewer", code=1)  # the requester may not approve
     assert "separation of duties" in own.stderr and own.stderr.count("\n") == 1
 
-    approved = gk.json("approve", xid, "--role", "reviewer", "--approver", "alice")
+    # Nor record another's: naming someone else would approve it all the same.
+    relayed = gk("approve", xid, "--role", "reviewer", "--approver", "alice", code=1)
+    assert "'operator' started execution" in relayed.stderr
+    assert "cannot record an approval of it, by 'alice'" in relayed.stderr
+    assert gk.json("executions", "show", xid)["state"] == "awaiting_approval"
+
+    alice = {"GOVKERNEL_ACTOR": "alice"}
+    approved = gk.json("approve", xid, "--role", "reviewer", env=alice)
     assert approved["state"] == "succeeded"
     assert [(a["approver"], a["role"]) for a in approved["approvals"]] == [("alice", "reviewer")]
     # With --json the transitions still show, on stderr.
@@ -210,11 +217,12 @@ def test_tier2_needs_two_distinct_approvers(gk: Cli) -> None:
     )
     assert other["execution_id"] == xid and "different request" in gk.stderr
     assert (other["reused"], other["request_differs"]) == (True, True)
-    first = gk.json("approve", xid, "--role", "risk", "--approver", "alice")
+    clerk = {"GOVKERNEL_ACTOR": "clerk"}  # someone else may record an approver's approval
+    first = gk.json("approve", xid, "--role", "risk", "--approver", "alice", env=clerk)
     assert first["state"] == "awaiting_approval"
-    again = gk("approve", xid, "--role", "RISK", "--approver", "Alice", code=1)  # a refusal
-    assert "has already approved" in again.stderr
-    second = gk.json("approve", xid, "--role", "compliance", "--approver", "bob")
+    again = gk("approve", xid, "--role", "RISK", "--approver", "Alice", code=1, env=clerk)
+    assert "has already approved" in again.stderr  # a refusal
+    second = gk.json("approve", xid, "--role", "compliance", env={"GOVKERNEL_ACTOR": "bob"})
     assert second["state"] == "succeeded"
 
 

@@ -737,7 +737,8 @@ def test_an_old_versions_executions_are_finished_beside_the_new_one(
     v1, v2 = {"GOVKERNEL_WORKFLOWS": "gated_v1:gated"}, {"GOVKERNEL_WORKFLOWS": "gated_v2:gated"}
     waiting = gk.json("run", "workflow", "gated", "--input", "{}", env=v1)
     assert waiting["state"] == "awaiting_approval"
-    gk("approve", waiting["execution_id"], "--approver", "bob", "--role", "r", code=1, env=v2)
+    bob = {"GOVKERNEL_ACTOR": "bob"}
+    gk("approve", waiting["execution_id"], "--role", "r", code=1, env=v2 | bob)
     assert "started by gated version 1" in gk.stderr and "runs version 2" in gk.stderr
     assert "GOVKERNEL_RETIRED_WORKFLOWS" in gk.stderr  # what to do about it
     # Retired alone (no current version), a known key still shows its execution.
@@ -757,7 +758,7 @@ def test_an_old_versions_executions_are_finished_beside_the_new_one(
     ]
     assert "1 (retired)" in gk("workflows", env=both).stdout
     assert gk.json("executions", "show", waiting["execution_id"], env=both)["step"] == "ask"
-    done = gk.json("approve", waiting["execution_id"], "--approver", "bob", "--role", "r", env=both)
+    done = gk.json("approve", waiting["execution_id"], "--role", "r", env=both | bob)
     assert done["state"] == "succeeded" and list(done["step_outputs"]) == ["ask", "pay"]
     assert gk.json("recover", env=both)["failed"] == []
     # One version has one definition: not another as retired.

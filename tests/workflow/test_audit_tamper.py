@@ -219,7 +219,7 @@ def test_a_blanked_requester_is_detected_and_blocks_approval(ran: Ran) -> None:
     ran.door.edit_execution(waiting.id, {"requested_by": ""})
     assert not ran.orch.verify(waiting.id).ok
     with pytest.raises(CorruptRecord, match=r"not acted on: .* as requester"):
-        ran.orch.approve(waiting.id, approver="operator", role="reviewer")
+        ran.orch.acting_as("operator").approve(waiting.id, role="reviewer")
 
 
 @pytest.mark.parametrize("forgery", ["time", "cancel-reason"])
@@ -227,7 +227,7 @@ def test_an_approval_is_only_the_entry_that_resumed_the_wait_at_its_time(
     ran: Ran, forgery: str
 ) -> None:
     x = ran.orch.start(WORKFLOW, request("pub-3"), risk_tier=ImpactTier.TIER2)
-    x = ran.orch.approve(x.id, approver="alice", role="reviewer")
+    x = ran.orch.acting_as("alice").approve(x.id, role="reviewer")
     assert ran.orch.verify(x.id).ok
     (approval,) = x.approvals
     if forgery == "time":  # an expired approval made to look fresh
@@ -375,7 +375,7 @@ def test_a_trail_written_before_pins_still_verifies(ran: Ran) -> None:
 
 def test_a_removed_approval_is_detected(ran: Ran) -> None:
     x = ran.orch.start(WORKFLOW, request("pub-5"), risk_tier=ImpactTier.TIER1)
-    x = ran.orch.approve(x.id, approver="alice", role="reviewer")
+    x = ran.orch.acting_as("alice").approve(x.id, role="reviewer")
     assert x.state.value == "succeeded" and ran.orch.verify(x.id).ok
     ran.door.edit_execution(x.id, {"approvals_json": "[]"})
     report = ran.orch.verify(x.id)
@@ -418,7 +418,7 @@ def test_a_lowered_risk_tier_is_not_approved_through(ran: Ran) -> None:
     waiting = ran.orch.start(WORKFLOW, request("pub-tier"), risk_tier=ImpactTier.TIER2)
     ran.door.edit_execution(waiting.id, {"metadata_json": _lowered_tier(ran, waiting.id)})
     with pytest.raises(CorruptRecord, match=r"not acted on: .*metadata"):
-        _fresh_orchestrator(ran).approve(waiting.id, approver="bob", role="reviewer")
+        _fresh_orchestrator(ran).acting_as("bob").approve(waiting.id, role="reviewer")
     assert ran.door.table("execution")[waiting.id]["state"] == "awaiting_approval"
 
 
@@ -429,7 +429,7 @@ def test_a_forged_step_output_is_not_acted_on(ran: Ran) -> None:
     ran.door.edit_execution(waiting.id, {"outputs_json": json.dumps(outputs)})
     worker = _fresh_orchestrator(ran)
     commands: list[Callable[[], object]] = [
-        lambda: worker.approve(waiting.id, approver="bob", role="reviewer"),
+        lambda: worker.acting_as("bob").approve(waiting.id, role="reviewer"),
         lambda: worker.reject(waiting.id, reason="no"),
         lambda: worker.cancel(waiting.id),
     ]
@@ -441,7 +441,7 @@ def test_a_forged_step_output_is_not_acted_on(ran: Ran) -> None:
 
 def test_an_intact_execution_read_from_storage_is_acted_on(ran: Ran) -> None:
     waiting = ran.orch.start(WORKFLOW, request("pub-fine"), risk_tier=ImpactTier.TIER1)
-    done = _fresh_orchestrator(ran).approve(waiting.id, approver="bob", role="reviewer")
+    done = _fresh_orchestrator(ran).acting_as("bob").approve(waiting.id, role="reviewer")
     assert done.state.value == "succeeded" and ran.orch.verify(done.id).ok
 
 

@@ -474,11 +474,11 @@ def test_tier1_waits_for_one_approval_by_someone_else(world: World) -> None:
 
     # The requesting actor cannot approve their own mutation: refused, nothing recorded.
     with pytest.raises(InvalidInput) as refused:
-        orch.approve(waiting.id, approver="operator", role="reviewer")
+        orch.acting_as("operator").approve(waiting.id, role="reviewer")
     assert refused.value.field == "approver"
     assert orch.get(waiting.id).version == waiting.version
 
-    done = world.orch("worker-2").approve(waiting.id, approver="alice", role="reviewer")
+    done = world.orch("worker-2").acting_as("alice").approve(waiting.id, role="reviewer")
     assert done.state is S.SUCCEEDED
     assert [a.approver for a in done.approvals] == ["alice"]
     assert_exactly_once(world.door, orch, denials=1)
@@ -553,7 +553,7 @@ def test_steps_act_for_the_requester_whichever_worker_runs_them(world: World) ->
         definitions(world.store.unit_of_work),
         worker_id="worker-2",
     )
-    done = alices_worker.approve(waiting.id, approver="alice", role="reviewer")
+    done = alices_worker.acting_as("alice").approve(waiting.id, role="reviewer")
     assert done.state is S.SUCCEEDED
     actors = {e["actor"] for e in world.door.events()}
     assert actors == {waiting.requested_by} == {"operator"}
@@ -565,10 +565,10 @@ def test_tier2_needs_two_distinct_approvers(world: World) -> None:
     orch = world.orch()
     x = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER2)
     assert x.state is S.AWAITING_APPROVAL
-    assert orch.approve(x.id, approver="alice", role="reviewer").state is S.AWAITING_APPROVAL
+    assert orch.acting_as("alice").approve(x.id, role="reviewer").state is S.AWAITING_APPROVAL
     with pytest.raises(InvalidState, match="already approved"):  # one person is not two
-        orch.approve(x.id, approver="alice", role="reviewer")
-    done = orch.approve(x.id, approver="bob", role="reviewer")
+        orch.acting_as("alice").approve(x.id, role="reviewer")
+    done = orch.acting_as("bob").approve(x.id, role="reviewer")
     assert done.state is S.SUCCEEDED
     assert {a.approver for a in done.approvals} == {"alice", "bob"}
     assert_exactly_once(world.door, orch, denials=2)
@@ -591,7 +591,7 @@ def test_a_second_approver_arriving_while_the_first_regates_waits_for_it(
             sleep=time.sleep,
         )
         try:
-            bob_done.append(theirs.approve(x.id, approver="bob", role="legal"))
+            bob_done.append(theirs.acting_as("bob").approve(x.id, role="legal"))
         except Exception as exc:
             bob_done.append(exc)
 
@@ -609,7 +609,7 @@ def test_a_second_approver_arriving_while_the_first_regates_waits_for_it(
     alice = orchestrator(
         world.store.unit_of_work, world.clock, ids=world.ids, on_transition=regating
     )
-    assert alice.approve(x.id, approver="alice", role="reviewer").state is S.AWAITING_APPROVAL
+    assert alice.acting_as("alice").approve(x.id, role="reviewer").state is S.AWAITING_APPROVAL
     threads[0].join(10)
     (outcome,) = bob_done
     assert isinstance(outcome, WorkflowExecution), outcome
@@ -634,7 +634,7 @@ def test_a_command_committed_beside_a_thread_that_then_fails_is_still_driven_on(
         return world.store.unit_of_work()
 
     x = world.orch().start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER2)
-    world.orch().approve(x.id, approver="alice", role="reviewer")
+    world.orch().acting_as("alice").approve(x.id, role="reviewer")
     shared = orchestrator(
         factory, world.clock, worker_id="worker-b", ids=world.ids, workflows=definitions(factory)
     )
@@ -652,7 +652,7 @@ def test_a_command_committed_beside_a_thread_that_then_fails_is_still_driven_on(
         if x.id in shared._driving:
             break
         time.sleep(0.01)
-    dave = shared.approve(x.id, approver="dave", role="reviewer")
+    dave = shared.acting_as("dave").approve(x.id, role="reviewer")
     assert dave.state is S.RUNNING  # left to the thread driving it
     carol_may_read.set()
     carol[0].join(10)
@@ -689,10 +689,10 @@ def test_an_approval_waiting_on_a_gate_only_its_own_worker_can_run_runs_it(
     req = request("pub-1", required_roles=["reviewer", "legal"])
     x = worker.start(FLAKY, req, risk_tier=ImpactTier.TIER2)
     with pytest.raises(_Crash):
-        worker.approve(x.id, approver="bob", role="reviewer")
+        worker.acting_as("bob").approve(x.id, role="reviewer")
     stuck = worker.get(x.id)
     assert (stuck.state, stuck.lease_owner) == (S.RUNNING, "worker-A")
-    done = worker.approve(x.id, approver="alice", role="legal")
+    done = worker.acting_as("alice").approve(x.id, role="legal")
     assert done.state is S.SUCCEEDED
     assert {a.approver for a in done.approvals} == {"bob", "alice"}
     assert worker.verify(x.id).ok
@@ -714,10 +714,10 @@ def test_an_approval_does_not_run_the_steps_after_a_gate_already_passed(world: W
     worker = world.orch_with("worker-A", {"publish": crash_in_publish})
     x = worker.start(FLAKY, request("pub-1"), risk_tier=ImpactTier.TIER1)
     with pytest.raises(_Crash):
-        worker.approve(x.id, approver="bob", role="reviewer")
+        worker.acting_as("bob").approve(x.id, role="reviewer")
     assert published == [x.id]
     with pytest.raises(InvalidState, match="an approval resumed it"):
-        worker.approve(x.id, approver="dave", role="reviewer")
+        worker.acting_as("dave").approve(x.id, role="reviewer")
     assert published == [x.id] and world.door.table("capsule") == {}
     assert worker.get(x.id).state is S.RUNNING
 
@@ -745,7 +745,7 @@ def test_an_approval_refused_while_another_regates_says_why(world: World) -> Non
     def regating(execution: WorkflowExecution) -> None:
         if execution.state is S.RUNNING and execution.approvals and not refusals:
             try:  # the gate cannot finish meanwhile: this call is inside it
-                world.orch("bob-shell").approve(execution.id, approver="bob", role="legal")
+                world.orch("bob-shell").acting_as("bob").approve(execution.id, role="legal")
             except InvalidState as exc:
                 refusals.append(str(exc))
 
@@ -754,7 +754,7 @@ def test_an_approval_refused_while_another_regates_says_why(world: World) -> Non
     alice = orchestrator(
         world.store.unit_of_work, world.clock, ids=world.ids, on_transition=regating
     )
-    assert alice.approve(x.id, approver="alice", role="reviewer").state is S.AWAITING_APPROVAL
+    assert alice.acting_as("alice").approve(x.id, role="reviewer").state is S.AWAITING_APPROVAL
     (refusal,) = refusals
     assert "an approval resumed it" in refusal and "awaiting approval" in refusal
 
@@ -763,8 +763,8 @@ def test_every_required_role_must_approve(world: World) -> None:
     orch = world.orch()
     req = request("pub-1", required_roles=["risk_officer"])
     x = orch.start(WORKFLOW, req, risk_tier=ImpactTier.TIER1)
-    assert orch.approve(x.id, approver="alice", role="reviewer").state is S.AWAITING_APPROVAL
-    assert orch.approve(x.id, approver="bob", role="risk_officer").state is S.SUCCEEDED
+    assert orch.acting_as("alice").approve(x.id, role="reviewer").state is S.AWAITING_APPROVAL
+    assert orch.acting_as("bob").approve(x.id, role="risk_officer").state is S.SUCCEEDED
     assert_exactly_once(world.door, orch, denials=2)
 
 
@@ -779,7 +779,7 @@ def test_rejection_fails_the_execution(world: World) -> None:
     assert c.counts["knowledge_source"] == 0 and not c.positions
     # Both refusals say what the execution is now, in the same words.
     with pytest.raises(InvalidState, match="is failed, not awaiting approval"):
-        orch.approve(x.id, approver="alice", role="reviewer")
+        orch.acting_as("alice").approve(x.id, role="reviewer")
     with pytest.raises(InvalidState, match="is failed, not awaiting approval"):
         orch.reject(x.id, reason="twice")
     assert orch.verify(x.id).ok
@@ -789,7 +789,7 @@ def test_approval_outside_a_wait_is_refused(world: World) -> None:
     orch = world.orch()
     x = orch.start(WORKFLOW, request("pub-1"), run=False)
     with pytest.raises(InvalidState):
-        orch.approve(x.id, approver="alice", role="reviewer")
+        orch.acting_as("alice").approve(x.id, role="reviewer")
     with pytest.raises(InvalidState):
         orch.reject(x.id, reason="no")
     assert orch.get(x.id).state is S.PENDING
@@ -1047,7 +1047,7 @@ def test_an_approval_whose_reply_was_lost_is_resolved_by_re_reading(world: World
     waiting = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
     assert waiting.state is S.AWAITING_APPROVAL
     lossy.arm(FaultPlan(ambiguous_commit=1))  # the approval lands, its reply does not
-    done = orch.approve(waiting.id, approver="alice", role="reviewer")
+    done = orch.acting_as("alice").approve(waiting.id, role="reviewer")
     assert lossy.fired == ["ambiguous commit 1"]
     assert done.state is S.SUCCEEDED
     assert_exactly_once(world.door, orch, denials=1)
@@ -1075,9 +1075,9 @@ def test_a_command_that_did_not_land_still_reports_the_unknown_outcome(world: Wo
     waiting = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
     lost = world.orch_with("worker-2", {}, factory=lambda: _LostReply(world.store))
     with pytest.raises(CommitOutcomeUnknown):
-        lost.approve(waiting.id, approver="alice", role="reviewer")
+        lost.acting_as("alice").approve(waiting.id, role="reviewer")
     assert orch.get(waiting.id).state is S.AWAITING_APPROVAL
-    assert orch.approve(waiting.id, approver="alice", role="reviewer").state is S.SUCCEEDED
+    assert orch.acting_as("alice").approve(waiting.id, role="reviewer").state is S.SUCCEEDED
     assert_exactly_once(world.door, orch, denials=1)
 
 
@@ -1100,7 +1100,7 @@ def test_another_tenants_execution_is_invisible_and_untouched(world: World) -> N
         lambda: theirs.get(waiting.id),
         lambda: theirs.verify(waiting.id),
         lambda: theirs.run(interrupted.id),
-        lambda: theirs.approve(waiting.id, approver="mallory", role="reviewer"),
+        lambda: theirs.acting_as("mallory").approve(waiting.id, role="reviewer"),
         lambda: theirs.reject(waiting.id, reason="not yours"),
         lambda: theirs.cancel(waiting.id),
     ):
@@ -1144,22 +1144,22 @@ def test_no_spelling_of_the_requester_or_of_a_name_passes_as_an_approver(
 def test_one_approver_in_two_spellings_counts_once(world: World) -> None:
     orch = world.orch()
     x = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER2)
-    waiting = orch.approve(x.id, approver="alice", role="reviewer")
+    waiting = orch.acting_as("alice").approve(x.id, role="reviewer")
     assert waiting.state is S.AWAITING_APPROVAL
     with pytest.raises(InvalidState, match="already approved"):  # said, and nothing written
-        orch.approve(x.id, approver="ALICE", role="Reviewer")
+        orch.acting_as("ALICE").approve(x.id, role="Reviewer")
     assert orch.get(x.id).version == waiting.version
     with pytest.raises(InvalidInput):  # a trailing newline is not another person either
-        orch.approve(x.id, approver="alice\n", role="reviewer")
-    assert orch.approve(x.id, approver="bob", role="reviewer").state is S.SUCCEEDED
+        orch.acting_as("alice\n").approve(x.id, role="reviewer")
+    assert orch.acting_as("bob").approve(x.id, role="reviewer").state is S.SUCCEEDED
 
 
 def test_the_same_approval_again_at_the_same_instant_is_refused(world: World) -> None:
     orch = world.orch()  # the world's clock does not move: every approval is at one instant
     x = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER2)
-    waiting = orch.approve(x.id, approver="alice", role="reviewer")
+    waiting = orch.acting_as("alice").approve(x.id, role="reviewer")
     with pytest.raises(InvalidState, match="already approved"):
-        orch.approve(x.id, approver="alice", role="reviewer")
+        orch.acting_as("alice").approve(x.id, role="reviewer")
     assert orch.get(x.id).version == waiting.version
     approvals = [e for e in orch_trail(world, x.id) if e.reason.startswith("approved")]
     assert len(approvals) == 1
@@ -1186,14 +1186,14 @@ def test_approvals_past_the_most_an_execution_takes_are_refused_not_fatal(
     orch = world.orch()
     x = orch.start(WORKFLOW, given, risk_tier=ImpactTier.TIER1)
     for n in range(3):
-        assert orch.approve(x.id, approver="bob", role=f"r{n}").state is S.AWAITING_APPROVAL
+        assert orch.acting_as("bob").approve(x.id, role=f"r{n}").state is S.AWAITING_APPROVAL
     with pytest.raises(InvalidState, match="has 3 approvals in force"):
-        orch.approve(x.id, approver="bob", role="r3")
+        orch.acting_as("bob").approve(x.id, role="r3")
     waiting = orch.get(x.id)
     assert waiting.state is S.AWAITING_APPROVAL and len(waiting.approvals) == 3
     assert orch.verify(x.id).ok
     world.clock.advance(timedelta(hours=25))  # expired approvals count for naught
-    assert orch.approve(x.id, approver="bob", role="r3").state is S.AWAITING_APPROVAL
+    assert orch.acting_as("bob").approve(x.id, role="r3").state is S.AWAITING_APPROVAL
 
 
 def test_an_execution_stored_under_looser_bounds_still_runs(
@@ -1212,21 +1212,33 @@ def test_an_execution_stored_under_looser_bounds_still_runs(
 def test_an_approval_entry_names_who_ran_the_command(world: World) -> None:
     orch = world.orch()  # its runtime actor is the operator
     x = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
-    orch.approve(x.id, approver="alice", role="reviewer")
+    orch.acting_as("clerk").approve(x.id, approver="alice", role="reviewer")
     rows = [d for d in world.door.table("audit").values() if d["execution_id"] == x.id]
     (entry,) = [d for d in rows if d["reason"] == "approved by alice as reviewer"]
-    assert entry["actor"] == "operator"
+    assert entry["actor"] == "clerk"
+
+
+def test_the_requester_cannot_record_anyones_approval(world: World) -> None:
+    """Naming another approver would approve the requester's own mutation all the same
+    (found by a review of the specification)."""
+    orch = world.orch()
+    x = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
+    for recorder in ("operator", "OPERATOR"):
+        with pytest.raises(InvalidInput, match="cannot record an approval of it, by 'alice'"):
+            orch.acting_as(recorder).approve(x.id, approver="alice", role="reviewer")
+    assert orch.get(x.id) == x
+    assert orch.acting_as("alice").approve(x.id, role="reviewer").state is S.SUCCEEDED
 
 
 def test_an_expired_approval_is_renewed_by_its_approver(world: World) -> None:
     orch = world.orch()
     x = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER2)
-    orch.approve(x.id, approver="alice", role="reviewer")
+    orch.acting_as("alice").approve(x.id, role="reviewer")
     world.clock.advance(timedelta(hours=25))  # approvals last 24 hours
-    renewed = orch.approve(x.id, approver="Alice", role="reviewer")
+    renewed = orch.acting_as("Alice").approve(x.id, role="reviewer")
     assert renewed.state is S.AWAITING_APPROVAL
     assert [(a.approver, a.granted_at) for a in renewed.approvals] == [("Alice", world.clock.now())]
-    done = orch.approve(x.id, approver="bob", role="reviewer")
+    done = orch.acting_as("bob").approve(x.id, role="reviewer")
     assert done.state is S.SUCCEEDED
     assert orch.verify(done.id).ok  # the renewal, in another spelling, stands for the first
 
@@ -1623,7 +1635,7 @@ def test_a_command_that_loses_a_race_is_applied_again_to_what_won(world: World, 
             if not raced:
                 raced.append(True)
                 if rival == "approval":
-                    other.approve(x.id, approver="carol", role="reviewer")
+                    other.acting_as("carol").approve(x.id, role="reviewer")
                 else:
                     other.cancel(x.id, reason="withdrawn")
             return super()._apply(batch)
@@ -1632,12 +1644,12 @@ def test_a_command_that_loses_a_race_is_applied_again_to_what_won(world: World, 
         lambda: Racing(world.store.unit_of_work()), world.clock, ids=world.ids, worker_id="w3"
     )
     if rival == "approval":
-        done = bob.approve(x.id, approver="bob", role="reviewer")
+        done = bob.acting_as("bob").approve(x.id, role="reviewer")
         assert done.state is S.SUCCEEDED
         assert {a.approver for a in done.approvals} == {"bob", "carol"}
     else:  # applied again, to a cancelled execution: refused for the state it is in
         with pytest.raises(InvalidState, match="not awaiting approval"):
-            bob.approve(x.id, approver="bob", role="reviewer")
+            bob.acting_as("bob").approve(x.id, role="reviewer")
         assert bob.get(x.id).state is S.CANCELLED
     assert bob.verify(x.id).ok
 
@@ -1689,7 +1701,7 @@ def test_a_command_for_a_workflow_this_worker_cannot_run_writes_nothing(world: W
     before = world.orch().get(x.id)
     stranger = orchestrator(world.store.unit_of_work, world.clock, workflows={})
     with pytest.raises(InvalidState, match="which this orchestrator does not have"):
-        stranger.approve(x.id, approver="bob", role="reviewer")
+        stranger.acting_as("bob").approve(x.id, role="reviewer")
     assert world.orch().get(x.id) == before
     crashed = _crashed_after_ingest(world, "pub-9")  # ingest done: its cancel may need an undo
     with pytest.raises(InvalidState, match=f"runs workflow '{WORKFLOW}'"):
@@ -1710,9 +1722,9 @@ def test_another_version_of_a_workflow_does_not_run_an_executions_steps(world: W
     v2 = evolve(definitions(world.store.unit_of_work)[WORKFLOW], version="2")
     redeployed = orchestrator(world.store.unit_of_work, world.clock, workflows={WORKFLOW: v2})
     with pytest.raises(InvalidState, match=r"version 1.*runs version 2"):
-        redeployed.approve(x.id, approver="bob", role="reviewer")
+        redeployed.acting_as("bob").approve(x.id, role="reviewer")
     assert world.orch().get(x.id).state is S.AWAITING_APPROVAL
-    assert world.orch().approve(x.id, approver="bob", role="reviewer").state is S.SUCCEEDED
+    assert world.orch().acting_as("bob").approve(x.id, role="reviewer").state is S.SUCCEEDED
 
 
 def _stored(world: World) -> dict[str, dict[str, Document]]:
@@ -1762,7 +1774,7 @@ def test_steps_changed_under_the_same_version_do_not_drive_an_execution(
     before = _stored(world)
     redeployed = _redeployed(world, change)
     commands: list[Callable[[], WorkflowExecution]] = [
-        lambda: redeployed.approve(x, approver="bob", role="reviewer"),
+        lambda: redeployed.acting_as("bob").approve(x, role="reviewer"),
         lambda: redeployed.reject(x, reason="no"),
         lambda: redeployed.cancel(x),
         lambda: redeployed.run(x),
@@ -1813,7 +1825,7 @@ def test_another_version_is_refused_as_such_before_its_steps_are_compared(world:
     x = world.orch().start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
     other = _redeployed(world, lambda d: evolve(_step_added_first(d), version="2"))
     with pytest.raises(InvalidState, match="runs version 2") as caught:
-        other.approve(x.id, approver="bob", role="reviewer")
+        other.acting_as("bob").approve(x.id, role="reviewer")
     assert "steps that change" not in str(caught.value)
 
 
@@ -1827,7 +1839,7 @@ def test_an_execution_that_ran_no_step_can_be_cancelled_whatever_its_steps_becam
     with pytest.raises(InvalidState, match="steps that change need a new version"):
         redeployed.run(pending.id)  # running it would take steps it did not start with
     with pytest.raises(InvalidState, match="steps that change need a new version"):
-        redeployed.approve(waiting.id, approver="bob", role="reviewer")
+        redeployed.acting_as("bob").approve(waiting.id, role="reviewer")
     # Giving it up takes no step, and undoes nothing: whatever its steps became.
     assert redeployed.cancel(pending.id).state is S.CANCELLED
     assert redeployed.cancel(waiting.id).state is S.CANCELLED
@@ -1927,7 +1939,7 @@ def test_a_retired_version_finishes_what_it_started_while_the_new_one_starts(
     assert (new.workflow_version, new.state) == ("2", S.SUCCEEDED)
     assert calls == ["extra", "ingest", "analyse", "publish", "verify"]
     calls.clear()
-    done = both.approve(old.id, approver="bob", role="reviewer")
+    done = both.acting_as("bob").approve(old.id, role="reviewer")
     assert (done.workflow_version, done.state) == ("1", S.SUCCEEDED)
     assert calls == ["ingest", "analyse", "publish", "verify"]  # version 1's steps
     assert both.verify(done.id).ok and both.verify(new.id).ok
@@ -2098,7 +2110,7 @@ def test_an_execution_id_of_another_kind_is_said_to_be_one(world: World, given: 
         lambda: orch.get(given),
         lambda: orch.verify(given),
         lambda: orch.run(given),
-        lambda: orch.approve(given, approver="bob", role="r"),
+        lambda: orch.acting_as("bob").approve(given, role="r"),
         lambda: orch.reject(given, reason="no"),
         lambda: orch.cancel(given),
     ]

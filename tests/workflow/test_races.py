@@ -232,7 +232,7 @@ def test_a_command_given_while_its_worker_stops_driving_is_acted_on(command: str
 
             def act() -> None:
                 if command == "approve":
-                    given.append(orch.approve(execution_id, approver="alice", role="reviewer"))
+                    given.append(orch.acting_as("alice").approve(execution_id, role="reviewer"))
                 else:
                     given.append(orch.cancel(execution_id))
 
@@ -317,7 +317,7 @@ def test_a_second_approver_arriving_as_the_first_approval_lands_waits_for_its_ga
         store.unit_of_work, FixedClock(T0), worker_id="w2", workflows=workflows, sleep=pause
     )
     waiting = first.start("two", {})
-    bob = threading.Thread(target=lambda: first.approve(waiting.id, approver="bob", role="r"))
+    bob = threading.Thread(target=lambda: first.acting_as("bob").approve(waiting.id, role="r"))
     wait_once = second._await_regate
 
     def then_bob_lands(execution_id: str, driving: bool) -> bool:
@@ -328,7 +328,7 @@ def test_a_second_approver_arriving_as_the_first_approval_lands_waits_for_its_ga
         return waited
 
     second._await_regate = then_bob_lands  # type: ignore[method-assign]
-    done = second.approve(waiting.id, approver="carol", role="r")
+    done = second.acting_as("carol").approve(waiting.id, role="r")
     bob.join(30)
     assert done.state is ExecutionState.SUCCEEDED
     assert {a.approver for a in done.approvals} == {"bob", "carol"}
@@ -363,12 +363,12 @@ def test_an_approval_past_the_gate_is_refused_after_one_wait_not_five() -> None:
         sleep=slept.append,
     )
     waiting = first.start("paying", {})
-    bob = threading.Thread(target=lambda: first.approve(waiting.id, approver="bob", role="r"))
+    bob = threading.Thread(target=lambda: first.acting_as("bob").approve(waiting.id, role="r"))
     bob.start()
     try:
         assert entered.wait(30)
         with pytest.raises(InvalidState, match="not awaiting approval"):
-            second.approve(waiting.id, approver="carol", role="r")
+            second.acting_as("carol").approve(waiting.id, role="r")
         assert sum(slept) < 6  # one max_inline_wait (5 s), not one per command attempt
     finally:
         release.set()
@@ -415,7 +415,7 @@ def test_a_command_and_a_run_on_two_threads_of_one_worker_run_nothing_twice(
         if command == "reject":
             done.append(orch.reject(waiting.id, reason="no"))
         else:
-            done.append(orch.approve(waiting.id, approver="alice", role="r"))
+            done.append(orch.acting_as("alice").approve(waiting.id, role="r"))
 
     thread = threading.Thread(target=b)
     thread.start()

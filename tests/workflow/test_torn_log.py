@@ -413,6 +413,25 @@ def test_a_lock_file_from_the_commits_that_kept_sizes_there_is_read_as_meant(
             assert store.unclean_shutdown is None
 
 
+@pytest.mark.parametrize("lost", [0, 100])
+def test_a_size_those_commits_kept_in_the_lock_file_is_the_seal_of_a_store_without_one(
+    tmp_path: Path, lost: int
+) -> None:
+    """Closed last by one of them (no seal file yet): a log cut since is refused, as they
+    refused it, instead of sealed at its new size (found upgrading)."""
+    path = tmp_path / "store"
+    _open(path, journaled=True).close()
+    (path / "govkernel.seal").unlink()
+    path.with_name("store.lock").write_text(f"closed {_size(path) + lost}")
+    if lost:
+        for _ in range(2):
+            with pytest.raises(StorageUnavailable, match=f"the {lost} bytes cut are lost"):
+                _open(path, journaled=True)
+    else:
+        assert _executions(path) == 0
+        assert (path / "govkernel.seal").read_text() == f"closed {_size(path)}"
+
+
 @pytest.mark.parametrize(
     "content",
     ["garbage \x1b[31m", "closed", "closed 12 13", "closed -5", "damaged 5 7", "damaged 9 9",
@@ -490,3 +509,39 @@ def test_damage_in_what_was_written_since_the_last_close_is_refused_too(
             _open(crashed, journaled=True)
     else:
         assert _executions(crashed) < 8  # opens, with workflows silently gone
+
+
+def _cli(path: Path, *args: str, max_file_bytes: int | None = None) -> int:
+    """A `govkernel` process on the store at `path`, its files held below a size if given
+    (a full disk, as the engine meets one: `File too large`)."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        if max_file_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOVKERNEL_")}
+    env |= {"GOVKERNEL_STORE": f"surrealkv://{path}", "GOVKERNEL_ACTOR": "operator"}
+    command = [sys.executable, "-m", "composition.cli", *args]
+    done = subprocess.run(command, env=env, preexec_fn=limit, capture_output=True, timeout=120)
+    return done.returncode
+
+
+def test_commands_on_a_full_disk_leave_the_seal_where_the_log_was_whole(tmp_path: Path) -> None:
+    """A commit the disk had no room for tears the log's end; the next command's undo fails
+    the same way. Neither may seal the torn bytes: the store, given room, opens and undoes
+    them, instead of being refused as damaged for good (found by an operator's pass)."""
+    path = tmp_path / "store"
+    examples = sorted(str(p) for p in (Path(__file__).parents[2] / "examples").glob("*.md"))
+    run = ("run", "knowledge-publication", *examples, "--title", "T")
+    assert _cli(path, *run, "--publication-id", "p0") == 0
+    sealed = (path / "govkernel.seal").read_text()
+    room = _size(path) + 6000  # less than a run needs
+    for n in (1, 2, 3):
+        assert _cli(path, *run, "--publication-id", f"p{n}", max_file_bytes=room) != 0
+        assert (path / "govkernel.seal").read_text() == sealed
+    assert _cli(path, "recover") == 0
+    assert _cli(path, "audit", "verify") == 0
+    assert _cli(path, *run, "--publication-id", "p4") == 0

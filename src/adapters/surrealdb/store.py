@@ -105,8 +105,10 @@ class StoreLock:
         self._directory_fd: int | None = None
         # The pid of a holder that died without closing the store, until acknowledged.
         self.crashed_holder: str | None = None
-        # A damaged log, as this file recorded it before the seal did (LogSeal).
+        # A damaged log, and the size of one closed whole, as this file recorded them before
+        # the seal did (LogSeal).
         self.damaged: tuple[int, int] | None = None
+        self.closed: int | None = None
 
     def acquire(self) -> None:
         try:
@@ -148,7 +150,9 @@ class StoreLock:
             self.crashed_holder = _pid(left[1:2])
         elif left[:1] == ["damaged"] and len(sizes) == 2:  # kept here for a while: a seal's
             self.damaged = (sizes[0], sizes[1])
-        elif left and left[0] != "closed":  # `closed <bytes>`, as it was for a while: clean
+        elif left[:1] == ["closed"]:  # `closed <bytes>`, as it was for a while: clean
+            self.closed = sizes[0] if len(left) == 2 == len(sizes) + 1 else None
+        elif left:
             self.crashed_holder = _pid(left[:1])
         self._file = handle
         self._write(str(os.getpid()))
@@ -255,6 +259,12 @@ class LogSeal:
         fd = _open_regular(self.path, os.O_RDONLY | os.O_NONBLOCK, "seal file")
         with os.fdopen(fd, "rb") as file:
             return file.read(64).decode("utf-8", errors="replace")
+
+    def at_least(self, closed: int | None) -> None:
+        """A size the log was known whole at, kept elsewhere (the lock file, as govkernel
+        0c8cbf5..b006a62 kept it at a clean close): the log only grows, so the larger holds."""
+        if closed is not None and self.damaged is None:
+            self.closed = max(closed, self.closed or 0)
 
     def mark_damaged(self, closed: int, found: int) -> None:
         self.damaged = (closed, found)
@@ -485,6 +495,7 @@ class SurrealStore:
                 self._seal.forget()
             if self._file_lock.damaged is not None:  # as govkernel 0c8cbf5..b006a62 kept it
                 self._seal.mark_damaged(*self._file_lock.damaged)
+            self._seal.at_least(self._file_lock.closed)  # closed last by one of those
             self.unclean_shutdown = self._file_lock.crashed_holder
             given = os.environ.get("SURREAL_SYNC_DATA")
             if cfg.sync_data and (given is None or given.strip().lower() == "true"):
@@ -511,14 +522,14 @@ class SurrealStore:
                     self._settle_log(url)
             self._apply_schema()
             self.store_id = self._identify()
-        except PortError:
-            self.close()
-            raise
-        except (KeyboardInterrupt, SystemExit):  # stopped while opening: closed all the same
-            self.close()
-            raise
-        except Exception as exc:
-            self.close()
+        except BaseException as exc:
+            if self._seal is not None:
+                # An open that failed may have left its own writes torn (an undo the disk
+                # had no room for): the log is not known whole, and the last seal stands.
+                self._seal.suspend()
+            self.close()  # stopped while opening (Ctrl-C) too: closed all the same
+            if isinstance(exc, PortError) or not isinstance(exc, Exception):
+                raise
             # Never echo a server URL's userinfo or the password: name the scheme and the
             # cause. An embedded engine has no credentials, and its message is the diagnosis
             # (a damaged log file, say).

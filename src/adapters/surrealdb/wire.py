@@ -11,6 +11,7 @@ connection without an embedded engine. tests/integration/test_wire.py holds the 
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable
 from datetime import UTC, date, time, timedelta
 from decimal import Decimal
@@ -81,6 +82,31 @@ def decode(response: bytes) -> Any:
     return cbor2.loads(response, tag_hook=_tag)
 
 
+# Signals held while the main thread is inside a request (see `deferring`).
+_MAIN_THREAD = threading.main_thread().ident
+_in_request = False
+_held: list[tuple[Callable[[int, Any], object], int, Any]] = []
+
+
+def deferring(handler: Callable[[int, Any], object]) -> Callable[[int, Any], object]:
+    """`handler`, for `signal.signal`, held while the main thread is inside an engine request
+    and run as soon as the request returns.
+
+    Python runs a signal's handler in the main thread at its next bytecode, which may be a
+    callback of cbor2's C codec; an exception raised there (Ctrl-C's KeyboardInterrupt) is
+    reported as unraisable and the encoding goes on, so the stop is lost or a damaged request
+    reaches the engine. The CLI installs its handlers this way; so can a service.
+    """
+
+    def deferred(signum: int, frame: Any) -> object:
+        if _in_request and threading.get_ident() == _MAIN_THREAD:
+            _held.append((handler, signum, frame))
+            return None
+        return handler(signum, frame)
+
+    return deferred
+
+
 class Wire:
     """An SDK connection's `query_raw` and `close`: direct to its embedded engine when it has
     one."""
@@ -93,6 +119,20 @@ class Wire:
         self._ids = itertools.count(1)
 
     def query_raw(self, text: str, params: dict[str, Any]) -> dict[str, Any]:
+        global _in_request
+        if _in_request or threading.get_ident() != _MAIN_THREAD:
+            return self._request(text, params)
+        _in_request = True
+        try:
+            return self._request(text, params)
+        finally:
+            _in_request = False
+            if _held:  # a signal arrived meanwhile: its handler runs now (and may raise)
+                handler, signum, frame = _held[0]
+                _held.clear()
+                handler(signum, frame)
+
+    def _request(self, text: str, params: dict[str, Any]) -> dict[str, Any]:
         request = encode_query(str(next(self._ids)), text, params) if self._db else None
         if request is None:
             response: dict[str, Any] = self.connection.query_raw(text, params)

@@ -308,7 +308,9 @@ class WorkflowExecution:
 
     # -- approvals and cancellation --------------------------------------------------------------
 
-    def add_approval(self, approval: Approval) -> None:
+    def add_approval(self, approval: Approval, *, recorded_by: str) -> None:
+        """Record `approval`, given by its approver and recorded by `recorded_by` (who ran the
+        command): the requester may do neither, or naming someone else would approve her own."""
         if self.state is not ExecutionState.AWAITING_APPROVAL:
             hint = ""
             if self.state is ExecutionState.RUNNING and self.approvals:
@@ -328,6 +330,13 @@ class WorkflowExecution:
                 "approver",
                 f"{approval.approver!r} requested execution {self.id} and cannot approve it"
                 " (separation of duties)",
+            )
+        if same_person(recorded_by, self.requested_by):
+            raise InvalidInput(
+                "approver",
+                f"{recorded_by!r} requested execution {self.id} and cannot record an"
+                f" approval of it, by {approval.approver!r} or anyone (separation of duties):"
+                " the approver records it",
             )
         earlier = [
             a

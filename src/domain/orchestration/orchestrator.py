@@ -8,6 +8,7 @@ the execution, never by blindly repeating a commit.
 from __future__ import annotations
 
 import contextlib
+import copy
 import enum
 import json
 import logging
@@ -483,14 +484,26 @@ class Orchestrator:
                 uow.executions.save(execution)
                 uow.commit()
 
-    def approve(self, execution_id: str, *, approver: str, role: str) -> WorkflowExecution:
+    def acting_as(self, actor: str) -> Orchestrator:
+        """This worker (its id, and the executions it has in hand) acting for `actor`: how a
+        service with one worker records its users' commands, each approval by its approver
+        (the requester may neither approve nor record an approval)."""
+        twin = copy.copy(self)
+        twin._runtime = self._runtime.with_actor(actor)
+        return twin
+
+    def approve(
+        self, execution_id: str, *, role: str, approver: str | None = None
+    ) -> WorkflowExecution:
+        """Record an approval by `approver` (the runtime actor, who records it, by default)
+        and resume the execution."""
         _an_id(execution_id)
         rt = self._runtime
-        approver = actor_name("approver", approver)
+        approver = actor_name("approver", rt.actor if approver is None else approver)
         role = actor_name("role", role)
 
         def approving(execution: WorkflowExecution, now: datetime) -> None:
-            execution.add_approval(Approval(approver, role, now))
+            execution.add_approval(Approval(approver, role, now), recorded_by=rt.actor)
             # The entry names who ran the command; the approver it names stands in the reason.
             execution.transition(
                 S.RUNNING, at=now, actor=rt.actor, reason=approval_reason(approver, role)
