@@ -98,6 +98,7 @@ class Session:
     # and the execution, once a commit of it was seen.
     starting: str | None = None
     started: str | None = None
+    started_state: S | None = None  # as last seen committed
     _settings: Settings | None = field(default=None, alias="_settings")
 
     def settings(self) -> Settings:
@@ -202,6 +203,7 @@ class Printer:
         self._seen[execution.id] = execution.audit_sequence
         if self._session.starting == execution.idempotency_key:
             self._session.started = execution.id
+            self._session.started_state = execution.state
         try:
             entries = [
                 e
@@ -1812,7 +1814,7 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         code, message = describe(exc, debug=debug)
         if isinstance(exc, StorageUnavailable) and session.starting is not None:
             # The store lost mid-run (a server gone): what happened to the run is said too.
-            message += render.safe(f"; {_unfinished(session)}")
+            message += render.safe(f"; {_unfinished(session, not_stored='not stored' in message)}")
         for line in message.split("\n"):
             _error(line)
         return code
@@ -1846,7 +1848,7 @@ class _Sigterm:
             signal.signal(signal.SIGINT, self._before_int)
 
 
-def _unfinished(session: Session) -> str:
+def _unfinished(session: Session, *, not_stored: bool = False) -> str:
     if session.read_only:
         return "nothing was changed"
     try:
@@ -1855,10 +1857,17 @@ def _unfinished(session: Session) -> str:
         transient = False
     if transient:
         return f"{TRANSIENT_NOTE}: an unfinished execution is lost"
+    state = session.started_state
+    if session.started is not None and state is not None and state.terminal:
+        return f"execution {session.started} had ended {state.value}: nothing is left to do"
+    if session.started is not None and state is S.AWAITING_APPROVAL:
+        return f"execution {session.started} awaits approval: `govkernel approve` resumes it"
     if session.started is not None:
         return f"execution {session.started} was stored: `govkernel recover` finishes it"
     if session.starting is not None:
         key = shlex.quote(session.starting)
+        if not_stored:  # read again after its commit failed: it is known not to be
+            return f"the same command with --idempotency-key {key} starts it, never twice"
         return (
             f"if its start was stored, `govkernel recover` finishes it; the same command with"
             f" --idempotency-key {key} shows it, or starts it if it was not, never twice"

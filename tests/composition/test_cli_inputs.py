@@ -210,6 +210,33 @@ def test_an_interrupt_says_what_is_left_to_do(
     assert said in err
 
 
+@pytest.mark.parametrize(
+    ("tier", "said"),
+    [
+        ("Tier0", "had ended succeeded: nothing is left to do"),
+        ("Tier1", "awaits approval: `govkernel approve` resumes it"),
+    ],
+)
+def test_an_interrupt_after_the_run_stopped_says_nothing_is_left_for_recover(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    tier: str,
+    said: str,
+) -> None:
+    """Ctrl-C as the result is printed (found by an operator's pass: it sent the operator to
+    `recover` for an execution that had succeeded)."""
+    import composition.cli
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(composition.cli, "conclude", interrupted)
+    store = ("--store", f"surrealkv://{tmp_path / 'store'}")
+    _, err = gk(capsys, *store, "run", "knowledge-publication", str(IMF), "--tier", tier, code=130)
+    assert said in err and "recover" not in err
+
+
 @pytest.mark.parametrize("hidden", ["\u200e", "\u200f", "\u061c", "\ufeff", "\u2060", "\u202e"])
 def test_marks_that_reorder_or_hide_text_are_shown_escaped(hidden: str) -> None:
     """A stored name or reason holding them would look like another on the terminal."""

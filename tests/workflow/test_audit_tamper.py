@@ -145,6 +145,54 @@ def test_an_entry_added_past_the_head_is_detected(ran: Ran) -> None:
     assert report.entries == ENTRIES + 1
 
 
+def _appended(ran: Ran, to_state: str, *, from_state: str = "succeeded") -> dict[str, object]:
+    """A forged entry chained properly after the last (its hash recomputed)."""
+    last = ran.door.audit_doc(ran.execution_id, ENTRIES)
+    forged = last | {
+        "sequence": ENTRIES + 1,
+        "from_state": from_state,
+        "to_state": to_state,
+        "reason": "forged",
+        "prev_hash": last["hash"],
+        "pinned": None,
+    }
+    forged = _rehashed(forged)
+    ran.door.add_audit(forged)
+    return forged
+
+
+def test_an_entry_chained_past_the_head_is_the_first_bad_one(ran: Ran) -> None:
+    """A trail one legal entry longer than the head the execution records: the one past it
+    is named, not the genuine entry at the head."""
+    from domain.model.lifecycle import verify_chain
+
+    with ran.door.store.unit_of_work() as uow:  # its 6th entry: a step's checkpoint
+        trail = uow.audit.for_execution(ran.execution_id)[:6]
+    head = trail[4]
+    report = verify_chain(ran.execution_id, trail, head_hash=head.hash, head_sequence=5)
+    assert (report.ok, report.first_bad_sequence) == (False, 6), report
+    assert "records head 5" in (report.problem or "")
+
+
+@pytest.mark.parametrize(
+    ("from_state", "to_state", "said"),
+    [
+        ("succeeded", "failed", "succeeded -> failed is not a transition"),  # out of an end
+        ("running", "failed", "leads from running, where the trail had reached succeeded"),
+    ],
+)
+def test_a_forged_entry_and_head_the_lifecycle_forbids_are_caught(
+    ran: Ran, from_state: str, to_state: str, said: str
+) -> None:
+    """An attacker who chains an entry and moves the head and state to it (found by a review
+    of the specification: the hashes alone held)."""
+    forged = _appended(ran, to_state, from_state=from_state)
+    head = {"audit_head": forged["hash"], "audit_sequence": ENTRIES + 1, "state": to_state}
+    ran.door.edit_execution(ran.execution_id, head)
+    report = _bad(ran, ENTRIES + 1)
+    assert said in (report.problem or "")
+
+
 def test_a_step_committed_between_the_reads_of_verify_is_no_break() -> None:
     """`verify` reads the execution, then its trail: a worker's step committed in between
     leaves the trail past the head it read. That is no tamper: read again, it verifies."""

@@ -169,7 +169,9 @@ def test_a_known_idempotency_key_returns_the_same_execution(world: World) -> Non
         WORKFLOW, request("pub-2", documents=3), idempotency_key="idem-1"
     )
 
-    assert again.id == other_input.id == first.id
+    # Nor is a retry's input checked first: the checks may have been tightened since.
+    refused_now = orch.start(WORKFLOW, {}, idempotency_key="idem-1")
+    assert again.id == other_input.id == refused_now.id == first.id
     assert again.state is other_input.state is S.SUCCEEDED
     assert world.store.commits == commits  # nothing was written at all
     assert census(world.door) == before
@@ -1070,15 +1072,28 @@ class _LostReply(MemoryUnitOfWork):
         raise CommitOutcomeUnknown("the reply was lost, and nothing was applied")
 
 
-def test_a_command_that_did_not_land_still_reports_the_unknown_outcome(world: World) -> None:
+def test_a_command_that_did_not_land_says_so_once_read_again(world: World) -> None:
+    """The unknown outcome resolved by reading again: not applied, so the store failed, and
+    the command may be given again (it said "unknown" after the re-read had told)."""
     orch = world.orch()
     waiting = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
     lost = world.orch_with("worker-2", {}, factory=lambda: _LostReply(world.store))
-    with pytest.raises(CommitOutcomeUnknown):
+    with pytest.raises(StorageUnavailable, match=r"was not recorded.*did not land") as caught:
         lost.acting_as("alice").approve(waiting.id, role="reviewer")
+    assert isinstance(caught.value.__cause__, CommitOutcomeUnknown)
     assert orch.get(waiting.id).state is S.AWAITING_APPROVAL
     assert orch.acting_as("alice").approve(waiting.id, role="reviewer").state is S.SUCCEEDED
     assert_exactly_once(world.door, orch, denials=1)
+
+
+@pytest.mark.parametrize("run", [True, False])
+def test_a_start_whose_commit_did_not_land_says_so_once_read_again(world: World, run: bool) -> None:
+    lost = world.orch_with("worker-2", {}, factory=lambda: _LostReply(world.store))
+    with pytest.raises(StorageUnavailable, match=r"wfx-\w+ was not stored.*did not land"):
+        lost.start(WORKFLOW, request("pub-1"), idempotency_key="k", run=run)
+    assert world.door.table("execution") == {}
+    again = world.orch().start(WORKFLOW, request("pub-1"), idempotency_key="k")
+    assert again.state is S.SUCCEEDED
 
 
 # -- tenants -----------------------------------------------------------------------------------
@@ -1968,8 +1983,9 @@ def test_an_idempotency_key_of_another_workflow_is_a_collision_not_its_execution
 ) -> None:
     orch = world.orch()
     first = orch.start(WORKFLOW, request("pub-1"), idempotency_key="order-42")
-    with pytest.raises(InvalidInput, match=f"already used by execution {first.id}"):
-        orch.start(FLAKY, request("pub-1"), idempotency_key="order-42")
+    for given in (request("pub-1"), {"not": "its input"}):
+        with pytest.raises(InvalidInput, match=f"already used by execution {first.id}"):
+            orch.start(FLAKY, given, idempotency_key="order-42")
     assert orch.start(WORKFLOW, request("pub-1"), idempotency_key="order-42").id == first.id
 
 

@@ -511,7 +511,7 @@ def test_damage_in_what_was_written_since_the_last_close_is_refused_too(
         assert _executions(crashed) < 8  # opens, with workflows silently gone
 
 
-def _cli(path: Path, *args: str, max_file_bytes: int | None = None) -> int:
+def _cli(path: Path, *args: str, max_file_bytes: int | None = None) -> Any:
     """A `govkernel` process on the store at `path`, its files held below a size if given
     (a full disk, as the engine meets one: `File too large`)."""
     import resource
@@ -525,8 +525,9 @@ def _cli(path: Path, *args: str, max_file_bytes: int | None = None) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOVKERNEL_")}
     env |= {"GOVKERNEL_STORE": f"surrealkv://{path}", "GOVKERNEL_ACTOR": "operator"}
     command = [sys.executable, "-m", "composition.cli", *args]
-    done = subprocess.run(command, env=env, preexec_fn=limit, capture_output=True, timeout=120)
-    return done.returncode
+    return subprocess.run(
+        command, env=env, preexec_fn=limit, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_commands_on_a_full_disk_leave_the_seal_where_the_log_was_whole(tmp_path: Path) -> None:
@@ -536,12 +537,20 @@ def test_commands_on_a_full_disk_leave_the_seal_where_the_log_was_whole(tmp_path
     path = tmp_path / "store"
     examples = sorted(str(p) for p in (Path(__file__).parents[2] / "examples").glob("*.md"))
     run = ("run", "knowledge-publication", *examples, "--title", "T")
-    assert _cli(path, *run, "--publication-id", "p0") == 0
+    assert _cli(path, *run, "--publication-id", "p0").returncode == 0
     sealed = (path / "govkernel.seal").read_text()
     room = _size(path) + 6000  # less than a run needs
+    said = []
     for n in (1, 2, 3):
-        assert _cli(path, *run, "--publication-id", f"p{n}", max_file_bytes=room) != 0
+        key = ("--idempotency-key", f"k{n}")
+        full = _cli(path, *run, "--publication-id", f"p{n}", *key, max_file_bytes=room)
+        assert full.returncode == 2  # the store could not be used
         assert (path / "govkernel.seal").read_text() == sealed
-    assert _cli(path, "recover") == 0
-    assert _cli(path, "audit", "verify") == 0
-    assert _cli(path, *run, "--publication-id", "p4") == 0
+        said.append(full.stderr)
+    # The first start's commit failed: read again, it is known not stored, and the
+    # command says how to start it again without ever running it twice.
+    assert "was not stored" in said[0] and "--idempotency-key k1 starts it" in said[0]
+    assert "could not be repaired" in said[1]  # its undo found no room either
+    assert _cli(path, "recover").returncode == 0
+    assert _cli(path, "audit", "verify").returncode == 0
+    assert _cli(path, *run, "--publication-id", "p4").returncode == 0

@@ -59,6 +59,10 @@ TRANSITIONS: dict[ExecutionState, frozenset[ExecutionState]] = {
 }
 
 
+def _named(state: ExecutionState | None) -> str:
+    return "no state (a start)" if state is None else state.value
+
+
 def allowed(source: ExecutionState, target: ExecutionState) -> bool:
     return target in TRANSITIONS[source]
 
@@ -198,7 +202,7 @@ def verify_chain(
     execution's `state`, when given, must be where its last entry leads: a state edited in
     storage has no entry of its own.
     """
-    prev = GENESIS
+    prev, reached = GENESIS, None
     for position, entry in enumerate(entries, start=1):
         problem = None
         if entry.execution_id != execution_id:
@@ -209,15 +213,34 @@ def verify_chain(
             problem = "previous-hash link broken"
         elif entry.recomputed() != entry.hash:
             problem = "entry content does not match its hash"
+        # The lifecycle holds in the trail too: an entry whose hash was recomputed cannot
+        # lead out of an ended execution, or anywhere the table does not go.
+        elif entry.from_state is not reached:
+            problem = (
+                f"entry leads from {_named(entry.from_state)}, where the trail had reached"
+                f" {_named(reached)}"
+            )
+        elif reached is None and entry.to_state is not S.PENDING:
+            problem = f"the first entry leads to {entry.to_state.value}, not pending"
+        elif reached is not None and not allowed(reached, entry.to_state):
+            problem = f"{reached.value} -> {entry.to_state.value} is not a transition"
         if problem:
             return ChainReport(execution_id, len(entries), False, position, problem)
-        prev = entry.hash
+        prev, reached = entry.hash, entry.to_state
     if len(entries) != head_sequence or prev != head_hash:
+        if len(entries) < head_sequence:
+            first_bad = len(entries) + 1  # missing
+        elif len(entries) > head_sequence and (
+            head_sequence < 1 or entries[head_sequence - 1].hash == head_hash
+        ):
+            first_bad = head_sequence + 1  # past the head the execution records
+        else:
+            first_bad = max(head_sequence, 1)
         return ChainReport(
             execution_id,
             len(entries),
             False,
-            len(entries) + 1 if len(entries) < head_sequence else head_sequence,
+            first_bad,
             f"chain ends at entry {len(entries)} but the execution records head {head_sequence}",
         )
     if state is not None and entries and entries[-1].to_state is not state:

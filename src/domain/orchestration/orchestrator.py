@@ -188,12 +188,10 @@ class Orchestrator:
         if risk_tier is not None and not isinstance(risk_tier, ImpactTier):
             known = ", ".join(t.value for t in ImpactTier)
             raise InvalidInput("risk_tier", f"must be an ImpactTier ({known}), got {risk_tier!r}")
-        input = self.check_input(workflow, input)
         rt = self._runtime
         given = idempotency_key is not None
-        if idempotency_key is None:
-            idempotency_key = rt.ids.new_id("idem")
-        key = text("idempotency_key", idempotency_key, max_len=200, single_line=True)
+        if given:
+            key = text("idempotency_key", idempotency_key, max_len=200, single_line=True)
         correlation = (
             rt.trace_id
             if correlation_id is None
@@ -201,10 +199,14 @@ class Orchestrator:
         )
         if given:
             # A read by id (its key record): a known key starts nothing, not even the first
-            # step's code. Starts racing on one key may each run it; one commits.
+            # step's code, whatever input it is given (a retry's may no longer pass checks
+            # tightened since). Starts racing on one key may each run it; one commits.
             known = self._by_key(key)
             if known is not None:
                 return reused(known, definition.name)
+        input = self.check_input(workflow, input)
+        if not given:
+            key = text("idempotency_key", rt.ids.new_id("idem"), max_len=200, single_line=True)
         execution_id = rt.ids.new_id("wfx")
 
         def fresh() -> WorkflowExecution:
@@ -343,7 +345,7 @@ class Orchestrator:
                 if found is not None:
                     return _not_ours_twice(exc, found, execution)
                 if isinstance(exc, CommitOutcomeUnknown):
-                    raise
+                    raise _not_stored(f"execution {execution.id} was not stored", exc) from exc
                 self._not_taken(execution.id)
                 return _FirstStepFailed(step.name, exc)
         return execution
@@ -359,7 +361,8 @@ class Orchestrator:
                 if found is None:
                     if isinstance(exc, DuplicateRecord):
                         self._not_taken(execution.id)
-                    raise
+                        raise
+                    raise _not_stored(f"execution {execution.id} was not stored", exc) from exc
                 return _not_ours_twice(exc, found, execution)
         return execution
 
@@ -670,9 +673,10 @@ class Orchestrator:
         refused for the state it moved the execution to)."""
         try:
             uow.commit()
-        except CommitOutcomeUnknown:
+        except CommitOutcomeUnknown as exc:
             if _landed(self.get(execution.id)) != _landed(execution):
-                raise
+                what = f"the command on execution {execution.id} was not recorded"
+                raise _not_stored(what, exc) from exc
 
     def recover(self, *, ignore_leases: bool = False) -> list[WorkflowExecution]:
         """Resume every interrupted execution whose lease has expired; a retry not due yet is
@@ -1130,6 +1134,15 @@ def _idle_with_nothing_done(x: WorkflowExecution) -> bool:
 def _has_work_in_hand(x: WorkflowExecution) -> bool:
     """Whether a command that ends `x` needs its definition (a step to finish or an undo)."""
     return not (_idle_with_nothing_done(x) or x.state.terminal)
+
+
+def _not_stored(what: str, error: CommitOutcomeUnknown) -> StorageUnavailable:
+    """A commit whose outcome was unknown, resolved by reading again: it did not land, so the
+    store failed to commit, and the same call may be made again."""
+    return StorageUnavailable(
+        f"{what}: its commit failed ({error}), and reading it back shows it did not land;"
+        " nothing changed"
+    )
 
 
 def _landed(x: WorkflowExecution) -> tuple[Any, ...]:
