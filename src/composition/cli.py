@@ -140,6 +140,12 @@ class Session:
                     f"note: the store's last transaction was cut short (by a crash, or by"
                     f" damage to its log); it was {repair.action} ({repair.writes} writes)"
                 )
+            upgraded = getattr(app.store, "upgraded_from", None)
+            if isinstance(upgraded, int):  # a read too: older govkernels now refuse it
+                self.warn(
+                    f"note: the store was upgraded from schema version {upgraded}; a"
+                    " govkernel older than this one no longer opens it"
+                )
             printer.bind(app)
             yield app, printer
 

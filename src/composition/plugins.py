@@ -238,7 +238,8 @@ _IN_CODE = "Overrides(%s=...)"
 def _in_code(
     key: str, given: Callable[[KnowledgeService], object], service: KnowledgeService
 ) -> list[WorkflowDefinition]:
-    value = given(service)
+    # As a setting's function is called: with the service if it takes an argument.
+    value = given(service) if _takes_an_argument(given) else given()  # type: ignore[call-arg]
     try:
         if callable(value):
             raise _Unusable(f"is a {type(value).__name__}: return the workflows themselves")
@@ -281,7 +282,10 @@ def _definitions(value: object, service: KnowledgeService) -> list[WorkflowDefin
 
 
 def _takes_an_argument(function: Callable[..., object]) -> bool:
-    parameters = inspect.signature(function).parameters.values()
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (some callables): as documented
+        return True
     return any(p.kind not in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in parameters)
 
 

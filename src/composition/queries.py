@@ -16,6 +16,7 @@ from domain.model.execution import WorkflowExecution, started_steps
 from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from ports import records
 from ports.errors import CorruptRecord, RecordNotFound
+from ports.storage import count as _count
 from ports.unit_of_work import UnitOfWorkFactory
 
 
@@ -228,6 +229,11 @@ class EventGap(CorruptRecord):
 def all_events(
     uow_factory: UnitOfWorkFactory, tenant: str, page: int = 500
 ) -> Iterator[EventEnvelope]:
+    """Every event of `tenant`, read `page` at a time (checked now, not at the first read)."""
+    return _every_event(uow_factory, tenant, _count("page", page, least=1))
+
+
+def _every_event(uow_factory: UnitOfWorkFactory, tenant: str, page: int) -> Iterator[EventEnvelope]:
     position = 0
     while True:
         batch = events_after(uow_factory, tenant, position, page)

@@ -377,9 +377,14 @@ class _InputNotLoaded(Mapping[str, Any]):
     def __len__(self) -> int:
         self._refuse()
 
-    # Listed executions still compare by everything else they hold.
+    # Listed executions still compare by everything else they hold; compared with an input,
+    # it cannot say (False would pretend the inputs differ).
     def __eq__(self, other: object) -> bool:
-        return other is self
+        if other is self:
+            return True
+        if isinstance(other, Mapping):
+            self._refuse()
+        return NotImplemented
 
     def __hash__(self) -> int:
         return id(self)

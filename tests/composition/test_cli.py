@@ -780,3 +780,18 @@ def test_a_mistyped_database_is_reported_not_created(gk: Cli) -> None:
     assert "no store in namespace 'govkernel', database 'typo'" in done.stderr
     gk("run", "knowledge-publication", str(FRED), env=typo)  # running there creates it
     assert gk.json("executions", "list", env=typo)
+
+
+def test_a_store_upgraded_by_any_command_says_so(fresh: Cli) -> None:
+    """Even a read moves an older store's schema up, after which older govkernels refuse it:
+    the operator is told when it happens (found upgrading stores of earlier versions)."""
+    from adapters.surrealdb import schema
+
+    fresh("run", "knowledge-publication", str(IMF))
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        meta = RecordID(schema.META_TABLE, "schema")
+        store.select_rows("UPSERT $m SET version = $v", {"m": meta, "v": schema.SCHEMA_VERSION - 1})
+    said = fresh("events", "--limit", "1").stderr
+    assert f"upgraded from schema version {schema.SCHEMA_VERSION - 1}" in said
+    assert "no longer opens it" in said
+    assert "upgraded" not in fresh("events", "--limit", "1").stderr  # once

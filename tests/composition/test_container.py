@@ -229,8 +229,9 @@ def _echo(name: str = "echo") -> Any:
         lambda service: [_echo()],
         lambda service: MappingProxyType({"echo": _echo()}),
         lambda _: _echo(),
+        lambda: [_echo()],  # no argument: called without the service, as a setting's is
     ],
-    ids=["list", "mapping proxy", "one"],
+    ids=["list", "mapping proxy", "one", "no argument"],
 )
 def test_a_service_may_give_its_workflows_as_a_list_a_mapping_or_one(given: Any) -> None:
     with build_app(Settings(store_url="memory://"), Overrides(workflows=given)) as app:
@@ -375,3 +376,15 @@ def test_a_service_checks_every_chain_after_a_crash_then_forgets_it(tmp_path: Pa
         )
         assert app.check_after_crash() == [] and app.unclean_shutdown is None
     assert lock.read_text() == ""
+
+
+def test_every_event_is_read_a_page_at_a_time_and_a_page_holds_at_least_one() -> None:
+    from composition import queries
+
+    with build_app(Settings(store_url="memory://")) as app:
+        publish(app, "p-1")
+        events = list(queries.all_events(app.uow_factory, app.runtime.tenant, page=2))
+        assert len(events) > 2 and [e.position for e in events] == list(range(1, len(events) + 1))
+        for page in (0, -1, True, "5"):  # 0 read nothing, then failed on an empty page
+            with pytest.raises(ValueError, match="page must be an integer >= 1"):
+                queries.all_events(app.uow_factory, app.runtime.tenant, page=page)  # type: ignore[arg-type]

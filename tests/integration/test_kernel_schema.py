@@ -63,7 +63,10 @@ def test_reapplying_the_schema_converges_and_keeps_data_and_indexes(tmp_path: Pa
         set_schema_version(store, 0)  # as if written by an older govkernel
     with open_store(path) as store:  # applies every definition again, over existing ones
         assert schema_version(store) == surreal_schema.SCHEMA_VERSION
+        assert store.upgraded_from == 0  # said (the CLI notes it): older ones now refuse it
         assert database_info(store) == info
+    with open_store(path) as store:
+        assert store.upgraded_from is None
         with store.unit_of_work() as uow:
             assert uow.capsules.get(capsule.id) == capsule
         with store.unit_of_work() as uow:  # the unique index still holds
@@ -76,7 +79,7 @@ def test_a_newer_schema_is_refused_and_the_store_left_unlocked(tmp_path: Path) -
     path = tmp_path / "store"
     with open_store(path) as store:
         set_schema_version(store, surreal_schema.SCHEMA_VERSION + 1)
-    with pytest.raises(StorageUnavailable, match="newer than this govkernel"):
+    with pytest.raises(StorageUnavailable, match="newer than this govkernel.*restore a backup"):
         open_store(path)
     lock = StoreLock(path)
     lock.acquire()  # the refused open released its lock

@@ -431,6 +431,8 @@ class SurrealStore:
         self.journaled = config.path is not None
         # How this open repaired a torn last transaction, if there was one.
         self.torn_repair: compiler.Repair | None = None
+        # The schema version this open moved the store up from, when it did.
+        self.upgraded_from: int | None = None
         self._lock = threading.Lock()
         self._file_lock: StoreLock | None = None
         self._seal: LogSeal | None = None
@@ -589,7 +591,8 @@ class SurrealStore:
         if isinstance(current, int) and current > schema.SCHEMA_VERSION:
             raise StorageUnavailable(
                 f"store schema version {current} is newer than this govkernel"
-                f" ({schema.SCHEMA_VERSION}); upgrade govkernel"
+                f" ({schema.SCHEMA_VERSION}); upgrade govkernel (a store is never moved back"
+                " down: to go back, restore a backup taken before the upgrade)"
             )
         text = ";\n".join(schema.statements())
         text = f"BEGIN TRANSACTION;\n{text};\nUPSERT $m SET version = $v;\nCOMMIT TRANSACTION;"
@@ -597,6 +600,8 @@ class SurrealStore:
         bad = [r for r in rows if r.get("status") != "OK"]
         if bad:
             raise StorageUnavailable(f"schema could not be applied: {bad[0].get('result')}")
+        if isinstance(current, int):
+            self.upgraded_from = current
 
     def _identify(self) -> str | None:
         """The store's id, minted by the first open that finds none (stores from before ids

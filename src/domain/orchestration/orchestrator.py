@@ -323,7 +323,7 @@ class Orchestrator:
                 output = _output(step, _lent(step, uow, context))
             except Exception as exc:  # recorded once the start is stored on its own
                 return _FirstStepFailed(step.name, exc)
-            except (KeyboardInterrupt, SystemExit) as stop:
+            except BaseException as stop:  # Ctrl-C, sys.exit, a task's cancellation
                 stop.add_note("(its first: the execution was not stored)")
                 raise
             now = rt.clock.now()
@@ -465,10 +465,13 @@ class Orchestrator:
                     if outcome.execution is not None:
                         return outcome.execution
                     break
-        except (KeyboardInterrupt, SystemExit):
-            # Ctrl-C, SIGTERM as the CLI maps it, or sys.exit: stopping, not dying. Which of
-            # them a step's own code raised cannot be told from a signal: the execution is
-            # left running, not failed, and the note says where it stopped.
+        except BaseException as stop:
+            if isinstance(stop, Exception):
+                raise
+            # Ctrl-C, SIGTERM as the CLI maps it, sys.exit, or an asyncio task's cancellation
+            # (any BaseException): stopping, not dying. Which of them a step's own code raised
+            # cannot be told from a signal: the execution is left running, not failed, and
+            # the note says where it stopped.
             self._let_go(execution_id)
             raise
         self._take(execution_id)
@@ -1204,8 +1207,9 @@ def _lent(step: Step, uow: UnitOfWork, context: StepContext, what: str = "step")
     uow.lend(f"step {step.name}")
     try:
         output = step.run(uow, context)
-    except (KeyboardInterrupt, SystemExit) as stop:
-        stop.add_note(f"while {what} {step.name} of execution {context.execution.id} ran")
+    except BaseException as stop:
+        if not isinstance(stop, Exception):  # a stop (Ctrl-C, sys.exit, a cancellation)
+            stop.add_note(f"while {what} {step.name} of execution {context.execution.id} ran")
         raise
     finally:
         refused = uow.lend(None)
