@@ -1128,6 +1128,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
             ),
             ("step", f"{render.progress(x, definition)} {render.step_name(x, definition)}"),
             ("tenant", x.tenant),
+            *([] if x.environment is None else [("environment", x.environment.value)]),
             ("requested by", f"{x.requested_by} (who may not approve it)"),
             ("idempotency", x.idempotency_key),
             ("correlation", x.correlation_id),
@@ -1931,6 +1932,9 @@ def _with_hint(message: str) -> str:
             f"{message} (the govkernel command knows your workflows when the `workflows`"
             " setting names them: GOVKERNEL_WORKFLOWS)"
         )
+    if "act on it from a worker of " in message:
+        started_in = message.rsplit(" ", 1)[-1]
+        return f"{message} (GOVKERNEL_ENVIRONMENT={started_in} for this command)"
     if "(as current or retired)" in message:
         return (
             f"{message}: name the module that has it in the `retired_workflows` setting"

@@ -129,6 +129,7 @@ def execution_json(
         "current_step": x.current_step,
         "step": step_name(x, definition),
         "tenant": x.tenant,
+        "environment": None if x.environment is None else x.environment.value,
         "requested_by": x.requested_by,
         "idempotency_key": x.idempotency_key,
         "created_at": iso(x.created_at),

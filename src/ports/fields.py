@@ -238,6 +238,7 @@ FIELDS: Mapping[str, Mapping[str, Field]] = {
         "created_at": _f(T),
         "updated_at": _f(T),
         "requested_by": _f(S),
+        "environment": _f(OS),
         "current_step": _f(N, AtLeast(0)),
         "attempts_json": _f(S),
         "outputs_json": _f(S),

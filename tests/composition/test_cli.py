@@ -795,3 +795,18 @@ def test_a_store_upgraded_by_any_command_says_so(fresh: Cli) -> None:
     assert f"upgraded from schema version {schema.SCHEMA_VERSION - 1}" in said
     assert "no longer opens it" in said
     assert "upgraded" not in fresh("events", "--limit", "1").stderr  # once
+
+
+def test_an_execution_is_driven_only_in_the_environment_it_started_in(fresh: Cli) -> None:
+    prod = {"GOVKERNEL_ENVIRONMENT": "production"}
+    record = fresh.json("run", "knowledge-publication", str(IMF), "--tier", "Tier1", env=prod)
+    xid = record["execution_id"]
+    assert record["environment"] == "production"
+    alice = {"GOVKERNEL_ACTOR": "alice"}
+    refused = fresh("approve", xid, "--role", "reviewer", code=1, env=alice)  # development
+    assert "was started in production" in refused.stderr
+    assert "GOVKERNEL_ENVIRONMENT=production for this command" in refused.stderr
+    assert fresh.json("executions", "show", xid)["state"] == "awaiting_approval"
+    done = fresh.json("approve", xid, "--role", "reviewer", env=alice | prod)
+    assert done["state"] == "succeeded"
+    assert "environment     production" in fresh("executions", "show", xid).stdout

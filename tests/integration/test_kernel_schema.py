@@ -79,7 +79,7 @@ def test_a_newer_schema_is_refused_and_the_store_left_unlocked(tmp_path: Path) -
     path = tmp_path / "store"
     with open_store(path) as store:
         set_schema_version(store, surreal_schema.SCHEMA_VERSION + 1)
-    with pytest.raises(StorageUnavailable, match="newer than this govkernel.*restore a backup"):
+    with pytest.raises(StorageUnavailable, match=r"newer than this govkernel.*restore a backup"):
         open_store(path)
     lock = StoreLock(path)
     lock.acquire()  # the refused open released its lock
@@ -238,3 +238,32 @@ def test_a_torn_delete_is_undone_with_its_key_record(tmp_path: Path) -> None:
         assert store.select_rows("SELECT VALUE ref FROM ONLY $k", {"k": key}) == [
             RecordID("capsule", capsule.id)
         ]
+
+
+def test_a_schema_8_stores_executions_record_no_environment(tmp_path: Path) -> None:
+    """Before schema 9 an execution did not record the environment it started in."""
+    from domain.model.environment import Environment
+
+    path = tmp_path / "store"
+    execution = samples.execution()
+    execution.environment = Environment.PRODUCTION
+    with open_store(path) as store:
+        with store.unit_of_work() as uow:
+            uow.executions.save(execution)
+            uow.commit()
+        store.select_rows(  # as schema 8 had it
+            "BEGIN; UPDATE $r SET environment = NONE RETURN NONE;"
+            " REMOVE FIELD environment ON execution; COMMIT;",
+            {"r": RecordID("execution", execution.id)},
+        )
+        set_schema_version(store, 8)
+    with open_store(path) as store:
+        assert (schema_version(store), store.upgraded_from) == (surreal_schema.SCHEMA_VERSION, 8)
+        with store.unit_of_work() as uow:
+            assert uow.executions.require(execution.id).environment is None
+            stored = uow.executions.require(execution.id)
+            stored.environment = Environment.TEST  # the field is back, and takes a value
+            uow.executions.save(stored)
+            uow.commit()
+        with store.unit_of_work() as uow:
+            assert uow.executions.require(execution.id).environment is Environment.TEST

@@ -353,6 +353,8 @@ def _lowered_tier(ran: Ran, execution_id: str) -> str:
         ({"workflow_version": "0"}, "workflow version"),
         ({"correlation_id": "trace-forged"}, "correlation id"),
         ({"created_at": T0.replace(year=2020)}, "creation time"),
+        ({"environment": "production"}, "environment"),  # to be driven by another's workers
+        ({"environment": None}, "environment"),  # or by any
     ],
 )
 def test_an_edited_execution_identity_is_detected(

@@ -877,14 +877,10 @@ def test_a_start_left_pending_runs_no_step_code_once_it_ended_elsewhere(world: W
 # -- leases --------------------------------------------------------------------------------------
 
 
-class _Stopped(BaseException):
-    """A stop of the caller's own (as asyncio's CancelledError is): not an Exception."""
-
-
 @pytest.mark.parametrize(
     "stopping",
-    [KeyboardInterrupt, lambda: SystemExit(3), asyncio.CancelledError, _Stopped],
-    ids=["ctrl-c", "sys.exit", "task cancelled", "own stop"],
+    [KeyboardInterrupt, lambda: SystemExit(3), asyncio.CancelledError],
+    ids=["ctrl-c", "sys.exit", "task cancelled"],
 )
 def test_a_worker_stopped_by_ctrl_c_lets_go_of_its_lease(
     world: World, stopping: Callable[[], BaseException]
@@ -1024,6 +1020,34 @@ def test_one_idempotency_key_in_two_environments_mints_different_ids(world: Worl
             "mint", {}, idempotency_key="order-42"
         )
     assert len(set(minted)) == 2
+
+
+def test_only_a_worker_of_the_environment_an_execution_started_in_drives_it(
+    world: World,
+) -> None:
+    """A production execution approved, run or recovered by a worker configured for
+    development would be judged by development's policies (found by a service team's pass:
+    the CLI defaults to development). Ending one with nothing to run or undo (a reject, a
+    cancel) judges nothing, and any worker may."""
+    production = evolve(runtime(world.clock, world.ids), environment=Environment.PRODUCTION)
+    workflows = definitions(world.store.unit_of_work)
+    prod = Orchestrator(world.store.unit_of_work, production, workflows, worker_id="prod")
+    waiting = prod.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
+    interrupted = prod.start(WORKFLOW, request("pub-2"), run=False)
+    assert waiting.environment is Environment.PRODUCTION
+    dev = world.orch("dev")  # the test environment's worker
+    tables = ("execution", "audit", "decision", "evidence", "event", "knowledge_source")
+    before = {name: world.door.table(name) for name in tables}
+    refused = "was started in production, and this orchestrator runs in test"
+    with pytest.raises(InvalidState, match=refused):
+        dev.acting_as("alice").approve(waiting.id, role="reviewer")
+    with pytest.raises(InvalidState, match=refused):
+        dev.run(interrupted.id)
+    with pytest.raises(RecoveryIncomplete, match=refused):
+        dev.recover(ignore_leases=True)
+    assert {name: world.door.table(name) for name in tables} == before  # nothing written
+    assert prod.acting_as("alice").approve(waiting.id, role="reviewer").state is S.SUCCEEDED
+    assert prod.run(interrupted.id).state is S.SUCCEEDED
 
 
 def test_the_lease_holder_itself_may_resume(world: World) -> None:

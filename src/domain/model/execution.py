@@ -10,6 +10,7 @@ from typing import Any
 
 from attrs import define, evolve, field, frozen
 
+from domain.model.environment import Environment
 from domain.model.errors import IllegalTransition, InvalidInput, InvalidState
 from domain.model.evidence import canonical_json
 from domain.model.frozen import read_only
@@ -58,6 +59,7 @@ PIN_NAMES = {
     "requested_by": "requester",
     "created_at": "creation time",
     "input_sha256": "input",
+    "environment": "environment",
 }
 
 
@@ -114,6 +116,9 @@ class WorkflowExecution:
     # Whose mutation this is: steps act on their behalf, whichever worker runs them, and
     # they cannot approve it themselves.
     requested_by: str = ""
+    # Where it was started: only a worker of that environment drives it, so it is never
+    # judged by another's policies. None for executions stored before it was recorded.
+    environment: Environment | None = None
     current_step: int = 0
     attempts: dict[str, int] = field(factory=dict)
     # The dict grows a key per step; each output in it is read-only (domain.model.frozen).
@@ -146,6 +151,7 @@ class WorkflowExecution:
         at: datetime,
         actor: str,
         definition: JSON = None,
+        environment: Environment | None = None,
     ) -> WorkflowExecution:
         """A new execution, pending. `definition` is what its steps are (see
         `WorkflowDefinition.shape`): pinned beside its identity, for `started_steps`."""
@@ -162,6 +168,7 @@ class WorkflowExecution:
             created_at=at,
             updated_at=at,
             requested_by=actor,
+            environment=environment,
         )
         execution._record(
             None,
@@ -194,6 +201,9 @@ class WorkflowExecution:
             "requested_by": self.requested_by,
             "created_at": self.created_at.astimezone(UTC).isoformat(),
             "input_sha256": sha256_hex(canonical_json(self.input)),
+            # Pinned only where recorded: the first entries of executions stored before
+            # pin what they had.
+            **({} if self.environment is None else {"environment": self.environment.value}),
         }
 
     def transition(
@@ -422,7 +432,7 @@ class WorkflowExecution:
             return 1, "the first audit entry's pins cannot be read"
         now = self.identity()
         for key, name in PIN_NAMES.items():
-            if pinned.get(key) != now[key]:
+            if pinned.get(key) != now.get(key):  # a fact pinned or not, on both sides
                 return 1, f"the execution's {name} differs from what its first audit entry pinned"
         checkpoints = {e.step: e for e in entries if e.step is not None and e.pinned is not None}
         for step, output in self.step_outputs.items():

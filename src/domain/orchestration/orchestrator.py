@@ -7,6 +7,7 @@ the execution, never by blindly repeating a commit.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import enum
@@ -98,6 +99,10 @@ class _Unknown:
     # another one shows the commit landed after all.
     seen_version: int
 
+
+# What stops a worker without it dying: Ctrl-C (SIGTERM as the CLI maps it), sys.exit, an
+# asyncio task's cancellation (a service running workers in tasks' threads).
+STOPS = (KeyboardInterrupt, SystemExit, asyncio.CancelledError)
 
 # Commits in a row whose outcome is unknown before `run` gives up: a store that cannot
 # commit (a full disk) must not have a step re-run in a tight loop for good.
@@ -225,6 +230,7 @@ class Orchestrator:
                 at=now,
                 actor=rt.actor,
                 definition=definition.shape(),
+                environment=rt.environment,
             )
             if run:
                 execution.transition(S.RUNNING, at=now, actor=rt.actor, reason="started")
@@ -323,7 +329,7 @@ class Orchestrator:
                 output = _output(step, _lent(step, uow, context))
             except Exception as exc:  # recorded once the start is stored on its own
                 return _FirstStepFailed(step.name, exc)
-            except BaseException as stop:  # Ctrl-C, sys.exit, a task's cancellation
+            except STOPS as stop:
                 stop.add_note("(its first: the execution was not stored)")
                 raise
             now = rt.clock.now()
@@ -465,13 +471,10 @@ class Orchestrator:
                     if outcome.execution is not None:
                         return outcome.execution
                     break
-        except BaseException as stop:
-            if isinstance(stop, Exception):
-                raise
-            # Ctrl-C, SIGTERM as the CLI maps it, sys.exit, or an asyncio task's cancellation
-            # (any BaseException): stopping, not dying. Which of them a step's own code raised
-            # cannot be told from a signal: the execution is left running, not failed, and
-            # the note says where it stopped.
+        except STOPS:
+            # Stopping, not dying. Which of them a step's own code raised cannot be told
+            # from a signal: the execution is left running, not failed, and the note says
+            # where it stopped.
             self._let_go(execution_id)
             raise
         self._take(execution_id)
@@ -782,7 +785,16 @@ class Orchestrator:
 
     def _definition_of(self, execution: WorkflowExecution) -> WorkflowDefinition:
         """The definition that started `execution`: another version's steps must not run
-        on it (they may differ in number, order and effect)."""
+        on it (they may differ in number, order and effect). Nor may a worker of another
+        environment's (its policies, its ids): an execution started in production is never
+        approved through, or recovered, under development's rules."""
+        started_in, here = execution.environment, self._runtime.environment
+        if started_in is not None and started_in is not here:
+            raise InvalidState(
+                f"execution {execution.id} was started in {started_in.value}, and this"
+                f" orchestrator runs in {here.value}: act on it from a worker of"
+                f" {started_in.value}"
+            )
         found = self._versions.get((execution.workflow_name, execution.workflow_version))
         if found is not None:
             return found
@@ -1207,9 +1219,8 @@ def _lent(step: Step, uow: UnitOfWork, context: StepContext, what: str = "step")
     uow.lend(f"step {step.name}")
     try:
         output = step.run(uow, context)
-    except BaseException as stop:
-        if not isinstance(stop, Exception):  # a stop (Ctrl-C, sys.exit, a cancellation)
-            stop.add_note(f"while {what} {step.name} of execution {context.execution.id} ran")
+    except STOPS as stop:
+        stop.add_note(f"while {what} {step.name} of execution {context.execution.id} ran")
         raise
     finally:
         refused = uow.lend(None)
