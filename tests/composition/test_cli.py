@@ -686,8 +686,9 @@ def test_after_a_crash_every_tenants_chains_are_checked_before_it_is_forgotten(
 def test_a_store_path_through_a_file_says_so(fresh: Cli, tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("not a directory")
     url = f"surrealkv://{tmp_path / 'afile' / 'sub' / 'store'}"
-    done = fresh("--store", url, "run", "knowledge-publication", str(FRED), code=2)
-    assert f"{tmp_path / 'afile'} is a file, not a directory" in done.stderr
+    for command in (("run", "knowledge-publication", str(FRED)), ("executions", "list")):
+        done = fresh("--store", url, *command, code=2)  # a read said "nothing has run there"
+        assert f"{tmp_path / 'afile'} is a file, not a directory" in done.stderr
 
 
 def test_a_second_process_on_one_store_fails_clearly(fresh: Cli) -> None:

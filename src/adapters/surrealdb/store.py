@@ -115,7 +115,7 @@ class StoreLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             # mkdir says "File exists" when a file stands where a directory of the path goes.
-            blocked = next((p for p in self.path.parents if p.exists() and not p.is_dir()), None)
+            blocked = _file_in_the_way(self.path.parent)
             why = f"{blocked} is a file, not a directory" if blocked else exc.strerror or exc
             raise StorageUnavailable(
                 f"cannot use store {self.path.with_suffix('')}: {why}"
@@ -343,6 +343,11 @@ class LogSeal:
             os.replace(temporary, self.path)
 
 
+def _file_in_the_way(path: Path) -> Path | None:
+    """The path itself, or a directory on its way, that is something else (a file)."""
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+
+
 def _open_regular(path: Path, flags: int, what: str) -> int:
     """A descriptor on `path`, never through a symbolic link and only for a regular file:
     files govkernel keeps beside or inside a store are read and rewritten by it."""
@@ -468,6 +473,11 @@ class SurrealStore:
                     f"cannot use store {path}: {exc.strerror or exc}{where}"
                 ) from None
             if not cfg.create and nothing_there:
+                blocked = _file_in_the_way(path)
+                if blocked is not None:  # the reason, as a command that would make it says
+                    raise StorageUnavailable(
+                        f"cannot use store {path}: {blocked} is a file, not a directory"
+                    )
                 raise StorageUnavailable(f"no store at {path}: nothing has run there yet")
             url = f"{cfg.scheme}://{path}"
             self._file_lock = StoreLock(path)
