@@ -942,11 +942,16 @@ def conclude(
         s.echo(f"  why      {render.safe(reason)}")
         s.suggest(
             7,
-            ("approve", f"approve {x.id} --role ROLE --approver NAME"),
+            ("approve", f"approve {x.id} --role ROLE"),
             ("reject", f"reject {x.id} --reason TEXT"),
         )
         if not s.transient():
-            s.echo("  (the actor who started it cannot approve it: --approver names someone else)")
+            s.echo(
+                render.safe(
+                    f"  (run by the approver, GOVKERNEL_ACTOR=NAME: {x.requested_by} started"
+                    " it, and can neither approve it nor record an approval of it)"
+                )
+            )
         return
     if x.state in ok:
         s.echo(
@@ -1528,7 +1533,10 @@ def recover(ctx: click.Context) -> None:
             failures: list[tuple[str, str]] = []
         except RecoveryIncomplete as incomplete:
             resumed, failures = incomplete.resumed, incomplete.failures
+        here = app.runtime.environment
+        other_environments = [x for x in candidates if x.environment not in (None, here)]
         handled = {x.id for x in resumed} | {xid for xid, _ in failures}
+        handled |= {x.id for x in other_environments}
         # What recovery left for later, as found before recovering: a retry not due yet (one
         # another worker holds a live lease on is that worker's, as recovery has it).
         mine = (None, app.orchestrator.worker_id)
@@ -1550,6 +1558,10 @@ def recover(ctx: click.Context) -> None:
                     ],
                     "failed": [{"execution_id": xid, "error": error} for xid, error in failures],
                     "left_leased": leased,
+                    "left_to_other_environments": [
+                        {"execution_id": x.id, "environment": _environment_of(x)}
+                        for x in other_environments
+                    ],
                     "torn_transaction": _torn_json(app),
                     "unclean_shutdown": crashed,
                     "broken_after_crash": [render.report_json(r) for r in ours],
@@ -1575,6 +1587,16 @@ def recover(ctx: click.Context) -> None:
                 f" another worker (or one that stopped) until {render.iso(until) or 'it expires'}"
                 f" ({', '.join(leased[:3])}{', ...' if len(leased) > 3 else ''});"
                 " recover takes it on after that"
+            )
+        if other_environments:
+            started_in = sorted({_environment_of(x) for x in other_environments})
+            s.echo(
+                render.safe(
+                    f"{len(other_environments)} execution{'s' * (len(other_environments) != 1)} left alone:"
+                    f" started in {' and '.join(started_in)}, and this command runs in"
+                    f" {here.value} (GOVKERNEL_ENVIRONMENT="
+                    f"{started_in[0] if len(started_in) == 1 else 'THEIRS'} recovers them)"
+                )
             )
         if candidates or unreadable:
             later = f", {len(not_due)} not due yet" if not_due else ""
@@ -1923,6 +1945,10 @@ def _describe(exc: Exception, *, debug: bool) -> tuple[int, str]:
         return EXIT_USAGE, f"cannot use{what}: {exc.strerror or exc}"
     hint = "" if debug else " (--debug shows the traceback)"
     return EXIT_FAILED, f"internal error: {type(exc).__name__}: {exc}{hint}"
+
+
+def _environment_of(x: WorkflowExecution) -> str:
+    return "" if x.environment is None else x.environment.value
 
 
 def _with_hint(message: str) -> str:

@@ -280,6 +280,7 @@ def test_recover_resumes_an_interrupted_execution(gk: Cli) -> None:
         "not_due": [],
         "failed": [],
         "left_leased": [],
+        "left_to_other_environments": [],
         "torn_transaction": None,
         "unclean_shutdown": None,
         "broken_after_crash": [],
@@ -811,3 +812,20 @@ def test_an_execution_is_driven_only_in_the_environment_it_started_in(fresh: Cli
     done = fresh.json("approve", xid, "--role", "reviewer", env=alice | prod)
     assert done["state"] == "succeeded"
     assert "environment     production" in fresh("executions", "show", xid).stdout
+
+    settings = load_settings({"GOVKERNEL_STORE": fresh.url} | prod)
+    request = publication_request(
+        [read_source(FRED)], title="T", publication_id="p", policy_refs=["P"]
+    )
+    with build_app(settings) as app:
+        pending = app.orchestrator.start(kp.NAME, request.to_input(), run=False).id
+    left = fresh.json("recover")  # development's: another environment's is not a failure
+    assert left["left_to_other_environments"] == [
+        {"execution_id": pending, "environment": "production"}
+    ]
+    assert left["failed"] == [] and left["resumed"] == []
+    said = fresh("recover").stdout
+    assert "1 execution left alone: started in production" in said
+    assert "GOVKERNEL_ENVIRONMENT=production recovers them" in said
+    [resumed] = fresh.json("recover", env=prod)["resumed"]
+    assert (resumed["execution_id"], resumed["state"]) == (pending, "succeeded")

@@ -378,7 +378,7 @@ def test_a_durable_store_still_suggests_follow_up_commands(
     assert f"  details        govkernel --store {url} executions show wfx-" in out
     out, _ = gk(capsys, "--store", url, "run", "knowledge-publication", str(IMF), "--tier", "Tier1")
     assert f"  approve  govkernel --store {url} approve wfx-" in out
-    assert "--approver names someone else" in out and "does not outlive" not in out
+    assert "run by the approver, GOVKERNEL_ACTOR=NAME" in out and "does not outlive" not in out
 
 
 @pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")

@@ -164,3 +164,66 @@ def test_a_signal_arriving_inside_a_request_is_handled_once_it_returns() -> None
             assert engine.query_raw("RETURN 2", {})["result"][0]["result"] == 2  # held for none
         finally:
             signal.signal(signal.SIGINT, before)
+
+
+def test_a_signal_during_a_servers_reply_stops_the_wait_at_once() -> None:
+    """Held only around the embedded codec: a silent server's reply is waited for in Python,
+    and holding Ctrl-C there kept it waiting until the reply timeout (found by a review)."""
+    import signal
+
+    said: list[str] = []
+
+    def stop(signum: int, frame: object) -> None:
+        said.append("stopped")
+        raise KeyboardInterrupt
+
+    class Server:  # a remote connection: no embedded engine behind it
+        def query_raw(self, text: str, params: dict[str, Any]) -> dict[str, Any]:
+            signal.raise_signal(signal.SIGINT)
+            said.append("reply waited for")
+            return {"result": []}
+
+    remote = wire.Wire(Server())
+    before = signal.signal(signal.SIGINT, wire.deferring(stop))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            remote.query_raw("RETURN 1", {})
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert said == ["stopped"]
+
+
+def test_every_signal_held_inside_a_request_is_handled_and_the_last_raised() -> None:
+    import signal
+
+    handled: list[str] = []
+
+    def handler(name: str) -> Any:
+        def handle(signum: int, frame: object) -> None:
+            handled.append(name)
+            raise KeyboardInterrupt(name)
+
+        return handle
+
+    with SurrealStore(SurrealConfig("mem://")) as store:
+        engine = store._db
+        assert isinstance(engine, wire.Wire)
+        real = engine._request
+
+        def both_arriving(text: str, params: dict[str, Any]) -> dict[str, Any]:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGTERM)
+            return real(text, params)
+
+        engine._request = both_arriving  # type: ignore[method-assign]
+        before = [
+            signal.signal(signal.SIGINT, wire.deferring(handler("interrupted"))),
+            signal.signal(signal.SIGTERM, wire.deferring(handler("terminated"))),
+        ]
+        try:
+            with pytest.raises(KeyboardInterrupt, match="terminated"):
+                engine.query_raw("RETURN 1", {})
+        finally:
+            signal.signal(signal.SIGINT, before[0])
+            signal.signal(signal.SIGTERM, before[1])
+    assert handled == ["interrupted", "terminated"]  # Ctrl-C then SIGTERM ends as terminated

@@ -432,6 +432,21 @@ def test_a_size_those_commits_kept_in_the_lock_file_is_the_seal_of_a_store_witho
         assert (path / "govkernel.seal").read_text() == f"closed {_size(path)}"
 
 
+def test_a_store_removed_to_start_over_opens_new_whatever_those_commits_kept(
+    tmp_path: Path,
+) -> None:
+    """The lock file is beside the store's directory, and outlives its removal: the size it
+    kept belongs to the log that was removed (found by a review: refused as damaged)."""
+    path = tmp_path / "store"
+    _open(path, journaled=True).close()
+    path.with_name("store.lock").write_text(f"closed {_size(path) + 5000}")
+    shutil.rmtree(path)
+    with SurrealStore(SurrealConfig(f"surrealkv://{path}")) as store:
+        assert SurrealBackdoor(store).snapshot()["execution"] == {}
+    assert _executions(path) == 0  # and again, sealed at its own size
+    assert (path / "govkernel.seal").read_text() == f"closed {_size(path)}"
+
+
 @pytest.mark.parametrize(
     "content",
     ["garbage \x1b[31m", "closed", "closed 12 13", "closed -5", "damaged 5 7", "damaged 9 9",

@@ -263,8 +263,11 @@ class LogSeal:
     def at_least(self, closed: int | None) -> None:
         """A size the log was known whole at, kept elsewhere (the lock file, as govkernel
         0c8cbf5..b006a62 kept it at a clean close): the log only grows, so the larger holds."""
-        if closed is not None and self.damaged is None:
-            self.closed = max(closed, self.closed or 0)
+        if closed is not None and self.damaged is None and closed > (self.closed or 0):
+            self.closed = closed
+            # Kept now: the lock file is rewritten as this open holds it, and an open that
+            # stops before its first seal would otherwise lose the size.
+            self._write(f"closed {closed}")
 
     def mark_damaged(self, closed: int, found: int) -> None:
         self.damaged = (closed, found)
@@ -504,10 +507,11 @@ class SurrealStore:
                     f"cannot use store {path}: {exc.strerror or exc}"
                 ) from None
             if not (path / "clog").is_dir():
-                self._seal.forget()
+                self._seal.forget()  # removed to start over: whatever the lock file says
+            else:
+                self._seal.at_least(self._file_lock.closed)  # closed last by one of those
             if self._file_lock.damaged is not None:  # as govkernel 0c8cbf5..b006a62 kept it
                 self._seal.mark_damaged(*self._file_lock.damaged)
-            self._seal.at_least(self._file_lock.closed)  # closed last by one of those
             self.unclean_shutdown = self._file_lock.crashed_holder
             given = os.environ.get("SURREAL_SYNC_DATA")
             if cfg.sync_data and (given is None or given.strip().lower() == "true"):

@@ -107,6 +107,18 @@ def deferring(handler: Callable[[int, Any], object]) -> Callable[[int, Any], obj
     return deferred
 
 
+def _replay() -> None:
+    """Run the handlers of signals held meanwhile, in order: each runs even when one before
+    it raised (Ctrl-C then SIGTERM ends as terminated), and the last one raised is raised."""
+    if not _held:
+        return
+    handler, signum, frame = _held.pop(0)
+    try:
+        handler(signum, frame)
+    finally:
+        _replay()
+
+
 class Wire:
     """An SDK connection's `query_raw` and `close`: direct to its embedded engine when it has
     one."""
@@ -120,17 +132,16 @@ class Wire:
 
     def query_raw(self, text: str, params: dict[str, Any]) -> dict[str, Any]:
         global _in_request
-        if _in_request or threading.get_ident() != _MAIN_THREAD:
+        # Only the embedded engine's codec is held to: a server's reply is waited for in
+        # Python, where a stop must end the wait (a silent server would hold it for good).
+        if self._db is None or _in_request or threading.get_ident() != _MAIN_THREAD:
             return self._request(text, params)
         _in_request = True
         try:
             return self._request(text, params)
         finally:
             _in_request = False
-            if _held:  # a signal arrived meanwhile: its handler runs now (and may raise)
-                handler, signum, frame = _held[0]
-                _held.clear()
-                handler(signum, frame)
+            _replay()
 
     def _request(self, text: str, params: dict[str, Any]) -> dict[str, Any]:
         request = encode_query(str(next(self._ids)), text, params) if self._db else None

@@ -690,6 +690,8 @@ class Orchestrator:
 
         `ignore_leases` is for a process that holds the store exclusively: no one else can
         be running them, so it need not wait for the leases of a crashed run to expire.
+        Executions started in another environment are left to its workers, as other
+        tenants' are to theirs.
         """
         _a_flag("ignore_leases", ignore_leases)
         now = self._runtime.clock.now()
@@ -700,7 +702,7 @@ class Orchestrator:
                 for state in RECOVERABLE
                 # Each run re-reads; a record that does not read back is named, not a stop.
                 for x in uow.executions.in_state(state, with_input=False, unreadable=unreadable)
-                if x.tenant == self._runtime.tenant
+                if x.tenant == self._runtime.tenant and self._of_this_environment(x)
             ]
             ours = [k for k in unreadable if uow.executions.tenant_of(k) == self._runtime.tenant]
         resumed = []
@@ -726,6 +728,9 @@ class Orchestrator:
         if failures:
             raise RecoveryIncomplete(resumed, failures)
         return resumed
+
+    def _of_this_environment(self, execution: WorkflowExecution) -> bool:
+        return execution.environment in (None, self._runtime.environment)
 
     def _drivable(self, execution_id: str) -> None:
         """Raise what driving the stored execution would raise before its first step."""
@@ -1155,8 +1160,8 @@ def _not_stored(what: str, error: CommitOutcomeUnknown) -> StorageUnavailable:
     """A commit whose outcome was unknown, resolved by reading again: it did not land, so the
     store failed to commit, and the same call may be made again."""
     return StorageUnavailable(
-        f"{what}: its commit failed ({error}), and reading it back shows it did not land;"
-        " nothing changed"
+        f"{what}: its commit failed ({error}), and reading it back shows it has not landed;"
+        " the same call may be made again"
     )
 
 
