@@ -1590,9 +1590,10 @@ def recover(ctx: click.Context) -> None:
             )
         if other_environments:
             started_in = sorted({_environment_of(x) for x in other_environments})
+            n = len(other_environments)
             s.echo(
                 render.safe(
-                    f"{len(other_environments)} execution{'s' * (len(other_environments) != 1)} left alone:"
+                    f"{n} execution{'s' * (n != 1)} left alone:"
                     f" started in {' and '.join(started_in)}, and this command runs in"
                     f" {here.value} (GOVKERNEL_ENVIRONMENT="
                     f"{started_in[0] if len(started_in) == 1 else 'THEIRS'} recovers them)"
