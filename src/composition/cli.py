@@ -98,6 +98,7 @@ class Session:
     # and the execution, once a commit of it was seen.
     starting: str | None = None
     started: str | None = None
+    starts: bool = False  # the command starts an execution (a `run`)
     started_state: S | None = None  # as last seen committed
     _settings: Settings | None = field(default=None, alias="_settings")
 
@@ -477,6 +478,7 @@ def run_knowledge_publication(
     reasons; a run awaiting approval prints how to approve it and exits 0.
     """
     s = session_of(ctx)
+    s.starts = True
     s.settings()  # configuration problems first, before any file is read
     sources = read_sources(s, files)
     # Validated before the store is opened: a typo needs no lock to be reported.
@@ -549,6 +551,7 @@ def run_workflow(
     awaiting approval prints how to approve it and exits 0; a failed one exits 1.
     """
     s = session_of(ctx)
+    s.starts = True
     s.settings()
     if input_text is not None and input_file is not None:
         raise click.UsageError("give --input or --input-file, not both")
@@ -837,16 +840,17 @@ def approve(ctx: click.Context, execution_id: str, role: str, approver: str | No
         execution = app.orchestrator.get(execution_id)
         actor, approver = app.settings.actor, approver or app.settings.actor
         if same_person(approver, execution.requested_by):
+            spelled = "" if approver == execution.requested_by else f"; {approver!r} is them"
             raise Failed(
-                f"{approver!r} started execution {execution_id} and cannot approve it"
-                " (separation of duties)",
+                f"{execution.requested_by!r} started execution {execution_id} and cannot"
+                f" approve it (separation of duties){spelled}",
                 EXIT_FAILED,  # a refusal by policy, as a denial is
             )
         if same_person(actor, execution.requested_by):
             raise Failed(
-                f"{actor!r} started execution {execution_id} and cannot record an approval"
-                f" of it, by {approver!r} or anyone (separation of duties): the approver runs"
-                " the command (GOVKERNEL_ACTOR)",
+                f"{execution.requested_by!r} started execution {execution_id} and cannot"
+                f" record an approval of it, by {approver!r} or anyone (separation of duties):"
+                " the approver runs the command (GOVKERNEL_ACTOR)",
                 EXIT_FAILED,
             )
         printer.mark(execution)
@@ -1902,6 +1906,8 @@ def _unfinished(session: Session, *, not_stored: bool = False) -> str:
             f"if its start was stored, `govkernel recover` finishes it; the same command with"
             f" --idempotency-key {key} shows it, or starts it if it was not, never twice"
         )
+    if session.starts:  # stopped before it came to start one
+        return "nothing was started"
     return "what was left unfinished resumes with `govkernel recover`"
 
 

@@ -193,6 +193,65 @@ def test_a_forged_entry_and_head_the_lifecycle_forbids_are_caught(
     assert said in (report.problem or "")
 
 
+def _rewritten(ran: Ran, execution_id: str, docs: list[dict[str, object]]) -> None:
+    """The trail replaced by `docs` (renumbered, every hash and link recomputed) and the
+    execution's head and state moved to its end: what someone who can write the store and
+    knows the hash function can do."""
+    stored = len(_trail(ran, execution_id))
+    prev = "0" * 64
+    for sequence, doc in enumerate(docs, start=1):
+        forged = _rehashed(doc | {"sequence": sequence, "prev_hash": prev})
+        if sequence <= stored:
+            ran.door.replace_audit(execution_id, sequence, forged)
+        else:
+            ran.door.add_audit(forged)
+        prev = str(forged["hash"])
+    for sequence in range(len(docs) + 1, stored + 1):
+        ran.door.delete_audit(execution_id, sequence)
+    head = {"audit_head": prev, "audit_sequence": len(docs), "state": docs[-1]["to_state"]}
+    ran.door.edit_execution(execution_id, head)
+
+
+def _trail(ran: Ran, execution_id: str) -> list[dict[str, object]]:
+    with ran.door.store.unit_of_work() as uow:
+        count = len(uow.audit.for_execution(execution_id))
+    return [ran.door.audit_doc(execution_id, n) for n in range(1, count + 1)]
+
+
+def test_steps_completed_out_of_their_order_are_caught_hashes_recomputed(ran: Ran) -> None:
+    trail = _trail(ran, ran.execution_id)  # created, started, ingest, analyse, ...
+    ingest, analyse = trail[2], trail[3]
+    swapped = [*trail[:2], analyse, ingest, *trail[4:]]
+    _rewritten(ran, ran.execution_id, swapped)
+    report = _bad(ran, 3)
+    assert "step analyse completed where step ingest was next" in (report.problem or "")
+
+
+def test_success_before_every_step_completed_is_caught_hashes_recomputed(ran: Ran) -> None:
+    trail = _trail(ran, ran.execution_id)
+    succeeded = trail[-1]
+    _rewritten(ran, ran.execution_id, [*trail[:3], succeeded])  # only ingest completed
+    report = _bad(ran, 4)
+    assert "succeeds with 1 of 4 steps completed" in (report.problem or "")
+
+
+def test_an_approval_by_the_requester_is_caught_hashes_recomputed(ran: Ran) -> None:
+    """The requester's own approval, forged into a trail whose hashes are recomputed (found
+    by a re-test: the chain and its shape held)."""
+    x = ran.orch.start(WORKFLOW, request("pub-3"), risk_tier=ImpactTier.TIER1)
+    x = ran.orch.acting_as("alice").approve(x.id, role="reviewer")
+    trail = _trail(ran, x.id)
+    [at] = [n for n, d in enumerate(trail) if d["reason"] == "approved by alice as reviewer"]
+    trail[at] = trail[at] | {"reason": "approved by operator as reviewer", "actor": "operator"}
+    _rewritten(ran, x.id, trail)
+    (approval,) = x.approvals
+    forged = [["operator", "reviewer", approval.granted_at.isoformat()]]
+    ran.door.edit_execution(x.id, {"approvals_json": json.dumps(forged)})
+    report = ran.orch.verify(x.id)
+    assert (report.ok, report.first_bad_sequence) == (False, at + 1), report
+    assert "an approval by the requester, 'operator'" in (report.problem or "")
+
+
 def test_a_step_committed_between_the_reads_of_verify_is_no_break() -> None:
     """`verify` reads the execution, then its trail: a worker's step committed in between
     leaves the trail past the head it read. That is no tamper: read again, it verifies."""

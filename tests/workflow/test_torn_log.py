@@ -565,7 +565,7 @@ def test_commands_on_a_full_disk_leave_the_seal_where_the_log_was_whole(tmp_path
     # The first start's commit failed: read again, it is known not stored, and the
     # command says how to start it again without ever running it twice.
     assert "was not stored" in said[0] and "--idempotency-key k1 starts it" in said[0]
-    assert "could not be repaired" in said[1]  # its undo found no room either
+    assert "could not be undone" in said[1]  # its undo found no room either
     assert _cli(path, "recover").returncode == 0
     assert _cli(path, "audit", "verify").returncode == 0
     assert _cli(path, *run, "--publication-id", "p4").returncode == 0

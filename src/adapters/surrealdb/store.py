@@ -653,8 +653,8 @@ class SurrealStore:
         failed = [r for r in rows if r.get("status") != "OK"]
         if failed:
             raise StorageUnavailable(
-                "the last transaction was torn by a crash and could not be repaired:"
-                f" {_brief(failed[0].get('result'))}"
+                "the last transaction was torn (by a crash, or by a disk with no room left)"
+                f" and could not be undone: {_brief(failed[0].get('result'))}"
             )
         self.torn_repair = repair
 

@@ -381,7 +381,9 @@ class WorkflowExecution:
         )
         if not report.ok or not entries:
             return report
-        problem = None
+        bad_at, problem = self._impossible(entries)
+        if problem is not None:
+            return ChainReport(self.id, len(entries), False, bad_at, problem)
         if entries[0].actor != self.requested_by:
             problem = f"the execution names {self.requested_by!r} as requester, its trail does not"
         # Each approval is the entry that resumed the execution from its wait, at its time.
@@ -415,6 +417,35 @@ class WorkflowExecution:
         if problem is None:
             return report
         return ChainReport(self.id, len(entries), False, bad_at, problem)
+
+    def _impossible(self, entries: Sequence[AuditEntry]) -> tuple[int, str | None]:
+        """(sequence, problem) for the first entry no run could have written, hashes
+        recomputed or not: an approval by the requester, a step completed out of the order
+        its definition (as pinned at the start) runs them, success before every step."""
+        shape = started_steps(entries)
+        steps = shape.get("steps") if isinstance(shape, dict) else None
+        names = (
+            [s[0] for s in steps if isinstance(s, list) and s] if isinstance(steps, list) else None
+        )
+        done = 0
+        for e in entries:
+            if e.from_state is ExecutionState.AWAITING_APPROVAL and e.reason.startswith(
+                "approved by "
+            ):
+                approver = e.reason.removeprefix("approved by ").split(" as ", 1)[0]
+                if same_person(approver, self.requested_by):
+                    return e.sequence, f"it records an approval by the requester, {approver!r}"
+            if names is None:
+                continue
+            if e.from_state is e.to_state is ExecutionState.RUNNING:
+                expected = names[done] if done < len(names) else None
+                if e.step != expected:
+                    next_one = f"step {expected}" if expected else "no step"
+                    return e.sequence, f"step {e.step} completed where {next_one} was next"
+                done += 1
+            elif e.to_state is ExecutionState.SUCCEEDED and done != len(names):
+                return e.sequence, f"it succeeds with {done} of {len(names)} steps completed"
+        return 0, None
 
     def _unpinned(self, entries: Sequence[AuditEntry]) -> tuple[int, str | None]:
         """(sequence, problem) for the first fact that differs from what its entry pinned.
