@@ -21,7 +21,10 @@ def test_the_service_example_runs(
         monkeypatch.delenv(name)
     monkeypatch.setenv("GOVKERNEL_STORE", "memory://")
     exec(compile(example, str(README), "exec"), {})
-    assert capsys.readouterr().out.strip() == "ExecutionState.SUCCEEDED True"
+    assert capsys.readouterr().out.strip().splitlines() == [
+        "ExecutionState.SUCCEEDED True",
+        "ExecutionState.AWAITING_APPROVAL ExecutionState.SUCCEEDED",
+    ]
 
 
 def test_the_services_example_runs_and_ingests() -> None:

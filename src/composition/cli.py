@@ -1138,7 +1138,11 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
             ("step", f"{render.progress(x, definition)} {render.step_name(x, definition)}"),
             ("tenant", x.tenant),
             *([] if x.environment is None else [("environment", x.environment.value)]),
-            ("requested by", f"{x.requested_by} (who may not approve it)"),
+            (
+                "requested by",
+                x.requested_by
+                + (" (who may not approve it)" if x.state is S.AWAITING_APPROVAL else ""),
+            ),
             ("idempotency", x.idempotency_key),
             ("correlation", x.correlation_id),
             ("created", render.when(x.created_at)),
@@ -1603,9 +1607,10 @@ def recover(ctx: click.Context) -> None:
                     f"{started_in[0] if len(started_in) == 1 else 'THEIRS'} recovers them)"
                 )
             )
-        if candidates or unreadable:
+        ours_found = len(candidates) - len(other_environments) + len(unreadable)
+        if ours_found:
             later = f", {len(not_due)} not due yet" if not_due else ""
-            s.echo(f"recovered {len(resumed)} of {len(candidates) + len(unreadable)}{later}")
+            s.echo(f"recovered {len(resumed)} of {ours_found}{later}")
         if broken:
             others = len(broken) - len(ours)
             first = f", first {ours[0].execution_id}: {ours[0].problem}" if ours else ""
@@ -1825,9 +1830,11 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
                 unfinished = "nothing of it was stored"
                 advice = " (a step that calls sys.exit stops every run of it: fix the step)"
             elif "while step " in where:
+                # Not `recover`: it would run the step, and stop, again.
+                unfinished = "its execution was left running"
                 advice = (
-                    " (a step that calls sys.exit stops every run of it: `govkernel cancel`"
-                    " ends its execution)"
+                    " (a step that calls sys.exit stops every run of it, `recover`'s too:"
+                    " `govkernel cancel` ends its execution)"
                 )
             elif "while compensation " in where:
                 advice = (
@@ -1935,7 +1942,10 @@ def _describe(exc: Exception, *, debug: bool) -> tuple[int, str]:
         key = key if len(key) <= 120 else f"{key[:60]}...{key[-60:]}"  # echoed, not repeated
         return EXIT_USAGE, f"no {exc.table} {key!r}"
     if isinstance(exc, StorageUnavailable):
-        return EXIT_USAGE, f"store unavailable: {exc}"
+        said = str(exc)
+        if said.endswith("nothing has run there yet"):  # a mistyped path, or another directory
+            said += "; a run makes it (a store elsewhere: --store or GOVKERNEL_STORE)"
+        return EXIT_USAGE, f"store unavailable: {said}"
     if isinstance(exc, _PolicyDenied):
         return EXIT_FAILED, f"policy denied {exc.action}: " + "; ".join(exc.reasons)
     if isinstance(exc, IllegalTransition):

@@ -762,6 +762,7 @@ def test_a_mistyped_store_path_is_reported_not_created(gk: Cli, args: tuple[str,
     typo = gk.cwd / "no-such-store"
     done = gk("--store", f"surrealkv://{typo}", *args, code=2, store=False)
     assert f"no store at {typo}" in done.stderr
+    assert "a store elsewhere: --store or GOVKERNEL_STORE" in done.stderr  # what to do
     assert not typo.exists()
 
 

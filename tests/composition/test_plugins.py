@@ -572,8 +572,10 @@ def test_a_step_calling_sys_exit_stops_the_command_saying_where_and_what_ends_it
     [xid] = re.findall(r"execution (wfx-\w+) ran", stopped)
     assert "stopped by sys.exit(3) while step quit of execution" in stopped
     assert "`govkernel cancel` ends its execution" in stopped
+    assert "recover" not in stopped.replace("`recover`'s too", "")  # it would stop again
     again = gk("recover", code=1, env=env).stderr
     assert f"while step quit of execution {xid} ran" in again
+    assert "resumes with `govkernel recover`" not in again  # found sending users in a loop
     assert gk.json("cancel", xid, env=env)["state"] == "cancelled"
     assert gk.json("recover", env=env)["resumed"] == []
 

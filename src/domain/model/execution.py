@@ -338,15 +338,20 @@ class WorkflowExecution:
         if same_person(approval.approver, self.requested_by):
             raise InvalidInput(
                 "approver",
-                f"{approval.approver!r} requested execution {self.id} and cannot approve it"
-                " (separation of duties)",
+                f"{self.requested_by!r} requested execution {self.id} and cannot approve it"
+                " (separation of duties)"
+                + (
+                    ""
+                    if approval.approver == self.requested_by
+                    else f"; {approval.approver!r} is them"
+                ),
             )
         if same_person(recorded_by, self.requested_by):
             raise InvalidInput(
                 "approver",
-                f"{recorded_by!r} requested execution {self.id} and cannot record an"
+                f"{self.requested_by!r} requested execution {self.id} and cannot record an"
                 f" approval of it, by {approval.approver!r} or anyone (separation of duties):"
-                " the approver records it",
+                " the approver records it (orchestrator.acting_as(approver))",
             )
         earlier = [
             a
