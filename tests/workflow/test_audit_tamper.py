@@ -252,6 +252,32 @@ def test_an_approval_by_the_requester_is_caught_hashes_recomputed(ran: Ran) -> N
     assert "an approval by the requester, 'operator'" in (report.problem or "")
 
 
+def test_a_cancel_whose_reason_reads_like_the_requesters_approval_is_no_break(ran: Ran) -> None:
+    """A cancel's reason is the operator's free text (found by a hunt for false breaks)."""
+    x = ran.orch.start(WORKFLOW, request("pub-3"), risk_tier=ImpactTier.TIER1)
+    cancelled = ran.orch.cancel(x.id, reason="approved by Operator as reviewer by mistake")
+    assert cancelled.state.value == "cancelled"
+    assert ran.orch.verify(x.id).ok
+
+
+def test_a_trail_from_before_definitions_were_pinned_keeps_the_rules_it_was_written_under(
+    ran: Ran,
+) -> None:
+    """Releases before them compared the approver with the requester exactly, and recorded
+    'Operator' approving for 'operator': such a trail is not broken by rules made since."""
+    x = ran.orch.start(WORKFLOW, request("pub-3"), risk_tier=ImpactTier.TIER1)
+    x = ran.orch.acting_as("alice").approve(x.id, role="reviewer")
+    trail = _trail(ran, x.id)
+    [at] = [n for n, d in enumerate(trail) if d["reason"] == "approved by alice as reviewer"]
+    trail[at] = trail[at] | {"reason": "approved by Operator as reviewer"}
+    trail = [d | {"pinned": None} for d in trail]  # as written before pins
+    _rewritten(ran, x.id, trail)
+    (approval,) = x.approvals
+    forged = [["Operator", "reviewer", approval.granted_at.isoformat()]]
+    ran.door.edit_execution(x.id, {"approvals_json": json.dumps(forged)})
+    assert ran.orch.verify(x.id).ok
+
+
 def test_a_step_committed_between_the_reads_of_verify_is_no_break() -> None:
     """`verify` reads the execution, then its trail: a worker's step committed in between
     leaves the trail past the head it read. That is no tamper: read again, it verifies."""

@@ -432,16 +432,19 @@ class WorkflowExecution:
         names = (
             [s[0] for s in steps if isinstance(s, list) and s] if isinstance(steps, list) else None
         )
+        if names is None:  # started before definitions were pinned: the rules then differ
+            return 0, None
         done = 0
         for e in entries:
-            if e.from_state is ExecutionState.AWAITING_APPROVAL and e.reason.startswith(
-                "approved by "
-            ):
+            approval = e.from_state is ExecutionState.AWAITING_APPROVAL and (
+                e.to_state is ExecutionState.RUNNING  # a cancel's reason is free text
+            )
+            if approval and e.reason.startswith("approved by "):
                 approver = e.reason.removeprefix("approved by ").split(" as ", 1)[0]
-                if same_person(approver, self.requested_by):
+                # Case-insensitively, as every release that pinned definitions refused it
+                # (not as spellings are compared now: a trail stays as it was written).
+                if approver.casefold() == self.requested_by.casefold():
                     return e.sequence, f"it records an approval by the requester, {approver!r}"
-            if names is None:
-                continue
             if e.from_state is e.to_state is ExecutionState.RUNNING:
                 expected = names[done] if done < len(names) else None
                 if e.step != expected:
