@@ -1542,7 +1542,7 @@ def recover(ctx: click.Context) -> None:
         except RecoveryIncomplete as incomplete:
             resumed, failures = incomplete.resumed, incomplete.failures
         here = app.runtime.environment
-        other_environments = [x for x in candidates if x.environment not in (None, here)]
+        other_environments = [x for x in candidates if not x.runs_in(here)]
         handled = {x.id for x in resumed} | {xid for xid, _ in failures}
         handled |= {x.id for x in other_environments}
         # What recovery left for later, as found before recovering: a retry not due yet (one

@@ -238,8 +238,7 @@ _IN_CODE = "Overrides(%s=...)"
 def _in_code(
     key: str, given: Callable[[KnowledgeService], object], service: KnowledgeService
 ) -> list[WorkflowDefinition]:
-    # As a setting's function is called: with the service if it takes an argument.
-    value = given(service) if _takes_an_argument(given) else given()  # type: ignore[call-arg]
+    value = _called(given, service)
     try:
         if callable(value):
             raise _Unusable(f"is a {type(value).__name__}: return the workflows themselves")
@@ -254,9 +253,8 @@ def _definitions(value: object, service: KnowledgeService) -> list[WorkflowDefin
             raise _Unusable(
                 f"is a {type(value).__name__}, not a function of yours returning workflows"
             )
-        takes_service = _takes_an_argument(value)
         try:
-            value = value(service) if takes_service else value()
+            value = _called(value, service)
         except (Exception, SystemExit) as exc:
             raise _Unusable(f"calling it raised {_said(exc)}") from None
     if isinstance(value, WorkflowDefinition):
@@ -279,6 +277,11 @@ def _definitions(value: object, service: KnowledgeService) -> list[WorkflowDefin
         f"is a {type(value).__name__}; give a WorkflowDefinition, a list or mapping of them,"
         " or a function returning one"
     )
+
+
+def _called(function: Callable[..., object], service: KnowledgeService) -> object:
+    """What `function` returns, given the service if it takes an argument."""
+    return function(service) if _takes_an_argument(function) else function()
 
 
 def _takes_an_argument(function: Callable[..., object]) -> bool:

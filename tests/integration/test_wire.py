@@ -8,6 +8,9 @@ whatever the fast codec cannot send must still go through the SDK.
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -127,50 +130,61 @@ def test_engine_answers_read_the_same_both_ways() -> None:
     assert strip[0][0][0]["when"] == doc["when"] and strip[0][0][1]["link"] == RecordID("t", 1)
 
 
-def test_a_signal_arriving_inside_a_request_is_handled_once_it_returns() -> None:
+@pytest.fixture
+def embedded() -> Iterator[wire.Wire]:
+    """The wire of an embedded engine (mem://)."""
+    with SurrealStore(SurrealConfig("mem://")) as store:
+        engine = store._db
+        assert isinstance(engine, wire.Wire)
+        yield engine
+
+
+@contextmanager
+def handling(handlers: dict[int, Any]) -> Iterator[None]:
+    """`handlers` installed for their signals, and those before them put back after."""
+    before = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+def test_a_signal_arriving_inside_a_request_is_handled_once_it_returns(
+    embedded: wire.Wire,
+) -> None:
     """cbor2's C codec swallows an exception raised in one of its callbacks, where Python may
     run a signal's handler: Ctrl-C was lost, or a damaged request sent (found by an operator's
     pass, 3 in 280 trials). Held (`wire.deferring`), the handler runs when the request is done."""
-    import signal
-
     stops: list[str] = []
 
     def stop(signum: int, frame: object) -> None:
         stops.append("stopped")
         raise KeyboardInterrupt
 
-    with SurrealStore(SurrealConfig("mem://")) as store:
-        engine = store._db
-        assert isinstance(engine, wire.Wire)
-        real = engine._request
+    real = embedded._request
 
-        def arriving_midway(text: str, params: dict[str, Any]) -> dict[str, Any]:
-            signal.raise_signal(signal.SIGINT)  # its handler runs at the next bytecode
-            stops.append("request finished")
-            return real(text, params)
+    def arriving_midway(text: str, params: dict[str, Any]) -> dict[str, Any]:
+        signal.raise_signal(signal.SIGINT)  # its handler runs at the next bytecode
+        stops.append("request finished")
+        return real(text, params)
 
-        engine._request = arriving_midway  # type: ignore[method-assign]
-        before = signal.signal(signal.SIGINT, stop)
-        try:
-            with pytest.raises(KeyboardInterrupt):  # undeferred: inside the request
-                engine.query_raw("RETURN 1", {})
-            assert stops == ["stopped"]
-            stops.clear()
-            signal.signal(signal.SIGINT, wire.deferring(stop))
-            with pytest.raises(KeyboardInterrupt):
-                engine.query_raw("RETURN 1", {})
-            assert stops == ["request finished", "stopped"]
-            engine._request = real  # type: ignore[method-assign]
-            assert engine.query_raw("RETURN 2", {})["result"][0]["result"] == 2  # held for none
-        finally:
-            signal.signal(signal.SIGINT, before)
+    embedded._request = arriving_midway  # type: ignore[method-assign]
+    with handling({signal.SIGINT: stop}), pytest.raises(KeyboardInterrupt):
+        embedded.query_raw("RETURN 1", {})  # undeferred: inside the request
+    assert stops == ["stopped"]
+    stops.clear()
+    with handling({signal.SIGINT: wire.deferring(stop)}):
+        with pytest.raises(KeyboardInterrupt):
+            embedded.query_raw("RETURN 1", {})
+        assert stops == ["request finished", "stopped"]
+        embedded._request = real  # type: ignore[method-assign]
+        assert embedded.query_raw("RETURN 2", {})["result"][0]["result"] == 2  # held for none
 
 
 def test_a_signal_during_a_servers_reply_stops_the_wait_at_once() -> None:
     """Held only around the embedded codec: a silent server's reply is waited for in Python,
     and holding Ctrl-C there kept it waiting until the reply timeout (found by a review)."""
-    import signal
-
     said: list[str] = []
 
     def stop(signum: int, frame: object) -> None:
@@ -184,18 +198,14 @@ def test_a_signal_during_a_servers_reply_stops_the_wait_at_once() -> None:
             return {"result": []}
 
     remote = wire.Wire(Server())
-    before = signal.signal(signal.SIGINT, wire.deferring(stop))
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            remote.query_raw("RETURN 1", {})
-    finally:
-        signal.signal(signal.SIGINT, before)
+    with handling({signal.SIGINT: wire.deferring(stop)}), pytest.raises(KeyboardInterrupt):
+        remote.query_raw("RETURN 1", {})
     assert said == ["stopped"]
 
 
-def test_every_signal_held_inside_a_request_is_handled_and_the_last_raised() -> None:
-    import signal
-
+def test_every_signal_held_inside_a_request_is_handled_and_the_last_raised(
+    embedded: wire.Wire,
+) -> None:
     handled: list[str] = []
 
     def handler(name: str) -> Any:
@@ -205,25 +215,18 @@ def test_every_signal_held_inside_a_request_is_handled_and_the_last_raised() -> 
 
         return handle
 
-    with SurrealStore(SurrealConfig("mem://")) as store:
-        engine = store._db
-        assert isinstance(engine, wire.Wire)
-        real = engine._request
+    real = embedded._request
 
-        def both_arriving(text: str, params: dict[str, Any]) -> dict[str, Any]:
-            signal.raise_signal(signal.SIGINT)
-            signal.raise_signal(signal.SIGTERM)
-            return real(text, params)
+    def both_arriving(text: str, params: dict[str, Any]) -> dict[str, Any]:
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGTERM)
+        return real(text, params)
 
-        engine._request = both_arriving  # type: ignore[method-assign]
-        before = [
-            signal.signal(signal.SIGINT, wire.deferring(handler("interrupted"))),
-            signal.signal(signal.SIGTERM, wire.deferring(handler("terminated"))),
-        ]
-        try:
-            with pytest.raises(KeyboardInterrupt, match="terminated"):
-                engine.query_raw("RETURN 1", {})
-        finally:
-            signal.signal(signal.SIGINT, before[0])
-            signal.signal(signal.SIGTERM, before[1])
+    embedded._request = both_arriving  # type: ignore[method-assign]
+    held: dict[int, Any] = {
+        signal.SIGINT: wire.deferring(handler("interrupted")),
+        signal.SIGTERM: wire.deferring(handler("terminated")),
+    }
+    with handling(held), pytest.raises(KeyboardInterrupt, match="terminated"):
+        embedded.query_raw("RETURN 1", {})
     assert handled == ["interrupted", "terminated"]  # Ctrl-C then SIGTERM ends as terminated

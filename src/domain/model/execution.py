@@ -206,6 +206,11 @@ class WorkflowExecution:
             **({} if self.environment is None else {"environment": self.environment.value}),
         }
 
+    def runs_in(self, environment: Environment) -> bool:
+        """Whether a worker of `environment` may drive it: one it started in (any, for an
+        execution stored before environments were recorded)."""
+        return self.environment in (None, environment)
+
     def transition(
         self,
         target: ExecutionState,

@@ -702,7 +702,7 @@ class Orchestrator:
                 for state in RECOVERABLE
                 # Each run re-reads; a record that does not read back is named, not a stop.
                 for x in uow.executions.in_state(state, with_input=False, unreadable=unreadable)
-                if x.tenant == self._runtime.tenant and self._of_this_environment(x)
+                if x.tenant == self._runtime.tenant and x.runs_in(self._runtime.environment)
             ]
             ours = [k for k in unreadable if uow.executions.tenant_of(k) == self._runtime.tenant]
         resumed = []
@@ -728,9 +728,6 @@ class Orchestrator:
         if failures:
             raise RecoveryIncomplete(resumed, failures)
         return resumed
-
-    def _of_this_environment(self, execution: WorkflowExecution) -> bool:
-        return execution.environment in (None, self._runtime.environment)
 
     def _drivable(self, execution_id: str) -> None:
         """Raise what driving the stored execution would raise before its first step."""
@@ -794,7 +791,7 @@ class Orchestrator:
         environment's (its policies, its ids): an execution started in production is never
         approved through, or recovered, under development's rules."""
         started_in, here = execution.environment, self._runtime.environment
-        if started_in is not None and started_in is not here:
+        if started_in is not None and not execution.runs_in(here):
             raise InvalidState(
                 f"execution {execution.id} was started in {started_in.value}, and this"
                 f" orchestrator runs in {here.value}: act on it from a worker of"
