@@ -208,11 +208,14 @@ def executions_table(
                 x.state.value,
                 x.metadata.risk_tier.value,
                 f"{progress(x, definition)} {step_name(x, definition)}",
+                # Only a worker of this environment runs, approves or recovers it.
+                "-" if x.environment is None else x.environment.value,
                 when(x.created_at),
                 when(x.updated_at),
             )
         )
-    return table(("EXECUTION", "WORKFLOW", "STATE", "TIER", "STEP", "CREATED", "UPDATED"), rows)
+    header = ("EXECUTION", "WORKFLOW", "STATE", "TIER", "STEP", "ENVIRONMENT", "CREATED", "UPDATED")
+    return table(header, rows)
 
 
 def report_json(report: ChainReport, bad_entry: AuditEntry | None = None) -> JSON:

@@ -813,6 +813,8 @@ def test_an_execution_is_driven_only_in_the_environment_it_started_in(fresh: Cli
     done = fresh.json("approve", xid, "--role", "reviewer", env=alice | prod)
     assert done["state"] == "succeeded"
     assert "environment     production" in fresh("executions", "show", xid).stdout
+    [listed] = [line for line in fresh("executions", "list").stdout.splitlines() if xid in line]
+    assert " production " in listed
 
     settings = load_settings({"GOVKERNEL_STORE": fresh.url} | prod)
     request = publication_request(
