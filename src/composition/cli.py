@@ -237,7 +237,7 @@ def transition_line(entry: AuditEntry, execution: WorkflowExecution) -> str:
     reason = entry.reason
     checkpoint = entry.from_state is S.RUNNING and entry.to_state is S.RUNNING and entry.step
     if checkpoint and entry.step in execution.step_outputs:
-        reason = f"{reason}: {render.step_output(entry.step, execution.step_outputs[entry.step])}"
+        reason = f"{reason}: {render.step_output(execution.workflow_name, entry.step, execution.step_outputs[entry.step])}"
     return f"  #{entry.sequence:<3} {entry.to_state.value:<17} {render.safe(reason)}"
 
 
@@ -923,12 +923,14 @@ def conclude(
     if s.json:
         s.emit(render.execution_json(x, definition, detail=True) | dict(extra or {}))
     if x.state is S.SUCCEEDED:
-        published = x.step_outputs.get("publish") or {}
+        published = x.step_outputs.get("publish") if x.workflow_name == kp.NAME else None
+        if not isinstance(published, Mapping):
+            published = {}
         capsule = f": capsule {published['capsule_id']}" if "capsule_id" in published else ""
         s.echo(render.safe(f"succeeded{capsule}"))
         if "artifact_hash" in published:
             s.echo(render.safe(f"  artifact hash  {published['artifact_hash']}"))
-        if x.workflow_name == kp.NAME and published.get("published") is False:
+        if published.get("published") is False:
             # The same content under a publication id used before: nothing new (a title
             # given now is not the capsule's).
             s.echo(
@@ -1166,7 +1168,9 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
             )
         order = [*(definition.step_names() if definition else ()), "retract"]
         for step in sorted(x.step_outputs, key=lambda n: order.index(n) if n in order else 99):
-            rows.append((f"output {step}", render.step_output(step, x.step_outputs[step])))
+            rows.append(
+                (f"output {step}", render.step_output(x.workflow_name, step, x.step_outputs[step]))
+            )
         width = max(len(k) for k, _ in rows)
         for key, value in rows:
             s.echo(render.safe(f"{key:<{width}}  {value}"))
@@ -1772,9 +1776,9 @@ def demo(ctx: click.Context, examples: Path | None) -> None:
         summary_rows = [
             ("outcome", f"{x.id} {x.state.value}"),
             ("publication", f"{publication_id}: {request.title}"),
-            ("sources", render.step_output("ingest", outputs.get("ingest"))),
-            ("analysis", render.step_output("analyse", outputs.get("analyse"))),
-            ("capsule", render.step_output("publish", outputs.get("publish"))),
+            ("sources", render.step_output(kp.NAME, "ingest", outputs.get("ingest"))),
+            ("analysis", render.step_output(kp.NAME, "analyse", outputs.get("analyse"))),
+            ("capsule", render.step_output(kp.NAME, "publish", outputs.get("publish"))),
             ("events", f"{len(mine)} appended by this run, {len(after)} in the log"),
             ("audit", "all chains intact" if not broken else f"{len(broken)} chains BROKEN"),
         ]

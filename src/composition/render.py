@@ -16,6 +16,7 @@ from domain.model.evidence import EventEnvelope
 from domain.model.execution import WorkflowExecution
 from domain.model.lifecycle import AuditEntry, ChainReport
 from domain.orchestration.definition import WorkflowDefinition
+from domain.workflows import knowledge_publication as kp
 
 JSON = dict[str, Any]
 
@@ -286,10 +287,22 @@ def _count(n: object, noun: str) -> str:
 OUTPUT_CHARS = 300
 
 
-def step_output(step: str | None, output: object) -> str:
-    """A short human summary of a step's checkpointed output."""
-    if not isinstance(output, Mapping):
-        return "" if output is None else _cut(json.dumps(output, default=str, ensure_ascii=False))
+def step_output(workflow: str, step: str | None, output: object) -> str:
+    """A short human summary of a step's checkpointed output: knowledge_publication's steps
+    in words, any other workflow's (whatever its steps are called) as JSON."""
+    if workflow == kp.NAME and isinstance(output, Mapping):
+        try:
+            summary = _publication_step(step, output)
+        except (TypeError, KeyError, AttributeError):  # not as this release writes it
+            summary = None
+        if summary is not None:
+            return summary
+    if output is None:
+        return ""
+    return _cut(json.dumps(output, default=str, sort_keys=True, ensure_ascii=False))
+
+
+def _publication_step(step: str | None, output: Mapping[str, Any]) -> str | None:
     if step == "ingest" and "source_ids" in output:
         total, new = len(output["source_ids"]), len(output.get("created", []))
         return f"{total} source{'s' * (total != 1)} ({new} new, {total - new} already known)"
@@ -301,7 +314,7 @@ def step_output(step: str | None, output: object) -> str:
         return f"capsule verified ({_count(output.get('chunks', 0), 'chunk')})"
     if step == "retract" and "retracted" in output:
         return f"capsule {output['retracted']} retracted" if output["retracted"] else "nothing"
-    return _cut(json.dumps(output, default=str, sort_keys=True, ensure_ascii=False))
+    return None
 
 
 def _cut(text: str) -> str:

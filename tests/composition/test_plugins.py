@@ -116,6 +116,16 @@ undo_quits = WorkflowDefinition(
 class Holder:
     inner = payout
 
+# Steps that share names with knowledge_publication's, saying other things.
+lookalike = WorkflowDefinition(
+    name="lookalike", version="1", metadata=kp.METADATA,
+    steps=(
+        Step("ingest", lambda u, c: {"source_ids": 3}),
+        Step("verify", lambda u, c: {"verified": False, "problem": "checksum mismatch"}),
+        Step("publish", lambda u, c: "capsule_id=abc"),
+    ),
+)
+
 print = print  # a builtin, named by mistake: never called
 """
 
@@ -506,6 +516,25 @@ def test_a_long_step_output_is_cut_on_the_terminal_not_in_json(
     assert xid["step_outputs"]["reserve"] == {"reserved": "y" * 100_000}
     detail = gk("executions", "show", xid["execution_id"], env=env).stdout
     assert max(len(line) for line in detail.splitlines()) < 500
+
+
+def test_your_steps_named_as_the_built_in_workflows_are_shown_as_what_they_returned(
+    project: Path,
+) -> None:
+    gk, env = (
+        Cli(project / "store", project),
+        {"GOVKERNEL_WORKFLOWS": f"{module(project)}:lookalike"},
+    )
+    shown = gk("run", "workflow", "lookalike", env=env).stdout  # exit 0: it succeeded
+    assert 'step ingest completed: {"source_ids": 3}' in shown
+    assert '"problem": "checksum mismatch", "verified": false' in shown
+    assert "capsule verified" not in shown and "capsule abc" not in shown
+    xid = gk.json("executions", "list", env=env)[0]["execution_id"]
+    detail = gk("executions", "show", xid, env=env).stdout
+    assert re.search(r'output publish +"capsule_id=abc"', detail)
+    assert re.search(
+        r'output verify +\{"problem": "checksum mismatch", "verified": false\}', detail
+    )
 
 
 def test_an_unknown_workflow_names_the_known_ones(cli: tuple[Cli, dict[str, str]]) -> None:
