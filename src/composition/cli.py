@@ -44,7 +44,12 @@ from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from domain.model.policy import ImpactTier
 from domain.model.validation import IDENTIFIER, same_person
 from domain.orchestration.definition import WorkflowDefinition
-from domain.orchestration.orchestrator import RECOVERABLE, RecoveryIncomplete, reused
+from domain.orchestration.orchestrator import (
+    RECOVERABLE,
+    RecoveryIncomplete,
+    idempotency_key_of,
+    reused,
+)
 from domain.workflows import knowledge_publication as kp
 from ports.clock import UuidIds
 from ports.errors import CorruptRecord, PortError, RecordNotFound, StorageUnavailable
@@ -237,7 +242,8 @@ def transition_line(entry: AuditEntry, execution: WorkflowExecution) -> str:
     reason = entry.reason
     checkpoint = entry.from_state is S.RUNNING and entry.to_state is S.RUNNING and entry.step
     if checkpoint and entry.step in execution.step_outputs:
-        reason = f"{reason}: {render.step_output(execution.workflow_name, entry.step, execution.step_outputs[entry.step])}"
+        output = execution.step_outputs[entry.step]
+        reason = f"{reason}: {render.step_output(execution.workflow_name, entry.step, output)}"
     return f"  #{entry.sequence:<3} {entry.to_state.value:<17} {render.safe(reason)}"
 
 
@@ -328,6 +334,16 @@ def an_id(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return not_blank(ctx, param, value)
 
 
+def an_idempotency_key(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A key as `start` takes it, checked before the store is opened (or made)."""
+    if value is None:
+        return None
+    try:
+        return idempotency_key_of(value)
+    except InvalidInput as exc:
+        raise click.BadParameter(exc.problem, ctx=ctx, param=param) from None
+
+
 def a_workflow_name(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """A workflow's name as definitions spell them: anything else names none."""
     if value is not None and not IDENTIFIER.match(value):
@@ -414,7 +430,7 @@ def _enum_choice(values: Sequence[str]) -> click.Choice[str]:
 @click.option(
     "--idempotency-key",
     metavar="KEY",
-    callback=not_blank,
+    callback=an_idempotency_key,
     help="Starting twice with one key returns the first execution.",
 )
 @click.option(
@@ -532,7 +548,7 @@ def run_knowledge_publication(
 @click.option(
     "--idempotency-key",
     metavar="KEY",
-    callback=not_blank,
+    callback=an_idempotency_key,
     help="Starting twice with one key returns the first execution.",
 )
 @json_option

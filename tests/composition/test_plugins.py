@@ -370,6 +370,28 @@ def test_an_input_a_run_refuses_leaves_no_store_behind(
     assert not gk.store.exists()  # refused before the store was opened, or made
 
 
+@pytest.mark.parametrize(
+    ("key", "said"),
+    [
+        ("k\x1b[31m", "must be one line without control characters"),
+        ("k" * 201, "must be at most 200 characters, got 201"),
+        ("\u200b", "must not be empty"),
+    ],
+    ids=["escape", "long", "invisible"],
+)
+@pytest.mark.parametrize(
+    "workflow", [("workflow", "refund", "--input", "{}"), ("knowledge-publication", "x.md")]
+)
+def test_an_idempotency_key_a_run_refuses_leaves_no_store_behind(
+    cli: tuple[Cli, dict[str, str]], workflow: tuple[str, ...], key: str, said: str
+) -> None:
+    gk, env = cli
+    refused = gk("run", *workflow, "--idempotency-key", key, code=2, env=env)
+    assert f"Invalid value for '--idempotency-key': {said}" in refused.stderr
+    assert "starting" not in refused.stdout
+    assert not gk.store.exists()  # refused before the store was opened, or made
+
+
 def test_your_workflows_are_built_once_a_command_on_a_store_that_exists(
     cli: tuple[Cli, dict[str, str]],
 ) -> None:

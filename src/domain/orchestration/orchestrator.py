@@ -196,7 +196,7 @@ class Orchestrator:
         rt = self._runtime
         given = idempotency_key is not None
         if given:
-            key = text("idempotency_key", idempotency_key, max_len=200, single_line=True)
+            key = idempotency_key_of(idempotency_key)
         correlation = (
             rt.trace_id
             if correlation_id is None
@@ -211,7 +211,7 @@ class Orchestrator:
                 return reused(known, definition.name)
         input = self.check_input(workflow, input)
         if not given:
-            key = text("idempotency_key", rt.ids.new_id("idem"), max_len=200, single_line=True)
+            key = idempotency_key_of(rt.ids.new_id("idem"))
         execution_id = rt.ids.new_id("wfx")
 
         def fresh() -> WorkflowExecution:
@@ -1182,6 +1182,12 @@ _log = logging.getLogger("govkernel.orchestrator")
 MAX_NESTING = 100
 MAX_OUTPUT_CHARS = 4 * 1024 * 1024
 COMMAND_ATTEMPTS = 5
+
+
+def idempotency_key_of(value: object) -> str:
+    """An idempotency key as `start` takes it: a caller checks one with this before it opens
+    anything (a command that would make a store for nothing)."""
+    return text("idempotency_key", value, max_len=200, single_line=True)
 
 
 def reused(found: WorkflowExecution, workflow: str) -> WorkflowExecution:
