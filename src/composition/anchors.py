@@ -200,7 +200,9 @@ def parse(path: Path, document: object) -> Anchors:
     if unknown:
         raise bad(f"holds keys an anchor file does not: {', '.join(map(repr, unknown))[:200]}")
     if type(document.get("version")) is not int or document.get("version") != VERSION:  # true == 1
-        raise bad(f"has version {document.get('version')!r}; this govkernel reads {VERSION}")
+        shown = repr(document.get("version"))
+        shown = shown if len(shown) <= 40 else f"{shown[:40]}..."
+        raise bad(f"has version {shown}; this govkernel reads {VERSION}")
     tenant = document.get("tenant")
     if not isinstance(tenant, str) or not IDENTIFIER.match(tenant):
         raise bad("names no valid tenant")
@@ -225,14 +227,26 @@ def parse(path: Path, document: object) -> Anchors:
     return Anchors(tenant, taken_at, tuple(anchors), store)
 
 
+def _unicode(text: str) -> bool:
+    # JSON's `\ud800` escapes decode to lone surrogates, which no stored id holds (nor can
+    # any output print).
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _anchor(bad: Callable[[str], AnchorFileError], i: int, item: object) -> AuditAnchor:
     if not isinstance(item, dict) or set(item) != {"execution_id", "sequence", "hash"}:
         raise bad(f"anchors[{i}] is not an object of execution_id, sequence and hash")
     xid, sequence, head = item.get("execution_id"), item.get("sequence"), item.get("hash")
-    if not isinstance(xid, str) or not xid or len(xid) > MAX_ID_CHARS:
+    if not isinstance(xid, str) or not xid or len(xid) > MAX_ID_CHARS or not _unicode(xid):
         raise bad(f"anchors[{i}].execution_id is not an execution id")
-    if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 1:
-        raise bad(f"anchors[{i}].sequence is not a whole number >= 1")
+    # A stored sequence is a 64-bit integer: a larger one anchors no entry (and would be
+    # echoed whole by what reports it).
+    if not isinstance(sequence, int) or isinstance(sequence, bool) or not 1 <= sequence < 2**63:
+        raise bad(f"anchors[{i}].sequence is not a whole number from 1 to 2^63 - 1")
     if not isinstance(head, str) or not _HASH.match(head):
         raise bad(f"anchors[{i}].hash is not a SHA-256 hex digest")
     return AuditAnchor(xid, sequence, head)

@@ -36,6 +36,7 @@ _UNSAFE = [
     *range(0x2060, 0x2065),
     *range(0x2066, 0x206A),
     0xFEFF,
+    *range(0xD800, 0xE000),  # lone surrogates: no terminal shows them, and UTF-8 cannot hold them
 ]
 # repr-style: "\n", "\t", "\x1b", "\x85", "\u2028".
 _ESCAPES = {code: repr(chr(code))[1:-1] for code in _UNSAFE}

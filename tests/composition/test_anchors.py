@@ -425,7 +425,7 @@ def test_anchors_go_to_stdout_alone_without_an_output_file(fresh: Cli) -> None:
             '{"format": "govkernel-audit-anchors", "version": 1, "tenant": "default",'
             ' "taken_at": "2026-01-01T00:00:00+00:00",'
             ' "anchors": [{"execution_id": "x", "sequence": true, "hash": "' + "0" * 64 + '"}]}',
-            "anchors[0].sequence is not a whole number >= 1",
+            "anchors[0].sequence is not a whole number from 1 to 2^63 - 1",
         ),
         (
             '{"format": "govkernel-audit-anchors", "version": 1, "tenant": "default",'
@@ -436,6 +436,29 @@ def test_anchors_go_to_stdout_alone_without_an_output_file(fresh: Cli) -> None:
             + "0" * 64
             + '"}]}',
             "anchors[0].execution_id is not an execution id",
+        ),
+        (
+            '{"format": "govkernel-audit-anchors", "version": 1, "tenant": "default",'
+            ' "taken_at": "2026-01-01T00:00:00+00:00",'
+            ' "anchors": [{"execution_id": "\\ud800x", "sequence": 1, "hash": "'
+            + "0" * 64
+            + '"}]}',
+            "anchors[0].execution_id is not an execution id",
+        ),
+        (
+            '{"format": "govkernel-audit-anchors", "version": 1, "tenant": "default",'
+            ' "taken_at": "2026-01-01T00:00:00+00:00",'
+            ' "anchors": [{"execution_id": "x", "sequence": 1'
+            + "0" * 4000
+            + ', "hash": "'
+            + "0" * 64
+            + '"}]}',
+            "anchors[0].sequence is not a whole number from 1 to 2^63 - 1",
+        ),
+        (
+            '{"format": "govkernel-audit-anchors", "version": "' + "v" * 100_000 + '",'
+            ' "tenant": "default", "taken_at": "2026-01-01T00:00:00+00:00", "anchors": []}',
+            "has version 'vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv...; this govkernel reads 1",
         ),
     ],
 )

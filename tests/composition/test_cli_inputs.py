@@ -237,9 +237,12 @@ def test_an_interrupt_after_the_run_stopped_says_nothing_is_left_for_recover(
     assert said in err and "recover" not in err
 
 
-@pytest.mark.parametrize("hidden", ["\u200e", "\u200f", "\u061c", "\ufeff", "\u2060", "\u202e"])
+@pytest.mark.parametrize(
+    "hidden", ["\u200e", "\u200f", "\u061c", "\ufeff", "\u2060", "\u202e", "\ud800", "\udfff"]
+)
 def test_marks_that_reorder_or_hide_text_are_shown_escaped(hidden: str) -> None:
-    """A stored name or reason holding them would look like another on the terminal."""
+    """A stored name or reason holding them would look like another on the terminal (and a
+    lone surrogate, from a file's JSON escape, cannot be printed at all)."""
     shown = render.safe(f"alice{hidden}bob")
     assert shown == f"alice\\u{ord(hidden):04x}bob" and shown.isascii()
 
