@@ -52,8 +52,8 @@ ALLOWED_URLS = {
 Snapshot = dict[str, dict[str, Document]]
 
 
-def draft(**overrides: object) -> SourceDraft:
-    fields: dict[str, object] = {
+def draft(**overrides: Any) -> SourceDraft:
+    fields: dict[str, Any] = {
         "kind": "imf",
         "title": "World Economic Outlook",
         "source_url": ALLOWED_URLS["imf"],

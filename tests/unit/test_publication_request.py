@@ -160,3 +160,25 @@ def test_lists_every_decision_records_are_bounded(key: str, most: int) -> None:
     with pytest.raises(InvalidInput) as refused:
         PublicationRequest.parse(raw_request(**{key: ["r"] * (most + 1)}))
     assert refused.value.field == key and f"at most {most} allowed" in refused.value.problem
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"title": "two\nlines"}, "title"),
+        ({"documents": [document(title="a\x1b[2Jb")]}, "documents[0].title"),
+        (
+            {"documents": [document(source_url="https://www.imf.org/\u202ex")]},
+            "documents[0].source_url",
+        ),
+        ({"documents": [document(content_text="\u200b")]}, "documents[0].content_text"),
+    ],
+)
+def test_texts_a_new_request_may_not_hold_are_read_from_a_stored_one(
+    changes: dict[str, Any], field: str
+) -> None:
+    """Checks added since an execution was stored must not fail it half-way through its run."""
+    with pytest.raises(InvalidInput) as refused:
+        PublicationRequest.parse(raw_request(**changes))
+    assert refused.value.field == field
+    assert PublicationRequest.parse(raw_request(**changes), bounded=False)

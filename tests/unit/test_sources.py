@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -23,9 +24,9 @@ from domain.model.knowledge import (
     SourceKind,
 )
 from tests.services.harness import START
-from tests.services.strategies import TEXT_CHARS, hostile_text
+from tests.services.strategies import TEXT_CHARS, hostile_line, hostile_text
 
-VALID: dict[str, object] = {
+VALID: dict[str, Any] = {
     "kind": "imf",
     "title": "World Economic Outlook",
     "source_url": "https://www.imf.org/en/Publications/WEO",
@@ -35,7 +36,7 @@ VALID: dict[str, object] = {
 }
 
 
-def parse(**overrides: object) -> SourceDraft:
+def parse(**overrides: Any) -> SourceDraft:
     return SourceDraft.parse(**(VALID | overrides))
 
 
@@ -76,6 +77,12 @@ BAD_INPUTS: list[tuple[str, object]] = [
     ("content_text", ""),
     ("content_text", " \n "),
     ("content_text", "x" * (MAX_CONTENT + 1)),
+    ("content_text", "\u200b\u200b\u202e"),  # shows nothing
+    # a title is one line
+    ("title", "line1\nline2"),
+    ("title", "bell\x07"),
+    ("title", "escape\x1b[31m"),
+    ("title", "separator\u2028"),
     # NUL characters and lone surrogates anywhere in text
     ("title", "before\x00after"),
     ("content_text", "\x00"),
@@ -106,6 +113,12 @@ BAD_INPUTS: list[tuple[str, object]] = [
     ("source_url", "https://www.imf.org:99999/x"),  # port out of range
     ("source_url", "https://www.imf.org/" + "a" * MAX_URL),
     ("source_url", "https://www.imf.org/'; DELETE knowledge_source; --"),
+    ("source_url", "https://www.imf.org/\x07x"),  # control and format characters
+    ("source_url", "https://www.imf.org/\x7fx"),
+    ("source_url", "https://www.imf.org/?q=\x1b"),
+    ("source_url", "https://www.imf.org/#\x08"),
+    ("source_url", "https://www.imf.org/\u202ex"),
+    ("source_url", "https://www.imf.org/a\u200bb"),
     # unknown kinds, formats and classifications (hostile strings included)
     ("kind", "imf_fake"),
     ("kind", "IMF"),
@@ -135,6 +148,22 @@ def test_unknown_enum_values_list_the_allowed_ones() -> None:
     with pytest.raises(InvalidInput) as caught:
         parse(format="docx")
     assert caught.value.problem == "'docx' is not one of: json, xml, html, pdf, text"
+    with pytest.raises(InvalidInput) as caught:
+        parse(kind="k" * 1_000_000)
+    assert caught.value.problem.startswith(f"'{'k' * 59}... is not one of: ")
+
+
+def test_a_draft_stored_before_the_checks_on_its_texts_is_still_read() -> None:
+    """What an earlier release stored is resumed, not refused half-way through its run."""
+    older = {
+        "title": "two\nlines",
+        "source_url": "https://www.imf.org/\u202ex",
+        "content_text": "\u200b",
+    }
+    for field, value in older.items():
+        with pytest.raises(InvalidInput):
+            parse(**{field: value})
+        assert getattr(parse(**{field: value, "strict": False}), field) == value
 
 
 @pytest.mark.parametrize(
@@ -180,7 +209,7 @@ def test_urls_whose_host_parsers_disagree_on_are_refused(url: str, why: str) -> 
 
 
 @settings(max_examples=60, deadline=None)
-@given(title=hostile_text(), content=hostile_text(max_pieces=12))
+@given(title=hostile_line(), content=hostile_text(max_pieces=12))
 def test_hostile_but_valid_text_is_kept_verbatim(title: str, content: str) -> None:
     d = parse(title=title, content_text=content)
     assert d.title == title

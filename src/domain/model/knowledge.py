@@ -69,7 +69,9 @@ def parse_enum(kind: type[E], field: str, value: object) -> E:
         return kind(value)
     except ValueError:
         allowed = ", ".join(str(member.value) for member in kind)
-        raise InvalidInput(field, f"{value!r} is not one of: {allowed}") from None
+        shown = repr(value)  # a mistake is echoed, a megabyte of one is not
+        shown = shown if len(shown) <= 60 else f"{shown[:60]}..."
+        raise InvalidInput(field, f"{shown} is not one of: {allowed}") from None
 
 
 def sha256_hex(text: str) -> str:
@@ -150,15 +152,26 @@ class SourceDraft:
         format: object,
         classification: object,
         content_text: object,
+        strict: bool = True,
     ) -> SourceDraft:
-        return cls(
+        """`strict=False` reads a draft stored by an earlier release, which may predate the
+        checks on its title, URL and content that only apply to new ones."""
+        draft = cls(
             kind=parse_enum(SourceKind, "kind", kind),
-            title=validation.text("title", title, max_len=MAX_TITLE),
+            title=validation.text("title", title, max_len=MAX_TITLE, single_line=strict),
             source_url=checked_url("source_url", source_url),
             format=parse_enum(SourceFormat, "format", format),
             classification=parse_enum(Classification, "classification", classification),
             content_text=validation.text("content_text", content_text, max_len=MAX_CONTENT),
         )
+        if strict:
+            if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in draft.source_url):
+                # Bells and escapes drive terminals, and bidi marks make one URL read as
+                # another wherever it is shown: no URL needs them unescaped.
+                raise InvalidInput("source_url", "must not contain control or format characters")
+            if not validation.visible(draft.content_text):
+                raise InvalidInput("content_text", "must not be empty (it shows nothing)")
+        return draft
 
     @property
     def content_digest(self) -> str:

@@ -27,7 +27,7 @@ def text(
     if not isinstance(value, str):
         raise InvalidInput(field, f"must be a string, got {type(value).__name__}")
     # A one-line label (a reason) of invisible characters alone reads as none in a trail.
-    if not allow_empty and not (_visible(value) if single_line else value.strip()):
+    if not allow_empty and not (visible(value) if single_line else value.strip()):
         raise InvalidInput(field, "must not be empty")
     if len(value) > max_len:
         raise InvalidInput(field, f"must be at most {max_len} characters, got {len(value)}")
@@ -48,7 +48,7 @@ def text(
     return value
 
 
-def _visible(value: str) -> bool:
+def visible(value: str) -> bool:
     """Whether the text shows anything: not only spaces and invisible format characters."""
     if value.isascii():
         return bool(value.strip())

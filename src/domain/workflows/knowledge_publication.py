@@ -56,7 +56,8 @@ class PublicationRequest:
     @classmethod
     def parse(cls, raw: object, *, bounded: bool = True) -> PublicationRequest:
         """Validate an untrusted input (JSON-like): any mistake is an `InvalidInput`.
-        `bounded=False` reads a stored one, which may predate the bounds on its lists."""
+        `bounded=False` reads a stored one, which may predate the bounds on its lists and the
+        checks on its texts."""
         most_refs, most_roles = (MAX_POLICY_REFS, MAX_ROLES) if bounded else (None, None)
         request = _mapping("input", raw, REQUEST_KEYS, "the publication request")
         documents = request.get("documents")
@@ -66,10 +67,10 @@ class PublicationRequest:
             raise InvalidInput("documents", "at least one document is required")
         if len(documents) > MAX_BATCH:
             raise InvalidInput("documents", f"at most {MAX_BATCH} documents per publication")
-        drafts = [_document(i, doc) for i, doc in enumerate(documents)]
+        drafts = [_document(i, doc, strict=bounded) for i, doc in enumerate(documents)]
         return cls(
             documents=tuple(drafts),
-            title=text("title", request.get("title"), max_len=500),
+            title=text("title", request.get("title"), max_len=500, single_line=bounded),
             publication_id=identifier("publication_id", request.get("publication_id")),
             policy_refs=_strings("policy_refs", request.get("policy_refs", ()), most_refs),
             # Roles an approver can name: `approve --role` accepts only actor names.
@@ -119,14 +120,14 @@ def _mapping(field: str, raw: object, allowed: Sequence[str], what: str) -> Mapp
     return raw
 
 
-def _document(i: int, raw: object) -> SourceDraft:
+def _document(i: int, raw: object, *, strict: bool) -> SourceDraft:
     doc = _mapping(f"documents[{i}]", raw, DOCUMENT_KEYS, "a document")
     for key in DOCUMENT_KEYS:
         if doc.get(key) is None:
             # Said here: the value parsers would report "None is not one of ...".
             raise InvalidInput(f"documents[{i}].{key}", "missing")
     try:
-        return SourceDraft.parse(**doc)
+        return SourceDraft.parse(**doc, strict=strict)
     except InvalidInput as exc:
         raise InvalidInput(f"documents[{i}].{exc.field}", exc.problem) from None
 
