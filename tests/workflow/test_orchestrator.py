@@ -4,11 +4,12 @@ approvals, cancellation and leases."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -667,11 +668,11 @@ def test_a_command_committed_beside_a_thread_that_then_fails_is_still_driven_on(
 
 
 class _Crash(BaseException):
-    """The worker dying mid-step: nothing catches it, the lease stays."""
+    """The worker dying mid-step (with `_let_go` made to do nothing): the lease stays."""
 
 
 def test_an_approval_waiting_on_a_gate_only_its_own_worker_can_run_runs_it(
-    world: World,
+    world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Bob's approval landed and its worker died before re-running the gate: the execution
     is running under that worker's lease, with approvals. Alice approving through that
@@ -689,6 +690,7 @@ def test_an_approval_waiting_on_a_gate_only_its_own_worker_can_run_runs_it(
 
     crashed: list[str] = []
     worker = world.orch_with("worker-A", {"ingest": crash_once})
+    monkeypatch.setattr(worker, "_let_go", lambda execution_id: None)  # dead, not stopping
     req = request("pub-1", required_roles=["reviewer", "legal"])
     x = worker.start(FLAKY, req, risk_tier=ImpactTier.TIER2)
     with pytest.raises(_Crash):
@@ -877,10 +879,14 @@ def test_a_start_left_pending_runs_no_step_code_once_it_ended_elsewhere(world: W
 # -- leases --------------------------------------------------------------------------------------
 
 
+class _Killed(BaseException):
+    """As gevent's GreenletExit and trio's Cancelled are: a BaseException, no Exception."""
+
+
 @pytest.mark.parametrize(
     "stopping",
-    [KeyboardInterrupt, lambda: SystemExit(3), asyncio.CancelledError],
-    ids=["ctrl-c", "sys.exit", "task cancelled"],
+    [KeyboardInterrupt, lambda: SystemExit(3), asyncio.CancelledError, GeneratorExit, _Killed],
+    ids=["ctrl-c", "sys.exit", "task cancelled", "generator closed", "greenlet killed"],
 )
 def test_a_worker_stopped_by_ctrl_c_lets_go_of_its_lease(
     world: World, stopping: Callable[[], BaseException]
@@ -2153,6 +2159,30 @@ def test_a_step_or_workflow_of_the_wrong_types_is_refused_when_built() -> None:
         WorkflowDefinition("w", "1", "Tier0", (Step("s", lambda uow, ctx: {}),))  # type: ignore[arg-type]
 
 
+async def _async_step(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
+    return {}
+
+
+def _generator_step(uow: UnitOfWork, ctx: StepContext) -> Iterator[int]:
+    yield 1
+
+
+class _AsyncCallable:
+    async def __call__(self, uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
+        return {}
+
+
+@pytest.mark.parametrize(
+    "run",
+    [_async_step, _generator_step, functools.partial(_async_step), _AsyncCallable()],
+    ids=["async", "generator", "partial", "async __call__"],
+)
+def test_a_step_that_would_return_its_work_undone_is_refused_when_defined(run: Any) -> None:
+    """It would hand back a coroutine or generator unrun, and fail only as it ran."""
+    with pytest.raises(ValueError, match="not an async function or a generator"):
+        Step("s", run)
+
+
 @pytest.mark.parametrize("given", [None, 5, ["wfx-1"], b"wfx-1"], ids=repr)
 def test_an_execution_id_of_another_kind_is_said_to_be_one(world: World, given: Any) -> None:
     orch = world.orch()
@@ -2199,9 +2229,11 @@ def _must_have_amount(input: Mapping[str, Any]) -> None:
     [
         (_must_have_amount, "ValueError: amount is required"),
         (lambda input: input["amount"], "KeyError: 'amount'"),
+        (lambda input: input.get("currency", "0123456789")[9], "IndexError: string index out"),
+        (lambda input: input.get("currency", {}).get("code"), "AttributeError: 'str' object"),
         (lambda input: "amount" in input, "validate_input"),  # a predicate saying no
     ],
-    ids=["ValueError", "KeyError", "False"],
+    ids=["ValueError", "KeyError", "IndexError", "AttributeError", "False"],
 )
 def test_a_validator_refusing_the_usual_python_ways_refuses_the_input(
     world: World, validate: Callable[[Mapping[str, Any]], object], problem: str
@@ -2213,6 +2245,17 @@ def test_a_validator_refusing_the_usual_python_ways_refuses_the_input(
     assert refused.value.field == "input"
     assert world.door.table("execution") == {}
     assert orch.start(flow.name, {"amount": 3}).state is S.SUCCEEDED  # what it returns is moot
+
+
+@pytest.mark.parametrize("name", [["two_steps"], {}, None, b"two_steps", 3], ids=repr)
+def test_a_workflow_named_by_anything_but_text_is_refused_as_input(world: World, name: Any) -> None:
+    flow = _two_steps("ok")
+    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={flow.name: flow})
+    for call in (lambda: orch.start(name, {}), lambda: orch.check_input(name, {})):
+        with pytest.raises(InvalidInput) as refused:
+            call()
+        assert refused.value.field == "workflow"
+    assert world.door.table("execution") == {}
 
 
 @pytest.mark.parametrize("bad", [[1, 2], None, "ab", [("a", 1)]], ids=repr)

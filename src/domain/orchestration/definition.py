@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -94,10 +95,27 @@ class Step:
     def __attrs_post_init__(self) -> None:
         if not callable(self.run):
             raise ValueError(f"step {self.name!r}: run must be a function, got {self.run!r}")
+        call = getattr(type(self.run), "__call__", None)  # noqa: B004 - an object's own
+        if _deferred(self.run) or _deferred(call):
+            # It would return a coroutine or generator unrun, found only as a run fails.
+            raise ValueError(
+                f"step {self.name!r}: run must be a plain function that does its work when"
+                " called, not an async function or a generator (wrap a coroutine in"
+                " asyncio.run, or collect a generator's items, inside a plain function)"
+            )
         if not isinstance(self.retry, RetryPolicy) or not isinstance(self.side_effecting, bool):
             raise ValueError(
                 f"step {self.name!r}: retry must be a RetryPolicy and side_effecting a bool"
             )
+
+
+def _deferred(function: object) -> bool:
+    """Whether calling `function` only makes a coroutine or generator (partials seen through)."""
+    return (
+        inspect.iscoroutinefunction(function)
+        or inspect.isgeneratorfunction(function)
+        or inspect.isasyncgenfunction(function)
+    )
 
 
 def _as_steps(value: Iterable[Step]) -> tuple[Step, ...]:

@@ -7,7 +7,6 @@ the execution, never by blindly repeating a commit.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import enum
@@ -100,9 +99,12 @@ class _Unknown:
     seen_version: int
 
 
-# What stops a worker without it dying: Ctrl-C (SIGTERM as the CLI maps it), sys.exit, an
-# asyncio task's cancellation (a service running workers in tasks' threads).
-STOPS = (KeyboardInterrupt, SystemExit, asyncio.CancelledError)
+def _stopping(error: BaseException) -> bool:
+    """What stops a worker without it dying, as opposed to a step's failure: Ctrl-C (SIGTERM
+    as the CLI maps it), sys.exit, an asyncio task's cancellation (a service running workers
+    in tasks' threads), gevent's and trio's own; any BaseException that is no Exception."""
+    return not isinstance(error, Exception)
+
 
 # Commits in a row whose outcome is unknown before `run` gives up: a store that cannot
 # commit (a full disk) must not have a step re-run in a tight loop for good.
@@ -296,9 +298,11 @@ class Orchestrator:
                 verdict = definition.validate_input(input)
             except InvalidInput:
                 raise
-            except (ValueError, TypeError, KeyError) as exc:
-                # What validators commonly raise (pydantic's errors are ValueErrors): the
-                # input is refused all the same, as input, not as a fault of the kernel.
+            except (ValueError, TypeError, LookupError, AttributeError) as exc:
+                # What validators commonly raise reading an input of another shape than they
+                # expect (pydantic's errors are ValueErrors; `input["items"][0]` of an empty
+                # list, `.get` of a list): refused all the same, as input, not as a fault of
+                # the kernel. What it was is said, so a validator's own bug shows too.
                 cause = f"{type(exc).__name__}: {exc}"
                 raise InvalidInput(
                     "input", f"refused by {workflow}'s validate_input: {cause[:MAX_ERROR]}"
@@ -329,7 +333,7 @@ class Orchestrator:
                 output = _output(step, _lent(step, uow, context))
             except Exception as exc:  # recorded once the start is stored on its own
                 return _FirstStepFailed(step.name, exc)
-            except STOPS as stop:
+            except BaseException as stop:  # not an Exception: caught above
                 stop.add_note("(its first: the execution was not stored)")
                 raise
             now = rt.clock.now()
@@ -471,7 +475,9 @@ class Orchestrator:
                     if outcome.execution is not None:
                         return outcome.execution
                     break
-        except STOPS:
+        except BaseException as error:
+            if not _stopping(error):
+                raise
             # Stopping, not dying. Which of them a step's own code raised cannot be told
             # from a signal: the execution is left running, not failed, and the note says
             # where it stopped.
@@ -780,6 +786,8 @@ class Orchestrator:
         return self._versions.get((name, version))
 
     def _definition(self, name: str) -> WorkflowDefinition:
+        if not isinstance(name, str):  # a list would raise TypeError (unhashable) below
+            raise InvalidInput("workflow", f"must be a workflow's name, got {type(name).__name__}")
         if name not in self._workflows:
             known = ", ".join(sorted(self._workflows)) or "none"
             raise InvalidInput("workflow", f"unknown workflow {name!r}; known: {known}")
@@ -1227,8 +1235,9 @@ def _lent(step: Step, uow: UnitOfWork, context: StepContext, what: str = "step")
     uow.lend(f"step {step.name}")
     try:
         output = step.run(uow, context)
-    except STOPS as stop:
-        stop.add_note(f"while {what} {step.name} of execution {context.execution.id} ran")
+    except BaseException as error:
+        if _stopping(error):
+            error.add_note(f"while {what} {step.name} of execution {context.execution.id} ran")
         raise
     finally:
         refused = uow.lend(None)
