@@ -4,6 +4,7 @@ approvals, cancellation and leases."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import itertools
 import threading
@@ -1520,6 +1521,22 @@ def test_a_step_cannot_change_the_input_later_steps_read(world: World) -> None:
     done = orch.start(FLAKY, request("pub-1"))
     assert done.state is S.FAILED
     assert done.last_error is not None and "read-only" in done.last_error
+
+
+def test_a_copy_of_the_input_is_changed_as_a_copy_is(world: World) -> None:
+    """What the read-only refusal tells a step to do works as Python copies do."""
+    x = world.orch().start(WORKFLOW, request("pub-1"), run=False)
+    deep: Any = copy.deepcopy(x.input)
+    deep["documents"][0]["title"] = "mine"
+    deep["documents"].append({})
+    shallow: Any = copy.copy(x.input)
+    shallow["title"] = "mine too"
+    with pytest.raises(TypeError, match=r"copy\.deepcopy gives plain dicts and lists"):
+        shallow["documents"].append({})  # shared with the input, as a shallow copy's is
+    documents = copy.copy(x.input["documents"])
+    documents.append(1)
+    assert documents[:-1] == x.input["documents"]
+    assert world.orch().get(x.id).input == x.input == request("pub-1")
 
 
 def test_callbacks_keep_the_execution_as_it_was_when_notified(world: World) -> None:

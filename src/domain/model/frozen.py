@@ -14,7 +14,10 @@ from typing import Any, NoReturn
 
 
 def _refuse(*_: object, **__: object) -> NoReturn:
-    raise TypeError("an execution's input and step outputs are read-only; copy them to change")
+    raise TypeError(
+        "an execution's input and step outputs are read-only; copy them to change"
+        " (copy.deepcopy gives plain dicts and lists)"
+    )
 
 
 class FrozenDict(dict[str, Any]):
@@ -22,11 +25,13 @@ class FrozenDict(dict[str, Any]):
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _refuse
     __ior__ = _refuse
 
-    def __copy__(self) -> FrozenDict:
-        return self
+    # A copy is made to be changed: copy.copy gives a plain dict (what it holds is shared,
+    # and stays read-only, as a shallow copy's would), copy.deepcopy plain dicts and lists.
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> FrozenDict:
-        return self
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return {k: thawed(v) for k, v in self.items()}
 
     def __reduce__(self) -> tuple[type, tuple[dict[str, Any]]]:
         return FrozenDict, (dict(self),)
@@ -37,11 +42,11 @@ class FrozenList(list[Any]):
     __setitem__ = __delitem__ = append = extend = insert = pop = remove = _refuse
     clear = sort = reverse = __iadd__ = __imul__ = _refuse
 
-    def __copy__(self) -> FrozenList:
-        return self
+    def __copy__(self) -> list[Any]:
+        return list(self)
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> FrozenList:
-        return self
+    def __deepcopy__(self, memo: dict[int, Any]) -> list[Any]:
+        return [thawed(v) for v in self]
 
     def __reduce__(self) -> tuple[type, tuple[list[Any]]]:
         return FrozenList, (list(self),)
@@ -55,4 +60,13 @@ def read_only(value: Any) -> Any:
         return FrozenDict({k: read_only(v) for k, v in value.items()})
     if isinstance(value, list | tuple):
         return FrozenList(read_only(v) for v in value)
+    return value
+
+
+def thawed(value: Any) -> Any:
+    """`value` with every mapping and list in it a plain, changeable dict or list."""
+    if isinstance(value, dict):
+        return {k: thawed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [thawed(v) for v in value]
     return value
