@@ -182,3 +182,14 @@ def test_texts_a_new_request_may_not_hold_are_read_from_a_stored_one(
         PublicationRequest.parse(raw_request(**changes))
     assert refused.value.field == field
     assert PublicationRequest.parse(raw_request(**changes), bounded=False)
+
+
+def test_one_document_given_twice_is_refused_naming_both() -> None:
+    twice = raw_request(documents=[document(), document(title="Same, retitled"), document()])
+    with pytest.raises(InvalidInput) as refused:
+        PublicationRequest.parse(twice)
+    assert refused.value.field == "documents[1]"
+    assert refused.value.problem == "repeats documents[0] (the same source_url and content)"
+    assert PublicationRequest.parse(twice, bounded=False)  # stored before: still read
+    other = raw_request(documents=[document(), document(content_text="A later edition.")])
+    assert len(PublicationRequest.parse(other).documents) == 2

@@ -68,6 +68,8 @@ class PublicationRequest:
         if len(documents) > MAX_BATCH:
             raise InvalidInput("documents", f"at most {MAX_BATCH} documents per publication")
         drafts = [_document(i, doc, strict=bounded) for i, doc in enumerate(documents)]
+        if bounded:
+            _no_repeats(drafts)
         return cls(
             documents=tuple(drafts),
             title=text("title", request.get("title"), max_len=500, single_line=bounded),
@@ -130,6 +132,18 @@ def _document(i: int, raw: object, *, strict: bool) -> SourceDraft:
         return SourceDraft.parse(**doc, strict=strict)
     except InvalidInput as exc:
         raise InvalidInput(f"documents[{i}].{exc.field}", exc.problem) from None
+
+
+def _no_repeats(drafts: list[SourceDraft]) -> None:
+    """One document given twice (a file named twice on a command line) would be one source
+    cited twice by the capsule: a mistake, said as one."""
+    first: dict[tuple[str, str], int] = {}
+    for i, d in enumerate(drafts):
+        j = first.setdefault((d.source_url, d.content_digest), i)
+        if j != i:
+            raise InvalidInput(
+                f"documents[{i}]", f"repeats documents[{j}] (the same source_url and content)"
+            )
 
 
 def _strings(field: str, value: object, most: int | None) -> tuple[str, ...]:
