@@ -105,6 +105,10 @@ class Session:
     started: str | None = None
     starts: bool = False  # the command starts an execution (a `run`)
     started_state: S | None = None  # as last seen committed
+    # What a command (approve, reject, cancel) acts on: its verb, and the execution's
+    # version before it, to tell after an interrupt whether the command was recorded.
+    command: tuple[str, str, int] | None = None
+    command_recorded: bool | None = None  # read again after an interrupt, when it could be
     _settings: Settings | None = field(default=None, alias="_settings")
 
     def settings(self) -> Settings:
@@ -153,7 +157,32 @@ class Session:
                     " govkernel older than this one no longer opens it"
                 )
             printer.bind(app)
-            yield app, printer
+            try:
+                yield app, printer
+            except (KeyboardInterrupt, SystemExit, click.Abort):
+                self._look_again(app)
+                raise
+
+    def acting_on(self, execution: WorkflowExecution, verb: str) -> None:
+        self.command = (verb, execution.id, execution.version)
+
+    def _look_again(self, app: App) -> None:
+        """After an interrupt, read what was stored: a signal held while the engine
+        committed is raised as it returns, before the commit was seen (and printed)."""
+        try:
+            if self.started is None and self.starting is not None:
+                found = _started_by(app, self.starting)
+                self.started = None if found is None else found.id
+            if self.command is not None:
+                _, xid, version = self.command
+                now = app.orchestrator.get(xid, with_input=False)
+                self.command_recorded = now.version != version
+                if self.command_recorded:
+                    self.started, self.started_state = xid, now.state
+            elif self.started is not None:
+                self.started_state = app.orchestrator.get(self.started, with_input=False).state
+        except Exception:  # what was last seen is said instead
+            return
 
     def echo(self, text: str = "") -> None:
         """Human output: stdout, or stderr when stdout is reserved for JSON."""
@@ -870,6 +899,7 @@ def approve(ctx: click.Context, execution_id: str, role: str, approver: str | No
                 EXIT_FAILED,
             )
         printer.mark(execution)
+        s.acting_on(execution, "approval")
         result = app.orchestrator.approve(execution_id, approver=approver, role=role)
         result = finish(app, result)
         conclude(s, app, result, ok={S.SUCCEEDED, S.AWAITING_APPROVAL})
@@ -889,7 +919,8 @@ def reject(ctx: click.Context, execution_id: str, reason: str) -> None:
     """Reject an execution awaiting approval: it fails (compensating if it published)."""
     s = session_of(ctx)
     with s.app(existing=True) as (app, printer):
-        printer.mark(app.orchestrator.get(execution_id))
+        printer.mark(found := app.orchestrator.get(execution_id))
+        s.acting_on(found, "rejection")
         result = finish(app, app.orchestrator.reject(execution_id, reason=reason))
         conclude(s, app, result, ok={S.FAILED, S.COMPENSATED})
 
@@ -912,7 +943,8 @@ def cancel(ctx: click.Context, execution_id: str, reason: str) -> None:
     publication stands."""
     s = session_of(ctx)
     with s.app(existing=True) as (app, printer):
-        printer.mark(app.orchestrator.get(execution_id))
+        printer.mark(found := app.orchestrator.get(execution_id))
+        s.acting_on(found, "cancellation")
         result = finish(app, app.orchestrator.cancel(execution_id, reason=reason))
         conclude(s, app, result, ok={S.CANCELLED, S.COMPENSATED})
 
@@ -1876,6 +1908,8 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, StorageUnavailable) and session.starting is not None:
             # The store lost mid-run (a server gone): what happened to the run is said too.
             message += render.safe(f"; {_unfinished(session, not_stored='not stored' in message)}")
+        elif isinstance(exc, StorageUnavailable) and session.starts:
+            message += "; nothing was started"  # the store would not open (held, full, gone)
         for line in message.split("\n"):
             _error(line)
         return code
@@ -1918,13 +1952,17 @@ def _unfinished(session: Session, *, not_stored: bool = False) -> str:
         transient = False
     if transient:
         return f"{TRANSIENT_NOTE}: an unfinished execution is lost"
+    if session.command is not None and session.command_recorded is False:
+        verb, xid, _ = session.command
+        return f"the {verb} of {xid} was not recorded: the same command records it"
     state = session.started_state
     if session.started is not None and state is not None and state.terminal:
         return f"execution {session.started} had ended {state.value}: nothing is left to do"
     if session.started is not None and state is S.AWAITING_APPROVAL:
         return f"execution {session.started} awaits approval: `govkernel approve` resumes it"
     if session.started is not None:
-        return f"execution {session.started} was stored: `govkernel recover` finishes it"
+        left = "was stored" if state is None else f"was left {state.value}"
+        return f"execution {session.started} {left}: `govkernel recover` finishes it"
     if session.starting is not None:
         key = shlex.quote(session.starting)
         if not_stored:  # read again after its commit failed: it is known not to be

@@ -129,17 +129,20 @@ def executions_in(
     records in those states that do not read back are added to it, and the rest listed."""
     others: list[str] = []
     with uow_factory() as uow:
-        found = [
-            x
+        # By id: on a server one that moved between two states' reads is read in both.
+        found = {
+            x.id: x
             for state in states
             for x in uow.executions.in_state(
                 state, with_input=False, unreadable=None if unreadable is None else others
             )
             if x.tenant == tenant
-        ]
+        }
         if unreadable is not None:
-            unreadable += [k for k in others if uow.executions.tenant_of(k) == tenant]
-    return sorted(found, key=lambda x: x.created_at)
+            unreadable += [
+                k for k in dict.fromkeys(others) if uow.executions.tenant_of(k) == tenant
+            ]
+    return sorted(found.values(), key=lambda x: x.created_at)
 
 
 def started_shapes(uow_factory: UnitOfWorkFactory, execution_ids: Iterable[str]) -> dict[str, Any]:

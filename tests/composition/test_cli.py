@@ -587,7 +587,7 @@ def test_a_run_interrupted_before_its_start_was_stored_names_the_key_to_rerun_it
 def test_a_run_interrupted_after_its_start_was_stored_names_the_execution(fresh: Cli) -> None:
     err = _interrupted_run(fresh, "generate_analysis")
     [listed] = fresh.json("executions", "list")
-    assert f"execution {listed['execution_id']} was stored: `govkernel recover`" in err
+    assert f"execution {listed['execution_id']} was left running: `govkernel recover`" in err
     assert fresh.json("recover")["resumed"][0]["state"] == "succeeded"
     assert len(fresh.json("executions", "list")) == 1
 
@@ -695,9 +695,12 @@ def test_a_store_path_through_a_file_says_so(fresh: Cli, tmp_path: Path) -> None
 def test_a_second_process_on_one_store_fails_clearly(fresh: Cli) -> None:
     with SurrealStore(SurrealConfig(fresh.url)):  # this test process holds the lock
         done = fresh("executions", "list", code=2)
+        run = fresh("run", "knowledge-publication", str(FRED), code=2)
     assert "in use by another process" in done.stderr
+    assert "try again once it is done" in done.stderr
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
     assert done.stdout == ""
+    assert run.stderr.rstrip().endswith("or choose another store; nothing was started")
 
 
 @pytest.fixture

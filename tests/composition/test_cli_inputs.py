@@ -238,6 +238,80 @@ def test_an_interrupt_after_the_run_stopped_says_nothing_is_left_for_recover(
 
 
 @pytest.mark.parametrize(
+    ("tier", "ending", "said"),
+    [
+        ("Tier0", ExecutionState.SUCCEEDED, "had ended succeeded: nothing is left to do"),
+        ("Tier1", ExecutionState.AWAITING_APPROVAL, "awaits approval: `govkernel approve`"),
+    ],
+)
+def test_an_interrupt_as_the_last_commit_lands_says_where_the_execution_stands(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    tier: str,
+    ending: ExecutionState,
+    said: str,
+) -> None:
+    """A signal held while the engine commits is raised as the commit returns, before the
+    transition is seen (found by a pass of 400 interrupts: `recover` was offered for an
+    execution that had succeeded)."""
+    import composition.cli
+
+    seen = composition.cli.Printer.__call__
+
+    def interrupted_as_it_lands(printer: Any, execution: WorkflowExecution) -> None:
+        if execution.state is ending:
+            raise KeyboardInterrupt
+        seen(printer, execution)
+
+    monkeypatch.setattr(composition.cli.Printer, "__call__", interrupted_as_it_lands)
+    store = ("--store", f"surrealkv://{tmp_path / 'store'}")
+    _, err = gk(capsys, *store, "run", "knowledge-publication", str(IMF), "--tier", tier, code=130)
+    assert said in err and "recover" not in err
+
+
+@pytest.mark.parametrize("command", ["approve", "reject", "cancel"])
+def test_an_interrupted_command_says_whether_it_was_recorded(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    command: str,
+) -> None:
+    """Before its commit: nothing was recorded, and `recover` would not do it (it was said
+    to); after it: the execution stands where the command left it."""
+    import composition.cli
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    store = ("--store", f"surrealkv://{tmp_path / 'store'}")
+    out, _ = gk(
+        capsys, *store, "--json", "run", "knowledge-publication", str(IMF), "--tier", "Tier1"
+    )
+    xid = json.loads(out)["execution_id"]
+    args = {
+        "approve": ("approve", xid, "--role", "reviewer"),
+        "reject": ("reject", xid, "--reason", "no"),
+        "cancel": ("cancel", xid),
+    }[command]
+    noun = {"approve": "approval", "reject": "rejection", "cancel": "cancellation"}[command]
+    monkeypatch.setenv("GOVKERNEL_ACTOR", "bob")
+    with monkeypatch.context() as before_its_commit:
+        before_its_commit.setattr(Orchestrator, command, interrupted)
+        _, err = gk(capsys, *store, *args, code=130)
+    assert f"the {noun} of {xid} was not recorded: the same command records it" in err
+    monkeypatch.setattr(composition.cli, "finish", interrupted)  # after it
+    _, err = gk(capsys, *store, *args, code=130)
+    out, _ = gk(capsys, *store, "--json", "executions", "show", xid)
+    state = json.loads(out)["state"]
+    assert state != "awaiting_approval" and "was not recorded" not in err
+    if state in ("succeeded", "failed", "compensated", "cancelled"):
+        assert f"execution {xid} had ended {state}: nothing is left to do" in err
+    else:
+        assert f"execution {xid} was left {state}: `govkernel recover` finishes it" in err
+
+
+@pytest.mark.parametrize(
     "hidden", ["\u200e", "\u200f", "\u061c", "\ufeff", "\u2060", "\u202e", "\ud800", "\udfff"]
 )
 def test_marks_that_reorder_or_hide_text_are_shown_escaped(hidden: str) -> None:
@@ -477,3 +551,28 @@ def test_a_run_interrupted_before_it_came_to_start_says_nothing_was_started(
     store = ("--store", f"surrealkv://{tmp_path / 'store'}")
     _, err = gk(capsys, *store, "run", "knowledge-publication", str(IMF), code=130)
     assert err.strip() == "error: interrupted; nothing was started"
+
+
+def test_a_listing_by_states_lists_an_execution_read_in_two_of_them_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As `recover` lists what it found: on a server, an execution that moved between two
+    states' reads is read in both."""
+    from adapters.memory import MemoryStore
+    from ports.repositories import Executions
+
+    settings = load_settings({"GOVKERNEL_STORE": "memory://"})
+    request = publication_request(
+        [read_source(IMF)], title="T", publication_id="p", policy_refs=["P"]
+    )
+    with build_app(settings, Overrides(store=MemoryStore())) as app:
+        pending = app.orchestrator.start(kp.NAME, request.to_input(), run=False)
+        read = Executions.in_state
+
+        def read_twice(repo: Executions, state: ExecutionState, *a: Any, **k: Any) -> Any:
+            return read(repo, ExecutionState.PENDING, *a, **k) + read(repo, state, *a, **k)
+
+        monkeypatch.setattr(Executions, "in_state", read_twice)
+        states = (ExecutionState.PENDING, ExecutionState.RUNNING)
+        found = queries.executions_in(app.uow_factory, app.runtime.tenant, states)
+    assert [x.id for x in found] == [pending.id]

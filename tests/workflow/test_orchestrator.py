@@ -51,6 +51,7 @@ from ports.errors import (
     StorageUnavailable,
     UnitOfWorkLent,
 )
+from ports.repositories import Executions
 from ports.storage import TABLES, Batch, CommitReceipt, Document
 from ports.unit_of_work import UnitOfWork, WrappingUnitOfWork
 from tests.workflow.harness import (
@@ -910,6 +911,29 @@ def test_a_worker_stopped_by_ctrl_c_lets_go_of_its_lease(
     assert not orch._driving  # it may drive it again, as may recover
     [done] = world.orch("worker-2").recover()  # leases respected: none is left to respect
     assert done.state is S.SUCCEEDED and world.orch().verify(done.id).ok
+    assert_exactly_once(world.door, orch)
+
+
+def test_recover_resumes_an_execution_read_in_two_states_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a server, each state's read is its own snapshot: one that moved from running to
+    cancelling between them is read in both (found by a pass of concurrent commands)."""
+    crashing = FaultInjector(world.store.unit_of_work)
+    crashing.arm(FaultPlan(fail_at_commit=2))
+    with pytest.raises(InjectedFault):
+        world.orch_with("worker-A", {}, factory=crashing).start(WORKFLOW, request("pub-1"))
+    world.clock.advance(timedelta(seconds=30))  # the crashed worker's lease has expired
+    read = Executions.in_state
+
+    def read_twice(repo: Executions, state: S, *args: Any, **kwargs: Any) -> Any:
+        again = read(repo, S.RUNNING, *args, **kwargs) if state is S.CANCELLING else []
+        return read(repo, state, *args, **kwargs) + again
+
+    monkeypatch.setattr(Executions, "in_state", read_twice)
+    orch = world.orch("worker-B")
+    [done] = orch.recover()
+    assert done.state is S.SUCCEEDED
     assert_exactly_once(world.door, orch)
 
 

@@ -136,8 +136,9 @@ class StoreLock:
                     " share that SurrealStore instead of opening it again"
                 ) from None
             raise StorageUnavailable(
-                f"store {self.path.with_suffix('')} is in use by another process (pid {holder});"
-                " stop it or choose another store"
+                f"store {self.path.with_suffix('')} is in use by another process (pid {holder}):"
+                " try again once it is done (a command ends by itself; a service holding the"
+                " store must be stopped), or choose another store"
             ) from None
         try:
             self._directory_fd = self._lock_directory()

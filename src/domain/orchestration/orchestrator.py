@@ -703,14 +703,20 @@ class Orchestrator:
         now = self._runtime.clock.now()
         unreadable: list[str] = []
         with self._uow_factory() as uow:
-            candidates = [
-                x
+            # By id: on a server the reads of each state are no one snapshot, and one that
+            # moved (running to cancelling) between two of them is read in both.
+            candidates = {
+                x.id: x
                 for state in RECOVERABLE
                 # Each run re-reads; a record that does not read back is named, not a stop.
                 for x in uow.executions.in_state(state, with_input=False, unreadable=unreadable)
                 if x.tenant == self._runtime.tenant and x.runs_in(self._runtime.environment)
+            }.values()
+            ours = [
+                k
+                for k in dict.fromkeys(unreadable)
+                if uow.executions.tenant_of(k) == self._runtime.tenant
             ]
-            ours = [k for k in unreadable if uow.executions.tenant_of(k) == self._runtime.tenant]
         resumed = []
         failures = [(key, self._why_unreadable(key)) for key in ours]
         for execution in candidates:
