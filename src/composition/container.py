@@ -128,6 +128,7 @@ class App:
 def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
     """Wire and open everything (the store first, so a held lock fails fast). Close it."""
     o = overrides or Overrides()
+    _check(o)
     container = wiring.Container(settings=settings)
     if o.store is not None:
         wiring.override(container.store, o.store)
@@ -185,6 +186,40 @@ def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
         container.shutdown_resources()
         raise
     return app
+
+
+def _check(o: Overrides) -> None:
+    """Each override of the kind it must be: a wrong one would fail later, as an
+    AttributeError deep in the wiring or the first step. (`workflows` and `retired` are
+    checked as they are built.)"""
+    if not isinstance(o, Overrides):
+        raise ConfigurationError(
+            [Problem("overrides", "build_app", f"is a {type(o).__name__}: give Overrides(...)")]
+        )
+    kinds: list[tuple[str, object, bool, str]] = [
+        ("store", o.store, callable(getattr(o.store, "unit_of_work", None)), "a store"),
+        ("wrap_uow_factory", o.wrap_uow_factory, callable(o.wrap_uow_factory), "a function"),
+        ("clock", o.clock, callable(getattr(o.clock, "now", None)), "a clock (with now())"),
+        ("ids", o.ids, callable(getattr(o.ids, "new_id", None)), "an id generator (new_id)"),
+        ("trace_id", o.trace_id, isinstance(o.trace_id, str), "text"),
+        (
+            "policies",
+            o.policies,
+            isinstance(o.policies, Sequence)
+            and not isinstance(o.policies, str | bytes)
+            and all(map(callable, o.policies)),
+            "a list of policy functions",
+        ),
+        ("on_transition", o.on_transition, callable(o.on_transition), "a function"),
+        ("existing_store", o.existing_store, isinstance(o.existing_store, bool), "a bool"),
+    ]
+    problems = [
+        Problem(key, f"Overrides({key}=...)", f"is a {type(value).__name__}: give {kind}")
+        for key, value, fits, kind in kinds
+        if value is not None and not fits
+    ]
+    if problems:
+        raise ConfigurationError(problems)
 
 
 def would_make(settings: Settings) -> bool:

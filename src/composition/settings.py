@@ -398,7 +398,9 @@ def _name(pattern: re.Pattern[str], allowed: str) -> Callable[[_Key, str, Path, 
 
 
 def _secret(key: _Key, value: str, base: Path, bad: Bad) -> object:
-    if not value:
+    # A password is taken as typed (spaces may be part of it); a user name of spaces alone
+    # names nobody.
+    if not value or (key.name == "username" and not value.strip()):
         return bad("must not be empty")
     if any(ch in value for ch in "\x00\n\r"):
         return bad("must not contain NUL or line breaks")

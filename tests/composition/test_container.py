@@ -160,6 +160,32 @@ def shim() -> Iterator[SurrealWsShim]:
 
 
 @pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")
+@pytest.mark.parametrize(
+    ("key", "value", "said"),
+    [
+        ("store", "memory://", "is a str: give a store"),
+        ("wrap_uow_factory", 3, "is a int: give a function"),
+        ("clock", "now", "is a str: give a clock (with now())"),
+        ("ids", 7, "is a int: give an id generator (new_id)"),
+        ("trace_id", 42, "is a int: give text"),
+        ("policies", 5, "is a int: give a list of policy functions"),
+        ("policies", ["not a function"], "is a list: give a list of policy functions"),
+        ("on_transition", "print", "is a str: give a function"),
+        ("existing_store", "yes", "is a str: give a bool"),
+    ],
+)
+def test_an_override_of_the_wrong_kind_is_a_configuration_error_naming_it(
+    tmp_path: Path, key: str, value: Any, said: str
+) -> None:
+    settings = Settings(store_url=f"surrealkv://{tmp_path / 'store'}")
+    with pytest.raises(ConfigurationError) as refused:
+        open_app(settings, Overrides(**{key: value}))  # as an untyped caller may
+    [problem] = refused.value.problems
+    assert (problem.key, problem.source) == (key, f"Overrides({key}=...)")
+    assert said in str(problem)
+    assert not (tmp_path / "store").exists()  # refused before anything was opened
+
+
 def test_remote_store_with_credentials_from_settings(shim: SurrealWsShim) -> None:
     env = {
         "GOVKERNEL_STORE": shim.url,

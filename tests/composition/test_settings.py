@@ -201,6 +201,13 @@ def test_credentials_come_in_pairs_and_are_never_echoed(tmp_path: Path) -> None:
         load_settings(bad, cwd=tmp_path)
     assert info.value.problems[0].source == "GOVKERNEL_SURREAL_PASSWORD"
     assert SECRET not in str(info.value)
+    blank = {"GOVKERNEL_SURREAL_USERNAME": " ", "GOVKERNEL_SURREAL_PASSWORD": SECRET}
+    with pytest.raises(ConfigurationError) as info:
+        load_settings(blank, cwd=tmp_path)
+    [problem] = info.value.problems
+    assert problem.source == "GOVKERNEL_SURREAL_USERNAME" and "must not be empty" in str(problem)
+    spaced = {"GOVKERNEL_SURREAL_USERNAME": "root", "GOVKERNEL_SURREAL_PASSWORD": " "}
+    assert load_settings(spaced, cwd=tmp_path).password == " "
 
 
 def test_credentials_in_the_store_url_are_refused_without_echo(tmp_path: Path) -> None:
