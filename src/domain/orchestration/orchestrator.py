@@ -948,7 +948,11 @@ class Orchestrator:
                         return self._after_failure(execution_id, seen_version, step.name, exc)
                     execution.retry_at = None
                     execution.transition(
-                        S.COMPENSATED, at=now, actor=rt.actor, reason="compensation completed"
+                        S.COMPENSATED,
+                        at=now,
+                        actor=rt.actor,
+                        reason="compensation completed",
+                        step=step.name,  # which undo ran: its output is not kept
                     )
             else:
                 self._resume(execution, now)
