@@ -427,6 +427,7 @@ def cli(
 
 
 @cli.group()
+@json_option  # `govkernel run --json ...` as well as before or after
 def run() -> None:
     """Run a workflow."""
 
@@ -1068,6 +1069,7 @@ def failure_message(x: WorkflowExecution) -> str:
 
 
 @cli.group()
+@json_option  # `govkernel executions --json ...` as well as before or after
 def executions() -> None:
     """List and inspect workflow executions."""
 
@@ -1241,6 +1243,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
 
 
 @cli.group()
+@json_option  # `govkernel audit --json ...` as well as before or after
 def audit() -> None:
     """Verify audit trails, and anchor their heads outside the store."""
 

@@ -576,3 +576,19 @@ def test_a_listing_by_states_lists_an_execution_read_in_two_of_them_once(
         states = (ExecutionState.PENDING, ExecutionState.RUNNING)
         found = queries.executions_in(app.uow_factory, app.runtime.tenant, states)
     assert [x.id for x in found] == [pending.id]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("executions", "--json", "list"),
+        ("audit", "--json", "verify"),
+        ("run", "--json", "knowledge-publication", str(IMF)),
+    ],
+    ids=["executions", "audit", "run"],
+)
+def test_json_may_follow_a_command_group(
+    capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
+) -> None:
+    out, _ = gk(capsys, *MEMORY, *args)
+    assert isinstance(json.loads(out), list | dict)
