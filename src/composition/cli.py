@@ -33,7 +33,13 @@ from adapters.surrealdb import SurrealConfig
 from adapters.surrealdb.wire import deferring
 from composition import anchors, files, queries, render, strict_json
 from composition.container import App, Overrides, build_app, would_make
-from composition.documents import DocumentError, SourceFile, publication_request, read_source
+from composition.documents import (
+    DocumentError,
+    SourceFile,
+    derived_title,
+    publication_request,
+    read_source,
+)
 from composition.settings import DEFAULT_POLICY_REF, ENV_VARS, ConfigurationError, Settings
 from composition.settings import load_settings as _load_settings
 from domain.model.errors import DomainError, IllegalTransition, InvalidInput, InvalidState
@@ -41,7 +47,7 @@ from domain.model.errors import PolicyDenied as _PolicyDenied
 from domain.model.execution import WorkflowExecution, started_steps
 from domain.model.knowledge import Classification, SourceFormat, SourceKind
 from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
-from domain.model.policy import ImpactTier
+from domain.model.policy import Approval, ImpactTier
 from domain.model.validation import IDENTIFIER, same_person
 from domain.orchestration.definition import WorkflowDefinition
 from domain.orchestration.orchestrator import (
@@ -105,10 +111,10 @@ class Session:
     started: str | None = None
     starts: bool = False  # the command starts an execution (a `run`)
     started_state: S | None = None  # as last seen committed
-    # What a command (approve, reject, cancel) acts on: its verb, and the execution's
-    # version before it, to tell after an interrupt whether the command was recorded.
-    command: tuple[str, str, int] | None = None
-    command_recorded: bool | None = None  # read again after an interrupt, when it could be
+    # What a command (approve, reject, cancel) acts on: its verb, the execution, and how to
+    # tell from it as stored whether the command was recorded (read after an interrupt).
+    command: tuple[str, str, Callable[[App, WorkflowExecution], bool]] | None = None
+    command_recorded: bool | None = None  # None: not known (the read failed)
     _settings: Settings | None = field(default=None, alias="_settings")
 
     def settings(self) -> Settings:
@@ -163,25 +169,28 @@ class Session:
                 self._look_again(app)
                 raise
 
-    def acting_on(self, execution: WorkflowExecution, verb: str) -> None:
-        self.command = (verb, execution.id, execution.version)
+    def acting_on(
+        self, xid: str, verb: str, recorded: Callable[[App, WorkflowExecution], bool]
+    ) -> None:
+        self.command = (verb, xid, recorded)
 
     def _look_again(self, app: App) -> None:
         """After an interrupt, read what was stored: a signal held while the engine
-        committed is raised as it returns, before the commit was seen (and printed)."""
+        committed is raised as it returns, before the commit was seen (and printed). By
+        what the command itself records, not by any change: another worker's is not it."""
         try:
             if self.started is None and self.starting is not None:
                 found = _started_by(app, self.starting)
                 self.started = None if found is None else found.id
             if self.command is not None:
-                _, xid, version = self.command
+                _, xid, recorded = self.command
                 now = app.orchestrator.get(xid, with_input=False)
-                self.command_recorded = now.version != version
+                self.command_recorded = recorded(app, now)
                 if self.command_recorded:
                     self.started, self.started_state = xid, now.state
             elif self.started is not None:
                 self.started_state = app.orchestrator.get(self.started, with_input=False).state
-        except Exception:  # what was last seen is said instead
+        except BaseException:  # a second Ctrl-C too: the first one is what is said
             return
 
     def echo(self, text: str = "") -> None:
@@ -527,21 +536,40 @@ def run_knowledge_publication(
     s.starts = True
     s.settings()  # configuration problems first, before any file is read
     sources = read_sources(s, files)
-    # Validated before the store is opened: a typo needs no lock to be reported.
-    request = publication_request(
-        sources,
-        title=default_title(sources) if title is None else title,
-        publication_id=UuidIds().new_id("pub") if publication_id is None else publication_id,
-        policy_refs=policy_refs or (DEFAULT_POLICY_REF,),
-        required_roles=required_roles,
-        options={"kind": kind, "url": url, "classification": classification, "format": fmt},
-    )
+
+    def request_of(strict: bool) -> kp.PublicationRequest:
+        return publication_request(
+            sources,
+            title=default_title(sources) if title is None else title,
+            publication_id=UuidIds().new_id("pub") if publication_id is None else publication_id,
+            policy_refs=policy_refs or (DEFAULT_POLICY_REF,),
+            required_roles=required_roles,
+            options={"kind": kind, "url": url, "classification": classification, "format": fmt},
+            strict=strict,
+        )
+
+    # Validated before the store is opened: a typo needs no lock to be reported. Unless it
+    # repeats a run whose key is known: that one is shown, as its input was checked then.
+    request: kp.PublicationRequest | None
+    try:
+        request = request_of(strict=True)
+    except InvalidInput:
+        if not _known_key(s, idempotency_key):
+            raise
+        try:
+            request = request_of(strict=False)
+        except InvalidInput:
+            request = None  # not even as stored: another request under that key
     with s.app() as (app, _):
         found = _started_by(app, idempotency_key, kp.NAME)
         if found is not None:
-            differs = _differs(ctx, found, request.to_input(), tier, publication_id is None)
+            differs = request is None or _differs(
+                ctx, found, request.to_input(), tier, publication_id is None
+            )
             _show_reused(s, app, found, differs)
             return
+        if request is None:  # the key's execution went since it was looked up
+            request = request_of(strict=True)
         s.echo(
             f"starting {kp.NAME}: {len(request.documents)} document"
             f"{'s' * (len(request.documents) != 1)}, {tier}, publication {request.publication_id}"
@@ -640,7 +668,10 @@ def run_workflow(
             raise unknown(app)
         app.orchestrator.check_input(name, workflow_input)
 
-    with s.app(check=checked) as (app, _):
+    # A store that may be made holds no known key, but a server's database may be there
+    # already (it cannot be told without connecting): a key it knows is shown, unchecked.
+    check = None if would_make(s.settings()) and _known_key(s, idempotency_key) else checked
+    with s.app(check=check) as (app, _):
         # A known key shows its execution first: its version may be retired, or gone.
         found = _started_by(app, idempotency_key)
         if name not in app.workflows and (found is None or found.workflow_name != name):
@@ -662,6 +693,20 @@ def run_workflow(
             risk_tier=None if tier is None else ImpactTier(tier),
         )
         conclude(s, app, execution, ok={S.SUCCEEDED, S.AWAITING_APPROVAL}, extra={"reused": False})
+
+
+def _known_key(s: Session, idempotency_key: str | None) -> bool:
+    """Whether the key started an execution in the configured store, looked up without
+    making the store (none there: no key is known)."""
+    if idempotency_key is None:
+        return False
+    try:
+        with s.app(existing=True) as (app, _):
+            return _started_by(app, idempotency_key) is not None
+    except StorageUnavailable as exc:
+        if str(exc).endswith("nothing has run there yet"):
+            return False
+        raise
 
 
 def _started_by(
@@ -849,7 +894,7 @@ def read_sources(s: Session, files: Sequence[Path]) -> list[SourceFile]:
 
 def default_title(sources: Sequence[SourceFile]) -> str:
     first = sources[0]
-    name = first.meta.get("title") or first.path.stem
+    name = first.meta.get("title") or derived_title(first.path.stem)
     more = len(sources) - 1
     return name if not more else f"{name} and {more} more document{'s' * (more != 1)}"
 
@@ -900,7 +945,12 @@ def approve(ctx: click.Context, execution_id: str, role: str, approver: str | No
                 EXIT_FAILED,
             )
         printer.mark(execution)
-        s.acting_on(execution, "approval")
+        mine = sum(_is(a, approver, role) for a in execution.approvals)  # 0: refused otherwise
+        s.acting_on(
+            execution_id,
+            "approval",
+            lambda _, now: sum(_is(a, approver, role) for a in now.approvals) > mine,
+        )
         result = app.orchestrator.approve(execution_id, approver=approver, role=role)
         result = finish(app, result)
         conclude(s, app, result, ok={S.SUCCEEDED, S.AWAITING_APPROVAL})
@@ -921,7 +971,7 @@ def reject(ctx: click.Context, execution_id: str, reason: str) -> None:
     s = session_of(ctx)
     with s.app(existing=True) as (app, printer):
         printer.mark(found := app.orchestrator.get(execution_id))
-        s.acting_on(found, "rejection")
+        s.acting_on(execution_id, "rejection", _entry_after(found, "rejected: "))
         result = finish(app, app.orchestrator.reject(execution_id, reason=reason))
         conclude(s, app, result, ok={S.FAILED, S.COMPENSATED})
 
@@ -944,10 +994,27 @@ def cancel(ctx: click.Context, execution_id: str, reason: str) -> None:
     publication stands."""
     s = session_of(ctx)
     with s.app(existing=True) as (app, printer):
-        printer.mark(found := app.orchestrator.get(execution_id))
-        s.acting_on(found, "cancellation")
+        printer.mark(app.orchestrator.get(execution_id))
+        s.acting_on(execution_id, "cancellation", lambda _, now: now.cancel_requested)
         result = finish(app, app.orchestrator.cancel(execution_id, reason=reason))
         conclude(s, app, result, ok={S.CANCELLED, S.COMPENSATED})
+
+
+def _is(approval: Approval, approver: str, role: str) -> bool:
+    return same_person(approval.approver, approver) and approval.role == role
+
+
+def _entry_after(
+    before: WorkflowExecution, reason: str
+) -> Callable[[App, WorkflowExecution], bool]:
+    """Whether the trail gained an entry of that reason since `before`."""
+
+    def recorded(app: App, now: WorkflowExecution) -> bool:
+        trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, now.id)
+        new = (e for e in trail if e.sequence > before.audit_sequence)
+        return any(e.reason.startswith(reason) for e in new)
+
+    return recorded
 
 
 def finish(app: App, execution: WorkflowExecution) -> WorkflowExecution:
@@ -1212,7 +1279,8 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
             ),
             ("last error", x.last_error or "-"),
         ]
-        for doc in render.input_summary(x).get("documents", []):
+        documents = render.input_summary(x).get("documents") if x.workflow_name == kp.NAME else None
+        for doc in documents if isinstance(documents, list) else []:
             rows.append(
                 ("document", f"{doc.get('kind')}  {doc.get('source_url')}  {doc.get('title')!r}")
             )
@@ -1878,7 +1946,9 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     except (click.Abort, KeyboardInterrupt, SystemExit) as stop:
         # Stopped like Ctrl-C, the store closed on the way out: not a crash to recover from.
         # (Where a step was running, the orchestrator's note says which.)
-        where = "".join(f" {n}" for n in getattr(stop, "__notes__", ()) if isinstance(n, str))
+        # click turns Ctrl-C into an Abort raised from it: the notes are the interrupt's.
+        noted = stop.__cause__ if isinstance(stop, click.Abort) and stop.__cause__ else stop
+        where = "".join(f" {n}" for n in getattr(noted, "__notes__", ()) if isinstance(n, str))
         if isinstance(stop, SystemExit):
             unfinished = _unfinished(session)
             if "was not stored" in where:
@@ -1955,8 +2025,13 @@ def _unfinished(session: Session, *, not_stored: bool = False) -> str:
         transient = False
     if transient:
         return f"{TRANSIENT_NOTE}: an unfinished execution is lost"
-    if session.command is not None and session.command_recorded is False:
+    if session.command is not None and not session.command_recorded:
         verb, xid, _ = session.command
+        if session.command_recorded is None:
+            return (
+                f"whether the {verb} of {xid} was recorded is not known: `govkernel executions"
+                f" show {xid}` tells; if it was not, the same command records it"
+            )
         return f"the {verb} of {xid} was not recorded: the same command records it"
     state = session.started_state
     if session.started is not None and state is not None and state.terminal:

@@ -12,11 +12,11 @@ policies, or a transition callback.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from attrs import field, frozen
+from attrs import evolve, field, frozen
 
 from adapters.memory import MemoryStore
 from adapters.surrealdb import SurrealConfig
@@ -44,7 +44,7 @@ class Overrides:
     clock: Clock | None = None
     ids: IdGenerator | None = None
     trace_id: str | None = None
-    policies: Sequence[Policy] | None = None
+    policies: Iterable[Policy] | None = None  # any iterable: read once, as the app is built
     on_transition: TransitionCallback | None = None
     # Refuse a store nothing has run on (a mistyped path, namespace or database).
     existing_store: bool = False
@@ -127,8 +127,7 @@ class App:
 
 def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
     """Wire and open everything (the store first, so a held lock fails fast). Close it."""
-    o = overrides or Overrides()
-    _check(o)
+    o = _checked(overrides or Overrides())
     container = wiring.Container(settings=settings)
     if o.store is not None:
         wiring.override(container.store, o.store)
@@ -188,14 +187,18 @@ def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
     return app
 
 
-def _check(o: Overrides) -> None:
+def _checked(o: Overrides) -> Overrides:
     """Each override of the kind it must be: a wrong one would fail later, as an
     AttributeError deep in the wiring or the first step. (`workflows` and `retired` are
-    checked as they are built.)"""
+    checked as they are built.) Policies may come as any iterable (a filter of
+    `default_policies()`): they are read once, here."""
     if not isinstance(o, Overrides):
         raise ConfigurationError(
-            [Problem("overrides", "build_app", f"is a {type(o).__name__}: give Overrides(...)")]
+            [Problem("overrides", "build_app", f"is {_a(o)}: give Overrides(...)")]
         )
+    given, policies = o.policies, o.policies
+    if isinstance(policies, Iterable) and not isinstance(policies, str | bytes | Mapping):
+        o = evolve(o, policies=(policies := tuple(policies)))
     kinds: list[tuple[str, object, bool, str]] = [
         ("store", o.store, callable(getattr(o.store, "unit_of_work", None)), "a store"),
         ("wrap_uow_factory", o.wrap_uow_factory, callable(o.wrap_uow_factory), "a function"),
@@ -204,22 +207,26 @@ def _check(o: Overrides) -> None:
         ("trace_id", o.trace_id, isinstance(o.trace_id, str), "text"),
         (
             "policies",
-            o.policies,
-            isinstance(o.policies, Sequence)
-            and not isinstance(o.policies, str | bytes)
-            and all(map(callable, o.policies)),
-            "a list of policy functions",
+            given,
+            isinstance(policies, tuple) and all(map(callable, policies)),
+            "policy functions (a list, or any iterable)",
         ),
         ("on_transition", o.on_transition, callable(o.on_transition), "a function"),
-        ("existing_store", o.existing_store, isinstance(o.existing_store, bool), "a bool"),
+        ("existing_store", o.existing_store, isinstance(o.existing_store, int), "a bool"),
     ]
     problems = [
-        Problem(key, f"Overrides({key}=...)", f"is a {type(value).__name__}: give {kind}")
+        Problem(key, f"Overrides({key}=...)", f"is {_a(value)}: give {kind}")
         for key, value, fits, kind in kinds
         if value is not None and not fits
     ]
     if problems:
         raise ConfigurationError(problems)
+    return o
+
+
+def _a(value: object) -> str:
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def would_make(settings: Settings) -> bool:

@@ -20,6 +20,7 @@ followed by a blank line and by no line naming a front matter key opens with a h
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from attrs import frozen
 from composition import files
 from domain.model.errors import InvalidInput
 from domain.model.knowledge import MAX_CONTENT, Classification, SourceFormat, SourceKind
+from domain.model.validation import one_line
 from domain.workflows.knowledge_publication import PublicationRequest
 
 FRONT_MATTER_KEYS = ("kind", "url", "title", "classification", "format")
@@ -50,6 +52,9 @@ DEFAULT_CLASSIFICATION = "internal"
 # huge file (/dev/zero, /dev/urandom) is refused at once instead of read into memory.
 MAX_FILE_BYTES = 4 * MAX_CONTENT + 64 * 1024
 BOM = "\ufeff"
+# How the request names a document, and one of its fields: documents[2], documents[2].title.
+_DOCUMENT = re.compile(r"documents\[(\d+)\]")
+_DOCUMENT_FIELD = re.compile(r"documents\[(\d+)\](?:\.(.+))?")
 
 
 class DocumentError(Exception):
@@ -175,8 +180,14 @@ def decode(path: Path, data: bytes) -> str:
 def _title_of(source: SourceFile) -> str:
     for line in source.body.splitlines():
         if line.startswith("# "):
-            return line[2:].strip()
-    return source.path.stem.replace("-", " ").replace("_", " ")
+            return derived_title(line[2:])
+    return derived_title(source.path.stem.replace("-", " ").replace("_", " "))
+
+
+def derived_title(text: str) -> str:
+    """A title made from a heading or a file name, as one line: a title is (a tab in a
+    heading is not the user's title refused)."""
+    return " ".join(one_line(text).split())
 
 
 # Front matter names these in any case, as the command line's options do.
@@ -218,8 +229,11 @@ def publication_request(
     policy_refs: Sequence[str],
     required_roles: Sequence[str] = (),
     options: Mapping[str, str | None] | None = None,
+    strict: bool = True,
 ) -> PublicationRequest:
-    """Validate everything before anything runs; errors name the file and the field."""
+    """Validate everything before anything runs; errors name the file and the field.
+    `strict=False` reads the request as a stored one is read (for a key that started one
+    before checks tightened: its request is compared, not started)."""
     for source in sources:
         for key in ("kind", "url"):
             if not ((options or {}).get(key) or source.meta.get(key)):
@@ -237,10 +251,16 @@ def publication_request(
         "required_roles": list(required_roles),
     }
     try:
-        return PublicationRequest.parse(raw)
+        return PublicationRequest.parse(raw, bounded=strict)
     except InvalidInput as exc:
-        prefix, dot, rest = exc.field.partition("].")
-        if exc.field.startswith("documents[") and dot:
-            index = int(prefix.removeprefix("documents["))
-            raise InvalidInput(f"{sources[index].path}: {rest}", exc.problem) from None
-        raise
+        # Documents are the files given: named by their paths, not their places in a list.
+        named = _DOCUMENT_FIELD.fullmatch(exc.field)
+        if named is None:
+            raise
+
+        def path(index: re.Match[str]) -> str:
+            return str(sources[int(index.group(1))].path)
+
+        where, key = path(named), named.group(2)
+        problem = _DOCUMENT.sub(path, exc.problem)  # "repeats documents[0]"
+        raise InvalidInput(where if key is None else f"{where}: {key}", problem) from None

@@ -102,10 +102,11 @@ def workflow_json(definition: WorkflowDefinition) -> JSON:
 
 
 def input_summary(execution: WorkflowExecution) -> JSON:
-    """The input without the documents' full text (which can be large)."""
+    """knowledge_publication's input without the documents' full text (which can be large);
+    any other workflow's as it is."""
     raw = dict(execution.input)
     documents = raw.get("documents")
-    if isinstance(documents, list):
+    if execution.workflow_name == kp.NAME and isinstance(documents, list):
         raw["documents"] = [
             {k: v for k, v in d.items() if k != "content_text"}
             | {"content_chars": len(str(d.get("content_text", "")))}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -311,6 +312,69 @@ def test_an_interrupted_command_says_whether_it_was_recorded(
         assert f"execution {xid} was left {state}: `govkernel recover` finishes it" in err
 
 
+def test_an_interrupted_approval_is_judged_by_what_it_records_not_by_any_change(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Carol's approval landing as bob's was interrupted is not bob's (found by a review:
+    any change of version counted as the command)."""
+    store = ("--store", f"surrealkv://{tmp_path / 'store'}")
+    run = ("--json", "run", "knowledge-publication", str(IMF), "--tier", "Tier2")
+    xid = json.loads(gk(capsys, *store, *run, "--required-role", "legal")[0])["execution_id"]
+    approve = Orchestrator.approve
+
+    def carol_first(self: Orchestrator, execution_id: str, **_: Any) -> None:
+        approve(self.acting_as("carol"), execution_id, role="legal")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Orchestrator, "approve", carol_first)
+    monkeypatch.setenv("GOVKERNEL_ACTOR", "bob")
+    _, err = gk(capsys, *store, "approve", xid, "--role", "reviewer", code=130)
+    assert f"the approval of {xid} was not recorded: the same command records it" in err
+
+
+@pytest.mark.parametrize(
+    ("stop", "code", "said"),
+    [
+        (KeyboardInterrupt, 130, "interrupted; whether the approval of {xid} was recorded is not"),
+        (lambda: SystemExit(3), 1, "stopped by sys.exit(3); whether the approval of {xid} was"),
+    ],
+)
+@pytest.mark.parametrize("reread", [StorageUnavailable("gone"), KeyboardInterrupt()], ids=repr)
+def test_an_interrupt_whose_outcome_cannot_be_read_says_so_and_is_what_is_said(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    stop: Callable[[], BaseException],
+    code: int,
+    said: str,
+    reread: BaseException,
+) -> None:
+    """A store that cannot be read again, or a second Ctrl-C as it is: the first stop is
+    what is reported, and it does not send the operator to `recover` (which would not do
+    the command)."""
+    store = ("--store", f"surrealkv://{tmp_path / 'store'}")
+    run = ("--json", "run", "knowledge-publication", str(IMF), "--tier", "Tier1")
+    xid = json.loads(gk(capsys, *store, *run)[0])["execution_id"]
+    get = Orchestrator.get
+    reads: list[str] = []
+
+    def once(self: Orchestrator, execution_id: str, **kwargs: Any) -> WorkflowExecution:
+        reads.append(execution_id)
+        if len(reads) > 1:
+            raise reread
+        return get(self, execution_id, **kwargs)
+
+    def stopped(*_: object, **__: object) -> None:
+        raise stop()
+
+    monkeypatch.setattr(Orchestrator, "get", once)
+    monkeypatch.setattr(Orchestrator, "approve", stopped)
+    monkeypatch.setenv("GOVKERNEL_ACTOR", "bob")
+    _, err = gk(capsys, *store, "approve", xid, "--role", "reviewer", code=code)
+    assert said.format(xid=xid) in err and "recover" not in err
+    assert len(reads) == 2  # the command's own read, and the one after the stop
+
+
 @pytest.mark.parametrize(
     "hidden", ["\u200e", "\u200f", "\u061c", "\ufeff", "\u2060", "\u202e", "\ud800", "\udfff"]
 )
@@ -592,3 +656,52 @@ def test_json_may_follow_a_command_group(
 ) -> None:
     out, _ = gk(capsys, *MEMORY, *args)
     assert isinstance(json.loads(out), list | dict)
+
+
+def test_a_run_repeated_under_its_key_is_shown_though_checks_tightened_since(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Repeating a run with its --idempotency-key shows its execution: one started by an
+    earlier release under looser checks too (a file given twice was, before this one)."""
+    twice = ("knowledge-publication", str(IMF), str(IMF), "--idempotency-key", "k1")
+    with SurrealWsShim() as shim:
+        for store in (f"surrealkv://{tmp_path / 'store'}", shim.url):
+            with monkeypatch.context() as earlier_release:
+                earlier_release.setattr(kp, "_no_repeats", lambda drafts: None)
+                out, _ = gk(capsys, "--store", store, "--json", "run", *twice)
+            xid = json.loads(out)["execution_id"]
+            _, err = gk(
+                capsys, "--store", store, "run", *twice[:3], "--idempotency-key", "k2", code=2
+            )
+            assert f"{IMF}: repeats {IMF} (the same source_url and content)" in err  # new keys
+            out, _ = gk(capsys, "--store", store, "run", *twice)
+            assert f"idempotency key 'k1' already started {xid}" in out
+            request = publication_request(
+                [read_source(IMF)] * 2,
+                title="T",
+                publication_id="p",
+                policy_refs=["P"],
+                strict=False,
+            )
+            given = json.dumps(request.to_input())
+            again = ("run", "workflow", kp.NAME, "--input", given, "--idempotency-key", "k1")
+            out, _ = gk(capsys, "--store", store, *again)
+            assert f"idempotency key 'k1' already started {xid}" in out
+            _, err = gk(capsys, "--store", store, *again[:-1], "k3", code=2)
+            assert "repeats documents[0]" in err
+
+
+def test_ctrl_c_in_a_step_says_which_step_it_stopped(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """click hands Ctrl-C on as an Abort: the step's note is on what it was raised from."""
+    from domain.services.knowledge import KnowledgeService
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(KnowledgeService, "generate_analysis", interrupted)
+    store = ("--store", f"surrealkv://{tmp_path / 'store'}")
+    _, err = gk(capsys, *store, "run", "knowledge-publication", str(IMF), code=130)
+    assert "error: interrupted while step analyse of execution wfx-" in err
+    assert "was left running: `govkernel recover` finishes it" in err

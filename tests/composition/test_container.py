@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from attrs import evolve
@@ -164,12 +164,13 @@ def shim() -> Iterator[SurrealWsShim]:
     ("key", "value", "said"),
     [
         ("store", "memory://", "is a str: give a store"),
-        ("wrap_uow_factory", 3, "is a int: give a function"),
+        ("wrap_uow_factory", 3, "is an int: give a function"),
         ("clock", "now", "is a str: give a clock (with now())"),
-        ("ids", 7, "is a int: give an id generator (new_id)"),
-        ("trace_id", 42, "is a int: give text"),
-        ("policies", 5, "is a int: give a list of policy functions"),
-        ("policies", ["not a function"], "is a list: give a list of policy functions"),
+        ("ids", 7, "is an int: give an id generator (new_id)"),
+        ("trace_id", 42, "is an int: give text"),
+        ("policies", 5, "is an int: give policy functions (a list, or any iterable)"),
+        ("policies", ["not a function"], "is a list: give policy functions"),
+        ("policies", "change_freeze", "is a str: give policy functions"),
         ("on_transition", "print", "is a str: give a function"),
         ("existing_store", "yes", "is a str: give a bool"),
     ],
@@ -184,6 +185,18 @@ def test_an_override_of_the_wrong_kind_is_a_configuration_error_naming_it(
     assert (problem.key, problem.source) == (key, f"Overrides({key}=...)")
     assert said in str(problem)
     assert not (tmp_path / "store").exists()  # refused before anything was opened
+
+
+def test_policies_may_be_given_as_any_iterable_and_are_read_once() -> None:
+    """`filter` over `default_policies()` is how one is left out: a one-shot iterator."""
+    from domain.model.policy import change_freeze, default_policies
+
+    kept = filter(lambda p: p is not change_freeze, default_policies())
+    with build_app(Settings(store_url="memory://"), Overrides(policies=kept)) as app:
+        policies = app.gate._policies
+        assert change_freeze not in policies and len(policies) == len(default_policies()) - 1
+    with build_app(Settings(store_url="memory://"), Overrides(existing_store=cast(Any, 0))) as app:
+        assert app.orchestrator is not None
 
 
 def test_remote_store_with_credentials_from_settings(shim: SurrealWsShim) -> None:

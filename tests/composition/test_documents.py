@@ -122,6 +122,34 @@ def test_errors_name_the_file_and_field(tmp_path: Path) -> None:
         read_source(tmp_path / "missing.md")
 
 
+def test_a_file_given_twice_is_named_by_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "doc.md"
+    path.write_text("---\nkind: imf\nurl: https://www.imf.org/x\n---\nText\n")
+    with pytest.raises(InvalidInput) as info:
+        publication_request(
+            [read_source(path)] * 2, title="T", publication_id="p", policy_refs=["P"]
+        )
+    assert (info.value.field, info.value.problem) == (
+        str(path),
+        f"repeats {path} (the same source_url and content)",
+    )
+
+
+def test_a_title_made_from_a_heading_or_a_file_name_is_one_line(tmp_path: Path) -> None:
+    """A tab in a heading is no reason to refuse a title the user did not give."""
+    path = tmp_path / "rates\tq3.md"
+    path.write_text("---\nkind: imf\nurl: https://www.imf.org/x\n---\n# Rates\tQ3\x1b 2024\n")
+    titled = publication_request(
+        [read_source(path)], title="T", publication_id="p", policy_refs=["P"]
+    )
+    assert titled.documents[0].title == "Rates Q3\\x1b 2024"
+    path.write_text("---\nkind: imf\nurl: https://www.imf.org/x\n---\nno heading\n")
+    named = publication_request(
+        [read_source(path)], title="T", publication_id="p", policy_refs=["P"]
+    )
+    assert named.documents[0].title == "rates q3"
+
+
 def test_the_shipped_examples_are_valid() -> None:
     paths = sorted(EXAMPLES.glob("*.md"))
     assert len(paths) == 3

@@ -559,6 +559,18 @@ def test_your_steps_named_as_the_built_in_workflows_are_shown_as_what_they_retur
     )
 
 
+@pytest.mark.parametrize("documents", [["a.pdf"], {"x": 1}], ids=["strings", "mapping"])
+def test_your_input_named_as_the_built_in_workflows_is_shown_as_given(
+    cli: tuple[Cli, dict[str, str]], documents: object
+) -> None:
+    """`documents` is knowledge_publication's list of documents only in its own input."""
+    gk, env = cli
+    given = json.dumps({"documents": documents})
+    xid = gk.json("run", "workflow", "refund", "--input", given, env=env)["execution_id"]
+    assert gk.json("executions", "show", xid, env=env)["input"] == {"documents": documents}
+    assert "document " not in gk("executions", "show", xid, env=env).stdout
+
+
 def test_an_unknown_workflow_names_the_known_ones(cli: tuple[Cli, dict[str, str]]) -> None:
     gk, env = cli
     gk("run", "workflow", "nope", code=2, env=env)
