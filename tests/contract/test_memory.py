@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from adapters.contract import Backdoor, MemoryBackdoor, UnitOfWorkContract
 from adapters.memory import MemoryStore
-from ports.unit_of_work import UnitOfWorkFactory
+from ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 
 class TestMemoryStore(UnitOfWorkContract):
@@ -33,8 +35,19 @@ def test_a_closed_store_takes_no_more_work(kind: str) -> None:
     store = MemoryStore() if kind == "memory" else SurrealStore(SurrealConfig("mem://"))
     opened = store.unit_of_work()
     opened.sources.add(samples.source())
+    reads: list[Callable[[UnitOfWork], object]] = [
+        lambda uow: uow.sources.get("src-1"),
+        lambda uow: uow.select("knowledge_source", {"tenant": "t"}),
+        lambda uow: uow.get_many("knowledge_source", ["src-1"]),
+        lambda uow: uow.events.read_after(0, 10),
+        lambda uow: uow.events.head(),
+    ]
+    readers = [store.unit_of_work() for _ in reads]  # steps under way as the store closes
     store.close()
     with pytest.raises(StorageUnavailable, match="closed"):
         opened.commit()
+    for read, uow in zip(reads, readers, strict=True):
+        with pytest.raises(StorageUnavailable, match="closed"):
+            read(uow)
     with pytest.raises(StorageUnavailable, match="closed"), store.unit_of_work() as uow:
         uow.sources.get("src-1")

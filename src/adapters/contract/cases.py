@@ -746,6 +746,21 @@ class UnitOfWorkContract:
 
     # -- events ------------------------------------------------------------------------------
 
+    def test_events_are_read_by_key_and_by_field_as_any_table_is(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """The log is also a table: a reader of `event` finds the same records everywhere
+        (found by a service's invariant check: the in-memory adapter's table was empty)."""
+        event = samples.event()
+        committed(uow_factory, lambda uow: uow.events.append(event))
+        with uow_factory() as uow:
+            by_key = uow.get(EVENT_TABLE, event.id)
+            by_field = uow.select(EVENT_TABLE, {"event_id": event.id, "tenant": event.tenant})
+            many = uow.get_many(EVENT_TABLE, [event.id, "no-such-event"])
+        assert by_key is not None and by_key["event_id"] == event.id and by_key["position"] >= 1
+        assert by_field == [(event.id, by_key)]
+        assert list(many) == [event.id]
+
     def test_event_positions_have_no_gaps_under_concurrent_commits(
         self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
     ) -> None:

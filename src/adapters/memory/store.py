@@ -68,7 +68,9 @@ class MemoryStore:
         self.commits = 0
         self.closed = False
         self.store_id: str | None = str(uuid.uuid4())  # which store this is: anchors name it
-        self._event_ids: set[str] = set()
+        # The events by id, as SurrealDB's `event` table holds them: what `get` and `select`
+        # of that table read (the log itself is `events`, in order).
+        self._events_by_id: dict[str, Document] = {}
         self._indexes: dict[str, dict[tuple[str, ...], dict[IndexKey, set[str]]]] = {
             name: {fields: {} for fields in _indexed_fields(name)} for name in TABLES
         }
@@ -78,18 +80,25 @@ class MemoryStore:
         return MemoryUnitOfWork(self)
 
     def close(self) -> None:
-        """Nothing to release, but a closed store takes no more work, as SurrealDB's don't."""
-        self.closed = True
+        """Nothing to release, but a closed store takes no more work, reads included, as
+        SurrealDB's don't; a commit under way when it is called lands before it returns."""
+        with self.lock:
+            self.closed = True
 
     def _refuse_if_closed(self) -> None:
         if self.closed:
             raise StorageUnavailable("store is closed")
 
+    def _rows(self, table: str) -> dict[str, Document]:
+        """A table's records by key (held under the lock, by a store not closed)."""
+        self._refuse_if_closed()
+        return self._events_by_id if table == EVENT_TABLE else self.tables[table]
+
     # -- writes --------------------------------------------------------------------------------
 
     def apply(self, batch: Batch) -> CommitReceipt:
-        self._refuse_if_closed()
         with self.lock:
+            self._refuse_if_closed()
             self._validate(batch)
             positions = []
             for w in batch.writes:
@@ -101,7 +110,7 @@ class MemoryStore:
                     doc = _copy(w.document or {})
                     doc["position"] = len(self.events) + 1
                     self.events.append(doc)
-                    self._event_ids.add(doc["event_id"])
+                    self._events_by_id[doc["event_id"]] = doc
                     positions.append(doc["position"])
             self.commits += 1
             return CommitReceipt(tuple(positions))
@@ -157,7 +166,7 @@ class MemoryStore:
         for w in batch.writes:
             if w.op is Op.APPEND:
                 event_id = (w.document or {})["event_id"]
-                if event_id in self._event_ids or event_id in seen:
+                if event_id in self._events_by_id or event_id in seen:
                     raise DuplicateRecord(EVENT_TABLE, event_id, "unique event_id")
                 seen.add(event_id)
 
@@ -165,7 +174,7 @@ class MemoryStore:
 
     def load(self, table: str, key: str) -> Document | None:
         with self.lock:
-            doc = self.tables[table].get(key)
+            doc = self._rows(table).get(key)
             return _copy(doc) if doc is not None else None
 
     def query(
@@ -181,8 +190,12 @@ class MemoryStore:
         exact = {f: v for f, v in where.items() if not isinstance(v, Range)}
         ranges = {f: v for f, v in where.items() if isinstance(v, Range)}
         with self.lock:
-            docs = self.tables[table]
-            index = self._indexes[table].get(tuple(exact)) if exact else None
+            docs = self._rows(table)
+            index = (
+                self._indexes[table].get(tuple(exact))
+                if exact and docs is not self._events_by_id
+                else None
+            )
             if index is not None:
                 choices = [v.values if isinstance(v, AnyOf) else (v,) for v in exact.values()]
                 found: set[str] = set()
@@ -204,15 +217,17 @@ class MemoryStore:
         self, table: str, keys: list[str], *, fresh: bool = False
     ) -> dict[str, Document]:  # no cache: every read is fresh
         with self.lock:
-            docs = self.tables[table]
+            docs = self._rows(table)
             return {k: _copy(docs[k]) for k in keys if k in docs}
 
     def events_after(self, position: int, limit: int) -> list[Document]:
         with self.lock:
+            self._refuse_if_closed()
             return [_copy(d) for d in self.events[position : position + limit]]
 
     def events_head(self) -> int:
         with self.lock:
+            self._refuse_if_closed()
             return len(self.events)
 
 
