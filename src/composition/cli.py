@@ -19,7 +19,7 @@ import stat
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -165,8 +165,9 @@ class Session:
             printer.bind(app)
             try:
                 yield app, printer
-            except (KeyboardInterrupt, SystemExit, click.Abort):
-                self._look_again(app)
+            except BaseException as stop:
+                if not isinstance(stop, Exception) or isinstance(stop, click.Abort):
+                    self._look_again(app)
                 raise
 
     def acting_on(
@@ -1339,7 +1340,8 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
     taken = None if anchor_file is None else _read_anchors(s, anchor_file)
     with s.app(existing=True) as (app, _):
         other_store = None if taken is None else _other_store(app, taken)
-        results = verify_chains(s, app, execution_id)
+        anchored = {a.execution_id for a in taken.anchors} if taken is not None else set()
+        results = verify_chains(s, app, execution_id, anchored)
         checked: dict[str, Any] | None = None
         if taken is not None:
             chosen = [a for a in taken.anchors if execution_id in (None, a.execution_id)]
@@ -1395,7 +1397,8 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
                     "reason",
                     "hash",
                 ):
-                    s.echo(f"  {key:<10}  {render.safe(entry[key])}")
+                    shown = "-" if entry[key] is None else entry[key]
+                    s.echo(f"  {key:<10}  {render.safe(shown)}")
             raise Failed(
                 (f"{other_store}; " if other_store else "")
                 + f"audit trail of {first['execution_id']} is broken at entry"
@@ -1566,10 +1569,24 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
         )
 
 
-def verify_chains(s: Session, app: App, execution_id: str | None) -> list[dict[str, Any]]:
+def verify_chains(
+    s: Session, app: App, execution_id: str | None, anchored: Container[str] = ()
+) -> list[dict[str, Any]]:
+    """Each execution's chain report; with `execution_id`, that one's: its record gone, its
+    trail left is reported as the whole-store check reports it, and none left either is for
+    its anchor to report (`anchored`), or not found."""
     # Ids only: a record that cannot be read is verified (and reported broken) like any
     # other, instead of stopping the check of all the rest.
     if execution_id is not None:
+        with app.uow_factory() as uow:
+            present = uow.get("execution", execution_id) is not None
+        if not present:
+            left = queries.orphan_trail(app.uow_factory, app.runtime.tenant, execution_id)
+            if left:
+                return [render.report_json(queries.orphan_report(execution_id, left))]
+            if execution_id in anchored:
+                return []
+            raise RecordNotFound("execution", execution_id)
         ids = [execution_id]
     else:
         unreadable: list[str] = []
@@ -1973,21 +1990,32 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         stopped = "terminated" if terminated.happened else "interrupted"
         _error(render.safe(f"{stopped}{where}; {_unfinished(session)}"))
         return 128 + (signal.SIGTERM if terminated.happened else signal.SIGINT)
-    except Exception as exc:
-        debug = session.debug or "--debug" in args
-        if debug:
-            traceback.print_exc()
-        code, message = describe(exc, debug=debug)
-        if isinstance(exc, StorageUnavailable) and session.starting is not None:
-            # The store lost mid-run (a server gone): what happened to the run is said too.
-            message += render.safe(f"; {_unfinished(session, not_stored='not stored' in message)}")
-        elif isinstance(exc, StorageUnavailable) and session.starts:
-            message += "; nothing was started"  # the store would not open (held, full, gone)
-        for line in message.split("\n"):
-            _error(line)
-        return code
+    except BaseException as stop:
+        if isinstance(stop, Exception):
+            return _failed(session, args, stop)
+        # Another BaseException (gevent's, trio's, a step's own): stopping, as the
+        # orchestrator takes it, said in one line like the others.
+        where = "".join(f" {n}" for n in getattr(stop, "__notes__", ()) if isinstance(n, str))
+        _error(render.safe(f"stopped by {type(stop).__name__}{where}; {_unfinished(session)}"))
+        return EXIT_FAILED
     finally:
         terminated.restore()
+
+
+def _failed(session: Session, args: list[str], exc: Exception) -> int:
+    """Print an error as one line (a traceback first with --debug); its exit status."""
+    debug = session.debug or "--debug" in args
+    if debug:
+        traceback.print_exc()
+    code, message = describe(exc, debug=debug)
+    if isinstance(exc, StorageUnavailable) and session.starting is not None:
+        # The store lost mid-run (a server gone): what happened to the run is said too.
+        message += render.safe(f"; {_unfinished(session, not_stored='not stored' in message)}")
+    elif isinstance(exc, StorageUnavailable) and session.starts:
+        message += "; nothing was started"  # the store would not open (held, full, gone)
+    for line in message.split("\n"):
+        _error(line)
+    return code
 
 
 class _Sigterm:

@@ -6,6 +6,7 @@ Listings leave executions' inputs unread (they can run to megabytes each).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
@@ -99,6 +100,20 @@ def broken_chains(
     for xid, (count, tenant) in orphan_trails(uow_factory, None).items():
         broken.append((tenant or "", orphan_report(xid, count)))
     return broken
+
+
+def orphan_trail(uow_factory: UnitOfWorkFactory, tenant: str, execution_id: str) -> int:
+    """How many entries are left of the trail of an execution whose record is gone (0: none),
+    unless its first entry pins another tenant (with that entry gone too, it is reported)."""
+    with uow_factory() as uow:
+        entries = uow.audit.for_execution(execution_id)
+    first = entries[0] if entries and entries[0].sequence == 1 else None
+    try:
+        pins = json.loads(first.pinned) if first is not None and first.pinned else {}
+    except ValueError:
+        pins = {}
+    pinned = pins.get("tenant") if isinstance(pins, dict) else None
+    return 0 if isinstance(pinned, str) and pinned != tenant else len(entries)
 
 
 def orphan_report(execution_id: str, entries: int) -> ChainReport:

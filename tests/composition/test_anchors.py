@@ -136,6 +136,23 @@ def test_what_the_chain_alone_misses_the_anchors_catch(
     assert f"audit trail of {first} is broken" in gk.stderr
     # One execution named: only its anchor is checked.
     assert gk.json("audit", "verify", second, "--anchors", str(path))["ok"]
+    # That one execution checked alone is as broken (a deleted one was "not found", exit 2).
+    [one] = gk.json("audit", "verify", first, "--anchors", str(path), code=1)["reports"]
+    assert (one["execution_id"], one["problem"]) == (first, problem)
+
+
+def test_an_execution_whose_record_is_gone_is_reported_checked_alone_too(
+    published: tuple[Cli, str, str, Path],
+) -> None:
+    gk, first, _, _ = published
+    with SurrealStore(SurrealConfig(gk.url)) as store:
+        store.select_rows("DELETE $r", {"r": RecordID("execution", first)})
+    whole = {r["execution_id"]: r for r in gk.json("audit", "verify", code=1)["reports"]}
+    [alone] = gk.json("audit", "verify", first, code=1)["reports"]
+    assert alone == whole[first] and "the execution record is gone" in alone["problem"]
+    delete_whole(gk.url, first)
+    gk("audit", "verify", first, code=2)  # nothing of it left, and no anchor: not found
+    assert f"no execution '{first}'" in gk.stderr
 
 
 def test_anchors_of_another_store_are_said_to_be_so_and_checked_all_the_same(

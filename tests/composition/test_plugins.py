@@ -116,6 +116,17 @@ undo_quits = WorkflowDefinition(
 class Holder:
     inner = payout
 
+class Killed(BaseException):  # as gevent's GreenletExit is
+    pass
+
+def killed(uow, ctx):
+    raise Killed("by the event loop")
+
+greenlet = WorkflowDefinition(
+    name="greenlet", version="1", metadata=kp.METADATA,
+    steps=(Step("first", lambda u, c: {}), Step("check", killed)),
+)
+
 # Steps that share names with knowledge_publication's, saying other things.
 lookalike = WorkflowDefinition(
     name="lookalike", version="1", metadata=kp.METADATA,
@@ -569,6 +580,18 @@ def test_your_input_named_as_the_built_in_workflows_is_shown_as_given(
     xid = gk.json("run", "workflow", "refund", "--input", given, env=env)["execution_id"]
     assert gk.json("executions", "show", xid, env=env)["input"] == {"documents": documents}
     assert "document " not in gk("executions", "show", xid, env=env).stdout
+
+
+def test_a_step_stopped_by_another_base_exception_is_said_in_one_line(project: Path) -> None:
+    gk, env = (
+        Cli(project / "store", project),
+        {"GOVKERNEL_WORKFLOWS": f"{module(project)}:greenlet"},
+    )
+    stopped = gk("run", "workflow", "greenlet", code=1, env=env).stderr
+    assert "Traceback" not in stopped and stopped.count("\n") == 1
+    assert "error: stopped by Killed while step check of execution wfx-" in stopped
+    again = gk("recover", code=1, env=env).stderr
+    assert "Traceback" not in again and "error: stopped by Killed" in again
 
 
 def test_an_unknown_workflow_names_the_known_ones(cli: tuple[Cli, dict[str, str]]) -> None:
