@@ -1799,7 +1799,7 @@ def events(ctx: click.Context, after: int, limit: int) -> None:
             gap, found = exc, exc.found
         if s.json:
             s.emit([render.event_json(e) for e in found])
-        elif not found:
+        elif not found and gap is None:  # with a gap, the error says what is missing
             s.echo(f"no events after position {after}")
         else:
             s.echo(render.events_table(found))

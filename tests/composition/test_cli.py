@@ -441,6 +441,9 @@ def test_a_removed_event_is_reported_not_silently_skipped(fresh: Cli, removed: s
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     shown = fresh.json("events", "--limit", limit, code=1)  # the events before it still show
     assert [e["position"] for e in shown] == list(range(1, position))
+    right_before = fresh("events", "--after", str(position - 1), code=1)
+    assert "no events after" not in right_before.stdout  # they are there, past the gap
+    assert f"position {position} is missing" in right_before.stderr
 
 
 def test_the_next_page_of_events_is_hinted_on_stderr_beside_json(fresh: Cli) -> None:
