@@ -482,6 +482,8 @@ def test_one_unreadable_execution_hides_nothing_else(fresh: Cli) -> None:
     assert verdicts == {corrupt: False, forged: False, intact: True}
     single = fresh.json("audit", "verify", corrupt, code=1)
     assert "cannot be read" in single["reports"][0]["problem"]
+    whole = len(fresh.json("executions", "show", intact)["audit"])
+    assert single["reports"][0]["entries"] == whole  # its trail is there, and counted
 
     listed = fresh("--json", "executions", "list", code=1)
     assert {x["execution_id"] for x in json.loads(listed.stdout)} == {forged, intact}
