@@ -1173,10 +1173,12 @@ def executions_list(
             now=app.runtime.clock.now(),
             state=ExecutionState(state) if state else None,
             workflow=workflow,
-            limit=limit,
+            limit=limit + 1,  # one past the page: whether a next page has anything
             before=None if before is None else app.orchestrator.get(before, with_input=False),
             unreadable=unreadable,
         )
+        more = len(found) + len(unreadable) > limit
+        found = found[:limit]
         described = _describing(s, app, found)
         _after_a_crash(s, app, found)
         if s.json:
@@ -1199,7 +1201,7 @@ def executions_list(
             )
         else:
             s.echo(render.executions_table(found, described))
-        if found and len(found) + len(unreadable) >= limit:  # on stderr beside --json
+        if found and more:  # on stderr beside --json
             also = (
                 (f" --state {state}" if state else "")
                 + (f" --workflow {workflow}" if workflow else "")

@@ -127,6 +127,8 @@ def test_run_prints_transitions_then_list_show_verify_and_events(gk: Cli) -> Non
     assert f"--before {xid} --state succeeded --limit 1 shows the next 1" in listed_succeeded
     last = gk("executions", "list", "--before", paged[-1]).stdout
     assert f"no executions listed after {paged[-1]}" in last
+    whole = gk("executions", "list", "--limit", str(len(paged)))  # exactly one full page
+    assert "shows the next" not in whole.stdout + whole.stderr  # nothing is left to show
     assert "no execution 'nope'" in gk("executions", "list", "--before", "nope", code=2).stderr
     ours = gk.json("executions", "list", "--workflow", "knowledge_publication", "--limit", "1")
     assert [x["execution_id"] for x in ours] == [xid]
