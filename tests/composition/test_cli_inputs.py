@@ -658,6 +658,7 @@ def test_json_may_follow_a_command_group(
     assert isinstance(json.loads(out), list | dict)
 
 
+@pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")
 def test_a_run_repeated_under_its_key_is_shown_though_checks_tightened_since(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
