@@ -111,9 +111,11 @@ class Session:
     started: str | None = None
     starts: bool = False  # the command starts an execution (a `run`)
     started_state: S | None = None  # as last seen committed
-    # What a command (approve, reject, cancel) acts on: its verb, the execution, and how to
-    # tell from it as stored whether the command was recorded (read after an interrupt).
-    command: tuple[str, str, Callable[[App, WorkflowExecution], bool]] | None = None
+    # What a command (approve, reject, cancel) acts on (its verb, the execution), and, once
+    # it has read the execution, how to tell from it as stored whether the command was
+    # recorded: read again after an interrupt. Stopped before that read, it wrote nothing.
+    command: tuple[str, str] | None = None
+    recorded: Callable[[App, WorkflowExecution], bool] | None = None
     command_recorded: bool | None = None  # None: not known (the read failed)
     _settings: Settings | None = field(default=None, alias="_settings")
 
@@ -170,10 +172,16 @@ class Session:
                     self._look_again(app)
                 raise
 
-    def acting_on(
-        self, xid: str, verb: str, recorded: Callable[[App, WorkflowExecution], bool]
-    ) -> None:
-        self.command = (verb, xid, recorded)
+    def commanding(self, verb: str, xid: str) -> None:
+        self.command = (verb, xid)
+
+    def acting_on(self, recorded: Callable[[App, WorkflowExecution], bool]) -> None:
+        self.recorded = recorded
+
+    def landed(self, execution: WorkflowExecution) -> None:
+        """The command's commit returned: where it left the execution (driven on, perhaps)."""
+        self.command_recorded = True
+        self.started, self.started_state = execution.id, execution.state
 
     def _look_again(self, app: App) -> None:
         """After an interrupt, read what was stored: a signal held while the engine
@@ -183,10 +191,12 @@ class Session:
             if self.started is None and self.starting is not None:
                 found = _started_by(app, self.starting)
                 self.started = None if found is None else found.id
-            if self.command is not None:
-                _, xid, recorded = self.command
+            if self.command is not None and self.recorded is None:
+                self.command_recorded = False  # stopped before it read what it acts on
+            elif self.command is not None and self.recorded is not None:
+                _, xid = self.command
                 now = app.orchestrator.get(xid, with_input=False)
-                self.command_recorded = recorded(app, now)
+                self.command_recorded = self.recorded(app, now)
                 if self.command_recorded:
                     self.started, self.started_state = xid, now.state
             elif self.started is not None:
@@ -928,6 +938,7 @@ def approve(ctx: click.Context, execution_id: str, role: str, approver: str | No
     two distinct approvers, so a second approval may be required.
     """
     s = session_of(ctx)
+    s.commanding("approval", execution_id)
     with s.app(existing=True) as (app, printer):
         execution = app.orchestrator.get(execution_id)
         actor, approver = app.settings.actor, approver or app.settings.actor
@@ -947,13 +958,9 @@ def approve(ctx: click.Context, execution_id: str, role: str, approver: str | No
             )
         printer.mark(execution)
         mine = sum(_is(a, approver, role) for a in execution.approvals)  # 0: refused otherwise
-        s.acting_on(
-            execution_id,
-            "approval",
-            lambda _, now: sum(_is(a, approver, role) for a in now.approvals) > mine,
-        )
-        result = app.orchestrator.approve(execution_id, approver=approver, role=role)
-        result = finish(app, result)
+        s.acting_on(lambda _, now: sum(_is(a, approver, role) for a in now.approvals) > mine)
+        s.landed(result := app.orchestrator.approve(execution_id, approver=approver, role=role))
+        s.landed(result := finish(app, result))
         conclude(s, app, result, ok={S.SUCCEEDED, S.AWAITING_APPROVAL})
 
 
@@ -970,10 +977,12 @@ def approve(ctx: click.Context, execution_id: str, role: str, approver: str | No
 def reject(ctx: click.Context, execution_id: str, reason: str) -> None:
     """Reject an execution awaiting approval: it fails (compensating if it published)."""
     s = session_of(ctx)
+    s.commanding("rejection", execution_id)
     with s.app(existing=True) as (app, printer):
         printer.mark(found := app.orchestrator.get(execution_id))
-        s.acting_on(execution_id, "rejection", _entry_after(found, "rejected: "))
-        result = finish(app, app.orchestrator.reject(execution_id, reason=reason))
+        s.acting_on(_entry_after(found, "rejected: "))
+        s.landed(result := app.orchestrator.reject(execution_id, reason=reason))
+        s.landed(result := finish(app, result))
         conclude(s, app, result, ok={S.FAILED, S.COMPENSATED})
 
 
@@ -994,10 +1003,12 @@ def cancel(ctx: click.Context, execution_id: str, reason: str) -> None:
     An execution that has ended (succeeded, failed, ...) cannot be cancelled: its
     publication stands."""
     s = session_of(ctx)
+    s.commanding("cancellation", execution_id)
     with s.app(existing=True) as (app, printer):
         printer.mark(app.orchestrator.get(execution_id))
-        s.acting_on(execution_id, "cancellation", lambda _, now: now.cancel_requested)
-        result = finish(app, app.orchestrator.cancel(execution_id, reason=reason))
+        s.acting_on(lambda _, now: now.cancel_requested)
+        s.landed(result := app.orchestrator.cancel(execution_id, reason=reason))
+        s.landed(result := finish(app, result))
         conclude(s, app, result, ok={S.CANCELLED, S.COMPENSATED})
 
 
@@ -1962,46 +1973,53 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except (click.Abort, KeyboardInterrupt, SystemExit) as stop:
+    except (click.Abort, KeyboardInterrupt) as stop:
         # Stopped like Ctrl-C, the store closed on the way out: not a crash to recover from.
         # (Where a step was running, the orchestrator's note says which.)
         # click turns Ctrl-C into an Abort raised from it: the notes are the interrupt's.
         noted = stop.__cause__ if isinstance(stop, click.Abort) and stop.__cause__ else stop
-        where = "".join(f" {n}" for n in getattr(noted, "__notes__", ()) if isinstance(n, str))
-        if isinstance(stop, SystemExit):
-            unfinished = _unfinished(session)
-            if "was not stored" in where:
-                unfinished = "nothing of it was stored"
-                advice = " (a step that calls sys.exit stops every run of it: fix the step)"
-            elif "while step " in where:
-                # Not `recover`: it would run the step, and stop, again.
-                unfinished = "its execution was left running"
-                advice = (
-                    " (a step that calls sys.exit stops every run of it, `recover`'s too:"
-                    " `govkernel cancel` ends its execution)"
-                )
-            elif "while compensation " in where:
-                advice = (
-                    " (a compensation that calls sys.exit stops every run of it, and an"
-                    " execution compensating cannot be cancelled: fix the compensation)"
-                )
-            else:
-                advice = ""
-            _error(render.safe(f"stopped by sys.exit({stop.code!r}){where}; {unfinished}{advice}"))
-            return EXIT_FAILED
         stopped = "terminated" if terminated.happened else "interrupted"
-        _error(render.safe(f"{stopped}{where}; {_unfinished(session)}"))
+        _error(render.safe(f"{stopped}{_notes(noted)}; {_unfinished(session)}"))
         return 128 + (signal.SIGTERM if terminated.happened else signal.SIGINT)
     except BaseException as stop:
         if isinstance(stop, Exception):
             return _failed(session, args, stop)
-        # Another BaseException (gevent's, trio's, a step's own): stopping, as the
-        # orchestrator takes it, said in one line like the others.
-        where = "".join(f" {n}" for n in getattr(stop, "__notes__", ()) if isinstance(n, str))
-        _error(render.safe(f"stopped by {type(stop).__name__}{where}; {_unfinished(session)}"))
+        # sys.exit, or another BaseException (gevent's, trio's, a step's own): stopping, as
+        # the orchestrator takes it. Raised by a step, it stops every run of it.
+        _error(render.safe(_stopped_by(stop, session)))
         return EXIT_FAILED
     finally:
         terminated.restore()
+
+
+def _notes(stop: BaseException) -> str:
+    return "".join(f" {n}" for n in getattr(stop, "__notes__", ()) if isinstance(n, str))
+
+
+def _stopped_by(stop: BaseException, session: Session) -> str:
+    """What a stop that is no interrupt (sys.exit, a step's own BaseException) left, and
+    what ends it: not `recover`, which would run the step, and stop, again."""
+    where = _notes(stop)
+    if isinstance(stop, SystemExit):
+        what, does = f"sys.exit({stop.code!r})", "calls sys.exit"
+    else:
+        what, does = type(stop).__name__, f"raises {type(stop).__name__}"
+    unfinished, advice = _unfinished(session), ""
+    if "was not stored" in where:
+        unfinished = "nothing of it was stored"
+        advice = f" (a step that {does} stops every run of it: fix the step)"
+    elif "while step " in where:
+        unfinished = "its execution was left running"
+        advice = (
+            f" (a step that {does} stops every run of it, `recover`'s too:"
+            " `govkernel cancel` ends its execution)"
+        )
+    elif "while compensation " in where:
+        advice = (
+            f" (a compensation that {does} stops every run of it, and an"
+            " execution compensating cannot be cancelled: fix the compensation)"
+        )
+    return f"stopped by {what}{where}; {unfinished}{advice}"
 
 
 def _failed(session: Session, args: list[str], exc: Exception) -> int:
@@ -2055,9 +2073,12 @@ def _unfinished(session: Session, *, not_stored: bool = False) -> str:
         transient = False
     if transient:
         return f"{TRANSIENT_NOTE}: an unfinished execution is lost"
-    if session.command is not None and not session.command_recorded:
-        verb, xid, _ = session.command
-        if session.command_recorded is None:
+    recorded = session.command_recorded
+    if session.command is not None and recorded is None and session.recorded is None:
+        recorded = False  # stopped before it read what it acts on: it wrote nothing
+    if session.command is not None and not recorded:
+        verb, xid = session.command
+        if recorded is None:
             return (
                 f"whether the {verb} of {xid} was recorded is not known: `govkernel executions"
                 f" show {xid}` tells; if it was not, the same command records it"

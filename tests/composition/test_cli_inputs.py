@@ -312,6 +312,48 @@ def test_an_interrupted_command_says_whether_it_was_recorded(
         assert f"execution {xid} was left {state}: `govkernel recover` finishes it" in err
 
 
+@pytest.mark.parametrize("command", ["approve", "reject", "cancel"])
+def test_an_interrupt_before_the_command_read_or_after_it_ended_says_so(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    command: str,
+) -> None:
+    """Stopped as it read the execution (before it could write), or as the store closed
+    after it was done (found by a re-test: 'recover' was offered, then 'not known')."""
+    from adapters.surrealdb import store as surreal
+
+    store = ("--store", f"surrealkv://{tmp_path / 'store'}")
+    run = ("--json", "run", "knowledge-publication", str(IMF), "--tier", "Tier1")
+    xid = json.loads(gk(capsys, *store, *run)[0])["execution_id"]
+    args = {
+        "approve": ("approve", xid, "--role", "reviewer"),
+        "reject": ("reject", xid, "--reason", "no"),
+        "cancel": ("cancel", xid),
+    }[command]
+    noun = {"approve": "approval", "reject": "rejection", "cancel": "cancellation"}[command]
+    monkeypatch.setenv("GOVKERNEL_ACTOR", "bob")
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as reading:
+        reading.setattr(Orchestrator, "get", interrupted)
+        _, err = gk(capsys, *store, *args, code=130)
+    assert f"the {noun} of {xid} was not recorded: the same command records it" in err
+    close = surreal.SurrealStore.close
+
+    def interrupted_as_it_closes(self: Any) -> None:
+        close(self)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(surreal.SurrealStore, "close", interrupted_as_it_closes)
+    _, err = gk(capsys, *store, *args, code=130)
+    monkeypatch.undo()
+    state = json.loads(gk(capsys, *store, "--json", "executions", "show", xid)[0])["state"]
+    assert f"execution {xid} had ended {state}: nothing is left to do" in err
+
+
 def test_an_interrupted_approval_is_judged_by_what_it_records_not_by_any_change(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -590,6 +590,8 @@ def test_a_step_stopped_by_another_base_exception_is_said_in_one_line(project: P
     stopped = gk("run", "workflow", "greenlet", code=1, env=env).stderr
     assert "Traceback" not in stopped and stopped.count("\n") == 1
     assert "error: stopped by Killed while step check of execution wfx-" in stopped
+    assert "a step that raises Killed stops every run of it" in stopped  # not "recover it"
+    assert "`govkernel cancel` ends its execution" in stopped
     again = gk("recover", code=1, env=env).stderr
     assert "Traceback" not in again and "error: stopped by Killed" in again
 
