@@ -48,7 +48,7 @@ from domain.model.execution import WorkflowExecution, started_steps
 from domain.model.knowledge import Classification, SourceFormat, SourceKind
 from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from domain.model.policy import Approval, ImpactTier
-from domain.model.validation import IDENTIFIER, same_person
+from domain.model.validation import IDENTIFIER, same_person, shown
 from domain.orchestration.definition import WorkflowDefinition
 from domain.orchestration.orchestrator import (
     RECOVERABLE,
@@ -292,7 +292,7 @@ def transition_line(entry: AuditEntry, execution: WorkflowExecution) -> str:
     checkpoint = entry.from_state is S.RUNNING and entry.to_state is S.RUNNING and entry.step
     if checkpoint and entry.step in execution.step_outputs:
         output = execution.step_outputs[entry.step]
-        reason = f"{reason}: {render.step_output(execution.workflow_name, entry.step, output)}"
+        reason = f"{reason}: {render.step_output(render.built_in(execution), entry.step, output)}"
     return f"  #{entry.sequence:<3} {entry.to_state.value:<17} {render.safe(reason)}"
 
 
@@ -672,7 +672,7 @@ def run_workflow(
 
     def unknown(app: App) -> click.UsageError:
         known = ", ".join(sorted(app.workflows))
-        return click.UsageError(f"unknown workflow {name!r}; known: {known}")
+        return click.UsageError(f"unknown workflow {shown(name)}; known: {known}")
 
     def checked(app: App) -> None:  # a store to be made holds no known key
         if name not in app.workflows:
@@ -1051,7 +1051,7 @@ def conclude(
     if s.json:
         s.emit(render.execution_json(x, definition, detail=True) | dict(extra or {}))
     if x.state is S.SUCCEEDED:
-        published = x.step_outputs.get("publish") if x.workflow_name == kp.NAME else None
+        published = x.step_outputs.get("publish") if render.built_in(x) else None
         if not isinstance(published, Mapping):
             published = {}
         capsule = f": capsule {published['capsule_id']}" if "capsule_id" in published else ""
@@ -1293,7 +1293,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
             ),
             ("last error", x.last_error or "-"),
         ]
-        documents = render.input_summary(x).get("documents") if x.workflow_name == kp.NAME else None
+        documents = render.input_summary(x).get("documents") if render.built_in(x) else None
         for doc in documents if isinstance(documents, list) else []:
             rows.append(
                 ("document", f"{doc.get('kind')}  {doc.get('source_url')}  {doc.get('title')!r}")
@@ -1301,7 +1301,10 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
         order = [*(definition.step_names() if definition else ()), "retract"]
         for step in sorted(x.step_outputs, key=lambda n: order.index(n) if n in order else 99):
             rows.append(
-                (f"output {step}", render.step_output(x.workflow_name, step, x.step_outputs[step]))
+                (
+                    f"output {step}",
+                    render.step_output(render.built_in(x), step, x.step_outputs[step]),
+                )
             )
         width = max(len(k) for k, _ in rows)
         for key, value in rows:
@@ -1410,8 +1413,8 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
                     "reason",
                     "hash",
                 ):
-                    shown = "-" if entry[key] is None else entry[key]
-                    s.echo(f"  {key:<10}  {render.safe(shown)}")
+                    value = "-" if entry[key] is None else entry[key]
+                    s.echo(f"  {key:<10}  {render.safe(value)}")
             raise Failed(
                 (f"{other_store}; " if other_store else "")
                 + f"audit trail of {first['execution_id']} is broken at entry"
@@ -1925,9 +1928,9 @@ def demo(ctx: click.Context, examples: Path | None) -> None:
         summary_rows = [
             ("outcome", f"{x.id} {x.state.value}"),
             ("publication", f"{publication_id}: {request.title}"),
-            ("sources", render.step_output(kp.NAME, "ingest", outputs.get("ingest"))),
-            ("analysis", render.step_output(kp.NAME, "analyse", outputs.get("analyse"))),
-            ("capsule", render.step_output(kp.NAME, "publish", outputs.get("publish"))),
+            ("sources", render.step_output(True, "ingest", outputs.get("ingest"))),
+            ("analysis", render.step_output(True, "analyse", outputs.get("analyse"))),
+            ("capsule", render.step_output(True, "publish", outputs.get("publish"))),
             ("events", f"{len(mine)} appended by this run, {len(after)} in the log"),
             ("audit", "all chains intact" if not broken else f"{len(broken)} chains BROKEN"),
         ]

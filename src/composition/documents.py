@@ -31,7 +31,7 @@ from attrs import frozen
 from composition import files
 from domain.model.errors import InvalidInput
 from domain.model.knowledge import MAX_CONTENT, Classification, SourceFormat, SourceKind
-from domain.model.validation import one_line
+from domain.model.validation import one_line, visible
 from domain.workflows.knowledge_publication import PublicationRequest
 
 FRONT_MATTER_KEYS = ("kind", "url", "title", "classification", "format")
@@ -178,9 +178,10 @@ def decode(path: Path, data: bytes) -> str:
 
 
 def _title_of(source: SourceFile) -> str:
+    """The first heading that shows something, else the file's name."""
     for line in source.body.splitlines():
-        if line.startswith("# "):
-            return derived_title(line[2:])
+        if line.startswith("# ") and visible(title := derived_title(line[2:])):
+            return title
     return derived_title(source.path.stem.replace("-", " ").replace("_", " "))
 
 

@@ -101,12 +101,18 @@ def workflow_json(definition: WorkflowDefinition) -> JSON:
     }
 
 
+def built_in(execution: WorkflowExecution) -> bool:
+    """Whether it runs the built-in knowledge_publication, whose input and outputs are
+    described in words (a service's own version of it is shown as any workflow is)."""
+    return (execution.workflow_name, execution.workflow_version) == (kp.NAME, kp.VERSION)
+
+
 def input_summary(execution: WorkflowExecution) -> JSON:
-    """knowledge_publication's input without the documents' full text (which can be large);
+    """The built-in workflow's input without the documents' full text (which can be large);
     any other workflow's as it is."""
     raw = dict(execution.input)
     documents = raw.get("documents")
-    if execution.workflow_name == kp.NAME and isinstance(documents, list):
+    if built_in(execution) and isinstance(documents, list):
         raw["documents"] = [
             {k: v for k, v in d.items() if k != "content_text"}
             | {"content_chars": len(str(d.get("content_text", "")))}
@@ -289,10 +295,10 @@ def _count(n: object, noun: str) -> str:
 OUTPUT_CHARS = 300
 
 
-def step_output(workflow: str, step: str | None, output: object) -> str:
-    """A short human summary of a step's checkpointed output: knowledge_publication's steps
+def step_output(built_in: bool, step: str | None, output: object) -> str:
+    """A short human summary of a step's checkpointed output: the built-in workflow's steps
     in words, any other workflow's (whatever its steps are called) as JSON."""
-    if workflow == kp.NAME and isinstance(output, Mapping):
+    if built_in and isinstance(output, Mapping):
         try:
             summary = _publication_step(step, output)
         except (TypeError, KeyError, AttributeError):  # not as this release writes it

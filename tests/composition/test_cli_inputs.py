@@ -156,10 +156,10 @@ def test_a_cancelled_and_compensated_execution_is_said_to_be_so() -> None:
 
 
 def test_a_steps_output_is_cut_by_characters_not_by_escapes() -> None:
-    assert render.step_output("mine", "step", {"name": "日本語" * 40}) == json.dumps(
+    assert render.step_output(False, "step", {"name": "日本語" * 40}) == json.dumps(
         {"name": "日本語" * 40}, ensure_ascii=False
     )
-    cut = render.step_output("mine", "step", {"name": "語" * 1000})
+    cut = render.step_output(False, "step", {"name": "語" * 1000})
     assert cut.endswith("... (1,012 characters; --json shows all)") and "\\u" not in cut
 
 

@@ -143,7 +143,12 @@ def test_a_title_made_from_a_heading_or_a_file_name_is_one_line(tmp_path: Path) 
         [read_source(path)], title="T", publication_id="p", policy_refs=["P"]
     )
     assert titled.documents[0].title == "Rates Q3\\x1b 2024"
-    path.write_text("---\nkind: imf\nurl: https://www.imf.org/x\n---\nno heading\n")
+    path.write_text("---\nkind: imf\nurl: https://www.imf.org/x\n---\n# \u200b\n# Real one\n")
+    later = publication_request(
+        [read_source(path)], title="T", publication_id="p", policy_refs=["P"]
+    )
+    assert later.documents[0].title == "Real one"  # a heading that shows nothing is passed
+    path.write_text("---\nkind: imf\nurl: https://www.imf.org/x\n---\n# \t\nno heading\n")
     named = publication_request(
         [read_source(path)], title="T", publication_id="p", policy_refs=["P"]
     )

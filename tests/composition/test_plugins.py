@@ -127,6 +127,16 @@ greenlet = WorkflowDefinition(
     steps=(Step("first", lambda u, c: {}), Step("check", killed)),
 )
 
+def own_publication():  # a service's own version of the built-in workflow
+    return WorkflowDefinition(
+        name=kp.NAME, version="2", metadata=kp.METADATA,
+        steps=(
+            Step("ingest", lambda u, c: {"rows": 5}),
+            Step("verify", lambda u, c: {"verified": False, "chunks": "many"}),
+            Step("publish", lambda u, c: {"capsule_id": 7}),
+        ),
+    )
+
 # Steps that share names with knowledge_publication's, saying other things.
 lookalike = WorkflowDefinition(
     name="lookalike", version="1", metadata=kp.METADATA,
@@ -594,6 +604,18 @@ def test_a_step_stopped_by_another_base_exception_is_said_in_one_line(project: P
     assert "`govkernel cancel` ends its execution" in stopped
     again = gk("recover", code=1, env=env).stderr
     assert "Traceback" not in again and "error: stopped by Killed" in again
+
+
+def test_your_own_version_of_the_built_in_workflow_is_shown_as_what_it_returned(
+    project: Path,
+) -> None:
+    env = {"GOVKERNEL_WORKFLOWS": f"{module(project)}:own_publication"}
+    gk = Cli(project / "store", project)
+    shown = gk("run", "workflow", kp.NAME, env=env).stdout
+    assert 'step verify completed: {"chunks": "many", "verified": false}' in shown
+    assert "capsule verified" not in shown and "capsule 7" not in shown
+    xid = gk.json("executions", "list", env=env)[0]["execution_id"]
+    assert "capsule verified" not in gk("executions", "show", xid, env=env).stdout
 
 
 def test_an_unknown_workflow_names_the_known_ones(cli: tuple[Cli, dict[str, str]]) -> None:

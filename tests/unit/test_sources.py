@@ -78,6 +78,8 @@ BAD_INPUTS: list[tuple[str, object]] = [
     ("content_text", " \n "),
     ("content_text", "x" * (MAX_CONTENT + 1)),
     ("content_text", "\u200b\u200b\u202e"),  # shows nothing
+    ("content_text", "\u2800\u2800"),  # blank braille cells
+    ("title", "\u3164"),  # a Hangul filler
     # a title is one line
     ("title", "line1\nline2"),
     ("title", "bell\x07"),
@@ -180,6 +182,12 @@ def test_a_draft_stored_before_the_checks_on_its_texts_is_still_read() -> None:
         ("source_url", "https://-x.example.com/x"),
         ("source_url", "https://WWW.IMF.ORG./x?q=a@b%20c#frag"),
         ("source_url", "https://xn--h2brj9c.example/"),
+        (
+            "source_url",
+            "https://fa.wikipedia.org/wiki/\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+        ),
+        ("source_url", "https://www.imf.org/a\u00adb"),  # a soft hyphen
+        ("source_url", "https://www.imf.org/%E2%80%AEx"),  # an override, escaped: inert
     ],
 )
 def test_values_at_the_limits_are_accepted(field: str, value: str) -> None:

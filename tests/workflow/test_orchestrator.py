@@ -2288,6 +2288,13 @@ def test_a_validator_refusing_the_usual_python_ways_refuses_the_input(
     assert orch.start(flow.name, {"amount": 3}).state is S.SUCCEEDED  # what it returns is moot
 
 
+def test_an_unknown_workflow_is_named_cut(world: World) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        world.orch().start("x" * 1_000_000, {})
+    assert refused.value.problem.startswith("unknown workflow '" + "x" * 59 + "...; known: ")
+    assert len(str(refused.value)) < 300
+
+
 @pytest.mark.parametrize("name", [["two_steps"], {}, None, b"two_steps", 3], ids=repr)
 def test_a_workflow_named_by_anything_but_text_is_refused_as_input(world: World, name: Any) -> None:
     flow = _two_steps("ok")

@@ -69,9 +69,7 @@ def parse_enum(kind: type[E], field: str, value: object) -> E:
         return kind(value)
     except ValueError:
         allowed = ", ".join(str(member.value) for member in kind)
-        shown = repr(value)  # a mistake is echoed, a megabyte of one is not
-        shown = shown if len(shown) <= 60 else f"{shown[:60]}..."
-        raise InvalidInput(field, f"{shown} is not one of: {allowed}") from None
+        raise InvalidInput(field, f"{validation.shown(value)} is not one of: {allowed}") from None
 
 
 def sha256_hex(text: str) -> str:
@@ -131,6 +129,14 @@ def _host_name(host: str) -> bool:
     )
 
 
+# Bidirectional marks, overrides and isolates, line and paragraph separators, the zero-width
+# space, word joiners, invisible operators and the BOM (as RFC 3987 leaves them out of IRIs).
+_HIDDEN = frozenset(
+    "\u061c\u200b\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e"
+    "\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff"
+)
+
+
 @frozen
 class SourceDraft:
     """A source as submitted for ingestion, validated field by field at construction."""
@@ -165,10 +171,13 @@ class SourceDraft:
             content_text=validation.text("content_text", content_text, max_len=MAX_CONTENT),
         )
         if strict:
-            if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in draft.source_url):
-                # Bells and escapes drive terminals, and bidi marks make one URL read as
-                # another wherever it is shown: no URL needs them unescaped.
-                raise InvalidInput("source_url", "must not contain control or format characters")
+            if any(unicodedata.category(ch) == "Cc" or ch in _HIDDEN for ch in draft.source_url):
+                # Bells and escapes drive terminals, and bidi marks and invisible spaces make
+                # one URL read as another wherever it is shown: no URL needs them unescaped.
+                # (The joiners and the soft hyphen stay: words of some scripts need them.)
+                raise InvalidInput(
+                    "source_url", "must not contain control, bidirectional or invisible characters"
+                )
             if not validation.visible(draft.content_text):
                 raise InvalidInput("content_text", "must not be empty (it shows nothing)")
         return draft

@@ -49,10 +49,14 @@ def text(
 
 
 def visible(value: str) -> bool:
-    """Whether the text shows anything: not only spaces and invisible format characters."""
+    """Whether the text shows anything: not only spaces, invisible format characters and
+    letters that show as nothing (the Hangul fillers, the blank braille cell)."""
     if value.isascii():
         return bool(value.strip())
-    return any(not c.isspace() and unicodedata.category(c) != "Cf" for c in value)
+    return any(
+        not c.isspace() and unicodedata.category(c) != "Cf" and c not in _BLANK_LETTERS
+        for c in value
+    )
 
 
 def one_line(value: str) -> str:
@@ -69,6 +73,13 @@ def _escaped(c: str) -> str:
     if unicodedata.category(c) in ("Cc", "Cs"):
         return c.encode("unicode_escape", "backslashreplace").decode("ascii")
     return c
+
+
+def shown(value: object, most: int = 60) -> str:
+    """`value` as an error echoes it: its repr, cut (a mistake is echoed, a megabyte of one
+    is not)."""
+    text = repr(value)
+    return text if len(text) <= most else f"{text[:most]}..."
 
 
 def identifier(field: str, value: object) -> str:

@@ -31,7 +31,7 @@ from domain.model.execution import (
 from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from domain.model.policy import Approval, ImpactTier
 from domain.model.runtime import DerivedIds, RuntimeContext
-from domain.model.validation import actor_name, one_line, text
+from domain.model.validation import actor_name, one_line, shown, text
 from domain.orchestration.definition import (
     RetryableError,
     RetryPolicy,
@@ -807,7 +807,7 @@ class Orchestrator:
             raise InvalidInput("workflow", f"must be a workflow's name, got {type(name).__name__}")
         if name not in self._workflows:
             known = ", ".join(sorted(self._workflows)) or "none"
-            raise InvalidInput("workflow", f"unknown workflow {name!r}; known: {known}")
+            raise InvalidInput("workflow", f"unknown workflow {shown(name)}; known: {known}")
         return self._workflows[name]
 
     def _definition_of(self, execution: WorkflowExecution) -> WorkflowDefinition:
