@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, TypeVar
 
 from attrs import evolve, field, frozen
@@ -22,10 +23,12 @@ from adapters.memory import MemoryStore
 from adapters.surrealdb import SurrealConfig
 from composition import plugins, queries, wiring
 from composition.settings import ConfigurationError, Problem, Settings
+from domain.model.errors import InvalidInput
 from domain.model.execution import WorkflowExecution
 from domain.model.lifecycle import ChainReport
 from domain.model.policy import Policy
 from domain.model.runtime import Clock, IdGenerator, RuntimeContext
+from domain.model.validation import text
 from domain.orchestration.definition import WorkflowDefinition
 from domain.orchestration.orchestrator import Orchestrator
 from domain.services.governance import Gate
@@ -215,13 +218,35 @@ def _checked(o: Overrides) -> Overrides:
         ("existing_store", o.existing_store, isinstance(o.existing_store, int), "a bool"),
     ]
     problems = [
-        Problem(key, f"Overrides({key}=...)", f"is {_a(value)}: give {kind}")
+        Problem(key, f"Overrides({key}=...)", _wrong(value, kind))
         for key, value, fits, kind in kinds
-        if value is not None and not fits
+        if value is not None and (not fits or isinstance(value, type))
     ]
+    problems += _instants(o.clock) if o.clock is not None and not problems else []
+    if o.trace_id is not None and not problems:
+        try:
+            text("trace_id", o.trace_id, max_len=200, single_line=True)
+        except InvalidInput as exc:
+            problems.append(Problem("trace_id", "Overrides(trace_id=...)", exc.problem))
     if problems:
         raise ConfigurationError(problems)
     return o
+
+
+def _wrong(value: object, kind: str) -> str:
+    if isinstance(value, type):  # FixedClock for FixedClock(...)
+        return f"is the class {value.__name__}: give {kind}, an instance of it"
+    return f"is {_a(value)}: give {kind}"
+
+
+def _instants(clock: Clock) -> list[Problem]:
+    """A clock whose now() is no aware datetime (`datetime.now(UTC)` given for a clock) would
+    be refused only as the first record is written."""
+    now = clock.now()
+    if isinstance(now, datetime) and now.tzinfo is not None:
+        return []
+    said = f"its now() gave {_a(now)}" + (" without a zone" if isinstance(now, datetime) else "")
+    return [Problem("clock", "Overrides(clock=...)", f"{said}: give a clock of aware datetimes")]
 
 
 def _a(value: object) -> str:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, cast
@@ -20,6 +21,7 @@ from composition.container import App, Overrides, build_app, open_app
 from composition.settings import ConfigurationError, Settings, load_settings
 from domain.model.lifecycle import ExecutionState
 from domain.workflows import knowledge_publication as kp
+from ports.clock import FixedClock, SequentialIds
 from ports.errors import InjectedFault, StorageUnavailable
 from ports.unit_of_work import UnitOfWorkFactory
 from tests.support.ws_server import SurrealWsShim
@@ -133,10 +135,6 @@ def test_override_wraps_every_unit_of_work_with_a_fault_injector() -> None:
 
 
 def test_override_clock_ids_and_transition_callback() -> None:
-    from datetime import UTC, datetime
-
-    from ports.clock import FixedClock, SequentialIds
-
     seen: list[ExecutionState] = []
     clock = FixedClock(datetime(2025, 1, 6, 9, 0, tzinfo=UTC))
     overrides = Overrides(
@@ -173,6 +171,11 @@ def shim() -> Iterator[SurrealWsShim]:
         ("policies", "change_freeze", "is a str: give policy functions"),
         ("on_transition", "print", "is a str: give a function"),
         ("existing_store", "yes", "is a str: give a bool"),
+        ("clock", FixedClock, "is the class FixedClock: give a clock (with now()), an instance"),
+        ("ids", SequentialIds, "is the class SequentialIds: give an id generator (new_id), an"),
+        ("store", MemoryStore, "is the class MemoryStore: give a store, an instance of it"),
+        ("clock", datetime.now(UTC), "its now() gave a datetime without a zone: give a clock"),
+        ("trace_id", "a\nb", "must be one line without control characters"),
     ],
 )
 def test_an_override_of_the_wrong_kind_is_a_configuration_error_naming_it(

@@ -687,6 +687,8 @@ class SurrealStore:
         self.close()
 
     def unit_of_work(self) -> SurrealUnitOfWork:
+        if self._db is None:  # as the in-memory store: a closed store hands out no work
+            raise StorageUnavailable("store is closed")
         return SurrealUnitOfWork(self)
 
     # -- raw access ----------------------------------------------------------------------------
