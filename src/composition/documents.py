@@ -54,6 +54,7 @@ MAX_FILE_BYTES = 4 * MAX_CONTENT + 64 * 1024
 BOM = "\ufeff"
 # How the request names a document, and one of its fields: documents[2], documents[2].title.
 _DOCUMENT = re.compile(r"documents\[(\d+)\]")
+_LINE = re.compile(r"[^\n]*\n|[^\n]+\Z")
 _DOCUMENT_FIELD = re.compile(r"documents\[(\d+)\](?:\.(.+))?")
 
 
@@ -72,7 +73,9 @@ def parse_front_matter(text: str, *, name: str = "<text>") -> tuple[dict[str, st
     """Split `text` into (front matter, body). Without a leading `---` all of it is body, and
     so it is when a blank line follows that `---` and no front matter does (Markdown that
     opens with a horizontal rule, as pandoc reads it)."""
-    lines = text.splitlines(keepends=True)
+    # Lines end at "\n" only (decode made every line ending one): `splitlines` would also
+    # end them at a vertical tab or form feed, and number the lines after it wrongly.
+    lines = _LINE.findall(text)
     if not lines or lines[0].strip() != "---":
         return {}, text
     try:

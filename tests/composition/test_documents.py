@@ -59,6 +59,7 @@ def test_front_matter_after_a_blank_line_is_still_front_matter() -> None:
         ("---\ntitle: \n---\nx", "'title' has no value"),
         ("---\ntitle: ''\n---\nx", "'title' has no value"),
         ("---\nkind: imf\n", "never closed"),
+        ("---\ntitle: a\x0bb: c\nkind imf\n---\nx", "doc.md:3: front matter lines must be"),
     ],
 )
 def test_malformed_front_matter(text: str, problem: str) -> None:
