@@ -56,6 +56,10 @@ def gk(capsys: pytest.CaptureFixture[str], *args: str, code: int = 0) -> tuple[s
     return out, err
 
 
+def _interrupted(*_: object, **__: object) -> None:
+    raise KeyboardInterrupt
+
+
 # -- bounded inputs --------------------------------------------------------------------------
 
 
@@ -200,13 +204,10 @@ def test_an_interrupt_says_what_is_left_to_do(
     args: tuple[str, ...],
     said: str,
 ) -> None:
-    def interrupted(*_: object, **__: object) -> None:
-        raise KeyboardInterrupt
-
     store = ("--store", f"surrealkv://{tmp_path / 'store'}")
     gk(capsys, *store, "run", "knowledge-publication", str(IMF))
     for name in ("events_after", "recent_executions", "executions_in"):
-        monkeypatch.setattr(queries, name, interrupted)
+        monkeypatch.setattr(queries, name, _interrupted)
     _, err = gk(capsys, *store, *args, code=130)
     assert said in err
 
@@ -229,10 +230,7 @@ def test_an_interrupt_after_the_run_stopped_says_nothing_is_left_for_recover(
     `recover` for an execution that had succeeded)."""
     import composition.cli
 
-    def interrupted(*_: object, **__: object) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(composition.cli, "conclude", interrupted)
+    monkeypatch.setattr(composition.cli, "conclude", _interrupted)
     store = ("--store", f"surrealkv://{tmp_path / 'store'}")
     _, err = gk(capsys, *store, "run", "knowledge-publication", str(IMF), "--tier", tier, code=130)
     assert said in err and "recover" not in err
@@ -271,6 +269,26 @@ def test_an_interrupt_as_the_last_commit_lands_says_where_the_execution_stands(
     assert said in err and "recover" not in err
 
 
+# What each command records, and what it takes besides the execution.
+_COMMANDS = {
+    "approve": ("approval", ("--role", "reviewer")),
+    "reject": ("rejection", ("--reason", "no")),
+    "cancel": ("cancellation", ()),
+}
+
+
+def _awaiting_approval(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str
+) -> tuple[tuple[str, str], str, tuple[str, ...], str]:
+    """A surrealkv store holding an execution awaiting approval: the store's options, the
+    execution, the command's arguments and what the command records."""
+    store = ("--store", f"surrealkv://{tmp_path / 'store'}")
+    run = ("--json", "run", "knowledge-publication", str(IMF), "--tier", "Tier1")
+    xid = json.loads(gk(capsys, *store, *run)[0])["execution_id"]
+    noun, extra = _COMMANDS[command]
+    return store, xid, (command, xid, *extra), noun
+
+
 @pytest.mark.parametrize("command", ["approve", "reject", "cancel"])
 def test_an_interrupted_command_says_whether_it_was_recorded(
     capsys: pytest.CaptureFixture[str],
@@ -282,26 +300,13 @@ def test_an_interrupted_command_says_whether_it_was_recorded(
     to); after it: the execution stands where the command left it."""
     import composition.cli
 
-    def interrupted(*_: object, **__: object) -> None:
-        raise KeyboardInterrupt
-
-    store = ("--store", f"surrealkv://{tmp_path / 'store'}")
-    out, _ = gk(
-        capsys, *store, "--json", "run", "knowledge-publication", str(IMF), "--tier", "Tier1"
-    )
-    xid = json.loads(out)["execution_id"]
-    args = {
-        "approve": ("approve", xid, "--role", "reviewer"),
-        "reject": ("reject", xid, "--reason", "no"),
-        "cancel": ("cancel", xid),
-    }[command]
-    noun = {"approve": "approval", "reject": "rejection", "cancel": "cancellation"}[command]
+    store, xid, args, noun = _awaiting_approval(capsys, tmp_path, command)
     monkeypatch.setenv("GOVKERNEL_ACTOR", "bob")
     with monkeypatch.context() as before_its_commit:
-        before_its_commit.setattr(Orchestrator, command, interrupted)
+        before_its_commit.setattr(Orchestrator, command, _interrupted)
         _, err = gk(capsys, *store, *args, code=130)
     assert f"the {noun} of {xid} was not recorded: the same command records it" in err
-    monkeypatch.setattr(composition.cli, "finish", interrupted)  # after it
+    monkeypatch.setattr(composition.cli, "finish", _interrupted)  # after it
     _, err = gk(capsys, *store, *args, code=130)
     out, _ = gk(capsys, *store, "--json", "executions", "show", xid)
     state = json.loads(out)["state"]
@@ -323,22 +328,10 @@ def test_an_interrupt_before_the_command_read_or_after_it_ended_says_so(
     after it was done (found by a re-test: 'recover' was offered, then 'not known')."""
     from adapters.surrealdb import store as surreal
 
-    store = ("--store", f"surrealkv://{tmp_path / 'store'}")
-    run = ("--json", "run", "knowledge-publication", str(IMF), "--tier", "Tier1")
-    xid = json.loads(gk(capsys, *store, *run)[0])["execution_id"]
-    args = {
-        "approve": ("approve", xid, "--role", "reviewer"),
-        "reject": ("reject", xid, "--reason", "no"),
-        "cancel": ("cancel", xid),
-    }[command]
-    noun = {"approve": "approval", "reject": "rejection", "cancel": "cancellation"}[command]
+    store, xid, args, noun = _awaiting_approval(capsys, tmp_path, command)
     monkeypatch.setenv("GOVKERNEL_ACTOR", "bob")
-
-    def interrupted(*_: object, **__: object) -> None:
-        raise KeyboardInterrupt
-
     with monkeypatch.context() as reading:
-        reading.setattr(Orchestrator, "get", interrupted)
+        reading.setattr(Orchestrator, "get", _interrupted)
         _, err = gk(capsys, *store, *args, code=130)
     assert f"the {noun} of {xid} was not recorded: the same command records it" in err
     close = surreal.SurrealStore.close
@@ -650,10 +643,7 @@ def test_a_run_interrupted_before_it_came_to_start_says_nothing_was_started(
     """It sent the operator to `recover` (found by a re-test: 14 of 26 early interrupts)."""
     import composition.cli
 
-    def interrupted(*_: object, **__: object) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(composition.cli, "publication_request", interrupted)
+    monkeypatch.setattr(composition.cli, "publication_request", _interrupted)
     store = ("--store", f"surrealkv://{tmp_path / 'store'}")
     _, err = gk(capsys, *store, "run", "knowledge-publication", str(IMF), code=130)
     assert err.strip() == "error: interrupted; nothing was started"
@@ -740,10 +730,7 @@ def test_ctrl_c_in_a_step_says_which_step_it_stopped(
     """click hands Ctrl-C on as an Abort: the step's note is on what it was raised from."""
     from domain.services.knowledge import KnowledgeService
 
-    def interrupted(*_: object, **__: object) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(KnowledgeService, "generate_analysis", interrupted)
+    monkeypatch.setattr(KnowledgeService, "generate_analysis", _interrupted)
     store = ("--store", f"surrealkv://{tmp_path / 'store'}")
     _, err = gk(capsys, *store, "run", "knowledge-publication", str(IMF), code=130)
     assert "error: interrupted while step analyse of execution wfx-" in err
