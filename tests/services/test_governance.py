@@ -15,6 +15,7 @@ from domain.services.governance import ApprovalRequired, Gate, enforcement_conte
 from domain.services.knowledge import KnowledgeService
 from ports import records
 from ports.clock import FixedClock, SequentialIds
+from ports.errors import DuplicateRecord
 from ports.storage import EVENT_TABLE
 from tests.services.harness import (
     ALLOWED_URLS,
@@ -166,6 +167,21 @@ class TestGate:
                 h.gate.decide(self.mutation(h, policy_refs=()), replay)
         assert list(h.table("decision")) == [caught.value.decision_id]
         assert len(h.table("evidence")) == 1
+
+    def test_a_denial_whose_id_another_decision_holds_is_not_passed_as_recorded(
+        self, h: Harness
+    ) -> None:
+        """Ids repeated (SequentialIds over a store that is not empty): the denial must not
+        be taken for recorded because some decision holds its id (found by a new user)."""
+        allowed = h.gate.decide(self.mutation(h), h.runtime.with_ids(DerivedIds("x", "s")))
+        with h.store.unit_of_work() as uow:
+            uow.decisions.add(allowed)
+            uow.commit()
+        with pytest.raises(DuplicateRecord, match="the denial was not recorded"):
+            h.gate.decide(
+                self.mutation(h, policy_refs=()), h.runtime.with_ids(DerivedIds("x", "s"))
+            )
+        assert list(h.table("decision")) == [allowed.id] and not h.table("evidence")
 
     def test_approvals_expire_against_the_injected_clock(self, h: Harness) -> None:
         granted = [Approval("bob", "risk", START)]

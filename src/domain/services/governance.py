@@ -110,7 +110,19 @@ class Gate:
                     uow.commit()
                 return
             except DuplicateRecord:
-                return  # a replayed step re-derives the same decision id: already recorded
+                # A replayed step re-derives the same decision id: already recorded. Any other
+                # decision under that id (ids repeated, as `SequentialIds` over a store that is
+                # not empty repeats them) is not this denial: it must not pass as recorded.
+                with self._uow_factory() as uow:
+                    stored = uow.decisions.get(decision.id)
+                if stored is not None and _same_denial(stored, decision):
+                    return
+                raise DuplicateRecord(
+                    "decision",
+                    decision.id,
+                    "another decision holds this id, so the denial was not recorded: the"
+                    " runtime's id generator repeats ids",
+                ) from None
             except CommitOutcomeUnknown:
                 # The reply was lost: a re-read says whether it landed; if not, once more.
                 with self._uow_factory() as uow:
@@ -118,6 +130,14 @@ class Gate:
                         return
         # Never a denial without its record: the step fails retryably and is denied again.
         raise StorageUnavailable(f"the denial {decision.id} could not be recorded")
+
+
+def _same_denial(stored: PolicyDecision, decision: PolicyDecision) -> bool:
+    return not stored.allowed and (stored.action, stored.target, stored.reasons) == (
+        decision.action,
+        decision.target,
+        decision.reasons,
+    )
 
 
 def evidence_for(
