@@ -1810,16 +1810,18 @@ def events(ctx: click.Context, after: int, limit: int) -> None:
     with s.app(existing=True) as (app, _):
         gap: queries.EventGap | None = None
         try:
-            found = queries.events_after(app.uow_factory, app.runtime.tenant, after, limit)
+            # One past the page: whether a next page has anything.
+            found = queries.events_after(app.uow_factory, app.runtime.tenant, after, limit + 1)
         except queries.EventGap as exc:  # what comes before the gap is still shown
             gap, found = exc, exc.found
+        more, found = len(found) > limit, found[:limit]
         if s.json:
             s.emit([render.event_json(e) for e in found])
-        elif not found and gap is None:  # with a gap, the error says what is missing
-            s.echo(f"no events after position {after}")
-        else:
+        elif found:
             s.echo(render.events_table(found))
-        if found and len(found) == limit:  # on stderr beside --json
+        elif gap is None:  # with a gap, the error says what is missing
+            s.echo(f"no events after position {after}")
+        if found and more:  # on stderr beside --json
             s.suggest(4, ("more", f"events --after {found[-1].position}"))
         if gap is not None:
             raise Failed(str(gap), EXIT_FAILED)
@@ -1928,9 +1930,9 @@ def demo(ctx: click.Context, examples: Path | None) -> None:
         summary_rows = [
             ("outcome", f"{x.id} {x.state.value}"),
             ("publication", f"{publication_id}: {request.title}"),
-            ("sources", render.step_output(True, "ingest", outputs.get("ingest"))),
-            ("analysis", render.step_output(True, "analyse", outputs.get("analyse"))),
-            ("capsule", render.step_output(True, "publish", outputs.get("publish"))),
+            ("sources", render.step_output(render.built_in(x), "ingest", outputs.get("ingest"))),
+            ("analysis", render.step_output(render.built_in(x), "analyse", outputs.get("analyse"))),
+            ("capsule", render.step_output(render.built_in(x), "publish", outputs.get("publish"))),
             ("events", f"{len(mine)} appended by this run, {len(after)} in the log"),
             ("audit", "all chains intact" if not broken else f"{len(broken)} chains BROKEN"),
         ]
@@ -2018,8 +2020,9 @@ def _stopped_by(stop: BaseException, session: Session) -> str:
             " `govkernel cancel` ends its execution)"
         )
     elif "while compensation " in where:
+        unfinished = "its execution was left compensating"
         advice = (
-            f" (a compensation that {does} stops every run of it, and an"
+            f" (a compensation that {does} stops every run of it, `recover`'s too, and an"
             " execution compensating cannot be cancelled: fix the compensation)"
         )
     return f"stopped by {what}{where}; {unfinished}{advice}"

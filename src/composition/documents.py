@@ -182,7 +182,7 @@ def decode(path: Path, data: bytes) -> str:
 
 def _title_of(source: SourceFile) -> str:
     """The first heading that shows something, else the file's name."""
-    for line in source.body.splitlines():
+    for line in _LINE.findall(source.body):  # lines end at newlines only, as in front matter
         if line.startswith("# ") and visible(title := derived_title(line[2:])):
             return title
     return derived_title(source.path.stem.replace("-", " ").replace("_", " "))

@@ -94,7 +94,7 @@ def broken_chains(
                     entries = uow.audit.for_execution(xid)
                 report = x.verify_trail(entries)
             except CorruptRecord as exc:
-                report = ChainReport(xid, 0, False, 1, str(exc))
+                report = ChainReport(xid, _entries_left(uow_factory, xid), False, 1, str(exc))
             if not report.ok:
                 broken.append((tenants[xid], report))
     for xid, (count, tenant) in orphan_trails(uow_factory, None).items():
@@ -103,17 +103,28 @@ def broken_chains(
 
 
 def orphan_trail(uow_factory: UnitOfWorkFactory, tenant: str, execution_id: str) -> int:
-    """How many entries are left of the trail of an execution whose record is gone (0: none),
-    unless its first entry pins another tenant (with that entry gone too, it is reported)."""
+    """How many entries are left of the trail of an execution whose record is gone (0: none,
+    or not this tenant's: its first entry pins another, or is gone too, and then only an
+    anchor tells what became of it)."""
     with uow_factory() as uow:
         entries = uow.audit.for_execution(execution_id)
     first = entries[0] if entries and entries[0].sequence == 1 else None
+    if first is None:  # the entry that pins its tenant is gone too: not this tenant's to see
+        return 0
     try:
-        pins = json.loads(first.pinned) if first is not None and first.pinned else {}
+        pins = json.loads(first.pinned) if first.pinned else {}
     except ValueError:
         pins = {}
     pinned = pins.get("tenant") if isinstance(pins, dict) else None
     return 0 if isinstance(pinned, str) and pinned != tenant else len(entries)
+
+
+def _entries_left(uow_factory: UnitOfWorkFactory, execution_id: str) -> int:
+    try:
+        with uow_factory() as uow:
+            return len(uow.audit.for_execution(execution_id))
+    except CorruptRecord:
+        return 0
 
 
 def orphan_report(execution_id: str, entries: int) -> ChainReport:

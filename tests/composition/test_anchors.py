@@ -144,15 +144,18 @@ def test_what_the_chain_alone_misses_the_anchors_catch(
 def test_an_execution_whose_record_is_gone_is_reported_checked_alone_too(
     published: tuple[Cli, str, str, Path],
 ) -> None:
-    gk, first, _, _ = published
+    gk, first, _, path = published
     with SurrealStore(SurrealConfig(gk.url)) as store:
         store.select_rows("DELETE $r", {"r": RecordID("execution", first)})
     whole = {r["execution_id"]: r for r in gk.json("audit", "verify", code=1)["reports"]}
     [alone] = gk.json("audit", "verify", first, code=1)["reports"]
     assert alone == whole[first] and "the execution record is gone" in alone["problem"]
-    delete_whole(gk.url, first)
-    gk("audit", "verify", first, code=2)  # nothing of it left, and no anchor: not found
+    with SurrealStore(SurrealConfig(gk.url)) as store:  # the entry pinning its tenant too
+        store.select_rows("DELETE $r", {"r": RecordID("audit", audit_key(first, 1))})
+    gk("audit", "verify", first, code=2)  # whose it was cannot be told: only an anchor can
     assert f"no execution '{first}'" in gk.stderr
+    gk("audit", "verify", first, "--anchors", str(path), code=1)
+    assert f"audit trail of {first} is broken" in gk.stderr
 
 
 def test_anchors_of_another_store_are_said_to_be_so_and_checked_all_the_same(

@@ -453,6 +453,9 @@ def test_the_next_page_of_events_is_hinted_on_stderr_beside_json(fresh: Cli) -> 
     done = fresh("--json", "events", "--limit", "2")
     assert len(json.loads(done.stdout)) == 2  # stdout holds the JSON alone
     assert "govkernel" in done.stderr and "events --after 2" in done.stderr
+    head = len(fresh.json("events", "--limit", "100"))
+    last = fresh("events", "--after", str(head - 1), "--limit", "1")  # exactly the last one
+    assert "events --after" not in last.stdout + last.stderr  # no next page of nothing
 
 
 def test_an_unreadable_event_is_reported_after_the_events_before_it(fresh: Cli) -> None:
@@ -486,6 +489,14 @@ def test_one_unreadable_execution_hides_nothing_else(fresh: Cli) -> None:
     assert "cannot be read" in single["reports"][0]["problem"]
     whole = len(fresh.json("executions", "show", intact)["audit"])
     assert single["reports"][0]["entries"] == whole  # its trail is there, and counted
+
+    from composition import queries
+
+    with SurrealStore(SurrealConfig(fresh.url)) as store:  # as recover checks after a crash
+        broken = dict(
+            (r.execution_id, r.entries) for _, r in queries.broken_chains(store.unit_of_work)
+        )
+    assert broken[corrupt] == whole
 
     listed = fresh("--json", "executions", "list", code=1)
     assert {x["execution_id"] for x in json.loads(listed.stdout)} == {forged, intact}

@@ -149,6 +149,9 @@ def test_a_title_made_from_a_heading_or_a_file_name_is_one_line(tmp_path: Path) 
         [read_source(path)], title="T", publication_id="p", policy_refs=["P"]
     )
     assert later.documents[0].title == "Real one"  # a heading that shows nothing is passed
+    path.write_text("---\nkind: imf\nurl: https://www.imf.org/x\n---\nintro\f# Not a heading\n")
+    fed = publication_request([read_source(path)], title="T", publication_id="p", policy_refs=["P"])
+    assert fed.documents[0].title == "rates q3"  # a form feed does not start a line
     path.write_text("---\nkind: imf\nurl: https://www.imf.org/x\n---\n# \t\nno heading\n")
     named = publication_request(
         [read_source(path)], title="T", publication_id="p", policy_refs=["P"]

@@ -616,6 +616,8 @@ def test_your_own_version_of_the_built_in_workflow_is_shown_as_what_it_returned(
     assert "capsule verified" not in shown and "capsule 7" not in shown
     xid = gk.json("executions", "list", env=env)[0]["execution_id"]
     assert "capsule verified" not in gk("executions", "show", xid, env=env).stdout
+    demo = gk("--store", "memory://", "demo", env=env).stdout
+    assert 'capsule      {"capsule_id": 7}' in demo and "capsule 7" not in demo
 
 
 def test_an_unknown_workflow_names_the_known_ones(cli: tuple[Cli, dict[str, str]]) -> None:
@@ -703,6 +705,10 @@ def test_a_step_calling_sys_exit_stops_the_command_saying_where_and_what_ends_it
         "cannot be cancelled: fix the compensation" in stopped
         and "`govkernel cancel`" not in stopped
     )
+    assert "its execution was left compensating (a compensation that calls sys.exit" in stopped
+    assert "`govkernel recover` finishes it" not in stopped  # it would stop again
+    again = gk("recover", code=1, env=env).stderr
+    assert "resumes with `govkernel recover`" not in again and "fix the compensation" in again
 
 
 def test_a_custom_workflow_awaiting_nothing_can_be_cancelled(
