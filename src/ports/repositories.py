@@ -19,7 +19,7 @@ from domain.model.knowledge import KnowledgeSource
 from domain.model.lifecycle import AuditEntry, ExecutionState
 from domain.model.policy import PolicyDecision
 from ports import records
-from ports.errors import CorruptRecord, RecordNotFound
+from ports.errors import CorruptRecord, InvalidRecord, RecordNotFound
 from ports.storage import EVENT_TABLE, AnyOf, Document, Op, Range, Write, count
 
 if TYPE_CHECKING:
@@ -149,6 +149,14 @@ class EventLog(_Repository):
     table = EVENT_TABLE
 
     def append(self, event: EventEnvelope) -> None:
+        """Stage a sealed event (`event.sealed()`): its integrity hash is what `events`
+        checks every event it lists against."""
+        if not isinstance(event, EventEnvelope) or not event.intact:
+            shown = "an EventEnvelope" if isinstance(event, EventEnvelope) else type(event).__name__
+            raise InvalidRecord(
+                f"event {getattr(event, 'id', '?')!r} refused: {shown} not sealed (or changed"
+                " since): append event.sealed()"
+            )
         self._uow.stage(Write(Op.APPEND, self.table, event.id, records.event_doc(event)))
 
     def read_after(self, position: int, limit: int = 100) -> list[EventEnvelope]:

@@ -1,7 +1,7 @@
 """What a unit of work hands an adapter: tables, documents and one atomic batch of writes.
 
 Repositories (ports.repositories) turn domain objects into documents; adapters only ever see
-documents, so each adapter implements four primitives instead of one class per repository.
+documents, so each adapter implements five primitives instead of one class per repository.
 """
 
 from __future__ import annotations

@@ -746,6 +746,17 @@ class UnitOfWorkContract:
 
     # -- events ------------------------------------------------------------------------------
 
+    def test_an_event_not_sealed_is_refused_when_staged(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        """Its hash is what `events` checks: the refusal says so, not the field spec's words."""
+        before = backdoor.snapshot()
+        with uow_factory() as uow:
+            with pytest.raises(InvalidRecord, match=r"not sealed .*append event\.sealed\(\)"):
+                uow.events.append(evolve(samples.event(), integrity_hash=""))
+            uow.commit()
+        assert_state(before, backdoor, "a refused event was written")
+
     def test_events_are_read_by_key_and_by_field_as_any_table_is(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:
