@@ -334,7 +334,10 @@ def test_a_process_whose_engine_does_not_fsync_refuses_a_store_that_must(tmp_pat
     assert not (tmp_path / "b" / "clog").exists()  # refused before the engine wrote anything
 
 
-@pytest.mark.parametrize(("given", "syncs"), [("TRUE", True), (" true", True), ("false", False)])
+@pytest.mark.parametrize(
+    ("given", "syncs"),
+    [("TRUE", True), (" true", True), ("1", True), ("yes", True), ("false", False)],
+)
 def test_a_sync_setting_meant_as_true_is_made_the_engines_and_false_is_honoured(
     tmp_path: Path, given: str, syncs: bool
 ) -> None:

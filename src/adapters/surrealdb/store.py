@@ -381,6 +381,8 @@ def _log_bytes(path: Path) -> int | None:
         return None
 
 
+_YES = frozenset(("true", "1", "yes", "on"))
+
 # The embedded engine reads SURREAL_SYNC_DATA once, when this process opens its first
 # surrealkv:// store: what it read then holds for every store the process opens after.
 _ENGINE_SYNC: list[bool] = []
@@ -515,8 +517,9 @@ class SurrealStore:
                 self._seal.mark_damaged(*self._file_lock.damaged)
             self.unclean_shutdown = self._file_lock.crashed_holder
             given = os.environ.get("SURREAL_SYNC_DATA")
-            if cfg.sync_data and (given is None or given.strip().lower() == "true"):
-                # `TRUE` or ` true` would read as false to the engine: what was meant is set.
+            if cfg.sync_data and (given is None or given.strip().lower() in _YES):
+                # `TRUE`, ` true`, `1` or `yes` would read as false to the engine, which takes
+                # exactly `true`: what was meant is set.
                 os.environ["SURREAL_SYNC_DATA"] = "true"
             if not _ENGINE_SYNC:
                 _ENGINE_SYNC.append(_env_syncs())
