@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
-from attrs import evolve, field, frozen
+from attrs import field, frozen
 
 from adapters.memory import MemoryStore
 from adapters.surrealdb import SurrealConfig
@@ -40,6 +40,12 @@ TransitionCallback = Callable[[WorkflowExecution], None]
 Workflows = Mapping[str, WorkflowDefinition] | Sequence[WorkflowDefinition] | WorkflowDefinition
 
 
+def _read_once(policies: Iterable[Policy] | None) -> Iterable[Policy] | None:
+    if isinstance(policies, Iterable) and not isinstance(policies, str | bytes | Mapping):
+        return tuple(policies)
+    return policies  # refused by _checked, naming what it is
+
+
 @frozen
 class Overrides:
     store: wiring.Store | None = None  # used as is and not closed by the app (the caller owns it)
@@ -47,7 +53,9 @@ class Overrides:
     clock: Clock | None = None
     ids: IdGenerator | None = None
     trace_id: str | None = None
-    policies: Iterable[Policy] | None = None  # any iterable: read once, as the app is built
+    # Any iterable (a `filter` of `default_policies()`): read once, here, so that the same
+    # Overrides builds every app with them.
+    policies: Iterable[Policy] | None = field(default=None, converter=_read_once)
     on_transition: TransitionCallback | None = None
     # Refuse a store nothing has run on (a mistyped path, namespace or database).
     existing_store: bool = False
@@ -199,21 +207,14 @@ def _checked(o: Overrides) -> Overrides:
         raise ConfigurationError(
             [Problem("overrides", "build_app", f"is {_a(o)}: give Overrides(...)")]
         )
-    given, policies = o.policies, o.policies
-    if isinstance(policies, Iterable) and not isinstance(policies, str | bytes | Mapping):
-        o = evolve(o, policies=(policies := tuple(policies)))
+    policies = o.policies
     kinds: list[tuple[str, object, bool, str]] = [
         ("store", o.store, callable(getattr(o.store, "unit_of_work", None)), "a store"),
         ("wrap_uow_factory", o.wrap_uow_factory, callable(o.wrap_uow_factory), "a function"),
         ("clock", o.clock, callable(getattr(o.clock, "now", None)), "a clock (with now())"),
         ("ids", o.ids, callable(getattr(o.ids, "new_id", None)), "an id generator (new_id)"),
         ("trace_id", o.trace_id, isinstance(o.trace_id, str), "text"),
-        (
-            "policies",
-            given,
-            isinstance(policies, tuple) and all(map(callable, policies)),
-            "policy functions (a list, or any iterable)",
-        ),
+        ("policies", policies, isinstance(policies, tuple), "policy functions (any iterable)"),
         ("on_transition", o.on_transition, callable(o.on_transition), "a function"),
         ("existing_store", o.existing_store, isinstance(o.existing_store, int), "a bool"),
     ]
@@ -222,6 +223,15 @@ def _checked(o: Overrides) -> Overrides:
         for key, value, fits, kind in kinds
         if value is not None and (not fits or isinstance(value, type))
     ]
+    odd = (
+        [p for p in policies if not callable(p) or isinstance(p, type)]
+        if isinstance(policies, tuple)
+        else []
+    )
+    if odd:
+        problems.append(
+            Problem("policies", "Overrides(policies=...)", f"holds {_a(odd[0])}: give functions")
+        )
     problems += _instants(o.clock) if o.clock is not None and not problems else []
     if o.trace_id is not None and not problems:
         try:

@@ -166,8 +166,9 @@ def shim() -> Iterator[SurrealWsShim]:
         ("clock", "now", "is a str: give a clock (with now())"),
         ("ids", 7, "is an int: give an id generator (new_id)"),
         ("trace_id", 42, "is an int: give text"),
-        ("policies", 5, "is an int: give policy functions (a list, or any iterable)"),
-        ("policies", ["not a function"], "is a list: give policy functions"),
+        ("policies", 5, "is an int: give policy functions (any iterable)"),
+        ("policies", ["not a function"], "holds a str: give functions"),
+        ("policies", [FixedClock], "holds a type: give functions"),
         ("policies", "change_freeze", "is a str: give policy functions"),
         ("on_transition", "print", "is a str: give a function"),
         ("existing_store", "yes", "is a str: give a bool"),
@@ -198,6 +199,10 @@ def test_policies_may_be_given_as_any_iterable_and_are_read_once() -> None:
     with build_app(Settings(store_url="memory://"), Overrides(policies=kept)) as app:
         policies = app.gate._policies
         assert change_freeze not in policies and len(policies) == len(default_policies()) - 1
+    once = Overrides(policies=(p for p in default_policies()))  # a generator, used up once read
+    for _ in range(2):
+        with build_app(Settings(store_url="memory://"), once) as app:
+            assert len(app.gate._policies) == len(default_policies())
     with build_app(Settings(store_url="memory://"), Overrides(existing_store=cast(Any, 0))) as app:
         assert app.orchestrator is not None
 
