@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from domain.model.runtime import Clock, IdGenerator
+from domain.model.validation import aware
 
 __all__ = ["Clock", "FixedClock", "IdGenerator", "SequentialIds", "SystemClock", "UuidIds"]
 
@@ -20,7 +21,9 @@ class FixedClock:
     """A manual clock for tests and replays; thread-safe."""
 
     def __init__(self, start: datetime) -> None:
-        self._now = start
+        # Every instant govkernel stores is aware: a naive start would be refused only as
+        # the first record is written, or compared with aware approvals (a TypeError).
+        self._now = aware("start", start)
         self._lock = threading.Lock()
 
     def now(self) -> datetime:

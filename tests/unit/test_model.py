@@ -289,3 +289,16 @@ def test_approval_times_are_stored_in_utc_as_the_same_instant() -> None:
     assert "+05:45" not in doc["approvals_json"] and "+00:00" in doc["approvals_json"]
     (read,) = records.execution_from(x.id, doc, {"input_json": "{}"}).approvals
     assert read.granted_at == granted and read.granted_at.utcoffset() == timedelta(0)
+
+
+def test_a_fixed_clock_starts_at_an_aware_instant() -> None:
+    """A naive one was refused only as a record was written, or compared with an aware
+    approval as a TypeError (found by a new user building a runtime by hand)."""
+    from datetime import UTC, datetime
+
+    from domain.model.errors import InvalidInput
+    from ports.clock import FixedClock
+
+    with pytest.raises(InvalidInput, match="start: must be a timezone-aware datetime"):
+        FixedClock(datetime(2026, 11, 25))
+    assert FixedClock(datetime(2026, 11, 25, tzinfo=UTC)).now().tzinfo is UTC
