@@ -2180,7 +2180,13 @@ def _with_hint(message: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    sys.exit(run_cli(argv))
+    code = run_cli(argv)
+    if threading.current_thread() is threading.main_thread():
+        # Done, the store closed: a signal now would end the process by the signal, and
+        # the command's own exit status would be lost. Only the exit is left to do.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -735,3 +735,25 @@ def test_ctrl_c_in_a_step_says_which_step_it_stopped(
     _, err = gk(capsys, *store, "run", "knowledge-publication", str(IMF), code=130)
     assert "error: interrupted while step analyse of execution wfx-" in err
     assert "was left running: `govkernel recover` finishes it" in err
+
+
+def test_a_signal_after_the_command_finished_leaves_its_exit_status() -> None:
+    """Found by a re-test: 21 of 80 runs signalled as they ended died by the signal, their
+    exit status lost, though the work was done and the store closed."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, signal, sys\n"
+        "from composition import cli\n"
+        "exit = sys.exit\n"
+        "def exiting(code):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    exit(code)\n"
+        "cli.run_cli = lambda argv=None: 3\n"
+        "sys.exit = exiting\n"
+        "cli.main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert done.returncode == 3, done.stderr
