@@ -121,6 +121,9 @@ BAD_INPUTS: list[tuple[str, object]] = [
     ("source_url", "https://www.imf.org/#\x08"),
     ("source_url", "https://www.imf.org/\u202ex"),
     ("source_url", "https://www.imf.org/a\u200bb"),
+    ("source_url", "https://bis\u3164.org/x"),  # a Hangul filler in the host
+    ("source_url", "https://www.imf.org/a\U000e0041\U000e0042"),  # tag characters
+    ("source_url", "https://www.imf.org/a\u034fb"),  # the combining grapheme joiner
     # unknown kinds, formats and classifications (hostile strings included)
     ("kind", "imf_fake"),
     ("kind", "IMF"),

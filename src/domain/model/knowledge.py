@@ -130,10 +130,23 @@ def _host_name(host: str) -> bool:
 
 
 # Bidirectional marks, overrides and isolates, line and paragraph separators, the zero-width
-# space, word joiners, invisible operators and the BOM (as RFC 3987 leaves them out of IRIs).
+# space, word joiners, invisible operators and the BOM (as RFC 3987 leaves them out of IRIs),
+# and what shows as nothing (Unicode's default-ignorable code points, the Hangul fillers, the
+# blank braille cell) but the joiners and the soft hyphen, which words of some scripts need,
+# and the variation selectors emoji take.
 _HIDDEN = frozenset(
-    "\u061c\u200b\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e"
-    "\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff"
+    "\u034f\u061c\u115f\u1160\u17b4\u17b5\u200b\u200e\u200f\u2028\u2029"
+    "\u202a\u202b\u202c\u202d\u202e\u2800\u3164\ufeff\uffa0"
+) | frozenset(
+    chr(c)
+    for first, last in (
+        (0x180B, 0x180F),
+        (0x2060, 0x206F),
+        (0xFFF0, 0xFFFB),
+        (0x1D173, 0x1D17A),
+        (0xE0000, 0xE0FFF),
+    )
+    for c in range(first, last + 1)
 )
 
 
