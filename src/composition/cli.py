@@ -446,7 +446,7 @@ def cli(
 # -- run -------------------------------------------------------------------------------------
 
 
-@cli.group()
+@cli.group(epilog=EXITS)
 @json_option  # `govkernel run --json ...` as well as before or after
 def run() -> None:
     """Run a workflow."""
@@ -1147,7 +1147,7 @@ def failure_message(x: WorkflowExecution) -> str:
 # -- executions --------------------------------------------------------------------------------
 
 
-@cli.group()
+@cli.group(epilog=EXITS)
 @json_option  # `govkernel executions --json ...` as well as before or after
 def executions() -> None:
     """List and inspect workflow executions."""
@@ -1327,7 +1327,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
 # -- audit -------------------------------------------------------------------------------------
 
 
-@cli.group()
+@cli.group(epilog=EXITS)
 @json_option  # `govkernel audit --json ...` as well as before or after
 def audit() -> None:
     """Verify audit trails, and anchor their heads outside the store."""

@@ -757,3 +757,11 @@ def test_a_signal_after_the_command_finished_leaves_its_exit_status() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
     assert done.returncode == 3, done.stderr
+
+
+@pytest.mark.parametrize("group", ["run", "executions", "audit"])
+def test_a_command_groups_help_gives_the_exit_statuses_as_its_commands_do(
+    capsys: pytest.CaptureFixture[str], group: str
+) -> None:
+    out, _ = gk(capsys, group, "--help")
+    assert "Exit statuses: 0 ok; 1 denied, failed or verification failure; 2 usage" in out
