@@ -252,8 +252,12 @@ def _wrong(value: object, kind: str) -> str:
 def _instants(clock: Clock) -> list[Problem]:
     """A clock whose now() is no aware datetime (`datetime.now(UTC)` given for a clock) would
     be refused only as the first record is written."""
-    now = clock.now()
-    if isinstance(now, datetime) and now.tzinfo is not None:
+    try:
+        now = clock.now()
+    except Exception as exc:  # a clock that cannot tell the time is no clock to wire
+        said = f"its now() raised {type(exc).__name__}: {exc}"[:200]
+        return [Problem("clock", "Overrides(clock=...)", said)]
+    if isinstance(now, datetime) and now.utcoffset() is not None:  # aware, as Python reads it
         return []
     said = f"its now() gave {_a(now)}" + (" without a zone" if isinstance(now, datetime) else "")
     return [Problem("clock", "Overrides(clock=...)", f"{said}: give a clock of aware datetimes")]

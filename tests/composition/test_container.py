@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, cast
@@ -158,6 +158,24 @@ def shim() -> Iterator[SurrealWsShim]:
 
 
 @pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")
+class _Broken:
+    def now(self) -> datetime:
+        raise RuntimeError("no time")
+
+
+class _NoOffset(tzinfo):
+    """A zone that gives no offset: naive, as Python reads it."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def tzname(self, dt: datetime | None) -> str | None:
+        return None
+
+
 @pytest.mark.parametrize(
     ("key", "value", "said"),
     [
@@ -177,6 +195,8 @@ def shim() -> Iterator[SurrealWsShim]:
         ("store", MemoryStore, "is the class MemoryStore: give a store, an instance of it"),
         ("clock", datetime.now(UTC), "its now() gave a datetime without a zone: give a clock"),
         ("trace_id", "a\nb", "must be one line without control characters"),
+        ("clock", _Broken(), "its now() raised RuntimeError: no time"),
+        ("clock", FixedClock(datetime(2026, 1, 1, tzinfo=_NoOffset())), "without a zone"),
     ],
 )
 def test_an_override_of_the_wrong_kind_is_a_configuration_error_naming_it(
