@@ -43,7 +43,7 @@ Workflows = Mapping[str, WorkflowDefinition] | Sequence[WorkflowDefinition] | Wo
 def _read_once(policies: Iterable[Policy] | None) -> Iterable[Policy] | None:
     if isinstance(policies, Iterable) and not isinstance(policies, str | bytes | Mapping):
         return tuple(policies)
-    return policies  # refused by _checked, naming what it is
+    return policies  # refused by _check, naming what it is
 
 
 @frozen
@@ -138,7 +138,8 @@ class App:
 
 def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
     """Wire and open everything (the store first, so a held lock fails fast). Close it."""
-    o = _checked(overrides or Overrides())
+    o = overrides or Overrides()
+    _check(o)
     container = wiring.Container(settings=settings)
     if o.store is not None:
         wiring.override(container.store, o.store)
@@ -198,11 +199,10 @@ def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
     return app
 
 
-def _checked(o: Overrides) -> Overrides:
+def _check(o: Overrides) -> None:
     """Each override of the kind it must be: a wrong one would fail later, as an
-    AttributeError deep in the wiring or the first step. (`workflows` and `retired` are
-    checked as they are built.) Policies may come as any iterable (a filter of
-    `default_policies()`): they are read once, here."""
+    AttributeError deep in the wiring or the first step, after the store was opened.
+    (`workflows` and `retired` are checked as they are built.)"""
     if not isinstance(o, Overrides):
         raise ConfigurationError(
             [Problem("overrides", "build_app", f"is {_a(o)}: give Overrides(...)")]
@@ -240,7 +240,6 @@ def _checked(o: Overrides) -> Overrides:
             problems.append(Problem("trace_id", "Overrides(trace_id=...)", exc.problem))
     if problems:
         raise ConfigurationError(problems)
-    return o
 
 
 def _wrong(value: object, kind: str) -> str:
