@@ -191,14 +191,13 @@ class Session:
             if self.started is None and self.starting is not None:
                 found = _started_by(app, self.starting)
                 self.started = None if found is None else found.id
-            if self.command is not None and self.recorded is None:
-                self.command_recorded = False  # stopped before it read what it acts on
-            elif self.command is not None and self.recorded is not None:
-                _, xid = self.command
-                now = app.orchestrator.get(xid, with_input=False)
-                self.command_recorded = self.recorded(app, now)
-                if self.command_recorded:
-                    self.started, self.started_state = xid, now.state
+            if self.command is not None:
+                if self.recorded is not None:  # else stopped before it could write anything
+                    _, xid = self.command
+                    now = app.orchestrator.get(xid, with_input=False)
+                    self.command_recorded = self.recorded(app, now)
+                    if self.command_recorded:
+                        self.started, self.started_state = xid, now.state
             elif self.started is not None:
                 self.started_state = app.orchestrator.get(self.started, with_input=False).state
         except BaseException:  # a second Ctrl-C too: the first one is what is said
