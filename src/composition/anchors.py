@@ -24,7 +24,7 @@ from attrs import frozen
 
 from composition import files, queries, strict_json
 from domain.model.lifecycle import AuditAnchor, ChainReport, check_anchor
-from domain.model.validation import IDENTIFIER, one_line
+from domain.model.validation import IDENTIFIER, one_line, shown
 from ports.errors import CorruptRecord, RecordNotFound
 from ports.unit_of_work import UnitOfWorkFactory
 
@@ -200,9 +200,8 @@ def parse(path: Path, document: object) -> Anchors:
     if unknown:
         raise bad(f"holds keys an anchor file does not: {', '.join(map(repr, unknown))[:200]}")
     if type(document.get("version")) is not int or document.get("version") != VERSION:  # true == 1
-        shown = repr(document.get("version"))
-        shown = shown if len(shown) <= 40 else f"{shown[:40]}..."
-        raise bad(f"has version {shown}; this govkernel reads {VERSION}")
+        given = shown(document.get("version"), 40)
+        raise bad(f"has version {given}; this govkernel reads {VERSION}")
     tenant = document.get("tenant")
     if not isinstance(tenant, str) or not IDENTIFIER.match(tenant):
         raise bad("names no valid tenant")

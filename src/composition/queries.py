@@ -94,7 +94,9 @@ def broken_chains(
                     entries = uow.audit.for_execution(xid)
                 report = x.verify_trail(entries)
             except CorruptRecord as exc:
-                report = ChainReport(xid, _entries_left(uow_factory, xid), False, 1, str(exc))
+                with uow_factory() as uow:
+                    stored = uow.audit.stored(xid)
+                report = ChainReport(xid, stored, False, 1, str(exc))
             if not report.ok:
                 broken.append((tenants[xid], report))
     for xid, (count, tenant) in orphan_trails(uow_factory, None).items():
@@ -117,14 +119,6 @@ def orphan_trail(uow_factory: UnitOfWorkFactory, tenant: str, execution_id: str)
         pins = {}
     pinned = pins.get("tenant") if isinstance(pins, dict) else None
     return 0 if isinstance(pinned, str) and pinned != tenant else len(entries)
-
-
-def _entries_left(uow_factory: UnitOfWorkFactory, execution_id: str) -> int:
-    try:
-        with uow_factory() as uow:
-            return len(uow.audit.for_execution(execution_id))
-    except CorruptRecord:
-        return 0
 
 
 def orphan_report(execution_id: str, entries: int) -> ChainReport:

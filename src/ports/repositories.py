@@ -370,6 +370,11 @@ class AuditTrail(_Repository):
         rows = self._uow.select(self.table, {"execution_id": execution_id})
         return [records.audit_from(d) for _, d in rows]
 
+    def stored(self, execution_id: str) -> int:
+        """How many entries of the execution's trail are in storage, read or not: what a
+        report of a trail that cannot be verified still says of it."""
+        return len(self._uow.select(self.table, {"execution_id": execution_id}))
+
     def starts(self) -> dict[str, str | None]:
         """Every execution whose first entry is in storage, with the tenant that entry pinned
         (None for trails from before pins): for whole-store checks, such as an execution

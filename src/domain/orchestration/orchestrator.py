@@ -771,9 +771,9 @@ class Orchestrator:
                     execution = self._require(uow, execution_id, fresh=True)
                     entries = uow.audit.for_execution(execution_id)
             except CorruptRecord as exc:  # damaged or edited by hand: broken, and said why
-                return ChainReport(
-                    execution_id, self._entries_left(execution_id), False, 1, str(exc)
-                )
+                with self._uow_factory() as uow:
+                    stored = uow.audit.stored(execution_id)
+                return ChainReport(execution_id, stored, False, 1, str(exc))
             report = execution.verify_trail(entries)
             past_head = any(e.sequence > execution.audit_sequence for e in entries)
             # A trail past the head read may be a step that committed between the two reads:
@@ -781,15 +781,6 @@ class Orchestrator:
             if report.ok or not past_head or self.get(execution_id).version == execution.version:
                 return report
         return report
-
-    def _entries_left(self, execution_id: str) -> int:
-        """How many entries the trail of an execution that cannot be read holds, if they can
-        be read (0 if not): a report should not say a trail of seven is empty."""
-        try:
-            with self._uow_factory() as uow:
-                return len(uow.audit.for_execution(execution_id))
-        except CorruptRecord:
-            return 0
 
     # -- the engine --------------------------------------------------------------------------
 
