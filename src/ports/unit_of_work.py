@@ -56,6 +56,9 @@ class UnitOfWork(abc.ABC):
     def __init__(self) -> None:
         self._writes: list[Write] = []
         self._pending: dict[Key, Write] = {}
+        # Appended events are not readable before commit (their position is not known yet),
+        # but a second append of one id is still a duplicate, refused as it is staged.
+        self._appended: set[str] = set()
         self._read_versions: dict[Key, int] = {}
         self._closed = False
         self._borrower: str | None = None
@@ -149,6 +152,7 @@ class UnitOfWork(abc.ABC):
         self._closed = True
         self._writes.clear()
         self._pending.clear()
+        self._appended.clear()
         self._release()
 
     def _ensure_open(self) -> None:
@@ -277,7 +281,9 @@ class UnitOfWork(abc.ABC):
             write = Write(write.op, write.table, write.key, utc, write.expected_version)
         key = (write.table, write.key)
         earlier = self._pending.get(key)
-        if write.op is Op.CREATE and earlier is not None and earlier.op is not Op.DELETE:
+        if (write.op is Op.APPEND and write.key in self._appended) or (
+            write.op is Op.CREATE and earlier is not None and earlier.op is not Op.DELETE
+        ):
             raise DuplicateRecord(write.table, write.key, "already staged in this unit of work")
         replaced = None
         if write.op in (Op.UPDATE, Op.DELETE) and earlier is not None:
@@ -300,7 +306,9 @@ class UnitOfWork(abc.ABC):
         if replaced is not None:
             self._writes.remove(replaced)
         self._writes.append(write)
-        if write.op is not Op.APPEND:
+        if write.op is Op.APPEND:
+            self._appended.add(write.key)
+        else:
             self._pending[key] = write
 
     # -- adapter hooks ---------------------------------------------------------------------

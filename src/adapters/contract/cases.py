@@ -731,9 +731,14 @@ class UnitOfWorkContract:
             if same_unit:
                 uow.events.append(event)
             uow.sources.add(samples.source())
-            uow.events.append(evolve(event, actor="someone else").sealed())
-            with pytest.raises(DuplicateRecord) as duplicate:
-                uow.commit()
+            repeated = evolve(event, actor="someone else").sealed()
+            if same_unit:  # refused as it is staged, as a repeated create is
+                with pytest.raises(DuplicateRecord, match="already staged") as duplicate:
+                    uow.events.append(repeated)
+            else:
+                uow.events.append(repeated)
+                with pytest.raises(DuplicateRecord) as duplicate:
+                    uow.commit()
         assert (duplicate.value.table, duplicate.value.key) == (EVENT_TABLE, event.id)
         assert_state(before, backdoor, "a duplicate commit wrote something")
         # The failed commit consumed no position: the next event takes the next one.
