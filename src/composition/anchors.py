@@ -107,7 +107,7 @@ def check(
         try:
             trail = queries.audit_trail(uow_factory, tenant, anchor.execution_id)
         except CorruptRecord as exc:  # unreadable: `verify` says how; the anchor cannot tell
-            failed.append(ChainReport(anchor.execution_id, 0, False, 1, str(exc)))
+            failed.append(ChainReport(anchor.execution_id, 0, False, exc.entry or 1, str(exc)))
             continue
         except RecordNotFound:
             failed.append(

@@ -1242,7 +1242,10 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
     s.read_only = True
     with s.app(existing=True) as (app, _):
         x = app.orchestrator.get(execution_id)
-        trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, execution_id)
+        try:
+            trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, execution_id)
+        except CorruptRecord:  # an entry that does not read: the verification names it
+            trail = []
         report = app.orchestrator.verify(execution_id)
         definition = _describing(s, app, [x], {x.id: started_steps(trail)})(x)
         _after_a_crash(s, app, [x])
@@ -1314,7 +1317,8 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
             else f"CHAIN BROKEN at #{report.first_bad_sequence}: {report.problem}"
         )
         s.echo()
-        s.echo(render.safe(f"audit trail ({len(trail)} entries, {verdict})"))
+        stored = len(trail) if trail else report.entries
+        s.echo(render.safe(f"audit trail ({stored} entries, {verdict})"))
         s.echo(render.audit_table(trail))
         if not report.ok:
             raise Failed(
@@ -1594,8 +1598,8 @@ def verify_chains(
     # other, instead of stopping the check of all the rest.
     if execution_id is not None:
         with app.uow_factory() as uow:
-            present = uow.get("execution", execution_id) is not None
-        if not present:
+            doc = uow.get("execution", execution_id)
+        if doc is None or not queries.of_tenant(doc, app.runtime.tenant):
             left = queries.orphan_trail(app.uow_factory, app.runtime.tenant, execution_id)
             if left:
                 return [render.report_json(queries.orphan_report(execution_id, left))]

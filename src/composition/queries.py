@@ -7,7 +7,7 @@ Listings leave executions' inputs unread (they can run to megabytes each).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
@@ -63,8 +63,16 @@ def orphan_trails(
         return {
             xid: (len(uow.audit.for_execution(xid)), pinned)
             for xid, pinned in starts.items()
-            if xid not in present
+            if xid not in present or (tenant is not None and not of_tenant(present[xid], tenant))
         }
+
+
+def of_tenant(doc: Mapping[str, Any], tenant: str) -> bool:
+    """Whether a stored execution is `tenant`'s. One moved to another tenant in storage is
+    gone from its own (that tenant's check finds it does not match its first entry); one
+    whose tenant cannot be read is there, for its verification to report."""
+    named = doc.get("tenant")
+    return named == tenant or not isinstance(named, str)
 
 
 Progress = Callable[[list[str]], AbstractContextManager[Iterable[str]]]
@@ -96,7 +104,7 @@ def broken_chains(
             except CorruptRecord as exc:
                 with uow_factory() as uow:
                     stored = uow.audit.stored(xid)
-                report = ChainReport(xid, stored, False, 1, str(exc))
+                report = ChainReport(xid, stored, False, exc.entry or 1, str(exc))
             if not report.ok:
                 broken.append((tenants[xid], report))
     for xid, (count, tenant) in orphan_trails(uow_factory, None).items():
@@ -127,7 +135,8 @@ def orphan_report(execution_id: str, entries: int) -> ChainReport:
         entries,
         False,
         1,
-        f"the execution record is gone, and its audit trail of {entries} entries remains",
+        f"the execution record is gone (deleted, or moved to another tenant), and its audit"
+        f" trail of {entries} entries remains",
     )
 
 

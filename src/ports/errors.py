@@ -39,7 +39,14 @@ class InvalidRecord(PortError):
 
 
 class CorruptRecord(PortError):
-    """A stored record cannot be read back as what it should be: damaged or edited by hand."""
+    """A stored record cannot be read back as what it should be: damaged or edited by hand.
+
+    `entry`: for an audit entry, its place in its trail (1 for the first), so a report of
+    the trail names the entry, not the trail's start."""
+
+    def __init__(self, message: str, *, entry: int | None = None) -> None:
+        super().__init__(message)
+        self.entry = entry
 
 
 class StorageUnavailable(PortError):

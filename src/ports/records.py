@@ -79,6 +79,14 @@ def _when(value: object, *, optional: bool = False) -> datetime | None:
     return value
 
 
+def _whole(value: object) -> int:
+    """A stored count (a sequence, a version): text or a bool there would pass for one until
+    compared, far from the read (`'4' > 3` raises TypeError, `True == 1`)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{value!r} is not a whole number")
+    return value
+
+
 def _key_of(doc: object) -> str:
     if isinstance(doc, Mapping):
         for name in ("event_id", "execution_id"):
@@ -425,7 +433,7 @@ def execution_from(
         updated_at=_when(d["updated_at"]),
         requested_by=d.get("requested_by", ""),
         environment=None if d.get("environment") is None else Environment(d["environment"]),
-        current_step=d["current_step"],
+        current_step=_whole(d["current_step"]),
         attempts=json.loads(d["attempts_json"]),
         step_outputs=json.loads(d["outputs_json"]),
         approvals=_parse_approvals(d["approvals_json"]),
@@ -434,9 +442,9 @@ def execution_from(
         retry_at=_when(d.get("retry_at"), optional=True),
         cancel_requested=d["cancel_requested"],
         last_error=d.get("last_error"),
-        audit_sequence=d["audit_sequence"],
+        audit_sequence=_whole(d["audit_sequence"]),
         audit_head=d["audit_head"],
-        version=d["version"],
+        version=_whole(d["version"]),
     )
 
 
@@ -467,7 +475,7 @@ def audit_doc(a: AuditEntry) -> Document:
 def audit_from(d: Document) -> AuditEntry:
     return AuditEntry(
         execution_id=d["execution_id"],
-        sequence=d["sequence"],
+        sequence=_whole(d["sequence"]),
         from_state=ExecutionState(d["from_state"]) if d.get("from_state") else None,
         to_state=ExecutionState(d["to_state"]),
         at=_when(d["at"]),

@@ -368,7 +368,16 @@ class AuditTrail(_Repository):
     def for_execution(self, execution_id: str) -> list[AuditEntry]:
         """Entries in storage-key order (not by their own sequence field), so a swap shows."""
         rows = self._uow.select(self.table, {"execution_id": execution_id})
-        return [records.audit_from(d) for _, d in rows]
+        entries = []
+        for place, (key, doc) in enumerate(rows, start=1):
+            try:
+                entries.append(records.audit_from(doc))
+            except CorruptRecord as exc:
+                said = str(exc).partition(" cannot be read: ")[2] or str(exc)
+                raise CorruptRecord(
+                    f"stored audit entry {key!r} cannot be read: {said}"[:300], entry=place
+                ) from None
+        return entries
 
     def stored(self, execution_id: str) -> int:
         """How many entries of the execution's trail are in storage, read or not: what a

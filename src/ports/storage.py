@@ -54,14 +54,23 @@ class Range:
     below: Bound | None = None
 
     def matches(self, value: object) -> bool:
-        return (
-            value is not None
-            and (self.above is None or value > self.above)  # type: ignore[operator]
-            and (self.below is None or value < self.below)  # type: ignore[operator]
-        )
+        try:
+            return (
+                value is not None
+                and (self.above is None or value > self.above)  # type: ignore[operator]
+                and (self.below is None or value < self.below)  # type: ignore[operator]
+            )
+        except TypeError:  # a value of another kind (edited in storage) is not in range
+            return False
 
 
 Filter = AnyOf | Range
+
+
+def sort_key(value: object) -> tuple[bool, str, Any]:
+    """Values of one kind in their order, then None. A value of another kind (edited in
+    storage: text where an instant belongs) sorts apart instead of failing the listing."""
+    return (value is None, type(value).__name__, value)
 
 
 # Beyond these no store has anything to list (SurrealDB's LIMIT takes 32 bits, its integers

@@ -47,6 +47,7 @@ from ports.storage import (
     Range,
     Write,
     count,
+    sort_key,
 )
 
 Key = tuple[str, str]
@@ -245,7 +246,7 @@ class UnitOfWork(abc.ABC):
                 rows[key] = dict(doc)
         result = sorted(rows.items())
         if order_by is not None:
-            result.sort(key=lambda kv: (kv[1].get(order_by) is None, kv[1].get(order_by)))
+            result.sort(key=lambda kv: sort_key(kv[1].get(order_by)))
             if descending:
                 result.reverse()
         return result if limit is None else result[:limit]

@@ -427,6 +427,43 @@ def test_an_execution_record_deleted_from_storage_is_reported_by_its_trail(fresh
     assert f"broken after the crash, first {gone}" in fresh("recover", code=1).stderr
 
 
+def test_an_audit_entry_that_does_not_read_is_named_where_it_is(fresh: Cli) -> None:
+    xid = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        store.select_rows(
+            "UPDATE $r SET from_state = 'bogus'", {"r": RecordID("audit", audit_key(xid, 4))}
+        )
+    shown = fresh("executions", "show", xid, code=1)  # the execution is still shown
+    assert shown.stdout.split()[:2] == ["execution", xid]
+    assert f"CHAIN BROKEN at #4: stored audit entry '{xid}:000000004'" in shown.stdout
+    record = fresh.json("executions", "show", xid, code=1)
+    assert (record["state"], record["verification"]["first_bad_sequence"]) == ("succeeded", 4)
+    [report] = fresh.json("audit", "verify", code=1)["reports"]
+    assert report["first_bad_sequence"] == 4 and "'bogus' is not a valid" in report["problem"]
+
+
+def test_an_execution_moved_to_another_tenant_is_gone_from_its_own(fresh: Cli) -> None:
+    """Its record made again under another tenant (tenant is read-only, not undeletable): its
+    own tenant's check reports its trail left behind, as for a deleted record."""
+    moved = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    kept = fresh.json("run", "knowledge-publication", str(IMF))["execution_id"]
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        doc = store.dump("execution")[moved] | {"tenant": "beta"}
+        store.select_rows(
+            "BEGIN; DELETE $r; CREATE $r CONTENT $d RETURN NONE; COMMIT;",
+            {
+                "r": RecordID("execution", moved),
+                "d": {k: v for k, v in doc.items() if v is not None},
+            },
+        )
+    report = fresh.json("audit", "verify", code=1)
+    assert {r["execution_id"]: r["ok"] for r in report["reports"]} == {kept: True, moved: False}
+    [alone] = fresh.json("audit", "verify", moved, code=1)["reports"]
+    assert "moved to another tenant" in alone["problem"]
+    beta = fresh.json("audit", "verify", env={"GOVKERNEL_TENANT": "beta"}, code=1)
+    assert "tenant" in beta["reports"][0]["problem"]
+
+
 @pytest.mark.parametrize("removed", ["middle", "end of a page", "last"])
 def test_a_removed_event_is_reported_not_silently_skipped(fresh: Cli, removed: str) -> None:
     """Positions have no gaps: a missing one must not end the listing quietly, hiding every

@@ -189,10 +189,10 @@ class BackDoor:
         with self.store.lock:
             self.store._put("audit", key, doc)
 
-    def add_audit(self, doc: Document) -> None:
+    def add_audit(self, doc: Document, *, key: str | None = None) -> None:
         """Store `doc` as an entry of its own (a forged one), keyed by its execution and
-        sequence."""
-        key = audit_key(doc["execution_id"], doc["sequence"])
+        sequence unless `key` says otherwise."""
+        key = key or audit_key(doc["execution_id"], doc["sequence"])
         if isinstance(self.store, MemoryStore):
             self._memory_put(key, dict(doc))
             return

@@ -381,6 +381,55 @@ def test_an_execution_record_that_no_longer_parses_is_reported_broken(ran: Ran, 
     assert "cannot be read" in (report.problem or "") and ran.execution_id in (report.problem or "")
 
 
+@pytest.mark.parametrize("field", ["from_state", "to_state"])
+def test_an_entry_that_no_longer_reads_is_reported_at_its_place(ran: Ran, field: str) -> None:
+    ran.door.edit_audit(ran.execution_id, 4, {field: "bogus"})
+    report = _bad(ran, 4)
+    assert f"audit entry '{ran.execution_id}:000000004' cannot be read" in (report.problem or "")
+
+
+@pytest.mark.parametrize(
+    ("table", "field"),
+    [("audit", "sequence"), ("execution", "audit_sequence"), ("execution", "current_step")],
+)
+def test_a_count_stored_as_text_is_reported_not_compared(table: str, field: str) -> None:
+    """SurrealDB's schema keeps these integers; storage edited past it (or the memory store's,
+    edited in place) must still give a report, not a TypeError far from the read."""
+    store = open_store("memory")
+    orch = orchestrator(store.unit_of_work, FixedClock(T0))
+    xid = orch.start(WORKFLOW, request_input(), idempotency_key="tamper-1").id
+    door = BackDoor(store)
+    if table == "audit":
+        door.edit_audit(xid, 4, {field: "4"})
+    else:
+        door.edit_execution(xid, {field: str(door.table("execution")[xid][field])})
+    report = orch.verify(xid)
+    assert not report.ok and "is not a whole number" in (report.problem or ""), report
+    assert report.first_bad_sequence == (4 if table == "audit" else 1)
+
+
+def test_an_instant_stored_as_text_leaves_listings_standing() -> None:
+    """The memory store's own storage edited in place (SurrealDB's schema keeps instants):
+    the record is reported unreadable, the others listed, nothing compares text with time."""
+    store = open_store("memory")
+    orch = orchestrator(store.unit_of_work, FixedClock(T0))
+    edited, kept = (orch.start(WORKFLOW, request(p)).id for p in ("pub-a", "pub-b"))
+    BackDoor(store).edit_execution(edited, {"created_at": "yesterday"})
+    with store.unit_of_work() as uow:
+        unreadable: list[str] = []
+        listed = uow.executions.every(with_input=False, unreadable=unreadable)
+        assert ([x.id for x in listed], unreadable) == ([kept], [edited])
+        unreadable.clear()
+        recent = uow.executions.recent(now=T0, with_input=False, unreadable=unreadable)
+        assert [x.id for x in recent] == [kept] and unreadable in ([], [edited])
+
+
+def test_several_edits_are_reported_by_the_first_found(ran: Ran) -> None:
+    ran.door.edit_execution(ran.execution_id, {"requested_by": "mallory", "current_step": 1})
+    report = _bad(ran, ENTRIES)
+    assert "requester" in (report.problem or ""), report
+
+
 def test_an_untouched_trail_stays_valid_after_reading(ran: Ran) -> None:
     for _ in range(2):
         assert ran.orch.verify(ran.execution_id).ok
@@ -572,6 +621,53 @@ def test_a_forged_step_output_is_not_acted_on(ran: Ran) -> None:
         with pytest.raises(CorruptRecord, match="output of step ingest"):
             command()
     assert ran.door.table("execution")[waiting.id]["state"] == "awaiting_approval"
+
+
+def _set_back(ran: Ran, execution_id: str, sequence: int, **changes: object) -> None:
+    """The execution's record set back to where its trail stood at entry `sequence`."""
+    head = ran.door.audit_doc(execution_id, sequence)["hash"] if sequence else GENESIS
+    ran.door.edit_execution(
+        execution_id, {"audit_sequence": sequence, "audit_head": head, **changes}
+    )
+
+
+def test_a_trail_deleted_whole_is_broken_and_not_acted_on(ran: Ran) -> None:
+    """Every execution is stored with the entry that created it: an empty trail is no trail
+    that verifies, whatever its execution's head says (with it went the pins of its tier)."""
+    waiting = ran.orch.start(WORKFLOW, request("pub-wiped"), risk_tier=ImpactTier.TIER1)
+    for sequence in range(1, ran.orch.verify(waiting.id).entries + 1):
+        ran.door.delete_audit(waiting.id, sequence)
+    _set_back(ran, waiting.id, 0, state="pending", metadata_json=_lowered_tier(ran, waiting.id))
+    report = ran.orch.verify(waiting.id)
+    assert (report.ok, report.first_bad_sequence, report.entries) == (False, 1, 0), report
+    assert "no audit entries" in (report.problem or "")
+    capsules = len(ran.door.table("capsule"))
+    with pytest.raises(RecoveryIncomplete) as caught:
+        _fresh_orchestrator(ran).recover(ignore_leases=True)
+    [(xid, error)] = caught.value.failures
+    assert xid == waiting.id and "not acted on" in error and "no audit entries" in error
+    assert len(ran.door.table("capsule")) == capsules  # nothing was published
+
+
+@pytest.mark.parametrize("moved", [False, True], ids=["left-in-place", "moved-aside"])
+def test_a_rejection_set_back_behind_its_trail_is_not_approved_through(
+    ran: Ran, moved: bool
+) -> None:
+    """The record set back to the wait its rejection ended, the rejection's entry kept (where
+    it was, or under another key so an approval's entry would not collide with it): the
+    trail runs past the head, read again too, and the execution is not acted on."""
+    waiting = ran.orch.start(WORKFLOW, request("pub-undone"), risk_tier=ImpactTier.TIER1)
+    waited_at = ran.orch.verify(waiting.id).entries
+    ran.orch.reject(waiting.id, reason="no")
+    rejection = ran.door.audit_doc(waiting.id, waited_at + 1)
+    if moved:
+        ran.door.delete_audit(waiting.id, waited_at + 1)
+        ran.door.add_audit(rejection, key=f"{waiting.id}:{99:09d}")
+    _set_back(ran, waiting.id, waited_at, state="awaiting_approval", last_error=None)
+    with pytest.raises(CorruptRecord, match=r"not acted on: .*execution records head"):
+        _fresh_orchestrator(ran).acting_as("bob").approve(waiting.id, role="reviewer")
+    assert ran.door.table("execution")[waiting.id]["state"] == "awaiting_approval"
+    assert not any(c["publication_id"] == "pub-undone" for c in ran.door.table("capsule").values())
 
 
 def test_an_intact_execution_read_from_storage_is_acted_on(ran: Ran) -> None:

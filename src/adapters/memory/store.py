@@ -32,6 +32,7 @@ from ports.storage import (
     Op,
     Range,
     Write,
+    sort_key,
 )
 from ports.unit_of_work import StoreUnitOfWork
 
@@ -206,7 +207,7 @@ class MemoryStore:
                 keys = sorted(k for k, d in docs.items() if _matches(d, exact))
             rows = [(k, docs[k]) for k in keys if _matches(docs[k], ranges)]
             if order_by is not None:
-                rows.sort(key=lambda kv: (kv[1].get(order_by) is None, kv[1].get(order_by)))
+                rows.sort(key=lambda kv: sort_key(kv[1].get(order_by)))
                 if descending:
                     rows.reverse()
             if limit is not None:

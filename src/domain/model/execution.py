@@ -389,13 +389,16 @@ class WorkflowExecution:
             head_sequence=self.audit_sequence,
             state=self.state,
         )
-        if not report.ok or not entries:
+        if not report.ok:
             return report
         bad_at, problem = self._impossible(entries)
         if problem is not None:
             return ChainReport(self.id, len(entries), False, bad_at, problem)
+        problems = []
         if entries[0].actor != self.requested_by:
-            problem = f"the execution names {self.requested_by!r} as requester, its trail does not"
+            problems.append(
+                f"the execution names {self.requested_by!r} as requester, its trail does not"
+            )
         # Each approval is the entry that resumed the execution from its wait, at its time.
         granted = {
             (e.reason, e.at)
@@ -403,27 +406,31 @@ class WorkflowExecution:
             if e.from_state is ExecutionState.AWAITING_APPROVAL
             and e.to_state is ExecutionState.RUNNING
         }
-        for a in self.approvals:
-            if (approval_reason(a.approver, a.role), a.granted_at) not in granted:
-                problem = f"approval by {a.approver!r} as {a.role!r} has no audit entry"
+        problems += [
+            f"approval by {a.approver!r} as {a.role!r} has no audit entry"
+            for a in self.approvals
+            if (approval_reason(a.approver, a.role), a.granted_at) not in granted
+        ]
         # ...and each such entry's approval is still held, or renewed since (by the same
         # person in the same role, in whatever spelling: names compare case-insensitively).
         given = {
             (approval_reason(a.approver, a.role).casefold(), a.granted_at) for a in self.approvals
         }
-        for reason, at in sorted(granted, key=lambda g: g[1]):
-            if not any(r == reason.casefold() and t >= at for r, t in given):
-                problem = f"the approval its trail records at {at.isoformat()} ({reason}) is gone"
+        problems += [
+            f"the approval its trail records at {at.isoformat()} ({reason}) is gone"
+            for reason, at in sorted(granted, key=lambda g: g[1])
+            if not any(r == reason.casefold() and t >= at for r, t in given)
+        ]
         # Only a checkpoint moves the step cursor.
         done = len(steps_done(entries))
         if self.current_step != done:
-            problem = (
+            problems.append(
                 f"the execution is at step {self.current_step} but its trail records"
                 f" {done} completed step{'s' * (done != 1)}"
             )
-        bad_at = len(entries)
-        if problem is None:
-            bad_at, problem = self._unpinned(entries)
+        if problems:  # the first found: edits made together are reported one at a time
+            return ChainReport(self.id, len(entries), False, len(entries), problems[0])
+        bad_at, problem = self._unpinned(entries)
         if problem is None:
             return report
         return ChainReport(self.id, len(entries), False, bad_at, problem)

@@ -773,7 +773,7 @@ class Orchestrator:
             except CorruptRecord as exc:  # damaged or edited by hand: broken, and said why
                 with self._uow_factory() as uow:
                     stored = uow.audit.stored(execution_id)
-                return ChainReport(execution_id, stored, False, 1, str(exc))
+                return ChainReport(execution_id, stored, False, exc.entry or 1, str(exc))
             report = execution.verify_trail(entries)
             past_head = any(e.sequence > execution.audit_sequence for e in entries)
             # A trail past the head read may be a step that committed between the two reads:
@@ -853,8 +853,15 @@ class Orchestrator:
         moved past a step) is not acted on. What this worker committed itself it knows."""
         # Read after the execution, the trail may hold entries another worker committed
         # since: the execution is checked against the entries up to its own head (if it is
-        # stale, its next commit conflicts anyway).
-        entries = uow.audit.for_execution(execution.id)[: execution.audit_sequence]
+        # stale, its next commit conflicts anyway). Read again, it then records them; one
+        # that still does not was set back behind its trail in storage (a rejection's entry
+        # moved aside to approve it after all), and is judged on the whole trail.
+        stored = uow.audit.for_execution(execution.id)
+        entries = stored[: execution.audit_sequence]
+        if len(stored) > len(entries):
+            again = uow.executions.get(execution.id, with_input=False)
+            if again is None or again.audit_sequence < len(stored):
+                entries = stored
         report = execution.verify_trail(entries)
         if not report.ok:
             raise CorruptRecord(
