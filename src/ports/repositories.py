@@ -298,7 +298,7 @@ class Executions(_Repository):
         holds enough; the cost stays proportional to what is listed, not to everything ever
         stored.
         """
-        _listing(limit=limit, state=state, before=before)
+        _listing(limit=count("limit", limit, least=1), state=state, before=before)
         if not isinstance(now, datetime) or now.tzinfo is None:
             raise ValueError(f"now must be a datetime with a zone, got {now!r}")
         where: dict[str, Any] = {} if state is None else {"state": state.value}

@@ -7,11 +7,11 @@ documents, so each adapter implements five primitives instead of one class per r
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
 # A document is a flat mapping of field name to str, int, float, bool, datetime or a list of
 # str. Absent means None. Nested structures travel as canonical JSON strings: SurrealDB drops
@@ -32,11 +32,18 @@ class TableSpec:
     immutable: bool = False
 
 
+def _several(values: object) -> tuple[Scalar, ...]:
+    # Text is one value, not its letters (`value in "abc"` would match "ab").
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise ValueError(f"AnyOf takes a list or tuple of values, got {type(values).__name__}")
+    return tuple(values)
+
+
 @frozen
 class AnyOf:
     """A `select` filter value matching any of several values (SQL `IN`)."""
 
-    values: tuple[Scalar, ...]
+    values: tuple[Scalar, ...] = field(converter=_several)
 
     def matches(self, value: object) -> bool:
         return value in self.values
@@ -68,9 +75,10 @@ Filter = AnyOf | Range
 
 
 def sort_key(value: object) -> tuple[bool, str, Any]:
-    """Values of one kind in their order, then None. A value of another kind (edited in
-    storage: text where an instant belongs) sorts apart instead of failing the listing."""
-    return (value is None, type(value).__name__, value)
+    """None first (SurrealDB sorts NONE below every value), then values of one kind in
+    their order. A value of another kind (edited in storage: text where an instant
+    belongs) sorts apart instead of failing the listing."""
+    return (value is not None, type(value).__name__, value)
 
 
 # Beyond these no store has anything to list (SurrealDB's LIMIT takes 32 bits, its integers

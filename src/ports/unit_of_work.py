@@ -36,6 +36,7 @@ from ports.repositories import (
     KnowledgeSources,
 )
 from ports.storage import (
+    EVENT_TABLE,
     MAX_LISTED,
     MAX_POSITION,
     TABLES,
@@ -147,7 +148,11 @@ class UnitOfWork(abc.ABC):
             for (table, key), version in self._read_versions.items()
             if (table, key) not in written
         ]
-        return Batch((*checks, *self._writes))
+        # Deletes first: a record deleted and created again in one unit, or a unique value
+        # its holder's deletion frees, is then the same on every adapter whatever the order
+        # the unit staged them in (SurrealDB runs the batch in order).
+        writes = sorted(self._writes, key=lambda w: w.op is not Op.DELETE)
+        return Batch((*checks, *writes))
 
     def _close(self) -> None:
         self._closed = True
@@ -184,7 +189,7 @@ class UnitOfWork(abc.ABC):
         """
         self._ensure_open()
         _known(table)
-        if isinstance(keys, str | bytes):  # read as its letters otherwise
+        if isinstance(keys, str | bytes) or not isinstance(keys, Iterable):  # str: its letters
             raise ValueError(f"keys must be a list of keys, got {type(keys).__name__}")
         found: dict[str, Document] = {}
         to_load = []
@@ -247,8 +252,8 @@ class UnitOfWork(abc.ABC):
         result = sorted(rows.items())
         if order_by is not None:
             result.sort(key=lambda kv: sort_key(kv[1].get(order_by)))
-            if descending:
-                result.reverse()
+        if descending:  # by key alone without `order_by`
+            result.reverse()
         return result if limit is None else result[:limit]
 
     def events_after(self, position: int, limit: int) -> list[Document]:
@@ -267,6 +272,13 @@ class UnitOfWork(abc.ABC):
         self._ensure_open()
         if write.table not in TABLES:
             raise InvalidRecord(f"unknown table {write.table!r}")
+        if (write.table == EVENT_TABLE) != (write.op is Op.APPEND):
+            # The log's positions are the adapter's to assign, once: an event is appended
+            # (`uow.events.append`), never created, updated or deleted.
+            raise InvalidRecord(
+                f"{write.op.value} on {write.table} refused: events are appended, and only"
+                " events are (the event log is append-only)"
+            )
         if write.op in (Op.UPDATE, Op.DELETE) and TABLES[write.table].immutable:
             # Adapters cache immutable records and skip their version checks: keep it true.
             raise InvalidRecord(f"{write.table} records are immutable once created")
@@ -547,6 +559,14 @@ def _checked(table: str, key: str, document: Document) -> bool:
         # What SurrealDB would hand back as another type, or refuse, no adapter keeps.
         if isinstance(value, tuple):
             raise InvalidRecord(f"{table} {key!r}: field {name} is a tuple; give a list")
+        if not known[name].kind.admits(value):
+            # Refused here, as the memory adapter refuses it: SurrealDB would store 1.0, a
+            # Decimal or a UUID as what its schema's type makes of them, and a value it has
+            # no encoding for would fail as the commit is sent, its outcome left unknown.
+            raise InvalidRecord(
+                f"{table} {key!r}: field `{name}` must be {known[name].kind.value},"
+                f" got {type(value).__name__}"
+            )
         if isinstance(value, int) and not -(2**63) <= value < 2**63:
             raise InvalidRecord(f"{table} {key!r}: field {name} does not fit in 64 bits")
         for item in value if isinstance(value, list) else (value,):

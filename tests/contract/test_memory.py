@@ -33,10 +33,16 @@ def test_a_closed_store_takes_no_more_work(kind: str) -> None:
     from ports.errors import StorageUnavailable
 
     store = MemoryStore() if kind == "memory" else SurrealStore(SurrealConfig("mem://"))
+    kept = samples.source()  # committed: SurrealDB's adapter keeps it in its cache
+    with store.unit_of_work() as uow:
+        uow.sources.add(kept)
+        uow.commit()
     opened = store.unit_of_work()
     opened.sources.add(samples.source())
     reads: list[Callable[[UnitOfWork], object]] = [
         lambda uow: uow.sources.get("src-1"),
+        lambda uow: uow.sources.get(kept.id),
+        lambda uow: uow.get_many("knowledge_source", [kept.id]),
         lambda uow: uow.select("knowledge_source", {"tenant": "t"}),
         lambda uow: uow.get_many("knowledge_source", ["src-1"]),
         lambda uow: uow.events.read_after(0, 10),

@@ -200,6 +200,14 @@ def test_an_event_whose_payload_is_not_json_is_refused_when_sealed(payload: Any)
         envelope(payload=payload).sealed()
 
 
+def test_a_payload_nested_past_what_can_be_encoded_is_refused_when_sealed() -> None:
+    deep: dict[str, Any] = {}
+    for _ in range(5000):
+        deep = {"d": deep}
+    with pytest.raises(InvalidInput, match=r"^payload.*nested too deeply"):
+        envelope(payload=deep).sealed()
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [

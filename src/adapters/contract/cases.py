@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any, ClassVar
 
 import pytest
@@ -45,6 +47,7 @@ from ports.errors import (
     DuplicateRecord,
     InjectedFault,
     InvalidRecord,
+    RecordNotFound,
     UnitOfWorkClosed,
     UnitOfWorkLent,
 )
@@ -535,6 +538,139 @@ class UnitOfWorkContract:
             assert uow.capsules.by_publication(first.tenant, first.publication_id) == second
             assert uow.capsules.get(first.id) is None
 
+    @pytest.mark.parametrize("order", ["delete-first", "create-first"])
+    def test_a_unit_may_delete_a_record_and_make_it_again_or_hand_its_key_on(
+        self, uow_factory: UnitOfWorkFactory, order: str
+    ) -> None:
+        """Whatever order the unit staged them in: SurrealDB runs a batch in order, and a
+        new holder of a unique value staged before the old one's deletion was refused there
+        (and a record made again after its deletion refused by the in-memory adapter)."""
+        first = samples.capsule()
+        again = samples.capsule(id=first.id, publication_id=first.publication_id, text="again")
+        heir = samples.capsule(publication_id=first.publication_id)
+        committed(uow_factory, lambda uow: uow.capsules.add(first))
+        delete = Write(Op.DELETE, "capsule", first.id, None, first.version)
+        with uow_factory() as uow:
+            if order == "delete-first":
+                uow.stage(delete)
+                uow.capsules.add(again)
+            else:
+                uow.capsules.add(heir)
+                uow.stage(delete)
+            uow.commit()
+        with uow_factory() as uow:
+            expected = again if order == "delete-first" else heir
+            assert uow.capsules.by_publication(first.tenant, first.publication_id) == expected
+
+    @pytest.mark.parametrize(
+        "words",
+        [
+            "conflict",
+            "already exists",
+            "not found",
+            "The query was not executed due to a failed transaction",
+            "An error occurred: uow-abort:0",
+            "Failed to commit transaction due to a read or write conflict",
+        ],
+    )
+    def test_a_refused_value_is_refused_whatever_words_it_holds(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, words: str
+    ) -> None:
+        """SurrealDB's refusals quote the value refused: its words are not the engine's (a
+        digest of the wrong length was a conflict, a duplicate, not found, an unknown outcome
+        or an injected fault there)."""
+        before = backdoor.snapshot()
+        with uow_factory() as uow:
+            uow.sources.add(evolve(samples.source(), content_digest=words))
+            with pytest.raises(InvalidRecord, match="content_digest"):
+                uow.commit()
+        assert_state(before, backdoor)
+
+    @pytest.mark.parametrize("op", [Op.UPDATE, Op.DELETE])
+    def test_a_change_to_a_record_never_stored_is_not_found(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, op: Op
+    ) -> None:
+        before = backdoor.snapshot()
+        ghost = samples.capsule(id="never-stored")
+        doc = records.capsule_doc(ghost) if op is Op.UPDATE else None
+        with uow_factory() as uow:
+            uow.stage(Write(op, "capsule", ghost.id, doc, 1))
+            with pytest.raises(RecordNotFound):
+                uow.commit()
+        assert_state(before, backdoor)
+
+    def test_the_event_log_takes_appends_only(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        """Positions are the adapter's to give: a create with one of its own wedged SurrealDB's
+        log, and an update or delete of an event rewrote or cut it there."""
+        event = samples.event()
+        committed(uow_factory, lambda uow: uow.events.append(event))
+        before = backdoor.snapshot()
+        doc = records.event_doc(samples.event()) | {"position": 2}
+        with uow_factory() as uow:
+            for write in (
+                Write(Op.CREATE, EVENT_TABLE, "evt-planted", doc),
+                Write(Op.UPDATE, EVENT_TABLE, event.id, doc, None),
+                Write(Op.DELETE, EVENT_TABLE, event.id, None, None),
+                Write(Op.APPEND, "capsule", "cap-appended", records.capsule_doc(samples.capsule())),
+            ):
+                with pytest.raises(InvalidRecord, match="append-only"):
+                    uow.stage(write)
+            uow.commit()
+        assert_state(before, backdoor)
+
+    def test_a_range_on_a_unique_field_finds_past_the_500th(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """SurrealDB core 2.3.10 left the 501st out of a scan with a strict bound there."""
+        made = [samples.capsule(publication_id=f"pub-{n:04d}") for n in range(520)]
+
+        def add_all(uow: UnitOfWork) -> None:
+            for capsule in made:
+                uow.capsules.add(capsule)
+
+        committed(uow_factory, add_all)
+        with uow_factory() as uow:
+            every = {key for key, _ in uow.select("capsule", {"tenant": Range()})}
+            assert len(every) == len(made)
+            for bounds in (Range(above="a"), Range(below="z"), Range(above="a", below="z")):
+                assert {key for key, _ in uow.select("capsule", {"tenant": bounds})} == every
+
+    def test_orderings_cut_by_a_limit_agree(self, uow_factory: UnitOfWorkFactory) -> None:
+        """The limit is applied by the store, before the port's own sort: what is cut must be
+        what the same order leaves out everywhere (a missing value sorts first, as SurrealDB
+        sorts NONE; without `order_by`, descending is by key)."""
+        plain, retracted = samples.capsule(id="cap-a"), samples.capsule(id="cap-b")
+        retracted = evolve(retracted, retracted_at=samples.T0)
+        older, newer = (samples.execution(id=f"x-{n}") for n in (0, 1))
+        # One second apart from its start: SurrealDB's index orders those wrongly.
+        older.created_at = samples.T0.replace(microsecond=0)
+        newer.created_at = older.created_at + timedelta(microseconds=500_000)
+
+        def stage(uow: UnitOfWork) -> None:
+            uow.capsules.add(plain)
+            uow.capsules.add(retracted)
+            uow.executions.save(older)
+            uow.executions.save(newer)
+
+        committed(uow_factory, stage)
+        with uow_factory() as uow:
+            for descending, expected in ((False, "cap-a"), (True, "cap-b")):
+                [(key, _)] = uow.select(
+                    "capsule", {}, order_by="retracted_at", descending=descending, limit=1
+                )
+                assert key == expected, descending
+            [(key, _)] = uow.select("capsule", {}, descending=True, limit=1)
+            assert key == "cap-b"
+            [(key, _)] = uow.select("execution", {}, order_by="created_at", limit=1)
+            assert key == "x-0"
+
+    def test_a_filter_of_several_values_takes_a_list_not_text(self) -> None:
+        with pytest.raises(ValueError, match="AnyOf takes a list or tuple"):
+            AnyOf("abc")
+        assert AnyOf(["a", "b"]).values == ("a", "b")
+
     def test_every_natural_key_finds_its_record(self, uow_factory: UnitOfWorkFactory) -> None:
         source, analysis = samples.source(), samples.analysis(text=samples.new_id("claim"))
         capsule, execution = samples.capsule(), samples.execution()
@@ -939,6 +1075,15 @@ class UnitOfWorkContract:
             with uow_factory() as uow, pytest.raises(ValueError, match=f"^{argument}"):
                 uow.executions.in_state(**in_state)
 
+    def test_reads_given_nothing_where_something_is_needed_are_refused(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        with uow_factory() as uow:
+            with pytest.raises(ValueError, match=r"^limit"):
+                uow.executions.recent(now=samples.T0, limit=None)  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="keys must be a list"):
+                uow.get_many("capsule", None)  # type: ignore[arg-type]
+
     @pytest.mark.parametrize("text", ["ac\x00me", "ac\udc00me"], ids=["nul", "surrogate"])
     def test_a_value_no_record_can_hold_finds_nothing_everywhere(
         self, uow_factory: UnitOfWorkFactory, text: str
@@ -1145,7 +1290,17 @@ class UnitOfWorkContract:
 
     @pytest.mark.parametrize(
         ("field", "value", "problem"),
-        [("source_ids", ("src-1",), "give a list"), ("version", 2**70, "64 bits")],
+        [
+            ("source_ids", ("src-1",), "give a list"),
+            ("version", 2**70, "64 bits"),
+            # SurrealDB's schema would store these as what its types make of them...
+            ("version", 1.0, "`version` must be int, got float"),
+            ("version", Decimal(1), "`version` must be int, got Decimal"),
+            ("title", uuid.UUID(int=1), "`title` must be string, got UUID"),
+            # ...and fail to send these, the commit's outcome then unknown.
+            ("title", timedelta(days=1), "`title` must be string, got timedelta"),
+            ("source_ids", ["src-1", b"src-2"], "`source_ids` must be array<string>"),
+        ],
     )
     def test_a_value_no_adapter_could_keep_as_given_is_refused(
         self,
@@ -1214,9 +1369,10 @@ class UnitOfWorkContract:
             first, second = (
                 (stage_bad, stage_good) if position == "first" else (stage_good, stage_bad)
             )
-            first(uow)
-            second(uow)
+            # Refused as it is staged (a value of another kind) or at commit (a constraint).
             with pytest.raises(InvalidRecord) as refused:
+                first(uow)
+                second(uow)
                 uow.commit()
         assert f"`{field}`" in str(refused.value), refused.value
         assert_state(before, backdoor, f"{violation}: something was written")

@@ -128,11 +128,13 @@ class MemoryStore:
 
     def _validate(self, batch: Batch) -> None:
         written: dict[tuple[str, str], Document] = {}
+        gone: set[tuple[str, str]] = set()  # deleted earlier in the batch, as SurrealDB runs it
         for index, w in enumerate(batch.writes):
             table = self.tables[w.table]
             if w.op is Op.ABORT:
                 raise InjectedFault(f"injected fault inside the transaction at write {index}")
-            if w.op is Op.CREATE and (w.key in table or (w.table, w.key) in written):
+            here = w.key in table and (w.table, w.key) not in gone
+            if w.op is Op.CREATE and (here or (w.table, w.key) in written):
                 raise DuplicateRecord(w.table, w.key)
             if w.op in (Op.UPDATE, Op.DELETE) and w.key not in table:
                 raise RecordNotFound(w.table, w.key)
@@ -149,6 +151,8 @@ class MemoryStore:
                     raise InvalidRecord(f"{w.table} {w.key!r} refused: {problem}")
             if w.op in (Op.CREATE, Op.UPDATE):
                 written[(w.table, w.key)] = w.document or {}
+            if w.op is Op.DELETE:
+                gone.add((w.table, w.key))
         self._validate_uniques(batch, written)
 
     def _validate_uniques(self, batch: Batch, written: dict[tuple[str, str], Document]) -> None:
@@ -208,8 +212,8 @@ class MemoryStore:
             rows = [(k, docs[k]) for k in keys if _matches(docs[k], ranges)]
             if order_by is not None:
                 rows.sort(key=lambda kv: sort_key(kv[1].get(order_by)))
-                if descending:
-                    rows.reverse()
+            if descending:  # by key alone without `order_by`, as SurrealDB orders by id
+                rows.reverse()
             if limit is not None:
                 rows = rows[:limit]
             return [(k, _copy(d)) for k, d in rows]

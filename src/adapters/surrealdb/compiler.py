@@ -25,10 +25,22 @@ from ports.errors import (
 from ports.storage import Batch, Op, Write
 
 IDENT = re.compile(r"^[a-z_][a-z0-9_]*\Z")
-NOT_EXECUTED = "not executed due to a failed transaction"
 EVENTS_COUNTER = RecordID(COUNTER_TABLE, "events")
 COMMITTED_MARKER = RecordID(COUNTER_TABLE, "committed")
-_MARKER = re.compile(r"uow-(conflict|missing|abort):(\d+)")
+# Classified by the engine's own words where its messages begin, never by words anywhere in
+# them: they quote the values and keys refused ("Found 'conflict' for field ..."), which are
+# the caller's, and must not make a refused value read as a conflict or a duplicate.
+_MARKER = re.compile(r"An error occurred: uow-(conflict|missing|abort):(\d+)")
+_DUPLICATE = re.compile(
+    r"Database record `.*` already exists|Database index `[^`]*` already contains .*", re.S
+)
+_RETRYABLE = (
+    "Failed to commit transaction due to a read or write conflict",
+    "Transaction conflict",
+    "Transaction read conflict",
+    "Transaction write conflict",
+)
+_SKIPPED = "The query was not executed due to a failed transaction"
 
 
 def ident(name: str) -> str:
@@ -144,20 +156,20 @@ def _text(shape: Shape, journal: bool) -> tuple[str, tuple[int | None, ...], Pla
         elif op is Op.UPDATE:
             statements.append(
                 f"IF array::len((UPDATE {r} CONTENT {d} WHERE version = {v} RETURN id)) = 0"
-                f" {{ THROW 'uow-conflict:{i}' }};"
+                f" {{ {_refusal(r, i)} }};"
             )
         elif op is Op.DELETE and table in KEYED:
             # The key records go with the record, found from the values it held.
             g = f"$g{i}"
             statements.append(f"LET {g} = (DELETE {r} WHERE version = {v} RETURN BEFORE);")
-            statements.append(f"IF array::len({g}) = 0 {{ THROW 'uow-conflict:{i}' }};")
+            statements.append(f"IF array::len({g}) = 0 {{ {_refusal(r, i)} }};")
             for index, fields in KEYED[table]:
                 values = ", ".join(f"{g}[0].{ident(name)}" for name in fields)
                 statements.append(f"DELETE type::thing('{KEY_TABLE}', ['{index}', {values}]);")
         elif op is Op.DELETE:
             statements.append(
                 f"IF array::len((DELETE {r} WHERE version = {v} RETURN BEFORE)) = 0"
-                f" {{ THROW 'uow-conflict:{i}' }};"
+                f" {{ {_refusal(r, i)} }};"
             )
         elif op is Op.CHECK:
             statements.append(
@@ -307,28 +319,43 @@ def failure(compiled: Compiled, batch: Batch, rows: Sequence[dict[str, Any]]) ->
     failed = [i for i, row in enumerate(rows) if row.get("status") != "OK"]
     if not failed:
         return None
-    cause = next((i for i in failed if NOT_EXECUTED not in str(rows[i].get("result"))), failed[0])
+    cause = next((i for i in failed if not _skipped(rows[i])), failed[0])
     message = str(rows[cause].get("result"))
-    marker = _MARKER.search(message)
+    # "Not executed" may carry the commit's own failure after it: that part is the engine's.
+    own = message.removeprefix(_SKIPPED).lstrip(". ")
+    marker = _MARKER.fullmatch(message)
     owner = int(marker.group(2)) if marker else compiled.owners[cause]
     write: Write | None = batch.writes[owner] if owner is not None else None
     table, key = (write.table, write.key) if write else ("?", "?")
     if marker and marker.group(1) == "abort":
         return InjectedFault(f"injected fault inside the transaction at write {owner}")
+    if marker and marker.group(1) == "missing":
+        return RecordNotFound(table, key)
     if marker:
         return ConcurrencyConflict(table, key, "version changed since it was read")
-    lowered = message.lower()
-    if "already exists" in lowered or "already contains" in lowered:
+    if _DUPLICATE.fullmatch(message):
         return DuplicateRecord(table, key, _brief(message))
-    if "conflict" in lowered or "can be retried" in lowered:
+    if own.startswith(_RETRYABLE):
         return ConcurrencyConflict(table, key, "concurrent transaction")
-    if "does not exist" in lowered or "not found" in lowered:
-        return RecordNotFound(table, key)
-    if all(NOT_EXECUTED in str(rows[i].get("result")) for i in failed):
+    if all(_skipped(rows[i]) for i in failed):
         # No statement failed: the commit itself did (a full disk, an I/O error). Part of it
         # may have reached the log, so only a re-read can tell what stands.
         return CommitOutcomeUnknown(f"commit failed in the engine: {_brief(message)}")
     return InvalidRecord(f"{table} {key!r} refused: {_brief(message)}")
+
+
+def _refusal(record: str, i: int) -> str:
+    """An update or delete that matched nothing: the record is gone (not found, as the memory
+    adapter says), or holds another version (a conflict). Run only when it matched nothing."""
+    return (
+        f"IF record::exists({record}) {{ THROW 'uow-conflict:{i}' }}"
+        f" ELSE {{ THROW 'uow-missing:{i}' }}"
+    )
+
+
+def _skipped(row: dict[str, Any]) -> bool:
+    """A statement the engine did not run because another of the transaction failed."""
+    return str(row.get("result")).startswith(_SKIPPED)
 
 
 def _message(error: Any) -> str:

@@ -24,12 +24,14 @@ from surrealdb import RecordID, Surreal
 
 from adapters.surrealdb import compiler, schema
 from adapters.surrealdb.wire import Wire, bound_waits
+from ports import fields
 from ports.errors import CommitOutcomeUnknown, InvalidRecord, PortError, StorageUnavailable
 from ports.storage import EVENT_TABLE, TABLES, AnyOf, Batch, CommitReceipt, Document, Op, Range
 from ports.unit_of_work import StoreUnitOfWork
 
 EMBEDDED = ("mem", "memory", "surrealkv", "file")
 _SECOND = timedelta(seconds=1)
+_INSTANTS = (fields.Kind.DATETIME, fields.Kind.OPTIONAL_DATETIME)
 IMMUTABLE_CACHE_CHARS = 4 * 1024 * 1024
 MAX_SEGMENT_HEADER = 4096  # far above the engine's own (170 bytes)
 REMOTE = ("ws", "wss", "http", "https")
@@ -760,6 +762,7 @@ class SurrealStore:
     # -- reads -----------------------------------------------------------------------------------
 
     def load(self, table: str, key: str) -> Document | None:
+        self._still_open()
         cached = self._cached(table, key)
         if cached is not None:
             return cached
@@ -770,6 +773,7 @@ class SurrealStore:
         return doc
 
     def load_many(self, table: str, keys: list[str], *, fresh: bool = False) -> dict[str, Document]:
+        self._still_open()
         found: dict[str, Document] = {}
         missing = []
         for key in keys:
@@ -785,6 +789,11 @@ class SurrealStore:
                 self._cache(table, key, doc)
                 found[key] = doc
         return found
+
+    def _still_open(self) -> None:
+        """A closed store takes no more work, reads from its cache included."""
+        if self._db is None:
+            raise StorageUnavailable("store is closed")
 
     # Immutable records (sources, analyses, evidence, decisions) never change once committed,
     # so a cache of them saves a round trip on every later step that reads them. It is
@@ -859,12 +868,20 @@ class SurrealStore:
                 clauses.append(f"{field} = $w{n}")
                 params[f"w{n}"] = value
         text = f"SELECT * FROM {compiler.ident(table)}"
+        if any(isinstance(where[name], Range) for name in _UNIQUE_FIELDS[table] & set(where)):
+            # SurrealDB core 2.3.10 scans ranges of a unique index's fields wrongly: past the
+            # 500th record it leaves one out, and `>=` a value its leading field holds finds
+            # nothing. The port's own reads never range over those; others scan the table.
+            text += " WITH NOINDEX"
         if clauses:
             text += " WHERE " + " AND ".join(clauses)
-        if exact or (limit is not None and any(isinstance(v, Range) for v in where.values())):
+        by_instant = order_by is not None and fields.FIELDS[table][order_by].kind in _INSTANTS
+        ranged = any(isinstance(v, Range) for v in where.values())
+        if exact or (limit is not None and (ranged or (by_instant and not where))):
             # SurrealDB core 2.3.10 also applies the LIMIT of a range scan on a one-field
-            # index before sorting, so "newest first" came back as the oldest of the range:
-            # the range is read whole, then sorted and cut.
+            # index before sorting, so "newest first" came back as the oldest of the range;
+            # and a whole table cut in the order of an instant's index comes in its order
+            # (wrong within a second): what is found is read whole, then sorted and cut.
             text = f"SELECT * FROM ({text})"
             if exact:
                 text += " WHERE " + " AND ".join(exact)
@@ -923,6 +940,11 @@ class SurrealStore:
 
 
 _UNIQUES = {table: spec.uniques for table, spec in TABLES.items()}
+_UNIQUE_FIELDS = {
+    table: {name for fields in spec.uniques for name in fields}
+    | ({"position"} if table == EVENT_TABLE else set())
+    for table, spec in TABLES.items()
+}
 
 
 def _plus(instant: datetime, delta: timedelta) -> datetime:

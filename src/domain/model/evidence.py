@@ -83,6 +83,8 @@ class EventEnvelope:
             raise InvalidInput("payload", "contains a lone surrogate") from None
         except (TypeError, ValueError) as exc:  # a value JSON has not, keys of mixed types
             raise InvalidInput("payload", f"must be JSON ({exc})") from None
+        except RecursionError:
+            raise InvalidInput("payload", "is nested too deeply to encode") from None
         return EventEnvelope(
             id=self.id,
             tenant=self.tenant,
