@@ -355,6 +355,17 @@ def test_a_sync_setting_meant_as_true_is_made_the_engines_and_false_is_honoured(
     assert done.stdout.split() == (["'true'", "True"] if syncs else ["'false'", "False"])
 
 
+@pytest.mark.parametrize("given", ["ture", "enabled", "y"])
+def test_a_sync_setting_that_is_neither_true_nor_false_is_refused(
+    tmp_path: Path, given: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine would read it as false: fsync off, without a word."""
+    monkeypatch.setenv("SURREAL_SYNC_DATA", given)
+    with pytest.raises(StorageUnavailable, match=f"SURREAL_SYNC_DATA is '{given}'.*true"):
+        open_store(tmp_path / "store")
+    assert not (tmp_path / "store" / "clog").exists()  # nothing was made
+
+
 def test_an_unsealed_store_with_a_damaged_header_is_not_taken_for_an_empty_one(
     tmp_path: Path,
 ) -> None:
