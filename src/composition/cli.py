@@ -1599,8 +1599,11 @@ def verify_chains(
     if execution_id is not None:
         with app.uow_factory() as uow:
             doc = uow.get("execution", execution_id)
-        if doc is None or not queries.of_tenant(doc, app.runtime.tenant):
-            left = queries.orphan_trail(app.uow_factory, app.runtime.tenant, execution_id)
+        moved = doc is not None and not queries.of_tenant(doc, app.runtime.tenant)
+        if doc is None or moved:
+            left = queries.orphan_trail(
+                app.uow_factory, app.runtime.tenant, execution_id, moved=moved
+            )
             if left:
                 return [render.report_json(queries.orphan_report(execution_id, left))]
             if execution_id in anchored:

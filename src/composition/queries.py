@@ -60,8 +60,8 @@ def orphan_trails(
             if tenant is None or pinned == tenant
         }
         present = uow.get_many("execution", list(starts))
-        return {
-            xid: (len(uow.audit.for_execution(xid)), pinned)
+        return {  # counted, not read: an entry that does not read must not stop the check
+            xid: (uow.audit.stored(xid), pinned)
             for xid, pinned in starts.items()
             if xid not in present or (tenant is not None and not of_tenant(present[xid], tenant))
         }
@@ -112,13 +112,20 @@ def broken_chains(
     return broken
 
 
-def orphan_trail(uow_factory: UnitOfWorkFactory, tenant: str, execution_id: str) -> int:
+def orphan_trail(
+    uow_factory: UnitOfWorkFactory, tenant: str, execution_id: str, *, moved: bool = False
+) -> int:
     """How many entries are left of the trail of an execution whose record is gone (0: none,
     or not this tenant's: its first entry pins another, or is gone too, and then only an
-    anchor tells what became of it)."""
+    anchor tells what became of it). `moved`: its record is there under another tenant; the
+    trail is this tenant's only if its first entry pins this tenant (trails from before pins
+    name none, and another tenant's execution must read as missing)."""
     with uow_factory() as uow:
-        entries = uow.audit.for_execution(execution_id)
-    first = entries[0] if entries and entries[0].sequence == 1 else None
+        try:
+            first = uow.audit.entry(execution_id, 1)
+        except CorruptRecord:  # whose it is cannot be read
+            return 0
+        stored = uow.audit.stored(execution_id)
     if first is None:  # the entry that pins its tenant is gone too: not this tenant's to see
         return 0
     try:
@@ -126,7 +133,9 @@ def orphan_trail(uow_factory: UnitOfWorkFactory, tenant: str, execution_id: str)
     except ValueError:
         pins = {}
     pinned = pins.get("tenant") if isinstance(pins, dict) else None
-    return 0 if isinstance(pinned, str) and pinned != tenant else len(entries)
+    if not isinstance(pinned, str):
+        return 0 if moved else stored
+    return stored if pinned == tenant else 0
 
 
 def orphan_report(execution_id: str, entries: int) -> ChainReport:

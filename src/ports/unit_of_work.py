@@ -307,7 +307,12 @@ class UnitOfWork(abc.ABC):
                 # Updating a record created in this unit folds into the create: one write.
                 if write.op is Op.DELETE:
                     self._writes.remove(earlier)
-                    del self._pending[key]
+                    # Made again after the unit deleted the stored one: that deletion stands.
+                    deleted = [w for w in self._writes if (w.table, w.key) == key]
+                    if deleted:
+                        self._pending[key] = deleted[-1]
+                    else:
+                        del self._pending[key]
                     return
                 write = Write(Op.CREATE, write.table, write.key, write.document)
             else:

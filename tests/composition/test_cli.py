@@ -464,6 +464,40 @@ def test_an_execution_moved_to_another_tenant_is_gone_from_its_own(fresh: Cli) -
     assert "tenant" in beta["reports"][0]["problem"]
 
 
+def test_a_moved_execution_whose_entry_does_not_read_stops_no_check(fresh: Cli) -> None:
+    moved = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    kept = fresh.json("run", "knowledge-publication", str(IMF))["execution_id"]
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        doc = store.dump("execution")[moved] | {"tenant": "beta"}
+        store.select_rows(
+            "BEGIN; DELETE $r; CREATE $r CONTENT $d RETURN NONE; COMMIT;"
+            " UPDATE $e SET to_state = 'bogus';",
+            {
+                "r": RecordID("execution", moved),
+                "d": {k: v for k, v in doc.items() if v is not None},
+                "e": RecordID("audit", audit_key(moved, 3)),
+            },
+        )
+    report = fresh.json("audit", "verify", code=1)
+    assert {r["execution_id"]: r["ok"] for r in report["reports"]} == {kept: True, moved: False}
+    fresh("audit", "anchor", "--output", str(fresh.cwd / "anchors.json"), code=1)
+    assert kept in (fresh.cwd / "anchors.json").read_text()
+
+
+def test_another_tenants_execution_with_a_trail_from_before_pins_reads_as_missing(
+    fresh: Cli,
+) -> None:
+    """Its first entry names no tenant: nothing says it was ever this tenant's."""
+    theirs = fresh.json("run", "knowledge-publication", str(FRED), env={"GOVKERNEL_TENANT": "beta"})
+    xid = theirs["execution_id"]
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        store.select_rows(
+            "UPDATE $e SET pinned = NONE", {"e": RecordID("audit", audit_key(xid, 1))}
+        )
+    fresh("audit", "verify", xid, code=2)
+    assert fresh.stderr == f"error: no execution '{xid}'\n"
+
+
 @pytest.mark.parametrize("removed", ["middle", "end of a page", "last"])
 def test_a_removed_event_is_reported_not_silently_skipped(fresh: Cli, removed: str) -> None:
     """Positions have no gaps: a missing one must not end the listing quietly, hiding every

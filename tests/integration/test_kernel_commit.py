@@ -17,6 +17,7 @@ from ports.errors import (
     DuplicateRecord,
     InvalidRecord,
     PortError,
+    RecordNotFound,
 )
 from ports.storage import Batch, Op, Write
 from ports.unit_of_work import UnitOfWork
@@ -133,6 +134,49 @@ def test_a_commit_failing_in_the_engine_is_an_unknown_outcome() -> None:
     rows[0] = {"status": "ERR", "result": "Found 7 for field `version`, expected an int"}
     refused = compiler.failure(compiled, batch, rows)
     assert isinstance(refused, InvalidRecord) and "'s1'" in str(refused)
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("An error occurred: uow-conflict:0", ConcurrencyConflict),
+        ("An error occurred: uow-missing:0", RecordNotFound),
+        ("Database record `knowledge_source:s1` already exists", DuplicateRecord),
+        ("Database index `u` already contains 'x', with record `c:1`", DuplicateRecord),
+        (
+            "The query was not executed due to a failed transaction. Failed to commit"
+            " transaction due to a read or write conflict. This transaction can be retried",
+            ConcurrencyConflict,
+        ),
+        # As other engine releases wrap them.
+        (
+            "There was a problem with a datastore transaction: Transaction write conflict",
+            ConcurrencyConflict,
+        ),
+        (
+            "Transaction failed and rolled back: Cannot COMMIT: Transaction conflict: x",
+            ConcurrencyConflict,
+        ),
+        (
+            "Transaction failed and rolled back: Database record `c:1` already exists",
+            DuplicateRecord,
+        ),
+        (
+            "Transaction failed and rolled back: An error occurred: uow-conflict:0",
+            ConcurrencyConflict,
+        ),
+        # The engine quoting a value: the value's words are not the engine's.
+        ("Found 'conflict already exists' for field `title`, but expected x", InvalidRecord),
+        ("Found 'Transaction conflict' for field `title`, but expected x", InvalidRecord),
+    ],
+)
+def test_engine_refusals_are_told_apart_by_the_engines_own_words(
+    message: str, expected: type[Exception]
+) -> None:
+    batch = Batch((Write(Op.CREATE, "knowledge_source", "s1", {"title": "t"}),))
+    compiled = compiler.compile_batch(batch)
+    rows = [{"status": "ERR", "result": message} for _ in compiled.owners]
+    assert type(compiler.failure(compiled, batch, rows)) is expected
 
 
 def test_a_publication_workflow_is_four_commits_and_four_reads(surreal_mem: SurrealStore) -> None:

@@ -336,7 +336,15 @@ def test_a_process_whose_engine_does_not_fsync_refuses_a_store_that_must(tmp_pat
 
 @pytest.mark.parametrize(
     ("given", "syncs"),
-    [("TRUE", True), (" true", True), ("1", True), ("yes", True), ("false", False)],
+    [
+        ("TRUE", True),
+        (" true", True),
+        ("1", True),
+        ("yes", True),
+        ("", True),  # set empty, as `SURREAL_SYNC_DATA=$UNSET` sets it: as if not set
+        (" ", True),
+        ("false", False),
+    ],
 )
 def test_a_sync_setting_meant_as_true_is_made_the_engines_and_false_is_honoured(
     tmp_path: Path, given: str, syncs: bool

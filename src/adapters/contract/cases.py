@@ -586,6 +586,24 @@ class UnitOfWorkContract:
                 uow.commit()
         assert_state(before, backdoor)
 
+    def test_a_record_deleted_made_again_and_deleted_again_in_one_unit_is_gone(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        first = samples.capsule()
+        committed(uow_factory, lambda uow: uow.capsules.add(first))
+        delete = Write(Op.DELETE, "capsule", first.id, None, first.version)
+        with uow_factory() as uow:
+            uow.stage(delete)
+            uow.capsules.add(samples.capsule(id=first.id, publication_id=first.publication_id))
+            uow.stage(delete)  # folds the create away: the stored one's deletion stands
+            assert uow.capsules.get(first.id) is None
+            assert uow.select("capsule", {"tenant": first.tenant}) == []
+            with pytest.raises(RecordNotFound):
+                uow.capsules.update(evolve(first, title="changed"))
+            uow.commit()
+        with uow_factory() as uow:
+            assert uow.capsules.get(first.id) is None
+
     @pytest.mark.parametrize("op", [Op.UPDATE, Op.DELETE])
     def test_a_change_to_a_record_never_stored_is_not_found(
         self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, op: Op

@@ -136,7 +136,7 @@ class MemoryStore:
             here = w.key in table and (w.table, w.key) not in gone
             if w.op is Op.CREATE and (here or (w.table, w.key) in written):
                 raise DuplicateRecord(w.table, w.key)
-            if w.op in (Op.UPDATE, Op.DELETE) and w.key not in table:
+            if w.op in (Op.UPDATE, Op.DELETE) and not here:
                 raise RecordNotFound(w.table, w.key)
             if w.op in (Op.UPDATE, Op.DELETE, Op.CHECK):
                 current = table.get(w.key)

@@ -41,6 +41,12 @@ _RETRYABLE = (
     "Transaction write conflict",
 )
 _SKIPPED = "The query was not executed due to a failed transaction"
+_WRAPPERS = (
+    _SKIPPED,
+    "Transaction failed and rolled back",
+    "There was a problem with a datastore transaction",
+    "Cannot COMMIT",
+)
 
 
 def ident(name: str) -> str:
@@ -321,9 +327,8 @@ def failure(compiled: Compiled, batch: Batch, rows: Sequence[dict[str, Any]]) ->
         return None
     cause = next((i for i in failed if not _skipped(rows[i])), failed[0])
     message = str(rows[cause].get("result"))
-    # "Not executed" may carry the commit's own failure after it: that part is the engine's.
-    own = message.removeprefix(_SKIPPED).lstrip(". ")
-    marker = _MARKER.fullmatch(message)
+    own = _unwrapped(message)
+    marker = _MARKER.fullmatch(own)
     owner = int(marker.group(2)) if marker else compiled.owners[cause]
     write: Write | None = batch.writes[owner] if owner is not None else None
     table, key = (write.table, write.key) if write else ("?", "?")
@@ -333,7 +338,7 @@ def failure(compiled: Compiled, batch: Batch, rows: Sequence[dict[str, Any]]) ->
         return RecordNotFound(table, key)
     if marker:
         return ConcurrencyConflict(table, key, "version changed since it was read")
-    if _DUPLICATE.fullmatch(message):
+    if _DUPLICATE.fullmatch(own):
         return DuplicateRecord(table, key, _brief(message))
     if own.startswith(_RETRYABLE):
         return ConcurrencyConflict(table, key, "concurrent transaction")
@@ -342,6 +347,19 @@ def failure(compiled: Compiled, batch: Batch, rows: Sequence[dict[str, Any]]) ->
         # may have reached the log, so only a re-read can tell what stands.
         return CommitOutcomeUnknown(f"commit failed in the engine: {_brief(message)}")
     return InvalidRecord(f"{table} {key!r} refused: {_brief(message)}")
+
+
+def _unwrapped(message: str) -> str:
+    """The engine's own words, past what wraps them: "not executed" before the commit's own
+    failure, and the wrappers other engine releases put before any error ("Transaction
+    failed and rolled back: ", "There was a problem with a datastore transaction: ")."""
+    wrapped = True
+    while wrapped:
+        wrapped = False
+        for prefix in _WRAPPERS:
+            if message.startswith(prefix):
+                message, wrapped = message.removeprefix(prefix).lstrip(". :"), True
+    return message
 
 
 def _refusal(record: str, i: int) -> str:

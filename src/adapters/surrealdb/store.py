@@ -384,7 +384,7 @@ def _log_bytes(path: Path) -> int | None:
 
 
 _YES = frozenset(("true", "1", "yes", "on"))
-_NO = frozenset(("false", "0", "no", "off", ""))
+_NO = frozenset(("false", "0", "no", "off"))
 
 # The embedded engine reads SURREAL_SYNC_DATA once, when this process opens its first
 # surrealkv:// store: what it read then holds for every store the process opens after.
@@ -520,6 +520,8 @@ class SurrealStore:
                 self._seal.mark_damaged(*self._file_lock.damaged)
             self.unclean_shutdown = self._file_lock.crashed_holder
             given = os.environ.get("SURREAL_SYNC_DATA")
+            if given is not None and not given.strip():
+                given = None  # set empty (`SURREAL_SYNC_DATA=$UNSET`): as if not set at all
             if given is not None and given.strip().lower() not in _YES | _NO:
                 # The engine reads anything but exactly `true` as false: a typo would turn
                 # fsync off without a word.
