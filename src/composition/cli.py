@@ -117,6 +117,8 @@ class Session:
     command: tuple[str, str] | None = None
     recorded: Callable[[App, WorkflowExecution], bool] | None = None
     command_recorded: bool | None = None  # None: not known (the read failed)
+    lost_output: OSError | None = None  # the first failure to write stdout (a reader gone aside)
+    did: str | None = None  # what a command that acts on many executions did (recover)
     _settings: Settings | None = field(default=None, alias="_settings")
 
     def settings(self) -> Settings:
@@ -205,13 +207,21 @@ class Session:
 
     def echo(self, text: str = "") -> None:
         """Human output: stdout, or stderr when stdout is reserved for JSON."""
-        _write(text, err=self.json)
+        self._print(text, err=self.json)
 
     def emit(self, record: object) -> None:
-        _write(render.dumps(record), err=False)
+        self._print(render.dumps(record), err=False)
 
     def warn(self, text: str) -> None:
-        _write(text, err=True)
+        self._print(text, err=True)
+
+    def _print(self, text: str, *, err: bool) -> None:
+        failed = _write(text, err=err)
+        # stderr carries extras (notes, hints, progress): failing to write them changes
+        # nothing. Nor does a reader of stdout that went away: it wanted no more (`| head`).
+        # Any other failure on stdout loses the command's output: said as it ends.
+        if failed is not None and not err and not isinstance(failed, BrokenPipeError):
+            self.lost_output = self.lost_output or failed
 
     def transient(self) -> bool:
         """Whether the store ends with this process, so follow-up commands cannot reach it."""
@@ -295,16 +305,26 @@ def transition_line(entry: AuditEntry, execution: WorkflowExecution) -> str:
     return f"  #{entry.sequence:<3} {entry.to_state.value:<17} {render.safe(reason)}"
 
 
-def _write(text: str, *, err: bool) -> None:
-    """Print a line; a reader that went away (`| head`) silences the stream, never the work:
-    a run whose output nobody reads still runs to its end."""
+def _write(text: str, *, err: bool) -> OSError | None:
+    """Print a line; a stream that cannot be written (a reader that went away, `| head`; a
+    full disk) is silenced, never the work: a run whose output nobody reads still runs to
+    its end. The failure is returned, for the caller to judge."""
     stream = sys.stderr if err else sys.stdout
     try:
         click.echo(text, err=err)
-    except BrokenPipeError:
-        # Later writes, and the interpreter's flush at exit, go nowhere instead of failing.
-        with suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    except OSError as exc:
+        _silence(stream)
+        return exc
+    return None
+
+
+def _silence(stream: IO[str]) -> None:
+    """Later writes to `stream`, and the interpreter's flush at exit, go nowhere instead of
+    failing (and, on stderr, saying so on a stream that cannot be written)."""
+    with suppress(OSError, ValueError):  # (ValueError: a stream that has no descriptor)
+        nowhere = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(nowhere, stream.fileno())
+        os.close(nowhere)
 
 
 # -- shared options --------------------------------------------------------------------------
@@ -1703,6 +1723,10 @@ def recover(ctx: click.Context) -> None:
             failures: list[tuple[str, str]] = []
         except RecoveryIncomplete as incomplete:
             resumed, failures = incomplete.resumed, incomplete.failures
+        s.did = (
+            f"the recovery ran all the same: `govkernel{s.hint()} executions list` shows where"
+            " each execution stands"
+        )
         here = app.runtime.environment
         other_environments = [x for x in candidates if not x.runs_in(here)]
         handled = {x.id for x in resumed} | {xid for xid, _ in failures}
@@ -1898,6 +1922,7 @@ def demo(ctx: click.Context, examples: Path | None) -> None:
         for doc in request.documents:
             s.echo(render.safe(f"  {doc.kind.value:<5} {doc.source_url}"))
         x = app.orchestrator.start(kp.NAME, request.to_input(), risk_tier=ImpactTier.TIER0)
+        s.started, s.started_state = x.id, x.state  # what a lost output does not undo
         if x.state is not S.SUCCEEDED:
             conclude(s, app, x, ok={S.SUCCEEDED})
             raise Failed(f"demo execution {x.id} ended {x.state.value}")
@@ -1977,12 +2002,24 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit status (errors are mapped to clean messages)."""
     session = Session()
     args = list(sys.argv[1:] if argv is None else argv)
+    code = _run(session, args)
+    if session.lost_output is not None:
+        # Said last, once it is known what the command did all the same. A command that
+        # failed on its own keeps its status: the output lost is not all that went wrong.
+        _error(_lost_output(session))
+        code = EXIT_USAGE if code == EXIT_OK else code
+    return code
+
+
+def _run(session: Session, args: list[str]) -> int:
     terminated = _Sigterm()
     try:
         result = cli.main(args=args, prog_name="govkernel", obj=session, standalone_mode=False)
         return result if isinstance(result, int) else EXIT_OK
     except click.ClickException as exc:
-        exc.show()
+        if sys.stderr is not None:  # closed (`2>&-`), click would print it on stdout
+            with suppress(OSError):  # nor can a stderr that fails say anything
+                exc.show()
         return exc.exit_code
     except (click.Abort, KeyboardInterrupt) as stop:
         # Stopped like Ctrl-C, the store closed on the way out: not a crash to recover from.
@@ -2001,6 +2038,27 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     finally:
         terminated.restore()
+
+
+def _lost_output(session: Session) -> str:
+    """What a failure to write stdout lost: the output, not the work, if the command did
+    any; then that it did, and how to see it."""
+    said = render.safe(f"could not write to standard output: {session.lost_output}")
+    if session.did is not None:
+        return f"{said}; {session.did}"
+    if session.command is not None and session.command_recorded:
+        verb, xid = session.command
+        done, state = f"the {verb} of {xid} was recorded all the same", session.started_state
+    elif session.started is not None:
+        xid, state = session.started, session.started_state
+        done = f"execution {xid} was started all the same"
+    else:
+        return said
+    now = "" if state is None else f" (now {state.value})"
+    if session.transient():  # nothing can show it later
+        return render.safe(f"{said}; {done}{now}")
+    show = f"`govkernel{session.hint()} executions show {xid}` shows it"
+    return render.safe(f"{said}; {done}{now}: {show}")
 
 
 def _notes(stop: BaseException) -> str:
@@ -2037,8 +2095,9 @@ def _stopped_by(stop: BaseException, session: Session) -> str:
 def _failed(session: Session, args: list[str], exc: Exception) -> int:
     """Print an error as one line (a traceback first with --debug); its exit status."""
     debug = session.debug or "--debug" in args
-    if debug:
-        traceback.print_exc()
+    if debug and sys.stderr is not None:  # closed, it would be printed on stdout
+        with suppress(OSError):
+            traceback.print_exc()
     code, message = describe(exc, debug=debug)
     if isinstance(exc, StorageUnavailable) and session.starting is not None:
         # The store lost mid-run (a server gone): what happened to the run is said too.

@@ -53,10 +53,18 @@ class Cli:
         self.last: subprocess.CompletedProcess[str] | None = None
 
     def __call__(
-        self, *args: str, code: int = 0, env: dict[str, str] | None = None, store: bool = True
+        self,
+        *args: str,
+        code: int = 0,
+        env: dict[str, str] | None = None,
+        store: bool = True,
+        redirect: str = "",
     ) -> subprocess.CompletedProcess[str]:
+        """`redirect`, as a shell gives it (`>/dev/full`, `2>&-`), replaces the capture."""
         command = [sys.executable, "-m", "composition.cli"]
         command += ["--store", self.url] if store else []
+        if redirect:
+            command = ["sh", "-c", f'exec "$@" {redirect}', "sh", *command]
         done = subprocess.run(
             [*command, *args],
             env=clean_env(**(env or {})),
@@ -602,6 +610,51 @@ def test_a_reader_that_stops_reading_does_not_stop_the_run(fresh: Cli) -> None:
     assert "Traceback" not in err and "BrokenPipe" not in err
     (listed,) = fresh.json("executions", "list")
     assert listed["state"] == "succeeded"
+
+
+def test_output_that_cannot_be_written_is_an_error_that_says_what_was_done(fresh: Cli) -> None:
+    """A full disk under stdout: exit 2 (not 1, a denial), and the work stands."""
+    full = "could not write to standard output: [Errno 28] No space left on device"
+    ran = fresh("run", "knowledge-publication", str(FRED), code=2, redirect=">/dev/full").stderr
+    (xid,) = [x["execution_id"] for x in fresh.json("executions", "list")]
+    assert ran == (
+        f"error: {full}; execution {xid} was started all the same (now succeeded):"
+        f" `govkernel --store {fresh.url} executions show {xid}` shows it\n"
+    )
+    listed = fresh("--json", "executions", "list", code=2, redirect=">/dev/full")
+    assert listed.stderr == f"error: {full}\n"  # a read: there is nothing more to say
+
+    waiting = start_tier(fresh, "Tier1", IMF)
+    alice = {"GOVKERNEL_ACTOR": "alice"}
+    approved = fresh("approve", waiting, "--role", "r", code=2, env=alice, redirect=">/dev/full")
+    assert f"{full}; the approval of {waiting} was recorded all the same (now succeeded)" in (
+        approved.stderr
+    )
+    assert fresh.json("executions", "show", waiting)["state"] == "succeeded"
+    recovered = fresh("recover", code=2, redirect=">/dev/full").stderr
+    assert f"{full}; the recovery ran all the same" in recovered
+
+
+def test_a_stderr_that_cannot_be_written_changes_no_outcome(fresh: Cli) -> None:
+    """Notes, hints and transitions (with --json) go to stderr: extras, whose loss stops
+    nothing, and changes no exit status."""
+    full = "2>/dev/full"
+    started = fresh(
+        "--json", "run", "knowledge-publication", str(IMF), "--tier", "Tier1", redirect=full
+    )
+    waiting = json.loads(started.stdout)["execution_id"]
+    alice = {"GOVKERNEL_ACTOR": "alice"}
+    approved = fresh("--json", "approve", waiting, "--role", "r", env=alice, redirect=full)
+    assert json.loads(approved.stdout)["state"] == "succeeded"
+    other = start_tier(fresh, "Tier1", FRED)
+    cancelled = fresh("--json", "cancel", other, redirect=full)
+    assert json.loads(cancelled.stdout)["state"] == "cancelled"
+    paged = fresh("--json", "executions", "list", "--limit", "1", redirect=full)  # with a hint
+    assert len(json.loads(paged.stdout)) == 1
+    anchored = fresh("audit", "anchor", redirect=full)  # "anchored 2 executions" on stderr
+    assert len(json.loads(anchored.stdout)["anchors"]) == 2
+    fresh("executions", "show", waiting, "--bogus", code=2, redirect=full)  # usage, not internal
+    assert fresh("--bogus", code=2, redirect="2>&-").stdout == ""  # nor printed on stdout
 
 
 def test_sigterm_stops_a_command_like_ctrl_c_and_closes_the_store(fresh: Cli) -> None:
