@@ -215,6 +215,14 @@ class Session:
     def warn(self, text: str) -> None:
         self._print(text, err=True)
 
+    def printing(self) -> None:
+        """For a command whose product is what it prints: with stdout closed from the start
+        (`>&-`, which leaves Python no stream), refused before it does anything."""
+        if sys.stdout is None:
+            raise Failed(
+                "standard output is closed: what this command prints would be lost", EXIT_USAGE
+            )
+
     def _print(self, text: str, *, err: bool) -> None:
         failed = _write(text, err=err)
         # stderr carries extras (notes, hints, progress): failing to write them changes
@@ -869,6 +877,7 @@ def workflows_command(ctx: click.Context) -> None:
     the `workflows` setting names, and the earlier versions `retired_workflows` names (they
     only finish what they started). Opens no store."""
     s = session_of(ctx)
+    s.printing()
     settings = s.settings()
     # Definitions are built from a knowledge service; one on a throwaway store will do.
     with build_app(settings, Overrides(store=MemoryStore())) as app:
@@ -1195,6 +1204,7 @@ def executions_list(
     """Executions, newest first."""
     s = session_of(ctx)
     s.read_only = True
+    s.printing()
     with s.app(existing=True) as (app, _):
         unreadable: list[str] = []
         found = queries.recent_executions(
@@ -1260,6 +1270,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
     """An execution's details and its audit trail."""
     s = session_of(ctx)
     s.read_only = True
+    s.printing()
     with s.app(existing=True) as (app, _):
         x = app.orchestrator.get(execution_id)
         try:
@@ -1375,6 +1386,7 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
     """
     s = session_of(ctx)
     s.read_only = True
+    s.printing()
     s.settings()
     taken = None if anchor_file is None else _read_anchors(s, anchor_file)
     with s.app(existing=True) as (app, _):
@@ -1506,6 +1518,9 @@ def _other_store(app: App, taken: anchors.Anchors) -> str | None:
     )
 
 
+ANCHORS_LOST = "the anchor document could not be written"
+
+
 @audit.command("anchor", epilog=EXITS)
 @click.option(
     "--output",
@@ -1527,6 +1542,13 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
     """
     s = session_of(ctx)
     s.read_only = True
+    if output is None and sys.stdout is None:  # its only product: refused before any work
+        raise Failed(
+            f"{ANCHORS_LOST}: standard output is closed (--output FILE writes it to a file)",
+            EXIT_USAGE,
+        )
+    if s.json:  # the summary
+        s.printing()
     s.settings()
     if output is not None and not output.parent.is_dir():
         raise Failed(
@@ -1592,8 +1614,10 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
     }
     if s.json and output is not None:
         s.emit(summary)
-    elif output is None:
-        s.emit(taken.to_json())  # the anchors are the record: stdout holds them alone
+    elif output is None:  # the anchors are the record: stdout holds them alone
+        unwritten = _write(render.dumps(taken.to_json()), err=False)
+        if unwritten is not None:  # a reader gone too: no one has them
+            raise Failed(render.safe(f"{ANCHORS_LOST}: {unwritten}"), EXIT_USAGE)
     where = "" if output is None else f" in {output}"
     count = len(taken.anchors)
     s.warn(render.safe(f"anchored {count} execution{'s' * (count != 1)}{where}"))
@@ -1837,6 +1861,7 @@ def events(ctx: click.Context, after: int, limit: int) -> None:
     """The event log, in position order."""
     s = session_of(ctx)
     s.read_only = True
+    s.printing()
     with s.app(existing=True) as (app, _):
         gap: queries.EventGap | None = None
         try:

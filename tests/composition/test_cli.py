@@ -59,8 +59,10 @@ class Cli:
         env: dict[str, str] | None = None,
         store: bool = True,
         redirect: str = "",
+        stdout: int = subprocess.PIPE,
     ) -> subprocess.CompletedProcess[str]:
-        """`redirect`, as a shell gives it (`>/dev/full`, `2>&-`), replaces the capture."""
+        """`redirect`, as a shell gives it (`>/dev/full`, `2>&-`), replaces the capture, as
+        `stdout` (a descriptor) does stdout's."""
         command = [sys.executable, "-m", "composition.cli"]
         command += ["--store", self.url] if store else []
         if redirect:
@@ -69,7 +71,8 @@ class Cli:
             [*command, *args],
             env=clean_env(**(env or {})),
             cwd=self.cwd,
-            capture_output=True,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
             text=True,
             timeout=60,
         )
@@ -655,6 +658,36 @@ def test_a_stderr_that_cannot_be_written_changes_no_outcome(fresh: Cli) -> None:
     assert len(json.loads(anchored.stdout)["anchors"]) == 2
     fresh("executions", "show", waiting, "--bogus", code=2, redirect=full)  # usage, not internal
     assert fresh("--bogus", code=2, redirect="2>&-").stdout == ""  # nor printed on stdout
+
+
+def test_records_with_nowhere_to_go_are_refused_not_lost(fresh: Cli) -> None:
+    """`audit anchor`'s stdout is its product: closed, or its reader gone, it failed."""
+    (xid,) = [fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]]
+    lost = "error: the anchor document could not be written:"
+    closed = fresh("audit", "anchor", code=2, redirect=">&-").stderr
+    assert closed == f"{lost} standard output is closed (--output FILE writes it to a file)\n"
+    read, write = os.pipe()
+    os.close(read)  # `| (exec 0<&-; sleep 2)`, without the race
+    try:
+        gone = fresh("audit", "anchor", code=2, stdout=write).stderr
+    finally:
+        os.close(write)
+    assert gone == f"{lost} [Errno 32] Broken pipe\n"
+    fresh("audit", "anchor", "--output", "anchors.json", redirect=">&-")  # stdout not needed
+    # Reads that print records refuse a closed stdout instead of printing them to no one.
+    said = "error: standard output is closed: what this command prints would be lost\n"
+    for command in (
+        ("executions", "list"),
+        ("executions", "show", xid),
+        ("events",),
+        ("audit", "verify"),
+        ("workflows",),
+        ("--json", "audit", "anchor", "--output", "anchors.json"),
+    ):
+        assert fresh(*command, code=2, redirect=">&-").stderr == said, command
+    # A run is not a read: a closed stdout silences it, never the work.
+    fresh("run", "knowledge-publication", str(IMF), redirect=">&-")
+    assert len(fresh.json("executions", "list")) == 2
 
 
 def test_sigterm_stops_a_command_like_ctrl_c_and_closes_the_store(fresh: Cli) -> None:
