@@ -379,6 +379,13 @@ class _InputFile(click.File):
     instead of holding the command for good."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value == "-" and sys.stdin is None:  # closed (`<&-`): Python gave it no stream
+            self.fail(
+                "standard input is closed: give a file, a pipe, or standard input redirected"
+                " from a file",
+                param,
+                ctx,
+            )
         if isinstance(value, str) and value != "-":
             with contextlib.suppress(OSError):
                 if stat.S_ISFIFO(os.stat(value).st_mode):

@@ -690,6 +690,15 @@ def test_records_with_nowhere_to_go_are_refused_not_lost(fresh: Cli) -> None:
     assert len(fresh.json("executions", "list")) == 2
 
 
+def test_a_closed_stdin_is_a_usage_error(fresh: Cli) -> None:
+    run = ("--json", "run", "workflow", "knowledge_publication", "--input-file", "-")
+    closed = fresh(*run, code=2, redirect="<&-").stderr
+    assert "Invalid value for '--input-file': standard input is closed: give a file" in closed
+    # A document named `-` is a file of that name: none here, and nothing is read from stdin.
+    named = fresh("run", "knowledge-publication", "-", code=2, redirect="<&-").stderr
+    assert named == "error: -: no such file\n"
+
+
 def test_sigterm_stops_a_command_like_ctrl_c_and_closes_the_store(fresh: Cli) -> None:
     fresh("run", "knowledge-publication", str(FRED))
     child = subprocess.Popen(
