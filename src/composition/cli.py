@@ -1152,12 +1152,14 @@ def conclude(
             )
         else:
             resume = f"it resumes with `govkernel{s.hint()} recover`"
-        s.echo(
-            render.safe(
-                f"execution {x.id} is {x.state.value}; {resume}"
-                + (f" (last error: {x.last_error})" if x.last_error else "")
-            )
+        said = render.safe(
+            f"execution {x.id} is {x.state.value}; {resume}"
+            + (f" (last error: {x.last_error})" if x.last_error else "")
         )
+        if x.state is S.COMPENSATING and S.COMPENSATED not in ok:
+            # Only its undo is left (retried later): it has failed, as a compensated end has.
+            raise Failed(said)
+        s.echo(said)
         return
     raise Failed(failure_message(x))
 

@@ -113,6 +113,27 @@ undo_quits = WorkflowDefinition(
     compensation=Step("release", quits),
 )
 
+def release_later(uow, ctx):
+    raise RetryableError("the ledger is down")
+
+def approved(uow, ctx):
+    from domain.services.governance import ApprovalRequired
+    if not ctx.execution.approvals:
+        raise ApprovalRequired("pay", ["needs an approval"])
+
+def undoing_later(name, *gate):
+    return WorkflowDefinition(
+        name=name, version="1", metadata=kp.METADATA,
+        steps=(Step("reserve", lambda u, c: {}, side_effecting=True), *gate, Step("pay", fails)),
+        compensation=Step(
+            "release", release_later, retry=RetryPolicy(max_attempts=3, backoff=timedelta(hours=1))
+        ),
+    )
+
+undo_later = undoing_later("undo_later")
+approved_undo_later = undoing_later("approved_undo_later", Step("gate", approved))
+both_undo_later = [undo_later, approved_undo_later]
+
 class Holder:
     inner = payout
 
@@ -709,6 +730,29 @@ def test_a_step_calling_sys_exit_stops_the_command_saying_where_and_what_ends_it
     assert "`govkernel recover` finishes it" not in stopped  # it would stop again
     again = gk("recover", code=1, env=env).stderr
     assert "resumes with `govkernel recover`" not in again and "fix the compensation" in again
+
+
+def test_an_execution_left_compensating_has_failed(project: Path) -> None:
+    """A step failed and its undo is retried later: the run failed (exit 1), as it has when
+    the undo is done at once; `recover` resumes it."""
+    gk = Cli(project / "store", project)
+    env = {"GOVKERNEL_WORKFLOWS": f"{module(project)}:both_undo_later"}
+    left = gk.json("run", "workflow", "undo_later", code=1, env=env)
+    assert left["state"] == "compensating"
+    xid = left["execution_id"]
+    assert gk.stderr.splitlines()[-1] == (  # after the transitions
+        f"error: execution {xid} is compensating; it resumes with `govkernel --store {gk.url}"
+        " recover` (last error: step pay failed: ValueError: declined)"
+    )
+    # An approval that lets it go on to fail, likewise.
+    waiting = gk.json("run", "workflow", "approved_undo_later", env=env)
+    assert waiting["state"] == "awaiting_approval"
+    al = env | {"GOVKERNEL_ACTOR": "al"}
+    approved = gk.json("approve", waiting["execution_id"], "--role", "r", code=1, env=al)
+    assert approved["state"] == "compensating"
+    assert "is compensating; it resumes with" in gk.stderr
+    # recover exits 0 once it resumed each, whatever each ended as (neither is due yet).
+    assert len(gk.json("recover", env=env)["not_due"]) == 2
 
 
 def test_a_custom_workflow_awaiting_nothing_can_be_cancelled(
