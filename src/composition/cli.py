@@ -1774,7 +1774,7 @@ def recover(ctx: click.Context) -> None:
             and x.retry_not_due(now)
             and (app.exclusive_store or x.lease_owner in mine or x.lease_expired(now))
         ]
-        leased = [x.id for x in candidates if x.id not in handled and x not in not_due]
+        leased = [x for x in candidates if x.id not in handled and x not in not_due]
         if s.json:
             s.emit(
                 {
@@ -1784,13 +1784,20 @@ def recover(ctx: click.Context) -> None:
                         {"execution_id": x.id, "retry_at": render.iso(x.retry_at)} for x in not_due
                     ],
                     "failed": [{"execution_id": xid, "error": error} for xid, error in failures],
-                    "left_leased": leased,
+                    "left_leased": [
+                        {
+                            "execution_id": x.id,
+                            "lease_owner": x.lease_owner,
+                            "lease_expires_at": render.iso(x.lease_expires_at),
+                        }
+                        for x in leased
+                    ],
                     "left_to_other_environments": [
                         {"execution_id": x.id, "environment": _environment_of(x)}
                         for x in other_environments
                     ],
                     "torn_transaction": _torn_json(app),
-                    "unclean_shutdown": crashed,
+                    "unclean_shutdown": _crash_json(crashed),
                     "broken_after_crash": [render.report_json(r) for r in ours],
                     "broken_after_crash_in_other_tenants": len(broken) - len(ours),
                 }
@@ -1807,12 +1814,12 @@ def recover(ctx: click.Context) -> None:
                 )
             )
         if leased:
-            expiries = [x.lease_expires_at for x in candidates if x.id in leased]
-            until = max((e for e in expiries if e is not None), default=None)
+            until = max((x.lease_expires_at for x in leased if x.lease_expires_at), default=None)
+            named = ", ".join(x.id for x in leased[:3])
             s.echo(
                 f"{len(leased)} execution{'s' * (len(leased) != 1)} left alone: leased by"
                 f" another worker (or one that stopped) until {render.iso(until) or 'it expires'}"
-                f" ({', '.join(leased[:3])}{', ...' if len(leased) > 3 else ''});"
+                f" ({named}{', ...' if len(leased) > 3 else ''});"
                 " recover takes it on after that"
             )
         if other_environments:
@@ -1844,6 +1851,14 @@ def recover(ctx: click.Context) -> None:
                 f" {failures[0][1]}",
                 EXIT_FAILED,
             )
+
+
+def _crash_json(crashed: str | None) -> dict[str, Any] | None:
+    """A crash found, as its neighbour `torn_transaction` is: an object (the pid of the process
+    that died, an integer, or null when the lock file no longer said it), or null for none."""
+    if crashed is None:
+        return None
+    return {"pid": int(crashed) if crashed.isascii() and crashed.isdigit() else None}
 
 
 def _torn_json(app: App) -> dict[str, Any] | None:

@@ -776,8 +776,8 @@ def test_a_run_interrupted_after_its_start_was_stored_names_the_execution(fresh:
     assert len(fresh.json("executions", "list")) == 1
 
 
-def _die_holding(store_url: str) -> None:
-    """A process that opens the store and is SIGKILLed while holding it."""
+def _die_holding(store_url: str) -> int:
+    """A process that opens the store and is SIGKILLed while holding it: its pid."""
     child = subprocess.Popen(
         [
             sys.executable,
@@ -794,6 +794,7 @@ def _die_holding(store_url: str) -> None:
     assert child.stdout is not None and child.stdout.readline().strip() == "open"
     child.kill()
     child.wait(timeout=10)
+    return child.pid
 
 
 def test_recover_after_a_crash_verifies_every_chain(fresh: Cli) -> None:
@@ -813,12 +814,16 @@ def test_recover_after_a_crash_verifies_every_chain(fresh: Cli) -> None:
             "UPDATE $r SET reason = $reason",
             {"r": RecordID("audit", audit_key(xid, 2)), "reason": "torn"},
         )
-    _die_holding(fresh.url)
+    pid = _die_holding(fresh.url)
     done = fresh("recover", code=1)
     assert f"broken after the crash, first {xid}" in done.stderr
     reported = fresh.json("recover", code=1)  # and --json says which, not only the exit
     assert [r["execution_id"] for r in reported["broken_after_crash"]] == [xid]
     assert reported["broken_after_crash_in_other_tenants"] == 0
+    assert reported["unclean_shutdown"] == {"pid": pid}  # a number, as JSON has them
+    lock = Path(fresh.url.removeprefix("surrealkv://") + ".lock")
+    lock.write_text("garbled")  # a crash whose process the lock file no longer names
+    assert fresh.json("recover", code=1)["unclean_shutdown"] == {"pid": None}
 
 
 def test_publishing_the_same_content_again_says_nothing_new_was_published(fresh: Cli) -> None:

@@ -573,6 +573,17 @@ def test_recover_on_a_shared_store_says_until_when_it_leaves_a_leased_execution_
         out, _ = gk(capsys, "--store", shim.url, "recover")
         assert "1 execution left alone: leased by another worker (or one that stopped)" in out
         assert "recover takes it on after that" in out and "until 20" in out
+        with build_app(settings) as app:
+            running = (ExecutionState.RUNNING,)
+            [held] = queries.executions_in(app.uow_factory, app.runtime.tenant, running)
+        out, _ = gk(capsys, "--store", shim.url, "--json", "recover")
+        assert json.loads(out)["left_leased"] == [  # as its neighbours, by execution_id
+            {
+                "execution_id": held.id,
+                "lease_owner": held.lease_owner,
+                "lease_expires_at": render.iso(held.lease_expires_at),
+            }
+        ]
         given = json.dumps(request.to_input())
         again = ("run", "workflow", kp.NAME, "--input", given, "--idempotency-key", "k-ws")
         out, _ = gk(capsys, "--store", shim.url, *again)
