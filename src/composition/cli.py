@@ -1413,7 +1413,7 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
             results += [r for xid, r in by_id.items() if xid not in broken]
             checked = {
                 "file": str(anchor_file),
-                "taken_at": taken.taken_at.isoformat(),
+                "taken_at": render.iso(taken.taken_at),
                 "checked": len(chosen),
                 "failed": len(failed),
                 "store_matches": other_store is None,
@@ -1617,7 +1617,7 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
             ) from None
     summary = {
         "anchored": len(taken.anchors),
-        "taken_at": taken.taken_at.isoformat(),
+        "taken_at": render.iso(taken.taken_at),
         "output": None if output is None else str(output),
         "broken": [render.report_json(r) for r in broken],
     }

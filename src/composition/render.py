@@ -56,7 +56,9 @@ def when(value: datetime | None) -> str:
 
 
 def iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+    """Always with microseconds: isoformat() drops them on a whole second, and a reader
+    expecting one shape would fail once in a million."""
+    return None if value is None else value.isoformat(timespec="microseconds")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -153,6 +153,12 @@ def _waiting(execution_id: str, *, version: int) -> WorkflowExecution:
     return x
 
 
+def test_json_times_keep_their_microseconds_on_a_whole_second() -> None:
+    whole = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+    assert render.iso(whole) == "2026-11-26T12:00:00.000000+00:00"  # one shape for every time
+    assert render.iso(whole.replace(microsecond=5)) == "2026-11-26T12:00:00.000005+00:00"
+
+
 def test_a_cancelled_and_compensated_execution_is_said_to_be_so() -> None:
     x = _waiting("x", version=9)
     x.state, x.cancel_requested = ExecutionState.COMPENSATED, True
