@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TextIO, TypeVar, cast
 
 import click
 from attrs import define, field
@@ -73,6 +73,7 @@ MAX_INPUT_CHARS = 256 * 1024 * 1024
 TRANSIENT_SCHEMES = ("memory", "mem")
 TRANSIENT_NOTE = "the in-memory store does not outlive this command"
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 S = ExecutionState
 
 EXITS = (
@@ -931,11 +932,8 @@ def _differs(
 
 
 def read_sources(s: Session, files: Sequence[Path]) -> list[SourceFile]:
-    # A bar only helps someone watching (as in _maybe_progress).
-    if len(files) < PROGRESS_THRESHOLD or not sys.stderr.isatty():
-        return [read_source(path) for path in files]
-    with click.progressbar(files, label="reading documents", file=sys.stderr, show_pos=True) as bar:
-        return [read_source(path) for path in bar]
+    with _maybe_progress(files, "reading documents", at_least=PROGRESS_THRESHOLD) as each:
+        return [read_source(path) for path in each]
 
 
 def default_title(sources: Sequence[SourceFile]) -> str:
@@ -1687,13 +1685,38 @@ def verify_chains(
 
 
 @contextmanager
-def _maybe_progress(items: Sequence[str], label: str) -> Iterator[Iterable[str]]:
-    # A bar only helps someone watching: piped, click would print its label as a stray line.
-    if len(items) < 20 or not sys.stderr.isatty():
+def _maybe_progress(items: Sequence[T], label: str, at_least: int = 20) -> Iterator[Iterable[T]]:
+    # A bar only helps someone watching a terminal that can draw it: piped, click would print
+    # its label as a stray line; on a dumb terminal (TERM=dumb, as in an editor's shell, or
+    # none set) its cursor codes would show as garbage.
+    watched = sys.stderr is not None and sys.stderr.isatty()
+    if len(items) < at_least or not watched or os.environ.get("TERM", "dumb") in ("", "dumb"):
         yield items
         return
-    with click.progressbar(items, label=label, file=sys.stderr, show_pos=True) as bar:
+    stream = cast(TextIO, _Extra(sys.stderr))  # (click asks for a TextIO; it uses a text stream)
+    with click.progressbar(items, label=label, file=stream, show_pos=True) as bar:
         yield bar
+
+
+class _Extra(io.TextIOBase):
+    """A progress bar's stream: a failed write (a terminal gone) is dropped, as an extra's
+    is, instead of stopping the work it shows."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__()
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        with suppress(OSError):
+            self._stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        with suppress(OSError):
+            self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
 
 
 # -- recover -----------------------------------------------------------------------------------

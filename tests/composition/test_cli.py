@@ -6,6 +6,7 @@ can and read results back through `--json`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -697,6 +698,42 @@ def test_a_closed_stdin_is_a_usage_error(fresh: Cli) -> None:
     # A document named `-` is a file of that name: none here, and nothing is read from stdin.
     named = fresh("run", "knowledge-publication", "-", code=2, redirect="<&-").stderr
     assert named == "error: -: no such file\n"
+
+
+def _progress_on_a_terminal(fresh: Cli, term: str | None) -> bytes:
+    """What a run reading five documents draws on stderr, a terminal, with TERM=`term`."""
+    for n in range(5):
+        (fresh.cwd / f"note-{n}.md").write_text(
+            f"---\nkind: fsb\nurl: https://fsb.org/{n}\n---\n{n}"
+        )
+    env = {k: v for k, v in clean_env().items() if k != "TERM"}
+    command = [sys.executable, "-m", "composition.cli", "--store", fresh.url]
+    master, terminal = os.openpty()
+    try:
+        done = subprocess.run(
+            [*command, "run", "knowledge-publication", *(f"note-{n}.md" for n in range(5))],
+            env=env | ({} if term is None else {"TERM": term}),
+            cwd=fresh.cwd,
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            timeout=60,
+        )
+    finally:
+        os.close(terminal)
+    drawn = b""
+    with contextlib.suppress(OSError):  # EIO: all of it was read
+        while chunk := os.read(master, 4096):
+            drawn += chunk
+    os.close(master)
+    assert done.returncode == 0, drawn
+    return drawn
+
+
+def test_a_dumb_terminal_gets_no_progress_bar(fresh: Cli) -> None:
+    assert b"reading documents" in _progress_on_a_terminal(fresh, "xterm")  # one that draws
+    for term in ("dumb", None):
+        drawn = _progress_on_a_terminal(fresh, term)
+        assert b"\033" not in drawn and b"\r" not in drawn, (term, drawn)
 
 
 def test_sigterm_stops_a_command_like_ctrl_c_and_closes_the_store(fresh: Cli) -> None:

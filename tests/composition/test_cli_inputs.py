@@ -6,9 +6,12 @@ where a value must outlive one command.
 
 from __future__ import annotations
 
+import errno
 import importlib.metadata
+import io
 import json
 import os
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -151,6 +154,27 @@ def _waiting(execution_id: str, *, version: int) -> WorkflowExecution:
     )
     x.state, x.version = ExecutionState.RETRY_SCHEDULED, version
     return x
+
+
+class _HungUp(io.StringIO):
+    """A terminal that went away: it still says it is one, and every write fails."""
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+
+def test_a_progress_bar_that_cannot_be_drawn_stops_nothing(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for n in range(5):
+        (tmp_path / f"n{n}.md").write_text(f"---\nkind: fsb\nurl: https://fsb.org/{n}\n---\n{n}")
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.setattr(sys, "stderr", _HungUp())
+    out, _ = gk(capsys, *MEMORY, "run", "knowledge-publication", *(f"n{n}.md" for n in range(5)))
+    assert "succeeded" in out
 
 
 def test_json_times_keep_their_microseconds_on_a_whole_second() -> None:
