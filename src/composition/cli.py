@@ -2316,7 +2316,20 @@ def _with_hint(message: str) -> str:
     return message
 
 
+def _hold_closed_streams() -> None:
+    """A standard stream the caller closed (`>&-`) is held open on /dev/null (sys.stdout
+    stays None: the command still knows it was closed). Else the next file opened takes its
+    number (the store's lock file took stdout's), and whatever writes to that stream, a
+    step's subprocess or the storage engine's own messages, writes into that file."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    _hold_closed_streams()
     code = run_cli(argv)
     if threading.current_thread() is threading.main_thread():
         # Done, the store closed: a signal now would end the process by the signal, and

@@ -134,6 +134,14 @@ undo_later = undoing_later("undo_later")
 approved_undo_later = undoing_later("approved_undo_later", Step("gate", approved))
 both_undo_later = [undo_later, approved_undo_later]
 
+def where_streams_go(uow, ctx):
+    import os
+    return {str(fd): os.readlink(f"/proc/self/fd/{fd}") for fd in (0, 1, 2)}
+
+streams = WorkflowDefinition(
+    name="streams", version="1", metadata=kp.METADATA, steps=(Step("look", where_streams_go),)
+)
+
 class Holder:
     inner = payout
 
@@ -753,6 +761,17 @@ def test_an_execution_left_compensating_has_failed(project: Path) -> None:
     assert "is compensating; it resumes with" in gk.stderr
     # recover exits 0 once it resumed each, whatever each ended as (neither is due yet).
     assert len(gk.json("recover", env=env)["not_due"]) == 2
+
+
+def test_closed_standard_streams_are_no_files_a_step_writes_into(project: Path) -> None:
+    """With stdout closed, the next file opened (the store's lock file) took its number: a
+    step's subprocess printing, or the engine's messages on stderr, would write into it."""
+    gk = Cli(project / "store", project)
+    env = {"GOVKERNEL_WORKFLOWS": f"{module(project)}:streams"}
+    gk("run", "workflow", "streams", env=env, redirect="<&- >&- 2>&-")
+    [ran] = gk.json("executions", "list", env=env)
+    looked = gk.json("executions", "show", ran["execution_id"], env=env)["step_outputs"]["look"]
+    assert looked == {"0": "/dev/null", "1": "/dev/null", "2": "/dev/null"}
 
 
 def test_a_custom_workflow_awaiting_nothing_can_be_cancelled(
