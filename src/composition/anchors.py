@@ -59,7 +59,7 @@ class Anchors:
             "version": VERSION,
             "tenant": self.tenant,
             **({} if self.store is None else {"store": self.store}),
-            "taken_at": self.taken_at.isoformat(),
+            "taken_at": self.taken_at.isoformat(timespec="microseconds"),
             "anchors": [
                 {"execution_id": a.execution_id, "sequence": a.sequence, "hash": a.hash}
                 for a in self.anchors

@@ -517,3 +517,15 @@ def test_check_anchor_on_its_own() -> None:
     assert not short.ok and short.first_bad_sequence == 3 and "rolled back" in str(short.problem)
     other = check_anchor(AuditAnchor("x", 2, one.hash), trail)
     assert not other.ok and other.first_bad_sequence == 2 and "rewritten" in str(other.problem)
+
+
+def test_an_anchor_file_gives_its_time_to_the_microsecond_and_reads_back(tmp_path: Path) -> None:
+    """`isoformat()` drops the fraction on a whole second: one format, whatever the time."""
+    from datetime import UTC, datetime
+
+    from composition import anchors
+
+    taken = anchors.Anchors("acme", datetime(2026, 11, 26, 12, tzinfo=UTC), ())
+    document = taken.to_json()
+    assert document["taken_at"] == "2026-11-26T12:00:00.000000+00:00"
+    assert anchors.parse(tmp_path / "a.json", document) == taken
