@@ -564,27 +564,41 @@ def _checked(table: str, key: str, document: Document) -> bool:
         # What SurrealDB would hand back as another type, or refuse, no adapter keeps.
         if isinstance(value, tuple):
             raise InvalidRecord(f"{table} {key!r}: field {name} is a tuple; give a list")
-        if not known[name].kind.admits(value):
+        kind = known[name].kind
+        if type(value) not in _EXACT[kind] and not kind.admits(value):
             # Refused here, as the memory adapter refuses it: SurrealDB would store 1.0, a
             # Decimal or a UUID as what its schema's type makes of them, and a value it has
             # no encoding for would fail as the commit is sent, its outcome left unknown.
             raise InvalidRecord(
-                f"{table} {key!r}: field `{name}` must be {known[name].kind.value},"
-                f" got {type(value).__name__}"
+                f"{table} {key!r}: field `{name}` must be {kind.value}, got {type(value).__name__}"
             )
-        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        if type(value) is int and not -(2**63) <= value < 2**63:
             raise InvalidRecord(f"{table} {key!r}: field {name} does not fit in 64 bits")
-        for item in value if isinstance(value, list) else (value,):
+        for item in value if isinstance(value, list) else ():
+            if not isinstance(item, str):
+                raise InvalidRecord(
+                    f"{table} {key!r}: field `{name}` must be {kind.value}, holds a"
+                    f" {type(item).__name__}"
+                )
             # ASCII text without NUL, the common case, is settled without a call.
-            if (
-                isinstance(item, str)
-                and ("\x00" in item or not item.isascii())
-                and not _storable(item)
-            ):
+            if ("\x00" in item or not item.isascii()) and not _storable(item):
                 raise InvalidRecord(
                     f"{table} {key!r}: field {name} contains NUL or a lone surrogate"
                 )
     return off_utc
+
+
+# The exact types each kind takes at once; anything else is asked of `Kind.admits` (a str
+# subclass, say), so that the common case costs a set look-up.
+_EXACT: dict[fields.Kind, frozenset[type]] = {
+    fields.Kind.STRING: frozenset({str}),
+    fields.Kind.INT: frozenset({int}),
+    fields.Kind.BOOL: frozenset({bool}),
+    fields.Kind.DATETIME: frozenset({datetime}),
+    fields.Kind.STRINGS: frozenset({list}),
+    fields.Kind.OPTIONAL_STRING: frozenset({str, type(None)}),
+    fields.Kind.OPTIONAL_DATETIME: frozenset({datetime, type(None)}),
+}
 
 
 def _off_utc(value: datetime) -> bool:
