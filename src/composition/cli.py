@@ -320,11 +320,32 @@ def _write(text: str, *, err: bool) -> OSError | None:
     its end. The failure is returned, for the caller to judge."""
     stream = sys.stderr if err else sys.stdout
     try:
-        click.echo(text, err=err)
+        if err or stream is None:  # (closed: click writes nothing)
+            click.echo(text, err=err)
+        else:
+            _put(stream, text + "\n")
     except OSError as exc:
         _silence(stream)
         return exc
     return None
+
+
+def _put(stream: IO[str], text: str) -> None:
+    """All of `text` on `stream`, or an OSError: a write the system took only part of (a
+    disk filling up, a reader leaving mid-way) is no success, though Python's own streams
+    can let it pass unsaid."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # no descriptor (a test's captured output): as given
+        click.echo(text, nl=False)
+        return
+    stream.flush()
+    data = memoryview(text.encode(getattr(stream, "encoding", None) or "utf-8"))
+    while data:
+        written = os.write(fd, data)
+        if not written:
+            raise OSError(errno.ENOSPC, "no more of the output could be written")
+        data = data[written:]
 
 
 def _silence(stream: IO[str]) -> None:
@@ -2102,6 +2123,12 @@ def _run(session: Session, args: list[str]) -> int:
         _error(render.safe(f"{stopped}{_notes(noted)}; {_unfinished(session)}"))
         return 128 + (signal.SIGTERM if terminated.happened else signal.SIGINT)
     except BaseException as stop:
+        if _helping(args) and isinstance(stop, OSError | SystemExit):
+            # Help and the version are written by click itself: a reader gone (click then
+            # exits 1) is a quiet end, as for any command; another failure, said as one.
+            if isinstance(stop, OSError) and stop.errno != errno.EPIPE:
+                session.lost_output = stop
+            return EXIT_OK
         if isinstance(stop, Exception):
             return _failed(session, args, stop)
         # sys.exit, or another BaseException (gevent's, trio's, a step's own): stopping, as
@@ -2110,6 +2137,10 @@ def _run(session: Session, args: list[str]) -> int:
         return EXIT_FAILED
     finally:
         terminated.restore()
+
+
+def _helping(args: Sequence[str]) -> bool:
+    return any(arg in ("--help", "-h", "--version") for arg in args)
 
 
 def _lost_output(session: Session) -> str:
@@ -2325,7 +2356,8 @@ def _hold_closed_streams() -> None:
         try:
             os.fstat(fd)
         except OSError:
-            os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+            held = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+            os.set_inheritable(held, True)  # a step's subprocess gets it too, as a stream
 
 
 def main(argv: Sequence[str] | None = None) -> None:

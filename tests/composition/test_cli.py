@@ -7,11 +7,13 @@ can and read results back through `--json`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shlex
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -689,6 +691,79 @@ def test_records_with_nowhere_to_go_are_refused_not_lost(fresh: Cli) -> None:
     # A run is not a read: a closed stdout silences it, never the work.
     fresh("run", "knowledge-publication", str(IMF), redirect=">&-")
     assert len(fresh.json("executions", "list")) == 2
+
+
+def test_a_write_the_system_takes_only_part_of_is_a_failure(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A disk filling up mid-way: the system takes part of a write, then nothing. Python's
+    own streams can let that pass unsaid (the anchors cut at 12 KiB, exit 0)."""
+    from composition import cli
+
+    taken: list[int] = []
+
+    def filling_up(fd: int, data: bytes | memoryview) -> int:
+        taken.append(min(len(data), 10) if not taken else 0)
+        return taken[-1]
+
+    with (tmp_path / "out").open("w") as out:
+        monkeypatch.setattr(sys, "stdout", out)
+        monkeypatch.setattr(os, "write", filling_up)
+        failed = cli._write("x" * 100, err=False)
+    assert isinstance(failed, OSError) and failed.errno == errno.ENOSPC
+    assert taken == [10, 0]
+
+
+def test_a_reader_leaving_mid_way_is_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past what the pipe holds, the rest meets a reader gone: not all was delivered."""
+    from composition import cli
+
+    read, write = os.pipe()
+
+    def leave_early() -> None:
+        os.read(read, 100)
+        os.close(read)
+
+    reader = threading.Thread(target=leave_early)
+    reader.start()
+    with os.fdopen(write, "w") as out:
+        monkeypatch.setattr(sys, "stdout", out)
+        failed = cli._write("x" * 1_000_000, err=False)
+        monkeypatch.undo()
+        with contextlib.suppress(OSError):
+            out.close()
+    reader.join()
+    assert isinstance(failed, BrokenPipeError)
+
+
+def test_help_and_the_version_follow_the_rules_for_stdout(fresh: Cli) -> None:
+    for command in (("--version",), ("executions", "--help")):
+        full = fresh(*command, code=2, redirect=">/dev/full", store=False).stderr
+        assert full.startswith("error: could not write to standard output: [Errno 28]"), command
+        read, write = os.pipe()
+        os.close(read)  # a reader gone: a quiet end, not a step's sys.exit(1)
+        try:
+            assert fresh(*command, stdout=write, store=False).stderr == ""
+        finally:
+            os.close(write)
+
+
+def test_a_stream_held_for_one_closed_is_a_stream_to_a_subprocess_too() -> None:
+    """Closed by the caller (`>&-`), stdout is held on /dev/null: a step's subprocess that
+    prints gets it too, not a closed stream (its `echo` failed) or a file of ours."""
+    script = (
+        "import os, subprocess\n"
+        "from composition.cli import _hold_closed_streams\n"
+        "_hold_closed_streams()\n"
+        "subprocess.run(['sh', '-c', 'echo printed'], check=True)\n"
+    )
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def test_a_closed_stdin_is_a_usage_error(fresh: Cli) -> None:
