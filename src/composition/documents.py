@@ -154,6 +154,9 @@ def read_bounded(path: Path, limit: int) -> bytes:
     try:
         fd = files.open_unwaiting(path)
         with os.fdopen(fd, "rb") as file:
+            if stat.S_ISCHR(os.fstat(fd).st_mode) and not os.isatty(fd):
+                # /dev/null (what a closed standard input reads as), /dev/zero: no document.
+                raise DocumentError(f"{path}: a device, not a document")
             data = file.read(limit + 1)
             if not data and stat.S_ISFIFO(os.fstat(fd).st_mode):
                 raise DocumentError(f"{path}: a pipe that gave nothing (no one was writing to it)")
