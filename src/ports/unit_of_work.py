@@ -19,6 +19,7 @@ from typing import Any, Generic, Protocol, Self, TypeVar, cast
 
 from ports import fields
 from ports.errors import (
+    ConcurrencyConflict,
     DuplicateRecord,
     InvalidRecord,
     RecordNotFound,
@@ -103,8 +104,17 @@ class UnitOfWork(abc.ABC):
         self._ensure_open()
         self._ensure_held("commit")
         batch = self._batch()
+        read = set(self._read_versions)
         try:
             self.receipt = self._apply(batch) if batch.writes else CommitReceipt()
+        except RecordNotFound as gone:
+            if (gone.table, gone.key) in read:
+                # Read by this unit, deleted by another before it committed: a race lost, as
+                # for a version changed (the orchestrator retries those), not a bad request.
+                raise ConcurrencyConflict(
+                    gone.table, gone.key, "deleted since it was read"
+                ) from None
+            raise
         finally:
             self._close()
         return self.receipt
@@ -574,13 +584,16 @@ def _checked(table: str, key: str, document: Document) -> bool:
             )
         if type(value) is int and not -(2**63) <= value < 2**63:
             raise InvalidRecord(f"{table} {key!r}: field {name} does not fit in 64 bits")
-        for item in value if isinstance(value, list) else ():
+        for item in value if isinstance(value, list) else (value,):
             if not isinstance(item, str):
+                if item is value:
+                    continue
                 raise InvalidRecord(
                     f"{table} {key!r}: field `{name}` must be {kind.value}, holds a"
                     f" {type(item).__name__}"
                 )
-            # ASCII text without NUL, the common case, is settled without a call.
+            # (Text of a str subclass comes here too.) ASCII text without NUL, the common
+            # case, is settled without a call.
             if ("\x00" in item or not item.isascii()) and not _storable(item):
                 raise InvalidRecord(
                     f"{table} {key!r}: field {name} contains NUL or a lone surrogate"

@@ -605,6 +605,56 @@ class UnitOfWorkContract:
             assert uow.capsules.get(first.id) is None
 
     @pytest.mark.parametrize("op", [Op.UPDATE, Op.DELETE])
+    def test_a_record_read_then_deleted_by_another_unit_is_a_race_lost(
+        self, uow_factory: UnitOfWorkFactory, op: Op
+    ) -> None:
+        """A conflict, as for a version changed (what the orchestrator retries): not a
+        record not found, which says the request itself was wrong."""
+        capsule = samples.capsule()
+        committed(uow_factory, lambda uow: uow.capsules.add(capsule))
+        with uow_factory() as uow:
+            found = uow.capsules.get(capsule.id)
+            assert found is not None
+            delete = Write(Op.DELETE, "capsule", capsule.id, None, found.version)
+            committed(uow_factory, lambda other: other.stage(delete))
+            if op is Op.UPDATE:
+                uow.capsules.update(evolve(found, title="changed"))
+            else:
+                uow.stage(delete)
+            with pytest.raises(ConcurrencyConflict, match="deleted since it was read"):
+                uow.commit()
+
+    def test_text_of_a_str_subclass_is_checked_as_text(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        class Title(str):
+            pass
+
+        before = backdoor.snapshot()
+        for bad in ("a\x00b", "a\ud800b"):
+            doc = records.capsule_doc(samples.capsule()) | {"title": Title(bad)}
+            with uow_factory() as uow, pytest.raises(InvalidRecord, match="NUL or a lone"):
+                uow.stage(Write(Op.CREATE, "capsule", "cap-subclassed", doc))
+        assert backdoor.snapshot() == before
+
+    def test_several_values_of_one_field_of_a_natural_key_find_their_records(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """SurrealDB found nothing for `IN` on a field of a unique index after an equality
+        on the one before it."""
+        one, other = samples.source(), samples.source()
+
+        def add(uow: UnitOfWork) -> None:
+            uow.sources.add(one)
+            uow.sources.add(other)
+
+        committed(uow_factory, add)
+        urls = AnyOf([one.source_url, other.source_url])
+        with uow_factory() as uow:
+            found = uow.select("knowledge_source", {"tenant": one.tenant, "source_url": urls})
+            assert {key for key, _ in found} == {one.id, other.id}
+
+    @pytest.mark.parametrize("op", [Op.UPDATE, Op.DELETE])
     def test_a_change_to_a_record_never_stored_is_not_found(
         self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, op: Op
     ) -> None:

@@ -850,10 +850,11 @@ class SurrealStore:
         for n, (name, value) in enumerate(where.items()):
             field = compiler.ident(name)
             if isinstance(value, AnyOf):
-                # SurrealDB core 2.3.10 answers `IN` on the leading field of a unique index
-                # the filter does not cover whole from that index as if its values were
-                # whole keys, finding nothing: there, what the other fields find is scanned.
-                partly = any(u[0] == name and not set(u) <= set(where) for u in _UNIQUES[table])
+                # SurrealDB core 2.3.10 answers `IN` on a field of a unique index the filter
+                # does not cover whole from that index as if its values were whole keys,
+                # finding nothing (on its leading field, or after an equality on that one):
+                # there, what the other fields find is scanned.
+                partly = any(name in u and not set(u) <= set(where) for u in _UNIQUES[table])
                 clauses.append(f"$w{n} CONTAINS {field}" if partly else f"{field} IN $w{n}")
                 params[f"w{n}"] = list(value.values)
             elif isinstance(value, Range):
