@@ -8,6 +8,7 @@ With --json, stdout carries exactly one JSON document and nothing else.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import io
@@ -211,7 +212,7 @@ class Session:
         self._print(text, err=self.json)
 
     def emit(self, record: object) -> None:
-        self._print(render.dumps(record), err=False)
+        self._print(render.dumps(record, ascii_only=not _carries_unicode(sys.stdout)), err=False)
 
     def warn(self, text: str) -> None:
         self._print(text, err=True)
@@ -340,12 +341,25 @@ def _put(stream: IO[str], text: str) -> None:
         click.echo(text, nl=False)
         return
     stream.flush()
-    data = memoryview(text.encode(getattr(stream, "encoding", None) or "utf-8"))
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        encoded = text.encode(encoding, getattr(stream, "errors", None) or "strict")
+    except UnicodeEncodeError:  # a locale that cannot carry it (LC_ALL=C without UTF-8 mode)
+        encoded = text.encode(encoding, "backslashreplace")
+    data = memoryview(encoded)
     while data:
         written = os.write(fd, data)
         if not written:
             raise OSError(errno.ENOSPC, "no more of the output could be written")
         data = data[written:]
+
+
+def _carries_unicode(stream: IO[str] | None) -> bool:
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        return codecs.lookup(encoding).name.startswith("utf")
+    except LookupError:
+        return False
 
 
 def _silence(stream: IO[str]) -> None:
@@ -2094,7 +2108,7 @@ def _error(message: str) -> None:
 def run_cli(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit status (errors are mapped to clean messages)."""
     session = Session()
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = [_as_typed(arg) for arg in (sys.argv[1:] if argv is None else argv)]
     code = _run(session, args)
     if session.lost_output is not None:
         # Said last, once it is known what the command did all the same. A command that
@@ -2137,6 +2151,18 @@ def _run(session: Session, args: list[str]) -> int:
         return EXIT_FAILED
     finally:
         terminated.restore()
+
+
+def _as_typed(arg: str) -> str:
+    """An argument as typed: in a locale that is not UTF-8 (LC_ALL=C without Python's UTF-8
+    mode) Python gives the bytes of `Grüße` as escapes, refused as not UTF-8; read as UTF-8
+    when they are."""
+    if not any("\udc80" <= c <= "\udcff" for c in arg):
+        return arg
+    try:
+        return os.fsencode(arg).decode("utf-8")
+    except UnicodeError:  # not UTF-8 bytes either: refused as such later
+        return arg
 
 
 def _helping(args: Sequence[str]) -> bool:

@@ -47,8 +47,10 @@ def safe(value: object) -> str:
     return str(value).translate(_ESCAPES)
 
 
-def dumps(value: object) -> str:
-    return json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False, default=str)
+def dumps(value: object, *, ascii_only: bool = False) -> str:
+    """JSON as people read it; `ascii_only` for a stream that cannot carry more (a non-UTF-8
+    locale): the same document, its other characters as \\u escapes."""
+    return json.dumps(value, indent=2, sort_keys=False, ensure_ascii=ascii_only, default=str)
 
 
 def when(value: datetime | None) -> str:

@@ -766,6 +766,21 @@ def test_a_stream_held_for_one_closed_is_a_stream_to_a_subprocess_too() -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_a_locale_that_is_not_utf8_still_takes_and_gives_any_text(fresh: Cli) -> None:
+    """LC_ALL=C without Python's UTF-8 mode: arguments arrive as escaped bytes (a title was
+    refused as not UTF-8) and stdout takes ASCII alone (`--json` output was an internal
+    error): arguments are read as the UTF-8 they are, and JSON escapes what ASCII has not."""
+    ascii_locale = {"LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    ran = fresh(
+        "--json", "run", "knowledge-publication", str(FRED), "--title", "Grüße", env=ascii_locale
+    )
+    assert ran.stdout.isascii()
+    record = json.loads(ran.stdout)
+    assert record["state"] == "succeeded"
+    shown = fresh.json("executions", "show", record["execution_id"])  # as UTF-8, unescaped
+    assert shown["input"]["title"] == "Grüße"
+
+
 def test_a_closed_stdin_is_a_usage_error(fresh: Cli) -> None:
     run = ("--json", "run", "workflow", "knowledge_publication", "--input-file", "-")
     closed = fresh(*run, code=2, redirect="<&-").stderr
