@@ -104,11 +104,10 @@ class UnitOfWork(abc.ABC):
         self._ensure_open()
         self._ensure_held("commit")
         batch = self._batch()
-        read = set(self._read_versions)
         try:
             self.receipt = self._apply(batch) if batch.writes else CommitReceipt()
         except RecordNotFound as gone:
-            if (gone.table, gone.key) in read:
+            if (gone.table, gone.key) in self._read_versions:  # (kept until the unit ends)
                 # Read by this unit, deleted by another before it committed: a race lost, as
                 # for a version changed (the orchestrator retries those), not a bad request.
                 raise ConcurrencyConflict(
