@@ -35,6 +35,8 @@ def read_regular(path: Path, limit: int) -> bytes:
         raise UnreadableFile("is a directory, not a file") from None
     except OSError as exc:
         raise UnreadableFile(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    except ValueError:  # a NUL in it: no file has such a name
+        raise UnreadableFile("is no file name (it holds a NUL character)") from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
         os.close(fd)

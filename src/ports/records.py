@@ -29,7 +29,8 @@ from domain.model.knowledge import (
 )
 from domain.model.lifecycle import AuditEntry, ExecutionState
 from domain.model.policy import Action, Approval, ImpactTier, Obligation, PolicyDecision
-from ports.errors import CorruptRecord
+from domain.model.validation import mistyped, shown
+from ports.errors import CorruptRecord, InvalidRecord
 from ports.storage import Document
 
 R = TypeVar("R")
@@ -60,6 +61,48 @@ def _reading(table: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
         return read
 
     return wrap
+
+
+def _writing(table: str) -> Callable[[Callable[..., Document]], Callable[..., Document]]:
+    """A domain object that does not make a document (an entity built in code with a field
+    of another type: an enum's text, text for a list, a number for a text) is refused with
+    an InvalidRecord naming the field, before anything is staged."""
+
+    def wrap(convert: Callable[..., Document]) -> Callable[..., Document]:
+        @functools.wraps(convert)
+        def write(obj: Any, *rest: Any) -> Document:
+            try:
+                return convert(obj, *rest)
+            except (TypeError, ValueError, AttributeError, OverflowError, RecursionError) as exc:
+                raise _unwritable(table, obj, exc) from None
+
+        return write
+
+    return wrap
+
+
+def _unwritable(table: str, obj: object, exc: Exception) -> InvalidRecord:
+    key = getattr(obj, "id", None) or getattr(obj, "execution_id", "?")
+    found = mistyped(obj)
+    if found is None:
+        return InvalidRecord(
+            f"{table} {shown(key)} cannot be stored: {type(exc).__name__}: {exc}"[:300]
+        )
+    name, problem = found
+    return InvalidRecord(f"{table} {shown(key)}: field {name} {problem}")
+
+
+def _listed(values: object) -> list[Any]:
+    # Text given for a list would otherwise be stored as its letters.
+    if not isinstance(values, tuple | list):
+        raise TypeError(f"a list was expected, got {type(values).__name__}")
+    return list(values)
+
+
+def _whole_number(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{type(value).__name__} is not a whole number")
+    return value
 
 
 @overload
@@ -112,6 +155,7 @@ def _compact(doc: Mapping[str, Any]) -> Document:
     return {k: v for k, v in doc.items() if v is not None}
 
 
+@_writing("knowledge_source")
 def source_doc(s: KnowledgeSource) -> Document:
     return {
         "tenant": s.tenant,
@@ -148,12 +192,13 @@ def source_from(key: str, d: Document) -> KnowledgeSource:
     )
 
 
+@_writing("analysis")
 def analysis_doc(a: Analysis) -> Document:
     return {
         "tenant": a.tenant,
-        "source_ids": list(a.source_ids),
-        "claims_json": canonical_json([[c.text, list(c.cited_source_ids)] for c in a.claims]),
-        "key_terms": list(a.key_terms),
+        "source_ids": _listed(a.source_ids),
+        "claims_json": canonical_json([[c.text, _listed(c.cited_source_ids)] for c in a.claims]),
+        "key_terms": _listed(a.key_terms),
         "rendered": a.rendered,
         "generator_name": a.generator_name,
         "generator_version": a.generator_version,
@@ -180,14 +225,15 @@ def analysis_from(key: str, d: Document) -> Analysis:
     )
 
 
+@_writing("capsule")
 def capsule_doc(c: Capsule) -> Document:
     return _compact(
         {
             "tenant": c.tenant,
             "publication_id": c.publication_id,
             "title": c.title,
-            "source_ids": list(c.source_ids),
-            "analysis_ids": list(c.analysis_ids),
+            "source_ids": _listed(c.source_ids),
+            "analysis_ids": _listed(c.analysis_ids),
             "artifact_hash": c.artifact_hash,
             "chunks_json": canonical_json([[k.index, k.source_id, k.text] for k in c.chunks]),
             "classification": c.classification.value,
@@ -222,6 +268,7 @@ def capsule_from(key: str, d: Document) -> Capsule:
     )
 
 
+@_writing("evidence")
 def evidence_doc(e: EvidenceManifest) -> Document:
     return {
         "tenant": e.tenant,
@@ -230,7 +277,7 @@ def evidence_doc(e: EvidenceManifest) -> Document:
         "artifact_hash": e.artifact_hash,
         "classification": e.classification.value,
         "retention_class": e.retention_class,
-        "decision_ids": list(e.decision_ids),
+        "decision_ids": _listed(e.decision_ids),
         "approvals_json": _approvals(e.approvals),
         "actor": e.actor,
         "recorded_at": e.recorded_at,
@@ -256,6 +303,7 @@ def evidence_from(key: str, d: Document) -> EvidenceManifest:
     )
 
 
+@_writing("decision")
 def decision_doc(p: PolicyDecision) -> Document:
     return {
         "tenant": p.tenant,
@@ -266,9 +314,9 @@ def decision_doc(p: PolicyDecision) -> Document:
         "environment": p.environment.value,
         "impact_tier": p.impact_tier.value,
         "allowed": p.allowed,
-        "reasons": list(p.reasons),
+        "reasons": _listed(p.reasons),
         "obligations": [o.value for o in p.obligations],
-        "policy_refs": list(p.policy_refs),
+        "policy_refs": _listed(p.policy_refs),
         "approvals_json": _approvals(p.approvals),
         "decided_at": p.decided_at,
         "version": p.version,
@@ -296,6 +344,7 @@ def decision_from(key: str, d: Document) -> PolicyDecision:
     )
 
 
+@_writing("event")
 def event_doc(e: EventEnvelope) -> Document:
     return {
         "event_id": e.id,
@@ -332,6 +381,7 @@ def event_from(d: Document) -> EventEnvelope:
     )
 
 
+@_writing("execution")
 def execution_doc(x: WorkflowExecution, version: int) -> Document:
     m = x.metadata
     return _compact(
@@ -402,6 +452,7 @@ class _InputNotLoaded(Mapping[str, Any]):
 INPUT_NOT_LOADED: Mapping[str, Any] = _InputNotLoaded()
 
 
+@_writing("execution_input")
 def execution_input_doc(x: WorkflowExecution) -> Document:
     return {"tenant": x.tenant, "input_json": canonical_json(x.input), "version": 1}
 
@@ -452,11 +503,12 @@ def audit_key(execution_id: str, sequence: int) -> str:
     return f"{execution_id}:{sequence:09d}"
 
 
+@_writing("audit")
 def audit_doc(a: AuditEntry) -> Document:
     return _compact(
         {
             "execution_id": a.execution_id,
-            "sequence": a.sequence,
+            "sequence": _whole_number(a.sequence),
             "from_state": a.from_state.value if a.from_state else None,
             "to_state": a.to_state.value,
             "at": a.at,

@@ -18,6 +18,7 @@ from domain.model.execution import WorkflowExecution
 from domain.model.knowledge import KnowledgeSource
 from domain.model.lifecycle import AuditEntry, ExecutionState
 from domain.model.policy import PolicyDecision
+from domain.model.validation import shown
 from ports import records
 from ports.errors import CorruptRecord, InvalidRecord, RecordNotFound
 from ports.storage import EVENT_TABLE, AnyOf, Document, Op, Range, Write, count
@@ -128,7 +129,7 @@ class EvidenceManifests(_Repository):
         return self.for_subjects(tenant, [subject])
 
     def for_subjects(self, tenant: str, subjects: Sequence[str]) -> list[EvidenceManifest]:
-        rows = self._uow.select(self.table, {"tenant": tenant, "subject": AnyOf(tuple(subjects))})
+        rows = self._uow.select(self.table, {"tenant": tenant, "subject": AnyOf(subjects)})
         return [records.evidence_from(k, d) for k, d in rows]
 
 
@@ -152,9 +153,9 @@ class EventLog(_Repository):
         """Stage a sealed event (`event.sealed()`): its integrity hash is what `events`
         checks every event it lists against."""
         if not isinstance(event, EventEnvelope) or not event.intact:
-            shown = "an EventEnvelope" if isinstance(event, EventEnvelope) else type(event).__name__
+            what = "an EventEnvelope" if isinstance(event, EventEnvelope) else type(event).__name__
             raise InvalidRecord(
-                f"event {getattr(event, 'id', '?')!r} refused: {shown} not sealed (or changed"
+                f"event {shown(getattr(event, 'id', '?'))} refused: {what} not sealed (or changed"
                 " since): append event.sealed()"
             )
         self._uow.stage(Write(Op.APPEND, self.table, event.id, records.event_doc(event)))
@@ -257,6 +258,8 @@ class Executions(_Repository):
         with_input: bool = True,
         unreadable: list[str] | None = None,
     ) -> list[WorkflowExecution]:
+        if not isinstance(state, ExecutionState):  # None lists every state elsewhere, not here
+            raise ValueError(f"state must be an ExecutionState, got {shown(state)}")
         _listing(limit=limit, state=state)
         rows = self._uow.select(
             self.table, {"state": state.value}, order_by="created_at", limit=limit
@@ -300,11 +303,11 @@ class Executions(_Repository):
         """
         _listing(limit=count("limit", limit, least=1), state=state, before=before)
         if not isinstance(now, datetime) or now.tzinfo is None:
-            raise ValueError(f"now must be a datetime with a zone, got {now!r}")
+            raise ValueError(f"now must be a datetime with a zone, got {shown(now)}")
         where: dict[str, Any] = {} if state is None else {"state": state.value}
         for field, value in (("tenant", tenant), ("workflow_name", workflow)):
             if value is not None and not isinstance(value, str):
-                raise ValueError(f"{field} must be text, got {value!r}")
+                raise ValueError(f"{field} must be text, got {shown(value)}")
             if value is not None:
                 where[field] = value
         ties: list[tuple[str, Document]] = []
@@ -345,10 +348,10 @@ def _listing(*, limit: int | None, state: object, before: object = None) -> None
     if limit is not None:
         count("limit", limit, least=1)
     if state is not None and not isinstance(state, ExecutionState):
-        raise ValueError(f"state must be an ExecutionState, got {state!r}")
+        raise ValueError(f"state must be an ExecutionState, got {shown(state)}")
     if before is not None and not isinstance(before, WorkflowExecution):
         raise ValueError(
-            f"before must be a WorkflowExecution (the last one listed), got {before!r}"
+            f"before must be a WorkflowExecution (the last one listed), got {shown(before)}"
         )
 
 
@@ -356,8 +359,9 @@ class AuditTrail(_Repository):
     table = "audit"
 
     def add(self, entry: AuditEntry) -> None:
-        key = records.audit_key(entry.execution_id, entry.sequence)
-        self._uow.stage(Write(Op.CREATE, self.table, key, records.audit_doc(entry)))
+        doc = records.audit_doc(entry)  # first: it refuses an entry whose sequence is no number
+        key = records.audit_key(entry.execution_id, doc["sequence"])
+        self._uow.stage(Write(Op.CREATE, self.table, key, doc))
 
     def entry(self, execution_id: str, sequence: int) -> AuditEntry | None:
         """One entry of an execution's trail, by its sequence number."""

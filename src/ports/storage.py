@@ -13,6 +13,8 @@ from typing import Any
 
 from attrs import field, frozen
 
+from domain.model.validation import shown
+
 # A document is a flat mapping of field name to str, int, float, bool, datetime or a list of
 # str. Absent means None. Nested structures travel as canonical JSON strings: SurrealDB drops
 # NONE members of nested objects, so JSON is the only way they round-trip verbatim everywhere.
@@ -90,7 +92,7 @@ MAX_POSITION = 2**63 - 1
 def count(name: str, value: object, *, least: int = 0) -> int:
     """An integer argument of a read (a position, a limit): bools and other types refused."""
     if not isinstance(value, int) or isinstance(value, bool) or value < least:
-        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        raise ValueError(f"{name} must be an integer >= {least}, got {shown(value)}")
     return value
 
 

@@ -181,6 +181,7 @@ class UnitOfWork(abc.ABC):
         _known(table)
         if not _valid_key(key):  # no such key could have been stored: not found, everywhere
             return None
+        key = _text_of(key)
         pending = self._pending.get((table, key))
         if pending is not None:
             return None if pending.op is Op.DELETE else dict(pending.document or {})
@@ -202,7 +203,7 @@ class UnitOfWork(abc.ABC):
             raise ValueError(f"keys must be a list of keys, got {type(keys).__name__}")
         found: dict[str, Document] = {}
         to_load = []
-        for key in dict.fromkeys(k for k in keys if _valid_key(k)):
+        for key in dict.fromkeys(_text_of(k) for k in keys if _valid_key(k)):
             pending = self._pending.get((table, key))
             if pending is None:
                 to_load.append(key)
@@ -291,16 +292,22 @@ class UnitOfWork(abc.ABC):
         if write.op in (Op.UPDATE, Op.DELETE) and TABLES[write.table].immutable:
             # Adapters cache immutable records and skip their version checks: keep it true.
             raise InvalidRecord(f"{write.table} records are immutable once created")
+        if type(write.key) is not str and isinstance(write.key, str):  # stored as its text
+            write = Write(
+                write.op, write.table, _text_of(write.key), write.document, write.expected_version
+            )
         if write.document is not None and _checked(write.table, write.key, write.document):
             # Stored as the same instant in UTC: an offset with seconds in it (historical zones
-            # have them) is one SurrealDB cannot even parse.
+            # have them) is one SurrealDB cannot even parse. Text as plain text: SurrealDB
+            # keeps no subclass, and the in-memory adapter must not keep one either (its own
+            # __eq__ would decide what a filter matches).
             try:
-                utc = {k: _utc(v) for k, v in write.document.items()}
+                plain = {k: _plain(v) for k, v in write.document.items()}
             except OverflowError:
                 raise InvalidRecord(
                     f"{write.table} {write.key!r}: an instant is past the ends of time in UTC"
                 ) from None
-            write = Write(write.op, write.table, write.key, utc, write.expected_version)
+            write = Write(write.op, write.table, write.key, plain, write.expected_version)
         key = (write.table, write.key)
         earlier = self._pending.get(key)
         if (write.op is Op.APPEND and write.key in self._appended) or (
@@ -525,7 +532,7 @@ def _stored_form(value: Any) -> Any:
     reading, or an integer, is past the ends of what a record holds; `_EARLY` also for text
     no record holds (it matches nothing)."""
     if isinstance(value, str):
-        return value if _storable(value) else _EARLY
+        return _text_of(value) if _storable(value) else _EARLY
     if isinstance(value, datetime):
         try:
             return _utc(value)
@@ -551,24 +558,25 @@ def _match(value: object, wanted: object) -> bool:
 
 def _checked(table: str, key: str, document: Document) -> bool:
     """Refuse what no store can keep faithfully, before anything is sent anywhere; True if a
-    datetime in it is to be moved to UTC."""
-    if not key or not _storable(key):
+    value in it is to be made plain (`_plain`): a datetime off UTC, text of a str subclass."""
+    if not isinstance(key, str) or not key or not _storable(key):
         raise InvalidRecord(f"{table}: record key must be non-empty Unicode text without NUL")
     known = fields.FIELDS[table]
-    off_utc = False
+    texts, instants = _TEXT_FIELDS[table], _INSTANT_FIELDS[table]
+    replain = False
     for name, value in document.items():
         if name not in known:
             raise InvalidRecord(f"{table} {key!r}: field `{name}` is not part of the schema")
-        if type(value) is str:  # most fields: settled before the checks for other types
+        if type(value) is str and name in texts:  # most fields: settled before the rest
             if ("\x00" in value or not value.isascii()) and not _storable(value):
                 raise InvalidRecord(
                     f"{table} {key!r}: field {name} contains NUL or a lone surrogate"
                 )
             continue
-        if isinstance(value, datetime):
+        if isinstance(value, datetime) and name in instants:
             if value.tzinfo is None:  # names no instant; SurrealDB would take it for UTC
                 raise InvalidRecord(f"{table} {key!r}: field {name} is a datetime without a zone")
-            off_utc = off_utc or _off_utc(value)
+            replain = replain or _off_utc(value)
             continue
         # What SurrealDB would hand back as another type, or refuse, no adapter keeps.
         if isinstance(value, tuple):
@@ -597,7 +605,8 @@ def _checked(table: str, key: str, document: Document) -> bool:
                 raise InvalidRecord(
                     f"{table} {key!r}: field {name} contains NUL or a lone surrogate"
                 )
-    return off_utc
+            replain = replain or type(item) is not str
+    return replain
 
 
 # The exact types each kind takes at once; anything else is asked of `Kind.admits` (a str
@@ -613,6 +622,21 @@ _EXACT: dict[fields.Kind, frozenset[type]] = {
 }
 
 
+# The fields whose kind takes text, or an instant: a str or datetime anywhere else is refused.
+_TEXT_FIELDS = {
+    table: frozenset(n for n, f in specs.items() if f.kind in _TEXT)
+    for table, specs in fields.FIELDS.items()
+}
+_INSTANT_FIELDS = {
+    table: frozenset(
+        n
+        for n, f in specs.items()
+        if f.kind in (fields.Kind.DATETIME, fields.Kind.OPTIONAL_DATETIME)
+    )
+    for table, specs in fields.FIELDS.items()
+}
+
+
 def _off_utc(value: datetime) -> bool:
     # Any zone but UTC itself, even at offset zero (GMT, London in winter): SurrealDB hands
     # every instant back in UTC, and the in-memory adapter must do the same.
@@ -621,6 +645,20 @@ def _off_utc(value: datetime) -> bool:
 
 def _utc(value: object) -> object:
     return value.astimezone(UTC) if isinstance(value, datetime) and _off_utc(value) else value
+
+
+def _plain(value: object) -> object:
+    """A field's value as every store keeps it: instants in UTC, text as plain `str`."""
+    if isinstance(value, str):
+        return _text_of(value)
+    if isinstance(value, list):
+        return [_text_of(v) if isinstance(v, str) else v for v in value]
+    return _utc(value)
+
+
+def _text_of(value: str) -> str:
+    # Plain text of a str subclass, past any __str__ or __add__ it overrides.
+    return value if type(value) is str else "".join((value,))
 
 
 def _storable(text: str) -> bool:

@@ -345,6 +345,9 @@ def test_unreadable_or_malformed_file(tmp_path: Path) -> None:
     broken = only({"GOVKERNEL_CONFIG": str(path)}, tmp_path)
     assert "not valid TOML" in broken.message and "line 2" in broken.message
     assert SECRET not in str(broken)
+    # From code (no environment variable can hold a NUL): a ValueError before.
+    named = only({"GOVKERNEL_CONFIG": "settings\x00.toml"}, tmp_path)
+    assert named.source == "GOVKERNEL_CONFIG" and "holds a NUL character" in named.message
 
 
 def test_a_settings_file_that_is_no_regular_file_is_refused_unread(tmp_path: Path) -> None:

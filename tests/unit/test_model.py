@@ -200,6 +200,29 @@ def test_an_event_whose_payload_is_not_json_is_refused_when_sealed(payload: Any)
         envelope(payload=payload).sealed()
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("type", "knowledge.source_ingested", "must be an EventType, got a str"),
+        ("tenant", b"t", "must be a str, got a bytes"),
+        ("actor", "al\ud800ice", "contains a lone surrogate"),
+        (
+            "occurred_at",
+            datetime.min.replace(tzinfo=timezone(timedelta(hours=14))),
+            "past the ends of time in UTC",
+        ),
+    ],
+    ids=["type-as-text", "bytes", "surrogate", "no-utc-instant"],
+)
+def test_an_event_with_a_field_that_cannot_be_hashed_is_refused_by_name(
+    field: str, value: object, problem: str
+) -> None:
+    """Before, each was an AttributeError, TypeError, UnicodeEncodeError or OverflowError."""
+    with pytest.raises(InvalidInput, match=problem) as caught:
+        envelope(**{field: value}).sealed()
+    assert caught.value.field == field
+
+
 def test_a_payload_nested_past_what_can_be_encoded_is_refused_when_sealed() -> None:
     deep: dict[str, Any] = {}
     for _ in range(5000):

@@ -11,8 +11,9 @@ from attrs import evolve
 from domain.model.environment import Environment
 from domain.model.errors import InvalidInput
 from domain.model.runtime import RuntimeContext
-from domain.model.validation import actor_name, identifier, same_person, text
+from domain.model.validation import actor_name, identifier, same_person, shown, text
 from ports.clock import FixedClock, SequentialIds
+from ports.storage import count
 
 
 @pytest.mark.parametrize("check", [actor_name, identifier])
@@ -79,3 +80,15 @@ def test_bytes_that_are_not_utf8_are_said_to_be() -> None:
     given = b"\xff\xfe".decode("utf-8", "surrogateescape")  # as a command-line argument
     with pytest.raises(InvalidInput, match="no bytes that are not UTF-8"):
         text("title", given, max_len=100)
+
+
+class _Unshowable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_a_refusal_holds_even_when_the_value_cannot_be_shown() -> None:
+    """Before, the value's own failure replaced the refusal."""
+    assert shown(_Unshowable()) == "<a _Unshowable>"
+    with pytest.raises(ValueError, match=r"^limit must be an integer >= 1, got <a _Unshowable>"):
+        count("limit", _Unshowable(), least=1)

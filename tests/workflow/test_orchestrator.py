@@ -349,6 +349,31 @@ def test_a_clock_at_the_end_of_time_is_named_and_nothing_is_written(
     assert waiting.retry_at == datetime.max.replace(tzinfo=UTC)
 
 
+@pytest.mark.parametrize(
+    "reading",
+    [
+        datetime.min.replace(tzinfo=timezone(timedelta(hours=14))),
+        datetime.max.replace(tzinfo=timezone(-timedelta(hours=12))),
+    ],
+    ids=["first-instant-ahead-of-UTC", "last-instant-behind-UTC"],
+)
+def test_a_clock_whose_reading_has_no_utc_instant_is_named_and_nothing_is_written(
+    world: World, reading: datetime
+) -> None:
+    """Before, `start` raised a bare OverflowError from the execution's identity."""
+    world.clock = FixedClock(reading)
+    with pytest.raises(InvalidInput, match="past the ends of time in UTC") as caught:
+        world.orch().start(FLAKY, request("pub-1"))
+    assert caught.value.field == "clock"
+    assert world.door.table("execution") == {} and world.door.table("audit") == {}
+
+
+def test_get_takes_with_input_as_a_flag_only(world: World) -> None:
+    started = world.orch().start(FLAKY, request("pub-1"))
+    with pytest.raises(ValueError, match="with_input"):
+        world.orch().get(started.id, with_input="no")  # type: ignore[arg-type]
+
+
 def test_a_worker_that_leaves_a_retry_for_later_lets_go_so_a_cancel_compensates_at_once(
     world: World,
 ) -> None:

@@ -54,6 +54,9 @@ from ports.errors import (
 from ports.storage import EVENT_TABLE, TABLES, AnyOf, Document, Op, Range, Write
 from ports.unit_of_work import UnitOfWork, UnitOfWorkFactory, WrappingUnitOfWork
 
+# `evolve` as code without type checks calls it: with a field of another type.
+loosely: Any = evolve
+
 LATER = samples.T0 + timedelta(minutes=5)
 
 
@@ -1143,6 +1146,72 @@ class UnitOfWorkContract:
             with uow_factory() as uow, pytest.raises(ValueError, match=f"^{argument}"):
                 uow.executions.in_state(**in_state)
 
+    def test_listing_in_no_state_is_refused(self, uow_factory: UnitOfWorkFactory) -> None:
+        with uow_factory() as uow, pytest.raises(ValueError, match=r"^state must be an Exec"):
+            uow.executions.in_state(None)  # type: ignore[arg-type]
+
+    def test_text_of_a_str_subclass_is_stored_and_compared_as_its_text(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """Before, the in-memory adapter kept the caller's object and matched filters with
+        its own __eq__ and __hash__, SurrealDB with the text: they answered differently."""
+
+        class Anything(str):
+            def __eq__(self, other: object) -> bool:
+                return True
+
+            def __hash__(self) -> int:
+                return 42
+
+        capsule = evolve(samples.capsule(), id=Anything("cap-sub"), title=Anything("titled"))
+        committed(uow_factory, lambda uow: uow.capsules.add(capsule))
+        with uow_factory() as uow:
+            assert uow.select("capsule", {"status": Anything("nothing has this status")}) == []
+            assert uow.select("capsule", {"status": AnyOf([Anything("nor this")])}) == []
+            assert uow.capsules.by_publication(capsule.tenant, Anything("no such")) is None
+            found = uow.capsules.by_publication(capsule.tenant, Anything(capsule.publication_id))
+            assert found is not None and found.id == "cap-sub"
+            [(key, doc)] = uow.select("capsule", {"tenant": capsule.tenant})
+            assert type(key) is str and type(doc["title"]) is str and doc["title"] == "titled"
+            got = uow.get("capsule", Anything("cap-sub"))
+            assert got is not None and type(got["title"]) is str
+
+    @pytest.mark.parametrize(
+        ("make", "problem"),
+        [
+            (lambda: loosely(samples.source(), kind="imf"), "field kind must be a SourceKind"),
+            (lambda: loosely(samples.source(), id=5), "record key must be non-empty"),
+            # Text for a list was stored as its letters.
+            (lambda: loosely(samples.decision(), reasons="abc"), "field reasons must be a list"),
+            (lambda: loosely(samples.capsule(), chunks=None), "field chunks must be a list"),
+            (lambda: loosely(samples.capsule(), status="published"), "field status must be a"),
+            (
+                lambda: loosely(samples.execution().new_audit[0], sequence="1"),
+                "field sequence must be an int",
+            ),
+        ],
+        ids=["enum-as-text", "number-id", "text-for-list", "none-for-list", "status", "sequence"],
+    )
+    def test_an_entity_built_with_a_field_of_another_type_is_refused_by_name(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        backdoor: Backdoor,
+        make: Callable[[], Any],
+        problem: str,
+    ) -> None:
+        entity = make()
+        repository = {
+            "KnowledgeSource": "sources",
+            "PolicyDecision": "decisions",
+            "Capsule": "capsules",
+            "AuditEntry": "audit",
+        }[type(entity).__name__]
+        before = backdoor.snapshot()
+        with uow_factory() as uow, pytest.raises(InvalidRecord, match=problem):
+            getattr(uow, repository).add(entity)
+            uow.commit()
+        assert backdoor.snapshot() == before
+
     def test_reads_given_nothing_where_something_is_needed_are_refused(
         self, uow_factory: UnitOfWorkFactory
     ) -> None:
@@ -1368,6 +1437,16 @@ class UnitOfWorkContract:
             # ...and fail to send these, the commit's outcome then unknown.
             ("title", timedelta(days=1), "`title` must be string, got timedelta"),
             ("source_ids", ["src-1", b"src-2"], "`source_ids` must be array<string>"),
+            # SurrealDB's `TYPE string` took an instant and stored it as its text.
+            ("title", datetime(2026, 1, 1, tzinfo=UTC), "`title` must be string, got datetime"),
+            ("retraction_reason", samples.T0, "`retraction_reason` must be option<string>"),
+            # Refused at commit before: now as staged too.
+            ("version", "1", "`version` must be int, got str"),
+            (
+                "published_at",
+                "2026-01-01T00:00:00Z",
+                "`published_at` must be option<datetime>, got str",
+            ),
         ],
     )
     def test_a_value_no_adapter_could_keep_as_given_is_refused(

@@ -13,6 +13,7 @@ from attrs import field, frozen
 from domain.model.errors import InvalidInput
 from domain.model.knowledge import Classification, sha256_hex
 from domain.model.policy import Approval
+from domain.model.validation import mistyped
 
 
 class EventType(enum.Enum):
@@ -76,7 +77,8 @@ class EventEnvelope:
 
     def sealed(self) -> EventEnvelope:
         """A copy carrying the hash of every field but the position (assigned at commit);
-        `InvalidInput` for a payload that is not JSON (NaN and Infinity included)."""
+        `InvalidInput` for a payload that is not JSON (NaN and Infinity included), or a
+        field that cannot be hashed (of another type, text with a lone surrogate)."""
         try:
             _STRICT.encode(self.payload).encode("utf-8")
         except UnicodeEncodeError:
@@ -85,6 +87,13 @@ class EventEnvelope:
             raise InvalidInput("payload", f"must be JSON ({exc})") from None
         except RecursionError:
             raise InvalidInput("payload", "is nested too deeply to encode") from None
+        try:
+            integrity_hash = self.compute_hash()
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
+            # A field built in code of another type (an event type's text), or text that is
+            # not Unicode, or an instant past the ends of time in UTC: named, not hashed.
+            field_, problem = mistyped(self) or ("event", f"cannot be hashed: {exc}")
+            raise InvalidInput(field_, problem) from None
         return EventEnvelope(
             id=self.id,
             tenant=self.tenant,
@@ -97,7 +106,7 @@ class EventEnvelope:
             classification=self.classification,
             payload=self.payload,
             schema_version=self.schema_version,
-            integrity_hash=self.compute_hash(),
+            integrity_hash=integrity_hash,
         )
 
     def compute_hash(self) -> str:

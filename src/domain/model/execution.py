@@ -155,6 +155,7 @@ class WorkflowExecution:
     ) -> WorkflowExecution:
         """A new execution, pending. `definition` is what its steps are (see
         `WorkflowDefinition.shape`): pinned beside its identity, for `started_steps`."""
+        _in_utc(at)
         execution = cls(
             id=execution_id,
             tenant=tenant,
@@ -243,6 +244,7 @@ class WorkflowExecution:
         step: str | None = None,
         pinned: str | None = None,
     ) -> AuditEntry:
+        _in_utc(at)
         sequence = self.audit_sequence + 1
         fields: dict[str, Any] = dict(
             execution_id=self.id,
@@ -506,3 +508,14 @@ class WorkflowExecution:
             # Undoing a side effect half-way would leave it neither done nor undone.
             raise InvalidState(f"execution {self.id} is compensating and cannot be cancelled")
         self.cancel_requested = True
+
+
+def _in_utc(at: datetime) -> None:
+    """Every instant is recorded in UTC: a clock whose reading has none (near the ends of
+    time, in a zone off UTC) is broken, said before anything is written."""
+    try:
+        at.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(
+            "clock", f"reads {at.isoformat()}, past the ends of time in UTC"
+        ) from None

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import re
+import types
+import typing
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
+
+import attrs
 
 from domain.model.errors import InvalidInput
 
@@ -77,9 +82,81 @@ def _escaped(c: str) -> str:
 
 def shown(value: object, most: int = 60) -> str:
     """`value` as an error echoes it: its repr, cut (a mistake is echoed, a megabyte of one
-    is not)."""
-    text = repr(value)
+    is not); its type's name when its repr fails (the refusal must not)."""
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<a {type(value).__name__}>"
     return text if len(text) <= most else f"{text[:most]}..."
+
+
+def mistyped(instance: object) -> tuple[str, str] | None:
+    """The first field of an attrs instance that does not hold what its type says, and what
+    is wrong with it; None if none is found. Only asked once something built from the
+    instance failed, to say which field was wrong: the value objects check their fields
+    where they parse input, not where code builds them."""
+    cls: Any = type(instance)
+    if not attrs.has(cls):
+        return None
+    hints = _hints(cls)
+    for attribute in attrs.fields(cls):
+        problem = _mismatch(getattr(instance, attribute.name), hints.get(attribute.name))
+        if problem is not None:
+            return attribute.name, problem
+    return None
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # a name only a type checker sees: nothing to say then
+        return {}
+
+
+def _mismatch(value: object, hint: object) -> str | None:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if any(_mismatch(value, option) is None for option in options):
+            return None
+        return _mismatch(value, next(o for o in options if o is not type(None)))
+    if origin in (tuple, list):
+        if not isinstance(value, tuple | list):
+            return f"must be a list, got {_named(value)}"
+        item = next(iter(typing.get_args(hint)), None)
+        for i, element in enumerate(value):
+            problem = _mismatch(element, item)
+            if problem is not None:
+                return f"[{i}] {problem}"
+        return None
+    if origin in (dict, Mapping):
+        return None if isinstance(value, Mapping) else f"must be a mapping, got {_named(value)}"
+    if not isinstance(hint, type):
+        return None  # Any, a type alias: nothing to hold the value to
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        return f"must be {_a(hint.__name__)}, got {_named(value)}"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains a lone surrogate"
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            return "is a datetime without a zone"
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            return "is past the ends of time in UTC"
+    return None
+
+
+def _named(value: object) -> str:
+    return "None" if value is None else _a(type(value).__name__)
+
+
+def _a(name: str) -> str:
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
 def identifier(field: str, value: object) -> str:

@@ -759,6 +759,7 @@ class Orchestrator:
         """The tenant's execution (`with_input=False`: its input left unread, as listings
         read executions)."""
         _an_id(execution_id)
+        _a_flag("with_input", with_input)
         with self._uow_factory() as uow:
             return self._require(uow, execution_id, with_input=with_input)
 
