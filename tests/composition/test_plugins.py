@@ -10,6 +10,7 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from composition import plugins
 from composition.container import Overrides, build_app
 from composition.settings import ConfigurationError, Settings, load_settings
 from composition.wiring import workflow_registry
+from domain.model.errors import InvalidInput
 from domain.model.execution import WorkflowExecution
 from domain.model.lifecycle import ExecutionState
 from domain.orchestration.definition import Step, WorkflowDefinition
@@ -351,6 +353,34 @@ def test_an_orchestrator_refuses_a_workflow_under_another_name() -> None:
             Orchestrator(app.uow_factory, app.runtime, {"pay": definition})
         with pytest.raises(ValueError, match="'x' maps to 'int'"):
             Orchestrator(app.uow_factory, app.runtime, {"x": 3})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "problem"),
+    [
+        ({"workflows": "as-a-list"}, "workflows must be a mapping of name to WorkflowDef"),
+        ({"lease_ttl": timedelta(0)}, "lease_ttl must be a positive timedelta"),
+        ({"lease_ttl": -timedelta(seconds=1)}, "lease_ttl must be a positive timedelta"),
+        ({"lease_ttl": 30}, "lease_ttl must be a positive timedelta, got 30"),
+        ({"worker_id": "a b\n"}, "worker_id"),
+        ({"retired": "payout"}, "retired must be a list of WorkflowDefinition"),
+    ],
+    ids=["list", "zero-lease", "negative-lease", "int-lease", "worker-id", "retired-text"],
+)
+def test_an_orchestrator_refuses_arguments_it_cannot_work_with_by_name(
+    arguments: dict[str, Any], problem: str
+) -> None:
+    """Before, each was accepted: a lease of zero left the execution running for good, a
+    number for a lease was a TypeError at the first step, a list of workflows a TypeError."""
+    definition = WorkflowDefinition(
+        name="payout", version="1", metadata=kp.METADATA, steps=(Step("s", lambda u, c: {}),)
+    )
+    with build_app(Settings(store_url="memory://")) as app:
+        given: dict[str, Any] = {"workflows": {"payout": definition}} | arguments
+        if given["workflows"] == "as-a-list":
+            given["workflows"] = [definition]
+        with pytest.raises((ValueError, InvalidInput), match=problem):
+            Orchestrator(app.uow_factory, app.runtime, **given)
 
 
 # -- through the command line ---------------------------------------------------------------

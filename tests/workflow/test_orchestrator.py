@@ -7,6 +7,7 @@ import asyncio
 import copy
 import functools
 import itertools
+import logging
 import threading
 import time
 from collections import Counter
@@ -366,6 +367,42 @@ def test_a_clock_whose_reading_has_no_utc_instant_is_named_and_nothing_is_writte
         world.orch().start(FLAKY, request("pub-1"))
     assert caught.value.field == "clock"
     assert world.door.table("execution") == {} and world.door.table("audit") == {}
+
+
+def test_a_worker_whose_step_outlasted_its_lease_and_lost_the_execution_stops(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lease is renewed as a step commits. A step longer than the lease lets another
+    worker's `recover` take the execution over and run the step too; the first worker's
+    commit then loses. Before, that worker took the execution back as soon as the other's
+    lease had expired in turn (the other still in the step): the two ran the step in turn,
+    for as long as it outlasted a lease."""
+    calls = Calls()
+    rival_in_step, released = threading.Event(), threading.Event()
+    recovered: list[list[WorkflowExecution]] = []
+
+    def long_step(n: int, uow: UnitOfWork, ctx: StepContext) -> None:
+        world.clock.advance(timedelta(minutes=2))  # past the 30 s lease of whoever runs it
+        if n == 1:
+            threading.Thread(target=lambda: recovered.append(rival.recover())).start()
+            assert rival_in_step.wait(10)
+        elif n == 2:
+            rival_in_step.set()
+            assert released.wait(10)
+
+    rival = world.orch("worker-2", analyse=calls.wrap(long_step))
+    with caplog.at_level(logging.WARNING, logger="govkernel.orchestrator"):
+        first = world.orch("worker-1", analyse=calls.wrap(long_step)).start(FLAKY, request("pub-1"))
+        released.set()
+        for _ in range(100):
+            if recovered:
+                break
+            time.sleep(0.1)
+    assert first.state is S.RUNNING and first.lease_owner == "worker-2"
+    assert [x.state for x in recovered[0]] == [S.SUCCEEDED]
+    assert calls.n == 2  # once by each worker: never again by the one that lost
+    assert "past the lease of worker worker-1" in caplog.text
+    assert_exactly_once(world.door, world.orch())
 
 
 def test_get_takes_with_input_as_a_flag_only(world: World) -> None:

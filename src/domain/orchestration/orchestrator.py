@@ -71,6 +71,9 @@ class RecoveryIncomplete(DomainError):
 
 class _Next(enum.Enum):
     CONTINUE = "continue"
+    # Another worker or command moved the execution while this attempt ran: this worker's
+    # commit lost (the version check decided). If a worker took it over, this one stops.
+    LOST = "lost"
 
 
 @frozen
@@ -131,6 +134,15 @@ class Orchestrator:
         old version's executions finish."""
         self._uow_factory = uow_factory
         self._runtime = runtime
+        if not isinstance(workflows, Mapping):
+            raise ValueError(
+                "workflows must be a mapping of name to WorkflowDefinition, got"
+                f" {type(workflows).__name__} ({{d.name: d for d in definitions}} makes one)"
+            )
+        if not isinstance(lease_ttl, timedelta) or lease_ttl <= timedelta(0):
+            raise ValueError(f"lease_ttl must be a positive timedelta, got {shown(lease_ttl)}")
+        if isinstance(retired, str | bytes):
+            raise ValueError(f"retired must be a list of WorkflowDefinition, got {shown(retired)}")
         self._workflows = dict(workflows)
         for name, definition in self._workflows.items():
             # Executions are found again by the name they record: any other key is never hit.
@@ -159,7 +171,12 @@ class Orchestrator:
                     " (a version is current or retired, once): retire earlier versions only"
                 )
             self._versions[key] = definition
-        self.worker_id = worker_id or runtime.ids.new_id("worker")
+        # Stored as the lease's owner and shown in listings: a name, on one line.
+        self.worker_id = (
+            runtime.ids.new_id("worker")
+            if worker_id is None
+            else actor_name("worker_id", worker_id)
+        )
         self._lease_ttl = lease_ttl
         self._max_wait = max_inline_wait
         self._sleep = sleep
@@ -443,9 +460,11 @@ class Orchestrator:
     def _run(self, execution_id: str, *, ignore_leases: bool = False) -> WorkflowExecution:
         waited = timedelta(0)
         unknown, landed_from = 0, None
+        lost = False
         try:
             for _ in range(100_000):
-                outcome = self._advance(execution_id, ignore_leases=ignore_leases)
+                outcome = self._advance(execution_id, ignore_leases=ignore_leases, lost=lost)
+                lost = outcome is _Next.LOST
                 if isinstance(outcome, _Unknown):
                     # Counted while no attempt lands: lost replies of commits that did land
                     # (the execution moved on) are not a store that cannot commit.
@@ -904,7 +923,7 @@ class Orchestrator:
             return uow.executions.by_idempotency_key(self._runtime.tenant, key)
 
     def _advance(
-        self, execution_id: str, *, ignore_leases: bool
+        self, execution_id: str, *, ignore_leases: bool, lost: bool = False
     ) -> _Next | _Wait | _Stop | _Unknown:
         rt = self._runtime
         with self._uow_factory() as uow:
@@ -922,9 +941,13 @@ class Orchestrator:
             if (
                 not ignore_leases
                 and owner not in (None, self.worker_id)
-                and not execution.lease_expired(now)
+                and (lost or not execution.lease_expired(now))
             ):
-                return _Stop(execution)  # another live worker owns it
+                # Another live worker owns it; or one took it over while this worker's step
+                # ran, and lost its race: it stops, even once that worker's lease has expired
+                # (that worker may still be in the step: taking it back would have them run
+                # it in turn for good; `recover` takes it over from a worker that died).
+                return _Stop(execution)
             if state is not S.CANCELLING:  # (which needs a definition only to undo something)
                 # Before the wait: a retry this worker could never run is said now.
                 definition = self._definition_of(execution)
@@ -979,6 +1002,8 @@ class Orchestrator:
                     output = _output(step, ran)
                 except Exception as exc:  # any step failure is recorded, then classified
                     return self._after_failure(execution_id, seen_version, step.name, exc)
+                finally:
+                    self._check_overrun(execution, step.name, now)
                 execution.checkpoint(step.name, output, at=now, actor=rt.actor)
                 if execution.current_step >= len(definition.steps):
                     execution.transition(
@@ -994,7 +1019,7 @@ class Orchestrator:
             except ConcurrencyConflict:
                 # Another worker moved it (the version check decided): re-read on the next
                 # turn and act on what is stored.
-                return _Next.CONTINUE
+                return _Next.LOST
             except CommitOutcomeUnknown as exc:
                 return _Unknown(exc, seen_version)  # the next turn re-reads what is stored
             except DuplicateRecord as exc:
@@ -1002,7 +1027,7 @@ class Orchestrator:
                 # collide before its version guard is reached: a lost race if the execution
                 # moved on meanwhile.
                 if self.get(execution_id).version != seen_version:
-                    return _Next.CONTINUE
+                    return _Next.LOST
                 # Otherwise another execution stored a shared record first (the same source
                 # ingested by two workflows at once): a failed attempt, and the next attempt
                 # finds that record and reuses it.
@@ -1086,7 +1111,7 @@ class Orchestrator:
         with self._uow_factory() as uow:
             execution = self._trusted(uow, self._require(uow, execution_id))
             if execution.version != seen_version:
-                return _Next.CONTINUE  # someone else moved it meanwhile; re-read
+                return _Next.LOST  # someone else moved it meanwhile; re-read
             now = rt.clock.now()
             if execution.state in (S.PENDING, S.RETRY_SCHEDULED):
                 # The attempt ran on a resumed execution; that resume was discarded with the
@@ -1133,11 +1158,31 @@ class Orchestrator:
             try:
                 uow.commit()
             except ConcurrencyConflict:
-                return _Next.CONTINUE
+                return _Next.LOST
             except CommitOutcomeUnknown as exc:
                 return _Unknown(exc, seen_version)
         self._remember(execution)
         return _Next.CONTINUE
+
+    def _check_overrun(self, execution: WorkflowExecution, step: str, began: datetime) -> None:
+        """Say so when a step ran past this worker's lease: a lease is renewed as a step
+        commits, not while it runs, so another worker's `recover` may take the execution
+        over meanwhile and run the step again (only one of them commits it)."""
+        expires = execution.lease_expires_at
+        if expires is None or execution.lease_owner != self.worker_id:
+            return
+        ended = self._runtime.clock.now()
+        if ended > expires:
+            _log.warning(
+                "step %s of execution %s ran %s, past the lease of worker %s (lease_ttl %s):"
+                " another worker may take the execution over and run the step again; give"
+                " the orchestrator a lease_ttl longer than its longest step",
+                step,
+                execution.id,
+                ended - began,
+                self.worker_id,
+                self._lease_ttl,
+            )
 
     def _fail(self, execution: WorkflowExecution, reason: str, step: str | None = None) -> None:
         rt = self._runtime
