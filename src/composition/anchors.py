@@ -240,7 +240,13 @@ def _anchor(bad: Callable[[str], AnchorFileError], i: int, item: object) -> Audi
     if not isinstance(item, dict) or set(item) != {"execution_id", "sequence", "hash"}:
         raise bad(f"anchors[{i}] is not an object of execution_id, sequence and hash")
     xid, sequence, head = item.get("execution_id"), item.get("sequence"), item.get("hash")
-    if not isinstance(xid, str) or not xid or len(xid) > MAX_ID_CHARS or not _unicode(xid):
+    if (
+        not isinstance(xid, str)
+        or not xid
+        or len(xid) > MAX_ID_CHARS
+        or not _unicode(xid)
+        or "\x00" in xid  # no key can hold it: read as the id of an execution deleted since
+    ):
         raise bad(f"anchors[{i}].execution_id is not an execution id")
     # A stored sequence is a 64-bit integer: a larger one anchors no entry (and would be
     # echoed whole by what reports it).

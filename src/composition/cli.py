@@ -1543,7 +1543,18 @@ def _in_the_store(store_url: str, path: Path) -> bool:
     target = Path(os.path.realpath(path))
     home = Path(os.path.realpath(directory))
     lock = home.with_name(home.name + ".lock")
-    return target in (lock, home) or home in target.parents
+    if target in (lock, home) or home in target.parents:
+        return True
+    # The same directories under other paths (a bind mount): told by device and inode, as
+    # the store's lock tells them.
+    return _same_file(target, lock) or any(_same_file(p, home) for p in (target, *target.parents))
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    try:
+        return os.path.samefile(one, other)
+    except OSError:  # one of them is not there (yet)
+        return False
 
 
 def _other_store(app: App, taken: anchors.Anchors) -> str | None:
@@ -1638,15 +1649,10 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
         except anchors.AnchorFileError as exc:
             raise Failed(render.safe(str(exc)), EXIT_USAGE) from None
         except OSError as exc:
-            # One it may not write is to be chosen again, as one in no directory is; a full
-            # disk or a failing one is a failure of the command.
-            usage = exc.errno in (
-                *(errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR),
-                *(errno.ENOENT, errno.ENOTDIR, errno.ELOOP),  # a link to no directory
-            )
+            # Exit 2, whatever stopped the write (a file it may not write, a full disk): 1
+            # says a chain was found broken, and a monitor must tell tampering from a disk.
             raise Failed(
-                render.safe(f"cannot write {output}: {exc.strerror or exc}"),
-                EXIT_USAGE if usage else EXIT_FAILED,
+                render.safe(f"cannot write {output}: {exc.strerror or exc}"), EXIT_USAGE
             ) from None
     summary = {
         "anchored": len(taken.anchors),

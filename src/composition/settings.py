@@ -375,7 +375,7 @@ def _workflows(value: object, bad: Bad) -> object:
         return bad(f"must be a string or a list of strings, got {type(value).__name__}")
     wrong = [s for s in specs if not _WORKFLOW_SPEC.match(s)]
     if wrong:
-        return bad(f"{wrong[0]!r} is not a module:attribute reference", _WORKFLOW_ALLOWED)
+        return bad(f"{_clip(wrong[0])} is not a module:attribute reference", _WORKFLOW_ALLOWED)
     if len(set(specs)) != len(specs):
         return bad("names the same module:attribute twice")
     return tuple(specs)
@@ -385,7 +385,7 @@ def _environment(key: _Key, value: str, base: Path, bad: Bad) -> object:
     try:
         return Environment(value.strip().lower())
     except ValueError:
-        return bad(f"{value!r} is not an environment", ", ".join(e.value for e in Environment))
+        return bad(f"{_clip(value)} is not an environment", ", ".join(e.value for e in Environment))
 
 
 def _name(pattern: re.Pattern[str], allowed: str) -> Callable[[_Key, str, Path, Bad], object]:

@@ -15,6 +15,7 @@ from attrs import evolve
 from surrealdb import RecordID
 
 from adapters.surrealdb import SurrealConfig, SurrealStore
+from composition.cli import _in_the_store
 from domain.model.evidence import canonical_json
 from domain.model.lifecycle import GENESIS, AuditAnchor, AuditEntry, check_anchor
 from ports import records
@@ -361,6 +362,41 @@ def test_the_stores_own_files_are_never_an_anchors_output(fresh: Cli, tmp_path: 
     assert "not closed cleanly" not in fresh("recover").stdout
 
 
+def test_the_stores_directory_reached_by_another_path_is_still_the_store(
+    fresh: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bind mount shows a directory under another path, which no resolving of links
+    undoes (an anchor file written into the store's log directory through one broke the
+    store): told by device and inode. A link stands in for the mount here, its resolving
+    turned off."""
+    fresh.store.mkdir()
+    (fresh.store / "clog").mkdir()
+    (tmp_path / "mounted").symlink_to(fresh.store)
+    monkeypatch.setattr(os.path, "realpath", lambda path: os.fspath(path))
+    assert _in_the_store(fresh.url, tmp_path / "mounted" / "clog" / "anchors.json")
+    assert _in_the_store(fresh.url, tmp_path / "mounted")
+    assert not _in_the_store(fresh.url, tmp_path / "anchors.json")
+
+
+def test_an_output_that_cannot_be_written_for_want_of_room_is_exit_2_not_1(
+    fresh: Cli, tmp_path: Path
+) -> None:
+    """Exit 1 says a chain was found broken: a full disk must not read as tampering."""
+    fresh("run", "knowledge-publication", str(FRED))
+    (tmp_path / "inject").mkdir()
+    (tmp_path / "inject" / "sitecustomize.py").write_text(
+        "import errno\n"
+        "from composition import anchors\n"
+        "def full(*args, **kwargs):\n"
+        "    raise OSError(errno.ENOSPC, 'No space left on device')\n"
+        "anchors.write = full\n"
+    )
+    path = tmp_path / "anchors.json"
+    fresh("audit", "anchor", "-o", str(path), code=2, env={"PYTHONPATH": str(tmp_path / "inject")})
+    assert "cannot write" in fresh.stderr and "No space left on device" in fresh.stderr
+    assert not path.exists()
+
+
 def test_a_link_to_no_file_yet_is_written_through(fresh: Cli, tmp_path: Path) -> None:
     fresh("run", "knowledge-publication", str(FRED))
     link = tmp_path / "anchors.json"
@@ -461,6 +497,14 @@ def test_anchors_go_to_stdout_alone_without_an_output_file(fresh: Cli) -> None:
             '{"format": "govkernel-audit-anchors", "version": 1, "tenant": "default",'
             ' "taken_at": "2026-01-01T00:00:00+00:00",'
             ' "anchors": [{"execution_id": "\\ud800x", "sequence": 1, "hash": "'
+            + "0" * 64
+            + '"}]}',
+            "anchors[0].execution_id is not an execution id",
+        ),
+        (  # read as the id of an execution deleted since (exit 1) before
+            '{"format": "govkernel-audit-anchors", "version": 1, "tenant": "default",'
+            ' "taken_at": "2026-01-01T00:00:00+00:00",'
+            ' "anchors": [{"execution_id": "wfx-\\u0000", "sequence": 1, "hash": "'
             + "0" * 64
             + '"}]}',
             "anchors[0].execution_id is not an execution id",

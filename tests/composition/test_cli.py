@@ -1008,6 +1008,22 @@ def test_a_store_path_through_a_file_says_so(fresh: Cli, tmp_path: Path) -> None
         assert f"{tmp_path / 'afile'} is a file, not a directory" in done.stderr
 
 
+def test_a_store_path_inside_another_store_is_refused_and_that_store_still_opens(
+    fresh: Cli,
+) -> None:
+    """Before, `--store surrealkv://prod/clog` (a slip of tab-completion) ran, exit 0, and
+    made a store inside prod's own log directory: prod never opened again."""
+    fresh("run", "knowledge-publication", str(FRED))
+    for inside in ("clog", "manifest", "clog/deeper"):
+        url = f"surrealkv://{fresh.store / inside}"
+        done = fresh("--store", url, "run", "knowledge-publication", str(FRED), code=2)
+        assert f"it lies inside the store at {fresh.store}" in done.stderr
+    assert not (fresh.store / "clog" / "clog").exists()
+    assert not (fresh.store / "clog.lock").exists()
+    listed = json.loads(fresh("--json", "executions", "list").stdout)
+    assert len(listed) == 1 and listed[0]["state"] == "succeeded"
+
+
 def test_a_second_process_on_one_store_fails_clearly(fresh: Cli) -> None:
     with SurrealStore(SurrealConfig(fresh.url)):  # this test process holds the lock
         done = fresh("executions", "list", code=2)

@@ -480,3 +480,10 @@ def test_relative_paths_in_a_file_are_relative_to_the_file(tmp_path: Path) -> No
     # From the environment, relative to the working directory as before.
     env = {"GOVKERNEL_CONFIG": str(config), "GOVKERNEL_DATA_DIR": "d"}
     assert load_settings(env, cwd=elsewhere).data_dir == elsewhere / "d"
+
+
+@pytest.mark.parametrize("key", ["GOVKERNEL_ENVIRONMENT", "GOVKERNEL_WORKFLOWS"])
+def test_a_long_bad_value_is_quoted_by_its_ends(key: str, tmp_path: Path) -> None:
+    """Before, a 100 kB value made a 100 kB error line."""
+    problem = only({key: "x" * 100_000 + "!"}, tmp_path)
+    assert len(problem.message) < 500 and "...x" in problem.message

@@ -349,6 +349,19 @@ class LogSeal:
             os.replace(temporary, self.path)
 
 
+def _enclosing_store(path: Path) -> Path | None:
+    """A store directory `path` lies inside (its `clog`, say, reached by a slip of
+    tab-completion): a store made there would put files in that store's own directories,
+    and the engine then refuses to open it at all."""
+    for parent in path.parents:
+        with contextlib.suppress(OSError):
+            if (parent / "clog").is_dir() and (
+                (parent / "manifest").is_dir() or os.path.lexists(parent / LogSeal.NAME)
+            ):
+                return parent
+    return None
+
+
 def _file_in_the_way(path: Path) -> Path | None:
     """The path itself, or a directory on its way, that is something else (a file)."""
     return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
@@ -465,6 +478,12 @@ class SurrealStore:
         url = cfg.url
         if cfg.path is not None:
             path = store_directory(cfg.path)
+            enclosing = _enclosing_store(path)
+            if enclosing is not None:
+                raise StorageUnavailable(
+                    f"cannot use store {path}: it lies inside the store at {enclosing}, whose"
+                    " own files it would break; name that store, or a directory outside it"
+                )
             # A store found cut is refused until someone removes its seal, whatever is left
             # of its files (removed under a running command, say): never opened as new.
             earlier = LogSeal(path)
