@@ -899,6 +899,17 @@ def _utf8(text: str) -> bool:
     return True
 
 
+def _json_kind(value: object) -> str:
+    """What a JSON value is called in JSON's own words."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "a string" if isinstance(value, str) else "an array"
+
+
 def _json_object(where: str, text: str) -> dict[str, Any]:
     """Strict JSON: NaN, Infinity and a key given twice are refused, as the store would."""
     try:
@@ -907,7 +918,7 @@ def _json_object(where: str, text: str) -> dict[str, Any]:
         raise click.BadParameter(render.safe(str(exc)), param_hint=where) from None
     if not isinstance(value, dict):
         raise click.BadParameter(
-            f"must be a JSON object, got {type(value).__name__}", param_hint=where
+            f"must be a JSON object, got {_json_kind(value)}", param_hint=where
         )
     return value
 

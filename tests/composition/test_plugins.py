@@ -524,7 +524,8 @@ def test_a_workflow_that_fails_to_build_leaves_no_store_behind(project: Path, ke
         (("--input", '{"amount": ' + "9" * 5000 + "}"), "5,000 digits is too long"),
         (("--input", '{"a": "caf\udce9"}'), "is not UTF-8 text"),
         (("--input", '{"a": 1, "a": 2}'), "key 'a' is given twice"),
-        (("--input", "[1]"), "must be a JSON object, got list"),
+        (("--input", "[1]"), "must be a JSON object, got an array"),
+        (("--input", "null"), "must be a JSON object, got null"),  # JSON's words, not Python's
         (("--input", "{"), "Expecting property name"),
         (("--input", "[" * 100_000), "nested too deeply"),
         (("--input", "{}", "--input-file", "-"), "give --input or --input-file, not both"),

@@ -2322,6 +2322,14 @@ def test_steps_may_be_given_as_any_iterable_but_not_as_one_step() -> None:
         WorkflowDefinition("w", "1", kp.METADATA, Step("a", lambda uow, ctx: {}))  # type: ignore[arg-type]
 
 
+def test_a_definition_without_steps_or_with_a_name_twice_says_which() -> None:
+    with pytest.raises(ValueError, match="steps must not be empty"):
+        WorkflowDefinition("w", "1", kp.METADATA, ())
+    twice = (Step("a", lambda uow, ctx: {}), Step("b", lambda uow, ctx: {}))
+    with pytest.raises(ValueError, match="step 'a' is named twice"):
+        WorkflowDefinition("w", "1", kp.METADATA, (*twice, twice[0]))
+
+
 def _must_have_amount(input: Mapping[str, Any]) -> None:
     if "amount" not in input:
         raise ValueError("amount is required")

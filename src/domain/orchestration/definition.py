@@ -151,8 +151,11 @@ class WorkflowDefinition:
                 raise ValueError(f"workflow {self.name}: every step must be a Step, got {step!r}")
             _name(f"workflow {self.name}: step name", step.name)
         names = [s.name for s in self.steps]
-        if not names or len(set(names)) != len(names):
-            raise ValueError(f"workflow {self.name}: steps must be non-empty and uniquely named")
+        if not names:
+            raise ValueError(f"workflow {self.name}: steps must not be empty")
+        twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        if twice is not None:
+            raise ValueError(f"workflow {self.name}: step {twice!r} is named twice")
         if self.compensation is not None and self.compensation.name in names:
             # Attempts are counted per name: sharing one would spend the step's on the undo.
             raise ValueError(
