@@ -372,11 +372,11 @@ def test_a_clock_whose_reading_has_no_utc_instant_is_named_and_nothing_is_writte
 def test_a_worker_whose_step_outlasted_its_lease_and_lost_the_execution_stops(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A lease is renewed as a step commits. A step longer than the lease lets another
-    worker's `recover` take the execution over and run the step too; the first worker's
-    commit then loses. Before, that worker took the execution back as soon as the other's
-    lease had expired in turn (the other still in the step): the two ran the step in turn,
-    for as long as it outlasted a lease."""
+    """A lease that ran out while a step ran (here the runtime clock jumps: no renewal can
+    keep up) lets another worker's `recover` take the execution over and run the step too;
+    the first worker's commit then loses. Before, that worker took the execution back as
+    soon as the other's lease had expired in turn (the other still in the step): the two
+    ran the step in turn, for as long as it outlasted a lease."""
     calls = Calls()
     rival_in_step, released = threading.Event(), threading.Event()
     recovered: list[list[WorkflowExecution]] = []
@@ -402,6 +402,36 @@ def test_a_worker_whose_step_outlasted_its_lease_and_lost_the_execution_stops(
     assert [x.state for x in recovered[0]] == [S.SUCCEEDED]
     assert calls.n == 2  # once by each worker: never again by the one that lost
     assert "past the lease of worker worker-1" in caplog.text
+    assert_exactly_once(world.door, world.orch())
+
+
+def test_a_step_longer_than_the_lease_keeps_it_while_it_runs(world: World) -> None:
+    """The lease is renewed while a step runs (about three times a lease), so another
+    worker's `recover` finds it held and runs nothing. Before, a step longer than the lease
+    was taken over and run again by the first `recover` after the lease ran out."""
+    ttl = timedelta(seconds=1.2)
+    calls = Calls()
+    rival_found: list[list[WorkflowExecution]] = []
+
+    def worker(name: str, wrappers: dict[str, Wrapper]) -> Orchestrator:
+        factory = world.store.unit_of_work
+        flaky = variant(kp.definition(service(factory)), FLAKY, wrappers)
+        workflows = definitions(factory, flaky)
+        return orchestrator(
+            factory, world.clock, worker_id=name, workflows=workflows, ids=world.ids, lease_ttl=ttl
+        )
+
+    def long_step(n: int, uow: UnitOfWork, ctx: StepContext) -> None:
+        for tick in range(24):  # 2.4 s, twice the lease, the runtime clock keeping pace
+            time.sleep(0.1)
+            world.clock.advance(timedelta(seconds=0.1))
+            if tick in (15, 19):  # past the lease the step started with
+                rival_found.append(rival.recover())
+
+    rival = worker("worker-2", {})
+    done = worker("worker-1", {"analyse": calls.wrap(long_step)}).start(FLAKY, request("pub-1"))
+    assert done.state is S.SUCCEEDED
+    assert calls.n == 1 and rival_found == [[], []]
     assert_exactly_once(world.door, world.orch())
 
 

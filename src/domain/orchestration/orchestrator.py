@@ -39,6 +39,7 @@ from domain.orchestration.definition import (
     StepContext,
     WorkflowDefinition,
 )
+from domain.orchestration.leases import LeaseKeeper
 from domain.services.governance import ApprovalRequired
 from ports.errors import (
     CommitOutcomeUnknown,
@@ -178,6 +179,7 @@ class Orchestrator:
             else actor_name("worker_id", worker_id)
         )
         self._lease_ttl = lease_ttl
+        self._leases = LeaseKeeper(uow_factory, self.worker_id, lease_ttl, runtime.clock.now)
         self._max_wait = max_inline_wait
         self._sleep = sleep
         self._on_transition = on_transition
@@ -976,9 +978,14 @@ class Orchestrator:
                     step_name = step.name
                     execution.begin_attempt(step.name)
                     try:
-                        _lent(step, uow, self._context(execution, step.name), "compensation")
+                        with self._leases.kept(execution):
+                            context = self._context(execution, step.name)
+                            _lent(step, uow, context, "compensation")
                     except Exception as exc:  # recorded, then retried or failed
-                        return self._after_failure(execution_id, seen_version, step.name, exc)
+                        return self._after_failure(execution_id, execution.version, step.name, exc)
+                    finally:
+                        self._check_overrun(execution, step.name, now)
+                    seen_version = execution.version  # as the lease's renewals left it
                     execution.retry_at = None
                     execution.transition(
                         S.COMPENSATED,
@@ -998,12 +1005,14 @@ class Orchestrator:
                 step_name = step.name
                 execution.begin_attempt(step.name)
                 try:
-                    ran = _lent(step, uow, self._context(execution, step.name))
+                    with self._leases.kept(execution):
+                        ran = _lent(step, uow, self._context(execution, step.name))
                     output = _output(step, ran)
                 except Exception as exc:  # any step failure is recorded, then classified
-                    return self._after_failure(execution_id, seen_version, step.name, exc)
+                    return self._after_failure(execution_id, execution.version, step.name, exc)
                 finally:
                     self._check_overrun(execution, step.name, now)
+                seen_version = execution.version  # as the lease's renewals left it
                 execution.checkpoint(step.name, output, at=now, actor=rt.actor)
                 if execution.current_step >= len(definition.steps):
                     execution.transition(
