@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar, overload
 
@@ -93,8 +93,9 @@ def _unwritable(table: str, obj: object, exc: Exception) -> InvalidRecord:
 
 
 def _listed(values: object) -> list[Any]:
-    # Text given for a list would otherwise be stored as its letters.
-    if not isinstance(values, tuple | list):
+    # Text given for a list would otherwise be stored as its letters (any other collection
+    # is taken, as it always was: a set of policy references, say).
+    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
         raise TypeError(f"a list was expected, got {type(values).__name__}")
     return list(values)
 

@@ -1024,6 +1024,16 @@ def test_a_store_path_inside_another_store_is_refused_and_that_store_still_opens
     assert len(listed) == 1 and listed[0]["state"] == "succeeded"
 
 
+def test_a_store_that_is_there_opens_wherever_it_lies(fresh: Cli) -> None:
+    """Only a store to be made is refused inside another: the review found a store made in
+    the parent of an existing one (a slip the other way) locking that one out."""
+    inner = Cli(fresh.store / "inner", fresh.cwd)
+    inner("run", "knowledge-publication", str(FRED))
+    fresh("run", "knowledge-publication", str(FRED))  # a store around it, made afterwards
+    assert len(inner.json("executions", "list")) == 1
+    assert len(fresh.json("executions", "list")) == 1
+
+
 def test_a_second_process_on_one_store_fails_clearly(fresh: Cli) -> None:
     with SurrealStore(SurrealConfig(fresh.url)):  # this test process holds the lock
         done = fresh("executions", "list", code=2)

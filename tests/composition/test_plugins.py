@@ -355,6 +355,18 @@ def test_an_orchestrator_refuses_a_workflow_under_another_name() -> None:
             Orchestrator(app.uow_factory, app.runtime, {"x": 3})  # type: ignore[dict-item]
 
 
+@pytest.mark.parametrize("worker_id", ["", "vm/28984", "worker 1", "wörker", "{8f1c}", "_w"])
+def test_worker_ids_of_any_one_line_are_taken(worker_id: str) -> None:
+    """(The first version of the check refused these, which services build from host names,
+    process ids and environment variables.)"""
+    with build_app(Settings(store_url="memory://")) as app:
+        orchestrator = Orchestrator(
+            app.uow_factory, app.runtime, {kp.NAME: app.workflows[kp.NAME]}, worker_id=worker_id
+        )
+        assert orchestrator.worker_id == (worker_id or orchestrator.worker_id)
+        assert orchestrator.worker_id
+
+
 @pytest.mark.parametrize(
     ("arguments", "problem"),
     [

@@ -369,6 +369,34 @@ def test_a_clock_whose_reading_has_no_utc_instant_is_named_and_nothing_is_writte
     assert world.door.table("execution") == {} and world.door.table("audit") == {}
 
 
+class _Reading:
+    def __init__(self, reading: object) -> None:
+        self.reading = reading
+
+    def now(self) -> Any:
+        return self.reading
+
+
+@pytest.mark.parametrize(
+    ("clock", "said"),
+    [
+        (_Reading(datetime(2026, 1, 1)), "gave a datetime without a zone"),
+        (datetime(2026, 1, 1, tzinfo=UTC), "gave a datetime without a zone"),  # now() naive
+        (_Reading("2026-01-01T00:00:00Z"), "gave a str"),
+    ],
+    ids=["naive", "a-datetime-for-a-clock", "text"],
+)
+def test_a_clock_of_no_instants_is_named_and_nothing_is_written(
+    world: World, clock: Any, said: str
+) -> None:
+    """Before, an InvalidRecord naming a stored field (created_at), or an AttributeError."""
+    world.clock = clock
+    with pytest.raises(InvalidInput, match=said) as caught:
+        world.orch().start(FLAKY, request("pub-1"))
+    assert caught.value.field == "clock"
+    assert world.door.table("execution") == {} and world.door.table("audit") == {}
+
+
 def test_a_worker_whose_step_outlasted_its_lease_and_lost_the_execution_stops(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -401,7 +429,7 @@ def test_a_worker_whose_step_outlasted_its_lease_and_lost_the_execution_stops(
     assert first.state is S.RUNNING and first.lease_owner == "worker-2"
     assert [x.state for x in recovered[0]] == [S.SUCCEEDED]
     assert calls.n == 2  # once by each worker: never again by the one that lost
-    assert "past the lease of worker worker-1" in caplog.text
+    assert "worker worker-1 lost execution" in caplog.text and "to worker worker-2" in caplog.text
     assert_exactly_once(world.door, world.orch())
 
 

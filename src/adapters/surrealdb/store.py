@@ -478,12 +478,6 @@ class SurrealStore:
         url = cfg.url
         if cfg.path is not None:
             path = store_directory(cfg.path)
-            enclosing = _enclosing_store(path)
-            if enclosing is not None:
-                raise StorageUnavailable(
-                    f"cannot use store {path}: it lies inside the store at {enclosing}, whose"
-                    " own files it would break; name that store, or a directory outside it"
-                )
             # A store found cut is refused until someone removes its seal, whatever is left
             # of its files (removed under a running command, say): never opened as new.
             earlier = LogSeal(path)
@@ -500,6 +494,14 @@ class SurrealStore:
                 raise StorageUnavailable(
                     f"cannot use store {path}: {exc.strerror or exc}{where}"
                 ) from None
+            # Only a store to be made: one already there opens wherever it lies.
+            enclosing = _enclosing_store(path) if nothing_there else None
+            if enclosing is not None:
+                raise StorageUnavailable(
+                    f"cannot make a store at {path}: it lies inside the store at {enclosing},"
+                    " whose own files it would break; name that store, or a directory outside"
+                    " it"
+                )
             if not cfg.create and nothing_there:
                 blocked = _file_in_the_way(path)
                 if blocked is not None:  # the reason, as a command that would make it says

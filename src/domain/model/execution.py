@@ -510,9 +510,13 @@ class WorkflowExecution:
         self.cancel_requested = True
 
 
-def _in_utc(at: datetime) -> None:
-    """Every instant is recorded in UTC: a clock whose reading has none (near the ends of
-    time, in a zone off UTC) is broken, said before anything is written."""
+def _in_utc(at: object) -> None:
+    """Every instant is recorded in UTC: a clock whose reading names no instant (a naive
+    time, not a time at all) or has no UTC reading (near the ends of time, in a zone off
+    UTC) is broken, said before anything is written."""
+    if not isinstance(at, datetime) or at.utcoffset() is None:
+        got = f"a {type(at).__name__}" + (" without a zone" if isinstance(at, datetime) else "")
+        raise InvalidInput("clock", f"its now() gave {got}: give a clock of aware datetimes")
     try:
         at.astimezone(UTC)
     except OverflowError:

@@ -69,15 +69,6 @@ class RuntimeContext:
         for name, method in (("clock", "now"), ("ids", "new_id")):
             if not callable(getattr(getattr(self, name), method, None)):
                 raise InvalidInput(name, f"must have a {method}() method")
-        # Read once: a clock of naive times (a datetime given for a clock has a now() too)
-        # would be refused only as the first record is written, naming a stored field.
-        try:
-            now = self.clock.now()
-        except Exception as exc:
-            raise InvalidInput("clock", f"its now() raised {type(exc).__name__}") from None
-        if not isinstance(now, datetime) or now.utcoffset() is None:
-            got = type(now).__name__ + (" without a zone" if isinstance(now, datetime) else "")
-            raise InvalidInput("clock", f"its now() gave a {got}: give a clock of aware datetimes")
 
     def with_ids(self, ids: IdGenerator) -> RuntimeContext:
         return evolve(self, ids=ids)

@@ -122,7 +122,7 @@ def _mismatch(value: object, hint: object) -> str | None:
             return None
         return _mismatch(value, next(o for o in options if o is not type(None)))
     if origin in (tuple, list):
-        if not isinstance(value, tuple | list):
+        if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
             return f"must be a list, got {_named(value)}"
         item = next(iter(typing.get_args(hint)), None)
         for i, element in enumerate(value):

@@ -172,12 +172,17 @@ class Orchestrator:
                     " (a version is current or retired, once): retire earlier versions only"
                 )
             self._versions[key] = definition
-        # Stored as the lease's owner and shown in listings: a name, on one line.
-        self.worker_id = (
-            runtime.ids.new_id("worker")
-            if worker_id is None
-            else actor_name("worker_id", worker_id)
-        )
+        if worker_id is not None and (
+            not isinstance(worker_id, str)
+            or len(worker_id) > 200
+            or any(not c.isprintable() for c in worker_id)
+        ):
+            # Stored as the lease's owner and shown in listings: one line of text.
+            raise ValueError(
+                f"worker_id must be one line of text (at most 200 characters), got"
+                f" {shown(worker_id)}"
+            )
+        self.worker_id = worker_id or runtime.ids.new_id("worker")
         self._lease_ttl = lease_ttl
         self._leases = LeaseKeeper(uow_factory, self.worker_id, lease_ttl, runtime.clock.now)
         self._max_wait = max_inline_wait
@@ -949,6 +954,16 @@ class Orchestrator:
                 # ran, and lost its race: it stops, even once that worker's lease has expired
                 # (that worker may still be in the step: taking it back would have them run
                 # it in turn for good; `recover` takes it over from a worker that died).
+                if lost:
+                    _log.warning(
+                        "worker %s lost execution %s to worker %s while its step ran (its"
+                        " lease of %s ran out unrenewed): the step's writes were discarded,"
+                        " and it stops",
+                        self.worker_id,
+                        execution.id,
+                        owner,
+                        self._lease_ttl,
+                    )
                 return _Stop(execution)
             if state is not S.CANCELLING:  # (which needs a definition only to undo something)
                 # Before the wait: a retry this worker could never run is said now.
@@ -983,8 +998,6 @@ class Orchestrator:
                             _lent(step, uow, context, "compensation")
                     except Exception as exc:  # recorded, then retried or failed
                         return self._after_failure(execution_id, execution.version, step.name, exc)
-                    finally:
-                        self._check_overrun(execution, step.name, now)
                     seen_version = execution.version  # as the lease's renewals left it
                     execution.retry_at = None
                     execution.transition(
@@ -1010,8 +1023,6 @@ class Orchestrator:
                     output = _output(step, ran)
                 except Exception as exc:  # any step failure is recorded, then classified
                     return self._after_failure(execution_id, execution.version, step.name, exc)
-                finally:
-                    self._check_overrun(execution, step.name, now)
                 seen_version = execution.version  # as the lease's renewals left it
                 execution.checkpoint(step.name, output, at=now, actor=rt.actor)
                 if execution.current_step >= len(definition.steps):
@@ -1172,26 +1183,6 @@ class Orchestrator:
                 return _Unknown(exc, seen_version)
         self._remember(execution)
         return _Next.CONTINUE
-
-    def _check_overrun(self, execution: WorkflowExecution, step: str, began: datetime) -> None:
-        """Say so when a step ran past this worker's lease: a lease is renewed as a step
-        commits, not while it runs, so another worker's `recover` may take the execution
-        over meanwhile and run the step again (only one of them commits it)."""
-        expires = execution.lease_expires_at
-        if expires is None or execution.lease_owner != self.worker_id:
-            return
-        ended = self._runtime.clock.now()
-        if ended > expires:
-            _log.warning(
-                "step %s of execution %s ran %s, past the lease of worker %s (lease_ttl %s):"
-                " another worker may take the execution over and run the step again; give"
-                " the orchestrator a lease_ttl longer than its longest step",
-                step,
-                execution.id,
-                ended - began,
-                self.worker_id,
-                self._lease_ttl,
-            )
 
     def _fail(self, execution: WorkflowExecution, reason: str, step: str | None = None) -> None:
         rt = self._runtime
