@@ -433,34 +433,157 @@ def test_a_worker_whose_step_outlasted_its_lease_and_lost_the_execution_stops(
     assert_exactly_once(world.door, world.orch())
 
 
-def test_a_step_longer_than_the_lease_keeps_it_while_it_runs(world: World) -> None:
-    """The lease is renewed while a step runs (about three times a lease), so another
-    worker's `recover` finds it held and runs nothing. Before, a step longer than the lease
-    was taken over and run again by the first `recover` after the lease ran out."""
-    ttl = timedelta(seconds=1.2)
-    calls = Calls()
-    rival_found: list[list[WorkflowExecution]] = []
+LEASE = timedelta(seconds=1.2)
 
-    def worker(name: str, wrappers: dict[str, Wrapper]) -> Orchestrator:
-        factory = world.store.unit_of_work
-        flaky = variant(kp.definition(service(factory)), FLAKY, wrappers)
-        workflows = definitions(factory, flaky)
-        return orchestrator(
-            factory, world.clock, worker_id=name, workflows=workflows, ids=world.ids, lease_ttl=ttl
-        )
 
-    def long_step(n: int, uow: UnitOfWork, ctx: StepContext) -> None:
-        for tick in range(24):  # 2.4 s, twice the lease, the runtime clock keeping pace
+def _leased(
+    world: World, name: str, wrappers: dict[str, Wrapper], factory: Any = None, **kwargs: Any
+) -> Orchestrator:
+    """A worker with a lease of 1.2 s: renewed about every 0.4 s of real time."""
+    factory = factory or world.store.unit_of_work
+    flaky = variant(kp.definition(service(factory)), FLAKY, wrappers)
+    workflows = definitions(factory, flaky)
+    return orchestrator(
+        factory,
+        world.clock,
+        worker_id=name,
+        workflows=workflows,
+        ids=world.ids,
+        lease_ttl=LEASE,
+        **kwargs,
+    )
+
+
+def _long(world: World, calls: Calls, at_tick: dict[int, Callable[[], object]]) -> Wrapper:
+    """A step of 2.4 s, twice the lease, the runtime clock keeping pace; `at_tick` says what
+    else happens meanwhile, at which tenth of a second, as it first runs."""
+
+    def then(n: int, uow: UnitOfWork, ctx: StepContext) -> None:
+        for tick in range(24):
             time.sleep(0.1)
             world.clock.advance(timedelta(seconds=0.1))
-            if tick in (15, 19):  # past the lease the step started with
-                rival_found.append(rival.recover())
+            if n == 1 and tick in at_tick:
+                at_tick[tick]()
 
-    rival = worker("worker-2", {})
-    done = worker("worker-1", {"analyse": calls.wrap(long_step)}).start(FLAKY, request("pub-1"))
+    return calls.wrap(then)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [None, FaultPlan(fail_at_commit=2), FaultPlan(ambiguous_commit=2)],
+    ids=["renewed", "a-renewal-failed-once", "a-renewal-outcome-unknown"],
+)
+def test_a_step_longer_than_the_lease_keeps_it_while_it_runs(
+    world: World, fault: FaultPlan | None
+) -> None:
+    """The lease is renewed while a step runs (about three times a lease), so another
+    worker's `recover` finds it held and runs nothing. Before, a step longer than the lease
+    was taken over and run again by the first `recover` after the lease ran out. A renewal
+    that fails is tried again, and one whose outcome is unknown is read back (the stress
+    pass saw the first give the execution away, the second run the step again)."""
+    found: list[list[WorkflowExecution]] = []
+    rival = _leased(world, "worker-2", {})
+    injector = FaultInjector(world.store.unit_of_work)
+    calls = Calls()
+    long_step = _long(world, calls, {15: lambda: found.append(rival.recover())})
+    stored_leases: list[bool] = []
+
+    def lease_live(execution: WorkflowExecution) -> None:
+        if not execution.state.terminal:
+            stored_leases.append(execution.lease_expires_at > world.clock.now())  # type: ignore[operator]
+
+    worker = _leased(
+        world, "worker-1", {"analyse": long_step}, factory=injector, on_transition=lease_live
+    )
+    if fault is not None:
+        injector.arm(fault)  # commit 1: the start with its first step; 2: the first renewal
+    done = worker.start(FLAKY, request("pub-1"))
+    assert fault is None or len(injector.fired) == 1
     assert done.state is S.SUCCEEDED
-    assert calls.n == 1 and rival_found == [[], []]
+    assert calls.n == 1 and found == [[]]
+    # Before, the step's commit wrote the lease as of the step's start: already run out.
+    assert stored_leases and all(stored_leases)
     assert_exactly_once(world.door, world.orch())
+
+
+def test_one_thread_keeps_the_leases_of_every_orchestrator_and_ends_when_idle(
+    world: World,
+) -> None:
+    """A service may make an orchestrator per request: before, each had a thread of its own
+    (a thousand requests, a thousand threads), living ten seconds past its last step."""
+
+    def keepers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("govkernel-lease")]
+
+    for i in range(20):
+        _leased(world, f"worker-{i}", {}).start(FLAKY, request(f"pub-{i}"))
+    assert len(keepers()) <= 1
+    for _ in range(40):
+        if not keepers():
+            break
+        time.sleep(0.1)
+    assert keepers() == []
+
+
+def test_a_cancel_during_a_long_step_waits_for_it_while_others_recover(world: World) -> None:
+    """A cancel moves the execution's version, not its lease: renewals go on (the step's
+    commit still loses to the cancel), so a third worker's `recover` cannot start the undo
+    while the step runs. Before, renewals stopped at the cancel and the undo overlapped the
+    step."""
+    found: list[list[WorkflowExecution]] = []
+    rival, canceller = _leased(world, "worker-3", {}), _leased(world, "worker-2", {})
+    execution_ids: list[str] = []
+    ended: list[str] = []
+
+    def hook(execution: WorkflowExecution) -> None:
+        execution_ids.append(execution.id)
+
+    long_step = _long(
+        world,
+        Calls(),
+        {
+            3: lambda: canceller.cancel(execution_ids[0], reason="stop"),
+            15: lambda: found.append(rival.recover()),
+            19: lambda: found.append(rival.recover()),
+        },
+    )
+
+    def then_mark(run: Any) -> Any:
+        step = long_step(run)
+
+        def marked(uow: UnitOfWork, ctx: StepContext) -> Any:
+            output = step(uow, ctx)
+            ended.append("step")
+            return output
+
+        return marked
+
+    def undo_marked(run: Any) -> Any:
+        def marked(uow: UnitOfWork, ctx: StepContext) -> Any:
+            ended.append("undo")
+            return run(uow, ctx)
+
+        return marked
+
+    factory = world.store.unit_of_work
+    # The last step, after the publication the undo retracts.
+    flaky = variant(kp.definition(service(factory)), FLAKY, {"verify": then_mark})
+    retract = flaky.compensation
+    assert retract is not None
+    flaky = evolve(flaky, compensation=evolve(retract, run=undo_marked(retract.run)))
+    worker = orchestrator(
+        factory,
+        world.clock,
+        worker_id="worker-1",
+        workflows=definitions(factory, flaky),
+        ids=world.ids,
+        lease_ttl=LEASE,
+        on_transition=hook,
+    )
+    done = worker.start(FLAKY, request("pub-1"))
+    assert found == [[], []]
+    assert ended == ["step", "undo"]
+    assert done.state is S.COMPENSATED
 
 
 def test_get_takes_with_input_as_a_flag_only(world: World) -> None:

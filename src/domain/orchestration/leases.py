@@ -2,13 +2,19 @@
 
 A lease is set as a step commits and must outlast the next step, or another worker's
 `recover` takes the execution over while the step is still under way, and runs it again.
-The keeper renews the lease of every step under way about three times per lease, each in a
-commit of its own, so a step may run longer than the lease as long as its worker lives.
+While a step runs, its lease is renewed about three times per lease, each renewal a commit
+of its own, so a step may run longer than the lease as long as its worker lives.
 
 A renewal moves the execution's version on, as every commit does: the step's own commit is
-then made against the version the keeper left (`Kept.version`). A renewal that finds the
-execution moved by someone else (a cancel, a worker that took it over) stops renewing it:
-the step's commit then loses, as it would have.
+made against the version the renewals left. One that finds the execution moved by someone
+else (a cancel) goes on renewing while the lease is still this worker's, so nobody takes the
+execution over while the step runs, but leaves the step the version it had: the step's
+commit loses, as it would have, and the worker then acts on what moved it. Renewals stop
+when the lease is another worker's, or the execution ended. A renewal that fails is tried
+again at the next turn; one whose outcome is unknown is settled by reading the execution.
+
+One thread serves every orchestrator of the process (a service may make one per request),
+and ends after a second with nothing to renew.
 """
 
 from __future__ import annotations
@@ -21,28 +27,17 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 from domain.model.execution import WorkflowExecution
+from ports.errors import CommitOutcomeUnknown
 from ports.unit_of_work import UnitOfWorkFactory
 
 _log = logging.getLogger("govkernel.orchestrator")
 
-# A keeper with nothing to renew for this long lets its thread end (one is started again for
-# the next step): an orchestrator left idle holds no thread.
-IDLE_SECONDS = 1.0
-
-
-class _Kept:
-    def __init__(
-        self, execution_id: str, version: int, expires: datetime | None, due: float
-    ) -> None:
-        self.execution_id = execution_id
-        self.version = version
-        self.expires = expires
-        self.due = due
-        self.renewing = False
-        self.stopped = False
+IDLE_SECONDS = 1.0  # the thread ends after this long with nothing to renew
 
 
 class LeaseKeeper:
+    """One worker's side of the renewals: what each renewal is made with."""
+
     def __init__(
         self,
         uow_factory: UnitOfWorkFactory,
@@ -50,46 +45,105 @@ class LeaseKeeper:
         ttl: timedelta,
         now: Callable[[], datetime],
     ) -> None:
-        self._uow_factory = uow_factory
-        self._worker_id = worker_id
-        self._ttl = ttl
-        self._now = now
-        self._every = ttl.total_seconds() / 3
-        self._kept: dict[int, _Kept] = {}
-        self._changed = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._wake_at = 0.0  # when the keeper's thread looks again, unless woken
+        self.uow_factory = uow_factory
+        self.worker_id = worker_id
+        self.ttl = ttl
+        self.now = now
+        self.every = ttl.total_seconds() / 3
 
     @contextlib.contextmanager
     def kept(self, execution: WorkflowExecution) -> Iterator[None]:
-        """Renew `execution`'s lease while the block runs (a step); on leaving, the execution
-        carries the version the renewals left it at, for the step's commit to be made on."""
-        if execution.lease_owner != self._worker_id:  # not this worker's to keep
+        """Renew `execution`'s lease while the block runs (a step). On leaving, the execution
+        carries the version and lease the renewals left, for the step's commit."""
+        if execution.lease_owner != self.worker_id:  # not this worker's to keep
             yield
             return
-        entry = _Kept(
-            execution.id,
-            execution.version,
-            execution.lease_expires_at,
-            time.monotonic() + self._every,
-        )
+        entry = _Kept(self, execution)
+        _RENEWALS.add(entry)
+        try:
+            yield
+        finally:
+            _RENEWALS.remove(entry)
+            execution.version, execution.lease_expires_at = entry.version, entry.expires
+
+
+class _Kept:
+    def __init__(self, keeper: LeaseKeeper, execution: WorkflowExecution) -> None:
+        self.keeper = keeper
+        self.execution_id = execution.id
+        self.version = execution.version  # the step's to commit on
+        self.expires = execution.lease_expires_at
+        self.due = time.monotonic() + keeper.every
+        self.renewing = False
+        self.stopped = False
+
+    def renew(self) -> None:
+        """One renewal (outside the renewals' lock); stops this entry when the lease is no
+        longer this worker's to keep."""
+        keeper = self.keeper
+        try:
+            with keeper.uow_factory() as uow:
+                execution = uow.executions.require(self.execution_id, with_input=False)
+                if execution.lease_owner != keeper.worker_id or execution.state.terminal:
+                    self.stopped = True
+                    return
+                ours = execution.version == self.version
+                execution.claim(keeper.worker_id, now=keeper.now(), ttl=keeper.ttl)
+                expires = execution.lease_expires_at
+                uow.executions.save(execution)
+                try:
+                    uow.commit()
+                except CommitOutcomeUnknown:
+                    if not self._landed(expires):
+                        return
+            if ours:  # moved by someone else, the step keeps the version it had: it loses
+                self.version = execution.version
+            self.expires = expires
+        except Exception as exc:  # tried again at the next turn
+            _log.warning(
+                "could not renew the lease of execution %s: %s: %s",
+                self.execution_id,
+                type(exc).__name__,
+                exc,
+            )
+
+    def _landed(self, expires: datetime | None) -> bool:
+        """Whether a renewal whose outcome is unknown was stored: read, never guessed."""
+        with self.keeper.uow_factory() as uow:
+            stored = uow.executions.require(self.execution_id, with_input=False)
+        landed = stored.lease_owner == self.keeper.worker_id and stored.lease_expires_at == expires
+        if landed and stored.version == self.version + 1:
+            self.version = stored.version
+        return landed
+
+
+class _Renewals:
+    """Every lease kept in this process, renewed by one thread."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, _Kept] = {}
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._wake_at = 0.0  # when the thread looks again, unless woken
+
+    def add(self, entry: _Kept) -> None:
         with self._changed:
-            self._kept[id(entry)] = entry
-            if self._thread is None or not self._thread.is_alive():
+            self._entries[id(entry)] = entry
+            if self._thread is None:
                 self._thread = threading.Thread(
-                    target=self._run, name=f"govkernel-lease-{self._worker_id}", daemon=True
+                    target=self._run, name="govkernel-lease-keeper", daemon=True
                 )
                 self._thread.start()
             elif entry.due < self._wake_at:  # only then: a step's start costs no wake-up
                 self._changed.notify_all()
-        try:
-            yield
-        finally:
-            with self._changed:
-                while entry.renewing:  # a renewal in flight decides the version
-                    self._changed.wait()
-                del self._kept[id(entry)]
-            execution.version, execution.lease_expires_at = entry.version, entry.expires
+
+    def remove(self, entry: _Kept) -> None:
+        with self._changed:
+            while entry.renewing:  # a renewal in flight decides the version
+                self._changed.wait()
+            del self._entries[id(entry)]
+            if not self._entries:
+                self._changed.notify_all()  # to go idle now, not at the entry's due time
 
     def _run(self) -> None:
         while True:
@@ -99,23 +153,19 @@ class LeaseKeeper:
                     return
                 entry.renewing = True
             try:
-                renewed = self._renew(entry)
+                entry.renew()
             finally:
                 with self._changed:
                     entry.renewing = False
-                    entry.due = time.monotonic() + self._every
-                    if renewed is None:
-                        entry.stopped = True
-                    else:
-                        entry.version, entry.expires = renewed
+                    entry.due = time.monotonic() + entry.keeper.every
                     self._changed.notify_all()
 
     def _next_due(self) -> _Kept | None:
-        """The next entry due for renewal, waited for (holding the condition); None once
-        nothing has been kept for IDLE_SECONDS."""
+        """The next entry due (waited for, holding the lock); None, the thread then ending,
+        after IDLE_SECONDS with nothing to renew."""
         idle_since = time.monotonic()
         while True:
-            live = [e for e in self._kept.values() if not e.stopped]
+            live = [e for e in self._entries.values() if not e.stopped]
             now = time.monotonic()
             if not live:
                 if now - idle_since >= IDLE_SECONDS:
@@ -124,30 +174,12 @@ class LeaseKeeper:
                 self._wake_at = idle_since + IDLE_SECONDS
                 self._changed.wait(self._wake_at - now)
                 continue
+            idle_since = now
             first = min(live, key=lambda e: e.due)
             if first.due <= now:
                 return first
             self._wake_at = first.due
             self._changed.wait(first.due - now)
-            idle_since = time.monotonic()
 
-    def _renew(self, entry: _Kept) -> tuple[int, datetime | None] | None:
-        """The execution's version and lease after renewing it, or None if it is no longer
-        this worker's to renew (moved by someone else) or the renewal failed."""
-        try:
-            with self._uow_factory() as uow:
-                execution = uow.executions.require(entry.execution_id, with_input=False)
-                if execution.version != entry.version or execution.lease_owner != self._worker_id:
-                    return None
-                execution.claim(self._worker_id, now=self._now(), ttl=self._ttl)
-                uow.executions.save(execution)
-                uow.commit()
-                return execution.version, execution.lease_expires_at
-        except Exception as exc:  # the step's commit tells whether the lease was kept
-            _log.warning(
-                "could not renew the lease of execution %s: %s: %s",
-                entry.execution_id,
-                type(exc).__name__,
-                exc,
-            )
-            return None
+
+_RENEWALS = _Renewals()

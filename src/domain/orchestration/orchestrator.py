@@ -1032,7 +1032,12 @@ class Orchestrator:
             if not execution.state.terminal:
                 if ignore_leases:
                     execution.release_lease()  # taking over: the caller vouched for that
+                # `now` was read before the step: the lease its renewals reached, if later,
+                # is kept, or the commit would write a lease already run out.
+                renewed = execution.lease_expires_at
                 execution.claim(self.worker_id, now=now, ttl=self._lease_ttl)
+                if execution.lease_expires_at is not None and renewed is not None:
+                    execution.lease_expires_at = max(execution.lease_expires_at, renewed)
             uow.executions.save(execution)
             try:
                 uow.commit()
