@@ -8,6 +8,7 @@ import copy
 import functools
 import itertools
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -510,19 +511,127 @@ def test_one_thread_keeps_the_leases_of_every_orchestrator_and_ends_when_idle(
     world: World,
 ) -> None:
     """A service may make an orchestrator per request: before, each had a thread of its own
-    (a thousand requests, a thousand threads), living ten seconds past its last step."""
+    (a thousand requests, a thousand threads), living ten seconds past its last step. One
+    thread per store now, which ends a second after its last step."""
 
     def keepers() -> list[threading.Thread]:
         return [t for t in threading.enumerate() if t.name.startswith("govkernel-lease")]
 
+    def idle() -> bool:
+        for _ in range(40):  # an earlier test's keeper ends a second after its last step
+            if not keepers():
+                return True
+            time.sleep(0.1)
+        return False
+
+    assert idle()
     for i in range(20):
         _leased(world, f"worker-{i}", {}).start(FLAKY, request(f"pub-{i}"))
     assert len(keepers()) <= 1
-    for _ in range(40):
-        if not keepers():
-            break
-        time.sleep(0.1)
-    assert keepers() == []
+    assert idle()
+
+
+def test_a_renewal_of_unknown_outcome_whose_read_back_fails_is_settled_at_the_next(
+    world: World,
+) -> None:
+    """A renewal that landed with its reply lost, then the read that settles it failed too:
+    before, the step kept its stale version, its commit lost to its own worker's renewal,
+    and the step ran again."""
+    injector = FaultInjector(world.store.unit_of_work)
+    keeper_units = itertools.count(1)
+
+    def factory() -> UnitOfWork:
+        uow = injector()
+        if threading.current_thread().name == "govkernel-lease-keeper" and next(keeper_units) == 2:
+
+            def lost(*args: Any, **kwargs: Any) -> Any:
+                raise StorageUnavailable("connection lost (read)")
+
+            uow.executions.require = lost  # type: ignore[method-assign]
+        return uow
+
+    calls = Calls()
+    worker = _leased(world, "worker-1", {"analyse": _long(world, calls, {})}, factory=factory)
+    injector.arm(FaultPlan(ambiguous_commit=2))  # 1: the start; 2: the first renewal
+    done = worker.start(FLAKY, request("pub-1"))
+    assert injector.fired == ["ambiguous commit 2"]
+    assert done.state is S.SUCCEEDED and calls.n == 1
+    assert_exactly_once(world.door, world.orch())
+
+
+def test_a_store_slow_to_commit_delays_no_other_stores_renewals(world: World) -> None:
+    """Before, one thread renewed the leases of every store: a renewal that took 2 s on one
+    (a server under load) let another store's lease run out, and its step be taken over."""
+    slow_store, slow_clock = MemoryStore(), FixedClock(T0)
+    slowed, in_step = threading.Event(), threading.Event()
+
+    def slow_factory() -> UnitOfWork:
+        if slowed.is_set():
+            time.sleep(2.0)  # every unit of work on this store from now: renewals included
+        return slow_store.unit_of_work()
+
+    def slow_step(n: int, uow: UnitOfWork, ctx: StepContext) -> None:
+        slowed.set()
+        in_step.set()
+        time.sleep(3.0)
+
+    slow_flaky = variant(
+        kp.definition(service(slow_factory)), FLAKY, {"analyse": Calls().wrap(slow_step)}
+    )
+    slow = orchestrator(
+        slow_factory,
+        slow_clock,
+        worker_id="slow",
+        workflows=definitions(slow_factory, slow_flaky),
+        lease_ttl=LEASE,
+    )
+    slow_run = threading.Thread(target=lambda: slow.start(FLAKY, request("pub-slow")))
+    slow_run.start()
+    assert in_step.wait(30)
+    found: list[list[WorkflowExecution]] = []
+    rival = _leased(world, "worker-2", {})
+    long_step = _long(world, Calls(), {15: lambda: found.append(rival.recover())})
+    done = _leased(world, "worker-1", {"analyse": long_step}).start(FLAKY, request("pub-1"))
+    slow_run.join(60)
+    assert done.state is S.SUCCEEDED and found == [[]]
+
+
+def _sleeping(seconds: float) -> Wrapper:
+    def then(n: int, uow: UnitOfWork, ctx: StepContext) -> None:
+        time.sleep(seconds)
+
+    return Calls().wrap(then)
+
+
+def test_a_forked_child_keeps_its_own_leases(world: World) -> None:
+    """Before, a child forked while the keeper's thread ran inherited it dead, and renewed
+    nothing: its long step was taken over."""
+    release = threading.Event()
+
+    def held(n: int, uow: UnitOfWork, ctx: StepContext) -> None:
+        release.wait(10)
+
+    parent_step = _leased(world, "parent", {"analyse": Calls().wrap(held)})
+    parent = threading.Thread(target=lambda: parent_step.start(FLAKY, request("pub-parent")))
+    parent.start()
+    time.sleep(0.3)  # the parent's step under way: its keeper's thread alive
+    pid = os.fork()
+    if pid == 0:  # the child: its own long step, a rival recovering meanwhile
+        code = 1
+        try:
+            found: list[list[WorkflowExecution]] = []
+            rival = _leased(world, "worker-2", {})
+            step = _long(world, Calls(), {15: lambda: found.append(rival.recover())})
+            done = _leased(world, "worker-1", {"analyse": step}).start(FLAKY, request("pub-1"))
+            # (The parent's execution, which nobody renews here, it may take over.)
+            taken = [x for x in found[0] if x.id == done.id]
+            code = 0 if done.state is S.SUCCEEDED and not taken else 1
+        finally:
+            os._exit(code)  # whatever happened: never back into the parent's test session
+    _, status = os.waitpid(pid, 0)
+    release.set()
+    parent.join(30)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_a_cancel_during_a_long_step_waits_for_it_while_others_recover(world: World) -> None:

@@ -13,14 +13,16 @@ commit loses, as it would have, and the worker then acts on what moved it. Renew
 when the lease is another worker's, or the execution ended. A renewal that fails is tried
 again at the next turn; one whose outcome is unknown is settled by reading the execution.
 
-One thread serves every orchestrator of the process (a service may make one per request),
-and ends after a second with nothing to renew.
+One thread per store (per unit-of-work factory) serves every orchestrator on it (a service
+may make one per request), so a store slow to commit delays no other store's renewals; it
+ends after a second with nothing to renew. A forked child starts with none.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -59,11 +61,14 @@ class LeaseKeeper:
             yield
             return
         entry = _Kept(self, execution)
-        _RENEWALS.add(entry)
+        renewals = _renewals_for(self.uow_factory, entry)
         try:
             yield
         finally:
-            _RENEWALS.remove(entry)
+            renewals.remove(entry)
+            if entry.pending is not None:  # a renewal's outcome still unknown: settle it now
+                with contextlib.suppress(Exception):
+                    entry.settle()
             execution.version, execution.lease_expires_at = entry.version, entry.expires
 
 
@@ -76,6 +81,9 @@ class _Kept:
         self.due = time.monotonic() + keeper.every
         self.renewing = False
         self.stopped = False
+        # The lease a renewal whose outcome is unknown wrote, until a read tells whether it
+        # landed (the step would otherwise commit on a stale version, lose, and run again).
+        self.pending: datetime | None = None
 
     def renew(self) -> None:
         """One renewal (outside the renewals' lock); stops this entry when the lease is no
@@ -84,6 +92,7 @@ class _Kept:
         try:
             with keeper.uow_factory() as uow:
                 execution = uow.executions.require(self.execution_id, with_input=False)
+                self._settled_by(execution)
                 if execution.lease_owner != keeper.worker_id or execution.state.terminal:
                     self.stopped = True
                     return
@@ -94,8 +103,9 @@ class _Kept:
                 try:
                     uow.commit()
                 except CommitOutcomeUnknown:
-                    if not self._landed(expires):
-                        return
+                    self.pending = expires
+                    self.settle()
+                    return
             if ours:  # moved by someone else, the step keeps the version it had: it loses
                 self.version = execution.version
             self.expires = expires
@@ -107,20 +117,24 @@ class _Kept:
                 exc,
             )
 
-    def _landed(self, expires: datetime | None) -> bool:
+    def settle(self) -> None:
         """Whether a renewal whose outcome is unknown was stored: read, never guessed."""
         with self.keeper.uow_factory() as uow:
-            stored = uow.executions.require(self.execution_id, with_input=False)
-        landed = stored.lease_owner == self.keeper.worker_id and stored.lease_expires_at == expires
-        if landed and stored.version == self.version + 1:
-            self.version = stored.version
-        return landed
+            self._settled_by(uow.executions.require(self.execution_id, with_input=False))
+
+    def _settled_by(self, stored: WorkflowExecution) -> None:
+        if self.pending is None:
+            return
+        if stored.lease_expires_at == self.pending and stored.version == self.version + 1:
+            self.version, self.expires = stored.version, self.pending
+        self.pending = None
 
 
 class _Renewals:
-    """Every lease kept in this process, renewed by one thread."""
+    """The leases kept on one store, renewed by one thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, factory: UnitOfWorkFactory) -> None:
+        self._factory = factory
         self._entries: dict[int, _Kept] = {}
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -139,18 +153,21 @@ class _Renewals:
 
     def remove(self, entry: _Kept) -> None:
         with self._changed:
-            while entry.renewing:  # a renewal in flight decides the version
-                self._changed.wait()
-            del self._entries[id(entry)]
-            if not self._entries:
-                self._changed.notify_all()  # to go idle now, not at the entry's due time
+            try:
+                while entry.renewing:  # a renewal in flight decides the version
+                    self._changed.wait()
+            finally:  # even when interrupted (Ctrl-C): never renewed past its step
+                entry.stopped = True
+                self._entries.pop(id(entry), None)
+                if not self._entries:
+                    self._changed.notify_all()  # to go idle now, not at its due time
 
     def _run(self) -> None:
         while True:
             with self._changed:
                 entry = self._next_due()
                 if entry is None:
-                    return
+                    break
                 entry.renewing = True
             try:
                 entry.renew()
@@ -159,6 +176,9 @@ class _Renewals:
                     entry.renewing = False
                     entry.due = time.monotonic() + entry.keeper.every
                     self._changed.notify_all()
+        with _REGISTRY_LOCK, self._changed:  # idle: forgotten, unless a step came meanwhile
+            if self._thread is None and not self._entries:
+                _REGISTRY.pop(_key(self._factory), None)
 
     def _next_due(self) -> _Kept | None:
         """The next entry due (waited for, holding the lock); None, the thread then ending,
@@ -182,4 +202,41 @@ class _Renewals:
             self._changed.wait(first.due - now)
 
 
-_RENEWALS = _Renewals()
+_REGISTRY: dict[object, _Renewals] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def _key(factory: UnitOfWorkFactory) -> object:
+    # By equality where the factory has it (`store.unit_of_work` is a new bound method at
+    # each access, equal to the last), else by identity (the registry keeps it alive).
+    try:
+        hash(factory)
+    except TypeError:
+        return id(factory)
+    return factory
+
+
+def _renewals_for(factory: UnitOfWorkFactory, entry: _Kept) -> _Renewals:
+    with _REGISTRY_LOCK:
+        renewals = _REGISTRY.get(_key(factory))
+        if renewals is None:
+            renewals = _REGISTRY[_key(factory)] = _Renewals(factory)
+        renewals.add(entry)
+    return renewals
+
+
+def _forget_after_fork() -> None:
+    """A forked child has none of its parent's threads: nothing of the parent's is renewed
+    there, and its own steps start afresh."""
+    global _REGISTRY_LOCK
+    for renewals in _REGISTRY.values():
+        renewals._changed = threading.Condition()
+        renewals._thread = None
+        for entry in renewals._entries.values():
+            entry.renewing, entry.stopped = False, True
+        renewals._entries.clear()
+    _REGISTRY.clear()
+    _REGISTRY_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)

@@ -1043,8 +1043,8 @@ class Orchestrator:
                 uow.commit()
             except ConcurrencyConflict:
                 # Another worker moved it (the version check decided): re-read on the next
-                # turn and act on what is stored.
-                return _Next.LOST
+                # turn and act on what is stored. (A claim alone that lost is no step lost.)
+                return _Next.LOST if step_name is not None else _Next.CONTINUE
             except CommitOutcomeUnknown as exc:
                 return _Unknown(exc, seen_version)  # the next turn re-reads what is stored
             except DuplicateRecord as exc:
