@@ -159,8 +159,8 @@ class _Renewals:
             finally:  # even when interrupted (Ctrl-C): never renewed past its step
                 entry.stopped = True
                 self._entries.pop(id(entry), None)
-                if not self._entries:
-                    self._changed.notify_all()  # to go idle now, not at its due time
+        # No wake-up here: waking the thread at every step's end cost more than the step's
+        # other bookkeeping. It looks again at least every IDLE_SECONDS (`_next_due`).
 
     def _run(self) -> None:
         while True:
@@ -198,8 +198,10 @@ class _Renewals:
             first = min(live, key=lambda e: e.due)
             if first.due <= now:
                 return first
-            self._wake_at = first.due
-            self._changed.wait(first.due - now)
+            # Capped, so that the thread notices within IDLE_SECONDS that the steps it
+            # waited for have ended, and goes idle.
+            self._wake_at = min(first.due, now + IDLE_SECONDS)
+            self._changed.wait(self._wake_at - now)
 
 
 _REGISTRY: dict[object, _Renewals] = {}
