@@ -695,6 +695,19 @@ def test_a_cancel_during_a_long_step_waits_for_it_while_others_recover(world: Wo
     assert done.state is S.COMPENSATED
 
 
+def test_a_step_is_recorded_completed_when_it_ends(world: World) -> None:
+    """Before, its audit entry (and the lease its commit set) bore the time it started."""
+
+    def five_minutes(n: int, uow: UnitOfWork, ctx: StepContext) -> None:
+        world.clock.advance(timedelta(minutes=5))
+
+    started = world.orch(analyse=Calls().wrap(five_minutes)).start(FLAKY, request("pub-1"))
+    entries = {d["step"]: d for d in world.door.table("audit").values() if d.get("step")}
+    assert entries["ingest"]["at"] == T0
+    assert entries["analyse"]["at"] == T0 + timedelta(minutes=5)
+    assert started.state is S.SUCCEEDED
+
+
 def test_get_takes_with_input_as_a_flag_only(world: World) -> None:
     started = world.orch().start(FLAKY, request("pub-1"))
     with pytest.raises(ValueError, match="with_input"):

@@ -999,6 +999,7 @@ class Orchestrator:
                     except Exception as exc:  # recorded, then retried or failed
                         return self._after_failure(execution_id, execution.version, step.name, exc)
                     seen_version = execution.version  # as the lease's renewals left it
+                    now = rt.clock.now()  # the undo's end: when it completed
                     execution.retry_at = None
                     execution.transition(
                         S.COMPENSATED,
@@ -1024,6 +1025,7 @@ class Orchestrator:
                 except Exception as exc:  # any step failure is recorded, then classified
                     return self._after_failure(execution_id, execution.version, step.name, exc)
                 seen_version = execution.version  # as the lease's renewals left it
+                now = rt.clock.now()  # the step's end: when it completed, what the lease runs from
                 execution.checkpoint(step.name, output, at=now, actor=rt.actor)
                 if execution.current_step >= len(definition.steps):
                     execution.transition(
@@ -1032,12 +1034,7 @@ class Orchestrator:
             if not execution.state.terminal:
                 if ignore_leases:
                     execution.release_lease()  # taking over: the caller vouched for that
-                # `now` was read before the step: the lease its renewals reached, if later,
-                # is kept, or the commit would write a lease already run out.
-                renewed = execution.lease_expires_at
                 execution.claim(self.worker_id, now=now, ttl=self._lease_ttl)
-                if execution.lease_expires_at is not None and renewed is not None:
-                    execution.lease_expires_at = max(execution.lease_expires_at, renewed)
             uow.executions.save(execution)
             try:
                 uow.commit()
