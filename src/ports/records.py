@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar, overload
 
@@ -29,7 +29,7 @@ from domain.model.knowledge import (
 )
 from domain.model.lifecycle import AuditEntry, ExecutionState
 from domain.model.policy import Action, Approval, ImpactTier, Obligation, PolicyDecision
-from domain.model.validation import mistyped, shown
+from domain.model.validation import mistyped, several, shown
 from ports.errors import CorruptRecord, InvalidRecord
 from ports.storage import Document
 
@@ -95,7 +95,7 @@ def _unwritable(table: str, obj: object, exc: Exception) -> InvalidRecord:
 def _listed(values: object) -> list[Any]:
     # Text given for a list would otherwise be stored as its letters (any other collection
     # is taken, as it always was: a set of policy references, say).
-    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
+    if not several(values):
         raise TypeError(f"a list was expected, got {type(values).__name__}")
     return list(values)
 

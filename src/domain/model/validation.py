@@ -9,7 +9,7 @@ import typing
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import attrs
 
@@ -122,7 +122,7 @@ def _mismatch(value: object, hint: object) -> str | None:
             return None
         return _mismatch(value, next(o for o in options if o is not type(None)))
     if origin in (tuple, list):
-        if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+        if not several(value):
             return f"must be a list, got {_named(value)}"
         item = next(iter(typing.get_args(hint)), None)
         for i, element in enumerate(value):
@@ -211,10 +211,16 @@ def aware(field: str, value: object) -> datetime:
     return value
 
 
+def several(values: object) -> TypeGuard[Iterable[Any]]:
+    """Whether `values` is a collection of values, as a list is: not text (read as its
+    letters), bytes or a mapping (its keys), and not a single value."""
+    return isinstance(values, Iterable) and not isinstance(values, str | bytes | Mapping)
+
+
 def listed(field: str, values: object, check: Callable[[str, Any], T]) -> tuple[T, ...]:
     """A list from a caller, each item checked as `field[i]`: a single value passed bare (a
     string would read as its letters) is refused. Any collection is taken (a set of ids)."""
-    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
+    if not several(values):
         raise InvalidInput(field, f"must be a list, got {type(values).__name__}")
     return tuple(check(f"{field}[{i}]", value) for i, value in enumerate(values))
 

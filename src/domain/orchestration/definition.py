@@ -12,7 +12,7 @@ from attrs import field, frozen
 
 from domain.model.execution import WorkflowExecution, WorkflowMetadata
 from domain.model.runtime import RuntimeContext
-from domain.model.validation import IDENTIFIER
+from domain.model.validation import IDENTIFIER, several
 from ports.unit_of_work import UnitOfWork
 
 
@@ -120,7 +120,7 @@ def _deferred(function: object) -> bool:
 
 def _as_steps(value: Iterable[Step]) -> tuple[Step, ...]:
     # Any iterable of steps, a generator included (checked twice below, so kept as a tuple).
-    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+    if not several(value):
         raise ValueError(f"steps must be a sequence of Steps, got {type(value).__name__}")
     return tuple(value)
 

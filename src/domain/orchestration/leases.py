@@ -219,10 +219,11 @@ def _key(factory: UnitOfWorkFactory) -> object:
 
 
 def _renewals_for(factory: UnitOfWorkFactory, entry: _Kept) -> _Renewals:
+    key = _key(factory)
     with _REGISTRY_LOCK:
-        renewals = _REGISTRY.get(_key(factory))
+        renewals = _REGISTRY.get(key)
         if renewals is None:
-            renewals = _REGISTRY[_key(factory)] = _Renewals(factory)
+            renewals = _REGISTRY[key] = _Renewals(factory)
         renewals.add(entry)
     return renewals
 
