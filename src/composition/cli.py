@@ -390,10 +390,24 @@ def json_option(fn: F) -> F:
     )(fn)
 
 
+class WholeNumber(click.IntRange):
+    """A bounded integer written in the digits 0-9 alone: click's own `int()` also takes
+    ' 5', '1_000' and the digits of other scripts, which no operator means."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+            self.fail(
+                f"{render.safe(repr(value[:40]))} is not a non-negative integer in the digits 0-9",
+                param,
+                ctx,
+            )
+        return super().convert(value, param, ctx)
+
+
 def limit_option(default: int) -> Callable[[F], F]:
     return click.option(
         "--limit",
-        type=click.IntRange(min=1, max=MAX_LIMIT),
+        type=WholeNumber(min=1, max=MAX_LIMIT),
         default=default,
         show_default=True,
         metavar="N",
@@ -1948,7 +1962,7 @@ def _torn_json(app: App) -> dict[str, Any] | None:
 @cli.command(epilog=EXITS)
 @click.option(
     "--after",
-    type=click.IntRange(min=0, max=MAX_POSITION),
+    type=WholeNumber(min=0, max=MAX_POSITION),
     default=0,
     show_default=True,
     metavar="POSITION",

@@ -83,6 +83,19 @@ def test_integer_options_out_of_range_are_usage_errors(
     assert f"Invalid value for '{option}'" in err and "is not in the range" in err
 
 
+@pytest.mark.parametrize("written", [" 5", "5 ", "1_000", "\u0665", "+5", "-1", "0x5", "\x1b[2J"])
+@pytest.mark.parametrize("option", ["--after", "--limit"])
+def test_integer_options_take_the_digits_0_to_9_alone(
+    capsys: pytest.CaptureFixture[str], option: str, written: str
+) -> None:
+    # click's int() takes all but the last three as 5, 1000, 5 and 5.
+    _, err = gk(capsys, *MEMORY, "events", option, written, code=2)
+    assert f"Invalid value for '{option}'" in err and "in the digits 0-9" in err
+    assert "\x1b" not in err  # the value is quoted escaped
+    out, _ = gk(capsys, *MEMORY, "events", option, "5")
+    assert out.startswith("no events")
+
+
 def test_the_largest_position_is_accepted(capsys: pytest.CaptureFixture[str]) -> None:
     out, _ = gk(capsys, *MEMORY, "events", "--after", str(2**63 - 1), "--limit", "10000")
     assert out == f"no events after position {2**63 - 1}\n"
