@@ -579,21 +579,26 @@ class Orchestrator:
     def _resumed_by_approval(self, x: WorkflowExecution) -> bool:
         """Whether `x` is this worker's, and its last entry the approval that resumed it:
         its gate, and nothing after it, is what runs next."""
-        if x.lease_owner != self.worker_id:
-            return False
+        return x.lease_owner == self.worker_id and self._last_resumed(x)
+
+    def _regating(self, x: WorkflowExecution) -> bool:
+        # Only until the gate has run again: past it (a step completed since), no gate
+        # returns under this approval, and a second approver is told so at once.
+        return (
+            x.state is S.RUNNING
+            and bool(x.approvals)
+            and not x.lease_expired(self._runtime.clock.now())
+            and self._last_resumed(x)
+        )
+
+    def _last_resumed(self, x: WorkflowExecution) -> bool:
+        """Whether `x`'s last entry is the approval that resumed it."""
         with self._uow_factory() as uow:
             last = uow.audit.entry(x.id, x.audit_sequence)
         return (
             last is not None
             and last.from_state is S.AWAITING_APPROVAL
             and last.to_state is S.RUNNING
-        )
-
-    def _regating(self, x: WorkflowExecution) -> bool:
-        return (
-            x.state is S.RUNNING
-            and bool(x.approvals)
-            and not x.lease_expired(self._runtime.clock.now())
         )
 
     def reject(self, execution_id: str, *, reason: str) -> WorkflowExecution:
