@@ -49,7 +49,7 @@ def test_the_config_file_example_loads(tmp_path: Path) -> None:
     assert settings.environment is Environment.STAGING and settings.tenant == "acme"
     assert settings.store_url == "surrealkv:///var/lib/govkernel/store"
     assert (settings.namespace, settings.database) == ("govkernel", "govkernel")
-    assert settings.workflows == ("payments.flows:registry",)
+    assert settings.workflows == ("payments.flows:payout",)
 
 
 def test_the_own_workflow_example_runs(capsys: pytest.CaptureFixture[str]) -> None:

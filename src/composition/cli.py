@@ -49,7 +49,9 @@ from domain.model.execution import WorkflowExecution, started_steps
 from domain.model.knowledge import Classification, SourceFormat, SourceKind
 from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from domain.model.policy import Approval, ImpactTier
+from domain.model.seal import AuditKey
 from domain.model.validation import IDENTIFIER, same_person, shown
+from domain.orchestration import sealing
 from domain.orchestration.definition import WorkflowDefinition
 from domain.orchestration.orchestrator import (
     RECOVERABLE,
@@ -1594,6 +1596,77 @@ def _other_store(app: App, taken: anchors.Anchors) -> str | None:
         f"the anchor file names store {taken.store}, and this is store {app.store.store_id}:"
         " it was taken from another store, or this store's id was changed"
     )
+
+
+@audit.command("seal", epilog=EXITS)
+@click.argument("execution_id", metavar="[EXECUTION]", required=False, callback=an_id)
+@json_option
+@click.pass_context
+def audit_seal(ctx: click.Context, execution_id: str | None) -> None:
+    """Seal with the audit key (GOVKERNEL_AUDIT_KEY) the executions written without one.
+
+    Every execution is sealed as it is written once the store has a key; this is for those
+    written before, and, with the key it replaces as GOVKERNEL_AUDIT_PREVIOUS_KEY, for those
+    that key sealed. It vouches for the trails as they stand: only trails that verify are
+    sealed, and a seal that does not match is never replaced (exit 1).
+    """
+    s = session_of(ctx)
+    s.printing()
+    settings = s.settings()
+    if settings.audit_key is None:
+        raise Failed("no audit key to seal with: set GOVKERNEL_AUDIT_KEY", EXIT_USAGE)
+    key = AuditKey.from_text(settings.audit_key)
+    previous = settings.previous_audit_key
+    before = None if previous is None else AuditKey.from_text(previous)
+    with s.app(existing=True) as (app, _):
+        if execution_id is not None:
+            ids = [execution_id]
+        else:
+            unreadable: list[str] = []
+            listed = queries.every_execution(app.uow_factory, app.runtime.tenant, unreadable)
+            ids = [x.id for x in listed] + unreadable
+        outcomes = []
+        with _maybe_progress(ids, "sealing") as items:
+            for xid in items:
+                outcomes.append(
+                    sealing.seal(app.uow_factory, app.runtime.tenant, xid, previous=before)
+                )
+    counts = {o: sum(r.outcome is o for r in outcomes) for o in sealing.Sealing}
+    refused = [r for r in outcomes if r.outcome is sealing.Sealing.REFUSED]
+    if s.json:
+        s.emit(
+            {
+                "ok": not refused,
+                "key_id": key.key_id,
+                "sealed": counts[sealing.Sealing.SEALED],
+                "already_sealed": counts[sealing.Sealing.ALREADY],
+                "refused": len(refused),
+                "results": [
+                    {
+                        "execution_id": r.execution_id,
+                        "outcome": r.outcome.value,
+                        "problem": r.problem,
+                    }
+                    for r in outcomes
+                ],
+            }
+        )
+    else:
+        rows = [(r.execution_id, r.outcome.value, r.problem or "") for r in outcomes]
+        s.echo(render.table(("EXECUTION", "SEAL", "WHY NOT"), rows) if rows else "no executions")
+        s.echo(
+            f"sealed {counts[sealing.Sealing.SEALED]}, already sealed"
+            f" {counts[sealing.Sealing.ALREADY]}, refused {len(refused)}"
+            f" (key id {key.key_id})"
+        )
+    if refused:
+        first = refused[0]
+        raise Failed(
+            render.safe(
+                f"{first.execution_id} was not sealed: {first.problem}"
+                + (f" ({len(refused)} executions refused)" if len(refused) > 1 else "")
+            )
+        )
 
 
 ANCHORS_LOST = "the anchor document could not be written"

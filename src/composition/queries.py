@@ -100,7 +100,7 @@ def broken_chains(
                 with uow_factory() as uow:
                     x = uow.executions.require(xid, fresh=True)
                     entries = uow.audit.for_execution(xid)
-                report = x.verify_trail(entries)
+                report = x.verify_trail(entries, key=uow.audit_key)
             except CorruptRecord as exc:
                 with uow_factory() as uow:
                     stored = uow.audit.stored(xid)

@@ -22,6 +22,8 @@ The file (path from `GOVKERNEL_CONFIG` or `--config`):
     database = "govkernel"
     username = "root"
     password = "..."
+
+The audit key (`audit_key = "..."`, or GOVKERNEL_AUDIT_KEY) seals each execution's audit head.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from attrs import field, frozen
 
 from composition import files
 from domain.model.environment import Environment
+from domain.model.errors import InvalidInput
+from domain.model.seal import AuditKey
 from domain.model.validation import ACTOR_NAME, IDENTIFIER
 
 PREFIX = "GOVKERNEL_"
@@ -157,6 +161,10 @@ class Settings:
     database: str = "govkernel"
     username: str | None = field(default=None, repr=_secret_repr)
     password: str | None = field(default=None, repr=_secret_repr)
+    # Seals every execution's audit head (domain.model.seal); None: executions go unsealed.
+    audit_key: str | None = field(default=None, repr=_secret_repr)
+    # The key it replaces: `audit seal` moves the seals that key made to this one.
+    previous_audit_key: str | None = field(default=None, repr=_secret_repr)
     change_freeze: bool = False
     # Your own workflows, as `module:attribute` (composition.plugins): what the CLI runs,
     # recovers and approves besides the built-in ones.
@@ -211,6 +219,13 @@ KEYS: tuple[_Key, ...] = (
     _Key("database", "GOVKERNEL_SURREAL_DATABASE", ("surrealdb", "database")),
     _Key("username", "GOVKERNEL_SURREAL_USERNAME", ("surrealdb", "username"), secret=True),
     _Key("password", "GOVKERNEL_SURREAL_PASSWORD", ("surrealdb", "password"), secret=True),
+    _Key("audit_key", "GOVKERNEL_AUDIT_KEY", ("audit_key",), secret=True),
+    _Key(
+        "previous_audit_key",
+        "GOVKERNEL_AUDIT_PREVIOUS_KEY",
+        ("previous_audit_key",),
+        secret=True,
+    ),
     _Key("data_dir", "GOVKERNEL_DATA_DIR", ("data_dir",)),
     _Key("change_freeze", "GOVKERNEL_CHANGE_FREEZE", ("change_freeze",)),
     _Key("workflows", "GOVKERNEL_WORKFLOWS", ("workflows",)),
@@ -407,6 +422,14 @@ def _secret(key: _Key, value: str, base: Path, bad: Bad) -> object:
     return value
 
 
+def _audit_key(key: _Key, value: str, base: Path, bad: Bad) -> object:
+    try:
+        AuditKey.from_text(value)
+    except InvalidInput as exc:  # its words never quote the key
+        return bad(exc.problem)
+    return value
+
+
 def _data_dir(key: _Key, value: str, base: Path, bad: Bad) -> object:
     if not value.strip() or "\x00" in value:
         return bad("must be a directory path")
@@ -511,6 +534,8 @@ _PARSERS: dict[str, Callable[[_Key, str, Path, Bad], object]] = {
     "database": _name(_SURREAL_NAME, "1-64 letters, digits, '_' or '-'"),
     "username": _secret,
     "password": _secret,
+    "audit_key": _audit_key,
+    "previous_audit_key": _audit_key,
     "data_dir": _data_dir,
 }
 
@@ -563,6 +588,17 @@ def _problems_in(settings: Settings) -> list[Problem]:
             _PARSERS[key.name](key, value, Path.cwd(), bad)
     if (settings.username is None) != (settings.password is None):
         problems.append(Problem("username", "Settings", "username and password go together"))
+    previous = settings.previous_audit_key
+    if previous is not None and previous == settings.audit_key:
+        problems.append(Problem("previous_audit_key", "Settings", "is the audit key itself"))
+    elif previous is not None and settings.audit_key is None:
+        problems.append(
+            Problem(
+                "previous_audit_key",
+                "Settings",
+                "is the key an audit key replaces: set the audit key (GOVKERNEL_AUDIT_KEY) too",
+            )
+        )
     return problems
 
 

@@ -25,6 +25,7 @@ from composition.settings import (
 from domain.model.execution import WorkflowExecution
 from domain.model.policy import Policy
 from domain.model.runtime import Clock, IdGenerator, RuntimeContext
+from domain.model.seal import AuditKey
 from domain.orchestration.definition import WorkflowDefinition
 from domain.orchestration.orchestrator import Orchestrator
 from domain.services.governance import Gate
@@ -49,8 +50,9 @@ def make_store(settings: Settings, create: bool = True) -> Store:
     """The store named by the URL's scheme; an unknown scheme is an error, never a fallback.
     With `create=False` a SurrealDB store must already hold govkernel's data."""
     scheme = settings.store_scheme
+    key = None if settings.audit_key is None else AuditKey.from_text(settings.audit_key)
     if scheme in MEMORY_SCHEMES:
-        return MemoryStore()
+        return MemoryStore(audit_key=key)
     if scheme in EMBEDDED_SURREAL_SCHEMES + REMOTE_SCHEMES:
         remote = scheme in REMOTE_SCHEMES
         return SurrealStore(
@@ -62,6 +64,7 @@ def make_store(settings: Settings, create: bool = True) -> Store:
                 username=settings.username if remote else None,
                 password=settings.password if remote else None,
                 create=create,
+                audit_key=key,
             )
         )
     allowed = ", ".join(

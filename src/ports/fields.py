@@ -250,6 +250,7 @@ FIELDS: Mapping[str, Mapping[str, Field]] = {
         "last_error": _f(OS),
         "audit_sequence": _f(N, AtLeast(0)),
         "audit_head": _f(S, DIGEST),
+        "seal": _f(OS),
         "version": _f(N, VERSION),
     },
     "execution_input": {

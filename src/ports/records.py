@@ -416,6 +416,7 @@ def execution_doc(x: WorkflowExecution, version: int) -> Document:
             "last_error": x.last_error,
             "audit_sequence": x.audit_sequence,
             "audit_head": x.audit_head,
+            "seal": x.seal,
             "version": version,
         }
     )
@@ -496,6 +497,7 @@ def execution_from(
         last_error=d.get("last_error"),
         audit_sequence=_whole(d["audit_sequence"]),
         audit_head=d["audit_head"],
+        seal=d.get("seal"),
         version=_whole(d["version"]),
     )
 

@@ -183,6 +183,11 @@ class Executions(_Repository):
         the first and keeps the version originally read as the commit-time guard.
         """
         new_version = execution.version + 1
+        key = self._uow.audit_key
+        if key is not None:
+            execution.seal = key.seal(execution.id, execution.audit_sequence, execution.audit_head)
+        elif execution.new_audit:  # the head moved on: a seal of the one before is void
+            execution.seal = None
         doc = records.execution_doc(execution, new_version)
         if execution.version == 0:
             self._uow.stage(Write(Op.CREATE, self.table, execution.id, doc))

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar, cast
 
+from domain.model.seal import AuditKey
 from ports import fields
 from ports.errors import (
     ConcurrencyConflict,
@@ -67,6 +68,8 @@ class UnitOfWork(abc.ABC):
         self._borrower: str | None = None
         self._refused: str | None = None
         self.receipt: CommitReceipt | None = None
+        # Seals each execution saved (domain.model.seal); None: executions go unsealed.
+        self.audit_key: AuditKey | None = None
         self.sources = KnowledgeSources(self)
         self.analyses = Analyses(self)
         self.capsules = Capsules(self)
@@ -420,6 +423,9 @@ class StoreUnitOfWork(UnitOfWork, Generic[StoreT]):
     def __init__(self, store: StoreT) -> None:
         super().__init__()
         self._store = store
+        # A store holding an audit key (not part of the Store protocol: adapters written
+        # before seals have none) seals every execution written through its units.
+        self.audit_key = getattr(store, "audit_key", None)
 
     def _load(self, table: str, key: str) -> Document | None:
         return self._store.load(table, key)
@@ -680,6 +686,7 @@ class WrappingUnitOfWork(UnitOfWork):
     def __init__(self, inner: UnitOfWork) -> None:
         super().__init__()
         self._inner = inner
+        self.audit_key = inner.audit_key
 
     def _before_stage(self, write: Write) -> None:
         self._inner._before_stage(write)

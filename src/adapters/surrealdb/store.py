@@ -24,6 +24,7 @@ from surrealdb import RecordID, Surreal
 
 from adapters.surrealdb import compiler, schema
 from adapters.surrealdb.wire import Wire, bound_waits
+from domain.model.seal import AuditKey
 from ports import fields
 from ports.errors import CommitOutcomeUnknown, InvalidRecord, PortError, StorageUnavailable
 from ports.storage import EVENT_TABLE, TABLES, AnyOf, Batch, CommitReceipt, Document, Op, Range
@@ -50,6 +51,8 @@ class SurrealConfig:
     create: bool = True
     # Seconds a remote server may take to answer one request before it counts as gone.
     reply_timeout: float = 60.0
+    # Seals the executions written through the store's units (domain.model.seal).
+    audit_key: AuditKey | None = field(default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:
         # Without a path the engine would write into the working directory, with no lock,
@@ -447,6 +450,7 @@ class SurrealStore:
         if config.scheme not in EMBEDDED + REMOTE:
             raise StorageUnavailable(f"unsupported SurrealDB URL scheme {config.scheme!r}")
         self.config = config
+        self.audit_key = config.audit_key
         self.round_trips = 0
         self.exclusive = config.scheme in EMBEDDED
         # Set when the previous process on this surrealkv directory died without closing it.

@@ -24,6 +24,7 @@ from domain.model.lifecycle import (
     verify_chain,
 )
 from domain.model.policy import APPROVAL_TTL, MAX_APPROVALS, Approval, ImpactTier
+from domain.model.seal import AuditKey
 from domain.model.validation import same_person
 
 JSON = Any
@@ -131,6 +132,9 @@ class WorkflowExecution:
     last_error: str | None = None
     audit_sequence: int = 0
     audit_head: str = GENESIS
+    # The store's keyed MAC of the head (domain.model.seal), as read; None when unsealed.
+    # Saving seals the head anew, or, without the key, drops a seal the head has outgrown.
+    seal: str | None = field(default=None, eq=False)
     version: int = 0
     # Audit entries made since the execution was loaded; the repository stages them together
     # with the execution itself, so a transition can never commit without its entry.
@@ -381,9 +385,22 @@ class WorkflowExecution:
         # An approval that has expired is renewed, not kept beside its renewal.
         self.approvals = (*kept, approval)
 
-    def verify_trail(self, entries: Sequence[AuditEntry]) -> ChainReport:
+    def verify_trail(
+        self, entries: Sequence[AuditEntry], *, key: AuditKey | None = None
+    ) -> ChainReport:
         """Check its stored audit entries against the head and state it records, and the
-        requester and approvals it records against the entries that made them."""
+        requester and approvals it records against the entries that made them; with `key`,
+        the head against its seal too (a trail rewritten with fresh hashes verifies as a
+        chain, but cannot be sealed anew without the key)."""
+        report = self._verify_chain(entries)
+        if not report.ok or key is None:
+            return report
+        problem = key.problem(self.seal, self.id, self.audit_sequence, self.audit_head)
+        if problem is None:
+            return report
+        return ChainReport(self.id, len(entries), False, max(self.audit_sequence, 1), problem)
+
+    def _verify_chain(self, entries: Sequence[AuditEntry]) -> ChainReport:
         report = verify_chain(
             self.id,
             entries,

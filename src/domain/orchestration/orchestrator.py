@@ -806,7 +806,7 @@ class Orchestrator:
                 with self._uow_factory() as uow:
                     stored = uow.audit.stored(execution_id)
                 return ChainReport(execution_id, stored, False, exc.entry or 1, str(exc))
-            report = execution.verify_trail(entries)
+            report = execution.verify_trail(entries, key=uow.audit_key)
             past_head = any(e.sequence > execution.audit_sequence for e in entries)
             # A trail past the head read may be a step that committed between the two reads:
             # only an execution that has not moved since is judged on it.
@@ -894,7 +894,7 @@ class Orchestrator:
             again = uow.executions.get(execution.id, with_input=False)
             if again is None or again.audit_sequence < len(stored):
                 entries = stored
-        report = execution.verify_trail(entries)
+        report = execution.verify_trail(entries, key=uow.audit_key)
         if not report.ok:
             raise CorruptRecord(
                 f"execution {execution.id} is not acted on: its audit trail is broken at entry"

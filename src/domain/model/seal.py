@@ -1,0 +1,106 @@
+"""Audit seals: a keyed MAC of each execution's audit head, made with a secret kept outside
+the store.
+
+The hash chain shows any entry edited, deleted or swapped, but someone who can write the
+store can also recompute every hash after an edit and set the execution's head to match:
+the chain then verifies. A seal is an HMAC-SHA256 of the execution's id and head (sequence
+and hash), which covers every entry through the chain. Without the key, a trail rewritten
+(or rolled back to a head never sealed) cannot be given a matching seal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import TypeGuard
+
+from attrs import field, frozen
+
+from domain.model.errors import InvalidInput
+from domain.model.evidence import canonical_json
+
+MIN_KEY_CHARS = 32
+_ID_LABEL = b"govkernel audit key id"
+# What a seal covers, and how: a change of either makes every seal made before it fail.
+_SEAL_LABEL = "govkernel audit seal 1"
+_SEAL_CHARS = 16 + 1 + 64
+_HEX = frozenset("0123456789abcdef")
+
+
+def _secret(_: object, __: object, value: bytes) -> None:
+    # Typed and checked here, not only by the settings: a service builds keys in code too.
+    if not isinstance(value, bytes):
+        raise InvalidInput("audit key", f"must be bytes, got {type(value).__name__}")
+    if len(value) < MIN_KEY_CHARS:
+        raise InvalidInput(
+            "audit key",
+            f"must be at least {MIN_KEY_CHARS} bytes (it has {len(value)}): e.g. the output"
+            " of `python -c 'import secrets; print(secrets.token_hex(32))'`",
+        )
+
+
+@frozen(repr=False)
+class AuditKey:
+    """The secret that seals audit heads. Its repr never shows it; `key_id` names it."""
+
+    secret: bytes = field(validator=_secret, repr=False)
+
+    @classmethod
+    def from_text(cls, text: str) -> AuditKey:
+        if not isinstance(text, str):
+            raise InvalidInput("audit key", f"must be text, got {type(text).__name__}")
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise InvalidInput("audit key", "holds a control character (a line break?)")
+        try:
+            return cls(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise InvalidInput("audit key", "is not valid Unicode text") from None
+
+    @property
+    def key_id(self) -> str:
+        """16 hex digits naming the key without revealing it: which key made a seal."""
+        return hmac.new(self.secret, _ID_LABEL, hashlib.sha256).hexdigest()[:16]
+
+    def seal(self, execution_id: str, sequence: int, head: str) -> str:
+        message = canonical_json([_SEAL_LABEL, execution_id, sequence, head]).encode("utf-8")
+        mac = hmac.new(self.secret, message, hashlib.sha256).hexdigest()
+        return f"{self.key_id}:{mac}"
+
+    def problem(self, seal: str | None, execution_id: str, sequence: int, head: str) -> str | None:
+        """What is wrong with `seal` for this head, or None when it is this key's seal of it."""
+        if seal is None:
+            return (
+                "not sealed: written without the audit key (GOVKERNEL_AUDIT_KEY), or its seal"
+                " removed; if it was written before the store had a key, `govkernel audit"
+                " seal` seals it as it stands"
+            )
+        if not _well_formed(seal):
+            return "its seal is not one this kernel makes"
+        if seal[:16] != self.key_id:
+            return (
+                f"sealed with another audit key (key id {seal[:16]}; this one is"
+                f" {self.key_id}); if that is the key this one replaces,"
+                " `govkernel audit seal` with it as GOVKERNEL_AUDIT_PREVIOUS_KEY moves the seal"
+            )
+        if not hmac.compare_digest(seal, self.seal(execution_id, sequence, head)):
+            return (
+                "its seal does not match its audit head: the trail or the head was rewritten"
+                " by someone without the audit key"
+            )
+        return None
+
+    def names_another(self, seal: object) -> bool:
+        """Whether `seal` is a well-formed seal made with another key."""
+        return _well_formed(seal) and seal[:16] != self.key_id
+
+    def __repr__(self) -> str:
+        return f"AuditKey(key_id={self.key_id!r})"
+
+
+def _well_formed(seal: object) -> TypeGuard[str]:
+    return (
+        isinstance(seal, str)
+        and len(seal) == _SEAL_CHARS
+        and seal[16] == ":"
+        and all(c in _HEX for c in seal[:16] + seal[17:])
+    )

@@ -1,0 +1,90 @@
+"""Audit seals on the command line: GOVKERNEL_AUDIT_KEY seals what the CLI writes, `audit
+verify` checks the seals, `audit seal` seals what was written before the key (or under the
+key it replaces), and the key is never shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.composition.test_anchors import rewrite
+from tests.composition.test_cli import FRED, IMF, Cli
+from tests.composition.test_cli import fresh as fresh  # a fixture
+
+KEY = "k3y-" + "7" * 60
+NEW_KEY = "n3w-" + "8" * 60
+KEYED = {"GOVKERNEL_AUDIT_KEY": KEY}
+
+
+def no_key_shown(gk: Cli) -> None:
+    assert gk.last is not None
+    for secret in (KEY, NEW_KEY, "7777777777", "8888888888"):
+        assert secret not in gk.last.stdout + gk.last.stderr
+
+
+def test_a_trail_rewritten_with_fresh_hashes_is_caught_by_its_seal(fresh: Cli) -> None:
+    xid = fresh.json("run", "knowledge-publication", str(FRED), env=KEYED)["execution_id"]
+    assert fresh.json("audit", "verify", env=KEYED)["ok"]
+    rewrite(fresh.url, xid, 3, "nothing to see")
+
+    assert fresh.json("audit", "verify")["ok"]  # the chain alone cannot tell
+    caught = fresh.json("audit", "verify", env=KEYED, code=1)
+    [report] = caught["reports"]
+    assert "does not match its audit head" in report["problem"]
+    fresh("audit", "verify", xid, env=KEYED, code=1)
+    assert "rewritten by someone without the audit key" in fresh.stderr
+    no_key_shown(fresh)
+    # Nor is its seal replaced.
+    fresh("audit", "seal", env=KEYED, code=1)
+    assert f"{xid} was not sealed" in fresh.stderr
+    no_key_shown(fresh)
+
+
+def test_executions_written_before_the_key_are_sealed_by_audit_seal(fresh: Cli) -> None:
+    xid = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    [report] = fresh.json("audit", "verify", env=KEYED, code=1)["reports"]
+    assert report["problem"].startswith("not sealed")
+
+    done = fresh.json("audit", "seal", env=KEYED)
+    assert (done["sealed"], done["already_sealed"], done["refused"]) == (1, 0, 0)
+    assert done["results"] == [{"execution_id": xid, "outcome": "sealed", "problem": None}]
+    assert fresh.json("audit", "verify", env=KEYED)["ok"]
+    assert "already sealed 1" in fresh("audit", "seal", xid, env=KEYED).stdout
+    # A run under the key is sealed as it is written.
+    fresh.json("run", "knowledge-publication", str(IMF), env=KEYED)
+    assert fresh.json("audit", "verify", env=KEYED)["executions"] == 2
+    no_key_shown(fresh)
+
+
+def test_a_new_key_takes_over_the_seals_the_key_it_replaces_made(fresh: Cli) -> None:
+    fresh.json("run", "knowledge-publication", str(FRED), env=KEYED)
+    rotated = {"GOVKERNEL_AUDIT_KEY": NEW_KEY}
+    [report] = fresh.json("audit", "verify", env=rotated, code=1)["reports"]
+    assert "sealed with another audit key" in report["problem"]
+    fresh("audit", "seal", env=rotated, code=1)  # not on its own word
+    moved = fresh.json("audit", "seal", env=rotated | {"GOVKERNEL_AUDIT_PREVIOUS_KEY": KEY})
+    assert moved["sealed"] == 1
+    assert fresh.json("audit", "verify", env=rotated)["ok"]
+    fresh("audit", "verify", env=KEYED, code=1)
+    no_key_shown(fresh)
+
+
+def test_keys_that_cannot_be_used_are_refused_without_being_shown(
+    fresh: Cli, tmp_path: Path
+) -> None:
+    fresh.json("run", "knowledge-publication", str(FRED))
+    fresh("audit", "seal", code=2)
+    assert "no audit key to seal with: set GOVKERNEL_AUDIT_KEY" in fresh.stderr
+    short = "7" * 31
+    fresh("executions", "list", env={"GOVKERNEL_AUDIT_KEY": short}, code=2)
+    assert "GOVKERNEL_AUDIT_KEY" in fresh.stderr and "at least 32 bytes" in fresh.stderr
+    assert short not in fresh.stderr
+    fresh("audit", "seal", env=KEYED | {"GOVKERNEL_AUDIT_PREVIOUS_KEY": KEY}, code=2)
+    assert "previous_audit_key" in fresh.stderr and "is the audit key itself" in fresh.stderr
+    fresh("audit", "seal", env={"GOVKERNEL_AUDIT_PREVIOUS_KEY": KEY}, code=2)
+    assert "set the audit key (GOVKERNEL_AUDIT_KEY) too" in fresh.stderr
+    no_key_shown(fresh)
+    # The settings file takes it too, and never shows it either.
+    config = tmp_path / "govkernel.toml"
+    config.write_text(f'audit_key = "{KEY}"\n')
+    assert "sealed 1," in fresh("--config", str(config), "--debug", "audit", "seal").stdout
+    no_key_shown(fresh)
