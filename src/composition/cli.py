@@ -214,7 +214,8 @@ class Session:
         self._print(text, err=self.json)
 
     def emit(self, record: object) -> None:
-        self._print(render.dumps(record, ascii_only=not _carries_unicode(sys.stdout)), err=False)
+        stdout = _reserved or sys.stdout
+        self._print(render.dumps(record, ascii_only=not _carries_unicode(stdout)), err=False)
 
     def warn(self, text: str) -> None:
         self._print(text, err=True)
@@ -321,7 +322,7 @@ def _write(text: str, *, err: bool) -> OSError | None:
     """Print a line; a stream that cannot be written (a reader that went away, `| head`; a
     full disk) is silenced, never the work: a run whose output nobody reads still runs to
     its end. The failure is returned, for the caller to judge."""
-    stream = sys.stderr if err else sys.stdout
+    stream = sys.stderr if err else (_reserved or sys.stdout)
     try:
         if err or stream is None:  # (closed: click writes nothing)
             click.echo(text, err=err)
@@ -356,6 +357,45 @@ def _put(stream: IO[str], text: str) -> None:
         data = data[written:]
 
 
+# Under --json, the command's own stdout, kept for the JSON alone while the descriptor every
+# other writer uses (a workflow's `print`, a step's subprocess, the engine) goes to stderr.
+_reserved: IO[str] | None = None
+
+
+def _reserve_stdout() -> None:
+    global _reserved
+    stdout = sys.stdout
+    if _reserved is not None or stdout is None:
+        return
+    try:
+        fd = stdout.fileno()
+    except (OSError, ValueError):  # no descriptor (a test's captured output): as it is
+        return
+    stdout.flush()
+    kept = os.dup(fd)
+    try:
+        os.dup2(2, fd)  # (a closed stderr is held open on /dev/null: see main)
+    except OSError:
+        os.close(kept)
+        return
+    _reserved = open(  # noqa: SIM115 - kept until _release_stdout
+        kept, "w", encoding=stdout.encoding, errors=stdout.errors, closefd=True
+    )
+
+
+def _release_stdout() -> None:
+    """The descriptor back where it was (for a caller running the CLI in its own process)."""
+    global _reserved
+    if _reserved is None or sys.stdout is None:
+        return
+    kept, _reserved = _reserved, None
+    with suppress(OSError, ValueError):
+        sys.stdout.flush()  # what others wrote meanwhile, to stderr where it belongs
+        os.dup2(kept.fileno(), sys.stdout.fileno())
+    with suppress(OSError):
+        kept.close()
+
+
 def _carries_unicode(stream: IO[str] | None) -> bool:
     encoding = getattr(stream, "encoding", None) or "utf-8"
     try:
@@ -379,6 +419,7 @@ def _silence(stream: IO[str]) -> None:
 def _set_json(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if value:
         ctx.ensure_object(Session).json = True
+        _reserve_stdout()  # before any of your code is imported or run
 
 
 def json_option(fn: F) -> F:
@@ -526,6 +567,8 @@ def cli(
     session.store = store
     session.config = config
     session.json = session.json or json_output
+    if session.json:
+        _reserve_stdout()  # before any of your code is imported or run
     session.debug = session.debug or debug
 
 
@@ -2213,7 +2256,10 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit status (errors are mapped to clean messages)."""
     session = Session()
     args = [_as_typed(arg) for arg in (sys.argv[1:] if argv is None else argv)]
-    code = _run(session, args)
+    try:
+        code = _run(session, args)
+    finally:
+        _release_stdout()
     if session.lost_output is not None:
         # Said last, once it is known what the command did all the same. A command that
         # failed on its own keeps its status: the output lost is not all that went wrong.

@@ -992,3 +992,46 @@ def test_an_old_versions_executions_are_finished_beside_the_new_one(
     assert "retired_workflows" in gk.stderr and "gated version 2 is current" in gk.stderr
     gk("executions", "list", code=2, env=v2 | {"GOVKERNEL_RETIRED_WORKFLOWS": "gated_v2:gated"})
     assert "gated version 2 is current" in gk.stderr  # the very same one, as a slip
+
+
+CHATTY = """
+import subprocess
+print("said as it was imported")
+from domain.orchestration.definition import Step, WorkflowDefinition
+from domain.workflows import knowledge_publication as kp
+
+def talk(uow, ctx):
+    print("said by the step", flush=True)
+    subprocess.run(["echo", "said by its subprocess"], check=True)
+    return {"ok": True}
+
+chatty = WorkflowDefinition(
+    name="chatty", version="1", metadata=kp.METADATA, steps=(Step("talk", talk),)
+)
+"""
+
+
+def test_what_your_code_prints_goes_to_stderr_under_json(project: Path) -> None:
+    (project / "chatty.py").write_text(CHATTY)
+    gk = Cli(project / "store", project)
+    env = {"GOVKERNEL_WORKFLOWS": "chatty:chatty"}
+    for args in (("--json", "run", "workflow", "chatty"), ("run", "workflow", "chatty", "--json")):
+        ran = gk(*args, env=env)
+        assert json.loads(ran.stdout)["state"] == "succeeded"  # stdout holds the JSON alone
+        for said in ("as it was imported", "by the step", "by its subprocess"):
+            assert f"said {said}\n" in ran.stderr
+    listed = gk("executions", "--json", "list", env=env)
+    assert len(json.loads(listed.stdout)) == 2 and "said as it was imported" in listed.stderr
+    # Without --json, stdout is the command's and your code's, as it always was.
+    assert "said by the step" in gk("run", "workflow", "chatty", env=env).stdout
+
+
+def test_stdout_is_given_back_after_a_json_command_run_in_process(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    from composition.cli import run_cli
+
+    assert run_cli(["--store", "memory://", "--json", "events"]) == 0
+    print("printed after it", flush=True)
+    out, _ = capfd.readouterr()
+    assert json.loads(out.removesuffix("printed after it\n")) == []
