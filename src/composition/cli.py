@@ -458,6 +458,15 @@ def limit_option(default: int) -> Callable[[F], F]:
     )
 
 
+class _Path(click.Path):
+    """A path, never empty: click would take '' for the current directory."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.strip():
+            self.fail("must not be empty", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def not_blank(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """Refuse an empty option value: it would otherwise fall back to the default unnoticed."""
     values = value if isinstance(value, tuple) else (value,)
@@ -586,7 +595,7 @@ def _enum_choice(values: Sequence[str]) -> click.Choice[str]:
 
 
 @run.command("knowledge-publication", epilog=EXITS)
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=_Path(path_type=Path))
 @click.option(
     "--title",
     callback=not_blank,
@@ -2131,7 +2140,7 @@ def default_examples() -> Path:
 @cli.command(epilog=EXITS)
 @click.option(
     "--examples",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=_Path(path_type=Path, file_okay=False),
     help="Directory of sample documents [default: the repository's examples/].",
 )
 @json_option
@@ -2276,7 +2285,7 @@ def _run(session: Session, args: list[str]) -> int:
     except click.ClickException as exc:
         if sys.stderr is not None:  # closed (`2>&-`), click would print it on stdout
             with suppress(OSError):  # nor can a stderr that fails say anything
-                exc.show()
+                _inert(exc).show()
         return exc.exit_code
     except (click.Abort, KeyboardInterrupt) as stop:
         # Stopped like Ctrl-C, the store closed on the way out: not a crash to recover from.
@@ -2301,6 +2310,16 @@ def _run(session: Session, args: list[str]) -> int:
         return EXIT_FAILED
     finally:
         terminated.restore()
+
+
+def _inert(exc: click.ClickException) -> click.ClickException:
+    """`exc` with the text it quotes from the command line made inert: click repeats some
+    arguments as typed (an extra argument, a file it could not open), escapes and all."""
+    # (click declares these Final: they are set once, here, before it formats them.)
+    vars(exc)["message"] = render.safe(exc.message)
+    if isinstance(exc, click.FileError):
+        vars(exc)["ui_filename"] = render.safe(exc.ui_filename)
+    return exc
 
 
 def _as_typed(arg: str) -> str:

@@ -96,6 +96,37 @@ def test_integer_options_take_the_digits_0_to_9_alone(
     assert out.startswith("no events")
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("events", "x\x1b[2J\x1b]0;pwned\x07\u202e"),  # an extra argument
+        ("run", "workflow", "x", "--input-file", "v\x1b[2J\nError: forged"),  # no such file
+        ("executions", "show", "a", "b\x1b[31m"),
+    ],
+)
+def test_arguments_click_repeats_in_its_errors_are_shown_inert(
+    capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
+) -> None:
+    _, err = gk(capsys, *MEMORY, *args, code=2)
+    assert "\x1b" not in err and "\u202e" not in err and "\\x1b" in err
+    assert not any(line.startswith("Error: forged") for line in err.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("args", "where"),
+    [
+        (("demo", "--examples", ""), "'--examples'"),
+        (("run", "knowledge-publication", ""), "'FILES...'"),
+        (("run", "knowledge-publication", str(IMF), " "), "'FILES...'"),
+    ],
+)
+def test_an_empty_path_is_refused_not_taken_for_the_current_directory(
+    capsys: pytest.CaptureFixture[str], args: tuple[str, ...], where: str
+) -> None:
+    _, err = gk(capsys, *MEMORY, *args, code=2)
+    assert f"Invalid value for {where}: must not be empty" in err
+
+
 def test_the_largest_position_is_accepted(capsys: pytest.CaptureFixture[str]) -> None:
     out, _ = gk(capsys, *MEMORY, "events", "--after", str(2**63 - 1), "--limit", "10000")
     assert out == f"no events after position {2**63 - 1}\n"
