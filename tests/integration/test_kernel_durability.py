@@ -140,6 +140,9 @@ def test_another_path_to_the_same_directory_is_refused_too(tmp_path: Path) -> No
             elsewhere.acquire()
         refused = in_child("open", path)
         assert "in use by another process" in refused["message"]
+        path.with_name("store.lock").unlink()  # by hand, while the store is held
+        refused = in_child("open", path)
+        assert "its lock file (store.lock) was deleted while it was held" in refused["message"]
     elsewhere.acquire()  # closing the store released the directory too
     elsewhere.release()
     with open_store(path):  # and releasing it did the same
@@ -278,6 +281,34 @@ def test_a_lock_file_rewrite_cut_short_never_reads_as_a_clean_close(
     after.acquire()
     assert after.crashed_holder is not None  # still a crash to check, not a clean close
     after.release()
+
+
+@pytest.mark.parametrize("found", ["", "unclean 4242", "4242"])
+def test_a_stop_as_the_lock_is_taken_leaves_the_lock_file_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, found: str
+) -> None:
+    """Ctrl-C or SIGTERM (the CLI raises KeyboardInterrupt for both) in the fsync that
+    records this process as the holder: nothing was done, and no crash is left to check."""
+    path = tmp_path / "store"
+    lock_file = path.with_name("store.lock")
+    lock_file.write_text(found)
+    real_fsync, calls = os.fsync, []
+
+    def stopped_once(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", stopped_once)
+    with pytest.raises(KeyboardInterrupt):
+        StoreLock(path).acquire()
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert lock_file.read_text() == found
+    again = StoreLock(path)
+    again.acquire()  # not held by the stopped one
+    assert again.crashed_holder == (None if not found else "4242")
+    again.release()
 
 
 def test_a_commit_the_engine_failed_stops_the_seal_for_the_session(

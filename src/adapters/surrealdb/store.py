@@ -161,7 +161,16 @@ class StoreLock:
         elif left:
             self.crashed_holder = _pid(left[:1])
         self._file = handle
-        self._write(str(os.getpid()))
+        try:
+            self._write(str(os.getpid()))
+        except BaseException:
+            # Stopped (Ctrl-C, SIGTERM) before the store was used: left as it was found, not
+            # as a crash of this process's.
+            try:
+                self._write(" ".join(left))
+            finally:
+                self._let_go()
+            raise
 
     def _lock_directory(self) -> int:
         """The directory itself is locked too: the lock file is found by the directory's
@@ -180,7 +189,8 @@ class StoreLock:
             os.close(fd)
             raise StorageUnavailable(
                 f"store {self.directory} is in use through another path to its directory (a"
-                " bind mount or a volume), by another process or this one; close that one or"
+                " bind mount or a volume), by another process or this one, or its lock file"
+                f" ({self.path.name}) was deleted while it was held; close that one or"
                 " choose another store"
             ) from None
         except OSError as exc:  # a file system that cannot lock (some network mounts)
@@ -200,6 +210,10 @@ class StoreLock:
         if self._file is not None:
             # Empty says the store was closed cleanly; a crash not yet checked is kept.
             self._write(f"unclean {self.crashed_holder}" if self.crashed_holder else "")
+        self._let_go()
+
+    def _let_go(self) -> None:
+        if self._file is not None:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
             self._file = None
