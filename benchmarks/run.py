@@ -1,6 +1,6 @@
 """`make bench`: how fast and how scalable govkernel is, every figure a ratio from one run.
 
-    python -m benchmarks.run            # the full benchmark (~8 minutes on 2 cores)
+    python -m benchmarks.run            # the full benchmark (about 7 minutes on 2 cores)
     python -m benchmarks.run --quick    # tiny counts, no DBOS peer: a smoke run (seconds)
     GOVKERNEL_BENCH_SCALE=0.5 python -m benchmarks.run   # every count halved (or 2: doubled)
 
