@@ -32,7 +32,7 @@ import composition
 from adapters.memory import MemoryStore
 from adapters.surrealdb import SurrealConfig
 from adapters.surrealdb.wire import deferring
-from composition import anchors, files, queries, render, strict_json
+from composition import anchors, files, queries, render, strict_json, wiring
 from composition.container import App, Overrides, build_app, would_make
 from composition.documents import (
     DocumentError,
@@ -151,7 +151,9 @@ class Session:
                 )
             )
         if check is not None and would_make(settings):
-            with build_app(settings, Overrides(store=MemoryStore())) as throwaway:
+            with build_app(
+                settings, Overrides(store=MemoryStore(audit_key=wiring.audit_key(settings)))
+            ) as throwaway:
                 check(throwaway)
         printer = Printer(self)
         # A store that ends with its process is always new: there is nothing to refuse.
@@ -1002,7 +1004,9 @@ def workflows_command(ctx: click.Context) -> None:
     s.printing()
     settings = s.settings()
     # Definitions are built from a knowledge service; one on a throwaway store will do.
-    with build_app(settings, Overrides(store=MemoryStore())) as app:
+    with build_app(
+        settings, Overrides(store=MemoryStore(audit_key=wiring.audit_key(settings)))
+    ) as app:
         definitions = sorted(app.orchestrator.definitions(), key=lambda d: (d.name, d.version))
         current = {id(d) for d in app.workflows.values()}
     if s.json:
@@ -1652,47 +1656,63 @@ def _other_store(app: App, taken: anchors.Anchors) -> str | None:
 
 @audit.command("seal", epilog=EXITS)
 @click.argument("execution_id", metavar="[EXECUTION]", required=False, callback=an_id)
+@click.option(
+    "--unsealed",
+    is_flag=True,
+    help="Also seal executions that have no seal, as they stand (written before the store"
+    " had a key; one whose seal was removed reads the same).",
+)
 @json_option
 @click.pass_context
-def audit_seal(ctx: click.Context, execution_id: str | None) -> None:
-    """Seal with the audit key (GOVKERNEL_AUDIT_KEY) the executions written without one.
+def audit_seal(ctx: click.Context, execution_id: str | None, unsealed: bool) -> None:
+    """Seal the store's executions (every tenant's; or EXECUTION, of this tenant) with the
+    audit key, GOVKERNEL_AUDIT_KEY.
 
-    Every execution is sealed as it is written once the store has a key; this is for those
-    written before, and, with the key it replaces as GOVKERNEL_AUDIT_PREVIOUS_KEY, for those
-    that key sealed. It vouches for the trails as they stand: only trails that verify are
-    sealed, and a seal that does not match is never replaced (exit 1).
+    Executions are sealed as they are written once the store has a key. This moves to it
+    the seals of the key it replaces (GOVKERNEL_AUDIT_PREVIOUS_KEY), and with --unsealed
+    seals those written before the store had a key. Only trails that verify are sealed; a
+    seal that does not match is never replaced; an execution a worker holds is left for
+    later. Exit 1 when any is left unsealed.
     """
     s = session_of(ctx)
     s.printing()
     settings = s.settings()
     if settings.audit_key is None:
         raise Failed("no audit key to seal with: set GOVKERNEL_AUDIT_KEY", EXIT_USAGE)
-    key = AuditKey.from_text(settings.audit_key)
+    key_id = AuditKey.from_text(settings.audit_key).key_id
     previous = settings.previous_audit_key
     before = None if previous is None else AuditKey.from_text(previous)
     with s.app(existing=True) as (app, _):
+        tenant = None if execution_id is None else app.runtime.tenant
         if execution_id is not None:
             ids = [execution_id]
         else:
             unreadable: list[str] = []
-            listed = queries.every_execution(app.uow_factory, app.runtime.tenant, unreadable)
+            with app.uow_factory() as uow:
+                listed = uow.executions.every(with_input=False, unreadable=unreadable)
             ids = [x.id for x in listed] + unreadable
         outcomes = []
         with _maybe_progress(ids, "sealing") as items:
             for xid in items:
                 outcomes.append(
-                    sealing.seal(app.uow_factory, app.runtime.tenant, xid, previous=before)
+                    sealing.seal(
+                        app.uow_factory,
+                        tenant,
+                        xid,
+                        now=app.runtime.clock.now(),
+                        previous=before,
+                        unsealed=unsealed,
+                    )
                 )
     counts = {o: sum(r.outcome is o for r in outcomes) for o in sealing.Sealing}
-    refused = [r for r in outcomes if r.outcome is sealing.Sealing.REFUSED]
+    done = (sealing.Sealing.SEALED, sealing.Sealing.ALREADY)
+    left = [r for r in outcomes if r.outcome not in done]
     if s.json:
         s.emit(
             {
-                "ok": not refused,
-                "key_id": key.key_id,
-                "sealed": counts[sealing.Sealing.SEALED],
-                "already_sealed": counts[sealing.Sealing.ALREADY],
-                "refused": len(refused),
+                "ok": not left,
+                "key_id": key_id,
+                **{o.name.lower(): counts[o] for o in sealing.Sealing},
                 "results": [
                     {
                         "execution_id": r.execution_id,
@@ -1706,17 +1726,18 @@ def audit_seal(ctx: click.Context, execution_id: str | None) -> None:
     else:
         rows = [(r.execution_id, r.outcome.value, r.problem or "") for r in outcomes]
         s.echo(render.table(("EXECUTION", "SEAL", "WHY NOT"), rows) if rows else "no executions")
-        s.echo(
-            f"sealed {counts[sealing.Sealing.SEALED]}, already sealed"
-            f" {counts[sealing.Sealing.ALREADY]}, refused {len(refused)}"
-            f" (key id {key.key_id})"
-        )
-    if refused:
-        first = refused[0]
+        s.echo(", ".join(f"{o.value} {counts[o]}" for o in sealing.Sealing) + f" (key id {key_id})")
+    if left:
+        first = left[0]
+        hint = {
+            sealing.Sealing.UNSEALED: "; if it was written before the store had a key,"
+            " `audit seal --unsealed` seals it as it stands",
+            sealing.Sealing.BUSY: "",
+        }.get(first.outcome, "")
         raise Failed(
             render.safe(
-                f"{first.execution_id} was not sealed: {first.problem}"
-                + (f" ({len(refused)} executions refused)" if len(refused) > 1 else "")
+                f"{first.execution_id} was not sealed: {first.problem}{hint}"
+                + (f" ({len(left)} executions not sealed)" if len(left) > 1 else "")
             )
         )
 

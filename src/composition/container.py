@@ -140,6 +140,7 @@ def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
     """Wire and open everything (the store first, so a held lock fails fast). Close it."""
     o = overrides or Overrides()
     _check(o)
+    _same_key(settings, o.store)
     container = wiring.Container(settings=settings)
     if o.store is not None:
         wiring.override(container.store, o.store)
@@ -163,7 +164,11 @@ def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
         # first changes nothing: they are built once.)
         # Only what builds them is carried over: the caller's id generator, clock and
         # wrappers are not spent on it.
-        throwaway = Overrides(store=MemoryStore(), workflows=o.workflows, retired=o.retired)
+        throwaway = Overrides(
+            store=MemoryStore(audit_key=wiring.audit_key(settings)),
+            workflows=o.workflows,
+            retired=o.retired,
+        )
         with build_app(settings, throwaway):
             pass
     if retired is not None:
@@ -240,6 +245,28 @@ def _check(o: Overrides) -> None:
             problems.append(Problem("trace_id", "Overrides(trace_id=...)", exc.problem))
     if problems:
         raise ConfigurationError(problems)
+
+
+def _same_key(settings: Settings, store: object) -> None:
+    """A store given in code seals with the settings' audit key, if they name one: else
+    the key would be ignored in silence, and executions left unsealed."""
+    wanted = wiring.audit_key(settings)
+    if store is None or wanted is None:
+        return
+    held = getattr(store, "audit_key", None)
+    if getattr(held, "key_id", None) != wanted.key_id:
+        raise ConfigurationError(
+            [
+                Problem(
+                    "audit_key",
+                    "Overrides(store=...)",
+                    "the settings name an audit key, and the store given holds "
+                    + ("none" if held is None else "another")
+                    + ": give it the same key (MemoryStore(audit_key=...),"
+                    " SurrealConfig(..., audit_key=...))",
+                )
+            ]
+        )
 
 
 def _wrong(value: object, kind: str) -> str:

@@ -46,11 +46,15 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+def audit_key(settings: Settings) -> AuditKey | None:
+    return None if settings.audit_key is None else AuditKey.from_text(settings.audit_key)
+
+
 def make_store(settings: Settings, create: bool = True) -> Store:
     """The store named by the URL's scheme; an unknown scheme is an error, never a fallback.
     With `create=False` a SurrealDB store must already hold govkernel's data."""
     scheme = settings.store_scheme
-    key = None if settings.audit_key is None else AuditKey.from_text(settings.audit_key)
+    key = audit_key(settings)
     if scheme in MEMORY_SCHEMES:
         return MemoryStore(audit_key=key)
     if scheme in EMBEDDED_SURREAL_SCHEMES + REMOTE_SCHEMES:

@@ -176,18 +176,19 @@ INPUT_TABLE = "execution_input"
 class Executions(_Repository):
     table = "execution"
 
-    def save(self, execution: WorkflowExecution) -> None:
+    def save(self, execution: WorkflowExecution, *, vouch: bool = False) -> None:
         """Stage the execution and every audit entry it made since it was read.
 
         The entity's version moves on at once, so a second save in the same unit folds into
         the first and keeps the version originally read as the commit-time guard.
+
+        With the unit's audit key, its head is sealed anew only where the seal it was read
+        with vouched for the head it was read with (or it is new): a head rewritten in
+        storage is never sealed by a worker that merely moves it on (a lease renewal, say).
+        `vouch` seals it as it stands all the same: `audit seal`'s deliberate act.
         """
         new_version = execution.version + 1
-        key = self._uow.audit_key
-        if key is not None:
-            execution.seal = key.seal(execution.id, execution.audit_sequence, execution.audit_head)
-        elif execution.new_audit:  # the head moved on: a seal of the one before is void
-            execution.seal = None
+        self._seal(execution, vouch)
         doc = records.execution_doc(execution, new_version)
         if execution.version == 0:
             self._uow.stage(Write(Op.CREATE, self.table, execution.id, doc))
@@ -199,6 +200,21 @@ class Executions(_Repository):
             self._uow.audit.add(entry)
         execution.new_audit.clear()
         execution.version = new_version
+
+    def _seal(self, execution: WorkflowExecution, vouch: bool) -> None:
+        key = self._uow.audit_key
+        if key is None:
+            if execution.new_audit:  # the head moved on: a seal of the one before is void
+                execution.seal = None
+            return
+        first = execution.new_audit[0] if execution.new_audit else None
+        read = (
+            (first.sequence - 1, first.prev_hash)
+            if first is not None
+            else (execution.audit_sequence, execution.audit_head)
+        )
+        if vouch or execution.version == 0 or not key.problem(execution.seal, execution.id, *read):
+            execution.seal = key.seal(execution.id, execution.audit_sequence, execution.audit_head)
 
     def get(
         self, execution_id: str, *, with_input: bool = True, fresh: bool = False

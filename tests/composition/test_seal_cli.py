@@ -6,12 +6,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from adapters.memory import MemoryStore
+from composition.container import Overrides, build_app
+from composition.settings import ConfigurationError, Settings
+from domain.model.seal import AuditKey
 from tests.composition.test_anchors import rewrite
 from tests.composition.test_cli import FRED, IMF, Cli
 from tests.composition.test_cli import fresh as fresh  # a fixture
+from tests.workflow.harness import request
 
-KEY = "k3y-" + "7" * 60
-NEW_KEY = "n3w-" + "8" * 60
+KEY = "k3y-0123456789abcdef-" + "7" * 40
+NEW_KEY = "n3w-0123456789abcdef-" + "8" * 40
 KEYED = {"GOVKERNEL_AUDIT_KEY": KEY}
 
 
@@ -44,11 +51,14 @@ def test_executions_written_before_the_key_are_sealed_by_audit_seal(fresh: Cli) 
     [report] = fresh.json("audit", "verify", env=KEYED, code=1)["reports"]
     assert report["problem"].startswith("not sealed")
 
-    done = fresh.json("audit", "seal", env=KEYED)
-    assert (done["sealed"], done["already_sealed"], done["refused"]) == (1, 0, 0)
+    left = fresh.json("audit", "seal", env=KEYED, code=1)  # it may be a seal removed
+    assert (left["sealed"], left["unsealed"]) == (0, 1)
+    assert "`audit seal --unsealed` seals it as it stands" in fresh.stderr
+    done = fresh.json("audit", "seal", "--unsealed", env=KEYED)
+    assert (done["sealed"], done["already"], done["refused"]) == (1, 0, 0)
     assert done["results"] == [{"execution_id": xid, "outcome": "sealed", "problem": None}]
     assert fresh.json("audit", "verify", env=KEYED)["ok"]
-    assert "already sealed 1" in fresh("audit", "seal", xid, env=KEYED).stdout
+    assert "already sealed 1," in fresh("audit", "seal", xid, env=KEYED).stdout
     # A run under the key is sealed as it is written.
     fresh.json("run", "knowledge-publication", str(IMF), env=KEYED)
     assert fresh.json("audit", "verify", env=KEYED)["executions"] == 2
@@ -86,5 +96,21 @@ def test_keys_that_cannot_be_used_are_refused_without_being_shown(
     # The settings file takes it too, and never shows it either.
     config = tmp_path / "govkernel.toml"
     config.write_text(f'audit_key = "{KEY}"\n')
-    assert "sealed 1," in fresh("--config", str(config), "--debug", "audit", "seal").stdout
+    sealed = fresh("--config", str(config), "--debug", "audit", "seal", "--unsealed").stdout
+    assert "sealed 1," in sealed
     no_key_shown(fresh)
+
+
+def test_a_store_given_in_code_must_hold_the_key_the_settings_name() -> None:
+    settings = Settings(store_url="memory://", audit_key=KEY)
+    for store in (MemoryStore(), MemoryStore(audit_key=AuditKey.from_text(NEW_KEY))):
+        with (
+            pytest.raises(ConfigurationError, match="give it the same key") as refused,
+            build_app(settings, Overrides(store=store)),
+        ):
+            pass
+        assert KEY not in str(refused.value)
+    same = MemoryStore(audit_key=AuditKey.from_text(KEY))
+    with build_app(settings, Overrides(store=same)) as app:
+        x = app.orchestrator.start("knowledge_publication", request("pub-in-code"))
+        assert same.tables["execution"][x.id]["seal"].startswith(AuditKey.from_text(KEY).key_id)

@@ -8,6 +8,7 @@ execution's head to match, as test_anchors does on the command line.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from attrs import evolve, frozen
@@ -205,14 +206,20 @@ def seal(
     *,
     tenant: str = TENANT,
     previous: AuditKey | None = None,
+    unsealed: bool = False,
 ) -> sealing.SealOutcome:
-    return sealing.seal(keyed(store, key), tenant, xid, previous=previous)
+    return sealing.seal(
+        keyed(store, key), tenant, xid, now=T0, previous=previous, unsealed=unsealed
+    )
 
 
-def test_executions_written_before_the_key_are_sealed_once(unsealed: Sealed) -> None:
+def test_executions_written_before_the_key_are_sealed_once_asked_to(unsealed: Sealed) -> None:
     xid = unsealed.execution_id
     assert "not sealed" in str(with_key(unsealed.store, KEY).verify(xid).problem)
-    assert seal(unsealed.store, KEY, xid).outcome is Sealing.SEALED
+    left = seal(unsealed.store, KEY, xid)  # not asked: it may be a seal removed
+    assert left.outcome is Sealing.UNSEALED and "not sealed" in str(left.problem)
+    assert unsealed.door.table("execution")[xid].get("seal") is None
+    assert seal(unsealed.store, KEY, xid, unsealed=True).outcome is Sealing.SEALED
     assert with_key(unsealed.store, KEY).verify(xid).ok
     assert seal(unsealed.store, KEY, xid).outcome is Sealing.ALREADY
     audit = [d for d in unsealed.door.table("audit").values() if d["execution_id"] == xid]
@@ -222,7 +229,7 @@ def test_executions_written_before_the_key_are_sealed_once(unsealed: Sealed) -> 
 def test_a_broken_trail_is_not_sealed(unsealed: Sealed) -> None:
     xid = unsealed.execution_id
     unsealed.door.edit_audit(xid, 2, {"reason": "edited"})
-    outcome = seal(unsealed.store, KEY, xid)
+    outcome = seal(unsealed.store, KEY, xid, unsealed=True)
     assert outcome.outcome is Sealing.REFUSED and "broken at entry #2" in str(outcome.problem)
     assert unsealed.door.table("execution")[xid].get("seal") is None
 
@@ -232,9 +239,20 @@ def test_a_seal_that_does_not_match_is_never_replaced(sealed: Sealed) -> None:
     rewrite(sealed.door, xid, 3, "nothing to see")
     before = sealed.door.table("execution")[xid]["seal"]
     for previous in (None, KEY, OTHER):
-        outcome = seal(sealed.store, KEY, xid, previous=previous)
+        outcome = seal(sealed.store, KEY, xid, previous=previous, unsealed=True)
         assert outcome.outcome is Sealing.REFUSED and "does not match" in str(outcome.problem)
     assert sealed.door.table("execution")[xid]["seal"] == before
+
+
+def test_moving_seals_to_a_new_key_leaves_a_removed_one_unsealed(sealed: Sealed) -> None:
+    """A rewrite whose seal was removed reads as written before the key: a key change
+    (which runs over every execution) does not seal it without being asked to."""
+    xid = sealed.execution_id
+    rewrite(sealed.door, xid, 3, "nothing to see")
+    sealed.door.edit_execution(xid, {"seal": None})
+    outcome = seal(sealed.store, OTHER, xid, previous=KEY)
+    assert outcome.outcome is Sealing.UNSEALED
+    assert sealed.door.table("execution")[xid].get("seal") is None
 
 
 def test_a_new_key_takes_over_seals_its_predecessor_vouches_for(sealed: Sealed) -> None:
@@ -253,10 +271,48 @@ def test_a_forged_seal_of_another_key_is_not_taken_over(sealed: Sealed) -> None:
     forged = "f" * 16 + ":" + "0" * 64
     sealed.door.edit_execution(xid, {"seal": forged})
     outcome = seal(sealed.store, OTHER, xid, previous=KEY)
-    assert outcome.outcome is Sealing.REFUSED and "previous key" in str(outcome.problem)
-    outcome = seal(sealed.store, KEY, xid, previous=OTHER)
-    assert outcome.outcome is Sealing.REFUSED and "previous key" in str(outcome.problem)
-    assert sealed.door.table("execution")[xid]["seal"] == forged
+    assert outcome.outcome is Sealing.REFUSED
+    assert f"the previous key given is key id {KEY.key_id}" in str(outcome.problem)
+    # Forged in the previous key's own form: that key's word is checked, and refuses it.
+    sealed.door.edit_execution(xid, {"seal": KEY.key_id + ":" + "0" * 64})
+    outcome = seal(sealed.store, OTHER, xid, previous=KEY)
+    assert outcome.outcome is Sealing.REFUSED
+    assert "does not match its audit head" in str(outcome.problem)
+    assert str(outcome.problem).endswith("(under the previous key)")
+    assert sealed.door.table("execution")[xid]["seal"] == KEY.key_id + ":" + "0" * 64
+
+
+def test_an_execution_a_worker_holds_is_left_for_later(sealed: Sealed) -> None:
+    xid = sealed.execution_id
+    until = T0 + timedelta(seconds=30)
+    sealed.door.edit_execution(xid, {"lease_owner": "worker-9", "lease_expires_at": until})
+    outcome = seal(sealed.store, OTHER, xid, previous=KEY)
+    assert outcome.outcome is Sealing.BUSY and "worker-9 holds it until" in str(outcome.problem)
+    assert sealed.door.table("execution")[xid]["seal"].startswith(KEY.key_id)
+
+
+def test_a_worker_moving_a_rewritten_head_on_does_not_seal_it(sealed: Sealed) -> None:
+    """A lease renewal, or a worker letting go, reads the execution without judging it and
+    saves it: a head rewritten in storage meanwhile must not come out sealed."""
+    xid = sealed.execution_id
+    rewrite(sealed.door, xid, 3, "nothing to see")
+    for stored_seal in (sealed.door.table("execution")[xid]["seal"], None):
+        sealed.door.edit_execution(xid, {"seal": stored_seal})
+        with sealed.store.unit_of_work() as uow:
+            x = uow.executions.require(xid)
+            x.claim("worker-2", now=T0, ttl=timedelta(seconds=30))
+            uow.executions.save(x)
+            uow.commit()
+        assert sealed.door.table("execution")[xid].get("seal") == stored_seal
+        assert not sealed.orch.verify(xid).ok
+    # What was read sealed is sealed anew as it moves on.
+    sealed.door.edit_execution(xid, {"seal": KEY.seal(xid, 7, x.audit_head)})
+    with sealed.store.unit_of_work() as uow:
+        x = uow.executions.require(xid)
+        x.release_lease()
+        uow.executions.save(x)
+        uow.commit()
+    assert sealed.orch.verify(xid).ok
 
 
 def test_sealing_needs_a_key_and_an_execution_of_the_tenant(unsealed: Sealed) -> None:
@@ -283,6 +339,9 @@ def test_a_key_never_shows_its_secret() -> None:
     ("text", "problem"),
     [
         ("x" * 31, "at least 32 bytes"),
+        ("x" * 64, "at least 8 different values"),
+        (" " * 64, "at least 8 different values"),
+        ("abcdefgh" * 5 + " ", "begins or ends with white space"),
         ("x" * 40 + "\n", "control character"),
         ("x" * 40 + "\ud800", "not valid Unicode"),
     ],
@@ -290,7 +349,7 @@ def test_a_key_never_shows_its_secret() -> None:
 def test_a_key_that_cannot_be_one_is_refused_without_quoting_it(text: str, problem: str) -> None:
     with pytest.raises(InvalidInput, match=problem) as raised:
         AuditKey.from_text(text)
-    assert "xxxx" not in str(raised.value)
+    assert "xxxx" not in str(raised.value) and "abcdefgh" not in str(raised.value)
 
 
 def test_a_key_given_as_anything_but_bytes_is_refused() -> None:

@@ -19,7 +19,8 @@ from attrs import field, frozen
 from domain.model.errors import InvalidInput
 from domain.model.evidence import canonical_json
 
-MIN_KEY_CHARS = 32
+MIN_KEY_BYTES = 32
+MIN_DISTINCT = 8  # not "x" repeated, nor a run of spaces
 _ID_LABEL = b"govkernel audit key id"
 # What a seal covers, and how: a change of either makes every seal made before it fail.
 _SEAL_LABEL = "govkernel audit seal 1"
@@ -31,12 +32,15 @@ def _secret(_: object, __: object, value: bytes) -> None:
     # Typed and checked here, not only by the settings: a service builds keys in code too.
     if not isinstance(value, bytes):
         raise InvalidInput("audit key", f"must be bytes, got {type(value).__name__}")
-    if len(value) < MIN_KEY_CHARS:
+    if len(value) < MIN_KEY_BYTES or len(set(value)) < MIN_DISTINCT:
         raise InvalidInput(
             "audit key",
-            f"must be at least {MIN_KEY_CHARS} bytes (it has {len(value)}): e.g. the output"
-            " of `python -c 'import secrets; print(secrets.token_hex(32))'`",
+            f"must be at least {MIN_KEY_BYTES} bytes, of at least {MIN_DISTINCT} different"
+            " values: e.g. the output of `python -c 'import secrets;"
+            " print(secrets.token_hex(32))'`",
         )
+    if value != value.strip():  # a line break or a space pasted with it, most likely
+        raise InvalidInput("audit key", "begins or ends with white space")
 
 
 @frozen(repr=False)
@@ -69,19 +73,15 @@ class AuditKey:
     def problem(self, seal: str | None, execution_id: str, sequence: int, head: str) -> str | None:
         """What is wrong with `seal` for this head, or None when it is this key's seal of it."""
         if seal is None:
+            # The two read alike: a store's own record cannot tell them apart.
             return (
-                "not sealed: written without the audit key (GOVKERNEL_AUDIT_KEY), or its seal"
-                " removed; if it was written before the store had a key, `govkernel audit"
-                " seal` seals it as it stands"
+                "not sealed: written without the audit key, or its seal removed (the two"
+                " read alike)"
             )
         if not _well_formed(seal):
             return "its seal is not one this kernel makes"
         if seal[:16] != self.key_id:
-            return (
-                f"sealed with another audit key (key id {seal[:16]}; this one is"
-                f" {self.key_id}); if that is the key this one replaces,"
-                " `govkernel audit seal` with it as GOVKERNEL_AUDIT_PREVIOUS_KEY moves the seal"
-            )
+            return f"sealed with another audit key (key id {seal[:16]}; this one is {self.key_id})"
         if not hmac.compare_digest(seal, self.seal(execution_id, sequence, head)):
             return (
                 "its seal does not match its audit head: the trail or the head was rewritten"
