@@ -20,9 +20,10 @@ from domain.model.policy import ImpactTier
 from domain.orchestration.definition import RetryableError, RetryPolicy, StepContext
 from domain.orchestration.orchestrator import Orchestrator, RecoveryIncomplete
 from domain.workflows import knowledge_publication as kp
-from ports.clock import FixedClock
-from ports.errors import CorruptRecord
+from ports.clock import FixedClock, SequentialIds
+from ports.errors import CommitOutcomeUnknown, CorruptRecord
 from ports.records import audit_from
+from ports.storage import Batch, CommitReceipt
 from ports.unit_of_work import UnitOfWork, WrappingUnitOfWork
 from tests.workflow.harness import (
     T0,
@@ -697,3 +698,56 @@ def test_an_execution_edited_while_its_step_fails_is_not_acted_on(ran: Ran) -> N
     with pytest.raises(CorruptRecord, match=r"not acted on: .*metadata"):
         worker.start(WORKFLOW, request("pub-window"), risk_tier=ImpactTier.TIER0)
     assert not any(c["publication_id"] == "pub-window" for c in ran.door.table("capsule").values())
+
+
+@pytest.mark.parametrize("first_step", [True, False], ids=["with-its-first-step", "alone"])
+def test_a_start_read_back_after_a_lost_reply_is_judged_before_it_is_driven(
+    ran: Ran, first_step: bool
+) -> None:
+    """A start's commit lands but its reply is lost (a silent server); the execution read
+    back by its key is the one stored, perhaps edited meanwhile (an approval forged): it
+    is checked against its trail before a step runs, not taken for this worker's own."""
+    store, door = ran.door.store, ran.door
+    forged = json.dumps([["mallory", "legal", T0.isoformat()]])
+
+    class LostReply(WrappingUnitOfWork):
+        commits = 0
+
+        def _apply(self, batch: Batch) -> CommitReceipt:
+            receipt = super()._apply(batch)
+            LostReply.commits += 1
+            if LostReply.commits == 1:
+                xid = next(
+                    x for x, d in door.table("execution").items() if d["idempotency_key"] == "k1"
+                )
+                door.edit_execution(xid, {"approvals_json": forged})
+                raise CommitOutcomeUnknown("applied, reply lost")
+            return receipt
+
+    first = kp.definition(service(store.unit_of_work))
+    if not first_step:  # a first step that fails once: the start is stored alone
+        first = variant(
+            first,
+            WORKFLOW,
+            {"ingest": Calls().wrap(lambda n, u, c: _transient(n))},
+            retry=RetryPolicy(max_attempts=2, backoff=timedelta(0)),
+        )
+    worker = orchestrator(
+        lambda: LostReply(store.unit_of_work()),
+        FixedClock(T0),
+        workflows={WORKFLOW: first},
+        ids=SequentialIds(1000),
+    )
+    with pytest.raises(CorruptRecord, match="approval by 'mallory' as 'legal' has no audit entry"):
+        worker.start(
+            WORKFLOW,
+            request("pub-lost", required_roles=["legal"]),
+            risk_tier=ImpactTier.TIER1,
+            idempotency_key="k1",
+        )
+    assert not any(c["publication_id"] == "pub-lost" for c in door.table("capsule").values())
+
+
+def _transient(n: int) -> None:
+    if n == 1:
+        raise RetryableError("transient")

@@ -275,14 +275,19 @@ class Orchestrator:
         def starting() -> WorkflowExecution:
             first_failure: _FirstStepFailed | None = None
             if run:
-                outcome = self._start_with_first_step(fresh(), definition, key)
+                ours = fresh()
+                outcome = self._start_with_first_step(ours, definition, key)
                 if isinstance(outcome, WorkflowExecution):
                     if outcome.id != execution_id:  # the key was used before: that execution
                         return keyed(outcome)
-                    self._remember(outcome)
+                    # Known as this worker committed it; one read back after a lost reply is
+                    # judged against its trail as it is driven, as any stored one is.
+                    if outcome is ours:
+                        self._remember(outcome)
                     return self._run(execution_id)
                 first_failure = outcome
-            execution = self._start_alone(fresh(), key)
+            ours = fresh()
+            execution = self._start_alone(ours, key)
             if execution.id != execution_id:
                 return keyed(execution)
             # A denial runs again on the stored execution, where the gate records it; any
@@ -297,7 +302,8 @@ class Orchestrator:
             if not run:  # kept by nobody: another worker may run it, and this one know nothing
                 self._notify(execution)
                 return execution
-            self._remember(execution)
+            if execution is ours:
+                self._remember(execution)
             return self._run(execution_id)
 
         if not run:  # nothing to drive: another thread may run it as soon as it is stored
