@@ -360,14 +360,18 @@ def _put(stream: IO[str], text: str) -> None:
 
 
 # Under --json, the command's own stdout, kept for the JSON alone while the descriptor every
-# other writer uses (a workflow's `print`, a step's subprocess, the engine) goes to stderr.
+# other writer uses (a workflow's `print`, a step's subprocess, the engine) is a pipe that a
+# thread empties into stderr: whatever stderr does (full, closed, its reader gone), their
+# writes succeed, as a stderr that cannot be written must change nothing.
 _reserved: IO[str] | None = None
+_pump: threading.Thread | None = None
+_no_reserving = False  # help and the version: click prints them through sys.stdout
 
 
 def _reserve_stdout() -> None:
-    global _reserved
+    global _reserved, _pump
     stdout = sys.stdout
-    if _reserved is not None or stdout is None:
+    if _reserved is not None or stdout is None or _no_reserving:
         return
     try:
         fd = stdout.fileno()
@@ -375,27 +379,51 @@ def _reserve_stdout() -> None:
         return
     stdout.flush()
     kept = os.dup(fd)
-    try:
-        os.dup2(2, fd)  # (a closed stderr is held open on /dev/null: see main)
-    except OSError:
-        os.close(kept)
-        return
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, fd)
+    os.close(write_end)
+    _pump = threading.Thread(target=_to_stderr, args=(read_end,), name="stdout-to-stderr")
+    _pump.daemon = True  # a step's subprocess left running holds the pipe open: not waited on
+    _pump.start()
     _reserved = open(  # noqa: SIM115 - kept until _release_stdout
         kept, "w", encoding=stdout.encoding, errors=stdout.errors, closefd=True
     )
 
 
+def _to_stderr(read_end: int) -> None:
+    failed = False
+    with suppress(OSError):
+        while chunk := os.read(read_end, 65536):
+            if not failed:
+                try:
+                    _put_bytes(2, chunk)
+                except OSError:
+                    failed = True  # and the rest read and dropped, never left to block
+    os.close(read_end)
+
+
+def _put_bytes(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def _release_stdout() -> None:
-    """The descriptor back where it was (for a caller running the CLI in its own process)."""
-    global _reserved
+    """The descriptor back where it was (for a caller running the CLI in its own process),
+    once what was written to it meanwhile has reached stderr."""
+    global _reserved, _pump
     if _reserved is None or sys.stdout is None:
         return
     kept, _reserved = _reserved, None
     with suppress(OSError, ValueError):
-        sys.stdout.flush()  # what others wrote meanwhile, to stderr where it belongs
-        os.dup2(kept.fileno(), sys.stdout.fileno())
+        sys.stdout.flush()  # into the pipe: it cannot fail for want of a reader
+    with suppress(OSError, ValueError):
+        os.dup2(kept.fileno(), sys.stdout.fileno())  # the pipe's last end here closed
     with suppress(OSError):
         kept.close()
+    if _pump is not None:
+        _pump.join(timeout=0.5)  # longer only while a step's subprocess holds the pipe
+        _pump = None
 
 
 def _carries_unicode(stream: IO[str] | None) -> bool:
@@ -446,6 +474,8 @@ class WholeNumber(click.IntRange):
                 param,
                 ctx,
             )
+        if isinstance(value, str) and len(value) > 40:  # click would repeat all of it
+            self.fail(f"{value[:20]}... ({len(value)} digits) is out of range", param, ctx)
         return super().convert(value, param, ctx)
 
 
@@ -464,7 +494,7 @@ class _Path(click.Path):
     """A path, never empty: click would take '' for the current directory."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and not value.strip():
+        if value == "":
             self.fail("must not be empty", param, ctx)
         return super().convert(value, param, ctx)
 
@@ -1534,12 +1564,21 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
                 "failed": len(failed),
                 "store_matches": other_store is None,
             }
+        keyed = getattr(app.store, "audit_key", None) is not None
+        unchecked = 0 if keyed else _sealed(app, execution_id)
+        if unchecked:  # a key forgotten (or its variable misspelt) must not pass unsaid
+            s.warn(
+                f"note: {unchecked} execution{'s' * (unchecked != 1)} here carr"
+                f"{'ies' if unchecked == 1 else 'y'} audit seals, not checked: no audit key"
+                " given (GOVKERNEL_AUDIT_KEY)"
+            )
         if s.json:
             s.emit(
                 {
                     "ok": all(r["ok"] for r in results) and other_store is None,
                     "executions": len(results),
                     "entries": sum(r["entries"] for r in results),
+                    "seals_checked": keyed,
                     "reports": results,
                 }
                 | ({"anchors": checked} if checked is not None else {})
@@ -1599,6 +1638,17 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
             elif checked is not None:
                 none = f"{execution_id} is not anchored" if execution_id else "no anchors are"
                 s.echo(render.safe(f"{none} in {anchor_file}: nothing checked against them"))
+
+
+def _sealed(app: App, execution_id: str | None) -> int:
+    """How many of the executions verified carry a seal."""
+    try:
+        if execution_id is not None:
+            return int(app.orchestrator.get(execution_id, with_input=False).seal is not None)
+        listed = queries.every_execution(app.uow_factory, app.runtime.tenant, [])
+    except (CorruptRecord, RecordNotFound):  # what verify reported already
+        return 0
+    return sum(x.seal is not None for x in listed)
 
 
 def _read_anchors(s: Session, path: Path) -> anchors.Anchors:
@@ -1771,6 +1821,8 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
             f"{ANCHORS_LOST}: standard output is closed (--output FILE writes it to a file)",
             EXIT_USAGE,
         )
+    if output is None:  # the anchors are the record: stdout holds them alone
+        _reserve_stdout()
     if s.json:  # the summary
         s.printing()
     s.settings()
@@ -2284,8 +2336,10 @@ def _error(message: str) -> None:
 
 def run_cli(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit status (errors are mapped to clean messages)."""
+    global _no_reserving
     session = Session()
     args = [_as_typed(arg) for arg in (sys.argv[1:] if argv is None else argv)]
+    _no_reserving = _helping(args)
     try:
         code = _run(session, args)
     finally:

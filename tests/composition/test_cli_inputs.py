@@ -117,7 +117,6 @@ def test_arguments_click_repeats_in_its_errors_are_shown_inert(
     [
         (("demo", "--examples", ""), "'--examples'"),
         (("run", "knowledge-publication", ""), "'FILES...'"),
-        (("run", "knowledge-publication", str(IMF), " "), "'FILES...'"),
     ],
 )
 def test_an_empty_path_is_refused_not_taken_for_the_current_directory(

@@ -33,8 +33,11 @@ def test_a_trail_rewritten_with_fresh_hashes_is_caught_by_its_seal(fresh: Cli) -
     assert fresh.json("audit", "verify", env=KEYED)["ok"]
     rewrite(fresh.url, xid, 3, "nothing to see")
 
-    assert fresh.json("audit", "verify")["ok"]  # the chain alone cannot tell
+    alone = fresh.json("audit", "verify")  # the chain alone cannot tell...
+    assert alone["ok"] and alone["seals_checked"] is False
+    assert "1 execution here carries audit seals, not checked: no audit key" in fresh.stderr
     caught = fresh.json("audit", "verify", env=KEYED, code=1)
+    assert caught["seals_checked"] is True and "seals" not in fresh.stderr
     [report] = caught["reports"]
     assert "does not match its audit head" in report["problem"]
     fresh("audit", "verify", xid, env=KEYED, code=1)
