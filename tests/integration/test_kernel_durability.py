@@ -421,3 +421,27 @@ def test_an_unsealed_store_with_a_damaged_header_is_not_taken_for_an_empty_one(
         open_store(path)
     assert "nothing has run" not in str(refused.value)
     assert segment.stat().st_size == size  # left for the engine to refuse, not wiped
+
+
+@pytest.mark.parametrize("damage", ["stray-log-file", "manifest-cut"])
+def test_engine_files_it_cannot_read_are_named_with_what_to_try(
+    tmp_path: Path, damage: str
+) -> None:
+    path = tmp_path / "store"
+    assert in_child("commit", path)
+    before = in_child("dump", path)
+    if damage == "stray-log-file":
+        (path / "clog" / "junk.tmp").write_bytes(os.urandom(100))
+        hint = f"{path / 'clog' / 'junk.tmp'} is not one of the engine's log segments"
+    else:
+        [manifest] = (path / "manifest").iterdir()
+        manifest.write_bytes(manifest.read_bytes()[:-4])
+        hint = f"moving {path / 'manifest'} aside lets the engine rebuild it from the log"
+    refused = in_child("open", path)
+    assert hint in refused["message"], refused
+    # What it says to try works, and loses nothing.
+    if damage == "stray-log-file":
+        (path / "clog" / "junk.tmp").rename(tmp_path / "junk.tmp")
+    else:
+        (path / "manifest").rename(tmp_path / "manifest.aside")
+    assert in_child("dump", path) == before

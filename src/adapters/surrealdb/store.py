@@ -6,6 +6,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import shutil
 import socket
 import stat
@@ -608,6 +609,7 @@ class SurrealStore:
             cause = _brief(exc) if cfg.scheme in EMBEDDED else _remote_cause(exc, cfg)
             raise StorageUnavailable(
                 f"cannot open SurrealDB store ({cfg.scheme}://): {cause}"
+                + _engine_files_hint(cfg.path, str(exc))
             ) from None
 
     def _connect(self, url: str) -> None:
@@ -1020,6 +1022,32 @@ def _key(row: dict[str, Any]) -> str:
 
 def _strip(row: dict[str, Any]) -> Document:
     return {k: v for k, v in row.items() if k != "id"}
+
+
+_SEGMENT = re.compile(r"^[0-9]{20}\.clog\Z")
+
+
+def _engine_files_hint(directory: Path | None, cause: str) -> str:
+    """What to try when the engine cannot read its own files in a store's directory: a file
+    in its log directory that is none of its segments, or a damaged manifest, which the
+    engine rebuilds from the log when it is gone (the log itself is never to be removed)."""
+    if directory is None or "Failed to create datastore" not in cause:
+        return ""
+    try:
+        strays = sorted(
+            p.name for p in (directory / "clog").iterdir() if not _SEGMENT.match(p.name)
+        )
+    except OSError:
+        strays = []
+    if strays:
+        return (
+            f"; {directory / 'clog' / strays[0]} is not one of the engine's log segments:"
+            " move it out of the store's directory"
+        )
+    return (
+        f"; if its manifest is what is damaged, moving {directory / 'manifest'} aside lets"
+        " the engine rebuild it from the log (never remove the log, clog)"
+    )
 
 
 def _remote_cause(exc: Exception, cfg: SurrealConfig) -> str:
