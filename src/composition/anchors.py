@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import re
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -153,7 +155,8 @@ def write(anchors: Anchors, path: Path) -> None:
             # Replacing it needs only its directory: its own protection is honoured.
             raise AnchorFileError(path, "is read-only")
         mode = stat.S_IMODE(target.stat().st_mode)  # kept as it was made
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    prefix = f".{target.name}.anchoring-"
+    handle, temporary = tempfile.mkstemp(prefix=prefix, dir=target.parent)
     try:
         os.fchmod(handle, mode)
         with os.fdopen(handle, "w", encoding="utf-8") as out:
@@ -164,6 +167,7 @@ def write(anchors: Anchors, path: Path) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    _sweep(target.parent, prefix)
     # The rename itself made durable: a power cut must not bring the earlier file back
     # after the command said the new one was written.
     # (Best effort: the file is in place either way, and some file systems refuse it.)
@@ -173,6 +177,21 @@ def write(anchors: Anchors, path: Path) -> None:
             os.fsync(directory)
         finally:
             os.close(directory)
+
+
+STALE_SECONDS = 600
+
+
+def _sweep(directory: Path, prefix: str) -> None:
+    """Remove what an anchoring killed before its rename left beside the file (a complete,
+    plausible anchor document under a hidden name); not one a run under way may still be
+    writing."""
+    horizon = time.time() - STALE_SECONDS
+    with contextlib.suppress(OSError):
+        for left in directory.glob(glob.escape(prefix) + "*"):
+            with contextlib.suppress(OSError):
+                if left.is_file() and not left.is_symlink() and left.stat().st_mtime < horizon:
+                    left.unlink()
 
 
 def read(path: Path) -> Anchors:

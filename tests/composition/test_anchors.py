@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -573,3 +574,29 @@ def test_an_anchor_file_gives_its_time_to_the_microsecond_and_reads_back(tmp_pat
     document = taken.to_json()
     assert document["taken_at"] == "2026-11-26T12:00:00.000000+00:00"
     assert anchors.parse(tmp_path / "a.json", document) == taken
+
+
+def test_what_an_anchoring_killed_before_its_rename_left_is_swept_once_stale(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime
+
+    from composition import anchors
+
+    stale = tmp_path / ".a.json.anchoring-killed1"
+    recent = tmp_path / ".a.json.anchoring-underway"
+    other = tmp_path / ".a.json.someone-elses"
+    for left in (stale, recent, other):
+        left.write_text("{}")
+    old = time.time() - anchors.STALE_SECONDS - 60
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    anchors.write(
+        anchors.Anchors("acme", datetime(2026, 11, 27, tzinfo=UTC), ()), tmp_path / "a.json"
+    )
+    assert not stale.exists() and recent.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".a.json.anchoring-underway",
+        ".a.json.someone-elses",
+        "a.json",
+    ]
