@@ -1588,7 +1588,11 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
                 (
                     r["execution_id"],
                     r["entries"],
-                    "ok" if r["ok"] else f"BROKEN at #{r['first_bad_sequence']}: {r['problem']}",
+                    "ok"
+                    if r["ok"]
+                    else f"SEAL: {r['problem']}"
+                    if r["seal"]
+                    else f"BROKEN at #{r['first_bad_sequence']}: {r['problem']}",
                 )
                 for r in results
             ]
@@ -1598,7 +1602,7 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
         bad = [r for r in results if not r["ok"]]
         if bad:
             first = bad[0]
-            entry = first["bad_entry"]
+            entry = None if first["seal"] else first["bad_entry"]
             if entry is not None and not s.json:
                 s.echo()
                 s.echo(render.safe(f"first bad entry of {first['execution_id']}:"))
@@ -1614,10 +1618,15 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
                 ):
                     value = "-" if entry[key] is None else entry[key]
                     s.echo(f"  {key:<10}  {render.safe(value)}")
+            what = (
+                f"audit seal of {first['execution_id']} does not hold"
+                if first["seal"]
+                else f"audit trail of {first['execution_id']} is broken at entry"
+                f" #{first['first_bad_sequence']}"
+            )
             raise Failed(
                 (f"{other_store}; " if other_store else "")
-                + f"audit trail of {first['execution_id']} is broken at entry"
-                f" #{first['first_bad_sequence']}: {first['problem']}"
+                + f"{what}: {first['problem']}"
                 + (f" ({len(bad)} executions affected)" if len(bad) > 1 else "")
             )
         if other_store is not None:
@@ -2128,8 +2137,11 @@ def recover(ctx: click.Context) -> None:
             others = len(broken) - len(ours)
             first = f", first {ours[0].execution_id}: {ours[0].problem}" if ours else ""
             elsewhere = f" ({others} in other tenants)" if others else ""
+            what = (
+                "seal(s) that do not hold" if all(r.seal for _, r in broken) else "chain(s) broken"
+            )
             raise Failed(
-                f"{len(broken)} audit chain(s) broken after the crash{elsewhere}{first}",
+                f"{len(broken)} audit {what} after the crash{elsewhere}{first}",
                 EXIT_FAILED,
             )
         if failures:

@@ -238,6 +238,7 @@ def report_json(report: ChainReport, bad_entry: AuditEntry | None = None) -> JSO
         "entries": report.entries,
         "first_bad_sequence": report.first_bad_sequence,
         "problem": report.problem,
+        "seal": report.seal,  # the chain holds, its seal does not
         "bad_entry": audit_json(bad_entry) if bad_entry is not None else None,
     }
 

@@ -40,7 +40,10 @@ def test_a_trail_rewritten_with_fresh_hashes_is_caught_by_its_seal(fresh: Cli) -
     assert caught["seals_checked"] is True and "seals" not in fresh.stderr
     [report] = caught["reports"]
     assert "does not match its audit head" in report["problem"]
-    fresh("audit", "verify", xid, env=KEYED, code=1)
+    assert report["seal"] is True
+    shown = fresh("audit", "verify", xid, env=KEYED, code=1).stdout
+    assert "SEAL: its seal does not match" in shown and "first bad entry" not in shown
+    assert f"audit seal of {xid} does not hold" in fresh.stderr
     assert "rewritten by someone without the audit key" in fresh.stderr
     no_key_shown(fresh)
     # Nor is its seal replaced.

@@ -126,7 +126,8 @@ def test_a_rewritten_trail_verifies_as_a_chain_and_fails_its_seal(sealed: Sealed
     assert not report.ok and report.problem is not None
     assert "does not match its audit head" in report.problem
     # ...and no worker acts on it.
-    with pytest.raises(CorruptRecord, match="does not match its audit head"):
+    assert report.seal  # the chain holds: its seal is what does not
+    with pytest.raises(CorruptRecord, match="its audit seal does not hold: its seal does not"):
         sealed.orch.cancel(sealed.execution_id)
 
 

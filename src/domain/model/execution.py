@@ -398,7 +398,8 @@ class WorkflowExecution:
         problem = key.problem(self.seal, self.id, self.audit_sequence, self.audit_head)
         if problem is None:
             return report
-        return ChainReport(self.id, len(entries), False, max(self.audit_sequence, 1), problem)
+        head = max(self.audit_sequence, 1)
+        return ChainReport(self.id, len(entries), False, head, problem, seal=True)
 
     def _verify_chain(self, entries: Sequence[AuditEntry]) -> ChainReport:
         report = verify_chain(

@@ -146,6 +146,8 @@ class ChainReport:
     ok: bool
     first_bad_sequence: int | None = None
     problem: str | None = None
+    # The chain holds, and its seal does not (domain.model.seal): the head is what is wrong.
+    seal: bool = False
 
 
 @frozen

@@ -902,9 +902,13 @@ class Orchestrator:
                 entries = stored
         report = execution.verify_trail(entries, key=uow.audit_key)
         if not report.ok:
+            where = (
+                "its audit seal does not hold"
+                if report.seal
+                else f"its audit trail is broken at entry #{report.first_bad_sequence}"
+            )
             raise CorruptRecord(
-                f"execution {execution.id} is not acted on: its audit trail is broken at entry"
-                f" #{report.first_bad_sequence}: {report.problem}"
+                f"execution {execution.id} is not acted on: {where}: {report.problem}"
             )
         if steps:
             self._same_steps(execution, entries)
