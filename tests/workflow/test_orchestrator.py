@@ -1495,6 +1495,34 @@ def test_a_cancellation_whose_reply_was_lost_is_resolved_by_re_reading(world: Wo
     assert orch.verify(pending.id).ok
 
 
+def test_a_command_that_landed_is_said_to_have_though_another_moved_it_on(
+    world: World,
+) -> None:
+    """Its reply lost, and before it is read again another worker's cancel lands: the
+    approval is in the trail, and the caller must not be told to give it again."""
+    other = world.orch_with("worker-2", {})
+    waiting = other.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
+
+    class Overtaken(WrappingUnitOfWork):
+        fired = False
+
+        def _apply(self, batch: Batch) -> CommitReceipt:
+            receipt = super()._apply(batch)
+            if Overtaken.fired:
+                return receipt
+            Overtaken.fired = True
+            other.acting_as("carol").cancel(waiting.id, reason="withdrawn")
+            raise CommitOutcomeUnknown("applied, reply lost")
+
+    lossy = world.orch_with("worker-1", {}, factory=lambda: Overtaken(world.store.unit_of_work()))
+    approved = lossy.acting_as("alice").approve(waiting.id, role="reviewer")  # not refused
+    reasons = [
+        (e.actor, e.reason) for e in world.store.unit_of_work().audit.for_execution(waiting.id)
+    ]
+    assert ("alice", "approved by alice as reviewer") in reasons
+    assert ("carol", "withdrawn") in reasons and approved.id == waiting.id
+
+
 class _LostReply(MemoryUnitOfWork):
     """Applies nothing, yet reports the outcome as unknown: the other side of ambiguity."""
 

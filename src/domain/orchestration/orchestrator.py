@@ -294,13 +294,15 @@ class Orchestrator:
             # other failure is recorded like any failed attempt, on the execution now stored
             # without it.
             if first_failure is not None and not isinstance(first_failure.error, PolicyDenied):
-                self._notify(execution)  # its own commit, told as every other one is
+                if execution is ours:  # its own commit, told as every other one is
+                    self._notify(execution)
                 self._after_failure(
                     execution_id, execution.version, first_failure.step, first_failure.error
                 )
                 return self._run(execution_id)
             if not run:  # kept by nobody: another worker may run it, and this one know nothing
-                self._notify(execution)
+                if execution is ours:
+                    self._notify(execution)
                 return execution
             if execution is ours:
                 self._remember(execution)
@@ -697,9 +699,10 @@ class Orchestrator:
                     if driven:
                         # Refused before anything is written: this worker could not drive it.
                         self._definition_of(execution)
+                    read_at = execution.audit_sequence
                     apply(execution, self._runtime.clock.now())
                     uow.executions.save(execution)
-                    self._commit_command(uow, execution)
+                    self._commit_command(uow, execution, execution.audit_sequence > read_at)
             except ConcurrencyConflict:
                 if attempt == COMMAND_ATTEMPTS:
                     raise
@@ -716,14 +719,21 @@ class Orchestrator:
                 continue
             return execution
 
-    def _commit_command(self, uow: UnitOfWork, execution: WorkflowExecution) -> None:
+    def _commit_command(self, uow: UnitOfWork, execution: WorkflowExecution, entered: bool) -> None:
         """Commit an operator's command; a lost reply is resolved by re-reading, and only a
         command that did not land is reported (a caller retrying one that did would be
-        refused for the state it moved the execution to)."""
+        refused for the state it moved the execution to). One that made audit entries landed
+        if its last entry is in the trail, whatever moved the execution on since."""
         try:
             uow.commit()
         except CommitOutcomeUnknown as exc:
-            if _landed(self.get(execution.id)) != _landed(execution):
+            if entered:
+                with self._uow_factory() as reading:
+                    last = reading.audit.entry(execution.id, execution.audit_sequence)
+                landed = last is not None and last.hash == execution.audit_head
+            else:
+                landed = _landed(self.get(execution.id)) == _landed(execution)
+            if not landed:
                 what = f"the command on execution {execution.id} was not recorded"
                 raise _not_stored(what, exc) from exc
 
