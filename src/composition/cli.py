@@ -360,16 +360,15 @@ def _put(stream: IO[str], text: str) -> None:
 
 
 # Under --json, the command's own stdout, kept for the JSON alone while the descriptor every
-# other writer uses (a workflow's `print`, a step's subprocess, the engine) is a pipe that a
-# thread empties into stderr: whatever stderr does (full, closed, its reader gone), their
-# writes succeed, as a stderr that cannot be written must change nothing.
+# other writer uses (a workflow's `print`, a step's subprocess, the engine) is stderr's. (Not
+# a pipe a thread empties: a step's subprocess left running would die of SIGPIPE when the
+# thread ends with the command, and lines would come out of order.)
 _reserved: IO[str] | None = None
-_pump: threading.Thread | None = None
 _no_reserving = False  # help and the version: click prints them through sys.stdout
 
 
 def _reserve_stdout() -> None:
-    global _reserved, _pump
+    global _reserved
     stdout = sys.stdout
     if _reserved is not None or stdout is None or _no_reserving:
         return
@@ -379,51 +378,34 @@ def _reserve_stdout() -> None:
         return
     stdout.flush()
     kept = os.dup(fd)
-    read_end, write_end = os.pipe()
-    os.dup2(write_end, fd)
-    os.close(write_end)
-    _pump = threading.Thread(target=_to_stderr, args=(read_end,), name="stdout-to-stderr")
-    _pump.daemon = True  # a step's subprocess left running holds the pipe open: not waited on
-    _pump.start()
+    try:
+        os.dup2(2, fd)  # (a closed stderr is held open on /dev/null: see main)
+    except OSError:
+        os.close(kept)
+        return
     _reserved = open(  # noqa: SIM115 - kept until _release_stdout
         kept, "w", encoding=stdout.encoding, errors=stdout.errors, closefd=True
     )
 
 
-def _to_stderr(read_end: int) -> None:
-    failed = False
-    with suppress(OSError):
-        while chunk := os.read(read_end, 65536):
-            if not failed:
-                try:
-                    _put_bytes(2, chunk)
-                except OSError:
-                    failed = True  # and the rest read and dropped, never left to block
-    os.close(read_end)
-
-
-def _put_bytes(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _release_stdout() -> None:
-    """The descriptor back where it was (for a caller running the CLI in its own process),
-    once what was written to it meanwhile has reached stderr."""
-    global _reserved, _pump
+    """The descriptor back where it was (for a caller running the CLI in its own process)."""
+    global _reserved
     if _reserved is None or sys.stdout is None:
         return
     kept, _reserved = _reserved, None
+    try:
+        sys.stdout.flush()  # what your code wrote meanwhile, to stderr where it belongs
+    except (OSError, ValueError):
+        # A stderr that cannot be written: what stayed buffered goes nowhere, not into the
+        # JSON once the descriptor is stdout's again.
+        _silence(sys.stdout)
+        with suppress(OSError, ValueError):
+            sys.stdout.flush()
     with suppress(OSError, ValueError):
-        sys.stdout.flush()  # into the pipe: it cannot fail for want of a reader
-    with suppress(OSError, ValueError):
-        os.dup2(kept.fileno(), sys.stdout.fileno())  # the pipe's last end here closed
+        os.dup2(kept.fileno(), sys.stdout.fileno())
     with suppress(OSError):
         kept.close()
-    if _pump is not None:
-        _pump.join(timeout=0.5)  # longer only while a step's subprocess holds the pipe
-        _pump = None
 
 
 def _carries_unicode(stream: IO[str] | None) -> bool:
