@@ -732,20 +732,23 @@ def test_a_start_read_back_after_a_lost_reply_is_judged_before_it_is_driven(
             {"ingest": Calls().wrap(lambda n, u, c: _transient(n))},
             retry=RetryPolicy(max_attempts=2, backoff=timedelta(0)),
         )
+    told: list[tuple[str, ...]] = []
     worker = orchestrator(
         lambda: LostReply(store.unit_of_work()),
         FixedClock(T0),
         workflows={WORKFLOW: first},
         ids=SequentialIds(1000),
+        on_transition=lambda x: told.append(tuple(a.approver for a in x.approvals)),
     )
     with pytest.raises(CorruptRecord, match="approval by 'mallory' as 'legal' has no audit entry"):
         worker.start(
             WORKFLOW,
-            request("pub-lost", required_roles=["legal"]),
-            risk_tier=ImpactTier.TIER1,
+            request("pub-lost"),
+            risk_tier=ImpactTier.TIER0,  # its first step runs (and fails) ungated
             idempotency_key="k1",
         )
     assert not any(c["publication_id"] == "pub-lost" for c in door.table("capsule").values())
+    assert not any("mallory" in approvers for approvers in told)  # nor told of as its own
 
 
 def _transient(n: int) -> None:
