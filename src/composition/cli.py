@@ -31,6 +31,7 @@ from attrs import define, field
 import composition
 from adapters.memory import MemoryStore
 from adapters.surrealdb import SurrealConfig
+from adapters.surrealdb.store import LogSeal
 from adapters.surrealdb.wire import deferring
 from composition import anchors, files, queries, render, strict_json, wiring
 from composition.container import App, Overrides, build_app, would_make
@@ -179,6 +180,15 @@ class Session:
                 if not isinstance(stop, Exception) or isinstance(stop, click.Abort):
                     self._look_again(app)
                 raise
+        unsealed = getattr(app.store, "seal_unwritten", None)  # known once it closed
+        if unsealed:
+            self.warn(
+                render.safe(
+                    f"note: the store's log seal ({LogSeal.NAME}) could not be written"
+                    f" ({unsealed}): damage to the end of its log since it was last written"
+                    " would go unnoticed at the next open"
+                )
+            )
 
     def commanding(self, verb: str, xid: str) -> None:
         self.command = (verb, xid)

@@ -847,3 +847,26 @@ def test_a_command_groups_help_gives_the_exit_statuses_as_its_commands_do(
 ) -> None:
     out, _ = gk(capsys, group, "--help")
     assert "Exit statuses: 0 ok; 1 denied, failed or verification failure; 2 usage" in out
+
+
+def test_a_log_seal_that_cannot_be_written_is_said(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A store directory that refuses new files (`chattr +i`, a read-only mount of it) works
+    on, but its seal stays behind: the next open checks the log against less."""
+    store = ("--store", f"surrealkv://{tmp_path / 'store'}")
+    gk(capsys, *store, "run", "knowledge-publication", str(FRED))
+    real_replace = os.replace
+
+    def refused(source: Any, target: Any) -> None:
+        if str(target).endswith("govkernel.seal"):
+            raise PermissionError(1, "Operation not permitted")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", refused)
+    _, err = gk(capsys, *store, "run", "knowledge-publication", str(IMF))
+    assert "note: the store's log seal (govkernel.seal) could not be written" in err
+    assert "(Operation not permitted)" in err
+    monkeypatch.setattr(os, "replace", real_replace)
+    _, err = gk(capsys, *store, "executions", "list")
+    assert "log seal" not in err

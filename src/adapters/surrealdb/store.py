@@ -272,6 +272,9 @@ class LogSeal:
             )
         self.checked = False
         self._sealed_at = time.monotonic()
+        # Why the seal could not be written, if it could not (a directory that refuses new
+        # files): the check it makes at the next open is then weaker, and that is said.
+        self.unwritten: str | None = None
 
     def _read(self) -> str:
         if not os.path.lexists(self.path):
@@ -358,13 +361,15 @@ class LogSeal:
     def _write(self, content: str) -> None:
         # Replaced whole, never half-written: a torn seal would read as no seal at all.
         temporary = self.path.with_name(self.NAME + ".tmp")
-        with contextlib.suppress(OSError):
+        try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
             with os.fdopen(os.open(temporary, flags, 0o644), "w", encoding="utf-8") as file:
                 file.write(content)
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, self.path)
+        except OSError as exc:  # the store works on; the next open checks against less
+            self.unwritten = self.unwritten or str(exc.strerror or exc)
 
 
 def _enclosing_store(path: Path) -> Path | None:
@@ -479,6 +484,8 @@ class SurrealStore:
         self.torn_repair: compiler.Repair | None = None
         # The schema version this open moved the store up from, when it did.
         self.upgraded_from: int | None = None
+        # Set as it closes: why the log's seal could not be kept up, if it could not.
+        self.seal_unwritten: str | None = None
         self._lock = threading.Lock()
         self._file_lock: StoreLock | None = None
         self._seal: LogSeal | None = None
@@ -732,6 +739,8 @@ class SurrealStore:
                     if self._seal is not None:
                         self._seal.close()
             finally:  # even when stopped meanwhile: a lock left held reads as a crash
+                if self._seal is not None:
+                    self.seal_unwritten = self._seal.unwritten
                 self._seal = None
                 if self._file_lock is not None:
                     self._file_lock.release()
