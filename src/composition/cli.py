@@ -29,7 +29,6 @@ import click
 from attrs import define, field
 
 import composition
-from adapters.memory import MemoryStore
 from adapters.surrealdb import SurrealConfig
 from adapters.surrealdb.store import LogSeal
 from adapters.surrealdb.wire import deferring
@@ -153,7 +152,7 @@ class Session:
             )
         if check is not None and would_make(settings):
             with build_app(
-                settings, Overrides(store=MemoryStore(audit_key=wiring.audit_key(settings)))
+                settings, Overrides(store=wiring.throwaway_store(settings))
             ) as throwaway:
                 check(throwaway)
         printer = Printer(self)
@@ -587,21 +586,21 @@ def session_of(ctx: click.Context) -> Session:
     help="TOML settings file [env: GOVKERNEL_CONFIG].",
 )
 @click.option(
-    "--json", "json_output", is_flag=True, help="Print records as JSON on stdout (every command)."
+    "--json",
+    "json_output",
+    is_flag=True,
+    expose_value=False,
+    callback=_set_json,
+    help="Print records as JSON on stdout (every command).",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(package_name="govkernel", message="%(prog)s %(version)s")
 @click.pass_context
-def cli(
-    ctx: click.Context, store: str | None, config: str | None, json_output: bool, debug: bool
-) -> None:
+def cli(ctx: click.Context, store: str | None, config: str | None, debug: bool) -> None:
     """govkernel: governed, durable and auditable knowledge workflows."""
     session = session_of(ctx)
     session.store = store
     session.config = config
-    session.json = session.json or json_output
-    if session.json:
-        _reserve_stdout()  # before any of your code is imported or run
     session.debug = session.debug or debug
 
 
@@ -1026,9 +1025,7 @@ def workflows_command(ctx: click.Context) -> None:
     s.printing()
     settings = s.settings()
     # Definitions are built from a knowledge service; one on a throwaway store will do.
-    with build_app(
-        settings, Overrides(store=MemoryStore(audit_key=wiring.audit_key(settings)))
-    ) as app:
+    with build_app(settings, Overrides(store=wiring.throwaway_store(settings))) as app:
         definitions = sorted(app.orchestrator.definitions(), key=lambda d: (d.name, d.version))
         current = {id(d) for d in app.workflows.values()}
     if s.json:

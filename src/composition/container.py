@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 
 from attrs import field, frozen
 
-from adapters.memory import MemoryStore
 from adapters.surrealdb import SurrealConfig
 from composition import plugins, queries, wiring
 from composition.settings import ConfigurationError, Problem, Settings
@@ -165,7 +164,7 @@ def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
         # Only what builds them is carried over: the caller's id generator, clock and
         # wrappers are not spent on it.
         throwaway = Overrides(
-            store=MemoryStore(audit_key=wiring.audit_key(settings)),
+            store=wiring.throwaway_store(settings),
             workflows=o.workflows,
             retired=o.retired,
         )

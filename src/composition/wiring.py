@@ -50,6 +50,12 @@ def audit_key(settings: Settings) -> AuditKey | None:
     return None if settings.audit_key is None else AuditKey.from_text(settings.audit_key)
 
 
+def throwaway_store(settings: Settings) -> MemoryStore:
+    """A store in memory to build the app on where the real one must not be touched: with
+    the settings' audit key, which a store given in code must hold."""
+    return MemoryStore(audit_key=audit_key(settings))
+
+
 def make_store(settings: Settings, create: bool = True) -> Store:
     """The store named by the URL's scheme; an unknown scheme is an error, never a fallback.
     With `create=False` a SurrealDB store must already hold govkernel's data."""
