@@ -376,14 +376,31 @@ def test_worker_ids_of_any_one_line_are_taken(worker_id: str) -> None:
         ({"lease_ttl": 30}, "lease_ttl must be a positive timedelta, got 30"),
         ({"worker_id": "a b\n"}, "worker_id"),
         ({"retired": "payout"}, "retired must be a list of WorkflowDefinition"),
+        ({"max_inline_wait": 5}, "max_inline_wait must be a timedelta of 0 or more, got 5"),
+        ({"max_inline_wait": -timedelta(seconds=1)}, "max_inline_wait must be a timedelta"),
+        ({"sleep": None}, "sleep must be a function of seconds, got None"),
+        ({"on_transition": "log"}, "on_transition must be a function of the execution"),
     ],
-    ids=["list", "zero-lease", "negative-lease", "int-lease", "worker-id", "retired-text"],
+    ids=[
+        "list",
+        "zero-lease",
+        "negative-lease",
+        "int-lease",
+        "worker-id",
+        "retired-text",
+        "int-wait",
+        "negative-wait",
+        "no-sleep",
+        "text-hook",
+    ],
 )
 def test_an_orchestrator_refuses_arguments_it_cannot_work_with_by_name(
     arguments: dict[str, Any], problem: str
 ) -> None:
     """Before, each was accepted: a lease of zero left the execution running for good, a
-    number for a lease was a TypeError at the first step, a list of workflows a TypeError."""
+    number for a lease was a TypeError at the first step, a list of workflows a TypeError; a
+    number of seconds for the inline wait, or no sleep, a TypeError at the first retry, with
+    the execution left under the lease."""
     definition = WorkflowDefinition(
         name="payout", version="1", metadata=kp.METADATA, steps=(Step("s", lambda u, c: {}),)
     )

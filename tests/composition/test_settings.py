@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +20,7 @@ from composition.settings import (
     redact_url,
 )
 from domain.model.environment import Environment
+from domain.model.errors import InvalidInput
 
 SECRET = "hunter2-Zq9"
 
@@ -466,6 +469,43 @@ def test_a_store_url_the_adapter_cannot_use_as_given_is_refused_by_it_too() -> N
         with pytest.raises(ValueError, match="takes no query") as refused:
             SurrealConfig(url)
         assert SECRET not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("given", "problem"),
+    [
+        ({"url": 5}, "url must be text, got int"),
+        ({"url": None}, "url must be text, got NoneType"),
+        ({"url": "surrealkv:///tmp/a\x00b"}, "url holds a NUL character"),
+        ({"namespace": ""}, "namespace must be non-empty text"),
+        ({"database": None}, "database must be non-empty text"),
+        ({"password": 5}, "password must be text or None"),
+        ({"sync_data": "no"}, "sync_data must be True or False, got 'no'"),
+        ({"create": 0}, "create must be True or False, got 0"),
+        ({"reply_timeout": float("nan")}, "reply_timeout must be a positive number"),
+        ({"reply_timeout": -1}, "reply_timeout must be a positive number"),
+        ({"reply_timeout": "60"}, "reply_timeout must be a positive number"),
+        ({"audit_key": "k" * 64}, "audit_key: must be an AuditKey or None, got str"),
+    ],
+    ids=lambda v: repr(v)[:30] if isinstance(v, dict) else "",
+)
+def test_a_surreal_config_refuses_values_of_the_wrong_kind_when_made(
+    given: dict[str, Any], problem: str
+) -> None:
+    """Each was taken before: the URL 5 failed as the store opened with an AttributeError,
+    "no" for sync_data meant yes, and the key's text for a key failed at the first execution
+    written, with an AttributeError."""
+    from adapters.surrealdb import SurrealConfig
+
+    with pytest.raises((ValueError, InvalidInput), match=re.escape(problem)):
+        SurrealConfig(**({"url": "mem://"} | given))
+
+
+def test_a_memory_store_refuses_a_key_that_is_not_an_audit_key() -> None:
+    from adapters.memory import MemoryStore
+
+    with pytest.raises(InvalidInput, match="must be an AuditKey or None, got str"):
+        MemoryStore(audit_key="k" * 64)  # type: ignore[arg-type]
 
 
 def test_relative_paths_in_a_file_are_relative_to_the_file(tmp_path: Path) -> None:

@@ -1279,6 +1279,30 @@ def test_a_worker_stopped_by_ctrl_c_lets_go_of_its_lease(
     assert_exactly_once(world.door, orch)
 
 
+@pytest.mark.parametrize("after", [1, 2], ids=["the-start", "a-later-step"])
+def test_a_worker_stopped_in_its_on_transition_hook_lets_go_of_its_lease(
+    world: World, after: int
+) -> None:
+    """A Ctrl-C lands in the hook as easily as in a step (it runs after every commit): after
+    the start's commit, it left the execution under this worker's lease for the lease's
+    whole time; after any, with no note saying where it stopped."""
+
+    def hook(execution: WorkflowExecution) -> None:
+        if execution.current_step == after:
+            raise KeyboardInterrupt
+
+    orch = orchestrator(world.store.unit_of_work, world.clock, ids=world.ids, on_transition=hook)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        orch.start(WORKFLOW, request("pub-1"))
+    ((xid, doc),) = world.door.table("execution").items()
+    assert stopped.value.__notes__ == [f"while the on_transition hook ran on execution {xid}"]
+    assert doc["state"] == "running" and doc["current_step"] == after
+    assert doc.get("lease_owner") is None
+    [done] = world.orch("worker-2").recover()  # no lease left to wait out
+    assert done.state is S.SUCCEEDED and world.orch().verify(done.id).ok
+    assert_exactly_once(world.door, orch)
+
+
 def test_recover_resumes_an_execution_read_in_two_states_once(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -2525,6 +2549,11 @@ class _Unprintable(Exception):
         raise RuntimeError("no message for you")
 
 
+class _Interrupting(Exception):
+    def __str__(self) -> str:
+        raise KeyboardInterrupt
+
+
 @pytest.mark.parametrize(
     ("error", "said"),
     [
@@ -2532,14 +2561,16 @@ class _Unprintable(Exception):
         (ValueError("half a pair \udcff"), "pair \\udcff"),
         (ValueError("line1\nline2\r\x1b[31mred"), "line1 line2 \\x1b[31mred"),
         (_Unprintable(), "_Unprintable: (its message could not be read)"),
+        (_Interrupting(), "_Interrupting: (its message could not be read)"),
     ],
-    ids=["nul", "surrogate", "control", "unprintable"],
+    ids=["nul", "surrogate", "control", "unprintable", "interrupting"],
 )
 def test_a_step_error_is_recorded_as_one_line_whatever_it_says(
     world: World, error: Exception, said: str
 ) -> None:
     """Stored verbatim it could not be (NUL, surrogates) or would forge audit lines; failing
-    to record it left the execution running, its step re-run at every recovery."""
+    to record it left the execution running, its step re-run at every recovery (and a message
+    raising KeyboardInterrupt, at every recovery, looked like Ctrl-C)."""
     orch = orchestrator(
         world.store.unit_of_work, world.clock, workflows={"failing": _failing(error)}
     )

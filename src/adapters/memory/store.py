@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from domain.model.seal import AuditKey
+from domain.model.seal import AuditKey, key_or_none
 from ports.errors import (
     ConcurrencyConflict,
     DuplicateRecord,
@@ -65,7 +65,7 @@ def _indexed_fields(table: str) -> list[tuple[str, ...]]:
 class MemoryStore:
     def __init__(self, *, audit_key: AuditKey | None = None) -> None:
         # Seals the executions written through its units (domain.model.seal).
-        self.audit_key = audit_key
+        self.audit_key = key_or_none(audit_key)
         self.tables: dict[str, dict[str, Document]] = {name: {} for name in TABLES}
         self.events: list[Document] = []
         self.lock = threading.Lock()

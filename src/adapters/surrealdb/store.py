@@ -25,7 +25,7 @@ from surrealdb import RecordID, Surreal
 
 from adapters.surrealdb import compiler, schema
 from adapters.surrealdb.wire import Wire, bound_waits
-from domain.model.seal import AuditKey
+from domain.model.seal import AuditKey, key_or_none
 from ports import fields
 from ports.errors import CommitOutcomeUnknown, InvalidRecord, PortError, StorageUnavailable
 from ports.storage import EVENT_TABLE, TABLES, AnyOf, Batch, CommitReceipt, Document, Op, Range
@@ -56,6 +56,31 @@ class SurrealConfig:
     audit_key: AuditKey | None = field(default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:
+        # Each checked as the config is made: a number for the URL, or "no" for sync_data,
+        # was taken, to fail (or to fsync) far from where it was written.
+        if not isinstance(self.url, str):
+            raise ValueError(f"url must be text, got {type(self.url).__name__}")
+        if "\x00" in self.url:
+            raise ValueError("url holds a NUL character")
+        for name in ("namespace", "database"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name} must be non-empty text")
+        for name in ("username", "password"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be text or None")  # never echoed: a secret
+        for name in ("sync_data", "create"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r:.40}")
+        timeout = self.reply_timeout
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not (0 < timeout < float("inf"))
+        ):
+            raise ValueError(
+                f"reply_timeout must be a positive number of seconds, got {timeout!r:.40}"
+            )
+        key_or_none(self.audit_key)
         # Without a path the engine would write into the working directory, with no lock,
         # no seal and no fsync: a store in name only.
         if self.scheme in ("surrealkv", "file") and not self.url.partition("://")[2].strip():

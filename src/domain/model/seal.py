@@ -97,6 +97,18 @@ class AuditKey:
         return f"AuditKey(key_id={self.key_id!r})"
 
 
+def key_or_none(value: object) -> AuditKey | None:
+    """A store's `audit_key` as given, checked when the store is made: the key's text in its
+    place would otherwise fail only at the first execution written."""
+    if value is None or isinstance(value, AuditKey):
+        return value
+    raise InvalidInput(
+        "audit_key",
+        f"must be an AuditKey or None, got {type(value).__name__}"
+        " (AuditKey.from_text reads one from its text)",
+    )
+
+
 def _well_formed(seal: object) -> TypeGuard[str]:
     return (
         isinstance(seal, str)

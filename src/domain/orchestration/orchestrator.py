@@ -142,6 +142,19 @@ class Orchestrator:
             )
         if not isinstance(lease_ttl, timedelta) or lease_ttl <= timedelta(0):
             raise ValueError(f"lease_ttl must be a positive timedelta, got {shown(lease_ttl)}")
+        # Refused here, not at the first retry or transition that uses them: by then a step
+        # has committed, and its execution would be left under this worker's lease.
+        if not isinstance(max_inline_wait, timedelta) or max_inline_wait < timedelta(0):
+            raise ValueError(
+                f"max_inline_wait must be a timedelta of 0 or more, got {shown(max_inline_wait)}"
+            )
+        if not callable(sleep):
+            raise ValueError(f"sleep must be a function of seconds, got {shown(sleep)}")
+        if on_transition is not None and not callable(on_transition):
+            raise ValueError(
+                f"on_transition must be a function of the execution, or None, got"
+                f" {shown(on_transition)}"
+            )
         if isinstance(retired, str | bytes):
             raise ValueError(f"retired must be a list of WorkflowDefinition, got {shown(retired)}")
         self._workflows = dict(workflows)
@@ -335,7 +348,7 @@ class Orchestrator:
                 # expect (pydantic's errors are ValueErrors; `input["items"][0]` of an empty
                 # list, `.get` of a list): refused all the same, as input, not as a fault of
                 # the kernel. What it was is said, so a validator's own bug shows too.
-                cause = f"{type(exc).__name__}: {exc}"
+                cause = describe(exc)
                 raise InvalidInput(
                     "input", f"refused by {workflow}'s validate_input: {cause[:MAX_ERROR]}"
                 ) from exc
@@ -1114,6 +1127,11 @@ class Orchestrator:
             self._on_transition(execution)
         except Exception:
             _log.exception("on_transition hook failed on execution %s", execution.id)
+        except BaseException as stop:  # Ctrl-C landing in the hook: stopping, as in a step
+            stop.add_note(f"while the on_transition hook ran on execution {execution.id}")
+            if execution.lease_owner == self.worker_id and not execution.state.terminal:
+                self._let_go(execution.id)
+            raise
 
     def _take(self, execution_id: str) -> WorkflowExecution | None:
         with self._cache_lock:
@@ -1273,7 +1291,7 @@ def describe(error: BaseException) -> str:
     leave its execution running, its step re-run at every recovery."""
     try:
         said = str(error)[: MAX_ERROR * 2]  # cut first: messages can run to megabytes
-    except Exception:  # an exception whose message itself fails
+    except BaseException:  # a message that fails, even by raising an interrupt
         said = "(its message could not be read)"
     return one_line(f"{type(error).__name__}: {said}")[:MAX_ERROR]
 
