@@ -126,19 +126,22 @@ def ensure_peer_venv(root: Path) -> Path:
 
 
 def peer_script(repo_root: Path | None = None) -> Path:
-    """Locate ``dbos_publication.py``: ``<repo>/../shared/peers``, else ``$GOVKERNEL_PEERS_DIR``."""
+    """Locate ``dbos_publication.py``: in ``$GOVKERNEL_PEERS_DIR`` when it is set (said
+    outright, it wins), else in ``<repo>/../shared/peers``."""
+    peers_dir = os.environ.get(PEERS_DIR_ENV)
+    if peers_dir:
+        given = Path(peers_dir) / PEER_SCRIPT_NAME
+        if given.is_file():
+            return given
+        raise FileNotFoundError(
+            f"peer script {PEER_SCRIPT_NAME} not found in ${PEERS_DIR_ENV}={peers_dir}"
+        )
     root = _REPO_ROOT if repo_root is None else Path(repo_root)
     candidate = root.parent / "shared" / "peers" / PEER_SCRIPT_NAME
     if candidate.is_file():
         return candidate
-    peers_dir = os.environ.get(PEERS_DIR_ENV)
-    if peers_dir:
-        fallback = Path(peers_dir) / PEER_SCRIPT_NAME
-        if fallback.is_file():
-            return fallback
     raise FileNotFoundError(
-        f"peer script {PEER_SCRIPT_NAME} not found at {candidate}"
-        + (f" nor in ${PEERS_DIR_ENV}={peers_dir}" if peers_dir else f"; set ${PEERS_DIR_ENV}")
+        f"peer script {PEER_SCRIPT_NAME} not found at {candidate}; set ${PEERS_DIR_ENV}"
     )
 
 

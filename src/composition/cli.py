@@ -50,7 +50,7 @@ from domain.model.knowledge import Classification, SourceFormat, SourceKind
 from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from domain.model.policy import Approval, ImpactTier
 from domain.model.seal import AuditKey
-from domain.model.validation import IDENTIFIER, same_person, shown
+from domain.model.validation import IDENTIFIER, IDENTIFIER_RULE, same_person, shown
 from domain.orchestration import sealing
 from domain.orchestration.definition import WorkflowDefinition
 from domain.orchestration.orchestrator import (
@@ -123,6 +123,8 @@ class Session:
     command_recorded: bool | None = None  # None: not known (the read failed)
     lost_output: OSError | None = None  # the first failure to write stdout (a reader gone aside)
     did: str | None = None  # what a command that acts on many executions did (recover)
+    # What finishes the command's work when it is stopped midway, if not `recover`.
+    again: str | None = None
     _settings: Settings | None = field(default=None, alias="_settings")
 
     def settings(self) -> Settings:
@@ -556,8 +558,7 @@ def a_workflow_name(ctx: click.Context, param: click.Parameter, value: Any) -> A
     """A workflow's name as definitions spell them: anything else names none."""
     if value is not None and not IDENTIFIER.match(value):
         raise click.BadParameter(
-            "is not a workflow name: 1-128 letters, digits, '_', '.', ':' or '-', starting"
-            " with a letter or digit",
+            f"is not a workflow name: {IDENTIFIER_RULE}",
             ctx=ctx,
             param=param,
         )
@@ -700,9 +701,9 @@ def run_knowledge_publication(
 ) -> None:
     """Ingest FILE..., analyse them and publish a capsule, durably and under policy.
 
-    Each file may start with front matter (a '---' block of 'key: value' lines: kind, url,
-    title, classification, format); options override it. A denied run exits 1 with the
-    reasons; a run awaiting approval prints how to approve it and exits 0.
+    Each file may start with front matter (a '---' block of 'key: value' lines: kind, url
+    (or source_url), title, classification, format); options override it. A denied run
+    exits 1 with the reasons; a run awaiting approval prints how to approve it and exits 0.
     """
     s = session_of(ctx)
     s.starts = True
@@ -1724,6 +1725,7 @@ def audit_seal(ctx: click.Context, execution_id: str | None, unsealed: bool) -> 
     """
     s = session_of(ctx)
     s.printing()
+    s.again = "what it sealed stands; the same `govkernel audit seal` seals the rest"
     settings = s.settings()
     if settings.audit_key is None:
         raise Failed("no audit key to seal with: set GOVKERNEL_AUDIT_KEY", EXIT_USAGE)
@@ -2388,9 +2390,20 @@ def _run(session: Session, args: list[str]) -> int:
         terminated.restore()
 
 
+# A group run without a command: click 8.2 and later raise this, the group's help as its
+# message (8.1 printed the help itself).
+_HELP_FOR_NO_ARGUMENTS: tuple[type[Exception], ...] = tuple(
+    getattr(click.exceptions, name)
+    for name in ("NoArgsIsHelpError",)
+    if hasattr(click.exceptions, name)
+)
+
+
 def _inert(exc: click.ClickException) -> click.ClickException:
     """`exc` with the text it quotes from the command line made inert: click repeats some
     arguments as typed (an extra argument, a file it could not open), escapes and all."""
+    if isinstance(exc, _HELP_FOR_NO_ARGUMENTS):  # the help text itself: ours, lines and all
+        return exc
     # (click declares these Final: they are set once, here, before it formats them.)
     vars(exc)["message"] = render.safe(exc.message)
     if isinstance(exc, click.FileError):
@@ -2512,6 +2525,8 @@ class _Sigterm:
 def _unfinished(session: Session, *, not_stored: bool = False) -> str:
     if session.read_only:
         return "nothing was changed"
+    if session.again is not None:
+        return session.again
     try:
         transient = session.transient()
     except ConfigurationError:
@@ -2593,6 +2608,12 @@ def _describe(exc: Exception, *, debug: bool) -> tuple[int, str]:
         what = "" if exc.filename is None else f" {exc.filename}"
         return EXIT_USAGE, f"cannot use{what}: {exc.strerror or exc}"
     hint = "" if debug else " (--debug shows the traceback)"
+    # An error of your code's that the kernel passes on as it is names where it came from.
+    origin = next(
+        (n for n in getattr(exc, "__notes__", ()) if str(n).startswith("raised by")), None
+    )
+    if origin is not None:
+        return EXIT_FAILED, f"{type(exc).__name__}: {exc} ({origin}){hint}"
     return EXIT_FAILED, f"internal error: {type(exc).__name__}: {exc}{hint}"
 
 

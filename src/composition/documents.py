@@ -119,7 +119,9 @@ def _front_matter(lines: list[str], name: str) -> tuple[dict[str, str], str]:
                 " with a '---' rule, not front matter, has a blank line after it)"
             )
         if key not in FRONT_MATTER_KEYS:
-            allowed = ", ".join(FRONT_MATTER_KEYS)
+            allowed = ", ".join(
+                [*FRONT_MATTER_KEYS, *(f"{a} (for {k})" for a, k in _ALIASES.items())]
+            )
             raise DocumentError(
                 f"{name}:{number}: unknown front matter key {key!r}; allowed: {allowed}"
             )

@@ -6,24 +6,39 @@ from __future__ import annotations
 
 import signal
 import sys
+from types import FrameType
 
 
 class _Terminated(BaseException):
     """SIGTERM before the command line installed its own handling of it."""
 
 
-def _terminated(signum: int, frame: object) -> None:
-    raise _Terminated
+# The signals that arrived while loading. The exception a handler raises can be lost: one
+# raised while Python compiles a module (no cached bytecode) reaches no frame, and the
+# command ran on to the end, a service manager's stop ignored.
+_arrived: list[int] = []
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    _arrived.append(signum)
+    raise _Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+
+def _stopped(terminated: bool) -> SystemExit:
+    how = "terminated" if terminated else "interrupted"
+    sys.stderr.write(f"error: {how} while starting; nothing was changed\n")
+    return SystemExit(143 if terminated else 130)
 
 
 def main() -> None:
-    before = signal.signal(signal.SIGTERM, _terminated)
+    before = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         from composition.cli import main as run
     except (KeyboardInterrupt, _Terminated) as stop:
-        how = "terminated" if isinstance(stop, _Terminated) else "interrupted"
-        sys.stderr.write(f"error: {how} while starting; nothing was changed\n")
-        raise SystemExit(143 if isinstance(stop, _Terminated) else 130) from None
+        raise _stopped(isinstance(stop, _Terminated)) from None
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+    if _arrived:  # its exception was lost on the way
+        raise _stopped(signal.SIGTERM in _arrived)
     run()

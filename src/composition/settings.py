@@ -42,7 +42,7 @@ from composition import files
 from domain.model.environment import Environment
 from domain.model.errors import InvalidInput
 from domain.model.seal import AuditKey
-from domain.model.validation import ACTOR_NAME, IDENTIFIER
+from domain.model.validation import ACTOR_NAME, ACTOR_RULE, IDENTIFIER, IDENTIFIER_RULE
 
 PREFIX = "GOVKERNEL_"
 CONFIG_ENV = "GOVKERNEL_CONFIG"
@@ -462,6 +462,9 @@ def _store_url(key: _Key, value: str, base: Path, bad: Bad) -> object:
     # What is wrong is said in words: the value itself may be a credential typed in the
     # wrong place, and is shown starred.
     if "://" not in value:
+        scheme = value.strip().rstrip(":/").lower()
+        if scheme in ("memory", "mem", "surrealkv", "file", "ws", "wss"):  # no secret: say it
+            return bad(f"{scheme!r} is not a store URL: did you mean {scheme}://?", allowed)
         return bad(f"{shown} is not a store URL (no `scheme://`)", allowed)
     try:
         parts = urlsplit(value)
@@ -526,12 +529,12 @@ def _clip(text: str, most: int = 160) -> str:
 
 _PARSERS: dict[str, Callable[[_Key, str, Path, Bad], object]] = {
     "environment": _environment,
-    "tenant": _name(_NAME, "1-128 letters, digits, '_', '.', ':' or '-'"),
-    "service": _name(_NAME, "1-128 letters, digits, '_', '.', ':' or '-'"),
-    "actor": _name(_ACTOR, "1-128 letters, digits, '_', '.', ':', '@' or '-'"),
+    "tenant": _name(_NAME, IDENTIFIER_RULE),
+    "service": _name(_NAME, IDENTIFIER_RULE),
+    "actor": _name(_ACTOR, ACTOR_RULE),
     "store_url": _store_url,
-    "namespace": _name(_SURREAL_NAME, "1-64 letters, digits, '_' or '-'"),
-    "database": _name(_SURREAL_NAME, "1-64 letters, digits, '_' or '-'"),
+    "namespace": _name(_SURREAL_NAME, "1-64 ASCII letters, digits, '_' or '-'"),
+    "database": _name(_SURREAL_NAME, "1-64 ASCII letters, digits, '_' or '-'"),
     "username": _secret,
     "password": _secret,
     "audit_key": _audit_key,
@@ -589,13 +592,15 @@ def _problems_in(settings: Settings) -> list[Problem]:
     if (settings.username is None) != (settings.password is None):
         problems.append(Problem("username", "Settings", "username and password go together"))
     previous = settings.previous_audit_key
+    # Named as the user gave it (GOVKERNEL_AUDIT_PREVIOUS_KEY), as every other problem is.
+    where = settings.sources.get("previous_audit_key", "Settings")
     if previous is not None and previous == settings.audit_key:
-        problems.append(Problem("previous_audit_key", "Settings", "is the audit key itself"))
+        problems.append(Problem("previous_audit_key", where, "is the audit key itself"))
     elif previous is not None and settings.audit_key is None:
         problems.append(
             Problem(
                 "previous_audit_key",
-                "Settings",
+                where,
                 "is the key an audit key replaces: set the audit key (GOVKERNEL_AUDIT_KEY) too",
             )
         )

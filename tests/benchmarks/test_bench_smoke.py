@@ -100,3 +100,23 @@ def test_results_land_in_the_directory_given(tmp_path: Path) -> None:
     report = {"quick": True, "sections": {}}
     paths = run.write_results(report, tmp_path / "nested")
     assert all(p.is_file() and json.loads(p.read_text())["quick"] for p in paths)
+
+
+def test_the_peers_directory_given_wins_over_the_one_beside_the_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import peer
+
+    beside = tmp_path / "repo"
+    (tmp_path / "shared" / "peers").mkdir(parents=True)
+    (tmp_path / "shared" / "peers" / peer.PEER_SCRIPT_NAME).write_text("# beside\n")
+    given = tmp_path / "mine"
+    given.mkdir()
+    (given / peer.PEER_SCRIPT_NAME).write_text("# mine\n")
+    monkeypatch.delenv(peer.PEERS_DIR_ENV, raising=False)
+    assert peer.peer_script(beside) == tmp_path / "shared" / "peers" / peer.PEER_SCRIPT_NAME
+    monkeypatch.setenv(peer.PEERS_DIR_ENV, str(given))
+    assert peer.peer_script(beside) == given / peer.PEER_SCRIPT_NAME
+    monkeypatch.setenv(peer.PEERS_DIR_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="nowhere"):  # not the other one, in silence
+        peer.peer_script(beside)

@@ -95,7 +95,9 @@ def test_keys_that_cannot_be_used_are_refused_without_being_shown(
     assert "GOVKERNEL_AUDIT_KEY" in fresh.stderr and "at least 32 bytes" in fresh.stderr
     assert short not in fresh.stderr
     fresh("audit", "seal", env=KEYED | {"GOVKERNEL_AUDIT_PREVIOUS_KEY": KEY}, code=2)
-    assert "previous_audit_key" in fresh.stderr and "is the audit key itself" in fresh.stderr
+    assert "GOVKERNEL_AUDIT_PREVIOUS_KEY (previous_audit_key): is the audit key itself" in (
+        fresh.stderr
+    )
     fresh("audit", "seal", env={"GOVKERNEL_AUDIT_PREVIOUS_KEY": KEY}, code=2)
     assert "set the audit key (GOVKERNEL_AUDIT_KEY) too" in fresh.stderr
     no_key_shown(fresh)

@@ -2720,6 +2720,21 @@ def test_a_validator_refusing_the_usual_python_ways_refuses_the_input(
     assert orch.start(flow.name, {"amount": 3}).state is S.SUCCEEDED  # what it returns is moot
 
 
+def test_a_validators_own_error_goes_to_the_caller_naming_the_validator(world: World) -> None:
+    """As it is (README), with a note saying whose it is: the command line said "internal
+    error", as if govkernel had failed."""
+
+    def broken(input: Mapping[str, Any]) -> None:
+        raise RuntimeError("validator bug")
+
+    flow = evolve(_two_steps("ok"), validate_input=broken)
+    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={flow.name: flow})
+    with pytest.raises(RuntimeError, match="validator bug") as raised:
+        orch.start(flow.name, {})
+    assert raised.value.__notes__ == [f"raised by {flow.name}'s validate_input"]
+    assert world.door.table("execution") == {}
+
+
 def test_an_unknown_workflow_is_named_cut(world: World) -> None:
     with pytest.raises(InvalidInput) as refused:
         world.orch().start("x" * 1_000_000, {})
@@ -2771,6 +2786,27 @@ def test_what_a_step_does_to_the_execution_it_is_shown_does_not_steer_the_run(
     assert x.state is S.AWAITING_APPROVAL and x.approvals == ()
     assert x.step_outputs["check"] == {"ran": True}
     assert orch.verify(x.id).ok
+
+
+def test_a_gate_giving_one_reason_as_text_waits_with_that_reason(world: World) -> None:
+    """`ApprovalRequired("payout", "needs a reviewer")` listed its reasons letter by letter
+    ("n; e; e; d; s ..."), and a reason alone, the obvious first guess, was a TypeError that
+    failed the step."""
+
+    def gate(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
+        if not ctx.execution.approvals:
+            raise ApprovalRequired("payout", "needs a reviewer")
+        return {}
+
+    definition = WorkflowDefinition("g", "1", kp.METADATA, (Step("gate", gate),))
+    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={"g": definition})
+    x = orch.start("g", {})
+    assert x.state is S.AWAITING_APPROVAL
+    (waits,) = [
+        d for d in world.door.table("audit").values() if d["to_state"] == "awaiting_approval"
+    ]
+    assert "needs a reviewer" in waits["reason"] and "n; e" not in waits["reason"]
+    assert ApprovalRequired("payout", "needs a reviewer").reasons == ("needs a reviewer",)
 
 
 def test_a_cancellation_during_a_retry_wait_compensates_at_once(world: World) -> None:

@@ -21,10 +21,13 @@ class InvalidInput(DomainError):
 class PolicyDenied(DomainError):
     """A guarded mutation was denied; the denial itself has been recorded."""
 
-    def __init__(self, action: str, reasons: Sequence[str], decision_id: str | None = None) -> None:
+    def __init__(
+        self, action: str, reasons: Sequence[str] | str, decision_id: str | None = None
+    ) -> None:
+        reasons = (reasons,) if isinstance(reasons, str) else tuple(reasons)  # not letter by letter
         super().__init__(f"{action} denied: " + "; ".join(reasons))
         self.action = action
-        self.reasons = tuple(reasons)
+        self.reasons = reasons
         self.decision_id = decision_id
 
 

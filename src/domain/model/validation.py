@@ -18,9 +18,15 @@ from domain.model.errors import InvalidInput
 T = TypeVar("T")
 
 IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}\Z")
+IDENTIFIER_RULE = (
+    "1-128 ASCII letters, digits, '_', '.', ':' or '-', starting with a letter or digit"
+)
 # People and roles: what GOVKERNEL_ACTOR accepts. No spaces, look-alike invisible characters
 # or control codes, so one person cannot pass for another by spelling.
 ACTOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}\Z")
+ACTOR_RULE = (
+    "1-128 ASCII letters, digits, '_', '.', ':', '@' or '-', starting with a letter or digit"
+)
 _LINE_BREAKS = ("\u2028", "\u2029")
 
 
@@ -161,19 +167,13 @@ def _a(name: str) -> str:
 
 def identifier(field: str, value: object) -> str:
     if not isinstance(value, str) or not IDENTIFIER.match(value):
-        raise InvalidInput(
-            field, "must be 1-128 characters of letters, digits, '_', '.', ':' or '-'"
-        )
+        raise InvalidInput(field, f"must be {IDENTIFIER_RULE}")
     return value
 
 
 def actor_name(field: str, value: object) -> str:
     if not isinstance(value, str) or not ACTOR_NAME.match(value):
-        raise InvalidInput(
-            field,
-            "must be 1-128 ASCII letters, digits, '_', '.', ':', '@' or '-',"
-            " starting with a letter or digit",
-        )
+        raise InvalidInput(field, f"must be {ACTOR_RULE}")
     return value
 
 

@@ -12,7 +12,7 @@ from attrs import field, frozen
 
 from domain.model.execution import WorkflowExecution, WorkflowMetadata
 from domain.model.runtime import RuntimeContext
-from domain.model.validation import IDENTIFIER, several
+from domain.model.validation import IDENTIFIER, IDENTIFIER_RULE, several
 from ports.unit_of_work import UnitOfWork
 
 
@@ -179,7 +179,4 @@ class WorkflowDefinition:
 
 def _name(what: str, value: object) -> None:
     if not isinstance(value, str) or not IDENTIFIER.match(value):
-        raise ValueError(
-            f"{what} must be 1-128 characters of letters, digits, '_', '.', ':' or '-',"
-            f" starting with a letter or digit; got {value!r}"
-        )
+        raise ValueError(f"{what} must be {IDENTIFIER_RULE}; got {value!r}")

@@ -352,6 +352,9 @@ class Orchestrator:
                 raise InvalidInput(
                     "input", f"refused by {workflow}'s validate_input: {cause[:MAX_ERROR]}"
                 ) from exc
+            except Exception as exc:  # the validator's own: to the caller as it is, named
+                exc.add_note(f"raised by {workflow}'s validate_input")
+                raise
             if verdict is False:  # a predicate's no
                 raise InvalidInput("input", f"refused by {workflow}'s validate_input")
         stored: Mapping[str, Any] = _storable("input", input)
