@@ -80,6 +80,7 @@ def take(
 ) -> tuple[Anchors, list[ChainReport]]:
     """The heads of the tenant's executions whose chain verifies, and the reports of those
     whose chain does not (anchoring those would vouch for what was done to them)."""
+    _a_tenant(tenant)
     unreadable: list[str] = []
     listed = queries.every_execution(uow_factory, tenant, unreadable)
     heads = {x.id: (x.audit_sequence, x.audit_head) for x in listed}
@@ -104,6 +105,19 @@ def check(
     anchors: Iterable[AuditAnchor],
 ) -> list[ChainReport]:
     """A report for each anchor the store no longer holds; empty when it holds them all."""
+    _a_tenant(tenant)
+    if isinstance(anchors, str | bytes | Anchors):
+        raise ValueError(f"anchors must be AuditAnchors, got {type(anchors).__name__}")
+    anchors = list(anchors)
+    for anchor in anchors:
+        # Built by hand, an anchor of entry 0 or of no hash at all would hold vacuously.
+        problem = (
+            _anchor_problem(anchor.execution_id, anchor.sequence, anchor.hash)
+            if isinstance(anchor, AuditAnchor)
+            else f"is not an AuditAnchor but {shown(anchor)}"
+        )
+        if problem is not None:
+            raise ValueError(f"anchor {problem}")
     failed = []
     for anchor in anchors:
         try:
@@ -138,8 +152,16 @@ def renewed(taken: Anchors, earlier: Anchors) -> Anchors:
 
 def write(anchors: Anchors, path: Path) -> None:
     """Replace `path` whole or not at all: a crash never leaves half an anchor file. A link
-    is followed (the file it names, on other storage say, is the one replaced)."""
-    text = json.dumps(anchors.to_json(), indent=1) + "\n"
+    is followed (the file it names, on other storage say, is the one replaced). Anchors
+    that `read` would refuse are refused first, the file left as it was."""
+    if not isinstance(anchors, Anchors) or not isinstance(anchors.taken_at, datetime):
+        raise ValueError(f"anchors not written to {path}: give Anchors, as `take` makes them")
+    document = anchors.to_json()
+    try:
+        parse(path, document)
+    except AnchorFileError as exc:
+        raise ValueError(f"anchors not written to {path}: the document {exc.problem}") from None
+    text = json.dumps(document, indent=1) + "\n"
     try:
         os.path.realpath(path, strict=True)
     except OSError as exc:
@@ -259,6 +281,13 @@ def _anchor(bad: Callable[[str], AnchorFileError], i: int, item: object) -> Audi
     if not isinstance(item, dict) or set(item) != {"execution_id", "sequence", "hash"}:
         raise bad(f"anchors[{i}] is not an object of execution_id, sequence and hash")
     xid, sequence, head = item.get("execution_id"), item.get("sequence"), item.get("hash")
+    problem = _anchor_problem(xid, sequence, head)
+    if problem is not None:
+        raise bad(f"anchors[{i}].{problem}")
+    return AuditAnchor(xid, sequence, head)  # type: ignore[arg-type]
+
+
+def _anchor_problem(xid: object, sequence: object, head: object) -> str | None:
     if (
         not isinstance(xid, str)
         or not xid
@@ -266,11 +295,17 @@ def _anchor(bad: Callable[[str], AnchorFileError], i: int, item: object) -> Audi
         or not _unicode(xid)
         or "\x00" in xid  # no key can hold it: read as the id of an execution deleted since
     ):
-        raise bad(f"anchors[{i}].execution_id is not an execution id")
+        return "execution_id is not an execution id"
     # A stored sequence is a 64-bit integer: a larger one anchors no entry (and would be
     # echoed whole by what reports it).
     if not isinstance(sequence, int) or isinstance(sequence, bool) or not 1 <= sequence < 2**63:
-        raise bad(f"anchors[{i}].sequence is not a whole number from 1 to 2^63 - 1")
+        return "sequence is not a whole number from 1 to 2^63 - 1"
     if not isinstance(head, str) or not _HASH.match(head):
-        raise bad(f"anchors[{i}].hash is not a SHA-256 hex digest")
-    return AuditAnchor(xid, sequence, head)
+        return "hash is not a SHA-256 hex digest"
+    return None
+
+
+def _a_tenant(tenant: object) -> None:
+    # One tenant's: another's executions read as deleted to it.
+    if not isinstance(tenant, str) or not IDENTIFIER.match(tenant):
+        raise ValueError(f"tenant must be a tenant's name, got {shown(tenant)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import time
@@ -600,3 +601,77 @@ def test_what_an_anchoring_killed_before_its_rename_left_is_swept_once_stale(
         ".a.json.someone-elses",
         "a.json",
     ]
+
+
+def test_the_python_api_refuses_anchors_it_could_not_read_back_or_that_hold_vacuously(
+    tmp_path: Path,
+) -> None:
+    """Found by an attack on the API: `write` replaced a good file with one `read` refused
+    (a naive time, entry 0, an id no store holds), `check` held an anchor of entry 0 or -1
+    with no hash whatever the trail, and a tenant of None read every other tenant's
+    executions as deleted."""
+    from datetime import datetime
+
+    from composition import anchors
+    from composition.container import build_app
+    from composition.settings import Settings
+
+    with build_app(Settings(store_url="memory://", tenant="acme")) as app:
+        app.orchestrator.start("knowledge_publication", _publication())
+        now = app.runtime.clock.now()
+        good, broken = anchors.take(app.uow_factory, "acme", app.orchestrator.verify, now=now)
+        assert good.anchors and not broken
+        path = tmp_path / "anchors.json"
+        anchors.write(good, path)
+        written = path.read_text()
+        (one,) = good.anchors
+        for bad, said in [
+            (evolve(good, taken_at=datetime(2026, 1, 1)), "taken_at time without a zone"),
+            (evolve(good, anchors=(evolve(one, sequence=0),)), "anchors[0].sequence"),
+            (evolve(good, anchors=(evolve(one, execution_id="\udcff"),)), "execution_id"),
+            (evolve(good, tenant="two words"), "names no valid tenant"),
+        ]:
+            with pytest.raises(ValueError, match=f"anchors not written to .*{re.escape(said)}"):
+                anchors.write(bad, path)
+        with pytest.raises(ValueError, match="give Anchors"):
+            anchors.write(None, path)  # type: ignore[arg-type]
+        assert path.read_text() == written and anchors.read(path) == good
+        for anchor, said in [
+            (AuditAnchor(one.execution_id, 0, "not-a-hash"), "sequence is not a whole number"),
+            (AuditAnchor(one.execution_id, -1, one.hash), "sequence is not a whole number"),
+            (AuditAnchor(one.execution_id, 1, "not-a-hash"), "hash is not a SHA-256"),
+            ("abc", "is not an AuditAnchor"),
+        ]:
+            with pytest.raises(ValueError, match=said):
+                anchors.check(app.uow_factory, "acme", [anchor])  # type: ignore[list-item]
+        with pytest.raises(ValueError, match="anchors must be AuditAnchors, got str"):
+            anchors.check(app.uow_factory, "acme", "abc")  # type: ignore[arg-type]
+        for call in (
+            lambda: anchors.check(app.uow_factory, None, good.anchors),  # type: ignore[arg-type]
+            lambda: anchors.take(app.uow_factory, None, app.orchestrator.verify, now=now),  # type: ignore[arg-type]
+        ):
+            with pytest.raises(ValueError, match="tenant must be a tenant's name, got None"):
+                call()
+        assert anchors.check(app.uow_factory, "acme", good.anchors) == []
+
+
+def _publication() -> dict[str, Any]:
+    from domain.workflows import knowledge_publication as kp
+
+    return kp.PublicationRequest.parse(
+        {
+            "documents": [
+                {
+                    "kind": "imf",
+                    "title": "Outlook",
+                    "source_url": "https://www.imf.org/en/Publications/x",
+                    "format": "text",
+                    "classification": "internal",
+                    "content_text": "Core prices eased while wages kept rising.",
+                }
+            ],
+            "title": "Capsule",
+            "publication_id": "pub-1",
+            "policy_refs": ["POL-KNOWLEDGE-1"],
+        }
+    ).to_input()
