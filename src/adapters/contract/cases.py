@@ -447,6 +447,7 @@ class UnitOfWorkContract:
             with pytest.raises(DuplicateRecord) as duplicate:
                 uow.commit()
         assert (duplicate.value.table, duplicate.value.key) == ("knowledge_source", source.id)
+        assert str(duplicate.value) == f"duplicate knowledge_source {source.id!r}"
         assert_state(before, backdoor, "a duplicate commit wrote something")
         with uow_factory() as uow:  # nor may any read path (a cache, say) remember it
             assert uow.evidence.get(manifest.id) is None
@@ -477,6 +478,10 @@ class UnitOfWorkContract:
                 uow.commit()
         assert duplicate.value.table == "capsule"
         assert duplicate.value.key in (first.id, second.id)
+        # In the same words on every adapter: not the engine's, which quote the values
+        # refused and the other record's id (they reach a failed step's recorded error).
+        said = f"duplicate capsule {duplicate.value.key!r}: unique tenant+publication_id"
+        assert str(duplicate.value) == said
         assert_state(before, backdoor, "a duplicate commit wrote something")
         # Another tenant may use the same publication id.
         other = samples.capsule(tenant="tenant-b", publication_id=first.publication_id)
@@ -494,6 +499,8 @@ class UnitOfWorkContract:
             with pytest.raises(DuplicateRecord) as duplicate:
                 uow.commit()
         assert (duplicate.value.table, duplicate.value.key) == ("execution", second.id)
+        said = f"duplicate execution {second.id!r}: unique tenant+idempotency_key"
+        assert str(duplicate.value) == said
         assert_state(before, backdoor, "a duplicate commit wrote something")
 
     @pytest.mark.parametrize("field", ["tenant", "publication_id"])

@@ -11,7 +11,7 @@ from typing import Any
 from attrs import frozen
 from surrealdb import RecordID
 
-from adapters.surrealdb.schema import COUNTER_TABLE, KEY_TABLE, KEYED
+from adapters.surrealdb.schema import COUNTER_TABLE, KEY_TABLE, KEYED, unique_index
 from ports.errors import (
     CommitOutcomeUnknown,
     ConcurrencyConflict,
@@ -22,7 +22,7 @@ from ports.errors import (
     RecordNotFound,
     StorageUnavailable,
 )
-from ports.storage import Batch, Op, Write
+from ports.storage import EVENT_TABLE, TABLES, Batch, Op, Write
 
 IDENT = re.compile(r"^[a-z_][a-z0-9_]*\Z")
 EVENTS_COUNTER = RecordID(COUNTER_TABLE, "events")
@@ -339,7 +339,7 @@ def failure(compiled: Compiled, batch: Batch, rows: Sequence[dict[str, Any]]) ->
     if marker:
         return ConcurrencyConflict(table, key, "version changed since it was read")
     if _DUPLICATE.fullmatch(own):
-        return DuplicateRecord(table, key, _brief(message))
+        return DuplicateRecord(table, key, _unique_named(own))
     if own.startswith(_RETRYABLE):
         return ConcurrencyConflict(table, key, "concurrent transaction")
     if all(_skipped(rows[i]) for i in failed):
@@ -347,6 +347,26 @@ def failure(compiled: Compiled, batch: Batch, rows: Sequence[dict[str, Any]]) ->
         # may have reached the log, so only a re-read can tell what stands.
         return CommitOutcomeUnknown(f"commit failed in the engine: {_brief(message)}")
     return InvalidRecord(f"{table} {key!r} refused: {_brief(message)}")
+
+
+# The unique indexes by name, as the engine names the one that refused a record.
+_UNIQUES = {
+    unique_index(table, fields): fields
+    for table, spec in TABLES.items()
+    for fields in (*spec.uniques, *((("position",),) if table == EVENT_TABLE else ()))
+}
+_INDEX = re.compile(r"Database index `([^`]*)` already contains")
+
+
+def _unique_named(message: str) -> str:
+    """What a duplicate collided on, in the words the memory adapter uses: never the engine's
+    own, which quote the values refused and the id of the record holding them (they reach a
+    failed step's recorded error, and the audit trail)."""
+    index = _INDEX.match(message)
+    fields = _UNIQUES.get(index.group(1)) if index else None
+    if fields is not None:
+        return f"unique {'+'.join(fields)}"
+    return "unique value" if index else ""  # a record of that id exists
 
 
 def _unwrapped(message: str) -> str:
