@@ -49,10 +49,19 @@ class _Repository:
         self._uow = uow
 
 
+def _given(what: str, value: object, kind: type) -> None:
+    """A repository takes its own entity: anything else failed later, as an AttributeError
+    from deep inside the translation to a document."""
+    if not isinstance(value, kind):
+        article = "an" if kind.__name__[0] in "AEIOU" else "a"
+        raise InvalidRecord(f"{what} takes {article} {kind.__name__}, got {type(value).__name__}")
+
+
 class KnowledgeSources(_Repository):
     table = "knowledge_source"
 
     def add(self, source: KnowledgeSource) -> None:
+        _given("sources.add", source, KnowledgeSource)
         self._uow.stage(Write(Op.CREATE, self.table, source.id, records.source_doc(source)))
 
     def get(self, source_id: str) -> KnowledgeSource | None:
@@ -76,6 +85,7 @@ class Analyses(_Repository):
     table = "analysis"
 
     def add(self, analysis: Analysis) -> None:
+        _given("analyses.add", analysis, Analysis)
         self._uow.stage(Write(Op.CREATE, self.table, analysis.id, records.analysis_doc(analysis)))
 
     def get(self, analysis_id: str) -> Analysis | None:
@@ -93,10 +103,12 @@ class Capsules(_Repository):
     table = "capsule"
 
     def add(self, capsule: Capsule) -> None:
+        _given("capsules.add", capsule, Capsule)
         self._uow.stage(Write(Op.CREATE, self.table, capsule.id, records.capsule_doc(capsule)))
 
     def update(self, capsule: Capsule) -> None:
         """Stage a changed capsule; `capsule.version` is the version it was read at."""
+        _given("capsules.update", capsule, Capsule)
         doc = records.capsule_doc(capsule) | {"version": capsule.version + 1}
         self._uow.stage(Write(Op.UPDATE, self.table, capsule.id, doc, capsule.version))
 
@@ -115,6 +127,7 @@ class EvidenceManifests(_Repository):
     table = "evidence"
 
     def add(self, manifest: EvidenceManifest) -> None:
+        _given("evidence.add", manifest, EvidenceManifest)
         self._uow.stage(Write(Op.CREATE, self.table, manifest.id, records.evidence_doc(manifest)))
 
     def get(self, manifest_id: str) -> EvidenceManifest | None:
@@ -137,6 +150,7 @@ class Decisions(_Repository):
     table = "decision"
 
     def add(self, decision: PolicyDecision) -> None:
+        _given("decisions.add", decision, PolicyDecision)
         self._uow.stage(Write(Op.CREATE, self.table, decision.id, records.decision_doc(decision)))
 
     def get(self, decision_id: str) -> PolicyDecision | None:
@@ -187,6 +201,7 @@ class Executions(_Repository):
         storage is never sealed by a worker that merely moves it on (a lease renewal, say).
         `vouch` seals it as it stands all the same: `audit seal`'s deliberate act.
         """
+        _given("executions.save", execution, WorkflowExecution)
         new_version = execution.version + 1
         self._seal(execution, vouch)
         doc = records.execution_doc(execution, new_version)
@@ -380,6 +395,7 @@ class AuditTrail(_Repository):
     table = "audit"
 
     def add(self, entry: AuditEntry) -> None:
+        _given("audit.add", entry, AuditEntry)
         doc = records.audit_doc(entry)  # first: it refuses an entry whose sequence is no number
         key = records.audit_key(entry.execution_id, doc["sequence"])
         self._uow.stage(Write(Op.CREATE, self.table, key, doc))

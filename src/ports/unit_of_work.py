@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar, cast
 
 from domain.model.seal import AuditKey
+from domain.model.validation import shown
 from ports import fields
 from ports.errors import (
     ConcurrencyConflict,
@@ -243,6 +244,8 @@ class UnitOfWork(abc.ABC):
             raise ValueError(f"where must be a mapping of field to value, got {where!r}")
         if order_by is not None and order_by not in fields.FIELDS[table]:
             raise InvalidRecord(f"{table}: no field {order_by!r} to order by")
+        if not isinstance(descending, bool):
+            raise ValueError(f"descending must be True or False, got {shown(descending)}")
         matchable = _matchable(table, where)
         if matchable is None:
             return []
@@ -550,8 +553,8 @@ def _stored_form(value: Any) -> Any:
 
 
 def _known(table: str) -> None:
-    if table not in TABLES:
-        raise InvalidRecord(f"unknown table {table!r}")
+    if not isinstance(table, str) or table not in TABLES:
+        raise InvalidRecord(f"unknown table {shown(table)}")
 
 
 def _valid_key(key: object) -> bool:

@@ -453,6 +453,29 @@ class UnitOfWorkContract:
             assert uow.evidence.get(manifest.id) is None
             assert uow.sources.get(source.id) == source
 
+    def test_arguments_of_the_wrong_kind_are_refused_by_name_and_write_nothing(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        """Each was an AttributeError or a TypeError from deep inside. (A key no record can
+        have is simply not found: see below.)"""
+        before = backdoor.snapshot()
+        refusals: list[tuple[Callable[[Any], object], str]] = [  # Any: typed, none would pass
+            (
+                lambda uow: uow.sources.add(None),
+                "sources.add takes a KnowledgeSource, got NoneType",
+            ),
+            (lambda uow: uow.executions.save("x"), "executions.save takes a WorkflowExecution"),
+            (lambda uow: uow.evidence.add(samples.source()), "takes an EvidenceManifest, got K"),
+            (lambda uow: uow.get(["x"], "k"), "unknown table ['x']"),
+        ]
+        for call, said in refusals:
+            with uow_factory() as uow, pytest.raises(InvalidRecord) as refused:
+                call(uow)
+            assert said in str(refused.value)
+        with uow_factory() as uow, pytest.raises(ValueError, match="descending must be True"):
+            uow.select("execution", {}, descending="yes")  # type: ignore[arg-type]
+        assert_state(before, backdoor, "a refused call wrote something")
+
     def test_staging_the_same_id_twice_is_a_duplicate(self, uow_factory: UnitOfWorkFactory) -> None:
         source = samples.source()
         with uow_factory() as uow:
