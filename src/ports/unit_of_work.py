@@ -298,6 +298,12 @@ class UnitOfWork(abc.ABC):
         if write.op in (Op.UPDATE, Op.DELETE) and TABLES[write.table].immutable:
             # Adapters cache immutable records and skip their version checks: keep it true.
             raise InvalidRecord(f"{write.table} records are immutable once created")
+        if self._borrower is not None and write.table in _LENDERS_OWN:
+            # A step deleting its own execution left it running under a lease, every retry
+            # failing with "not found": executions and their trails are the lender's.
+            raise InvalidRecord(
+                f"{self._borrower} may not write {write.table} records: the orchestrator keeps them"
+            )
         if type(write.key) is not str and isinstance(write.key, str):  # stored as its text
             write = Write(
                 write.op, write.table, _text_of(write.key), write.document, write.expected_version
@@ -550,6 +556,10 @@ def _stored_form(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         return _LATE if value >= 2**63 else _EARLY if value < -(2**63) else value
     return value
+
+
+# What a borrower (a workflow step) may read but never write.
+_LENDERS_OWN = frozenset({"execution", "execution_input", "audit"})
 
 
 def _known(table: str) -> None:

@@ -53,8 +53,9 @@ from ports.errors import (
     StorageUnavailable,
     UnitOfWorkLent,
 )
+from ports.records import audit_key
 from ports.repositories import Executions
-from ports.storage import TABLES, Batch, CommitReceipt, Document
+from ports.storage import TABLES, Batch, CommitReceipt, Document, Op, Write
 from ports.unit_of_work import UnitOfWork, WrappingUnitOfWork
 from tests.workflow.harness import (
     T0,
@@ -2132,6 +2133,35 @@ def test_a_step_may_not_close_its_unit_and_what_it_staged_is_discarded(
     }[closes]
     assert done.last_error is not None and said in done.last_error
     assert world.door.table("event") == {}
+    assert orch.recover() == [] and orch.verify(done.id).ok
+
+
+@pytest.mark.parametrize("table", ["execution", "audit"])
+@pytest.mark.parametrize("position", ["first", "second"])
+def test_a_step_may_not_write_executions_or_their_trails(
+    world: World, table: str, position: str
+) -> None:
+    """A step that deleted its own execution through its unit was reported "not found",
+    the execution left running and leased, every recovery failing the same way (found by
+    an attack on the API)."""
+
+    def deleting(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
+        key = ctx.execution.id if table == "execution" else audit_key(ctx.execution.id, 1)
+        uow.stage(Write(Op.DELETE, table, key, expected_version=1))
+        return {}
+
+    steps = (Step("plain", lambda uow, ctx: {}), Step("deleting", deleting))
+    definition = WorkflowDefinition(
+        name="deleting",
+        version="1",
+        metadata=kp.METADATA,
+        steps=steps if position == "second" else steps[::-1],
+    )
+    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={"deleting": definition})
+    done = orch.start("deleting", {})
+    assert done.state is S.FAILED
+    said = f"step deleting may not write {table} records: the orchestrator keeps them"
+    assert done.last_error is not None and said in done.last_error
     assert orch.recover() == [] and orch.verify(done.id).ok
 
 
