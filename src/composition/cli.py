@@ -1471,7 +1471,12 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
             ),
             ("last error", x.last_error or "-"),
         ]
-        documents = render.input_summary(x).get("documents") if render.built_in(x) else None
+        summary = render.input_summary(x) if render.built_in(x) else {}
+        if "publication_id" in summary:
+            rows.append(
+                ("publication", f"{summary['publication_id']}: {summary.get('title', '-')}")
+            )
+        documents = summary.get("documents")
         for doc in documents if isinstance(documents, list) else []:
             rows.append(
                 ("document", f"{doc.get('kind')}  {doc.get('source_url')}  {doc.get('title')!r}")
