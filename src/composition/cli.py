@@ -2013,6 +2013,20 @@ def recover(ctx: click.Context) -> None:
             else "shared store: only expired leases are taken over"
         )
         s.echo(render.safe(f"recovering on {app.settings.display_store} ({mode})"))
+        crashed = app.unclean_shutdown
+        broken: list[tuple[str, ChainReport]] = []
+        if crashed:
+            # A process died holding this store: the whole store is in question, whichever
+            # tenant it was working for, so every tenant's chains are checked (and said so
+            # first: before any is resumed) and the crash is forgotten only when all are
+            # intact. Other tenants' executions are only counted, never named.
+            s.echo(
+                f"the store was not closed cleanly (pid {crashed}):"
+                " verifying the audit chains of every tenant"
+            )
+            broken = app.check_after_crash(lambda ids: _maybe_progress(ids, "verifying"))
+            if not broken:
+                s.echo("every audit chain intact")
         if not candidates and not unreadable:
             s.echo("nothing to recover")
         for xid in unreadable:
@@ -2027,20 +2041,6 @@ def recover(ctx: click.Context) -> None:
                     f" {render.step_name(x, definition)}"
                 )
             )
-        crashed = app.unclean_shutdown
-        broken: list[tuple[str, ChainReport]] = []
-        if crashed:
-            # A process died holding this store: the whole store is in question, whichever
-            # tenant it was working for, so every tenant's chains are checked (before any is
-            # resumed) and the crash is forgotten only when all are intact. Other tenants'
-            # executions are only counted, never named.
-            s.echo(
-                f"the store was not closed cleanly (pid {crashed}):"
-                " verifying the audit chains of every tenant"
-            )
-            broken = app.check_after_crash(lambda ids: _maybe_progress(ids, "verifying"))
-            if not broken:
-                s.echo("every audit chain intact")
         ours = [r for tenant, r in broken if tenant == app.runtime.tenant]
         now = app.runtime.clock.now()
         try:

@@ -935,6 +935,8 @@ def test_recover_after_a_crash_verifies_every_chain(fresh: Cli) -> None:
     done = fresh("recover")
     assert "the store was not closed cleanly" in done.stdout
     assert "every audit chain intact" in done.stdout
+    lines = done.stdout.splitlines()  # said before what it found, as done: before resuming
+    assert lines.index("every audit chain intact") < lines.index("nothing to recover")
     assert "not closed cleanly" not in fresh("recover").stdout  # checked once is enough
 
     # A crash that left a chain broken (simulated by editing an entry) fails the recovery.
