@@ -1304,6 +1304,47 @@ def test_a_worker_stopped_in_its_on_transition_hook_lets_go_of_its_lease(
     assert_exactly_once(world.door, orch)
 
 
+def test_two_workers_of_one_worker_id_stop_instead_of_rerunning_a_step_for_good(
+    world: World,
+) -> None:
+    """Each renewed "its" lease, so the other's step commit lost, then its own: the step ran
+    about 8 times a second, for good, and neither caller returned (found by a concurrency
+    pass). Here the twin's renewal is made from inside the step."""
+    calls = Calls()
+
+    def renewed_by_a_twin(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
+        calls.n += 1
+        if calls.n <= 10:  # (a bound, so that without the fix the test ends, and fails)
+            with world.store.unit_of_work() as twin:
+                x = twin.executions.require(ctx.execution.id)
+                x.claim("worker-1", now=world.clock.now(), ttl=timedelta(seconds=30))
+                twin.executions.save(x)
+                twin.commit()
+        return {}
+
+    definition = WorkflowDefinition(
+        "twin", "1", kp.METADATA, (Step("first", lambda u, c: {}), Step("slow", renewed_by_a_twin))
+    )
+    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={"twin": definition})
+    with pytest.raises(InvalidState, match="another worker uses the same worker_id") as stopped:
+        orch.start("twin", {})
+    assert "lost 3 times in a row" in str(stopped.value) and calls.n == 3
+    ((xid, doc),) = world.door.table("execution").items()
+    assert doc["state"] == "running" and doc.get("lease_owner") is None  # let go: any may go on
+    calls.n = 10
+    assert (
+        orchestrator(
+            world.store.unit_of_work,
+            world.clock,
+            worker_id="worker-2",
+            workflows={"twin": definition},
+        )
+        .run(xid)
+        .state
+        is S.SUCCEEDED
+    )
+
+
 def test_recover_resumes_an_execution_read_in_two_states_once(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -113,6 +113,9 @@ def _stopping(error: BaseException) -> bool:
 # Commits in a row whose outcome is unknown before `run` gives up: a store that cannot
 # commit (a full disk) must not have a step re-run in a tight loop for good.
 MAX_UNKNOWN_COMMITS = 5
+# Steps lost in a row, each time to a write while this worker held the lease, before `run`
+# stops: one loss is a race (a command landing), which the next turn sees and acts on.
+MAX_LOST_IN_A_ROW = 3
 
 
 class Orchestrator:
@@ -491,11 +494,23 @@ class Orchestrator:
     def _run(self, execution_id: str, *, ignore_leases: bool = False) -> WorkflowExecution:
         waited = timedelta(0)
         unknown, landed_from = 0, None
-        lost = False
+        lost, lost_in_a_row = False, 0
         try:
             for _ in range(100_000):
                 outcome = self._advance(execution_id, ignore_leases=ignore_leases, lost=lost)
                 lost = outcome is _Next.LOST
+                lost_in_a_row = lost_in_a_row + 1 if lost else 0
+                if lost_in_a_row >= MAX_LOST_IN_A_ROW and not ignore_leases:
+                    # Its step lost again and again to writes of an execution whose lease
+                    # it holds: only a worker with the same id writes that (its lease
+                    # renewals). Run on, the two would re-run the step for good.
+                    self._let_go(execution_id)
+                    raise InvalidState(
+                        f"execution {execution_id}: its step's commit was lost"
+                        f" {lost_in_a_row} times in a row while this worker held its lease:"
+                        f" another worker uses the same worker_id ({self.worker_id!r})? Give"
+                        " each its own"
+                    )
                 if isinstance(outcome, _Unknown):
                     # Counted while no attempt lands: lost replies of commits that did land
                     # (the execution moved on) are not a store that cannot commit.
