@@ -1,7 +1,8 @@
 """Run by the integration tests in a separate process: `python store_child.py COMMAND PATH`.
 
 Commands print one JSON line: `dump` (every table, through the back door), `commit` (one
-mutation; its event positions) and `open` (whether the store could be opened, and why not).
+mutation; its event positions), `fill` (many) and `open` (whether the store could be opened,
+and why not).
 """
 
 from __future__ import annotations
@@ -42,6 +43,15 @@ def main(command: str, path: str) -> dict[str, Any]:
                 uow.evidence.add(samples.evidence(source.id, id="from-child"))
                 uow.events.append(samples.event(id="from-child"))
                 return {"positions": list(uow.commit().event_positions)}
+        if command == "fill":  # enough commits for the log to take several segments
+            for _ in range(150):
+                with store.unit_of_work() as uow:
+                    source = samples.source()
+                    uow.sources.add(source)
+                    uow.evidence.add(samples.evidence(source.id))
+                    uow.events.append(samples.event())
+                    uow.commit()
+            return {"filled": True}
         return {"opened": True}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tracemalloc
@@ -23,13 +24,14 @@ from tests.integration.store_child import jsonable
 CHILD = Path(__file__).with_name("store_child.py")
 
 
-def in_child(command: str, path: Path) -> dict[str, Any]:
+def in_child(command: str, path: Path, **env: str) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, str(CHILD), command, str(path)],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env=os.environ | env,
     )
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -421,6 +423,43 @@ def test_an_unsealed_store_with_a_damaged_header_is_not_taken_for_an_empty_one(
         open_store(path)
     assert "nothing has run" not in str(refused.value)
     assert segment.stat().st_size == size  # left for the engine to refuse, not wiped
+
+
+def test_a_store_whose_log_alone_is_gone_is_refused_not_started_over(tmp_path: Path) -> None:
+    """Its 20 executions were dropped without a word: called "nothing has run there yet" by
+    a read, made anew by a run, with its seal forgotten (found by a pass damaging stores'
+    files)."""
+    path = tmp_path / "store"
+    with open_store(path) as store, store.unit_of_work() as uow:
+        uow.sources.add(samples.source())
+        uow.commit()
+    shutil.rmtree(path / "clog")
+    for create in (False, True):
+        with pytest.raises(StorageUnavailable, match="has lost its log: clog/ is gone") as refused:
+            SurrealStore(SurrealConfig(f"surrealkv://{path}", create=create))
+        assert "nothing has run" not in str(refused.value)
+    assert not (path / "clog").exists()  # nothing made in its place
+    shutil.rmtree(path / "manifest")  # and the rest, as the message says, to start over
+    (path / "govkernel.seal").unlink()
+    with open_store(path) as store, store.unit_of_work() as uow:
+        assert uow.select("knowledge_source", {}) == []  # opens, empty
+
+
+def test_a_log_segment_damaged_before_the_last_is_named_not_the_manifest(
+    tmp_path: Path,
+) -> None:
+    """The message sent the operator to move the manifest aside, which changes nothing: the
+    log is what is damaged (found by a pass damaging stores of many segments)."""
+    small = {"SURREAL_SURREALKV_MAX_SEGMENT_SIZE": "65536"}  # a long-lived store's many segments
+    path = tmp_path / "store"
+    assert in_child("fill", path, **small)
+    segments = sorted((path / "clog").iterdir())
+    assert len(segments) >= 3
+    os.truncate(segments[1], segments[1].stat().st_size // 2)
+    refused = in_child("open", path, **small)
+    assert refused["error"] == "StorageUnavailable"
+    said = f"its log ({path / 'clog'}) is damaged where the engine cannot repair it"
+    assert said in refused["message"] and "manifest" not in refused["message"]
 
 
 @pytest.mark.parametrize("damage", ["stray-log-file", "manifest-cut"])

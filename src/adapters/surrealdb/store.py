@@ -460,6 +460,26 @@ def _engine_syncs() -> bool:
     return bool(_ENGINE_SYNC) and _ENGINE_SYNC[0]
 
 
+def _lost_log(path: Path, seal: LogSeal) -> None:
+    """Refuse a store whose log alone is gone: its manifest and seal say it held records.
+    (Both engine directories removed is a store started over: it opens new.)"""
+    try:
+        lost = (
+            seal.closed is not None
+            and not os.path.lexists(path / "clog")
+            and os.path.lexists(path / "manifest")
+        )
+    except OSError:  # not to be told here: the open that follows says why
+        return
+    if lost:
+        raise StorageUnavailable(
+            f"the store at {path} has lost its log: clog/ is gone, while its manifest and"
+            f" seal ({seal.closed} bytes of log when last known whole) are there. Restore the"
+            f" store from a backup, or remove manifest/ and {seal.path.name} too to start"
+            " over, empty"
+        )
+
+
 def _holds_nothing(path: Path) -> bool:
     """Whether no record ever reached the engine's log: no segment, or a single one holding
     at most its header (a 4-byte length, then that many bytes: 170 in surrealkv 0.9.3). A
@@ -534,6 +554,7 @@ class SurrealStore:
             earlier = LogSeal(path)
             if earlier.damaged is not None:
                 earlier.check()
+            _lost_log(path, earlier)
             # The engine keeps its log in `clog`: a directory without one holds no store, and
             # opening it would write one there. (Its manifest it rebuilds from the log.)
             try:
@@ -1077,6 +1098,11 @@ def _engine_files_hint(directory: Path | None, cause: str) -> str:
         return (
             f"; {directory / 'clog' / strays[0]} is not one of the engine's log segments:"
             " move it out of the store's directory"
+        )
+    if "segment" in cause.lower():  # the log's own segments, not the manifest, are damaged
+        return (
+            f"; its log ({directory / 'clog'}) is damaged where the engine cannot repair it:"
+            " restore the store from a backup"
         )
     return (
         f"; if its manifest is what is damaged, moving {directory / 'manifest'} aside lets"
