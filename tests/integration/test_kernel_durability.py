@@ -462,6 +462,29 @@ def test_a_log_segment_damaged_before_the_last_is_named_not_the_manifest(
     assert said in refused["message"] and "manifest" not in refused["message"]
 
 
+@pytest.mark.parametrize("damage", ["length", "count", "segment_id"])
+def test_a_damaged_header_of_an_earlier_log_segment_is_refused_before_the_engine_opens(
+    tmp_path: Path, damage: str
+) -> None:
+    """The engine panicked (the process aborted, exit 134, its lock file left as a crash's)
+    or opened the store with every table unreadable, `recover` then saying "nothing to
+    recover" (found by a pass damaging stores of many segments)."""
+    small = {"SURREAL_SURREALKV_MAX_SEGMENT_SIZE": "65536"}
+    path = tmp_path / "store"
+    assert in_child("fill", path, **small)
+    segments = sorted((path / "clog").iterdir())
+    header = segments[1].read_bytes()[:200]
+    # Where the id's value lies varies: the header is a map, in no fixed order.
+    offset = {"length": 0, "count": 4}.get(damage, header.find(b"segment_id") + 10 + 4)
+    with segments[1].open("r+b") as segment:
+        segment.seek(offset)
+        segment.write(b"\0\0\0\x09")
+    refused = in_child("open", path, **small)
+    assert refused["error"] == "StorageUnavailable"
+    said = f"the header of its segment {segments[1].name} does not read back"
+    assert said in refused["message"] and "restore the store from a backup" in refused["message"]
+
+
 @pytest.mark.parametrize("damage", ["stray-log-file", "manifest-cut"])
 def test_engine_files_it_cannot_read_are_named_with_what_to_try(
     tmp_path: Path, damage: str

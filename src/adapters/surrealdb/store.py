@@ -497,6 +497,55 @@ def _holds_nothing(path: Path) -> bool:
     return header <= MAX_SEGMENT_HEADER and size <= 4 + header
 
 
+def _damaged_segment(clog: Path) -> str | None:
+    """The first log segment, the last aside, whose header does not read as the engine's own:
+    a map of names to values, its magic and its segment id among them. Damaged in a segment
+    before the last, the engine panics (the process aborts) or opens with every table
+    unreadable. The last segment's header, torn by a crash as it was begun, is the engine's
+    to repair. Checked only when some header reads: a format this does not know is not
+    taken for damage."""
+    try:
+        segments = sorted(p for p in clog.iterdir() if _SEGMENT.match(p.name))[:-1]
+        headers = {}
+        for segment in segments:
+            with segment.open("rb") as file:
+                headers[segment.name] = _header(file.read(4 + MAX_SEGMENT_HEADER))
+    except OSError:  # not to be told here: the engine's open says why
+        return None
+    known = [h for h in headers.values() if h is not None]
+    if not known:
+        return None
+    magic = known[0]["magic"]
+    for name, header in headers.items():
+        number = int(name.partition(".")[0]).to_bytes(8, "big")
+        if header is None or header["magic"] != magic or header["segment_id"] != number:
+            return name
+    return None
+
+
+def _header(raw: bytes) -> dict[str, bytes] | None:
+    """A segment's header as surrealkv writes it: a 4-byte length, then a 4-byte count of
+    entries, each a 4-byte length and a name, a 4-byte length and a value."""
+    length = int.from_bytes(raw[:4], "big")
+    if len(raw) < 8 or length > MAX_SEGMENT_HEADER or len(raw) < 4 + length:
+        return None
+    body, at, entries = raw[4 : 4 + length], 4, {}
+    for _ in range(int.from_bytes(body[:4], "big")):
+        parts = []
+        for _part in range(2):
+            size = int.from_bytes(body[at : at + 4], "big")
+            if at + 4 + size > len(body):
+                return None
+            parts.append(body[at + 4 : at + 4 + size])
+            at += 4 + size
+        if not parts[0].isascii():
+            return None
+        entries[parts[0].decode("ascii")] = parts[1]
+    if at != len(body) or "magic" not in entries or "segment_id" not in entries:
+        return None
+    return entries
+
+
 def _pid(tokens: list[str]) -> str:
     return tokens[0] if tokens and tokens[0].isascii() and tokens[0].isdigit() else "unknown"
 
@@ -609,6 +658,15 @@ class SurrealStore:
                 self._seal.forget()  # removed to start over: whatever the lock file says
             else:
                 self._seal.at_least(self._file_lock.closed)  # closed last by one of those
+                damaged = _damaged_segment(path / "clog")
+                if damaged is not None:
+                    self.close()
+                    raise StorageUnavailable(
+                        f"the store's log at {path / 'clog'} is damaged: the header of its"
+                        f" segment {damaged} does not read back (the engine would stop on"
+                        " it, or open the store with its records unreadable); restore the"
+                        " store from a backup"
+                    )
             if self._file_lock.damaged is not None:  # as govkernel 0c8cbf5..b006a62 kept it
                 self._seal.mark_damaged(*self._file_lock.damaged)
             self.unclean_shutdown = self._file_lock.crashed_holder
