@@ -2035,10 +2035,15 @@ def recover(ctx: click.Context) -> None:
         for x in candidates:
             printer.mark(x)
             definition = described(x)
+            unknown = (
+                ""
+                if definition is not None or _definition(app, x) is not None
+                else (f"  ({x.workflow_name} version {x.workflow_version} is not registered here)")
+            )
             s.echo(
                 render.safe(
                     f"  found {x.id}  {x.state.value}  step {render.progress(x, definition)}"
-                    f" {render.step_name(x, definition)}"
+                    f" {render.step_name(x, definition)}{unknown}"
                 )
             )
         ours = [r for tenant, r in broken if tenant == app.runtime.tenant]

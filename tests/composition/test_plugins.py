@@ -755,7 +755,10 @@ def test_recover_resumes_your_workflow_only_when_the_setting_names_it(
     without = gk.json("recover", code=1)
     assert [f["execution_id"] for f in without["failed"]] == [started.id]
     assert "does not have" in without["failed"][0]["error"]
-    assert "GOVKERNEL_WORKFLOWS" in gk("recover", code=1).stdout  # what the CLI needs
+    human = gk("recover", code=1).stdout
+    assert "GOVKERNEL_WORKFLOWS" in human  # what the CLI needs
+    # Said where it is found, not only lines later ("step 0/? ?" told nothing).
+    assert f"found {started.id}  pending  step 0/? ?  (payout version 1 is not registered" in human
     resumed = gk.json("recover", env=env)
     assert [(r["execution_id"], r["state"]) for r in resumed["resumed"]] == [
         (started.id, "succeeded")
