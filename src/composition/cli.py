@@ -168,6 +168,15 @@ class Session:
                     f"note: the store's last transaction was cut short (by a crash, or by"
                     f" damage to its log); it was {repair.action} ({repair.writes} writes)"
                 )
+            aside = getattr(app.store, "segment_set_aside", None)
+            if aside is not None:
+                self.warn(
+                    render.safe(
+                        f"note: the store's newest log segment was cut inside its header (by"
+                        f" a crash as the engine began it; it held no record): moved aside to"
+                        f" {aside}"
+                    )
+                )
             upgraded = getattr(app.store, "upgraded_from", None)
             if isinstance(upgraded, int):  # a read too: older govkernels now refuse it
                 self.warn(

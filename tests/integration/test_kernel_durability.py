@@ -485,6 +485,37 @@ def test_a_damaged_header_of_an_earlier_log_segment_is_refused_before_the_engine
     assert said in refused["message"] and "restore the store from a backup" in refused["message"]
 
 
+@pytest.mark.parametrize("begun", [b"", b"\0\0", b"\0\0\0\xaa\0\0\0\x06"])
+def test_a_newest_log_segment_cut_inside_its_header_is_moved_aside_and_the_store_opens(
+    tmp_path: Path, begun: bytes
+) -> None:
+    """A crash as the engine began a segment (every 512 MB of log) left a log it would not
+    open ("failed to fill whole buffer"), and a hint about the manifest. No record can follow
+    a header not yet whole: the segment held none, and is moved aside, never deleted."""
+    small = {"SURREAL_SURREALKV_MAX_SEGMENT_SIZE": "65536"}
+    path = tmp_path / "store"
+    assert in_child("fill", path, **small)
+    before = in_child("dump", path, **small)
+    last = sorted((path / "clog").iterdir())[-1]
+    torn = path / "clog" / f"{int(last.stem) + 1:020d}.clog"
+    torn.write_bytes(begun)
+    said = subprocess.run(
+        [str(Path(sys.executable).with_name("govkernel")), "executions", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=os.environ | small | {"GOVKERNEL_STORE": f"surrealkv://{path}"},
+    )
+    assert said.returncode == 0, said.stderr
+    aside = path / f"{torn.name}.torn-header"
+    assert "newest log segment was cut inside its header" in said.stderr
+    assert f"moved aside to {aside}" in said.stderr
+    assert aside.read_bytes() == begun and not torn.exists()
+    assert in_child("dump", path, **small) == before
+    assert in_child("commit", path, **small)["positions"]  # and goes on
+
+
 @pytest.mark.parametrize("damage", ["stray-log-file", "manifest-cut"])
 def test_engine_files_it_cannot_read_are_named_with_what_to_try(
     tmp_path: Path, damage: str

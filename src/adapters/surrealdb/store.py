@@ -497,6 +497,24 @@ def _holds_nothing(path: Path) -> bool:
     return header <= MAX_SEGMENT_HEADER and size <= 4 + header
 
 
+def _set_aside_torn_segment(path: Path) -> Path | None:
+    """Move out of the log its newest segment when a crash cut it inside its header, as the
+    engine began it: no record can follow a header not yet whole, so it held none, and the
+    engine refuses to open a log ending so. Kept beside the log, never deleted."""
+    segments = sorted(p for p in (path / "clog").iterdir() if _SEGMENT.match(p.name))
+    if len(segments) < 2:  # a first segment's is a first open's (see _holds_nothing)
+        return None
+    last = segments[-1]
+    with last.open("rb") as file:
+        raw = file.read(4 + MAX_SEGMENT_HEADER + 1)
+    length = int.from_bytes(raw[:4], "big")
+    if len(raw) >= 4 and (length > MAX_SEGMENT_HEADER or len(raw) >= 4 + length):
+        return None  # whole (or damage of another kind, for the engine to name)
+    aside = path / f"{last.name}.torn-header"
+    os.replace(last, aside)
+    return aside
+
+
 def _damaged_segment(clog: Path) -> str | None:
     """The first log segment, the last aside, whose header does not read as the engine's own:
     a map of names to values, its magic and its segment id among them. Damaged in a segment
@@ -576,6 +594,8 @@ class SurrealStore:
         self.journaled = config.path is not None
         # How this open repaired a torn last transaction, if there was one.
         self.torn_repair: compiler.Repair | None = None
+        # Where opening moved the log's newest segment, cut inside its header by a crash.
+        self.segment_set_aside: Path | None = None
         # The schema version this open moved the store up from, when it did.
         self.upgraded_from: int | None = None
         # Set as it closes: why the log's seal could not be kept up, if it could not.
@@ -658,6 +678,13 @@ class SurrealStore:
                 self._seal.forget()  # removed to start over: whatever the lock file says
             else:
                 self._seal.at_least(self._file_lock.closed)  # closed last by one of those
+                try:
+                    self.segment_set_aside = _set_aside_torn_segment(path)
+                except OSError as exc:
+                    self.close()
+                    raise StorageUnavailable(
+                        f"cannot use store {path}: {exc.strerror or exc}"
+                    ) from None
                 damaged = _damaged_segment(path / "clog")
                 if damaged is not None:
                     self.close()
