@@ -2134,6 +2134,21 @@ def test_every_commit_is_told_even_a_start_stored_apart_from_its_failed_first_st
     assert seen == list(range(1, done.version + 1))  # version 1: the start, stored alone
 
 
+def _started_with(
+    world: World, step: Step, position: str
+) -> tuple[Orchestrator, WorkflowExecution]:
+    """A workflow of `step` and a plain one, `step` first or second, started."""
+    steps = (Step("plain", lambda uow, ctx: {}), step)
+    definition = WorkflowDefinition(
+        name=step.name,
+        version="1",
+        metadata=kp.METADATA,
+        steps=steps if position == "second" else steps[::-1],
+    )
+    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={step.name: definition})
+    return orch, orch.start(step.name, {})
+
+
 @pytest.mark.parametrize("swallowed", [False, True], ids=["raised", "caught"])
 @pytest.mark.parametrize("closes", ["commit", "rollback", "error"])
 @pytest.mark.parametrize("position", ["first", "second"])
@@ -2157,15 +2172,7 @@ def test_a_step_may_not_close_its_unit_and_what_it_staged_is_discarded(
                 raise
         return {}
 
-    steps = (Step("plain", lambda uow, ctx: {}), Step("closing", closing))
-    definition = WorkflowDefinition(
-        name="closing",
-        version="1",
-        metadata=kp.METADATA,
-        steps=steps if position == "second" else steps[::-1],
-    )
-    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={"closing": definition})
-    done = orch.start("closing", {})
+    orch, done = _started_with(world, Step("closing", closing), position)
     assert done.state is S.FAILED
     said = {
         "commit": "step closing may not commit its unit of work",
@@ -2191,15 +2198,7 @@ def test_a_step_may_not_write_executions_or_their_trails(
         uow.stage(Write(Op.DELETE, table, key, expected_version=1))
         return {}
 
-    steps = (Step("plain", lambda uow, ctx: {}), Step("deleting", deleting))
-    definition = WorkflowDefinition(
-        name="deleting",
-        version="1",
-        metadata=kp.METADATA,
-        steps=steps if position == "second" else steps[::-1],
-    )
-    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={"deleting": definition})
-    done = orch.start("deleting", {})
+    orch, done = _started_with(world, Step("deleting", deleting), position)
     assert done.state is S.FAILED
     said = f"step deleting may not write {table} records: the orchestrator keeps them"
     assert done.last_error is not None and said in done.last_error
