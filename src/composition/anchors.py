@@ -155,12 +155,12 @@ def write(anchors: Anchors, path: Path) -> None:
     is followed (the file it names, on other storage say, is the one replaced). Anchors
     that `read` would refuse are refused first, the file left as it was."""
     if not isinstance(anchors, Anchors) or not isinstance(anchors.taken_at, datetime):
-        raise ValueError(f"anchors not written to {path}: give Anchors, as `take` makes them")
+        raise AnchorFileError(path, "not written: give Anchors, as `take` makes them")
     document = anchors.to_json()
     try:
         parse(path, document)
-    except AnchorFileError as exc:
-        raise ValueError(f"anchors not written to {path}: the document {exc.problem}") from None
+    except AnchorFileError as exc:  # (the command line says these as usage errors, exit 2)
+        raise AnchorFileError(path, f"not written: the document {exc.problem}") from None
     text = json.dumps(document, indent=1) + "\n"
     try:
         os.path.realpath(path, strict=True)

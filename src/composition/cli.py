@@ -1483,7 +1483,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
         summary = render.input_summary(x) if render.built_in(x) else {}
         if "publication_id" in summary:
             rows.append(
-                ("publication", f"{summary['publication_id']}: {summary.get('title', '-')}")
+                ("publication", f"{summary['publication_id']}  {summary.get('title', '-')!r}")
             )
         documents = summary.get("documents")
         for doc in documents if isinstance(documents, list) else []:
@@ -2411,10 +2411,8 @@ def _run(session: Session, args: list[str]) -> int:
 
 # A group run without a command: click 8.2 and later raise this, the group's help as its
 # message (8.1 printed the help itself).
-_HELP_FOR_NO_ARGUMENTS: tuple[type[Exception], ...] = tuple(
-    getattr(click.exceptions, name)
-    for name in ("NoArgsIsHelpError",)
-    if hasattr(click.exceptions, name)
+_HELP_FOR_NO_ARGUMENTS: tuple[type[Exception], ...] | type[Exception] = getattr(
+    click.exceptions, "NoArgsIsHelpError", ()
 )
 
 
@@ -2544,14 +2542,14 @@ class _Sigterm:
 def _unfinished(session: Session, *, not_stored: bool = False) -> str:
     if session.read_only:
         return "nothing was changed"
-    if session.again is not None:
-        return session.again
     try:
         transient = session.transient()
     except ConfigurationError:
         transient = False
     if transient:
         return f"{TRANSIENT_NOTE}: an unfinished execution is lost"
+    if session.again is not None:
+        return session.again
     recorded = session.command_recorded
     if session.command is not None and recorded is None and session.recorded is None:
         recorded = False  # stopped before it read what it acts on: it wrote nothing

@@ -31,7 +31,9 @@ def _stopped(terminated: bool) -> SystemExit:
 
 
 def main() -> None:
-    before = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    # A signal started ignored (a background job's Ctrl-C) stays ignored.
+    stops = [s for s in (signal.SIGTERM, signal.SIGINT) if signal.getsignal(s) != signal.SIG_IGN]
+    before = {s: signal.signal(s, _stop) for s in stops}
     try:
         from composition.cli import main as run
     except (KeyboardInterrupt, _Terminated) as stop:

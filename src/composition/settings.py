@@ -463,8 +463,16 @@ def _store_url(key: _Key, value: str, base: Path, bad: Bad) -> object:
     # wrong place, and is shown starred.
     if "://" not in value:
         scheme = value.strip().rstrip(":/").lower()
-        if scheme in ("memory", "mem", "surrealkv", "file", "ws", "wss"):  # no secret: say it
-            return bad(f"{scheme!r} is not a store URL: did you mean {scheme}://?", allowed)
+        if scheme in SCHEMES:  # a scheme's name alone holds no secret: said as given
+            meant = {
+                "surrealkv": "surrealkv://PATH",
+                "ws": "ws://HOST:PORT",
+                "wss": "wss://HOST:PORT",
+            }
+            return bad(
+                f"{scheme!r} is not a store URL: did you mean {meant.get(scheme, scheme + '://')}?",
+                allowed,
+            )
         return bad(f"{shown} is not a store URL (no `scheme://`)", allowed)
     try:
         parts = urlsplit(value)

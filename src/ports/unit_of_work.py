@@ -300,10 +300,10 @@ class UnitOfWork(abc.ABC):
             raise InvalidRecord(f"{write.table} records are immutable once created")
         if self._borrower is not None and write.table in _LENDERS_OWN:
             # A step deleting its own execution left it running under a lease, every retry
-            # failing with "not found": executions and their trails are the lender's.
-            raise InvalidRecord(
-                f"{self._borrower} may not write {write.table} records: the orchestrator keeps them"
-            )
+            # failing with "not found": executions and their trails are the lender's. Kept
+            # as refused, as a commit is: the attempt fails even if the step goes on.
+            self._refused = f"{self._borrower} may not write {write.table} records"
+            raise InvalidRecord(f"{self._refused}: the orchestrator keeps them")
         if type(write.key) is not str and isinstance(write.key, str):  # stored as its text
             write = Write(
                 write.op, write.table, _text_of(write.key), write.document, write.expected_version

@@ -613,6 +613,7 @@ def test_the_python_api_refuses_anchors_it_could_not_read_back_or_that_hold_vacu
     from datetime import datetime
 
     from composition import anchors
+    from composition.anchors import AnchorFileError
     from composition.container import build_app
     from composition.settings import Settings
 
@@ -631,9 +632,9 @@ def test_the_python_api_refuses_anchors_it_could_not_read_back_or_that_hold_vacu
             (evolve(good, anchors=(evolve(one, execution_id="\udcff"),)), "execution_id"),
             (evolve(good, tenant="two words"), "names no valid tenant"),
         ]:
-            with pytest.raises(ValueError, match=f"anchors not written to .*{re.escape(said)}"):
+            with pytest.raises(AnchorFileError, match=f"not written: .*{re.escape(said)}"):
                 anchors.write(bad, path)
-        with pytest.raises(ValueError, match="give Anchors"):
+        with pytest.raises(AnchorFileError, match="not written: give Anchors"):
             anchors.write(None, path)  # type: ignore[arg-type]
         assert path.read_text() == written and anchors.read(path) == good
         for anchor, said in [

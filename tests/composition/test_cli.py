@@ -161,7 +161,7 @@ def test_run_prints_transitions_then_list_show_verify_and_events(gk: Cli) -> Non
     human = gk("executions", "show", xid).stdout
     assert "audit trail (7 entries, chain intact)" in human and "SEQ" in human
     publication = shown["input"]["publication_id"]  # which one, without --json too
-    assert f"publication     {publication}: {shown['input']['title']}" in human
+    assert f"publication     {publication}  {shown['input']['title']!r}" in human
 
     verified = gk.json("audit", "verify")
     assert verified["ok"] and verified["executions"] >= 2

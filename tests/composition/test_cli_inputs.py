@@ -768,6 +768,37 @@ def test_a_stop_while_the_command_loads_is_one_line(
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
 
 
+def test_a_ctrl_c_ignored_when_the_command_started_stays_ignored_while_it_loads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A background job (`cmd &` in a script) starts with SIGINT ignored: the entry point
+    turned it back on while modules loaded, and a Ctrl-C meant for the shell stopped it."""
+    import builtins
+    import signal
+
+    from composition import entry
+
+    loading = builtins.__import__
+    seen: list[object] = []
+
+    def watching(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "composition.cli":
+            seen.append(signal.getsignal(signal.SIGINT))
+        return loading(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", watching)
+    monkeypatch.setattr(entry, "_arrived", [])
+    monkeypatch.setattr(sys, "argv", ["govkernel", "--version"])
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with pytest.raises(SystemExit) as ended:
+            entry.main()
+        assert ended.value.code == 0
+        assert seen == [signal.SIG_IGN]  # left ignored while loading
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def test_a_run_interrupted_before_it_came_to_start_says_nothing_was_started(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

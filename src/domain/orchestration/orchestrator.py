@@ -75,6 +75,9 @@ class _Next(enum.Enum):
     # Another worker or command moved the execution while this attempt ran: this worker's
     # commit lost (the version check decided). If a worker took it over, this one stops.
     LOST = "lost"
+    # Lost to a write of the execution record itself (its version moved), not of a record
+    # the step read: what a twin (a worker of the same id) renewing "its" lease does.
+    OVERWRITTEN = "overwritten"
 
 
 @frozen
@@ -113,8 +116,8 @@ def _stopping(error: BaseException) -> bool:
 # Commits in a row whose outcome is unknown before `run` gives up: a store that cannot
 # commit (a full disk) must not have a step re-run in a tight loop for good.
 MAX_UNKNOWN_COMMITS = 5
-# Steps lost in a row, each time to a write while this worker held the lease, before `run`
-# stops: one loss is a race (a command landing), which the next turn sees and acts on.
+# Steps lost in a row, each to a write of the execution while this worker held its lease,
+# before `run` stops: one is a race (a command landing), which the next turn acts on.
 MAX_LOST_IN_A_ROW = 3
 
 
@@ -353,7 +356,7 @@ class Orchestrator:
                 # the kernel. What it was is said, so a validator's own bug shows too.
                 cause = describe(exc)
                 raise InvalidInput(
-                    "input", f"refused by {workflow}'s validate_input: {cause[:MAX_ERROR]}"
+                    "input", f"refused by {workflow}'s validate_input: {cause}"
                 ) from exc
             except Exception as exc:  # the validator's own: to the caller as it is, named
                 exc.add_note(f"raised by {workflow}'s validate_input")
@@ -498,12 +501,14 @@ class Orchestrator:
         try:
             for _ in range(100_000):
                 outcome = self._advance(execution_id, ignore_leases=ignore_leases, lost=lost)
-                lost = outcome is _Next.LOST
-                lost_in_a_row = lost_in_a_row + 1 if lost else 0
+                lost = outcome in (_Next.LOST, _Next.OVERWRITTEN)
+                # (Counted while the lease, re-read after each loss, stays this worker's id:
+                # a loss to another worker stops the next turn.)
+                lost_in_a_row = lost_in_a_row + 1 if outcome is _Next.OVERWRITTEN else 0
                 if lost_in_a_row >= MAX_LOST_IN_A_ROW and not ignore_leases:
-                    # Its step lost again and again to writes of an execution whose lease
-                    # it holds: only a worker with the same id writes that (its lease
-                    # renewals). Run on, the two would re-run the step for good.
+                    # Its step lost again and again to writes of the execution while the
+                    # lease stayed its own: a worker of the same id renewing "its" lease.
+                    # Run on, the two would re-run the step for good.
                     self._let_go(execution_id)
                     raise InvalidState(
                         f"execution {execution_id}: its step's commit was lost"
@@ -1094,10 +1099,13 @@ class Orchestrator:
             uow.executions.save(execution)
             try:
                 uow.commit()
-            except ConcurrencyConflict:
+            except ConcurrencyConflict as exc:
                 # Another worker moved it (the version check decided): re-read on the next
                 # turn and act on what is stored. (A claim alone that lost is no step lost.)
-                return _Next.LOST if step_name is not None else _Next.CONTINUE
+                if step_name is None:
+                    return _Next.CONTINUE
+                ours = (exc.table, exc.key) == (uow.executions.table, execution_id)
+                return _Next.OVERWRITTEN if ours else _Next.LOST
             except CommitOutcomeUnknown as exc:
                 return _Unknown(exc, seen_version)  # the next turn re-reads what is stored
             except DuplicateRecord as exc:
