@@ -462,27 +462,70 @@ def test_a_log_segment_damaged_before_the_last_is_named_not_the_manifest(
     assert said in refused["message"] and "manifest" not in refused["message"]
 
 
-@pytest.mark.parametrize("damage", ["length", "count", "segment_id"])
+@pytest.mark.parametrize("damage", ["length", "count", "segment_id", "magic"])
+@pytest.mark.parametrize(
+    ("segment_size", "damaged"), [("65536", 1), ("400000", 0)], ids=["many", "two"]
+)
 def test_a_damaged_header_of_an_earlier_log_segment_is_refused_before_the_engine_opens(
-    tmp_path: Path, damage: str
+    tmp_path: Path, damage: str, segment_size: str, damaged: int
 ) -> None:
     """The engine panicked (the process aborted, exit 134, its lock file left as a crash's)
     or opened the store with every table unreadable, `recover` then saying "nothing to
-    recover" (found by a pass damaging stores of many segments)."""
-    small = {"SURREAL_SURREALKV_MAX_SEGMENT_SIZE": "65536"}
+    recover" (found by a pass damaging stores of many segments). With two segments, the
+    first check read no header to compare with, and let a damaged first one through."""
+    env = {"SURREAL_SURREALKV_MAX_SEGMENT_SIZE": segment_size}
     path = tmp_path / "store"
-    assert in_child("fill", path, **small)
+    assert in_child("fill", path, **env)
     segments = sorted((path / "clog").iterdir())
-    header = segments[1].read_bytes()[:200]
-    # Where the id's value lies varies: the header is a map, in no fixed order.
-    offset = {"length": 0, "count": 4}.get(damage, header.find(b"segment_id") + 10 + 4)
-    with segments[1].open("r+b") as segment:
+    assert len(segments) >= 2 if damaged else len(segments) == 2
+    header = segments[damaged].read_bytes()[:200]
+    # Where a value lies varies: the header is a map, in no fixed order.
+    field = {"segment_id": b"segment_id", "magic": b"magic"}.get(damage, b"")
+    offset = {"length": 0, "count": 4}.get(damage, header.find(field) + len(field) + 4)
+    with segments[damaged].open("r+b") as segment:
         segment.seek(offset)
         segment.write(b"\0\0\0\x09")
-    refused = in_child("open", path, **small)
+    refused = in_child("open", path, **env)
     assert refused["error"] == "StorageUnavailable"
-    said = f"the header of its segment {segments[1].name} does not read back"
+    said = f"the header of its segment {segments[damaged].name} does not read back"
     assert said in refused["message"] and "restore the store from a backup" in refused["message"]
+
+
+def test_a_segment_number_past_64_bits_is_the_engines_to_refuse(tmp_path: Path) -> None:
+    """The check's own arithmetic failed on it: an internal error, exit 1."""
+    path = tmp_path / "store"
+    assert in_child("commit", path)
+    (segment,) = sorted((path / "clog").iterdir())
+    for number in (2**64, 10**20 - 1):  # (the first not the last: the last is not judged)
+        shutil.copy(segment, path / "clog" / f"{number}.clog")
+    refused = in_child("open", path)
+    assert refused["error"] == "StorageUnavailable"
+
+
+def test_a_store_started_over_and_killed_as_the_engine_began_opens_new(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine makes its manifest before its log: killed in between, with the old seal
+    left, the next open took it for a store that lost its log (found by a pass looking for
+    false refusals)."""
+    path = tmp_path / "store"
+    with open_store(path) as store, store.unit_of_work() as uow:
+        uow.sources.add(samples.source())
+        uow.commit()
+    shutil.rmtree(path / "clog")
+    shutil.rmtree(path / "manifest")  # to start over, as the README says
+    connect = SurrealStore._connect
+
+    def killed_after_the_manifest(store: SurrealStore, url: str) -> None:
+        (path / "manifest").mkdir()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SurrealStore, "_connect", killed_after_the_manifest)
+    with pytest.raises(KeyboardInterrupt):
+        open_store(path)
+    monkeypatch.setattr(SurrealStore, "_connect", connect)
+    with open_store(path) as store, store.unit_of_work() as uow:
+        assert uow.select("knowledge_source", {}) == []  # new, as it was meant to be
 
 
 @pytest.mark.parametrize("begun", [b"", b"\0\0", b"\0\0\0\xaa\0\0\0\x06"])

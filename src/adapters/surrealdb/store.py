@@ -323,8 +323,12 @@ class LogSeal:
         self._write(f"damaged {closed} {found}")
 
     def forget(self) -> None:
-        """The directory holds no log (new, or emptied to start over): nothing to hold it to."""
+        """The directory holds no log (new, or emptied to start over): nothing to hold it to.
+        The file goes too: left, with the engine's manifest made before its log, a crash in
+        between would read as a store that lost its log."""
         self.closed = self.damaged = None
+        with contextlib.suppress(OSError):  # (left, it is only that crash's false alarm)
+            self.path.unlink()
 
     def check(self) -> None:
         """Refuse the store if the engine, opening it, cut its log below the seal."""
@@ -519,25 +523,28 @@ def _damaged_segment(clog: Path) -> str | None:
     """The first log segment, the last aside, whose header does not read as the engine's own:
     a map of names to values, its magic and its segment id among them. Damaged in a segment
     before the last, the engine panics (the process aborts) or opens with every table
-    unreadable. The last segment's header, torn by a crash as it was begun, is the engine's
-    to repair. Checked only when some header reads: a format this does not know is not
-    taken for damage."""
+    unreadable. (The last segment is only read as a reference: cut inside its header by a
+    crash, it was moved aside already.) Checked only when some header reads: a format this
+    does not know is not taken for damage."""
     try:
-        segments = sorted(p for p in clog.iterdir() if _SEGMENT.match(p.name))[:-1]
+        segments = sorted(p for p in clog.iterdir() if _SEGMENT.match(p.name))
         headers = {}
         for segment in segments:
             with segment.open("rb") as file:
                 headers[segment.name] = _header(file.read(4 + MAX_SEGMENT_HEADER))
     except OSError:  # not to be told here: the engine's open says why
         return None
-    known = [h for h in headers.values() if h is not None]
-    if not known:
+    known = [h["magic"] for h in headers.values() if h is not None]
+    if not known or any(int(p.stem) >= 2**64 for p in segments):  # the engine's to refuse
         return None
-    magic = known[0]["magic"]
-    for name, header in headers.items():
-        number = int(name.partition(".")[0]).to_bytes(8, "big")
+    # The magic most segments have, the last one's in a tie: a damaged first one is named.
+    last = headers[segments[-1].name]
+    magic = max(set(known), key=lambda m: (known.count(m), last is not None and last["magic"] == m))
+    for segment in segments[:-1]:
+        header = headers[segment.name]
+        number = int(segment.stem).to_bytes(8, "big")
         if header is None or header["magic"] != magic or header["segment_id"] != number:
-            return name
+            return segment.name
     return None
 
 
