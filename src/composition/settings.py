@@ -464,15 +464,8 @@ def _store_url(key: _Key, value: str, base: Path, bad: Bad) -> object:
     if "://" not in value:
         scheme = value.strip().rstrip(":/").lower()
         if scheme in SCHEMES:  # a scheme's name alone holds no secret: said as given
-            meant = {
-                "surrealkv": "surrealkv://PATH",
-                "ws": "ws://HOST:PORT",
-                "wss": "wss://HOST:PORT",
-            }
-            return bad(
-                f"{scheme!r} is not a store URL: did you mean {meant.get(scheme, scheme + '://')}?",
-                allowed,
-            )
+            meant = next(a for a in allowed.split(", ") if a.startswith(f"{scheme}://"))
+            return bad(f"{scheme!r} is not a store URL: did you mean {meant}?", allowed)
         return bad(f"{shown} is not a store URL (no `scheme://`)", allowed)
     try:
         parts = urlsplit(value)

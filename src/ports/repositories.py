@@ -18,7 +18,7 @@ from domain.model.execution import WorkflowExecution
 from domain.model.knowledge import KnowledgeSource
 from domain.model.lifecycle import AuditEntry, ExecutionState
 from domain.model.policy import PolicyDecision
-from domain.model.validation import shown
+from domain.model.validation import shown, with_article
 from ports import records
 from ports.errors import CorruptRecord, InvalidRecord, RecordNotFound
 from ports.storage import EVENT_TABLE, AnyOf, Document, Op, Range, Write, count
@@ -53,8 +53,9 @@ def _given(what: str, value: object, kind: type) -> None:
     """A repository takes its own entity: anything else failed later, as an AttributeError
     from deep inside the translation to a document."""
     if not isinstance(value, kind):
-        article = "an" if kind.__name__[0] in "AEIOU" else "a"
-        raise InvalidRecord(f"{what} takes {article} {kind.__name__}, got {type(value).__name__}")
+        raise InvalidRecord(
+            f"{what} takes {with_article(kind.__name__)}, got {type(value).__name__}"
+        )
 
 
 class KnowledgeSources(_Repository):

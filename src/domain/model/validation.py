@@ -141,7 +141,7 @@ def _mismatch(value: object, hint: object) -> str | None:
     if not isinstance(hint, type):
         return None  # Any, a type alias: nothing to hold the value to
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        return f"must be {_a(hint.__name__)}, got {_named(value)}"
+        return f"must be {with_article(hint.__name__)}, got {_named(value)}"
     if isinstance(value, str):
         try:
             value.encode("utf-8")
@@ -158,10 +158,11 @@ def _mismatch(value: object, hint: object) -> str | None:
 
 
 def _named(value: object) -> str:
-    return "None" if value is None else _a(type(value).__name__)
+    return "None" if value is None else with_article(type(value).__name__)
 
 
-def _a(name: str) -> str:
+def with_article(name: str) -> str:
+    """`name` after a or an: what an error says a value must be."""
     return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
