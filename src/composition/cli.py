@@ -1769,7 +1769,7 @@ def audit_seal(ctx: click.Context, execution_id: str | None, unsealed: bool) -> 
                     )
                 )
     counts = {o: sum(r.outcome is o for r in outcomes) for o in sealing.Sealing}
-    done = (sealing.Sealing.SEALED, sealing.Sealing.ALREADY)
+    done = (sealing.Sealing.SEALED, sealing.Sealing.MOVED, sealing.Sealing.ALREADY)
     left = [r for r in outcomes if r.outcome not in done]
     if s.json:
         s.emit(
@@ -1791,6 +1791,14 @@ def audit_seal(ctx: click.Context, execution_id: str | None, unsealed: bool) -> 
         rows = [(r.execution_id, r.outcome.value, r.problem or "") for r in outcomes]
         s.echo(render.table(("EXECUTION", "SEAL", "WHY NOT"), rows) if rows else "no executions")
         s.echo(", ".join(f"{o.value} {counts[o]}" for o in sealing.Sealing) + f" (key id {key_id})")
+    if before is not None:
+        # Seals are moved on that key's word alone: kept set, it lets whoever still holds
+        # the old key have any trail they rewrite and seal with it moved by a later run.
+        s.warn(
+            "note: once the seals are moved, remove GOVKERNEL_AUDIT_PREVIOUS_KEY"
+            " (previous_audit_key): while it is set, `audit seal` moves any seal made with"
+            " that key, forged ones too"
+        )
     if left:
         first = left[0]
         hint = {

@@ -6,14 +6,13 @@ Listings leave executions' inputs unread (they can run to megabytes each).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
 from domain.model.evidence import EventEnvelope
-from domain.model.execution import WorkflowExecution, started_steps
+from domain.model.execution import WorkflowExecution, read_pins, started_steps
 from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from ports import records
 from ports.errors import CorruptRecord, RecordNotFound
@@ -68,11 +67,10 @@ def orphan_trails(
 
 
 def of_tenant(doc: Mapping[str, Any], tenant: str) -> bool:
-    """Whether a stored execution is `tenant`'s. One moved to another tenant in storage is
-    gone from its own (that tenant's check finds it does not match its first entry); one
-    whose tenant cannot be read is there, for its verification to report."""
-    named = doc.get("tenant")
-    return named == tenant or not isinstance(named, str)
+    """Whether a stored execution is `tenant`'s. One moved to another tenant in storage, or
+    whose tenant was made something other than text, is gone from its own: no tenant's
+    listing finds it, so its trail left behind is what reports it there."""
+    return doc.get("tenant") == tenant
 
 
 Progress = Callable[[list[str]], AbstractContextManager[Iterable[str]]]
@@ -128,11 +126,8 @@ def orphan_trail(
         stored = uow.audit.stored(execution_id)
     if first is None:  # the entry that pins its tenant is gone too: not this tenant's to see
         return 0
-    try:
-        pins = json.loads(first.pinned) if first.pinned else {}
-    except ValueError:
-        pins = {}
-    pinned = pins.get("tenant") if isinstance(pins, dict) else None
+    pins = read_pins(first.pinned)
+    pinned = None if pins is None else pins.get("tenant")
     if not isinstance(pinned, str):
         return 0 if moved else stored
     return stored if pinned == tenant else 0
@@ -144,8 +139,8 @@ def orphan_report(execution_id: str, entries: int) -> ChainReport:
         entries,
         False,
         1,
-        f"the execution record is gone (deleted, or moved to another tenant), and its audit"
-        f" trail of {entries} entries remains",
+        f"the execution record is gone (deleted, moved to another tenant, or its tenant no"
+        f" longer reads), and its audit trail of {entries} entries remains",
     )
 
 

@@ -6,7 +6,6 @@ storage does with the documents is the adapter's business (ports.unit_of_work).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -14,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from domain.model.analysis import Analysis
 from domain.model.capsule import Capsule
 from domain.model.evidence import EventEnvelope, EvidenceManifest
-from domain.model.execution import WorkflowExecution
+from domain.model.execution import WorkflowExecution, read_pins
 from domain.model.knowledge import KnowledgeSource
 from domain.model.lifecycle import AuditEntry, ExecutionState
 from domain.model.policy import PolicyDecision
@@ -439,9 +438,6 @@ class AuditTrail(_Repository):
 
 
 def _pinned_tenant(pinned: object) -> str | None:
-    try:
-        facts = json.loads(pinned) if isinstance(pinned, str) else None
-    except ValueError:
-        return None
-    tenant = facts.get("tenant") if isinstance(facts, dict) else None
+    facts = read_pins(pinned)
+    tenant = None if facts is None else facts.get("tenant")
     return tenant if isinstance(tenant, str) else None

@@ -480,6 +480,42 @@ def test_an_execution_moved_to_another_tenant_is_gone_from_its_own(fresh: Cli) -
     assert "tenant" in beta["reports"][0]["problem"]
 
 
+def test_first_pins_nested_past_the_recursion_limit_break_one_chain(fresh: Cli) -> None:
+    """Written without the key, into one tenant's execution: every check still runs."""
+    bad = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    kept = fresh.json("run", "knowledge-publication", str(IMF))["execution_id"]
+    fresh("run", "knowledge-publication", str(FRED), env={"GOVKERNEL_TENANT": "beta"})
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        store.select_rows(
+            "UPDATE $e SET pinned = $p",
+            {"e": RecordID("audit", audit_key(bad, 1)), "p": "[" * 100_000 + "]" * 100_000},
+        )
+    report = fresh.json("audit", "verify", code=1)
+    assert {r["execution_id"]: r["ok"] for r in report["reports"]} == {kept: True, bad: False}
+    assert fresh.json("audit", "verify", env={"GOVKERNEL_TENANT": "beta"})["ok"]
+    assert len(fresh.json("executions", "list")) == 2
+    _die_holding(fresh.url)
+    assert f"broken after the crash, first {bad}" in fresh("recover", code=1).stderr
+
+
+def test_an_execution_whose_tenant_is_not_text_is_reported_by_its_trail(fresh: Cli) -> None:
+    """Its record is no tenant's listing's, so its own tenant's trail left reports it."""
+    odd = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    kept = fresh.json("run", "knowledge-publication", str(IMF))["execution_id"]
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        store.select_rows(
+            "DEFINE FIELD OVERWRITE tenant ON TABLE execution TYPE any;"
+            " UPDATE $r SET tenant = NULL RETURN NONE;",
+            {"r": RecordID("execution", odd)},
+        )
+    report = fresh.json("audit", "verify", code=1)
+    assert {r["execution_id"]: r["ok"] for r in report["reports"]} == {kept: True, odd: False}
+    [alone] = fresh.json("audit", "verify", odd, code=1)["reports"]
+    assert "its tenant no longer reads" in alone["problem"]
+    fresh("audit", "anchor", "--output", str(fresh.cwd / "anchors.json"), code=1)
+    assert fresh.json("audit", "verify", env={"GOVKERNEL_TENANT": "beta"})["ok"]
+
+
 def test_a_moved_execution_whose_entry_does_not_read_stops_no_check(fresh: Cli) -> None:
     moved = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
     kept = fresh.json("run", "knowledge-publication", str(IMF))["execution_id"]

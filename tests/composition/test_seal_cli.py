@@ -78,7 +78,10 @@ def test_a_new_key_takes_over_the_seals_the_key_it_replaces_made(fresh: Cli) -> 
     assert "sealed with another audit key" in report["problem"]
     fresh("audit", "seal", env=rotated, code=1)  # not on its own word
     moved = fresh.json("audit", "seal", env=rotated | {"GOVKERNEL_AUDIT_PREVIOUS_KEY": KEY})
-    assert moved["sealed"] == 1
+    assert (moved["moved"], moved["sealed"]) == (1, 0)
+    assert "remove GOVKERNEL_AUDIT_PREVIOUS_KEY" in fresh.stderr
+    assert "already sealed 1" in fresh("audit", "seal", env=rotated).stdout
+    assert "remove GOVKERNEL_AUDIT_PREVIOUS_KEY" not in fresh.stderr
     assert fresh.json("audit", "verify", env=rotated)["ok"]
     fresh("audit", "verify", env=KEYED, code=1)
     no_key_shown(fresh)

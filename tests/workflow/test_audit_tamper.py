@@ -15,7 +15,7 @@ import pytest
 from attrs import frozen
 
 from domain.model.execution import approval_reason
-from domain.model.lifecycle import GENESIS, AuditEntry, ChainReport, verify_chain
+from domain.model.lifecycle import GENESIS, AuditEntry, ChainReport, ExecutionState, verify_chain
 from domain.model.policy import ImpactTier
 from domain.orchestration.definition import RetryableError, RetryPolicy, StepContext
 from domain.orchestration.orchestrator import Orchestrator, RecoveryIncomplete
@@ -344,7 +344,7 @@ def test_a_forged_approval_on_the_execution_is_detected(ran: Ran) -> None:
 
 def test_an_edited_requester_is_detected(ran: Ran) -> None:
     ran.door.edit_execution(ran.execution_id, {"requested_by": "mallory"})
-    report = _bad(ran, ENTRIES)
+    report = _bad(ran, 1)  # the entry that names the requester, not the last one
     assert "requester" in (report.problem or "")
 
 
@@ -389,6 +389,14 @@ def test_an_entry_that_no_longer_reads_is_reported_at_its_place(ran: Ran, field:
     assert f"audit entry '{ran.execution_id}:000000004' cannot be read" in (report.problem or "")
 
 
+def test_pins_nested_past_the_recursion_limit_are_reported_not_raised(ran: Ran) -> None:
+    """No key is needed to write them: they must break one chain, not every check."""
+    ran.door.edit_audit(ran.execution_id, 1, {"pinned": "[" * 100_000 + "]" * 100_000})
+    _bad(ran, 1)
+    with ran.door.store.unit_of_work() as uow:
+        assert uow.audit.starts() == {ran.execution_id: None}  # whose it is cannot be read
+
+
 @pytest.mark.parametrize(
     ("table", "field"),
     [("audit", "sequence"), ("execution", "audit_sequence"), ("execution", "current_step")],
@@ -427,7 +435,7 @@ def test_an_instant_stored_as_text_leaves_listings_standing() -> None:
 
 def test_several_edits_are_reported_by_the_first_found(ran: Ran) -> None:
     ran.door.edit_execution(ran.execution_id, {"requested_by": "mallory", "current_step": 1})
-    report = _bad(ran, ENTRIES)
+    report = _bad(ran, 1)
     assert "requester" in (report.problem or ""), report
 
 
@@ -565,6 +573,14 @@ def test_a_removed_approval_is_detected(ran: Ran) -> None:
     ran.door.edit_execution(x.id, {"approvals_json": "[]"})
     report = ran.orch.verify(x.id)
     assert not report.ok and "approved by alice" in (report.problem or ""), report
+    with ran.door.store.unit_of_work() as uow:
+        trail = uow.audit.for_execution(x.id)
+    [resumed] = [
+        e
+        for e in trail
+        if (e.from_state, e.to_state) == (ExecutionState.AWAITING_APPROVAL, ExecutionState.RUNNING)
+    ]
+    assert report.first_bad_sequence == resumed.sequence < report.entries, report
 
 
 @pytest.mark.parametrize("cursor", [0, 3, 5])

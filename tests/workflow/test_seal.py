@@ -260,7 +260,7 @@ def test_a_new_key_takes_over_seals_its_predecessor_vouches_for(sealed: Sealed) 
     xid = sealed.execution_id
     refused = seal(sealed.store, OTHER, xid)  # without the old key's word: no
     assert refused.outcome is Sealing.REFUSED and "another audit key" in str(refused.problem)
-    assert seal(sealed.store, OTHER, xid, previous=KEY).outcome is Sealing.SEALED
+    assert seal(sealed.store, OTHER, xid, previous=KEY).outcome is Sealing.MOVED
     assert with_key(sealed.store, OTHER).verify(xid).ok
     assert not with_key(sealed.store, KEY).verify(xid).ok
 

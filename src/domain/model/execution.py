@@ -23,7 +23,7 @@ from domain.model.lifecycle import (
     allowed,
     verify_chain,
 )
-from domain.model.policy import APPROVAL_TTL, MAX_APPROVALS, Approval, ImpactTier
+from domain.model.policy import MAX_APPROVALS, Approval, ImpactTier
 from domain.model.seal import AuditKey
 from domain.model.validation import same_person
 
@@ -78,16 +78,24 @@ def output_pin(output: JSON) -> str:
     return canonical_json({"output_sha256": sha256_hex(canonical_json(output))})
 
 
+def read_pins(pinned: object) -> dict[str, Any] | None:
+    """What an audit entry pinned, or None if it pinned nothing or it does not read as the
+    object the kernel writes. Whoever can write the store can put anything there, such as
+    text nested past Python's recursion limit: that must be reported, not stop the check."""
+    if not isinstance(pinned, str):
+        return None
+    try:
+        facts = json.loads(pinned)
+    except (ValueError, RecursionError):
+        return None
+    return facts if isinstance(facts, dict) else None
+
+
 def started_steps(entries: Sequence[AuditEntry]) -> JSON:
     """The definition's shape pinned when the execution started, or None for an execution
     started before shapes were pinned (or a trail without its first entry)."""
-    if not entries or entries[0].pinned is None:
-        return None
-    try:
-        pinned = json.loads(entries[0].pinned)
-    except ValueError:
-        return None
-    return pinned.get("definition") if isinstance(pinned, dict) else None
+    pinned = read_pins(entries[0].pinned) if entries else None
+    return None if pinned is None else pinned.get("definition")
 
 
 def steps_done(entries: Sequence[AuditEntry]) -> list[str]:
@@ -369,7 +377,7 @@ class WorkflowExecution:
             for a in self.approvals
             if same_person(a.approver, approval.approver) and same_person(a.role, approval.role)
         ]
-        if any(approval.granted_at - a.granted_at < APPROVAL_TTL for a in earlier):
+        if any(a.valid_at(approval.granted_at) for a in earlier):  # as the gate counts it
             # A refusal for the state the execution is in, not for a malformed value.
             raise InvalidState(
                 f"{approval.approver!r} has already approved execution {self.id}"
@@ -414,20 +422,21 @@ class WorkflowExecution:
         bad_at, problem = self._impossible(entries)
         if problem is not None:
             return ChainReport(self.id, len(entries), False, bad_at, problem)
-        problems = []
+        # (the entry the fact differs from, or the last when no entry records it; problem)
+        problems: list[tuple[int, str]] = []
         if entries[0].actor != self.requested_by:
             problems.append(
-                f"the execution names {self.requested_by!r} as requester, its trail does not"
+                (1, f"the execution names {self.requested_by!r} as requester, its trail does not")
             )
         # Each approval is the entry that resumed the execution from its wait, at its time.
         granted = {
-            (e.reason, e.at)
+            (e.reason, e.at): e.sequence
             for e in entries
             if e.from_state is ExecutionState.AWAITING_APPROVAL
             and e.to_state is ExecutionState.RUNNING
         }
         problems += [
-            f"approval by {a.approver!r} as {a.role!r} has no audit entry"
+            (len(entries), f"approval by {a.approver!r} as {a.role!r} has no audit entry")
             for a in self.approvals
             if (approval_reason(a.approver, a.role), a.granted_at) not in granted
         ]
@@ -437,19 +446,22 @@ class WorkflowExecution:
             (approval_reason(a.approver, a.role).casefold(), a.granted_at) for a in self.approvals
         }
         problems += [
-            f"the approval its trail records at {at.isoformat()} ({reason}) is gone"
-            for reason, at in sorted(granted, key=lambda g: g[1])
+            (sequence, f"the approval its trail records at {at.isoformat()} ({reason}) is gone")
+            for (reason, at), sequence in sorted(granted.items(), key=lambda g: g[0][1])
             if not any(r == reason.casefold() and t >= at for r, t in given)
         ]
         # Only a checkpoint moves the step cursor.
         done = len(steps_done(entries))
         if self.current_step != done:
             problems.append(
-                f"the execution is at step {self.current_step} but its trail records"
-                f" {done} completed step{'s' * (done != 1)}"
+                (
+                    len(entries),
+                    f"the execution is at step {self.current_step} but its trail records"
+                    f" {done} completed step{'s' * (done != 1)}",
+                )
             )
         if problems:  # the first found: edits made together are reported one at a time
-            return ChainReport(self.id, len(entries), False, len(entries), problems[0])
+            return ChainReport(self.id, len(entries), False, *problems[0])
         bad_at, problem = self._unpinned(entries)
         if problem is None:
             return report
@@ -495,11 +507,8 @@ class WorkflowExecution:
         """
         if entries[0].pinned is None:
             return 0, None
-        try:
-            pinned = json.loads(entries[0].pinned)
-        except ValueError:
-            pinned = None
-        if not isinstance(pinned, dict):
+        pinned = read_pins(entries[0].pinned)
+        if pinned is None:
             return 1, "the first audit entry's pins cannot be read"
         now = self.identity()
         for key, name in PIN_NAMES.items():

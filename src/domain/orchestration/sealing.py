@@ -26,6 +26,7 @@ ATTEMPTS = 5
 
 class Sealing(enum.Enum):
     SEALED = "sealed"
+    MOVED = "moved"  # from the previous key: said apart, so that a move nobody expects shows
     ALREADY = "already sealed"
     UNSEALED = "left unsealed"
     BUSY = "busy"
@@ -51,7 +52,7 @@ def seal(
     """Seal execution `execution_id` (of `tenant`, or of any with None) with the store's key,
     if its trail verifies: a seal `previous` made of its head is moved to this key, and, with
     `unsealed`, an execution without a seal is sealed as it stands."""
-    landed = False  # a commit whose outcome was unknown: the next read tells
+    landed: Sealing | None = None  # a commit whose outcome was unknown: the next read tells
     for _ in range(ATTEMPTS):
         with uow_factory() as uow:
             key = uow.audit_key
@@ -76,7 +77,7 @@ def seal(
             sealed = execution.seal
             problem = key.problem(sealed, *head)
             if problem is None:
-                return SealOutcome(execution_id, Sealing.SEALED if landed else Sealing.ALREADY)
+                return SealOutcome(execution_id, landed or Sealing.ALREADY)
             if sealed is None and not unsealed:
                 return SealOutcome(execution_id, Sealing.UNSEALED, problem)
             if sealed is not None:
@@ -91,15 +92,16 @@ def seal(
                     f"worker {execution.lease_owner} holds it until"
                     f" {execution.lease_expires_at.isoformat()}: seal it once it is idle",
                 )
+            done = Sealing.SEALED if sealed is None else Sealing.MOVED
             uow.executions.save(execution, vouch=True)
             try:
                 uow.commit()
             except ConcurrencyConflict:  # moved meanwhile: judged again as it is now
                 continue
             except CommitOutcomeUnknown:
-                landed = True
+                landed = done
                 continue
-            return SealOutcome(execution_id, Sealing.SEALED)
+            return SealOutcome(execution_id, done)
     return SealOutcome(
         execution_id,
         Sealing.BUSY,
