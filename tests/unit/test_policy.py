@@ -11,6 +11,7 @@ from attrs import evolve
 from domain.model.environment import Environment
 from domain.model.knowledge import Classification, SourceKind
 from domain.model.policy import (
+    APPROVAL_CLOCK_SKEW,
     APPROVAL_REASON,
     APPROVAL_TTL,
     DEFAULT_ALLOWLIST,
@@ -222,7 +223,9 @@ def test_approvals_live_for_24_hours() -> None:
         (APPROVAL_TTL, False),
         (APPROVAL_TTL + timedelta(microseconds=1), False),
         (APPROVAL_TTL + timedelta(seconds=1), False),
-        (-timedelta(seconds=1), False),  # granted in the future: not yet valid
+        # Granted ahead of this clock by another worker's: valid within the skew allowed.
+        (-APPROVAL_CLOCK_SKEW, True),
+        (-APPROVAL_CLOCK_SKEW - timedelta(microseconds=1), False),
     ],
 )
 def test_approval_expiry_boundary(age: timedelta, valid: bool) -> None:
@@ -560,3 +563,4 @@ def test_an_approval_granted_in_the_last_day_there_is_is_valid() -> None:
     end = datetime.max.replace(tzinfo=UTC)
     granted = Approval("bob", "risk", end - timedelta(hours=1))
     assert granted.valid_at(end) and not granted.valid_at(end - timedelta(hours=2))
+    assert granted.valid_at(end - timedelta(hours=1) - APPROVAL_CLOCK_SKEW)

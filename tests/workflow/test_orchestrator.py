@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import gc
 import itertools
 import logging
 import os
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta, timezone
@@ -28,7 +30,7 @@ from domain.model.errors import InvalidInput, InvalidState
 from domain.model.evidence import EventType
 from domain.model.execution import WorkflowExecution
 from domain.model.lifecycle import ExecutionState
-from domain.model.policy import Approval, ImpactTier
+from domain.model.policy import APPROVAL_CLOCK_SKEW, Approval, ImpactTier
 from domain.orchestration.definition import (
     RetryableError,
     RetryPolicy,
@@ -947,6 +949,30 @@ def test_tier2_needs_two_distinct_approvers(world: World) -> None:
     assert_exactly_once(world.door, orch, denials=2)
 
 
+@pytest.mark.parametrize("ahead", [timedelta(seconds=2), APPROVAL_CLOCK_SKEW])
+def test_two_approvals_recorded_by_workers_whose_clocks_differ_pass_the_gate(
+    world: World, ahead: timedelta
+) -> None:
+    """An approval recorded on a clock ahead of the gate's did not count there, while the
+    approver was refused as having approved already: the execution waited for a day."""
+    behind = world.orch()
+    hurried = orchestrator(world.store.unit_of_work, FixedClock(world.clock.now() + ahead))
+    x = behind.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER2)
+    assert hurried.acting_as("alice").approve(x.id, role="reviewer").state is S.AWAITING_APPROVAL
+    assert behind.acting_as("bob").approve(x.id, role="reviewer").state is S.SUCCEEDED
+
+
+def test_an_approval_from_a_clock_past_the_skew_allowed_may_be_given_again(world: World) -> None:
+    """Not counted by the gate, it is not held against its approver either."""
+    behind = world.orch()
+    ahead = world.clock.now() + APPROVAL_CLOCK_SKEW + timedelta(seconds=1)
+    hurried = orchestrator(world.store.unit_of_work, FixedClock(ahead))
+    x = behind.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER2)
+    hurried.acting_as("alice").approve(x.id, role="reviewer")
+    assert behind.acting_as("bob").approve(x.id, role="reviewer").state is S.AWAITING_APPROVAL
+    assert behind.acting_as("alice").approve(x.id, role="reviewer").state is S.SUCCEEDED
+
+
 def test_a_second_approver_arriving_while_the_first_regates_waits_for_it(
     world: World,
 ) -> None:
@@ -1430,12 +1456,15 @@ def test_a_step_replayed_by_another_worker_after_a_crash_mints_the_same_ids(
 ) -> None:
     """Ids a step mints are the same in the crashed attempt and in its replay, whichever
     worker claims the execution in between: a call made outside the unit of work can take
-    them as its idempotency key. A retry after a recorded failure mints fresh ones."""
+    them as its idempotency key. A retry after a recorded failure mints fresh ones; the
+    step's own key stays the same in every attempt (a call no retry may repeat either)."""
     minted: list[str] = []
+    keys: set[tuple[str, str]] = set()
 
     def mint(busy: bool) -> Wrapper:
         def then(n: int, uow: UnitOfWork, ctx: StepContext) -> None:
             minted.append(ctx.runtime.ids.new_id("call"))
+            keys.add((ctx.step, ctx.step_key))
             if busy and n == 1:
                 raise RetryableError("the service is busy")
 
@@ -1456,6 +1485,8 @@ def test_a_step_replayed_by_another_worker_after_a_crash_mints_the_same_ids(
     crashed, replayed, retried = minted
     assert replayed == crashed
     assert retried != crashed
+    [(step, key)] = keys
+    assert step == "analyse" and key.startswith("step-") and key not in minted
     assert_exactly_once(world.door, second)
 
 
@@ -1466,10 +1497,12 @@ def test_a_start_retried_after_dying_in_its_first_step_mints_the_same_ids(
     starts again with its idempotency key, a new execution, and the step mints the ids the
     dead attempt did (what it sent outside its unit took them as keys)."""
     minted: list[str] = []
+    keys: list[str] = []
 
     def mint(run: StepFn) -> StepFn:
         def step(uow: UnitOfWork, ctx: StepContext) -> Any:
             minted.append(ctx.runtime.ids.new_id("call"))
+            keys.append(ctx.step_key)
             if len(minted) == 1:
                 raise _Crash
             return run(uow, ctx)
@@ -1489,6 +1522,7 @@ def test_a_start_retried_after_dying_in_its_first_step_mints_the_same_ids(
         FLAKY, request("pub-2"), idempotency_key="order-43"
     )
     assert other.state is S.SUCCEEDED and minted[2] != minted[0]
+    assert keys[0] == keys[1] != keys[2]
 
 
 def test_one_idempotency_key_in_two_environments_mints_different_ids(world: World) -> None:
@@ -1928,6 +1962,19 @@ def _two_steps(second: Any) -> WorkflowDefinition:
         metadata=kp.METADATA,
         steps=(Step("first", lambda uow, ctx: "ok"), Step("second", lambda uow, ctx: second)),
     )
+
+
+def test_asking_for_the_output_of_a_step_not_done_names_the_steps_done(world: World) -> None:
+    flow = WorkflowDefinition(
+        name="asks",
+        version="1",
+        metadata=kp.METADATA,
+        steps=(Step("first", lambda uow, ctx: 1), Step("second", lambda u, c: c.output_of("x"))),
+    )
+    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={flow.name: flow})
+    done = orch.start(flow.name, {})
+    assert done.state is S.FAILED
+    assert "step 'x' has no output in this execution (steps done: first)" in str(done.last_error)
 
 
 @pytest.mark.parametrize(
@@ -2751,6 +2798,23 @@ def test_a_step_that_would_return_its_work_undone_is_refused_when_defined(run: A
         Step("s", run)
 
 
+@pytest.mark.parametrize("made", [_async_step, _generator_step], ids=["coroutine", "generator"])
+def test_a_step_handing_back_its_work_undone_fails_saying_so(world: World, made: Any) -> None:
+    """A plain function returning an async function's call gets past the check when the
+    Step is made: its output said "must be JSON-serialisable (Object of type coroutine...)",
+    and Python warned of a coroutine never awaited."""
+    flow = _two_steps(None)
+    flow = evolve(flow, steps=(flow.steps[0], Step("second", lambda uow, ctx: made(uow, ctx))))
+    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={flow.name: flow})
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")  # a coroutine left unawaited warns as it is collected
+        done = orch.start(flow.name, {})
+        gc.collect()
+    assert [str(w.message) for w in warned if "never awaited" in str(w.message)] == []
+    assert done.state is S.FAILED
+    assert "so the step's work was not done" in str(done.last_error)
+
+
 @pytest.mark.parametrize("given", [None, 5, ["wfx-1"], b"wfx-1"], ids=repr)
 def test_an_execution_id_of_another_kind_is_said_to_be_one(world: World, given: Any) -> None:
     orch = world.orch()
@@ -2836,6 +2900,37 @@ def test_a_validators_own_error_goes_to_the_caller_naming_the_validator(world: W
         orch.start(flow.name, {})
     assert raised.value.__notes__ == [f"raised by {flow.name}'s validate_input"]
     assert world.door.table("execution") == {}
+
+
+def test_a_validator_judges_the_input_as_it_is_stored_not_the_callers_object(
+    world: World,
+) -> None:
+    """A tuple it accepted reached steps as a list, an int key as text, and a change it made
+    in place was stored (and made the same request, sent again, read as another)."""
+    seen: list[Mapping[str, Any]] = []
+
+    def validate(input: Mapping[str, Any]) -> None:
+        seen.append(input)
+        if not isinstance(input["lines"], list):
+            raise ValueError("lines must be a list, as JSON has them")
+
+    flow = evolve(_two_steps("ok"), validate_input=validate)
+    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={flow.name: flow})
+    given: dict[Any, Any] = {"lines": (1, 2), 7: "x"}
+    done = orch.start(flow.name, given)
+    assert seen == [{"lines": [1, 2], "7": "x"}] == [done.input]
+    assert given == {"lines": (1, 2), 7: "x"}
+
+    def normalise(input: Any) -> None:
+        input["email"] = input["email"].lower()
+
+    flow = evolve(_two_steps("ok"), name="normalising", validate_input=normalise)
+    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={flow.name: flow})
+    asked = {"email": "Bob@X.com"}
+    with pytest.raises(InvalidInput, match="refused by normalising's validate_input: TypeError"):
+        orch.start(flow.name, asked)
+    assert asked == {"email": "Bob@X.com"}
+    assert list(world.door.table("execution")) == [done.id]
 
 
 def test_an_unknown_workflow_is_named_cut(world: World) -> None:

@@ -14,6 +14,10 @@ from domain.model.knowledge import Classification, SourceKind, host_problem
 from domain.model.validation import person_key, same_person
 
 APPROVAL_TTL = timedelta(hours=24)
+# How far ahead of a worker's clock an approval recorded by another worker's may be and still
+# count: workers' clocks differ, and an approval not yet valid to the one running the gate,
+# while already given to the one refusing it again, left an execution waiting for a day.
+APPROVAL_CLOCK_SKEW = timedelta(minutes=5)
 # Bounds on what one mutation names: every decision and manifest records them all.
 MAX_POLICY_REFS = 100
 MAX_ROLES = 20
@@ -51,7 +55,7 @@ class Approval:
 
     def valid_at(self, now: datetime) -> bool:
         # (Subtracted, not added: an approval granted in the last day there is has no end.)
-        return self.granted_at <= now and now - self.granted_at < APPROVAL_TTL
+        return -APPROVAL_CLOCK_SKEW <= now - self.granted_at < APPROVAL_TTL
 
 
 @frozen

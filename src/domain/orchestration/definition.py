@@ -28,12 +28,20 @@ class StepContext:
 
     runtime: RuntimeContext
     execution: WorkflowExecution
+    step: str
+    # The same in every attempt of this step of this execution (a replay, a retry, a run
+    # after an approval): the idempotency key for a call outside the unit of work that no
+    # attempt may repeat, such as a payment whose reply timed out after it went through.
+    step_key: str
 
     @property
     def input(self) -> Mapping[str, Any]:
         return self.execution.input
 
     def output_of(self, step: str) -> Any:
+        if step not in self.execution.step_outputs:
+            done = ", ".join(self.execution.step_outputs) or "none yet"
+            raise KeyError(f"step {step!r} has no output in this execution (steps done: {done})")
         return self.execution.step_outputs[step]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import enum
+import inspect
 import json
 import logging
 import threading
@@ -28,6 +29,7 @@ from domain.model.execution import (
     started_steps,
     steps_done,
 )
+from domain.model.frozen import read_only
 from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from domain.model.policy import Approval, ImpactTier
 from domain.model.runtime import DerivedIds, RuntimeContext
@@ -344,9 +346,13 @@ class Orchestrator:
             raise InvalidInput(
                 "input", f"must be a mapping (a JSON object), got {type(input).__name__}"
             )
+        stored: Mapping[str, Any] = _storable("input", input)
         if definition.validate_input is not None:
             try:
-                verdict = definition.validate_input(input)
+                # Judged as it is stored and as steps read it (JSON, read-only), not as the
+                # caller's object: a tuple it accepted would reach steps as a list, and a
+                # change it made in place would be stored, unlike an identical request's.
+                verdict = definition.validate_input(read_only(stored))
             except InvalidInput:
                 raise
             except (ValueError, TypeError, LookupError, AttributeError) as exc:
@@ -363,7 +369,6 @@ class Orchestrator:
                 raise
             if verdict is False:  # a predicate's no
                 raise InvalidInput("input", f"refused by {workflow}'s validate_input")
-        stored: Mapping[str, Any] = _storable("input", input)
         return stored
 
     def _start_with_first_step(
@@ -1166,25 +1171,18 @@ class Orchestrator:
     def _context(
         self, execution: WorkflowExecution, step: str, *, record_denials: bool = True
     ) -> StepContext:
+        # Scoped by the environment, tenant and idempotency key (one execution per key and
+        # tenant: a start retried after its process died in the first step, which stored
+        # nothing, is a new execution with the same key) and the step.
+        scope = json.dumps(
+            ["key", self._runtime.environment.value, execution.tenant, execution.idempotency_key]
+        )
         runtime = self._runtime.for_execution(
-            # Scoped by the environment, tenant and idempotency key (one execution per key
-            # and tenant: a start retried after its process died in the first step, which
-            # stored nothing, is a new execution with the same key) and by the trail entry
-            # the step starts from: a replay after a crash mints the same ids, whichever
-            # worker claimed the execution meanwhile (a claim is no transition); a later
-            # attempt (after a denial, a retry) follows new entries and mints fresh ones.
-            ids=DerivedIds(
-                json.dumps(
-                    [
-                        "key",
-                        self._runtime.environment.value,
-                        execution.tenant,
-                        execution.idempotency_key,
-                    ]
-                ),
-                step,
-                str(execution.audit_sequence),
-            ),
+            # ...and by the trail entry the step starts from: a replay after a crash mints the
+            # same ids, whichever worker claimed the execution meanwhile (a claim is no
+            # transition); a later attempt (after a denial, a retry) follows new entries and
+            # mints fresh ones.
+            ids=DerivedIds(scope, step, str(execution.audit_sequence)),
             trace_id=execution.correlation_id,
             tenant=execution.tenant,
             # The mutation is the requester's, whichever worker happens to run the step.
@@ -1192,7 +1190,12 @@ class Orchestrator:
             record_denials=record_denials,
         )
         # A copy of its own: nothing a step does to it (approvals, the cursor) steers the run.
-        return StepContext(runtime=runtime, execution=execution.copy())
+        return StepContext(
+            runtime=runtime,
+            execution=execution.copy(),
+            step=step,
+            step_key=DerivedIds(scope, step).new_id("step"),
+        )
 
     def _after_failure(
         self, execution_id: str, seen_version: int, step: str, error: BaseException
@@ -1385,6 +1388,16 @@ def _lent(step: Step, uow: UnitOfWork, context: StepContext, what: str = "step")
 
 
 def _output(step: Step, value: Any) -> Any:
+    if inspect.iscoroutine(value) or inspect.isgenerator(value):
+        value.close()  # never run: closed, so Python does not warn it was never awaited
+    if inspect.iscoroutine(value) or inspect.isgenerator(value) or inspect.isasyncgen(value):
+        # A plain function handing back an async one's call (`lambda u, c: charge(u, c)`):
+        # refused when the Step is made only if it is async itself.
+        raise InvalidInput(
+            f"output of step {step.name}",
+            f"is a {type(value).__name__}, so the step's work was not done: run it inside the"
+            " step (asyncio.run for a coroutine) and return its result",
+        )
     return _storable(f"output of step {step.name}", value, limit=MAX_OUTPUT_CHARS)
 
 
