@@ -171,8 +171,11 @@ def _import(name: str, beside: Path | None) -> object:
                 return importlib.import_module(name)
             except ModuleNotFoundError as exc:
                 missing = exc.name or name
-                here = str(Path.cwd())
-                if here in sys.path or not name.startswith(missing):
+                try:
+                    here = str(Path.cwd())
+                except FileNotFoundError:  # deleted while this process was in it
+                    here = ""
+                if not here or here in sys.path or not name.startswith(missing):
                     raise _Unusable(f"cannot import {name}: no module named {missing!r}") from None
                 search(here)
             except (Exception, SystemExit) as exc:

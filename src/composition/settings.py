@@ -257,7 +257,7 @@ def load_settings(
     setting name to (value, source) for command-line flags such as `--store`.
     """
     env = dict(os.environ if environ is None else environ)
-    base = cwd or Path.cwd()
+    base = cwd or _working_directory()
     problems: list[Problem] = []
     raw: dict[str, _Raw] = {}
 
@@ -287,7 +287,16 @@ def load_settings(
 
     if "actor" not in values:
         values["actor"] = _default_actor(env)
-    data_dir: Path = values.get("data_dir") or (base / DEFAULT_DATA_DIR)
+    if "data_dir" in values:
+        data_dir: Path = values["data_dir"]
+    elif base is not None:
+        data_dir = base / DEFAULT_DATA_DIR
+    elif "store_url" in values:  # only the default store is in it
+        data_dir = Path(DEFAULT_DATA_DIR)
+    else:
+        raise ConfigurationError(
+            [Problem("store_url", "default", f"the default store is under {_NO_DIRECTORY}")]
+        )
     values["data_dir"] = data_dir
     if "store_url" not in values:
         values["store_url"] = f"surrealkv://{data_dir / 'store'}"
@@ -312,8 +321,29 @@ def _default_actor(env: Mapping[str, str]) -> str:
 _INVALID = object()
 
 
-def _read_file(path: Path, source: str, base: Path, problems: list[Problem]) -> dict[str, _Raw]:
-    path = path if path.is_absolute() else base / path
+def _working_directory() -> Path | None:
+    """The directory relative paths are read from, or None if it was deleted while this
+    process was in it: only a relative path then fails, by name, not every command."""
+    try:
+        return Path.cwd()
+    except FileNotFoundError:
+        return None
+
+
+_NO_DIRECTORY = (
+    "the working directory, which no longer exists (deleted while this process was in it):"
+    " give an absolute path, or run from a directory that exists"
+)
+
+
+def _read_file(
+    path: Path, source: str, base: Path | None, problems: list[Problem]
+) -> dict[str, _Raw]:
+    if not path.is_absolute():
+        if base is None:
+            problems.append(Problem("config", source, f"{path} is relative to {_NO_DIRECTORY}"))
+            return {}
+        path = base / path
     try:
         # A byte order mark, as some editors write, is no part of the TOML.
         document = tomllib.loads(files.read_regular(path, MAX_CONFIG_BYTES).decode("utf-8-sig"))
@@ -344,7 +374,7 @@ def _read_file(path: Path, source: str, base: Path, problems: list[Problem]) -> 
     return found
 
 
-def _parse(key: _Key, raw: _Raw, base: Path, problems: list[Problem]) -> object:
+def _parse(key: _Key, raw: _Raw, base: Path | None, problems: list[Problem]) -> object:
     def bad(message: str, allowed: str | None = None) -> object:
         problems.append(Problem(key.name, raw.source, message, allowed))
         return _INVALID
@@ -396,15 +426,17 @@ def _workflows(value: object, bad: Bad) -> object:
     return tuple(specs)
 
 
-def _environment(key: _Key, value: str, base: Path, bad: Bad) -> object:
+def _environment(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
     try:
         return Environment(value.strip().lower())
     except ValueError:
         return bad(f"{_clip(value)} is not an environment", ", ".join(e.value for e in Environment))
 
 
-def _name(pattern: re.Pattern[str], allowed: str) -> Callable[[_Key, str, Path, Bad], object]:
-    def parse(key: _Key, value: str, base: Path, bad: Bad) -> object:
+def _name(
+    pattern: re.Pattern[str], allowed: str
+) -> Callable[[_Key, str, Path | None, Bad], object]:
+    def parse(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
         if pattern.match(value):
             return value
         return bad(f"{_shown(key, value)} is not a valid {key.name}", allowed)
@@ -412,7 +444,7 @@ def _name(pattern: re.Pattern[str], allowed: str) -> Callable[[_Key, str, Path, 
     return parse
 
 
-def _secret(key: _Key, value: str, base: Path, bad: Bad) -> object:
+def _secret(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
     # A password is taken as typed (spaces may be part of it); a user name of spaces alone
     # names nobody.
     if not value or (key.name == "username" and not value.strip()):
@@ -422,7 +454,7 @@ def _secret(key: _Key, value: str, base: Path, bad: Bad) -> object:
     return value
 
 
-def _audit_key(key: _Key, value: str, base: Path, bad: Bad) -> object:
+def _audit_key(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
     try:
         AuditKey.from_text(value)
     except InvalidInput as exc:  # its words never quote the key
@@ -430,11 +462,14 @@ def _audit_key(key: _Key, value: str, base: Path, bad: Bad) -> object:
     return value
 
 
-def _data_dir(key: _Key, value: str, base: Path, bad: Bad) -> object:
+def _data_dir(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
     if not value.strip() or "\x00" in value:
         return bad("must be a directory path")
     path = Path(value).expanduser()
-    path = path if path.is_absolute() else base / path
+    if not path.is_absolute():
+        if base is None:
+            return bad(f"{path} is relative to {_NO_DIRECTORY}")
+        path = base / path
     problem = _directory_problem(path)
     return bad(problem) if problem else path
 
@@ -456,7 +491,7 @@ def _directory_problem(path: Path) -> str | None:
     return None
 
 
-def _store_url(key: _Key, value: str, base: Path, bad: Bad) -> object:
+def _store_url(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
     allowed = "memory://, mem://, surrealkv://PATH, ws://HOST:PORT, wss://HOST:PORT"
     shown = _clip(redact_url(value))
     # What is wrong is said in words: the value itself may be a credential typed in the
@@ -499,7 +534,10 @@ def _store_url(key: _Key, value: str, base: Path, bad: Bad) -> object:
         except UnicodeEncodeError:  # a byte the file system name holds that is no UTF-8
             return bad(f"{shown}: the engine takes directory paths in UTF-8 only", allowed)
         path = Path(rest).expanduser()
-        path = path if path.is_absolute() else base / path
+        if not path.is_absolute():
+            if base is None:
+                return bad(f"{shown}: {path} is relative to {_NO_DIRECTORY}", allowed)
+            path = base / path
         problem = _directory_problem(path)
         return bad(f"{shown}: {problem}") if problem else f"surrealkv://{path}"
     if not parts.hostname:
@@ -528,7 +566,7 @@ def _clip(text: str, most: int = 160) -> str:
     return repr(text)
 
 
-_PARSERS: dict[str, Callable[[_Key, str, Path, Bad], object]] = {
+_PARSERS: dict[str, Callable[[_Key, str, Path | None, Bad], object]] = {
     "environment": _environment,
     "tenant": _name(_NAME, IDENTIFIER_RULE),
     "service": _name(_NAME, IDENTIFIER_RULE),
@@ -589,7 +627,7 @@ def _problems_in(settings: Settings) -> list[Problem]:
         elif not isinstance(value, str):
             bad(f"must be a string, got {type(value).__name__}")
         else:
-            _PARSERS[key.name](key, value, Path.cwd(), bad)
+            _PARSERS[key.name](key, value, _working_directory(), bad)
     if (settings.username is None) != (settings.password is None):
         problems.append(Problem("username", "Settings", "username and password go together"))
     previous = settings.previous_audit_key

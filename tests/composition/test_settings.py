@@ -530,3 +530,35 @@ def test_a_long_bad_value_is_quoted_by_its_ends(key: str, tmp_path: Path) -> Non
     """Before, a 100 kB value made a 100 kB error line."""
     problem = only({key: "x" * 100_000 + "!"}, tmp_path)
     assert len(problem.message) < 500 and "...x" in problem.message
+
+
+def test_a_working_directory_deleted_under_the_process_fails_only_relative_paths(
+    tmp_path: Path,
+) -> None:
+    """Every command was an internal error (FileNotFoundError), an absolute store too."""
+    import subprocess
+    import sys
+
+    store = tmp_path / "store"
+
+    def govkernel(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GOVKERNEL_")}
+        script = f'cd "$1" && rmdir "$1" && shift && exec {sys.executable} -m composition.cli "$@"'
+        return subprocess.run(
+            ["sh", "-c", script, "sh", str(tmp_path / "gone"), *args],
+            env=env | {"GOVKERNEL_ACTOR": "operator"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    (tmp_path / "gone").mkdir()
+    assert govkernel("--store", f"surrealkv://{store}", "demo").returncode == 0
+    (tmp_path / "gone").mkdir()
+    assert govkernel("--store", "memory://", "workflows").returncode == 0
+    for args in (("executions", "list"), ("--store", "surrealkv://rel", "executions", "list")):
+        (tmp_path / "gone").mkdir()
+        refused = govkernel(*args)
+        assert refused.returncode == 2, refused.stderr
+        assert "the working directory, which no longer exists" in refused.stderr
+    assert not (tmp_path / "rel").exists()

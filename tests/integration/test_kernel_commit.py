@@ -165,7 +165,15 @@ def test_a_commit_failing_in_the_engine_is_an_unknown_outcome() -> None:
             "Transaction failed and rolled back: An error occurred: uow-conflict:0",
             ConcurrencyConflict,
         ),
+        # Its files failing it as a statement ran (no descriptors left): nothing about the
+        # record, which was refused as `? '?'` (found by an operator's pass).
+        (
+            "There was a problem with a datastore transaction: Log error: IO error:"
+            " kind=other, message=Too many open files (os error 24)",
+            CommitOutcomeUnknown,
+        ),
         # The engine quoting a value: the value's words are not the engine's.
+        ("Found 'Log error: IO error: x (os error 24)' for field `title`", InvalidRecord),
         ("Found 'conflict already exists' for field `title`, but expected x", InvalidRecord),
         ("Found 'Transaction conflict' for field `title`, but expected x", InvalidRecord),
     ],

@@ -526,9 +526,11 @@ def test_damage_in_what_was_written_since_the_last_close_is_refused_too(
         assert _executions(crashed) < 8  # opens, with workflows silently gone
 
 
-def _cli(path: Path, *args: str, max_file_bytes: int | None = None) -> Any:
+def _cli(
+    path: Path, *args: str, max_file_bytes: int | None = None, max_files: int | None = None
+) -> Any:
     """A `govkernel` process on the store at `path`, its files held below a size if given
-    (a full disk, as the engine meets one: `File too large`)."""
+    (a full disk, as the engine meets one: `File too large`), and its open files too."""
     import resource
     import subprocess
     import sys
@@ -536,6 +538,8 @@ def _cli(path: Path, *args: str, max_file_bytes: int | None = None) -> Any:
     def limit() -> None:
         if max_file_bytes is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+        if max_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, max_files))
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOVKERNEL_")}
     env |= {"GOVKERNEL_STORE": f"surrealkv://{path}", "GOVKERNEL_ACTOR": "operator"}
@@ -569,3 +573,45 @@ def test_commands_on_a_full_disk_leave_the_seal_where_the_log_was_whole(tmp_path
     assert _cli(path, "recover").returncode == 0
     assert _cli(path, "audit", "verify").returncode == 0
     assert _cli(path, *run, "--publication-id", "p4").returncode == 0
+
+
+def test_a_full_disk_as_a_store_opens_says_so_and_leaves_it_as_it_was(tmp_path: Path) -> None:
+    """Writing the lock's pid, or the engine repairing a torn log: an internal error (a raw
+    OSError from Python), and the engine's own repair file named as a stray to move away
+    (found by an operator's pass: moving it lost the log the next open repairs from)."""
+    path = tmp_path / "store"
+    examples = sorted(str(p) for p in (Path(__file__).parents[2] / "examples").glob("*.md"))
+    assert _cli(path, "run", "knowledge-publication", *examples, "--title", "T").returncode == 0
+    lock = tmp_path / "store.lock"
+    assert lock.read_text() == ""  # closed cleanly: the pid needs room the disk lacks
+    full = _cli(path, "executions", "list", max_file_bytes=0)
+    assert (full.returncode, lock.read_text()) == (2, "")
+    assert f"cannot write lock file {lock}: File too large; free space" in full.stderr
+    [segment] = (path / "clog").iterdir()
+    with segment.open("ab") as log:
+        log.write(os.urandom(300))  # a torn tail, which the engine repairs as it opens
+    full = _cli(path, "executions", "list", max_file_bytes=segment.stat().st_size // 2)
+    assert full.returncode == 2
+    assert "the file system is full (or a file size or disk quota limit" in full.stderr
+    assert "not one of the engine's log segments" not in full.stderr
+    assert _cli(path, "audit", "verify").returncode == 0  # given room, it opens whole
+
+
+@pytest.mark.parametrize("max_files", [8, 12, 15, 17, 20])
+def test_too_few_file_descriptors_left_for_the_engine_is_said_not_a_crash(
+    tmp_path: Path, max_files: int
+) -> None:
+    """With a few left, the engine's runtime panicked and aborted the process (exit 134),
+    or a commit failed as a record refused (found by an operator's pass)."""
+    path = tmp_path / "store"
+    run = (
+        "run",
+        "knowledge-publication",
+        str(Path(__file__).parents[2] / "examples" / "fred-federal-funds-rate-note.md"),
+    )
+    assert _cli(path, *run).returncode == 0
+    for args in (("executions", "list"), run):
+        short = _cli(path, *args, max_files=max_files)
+        assert short.returncode == 2, short.stderr
+        assert "raise the limit, or close files" in short.stderr
+    assert "crash" not in _cli(path, "recover").stderr  # nothing was left held

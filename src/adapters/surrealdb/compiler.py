@@ -41,6 +41,7 @@ _RETRYABLE = (
     "Transaction write conflict",
 )
 _SKIPPED = "The query was not executed due to a failed transaction"
+_STORAGE_FAILED = ("Log error:", "IO error:")
 _WRAPPERS = (
     _SKIPPED,
     "Transaction failed and rolled back",
@@ -342,9 +343,11 @@ def failure(compiled: Compiled, batch: Batch, rows: Sequence[dict[str, Any]]) ->
         return DuplicateRecord(table, key, _unique_named(own))
     if own.startswith(_RETRYABLE):
         return ConcurrencyConflict(table, key, "concurrent transaction")
-    if all(_skipped(rows[i]) for i in failed):
-        # No statement failed: the commit itself did (a full disk, an I/O error). Part of it
-        # may have reached the log, so only a re-read can tell what stands.
+    if all(_skipped(rows[i]) for i in failed) or own.startswith(_STORAGE_FAILED):
+        # No statement failed: the commit itself did (a full disk, an I/O error), or the
+        # engine could not read or write its files as a statement ran (no descriptors
+        # left): nothing about the record. Part of it may have reached the log, so only a
+        # re-read can tell what stands.
         return CommitOutcomeUnknown(f"commit failed in the engine: {_brief(message)}")
     return InvalidRecord(f"{table} {key!r} refused: {_brief(message)}")
 

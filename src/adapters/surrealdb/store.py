@@ -7,6 +7,7 @@ import errno
 import fcntl
 import os
 import re
+import resource
 import shutil
 import socket
 import stat
@@ -189,13 +190,19 @@ class StoreLock:
         self._file = handle
         try:
             self._write(str(os.getpid()))
-        except BaseException:
-            # Stopped (Ctrl-C, SIGTERM) before the store was used: left as it was found, not
-            # as a crash of this process's.
+        except BaseException as exc:
+            # Stopped (Ctrl-C, SIGTERM) before the store was used, or the pid could not be
+            # written (a full disk): left as it was found, not as a crash of this process's.
             try:
-                self._write(" ".join(left))
+                with contextlib.suppress(OSError):  # what failed to write the pid fails this too
+                    self._write(" ".join(left))
             finally:
                 self._let_go()
+            if isinstance(exc, OSError):
+                raise StorageUnavailable(
+                    f"cannot write lock file {self.path}: {exc.strerror or exc}"
+                    + ("; free space, then try again" if exc.errno in _DISK_FULL else "")
+                ) from None
             raise
 
     def _lock_directory(self) -> int:
@@ -233,15 +240,20 @@ class StoreLock:
         self._write(str(os.getpid()))
 
     def release(self) -> None:
-        if self._file is not None:
-            # Empty says the store was closed cleanly; a crash not yet checked is kept.
-            self._write(f"unclean {self.crashed_holder}" if self.crashed_holder else "")
-        self._let_go()
+        try:
+            if self._file is not None:
+                # Empty says the store was closed cleanly; a crash not yet checked is kept.
+                self._write(f"unclean {self.crashed_holder}" if self.crashed_holder else "")
+        finally:
+            self._let_go()
 
     def _let_go(self) -> None:
         if self._file is not None:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            self._file.close()
+            with contextlib.suppress(
+                OSError
+            ):  # a write that failed fails again as it closes: let go
+                self._file.close()
             self._file = None
         if self._directory_fd is not None:
             os.close(self._directory_fd)  # and its lock with it
@@ -728,6 +740,11 @@ class SurrealStore:
                     " surrealkv:// store without SURREAL_SYNC_DATA=true, and the engine keeps"
                     " what it read then; open this one in another process"
                 )
+        if cfg.scheme in EMBEDDED:
+            short = _descriptors_short(cfg.path)
+            if short is not None:
+                self.close()
+                raise StorageUnavailable(short)
         try:
             self._connect(url)
             if self._seal is not None:
@@ -1172,6 +1189,41 @@ def _strip(row: dict[str, Any]) -> Document:
 
 
 _SEGMENT = re.compile(r"^[0-9]{20}\.clog\Z")
+_REPAIRING = re.compile(r"^[0-9]{20}\.repair\Z")
+_DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+_REFUSED_BY_THE_MACHINE = (
+    (
+        _DISK_FULL,
+        "the file system is full (or a file size or disk quota limit was reached): free space",
+    ),
+    ((24, 23), "the process may open no more files: raise its limit (ulimit -n)"),
+    ((13, 1, 30), "the store's files may not be written here: check their permissions and mount"),
+)
+
+
+# What the embedded engine needs open besides its log's segments (its runtime's threads,
+# pipes and files): with fewer left it aborts the process, a Rust panic no caller can catch.
+ENGINE_DESCRIPTORS = 16
+
+
+def _descriptors_short(directory: Path | None) -> str | None:
+    """Why this process has too few file descriptors left to open the engine, or None."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError:  # no /proc to count them by: left to the engine
+        return None
+    try:
+        segments = len(os.listdir(directory / "clog")) if directory is not None else 0
+    except OSError:
+        segments = 0
+    needed = ENGINE_DESCRIPTORS + segments
+    if soft == resource.RLIM_INFINITY or soft - used >= needed:
+        return None
+    return (
+        f"this process may open {max(soft - used, 0)} more files (ulimit -n {soft}, {used}"
+        f" open), and the embedded engine needs {needed}: raise the limit, or close files"
+    )
 
 
 def _engine_files_hint(directory: Path | None, cause: str) -> str:
@@ -1180,9 +1232,16 @@ def _engine_files_hint(directory: Path | None, cause: str) -> str:
     engine rebuilds from the log when it is gone (the log itself is never to be removed)."""
     if directory is None or "Failed to create datastore" not in cause:
         return ""
+    # What the machine refused is no damage: moving files aside would not help, and a log
+    # the engine set aside to repair it (NAME.repair) is what the next open repairs from.
+    for codes, hint in _REFUSED_BY_THE_MACHINE:
+        if any(f"(os error {code})" in cause for code in codes):
+            return f"; {hint}, then open it again"
     try:
         strays = sorted(
-            p.name for p in (directory / "clog").iterdir() if not _SEGMENT.match(p.name)
+            p.name
+            for p in (directory / "clog").iterdir()
+            if not _SEGMENT.match(p.name) and not _REPAIRING.match(p.name)
         )
     except OSError:
         strays = []
