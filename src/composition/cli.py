@@ -2516,6 +2516,8 @@ def _failed(session: Session, args: list[str], exc: Exception) -> int:
         message += render.safe(f"; {_unfinished(session, not_stored='not stored' in message)}")
     elif isinstance(exc, StorageUnavailable) and session.starts:
         message += "; nothing was started"  # the store would not open (held, full, gone)
+    elif isinstance(exc, StorageUnavailable) and session.again is not None:
+        message += render.safe(f"; {session.again}")  # lost part-way (a full disk)
     for line in message.split("\n"):
         _error(line)
     return code

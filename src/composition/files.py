@@ -35,6 +35,11 @@ def read_regular(path: Path, limit: int) -> bytes:
         raise UnreadableFile("is a directory, not a file") from None
     except OSError as exc:
         raise UnreadableFile(f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    except UnicodeEncodeError:  # a name the file system encoding cannot spell (LC_ALL=C)
+        raise UnreadableFile(
+            "cannot be named in this system's file name encoding: use a UTF-8 locale, or"
+            " Python's UTF-8 mode (PYTHONUTF8=1)"
+        ) from None
     except ValueError:  # a NUL in it: no file has such a name
         raise UnreadableFile("is no file name (it holds a NUL character)") from None
     info = os.fstat(fd)

@@ -54,7 +54,8 @@ def dumps(value: object, *, ascii_only: bool = False) -> str:
 
 
 def when(value: datetime | None) -> str:
-    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
+    # Not strftime, whose %Y writes the year 1 as `1`.
+    return "-" if value is None else value.replace(tzinfo=None).isoformat(" ", "seconds")
 
 
 def iso(value: datetime | None) -> str | None:

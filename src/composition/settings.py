@@ -341,14 +341,16 @@ def _read_file(
 ) -> dict[str, _Raw]:
     if not path.is_absolute():
         if base is None:
-            problems.append(Problem("config", source, f"{path} is relative to {_NO_DIRECTORY}"))
+            problems.append(
+                Problem("config", source, f"{_clip(str(path))} is relative to {_NO_DIRECTORY}")
+            )
             return {}
         path = base / path
     try:
         # A byte order mark, as some editors write, is no part of the TOML.
         document = tomllib.loads(files.read_regular(path, MAX_CONFIG_BYTES).decode("utf-8-sig"))
     except files.UnreadableFile as exc:
-        problems.append(Problem("config", source, f"{path}: {exc}"))
+        problems.append(Problem("config", source, f"{_clip(str(path))}: {exc}"))
         return {}
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         # tomllib names the line and column, never the text: no secret can leak through it.

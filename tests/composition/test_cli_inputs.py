@@ -950,3 +950,28 @@ def test_a_log_seal_that_cannot_be_written_is_said(
     monkeypatch.setattr(os, "replace", real_replace)
     _, err = gk(capsys, *store, "executions", "list")
     assert "log seal" not in err
+
+
+def test_times_are_shown_with_their_years_in_four_digits() -> None:
+    """strftime's %Y wrote the year 1 as `1` (`--json` said 0001)."""
+    assert render.when(datetime(1, 1, 1, tzinfo=UTC)) == "0001-01-01 00:00:00"
+    assert render.when(datetime(2026, 11, 27, 9, 5, 7, 999_999, tzinfo=UTC)) == (
+        "2026-11-27 09:05:07"
+    )
+
+
+def test_a_config_path_the_file_system_encoding_cannot_spell_is_said_so(tmp_path: Path) -> None:
+    """In the C locale without UTF-8 mode, a non-ASCII name read as holding a NUL."""
+    import subprocess
+
+    env = os.environ | {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "composition.cli", "--config", "/tmp/\u00fc.toml", "workflows"],
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "cannot be named in this system's file name encoding" in done.stderr

@@ -562,3 +562,8 @@ def test_a_working_directory_deleted_under_the_process_fails_only_relative_paths
         assert refused.returncode == 2, refused.stderr
         assert "the working directory, which no longer exists" in refused.stderr
     assert not (tmp_path / "rel").exists()
+
+
+def test_a_long_config_path_is_quoted_cut(tmp_path: Path) -> None:
+    found = only({CONFIG_ENV: "/nowhere" * 20_000}, tmp_path)
+    assert "cannot be read (File name too long)" in str(found) and len(str(found)) < 400

@@ -527,7 +527,11 @@ def test_damage_in_what_was_written_since_the_last_close_is_refused_too(
 
 
 def _cli(
-    path: Path, *args: str, max_file_bytes: int | None = None, max_files: int | None = None
+    path: Path,
+    *args: str,
+    max_file_bytes: int | None = None,
+    max_files: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> Any:
     """A `govkernel` process on the store at `path`, its files held below a size if given
     (a full disk, as the engine meets one: `File too large`), and its open files too."""
@@ -541,8 +545,9 @@ def _cli(
         if max_files is not None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, max_files))
 
+    given = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOVKERNEL_")}
-    env |= {"GOVKERNEL_STORE": f"surrealkv://{path}", "GOVKERNEL_ACTOR": "operator"}
+    env |= {"GOVKERNEL_STORE": f"surrealkv://{path}", "GOVKERNEL_ACTOR": "operator"} | given
     command = [sys.executable, "-m", "composition.cli", *args]
     return subprocess.run(
         command, env=env, preexec_fn=limit, capture_output=True, text=True, timeout=120
@@ -615,3 +620,21 @@ def test_too_few_file_descriptors_left_for_the_engine_is_said_not_a_crash(
         assert short.returncode == 2, short.stderr
         assert "raise the limit, or close files" in short.stderr
     assert "crash" not in _cli(path, "recover").stderr  # nothing was left held
+
+
+def test_audit_seal_stopped_by_a_full_disk_says_the_same_command_seals_the_rest(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "store"
+    examples = sorted(str(p) for p in (Path(__file__).parents[2] / "examples").glob("*.md"))
+    for n in range(3):
+        run = ("run", "knowledge-publication", *examples, "--publication-id", f"p{n}")
+        assert _cli(path, *run).returncode == 0
+    [segment] = (path / "clog").iterdir()
+    keyed = {"GOVKERNEL_AUDIT_KEY": "k" * 16 + "0123456789abcdef0123456789"}
+    seal = ("audit", "seal", "--unsealed")
+    full = _cli(path, *seal, max_file_bytes=segment.stat().st_size + 3000, env=keyed)
+    assert full.returncode == 2
+    assert "the same `govkernel audit seal` seals the rest" in full.stderr
+    done = _cli(path, *seal, env=keyed)
+    assert done.returncode == 0 and "left unsealed 0" in done.stdout
