@@ -1228,8 +1228,10 @@ def conclude(
 ) -> None:
     """Report where an execution stands; raise Failed for an unexpected end."""
     definition = _definition(app, x)
+    waiting = _why_waiting(app, x) if x.state is S.AWAITING_APPROVAL else None
     if s.json:
-        s.emit(render.execution_json(x, definition, detail=True) | dict(extra or {}))
+        record = render.execution_json(x, definition, detail=True) | dict(extra or {})
+        s.emit(record | ({} if waiting is None else {"why": waiting}))
     if x.state is S.SUCCEEDED:
         published = x.step_outputs.get("publish") if render.built_in(x) else None
         if not isinstance(published, Mapping):
@@ -1249,11 +1251,9 @@ def conclude(
             )
         s.suggest(13, ("details", f"executions show {x.id}"))
         return
-    if x.state is S.AWAITING_APPROVAL:
-        trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, x.id)
-        reason = trail[-1].reason.removeprefix("ApprovalRequired: ") if trail else ""
+    if waiting is not None:
         s.echo(render.safe(f"awaiting approval: execution {x.id}"))
-        s.echo(f"  why      {render.safe(reason)}")
+        s.echo(f"  why      {render.safe(waiting)}")
         s.suggest(
             7,
             ("approve", f"approve {x.id} --role ROLE"),
@@ -1923,6 +1923,12 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
                 f" {first.problem}"
             )
         )
+
+
+def _why_waiting(app: App, x: WorkflowExecution) -> str:
+    """What the execution awaits approval for, as the entry that made it wait says."""
+    trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, x.id)
+    return trail[-1].reason.removeprefix("ApprovalRequired: ") if trail else ""
 
 
 def verify_chains(

@@ -192,6 +192,7 @@ def test_run_prints_transitions_then_list_show_verify_and_events(gk: Cli) -> Non
 def start_tier(gk: Cli, tier: str, *args: str | Path) -> str:
     record = gk.json("run", "knowledge-publication", *map(str, args), "--tier", tier)
     assert record["state"] == "awaiting_approval"
+    assert f"approval: {tier} needs" in record["why"]  # as the text form's `why` says
     return str(record["execution_id"])
 
 

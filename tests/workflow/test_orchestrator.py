@@ -2622,6 +2622,9 @@ def test_one_version_has_one_definition() -> None:
         orchestrator(store.unit_of_work, FixedClock(T0), retired=[old, evolve(old)])
     alone = orchestrator(store.unit_of_work, FixedClock(T0), retired=old)  # one, not a list
     assert alone.registered(WORKFLOW, "0") is old
+    decommissioned = orchestrator(store.unit_of_work, FixedClock(T0), workflows={}, retired=old)
+    with pytest.raises(InvalidInput, match=r"registered as retired only \(version 0\)"):
+        decommissioned.start(WORKFLOW, request("pub-1"))  # not called unknown
     with pytest.raises(ValueError, match="is not a WorkflowDefinition"):
         orchestrator(store.unit_of_work, FixedClock(T0), retired=[object()])
 

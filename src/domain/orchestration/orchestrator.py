@@ -887,6 +887,14 @@ class Orchestrator:
             raise InvalidInput("workflow", f"must be a workflow's name, got {type(name).__name__}")
         if name not in self._workflows:
             known = ", ".join(sorted(self._workflows)) or "none"
+            retired = sorted(v for n, v in self._versions if n == name)
+            if retired:  # registered, but only to finish what its versions started
+                raise InvalidInput(
+                    "workflow",
+                    f"{shown(name)} is registered as retired only (version"
+                    f" {', '.join(retired)}): it finishes executions it started, and starts"
+                    f" none; register a current version to start it (current: {known})",
+                )
             raise InvalidInput("workflow", f"unknown workflow {shown(name)}; known: {known}")
         return self._workflows[name]
 
