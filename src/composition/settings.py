@@ -652,7 +652,7 @@ def _check_combinations(
     values: Mapping[str, Any], raw: Mapping[str, _Raw], problems: list[Problem]
 ) -> None:
     for have, missing in (("username", "password"), ("password", "username")):
-        if have in raw and missing not in raw:
+        if have in values and missing not in raw:  # one refused itself is said once
             key = _BY_NAME[missing]
             source = f"{key.env} or [{key.file_path[0]}] {key.file_path[1]}"
             problems.append(Problem(missing, source, f"is required when a {have} is set"))

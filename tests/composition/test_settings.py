@@ -202,6 +202,9 @@ def test_credentials_come_in_pairs_and_are_never_echoed(tmp_path: Path) -> None:
     assert problem.key == "username" and "GOVKERNEL_SURREAL_USERNAME" in problem.source
     problem = only({"GOVKERNEL_SURREAL_USERNAME": "root"}, tmp_path)
     assert problem.key == "password" and "GOVKERNEL_SURREAL_PASSWORD" in problem.source
+    # An empty one is refused for itself, not also for lacking its pair.
+    problem = only({"GOVKERNEL_SURREAL_USERNAME": ""}, tmp_path)
+    assert (problem.key, problem.message) == ("username", "must not be empty")
     bad = {"GOVKERNEL_SURREAL_USERNAME": "root", "GOVKERNEL_SURREAL_PASSWORD": SECRET + "\n"}
     with pytest.raises(ConfigurationError) as info:
         load_settings(bad, cwd=tmp_path)
