@@ -167,7 +167,12 @@ def write(anchors: Anchors, path: Path) -> None:
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # followed loosely, the link itself would be replaced
             raise AnchorFileError(path, "is a loop of symbolic links") from None
-    target = Path(os.path.realpath(path))
+    try:
+        target = Path(os.path.realpath(path))
+    except FileNotFoundError:  # relative, to a working directory deleted meanwhile
+        raise AnchorFileError(
+            path, "is relative to a working directory that no longer exists"
+        ) from None
     mode = 0o644  # readable as any file the command writes, not mkstemp's 0600
     if target.exists():
         if not target.is_file():

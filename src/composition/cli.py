@@ -539,6 +539,16 @@ def a_file(ctx: click.Context, param: click.Parameter, value: str | None) -> Pat
         raise click.BadParameter(
             "ends in a slash, which names a directory: give a file", ctx=ctx, param=param
         )
+    if not os.path.isabs(value):
+        try:
+            os.getcwd()
+        except FileNotFoundError:  # deleted while this process was in it
+            raise click.BadParameter(
+                "is relative to the working directory, which no longer exists: give an"
+                " absolute path, or run from a directory that exists",
+                ctx=ctx,
+                param=param,
+            ) from None
     return Path(value)
 
 
@@ -1739,7 +1749,7 @@ def audit_seal(ctx: click.Context, execution_id: str | None, unsealed: bool) -> 
     """
     s = session_of(ctx)
     s.printing()
-    s.again = "what it sealed stands; the same `govkernel audit seal` seals the rest"
+    s.again = "nothing was sealed"  # until the store is open
     settings = s.settings()
     if settings.audit_key is None:
         raise Failed("no audit key to seal with: set GOVKERNEL_AUDIT_KEY", EXIT_USAGE)
@@ -1747,6 +1757,7 @@ def audit_seal(ctx: click.Context, execution_id: str | None, unsealed: bool) -> 
     previous = settings.previous_audit_key
     before = None if previous is None else AuditKey.from_text(previous)
     with s.app(existing=True) as (app, _):
+        s.again = "what it sealed stands; the same `govkernel audit seal` seals the rest"
         tenant = None if execution_id is None else app.runtime.tenant
         if execution_id is not None:
             ids = [execution_id]

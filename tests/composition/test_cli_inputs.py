@@ -321,6 +321,10 @@ def test_an_interrupted_audit_seal_says_the_same_command_seals_the_rest(
     monkeypatch.setattr(sealing, "seal", _interrupted)
     _, err = gk(capsys, *store, "audit", "seal", "--unsealed", code=130)
     assert "the same `govkernel audit seal` seals the rest" in err and "recover" not in err
+    # A store it could not open, it sealed nothing of (found by a review).
+    nowhere = ("--store", f"surrealkv://{tmp_path / 'nowhere'}")
+    _, err = gk(capsys, *nowhere, "audit", "seal", code=2)
+    assert err.rstrip().endswith("; nothing was sealed"), err
 
 
 @pytest.mark.parametrize(

@@ -559,11 +559,16 @@ def test_a_working_directory_deleted_under_the_process_fails_only_relative_paths
     assert govkernel("--store", f"surrealkv://{store}", "demo").returncode == 0
     (tmp_path / "gone").mkdir()
     assert govkernel("--store", "memory://", "workflows").returncode == 0
-    for args in (("executions", "list"), ("--store", "surrealkv://rel", "executions", "list")):
+    anchor = ("--store", f"surrealkv://{store}", "audit", "anchor", "--output", "rel.json")
+    for args in (
+        ("executions", "list"),
+        ("--store", "surrealkv://rel", "executions", "list"),
+        anchor,
+    ):
         (tmp_path / "gone").mkdir()
         refused = govkernel(*args)
         assert refused.returncode == 2, refused.stderr
-        assert "the working directory, which no longer exists" in refused.stderr
+        assert "working directory, which no longer exists" in refused.stderr
     assert not (tmp_path / "rel").exists()
 
 

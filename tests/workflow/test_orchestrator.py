@@ -960,17 +960,26 @@ def test_two_approvals_recorded_by_workers_whose_clocks_differ_pass_the_gate(
     x = behind.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER2)
     assert hurried.acting_as("alice").approve(x.id, role="reviewer").state is S.AWAITING_APPROVAL
     assert behind.acting_as("bob").approve(x.id, role="reviewer").state is S.SUCCEEDED
+    assert behind.verify(x.id).ok
 
 
-def test_an_approval_from_a_clock_past_the_skew_allowed_may_be_given_again(world: World) -> None:
-    """Not counted by the gate, it is not held against its approver either."""
+def test_an_approval_from_a_clock_past_the_skew_allowed_counts_once_its_time_comes(
+    world: World,
+) -> None:
+    """Not counted before, and not given again either: replaced by one dated earlier, it
+    would read in the trail as an approval taken away (found by a review)."""
     behind = world.orch()
     ahead = world.clock.now() + APPROVAL_CLOCK_SKEW + timedelta(seconds=1)
     hurried = orchestrator(world.store.unit_of_work, FixedClock(ahead))
     x = behind.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER2)
     hurried.acting_as("alice").approve(x.id, role="reviewer")
     assert behind.acting_as("bob").approve(x.id, role="reviewer").state is S.AWAITING_APPROVAL
-    assert behind.acting_as("alice").approve(x.id, role="reviewer").state is S.SUCCEEDED
+    with pytest.raises(InvalidState, match="already approved"):
+        behind.acting_as("alice").approve(x.id, role="reviewer")
+    assert behind.verify(x.id).ok
+    world.clock.advance(timedelta(seconds=2))  # its clock has come within the skew allowed
+    done = behind.acting_as("carol").approve(x.id, role="reviewer")
+    assert done.state is S.SUCCEEDED and behind.verify(x.id).ok
 
 
 def test_a_second_approver_arriving_while_the_first_regates_waits_for_it(
@@ -1488,6 +1497,23 @@ def test_a_step_replayed_by_another_worker_after_a_crash_mints_the_same_ids(
     [(step, key)] = keys
     assert step == "analyse" and key.startswith("step-") and key not in minted
     assert_exactly_once(world.door, second)
+
+
+def test_a_steps_key_is_never_an_id_another_step_mints(world: World) -> None:
+    """Step names may hold `:`, which joins the parts ids are derived from: `charge:2`'s
+    key was the first id `charge` minted at entry 2 (found by a review)."""
+    seen: dict[str, str] = {}
+
+    def charge(uow: UnitOfWork, ctx: StepContext) -> int:
+        seen[f"{ctx.step}@{ctx.execution.audit_sequence}"] = ctx.runtime.ids.new_id("step")
+        seen[f"{ctx.step} key"] = ctx.step_key
+        return 1
+
+    flow = WorkflowDefinition("keys", "1", kp.METADATA, (Step("charge", charge),))
+    flow = evolve(flow, steps=(*flow.steps, Step("charge:2", charge), Step("charge:3", charge)))
+    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={flow.name: flow})
+    assert orch.start(flow.name, {}).state is S.SUCCEEDED
+    assert len(set(seen.values())) == len(seen) == 6, seen
 
 
 def test_a_start_retried_after_dying_in_its_first_step_mints_the_same_ids(

@@ -23,7 +23,7 @@ from domain.model.lifecycle import (
     allowed,
     verify_chain,
 )
-from domain.model.policy import MAX_APPROVALS, Approval, ImpactTier
+from domain.model.policy import APPROVAL_TTL, MAX_APPROVALS, Approval, ImpactTier
 from domain.model.seal import AuditKey
 from domain.model.validation import same_person
 
@@ -377,7 +377,9 @@ class WorkflowExecution:
             for a in self.approvals
             if same_person(a.approver, approval.approver) and same_person(a.role, approval.role)
         ]
-        if any(a.valid_at(approval.granted_at) for a in earlier):  # as the gate counts it
+        # Only an expired approval is renewed: one dated later than this (a clock ahead)
+        # replaced by this one would read, in the trail, as an approval taken away.
+        if any(approval.granted_at - a.granted_at < APPROVAL_TTL for a in earlier):
             # A refusal for the state the execution is in, not for a malformed value.
             raise InvalidState(
                 f"{approval.approver!r} has already approved execution {self.id}"

@@ -1202,7 +1202,9 @@ class Orchestrator:
             runtime=runtime,
             execution=execution.copy(),
             step=step,
-            step_key=DerivedIds(scope, step).new_id("step"),
+            # In brackets, which no step name holds: a step `charge:2`'s key must not be
+            # the first id step `charge` mints at entry 2 (parts are joined with `:`).
+            step_key=DerivedIds(scope, json.dumps([step])).new_id("step"),
         )
 
     def _after_failure(
