@@ -194,7 +194,8 @@ class StoreLock:
             # Stopped (Ctrl-C, SIGTERM) before the store was used, or the pid could not be
             # written (a full disk): left as it was found, not as a crash of this process's.
             try:
-                with contextlib.suppress(OSError):  # what failed to write the pid fails this too
+                # What failed to write the pid may fail this too: the file is as it was then.
+                with contextlib.suppress(OSError):
                     self._write(" ".join(left))
             finally:
                 self._let_go()
@@ -250,9 +251,8 @@ class StoreLock:
     def _let_go(self) -> None:
         if self._file is not None:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
-            with contextlib.suppress(
-                OSError
-            ):  # a write that failed fails again as it closes: let go
+            # A write that failed fails again as the file closes: it is let go all the same.
+            with contextlib.suppress(OSError):
                 self._file.close()
             self._file = None
         if self._directory_fd is not None:
@@ -1196,8 +1196,14 @@ _REFUSED_BY_THE_MACHINE = (
         _DISK_FULL,
         "the file system is full (or a file size or disk quota limit was reached): free space",
     ),
-    ((24, 23), "the process may open no more files: raise its limit (ulimit -n)"),
-    ((13, 1, 30), "the store's files may not be written here: check their permissions and mount"),
+    (
+        (errno.EMFILE, errno.ENFILE),
+        "the process may open no more files: raise its limit (ulimit -n)",
+    ),
+    (
+        (errno.EACCES, errno.EPERM, errno.EROFS),
+        "the store's files may not be written here: check their permissions and mount",
+    ),
 )
 
 
