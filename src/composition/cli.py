@@ -2533,6 +2533,10 @@ def _failed(session: Session, args: list[str], exc: Exception) -> int:
         message += render.safe(f"; {_unfinished(session, not_stored='not stored' in message)}")
     elif isinstance(exc, StorageUnavailable) and session.starts:
         message += "; nothing was started"  # the store would not open (held, full, gone)
+    elif isinstance(exc, StorageUnavailable) and session.recorded is not None:
+        # Lost once the command had read what it acts on (a server gone mid-commit):
+        # whether it was recorded, or how to tell.
+        message += render.safe(f"; {_unfinished(session)}")
     elif isinstance(exc, StorageUnavailable) and session.again is not None:
         message += render.safe(f"; {session.again}")  # lost part-way (a full disk)
     for line in message.split("\n"):

@@ -433,6 +433,27 @@ def test_an_interrupted_command_says_whether_it_was_recorded(
 
 
 @pytest.mark.parametrize("command", ["approve", "reject", "cancel"])
+def test_a_store_lost_mid_command_says_how_to_tell_whether_it_was_recorded(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    command: str,
+) -> None:
+    """A server gone as the command commits: the command cannot read it back, and said
+    only that the store was unavailable (found by a server-mode pass)."""
+    store, xid, args, noun = _awaiting_approval(capsys, tmp_path, command)
+    monkeypatch.setenv("GOVKERNEL_ACTOR", "bob")
+
+    def lost(*_: object, **__: object) -> None:
+        raise StorageUnavailable("the connection to db:8000 was lost")
+
+    monkeypatch.setattr(Orchestrator, command, lost)
+    _, err = gk(capsys, *store, *args, code=2)
+    assert f"whether the {noun} of {xid} was recorded is not known" in err
+    assert f"`govkernel executions show {xid}` tells" in err
+
+
+@pytest.mark.parametrize("command", ["approve", "reject", "cancel"])
 def test_an_interrupt_before_the_command_read_or_after_it_ended_says_so(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,

@@ -475,6 +475,10 @@ def test_a_store_url_the_adapter_cannot_use_as_given_is_refused_by_it_too() -> N
         with pytest.raises(ValueError, match="takes no query") as refused:
             SurrealConfig(url)
         assert SECRET not in str(refused.value)
+    # Its repr would have shown it (found by a server-mode pass).
+    with pytest.raises(ValueError, match="takes no credentials") as refused:
+        SurrealConfig(f"ws://root:{SECRET}@h:1/rpc", username="root", password=SECRET)
+    assert SECRET not in str(refused.value)
 
 
 @pytest.mark.parametrize(

@@ -197,3 +197,52 @@ def test_a_publication_workflow_is_four_commits_and_four_reads(surreal_mem: Surr
     workflow_bench.run_workflows(orch, [workflow_bench.publication_input("counted", 1)])
     commits = [text for _, text in spy.calls if text.startswith("BEGIN TRANSACTION;")]
     assert (len(commits), len(spy.calls) - len(commits)) == (4, 4), spy.calls
+
+
+class _ReplyLost:
+    """A server that runs the commit and then answers it with something else: an error (a
+    reply it could not send whole, say), or a reply garbled on the way."""
+
+    def __init__(self, inner: Any, reply: dict[str, Any]) -> None:
+        self.inner, self.reply = inner, reply
+
+    def query_raw(self, text: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.inner.query_raw(text, params)
+        return self.reply
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"error": {"code": -32000, "message": "There was a problem with the database: too large"}},
+        {"result": "garbled"},
+        {"result": [{"status": "OK", "result": None}]},
+    ],
+    ids=["error", "not-results", "too-few-results"],
+)
+def test_a_commit_answered_with_anything_but_its_results_is_an_unknown_outcome(
+    surreal_mem: SurrealStore, reply: dict[str, Any]
+) -> None:
+    """A server's error reply to a commit that landed read as `InvalidRecord`, which says
+    nothing was written (found by a server-mode pass: an approval recorded, exit 1)."""
+    source = samples.source()
+    surreal_mem._db, real = _ReplyLost(surreal_mem._db, reply), surreal_mem._db
+    try:
+        with pytest.raises(CommitOutcomeUnknown), surreal_mem.unit_of_work() as uow:
+            uow.sources.add(source)
+            uow.commit()
+    finally:
+        surreal_mem._db = real
+    with surreal_mem.unit_of_work() as uow:  # it did land: only a re-read could tell
+        assert uow.sources.get(source.id) == source
+
+
+def test_a_commit_the_server_could_not_parse_ran_nothing() -> None:
+    batch = Batch((Write(Op.CREATE, "knowledge_source", "s1", {"title": "t"}),))
+    compiled = compiler.compile_batch(batch)
+    refused = {"error": {"message": "Parse error: Unexpected token `x`"}}
+    with pytest.raises(InvalidRecord, match="query rejected: Parse error"):
+        compiler.rows_of(compiled, refused)

@@ -20,7 +20,6 @@ from ports.errors import (
     InvalidRecord,
     PortError,
     RecordNotFound,
-    StorageUnavailable,
 )
 from ports.storage import EVENT_TABLE, TABLES, Batch, Op, Write
 
@@ -307,17 +306,30 @@ def roll_forward(journal: dict[str, Any], counter: int) -> Compiled:
     return Compiled(_transaction(lines), params, tuple(None for _ in lines), 0)
 
 
+# What the engine says of a request it refused before running any of it.
+UNRUN = ("Parse error", "Failed to decode CBOR request")
+
+
 def rows_of(compiled: Compiled, response: dict[str, Any]) -> list[dict[str, Any]]:
+    """The statements' results of a commit's reply. A reply that is an error, or not the
+    results of those statements, says nothing of what the server did with the commit (an
+    error in its reply, a reply garbled on the way): its outcome is unknown, and only a
+    re-read can tell; but a request it could not parse ran nothing."""
     if "error" in response:
-        raise InvalidRecord(f"query rejected: {_message(response['error'])}")
+        said = _brief(_message(response["error"]))
+        if said.startswith(UNRUN) or any(f": {m}" in said for m in UNRUN):
+            raise InvalidRecord(f"query rejected: {said}")
+        raise CommitOutcomeUnknown(f"commit outcome unknown: the server answered {said}")
     rows = response.get("result")
     if not isinstance(rows, list):
-        raise StorageUnavailable("unexpected response shape from SurrealDB")
+        raise CommitOutcomeUnknown("commit outcome unknown: its reply was not a query's results")
     statements = len(compiled.owners)
     if len(rows) == statements + 2:  # core 3 reports BEGIN and COMMIT as rows of their own
         rows = rows[1:-1]
     if len(rows) != statements:
-        raise StorageUnavailable(f"expected {statements} statement results, got {len(rows)}")
+        raise CommitOutcomeUnknown(
+            f"commit outcome unknown: {statements} statement results expected, {len(rows)} came"
+        )
     return rows
 
 

@@ -88,6 +88,13 @@ class SurrealConfig:
             raise ValueError(
                 f"{self.scheme}:// needs a directory path, e.g. {self.scheme}:///var/lib/store"
             )
+        if self.scheme in REMOTE and "@" in urlsplit(self.url).netloc:
+            # The settings refuse it too; here the URL is kept, and shown in the config's
+            # repr: a password in it would be shown with it. (Not repeated either.)
+            raise ValueError(
+                "a server's URL takes no credentials (`user:password@`): give them as"
+                " username and password"
+            )
         if self.scheme in REMOTE and ("?" in self.url or "#" in self.url):
             # The SDK would drop them, or dial them as part of the path: a credential
             # typed there would be ignored in silence. (The URL is not repeated: it may
@@ -952,7 +959,7 @@ class SurrealStore:
                 self.round_trips += 1
                 response = self._db.query_raw(compiled.text, compiled.params)
             except Exception as exc:
-                if any(m in str(exc) for m in ("Parse error", "Failed to decode CBOR request")):
+                if any(m in str(exc) for m in compiler.UNRUN):
                     # Refused before anything ran: a definite failure, not an unknown outcome.
                     raise InvalidRecord(f"query rejected: {_brief(exc)}") from None
                 # The engine may have committed before the failure surfaced (seen with
@@ -960,7 +967,12 @@ class SurrealStore:
                 if self._seal is not None:
                     self._seal.suspend()
                 raise CommitOutcomeUnknown(f"commit outcome unknown: {self._cause(exc)}") from None
-            rows = compiler.rows_of(compiled, response)
+            try:
+                rows = compiler.rows_of(compiled, response)
+            except CommitOutcomeUnknown:
+                if self._seal is not None:
+                    self._seal.suspend()
+                raise
             error = compiler.failure(compiled, batch, rows)
             if isinstance(error, CommitOutcomeUnknown) and self._seal is not None:
                 self._seal.suspend()
