@@ -10,8 +10,9 @@ from collections.abc import Iterator
 import pytest
 from websockets.sync.server import ServerConnection, serve
 
+from adapters.contract import samples
 from adapters.surrealdb import SurrealConfig, SurrealStore
-from ports.errors import StorageUnavailable
+from ports.errors import CommitOutcomeUnknown, StorageUnavailable
 from tests.support.ws_server import SurrealWsShim
 
 pytestmark = pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")
@@ -98,3 +99,24 @@ def test_a_store_id_a_read_only_server_user_cannot_mint_is_left_unknown() -> Non
             store.select_rows("DELETE govkernel_meta:store", {})  # a store from before ids
         with SurrealStore(viewer) as reading:
             assert reading.store_id is None  # opened all the same, to read
+
+
+def test_a_store_dials_the_server_again_after_a_request_failed() -> None:
+    """It kept the connection a timeout had closed: every later request failed, so a
+    service never outlived one blip, and an unknown outcome could never be read back
+    (found by a server-mode pass)."""
+    with SurrealWsShim() as shim, SurrealStore(SurrealConfig(shim.url, reply_timeout=0.5)) as store:
+        kept, lost = samples.source(), samples.source()
+        with store.unit_of_work() as uow:
+            uow.sources.add(kept)
+            uow.commit()
+        shim.pause()
+        unanswered = pytest.raises(CommitOutcomeUnknown, match=r"did not answer within 0\.5 s")
+        with unanswered, store.unit_of_work() as uow:
+            uow.sources.add(lost)
+            uow.commit()
+        with pytest.raises(StorageUnavailable, match="did not answer"):
+            store.select_rows("RETURN 2", {})  # dialled again: still paused
+        shim.resume()
+        with store.unit_of_work() as uow:  # the outcome, read back
+            assert uow.sources.get(kept.id) == kept and uow.sources.get(lost.id) is None

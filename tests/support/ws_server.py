@@ -87,6 +87,10 @@ class SurrealWsShim:
         """Keep every connection open but answer nothing from now on (a hung server)."""
         self._silent.set()
 
+    def resume(self) -> None:
+        """Answer again (what came while paused stays unanswered, and undone)."""
+        self._silent.clear()
+
     @property
     def url(self) -> str:
         if self._server is None:

@@ -630,6 +630,9 @@ class SurrealStore:
         self._file_lock: StoreLock | None = None
         self._seal: LogSeal | None = None
         self._db: Any = None
+        # A server connection that failed a request (a timeout, a server gone): a reply
+        # arriving late would be taken for the next request's, so the next one dials anew.
+        self._broken = False
         self._immutable: OrderedDict[tuple[str, str], tuple[Document, int]] = OrderedDict()
         self._cache_chars = 0
         self._cache_lock = threading.Lock()
@@ -924,17 +927,35 @@ class SurrealStore:
     def _query(self, text: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         """A read or schema query: failures mean nothing was changed by us."""
         with self._lock:
-            if self._db is None:
-                raise StorageUnavailable("store is closed")
+            self._usable()
             try:
                 self.round_trips += 1
                 response = self._db.query_raw(text, params)
             except Exception as exc:
+                self._broken = self.config.scheme in REMOTE
                 raise StorageUnavailable(f"SurrealDB query failed: {self._cause(exc)}") from None
         if "error" in response:
             raise StorageUnavailable(f"SurrealDB rejected a query: {_brief(response['error'])}")
         rows: list[dict[str, Any]] = response["result"]
         return rows
+
+    def _usable(self) -> None:
+        """Open, on a connection no earlier request left in doubt: a server's is dialled
+        again after one failed (nothing of this request was sent on the old one), so that a
+        service outlives a server restart, and an unknown outcome can be read back."""
+        if self._db is None:
+            raise StorageUnavailable("store is closed")
+        if not self._broken:
+            return
+        with contextlib.suppress(Exception):
+            self._db.close()
+        try:
+            self._connect(self.config.url)
+        except Exception as exc:
+            raise StorageUnavailable(
+                f"cannot reach SurrealDB again: {_remote_cause(exc, self.config)}"
+            ) from None
+        self._broken = False
 
     def _cause(self, exc: Exception) -> str:
         if self.config.scheme in EMBEDDED:
@@ -953,12 +974,12 @@ class SurrealStore:
     def apply(self, batch: Batch) -> CommitReceipt:
         compiled = compiler.compile_batch(batch, journal=self.journaled)
         with self._lock:
-            if self._db is None:
-                raise StorageUnavailable("store is closed")
+            self._usable()
             try:
                 self.round_trips += 1
                 response = self._db.query_raw(compiled.text, compiled.params)
             except Exception as exc:
+                self._broken = self.config.scheme in REMOTE
                 if any(m in str(exc) for m in compiler.UNRUN):
                     # Refused before anything ran: a definite failure, not an unknown outcome.
                     raise InvalidRecord(f"query rejected: {_brief(exc)}") from None
