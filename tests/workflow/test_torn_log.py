@@ -15,6 +15,7 @@ same check catches the engine's prefix: it is what proves the check can fail.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 from pathlib import Path
@@ -638,3 +639,28 @@ def test_audit_seal_stopped_by_a_full_disk_says_the_same_command_seals_the_rest(
     assert "the same `govkernel audit seal` seals the rest" in full.stderr
     done = _cli(path, *seal, env=keyed)
     assert done.returncode == 0 and "left unsealed 0" in done.stdout
+
+
+@pytest.mark.parametrize("stray", [1, 2, 3])
+def test_bytes_past_a_clean_close_are_settled_before_work_is_written_after_them(
+    tmp_path: Path, stray: int
+) -> None:
+    """A log a crash left a few bytes longer than its seal, its lock file clean (copied
+    so, or not at all): the engine opened it without noticing them and appended after them,
+    and the next open cut back there every commit made since (found by an upgrade pass:
+    a run reported succeeded, then lost, the store refused as damaged)."""
+    path = tmp_path / "store"
+    fred = str(Path(__file__).parents[2] / "examples" / "fred-federal-funds-rate-note.md")
+    run = ("run", "knowledge-publication", fred)
+    assert _cli(path, *run, "--publication-id", "a").returncode == 0
+    [segment] = (path / "clog").iterdir()
+    whole, sealed = segment.stat().st_size, (path / "govkernel.seal").read_bytes()
+    assert _cli(path, *run, "--publication-id", "b").returncode == 0
+    os.truncate(segment, whole + stray)  # the next record barely begun
+    (path / "govkernel.seal").write_bytes(sealed)
+    assert (tmp_path / "store.lock").read_text() == ""  # closed cleanly, as far as it says
+    assert _cli(path, *run, "--publication-id", "c").returncode == 0
+    listed = _cli(path, "--json", "executions", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == 2  # a's and c's: b's bytes were torn
+    assert _cli(path, "audit", "verify").returncode == 0

@@ -315,6 +315,7 @@ class LogSeal:
                 " or remove it to open the store without that check"
             )
         self.checked = False
+        self.grew = False
         self._sealed_at = time.monotonic()
         # Why the seal could not be written, if it could not (a directory that refuses new
         # files): the check it makes at the next open is then weaker, and that is said.
@@ -359,6 +360,9 @@ class LogSeal:
                     " open files?): not opened unchecked; try again"
                 )
             if self.closed is None or found >= self.closed:
+                # Longer than sealed: bytes came after the seal, from a crash this process
+                # was not told of (the lock file copied clean, or not at all).
+                self.grew = self.closed is not None and found > self.closed
                 self.checked = True
                 return
             self.mark_damaged(self.closed, found)
@@ -763,7 +767,8 @@ class SurrealStore:
             # migration then moves its data like any other's.
             if self.journaled:
                 self._repair_torn()
-                if self.unclean_shutdown or self.torn_repair:
+                grew = self._seal is not None and self._seal.grew
+                if self.unclean_shutdown or self.torn_repair or grew:
                     self._settle_log(url)
             self._apply_schema()
             self.store_id = self._identify()
