@@ -566,6 +566,27 @@ def test_a_trail_written_before_pins_still_verifies(ran: Ran) -> None:
     assert ran.orch.verify(ran.execution_id).ok
 
 
+def test_outputs_pinned_after_an_upgrade_are_held_to_their_pins(ran: Ran) -> None:
+    """An execution started before pins and finished by a release that pins: the outputs
+    it pinned were never checked, since its first entry pinned nothing (found by an
+    upgrade pass: a publish output edited in storage verified)."""
+    prev = GENESIS
+    for sequence in range(1, ENTRIES + 1):  # created, started, ingest: written before pins
+        doc = dict(ran.door.audit_doc(ran.execution_id, sequence))
+        if sequence <= 3:
+            doc.pop("pinned", None)
+        rewritten = _rehashed(doc | {"prev_hash": prev})
+        ran.door.replace_audit(ran.execution_id, sequence, rewritten)
+        prev = str(rewritten["hash"])
+    ran.door.edit_execution(ran.execution_id, {"audit_head": prev})
+    assert ran.orch.verify(ran.execution_id).ok
+    outputs = json.loads(ran.door.table("execution")[ran.execution_id]["outputs_json"])
+    forged = outputs | {"publish": outputs["publish"] | {"capsule_id": "cap-forged"}}
+    ran.door.edit_execution(ran.execution_id, {"outputs_json": json.dumps(forged)})
+    report = _bad(ran, 5)  # publish's checkpoint
+    assert "the output of step publish differs" in (report.problem or "")
+
+
 def test_a_removed_approval_is_detected(ran: Ran) -> None:
     x = ran.orch.start(WORKFLOW, request("pub-5"), risk_tier=ImpactTier.TIER1)
     x = ran.orch.acting_as("alice").approve(x.id, role="reviewer")

@@ -504,21 +504,26 @@ class WorkflowExecution:
     def _unpinned(self, entries: Sequence[AuditEntry]) -> tuple[int, str | None]:
         """(sequence, problem) for the first fact that differs from what its entry pinned.
 
-        A trail whose first entry pins nothing was written before pins existed: there is
-        nothing to compare it with, and its hashes never covered such facts.
+        A trail whose first entry pins nothing was started before pins existed: its identity
+        and the outputs of steps checkpointed then were never covered. The steps a later
+        release ran on it were: their outputs are held to their pins all the same.
         """
-        if entries[0].pinned is None:
-            return 0, None
-        pinned = read_pins(entries[0].pinned)
-        if pinned is None:
-            return 1, "the first audit entry's pins cannot be read"
-        now = self.identity()
-        for key, name in PIN_NAMES.items():
-            if pinned.get(key) != now.get(key):  # a fact pinned or not, on both sides
-                return 1, f"the execution's {name} differs from what its first audit entry pinned"
+        started_unpinned = entries[0].pinned is None
+        if not started_unpinned:
+            pinned = read_pins(entries[0].pinned)
+            if pinned is None:
+                return 1, "the first audit entry's pins cannot be read"
+            now = self.identity()
+            for key, name in PIN_NAMES.items():
+                if pinned.get(key) != now.get(key):  # a fact pinned or not, on both sides
+                    return 1, (
+                        f"the execution's {name} differs from what its first audit entry pinned"
+                    )
         checkpoints = {e.step: e for e in entries if e.step is not None and e.pinned is not None}
         for step, output in self.step_outputs.items():
             entry = checkpoints.get(step)
+            if entry is None and started_unpinned:
+                continue  # checkpointed before pins
             if entry is None:
                 return len(entries), f"the output of step {step} has no audit entry"
             if entry.pinned != output_pin(output):
