@@ -1936,6 +1936,14 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
         )
 
 
+def _as_now(app: App, x: WorkflowExecution) -> WorkflowExecution:
+    """`x` read again, or as it was if it no longer reads."""
+    try:
+        return app.orchestrator.get(x.id)
+    except (PortError, DomainError):
+        return x
+
+
 def _why_waiting(app: App, x: WorkflowExecution) -> str:
     """What the execution awaits approval for, as the entry that made it wait says."""
     trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, x.id)
@@ -2105,7 +2113,8 @@ def recover(ctx: click.Context) -> None:
             and x.retry_not_due(now)
             and (app.exclusive_store or x.lease_owner in mine or x.lease_expired(now))
         ]
-        leased = [x for x in candidates if x.id not in handled and x not in not_due]
+        # As they stand now: some were claimed by another worker since they were found.
+        leased = [_as_now(app, x) for x in candidates if x.id not in handled and x not in not_due]
         if s.json:
             s.emit(
                 {

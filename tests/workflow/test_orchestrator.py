@@ -1516,6 +1516,48 @@ def test_a_steps_key_is_never_an_id_another_step_mints(world: World) -> None:
     assert len(set(seen.values())) == len(seen) == 6, seen
 
 
+def test_a_recovery_that_loses_the_claim_does_not_count_the_execution_resumed(
+    world: World,
+) -> None:
+    """Another worker claimed it between this one's scan and its run: it was listed as
+    resumed and `running`, and counted as recovered (found by a server-mode pass)."""
+    crashing = FaultInjector(world.store.unit_of_work)
+    crashing.arm(FaultPlan(fail_at_commit=2))
+    with pytest.raises(InjectedFault):
+        world.orch_with("worker-A", {}, factory=crashing).start(FLAKY, request("pub-1"))
+    world.clock.advance(timedelta(seconds=31))  # its lease expires
+    in_step, release = threading.Event(), threading.Event()
+
+    def hold(run: StepFn) -> StepFn:
+        def step(uow: UnitOfWork, ctx: StepContext) -> Any:
+            in_step.set()
+            release.wait(10)
+            return run(uow, ctx)
+
+        return step
+
+    holder = world.orch_with("worker-B", {"analyse": hold})
+    units: list[UnitOfWork] = []
+    claimed: list[list[WorkflowExecution]] = []
+
+    def scanned_then_claimed() -> UnitOfWork:
+        if len(units) == 1:  # the scan is done: B claims the execution before C runs it
+            threading.Thread(target=lambda: claimed.append(holder.recover())).start()
+            assert in_step.wait(10)
+        units.append(world.store.unit_of_work())
+        return units[-1]
+
+    late = world.orch_with("worker-C", {}, factory=scanned_then_claimed)
+    assert late.recover() == []
+    release.set()
+    deadline = time.monotonic() + 10
+    while not claimed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    [[done]] = claimed
+    assert done.state is S.SUCCEEDED
+    assert_exactly_once(world.door, holder)
+
+
 def test_a_start_retried_after_dying_in_its_first_step_mints_the_same_ids(
     world: World,
 ) -> None:

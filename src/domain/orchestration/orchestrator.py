@@ -820,7 +820,10 @@ class Orchestrator:
                     # run (its trail edited, its steps changed) is said now all the same.
                     self._drivable(execution.id)
                     continue
-                resumed.append(self.run(execution.id, ignore_leases=ignore_leases))
+                driven = self.run(execution.id, ignore_leases=ignore_leases)
+                if driven.lease_owner not in (None, self.worker_id) and not driven.state.terminal:
+                    continue  # another worker claimed it since the scan: it drives it on
+                resumed.append(driven)
             except (StorageUnavailable, InjectedFault):
                 raise  # the store (or, when injected, the process) is gone: so are the rest
             except Exception as exc:  # one bad record must not keep the others waiting
