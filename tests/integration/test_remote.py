@@ -120,3 +120,29 @@ def test_a_store_dials_the_server_again_after_a_request_failed() -> None:
         shim.resume()
         with store.unit_of_work() as uow:  # the outcome, read back
             assert uow.sources.get(kept.id) == kept and uow.sources.get(lost.id) is None
+
+
+@pytest.fixture
+def babbling_server() -> Iterator[str]:
+    """A WebSocket server that answers every request with bytes no SurrealDB would send."""
+
+    def handler(connection: ServerConnection) -> None:
+        for _ in connection:
+            connection.send(b"\xff\x00 not cbor")
+
+    with serve(handler, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        host, port = server.socket.getsockname()[:2]
+        try:
+            yield f"{host}:{port}"
+        finally:
+            server.shutdown()
+
+
+def test_a_server_speaking_another_protocol_or_no_tls_is_said_to(babbling_server: str) -> None:
+    """Named by the SDK's exception alone: `127.0.0.1:1234: AttributeError`, `SSLEOFError`
+    (found by a server-mode pass)."""
+    with pytest.raises(StorageUnavailable, match="answered with what is not SurrealDB's"):
+        SurrealStore(SurrealConfig(f"ws://{babbling_server}", reply_timeout=2))
+    with pytest.raises(StorageUnavailable, match="the TLS handshake failed"):
+        SurrealStore(SurrealConfig(f"wss://{babbling_server}", reply_timeout=2))

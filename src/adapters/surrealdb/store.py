@@ -10,6 +10,7 @@ import re
 import resource
 import shutil
 import socket
+import ssl
 import stat
 import threading
 import time
@@ -1321,8 +1322,18 @@ def _remote_cause(exc: Exception, cfg: SurrealConfig) -> str:
         return f"{where} refused the connection"
     if isinstance(exc, TimeoutError):
         return f"{where} did not answer within {cfg.reply_timeout:g} s"
-    if name in ("InvalidStatus", "InvalidHandshake", "InvalidMessage", "InvalidURI"):
+    if name in ("InvalidStatus", "InvalidHandshake", "InvalidURI"):
         return f"{where} is not a SurrealDB WebSocket endpoint ({name})"
+    if name == "InvalidMessage":  # the handshake cut short: another service, or a restart
+        return (
+            f"{where} did not finish the WebSocket handshake (InvalidMessage): not a SurrealDB"
+            " endpoint, or a server going down"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return f"{where}: the TLS handshake failed ({name}): does it serve wss://, or only ws://?"
+    if name.startswith("CBOR") or isinstance(exc, AttributeError | KeyError | TypeError):
+        # The SDK reading a reply it does not understand.
+        return f"{where} answered with what is not SurrealDB's protocol ({name})"
     return f"{where}: {name}"
 
 
