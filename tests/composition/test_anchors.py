@@ -637,6 +637,16 @@ def test_the_python_api_refuses_anchors_it_could_not_read_back_or_that_hold_vacu
         with pytest.raises(AnchorFileError, match="not written: give Anchors"):
             anchors.write(None, path)  # type: ignore[arg-type]
         assert path.read_text() == written and anchors.read(path) == good
+        gone = tmp_path / "gone"
+        gone.mkdir()
+        here = os.getcwd()
+        try:  # a relative path, the working directory deleted: not a FileNotFoundError
+            os.chdir(gone)
+            gone.rmdir()
+            with pytest.raises(AnchorFileError, match="working directory that no longer"):
+                anchors.write(good, Path("anchors.json"))
+        finally:
+            os.chdir(here)
         for anchor, said in [
             (AuditAnchor(one.execution_id, 0, "not-a-hash"), "sequence is not a whole number"),
             (AuditAnchor(one.execution_id, -1, one.hash), "sequence is not a whole number"),
