@@ -2660,7 +2660,7 @@ def _describe(exc: Exception, *, debug: bool) -> tuple[int, str]:
     if isinstance(exc, InvalidState):
         return EXIT_FAILED, _with_hint(str(exc))
     if isinstance(exc, DomainError | PortError):
-        return EXIT_FAILED, f"{type(exc).__name__}: {exc}"
+        return EXIT_FAILED, _with_hint(f"{type(exc).__name__}: {exc}")
     if isinstance(exc, PermissionError):  # a file or directory given to it, not a fault of its
         what = "" if exc.filename is None else f" {exc.filename}"
         return EXIT_USAGE, f"cannot use{what}: {exc.strerror or exc}"
@@ -2688,6 +2688,11 @@ def _with_hint(message: str) -> str:
     if "act on it from a worker of " in message:
         started_in = message.rsplit(" ", 1)[-1]
         return f"{message} (GOVKERNEL_ENVIRONMENT={started_in} for this command)"
+    if "not sealed: written without the audit key" in message:
+        return (
+            f"{message}; if it was written before the store had a key, verify it, then"
+            " `govkernel audit seal EXECUTION --unsealed` seals it as it stands"
+        )
     if "(as current or retired)" in message:
         return (
             f"{message}: name the module that has it in the `retired_workflows` setting"

@@ -71,6 +71,20 @@ def test_executions_written_before_the_key_are_sealed_by_audit_seal(fresh: Cli) 
     no_key_shown(fresh)
 
 
+def test_a_keyed_worker_refusing_an_execution_from_before_the_key_says_what_seals_it(
+    fresh: Cli,
+) -> None:
+    """It said only "not sealed" (found by an upgrade pass)."""
+    run = ("run", "knowledge-publication", str(FRED), "--tier", "Tier1")
+    xid = fresh.json(*run)["execution_id"]
+    bob = KEYED | {"GOVKERNEL_ACTOR": "bob"}
+    fresh("approve", xid, "--role", "reviewer", env=bob, code=1)
+    assert "not sealed: written without the audit key" in fresh.stderr
+    assert "then `govkernel audit seal EXECUTION --unsealed` seals it as it stands" in fresh.stderr
+    assert fresh.json("audit", "seal", xid, "--unsealed", env=KEYED)["sealed"] == 1
+    fresh("approve", xid, "--role", "reviewer", env=bob)  # acted on once sealed
+
+
 def test_a_new_key_takes_over_the_seals_the_key_it_replaces_made(fresh: Cli) -> None:
     fresh.json("run", "knowledge-publication", str(FRED), env=KEYED)
     rotated = {"GOVKERNEL_AUDIT_KEY": NEW_KEY}
