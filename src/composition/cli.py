@@ -41,7 +41,14 @@ from composition.documents import (
     publication_request,
     read_source,
 )
-from composition.settings import DEFAULT_POLICY_REF, ENV_VARS, ConfigurationError, Settings
+from composition.settings import (
+    DEFAULT_POLICY_REF,
+    ENV_VARS,
+    NO_DIRECTORY,
+    ConfigurationError,
+    Settings,
+    working_directory,
+)
 from composition.settings import load_settings as _load_settings
 from domain.model.errors import DomainError, IllegalTransition, InvalidInput, InvalidState
 from domain.model.errors import PolicyDenied as _PolicyDenied
@@ -539,16 +546,8 @@ def a_file(ctx: click.Context, param: click.Parameter, value: str | None) -> Pat
         raise click.BadParameter(
             "ends in a slash, which names a directory: give a file", ctx=ctx, param=param
         )
-    if not os.path.isabs(value):
-        try:
-            os.getcwd()
-        except FileNotFoundError:  # deleted while this process was in it
-            raise click.BadParameter(
-                "is relative to the working directory, which no longer exists: give an"
-                " absolute path, or run from a directory that exists",
-                ctx=ctx,
-                param=param,
-            ) from None
+    if not os.path.isabs(value) and working_directory() is None:
+        raise click.BadParameter(f"is relative to {NO_DIRECTORY}", ctx=ctx, param=param)
     return Path(value)
 
 

@@ -257,7 +257,7 @@ def load_settings(
     setting name to (value, source) for command-line flags such as `--store`.
     """
     env = dict(os.environ if environ is None else environ)
-    base = cwd or _working_directory()
+    base = cwd or working_directory()
     problems: list[Problem] = []
     raw: dict[str, _Raw] = {}
 
@@ -295,7 +295,7 @@ def load_settings(
         data_dir = Path(DEFAULT_DATA_DIR)
     else:
         raise ConfigurationError(
-            [Problem("store_url", "default", f"the default store is under {_NO_DIRECTORY}")]
+            [Problem("store_url", "default", f"the default store is under {NO_DIRECTORY}")]
         )
     values["data_dir"] = data_dir
     if "store_url" not in values:
@@ -321,7 +321,7 @@ def _default_actor(env: Mapping[str, str]) -> str:
 _INVALID = object()
 
 
-def _working_directory() -> Path | None:
+def working_directory() -> Path | None:
     """The directory relative paths are read from, or None if it was deleted while this
     process was in it: only a relative path then fails, by name, not every command."""
     try:
@@ -330,22 +330,28 @@ def _working_directory() -> Path | None:
         return None
 
 
-_NO_DIRECTORY = (
+NO_DIRECTORY = (
     "the working directory, which no longer exists (deleted while this process was in it):"
     " give an absolute path, or run from a directory that exists"
 )
 
 
+def _under(base: Path | None, path: Path) -> Path | None:
+    """`path` made absolute from `base`; None for a relative one with no working directory."""
+    if path.is_absolute():
+        return path
+    return None if base is None else base / path
+
+
 def _read_file(
-    path: Path, source: str, base: Path | None, problems: list[Problem]
+    given: Path, source: str, base: Path | None, problems: list[Problem]
 ) -> dict[str, _Raw]:
-    if not path.is_absolute():
-        if base is None:
-            problems.append(
-                Problem("config", source, f"{_clip(str(path))} is relative to {_NO_DIRECTORY}")
-            )
-            return {}
-        path = base / path
+    path = _under(base, given)
+    if path is None:
+        problems.append(
+            Problem("config", source, f"{_clip(str(given))} is relative to {NO_DIRECTORY}")
+        )
+        return {}
     try:
         # A byte order mark, as some editors write, is no part of the TOML.
         document = tomllib.loads(files.read_regular(path, MAX_CONFIG_BYTES).decode("utf-8-sig"))
@@ -467,11 +473,10 @@ def _audit_key(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
 def _data_dir(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
     if not value.strip() or "\x00" in value:
         return bad("must be a directory path")
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        if base is None:
-            return bad(f"{path} is relative to {_NO_DIRECTORY}")
-        path = base / path
+    given = Path(value).expanduser()
+    path = _under(base, given)
+    if path is None:
+        return bad(f"{given} is relative to {NO_DIRECTORY}")
     problem = _directory_problem(path)
     return bad(problem) if problem else path
 
@@ -535,11 +540,10 @@ def _store_url(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
             rest.encode("utf-8")
         except UnicodeEncodeError:  # a byte the file system name holds that is no UTF-8
             return bad(f"{shown}: the engine takes directory paths in UTF-8 only", allowed)
-        path = Path(rest).expanduser()
-        if not path.is_absolute():
-            if base is None:
-                return bad(f"{shown}: {path} is relative to {_NO_DIRECTORY}", allowed)
-            path = base / path
+        given = Path(rest).expanduser()
+        path = _under(base, given)
+        if path is None:
+            return bad(f"{shown}: {given} is relative to {NO_DIRECTORY}", allowed)
         problem = _directory_problem(path)
         return bad(f"{shown}: {problem}") if problem else f"surrealkv://{path}"
     if not parts.hostname:
@@ -629,7 +633,7 @@ def _problems_in(settings: Settings) -> list[Problem]:
         elif not isinstance(value, str):
             bad(f"must be a string, got {type(value).__name__}")
         else:
-            _PARSERS[key.name](key, value, _working_directory(), bad)
+            _PARSERS[key.name](key, value, working_directory(), bad)
     if (settings.username is None) != (settings.password is None):
         problems.append(Problem("username", "Settings", "username and password go together"))
     previous = settings.previous_audit_key

@@ -994,13 +994,13 @@ class SurrealStore:
                 if self._seal is not None:
                     self._seal.suspend()
                 raise CommitOutcomeUnknown(f"commit outcome unknown: {self._cause(exc)}") from None
+            rows: list[dict[str, Any]] = []
+            error: PortError | None
             try:
                 rows = compiler.rows_of(compiled, response)
-            except CommitOutcomeUnknown:
-                if self._seal is not None:
-                    self._seal.suspend()
-                raise
-            error = compiler.failure(compiled, batch, rows)
+                error = compiler.failure(compiled, batch, rows)
+            except CommitOutcomeUnknown as unknown:  # a reply that is not the results
+                error = unknown
             if isinstance(error, CommitOutcomeUnknown) and self._seal is not None:
                 self._seal.suspend()
             if error is None and self._seal is not None:
