@@ -1823,6 +1823,49 @@ def test_one_approver_in_two_spellings_counts_once(world: World) -> None:
     assert orch.acting_as("bob").approve(x.id, role="reviewer").state is S.SUCCEEDED
 
 
+class _Posing(str):
+    """A name whose own methods say it is someone else."""
+
+    def casefold(self) -> str:
+        return "mallory"
+
+    def isascii(self) -> bool:
+        return False
+
+
+class _Uncomparable(str):
+    def __hash__(self) -> int:
+        raise RuntimeError("a name that cannot be hashed")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("a name that cannot be compared")
+
+
+def test_a_name_of_a_str_subclass_is_judged_as_the_text_it_holds(world: World) -> None:
+    orch = world.orch()
+    x = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER2)
+    waiting = orch.acting_as("alice").approve(x.id, role="reviewer")
+    with pytest.raises(InvalidState, match="already approved"):  # not a second person
+        orch.acting_as(_Posing("alice")).approve(x.id, role=_Posing("reviewer"))
+    assert orch.get(x.id).version == waiting.version
+    requested = orch.start(WORKFLOW, request("pub-2"), risk_tier=ImpactTier.TIER1)
+    with pytest.raises(InvalidInput) as refused:  # nor is the requester someone else
+        orch.acting_as(_Posing("operator")).approve(requested.id, role="reviewer")
+    assert refused.value.field == "approver"
+    assert orch.get(requested.id).version == requested.version
+
+
+def test_a_str_subclass_that_cannot_be_compared_is_taken_as_its_text(world: World) -> None:
+    orch = world.orch()
+    x = orch.start(_Uncomparable(WORKFLOW), request("pub-1"), risk_tier=ImpactTier.TIER1)
+    done = orch.acting_as(_Uncomparable("bob")).approve(
+        _Uncomparable(x.id), role=_Uncomparable("reviewer")
+    )
+    assert done.state is S.SUCCEEDED
+    assert orch.verify(_Uncomparable(x.id)).ok
+    assert orch.get(_Uncomparable(x.id)) == done
+
+
 def test_the_same_approval_again_at_the_same_instant_is_refused(world: World) -> None:
     orch = world.orch()  # the world's clock does not move: every approval is at one instant
     x = orch.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER2)

@@ -37,6 +37,7 @@ def text(
     values shown in audit trails, where they could forge a line or drive a terminal."""
     if not isinstance(value, str):
         raise InvalidInput(field, f"must be a string, got {type(value).__name__}")
+    value = plain(value)
     # A one-line label (a reason) of invisible characters alone reads as none in a trail.
     if not allow_empty and not (visible(value) if single_line else value.strip()):
         raise InvalidInput(field, "must not be empty")
@@ -169,13 +170,19 @@ def with_article(name: str) -> str:
 def identifier(field: str, value: object) -> str:
     if not isinstance(value, str) or not IDENTIFIER.match(value):
         raise InvalidInput(field, f"must be {IDENTIFIER_RULE}")
-    return value
+    return plain(value)
 
 
 def actor_name(field: str, value: object) -> str:
     if not isinstance(value, str) or not ACTOR_NAME.match(value):
         raise InvalidInput(field, f"must be {ACTOR_RULE}")
-    return value
+    return plain(value)
+
+
+def plain(value: str) -> str:
+    """The text a str subclass holds, as a str: its own methods (`casefold`, `__eq__`,
+    `__hash__`) would otherwise decide who a name is, or fail, wherever it is compared."""
+    return value if type(value) is str else str.__str__(value)
 
 
 def same_person(a: str | None, b: str | None) -> bool:
@@ -188,6 +195,7 @@ def person_key(name: str) -> str:
     characters aside. Commands take ASCII names only; this is for names a service hands the
     policies itself, where 'alice\u200b' or alice in full-width letters must not pass for
     someone other than alice (two people taken for one only ever refuses an approval)."""
+    name = plain(name)
     if name.isascii() and name.isalnum():
         return name.casefold()
     # Folded first, as `casefold` alone compares: a letter with a subscript folds to two.

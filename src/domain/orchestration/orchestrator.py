@@ -33,7 +33,7 @@ from domain.model.frozen import read_only
 from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from domain.model.policy import Approval, ImpactTier
 from domain.model.runtime import DerivedIds, RuntimeContext
-from domain.model.validation import actor_name, one_line, shown, text
+from domain.model.validation import actor_name, one_line, plain, shown, text
 from domain.orchestration.definition import (
     RetryableError,
     RetryPolicy,
@@ -448,7 +448,7 @@ class Orchestrator:
         One another thread of this worker is driving is returned as stored: that thread
         drives it on, once more if it was stopping, so what this one committed (a command)
         is acted on."""
-        _an_id(execution_id)
+        execution_id = _an_id(execution_id)
         _a_flag("ignore_leases", ignore_leases)
         driven = self._drive(
             execution_id, lambda: self._run(execution_id, ignore_leases=ignore_leases)
@@ -587,7 +587,7 @@ class Orchestrator:
     ) -> WorkflowExecution:
         """Record an approval by `approver` (the runtime actor, who records it, by default)
         and resume the execution."""
-        _an_id(execution_id)
+        execution_id = _an_id(execution_id)
         rt = self._runtime
         approver = actor_name("approver", rt.actor if approver is None else approver)
         role = actor_name("role", role)
@@ -651,7 +651,7 @@ class Orchestrator:
         )
 
     def reject(self, execution_id: str, *, reason: str) -> WorkflowExecution:
-        _an_id(execution_id)
+        execution_id = _an_id(execution_id)
         reason = text("reason", reason, max_len=1000, single_line=True)
 
         def rejecting(execution: WorkflowExecution, now: datetime) -> None:
@@ -667,7 +667,7 @@ class Orchestrator:
 
     def cancel(self, execution_id: str, *, reason: str = "cancel requested") -> WorkflowExecution:
         """Request cancellation; it takes effect at the next step boundary."""
-        _an_id(execution_id)
+        execution_id = _an_id(execution_id)
         reason = text("reason", reason, max_len=1000, single_line=True)
         rt = self._runtime
 
@@ -849,13 +849,13 @@ class Orchestrator:
     def get(self, execution_id: str, *, with_input: bool = True) -> WorkflowExecution:
         """The tenant's execution (`with_input=False`: its input left unread, as listings
         read executions)."""
-        _an_id(execution_id)
+        execution_id = _an_id(execution_id)
         _a_flag("with_input", with_input)
         with self._uow_factory() as uow:
             return self._require(uow, execution_id, with_input=with_input)
 
     def verify(self, execution_id: str) -> ChainReport:
-        _an_id(execution_id)
+        execution_id = _an_id(execution_id)
         for _ in range(COMMAND_ATTEMPTS):
             try:
                 with self._uow_factory() as uow:
@@ -888,6 +888,7 @@ class Orchestrator:
     def _definition(self, name: str) -> WorkflowDefinition:
         if not isinstance(name, str):  # a list would raise TypeError (unhashable) below
             raise InvalidInput("workflow", f"must be a workflow's name, got {type(name).__name__}")
+        name = plain(name)
         if name not in self._workflows:
             known = ", ".join(sorted(self._workflows)) or "none"
             retired = sorted(v for n, v in self._versions if n == name)
@@ -1484,10 +1485,11 @@ def _later(now: datetime, delay: timedelta) -> datetime:
         return datetime.max.replace(tzinfo=UTC)
 
 
-def _an_id(execution_id: object) -> None:
+def _an_id(execution_id: object) -> str:
     # Ids come from requests and command lines: another kind of value is said to be one.
     if not isinstance(execution_id, str):
         raise InvalidInput("execution_id", f"must be text, got {type(execution_id).__name__}")
+    return plain(execution_id)
 
 
 def _a_flag(name: str, value: object) -> None:
