@@ -837,6 +837,10 @@ def run_workflow(
         given = input_file.read(MAX_INPUT_CHARS + 1) if input_file is not None else input_text
     except UnicodeDecodeError:
         raise click.BadParameter("is not UTF-8 text", param_hint="--input-file") from None
+    except OSError as exc:  # opened, then refused while read (EIO, EISDIR on some systems)
+        raise click.BadParameter(
+            f"cannot be read: {exc.strerror or exc}", param_hint="--input-file"
+        ) from None
     if given is not None and not _utf8(given):  # bytes in the argument that are no UTF-8
         raise click.BadParameter("is not UTF-8 text", param_hint="--input")
     if given is not None and len(given) > MAX_INPUT_CHARS:

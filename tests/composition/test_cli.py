@@ -829,6 +829,15 @@ def test_a_closed_stdin_is_a_usage_error(fresh: Cli) -> None:
     assert named == "error: -: no such file\n"
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/mem"), reason="needs Linux's /proc")
+def test_an_input_file_that_fails_as_it_is_read_is_a_usage_error(fresh: Cli) -> None:
+    # Opened, then refused with EIO at its first read: was an internal error.
+    run = ("run", "workflow", "knowledge_publication", "--input-file", "/proc/self/mem")
+    refused = fresh(*run, code=2).stderr
+    assert "Invalid value for --input-file: cannot be read: Input/output error" in refused
+    assert "nothing has run there yet" in fresh("executions", "list", code=2).stderr
+
+
 def _progress_on_a_terminal(fresh: Cli, term: str | None) -> bytes:
     """What a run reading five documents draws on stderr, a terminal, with TERM=`term`."""
     for n in range(5):
