@@ -115,7 +115,7 @@ def _front_matter(lines: list[str], name: str) -> tuple[dict[str, str], str]:
         key = _ALIASES.get(key.strip().lower(), key.strip().lower())
         if not sep or not key:
             raise DocumentError(
-                f"{name}:{number}: front matter lines must be 'key: value' (a file opening"
+                f"{_named(name)}:{number}: front matter lines must be 'key: value' (a file opening"
                 " with a '---' rule, not front matter, has a blank line after it)"
             )
         if key not in FRONT_MATTER_KEYS:
@@ -123,15 +123,15 @@ def _front_matter(lines: list[str], name: str) -> tuple[dict[str, str], str]:
                 [*FRONT_MATTER_KEYS, *(f"{a} (for {k})" for a, k in _ALIASES.items())]
             )
             raise DocumentError(
-                f"{name}:{number}: unknown front matter key {key!r}; allowed: {allowed}"
+                f"{_named(name)}:{number}: unknown front matter key {key!r}; allowed: {allowed}"
             )
         if key in meta:
-            raise DocumentError(f"{name}:{number}: front matter key {key!r} given twice")
+            raise DocumentError(f"{_named(name)}:{number}: front matter key {key!r} given twice")
         meta[key] = _unquote(value.strip())
         if not meta[key].strip():
             # As for options: an empty value is refused, never replaced by a default.
-            raise DocumentError(f"{name}:{number}: front matter key {key!r} has no value")
-    raise DocumentError(f"{name}: front matter opened with '---' is never closed")
+            raise DocumentError(f"{_named(name)}:{number}: front matter key {key!r} has no value")
+    raise DocumentError(f"{_named(name)}: front matter opened with '---' is never closed")
 
 
 def _unquote(value: str) -> str:
@@ -158,19 +158,19 @@ def read_bounded(path: Path, limit: int) -> bytes:
         with os.fdopen(fd, "rb") as file:
             if stat.S_ISCHR(os.fstat(fd).st_mode) and not os.isatty(fd):
                 # /dev/null (what a closed standard input reads as), /dev/zero: no document.
-                raise DocumentError(f"{path}: a device, not a document")
+                raise DocumentError(f"{_named(path)}: a device, not a document")
             data = file.read(limit + 1)
             if not data and stat.S_ISFIFO(os.fstat(fd).st_mode):
-                raise DocumentError(f"{path}: a pipe that gave nothing (no one was writing to it)")
+                raise DocumentError(f"{_named(path)}: a pipe that gave nothing (no one was writing to it)")
     except FileNotFoundError:
-        raise DocumentError(f"{path}: no such file") from None
+        raise DocumentError(f"{_named(path)}: no such file") from None
     except IsADirectoryError:
-        raise DocumentError(f"{path}: is a directory") from None
+        raise DocumentError(f"{_named(path)}: is a directory") from None
     except OSError as exc:
-        raise DocumentError(f"{path}: cannot read: {exc.strerror}") from None
+        raise DocumentError(f"{_named(path)}: cannot read: {exc.strerror}") from None
     if len(data) > limit:
         raise DocumentError(
-            f"{path}: too large: more than {limit:,} bytes"
+            f"{_named(path)}: too large: more than {limit:,} bytes"
             f" (a document holds at most {MAX_CONTENT:,} characters)"
         )
     return data
@@ -181,7 +181,7 @@ def decode(path: Path, data: bytes) -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise DocumentError(f"{path}: not UTF-8 text") from None
+        raise DocumentError(f"{_named(path)}: not UTF-8 text") from None
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -273,3 +273,10 @@ def publication_request(
         where, key = path(named), named.group(2)
         problem = _DOCUMENT.sub(path, exc.problem)  # "repeats documents[0]"
         raise InvalidInput(where if key is None else f"{where}: {key}", problem) from None
+
+
+def _named(path: Path | str, most: int = 160) -> str:
+    """A file as an error names it: its two ends when too long to be read (a name mistyped
+    into a command line can run to a hundred kilobytes)."""
+    text = str(path)
+    return text if len(text) <= most else f"{text[: most // 2]}...{text[-most // 2 :]}"

@@ -180,6 +180,15 @@ def test_a_file_over_the_size_limit_is_refused_without_reading_it_whole(tmp_path
     assert len(read_source(path).body) == MAX_FILE_BYTES
 
 
+def test_a_file_name_too_long_to_read_is_named_by_its_two_ends() -> None:
+    name = "A" * 5000 + "-end.md"  # mistyped into a command line: echoed whole, 128 KB of it
+    with pytest.raises(DocumentError) as refused:
+        read_source(Path(name))
+    message = str(refused.value)
+    assert message.startswith("A" * 80 + "...") and len(message) < 250
+    assert message.endswith("A-end.md: cannot read: File name too long")
+
+
 @pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom", "/dev/null"])
 def test_a_device_is_refused_promptly(device: str) -> None:
     """Endless, or empty (a closed standard input reads as /dev/null): no document either
