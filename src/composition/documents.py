@@ -161,7 +161,9 @@ def read_bounded(path: Path, limit: int) -> bytes:
                 raise DocumentError(f"{_named(path)}: a device, not a document")
             data = file.read(limit + 1)
             if not data and stat.S_ISFIFO(os.fstat(fd).st_mode):
-                raise DocumentError(f"{_named(path)}: a pipe that gave nothing (no one was writing to it)")
+                raise DocumentError(
+                    f"{_named(path)}: a pipe that gave nothing (no one was writing to it)"
+                )
     except FileNotFoundError:
         raise DocumentError(f"{_named(path)}: no such file") from None
     except IsADirectoryError:
