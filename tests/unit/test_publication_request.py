@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from domain.model.errors import InvalidInput
+from domain.model.frozen import read_only
 from domain.workflows.knowledge_publication import PublicationRequest
 
 
@@ -74,6 +75,27 @@ def test_a_missing_document_field_is_reported_as_missing(key: str, absent: str) 
         PublicationRequest.parse(raw_request(documents=[document(), doc]))
     assert refused.value.field == f"documents[1].{key}"
     assert refused.value.problem == "missing"
+
+
+@pytest.mark.parametrize("key", ["title", "publication_id"])
+@pytest.mark.parametrize("absent", ["removed", "null"])
+def test_a_missing_request_field_is_reported_as_missing(key: str, absent: str) -> None:
+    raw = raw_request()
+    if absent == "removed":
+        del raw[key]
+    else:
+        raw[key] = None
+    with pytest.raises(InvalidInput) as refused:  # was "must be a string, got NoneType"
+        PublicationRequest.parse(raw)
+    assert (refused.value.field, refused.value.problem) == (key, "missing")
+
+
+def test_a_value_of_a_read_only_input_is_named_by_its_json_type() -> None:
+    stored = read_only(raw_request(policy_refs=[{"a": 1}, ["b"]]))
+    with pytest.raises(InvalidInput, match=r"policy_refs\[0\]: must be a string, got dict$"):
+        PublicationRequest.parse(stored)
+    with pytest.raises(InvalidInput, match=r"policy_refs\[0\]: must be a string, got list$"):
+        PublicationRequest.parse(read_only(raw_request(policy_refs=[["b"]])))
 
 
 @pytest.mark.parametrize("doc", [None, "text", ["kind", "imf"]])

@@ -14,6 +14,7 @@ from typing import Any, TypeGuard, TypeVar
 import attrs
 
 from domain.model.errors import InvalidInput
+from domain.model.frozen import FrozenDict, FrozenList
 
 T = TypeVar("T")
 
@@ -36,7 +37,7 @@ def text(
     """Free text. `single_line` also refuses control characters and line breaks: for short
     values shown in audit trails, where they could forge a line or drive a terminal."""
     if not isinstance(value, str):
-        raise InvalidInput(field, f"must be a string, got {type(value).__name__}")
+        raise InvalidInput(field, f"must be a string, got {type_name(value)}")
     value = plain(value)
     # A one-line label (a reason) of invisible characters alone reads as none in a trail.
     if not allow_empty and not (visible(value) if single_line else value.strip()):
@@ -158,6 +159,13 @@ def _mismatch(value: object, hint: object) -> str | None:
     return None
 
 
+def type_name(value: object) -> str:
+    """The type an error says a value has: a stored input is read as read-only dicts and
+    lists, and is named so (not by the classes that keep it read-only)."""
+    kind = type(value)
+    return "dict" if kind is FrozenDict else "list" if kind is FrozenList else kind.__name__
+
+
 def _named(value: object) -> str:
     return "None" if value is None else with_article(type(value).__name__)
 
@@ -230,7 +238,7 @@ def listed(field: str, values: object, check: Callable[[str, Any], T]) -> tuple[
     """A list from a caller, each item checked as `field[i]`: a single value passed bare (a
     string would read as its letters) is refused. Any collection is taken (a set of ids)."""
     if not several(values):
-        raise InvalidInput(field, f"must be a list, got {type(values).__name__}")
+        raise InvalidInput(field, f"must be a list, got {type_name(values)}")
     return tuple(check(f"{field}[{i}]", value) for i, value in enumerate(values))
 
 

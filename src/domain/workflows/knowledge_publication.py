@@ -70,6 +70,9 @@ class PublicationRequest:
         drafts = [_document(i, doc, strict=bounded) for i, doc in enumerate(documents)]
         if bounded:
             _no_repeats(drafts)
+        for key in ("title", "publication_id"):
+            if request.get(key) is None:  # not "must be a string, got NoneType"
+                raise InvalidInput(key, "missing")
         return cls(
             documents=tuple(drafts),
             title=text("title", request.get("title"), max_len=500, single_line=bounded),
