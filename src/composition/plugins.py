@@ -18,6 +18,7 @@ import inspect
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from composition.settings import ConfigurationError, Problem, Settings
 from domain.model.validation import one_line
@@ -38,9 +39,10 @@ def registry(settings: Settings, built_in: Registry) -> Registry | None:
 
     def workflows(service: KnowledgeService) -> Mapping[str, WorkflowDefinition]:
         problems: list[Problem] = []
+        causes: list[BaseException] = []
         out = dict(built_in(service))
         named: dict[str, str] = {}
-        for spec, definitions in _given(found, service, source, problems):
+        for spec, definitions in _given(found, service, source, problems, causes):
             for definition in definitions:
                 original = out.get(definition.name)
                 if (
@@ -73,7 +75,7 @@ def registry(settings: Settings, built_in: Registry) -> Registry | None:
                 named[definition.name] = spec
                 out[definition.name] = definition
         if problems:
-            raise ConfigurationError(problems)
+            _refuse(problems, causes)
         return out
 
     return workflows
@@ -90,9 +92,10 @@ def retired(settings: Settings) -> Retired | None:
 
     def earlier(service: KnowledgeService) -> Sequence[WorkflowDefinition]:
         problems: list[Problem] = []
-        given = _given(found, service, source, problems, "retired_workflows")
+        causes: list[BaseException] = []
+        given = _given(found, service, source, problems, causes, "retired_workflows")
         if problems:
-            raise ConfigurationError(problems)
+            _refuse(problems, causes)
         return [d for _, definitions in given for d in definitions]
 
     return earlier
@@ -105,14 +108,16 @@ def _found(settings: Settings, key: str) -> list[tuple[str, object]] | None:
         return None
     source = settings.sources.get(key, key)
     problems: list[Problem] = []
+    causes: list[BaseException] = []
     found: list[tuple[str, object]] = []
     for spec in specs:
         try:
             found.append((spec, _resolve(spec, getattr(settings, f"{key}_dir"))))
         except _Unusable as exc:
             problems.append(Problem(key, source, f"{spec}: {exc}"))
+            causes.append(exc)
     if problems:
-        raise ConfigurationError(problems)
+        _refuse(problems, causes)
     return found
 
 
@@ -121,16 +126,27 @@ def _given(
     service: KnowledgeService,
     source: str,
     problems: list[Problem],
+    causes: list[BaseException],
     key: str = "workflows",
 ) -> list[tuple[str, list[WorkflowDefinition]]]:
-    """What each reference gives; one that gives none usable is a problem."""
+    """What each reference gives; one that gives none usable is a problem (and its
+    exception one of the `causes`)."""
     out = []
     for spec, value in found:
         try:
             out.append((spec, _definitions(value, service)))
         except _Unusable as exc:
             problems.append(Problem(key, source, f"{spec}: {exc}"))
+            causes.append(exc)
     return out
+
+
+def _refuse(problems: list[Problem], causes: list[BaseException]) -> NoReturn:
+    """Every problem at once, raised from the first that came from the team's own code (an
+    import or a registry that raised): `--debug` then shows its traceback, the lines of
+    theirs that failed."""
+    first = next((c.__cause__ for c in causes if c.__cause__ is not None), None)
+    raise ConfigurationError(problems) from first
 
 
 class _Unusable(Exception):
@@ -181,7 +197,7 @@ def _import(name: str, beside: Path | None) -> object:
             except (Exception, SystemExit) as exc:
                 # A module that exits as it is imported must not end the command quietly,
                 # with a status a cron job would read as success.
-                raise _Unusable(f"importing {name} raised {_said(exc)}") from None
+                raise _Unusable(f"importing {name} raised {_said(exc)}") from exc
     finally:
         for place in added:
             sys.path.remove(place)
@@ -259,7 +275,7 @@ def _definitions(value: object, service: KnowledgeService) -> list[WorkflowDefin
         try:
             value = _called(value, service)
         except (Exception, SystemExit) as exc:
-            raise _Unusable(f"calling it raised {_said(exc)}") from None
+            raise _Unusable(f"calling it raised {_said(exc)}") from exc
     if isinstance(value, WorkflowDefinition):
         return [value]
     if isinstance(value, Mapping | Sequence) and not isinstance(value, str | bytes) and not value:

@@ -9,6 +9,7 @@ import re
 import shlex
 import subprocess
 import sys
+import traceback
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -301,6 +302,10 @@ def test_a_module_that_cannot_be_imported_is_named(project: Path) -> None:
     said = str(caught.value)
     assert "nowhere.at_all:x: cannot import nowhere.at_all: no module named 'nowhere'" in said
     assert "broken_mod:x: importing broken_mod raised RuntimeError: boom" in said
+    # Raised from the module's own error: its traceback (what --debug prints) has its line.
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    shown = "".join(traceback.format_exception(caught.value))
+    assert f'File "{project / "broken_mod.py"}", line 1' in shown
     sys.modules.pop("broken_mod", None)
 
 
@@ -541,6 +546,9 @@ def test_a_workflow_that_fails_to_build_leaves_no_store_behind(project: Path, ke
     gk = Cli(project / "store", project)
     gk("run", "workflow", "payout", "--input", "{}", code=2, env={key: f"{module(project)}:raises"})
     assert "calling it raised LookupError: no such registry" in gk.stderr
+    # With --debug, the registry's own line that raised is shown.
+    gk("--debug", "workflows", code=2, env={key: f"{module(project)}:raises"})
+    assert ', in raises\n    raise LookupError("no such' in gk.stderr
     assert not gk.store.exists()  # refused before the store was opened, or made
 
 
