@@ -12,6 +12,7 @@ import codecs
 import contextlib
 import errno
 import io
+import logging
 import os
 import re
 import shlex
@@ -621,6 +622,19 @@ def cli(ctx: click.Context, store: str | None, config: str | None, debug: bool) 
     session.store = store
     session.config = config
     session.debug = session.debug or debug
+    if session.debug:
+        _log_to_stderr()
+
+
+def _log_to_stderr() -> None:
+    """govkernel's log on stderr: a failed step's traceback, which its one-line error in the
+    trail leaves out."""
+    log = logging.getLogger("govkernel")
+    if sys.stderr is not None and not log.handlers:
+        handler = logging.StreamHandler(cast(TextIO, _Extra(sys.stderr)))
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.DEBUG)
 
 
 # -- run -------------------------------------------------------------------------------------

@@ -811,6 +811,17 @@ def test_a_step_calling_sys_exit_stops_the_command_saying_where_and_what_ends_it
     assert "resumes with `govkernel recover`" not in again and "fix the compensation" in again
 
 
+def test_with_debug_a_failed_step_shows_where_it_raised(project: Path) -> None:
+    """The trail keeps a step's error as one line; `--debug` shows its traceback too, the
+    line of the team's step that raised (it was shown nowhere)."""
+    gk = Cli(project / "store", project)
+    env = {"GOVKERNEL_WORKFLOWS": f"{module(project)}:both_undo_later"}
+    gk("--debug", "run", "workflow", "undo_later", code=1, env=env)
+    assert ', in fails\n    raise ValueError("declined")\nValueError: declined' in gk.stderr
+    gk("run", "workflow", "undo_later", code=1, env=env)  # without it, the one line alone
+    assert "Traceback" not in gk.stderr and "ValueError: declined" in gk.stderr
+
+
 def test_an_execution_left_compensating_has_failed(project: Path) -> None:
     """A step failed and its undo is retried later: the run failed (exit 1), as it has when
     the undo is done at once; `recover` resumes it."""

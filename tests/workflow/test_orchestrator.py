@@ -307,6 +307,22 @@ def test_non_retryable_errors_fail_at_once(world: World, error: Exception) -> No
     assert orch.verify(done.id).ok
 
 
+def test_a_failed_step_is_logged_with_its_traceback_and_a_wait_for_approval_is_not(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    def bug(uow: UnitOfWork, ctx: StepContext) -> None:
+        raise ValueError("bug")
+
+    orch = world.orch_with("worker-1", {"analyse": lambda _: bug})
+    with caplog.at_level(logging.INFO, logger="govkernel.orchestrator"):
+        failed = orch.start(FLAKY, request("pub-1"))
+        waiting = world.orch().start(WORKFLOW, request("pub-2"), risk_tier=ImpactTier.TIER1)
+    [logged] = caplog.records  # the wait for approval is no failure
+    assert logged.getMessage() == f"execution {failed.id}: analyse raised"
+    assert logged.exc_info is not None and str(logged.exc_info[1]) == "bug"
+    assert waiting.state is S.AWAITING_APPROVAL
+
+
 def test_a_retry_scheduled_beyond_the_inline_wait_is_left_for_later(world: World) -> None:
     slow = RetryPolicy(max_attempts=2, backoff=timedelta(minutes=10))
     calls = Calls()

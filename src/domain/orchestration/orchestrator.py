@@ -1215,6 +1215,10 @@ class Orchestrator:
         self, execution_id: str, seen_version: int, step: str, error: BaseException
     ) -> _Next | _Unknown:
         """Record a failed attempt in a fresh unit (the step's own writes were discarded)."""
+        if not isinstance(error, ApprovalRequired):
+            # The trail keeps the error's one line; where in the step it was raised is for
+            # whoever reads the service's log (`govkernel --debug` shows it).
+            _log.info("execution %s: %s raised", execution_id, step, exc_info=error)
         rt = self._runtime
         with self._uow_factory() as uow:
             execution = self._trusted(uow, self._require(uow, execution_id))
