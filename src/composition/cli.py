@@ -870,7 +870,10 @@ def run_workflow(
 
     def unknown(app: App) -> click.UsageError:
         known = ", ".join(sorted(app.workflows))
-        return click.UsageError(f"unknown workflow {shown(name)}; known: {known}")
+        return click.UsageError(
+            f"unknown workflow {shown(name)}; known: {known} (your own are known when the"
+            " `workflows` setting names them: GOVKERNEL_WORKFLOWS=package.module:attribute)"
+        )
 
     def checked(app: App) -> None:  # a store to be made holds no known key
         if name not in app.workflows:
@@ -937,6 +940,12 @@ def _show_reused(s: Session, app: App, found: WorkflowExecution, differs: bool) 
         s.warn(
             "note: it was started for a different request; this one was not started (use"
             " another --idempotency-key to start it)"
+        )
+    elif found.state in (S.FAILED, S.COMPENSATED, S.CANCELLED):
+        # Its error would read as this run's: nothing ran now.
+        s.warn(
+            f"note: nothing ran now: it had already ended {found.state.value} (a key starts"
+            " one execution, ever: another --idempotency-key starts the request again)"
         )
     reused = {"reused": True, "request_differs": differs}
     conclude(s, app, found, ok={S.SUCCEEDED, S.AWAITING_APPROVAL}, extra=reused)

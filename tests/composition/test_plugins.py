@@ -110,6 +110,10 @@ first_quits = WorkflowDefinition(
     name="first_quits", version="1", metadata=kp.METADATA, steps=(Step("quit", quits),)
 )
 
+declines = WorkflowDefinition(
+    name="declines", version="1", metadata=kp.METADATA, steps=(Step("pay", fails),)
+)
+
 undo_quits = WorkflowDefinition(
     name="undo_quits", version="1", metadata=kp.METADATA,
     steps=(Step("reserve", lambda u, c: {}, side_effecting=True), Step("pay", fails)),
@@ -717,12 +721,26 @@ def test_your_own_version_of_the_built_in_workflow_is_shown_as_what_it_returned(
     assert 'capsule      {"capsule_id": 7}' in demo and "capsule 7" not in demo
 
 
+def test_a_key_that_already_failed_says_nothing_ran_now(project: Path) -> None:
+    gk = Cli(project / "store", project)
+    env = {"GOVKERNEL_WORKFLOWS": f"{module(project)}:declines"}
+    keyed = ("run", "workflow", "declines", "--idempotency-key", "c-1")
+    first = gk(*keyed, code=1, env=env).stderr
+    assert "nothing ran now" not in first and "ValueError: declined" in first
+    again = gk(*keyed, code=1, env=env).stderr  # the same failure, said as the old one
+    assert "note: nothing ran now: it had already ended failed (a key starts one" in again
+    assert "ValueError: declined" in again
+    [only] = gk.json("executions", "list", env=env)
+    assert gk.json("executions", "show", only["execution_id"], env=env)["attempts"] == {"pay": 1}
+
+
 def test_an_unknown_workflow_names_the_known_ones(cli: tuple[Cli, dict[str, str]]) -> None:
     gk, env = cli
     gk("run", "workflow", "nope", code=2, env=env)
     assert "unknown workflow 'nope'; known: knowledge_publication, payout, refund" in gk.stderr
     gk("run", "workflow", "payout", code=2)  # without the setting, the CLI has no payout
-    assert "known: knowledge_publication" in gk.stderr
+    assert "known: knowledge_publication (your own are known when the `workflows`" in gk.stderr
+    assert "GOVKERNEL_WORKFLOWS=package.module:attribute" in gk.stderr  # how to give yours
 
 
 def test_input_from_a_file_or_stdin(cli: tuple[Cli, dict[str, str]], project: Path) -> None:
