@@ -1515,6 +1515,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
                 else "-",
             ),
             ("last error", x.last_error or "-"),
+            *([] if x.retry_at is None else [("retries at", render.when(x.retry_at))]),
         ]
         summary = render.input_summary(x) if render.built_in(x) else {}
         if "publication_id" in summary:

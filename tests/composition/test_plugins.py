@@ -11,7 +11,7 @@ import subprocess
 import sys
 import traceback
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -960,6 +960,10 @@ def test_recover_says_a_retry_not_due_yet_is_not_done(cli: tuple[Cli, dict[str, 
     assert report["resumed"] == [] and [x["execution_id"] for x in report["not_due"]] == [
         waiting["execution_id"]
     ]
+    # `executions show` says when, as its JSON does.
+    shown = gk("executions", "show", waiting["execution_id"], env=env).stdout
+    due = datetime.fromisoformat(waiting["retry_at"]).replace(tzinfo=None)
+    assert re.search(f"^retries at +{due.isoformat(' ', 'seconds')}$", shown, re.MULTILINE)
 
 
 GATED = """
