@@ -1245,6 +1245,15 @@ def _entry_after(
     return recorded
 
 
+def _role_wanted(x: WorkflowExecution) -> str:
+    """The role an approval of `x` is still wanted in, when its request names one (the
+    built-in workflow's `required_roles`); else a placeholder."""
+    roles = x.input.get("required_roles") if render.built_in(x) else None
+    approved = {a.role.casefold() for a in x.approvals}
+    wanted = [r for r in roles or () if isinstance(r, str) and r.casefold() not in approved]
+    return wanted[0] if len(wanted) == 1 else "ROLE"
+
+
 def finish(app: App, execution: WorkflowExecution) -> WorkflowExecution:
     """On a store this process holds alone, no one else can be running the execution: drive
     it on even if a crashed run's lease has not expired yet."""
@@ -1292,7 +1301,7 @@ def conclude(
         s.echo(f"  why      {render.safe(waiting)}")
         s.suggest(
             7,
-            ("approve", f"approve {x.id} --role ROLE"),
+            ("approve", f"approve {x.id} --role {_role_wanted(x)}"),
             ("reject", f"reject {x.id} --reason TEXT"),
         )
         if not s.transient():

@@ -200,6 +200,7 @@ def test_tier1_awaits_approval_then_another_approver_approves(gk: Cli) -> None:
     done = gk("run", "knowledge-publication", str(IMF), "--tier", "Tier1")
     assert "awaiting approval" in done.stdout and "approve" in done.stdout
     xid = next(w for w in done.stdout.split() if w.startswith("wfx-"))
+    assert f"approve {xid} --role ROLE\n" in done.stdout  # any role will do
 
     own = gk("approve", xid, "--role", "reviewer", code=1)  # the requester may not approve
     assert "separation of duties" in own.stderr and own.stderr.count("\n") == 1
@@ -217,6 +218,15 @@ def test_tier1_awaits_approval_then_another_approver_approves(gk: Cli) -> None:
     # With --json the transitions still show, on stderr.
     assert "approved by alice as reviewer" in gk.stderr
     assert "step publish completed" in gk.stderr
+
+
+def test_the_approval_suggested_names_the_role_a_request_still_wants(gk: Cli) -> None:
+    run = ("run", "knowledge-publication", str(FRED), "--tier", "Tier2")
+    one = gk(*run, "--required-role", "legal", "--required-role", "risk").stdout
+    xid = next(w for w in one.split() if w.startswith("wfx-"))
+    assert f"approve {xid} --role ROLE\n" in one  # two are wanted: either
+    half = gk("approve", xid, "--role", "legal", env={"GOVKERNEL_ACTOR": "alice"}).stdout
+    assert f"approve {xid} --role risk\n" in half  # the one still wanted
 
 
 def test_tier2_needs_two_distinct_approvers(gk: Cli) -> None:
