@@ -2987,6 +2987,8 @@ def test_a_definition_without_steps_or_with_a_name_twice_says_which() -> None:
     twice = (Step("a", lambda uow, ctx: {}), Step("b", lambda uow, ctx: {}))
     with pytest.raises(ValueError, match="step 'a' is named twice"):
         WorkflowDefinition("w", "1", kp.METADATA, (*twice, twice[0]))
+    with pytest.raises(ValueError, match=r"^workflow version must be text \(1-128 .*; got int$"):
+        WorkflowDefinition("w", 1, kp.METADATA, twice)  # type: ignore[arg-type]
 
 
 def _must_have_amount(input: Mapping[str, Any]) -> None:

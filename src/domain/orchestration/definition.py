@@ -12,7 +12,7 @@ from attrs import field, frozen
 
 from domain.model.execution import WorkflowExecution, WorkflowMetadata
 from domain.model.runtime import RuntimeContext
-from domain.model.validation import IDENTIFIER, IDENTIFIER_RULE, several
+from domain.model.validation import IDENTIFIER, IDENTIFIER_RULE, several, type_name
 from ports.unit_of_work import UnitOfWork
 
 
@@ -186,5 +186,7 @@ class WorkflowDefinition:
 
 
 def _name(what: str, value: object) -> None:
-    if not isinstance(value, str) or not IDENTIFIER.match(value):
+    if not isinstance(value, str):  # version=1 read as valid: "... got 1"
+        raise ValueError(f"{what} must be text ({IDENTIFIER_RULE}); got {type_name(value)}")
+    if not IDENTIFIER.match(value):
         raise ValueError(f"{what} must be {IDENTIFIER_RULE}; got {value!r}")
