@@ -1429,6 +1429,7 @@ def executions_list(
                     + (f" of workflow {workflow}" if workflow else "")
                     + (f" in state {state}" if state else "")
                     + (f" listed after {before}" if before else "")
+                    + f" in tenant {app.runtime.tenant!r}"
                     + (
                         " (no workflow of that name is registered here: `govkernel workflows`"
                         " lists those that are)"
@@ -1647,7 +1648,9 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
                 for r in results
             ]
             s.echo(
-                render.table(("EXECUTION", "ENTRIES", "CHAIN"), rows) if rows else "no executions"
+                render.table(("EXECUTION", "ENTRIES", "CHAIN"), rows)
+                if rows
+                else render.safe(f"no executions in tenant {app.runtime.tenant!r}")
             )
         bad = [r for r in results if not r["ok"]]
         if bad:
@@ -2584,6 +2587,9 @@ def _failed(session: Session, args: list[str], exc: Exception) -> int:
         message += render.safe(f"; {_unfinished(session)}")
     elif isinstance(exc, StorageUnavailable) and session.again is not None:
         message += render.safe(f"; {session.again}")  # lost part-way (a full disk)
+    elif isinstance(exc, RecordNotFound) and exc.table == "execution" and session._settings:
+        # Another tenant's is not found either: a GOVKERNEL_TENANT left out reads so.
+        message += render.safe(f" in tenant {session._settings.tenant!r}")
     for line in message.split("\n"):
         _error(line)
     return code

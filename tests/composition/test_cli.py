@@ -143,7 +143,10 @@ def test_run_prints_transitions_then_list_show_verify_and_events(gk: Cli) -> Non
     assert f"no executions listed after {paged[-1]}" in last
     whole = gk("executions", "list", "--limit", str(len(paged)))  # exactly one full page
     assert "shows the next" not in whole.stdout + whole.stderr  # nothing is left to show
-    assert "no execution 'nope'" in gk("executions", "list", "--before", "nope", code=2).stderr
+    assert (
+        "no execution 'nope' in tenant 'default'\n"
+        in gk("executions", "list", "--before", "nope", code=2).stderr
+    )
     ours = gk.json("executions", "list", "--workflow", "knowledge_publication", "--limit", "1")
     assert [x["execution_id"] for x in ours] == [xid]
     hint = f"--before {xid} --workflow knowledge_publication --limit 1 shows the next 1"
@@ -152,7 +155,7 @@ def test_run_prints_transitions_then_list_show_verify_and_events(gk: Cli) -> Non
         in gk("executions", "list", "--workflow", "knowledge_publication", "--limit", "1").stdout
     )
     none = gk("executions", "list", "--workflow", "payout").stdout
-    assert "no executions of workflow payout (no workflow of that name is registered" in none
+    assert "no executions of workflow payout in tenant 'default' (no workflow of that" in none
     assert "not a workflow name" in gk("executions", "list", "--workflow", "a b", code=2).stderr
 
     shown = gk.json("executions", "show", xid)
@@ -390,7 +393,7 @@ def test_exit_statuses_and_clean_errors(gk: Cli) -> None:
     assert denied_json["state"] == "failed"
 
     missing = gk("executions", "show", "wfx-missing", code=2)
-    assert missing.stderr == "error: no execution 'wfx-missing'\n"
+    assert missing.stderr == "error: no execution 'wfx-missing' in tenant 'default'\n"
     traced = gk("--debug", "approve", "wfx-missing", "--role", "r", code=2)
     assert "Traceback" in traced.stderr and "RecordNotFound" in traced.stderr
 
@@ -435,7 +438,7 @@ def test_another_tenants_unreadable_execution_reads_as_missing_as_a_cursor_too(
     with SurrealStore(SurrealConfig(fresh.url)) as store:
         store.select_rows("UPDATE $r SET state = 'bogus'", {"r": RecordID("execution", theirs)})
     refused = fresh("executions", "list", "--before", theirs, code=2)
-    assert refused.stderr == f"error: no execution '{theirs}'\n"  # as `show` says it
+    assert refused.stderr == f"error: no execution '{theirs}' in tenant 'default'\n"  # as show says
 
 
 def test_an_execution_record_deleted_from_storage_is_reported_by_its_trail(fresh: Cli) -> None:
@@ -558,7 +561,7 @@ def test_another_tenants_execution_with_a_trail_from_before_pins_reads_as_missin
             "UPDATE $e SET pinned = NONE", {"e": RecordID("audit", audit_key(xid, 1))}
         )
     fresh("audit", "verify", xid, code=2)
-    assert fresh.stderr == f"error: no execution '{xid}'\n"
+    assert fresh.stderr == f"error: no execution '{xid}' in tenant 'default'\n"
 
 
 @pytest.mark.parametrize("removed", ["middle", "end of a page", "last"])
@@ -1147,7 +1150,9 @@ def test_another_tenant_sees_nothing_of_ours(fresh: Cli) -> None:
     assert fresh("executions", "list", "--json", env=beta).stdout.strip() == "[]"
     assert fresh("events", "--json", env=beta).stdout.strip() == "[]"
     for args in (("executions", "show", xid), ("audit", "verify", xid)):
-        assert f"no execution {xid!r}" in fresh(*args, code=2, env=beta).stderr
+        # The tenant named: a GOVKERNEL_TENANT left out would read as an empty store.
+        assert f"no execution {xid!r} in tenant 'beta'\n" in fresh(*args, code=2, env=beta).stderr
+    assert fresh("executions", "list", env=beta).stdout == "no executions in tenant 'beta'\n"
     assert "no executions" not in fresh("executions", "list").stdout  # ours still are
 
 
