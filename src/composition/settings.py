@@ -508,7 +508,13 @@ def _store_url(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
         if scheme in SCHEMES:  # a scheme's name alone holds no secret: said as given
             meant = next(a for a in allowed.split(", ") if a.startswith(f"{scheme}://"))
             return bad(f"{scheme!r} is not a store URL: did you mean {meant}?", allowed)
-        return bad(f"{shown} is not a store URL (no `scheme://`)", allowed)
+        head = value.split(":", 1)[0].strip().lower()
+        if ":" in value and head in SCHEMES:  # surrealkv:/data, one slash short
+            return bad(f"{shown} is not a store URL: write {head}://, two slashes", allowed)
+        # A path alone: a directory is the usual store, and its URL is one prefix away.
+        a_path = value.lstrip().startswith(("/", ".", "~"))
+        said = "; a directory is given as surrealkv://PATH" if a_path else ""
+        return bad(f"{shown} is not a store URL (no `scheme://`{said})", allowed)
     try:
         parts = urlsplit(value)
     except ValueError:
