@@ -149,6 +149,10 @@ def _refuse(problems: list[Problem], causes: list[BaseException]) -> NoReturn:
     raise ConfigurationError(problems) from first
 
 
+# govkernel's top-level packages: a team's package of one of these names is never imported.
+_OWN_PACKAGES = frozenset({"adapters", "composition", "domain", "ports"})
+
+
 class _Unusable(Exception):
     """Why a reference gives no workflows."""
 
@@ -192,7 +196,18 @@ def _import(name: str, beside: Path | None) -> object:
                 except FileNotFoundError:  # deleted while this process was in it
                     here = ""
                 if not here or here in sys.path or not name.startswith(missing):
-                    raise _Unusable(f"cannot import {name}: no module named {missing!r}") from None
+                    top = missing.split(".", 1)[0]
+                    hidden = (
+                        f" ({top} is govkernel's own package, which hides one of yours by that"
+                        " name: rename yours)"
+                        if top in _OWN_PACKAGES
+                        and missing != top
+                        and any((Path(p) / top).is_dir() for p in (here, beside) if p)
+                        else ""
+                    )
+                    raise _Unusable(
+                        f"cannot import {name}: no module named {missing!r}{hidden}"
+                    ) from None
                 search(here)
             except (Exception, SystemExit) as exc:
                 # A module that exits as it is imported must not end the command quietly,

@@ -313,6 +313,18 @@ def test_a_module_that_cannot_be_imported_is_named(project: Path) -> None:
     sys.modules.pop("broken_mod", None)
 
 
+def test_a_package_of_yours_hidden_by_one_of_govkernels_is_said_to_be(project: Path) -> None:
+    (project / "adapters").mkdir()
+    (project / "adapters" / "payments.py").write_text("x = 1\n")
+    with pytest.raises(ConfigurationError) as caught:
+        names_of("adapters.payments:x", project)
+    assert "(adapters is govkernel's own package, which hides one of yours" in str(caught.value)
+    with pytest.raises(ConfigurationError) as mistyped:  # a typo of govkernel's own: no hint
+        names_of("domain.workflows.knowledge_publicaton:definition", project)
+    assert "no module named 'domain.workflows.knowledge_publicaton'" in str(mistyped.value)
+    assert "hides" not in str(mistyped.value)
+
+
 def test_a_module_that_exits_as_it_is_imported_is_a_configuration_error(project: Path) -> None:
     # Not the end of the command, with a status a cron job would read as success.
     (project / "exits_mod.py").write_text("import sys\nsys.exit(0)\n")
