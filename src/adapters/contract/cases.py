@@ -341,6 +341,28 @@ class UnitOfWorkContract:
             assert (stored.state, stored.version) == (ExecutionState.RUNNING, 2)
             assert [e.actor for e in uow.audit.for_execution(start.id)][1:] == ["worker-a"]
 
+    def test_two_claims_of_one_version_one_conflicts(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        """A claim changes the lease alone: it is version-checked all the same (a store that
+        merged lease-only changes let two workers both hold one execution)."""
+        start = samples.execution()
+        committed(uow_factory, lambda uow: uow.executions.save(start))
+        with uow_factory() as first, uow_factory() as second:
+            a = first.executions.require(start.id)
+            b = second.executions.require(start.id)
+            a.claim("worker-a", now=LATER, ttl=timedelta(seconds=30))
+            first.executions.save(a)
+            b.claim("worker-b", now=LATER, ttl=timedelta(seconds=30))
+            second.executions.save(b)
+            first.commit()
+            before = backdoor.snapshot()
+            with pytest.raises(ConcurrencyConflict):
+                second.commit()
+        assert_state(before, backdoor, "a second claim of one version wrote something")
+        with uow_factory() as uow:
+            assert uow.executions.require(start.id).lease_owner == "worker-a"
+
     @pytest.mark.parametrize("second_op", ["update", "delete"])
     def test_second_writer_of_a_capsule_conflicts_and_writes_nothing(
         self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, second_op: str
@@ -687,6 +709,43 @@ class UnitOfWorkContract:
             found = uow.select("knowledge_source", {"tenant": one.tenant, "source_url": urls})
             assert {key for key, _ in found} == {one.id, other.id}
 
+    def test_a_listing_by_state_follows_a_transition(self, uow_factory: UnitOfWorkFactory) -> None:
+        """Listed by what it is now, not by what it was (an index left stale listed a running
+        execution as pending)."""
+        start = samples.execution()
+        committed(uow_factory, lambda uow: uow.executions.save(start))
+        with uow_factory() as uow:
+            moved = uow.executions.require(start.id)
+            moved.transition(ExecutionState.RUNNING, at=LATER, actor="worker", reason="claimed")
+            uow.executions.save(moved)
+            uow.commit()
+        with uow_factory() as uow:
+            pending = [x.id for x in uow.executions.in_state(ExecutionState.PENDING)]
+            running = [x.id for x in uow.executions.in_state(ExecutionState.RUNNING)]
+        assert start.id not in pending and start.id in running
+
+    def test_a_document_read_is_the_callers_own_copy(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        """Changing what a read returned changes nothing stored, committed or not."""
+        capsule = samples.capsule()
+        committed(uow_factory, lambda uow: uow.capsules.add(capsule))
+        before = backdoor.snapshot()
+        with uow_factory() as uow:
+            read = [
+                uow.get("capsule", capsule.id),
+                uow.get_many("capsule", [capsule.id])[capsule.id],
+                uow.select("capsule", {"tenant": capsule.tenant})[0][1],
+            ]
+            for doc in read:
+                assert doc is not None
+                doc["title"] = "changed by a caller"
+                for value in doc.values():
+                    if isinstance(value, list):
+                        value.append("added by a caller")
+            assert uow.capsules.get(capsule.id) == capsule
+        assert_state(before, backdoor, "a caller's change to what it read was stored")
+
     @pytest.mark.parametrize("op", [Op.UPDATE, Op.DELETE])
     def test_a_change_to_a_record_never_stored_is_not_found(
         self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, op: Op
@@ -944,9 +1003,12 @@ class UnitOfWorkContract:
         seen: list[str] = []
         last = None
         with uow_factory() as uow:
-            while found := uow.executions.recent(
-                now=now, limit=2, tenant=tenant, workflow="payout", before=last
-            ):
+            for _ in range(len(made) + 1):  # bounded: a cursor ignored would page for good
+                found = uow.executions.recent(
+                    now=now, limit=2, tenant=tenant, workflow="payout", before=last
+                )
+                if not found:
+                    break
                 seen += [x.id for x in found]
                 last = found[-1]
             cancelled = uow.executions.recent(
@@ -1013,6 +1075,24 @@ class UnitOfWorkContract:
         assert by_key is not None and by_key["event_id"] == event.id and by_key["position"] >= 1
         assert by_field == [(event.id, by_key)]
         assert list(many) == [event.id]
+
+    def test_units_open_together_get_distinct_positions(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+    ) -> None:
+        """Positions are taken at commit, not when a unit opens: two open at once, each
+        appending, get one after the other (numbered from the head each read, both had 1)."""
+        first, second = uow_factory(), uow_factory()
+        a, b = samples.event(), samples.event()
+        first.events.append(a)
+        second.events.append(b)
+        (pa,) = first.commit().event_positions
+        assert second.commit().event_positions == (pa + 1,)
+        with uow_factory() as uow:
+            assert [(e.id, e.position) for e in uow.events.read_after(pa - 1, 10)] == [
+                (a.id, pa),
+                (b.id, pa + 1),
+            ]
+        assert state.last_position(backdoor.snapshot()) == pa + 1
 
     def test_event_positions_have_no_gaps_under_concurrent_commits(
         self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
