@@ -9,7 +9,14 @@ import pytest
 from domain.model.environment import Environment
 from domain.model.errors import InvalidInput, PolicyDenied
 from domain.model.knowledge import Classification, KnowledgeSource
-from domain.model.policy import Action, Approval, GuardedMutation, ImpactTier
+from domain.model.policy import (
+    APPROVAL_REASON,
+    Action,
+    Approval,
+    GuardedMutation,
+    ImpactTier,
+    approvals,
+)
 from domain.model.runtime import DerivedIds
 from domain.services.governance import ApprovalRequired, Gate, enforcement_context
 from domain.services.knowledge import KnowledgeService
@@ -220,3 +227,32 @@ def test_an_enforcement_context_names_what_a_caller_got_wrong(
     with pytest.raises(InvalidInput) as refused:
         enforcement_context(make_runtime(), **args)  # type: ignore[arg-type]
     assert refused.value.field == field and problem in refused.value.problem
+
+
+class _Posing(str):
+    """A name whose own methods say it is something else."""
+
+    def casefold(self) -> str:
+        return "legal"
+
+
+def test_a_role_of_a_str_subclass_is_judged_as_the_text_it_holds() -> None:
+    # A role "intern" whose casefold says "legal" met the legal requirement.
+    intern = Approval("bob", _Posing("intern"), START)
+    context = enforcement_context(
+        make_runtime(),
+        tier=ImpactTier.TIER1,
+        policy_refs=POLICY_REFS,
+        required_roles=["legal"],
+        approvals=[intern],
+    )
+    judged = GuardedMutation(
+        action=Action.INGEST_SOURCES,
+        workflow="knowledge_publication",
+        target="target:1",
+        classification=Classification.INTERNAL,
+        context=context,
+    )
+    assert approvals(judged, START) == [
+        f"{APPROVAL_REASON}role 'legal' has not approved (or approval expired)"
+    ]

@@ -59,10 +59,16 @@ class RuntimeContext:
                 "environment",
                 f"must be one of {Environment.spelled_in_code()}, got {self.environment!r}",
             )
-        identifier("tenant", self.tenant)
-        identifier("service", self.service)
-        actor_name("actor", self.actor)
-        text("trace_id", self.trace_id, max_len=200, single_line=True)
+        # Kept as the plain text checked: a str subclass's own __eq__ would decide which
+        # tenant's executions this context reads.
+        checked = {
+            "tenant": identifier("tenant", self.tenant),
+            "service": identifier("service", self.service),
+            "actor": actor_name("actor", self.actor),
+            "trace_id": text("trace_id", self.trace_id, max_len=200, single_line=True),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
         for flag in ("change_freeze", "record_denials"):
             if not isinstance(getattr(self, flag), bool):
                 raise InvalidInput(flag, f"must be a bool, got {getattr(self, flag)!r}")

@@ -65,10 +65,11 @@ def _approval(field: str, value: object) -> Approval:
     # rules are judged as they were given (look-alike names are one person: `person_key`).
     if not isinstance(value, Approval):
         raise InvalidInput(field, f"must be an Approval, got {type(value).__name__}")
-    text(f"{field}.approver", value.approver, max_len=200)
-    text(f"{field}.role", value.role, max_len=200)
+    approver = text(f"{field}.approver", value.approver, max_len=200)
+    role = text(f"{field}.role", value.role, max_len=200)
     aware(f"{field}.granted_at", value.granted_at)
-    return value
+    # As the plain text checked: a str subclass's own casefold would say which role it is.
+    return Approval(approver=approver, role=role, granted_at=value.granted_at)
 
 
 class Gate:
