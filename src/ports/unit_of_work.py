@@ -188,7 +188,7 @@ class UnitOfWork(abc.ABC):
         key = _text_of(key)
         pending = self._pending.get((table, key))
         if pending is not None:
-            return None if pending.op is Op.DELETE else dict(pending.document or {})
+            return None if pending.op is Op.DELETE else _own(pending.document or {})
         document = self._load(table, key)
         self._note_read(table, key, document)
         return document
@@ -212,7 +212,7 @@ class UnitOfWork(abc.ABC):
             if pending is None:
                 to_load.append(key)
             elif pending.op is not Op.DELETE:
-                found[key] = dict(pending.document or {})
+                found[key] = _own(pending.document or {})
         for key, document in self._load_many(table, to_load, fresh=fresh).items():
             self._note_read(table, key, document)
             found[key] = document
@@ -264,7 +264,7 @@ class UnitOfWork(abc.ABC):
                 and doc
                 and all(_match(doc.get(f), v) for f, v in where.items())
             ):
-                rows[key] = dict(doc)
+                rows[key] = _own(doc)
         result = sorted(rows.items())
         if order_by is not None:
             result.sort(key=lambda kv: sort_key(kv[1].get(order_by)))
@@ -560,6 +560,12 @@ def _stored_form(value: Any) -> Any:
 
 # What a borrower (a workflow step) may read but never write.
 _LENDERS_OWN = frozenset({"execution", "execution_input", "audit"})
+
+
+def _own(doc: Document) -> Document:
+    """A staged document as a reader may keep it: its lists too are the reader's, or a
+    change to one would reach the commit past the checks made when it was staged."""
+    return {k: list(v) if isinstance(v, list) else v for k, v in doc.items()}
 
 
 def _known(table: str) -> None:

@@ -59,7 +59,8 @@ BROKEN: dict[str, tuple[Make, str]] = {
 def _run(case: str, make: Make) -> None:
     store, factory = make()
     test = getattr(UnitOfWorkContract(), case)
-    fixtures = {"uow_factory": factory, "backdoor": MemoryBackdoor(store)}
+    # (A parametrized case is run as stored records first: `staged` False.)
+    fixtures = {"uow_factory": factory, "backdoor": MemoryBackdoor(store), "staged": False}
     try:
         test(**{k: v for k, v in fixtures.items() if k in inspect.signature(test).parameters})
     finally:

@@ -724,14 +724,18 @@ class UnitOfWorkContract:
             running = [x.id for x in uow.executions.in_state(ExecutionState.RUNNING)]
         assert start.id not in pending and start.id in running
 
+    @pytest.mark.parametrize("staged", [False, True], ids=["committed", "staged"])
     def test_a_document_read_is_the_callers_own_copy(
-        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, staged: bool
     ) -> None:
-        """Changing what a read returned changes nothing stored, committed or not."""
+        """Changing what a read returned changes nothing stored or staged (a list changed
+        in a staged record reached the commit past the checks made when it was staged)."""
         capsule = samples.capsule()
-        committed(uow_factory, lambda uow: uow.capsules.add(capsule))
-        before = backdoor.snapshot()
+        if not staged:
+            committed(uow_factory, lambda uow: uow.capsules.add(capsule))
         with uow_factory() as uow:
+            if staged:
+                uow.capsules.add(capsule)
             read = [
                 uow.get("capsule", capsule.id),
                 uow.get_many("capsule", [capsule.id])[capsule.id],
@@ -744,7 +748,9 @@ class UnitOfWorkContract:
                     if isinstance(value, list):
                         value.append("added by a caller")
             assert uow.capsules.get(capsule.id) == capsule
-        assert_state(before, backdoor, "a caller's change to what it read was stored")
+            uow.commit()
+        with uow_factory() as uow:
+            assert uow.capsules.get(capsule.id) == capsule
 
     @pytest.mark.parametrize("op", [Op.UPDATE, Op.DELETE])
     def test_a_change_to_a_record_never_stored_is_not_found(
