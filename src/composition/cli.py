@@ -134,6 +134,7 @@ class Session:
     # What finishes the command's work when it is stopped midway, if not `recover`.
     again: str | None = None
     _settings: Settings | None = field(default=None, alias="_settings")
+    log: _Log | None = None  # --debug: govkernel's log shown on stderr
 
     def settings(self) -> Settings:
         if self._settings is None:
@@ -622,19 +623,36 @@ def cli(ctx: click.Context, store: str | None, config: str | None, debug: bool) 
     session.store = store
     session.config = config
     session.debug = session.debug or debug
-    if session.debug:
-        _log_to_stderr()
+    if session.debug and sys.stderr is not None and session.log is None:
+        session.log = _Log()
 
 
-def _log_to_stderr() -> None:
-    """govkernel's log on stderr: a failed step's traceback, which its one-line error in the
-    trail leaves out."""
-    log = logging.getLogger("govkernel")
-    if sys.stderr is not None and not log.handlers:
-        handler = logging.StreamHandler(cast(TextIO, _Extra(sys.stderr)))
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.DEBUG)
+class _Log:
+    """govkernel's log on stderr for one command (--debug): a failed step's traceback, which
+    its one-line error in the trail leaves out. Taken off again when the command ends."""
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger("govkernel")
+        self._level = self._logger.level
+        self._handler = logging.StreamHandler(cast(TextIO, _Extra(sys.stderr)))
+        self._handler.setFormatter(_InertFormatter("%(levelname)s %(name)s: %(message)s"))
+        self._logger.addHandler(self._handler)
+        self._logger.setLevel(logging.DEBUG)
+
+    def close(self) -> None:
+        self._logger.removeHandler(self._handler)
+        self._logger.setLevel(self._level)
+
+
+class _InertFormatter(logging.Formatter):
+    """Each line as inert terminal text: a step's error is the team's words, or a caller's."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _inert_lines(super().format(record))
+
+
+def _inert_lines(text: str) -> str:
+    return "\n".join(render.safe(line) for line in text.split("\n"))
 
 
 # -- run -------------------------------------------------------------------------------------
@@ -2272,9 +2290,11 @@ def events(ctx: click.Context, after: int, limit: int) -> None:
         gap: queries.EventGap | None = None
         try:
             # One past the page: whether a next page has anything.
-            found = queries.events_after(app.uow_factory, app.runtime.tenant, after, limit + 1)
+            found, read_to = queries.events_read(
+                app.uow_factory, app.runtime.tenant, after, limit + 1
+            )
         except queries.EventGap as exc:  # what comes before the gap is still shown
-            gap, found = exc, exc.found
+            gap, found, read_to = exc, exc.found, after
         more, found = len(found) > limit, found[:limit]
         if s.json:
             s.emit([render.event_json(e) for e in found])
@@ -2284,6 +2304,10 @@ def events(ctx: click.Context, after: int, limit: int) -> None:
             s.echo(f"no events after position {after}")
         if found and more:  # on stderr beside --json
             s.suggest(4, ("more", f"events --after {found[-1].position}"))
+        elif read_to > (found[-1].position or after if found else after):
+            # Other tenants' events were read past to the end of the log: a consumer goes on
+            # from there, not from its last event (read past again at every poll).
+            s.suggest(4, ("next", f"events --after {read_to}"))
         if gap is not None:
             raise Failed(str(gap), EXIT_FAILED)
         broken = [e for e in found if not e.intact]
@@ -2438,6 +2462,8 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     try:
         code = _run(session, args)
     finally:
+        if session.log is not None:
+            session.log.close()
         _release_stdout()
     if session.lost_output is not None:
         # Said last, once it is known what the command did all the same. A command that
@@ -2574,7 +2600,7 @@ def _failed(session: Session, args: list[str], exc: Exception) -> int:
     debug = session.debug or "--debug" in args
     if debug and sys.stderr is not None:  # closed, it would be printed on stdout
         with suppress(OSError):
-            traceback.print_exc()
+            print(_inert_lines(traceback.format_exc().rstrip("\n")), file=sys.stderr)
     code, message = describe(exc, debug=debug)
     if isinstance(exc, StorageUnavailable) and session.starting is not None:
         # The store lost mid-run (a server gone): what happened to the run is said too.

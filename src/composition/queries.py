@@ -209,6 +209,15 @@ def events_after(
     Positions have no gaps, so a missing one means an event was removed from the store:
     that is a `CorruptRecord`, not a quiet end of the log that hides every later event.
     """
+    return events_read(uow_factory, tenant, position, limit)[0]
+
+
+def events_read(
+    uow_factory: UnitOfWorkFactory, tenant: str, position: int, limit: int
+) -> tuple[list[EventEnvelope], int]:
+    """`events_after`, and the position the log was read to: a page short of `limit` read
+    every event up to it, so a reader may go on from there without reading past other
+    tenants' events again (a quiet tenant's cursor would otherwise never move)."""
     found: list[EventEnvelope] = []
     while len(found) < limit:
         unreadable: CorruptRecord | None = None
@@ -237,12 +246,12 @@ def events_after(
             if event.tenant == tenant:
                 found.append(event)
                 if len(found) == limit:
-                    return found
+                    return found, position
         if len(page) < limit:  # the end of the log, if the log ends here
             if position < head:
                 raise EventGap(position + 1, found)
-            return found
-    return found
+            return found, position
+    return found, position
 
 
 class EventGap(CorruptRecord):

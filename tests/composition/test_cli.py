@@ -595,6 +595,24 @@ def test_the_next_page_of_events_is_hinted_on_stderr_beside_json(fresh: Cli) -> 
     assert "events --after" not in last.stdout + last.stderr  # no next page of nothing
 
 
+def test_a_quiet_tenant_is_told_where_the_log_was_read_to(fresh: Cli) -> None:
+    """Another tenant's events after its own are read past: it is told to go on from the
+    end of the log, or its cursor never moves and every poll reads them past again."""
+    quiet, busy = {"GOVKERNEL_TENANT": "quiet"}, {"GOVKERNEL_TENANT": "busy"}
+    fresh("run", "knowledge-publication", str(FRED), env=quiet)  # events 1-3
+    fresh("run", "knowledge-publication", str(IMF), env=busy)  # events 4-6
+    polled = fresh("--json", "events", "--after", "3", env=quiet)
+    assert json.loads(polled.stdout) == []
+    assert polled.stderr.startswith("  next  govkernel --store ")
+    assert polled.stderr.endswith(" events --after 6\n")
+    text = fresh("events", "--after", "2", env=quiet).stdout
+    assert text.endswith(" events --after 6\n") and "  next  " in text  # past its event 3
+    caught_up = fresh("events", "--after", "6", env=quiet)
+    assert "--after" not in caught_up.stdout + caught_up.stderr
+    own = fresh("events", env=busy)  # its last event is the log's: nothing to skip
+    assert "--after" not in own.stdout + own.stderr
+
+
 def test_an_unreadable_event_is_reported_after_the_events_before_it(fresh: Cli) -> None:
     fresh("run", "knowledge-publication", str(FRED))
     with SurrealStore(SurrealConfig(fresh.url)) as store:

@@ -4,6 +4,7 @@ commands that run, list and recover them."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shlex
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from composition import plugins
+from composition.cli import run_cli
 from composition.container import Overrides, build_app
 from composition.settings import ConfigurationError, Settings, load_settings
 from composition.wiring import workflow_registry
@@ -112,6 +114,13 @@ first_quits = WorkflowDefinition(
 
 declines = WorkflowDefinition(
     name="declines", version="1", metadata=kp.METADATA, steps=(Step("pay", fails),)
+)
+
+def shouts(uow, ctx):
+    raise ValueError("\x1b[31mdeclined\x1b[0m")
+
+shouting = WorkflowDefinition(
+    name="shouting", version="1", metadata=kp.METADATA, steps=(Step("pay", shouts),)
 )
 
 undo_quits = WorkflowDefinition(
@@ -852,6 +861,22 @@ def test_with_debug_a_failed_step_shows_where_it_raised(project: Path) -> None:
     assert "Traceback" not in gk.stderr and "ValueError: declined" in gk.stderr
 
 
+def test_debug_shows_govkernels_log_for_its_own_command_only(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run in one process (as a service's tests would), each command's --debug shows the
+    log on the stderr it has, and a command without it shows none."""
+    monkeypatch.setenv("GOVKERNEL_WORKFLOWS", f"{module(project)}:shouting")
+    monkeypatch.setenv("GOVKERNEL_STORE", "memory://")
+    for debug in (True, True, False):
+        assert run_cli([*(["--debug"] * debug), "run", "workflow", "shouting"]) == 1
+        err = capsys.readouterr().err
+        assert ("INFO govkernel.orchestrator: execution" in err) is debug
+        # The step's words are shown inert, in the log and in the traceback alike.
+        assert "\x1b" not in err and "ValueError: \\x1b[31mdeclined" in err
+    assert logging.getLogger("govkernel").handlers == []
+
+
 def test_an_execution_left_compensating_has_failed(project: Path) -> None:
     """A step failed and its undo is retried later: the run failed (exit 1), as it has when
     the undo is done at once; `recover` resumes it."""
@@ -1110,8 +1135,6 @@ def test_what_your_code_prints_goes_to_stderr_under_json(project: Path) -> None:
 def test_stdout_is_given_back_after_a_json_command_run_in_process(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    from composition.cli import run_cli
-
     assert run_cli(["--store", "memory://", "--json", "events"]) == 0
     print("printed after it", flush=True)
     out, _ = capfd.readouterr()
