@@ -23,6 +23,7 @@ import threading
 import traceback
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TextIO, TypeVar, cast
 
@@ -888,10 +889,20 @@ def run_workflow(
 
     def unknown(app: App) -> click.UsageError:
         known = ", ".join(sorted(app.workflows))
-        return click.UsageError(
-            f"unknown workflow {shown(name)}; known: {known} (your own are known when the"
-            " `workflows` setting names them: GOVKERNEL_WORKFLOWS=package.module:attribute)"
+        retired = sorted(d.version for d in app.orchestrator.definitions() if d.name == name)
+        if retired:  # known, to finish what it started: the setting of current ones is next
+            return click.UsageError(
+                f"workflow {shown(name)} is registered as retired only (version"
+                f" {', '.join(retired)}): it starts nothing; name a current version in"
+                f" GOVKERNEL_WORKFLOWS (current: {known})"
+            )
+        hint = (
+            ""
+            if app.settings.workflows
+            else " (your own are known when the `workflows` setting names them:"
+            " GOVKERNEL_WORKFLOWS=package.module:attribute)"
         )
+        return click.UsageError(f"unknown workflow {shown(name)}; known: {known}{hint}")
 
     def checked(app: App) -> None:  # a store to be made holds no known key
         if name not in app.workflows:
@@ -1263,11 +1274,11 @@ def _entry_after(
     return recorded
 
 
-def _role_wanted(x: WorkflowExecution) -> str:
+def _role_wanted(x: WorkflowExecution, now: datetime) -> str:
     """The role an approval of `x` is still wanted in, when its request names one (the
-    built-in workflow's `required_roles`); else a placeholder."""
+    built-in workflow's `required_roles`); else a placeholder. An expired approval is none."""
     roles = x.input.get("required_roles") if render.built_in(x) else None
-    approved = {a.role.casefold() for a in x.approvals}
+    approved = {a.role.casefold() for a in x.approvals if a.valid_at(now)}
     wanted = [r for r in roles or () if isinstance(r, str) and r.casefold() not in approved]
     return wanted[0] if len(wanted) == 1 else "ROLE"
 
@@ -1319,7 +1330,7 @@ def conclude(
         s.echo(f"  why      {render.safe(waiting)}")
         s.suggest(
             7,
-            ("approve", f"approve {x.id} --role {_role_wanted(x)}"),
+            ("approve", f"approve {x.id} --role {_role_wanted(x, app.runtime.clock.now())}"),
             ("reject", f"reject {x.id} --reason TEXT"),
         )
         if not s.transient():
@@ -2301,7 +2312,9 @@ def events(ctx: click.Context, after: int, limit: int) -> None:
         elif found:
             s.echo(render.events_table(found))
         elif gap is None:  # with a gap, the error says what is missing
-            s.echo(f"no events after position {after}")
+            s.echo(
+                render.safe(f"no events after position {after} in tenant {app.runtime.tenant!r}")
+            )
         if found and more:  # on stderr beside --json
             s.suggest(4, ("more", f"events --after {found[-1].position}"))
         elif read_to > (found[-1].position or after if found else after):

@@ -277,8 +277,8 @@ def publication_request(
         raise InvalidInput(where if key is None else f"{where}: {key}", problem) from None
 
 
-def _named(path: Path | str, most: int = 160) -> str:
-    """A file as an error names it: its two ends when too long to be read (a name mistyped
-    into a command line can run to a hundred kilobytes)."""
+def _named(path: Path | str, most: int = 4096) -> str:
+    """A file as an error names it: its two ends when longer than any path a file can have
+    (a name mistyped into a command line can run to a hundred kilobytes)."""
     text = str(path)
     return text if len(text) <= most else f"{text[: most // 2]}...{text[-most // 2 :]}"

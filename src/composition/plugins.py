@@ -153,6 +153,24 @@ def _refuse(problems: list[Problem], causes: list[BaseException]) -> NoReturn:
 _OWN_PACKAGES = frozenset({"adapters", "composition", "domain", "ports"})
 
 
+def _hidden(module_name: str, beside: Path | None) -> str:
+    """What to add when `module_name` is under one of govkernel's own package names and a
+    package of that name sits where the team's modules are looked for: it is never imported."""
+    top = module_name.split(".")[0]
+    ours = sys.modules.get(top) if top in _OWN_PACKAGES else None
+    if ours is None:
+        return ""
+    own = {Path(p).resolve() for p in getattr(ours, "__path__", ())}
+    with contextlib.suppress(OSError):  # (a working directory deleted meanwhile)
+        places = [Path.cwd(), *([beside] if beside else [])]
+        if any((p / top).is_dir() and (p / top).resolve() not in own for p in places):
+            return (
+                f" ({top} is govkernel's own package, which hides one of yours by that name:"
+                " rename yours)"
+            )
+    return ""
+
+
 class _Unusable(Exception):
     """Why a reference gives no workflows."""
 
@@ -163,7 +181,8 @@ def _resolve(spec: str, beside: Path | None) -> object:
     value: object = module
     for part in attribute.split("."):
         if not hasattr(value, part):
-            raise _Unusable(f"{module_name} has no attribute {attribute!r}")
+            hidden = _hidden(module_name, beside)
+            raise _Unusable(f"{module_name} has no attribute {attribute!r}{hidden}")
         value = getattr(value, part)
     return value
 
@@ -196,15 +215,7 @@ def _import(name: str, beside: Path | None) -> object:
                 except FileNotFoundError:  # deleted while this process was in it
                     here = ""
                 if not here or here in sys.path or not name.startswith(missing):
-                    top = missing.split(".", 1)[0]
-                    hidden = (
-                        f" ({top} is govkernel's own package, which hides one of yours by that"
-                        " name: rename yours)"
-                        if top in _OWN_PACKAGES
-                        and missing != top
-                        and any((Path(p) / top).is_dir() for p in (here, beside) if p)
-                        else ""
-                    )
+                    hidden = _hidden(missing, beside) if missing != missing.split(".")[0] else ""
                     raise _Unusable(
                         f"cannot import {name}: no module named {missing!r}{hidden}"
                     ) from None

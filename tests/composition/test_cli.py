@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,12 @@ from surrealdb import RecordID
 
 from adapters.faults import FaultInjector, FaultPlan
 from adapters.surrealdb import SurrealConfig, SurrealStore
-from composition import queries
+from composition import cli, queries
 from composition.container import Overrides, build_app
 from composition.documents import publication_request, read_source
 from composition.settings import load_settings
 from domain.model.lifecycle import ExecutionState
+from domain.model.policy import APPROVAL_TTL, ImpactTier
 from domain.workflows import knowledge_publication as kp
 from ports.errors import InjectedFault
 from ports.records import audit_key
@@ -230,6 +232,22 @@ def test_the_approval_suggested_names_the_role_a_request_still_wants(gk: Cli) ->
     assert f"approve {xid} --role ROLE\n" in one  # two are wanted: either
     half = gk("approve", xid, "--role", "legal", env={"GOVKERNEL_ACTOR": "alice"}).stdout
     assert f"approve {xid} --role risk\n" in half  # the one still wanted
+
+
+def test_an_expired_approval_leaves_its_role_wanted_in_the_hint() -> None:
+    request = publication_request(
+        [read_source(FRED)],
+        title="Rates",
+        publication_id="pub-roles",
+        policy_refs=["POL-1"],
+        required_roles=["legal", "risk"],
+    )
+    with build_app(load_settings({"GOVKERNEL_STORE": "memory://"})) as app:
+        x = app.orchestrator.start(kp.NAME, request.to_input(), risk_tier=ImpactTier.TIER2)
+        x = app.orchestrator.acting_as("alice").approve(x.id, role="legal")
+    granted = x.approvals[0].granted_at
+    assert cli._role_wanted(x, granted + timedelta(hours=1)) == "risk"
+    assert cli._role_wanted(x, granted + APPROVAL_TTL) == "ROLE"  # legal's has expired
 
 
 def test_tier2_needs_two_distinct_approvers(gk: Cli) -> None:

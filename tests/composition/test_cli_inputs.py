@@ -141,7 +141,7 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_directory(
 
 def test_the_largest_position_is_accepted(capsys: pytest.CaptureFixture[str]) -> None:
     out, _ = gk(capsys, *MEMORY, "events", "--after", str(2**63 - 1), "--limit", "10000")
-    assert out == f"no events after position {2**63 - 1}\n"
+    assert out == f"no events after position {2**63 - 1} in tenant 'default'\n"
 
 
 @pytest.mark.parametrize(
@@ -265,7 +265,7 @@ def test_debug_shows_the_traceback_without_suggesting_debug(
     def broken(*args: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(queries, "events_after", broken)
+    monkeypatch.setattr(queries, "events_read", broken)
     _, err = gk(capsys, *MEMORY, "events", code=1)
     assert err == "error: internal error: RuntimeError: boom (--debug shows the traceback)\n"
     _, err = gk(capsys, "--debug", *MEMORY, "events", code=1)
@@ -301,7 +301,7 @@ def test_an_interrupt_says_what_is_left_to_do(
 ) -> None:
     store = ("--store", f"surrealkv://{tmp_path / 'store'}")
     gk(capsys, *store, "run", "knowledge-publication", str(IMF))
-    for name in ("events_after", "recent_executions", "executions_in"):
+    for name in ("events_read", "recent_executions", "executions_in"):
         monkeypatch.setattr(queries, name, _interrupted)
     _, err = gk(capsys, *store, *args, code=130)
     assert said in err

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+import domain
 from composition import plugins
 from composition.cli import run_cli
 from composition.container import Overrides, build_app
@@ -322,13 +323,20 @@ def test_a_module_that_cannot_be_imported_is_named(project: Path) -> None:
     sys.modules.pop("broken_mod", None)
 
 
-def test_a_package_of_yours_hidden_by_one_of_govkernels_is_said_to_be(project: Path) -> None:
+def test_a_package_of_yours_hidden_by_one_of_govkernels_is_said_to_be(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (project / "adapters").mkdir()
     (project / "adapters" / "payments.py").write_text("x = 1\n")
     with pytest.raises(ConfigurationError) as caught:
         names_of("adapters.payments:x", project)
     assert "(adapters is govkernel's own package, which hides one of yours" in str(caught.value)
-    with pytest.raises(ConfigurationError) as mistyped:  # a typo of govkernel's own: no hint
+    with pytest.raises(ConfigurationError) as named:  # an attribute of "yours", likewise
+        names_of("adapters:payout", project)
+    assert "adapters has no attribute 'payout' (adapters is govkernel's own" in str(named.value)
+    # A typo of govkernel's own module, even run from govkernel's own source: no hint.
+    monkeypatch.chdir(Path(domain.__file__).parents[1])
+    with pytest.raises(ConfigurationError) as mistyped:
         names_of("domain.workflows.knowledge_publicaton:definition", project)
     assert "no module named 'domain.workflows.knowledge_publicaton'" in str(mistyped.value)
     assert "hides" not in str(mistyped.value)
@@ -757,11 +765,16 @@ def test_a_key_that_already_failed_says_nothing_ran_now(project: Path) -> None:
 
 def test_an_unknown_workflow_names_the_known_ones(cli: tuple[Cli, dict[str, str]]) -> None:
     gk, env = cli
-    gk("run", "workflow", "nope", code=2, env=env)
-    assert "unknown workflow 'nope'; known: knowledge_publication, payout, refund" in gk.stderr
+    gk("run", "workflow", "nope", code=2, env=env)  # the setting given: a name mistyped
+    assert "unknown workflow 'nope'; known: knowledge_publication, payout, refund\n" in gk.stderr
     gk("run", "workflow", "payout", code=2)  # without the setting, the CLI has no payout
     assert "known: knowledge_publication (your own are known when the `workflows`" in gk.stderr
     assert "GOVKERNEL_WORKFLOWS=package.module:attribute" in gk.stderr  # how to give yours
+    retired = {
+        "GOVKERNEL_RETIRED_WORKFLOWS": env["GOVKERNEL_WORKFLOWS"].replace("as_list", "payout")
+    }
+    gk("run", "workflow", "payout", code=2, env=retired)  # known, as retired only
+    assert "workflow 'payout' is registered as retired only (version 1): it starts" in gk.stderr
 
 
 def test_input_from_a_file_or_stdin(cli: tuple[Cli, dict[str, str]], project: Path) -> None:
