@@ -67,6 +67,7 @@ class UnitOfWork(abc.ABC):
         self._read_versions: dict[Key, int] = {}
         self._closed = False
         self._borrower: str | None = None
+        self._borrower_tenant: str | None = None
         self._refused: str | None = None
         self.receipt: CommitReceipt | None = None
         # Seals each execution saved (domain.model.seal); None: executions go unsealed.
@@ -127,15 +128,33 @@ class UnitOfWork(abc.ABC):
             self._ensure_held("roll back")
             self._close()
 
-    def lend(self, borrower: str | None) -> str | None:
+    def lend(self, borrower: str | None, *, tenant: str | None = None) -> str | None:
         """Lend the unit to `borrower` (a workflow step), or take it back with None. A
         borrower stages and reads; committing or rolling back is refused
         (`UnitOfWorkLent`), before anything is written: the lender commits what it staged
-        together with its own writes, or discards it all. Taking it back returns what the
-        borrower was refused, if anything, even if it caught the error and went on."""
+        together with its own writes, or discards it all. Lent for a `tenant`, a write of
+        another tenant's record is refused too. Taking it back returns what the borrower was
+        refused, if anything, even if it caught the error and went on."""
         refused, self._refused = self._refused, None
         self._borrower = borrower
+        self._borrower_tenant = tenant if borrower is not None else None
         return refused
+
+    def _refuse_other_tenants(self, write: Write) -> None:
+        """A step writes as its execution's tenant: a record of another tenant, as given or
+        as stored (an update, a delete), is refused, as a commit of its own is."""
+        wanted = self._borrower_tenant
+        tenants = [write.document.get("tenant")] if write.document is not None else []
+        if write.op in (Op.UPDATE, Op.DELETE):
+            stored = self.get(write.table, write.key)
+            tenants += [stored.get("tenant")] if stored is not None else []
+        others = [t for t in tenants if t != wanted]
+        if others:
+            self._refused = (
+                f"{self._borrower} of tenant {shown(wanted)} may not write a {write.table}"
+                f" record of tenant {shown(others[0])}"
+            )
+            raise InvalidRecord(self._refused)
 
     def _ensure_held(self, what: str) -> None:
         if self._borrower is not None:
@@ -308,6 +327,8 @@ class UnitOfWork(abc.ABC):
             write = Write(
                 write.op, write.table, _text_of(write.key), write.document, write.expected_version
             )
+        if self._borrower_tenant is not None and "tenant" in fields.FIELDS[write.table]:
+            self._refuse_other_tenants(write)
         if write.document is not None and _checked(write.table, write.key, write.document):
             # Stored as the same instant in UTC: an offset with seconds in it (historical zones
             # have them) is one SurrealDB cannot even parse. Text as plain text: SurrealDB

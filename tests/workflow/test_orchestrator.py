@@ -47,6 +47,7 @@ from domain.orchestration.orchestrator import (
 )
 from domain.services.governance import ApprovalRequired
 from domain.workflows import knowledge_publication as kp
+from ports import records
 from ports.clock import FixedClock, SequentialIds
 from ports.errors import (
     CommitOutcomeUnknown,
@@ -1422,6 +1423,45 @@ def test_a_step_losing_again_and_again_to_writes_of_what_it_read_runs_on(world: 
     orch, done = _started_with(world, Step("reads", reads_a_capsule), "second")
     assert done.state is S.SUCCEEDED and calls.n == 5 and orch.verify(done.id).ok
     assert done.step_outputs["reads"] == {"title": "edit 4"}
+
+
+@pytest.mark.parametrize("write", ["create", "update", "update-as-own", "delete", "append"])
+def test_a_step_may_not_write_another_tenants_records(world: World, write: str) -> None:
+    """A step writes as its execution's tenant: a record of another, as given or as stored,
+    fails the attempt, and nothing of it is written (a workflow of one tenant retracted
+    another's capsule, and took a publication id of theirs)."""
+    theirs = samples.capsule(tenant="tenant-b")
+    with world.store.unit_of_work() as uow:
+        uow.capsules.add(theirs)
+        uow.commit()
+    stages: dict[str, Callable[[UnitOfWork], object]] = {
+        "create": lambda uow: uow.sources.add(samples.source(tenant="tenant-b")),
+        "update": lambda uow: uow.capsules.update(evolve(theirs, title="ours now")),
+        "update-as-own": lambda uow: uow.stage(
+            Write(
+                Op.UPDATE,
+                "capsule",
+                theirs.id,
+                records.capsule_doc(evolve(theirs, tenant="tenant-a")),
+                theirs.version,
+            )
+        ),
+        "delete": lambda uow: uow.stage(
+            Write(Op.DELETE, "capsule", theirs.id, None, theirs.version)
+        ),
+        "append": lambda uow: uow.events.append(samples.event(tenant="tenant-b")),
+    }
+
+    def writes_theirs(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
+        stages[write](uow)
+        return {}
+
+    before = {t: world.door.table(t) for t in ("capsule", "knowledge_source")}
+    _, done = _started_with(world, Step("theirs", writes_theirs), "second")
+    assert done.state is S.FAILED
+    assert "of tenant 'tenant-a' may not write a" in (done.last_error or "")
+    assert {t: world.door.table(t) for t in before} == before
+    assert world.door.events() == []
 
 
 def test_recover_resumes_an_execution_read_in_two_states_once(

@@ -1389,7 +1389,7 @@ def _lent(step: Step, uow: UnitOfWork, context: StepContext, what: str = "step")
     """What `step` returns, run on `uow` lent to it: a step stages, and a commit (or
     rollback) of its own is refused before it writes anything; the orchestrator commits its
     writes with the checkpoint, or discards them."""
-    uow.lend(f"step {step.name}")
+    uow.lend(f"step {step.name}", tenant=context.runtime.tenant)
     try:
         output = step.run(uow, context)
     except BaseException as error:
