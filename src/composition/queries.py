@@ -1,6 +1,7 @@
 """Read-only queries the CLI needs beyond the orchestrator: listings, trails, events.
 
-Each is scoped to one tenant: a tenant's operator never sees another tenant's records.
+Each is scoped to one tenant (a tenant's operator never sees another tenant's records), but
+`started_shapes`, which describes executions the caller has already read as the tenant's.
 Listings leave executions' inputs unread (they can run to megabytes each).
 """
 
@@ -195,7 +196,13 @@ def started_shapes(uow_factory: UnitOfWorkFactory, execution_ids: Iterable[str])
 
 def audit_trail(uow_factory: UnitOfWorkFactory, tenant: str, execution_id: str) -> list[AuditEntry]:
     with uow_factory() as uow:
-        if uow.executions.require(execution_id, with_input=False).tenant != tenant:
+        try:
+            execution = uow.executions.require(execution_id, with_input=False)
+        except CorruptRecord:  # another tenant's that does not read back is missing, too
+            if uow.executions.tenant_of(execution_id) != tenant:
+                raise RecordNotFound("execution", execution_id) from None
+            raise
+        if execution.tenant != tenant:
             raise RecordNotFound("execution", execution_id)
         return uow.audit.for_execution(execution_id)
 

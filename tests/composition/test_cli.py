@@ -32,7 +32,7 @@ from composition.settings import load_settings
 from domain.model.lifecycle import ExecutionState
 from domain.model.policy import APPROVAL_TTL, ImpactTier
 from domain.workflows import knowledge_publication as kp
-from ports.errors import InjectedFault
+from ports.errors import CorruptRecord, InjectedFault, RecordNotFound
 from ports.records import audit_key
 from ports.unit_of_work import UnitOfWorkFactory
 
@@ -456,6 +456,12 @@ def test_another_tenants_unreadable_execution_reads_as_missing_as_a_cursor_too(
     with SurrealStore(SurrealConfig(fresh.url)) as store:
         store.select_rows("UPDATE $r SET state = 'bogus'", {"r": RecordID("execution", theirs)})
     refused = fresh("executions", "list", "--before", theirs, code=2)
+    # Read for an anchor (`audit verify --anchors`), it is missing too, not "cannot be read".
+    with build_app(load_settings({"GOVKERNEL_STORE": fresh.url})) as app:
+        with pytest.raises(RecordNotFound):
+            queries.audit_trail(app.uow_factory, "default", theirs)
+        with pytest.raises(CorruptRecord):
+            queries.audit_trail(app.uow_factory, "beta", theirs)
     assert refused.stderr == f"error: no execution '{theirs}' in tenant 'default'\n"  # as show says
 
 
