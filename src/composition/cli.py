@@ -888,7 +888,7 @@ def run_workflow(
     workflow_input = {} if given is None else _json_object(where, given)
 
     def unknown(app: App) -> click.UsageError:
-        known = ", ".join(sorted(app.workflows))
+        known = ", ".join(sorted(app.workflows)) or "none"
         retired = sorted(d.version for d in app.orchestrator.definitions() if d.name == name)
         if retired:  # known, to finish what it started: the setting of current ones is next
             return click.UsageError(

@@ -163,12 +163,17 @@ def _hidden(module_name: str, beside: Path | None) -> str:
     own = {Path(p).resolve() for p in getattr(ours, "__path__", ())}
     with contextlib.suppress(OSError):  # (a working directory deleted meanwhile)
         places = [Path.cwd(), *([beside] if beside else [])]
-        if any((p / top).is_dir() and (p / top).resolve() not in own for p in places):
+        if any(_a_package(p / top) and (p / top).resolve() not in own for p in places):
             return (
                 f" ({top} is govkernel's own package, which hides one of yours by that name:"
                 " rename yours)"
             )
     return ""
+
+
+def _a_package(path: Path) -> bool:
+    """A directory of Python modules (a data directory of the same name hides nothing)."""
+    return path.is_dir() and any(path.glob("*.py"))
 
 
 class _Unusable(Exception):

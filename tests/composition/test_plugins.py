@@ -334,7 +334,14 @@ def test_a_package_of_yours_hidden_by_one_of_govkernels_is_said_to_be(
     with pytest.raises(ConfigurationError) as named:  # an attribute of "yours", likewise
         names_of("adapters:payout", project)
     assert "adapters has no attribute 'payout' (adapters is govkernel's own" in str(named.value)
-    # A typo of govkernel's own module, even run from govkernel's own source: no hint.
+    # A typo of govkernel's own module beside a data directory of that name, or run from
+    # govkernel's own source: no hint.
+    (project / "domain").mkdir()
+    (project / "domain" / "example.org.zone").write_text("zone data\n")
+    with pytest.raises(ConfigurationError) as beside_data:
+        names_of("domain.workflows.knowledge_publication:definitoin", project)
+    assert "has no attribute 'definitoin'" in str(beside_data.value)
+    assert "hides" not in str(beside_data.value)
     monkeypatch.chdir(Path(domain.__file__).parents[1])
     with pytest.raises(ConfigurationError) as mistyped:
         names_of("domain.workflows.knowledge_publicaton:definition", project)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -11,6 +11,7 @@ from domain.model.errors import InvalidInput, PolicyDenied
 from domain.model.knowledge import Classification, KnowledgeSource
 from domain.model.policy import (
     APPROVAL_REASON,
+    APPROVAL_TTL,
     Action,
     Approval,
     GuardedMutation,
@@ -234,6 +235,34 @@ class _Posing(str):
 
     def casefold(self) -> str:
         return "legal"
+
+
+class _Forever(datetime):
+    """An instant whose own arithmetic says it was always just now."""
+
+    def __rsub__(self, other: object) -> timedelta:
+        return timedelta(0)
+
+
+def test_a_granted_at_of_a_datetime_subclass_is_judged_as_the_instant_it_holds() -> None:
+    old = START - APPROVAL_TTL * 10
+    forever = _Forever(old.year, old.month, old.day, tzinfo=UTC)
+    context = enforcement_context(
+        make_runtime(),
+        tier=ImpactTier.TIER1,
+        policy_refs=POLICY_REFS,
+        approvals=[Approval("bob", "legal", forever)],
+    )
+    judged = GuardedMutation(
+        action=Action.INGEST_SOURCES,
+        workflow="knowledge_publication",
+        target="target:1",
+        classification=Classification.INTERNAL,
+        context=context,
+    )
+    assert approvals(judged, START) == [
+        f"{APPROVAL_REASON}Tier1 needs 1 distinct valid approvals, has 0"
+    ]
 
 
 def test_a_role_of_a_str_subclass_is_judged_as_the_text_it_holds() -> None:

@@ -726,7 +726,7 @@ class UnitOfWorkContract:
 
     @pytest.mark.parametrize("staged", [False, True], ids=["committed", "staged"])
     def test_a_document_read_is_the_callers_own_copy(
-        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, staged: bool
+        self, uow_factory: UnitOfWorkFactory, staged: bool
     ) -> None:
         """Changing what a read returned changes nothing stored or staged (a list changed
         in a staged record reached the commit past the checks made when it was staged)."""

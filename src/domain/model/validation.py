@@ -223,9 +223,23 @@ _BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def aware(field: str, value: object) -> datetime:
+    """A timezone-aware instant, as a plain datetime: a subclass's own arithmetic (its
+    `__rsub__`) would decide how old it is, and so whether an approval has expired."""
     if not isinstance(value, datetime) or value.tzinfo is None:
         raise InvalidInput(field, "must be a timezone-aware datetime")
-    return value
+    if type(value) is datetime:
+        return value
+    return datetime(
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+        value.tzinfo,
+        fold=value.fold,
+    )
 
 
 def several(values: object) -> TypeGuard[Iterable[Any]]:

@@ -67,9 +67,10 @@ def _approval(field: str, value: object) -> Approval:
         raise InvalidInput(field, f"must be an Approval, got {type(value).__name__}")
     approver = text(f"{field}.approver", value.approver, max_len=200)
     role = text(f"{field}.role", value.role, max_len=200)
-    aware(f"{field}.granted_at", value.granted_at)
-    # As the plain text checked: a str subclass's own casefold would say which role it is.
-    return Approval(approver=approver, role=role, granted_at=value.granted_at)
+    granted_at = aware(f"{field}.granted_at", value.granted_at)
+    # As the plain values checked: a str subclass's own casefold would say which role it
+    # is, a datetime subclass's own arithmetic how old the approval is.
+    return Approval(approver=approver, role=role, granted_at=granted_at)
 
 
 class Gate:
