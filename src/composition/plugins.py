@@ -163,7 +163,7 @@ def _hidden(module_name: str, beside: Path | None) -> str:
     own = {Path(p).resolve() for p in getattr(ours, "__path__", ())}
     with contextlib.suppress(OSError):  # (a working directory deleted meanwhile)
         places = [Path.cwd(), *([beside] if beside else [])]
-        if any(_a_package(p / top) and (p / top).resolve() not in own for p in places):
+        if any(_a_module(p, module_name) and (p / top).resolve() not in own for p in places):
             return (
                 f" ({top} is govkernel's own package, which hides one of yours by that name:"
                 " rename yours)"
@@ -171,9 +171,11 @@ def _hidden(module_name: str, beside: Path | None) -> str:
     return ""
 
 
-def _a_package(path: Path) -> bool:
-    """A directory of Python modules (a data directory of the same name hides nothing)."""
-    return path.is_dir() and any(path.glob("*.py"))
+def _a_module(place: Path, module_name: str) -> bool:
+    """Whether `module_name` is a module or a package of Python modules under `place` (a
+    data directory of the same name hides nothing; a folder without __init__.py does)."""
+    path = place.joinpath(*module_name.split("."))
+    return path.with_suffix(".py").is_file() or (path.is_dir() and any(path.glob("*.py")))
 
 
 class _Unusable(Exception):

@@ -145,10 +145,11 @@ class UnitOfWork(abc.ABC):
         as stored (an update, a delete), is refused, as a commit of its own is."""
         wanted = self._borrower_tenant
         tenants = [write.document.get("tenant")] if write.document is not None else []
-        if write.op in (Op.UPDATE, Op.DELETE):
+        if write.op in (Op.UPDATE, Op.DELETE):  # (a read more: steps rarely change records)
             stored = self.get(write.table, write.key)
             tenants += [stored.get("tenant")] if stored is not None else []
-        others = [t for t in tenants if t != wanted]
+        # (A record without one is refused by the schema, as it would be unlent.)
+        others = [t for t in tenants if t is not None and _text_of(t) != wanted]
         if others:
             self._refused = (
                 f"{self._borrower} of tenant {shown(wanted)} may not write a {write.table}"
@@ -327,8 +328,10 @@ class UnitOfWork(abc.ABC):
             write = Write(
                 write.op, write.table, _text_of(write.key), write.document, write.expected_version
             )
-        if self._borrower_tenant is not None and "tenant" in fields.FIELDS[write.table]:
-            self._refuse_other_tenants(write)
+        if write.document is not None and type(write.document) is not dict:
+            # A mapping of another kind is stored as the items it gives: checked as them too.
+            document = dict(write.document.items())
+            write = Write(write.op, write.table, write.key, document, write.expected_version)
         if write.document is not None and _checked(write.table, write.key, write.document):
             # Stored as the same instant in UTC: an offset with seconds in it (historical zones
             # have them) is one SurrealDB cannot even parse. Text as plain text: SurrealDB
@@ -341,6 +344,8 @@ class UnitOfWork(abc.ABC):
                     f"{write.table} {write.key!r}: an instant is past the ends of time in UTC"
                 ) from None
             write = Write(write.op, write.table, write.key, plain, write.expected_version)
+        if self._borrower_tenant is not None and "tenant" in fields.FIELDS[write.table]:
+            self._refuse_other_tenants(write)  # on the values as they will be stored
         key = (write.table, write.key)
         earlier = self._pending.get(key)
         if (write.op is Op.APPEND and write.key in self._appended) or (

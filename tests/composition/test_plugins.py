@@ -334,6 +334,11 @@ def test_a_package_of_yours_hidden_by_one_of_govkernels_is_said_to_be(
     with pytest.raises(ConfigurationError) as named:  # an attribute of "yours", likewise
         names_of("adapters:payout", project)
     assert "adapters has no attribute 'payout' (adapters is govkernel's own" in str(named.value)
+    (project / "ports" / "flows").mkdir(parents=True)  # a namespace package, no __init__.py
+    (project / "ports" / "flows" / "payout.py").write_text("payout = 1\n")
+    with pytest.raises(ConfigurationError) as nested:
+        names_of("ports.flows.payout:payout", project)
+    assert "(ports is govkernel's own package, which hides one" in str(nested.value)
     # A typo of govkernel's own module beside a data directory of that name, or run from
     # govkernel's own source: no hint.
     (project / "domain").mkdir()

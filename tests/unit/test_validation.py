@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from attrs import evolve
@@ -11,7 +11,7 @@ from attrs import evolve
 from domain.model.environment import Environment
 from domain.model.errors import InvalidInput
 from domain.model.runtime import RuntimeContext
-from domain.model.validation import actor_name, identifier, same_person, shown, text
+from domain.model.validation import actor_name, aware, identifier, same_person, shown, text
 from ports.clock import FixedClock, SequentialIds
 from ports.storage import count
 
@@ -92,3 +92,21 @@ def test_a_refusal_holds_even_when_the_value_cannot_be_shown() -> None:
     assert shown(_Unshowable()) == "<a _Unshowable>"
     with pytest.raises(ValueError, match=r"^limit must be an integer >= 1, got <a _Unshowable>"):
         count("limit", _Unshowable(), least=1)
+
+
+class _Elsewhen(datetime):
+    """An instant whose own properties and arithmetic say another time."""
+
+    @property
+    def year(self) -> int:
+        return 2030
+
+    def __rsub__(self, other: object) -> timedelta:
+        return timedelta(0)
+
+
+def test_an_instant_of_a_datetime_subclass_is_taken_as_the_instant_it_holds() -> None:
+    taken = aware("granted_at", _Elsewhen(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC))
+    assert type(taken) is datetime
+    assert taken == datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    assert datetime(2025, 1, 3, tzinfo=UTC) - taken > timedelta(hours=20)

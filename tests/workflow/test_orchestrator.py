@@ -1425,7 +1425,17 @@ def test_a_step_losing_again_and_again_to_writes_of_what_it_read_runs_on(world: 
     assert done.step_outputs["reads"] == {"title": "edit 4"}
 
 
-@pytest.mark.parametrize("write", ["create", "update", "update-as-own", "delete", "append"])
+class _SaysOwn(dict[str, Any]):
+    """A document whose `get` names the step's own tenant, whatever it holds."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return "tenant-a" if key == "tenant" else super().get(key, default)
+
+
+@pytest.mark.parametrize(
+    "write",
+    ["create", "create-posing", "create-mapping", "update", "update-as-own", "delete", "append"],
+)
 def test_a_step_may_not_write_another_tenants_records(world: World, write: str) -> None:
     """A step writes as its execution's tenant: a record of another, as given or as stored,
     fails the attempt, and nothing of it is written (a workflow of one tenant retracted
@@ -1436,6 +1446,17 @@ def test_a_step_may_not_write_another_tenants_records(world: World, write: str) 
         uow.commit()
     stages: dict[str, Callable[[UnitOfWork], object]] = {
         "create": lambda uow: uow.sources.add(samples.source(tenant="tenant-b")),
+        # A tenant equal to any other, and a document saying it is the step's own: each is
+        # stored as what it holds, tenant-b, so judged as that.
+        "create-posing": lambda uow: uow.sources.add(samples.source(tenant=_AnyTenant("tenant-b"))),
+        "create-mapping": lambda uow: uow.stage(
+            Write(
+                Op.CREATE,
+                "knowledge_source",
+                "src-mapped",
+                _SaysOwn(records.source_doc(samples.source(tenant="tenant-b"))),
+            )
+        ),
         "update": lambda uow: uow.capsules.update(evolve(theirs, title="ours now")),
         "update-as-own": lambda uow: uow.stage(
             Write(

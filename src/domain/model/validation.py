@@ -229,17 +229,22 @@ def aware(field: str, value: object) -> datetime:
         raise InvalidInput(field, "must be a timezone-aware datetime")
     if type(value) is datetime:
         return value
-    return datetime(
-        value.year,
-        value.month,
-        value.day,
-        value.hour,
-        value.minute,
-        value.second,
-        value.microsecond,
-        value.tzinfo,
-        fold=value.fold,
-    )
+    # Read through datetime's own descriptors: a subclass may override the properties too.
+    held = [getattr(datetime, name).__get__(value) for name in _DATETIME_FIELDS]
+    return datetime(*held[:-1], fold=held[-1])
+
+
+_DATETIME_FIELDS = (
+    "year",
+    "month",
+    "day",
+    "hour",
+    "minute",
+    "second",
+    "microsecond",
+    "tzinfo",
+    "fold",
+)
 
 
 def several(values: object) -> TypeGuard[Iterable[Any]]:
