@@ -244,14 +244,15 @@ class _Forever(datetime):
         return timedelta(0)
 
 
-def test_a_granted_at_of_a_datetime_subclass_is_judged_as_the_instant_it_holds() -> None:
-    old = START - APPROVAL_TTL * 10
-    forever = _Forever(old.year, old.month, old.day, tzinfo=UTC)
+def _approval_problems(approval: Approval, required_roles: list[str]) -> list[str]:
+    """What the approvals policy says of a Tier1 mutation holding `approval`, built as a
+    service builds its enforcement context."""
     context = enforcement_context(
         make_runtime(),
         tier=ImpactTier.TIER1,
         policy_refs=POLICY_REFS,
-        approvals=[Approval("bob", "legal", forever)],
+        required_roles=required_roles,
+        approvals=[approval],
     )
     judged = GuardedMutation(
         action=Action.INGEST_SOURCES,
@@ -260,7 +261,13 @@ def test_a_granted_at_of_a_datetime_subclass_is_judged_as_the_instant_it_holds()
         classification=Classification.INTERNAL,
         context=context,
     )
-    assert approvals(judged, START) == [
+    return approvals(judged, START)
+
+
+def test_a_granted_at_of_a_datetime_subclass_is_judged_as_the_instant_it_holds() -> None:
+    old = START - APPROVAL_TTL * 10
+    forever = _Forever(old.year, old.month, old.day, tzinfo=UTC)
+    assert _approval_problems(Approval("bob", "legal", forever), []) == [
         f"{APPROVAL_REASON}Tier1 needs 1 distinct valid approvals, has 0"
     ]
 
@@ -268,20 +275,6 @@ def test_a_granted_at_of_a_datetime_subclass_is_judged_as_the_instant_it_holds()
 def test_a_role_of_a_str_subclass_is_judged_as_the_text_it_holds() -> None:
     # A role "intern" whose casefold says "legal" met the legal requirement.
     intern = Approval("bob", _Posing("intern"), START)
-    context = enforcement_context(
-        make_runtime(),
-        tier=ImpactTier.TIER1,
-        policy_refs=POLICY_REFS,
-        required_roles=["legal"],
-        approvals=[intern],
-    )
-    judged = GuardedMutation(
-        action=Action.INGEST_SOURCES,
-        workflow="knowledge_publication",
-        target="target:1",
-        classification=Classification.INTERNAL,
-        context=context,
-    )
-    assert approvals(judged, START) == [
+    assert _approval_problems(intern, ["legal"]) == [
         f"{APPROVAL_REASON}role 'legal' has not approved (or approval expired)"
     ]
