@@ -1485,6 +1485,27 @@ def test_a_step_may_not_write_another_tenants_records(world: World, write: str) 
     assert world.door.events() == []
 
 
+def test_a_step_write_the_store_refuses_at_commit_fails_the_attempt(world: World) -> None:
+    """A change to a natural key is refused by the store as the commit runs, not as it is
+    staged: the step's attempt fails, as a refusal while staging does (it escaped the run,
+    leaving the execution running under the worker's lease)."""
+    ours = samples.capsule(tenant="tenant-a")
+    with world.store.unit_of_work() as uow:
+        uow.capsules.add(ours)
+        uow.commit()
+
+    def renames(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
+        uow.capsules.update(evolve(ours, publication_id="pub-renamed"))
+        return {}
+
+    orch, done = _started_with(world, Step("renames", renames), "second")
+    assert done.state is S.FAILED and done.lease_owner is None
+    assert "publication_id is part of a natural key" in (done.last_error or "")
+    assert orch.verify(done.id).ok
+    with world.store.unit_of_work() as uow:
+        assert uow.capsules.get(ours.id) == ours
+
+
 def test_recover_resumes_an_execution_read_in_two_states_once(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

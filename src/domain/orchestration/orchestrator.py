@@ -49,6 +49,7 @@ from ports.errors import (
     CorruptRecord,
     DuplicateRecord,
     InjectedFault,
+    InvalidRecord,
     RecordNotFound,
     StorageUnavailable,
     UnitOfWorkLent,
@@ -1134,6 +1135,13 @@ class Orchestrator:
                 # Otherwise another execution stored a shared record first (the same source
                 # ingested by two workflows at once): a failed attempt, and the next attempt
                 # finds that record and reuses it.
+                if step_name is None:
+                    raise
+                return self._after_failure(execution_id, seen_version, step_name, exc)
+            except InvalidRecord as exc:
+                # A write of the step's the store refused as the commit ran (a natural key
+                # changed): the step's failed attempt, as a refusal while it staged is. It
+                # escaped the run, leaving the execution running under this worker's lease.
                 if step_name is None:
                     raise
                 return self._after_failure(execution_id, seen_version, step_name, exc)
