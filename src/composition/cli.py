@@ -59,7 +59,7 @@ from domain.model.knowledge import Classification, SourceFormat, SourceKind
 from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from domain.model.policy import Approval, ImpactTier
 from domain.model.seal import AuditKey
-from domain.model.validation import IDENTIFIER, IDENTIFIER_RULE, same_person, shown
+from domain.model.validation import IDENTIFIER, IDENTIFIER_RULE, both_ends, same_person, shown
 from domain.orchestration import sealing
 from domain.orchestration.definition import WorkflowDefinition
 from domain.orchestration.orchestrator import (
@@ -2723,9 +2723,7 @@ def _describe(exc: Exception, *, debug: bool) -> tuple[int, str]:
     if isinstance(exc, InvalidInput):
         return EXIT_USAGE, f"invalid input: {exc.field}: {exc.problem}"
     if isinstance(exc, RecordNotFound):
-        key = str(exc.key)
-        key = key if len(key) <= 120 else f"{key[:60]}...{key[-60:]}"  # echoed, not repeated
-        return EXIT_USAGE, f"no {exc.table} {key!r}"
+        return EXIT_USAGE, f"no {exc.table} {both_ends(str(exc.key), 120)!r}"
     if isinstance(exc, StorageUnavailable):
         said = str(exc)
         if said.endswith("nothing has run there yet"):  # a mistyped path, or another directory

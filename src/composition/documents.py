@@ -31,7 +31,7 @@ from attrs import frozen
 from composition import files
 from domain.model.errors import InvalidInput
 from domain.model.knowledge import MAX_CONTENT, Classification, SourceFormat, SourceKind
-from domain.model.validation import one_line, visible
+from domain.model.validation import both_ends, one_line, visible
 from domain.workflows.knowledge_publication import PublicationRequest
 
 FRONT_MATTER_KEYS = ("kind", "url", "title", "classification", "format")
@@ -277,8 +277,7 @@ def publication_request(
         raise InvalidInput(where if key is None else f"{where}: {key}", problem) from None
 
 
-def _named(path: Path | str, most: int = 4096) -> str:
+def _named(path: Path | str) -> str:
     """A file as an error names it: its two ends when longer than any path a file can have
     (a name mistyped into a command line can run to a hundred kilobytes)."""
-    text = str(path)
-    return text if len(text) <= most else f"{text[: most // 2]}...{text[-most // 2 :]}"
+    return both_ends(str(path), 4096)

@@ -42,7 +42,13 @@ from composition import files
 from domain.model.environment import Environment
 from domain.model.errors import InvalidInput
 from domain.model.seal import AuditKey
-from domain.model.validation import ACTOR_NAME, ACTOR_RULE, IDENTIFIER, IDENTIFIER_RULE
+from domain.model.validation import (
+    ACTOR_NAME,
+    ACTOR_RULE,
+    IDENTIFIER,
+    IDENTIFIER_RULE,
+    both_ends,
+)
 
 PREFIX = "GOVKERNEL_"
 CONFIG_ENV = "GOVKERNEL_CONFIG"
@@ -573,9 +579,7 @@ def _shown(key: _Key, value: object) -> str:
 
 def _clip(text: str, most: int = 160) -> str:
     """Text as a message quotes it (repr): its two ends, when too long to be read whole."""
-    if len(text) > most:
-        text = f"{text[: most // 2]}...{text[-most // 2 :]}"
-    return repr(text)
+    return repr(both_ends(text, most))
 
 
 _PARSERS: dict[str, Callable[[_Key, str, Path | None, Bad], object]] = {

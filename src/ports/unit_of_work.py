@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar, cast
 
 from domain.model.seal import AuditKey
-from domain.model.validation import shown
+from domain.model.validation import plain, shown
 from ports import fields
 from ports.errors import (
     ConcurrencyConflict,
@@ -149,7 +149,7 @@ class UnitOfWork(abc.ABC):
             stored = self.get(write.table, write.key)
             tenants += [stored.get("tenant")] if stored is not None else []
         # (A record without one is refused by the schema, as it would be unlent.)
-        others = [t for t in tenants if t is not None and _text_of(t) != wanted]
+        others = [t for t in tenants if t is not None and t != wanted]  # (plain text by now)
         if others:
             self._refused = (
                 f"{self._borrower} of tenant {shown(wanted)} may not write a {write.table}"
@@ -205,7 +205,7 @@ class UnitOfWork(abc.ABC):
         _known(table)
         if not _valid_key(key):  # no such key could have been stored: not found, everywhere
             return None
-        key = _text_of(key)
+        key = plain(key)
         pending = self._pending.get((table, key))
         if pending is not None:
             return None if pending.op is Op.DELETE else _own(pending.document or {})
@@ -227,7 +227,7 @@ class UnitOfWork(abc.ABC):
             raise ValueError(f"keys must be a list of keys, got {type(keys).__name__}")
         found: dict[str, Document] = {}
         to_load = []
-        for key in dict.fromkeys(_text_of(k) for k in keys if _valid_key(k)):
+        for key in dict.fromkeys(plain(k) for k in keys if _valid_key(k)):
             pending = self._pending.get((table, key))
             if pending is None:
                 to_load.append(key)
@@ -326,7 +326,7 @@ class UnitOfWork(abc.ABC):
             raise InvalidRecord(f"{self._refused}: the orchestrator keeps them")
         if type(write.key) is not str and isinstance(write.key, str):  # stored as its text
             write = Write(
-                write.op, write.table, _text_of(write.key), write.document, write.expected_version
+                write.op, write.table, plain(write.key), write.document, write.expected_version
             )
         if write.document is not None and type(write.document) is not dict:
             # A mapping of another kind is stored as the items it gives: checked as them too.
@@ -338,12 +338,12 @@ class UnitOfWork(abc.ABC):
             # keeps no subclass, and the in-memory adapter must not keep one either (its own
             # __eq__ would decide what a filter matches).
             try:
-                plain = {k: _plain(v) for k, v in write.document.items()}
+                as_stored = {k: _plain(v) for k, v in write.document.items()}
             except OverflowError:
                 raise InvalidRecord(
                     f"{write.table} {write.key!r}: an instant is past the ends of time in UTC"
                 ) from None
-            write = Write(write.op, write.table, write.key, plain, write.expected_version)
+            write = Write(write.op, write.table, write.key, as_stored, write.expected_version)
         if self._borrower_tenant is not None and "tenant" in fields.FIELDS[write.table]:
             self._refuse_other_tenants(write)  # on the values as they will be stored
         key = (write.table, write.key)
@@ -573,7 +573,7 @@ def _stored_form(value: Any) -> Any:
     reading, or an integer, is past the ends of what a record holds; `_EARLY` also for text
     no record holds (it matches nothing)."""
     if isinstance(value, str):
-        return _text_of(value) if _storable(value) else _EARLY
+        return plain(value) if _storable(value) else _EARLY
     if isinstance(value, datetime):
         try:
             return _utc(value)
@@ -701,15 +701,10 @@ def _utc(value: object) -> object:
 def _plain(value: object) -> object:
     """A field's value as every store keeps it: instants in UTC, text as plain `str`."""
     if isinstance(value, str):
-        return _text_of(value)
+        return plain(value)
     if isinstance(value, list):
-        return [_text_of(v) if isinstance(v, str) else v for v in value]
+        return [plain(v) if isinstance(v, str) else v for v in value]
     return _utc(value)
-
-
-def _text_of(value: str) -> str:
-    # Plain text of a str subclass, past any __str__ or __add__ it overrides.
-    return value if type(value) is str else "".join((value,))
 
 
 def _storable(text: str) -> bool:

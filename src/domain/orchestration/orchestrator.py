@@ -1126,22 +1126,17 @@ class Orchestrator:
                 return _Next.OVERWRITTEN if ours else _Next.LOST
             except CommitOutcomeUnknown as exc:
                 return _Unknown(exc, seen_version)  # the next turn re-reads what is stored
-            except DuplicateRecord as exc:
+            except (DuplicateRecord, InvalidRecord) as exc:
                 # Racing workers mint the same ids for a step, so the loser's creates can
                 # collide before its version guard is reached: a lost race if the execution
                 # moved on meanwhile.
-                if self.get(execution_id).version != seen_version:
+                duplicate = isinstance(exc, DuplicateRecord)
+                if duplicate and self.get(execution_id).version != seen_version:
                     return _Next.LOST
                 # Otherwise another execution stored a shared record first (the same source
-                # ingested by two workflows at once): a failed attempt, and the next attempt
-                # finds that record and reuses it.
-                if step_name is None:
-                    raise
-                return self._after_failure(execution_id, seen_version, step_name, exc)
-            except InvalidRecord as exc:
-                # A write of the step's the store refused as the commit ran (a natural key
-                # changed): the step's failed attempt, as a refusal while it staged is. It
-                # escaped the run, leaving the execution running under this worker's lease.
+                # ingested by two workflows at once), or the store refused a write of the
+                # step's as the commit ran (a natural key changed): a failed attempt, as a
+                # refusal while it staged is (the next attempt reuses a shared record).
                 if step_name is None:
                     raise
                 return self._after_failure(execution_id, seen_version, step_name, exc)
