@@ -29,7 +29,7 @@ def test_the_wheel_carries_the_demo_documents_and_the_demo_finds_them(tmp_path: 
     assert {f"{package}/py.typed" for package in PACKAGES} <= names
 
     found = subprocess.run(
-        [sys.executable, "-c", "import composition.cli as c; print(c.default_examples())"],
+        [sys.executable, "-c", "import composition.cli.demo as c; print(c.default_examples())"],
         env={"PYTHONPATH": str(tmp_path / "installed")},
         capture_output=True,
         text=True,

@@ -17,7 +17,7 @@ from attrs import evolve
 from surrealdb import RecordID
 
 from adapters.surrealdb import SurrealConfig, SurrealStore
-from composition.cli import _in_the_store
+from composition.cli.audit import _in_the_store
 from domain.model.evidence import canonical_json
 from domain.model.lifecycle import GENESIS, AuditAnchor, AuditEntry, check_anchor
 from ports import records

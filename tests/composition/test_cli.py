@@ -25,7 +25,8 @@ from surrealdb import RecordID
 
 from adapters.faults import FaultInjector, FaultPlan
 from adapters.surrealdb import SurrealConfig, SurrealStore
-from composition import cli, queries
+from composition import queries
+from composition.cli import outcome
 from composition.container import Overrides, build_app
 from composition.documents import publication_request, read_source
 from composition.settings import load_settings
@@ -246,8 +247,8 @@ def test_an_expired_approval_leaves_its_role_wanted_in_the_hint() -> None:
         x = app.orchestrator.start(kp.NAME, request.to_input(), risk_tier=ImpactTier.TIER2)
         x = app.orchestrator.acting_as("alice").approve(x.id, role="legal")
     granted = x.approvals[0].granted_at
-    assert cli._role_wanted(x, granted + timedelta(hours=1)) == "risk"
-    assert cli._role_wanted(x, granted + APPROVAL_TTL) == "ROLE"  # legal's has expired
+    assert outcome._role_wanted(x, granted + timedelta(hours=1)) == "risk"
+    assert outcome._role_wanted(x, granted + APPROVAL_TTL) == "ROLE"  # legal's has expired
 
 
 def test_tier2_needs_two_distinct_approvers(gk: Cli) -> None:
@@ -792,7 +793,7 @@ def test_a_write_the_system_takes_only_part_of_is_a_failure(
 ) -> None:
     """A disk filling up mid-way: the system takes part of a write, then nothing. Python's
     own streams can let that pass unsaid (the anchors cut at 12 KiB, exit 0)."""
-    from composition import cli
+    from composition.cli import streams
 
     taken: list[int] = []
 
@@ -803,14 +804,14 @@ def test_a_write_the_system_takes_only_part_of_is_a_failure(
     with (tmp_path / "out").open("w") as out:
         monkeypatch.setattr(sys, "stdout", out)
         monkeypatch.setattr(os, "write", filling_up)
-        failed = cli._write("x" * 100, err=False)
+        failed = streams.write_out("x" * 100, err=False)
     assert isinstance(failed, OSError) and failed.errno == errno.ENOSPC
     assert taken == [10, 0]
 
 
 def test_a_reader_leaving_mid_way_is_seen(monkeypatch: pytest.MonkeyPatch) -> None:
     """Past what the pipe holds, the rest meets a reader gone: not all was delivered."""
-    from composition import cli
+    from composition.cli import streams
 
     read, write = os.pipe()
 
@@ -822,7 +823,7 @@ def test_a_reader_leaving_mid_way_is_seen(monkeypatch: pytest.MonkeyPatch) -> No
     reader.start()
     with os.fdopen(write, "w") as out:
         monkeypatch.setattr(sys, "stdout", out)
-        failed = cli._write("x" * 1_000_000, err=False)
+        failed = streams.write_out("x" * 1_000_000, err=False)
         monkeypatch.undo()
         with contextlib.suppress(OSError):
             out.close()
@@ -847,8 +848,8 @@ def test_a_stream_held_for_one_closed_is_a_stream_to_a_subprocess_too() -> None:
     prints gets it too, not a closed stream (its `echo` failed) or a file of ours."""
     script = (
         "import os, subprocess\n"
-        "from composition.cli import _hold_closed_streams\n"
-        "_hold_closed_streams()\n"
+        "from composition.cli.streams import hold_closed_streams\n"
+        "hold_closed_streams()\n"
         "subprocess.run(['sh', '-c', 'echo printed'], check=True)\n"
     )
     done = subprocess.run(

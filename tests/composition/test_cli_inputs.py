@@ -23,7 +23,10 @@ from surrealdb import RecordID
 from adapters.faults import FaultInjector, FaultPlan
 from adapters.surrealdb import SurrealConfig, SurrealStore
 from composition import queries, render
-from composition.cli import Failed, describe, failure_message, run_cli
+from composition.cli import run_cli
+from composition.cli.command import describe
+from composition.cli.outcome import failure_message
+from composition.cli.session import Failed
 from composition.container import Overrides, build_app
 from composition.documents import publication_request, read_source
 from composition.settings import ConfigurationError, Problem, load_settings
@@ -343,9 +346,9 @@ def test_an_interrupt_after_the_run_stopped_says_nothing_is_left_for_recover(
 ) -> None:
     """Ctrl-C as the result is printed (found by an operator's pass: it sent the operator to
     `recover` for an execution that had succeeded)."""
-    import composition.cli
+    from composition.cli import running
 
-    monkeypatch.setattr(composition.cli, "conclude", _interrupted)
+    monkeypatch.setattr(running, "conclude", _interrupted)
     store = ("--store", f"surrealkv://{tmp_path / 'store'}")
     _, err = gk(capsys, *store, "run", "knowledge-publication", str(IMF), "--tier", tier, code=130)
     assert said in err and "recover" not in err
@@ -369,16 +372,16 @@ def test_an_interrupt_as_the_last_commit_lands_says_where_the_execution_stands(
     """A signal held while the engine commits is raised as the commit returns, before the
     transition is seen (found by a pass of 400 interrupts: `recover` was offered for an
     execution that had succeeded)."""
-    import composition.cli
+    from composition.cli.session import Printer
 
-    seen = composition.cli.Printer.__call__
+    seen = Printer.__call__
 
     def interrupted_as_it_lands(printer: Any, execution: WorkflowExecution) -> None:
         if execution.state is ending:
             raise KeyboardInterrupt
         seen(printer, execution)
 
-    monkeypatch.setattr(composition.cli.Printer, "__call__", interrupted_as_it_lands)
+    monkeypatch.setattr(Printer, "__call__", interrupted_as_it_lands)
     store = ("--store", f"surrealkv://{tmp_path / 'store'}")
     _, err = gk(capsys, *store, "run", "knowledge-publication", str(IMF), "--tier", tier, code=130)
     assert said in err and "recover" not in err
@@ -413,7 +416,7 @@ def test_an_interrupted_command_says_whether_it_was_recorded(
 ) -> None:
     """Before its commit: nothing was recorded, and `recover` would not do it (it was said
     to); after it: the execution stands where the command left it."""
-    import composition.cli
+    from composition.cli import approvals
 
     store, xid, args, noun = _awaiting_approval(capsys, tmp_path, command)
     monkeypatch.setenv("GOVKERNEL_ACTOR", "bob")
@@ -421,7 +424,7 @@ def test_an_interrupted_command_says_whether_it_was_recorded(
         before_its_commit.setattr(Orchestrator, command, _interrupted)
         _, err = gk(capsys, *store, *args, code=130)
     assert f"the {noun} of {xid} was not recorded: the same command records it" in err
-    monkeypatch.setattr(composition.cli, "finish", _interrupted)  # after it
+    monkeypatch.setattr(approvals, "finish", _interrupted)  # after it
     _, err = gk(capsys, *store, *args, code=130)
     out, _ = gk(capsys, *store, "--json", "executions", "show", xid)
     state = json.loads(out)["state"]
@@ -828,9 +831,9 @@ def test_a_run_interrupted_before_it_came_to_start_says_nothing_was_started(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """It sent the operator to `recover` (found by a re-test: 14 of 26 early interrupts)."""
-    import composition.cli
+    from composition.cli import running
 
-    monkeypatch.setattr(composition.cli, "publication_request", _interrupted)
+    monkeypatch.setattr(running, "publication_request", _interrupted)
     store = ("--store", f"surrealkv://{tmp_path / 'store'}")
     _, err = gk(capsys, *store, "run", "knowledge-publication", str(IMF), code=130)
     assert err.strip() == "error: interrupted; nothing was started"
@@ -932,7 +935,7 @@ def test_a_signal_after_the_command_finished_leaves_its_exit_status() -> None:
 
     script = (
         "import os, signal, sys\n"
-        "from composition import cli\n"
+        "from composition.cli import command as cli\n"
         "exit = sys.exit\n"
         "def exiting(code):\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"

@@ -1,0 +1,270 @@
+"""`govkernel executions` and `govkernel events`: read-only views of the store."""
+
+from __future__ import annotations
+
+import click
+
+from composition import queries, render
+from composition.cli.options import (
+    WholeNumber,
+    a_workflow_name,
+    an_id,
+    enum_choice,
+    json_option,
+    limit_option,
+)
+from composition.cli.outcome import after_a_crash, describing
+from composition.cli.session import (
+    DEFAULT_LIST_LIMIT,
+    EXIT_FAILED,
+    EXITS,
+    MAX_LIMIT,
+    MAX_POSITION,
+    Failed,
+    S,
+    session_of,
+)
+from domain.model.execution import started_steps
+from domain.model.lifecycle import ExecutionState
+from ports.errors import CorruptRecord
+
+
+@click.group(epilog=EXITS)
+@json_option  # `govkernel executions --json ...` as well as before or after
+def executions() -> None:
+    """List and inspect workflow executions."""
+
+
+@executions.command("list", epilog=EXITS)
+@click.option("--state", type=enum_choice([st.value for st in ExecutionState]))
+@limit_option(DEFAULT_LIST_LIMIT)
+@click.option(
+    "--workflow",
+    metavar="NAME",
+    callback=a_workflow_name,
+    help="Only the executions of this workflow (any of its versions).",
+)
+@click.option(
+    "--before",
+    metavar="EXECUTION",
+    callback=an_id,
+    help="The next page: executions listed after this one (older, or as old).",
+)
+@json_option
+@click.pass_context
+def executions_list(
+    ctx: click.Context, state: str | None, workflow: str | None, limit: int, before: str | None
+) -> None:
+    """Executions, newest first."""
+    s = session_of(ctx)
+    s.read_only = True
+    s.printing()
+    with s.app(existing=True) as (app, _):
+        unreadable: list[str] = []
+        found = queries.recent_executions(
+            app.uow_factory,
+            app.runtime.tenant,
+            now=app.runtime.clock.now(),
+            state=ExecutionState(state) if state else None,
+            workflow=workflow,
+            limit=limit + 1,  # one past the page: whether a next page has anything
+            before=None if before is None else app.orchestrator.get(before, with_input=False),
+            unreadable=unreadable,
+        )
+        more = len(found) + len(unreadable) > limit
+        found = found[:limit]
+        described = describing(s, app, found)
+        after_a_crash(s, app, found)
+        if s.json:
+            s.emit([render.execution_json(x, described(x)) for x in found])
+        elif not found:
+            s.echo(
+                render.safe(
+                    "no executions"
+                    + (f" of workflow {workflow}" if workflow else "")
+                    + (f" in state {state}" if state else "")
+                    + (f" listed after {before}" if before else "")
+                    + f" in tenant {app.runtime.tenant!r}"
+                    + (
+                        " (no workflow of that name is registered here: `govkernel workflows`"
+                        " lists those that are)"
+                        if workflow
+                        and workflow not in {d.name for d in app.orchestrator.definitions()}
+                        else ""
+                    )
+                )
+            )
+        else:
+            s.echo(render.executions_table(found, described))
+        if found and more:  # on stderr beside --json
+            also = (
+                (f" --state {state}" if state else "")
+                + (f" --workflow {workflow}" if workflow else "")
+                + (f" --limit {limit}" if limit != DEFAULT_LIST_LIMIT else "")
+            )
+            s.echo(
+                render.safe(
+                    f"(--before {found[-1].id}{also} shows the next {limit};"
+                    f" --limit N shows up to {MAX_LIMIT} at once)"
+                )
+            )
+        if unreadable:
+            raise Failed(
+                f"{len(unreadable)} stored execution{'s' * (len(unreadable) != 1)} cannot be"
+                f" read and {'is' if len(unreadable) == 1 else 'are'} not listed, first"
+                f" {unreadable[0]}: `govkernel audit verify` reports on each",
+                EXIT_FAILED,
+            )
+
+
+@executions.command("show", epilog=EXITS)
+@click.argument("execution_id", metavar="EXECUTION", callback=an_id)
+@json_option
+@click.pass_context
+def executions_show(ctx: click.Context, execution_id: str) -> None:
+    """An execution's details and its audit trail."""
+    s = session_of(ctx)
+    s.read_only = True
+    s.printing()
+    with s.app(existing=True) as (app, _):
+        x = app.orchestrator.get(execution_id)
+        try:
+            trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, execution_id)
+        except CorruptRecord:  # an entry that does not read: the verification names it
+            trail = []
+        report = app.orchestrator.verify(execution_id)
+        definition = describing(s, app, [x], {x.id: started_steps(trail)})(x)
+        after_a_crash(s, app, [x])
+        if s.json:
+            record = render.execution_json(x, definition, detail=True)
+            record["audit"] = [render.audit_json(e) for e in trail]
+            record["verification"] = render.report_json(report)
+            s.emit(record)
+            if not report.ok:  # the same exit status as the text form
+                raise Failed(
+                    f"audit trail of {x.id} is broken at entry"
+                    f" #{report.first_bad_sequence}: {report.problem}"
+                )
+            return
+        m = x.metadata
+        rows: list[tuple[str, object]] = [
+            ("execution", x.id),
+            ("workflow", f"{x.workflow_name} v{x.workflow_version}"),
+            ("state", x.state.value),
+            (
+                "tier",
+                f"{m.risk_tier.value} (consistency {m.consistency_class.value},"
+                f" rollback {m.rollback_strategy.value})",
+            ),
+            ("step", f"{render.progress(x, definition)} {render.step_name(x, definition)}"),
+            ("tenant", x.tenant),
+            *([] if x.environment is None else [("environment", x.environment.value)]),
+            (
+                "requested by",
+                x.requested_by
+                + (" (who may not approve it)" if x.state is S.AWAITING_APPROVAL else ""),
+            ),
+            ("idempotency", x.idempotency_key),
+            ("correlation", x.correlation_id),
+            ("created", render.when(x.created_at)),
+            ("updated", render.when(x.updated_at)),
+            ("attempts", ", ".join(f"{k} {v}" for k, v in x.attempts.items()) or "-"),
+            (
+                "approvals",
+                ", ".join(f"{a.approver} as {a.role}" for a in x.approvals) or "-",
+            ),
+            (
+                "lease",
+                f"{x.lease_owner} until {render.when(x.lease_expires_at)}"
+                if x.lease_owner
+                else "-",
+            ),
+            ("last error", x.last_error or "-"),
+            *([] if x.retry_at is None else [("retries at", render.when(x.retry_at))]),
+        ]
+        summary = render.input_summary(x) if render.built_in(x) else {}
+        if "publication_id" in summary:
+            rows.append(
+                ("publication", f"{summary['publication_id']}  {summary.get('title', '-')!r}")
+            )
+        documents = summary.get("documents")
+        for doc in documents if isinstance(documents, list) else []:
+            rows.append(
+                ("document", f"{doc.get('kind')}  {doc.get('source_url')}  {doc.get('title')!r}")
+            )
+        order = [*(definition.step_names() if definition else ()), "retract"]
+        for step in sorted(x.step_outputs, key=lambda n: order.index(n) if n in order else 99):
+            rows.append(
+                (
+                    f"output {step}",
+                    render.step_output(render.built_in(x), step, x.step_outputs[step]),
+                )
+            )
+        width = max(len(k) for k, _ in rows)
+        for key, value in rows:
+            s.echo(render.safe(f"{key:<{width}}  {value}"))
+        verdict = (
+            "chain intact"
+            if report.ok
+            else f"CHAIN BROKEN at #{report.first_bad_sequence}: {report.problem}"
+        )
+        s.echo()
+        stored = len(trail) if trail else report.entries
+        s.echo(render.safe(f"audit trail ({stored} entries, {verdict})"))
+        s.echo(render.audit_table(trail))
+        if not report.ok:
+            raise Failed(
+                f"audit trail of {x.id} is broken at entry"
+                f" #{report.first_bad_sequence}: {report.problem}"
+            )
+
+
+@click.command(epilog=EXITS)
+@click.option(
+    "--after",
+    type=WholeNumber(min=0, max=MAX_POSITION),
+    default=0,
+    show_default=True,
+    metavar="POSITION",
+)
+@limit_option(50)
+@json_option
+@click.pass_context
+def events(ctx: click.Context, after: int, limit: int) -> None:
+    """The event log, in position order."""
+    s = session_of(ctx)
+    s.read_only = True
+    s.printing()
+    with s.app(existing=True) as (app, _):
+        gap: queries.EventGap | None = None
+        try:
+            # One past the page: whether a next page has anything.
+            found, read_to = queries.events_read(
+                app.uow_factory, app.runtime.tenant, after, limit + 1
+            )
+        except queries.EventGap as exc:  # what comes before the gap is still shown
+            gap, found, read_to = exc, exc.found, after
+        more, found = len(found) > limit, found[:limit]
+        if s.json:
+            s.emit([render.event_json(e) for e in found])
+        elif found:
+            s.echo(render.events_table(found))
+        elif gap is None:  # with a gap, the error says what is missing
+            s.echo(
+                render.safe(f"no events after position {after} in tenant {app.runtime.tenant!r}")
+            )
+        if found and more:  # on stderr beside --json
+            s.suggest(4, ("more", f"events --after {found[-1].position}"))
+        elif read_to > (found[-1].position or after if found else after):
+            # Other tenants' events were read past to the end of the log: a consumer goes on
+            # from there, not from its last event (read past again at every poll).
+            s.suggest(4, ("next", f"events --after {read_to}"))
+        if gap is not None:
+            raise Failed(str(gap), EXIT_FAILED)
+        broken = [e for e in found if not e.intact]
+        if broken:
+            raise Failed(
+                f"{len(broken)} event(s) do not match their integrity hash, first at position"
+                f" {broken[0].position}",
+                EXIT_FAILED,
+            )

@@ -1,0 +1,247 @@
+"""What a command says of an execution: the definition that describes it, why it waits,
+how it ended, and what to do next."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from composition import queries, render
+from composition.cli.session import TRANSIENT_NOTE, Failed, S, Session
+from composition.container import App
+from domain.model.errors import DomainError
+from domain.model.execution import WorkflowExecution
+from domain.model.lifecycle import ExecutionState
+from domain.orchestration.definition import WorkflowDefinition
+from domain.orchestration.orchestrator import (
+    RECOVERABLE,
+)
+from ports.errors import PortError
+
+
+def definition_of(app: App, x: WorkflowExecution) -> WorkflowDefinition | None:
+    """The definition that started `x`, current or retired, if this command has it: another
+    version's steps would describe it wrongly (a step count of theirs, a step name)."""
+    return app.orchestrator.registered(x.workflow_name, x.workflow_version)
+
+
+def describing(
+    s: Session,
+    app: App,
+    found: Sequence[WorkflowExecution],
+    shapes: Mapping[str, Any] | None = None,
+    *,
+    unregistered_note: bool = True,
+) -> Callable[[WorkflowExecution], WorkflowDefinition | None]:
+    """The definition each of `found` is described by (its step count, its step's name):
+    the one that started it, unless that version's steps changed since, which a note on
+    stderr then says. `shapes`: the steps each started with, if already read."""
+    if shapes is None:  # (only those with a definition to compare them with)
+        compared = [x.id for x in found if definition_of(app, x) is not None]
+        shapes = queries.started_shapes(app.uow_factory, compared) if compared else {}
+    changed = {
+        x.id
+        for x in found
+        if (d := definition_of(app, x)) is not None and shapes.get(x.id) not in (None, d.shape())
+    }
+    if changed:
+        first = next(x for x in found if x.id in changed)
+        s.warn(
+            render.safe(
+                f"note: {len(changed)} execution{'s' * (len(changed) != 1)} ({first.id} first)"
+                f" started with other steps than {first.workflow_name} version"
+                f" {first.workflow_version} as registered here has: shown without their step;"
+                " commands refuse to drive them until that version's own steps are registered"
+            )
+        )
+    unknown = [x for x in found if definition_of(app, x) is None] if unregistered_note else []
+    if unknown:
+        first = unknown[0]
+        s.warn(
+            render.safe(
+                f"note: {len(unknown)} execution{'s' * (len(unknown) != 1)} ({first.id} first)"
+                f" run{'s' * (len(unknown) == 1)} a workflow not registered here"
+                f" ({first.workflow_name} version {first.workflow_version} first): shown"
+                " without their steps; name the module that has it in GOVKERNEL_WORKFLOWS"
+                " (an earlier version in GOVKERNEL_RETIRED_WORKFLOWS)"
+            )
+        )
+    return lambda x: None if x.id in changed else definition_of(app, x)
+
+
+def after_a_crash(s: Session, app: App, found: Sequence[WorkflowExecution]) -> None:
+    """A note when what is shown as unfinished may be a dead process's, not in progress."""
+    if app.unclean_shutdown and any(x.state in RECOVERABLE for x in found):
+        s.warn(
+            f"note: the last process on this store (pid {app.unclean_shutdown}) died holding"
+            f" it: what it left unfinished resumes with `govkernel{s.hint()} recover`"
+        )
+
+
+def _role_wanted(x: WorkflowExecution, now: datetime) -> str:
+    """The role an approval of `x` is still wanted in, when its request names one (the
+    built-in workflow's `required_roles`); else a placeholder. An expired approval is none."""
+    roles = x.input.get("required_roles") if render.built_in(x) else None
+    approved = {a.role.casefold() for a in x.approvals if a.valid_at(now)}
+    wanted = [r for r in roles or () if isinstance(r, str) and r.casefold() not in approved]
+    return wanted[0] if len(wanted) == 1 else "ROLE"
+
+
+def finish(app: App, execution: WorkflowExecution) -> WorkflowExecution:
+    """On a store this process holds alone, no one else can be running the execution: drive
+    it on even if a crashed run's lease has not expired yet."""
+    state = execution.state
+    if app.exclusive_store and not state.terminal and state is not S.AWAITING_APPROVAL:
+        return app.orchestrator.run(execution.id, ignore_leases=True)
+    return execution
+
+
+def conclude(
+    s: Session,
+    app: App,
+    x: WorkflowExecution,
+    *,
+    ok: set[ExecutionState],
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Report where an execution stands; raise Failed for an unexpected end."""
+    definition = definition_of(app, x)
+    waiting = _why_waiting(app, x) if x.state is S.AWAITING_APPROVAL else None
+    if s.json:
+        record = render.execution_json(x, definition, detail=True) | dict(extra or {})
+        s.emit(record | ({} if waiting is None else {"why": waiting}))
+    if x.state is S.SUCCEEDED:
+        published = x.step_outputs.get("publish") if render.built_in(x) else None
+        if not isinstance(published, Mapping):
+            published = {}
+        capsule = f": capsule {published['capsule_id']}" if "capsule_id" in published else ""
+        s.echo(render.safe(f"succeeded{capsule}"))
+        if "artifact_hash" in published:
+            s.echo(render.safe(f"  artifact hash  {published['artifact_hash']}"))
+        if published.get("published") is False:
+            # The same content under a publication id used before: nothing new (a title
+            # given now is not the capsule's).
+            s.echo(
+                render.safe(
+                    f"  note           publication {x.input.get('publication_id')} was"
+                    " published already with this content: the capsule stands as it was"
+                )
+            )
+        s.suggest(13, ("details", f"executions show {x.id}"))
+        return
+    if waiting is not None:
+        s.echo(render.safe(f"awaiting approval: execution {x.id}"))
+        s.echo(f"  why      {render.safe(waiting)}")
+        s.suggest(
+            7,
+            ("approve", f"approve {x.id} --role {_role_wanted(x, app.runtime.clock.now())}"),
+            ("reject", f"reject {x.id} --reason TEXT"),
+        )
+        if not s.transient():
+            s.echo(
+                render.safe(
+                    f"  (run by the approver, GOVKERNEL_ACTOR=NAME: {x.requested_by} started"
+                    " it, and can neither approve it nor record an approval of it)"
+                )
+            )
+        return
+    if x.state in ok:
+        s.echo(
+            render.safe(
+                f"{x.state.value}: execution {x.id}"
+                + (f" ({x.last_error})" if x.last_error else "")
+            )
+        )
+        return
+    if not x.state.terminal:
+        # An embedded store is this process's alone: a live lease on it is a dead run's.
+        leased = x.lease_owner not in (None, app.orchestrator.worker_id)
+        live = not x.lease_expired(app.runtime.clock.now())
+        running_elsewhere = not app.exclusive_store and leased and live
+        if s.transient():
+            resume = f"{TRANSIENT_NOTE}, so it cannot be resumed"
+        elif running_elsewhere:
+            # A cancellation, say, of a run in progress: that worker acts on it.
+            resume = (
+                f"worker {x.lease_owner} holds it until {render.when(x.lease_expires_at)} UTC and"
+                " takes it on at its next step; if that worker died, `govkernel"
+                f"{s.hint()} recover` resumes it once that time has passed"
+            )
+        elif definition is None:
+            resume = (
+                f"it runs {x.workflow_name} version {x.workflow_version}, which this command"
+                " does not have: `govkernel recover` finishes it once the module that has"
+                " that version is named in GOVKERNEL_RETIRED_WORKFLOWS (retired_workflows)"
+            )
+        else:
+            resume = f"it resumes with `govkernel{s.hint()} recover`"
+        said = render.safe(
+            f"execution {x.id} is {x.state.value}; {resume}"
+            + (f" (last error: {x.last_error})" if x.last_error else "")
+        )
+        if x.state is S.COMPENSATING and S.COMPENSATED not in ok:
+            # Only its undo is left (retried later): it has failed, as a compensated end has.
+            raise Failed(said)
+        s.echo(said)
+        return
+    raise Failed(failure_message(x))
+
+
+_DENIED = re.compile(r"(?:PolicyDenied|ApprovalRequired): (\w+) denied: (.*)$", re.DOTALL)
+
+
+def failure_message(x: WorkflowExecution) -> str:
+    if x.state is S.CANCELLED:
+        return f"execution {x.id} was cancelled"
+    if x.state is S.COMPENSATED and x.cancel_requested and not x.last_error:
+        return f"execution {x.id} was cancelled, and what it had done was undone"
+    error = x.last_error or "no error recorded"
+    denied = _DENIED.search(error)
+    if denied:
+        return (
+            f"policy denied {denied.group(1)}: {denied.group(2)} (execution {x.id} {x.state.value})"
+        )
+    return f"execution {x.id} {x.state.value}: {error}"
+
+
+def as_now(app: App, x: WorkflowExecution) -> WorkflowExecution:
+    """`x` read again, or as it was if it no longer reads."""
+    try:
+        return app.orchestrator.get(x.id)
+    except (PortError, DomainError):
+        return x
+
+
+def _why_waiting(app: App, x: WorkflowExecution) -> str:
+    """What the execution awaits approval for, as the entry that made it wait says."""
+    trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, x.id)
+    return trail[-1].reason.removeprefix("ApprovalRequired: ") if trail else ""
+
+
+def environment_of(x: WorkflowExecution) -> str:
+    return "" if x.environment is None else x.environment.value
+
+
+def with_hint(message: str) -> str:
+    """What the command line can add to an orchestrator's words."""
+    if "this orchestrator does not have" in message:
+        return (
+            f"{message} (the govkernel command knows your workflows when the `workflows`"
+            " setting names them: GOVKERNEL_WORKFLOWS)"
+        )
+    if "act on it from a worker of " in message:
+        started_in = message.rsplit(" ", 1)[-1]
+        return f"{message} (GOVKERNEL_ENVIRONMENT={started_in} for this command)"
+    if "not sealed: written without the audit key" in message:
+        return (
+            f"{message}; if it was written before the store had a key, verify it, then"
+            " `govkernel audit seal EXECUTION --unsealed` seals it as it stands"
+        )
+    if "(as current or retired)" in message:
+        return (
+            f"{message}: name the module that has it in the `retired_workflows` setting"
+            " (GOVKERNEL_RETIRED_WORKFLOWS)"
+        )
+    return message
