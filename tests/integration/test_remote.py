@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import socket
 import threading
 import time
@@ -146,3 +148,69 @@ def test_a_server_speaking_another_protocol_or_no_tls_is_said_to(babbling_server
         SurrealStore(SurrealConfig(f"ws://{babbling_server}", reply_timeout=2))
     with pytest.raises(StorageUnavailable, match="the TLS handshake failed"):
         SurrealStore(SurrealConfig(f"wss://{babbling_server}", reply_timeout=2))
+
+
+def test_a_debug_log_carries_neither_the_password_nor_the_records(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The WebSocket library logged each frame at DEBUG: a service's log got the sign-in's
+    password (its last bytes in hex) and every record sent (found by a secrets pass)."""
+    secret = "S3cret-Pw-XYZ"
+    source = samples.source()
+    with (
+        caplog.at_level(logging.DEBUG),
+        SurrealWsShim(username="root", password=secret) as shim,
+        SurrealStore(SurrealConfig(shim.url, username="root", password=secret)) as store,
+        store.unit_of_work() as uow,
+    ):
+        uow.sources.add(source)
+        uow.commit()
+    logged = "\n".join(
+        r.getMessage() for r in caplog.records if not r.name.startswith("websockets.server")
+    )
+    for word in (secret, source.id):
+        tail = word.encode()[-8:]
+        assert word not in logged and " ".join(f"{b:02x}" for b in tail) not in logged
+
+
+@pytest.fixture
+def freezable() -> Iterator[tuple[str, threading.Event]]:
+    """A TCP relay in front of a shim, and the switch that makes it drop everything from then
+    on: a server (or a network) gone silent with the connection still open."""
+    frozen = threading.Event()
+    with SurrealWsShim() as shim, socket.socket() as listener:
+        host, port = shim.url.removeprefix("ws://").split("/")[0].split(":")
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def pump(src: socket.socket, dst: socket.socket) -> None:
+            with contextlib.suppress(OSError):
+                while data := src.recv(65536):
+                    if not frozen.is_set():
+                        dst.sendall(data)
+
+        def relay() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    client, _ = listener.accept()
+                    server = socket.create_connection((host, int(port)))
+                    for a, b in ((client, server), (server, client)):
+                        threading.Thread(target=pump, args=(a, b), daemon=True).start()
+
+        threading.Thread(target=relay, daemon=True).start()
+        yield f"ws://127.0.0.1:{listener.getsockname()[1]}/rpc", frozen
+
+
+def test_a_request_to_a_silent_connection_fails_at_its_timeout(
+    freezable: tuple[str, threading.Event],
+) -> None:
+    """Closing the connection after the timeout waited 10 s more for a close reply that
+    could never come (found by a remote-store pass: 11 s for a 1 s timeout)."""
+    url, frozen = freezable
+    with SurrealStore(SurrealConfig(url, reply_timeout=1)) as store:
+        assert store.select_rows("RETURN 1", {}) == [1]
+        frozen.set()
+        began = time.monotonic()
+        with pytest.raises(StorageUnavailable, match=r"did not answer within 1 s"):
+            store.select_rows("RETURN 2", {})
+        assert time.monotonic() - began < 4

@@ -11,6 +11,7 @@ connection without an embedded engine. tests/integration/test_wire.py holds the 
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, date, time, timedelta
@@ -178,6 +179,15 @@ class _PatientSocket:
         return getattr(self._socket, name)
 
 
+# The WebSocket library logs every frame at DEBUG, hex and all: a service's DEBUG log got the
+# password of each sign-in, and every record read or written. This connection logs nothing
+# (what fails reaches the caller as an exception).
+_UNLOGGED = logging.Logger("govkernel.surrealdb.websocket", logging.CRITICAL + 1)
+# How long a close waits for the server's own close: a server that fell silent (the reason
+# for most closes here) would hold a failed request 10 s past its timeout.
+CLOSE_WAIT = 1.0
+
+
 def bound_waits(connection: Any, timeout: float) -> None:
     """Make a WebSocket connection give up on a silent server after `timeout` seconds, when
     opening and for each reply. Other connections are left as they are."""
@@ -188,5 +198,7 @@ def bound_waits(connection: Any, timeout: float) -> None:
         max_size=None,
         subprotocols=[websockets.Subprotocol("cbor")],
         open_timeout=timeout,
+        close_timeout=CLOSE_WAIT,
+        logger=_UNLOGGED,
     )
     connection.socket = _PatientSocket(socket, timeout)  # type: ignore[assignment]
