@@ -345,6 +345,12 @@ def test_a_key_never_shows_its_secret() -> None:
         ("abcdefgh" * 5 + " ", "begins or ends with white space"),
         ("x" * 40 + "\n", "control character"),
         ("x" * 40 + "\ud800", "not valid Unicode"),
+        # Pasted with a key, each made another key that every other worker refused.
+        *(
+            (text, "an invisible character")
+            for c in ("\u00a0", "\u2028", "\x85", "\u200b", "\ufeff")
+            for text in ("abcdefgh" * 5 + c, c + "abcdefgh" * 5)
+        ),
     ],
 )
 def test_a_key_that_cannot_be_one_is_refused_without_quoting_it(text: str, problem: str) -> None:

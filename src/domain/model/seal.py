@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import unicodedata
 from typing import TypeGuard
 
 from attrs import field, frozen
@@ -43,6 +44,12 @@ def _secret(_: object, __: object, value: bytes) -> None:
         raise InvalidInput("audit key", "begins or ends with white space")
 
 
+def _invisible(char: str) -> bool:
+    # Unicode white space (no-break space, line separator), format characters (zero-width
+    # space, byte order mark) and C1 controls.
+    return char.isspace() or unicodedata.category(char) in ("Cf", "Cc")
+
+
 @frozen(repr=False)
 class AuditKey:
     """The secret that seals audit heads. Its repr never shows it; `key_id` names it."""
@@ -56,9 +63,16 @@ class AuditKey:
         if any(ord(c) < 32 or ord(c) == 127 for c in text):
             raise InvalidInput("audit key", "holds a control character (a line break?)")
         try:
-            return cls(text.encode("utf-8"))
+            key = cls(text.encode("utf-8"))
         except UnicodeEncodeError:
             raise InvalidInput("audit key", "is not valid Unicode text") from None
+        if text and (_invisible(text[0]) or _invisible(text[-1])):
+            # A no-break space, a byte order mark or a zero-width space pasted with the key
+            # makes another key, whose seals every other worker refuses.
+            raise InvalidInput(
+                "audit key", "begins or ends with white space or an invisible character"
+            )
+        return key
 
     @property
     def key_id(self) -> str:
