@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 
 from attrs import field, frozen
 
+from adapters.surrealdb.address import dialable
 from composition import files
 from domain.model.environment import Environment
 from domain.model.errors import InvalidInput
@@ -380,6 +381,10 @@ def _read_file(
                 found[known[here].name] = _Raw(value, f"{path}:{dotted}", path.parent)
             elif not prefix and name in sections and isinstance(value, dict):
                 walk(value, here)
+            elif not prefix and name in sections:
+                problems.append(
+                    Problem(dotted, f"{path}:{dotted}", f"must be a table ([{name}])", None)
+                )
             else:
                 allowed = ", ".join(".".join(p) for p in known)
                 problems.append(Problem(dotted, f"{path}:{dotted}", "unknown setting", allowed))
@@ -465,6 +470,10 @@ def _secret(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
         return bad("must not be empty")
     if any(ch in value for ch in "\x00\n\r"):
         return bad("must not contain NUL or line breaks")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a byte that is not UTF-8, in the environment
+        return bad("is not valid Unicode text")
     return value
 
 
@@ -479,6 +488,12 @@ def _audit_key(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
 def _data_dir(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
     if not value.strip() or "\x00" in value:
         return bad("must be a directory path")
+    if value != value.strip():
+        return bad(f"{_clip(value)} begins or ends with white space")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a byte the file system name holds that is no UTF-8
+        return bad(f"{_clip(value)}: the engine takes directory paths in UTF-8 only")
     given = Path(value).expanduser()
     path = _under(base, given)
     if path is None:
@@ -521,6 +536,9 @@ def _store_url(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
         a_path = value.lstrip().startswith(("/", ".", "~"))
         said = "; a directory is given as surrealkv://PATH" if a_path else ""
         return bad(f"{shown} is not a store URL (no `scheme://`{said})", allowed)
+    if value != value.strip():
+        # A trailing space made a second store beside the first, its name a space longer.
+        return bad(f"{shown} begins or ends with white space", allowed)
     try:
         parts = urlsplit(value)
     except ValueError:
@@ -560,6 +578,10 @@ def _store_url(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
         return bad(f"{shown}: {problem}") if problem else f"surrealkv://{path}"
     if not parts.hostname:
         return bad(f"{shown}: {scheme}:// needs a host", allowed)
+    if any(c.isspace() or not c.isprintable() for c in rest):
+        return bad(f"{shown}: a server's URL holds no white space or control characters")
+    if not dialable(parts.hostname):
+        return bad(f"{shown}: {_clip(parts.hostname)} is not a valid host name", allowed)
     if parts.query or parts.fragment or value.rstrip().endswith(("?", "#")):
         # The SDK would drop them, or dial them as part of the path: a credential typed
         # there would be ignored in silence (shown starred, as a query is).
@@ -646,19 +668,8 @@ def _problems_in(settings: Settings) -> list[Problem]:
             _PARSERS[key.name](key, value, working_directory(), bad)
     if (settings.username is None) != (settings.password is None):
         problems.append(Problem("username", "Settings", "username and password go together"))
-    previous = settings.previous_audit_key
-    # Named as the user gave it (GOVKERNEL_AUDIT_PREVIOUS_KEY), as every other problem is.
     where = settings.sources.get("previous_audit_key", "Settings")
-    if previous is not None and previous == settings.audit_key:
-        problems.append(Problem("previous_audit_key", where, "is the audit key itself"))
-    elif previous is not None and settings.audit_key is None:
-        problems.append(
-            Problem(
-                "previous_audit_key",
-                where,
-                "is the key an audit key replaces: set the audit key (GOVKERNEL_AUDIT_KEY) too",
-            )
-        )
+    problems += _key_pair(settings.audit_key, settings.previous_audit_key, where)
     return problems
 
 
@@ -670,3 +681,24 @@ def _check_combinations(
             key = _BY_NAME[missing]
             source = f"{key.env} or [{key.file_path[0]}] {key.file_path[1]}"
             problems.append(Problem(missing, source, f"is required when a {have} is set"))
+    # Said with every other problem, not only once they are put right.
+    # (An audit key given but refused is a problem of its own.)
+    if "previous_audit_key" in values and ("audit_key" in values or "audit_key" not in raw):
+        where = raw["previous_audit_key"].source
+        problems += _key_pair(values.get("audit_key"), values["previous_audit_key"], where)
+
+
+def _key_pair(key: str | None, previous: str | None, where: str) -> list[Problem]:
+    """What is wrong with the previous audit key beside the key (named as the user gave it,
+    GOVKERNEL_AUDIT_PREVIOUS_KEY, as every other problem is)."""
+    if previous is not None and previous == key:
+        return [Problem("previous_audit_key", where, "is the audit key itself")]
+    if previous is not None and key is None:
+        return [
+            Problem(
+                "previous_audit_key",
+                where,
+                "is the key an audit key replaces: set the audit key (GOVKERNEL_AUDIT_KEY) too",
+            )
+        ]
+    return []

@@ -161,6 +161,14 @@ def test_change_freeze_values(tmp_path: Path, value: str, expected: bool) -> Non
         ("GOVKERNEL_STORE", "ws://h:8000/rpc#x", "store_url", "no query (`?...`) or fragment"),
         ("GOVKERNEL_STORE", "wss://h/rpc?password=pw", "store_url", "'wss://h/rpc?***': a"),
         ("GOVKERNEL_STORE", "ws://h:8000/rpc?", "store_url", "no query"),
+        # Found by a settings pass: a space made a second store beside the first; a host
+        # or path the connection cannot use failed as it opened, by an exception's name.
+        ("GOVKERNEL_STORE", "surrealkv:///srv/store ", "store_url", "ends with white space"),
+        ("GOVKERNEL_STORE", " ws://h:8000", "store_url", "begins or ends with white space"),
+        ("GOVKERNEL_STORE", "ws://h:8000/a b", "store_url", "no white space or control"),
+        ("GOVKERNEL_STORE", "ws://a..b:8000", "store_url", "'a..b' is not a valid host name"),
+        ("GOVKERNEL_STORE", f"ws://{'h' * 300}:8000", "store_url", "is not a valid host name"),
+        ("GOVKERNEL_DATA_DIR", "/srv/data ", "data_dir", "ends with white space"),
         ("GOVKERNEL_SURREAL_NAMESPACE", "a;b", "namespace", "1-64 ASCII letters"),
         ("GOVKERNEL_SURREAL_DATABASE", "x y", "database", "1-64 ASCII letters"),
         ("GOVKERNEL_CHANGE_FREEZE", "maybe", "change_freeze", "true, 1, yes, on, false"),
@@ -191,6 +199,44 @@ def test_a_value_too_long_to_use_is_refused_quoting_its_ends_only(
     internal one; and a message never repeats a value of any length whole."""
     problem = only(env, tmp_path)
     assert len(str(problem)) < 600 and "..." in str(problem)
+
+
+def test_a_data_dir_that_is_not_utf8_is_named_itself(tmp_path: Path) -> None:
+    """The default store under it was named instead (found by a settings pass)."""
+    problem = only({"GOVKERNEL_DATA_DIR": f"{tmp_path}/d\udcff"}, tmp_path)
+    assert (problem.key, problem.source) == ("data_dir", "GOVKERNEL_DATA_DIR")
+    assert "UTF-8 only" in problem.message
+
+
+@pytest.mark.parametrize("variable", ["GOVKERNEL_SURREAL_USERNAME", "GOVKERNEL_SURREAL_PASSWORD"])
+def test_credentials_that_are_not_unicode_text_are_refused_unquoted(
+    tmp_path: Path, variable: str
+) -> None:
+    env = {"GOVKERNEL_SURREAL_USERNAME": "root", "GOVKERNEL_SURREAL_PASSWORD": "pw"}
+    problem = only(env | {variable: "s3cret\udcff"}, tmp_path)
+    assert problem.source == variable and problem.message == "is not valid Unicode text"
+
+
+def test_a_section_of_another_type_is_said_to_be_one(tmp_path: Path) -> None:
+    """It was an "unknown setting" (found by a settings pass)."""
+    path = tmp_path / "s.toml"
+    path.write_text('surrealdb = "x"\n')
+    (problem,) = problems({}, tmp_path, config_file=path)
+    assert str(problem) == f"{path}:surrealdb (surrealdb): must be a table ([surrealdb])"
+
+
+def test_the_previous_audit_key_is_judged_with_everything_else(tmp_path: Path) -> None:
+    """Its problems were said only once every other was put right (found by a settings
+    pass)."""
+    previous = "abcdefgh" * 5
+    env = {"GOVKERNEL_TENANT": "bad tenant", "GOVKERNEL_AUDIT_PREVIOUS_KEY": previous}
+    assert {(p.key, p.source) for p in problems(env, tmp_path)} == {
+        ("tenant", "GOVKERNEL_TENANT"),
+        ("previous_audit_key", "GOVKERNEL_AUDIT_PREVIOUS_KEY"),
+    }
+    same = {"GOVKERNEL_AUDIT_KEY": previous, "GOVKERNEL_AUDIT_PREVIOUS_KEY": previous}
+    (problem,) = problems(same, tmp_path)
+    assert problem.message == "is the audit key itself"
 
 
 def test_data_dir_that_is_a_file(tmp_path: Path) -> None:
@@ -478,10 +524,21 @@ def test_a_store_url_the_adapter_cannot_use_as_given_is_refused_by_it_too() -> N
         with pytest.raises(ValueError, match="takes no query") as refused:
             SurrealConfig(url)
         assert SECRET not in str(refused.value)
-    # Its repr would have shown it (found by a server-mode pass).
-    with pytest.raises(ValueError, match="takes no credentials") as refused:
-        SurrealConfig(f"ws://root:{SECRET}@h:1/rpc", username="root", password=SECRET)
+    # Its repr would have shown it (found by a server-mode pass), also where the URL reads
+    # as holding a path first, or a port (found by a secrets pass).
+    for url in (f"ws://root:{SECRET}@h:1/rpc", f"ws://u:S3C/{SECRET}@h:1"):
+        with pytest.raises(ValueError, match="takes no credentials") as refused:
+            SurrealConfig(url, username="root", password=SECRET)
+        assert SECRET not in str(refused.value)
+    with pytest.raises(ValueError, match="port must be a number") as refused:
+        SurrealConfig(f"ws://127.0.0.1:{SECRET}")
     assert SECRET not in str(refused.value)
+    for url in ("ws://a..b:8000", "ws://h:8000/a b", "ws://:8000"):
+        with pytest.raises(ValueError, match="white space|valid host"):
+            SurrealConfig(url)
+    with pytest.raises(ValueError, match="username is not valid Unicode text"):
+        SurrealConfig("ws://h:1", username="r\udcff", password="pw")
+    assert "gkuser" not in repr(SurrealConfig("ws://h:1", username="gkuser", password="pw"))
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -214,3 +215,48 @@ def test_a_request_to_a_silent_connection_fails_at_its_timeout(
         with pytest.raises(StorageUnavailable, match=r"did not answer within 1 s"):
             store.select_rows("RETURN 2", {})
         assert time.monotonic() - began < 4
+
+
+@pytest.mark.parametrize("level", ["DATABASE", "NAMESPACE"])
+def test_a_user_of_the_stores_database_or_namespace_signs_in(level: str) -> None:
+    """Only root users could: a service's own user, defined on its database, was refused
+    as if its password were wrong (found by a remote-store pass)."""
+    with SurrealWsShim() as shim:
+        root = SurrealConfig(shim.url, username="root", password="root", namespace="gk")
+        with SurrealStore(root) as store:
+            store.select_rows(f"DEFINE USER svc ON {level} PASSWORD 'svc-Pw-1' ROLES OWNER", {})
+        own = SurrealConfig(shim.url, username="svc", password="svc-Pw-1", namespace="gk")
+        with SurrealStore(own) as store:
+            assert store.select_rows("RETURN 1", {}) == [1]
+        wrong = SurrealConfig(shim.url, username="svc", password="svc-Pw-2", namespace="gk")
+        with pytest.raises(StorageUnavailable, match="as a root user, and as a user of"):
+            SurrealStore(wrong)
+
+
+def test_a_server_url_ending_in_a_slash_is_dialled_as_without_it() -> None:
+    """The SDK put `/rpc` after it: `ws://host:port/` went to `//rpc` and read as no
+    SurrealDB endpoint at all (found by a remote-store pass)."""
+    with SurrealWsShim() as shim:
+        for url in (shim.url.removesuffix("/rpc") + "/", shim.url + "/"):
+            with SurrealStore(SurrealConfig(url)) as store:
+                assert store.select_rows("RETURN 1", {}) == [1]
+
+
+def test_a_server_is_named_as_dialled() -> None:
+    assert SurrealConfig("ws://[::1]:8000").server == "[::1]:8000"
+    assert SurrealConfig("wss://db.example").server == "db.example:443"
+    assert SurrealConfig("ws://db.example/rpc").server == "db.example:80"
+
+
+def test_an_untrusted_certificate_is_named_as_such() -> None:
+    """It was said as a TLS handshake failing, with a hint to try ws:// (found by a
+    remote-store pass)."""
+    from adapters.surrealdb.store import _remote_cause
+
+    untrusted = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    untrusted.verify_message = "self-signed certificate"
+    said = _remote_cause(untrusted, SurrealConfig("wss://db.example:8000"))
+    assert said == (
+        "db.example:8000: its TLS certificate is not trusted here (self-signed certificate):"
+        " name the authority that signed it in SSL_CERT_FILE"
+    )

@@ -26,6 +26,7 @@ from attrs import field, frozen
 from surrealdb import RecordID, Surreal
 
 from adapters.surrealdb import compiler, schema
+from adapters.surrealdb.address import dialable, server_of
 from adapters.surrealdb.wire import Wire, bound_waits
 from domain.model.seal import AuditKey, key_or_none
 from ports import fields
@@ -46,7 +47,8 @@ class SurrealConfig:
     url: str
     namespace: str = "govkernel"
     database: str = "govkernel"
-    username: str | None = None
+    # Neither is shown in the repr (the settings star the user name too).
+    username: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
     sync_data: bool = True  # fsync every commit on surrealkv://
     # False: open only a store govkernel already wrote, never make one (a mistyped path,
@@ -68,8 +70,14 @@ class SurrealConfig:
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name} must be non-empty text")
         for name in ("username", "password"):
-            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
                 raise ValueError(f"{name} must be text or None")  # never echoed: a secret
+            if isinstance(value, str) and not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:  # it failed as the store opened, by class name
+                    raise ValueError(f"{name} is not valid Unicode text") from None
         for name in ("sync_data", "create"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r:.40}")
@@ -89,7 +97,7 @@ class SurrealConfig:
             raise ValueError(
                 f"{self.scheme}:// needs a directory path, e.g. {self.scheme}:///var/lib/store"
             )
-        if self.scheme in REMOTE and "@" in urlsplit(self.url).netloc:
+        if self.scheme in REMOTE and "@" in self.url:
             # The settings refuse it too; here the URL is kept, and shown in the config's
             # repr: a password in it would be shown with it. (Not repeated either.)
             raise ValueError(
@@ -104,6 +112,22 @@ class SurrealConfig:
                 f"a server's URL takes no query (`?...`) or fragment (`#...`): connect to"
                 f" {self.server} with username and password instead"
             )
+        if self.scheme in REMOTE:
+            self._dialable()
+
+    def _dialable(self) -> None:
+        # Each failed as the store opened, named by an exception's class alone. (The URL is
+        # not repeated: a password typed in the wrong place may be in it.)
+        rest = self.url.partition("://")[2]
+        if any(c.isspace() or not c.isprintable() for c in rest):
+            raise ValueError("a server's URL holds no white space or control characters")
+        parts = urlsplit(self.url)
+        try:
+            parts.port  # noqa: B018 - read to be checked
+        except ValueError:
+            raise ValueError("a server's port must be a number from 0 to 65535") from None
+        if not parts.hostname or not dialable(parts.hostname):
+            raise ValueError("a server's URL needs a valid host name or address")
 
     @property
     def scheme(self) -> str:
@@ -120,12 +144,7 @@ class SurrealConfig:
     @property
     def server(self) -> str:
         """`host:port` of a remote store, for messages: never the URL's userinfo."""
-        parts = urlsplit(self.url)
-        try:
-            port = parts.port or "default port"
-        except ValueError:  # Python's message would quote the "port", perhaps a password
-            port = "?"
-        return f"{parts.hostname or '?'}:{port}"
+        return server_of(self.url)
 
 
 class StoreLock:
@@ -792,15 +811,36 @@ class SurrealStore:
 
     def _connect(self, url: str) -> None:
         cfg = self.config
-        db: Any = Surreal(url)
         if cfg.scheme in EMBEDDED:  # remote connections have no connect(): they dial lazily
+            db: Any = Surreal(url)
             db.connect()
         else:
+            # The SDK dials the URL with `/rpc` put on its end: `ws://host:8000/` went to
+            # `//rpc`, which no server serves.
+            db = Surreal(url.rstrip("/"))
             bound_waits(db, cfg.reply_timeout)
         if cfg.username is not None:
-            db.signin({"username": cfg.username, "password": cfg.password or ""})
+            self._sign_in(db)
         db.use(cfg.namespace, cfg.database)
         self._db = Wire(db)
+
+    def _sign_in(self, db: Any) -> None:
+        """As a root user, else as a user of the store's database, else of its namespace. A
+        service's user is best defined on its own database, with no rights beyond it; signed
+        in as root only, such a user was refused as if its password were wrong."""
+        cfg = self.config
+        levels: tuple[dict[str, str], ...] = (
+            {},
+            {"namespace": cfg.namespace, "database": cfg.database},
+            {"namespace": cfg.namespace},
+        )
+        for n, level in enumerate(levels, 1):
+            try:
+                db.signin(level | {"username": cfg.username, "password": cfg.password or ""})
+                return
+            except Exception as exc:
+                if n == len(levels) or type(exc).__name__ != "NotAllowedError":
+                    raise
 
     def _settle_log(self, url: str) -> None:
         """Make sure what is written from now on stays written, after a crash.
@@ -1314,7 +1354,8 @@ def _remote_cause(exc: Exception, cfg: SurrealConfig) -> str:
     if name == "NotAllowedError":
         return (
             f"{where} refused the credentials (GOVKERNEL_SURREAL_USERNAME,"
-            " GOVKERNEL_SURREAL_PASSWORD)"
+            " GOVKERNEL_SURREAL_PASSWORD) as a root user, and as a user of namespace"
+            f" {cfg.namespace!r} or of its database {cfg.database!r}"
         )
     if isinstance(exc, socket.gaierror):
         return f"host {urlsplit(cfg.url).hostname or '?'} not found"
@@ -1328,6 +1369,11 @@ def _remote_cause(exc: Exception, cfg: SurrealConfig) -> str:
         return (
             f"{where} did not finish the WebSocket handshake (InvalidMessage): not a SurrealDB"
             " endpoint, or a server going down"
+        )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"{where}: its TLS certificate is not trusted here ({exc.verify_message}): name"
+            " the authority that signed it in SSL_CERT_FILE"
         )
     if isinstance(exc, ssl.SSLError):
         return f"{where}: the TLS handshake failed ({name}): does it serve wss://, or only ws://?"
