@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
@@ -15,6 +16,7 @@ import stat
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -651,6 +653,7 @@ class SurrealStore:
         # Set as it closes: why the log's seal could not be kept up, if it could not.
         self.seal_unwritten: str | None = None
         self._lock = threading.Lock()
+        self._pid = os.getpid()  # a forked child may not use it (see _not_forked)
         self._file_lock: StoreLock | None = None
         self._seal: LogSeal | None = None
         self._db: Any = None
@@ -669,6 +672,8 @@ class SurrealStore:
     def _open(self) -> None:
         cfg = self.config
         url = cfg.url
+        if cfg.scheme in EMBEDDED:
+            _engine_here()
         if cfg.path is not None:
             path = store_directory(cfg.path)
             # A store found cut is refused until someone removes its seal, whatever is left
@@ -814,6 +819,7 @@ class SurrealStore:
         if cfg.scheme in EMBEDDED:  # remote connections have no connect(): they dial lazily
             db: Any = Surreal(url)
             db.connect()
+            _EMBEDDED_OPEN.add(self)
         else:
             # The SDK dials the URL with `/rpc` put on its end: `ws://host:8000/` went to
             # `//rpc`, which no server serves.
@@ -941,6 +947,11 @@ class SurrealStore:
             self._file_lock.acknowledge_crash()
 
     def close(self) -> None:
+        if self._pid != os.getpid():
+            # A forked child's copy: the engine, the lock and the seal are the parent's, and
+            # stay as they are for it (its lock file rewritten here would read as a crash).
+            self._db = self._seal = self._file_lock = None  # (the engine's handle is kept)
+            return
         with self._lock:
             try:
                 if self._db is not None:
@@ -991,6 +1002,8 @@ class SurrealStore:
         service outlives a server restart, and an unknown outcome can be read back."""
         if self._db is None:
             raise StorageUnavailable("store is closed")
+        if self._pid != os.getpid() and self.exclusive:
+            raise StorageUnavailable(_forked(self._pid))
         if not self._broken:
             return
         with contextlib.suppress(Exception):
@@ -1343,6 +1356,45 @@ def _engine_files_hint(directory: Path | None, cause: str) -> str:
     return (
         f"; if its manifest is what is damaged, moving {directory / 'manifest'} aside lets"
         " the engine rebuild it from the log (never remove the log, clog)"
+    )
+
+
+# The process that started the embedded engine: its threads do not survive fork(), and a
+# forked child's every call to it (its parent's store, or a store of its own) waited for good.
+_engine_pid: int | None = None
+
+
+# Stores on the embedded engine, open in this process.
+_EMBEDDED_OPEN: weakref.WeakSet[SurrealStore] = weakref.WeakSet()
+
+
+def _keep_inherited_engines() -> None:
+    """In a forked child, the parent's engine handles are kept for good: dropping one joins
+    the engine's threads, which do not exist here, and the child hung as it exited."""
+    for store in list(_EMBEDDED_OPEN):
+        handle = getattr(store._db, "_db", None)
+        if handle is not None:
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(handle))
+
+
+os.register_at_fork(after_in_child=_keep_inherited_engines)
+
+
+def _engine_here() -> None:
+    """Claim the embedded engine for this process, or refuse a forked child of one that
+    started it."""
+    global _engine_pid
+    if _engine_pid is not None and _engine_pid != os.getpid():
+        raise StorageUnavailable(_forked(_engine_pid))
+    _engine_pid = os.getpid()
+
+
+def _forked(parent: int) -> str:
+    return (
+        f"the embedded SurrealDB engine does not survive fork(): this process is a fork of"
+        f" process {parent}, which had started it. Start worker processes with"
+        " multiprocessing's 'spawn' or 'forkserver' method, or open embedded stores in the"
+        " children only"
     )
 
 
