@@ -519,7 +519,7 @@ def test_an_edited_input_is_detected(ran: Ran) -> None:
 
 
 def test_an_edited_step_output_is_detected(ran: Ran) -> None:
-    outputs = ran.orch.get(ran.execution_id).step_outputs
+    outputs = dict(ran.orch.get(ran.execution_id).step_outputs)
     outputs["publish"] = outputs["publish"] | {"capsule_id": "cap-forged"}
     ran.door.edit_execution(ran.execution_id, {"outputs_json": json.dumps(outputs)})
     report = _bad(ran, 5)  # the publish checkpoint
@@ -528,7 +528,7 @@ def test_an_edited_step_output_is_detected(ran: Ran) -> None:
 
 @pytest.mark.parametrize("change", ["dropped", "added"])
 def test_a_dropped_or_added_step_output_is_detected(ran: Ran, change: str) -> None:
-    outputs = ran.orch.get(ran.execution_id).step_outputs
+    outputs = dict(ran.orch.get(ran.execution_id).step_outputs)
     if change == "dropped":
         del outputs["analyse"]
     else:
@@ -646,7 +646,7 @@ def test_a_lowered_risk_tier_is_not_approved_through(ran: Ran) -> None:
 
 def test_a_forged_step_output_is_not_acted_on(ran: Ran) -> None:
     waiting = ran.orch.start(WORKFLOW, request("pub-swap"), risk_tier=ImpactTier.TIER1)
-    outputs = ran.orch.get(waiting.id).step_outputs
+    outputs = dict(ran.orch.get(waiting.id).step_outputs)
     outputs["ingest"] = {"source_ids": ["src-of-someone-else"]}  # a step never run
     ran.door.edit_execution(waiting.id, {"outputs_json": json.dumps(outputs)})
     worker = _fresh_orchestrator(ran)

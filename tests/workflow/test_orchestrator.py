@@ -2292,6 +2292,18 @@ def test_an_execution_handed_to_a_caller_does_not_steer_the_run(world: World) ->
     assert orch.verify(done.id).ok
 
 
+def test_the_step_outputs_an_execution_holds_are_read_only_as_a_whole(world: World) -> None:
+    """Each output was, but the mapping holding them took a new step or lost one (found by
+    a library adopter's pass)."""
+    done = world.orch().start(WORKFLOW, request("pub-1"))
+    with pytest.raises(TypeError, match="read-only"):
+        done.step_outputs["forged"] = {}  # type: ignore[index]
+    with pytest.raises(TypeError, match="read-only"):
+        done.step_outputs.pop("publish")  # type: ignore[attr-defined]
+    assert set(done.step_outputs) == {"ingest", "analyse", "publish", "verify"}
+    assert set(copy.copy(done.step_outputs) | {"mine": 1}) == {*done.step_outputs, "mine"}
+
+
 def test_a_step_cannot_change_the_input_later_steps_read(world: World) -> None:
     def rewrite(n: int, uow: UnitOfWork, ctx: StepContext) -> None:
         ctx.input["title"] = "rewritten"  # type: ignore[index]
@@ -2329,6 +2341,28 @@ def test_callbacks_keep_the_execution_as_it_was_when_notified(world: World) -> N
     orch.start(WORKFLOW, request("pub-1"))
     assert len({id(x) for x, _, _ in seen}) == len(seen)
     assert [(x.state.value, x.current_step) for x, _, _ in seen] == [(s, c) for _, s, c in seen]
+
+
+def test_what_a_hook_does_to_its_execution_never_reaches_a_callers(world: World) -> None:
+    """`approve` handed back the very execution its hook had been given: a hook's edit, or
+    a later one from another thread, changed the caller's result (found by a library
+    adopter's pass)."""
+
+    def meddling(x: WorkflowExecution) -> None:
+        x.step_outputs = {}
+        x.approvals = ()
+
+    hooked = orchestrator(world.store.unit_of_work, world.clock, ids=world.ids)
+    waiting = hooked.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
+    hooked = orchestrator(
+        world.store.unit_of_work, world.clock, ids=world.ids, on_transition=meddling
+    )
+    done = hooked.acting_as("alice").approve(waiting.id, role="reviewer")
+    stored = world.orch().get(waiting.id)
+    assert done.state is S.SUCCEEDED and done.step_outputs and done.approvals
+    assert (done.step_outputs, done.approvals) == (stored.step_outputs, stored.approvals)
+    started = hooked.start(WORKFLOW, request("pub-2"))
+    assert started.step_outputs == world.orch().get(started.id).step_outputs != {}
 
 
 @pytest.mark.parametrize(

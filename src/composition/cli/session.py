@@ -294,8 +294,8 @@ class Printer:
 
 def transition_line(entry: AuditEntry, execution: WorkflowExecution) -> str:
     reason = entry.reason
-    checkpoint = entry.from_state is S.RUNNING and entry.to_state is S.RUNNING and entry.step
-    if checkpoint and entry.step in execution.step_outputs:
+    checkpoint = entry.from_state is S.RUNNING and entry.to_state is S.RUNNING
+    if checkpoint and entry.step and entry.step in execution.step_outputs:
         output = execution.step_outputs[entry.step]
         reason = f"{reason}: {render.step_output(render.built_in(execution), entry.step, output)}"
     return f"  #{entry.sequence:<3} {entry.to_state.value:<17} {render.safe(reason)}"

@@ -13,7 +13,7 @@ from attrs import define, evolve, field, frozen
 from domain.model.environment import Environment
 from domain.model.errors import IllegalTransition, InvalidInput, InvalidState
 from domain.model.evidence import canonical_json
-from domain.model.frozen import read_only
+from domain.model.frozen import FrozenDict, read_only
 from domain.model.knowledge import sha256_hex
 from domain.model.lifecycle import (
     GENESIS,
@@ -69,8 +69,10 @@ def _frozen_input(value: Mapping[str, JSON]) -> Mapping[str, JSON]:
     return read_only(value) if isinstance(value, dict) else value
 
 
-def _frozen_outputs(outputs: Mapping[str, JSON]) -> dict[str, JSON]:
-    return {step: read_only(output) for step, output in outputs.items()}
+def _frozen_outputs(outputs: Mapping[str, JSON]) -> Mapping[str, JSON]:
+    if isinstance(outputs, FrozenDict):
+        return outputs
+    return FrozenDict({step: read_only(output) for step, output in outputs.items()})
 
 
 def output_pin(output: JSON) -> str:
@@ -130,8 +132,8 @@ class WorkflowExecution:
     environment: Environment | None = None
     current_step: int = 0
     attempts: dict[str, int] = field(factory=dict)
-    # The dict grows a key per step; each output in it is read-only (domain.model.frozen).
-    step_outputs: dict[str, JSON] = field(factory=dict, converter=_frozen_outputs)
+    # Read-only, as each output in it is (domain.model.frozen): a checkpoint replaces it.
+    step_outputs: Mapping[str, JSON] = field(factory=FrozenDict, converter=_frozen_outputs)
     approvals: tuple[Approval, ...] = ()
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
@@ -282,7 +284,6 @@ class WorkflowExecution:
         return evolve(
             self,
             attempts=dict(self.attempts),
-            step_outputs=dict(self.step_outputs),
             new_audit=list(self.new_audit),
         )
 
@@ -296,7 +297,7 @@ class WorkflowExecution:
         """Record a completed step; the state stays running, the cursor moves on."""
         if self.state is not ExecutionState.RUNNING:
             raise InvalidState(f"execution {self.id} is {self.state.value}, not running")
-        self.step_outputs[step] = read_only(output)
+        self.step_outputs = FrozenDict({**self.step_outputs, step: read_only(output)})
         self.current_step += 1
         self.last_error = None
         return self.transition(

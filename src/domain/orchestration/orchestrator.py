@@ -1170,7 +1170,8 @@ class Orchestrator:
         if self._on_transition is None:
             return
         try:
-            self._on_transition(execution)
+            # A copy of its own: the execution itself may be what the caller gets back.
+            self._on_transition(execution.copy())
         except Exception:
             _log.exception("on_transition hook failed on execution %s", execution.id)
         except BaseException as stop:  # Ctrl-C landing in the hook: stopping, as in a step
