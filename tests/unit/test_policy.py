@@ -564,3 +564,60 @@ def test_an_approval_granted_in_the_last_day_there_is_is_valid() -> None:
     granted = Approval("bob", "risk", end - timedelta(hours=1))
     assert granted.valid_at(end) and not granted.valid_at(end - timedelta(hours=2))
     assert granted.valid_at(end - timedelta(hours=1) - APPROVAL_CLOCK_SKEW)
+
+
+def _blogs(m: GuardedMutation, now: datetime) -> object:
+    return "no sources from blogs"
+
+
+def _nothing(m: GuardedMutation, now: datetime) -> object:
+    return None
+
+
+def _codes(m: GuardedMutation, now: datetime) -> object:
+    return [404]
+
+
+def _blank(m: GuardedMutation, now: datetime) -> object:
+    return [" "]
+
+
+def _broken(m: GuardedMutation, now: datetime) -> list[str]:
+    raise IndexError("tuple index out of range")
+
+
+@pytest.mark.parametrize(
+    ("policy", "said"),
+    [
+        (_blogs, "policy _blogs returned str: a policy returns a list of reasons"),
+        (_nothing, "policy _nothing returned NoneType: a policy returns a list of reasons"),
+        (_codes, "policy _codes gave a reason that is int: each is text"),
+        (_blank, "policy _blank gave a reason that is blank text: each is text"),
+    ],
+)
+def test_a_team_policy_that_returns_no_list_of_reasons_is_named(policy: object, said: str) -> None:
+    """Text was taken letter by letter as reasons to deny, a blank reason denied for nothing,
+    and None or a number failed with a TypeError or AttributeError naming no policy (found
+    by a library adopter's pass)."""
+    with pytest.raises(TypeError) as refused:
+        evaluate(
+            mutation(),
+            decision_id="dec-1",
+            now=NOW,
+            policies=[*default_policies(), policy],  # type: ignore[list-item]
+        )
+    assert str(refused.value).startswith(said)
+
+
+def test_a_policy_that_raises_is_named_beside_its_own_error() -> None:
+    with pytest.raises(IndexError) as raised:
+        evaluate(mutation(), decision_id="dec-1", now=NOW, policies=[_broken])
+    assert raised.value.__notes__ == ["raised by policy _broken"]
+
+
+def test_a_policy_may_give_its_reasons_as_any_iterable_of_text() -> None:
+    def generated(m: GuardedMutation, now: datetime) -> list[str]:
+        return (r for r in ["custom: no"])  # type: ignore[return-value]
+
+    decision = evaluate(mutation(), decision_id="dec-1", now=NOW, policies=[generated])
+    assert decision.reasons == ("custom: no",) and not decision.allowed

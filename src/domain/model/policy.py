@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -229,6 +229,28 @@ def default_policies(allowlist: SourceAllowlist | None = None) -> tuple[Policy, 
     )
 
 
+def _reasons(policy: Policy, mutation: GuardedMutation, now: datetime) -> list[str]:
+    """What `policy` says, held to being a list of reasons: its text was taken letter by
+    letter as reasons, and None or a number failed far from the policy that gave it."""
+    name = getattr(policy, "__qualname__", None) or type(policy).__name__
+    try:
+        said = policy(mutation, now)
+    except Exception as exc:
+        exc.add_note(f"raised by policy {name}")
+        raise
+    if isinstance(said, str | bytes | Mapping) or not isinstance(said, Iterable):
+        raise TypeError(
+            f"policy {name} returned {type(said).__name__}: a policy returns a list of"
+            " reasons to deny (text), empty to allow"
+        )
+    reasons = list(said)
+    for reason in reasons:
+        if not isinstance(reason, str) or not reason.strip():
+            given = type(reason).__name__ if not isinstance(reason, str) else "blank text"
+            raise TypeError(f"policy {name} gave a reason that is {given}: each is text")
+    return reasons
+
+
 def evaluate(
     mutation: GuardedMutation,
     *,
@@ -237,7 +259,7 @@ def evaluate(
     policies: Sequence[Policy],
 ) -> PolicyDecision:
     """Run every policy (no short-circuit, so a denial lists every reason at once)."""
-    reasons = [reason for policy in policies for reason in policy(mutation, now)]
+    reasons = [reason for policy in policies for reason in _reasons(policy, mutation, now)]
     obligations = [Obligation.RECORD_EVIDENCE]
     if mutation.context.impact_tier.required_approvals:
         obligations.append(Obligation.REQUIRE_HUMAN_APPROVAL)
