@@ -82,11 +82,14 @@ class App:
     _shutdown: Callable[[], None] = field(repr=False)
     _closed: list[bool] = field(factory=list, repr=False)
     _lock: threading.Lock = field(factory=threading.Lock, repr=False)
+    # Whether the app opened its store itself, rather than being given one to share.
+    _own_store: bool = field(default=True, repr=False)
 
     @property
     def exclusive_store(self) -> bool:
-        """True when this process holds the store alone (memory, mem://, surrealkv://)."""
-        return self.settings.exclusive_store
+        """True when this app holds its store alone: one it opened itself (memory, mem://,
+        surrealkv://), never one given in `Overrides(store=...)`, which other apps may share."""
+        return self._own_store and self.settings.exclusive_store
 
     def orchestrator_for(
         self, *, actor: str | None = None, tenant: str | None = None
@@ -196,6 +199,7 @@ def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
             orchestrator=_typed(_orchestrator(container, settings), Orchestrator),
             make_orchestrator=container.orchestrator_factory,
             shutdown=lambda: _shutdown(container),
+            own_store=o.store is None,
         )
     except BaseException:
         container.shutdown_resources()

@@ -73,6 +73,18 @@ def test_each_app_gets_its_own_store_and_runtime() -> None:
     with build_app(settings) as one, build_app(settings) as two:
         assert one.store is not two.store
         assert one.runtime.trace_id != two.runtime.trace_id
+        assert one.exclusive_store and two.exclusive_store
+
+
+def test_a_store_given_to_share_is_not_held_alone() -> None:
+    """Two apps given one store both said they held it alone, and `recover(ignore_leases=
+    app.exclusive_store)` would have taken each other's executions (found by a library
+    adopter's pass)."""
+    shared, settings = MemoryStore(), Settings(store_url="memory://")
+    with build_app(settings, Overrides(store=shared)) as one:
+        with build_app(settings, Overrides(store=shared)) as two:
+            assert one.store is two.store
+            assert not one.exclusive_store and not two.exclusive_store
 
 
 def test_store_chosen_by_scheme_and_closed_on_exit(tmp_path: Path) -> None:
