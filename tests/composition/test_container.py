@@ -81,10 +81,10 @@ def test_a_store_given_to_share_is_not_held_alone() -> None:
     app.exclusive_store)` would have taken each other's executions (found by a library
     adopter's pass)."""
     shared, settings = MemoryStore(), Settings(store_url="memory://")
-    with build_app(settings, Overrides(store=shared)) as one:
-        with build_app(settings, Overrides(store=shared)) as two:
-            assert one.store is two.store
-            assert not one.exclusive_store and not two.exclusive_store
+    given = Overrides(store=shared)
+    with build_app(settings, given) as one, build_app(settings, given) as two:
+        assert one.store is two.store
+        assert not one.exclusive_store and not two.exclusive_store
 
 
 def test_store_chosen_by_scheme_and_closed_on_exit(tmp_path: Path) -> None:
