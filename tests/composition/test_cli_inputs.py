@@ -11,6 +11,7 @@ import importlib.metadata
 import io
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -1003,3 +1004,31 @@ def test_a_config_path_the_file_system_encoding_cannot_spell_is_said_so(tmp_path
     )
     assert done.returncode == 2, done.stderr
     assert "cannot be named in this system's file name encoding" in done.stderr
+
+
+@pytest.mark.parametrize("removed", ["clog", ""])
+def test_a_command_whose_store_was_removed_under_it_does_not_say_it_succeeded(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    removed: str,
+) -> None:
+    """The store's log (or its whole directory) deleted while a run held it: the run said
+    `succeeded`, exit 0, and the next command found its work gone (found by a crash and
+    limits pass)."""
+    from adapters.surrealdb.store import SurrealStore
+
+    path = tmp_path / "store"
+    store = ("--store", f"surrealkv://{path}")
+    gk(capsys, *store, "run", "knowledge-publication", str(FRED))  # a log known whole
+    closing = SurrealStore.close
+
+    def removed_first(self: SurrealStore) -> None:
+        shutil.rmtree(path / removed, ignore_errors=True)
+        closing(self)
+
+    monkeypatch.setattr(SurrealStore, "close", removed_first)
+    _, err = gk(capsys, *store, "run", "knowledge-publication", str(IMF), code=2)
+    said = "was removed while" if removed == "" else "was cut while this process held it"
+    assert said in err and "what was written since may be lost" in err
+    assert "the next command refuses the store" in err

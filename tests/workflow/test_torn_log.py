@@ -310,7 +310,8 @@ def test_a_log_removed_while_the_store_is_open_is_not_sealed_over(
 ) -> None:
     """The log's files removed under a running process (an operator's `rm`): the engine
     writes on into files nobody can open again. The seal is never lowered to what is left,
-    so the next open says the store lost its work instead of opening it empty."""
+    so the next open says the store lost its work instead of opening it empty; and the
+    store takes nothing more, saying why (it went on, and a command said it succeeded)."""
     monkeypatch.setattr(LogSeal, "EVERY", 0.0)
     path = tmp_path / "store"
     with _open(path, journaled=True) as store:
@@ -319,7 +320,9 @@ def test_a_log_removed_while_the_store_is_open_is_not_sealed_over(
         whole = _size(path)
         for segment in (path / "clog").iterdir():
             segment.unlink()
-        orch.start(WORKFLOW, request("pub-2"))  # a commit after which the seal is kept up
+        with pytest.raises(StorageUnavailable, match="was cut while this process held it"):
+            orch.start(WORKFLOW, request("pub-2"))  # a commit after which the seal is kept up
+    assert store.log_lost is not None and f"({whole} bytes when last known whole" in store.log_lost
     assert (path / "govkernel.seal").read_text().split()[:2] == ["damaged", str(whole)]
     with pytest.raises(StorageUnavailable, match="was damaged"):
         _open(path, journaled=True)

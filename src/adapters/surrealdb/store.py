@@ -342,6 +342,9 @@ class LogSeal:
         # Why the seal could not be written, if it could not (a directory that refuses new
         # files): the check it makes at the next open is then weaker, and that is said.
         self.unwritten: str | None = None
+        # What was found of the log, if it was cut or removed while open: commits since may
+        # be lost, and the store takes no more.
+        self.lost: str | None = None
 
     def _read(self) -> str:
         if not os.path.lexists(self.path):
@@ -428,6 +431,13 @@ class LogSeal:
             # lowering the seal would hide the loss from the next open, which refuses it.
             self.checked = False
             self.mark_damaged(self.closed, found)
+            gone = not self.directory.exists()
+            self.lost = (
+                f"the store's directory {self.directory} was removed while this process held it"
+                if gone
+                else f"the store's log at {self.directory} was cut while this process held it"
+                f" ({self.closed} bytes when last known whole, {found} now)"
+            ) + ": what was written since may be lost"
             return
         self.closed = found
         self._write(f"closed {found}")
@@ -652,6 +662,8 @@ class SurrealStore:
         self.upgraded_from: int | None = None
         # Set as it closes: why the log's seal could not be kept up, if it could not.
         self.seal_unwritten: str | None = None
+        # Set once the log is found cut or removed while open (LogSeal.lost).
+        self.log_lost: str | None = None
         self._lock = threading.Lock()
         self._pid = os.getpid()  # a forked child may not use it (see _not_forked)
         self._file_lock: StoreLock | None = None
@@ -963,6 +975,7 @@ class SurrealStore:
             finally:  # even when stopped meanwhile: a lock left held reads as a crash
                 if self._seal is not None:
                     self.seal_unwritten = self._seal.unwritten
+                    self.log_lost = self._seal.lost
                 self._seal = None
                 if self._file_lock is not None:
                     self._file_lock.release()
@@ -1004,6 +1017,8 @@ class SurrealStore:
             raise StorageUnavailable("store is closed")
         if self._pid != os.getpid() and self.exclusive:
             raise StorageUnavailable(_forked(self._pid))
+        if self._seal is not None and self._seal.lost is not None:
+            raise StorageUnavailable(self._seal.lost)
         if not self._broken:
             return
         with contextlib.suppress(Exception):

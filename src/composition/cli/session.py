@@ -151,7 +151,11 @@ class Session:
                 if not isinstance(stop, Exception) or isinstance(stop, click.Abort):
                     self._look_again(app)
                 raise
-        unsealed = getattr(app.store, "seal_unwritten", None)  # known once it closed
+        lost = getattr(app.store, "log_lost", None)  # known once it closed
+        if isinstance(lost, str):
+            # Whatever it printed, what it did may not be kept: not a success.
+            raise Failed(render.safe(f"{lost}; the next command refuses the store"), EXIT_USAGE)
+        unsealed = getattr(app.store, "seal_unwritten", None)
         if unsealed:
             self.warn(
                 render.safe(
