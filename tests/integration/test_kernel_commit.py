@@ -137,6 +137,24 @@ def test_a_commit_failing_in_the_engine_is_an_unknown_outcome() -> None:
 
 
 @pytest.mark.parametrize(
+    "said",
+    [
+        "Log error: IO error: kind=other error, message=fsync failed",  # what the engine says
+        "IO error: File too large (os error 27)",
+    ],
+)
+def test_a_commit_the_disk_had_no_room_for_says_what_to_look_at(said: str) -> None:
+    """A full disk or a file size limit met mid-run was said as `fsync failed` alone (found
+    by a crash and limits pass)."""
+    batch = Batch((Write(Op.CREATE, "knowledge_source", "s1", {"title": "t"}),))
+    compiled = compiler.compile_batch(batch)
+    rows = [{"status": "ERR", "result": said} for _ in compiled.owners]
+    unknown = compiler.failure(compiled, batch, rows)
+    assert isinstance(unknown, CommitOutcomeUnknown)
+    assert str(unknown).endswith("; the disk may be full, or a file size limit reached")
+
+
+@pytest.mark.parametrize(
     ("message", "expected"),
     [
         ("An error occurred: uow-conflict:0", ConcurrencyConflict),

@@ -606,6 +606,33 @@ def test_a_full_disk_as_a_store_opens_says_so_and_leaves_it_as_it_was(tmp_path: 
     assert _cli(path, "audit", "verify").returncode == 0  # given room, it opens whole
 
 
+def test_a_file_size_limit_after_a_crash_is_said_as_one_not_as_a_lost_log(
+    tmp_path: Path,
+) -> None:
+    """The write that proves the log whole after a crash, refused by the limit, read as a
+    log that kept losing writes: "restore it from a backup", for a store that was fine
+    (found by a crash and limits pass). And a store made under the limit names it too."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "store"
+    examples = sorted(str(p) for p in (Path(__file__).parents[2] / "examples").glob("*.md"))
+    assert _cli(path, "run", "knowledge-publication", *examples, "--title", "T").returncode == 0
+    crash = (
+        "import os; from adapters.surrealdb import SurrealConfig, SurrealStore;"
+        f" SurrealStore(SurrealConfig('surrealkv://{path}')); os._exit(0)"
+    )
+    subprocess.run([sys.executable, "-c", crash], check=True, timeout=120)
+    limited = _cli(path, "executions", "list", max_file_bytes=_size(path) // 2)
+    assert limited.returncode == 2
+    assert "could not be written as it opened" in limited.stderr
+    assert "a file size or disk quota limit was reached" in limited.stderr
+    assert "restore it from a backup" not in limited.stderr
+    assert _cli(path, "recover").returncode == 0  # given room, it is as it was
+    fresh = _cli(tmp_path / "new", "run", "knowledge-publication", examples[0], max_file_bytes=1024)
+    assert fresh.returncode == 2 and "a file size or disk quota limit" in fresh.stderr
+
+
 @pytest.mark.parametrize("max_files", [8, 12, 15, 17, 20])
 def test_too_few_file_descriptors_left_for_the_engine_is_said_not_a_crash(
     tmp_path: Path, max_files: int

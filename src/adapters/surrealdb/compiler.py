@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
@@ -41,6 +42,7 @@ _RETRYABLE = (
 )
 _SKIPPED = "The query was not executed due to a failed transaction"
 _STORAGE_FAILED = ("Log error:", "IO error:")
+_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # the engine gives the code, or only this
 _WRAPPERS = (
     _SKIPPED,
     "Transaction failed and rolled back",
@@ -360,7 +362,9 @@ def failure(compiled: Compiled, batch: Batch, rows: Sequence[dict[str, Any]]) ->
         # engine could not read or write its files as a statement ran (no descriptors
         # left): nothing about the record. Part of it may have reached the log, so only a
         # re-read can tell what stands.
-        return CommitOutcomeUnknown(f"commit failed in the engine: {_brief(message)}")
+        full = "fsync failed" in message or any(f"(os error {c})" in message for c in _FULL)
+        hint = "; the disk may be full, or a file size limit reached" if full else ""
+        return CommitOutcomeUnknown(f"commit failed in the engine: {_brief(message)}{hint}")
     return InvalidRecord(f"{table} {key!r} refused: {_brief(message)}")
 
 

@@ -873,7 +873,15 @@ class SurrealStore:
         probe = RecordID(schema.COUNTER_TABLE, "probe")
         for _ in range(3):
             nonce = os.urandom(8).hex()
-            self._query("UPSERT $p SET nonce = $n RETURN NONE", {"p": probe, "n": nonce})
+            (row,) = self._query("UPSERT $p SET nonce = $n RETURN NONE", {"p": probe, "n": nonce})
+            if row.get("status") != "OK":
+                # The probe refused as it was written (a file size limit, a full disk): not
+                # a log that lost it, which a backup would be restored for.
+                cause = str(row.get("result"))
+                raise StorageUnavailable(
+                    f"the store could not be written as it opened: {_brief(cause)}"
+                    + (_machine_hint(cause) or "")
+                )
             self._db.close()
             self._connect(url)
             if self.select_rows("SELECT VALUE nonce FROM ONLY $p", {"p": probe}) == [nonce]:
@@ -907,7 +915,10 @@ class SurrealStore:
         rows = self._query(text, {"m": meta, "v": schema.SCHEMA_VERSION})
         bad = [r for r in rows if r.get("status") != "OK"]
         if bad:
-            raise StorageUnavailable(f"schema could not be applied: {bad[0].get('result')}")
+            cause = str(bad[0].get("result"))
+            raise StorageUnavailable(
+                f"schema could not be applied: {cause}" + (_machine_hint(cause) or "")
+            )
         if isinstance(current, int):
             self.upgraded_from = current
 
@@ -1339,6 +1350,15 @@ def _descriptors_short(directory: Path | None) -> str | None:
     )
 
 
+def _machine_hint(cause: str) -> str | None:
+    """What to do when the engine's words say the machine refused it (an `os error` code
+    of a full disk, a limit, a permission), else None."""
+    for codes, hint in _REFUSED_BY_THE_MACHINE:
+        if any(f"(os error {code})" in cause for code in codes):
+            return f"; {hint}, then open it again"
+    return None
+
+
 def _engine_files_hint(directory: Path | None, cause: str) -> str:
     """What to try when the engine cannot read its own files in a store's directory: a file
     in its log directory that is none of its segments, or a damaged manifest, which the
@@ -1347,9 +1367,9 @@ def _engine_files_hint(directory: Path | None, cause: str) -> str:
         return ""
     # What the machine refused is no damage: moving files aside would not help, and a log
     # the engine set aside to repair it (NAME.repair) is what the next open repairs from.
-    for codes, hint in _REFUSED_BY_THE_MACHINE:
-        if any(f"(os error {code})" in cause for code in codes):
-            return f"; {hint}, then open it again"
+    refused = _machine_hint(cause)
+    if refused is not None:
+        return refused
     try:
         strays = sorted(
             p.name
