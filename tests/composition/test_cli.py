@@ -12,6 +12,7 @@ import json
 import os
 import shlex
 import subprocess
+import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -930,7 +931,14 @@ def test_a_dumb_terminal_gets_no_progress_bar(fresh: Cli) -> None:
         assert b"\033" not in drawn and b"\r" not in drawn, (term, drawn)
 
 
-def test_sigterm_stops_a_command_like_ctrl_c_and_closes_the_store(fresh: Cli) -> None:
+@pytest.mark.parametrize(
+    ("signum", "said"), [(signal.SIGTERM, "terminated"), (signal.SIGHUP, "hung up")]
+)
+def test_sigterm_stops_a_command_like_ctrl_c_and_closes_the_store(
+    fresh: Cli, signum: int, said: str
+) -> None:
+    """SIGHUP too (the terminal closed): it killed the command, holding the store, which
+    the next command then took for a crash (found by a crash and limits pass)."""
     fresh("run", "knowledge-publication", str(FRED))
     child = subprocess.Popen(
         [
@@ -949,10 +957,10 @@ def test_sigterm_stops_a_command_like_ctrl_c_and_closes_the_store(fresh: Cli) ->
         text=True,
     )
     assert child.stdout is not None and child.stdout.readline() == "listing\n"
-    child.terminate()
+    child.send_signal(signum)
     _, err = child.communicate(timeout=30)
-    assert child.returncode == 143
-    assert "terminated; nothing was changed" in err
+    assert child.returncode == 128 + signum
+    assert f"{said}; nothing was changed" in err
     lock = Path(fresh.url.removeprefix("surrealkv://") + ".lock")
     assert lock.read_text() == ""  # closed on the way out: no crash to check
     assert "not closed cleanly" not in fresh("recover").stdout

@@ -82,9 +82,9 @@ def _run(session: Session, args: list[str]) -> int:
         # (Where a step was running, the orchestrator's note says which.)
         # click turns Ctrl-C into an Abort raised from it: the notes are the interrupt's.
         noted = stop.__cause__ if isinstance(stop, click.Abort) and stop.__cause__ else stop
-        stopped = "terminated" if terminated.happened else "interrupted"
+        stopped = terminated.said if terminated.happened else "interrupted"
         say_error(render.safe(f"{stopped}{_notes(noted)}; {_unfinished(session)}"))
-        return 128 + (signal.SIGTERM if terminated.happened else signal.SIGINT)
+        return 128 + (terminated.signum or signal.SIGINT)
     except BaseException as stop:
         if _helping(args) and isinstance(stop, OSError | SystemExit):
             # Help and the version are written by click itself: a reader gone (click then
@@ -216,29 +216,34 @@ def _failed(session: Session, args: list[str], exc: Exception) -> int:
 
 
 class _Sigterm:
-    """Stop on SIGTERM (a service manager's stop) as on Ctrl-C, so the store is closed on
-    the way out. Only from the main thread, where Python delivers signals."""
+    """Stop on SIGTERM (a service manager's stop), and on SIGHUP (the terminal closed) unless
+    ignored (nohup), as on Ctrl-C, so the store is closed on the way out: not left as a
+    crash to check after. Only from the main thread, where Python delivers signals."""
 
     def __init__(self) -> None:
+        self.signum: int | None = None
         self.happened = False
-        self._before: Any = None
-        self._before_int: Any = None
+        self._before: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            # Both held while a request is inside the engine's codec (wire.deferring).
-            self._before = signal.signal(signal.SIGTERM, deferring(self._stop))
+            # Each held while a request is inside the engine's codec (wire.deferring).
+            self._before[signal.SIGTERM] = signal.signal(signal.SIGTERM, deferring(self._stop))
+            if signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:
+                self._before[signal.SIGHUP] = signal.signal(signal.SIGHUP, deferring(self._stop))
             interrupt = signal.getsignal(signal.SIGINT)
             if callable(interrupt):  # not when ignored (started in the background)
-                self._before_int = signal.signal(signal.SIGINT, deferring(interrupt))
+                self._before[signal.SIGINT] = signal.signal(signal.SIGINT, deferring(interrupt))
 
     def _stop(self, signum: int, frame: object) -> None:
-        self.happened = True
+        self.happened, self.signum = True, signum
         raise KeyboardInterrupt
 
+    @property
+    def said(self) -> str:
+        return "hung up" if self.signum == signal.SIGHUP else "terminated"
+
     def restore(self) -> None:
-        if self._before is not None:
-            signal.signal(signal.SIGTERM, self._before)
-        if self._before_int is not None:
-            signal.signal(signal.SIGINT, self._before_int)
+        for signum, before in self._before.items():
+            signal.signal(signum, before)
 
 
 def _unfinished(session: Session, *, not_stored: bool = False) -> str:
@@ -340,6 +345,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     if threading.current_thread() is threading.main_thread():
         # Done, the store closed: a signal now would end the process by the signal, and
         # the command's own exit status would be lost. Only the exit is left to do.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
     sys.exit(code)
