@@ -11,8 +11,8 @@ import errno
 import json
 import os
 import shlex
-import subprocess
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
