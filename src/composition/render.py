@@ -141,7 +141,8 @@ def execution_json(
         "state": x.state.value,
         "risk_tier": x.metadata.risk_tier.value,
         "current_step": x.current_step,
-        "step": step_name(x, definition),
+        # None where this process has no definition (the text form's `?`).
+        "step": None if definition is None else step_name(x, definition),
         "tenant": x.tenant,
         "environment": None if x.environment is None else x.environment.value,
         "requested_by": x.requested_by,

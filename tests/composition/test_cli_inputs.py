@@ -1032,3 +1032,20 @@ def test_a_command_whose_store_was_removed_under_it_does_not_say_it_succeeded(
     said = "was removed while" if removed == "" else "was cut while this process held it"
     assert said in err and "what was written since may be lost" in err
     assert "the next command refuses the store" in err
+
+
+def test_a_demo_that_fails_gives_the_demos_json_document_all_the_same(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """It gave a bare execution record, where a script reads `execution` (found by a JSON
+    consumer's pass)."""
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    (examples / "social.md").write_text(
+        "---\nkind: imf\nurl: https://twitter.com/x\n---\n# T\n\nHello world.\n"
+    )
+    out, _ = gk(capsys, *MEMORY, "demo", "--examples", str(examples), "--json", code=1)
+    document = json.loads(out)
+    assert set(document) == {"execution", "executions", "verification", "events"}
+    assert document["execution"]["state"] == "failed"
+    assert document["executions"] is document["verification"] is document["events"] is None

@@ -1059,13 +1059,15 @@ def test_no_command_describes_an_execution_by_steps_it_did_not_start_with(
     assert gk.json("executions", "show", waiting["execution_id"], env=before)["step"] == "ask"
     xid = waiting["execution_id"]
     shown = gk.json("executions", "show", xid, env=after)
-    assert shown["step"] == "?"  # not "pay", the changed definition's first step
+    # Not "pay", the changed definition's first step; null, not the text form's "?"
+    # (found by a JSON consumer's pass). It awaits approval, and says why, as `run` does.
+    assert shown["step"] is None and shown["why"] == waiting["why"] != ""
     note = f"note: 1 execution ({xid} first) started with other steps than gated version 1"
     assert note in gk.stderr
     assert gk.json("executions", "list", env=before)[0]["step"] == "ask"
     assert "note:" not in gk.stderr
     (listed,) = gk.json("executions", "list", env=after)
-    assert listed["step"] == "?" and note in gk.stderr
+    assert listed["step"] is None and note in gk.stderr
     table = gk("executions", "list", env=after).stdout
     assert "pay" not in table and note in gk.stderr
 
@@ -1094,7 +1096,7 @@ def test_an_old_versions_executions_are_finished_beside_the_new_one(
     assert gk.json(*key, env=retired_only)["reused"] is True
     assert gk.json("run", "workflow", "gated", "--input", "{}", env=v2)["workflow_version"] == "2"
     # Shown beside version 2, it is not described by version 2's steps.
-    assert gk.json("executions", "show", waiting["execution_id"], env=v2)["step"] == "?"
+    assert gk.json("executions", "show", waiting["execution_id"], env=v2)["step"] is None
     listed = gk("executions", "list", env=v2).stdout  # which version each one runs, and where
     assert "gated v1" in listed and "0/? ?" in listed and "gated v2" in listed
     both = v2 | {"GOVKERNEL_RETIRED_WORKFLOWS": "gated_v1:gated"}

@@ -59,12 +59,17 @@ def test_executions_written_before_the_key_are_sealed_by_audit_seal(fresh: Cli) 
 
     left = fresh.json("audit", "seal", env=KEYED, code=1)  # it may be a seal removed
     assert (left["sealed"], left["unsealed"]) == (0, 1)
+    # Each outcome as the counts are keyed ("left unsealed" before: found by a JSON
+    # consumer's pass).
+    assert [r["outcome"] for r in left["results"]] == ["unsealed"]
     assert "`audit seal --unsealed` seals it as it stands" in fresh.stderr
     done = fresh.json("audit", "seal", "--unsealed", env=KEYED)
     assert (done["sealed"], done["already"], done["refused"]) == (1, 0, 0)
     assert done["results"] == [{"execution_id": xid, "outcome": "sealed", "problem": None}]
     assert fresh.json("audit", "verify", env=KEYED)["ok"]
     assert "already sealed 1," in fresh("audit", "seal", xid, env=KEYED).stdout
+    again = fresh.json("audit", "seal", xid, env=KEYED)
+    assert again["already"] == 1 and again["results"][0]["outcome"] == "already"
     # A run under the key is sealed as it is written.
     fresh.json("run", "knowledge-publication", str(IMF), env=KEYED)
     assert fresh.json("audit", "verify", env=KEYED)["executions"] == 2

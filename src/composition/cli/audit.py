@@ -284,7 +284,7 @@ def audit_seal(ctx: click.Context, execution_id: str | None, unsealed: bool) -> 
                 "results": [
                     {
                         "execution_id": r.execution_id,
-                        "outcome": r.outcome.value,
+                        "outcome": r.outcome.name.lower(),  # as the counts are keyed
                         "problem": r.problem,
                     }
                     for r in outcomes

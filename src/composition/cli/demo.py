@@ -81,7 +81,10 @@ def demo(ctx: click.Context, examples: Path | None) -> None:
         x = app.orchestrator.start(kp.NAME, request.to_input(), risk_tier=ImpactTier.TIER0)
         s.started, s.started_state = x.id, x.state  # what a lost output does not undo
         if x.state is not S.SUCCEEDED:
-            conclude(s, app, x, ok={S.SUCCEEDED})
+            # Under --json, the same document as a demo that succeeded, with nothing after
+            # the execution (a bare record, where a script reads `execution`).
+            nothing = {"executions": None, "verification": None, "events": None}
+            conclude(s, app, x, ok={S.SUCCEEDED}, within=lambda r: {"execution": r} | nothing)
             raise Failed(f"demo execution {x.id} ended {x.state.value}")
 
         s.echo()

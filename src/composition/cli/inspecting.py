@@ -13,7 +13,7 @@ from composition.cli.options import (
     json_option,
     limit_option,
 )
-from composition.cli.outcome import after_a_crash, describing
+from composition.cli.outcome import after_a_crash, as_waiting, describing
 from composition.cli.session import (
     DEFAULT_LIST_LIMIT,
     EXIT_FAILED,
@@ -137,6 +137,8 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
         after_a_crash(s, app, [x])
         if s.json:
             record = render.execution_json(x, definition, detail=True)
+            if x.state is S.AWAITING_APPROVAL:  # as `run` and `approve` give it
+                record["why"] = as_waiting(trail)
             record["audit"] = [render.audit_json(e) for e in trail]
             record["verification"] = render.report_json(report)
             s.emit(record)

@@ -13,7 +13,7 @@ from composition.cli.session import TRANSIENT_NOTE, Failed, S, Session
 from composition.container import App
 from domain.model.errors import DomainError
 from domain.model.execution import WorkflowExecution
-from domain.model.lifecycle import ExecutionState
+from domain.model.lifecycle import AuditEntry, ExecutionState
 from domain.orchestration.definition import WorkflowDefinition
 from domain.orchestration.orchestrator import (
     RECOVERABLE,
@@ -105,13 +105,16 @@ def conclude(
     *,
     ok: set[ExecutionState],
     extra: Mapping[str, Any] | None = None,
+    within: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> None:
-    """Report where an execution stands; raise Failed for an unexpected end."""
+    """Report where an execution stands; raise Failed for an unexpected end. `within`: the
+    document of the command's own that the execution's record goes into, under --json."""
     definition = definition_of(app, x)
     waiting = _why_waiting(app, x) if x.state is S.AWAITING_APPROVAL else None
     if s.json:
         record = render.execution_json(x, definition, detail=True) | dict(extra or {})
-        s.emit(record | ({} if waiting is None else {"why": waiting}))
+        record |= {} if waiting is None else {"why": waiting}
+        s.emit(record if within is None else within(record))
     if x.state is S.SUCCEEDED:
         published = x.step_outputs.get("publish") if render.built_in(x) else None
         if not isinstance(published, Mapping):
@@ -216,7 +219,10 @@ def as_now(app: App, x: WorkflowExecution) -> WorkflowExecution:
 
 def _why_waiting(app: App, x: WorkflowExecution) -> str:
     """What the execution awaits approval for, as the entry that made it wait says."""
-    trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, x.id)
+    return as_waiting(queries.audit_trail(app.uow_factory, app.runtime.tenant, x.id))
+
+
+def as_waiting(trail: Sequence[AuditEntry]) -> str:
     return trail[-1].reason.removeprefix("ApprovalRequired: ") if trail else ""
 
 
