@@ -966,8 +966,9 @@ def test_sigterm_stops_a_command_like_ctrl_c_and_closes_the_store(
     assert "not closed cleanly" not in fresh("recover").stdout
 
 
-def _interrupted_run(fresh: Cli, slow_step: str) -> str:
-    """`run knowledge-publication` stopped by SIGTERM while `slow_step` runs: its stderr."""
+def _interrupted_run(fresh: Cli, slow_step: str, *more: str) -> str:
+    """`run knowledge-publication` stopped by SIGTERM while `slow_step` runs: its stderr
+    (and its stdout after it, if any)."""
     child = subprocess.Popen(
         [
             sys.executable,
@@ -976,24 +977,25 @@ def _interrupted_run(fresh: Cli, slow_step: str) -> str:
             "from composition import cli\n"
             "from domain.services.knowledge import KnowledgeService\n"
             "def slow(*args, **kwargs):\n"
-            "    print('slow', flush=True)\n"
+            "    print('slow', file=sys.stderr, flush=True)\n"
             "    time.sleep(60)\n"
             f"KnowledgeService.{slow_step} = slow\n"
-            f"sys.exit(cli.run_cli(['--store', {fresh.url!r}, 'run', 'knowledge-publication',"
-            f" {str(FRED)!r}]))\n",
+            f"sys.exit(cli.run_cli(['--store', {fresh.url!r}, *{list(more)!r}, 'run',"
+            f" 'knowledge-publication', {str(FRED)!r}]))\n",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=clean_env(),
     )
-    assert child.stdout is not None
-    while child.stdout.readline() not in ("slow\n", ""):
-        pass
+    assert child.stderr is not None
+    before = []
+    while (line := child.stderr.readline()) not in ("slow\n", ""):
+        before.append(line)
     child.terminate()
-    _, err = child.communicate(timeout=30)
+    out, err = child.communicate(timeout=30)
     assert child.returncode == 143, err
-    return err
+    return "".join(before) + err + out
 
 
 def test_a_run_interrupted_before_its_start_was_stored_names_the_key_to_rerun_it(
@@ -1013,6 +1015,23 @@ def test_a_run_interrupted_after_its_start_was_stored_names_the_execution(fresh:
     assert f"execution {listed['execution_id']} was left running: `govkernel recover`" in err
     assert fresh.json("recover")["resumed"][0]["state"] == "succeeded"
     assert len(fresh.json("executions", "list")) == 1
+
+
+@pytest.mark.parametrize("slow_step", ["ingest", "generate_analysis"])
+def test_a_run_interrupted_under_json_names_its_execution_in_json(
+    fresh: Cli, slow_step: str
+) -> None:
+    """Stdout was empty: a CI job stopped by its timeout could learn which execution to
+    follow up only from stderr's words (found by a JSON consumer's pass)."""
+    said = _interrupted_run(fresh, slow_step, "--json")
+    document = json.loads(said[said.index("{") :])
+    assert document["interrupted"] == "terminated"
+    if slow_step == "ingest":  # before the start was stored: the key that starts it
+        assert document["execution_id"] is None and document["state"] is None
+        assert f"--idempotency-key {document['idempotency_key']}" in document["left"]
+    else:
+        [listed] = fresh.json("executions", "list")
+        assert (document["execution_id"], document["state"]) == (listed["execution_id"], "running")
 
 
 def _die_holding(store_url: str) -> int:

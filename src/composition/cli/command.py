@@ -83,7 +83,21 @@ def _run(session: Session, args: list[str]) -> int:
         # click turns Ctrl-C into an Abort raised from it: the notes are the interrupt's.
         noted = stop.__cause__ if isinstance(stop, click.Abort) and stop.__cause__ else stop
         stopped = terminated.said if terminated.happened else "interrupted"
-        say_error(render.safe(f"{stopped}{_notes(noted)}; {_unfinished(session)}"))
+        unfinished = _unfinished(session)
+        say_error(render.safe(f"{stopped}{_notes(noted)}; {unfinished}"))
+        if session.json and not session.emitted and (session.started or session.starting):
+            # A run stopped before its record was printed (a CI job's timeout): which
+            # execution to follow up, for a script, not only in words on stderr.
+            state = session.started_state
+            session.emit(
+                {
+                    "interrupted": stopped,
+                    "execution_id": session.started,
+                    "state": None if state is None else state.value,
+                    "idempotency_key": session.starting,
+                    "left": unfinished,
+                }
+            )
         return 128 + (terminated.signum or signal.SIGINT)
     except BaseException as stop:
         if _helping(args) and isinstance(stop, OSError | SystemExit):

@@ -87,6 +87,7 @@ class Session:
     again: str | None = None
     _settings: Settings | None = field(default=None, alias="_settings")
     log: DebugLog | None = None  # --debug: govkernel's log shown on stderr
+    emitted: bool = False  # the command's JSON document was printed
 
     def settings(self) -> Settings:
         if self._settings is None:
@@ -201,6 +202,7 @@ class Session:
         self._print(text, err=self.json)
 
     def emit(self, record: object) -> None:
+        self.emitted = True
         stdout = json_stdout()
         self._print(render.dumps(record, ascii_only=not carries_unicode(stdout)), err=False)
 
