@@ -144,3 +144,22 @@ def test_a_store_given_in_code_must_hold_the_key_the_settings_name() -> None:
     with build_app(settings, Overrides(store=same)) as app:
         x = app.orchestrator.start("knowledge_publication", request("pub-in-code"))
         assert same.tables["execution"][x.id]["seal"].startswith(AuditKey.from_text(KEY).key_id)
+
+
+def test_a_seal_of_the_previous_key_is_said_as_one_mid_rotation(fresh: Cli) -> None:
+    """Verified with the new key beside the old, it said only "another audit key", and
+    `executions show` said the chain was broken (found by a configuration pass)."""
+    xid = fresh.json("run", "knowledge-publication", str(FRED), env=KEYED)["execution_id"]
+    rotating = {"GOVKERNEL_AUDIT_KEY": NEW_KEY, "GOVKERNEL_AUDIT_PREVIOUS_KEY": KEY}
+    [report] = fresh.json("audit", "verify", env=rotating, code=1)["reports"]
+    assert report["seal"] and report["problem"].endswith(
+        ": the previous key's, which `audit seal` moves to this one"
+    )
+    [report] = fresh.json("audit", "verify", env={"GOVKERNEL_AUDIT_KEY": NEW_KEY}, code=1)[
+        "reports"
+    ]
+    assert "previous key" not in report["problem"]  # a key it was not told of
+    shown = fresh("executions", "show", xid, env=rotating, code=1).stdout
+    assert "chain intact, SEAL: sealed with another audit key" in shown
+    assert "BROKEN" not in shown
+    no_key_shown(fresh)

@@ -208,6 +208,8 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
         verdict = (
             "chain intact"
             if report.ok
+            else f"chain intact, SEAL: {report.problem}"  # the head is what is wrong
+            if report.seal
             else f"CHAIN BROKEN at #{report.first_bad_sequence}: {report.problem}"
         )
         s.echo()
