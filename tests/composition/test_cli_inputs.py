@@ -386,6 +386,8 @@ def test_an_interrupt_as_the_last_commit_lands_says_where_the_execution_stands(
     store = ("--store", f"surrealkv://{tmp_path / 'store'}")
     _, err = gk(capsys, *store, "run", "knowledge-publication", str(IMF), "--tier", tier, code=130)
     assert said in err and "recover" not in err
+    # In the command's words, not the library's (found by a crash and limits pass).
+    assert "while it printed the progress of execution" in err and "on_transition" not in err
 
 
 # What each command records, and what it takes besides the execution.

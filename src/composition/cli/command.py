@@ -173,7 +173,13 @@ def _lost_output(session: Session) -> str:
 
 
 def _notes(stop: BaseException) -> str:
-    return "".join(f" {n}" for n in getattr(stop, "__notes__", ()) if isinstance(n, str))
+    notes = [n for n in getattr(stop, "__notes__", ()) if isinstance(n, str)]
+    # The command's own on_transition hook is what prints its progress: said so, not in the
+    # words of the library a user of the command never saw.
+    return "".join(
+        f" {n.replace('while the on_transition hook ran on', 'while it printed the progress of')}"
+        for n in notes
+    )
 
 
 def _stopped_by(stop: BaseException, session: Session) -> str:
