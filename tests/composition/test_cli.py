@@ -1312,3 +1312,14 @@ def test_an_execution_is_driven_only_in_the_environment_it_started_in(fresh: Cli
     assert "GOVKERNEL_ENVIRONMENT=production recovers them" in said
     [resumed] = fresh.json("recover", env=prod)["resumed"]
     assert (resumed["execution_id"], resumed["state"]) == (pending, "succeeded")
+
+
+def test_the_command_group_is_there_to_embed() -> None:
+    """`composition.cli.cli`, the click group, as before the command line became a package
+    (found by a review): click's CliRunner, or a service's own group, can take it."""
+    from click.testing import CliRunner
+
+    from composition.cli import cli as group
+
+    done = CliRunner().invoke(group, ["--store", "memory://", "workflows"])
+    assert done.exit_code == 0 and "knowledge_publication" in done.output

@@ -1008,21 +1008,25 @@ def test_a_config_path_the_file_system_encoding_cannot_spell_is_said_so(tmp_path
     assert "cannot be named in this system's file name encoding" in done.stderr
 
 
+@pytest.mark.parametrize("seeded", [True, False], ids=["known-whole", "made-by-it"])
 @pytest.mark.parametrize("removed", ["clog", ""])
 def test_a_command_whose_store_was_removed_under_it_does_not_say_it_succeeded(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     removed: str,
+    seeded: bool,
 ) -> None:
     """The store's log (or its whole directory) deleted while a run held it: the run said
     `succeeded`, exit 0, and the next command found its work gone (found by a crash and
-    limits pass)."""
+    limits pass); also for a store the run itself made, whose size was never known whole
+    (found by a review)."""
     from adapters.surrealdb.store import SurrealStore
 
     path = tmp_path / "store"
     store = ("--store", f"surrealkv://{path}")
-    gk(capsys, *store, "run", "knowledge-publication", str(FRED))  # a log known whole
+    if seeded:
+        gk(capsys, *store, "run", "knowledge-publication", str(FRED))  # a log known whole
     closing = SurrealStore.close
 
     def removed_first(self: SurrealStore) -> None:
@@ -1034,6 +1038,30 @@ def test_a_command_whose_store_was_removed_under_it_does_not_say_it_succeeded(
     said = "was removed while" if removed == "" else "was cut while this process held it"
     assert said in err and "what was written since may be lost" in err
     assert "the next command refuses the store" in err
+
+
+def test_a_run_whose_store_goes_mid_run_stops_and_sends_nobody_to_recover(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Its next commit refused, it said `recover` would finish what a store that is gone
+    holds (found by a review)."""
+    from adapters.surrealdb.store import LogSeal
+    from domain.services.knowledge import KnowledgeService
+
+    monkeypatch.setattr(LogSeal, "EVERY", 0.0)  # the log's size looked at after each commit
+    path = tmp_path / "store"
+    analyse = KnowledgeService.generate_analysis
+
+    def store_removed_first(*args: Any, **kwargs: Any) -> Any:
+        shutil.rmtree(path)
+        return analyse(*args, **kwargs)
+
+    monkeypatch.setattr(KnowledgeService, "generate_analysis", store_removed_first)
+    store = ("--store", f"surrealkv://{path}")
+    _, err = gk(capsys, *store, "run", "knowledge-publication", str(FRED), code=2)
+    assert "was removed while this process held it" in err
+    assert "restored from a backup, or the work done again in a new one" in err
+    assert "recover" not in err
 
 
 def test_a_demo_that_fails_gives_the_demos_json_document_all_the_same(

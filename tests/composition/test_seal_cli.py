@@ -161,5 +161,9 @@ def test_a_seal_of_the_previous_key_is_said_as_one_mid_rotation(fresh: Cli) -> N
     assert "previous key" not in report["problem"]  # a key it was not told of
     shown = fresh("executions", "show", xid, env=rotating, code=1).stdout
     assert "chain intact, SEAL: sealed with another audit key" in shown
-    assert "BROKEN" not in shown
+    assert "the previous key's, which `audit seal` moves to this one" in shown
+    assert "BROKEN" not in shown and "broken" not in fresh.stderr
+    assert f"error: audit seal of {xid} does not hold: sealed with another" in fresh.stderr
+    fresh("executions", "show", xid, "--json", env=rotating, code=1)
+    assert f"error: audit seal of {xid} does not hold" in fresh.stderr
     no_key_shown(fresh)

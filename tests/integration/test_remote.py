@@ -246,17 +246,38 @@ def test_a_server_is_named_as_dialled() -> None:
     assert SurrealConfig("ws://[::1]:8000").server == "[::1]:8000"
     assert SurrealConfig("wss://db.example").server == "db.example:443"
     assert SurrealConfig("ws://db.example/rpc").server == "db.example:80"
+    with pytest.raises(ValueError, match="from 1 to 65535"):  # it was dialled as port 80
+        SurrealConfig("ws://127.0.0.1:0")
 
 
-def test_an_untrusted_certificate_is_named_as_such() -> None:
+@pytest.mark.parametrize(
+    ("code", "message", "said"),
+    [
+        (
+            18,
+            "self-signed certificate",
+            "its TLS certificate is not trusted here (self-signed certificate): name the"
+            " authority that signed it in SSL_CERT_FILE",
+        ),
+        # An authority trusted already does not help here (found by a review).
+        (
+            64,
+            "IP address mismatch",
+            "its TLS certificate is for another name (IP address mismatch): connect by a"
+            " name the certificate was issued for",
+        ),
+        (10, "certificate has expired", "its TLS certificate has expired"),
+    ],
+)
+def test_a_certificate_refused_is_named_as_what_is_wrong_with_it(
+    code: int, message: str, said: str
+) -> None:
     """It was said as a TLS handshake failing, with a hint to try ws:// (found by a
     remote-store pass)."""
     from adapters.surrealdb.store import _remote_cause
 
-    untrusted = ssl.SSLCertVerificationError(1, "certificate verify failed")
-    untrusted.verify_message = "self-signed certificate"
-    said = _remote_cause(untrusted, SurrealConfig("wss://db.example:8000"))
-    assert said == (
-        "db.example:8000: its TLS certificate is not trusted here (self-signed certificate):"
-        " name the authority that signed it in SSL_CERT_FILE"
+    refused = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    refused.verify_code, refused.verify_message = code, message
+    assert _remote_cause(refused, SurrealConfig("wss://db.example:8000")).startswith(
+        f"db.example:8000: {said}"
     )

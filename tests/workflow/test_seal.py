@@ -348,7 +348,7 @@ def test_a_key_never_shows_its_secret() -> None:
         # Pasted with a key, each made another key that every other worker refused.
         *(
             (text, "an invisible character")
-            for c in ("\u00a0", "\u2028", "\x85", "\u200b", "\ufeff")
+            for c in ("\u00a0", "\u2028", "\x85", "\u200b", "\ufeff", "\u3164", "\u2800")
             for text in ("abcdefgh" * 5 + c, c + "abcdefgh" * 5)
         ),
     ],

@@ -32,4 +32,4 @@ def server_of(url: str) -> str:
         port: int | str | None = parts.port
     except ValueError:  # Python's message would quote the "port", perhaps a password
         port = "?"
-    return f"{host}:{port or DEFAULT_PORTS.get(parts.scheme, '?')}"
+    return f"{host}:{DEFAULT_PORTS.get(parts.scheme, '?') if port is None else port}"

@@ -125,9 +125,11 @@ class SurrealConfig:
             raise ValueError("a server's URL holds no white space or control characters")
         parts = urlsplit(self.url)
         try:
-            parts.port  # noqa: B018 - read to be checked
+            port = parts.port
         except ValueError:
-            raise ValueError("a server's port must be a number from 0 to 65535") from None
+            port = 0
+        if port == 0:  # (None: the scheme's own)
+            raise ValueError("a server's port must be a number from 1 to 65535")
         if not parts.hostname or not dialable(parts.hostname):
             raise ValueError("a server's URL needs a valid host name or address")
 
@@ -426,17 +428,20 @@ class LogSeal:
         found = _log_bytes(self.directory)
         if found is None:  # its size not to be told now: the last seal stands
             return
-        if self.closed is not None and found < self.closed:
+        # While open the log is never empty (the schema is in it): none at all was removed,
+        # under a store this very open made too, which has no size known whole yet.
+        if found == 0 or (self.closed is not None and found < self.closed):
             # Shorter than it was known whole, while open (its files removed under it, say):
             # lowering the seal would hide the loss from the next open, which refuses it.
             self.checked = False
-            self.mark_damaged(self.closed, found)
+            if self.closed:
+                self.mark_damaged(self.closed, found)
             gone = not self.directory.exists()
             self.lost = (
                 f"the store's directory {self.directory} was removed while this process held it"
                 if gone
                 else f"the store's log at {self.directory} was cut while this process held it"
-                f" ({self.closed} bytes when last known whole, {found} now)"
+                f" ({self.closed or 'more'} bytes when last known whole, {found} now)"
             ) + ": what was written since may be lost"
             return
         self.closed = found
@@ -662,8 +667,7 @@ class SurrealStore:
         self.upgraded_from: int | None = None
         # Set as it closes: why the log's seal could not be kept up, if it could not.
         self.seal_unwritten: str | None = None
-        # Set once the log is found cut or removed while open (LogSeal.lost).
-        self.log_lost: str | None = None
+        self._log_lost: str | None = None  # kept from the seal as it closes
         self._lock = threading.Lock()
         self._pid = os.getpid()  # a forked child may not use it (see _not_forked)
         self._file_lock: StoreLock | None = None
@@ -963,6 +967,12 @@ class SurrealStore:
             )
         self.torn_repair = repair
 
+    @property
+    def log_lost(self) -> str | None:
+        """Why what was written may be lost, once the log was found cut or removed while
+        the store was open (its files removed under it): the store then takes no more."""
+        return self._log_lost if self._seal is None else self._seal.lost
+
     def acknowledge_unclean_shutdown(self) -> None:
         """Record that the store was checked after a crash (every audit chain verified)."""
         self.unclean_shutdown = None
@@ -986,7 +996,7 @@ class SurrealStore:
             finally:  # even when stopped meanwhile: a lock left held reads as a crash
                 if self._seal is not None:
                     self.seal_unwritten = self._seal.unwritten
-                    self.log_lost = self._seal.lost
+                    self._log_lost = self._seal.lost
                 self._seal = None
                 if self._file_lock is not None:
                     self._file_lock.release()
@@ -1433,6 +1443,12 @@ def _forked(parent: int) -> str:
     )
 
 
+# OpenSSL's verification codes: X509_V_ERR_HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH, and
+# X509_V_ERR_CERT_HAS_EXPIRED.
+_NOT_THIS_HOST = (62, 64)
+_EXPIRED = 10
+
+
 def _remote_cause(exc: Exception, cfg: SurrealConfig) -> str:
     """Why a server could not be used, naming its host (never the URL's userinfo) and never
     repeating the server's own words, which may quote what it was sent."""
@@ -1458,6 +1474,13 @@ def _remote_cause(exc: Exception, cfg: SurrealConfig) -> str:
             " endpoint, or a server going down"
         )
     if isinstance(exc, ssl.SSLCertVerificationError):
+        if exc.verify_code in _NOT_THIS_HOST:
+            return (
+                f"{where}: its TLS certificate is for another name ({exc.verify_message}):"
+                " connect by a name the certificate was issued for"
+            )
+        if exc.verify_code == _EXPIRED:
+            return f"{where}: its TLS certificate has expired ({exc.verify_message})"
         return (
             f"{where}: its TLS certificate is not trusted here ({exc.verify_message}): name"
             " the authority that signed it in SSL_CERT_FILE"

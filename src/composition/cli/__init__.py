@@ -7,5 +7,6 @@ With --json, stdout carries exactly one JSON document and nothing else.
 """
 
 from composition.cli.command import main, run_cli
+from composition.cli.root import cli
 
-__all__ = ["main", "run_cli"]
+__all__ = ["cli", "main", "run_cli"]

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from attrs import evolve
 
 from adapters.surrealdb import SurrealConfig
 from composition import anchors, queries, render
 from composition.cli.options import a_file, an_id, json_option
+from composition.cli.outcome import verified, what_is_broken
 from composition.cli.session import EXIT_USAGE, EXITS, Failed, Session, session_of
 from composition.cli.streams import progress_bar, reserve_stdout, write_out
 from composition.container import App
@@ -126,12 +126,7 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
                 ):
                     value = "-" if entry[key] is None else entry[key]
                     s.echo(f"  {key:<10}  {render.safe(value)}")
-            what = (
-                f"audit seal of {first['execution_id']} does not hold"
-                if first["seal"]
-                else f"audit trail of {first['execution_id']} is broken at entry"
-                f" #{first['first_bad_sequence']}"
-            )
+            what = what_is_broken(first["execution_id"], first["seal"], first["first_bad_sequence"])
             raise Failed(
                 (f"{other_store}; " if other_store else "")
                 + f"{what}: {first['problem']}"
@@ -457,15 +452,9 @@ def verify_chains(
         listed = queries.every_execution(app.uow_factory, app.runtime.tenant, unreadable)
         ids = [x.id for x in listed] + unreadable
     results = []
-    previous = app.settings.previous_audit_key
-    moves = None if previous is None else f"key id {AuditKey.from_text(previous).key_id};"
     with progress_bar(ids, "verifying") as items:
         for xid in items:
-            report = app.orchestrator.verify(xid)
-            if moves is not None and report.seal and moves in (report.problem or ""):
-                # Mid-rotation: said as what it is, and what puts it right.
-                said = f"{report.problem}: the previous key's, which `audit seal` moves to this one"
-                report = evolve(report, problem=said)
+            report = verified(app, xid)
             bad_entry = None
             if not report.ok and report.first_bad_sequence:
                 try:

@@ -13,7 +13,13 @@ from composition.cli.options import (
     json_option,
     limit_option,
 )
-from composition.cli.outcome import after_a_crash, as_waiting, describing
+from composition.cli.outcome import (
+    after_a_crash,
+    as_waiting,
+    describing,
+    verified,
+    what_is_broken,
+)
 from composition.cli.session import (
     DEFAULT_LIST_LIMIT,
     EXIT_FAILED,
@@ -132,7 +138,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
             trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, execution_id)
         except CorruptRecord:  # an entry that does not read: the verification names it
             trail = []
-        report = app.orchestrator.verify(execution_id)
+        report = verified(app, execution_id)
         definition = describing(s, app, [x], {x.id: started_steps(trail)})(x)
         after_a_crash(s, app, [x])
         if s.json:
@@ -144,8 +150,8 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
             s.emit(record)
             if not report.ok:  # the same exit status as the text form
                 raise Failed(
-                    f"audit trail of {x.id} is broken at entry"
-                    f" #{report.first_bad_sequence}: {report.problem}"
+                    f"{what_is_broken(x.id, report.seal, report.first_bad_sequence)}:"
+                    f" {report.problem}"
                 )
             return
         m = x.metadata
@@ -218,8 +224,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
         s.echo(render.audit_table(trail))
         if not report.ok:
             raise Failed(
-                f"audit trail of {x.id} is broken at entry"
-                f" #{report.first_bad_sequence}: {report.problem}"
+                f"{what_is_broken(x.id, report.seal, report.first_bad_sequence)}: {report.problem}"
             )
 
 

@@ -8,12 +8,15 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from attrs import evolve
+
 from composition import queries, render
 from composition.cli.session import TRANSIENT_NOTE, Failed, S, Session
 from composition.container import App
 from domain.model.errors import DomainError
 from domain.model.execution import WorkflowExecution
-from domain.model.lifecycle import AuditEntry, ExecutionState
+from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
+from domain.model.seal import AuditKey
 from domain.orchestration.definition import WorkflowDefinition
 from domain.orchestration.orchestrator import (
     RECOVERABLE,
@@ -220,6 +223,26 @@ def as_now(app: App, x: WorkflowExecution) -> WorkflowExecution:
 def _why_waiting(app: App, x: WorkflowExecution) -> str:
     """What the execution awaits approval for, as the entry that made it wait says."""
     return as_waiting(queries.audit_trail(app.uow_factory, app.runtime.tenant, x.id))
+
+
+def verified(app: App, execution_id: str) -> ChainReport:
+    """The execution's chain report; mid-rotation, a seal of the previous key said as one,
+    with what puts it right."""
+    report = app.orchestrator.verify(execution_id)
+    previous = app.settings.previous_audit_key
+    if previous is None or not report.seal:
+        return report
+    if f"key id {AuditKey.from_text(previous).key_id};" not in (report.problem or ""):
+        return report
+    said = f"{report.problem}: the previous key's, which `audit seal` moves to this one"
+    return evolve(report, problem=said)
+
+
+def what_is_broken(execution_id: str, seal: bool, first_bad: int | None) -> str:
+    """A broken report's subject: a seal that does not hold is no broken chain."""
+    if seal:
+        return f"audit seal of {execution_id} does not hold"
+    return f"audit trail of {execution_id} is broken at entry #{first_bad}"
 
 
 def as_waiting(trail: Sequence[AuditEntry]) -> str:

@@ -88,6 +88,7 @@ class Session:
     _settings: Settings | None = field(default=None, alias="_settings")
     log: DebugLog | None = None  # --debug: govkernel's log shown on stderr
     emitted: bool = False  # the command's JSON document was printed
+    store_lost: str | None = None  # the store's log went while the command held it
 
     def settings(self) -> Settings:
         if self._settings is None:
@@ -149,7 +150,11 @@ class Session:
             try:
                 yield app, printer
             except BaseException as stop:
-                if not isinstance(stop, Exception) or isinstance(stop, click.Abort):
+                lost = getattr(app.store, "log_lost", None)
+                self.store_lost = lost if isinstance(lost, str) else None
+                if self.store_lost is None and (
+                    not isinstance(stop, Exception) or isinstance(stop, click.Abort)
+                ):
                     self._look_again(app)
                 raise
         lost = getattr(app.store, "log_lost", None)  # known once it closed

@@ -44,10 +44,14 @@ def _secret(_: object, __: object, value: bytes) -> None:
         raise InvalidInput("audit key", "begins or ends with white space")
 
 
+# Letters and symbols that print as nothing: Hangul fillers, the braille blank.
+_BLANK = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
 def _invisible(char: str) -> bool:
     # Unicode white space (no-break space, line separator), format characters (zero-width
-    # space, byte order mark) and C1 controls.
-    return char.isspace() or unicodedata.category(char) in ("Cf", "Cc")
+    # space, byte order mark), C1 controls, and blanks.
+    return char.isspace() or unicodedata.category(char) in ("Cf", "Cc") or char in _BLANK
 
 
 @frozen(repr=False)
