@@ -566,6 +566,8 @@ def _store_url(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
     if scheme == "surrealkv":
         if not rest.strip() or "\x00" in rest:
             return bad(f"{shown}: surrealkv:// needs a directory path", allowed)
+        if rest != rest.strip():
+            return bad(f"{shown}: the path begins or ends with white space", allowed)
         try:
             rest.encode("utf-8")
         except UnicodeEncodeError:  # a byte the file system name holds that is no UTF-8

@@ -1040,6 +1040,28 @@ def test_a_command_whose_store_was_removed_under_it_does_not_say_it_succeeded(
     assert "the next command refuses the store" in err
 
 
+def test_a_store_removed_after_the_last_commit_is_not_reported_as_kept(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Removed between the run's last commit and its report: `succeeded` (and JSON saying
+    so) was printed, then the error (found by a re-test)."""
+    from domain.orchestration.orchestrator import Orchestrator
+
+    path = tmp_path / "store"
+    store = ("--store", f"surrealkv://{path}")
+    gk(capsys, *store, "run", "knowledge-publication", str(FRED))
+    starting = Orchestrator.start
+
+    def removed_after(self: Orchestrator, *args: Any, **kwargs: Any) -> Any:
+        done = starting(self, *args, **kwargs)
+        shutil.rmtree(path / "clog")
+        return done
+
+    monkeypatch.setattr(Orchestrator, "start", removed_after)
+    out, err = gk(capsys, *store, "--json", "run", "knowledge-publication", str(IMF), code=2)
+    assert out == "" and "was cut while this process held it" in err
+
+
 def test_a_run_whose_store_goes_mid_run_stops_and_sends_nobody_to_recover(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -169,6 +169,7 @@ def test_change_freeze_values(tmp_path: Path, value: str, expected: bool) -> Non
         ("GOVKERNEL_STORE", "ws://a..b:8000", "store_url", "'a..b' is not a valid host name"),
         ("GOVKERNEL_STORE", f"ws://{'h' * 300}:8000", "store_url", "is not a valid host name"),
         ("GOVKERNEL_DATA_DIR", "/srv/data ", "data_dir", "ends with white space"),
+        ("GOVKERNEL_STORE", "surrealkv:// /srv/store", "store_url", "path begins or ends"),
         ("GOVKERNEL_SURREAL_NAMESPACE", "a;b", "namespace", "1-64 ASCII letters"),
         ("GOVKERNEL_SURREAL_DATABASE", "x y", "database", "1-64 ASCII letters"),
         ("GOVKERNEL_CHANGE_FREEZE", "maybe", "change_freeze", "true, 1, yes, on, false"),
@@ -535,6 +536,9 @@ def test_a_store_url_the_adapter_cannot_use_as_given_is_refused_by_it_too() -> N
     assert SECRET not in str(refused.value)
     for url in ("ws://a..b:8000", "ws://h:8000/a b", "ws://:8000"):
         with pytest.raises(ValueError, match=r"white space|valid host"):
+            SurrealConfig(url)
+    for url in ("surrealkv://st ", "surrealkv://st\u00a0", "surrealkv:// st"):
+        with pytest.raises(ValueError, match="path begins or ends with white space"):
             SurrealConfig(url)
     with pytest.raises(ValueError, match="username is not valid Unicode text"):
         SurrealConfig("ws://h:1", username="r\udcff", password="pw")

@@ -13,6 +13,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,14 @@ def _in_a_fork(store: SurrealStore, own_url: str) -> list[str]:
                     attempt()
                     outcomes.append("ran")
                 except StorageUnavailable as exc:
-                    outcomes.append("refused" if "does not survive fork()" in str(exc) else "?")
+                    said = str(exc)
+                    outcomes.append(
+                        "refused-connection"
+                        if "a connection does not survive fork()" in said
+                        else "refused"
+                        if "does not survive fork()" in said
+                        else "?"
+                    )
             store.close()  # the parent's lock and seal are left as they are
             os.write(writable, json.dumps(outcomes).encode())
         finally:
@@ -91,3 +99,16 @@ def test_a_forked_child_that_ends_normally_exits(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
     assert done.returncode == 7, done.stderr
+
+
+def test_a_forked_child_is_refused_its_parents_server_connection_at_once() -> None:
+    """It waited the whole reply timeout on the socket it shares with its parent, then
+    closed that socket under the parent (found by a re-test)."""
+    from tests.support.ws_server import SurrealWsShim
+
+    with SurrealWsShim() as shim, SurrealStore(SurrealConfig(shim.url, reply_timeout=30)) as store:
+        assert store.select_rows("RETURN 1", {}) == [1]
+        began = time.monotonic()
+        [outcome, _] = _in_a_fork(store, shim.url)  # (a store of its own it may open)
+        assert outcome == "refused-connection" and time.monotonic() - began < 10
+        assert store.select_rows("RETURN 2", {}) == [2]  # the parent's connection is whole

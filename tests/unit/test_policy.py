@@ -610,9 +610,15 @@ def test_a_team_policy_that_returns_no_list_of_reasons_is_named(policy: object, 
 
 
 def test_a_policy_that_raises_is_named_beside_its_own_error() -> None:
+    """And in the line a failed step records (found by a re-test: the note was dropped)."""
+    from domain.orchestration.orchestrator import describe
+
     with pytest.raises(IndexError) as raised:
         evaluate(mutation(), decision_id="dec-1", now=NOW, policies=[_broken])
     assert raised.value.__notes__ == ["raised by policy _broken"]
+    assert describe(raised.value) == (
+        "IndexError (raised by policy _broken): tuple index out of range"
+    )
 
 
 def test_a_policy_may_give_its_reasons_as_any_iterable_of_text() -> None:

@@ -95,10 +95,14 @@ class SurrealConfig:
         key_or_none(self.audit_key)
         # Without a path the engine would write into the working directory, with no lock,
         # no seal and no fsync: a store in name only.
-        if self.scheme in ("surrealkv", "file") and not self.url.partition("://")[2].strip():
+        rest = self.url.partition("://")[2]
+        if self.scheme in ("surrealkv", "file") and not rest.strip():
             raise ValueError(
                 f"{self.scheme}:// needs a directory path, e.g. {self.scheme}:///var/lib/store"
             )
+        if self.scheme in ("surrealkv", "file") and rest != rest.strip():
+            # A space more made a second store beside the first.
+            raise ValueError(f"the {self.scheme}:// path begins or ends with white space")
         if self.scheme in REMOTE and "@" in self.url:
             # The settings refuse it too; here the URL is kept, and shown in the config's
             # repr: a password in it would be shown with it. (Not repeated either.)
@@ -424,10 +428,25 @@ class LogSeal:
         self._sealed_at = time.monotonic()
         self._seal()
 
+    def look(self) -> str | None:
+        """Why the log may have lost what was written, looking at it now, if it may have."""
+        if self.lost is None and self.checked:
+            self._look()
+        return self.lost
+
     def _seal(self) -> None:
+        found = self._look()
+        if found is None:
+            return
+        self.closed = found
+        self._write(f"closed {found}")
+
+    def _look(self) -> int | None:
+        """The log's size, when it can be told and is whole; a log found cut or gone is
+        kept in `lost` (None then)."""
         found = _log_bytes(self.directory)
         if found is None:  # its size not to be told now: the last seal stands
-            return
+            return None
         # While open the log is never empty (the schema is in it): none at all was removed,
         # under a store this very open made too, which has no size known whole yet.
         if found == 0 or (self.closed is not None and found < self.closed):
@@ -443,9 +462,8 @@ class LogSeal:
                 else f"the store's log at {self.directory} was cut while this process held it"
                 f" ({self.closed or 'more'} bytes when last known whole, {found} now)"
             ) + ": what was written since may be lost"
-            return
-        self.closed = found
-        self._write(f"closed {found}")
+            return None
+        return found
 
     def _write(self, content: str) -> None:
         # Replaced whole, never half-written: a torn seal would read as no seal at all.
@@ -967,6 +985,14 @@ class SurrealStore:
             )
         self.torn_repair = repair
 
+    def check_log(self) -> None:
+        """Raise StorageUnavailable if the store's log, looked at now, was cut or removed
+        since it opened: before a result is reported as kept (commits look at most once a
+        second)."""
+        lost = None if self._seal is None else self._seal.look()
+        if lost is not None:
+            raise StorageUnavailable(lost)
+
     @property
     def log_lost(self) -> str | None:
         """Why what was written may be lost, once the log was found cut or removed while
@@ -1036,8 +1062,14 @@ class SurrealStore:
         service outlives a server restart, and an unknown outcome can be read back."""
         if self._db is None:
             raise StorageUnavailable("store is closed")
-        if self._pid != os.getpid() and self.exclusive:
-            raise StorageUnavailable(_forked(self._pid))
+        if self._pid != os.getpid():
+            raise StorageUnavailable(
+                _forked(self._pid)
+                if self.exclusive
+                else f"this store's connection was opened by process {self._pid}, of which"
+                " this process is a fork: a connection does not survive fork(); open a store"
+                " of its own here"
+            )
         if self._seal is not None and self._seal.lost is not None:
             raise StorageUnavailable(self._seal.lost)
         if not self._broken:

@@ -112,6 +112,9 @@ def conclude(
 ) -> None:
     """Report where an execution stands; raise Failed for an unexpected end. `within`: the
     document of the command's own that the execution's record goes into, under --json."""
+    # Said kept only if the store still holds it: its log removed under the command since
+    # the last look (commits look at most once a second) fails it instead.
+    getattr(app.store, "check_log", lambda: None)()
     definition = definition_of(app, x)
     waiting = _why_waiting(app, x) if x.state is S.AWAITING_APPROVAL else None
     if s.json:

@@ -1344,7 +1344,11 @@ def describe(error: BaseException) -> str:
         said = str(error)[: MAX_ERROR * 2]  # cut first: messages can run to megabytes
     except BaseException:  # a message that fails, even by raising an interrupt
         said = "(its message could not be read)"
-    return one_line(f"{type(error).__name__}: {said}")[:MAX_ERROR]
+    # Which of your policies raised it, first: the line is cut at its end.
+    notes = getattr(error, "__notes__", None)
+    notes = [n for n in notes if isinstance(n, str)] if isinstance(notes, list) else []
+    origin = next((f" ({n[:200]})" for n in notes if n.startswith("raised by policy ")), "")
+    return one_line(f"{type(error).__name__}{origin}: {said}")[:MAX_ERROR]
 
 
 _log = logging.getLogger("govkernel.orchestrator")
