@@ -595,13 +595,13 @@ def test_a_full_disk_as_a_store_opens_says_so_and_leaves_it_as_it_was(tmp_path: 
     assert lock.read_text() == ""  # closed cleanly: the pid needs room the disk lacks
     full = _cli(path, "executions", "list", max_file_bytes=0)
     assert (full.returncode, lock.read_text()) == (2, "")
-    assert f"cannot write lock file {lock}: File too large; free space" in full.stderr
+    assert f"cannot write lock file {lock}: File too large; a file size limit" in full.stderr
     [segment] = (path / "clog").iterdir()
     with segment.open("ab") as log:
         log.write(os.urandom(300))  # a torn tail, which the engine repairs as it opens
     full = _cli(path, "executions", "list", max_file_bytes=segment.stat().st_size // 2)
     assert full.returncode == 2
-    assert "the file system is full (or a file size or disk quota limit" in full.stderr
+    assert "a file size limit was reached: raise it (ulimit -f)" in full.stderr
     assert "not one of the engine's log segments" not in full.stderr
     assert _cli(path, "audit", "verify").returncode == 0  # given room, it opens whole
 
@@ -626,11 +626,11 @@ def test_a_file_size_limit_after_a_crash_is_said_as_one_not_as_a_lost_log(
     limited = _cli(path, "executions", "list", max_file_bytes=_size(path) // 2)
     assert limited.returncode == 2
     assert "could not be written as it opened" in limited.stderr
-    assert "a file size or disk quota limit was reached" in limited.stderr
+    assert "a file size limit was reached: raise it (ulimit -f)" in limited.stderr
     assert "restore it from a backup" not in limited.stderr
     assert _cli(path, "recover").returncode == 0  # given room, it is as it was
     fresh = _cli(tmp_path / "new", "run", "knowledge-publication", examples[0], max_file_bytes=1024)
-    assert fresh.returncode == 2 and "a file size or disk quota limit" in fresh.stderr
+    assert fresh.returncode == 2 and "a file size limit was reached" in fresh.stderr
 
 
 @pytest.mark.parametrize("max_files", [8, 12, 15, 17, 20])

@@ -237,7 +237,7 @@ class StoreLock:
             if isinstance(exc, OSError):
                 raise StorageUnavailable(
                     f"cannot write lock file {self.path}: {exc.strerror or exc}"
-                    + ("; free space, then try again" if exc.errno in _DISK_FULL else "")
+                    + (_machine_hint(f"(os error {exc.errno})") or "")
                 ) from None
             raise
 
@@ -1350,11 +1350,12 @@ def _strip(row: dict[str, Any]) -> Document:
 
 _SEGMENT = re.compile(r"^[0-9]{20}\.clog\Z")
 _REPAIRING = re.compile(r"^[0-9]{20}\.repair\Z")
-_DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 _REFUSED_BY_THE_MACHINE = (
+    # A file size limit first: freeing space would not help there.
+    ((errno.EFBIG,), "a file size limit was reached: raise it (ulimit -f)"),
     (
-        _DISK_FULL,
-        "the file system is full (or a file size or disk quota limit was reached): free space",
+        (errno.ENOSPC, errno.EDQUOT),
+        "the file system is full (or a disk quota was reached): free space",
     ),
     (
         (errno.EMFILE, errno.ENFILE),
