@@ -423,10 +423,11 @@ def test_a_worker_whose_step_outlasted_its_lease_and_lost_the_execution_stops(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A lease that ran out while a step ran (here the runtime clock jumps: no renewal can
-    keep up) lets another worker's `recover` take the execution over and run the step too;
-    the first worker's commit then loses. Before, that worker took the execution back as
-    soon as the other's lease had expired in turn (the other still in the step): the two
-    ran the step in turn, for as long as it outlasted a lease."""
+    keep up) lets another process's worker's `recover` take the execution over and run the
+    step too; the first worker's commit then loses. Before, that worker took the execution
+    back as soon as the other's lease had expired in turn (the other still in the step): the
+    two ran the step in turn, for as long as it outlasted a lease. (The rival works through a
+    factory of its own, as one in another process does: see the next test for one here.)"""
     calls = Calls()
     rival_in_step, released = threading.Event(), threading.Event()
     recovered: list[list[WorkflowExecution]] = []
@@ -440,7 +441,8 @@ def test_a_worker_whose_step_outlasted_its_lease_and_lost_the_execution_stops(
             rival_in_step.set()
             assert released.wait(10)
 
-    rival = world.orch("worker-2", analyse=calls.wrap(long_step))
+    elsewhere = FaultInjector(world.store.unit_of_work)  # (armed with nothing)
+    rival = world.orch_with("worker-2", {"analyse": calls.wrap(long_step)}, factory=elsewhere)
     with caplog.at_level(logging.WARNING, logger="govkernel.orchestrator"):
         first = world.orch("worker-1", analyse=calls.wrap(long_step)).start(FLAKY, request("pub-1"))
         released.set()
@@ -452,6 +454,28 @@ def test_a_worker_whose_step_outlasted_its_lease_and_lost_the_execution_stops(
     assert [x.state for x in recovered[0]] == [S.SUCCEEDED]
     assert calls.n == 2  # once by each worker: never again by the one that lost
     assert "worker worker-1 lost execution" in caplog.text and "to worker worker-2" in caplog.text
+    assert_exactly_once(world.door, world.orch())
+
+
+@pytest.mark.parametrize("ignore_leases", [False, True])
+def test_a_step_running_in_this_process_is_never_taken_over_here(
+    world: World, ignore_leases: bool
+) -> None:
+    """Another orchestrator of this process, on this store, took over a running step once
+    the clock jumped past its lease (or ignoring leases), and ran it again (found by a
+    long-running service pass: a recover loop beside its workers)."""
+    calls = Calls()
+    recovered: list[list[WorkflowExecution]] = []
+
+    def long_step(n: int, uow: UnitOfWork, ctx: StepContext) -> None:
+        if n == 1:
+            world.clock.advance(timedelta(minutes=10))  # the lease long run out, by the clock
+            recovered.append(rival.recover(ignore_leases=ignore_leases))
+
+    rival = world.orch("worker-2", analyse=calls.wrap(long_step))
+    done = world.orch("worker-1", analyse=calls.wrap(long_step)).start(FLAKY, request("pub-1"))
+    assert recovered == [[]] and calls.n == 1
+    assert done.state is S.SUCCEEDED
     assert_exactly_once(world.door, world.orch())
 
 

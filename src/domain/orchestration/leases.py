@@ -218,6 +218,20 @@ def _key(factory: UnitOfWorkFactory) -> object:
     return factory
 
 
+def kept_here(factory: UnitOfWorkFactory, execution_id: str) -> bool:
+    """Whether a step of the execution runs in this process now, its lease kept by its
+    worker on this store: nobody here takes it over, whatever the lease's time says (a clock
+    that jumped, `recover(ignore_leases=True)` beside it), for its step would run twice."""
+    with _REGISTRY_LOCK:
+        renewals = _REGISTRY.get(_key(factory))
+    if renewals is None:
+        return False
+    with renewals._changed:
+        return any(
+            e.execution_id == execution_id and not e.stopped for e in renewals._entries.values()
+        )
+
+
 def _renewals_for(factory: UnitOfWorkFactory, entry: _Kept) -> _Renewals:
     key = _key(factory)
     with _REGISTRY_LOCK:

@@ -41,7 +41,7 @@ from domain.orchestration.definition import (
     StepContext,
     WorkflowDefinition,
 )
-from domain.orchestration.leases import LeaseKeeper
+from domain.orchestration.leases import LeaseKeeper, kept_here
 from domain.services.governance import ApprovalRequired
 from ports.errors import (
     CommitOutcomeUnknown,
@@ -1024,6 +1024,8 @@ class Orchestrator:
             if state.terminal or state is S.AWAITING_APPROVAL:
                 return _Stop(execution)
             owner = execution.lease_owner
+            if owner not in (None, self.worker_id) and kept_here(self._uow_factory, execution.id):
+                return _Stop(execution)  # its step runs in this process, under its worker
             if (
                 not ignore_leases
                 and owner not in (None, self.worker_id)
