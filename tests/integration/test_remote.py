@@ -281,3 +281,30 @@ def test_a_certificate_refused_is_named_as_what_is_wrong_with_it(
     assert _remote_cause(refused, SurrealConfig("wss://db.example:8000")).startswith(
         f"db.example:8000: {said}"
     )
+
+
+def test_requests_queued_behind_one_a_silent_server_failed_fail_with_it() -> None:
+    """Each waited its own timeout in turn, and a reconnect its own again: a service's
+    threads held its shutdown for minutes (found by a long-running service pass)."""
+    with SurrealWsShim() as shim, SurrealStore(SurrealConfig(shim.url, reply_timeout=1)) as store:
+        assert store.select_rows("RETURN 1", {}) == [1]
+        shim.pause()
+        said: list[str] = []
+
+        def ask() -> None:
+            try:
+                store.select_rows("RETURN 2", {})
+            except StorageUnavailable as exc:
+                said.append(str(exc))
+
+        threads = [threading.Thread(target=ask) for _ in range(4)]
+        began = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert len(said) == 4 and time.monotonic() - began < 3.5  # one timeout, not four
+        assert all("did not answer within 1 s" in s for s in said)
+        shim.resume()
+        time.sleep(0.01)  # made after the failure: dialled again
+        assert store.select_rows("RETURN 3", {}) == [3]

@@ -694,6 +694,10 @@ class SurrealStore:
         # A server connection that failed a request (a timeout, a server gone): a reply
         # arriving late would be taken for the next request's, so the next one dials anew.
         self._broken = False
+        # When the server last failed a request or a dial, and why: requests that waited
+        # for the lock meanwhile fail with it at once, rather than each waiting its own
+        # timeout in turn (a service's threads held its shutdown for minutes).
+        self._failed: tuple[float, str] | None = None
         self._immutable: OrderedDict[tuple[str, str], tuple[Document, int]] = OrderedDict()
         self._cache_chars = 0
         self._cache_lock = threading.Lock()
@@ -1043,23 +1047,33 @@ class SurrealStore:
 
     def _query(self, text: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         """A read or schema query: failures mean nothing was changed by us."""
+        arrived = time.monotonic()
         with self._lock:
-            self._usable()
+            self._usable(arrived)
             try:
                 self.round_trips += 1
                 response = self._db.query_raw(text, params)
             except Exception as exc:
-                self._broken = self.config.scheme in REMOTE
-                raise StorageUnavailable(f"SurrealDB query failed: {self._cause(exc)}") from None
+                cause = self._failing(exc)
+                raise StorageUnavailable(f"SurrealDB query failed: {cause}") from None
         if "error" in response:
             raise StorageUnavailable(f"SurrealDB rejected a query: {_brief(response['error'])}")
         rows: list[dict[str, Any]] = response["result"]
         return rows
 
-    def _usable(self) -> None:
+    def _failing(self, exc: Exception) -> str:
+        """A request failed as it was sent or answered: why, and the connection dialled
+        anew for the next (a server's)."""
+        cause = self._cause(exc)
+        if self.config.scheme in REMOTE:
+            self._broken, self._failed = True, (time.monotonic(), cause)
+        return cause
+
+    def _usable(self, arrived: float | None = None) -> None:
         """Open, on a connection no earlier request left in doubt: a server's is dialled
         again after one failed (nothing of this request was sent on the old one), so that a
-        service outlives a server restart, and an unknown outcome can be read back."""
+        service outlives a server restart, and an unknown outcome can be read back. A
+        request that `arrived` before the server last failed one fails with it."""
         if self._db is None:
             raise StorageUnavailable("store is closed")
         if self._pid != os.getpid():
@@ -1074,15 +1088,21 @@ class SurrealStore:
             raise StorageUnavailable(self._seal.lost)
         if not self._broken:
             return
+        failed = self._failed
+        if failed is not None and arrived is not None and arrived <= failed[0]:
+            raise StorageUnavailable(
+                f"cannot reach SurrealDB: {failed[1]} (met by a request made while this one"
+                " waited, which was not sent)"
+            )
         with contextlib.suppress(Exception):
             self._db.close()
         try:
             self._connect(self.config.url)
         except Exception as exc:
-            raise StorageUnavailable(
-                f"cannot reach SurrealDB again: {_remote_cause(exc, self.config)}"
-            ) from None
-        self._broken = False
+            cause = _remote_cause(exc, self.config)
+            self._failed = (time.monotonic(), cause)
+            raise StorageUnavailable(f"cannot reach SurrealDB again: {cause}") from None
+        self._broken, self._failed = False, None
 
     def _cause(self, exc: Exception) -> str:
         if self.config.scheme in EMBEDDED:
@@ -1100,13 +1120,14 @@ class SurrealStore:
 
     def apply(self, batch: Batch) -> CommitReceipt:
         compiled = compiler.compile_batch(batch, journal=self.journaled)
+        arrived = time.monotonic()
         with self._lock:
-            self._usable()
+            self._usable(arrived)
             try:
                 self.round_trips += 1
                 response = self._db.query_raw(compiled.text, compiled.params)
             except Exception as exc:
-                self._broken = self.config.scheme in REMOTE
+                cause = self._failing(exc)
                 if any(m in str(exc) for m in compiler.UNRUN):
                     # Refused before anything ran: a definite failure, not an unknown outcome.
                     raise InvalidRecord(f"query rejected: {_brief(exc)}") from None
@@ -1114,7 +1135,7 @@ class SurrealStore:
                 # values it cannot encode back): only a re-read can tell.
                 if self._seal is not None:
                     self._seal.suspend()
-                raise CommitOutcomeUnknown(f"commit outcome unknown: {self._cause(exc)}") from None
+                raise CommitOutcomeUnknown(f"commit outcome unknown: {cause}") from None
             rows: list[dict[str, Any]] = []
             error: PortError | None
             try:
