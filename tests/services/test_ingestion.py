@@ -158,7 +158,9 @@ class TestIngestionDenied:
             h.ingest(*batch)
 
         assert not isinstance(caught.value, ApprovalRequired)
-        assert caught.value.reasons == (f"source url: {bad_url!r} is not allowed for kind imf",)
+        assert caught.value.reasons == (
+            f"source url: {bad_url!r} is not allowed for kind imf (hosts under imf.org)",
+        )
         assert bad_url in str(caught.value)
         assert caught.value.decision_id == "dec-000001"
         # Nothing written but the recorded denial: its decision and its evidence.
@@ -175,7 +177,8 @@ class TestIngestionDenied:
         with pytest.raises(PolicyDenied) as caught:
             h.ingest(draft(kind="secondary_context", source_url=url))
         assert caught.value.reasons == (
-            f"source url: {url!r} is not allowed for kind secondary_context",
+            f"source url: {url!r} is not allowed for kind secondary_context"
+            " (any host but social media)",
         )
         assert h.counts() == EMPTY | {"decision": 1, "evidence": 1}
 

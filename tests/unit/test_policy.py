@@ -346,7 +346,8 @@ def test_allowlisted_hosts_and_their_subdomains_are_permitted(kind: SourceKind, 
 def test_hosts_outside_the_kind_allowlist_are_denied(kind: SourceKind, url: str) -> None:
     assert not ALLOWLIST.permits(kind, url)
     reasons = source_allowlist(ALLOWLIST)(mutation(source_urls=[(kind, url)]), NOW)
-    assert reasons == [f"source url: {url!r} is not allowed for kind {kind.value}"]
+    said = f"source url: {url!r} is not allowed for kind {kind.value}{ALLOWLIST.said(kind)}"
+    assert reasons == [said] and said.endswith(")")
 
 
 @pytest.mark.parametrize(
@@ -370,7 +371,9 @@ def test_social_media_is_denied_for_every_kind_even_secondary_context(url: str) 
     reasons = source_allowlist(ALLOWLIST)(
         mutation(source_urls=[(SourceKind.SECONDARY_CONTEXT, url)]), NOW
     )
-    assert reasons == [f"source url: {url!r} is not allowed for kind secondary_context"]
+    assert reasons == [
+        f"source url: {url!r} is not allowed for kind secondary_context (any host but social media)"
+    ]
 
 
 def test_social_media_stays_denied_even_if_an_allowlist_names_it() -> None:
@@ -393,8 +396,10 @@ def test_every_disallowed_url_of_a_batch_is_named() -> None:
     ]
     reasons = source_allowlist(ALLOWLIST)(mutation(source_urls=urls), NOW)
     assert reasons == [
-        "source url: 'https://imf.org.evil.com/a' is not allowed for kind imf",
-        "source url: 'https://x.com/b' is not allowed for kind secondary_context",
+        "source url: 'https://imf.org.evil.com/a' is not allowed for kind imf (hosts under"
+        " imf.org)",
+        "source url: 'https://x.com/b' is not allowed for kind secondary_context (any host but"
+        " social media)",
     ]
 
 
@@ -489,7 +494,8 @@ def test_a_denial_lists_every_reason_at_once() -> None:
         "change freeze: only Tier0 mutations may run, this is Tier2",
         f"{APPROVAL_REASON}Tier2 needs 2 distinct valid approvals, has 0",
         f"{APPROVAL_REASON}role 'legal' has not approved (or approval expired)",
-        "source url: 'https://imf.org.evil.com/x' is not allowed for kind imf",
+        "source url: 'https://imf.org.evil.com/x' is not allowed for kind imf (hosts under"
+        " imf.org)",
         "tenant: references records of another tenant (1)",
         "evidence: source src-9 carries no evidence",
         "analysis: production publication needs at least one analysis",
@@ -547,7 +553,9 @@ def test_no_policies_means_allowed_and_a_custom_allowlist_is_honoured() -> None:
     url_mutation = mutation(source_urls=[(SourceKind.IMF, "https://www.imf.org/x")])
     assert decide(url_mutation).allowed
     denied = evaluate(url_mutation, decision_id="d", now=NOW, policies=default_policies(strict))
-    assert denied.reasons == ("source url: 'https://www.imf.org/x' is not allowed for kind imf",)
+    assert denied.reasons == (
+        "source url: 'https://www.imf.org/x' is not allowed for kind imf (no host)",
+    )
 
 
 def test_names_folded_alike_by_casefold_stay_alike() -> None:

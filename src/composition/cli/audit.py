@@ -141,7 +141,12 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
         if not s.json:
             total = sum(r["entries"] for r in results)
             plural = "s" * (len(results) != 1)
-            s.echo(f"verified {len(results)} execution{plural}, {total} entries: all chains intact")
+            held = getattr(app.store, "audit_key", None)
+            seals = f", every seal holds (key id {held.key_id})" if keyed and held else ""
+            s.echo(
+                f"verified {len(results)} execution{plural}, {total} entries: all chains"
+                f" intact{seals}"
+            )
             if checked is not None and checked["checked"]:
                 s.echo(
                     f"and every one of the {checked['checked']} anchored heads (taken"
@@ -308,7 +313,7 @@ def audit_seal(ctx: click.Context, execution_id: str | None, unsealed: bool) -> 
         }.get(first.outcome, "")
         raise Failed(
             render.safe(
-                f"{first.execution_id} was not sealed: {first.problem}{hint}"
+                f"{first.execution_id} was left unsealed: {first.problem}{hint}"
                 + (f" ({len(left)} executions not sealed)" if len(left) > 1 else "")
             )
         )

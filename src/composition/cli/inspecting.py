@@ -42,7 +42,11 @@ def executions() -> None:
 
 
 @executions.command("list", epilog=EXITS)
-@click.option("--state", type=enum_choice([st.value for st in ExecutionState]))
+@click.option(
+    "--state",
+    type=enum_choice([st.value for st in ExecutionState]),
+    help="Only the executions in this state.",
+)
 @limit_option(DEFAULT_LIST_LIMIT)
 @click.option(
     "--workflow",
@@ -235,6 +239,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
     default=0,
     show_default=True,
     metavar="POSITION",
+    help="Only the events after this position (a page's last, or the `next` hint's).",
 )
 @limit_option(50)
 @json_option

@@ -131,6 +131,15 @@ class SourceAllowlist:
         factory=lambda: dict(DEFAULT_ALLOWLIST)
     )
 
+    def said(self, kind: SourceKind) -> str:
+        """What a refusal adds: the hosts the kind allows (a guess at them left a failed
+        execution each time)."""
+        allowed = self.hosts.get(kind, ())
+        if allowed is None:
+            return " (any host but social media)"
+        hosts = ", ".join(allowed[:10]) + (", ..." if len(allowed) > 10 else "")
+        return f" (hosts under {hosts})" if allowed else " (no host)"
+
     def permits(self, kind: SourceKind, url: str) -> bool:
         if host_problem(url) is not None:
             return False  # no host we can vouch for
@@ -196,7 +205,7 @@ def approvals(m: GuardedMutation, now: datetime) -> list[str]:
 def source_allowlist(allowlist: SourceAllowlist) -> Policy:
     def policy(m: GuardedMutation, now: datetime) -> list[str]:
         return [
-            f"source url: {url!r} is not allowed for kind {kind.value}"
+            f"source url: {url!r} is not allowed for kind {kind.value}{allowlist.said(kind)}"
             for kind, url in m.source_urls
             if not allowlist.permits(kind, url)
         ]
