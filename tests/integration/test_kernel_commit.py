@@ -137,21 +137,31 @@ def test_a_commit_failing_in_the_engine_is_an_unknown_outcome() -> None:
 
 
 @pytest.mark.parametrize(
-    "said",
+    ("said", "hint"),
     [
-        "Log error: IO error: kind=other error, message=fsync failed",  # what the engine says
-        "IO error: File too large (os error 27)",
+        (  # what the engine says, without the cause
+            "Log error: IO error: kind=other error, message=fsync failed",
+            "; the disk may be full, or a file size limit reached",
+        ),
+        (
+            "IO error: File too large (os error 27)",
+            "; a file size limit was reached: raise it (ulimit -f)",
+        ),
+        (
+            "IO error: No space left on device (os error 28)",
+            "; the file system is full (or a disk quota was reached): free space",
+        ),
     ],
 )
-def test_a_commit_the_disk_had_no_room_for_says_what_to_look_at(said: str) -> None:
+def test_a_commit_the_disk_had_no_room_for_says_what_to_look_at(said: str, hint: str) -> None:
     """A full disk or a file size limit met mid-run was said as `fsync failed` alone (found
-    by a crash and limits pass)."""
+    by a crash and limits pass), and the two apart where the engine says which."""
     batch = Batch((Write(Op.CREATE, "knowledge_source", "s1", {"title": "t"}),))
     compiled = compiler.compile_batch(batch)
     rows = [{"status": "ERR", "result": said} for _ in compiled.owners]
     unknown = compiler.failure(compiled, batch, rows)
     assert isinstance(unknown, CommitOutcomeUnknown)
-    assert str(unknown).endswith("; the disk may be full, or a file size limit reached")
+    assert str(unknown).endswith(hint)
 
 
 @pytest.mark.parametrize(

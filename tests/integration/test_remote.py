@@ -308,3 +308,50 @@ def test_requests_queued_behind_one_a_silent_server_failed_fail_with_it() -> Non
         shim.resume()
         time.sleep(0.01)  # made after the failure: dialled again
         assert store.select_rows("RETURN 3", {}) == [3]
+
+
+def test_a_request_this_client_could_not_send_fails_alone() -> None:
+    """A value the client could not encode failed every request queued behind it as if the
+    server were unreachable (found by a review)."""
+    with SurrealWsShim() as shim, SurrealStore(SurrealConfig(shim.url)) as store:
+        said: list[str] = []
+        answered: list[object] = []
+
+        def bad() -> None:
+            try:
+                store.select_rows("RETURN $x", {"x": object()})
+            except StorageUnavailable as exc:
+                said.append(str(exc))
+
+        def good() -> None:
+            answered.append(store.select_rows("RETURN 1", {}))
+
+        with store._lock:  # all queued behind the bad one
+            threads = [threading.Thread(target=bad)]
+            threads[0].start()
+            time.sleep(0.2)
+            threads += [threading.Thread(target=good) for _ in range(3)]
+            for t in threads[1:]:
+                t.start()
+            time.sleep(0.2)
+        for t in threads:
+            t.join(30)
+        assert len(said) == 1 and answered == [[1], [1], [1]]
+
+
+def test_a_request_stopped_while_waiting_leaves_its_connection_to_be_dialled_anew() -> None:
+    """Ctrl-C as a reply was awaited left the connection in use: the next request read the
+    late reply for its own (found by a review)."""
+    with SurrealWsShim() as shim, SurrealStore(SurrealConfig(shim.url)) as store:
+        assert store.select_rows("RETURN 1", {}) == [1]
+        real = store._db.query_raw
+
+        def interrupted(*args: object) -> object:
+            raise KeyboardInterrupt
+
+        store._db.query_raw = interrupted
+        with pytest.raises(KeyboardInterrupt):
+            store.select_rows("RETURN 2", {})
+        store._db.query_raw = real
+        assert store._broken  # the next request dials anew
+        assert store.select_rows("RETURN 3", {}) == [3]

@@ -635,3 +635,28 @@ def test_a_policy_may_give_its_reasons_as_any_iterable_of_text() -> None:
 
     decision = evaluate(mutation(), decision_id="dec-1", now=NOW, policies=[generated])
     assert decision.reasons == ("custom: no",) and not decision.allowed
+
+
+class _Unreadable(Exception):
+    @property
+    def __notes__(self) -> list[str]:  # type: ignore[override]
+        raise RuntimeError("notes unreadable")
+
+
+class _Lying(str):
+    def startswith(self, *args: object) -> bool:
+        raise RuntimeError("a note that lies")
+
+
+def test_an_errors_notes_that_cannot_be_read_leave_its_line_as_it_is() -> None:
+    """Reading a step's error's notes raised, and the failure was never recorded: the
+    execution stayed running under its worker's lease (found by a review)."""
+    from domain.orchestration.orchestrator import describe
+
+    assert describe(_Unreadable("boom")) == "_Unreadable: boom"
+    lying = ValueError("boom")
+    lying.add_note(_Lying("raised by policy x"))
+    assert describe(lying) == "ValueError (raised by policy x): boom"  # read as plain text
+    odd = ValueError("boom")
+    odd.__notes__ = "raised by policy x"  # type: ignore[assignment]  # not a list
+    assert describe(odd) == "ValueError: boom"

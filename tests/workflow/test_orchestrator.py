@@ -458,12 +458,14 @@ def test_a_worker_whose_step_outlasted_its_lease_and_lost_the_execution_stops(
 
 
 @pytest.mark.parametrize("ignore_leases", [False, True])
+@pytest.mark.parametrize("rival_id", ["worker-2", "worker-1"])
 def test_a_step_running_in_this_process_is_never_taken_over_here(
-    world: World, ignore_leases: bool
+    world: World, ignore_leases: bool, rival_id: str
 ) -> None:
     """Another orchestrator of this process, on this store, took over a running step once
     the clock jumped past its lease (or ignoring leases), and ran it again (found by a
-    long-running service pass: a recover loop beside its workers)."""
+    long-running service pass: a recover loop beside its workers); one with the same
+    worker id too (found by a review)."""
     calls = Calls()
     recovered: list[list[WorkflowExecution]] = []
 
@@ -472,9 +474,30 @@ def test_a_step_running_in_this_process_is_never_taken_over_here(
             world.clock.advance(timedelta(minutes=10))  # the lease long run out, by the clock
             recovered.append(rival.recover(ignore_leases=ignore_leases))
 
-    rival = world.orch("worker-2", analyse=calls.wrap(long_step))
+    rival = world.orch(rival_id, analyse=calls.wrap(long_step))
     done = world.orch("worker-1", analyse=calls.wrap(long_step)).start(FLAKY, request("pub-1"))
     assert recovered == [[]] and calls.n == 1
+    assert done.state is S.SUCCEEDED
+    assert_exactly_once(world.door, world.orch())
+
+
+def test_a_step_run_ignoring_leases_is_not_taken_over_here_either(world: World) -> None:
+    """Run with leases ignored, a step holds no lease of its worker's: another orchestrator
+    of this process claimed the execution and ran the step too (found by a review)."""
+    calls = Calls()
+    recovered: list[list[WorkflowExecution]] = []
+
+    def step(n: int, uow: UnitOfWork, ctx: StepContext) -> None:
+        if n == 1:
+            raise KeyboardInterrupt  # leaves it running, its lease let go
+        if n == 2:
+            recovered.append(world.orch("worker-3", analyse=calls.wrap(step)).recover())
+
+    with pytest.raises(KeyboardInterrupt):
+        world.orch("worker-0", analyse=calls.wrap(step)).start(FLAKY, request("pub-1"))
+    ((xid, _),) = world.door.table("execution").items()
+    done = world.orch("worker-1", analyse=calls.wrap(step)).run(xid, ignore_leases=True)
+    assert recovered == [[]] and calls.n == 2
     assert done.state is S.SUCCEEDED
     assert_exactly_once(world.door, world.orch())
 

@@ -42,7 +42,7 @@ _RETRYABLE = (
 )
 _SKIPPED = "The query was not executed due to a failed transaction"
 _STORAGE_FAILED = ("Log error:", "IO error:")
-_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # the engine gives the code, or only this
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 _WRAPPERS = (
     _SKIPPED,
     "Transaction failed and rolled back",
@@ -362,8 +362,14 @@ def failure(compiled: Compiled, batch: Batch, rows: Sequence[dict[str, Any]]) ->
         # engine could not read or write its files as a statement ran (no descriptors
         # left): nothing about the record. Part of it may have reached the log, so only a
         # re-read can tell what stands.
-        full = "fsync failed" in message or any(f"(os error {c})" in message for c in _FULL)
-        hint = "; the disk may be full, or a file size limit reached" if full else ""
+        if f"(os error {errno.EFBIG})" in message:
+            hint = "; a file size limit was reached: raise it (ulimit -f)"
+        elif any(f"(os error {c})" in message for c in _FULL):
+            hint = "; the file system is full (or a disk quota was reached): free space"
+        elif "fsync failed" in message:  # the engine's words, without the cause
+            hint = "; the disk may be full, or a file size limit reached"
+        else:
+            hint = ""
         return CommitOutcomeUnknown(f"commit failed in the engine: {_brief(message)}{hint}")
     return InvalidRecord(f"{table} {key!r} refused: {_brief(message)}")
 

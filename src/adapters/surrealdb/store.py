@@ -1056,6 +1056,9 @@ class SurrealStore:
             except Exception as exc:
                 cause = self._failing(exc)
                 raise StorageUnavailable(f"SurrealDB query failed: {cause}") from None
+            except BaseException:  # stopped waiting (Ctrl-C): its reply may come, late
+                self._broken = self.config.scheme in REMOTE
+                raise
         if "error" in response:
             raise StorageUnavailable(f"SurrealDB rejected a query: {_brief(response['error'])}")
         rows: list[dict[str, Any]] = response["result"]
@@ -1066,7 +1069,12 @@ class SurrealStore:
         anew for the next (a server's)."""
         cause = self._cause(exc)
         if self.config.scheme in REMOTE:
-            self._broken, self._failed = True, (time.monotonic(), cause)
+            self._broken = True
+            # Only the connection's own failure (no answer, a connection lost) is met by
+            # the requests queued behind: a value this client could not send is this one's.
+            lost = type(exc).__name__.startswith("ConnectionClosed")
+            if lost or isinstance(exc, OSError):  # (TimeoutError is one)
+                self._failed = (time.monotonic(), cause)
         return cause
 
     def _usable(self, arrived: float | None = None) -> None:
@@ -1136,6 +1144,9 @@ class SurrealStore:
                 if self._seal is not None:
                     self._seal.suspend()
                 raise CommitOutcomeUnknown(f"commit outcome unknown: {cause}") from None
+            except BaseException:  # stopped waiting (Ctrl-C): its reply may come, late
+                self._broken = self.config.scheme in REMOTE
+                raise
             rows: list[dict[str, Any]] = []
             error: PortError | None
             try:

@@ -56,7 +56,13 @@ class LeaseKeeper:
     @contextlib.contextmanager
     def kept(self, execution: WorkflowExecution) -> Iterator[None]:
         """Renew `execution`'s lease while the block runs (a step). On leaving, the execution
-        carries the version and lease the renewals left, for the step's commit."""
+        carries the version and lease the renewals left, for the step's commit. Whoever
+        holds the lease, the step is known to run here meanwhile (`kept_here`)."""
+        with _running_here(self.uow_factory, execution.id), self._renewed(execution):
+            yield
+
+    @contextlib.contextmanager
+    def _renewed(self, execution: WorkflowExecution) -> Iterator[None]:
         if execution.lease_owner != self.worker_id:  # not this worker's to keep
             yield
             return
@@ -218,18 +224,31 @@ def _key(factory: UnitOfWorkFactory) -> object:
     return factory
 
 
+# The steps running in this process now, by store (factory key) and execution: how many.
+_RUNNING: dict[tuple[object, str], int] = {}
+_RUNNING_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _running_here(factory: UnitOfWorkFactory, execution_id: str) -> Iterator[None]:
+    key = (_key(factory), execution_id)
+    with _RUNNING_LOCK:
+        _RUNNING[key] = _RUNNING.get(key, 0) + 1
+    try:
+        yield
+    finally:
+        with _RUNNING_LOCK:
+            left = _RUNNING.pop(key) - 1
+            if left:
+                _RUNNING[key] = left
+
+
 def kept_here(factory: UnitOfWorkFactory, execution_id: str) -> bool:
-    """Whether a step of the execution runs in this process now, its lease kept by its
-    worker on this store: nobody here takes it over, whatever the lease's time says (a clock
-    that jumped, `recover(ignore_leases=True)` beside it), for its step would run twice."""
-    with _REGISTRY_LOCK:
-        renewals = _REGISTRY.get(_key(factory))
-    if renewals is None:
-        return False
-    with renewals._changed:
-        return any(
-            e.execution_id == execution_id and not e.stopped for e in renewals._entries.values()
-        )
+    """Whether a step of the execution runs in this process now, on this store: nobody
+    here takes it over, whoever holds its lease and whatever the lease's time says (a clock
+    that jumped, `recover(ignore_leases=True)` beside it), for the step would run twice."""
+    with _RUNNING_LOCK:
+        return (_key(factory), execution_id) in _RUNNING
 
 
 def _renewals_for(factory: UnitOfWorkFactory, entry: _Kept) -> _Renewals:
@@ -244,8 +263,10 @@ def _renewals_for(factory: UnitOfWorkFactory, entry: _Kept) -> _Renewals:
 
 def _forget_after_fork() -> None:
     """A forked child has none of its parent's threads: nothing of the parent's is renewed
-    there, and its own steps start afresh."""
-    global _REGISTRY_LOCK
+    or running there, and its own steps start afresh."""
+    global _REGISTRY_LOCK, _RUNNING_LOCK
+    _RUNNING.clear()
+    _RUNNING_LOCK = threading.Lock()
     for renewals in _REGISTRY.values():
         renewals._changed = threading.Condition()
         renewals._thread = None

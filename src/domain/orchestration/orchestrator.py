@@ -815,6 +815,8 @@ class Orchestrator:
             with self._cache_lock:
                 if execution.id in self._driving:  # not interrupted: a thread of ours has it
                     continue
+            if kept_here(self._uow_factory, execution.id):  # another orchestrator here has it
+                continue
             try:
                 if execution.retry_not_due(now):
                     # Left for a later recover, not waited for; one this worker could never
@@ -1024,8 +1026,10 @@ class Orchestrator:
             if state.terminal or state is S.AWAITING_APPROVAL:
                 return _Stop(execution)
             owner = execution.lease_owner
-            if owner not in (None, self.worker_id) and kept_here(self._uow_factory, execution.id):
-                return _Stop(execution)  # its step runs in this process, under its worker
+            if kept_here(self._uow_factory, execution.id):
+                # Its step runs in this process now, by another orchestrator of it (one of
+                # this orchestrator's own threads is kept out by `_drive` before this).
+                return _Stop(execution)
             if (
                 not ignore_leases
                 and owner not in (None, self.worker_id)
@@ -1346,11 +1350,17 @@ def describe(error: BaseException) -> str:
         said = str(error)[: MAX_ERROR * 2]  # cut first: messages can run to megabytes
     except BaseException:  # a message that fails, even by raising an interrupt
         said = "(its message could not be read)"
-    # Which of your policies raised it, first: the line is cut at its end.
-    notes = getattr(error, "__notes__", None)
-    notes = [n for n in notes if isinstance(n, str)] if isinstance(notes, list) else []
-    origin = next((f" ({n[:200]})" for n in notes if n.startswith("raised by policy ")), "")
-    return one_line(f"{type(error).__name__}{origin}: {said}")[:MAX_ERROR]
+    return one_line(f"{type(error).__name__}{_origin(error)}: {said}")[:MAX_ERROR]
+
+
+def _origin(error: BaseException) -> str:
+    """Which of your policies raised it, said first (the line is cut at its end); nothing
+    when its notes cannot be read as plain text, whatever they are."""
+    try:
+        notes = [str.__str__(n) for n in list(error.__notes__) if isinstance(n, str)]
+    except BaseException:  # no notes, or notes that fail to be read
+        return ""
+    return next((f" ({n[:200]})" for n in notes if n.startswith("raised by policy ")), "")
 
 
 _log = logging.getLogger("govkernel.orchestrator")
