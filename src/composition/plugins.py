@@ -223,8 +223,9 @@ def _import(name: str, beside: Path | None) -> object:
                     here = ""
                 if not here or here in sys.path or not name.startswith(missing):
                     hidden = _hidden(missing, beside) if missing != missing.split(".")[0] else ""
+                    where = hidden or _where_looked(missing, here, beside)
                     raise _Unusable(
-                        f"cannot import {name}: no module named {missing!r}{hidden}"
+                        f"cannot import {name}: no module named {missing!r}{where}"
                     ) from None
                 search(here)
             except (Exception, SystemExit) as exc:
@@ -235,6 +236,19 @@ def _import(name: str, beside: Path | None) -> object:
         for place in added:
             sys.path.remove(place)
             sys.path.append(place)
+
+
+def _where_looked(missing: str, here: str, beside: Path | None) -> str:
+    """Where a module was looked for, and what puts it there: a newcomer ran the command
+    from another directory than the one holding the package."""
+    top = missing.split(".")[0]
+    places = [f"the working directory {here}"] if here else []
+    places += [f"the settings file's directory {beside}"] if beside is not None else []
+    places.append("PYTHONPATH")
+    return (
+        f" (looked for in {', '.join(places)}: run from the directory holding {top}, or add"
+        " that directory to PYTHONPATH)"
+    )
 
 
 def registry_in_code(given: Callable[[KnowledgeService], object]) -> Registry:

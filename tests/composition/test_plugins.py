@@ -315,6 +315,10 @@ def test_a_module_that_cannot_be_imported_is_named(project: Path) -> None:
         names_of(["nowhere.at_all:x", "broken_mod:x"], project)
     said = str(caught.value)
     assert "nowhere.at_all:x: cannot import nowhere.at_all: no module named 'nowhere'" in said
+    # Where it was looked for, and what puts it there (found by a README walk: run from
+    # another directory, it said no more).
+    assert f"(looked for in the working directory {Path.cwd()}, " in said
+    assert "PYTHONPATH: run from the directory holding nowhere, or add that directory to" in said
     assert "broken_mod:x: importing broken_mod raised RuntimeError: boom" in said
     # Raised from the module's own error: its traceback (what --debug prints) has its line.
     assert isinstance(caught.value.__cause__, RuntimeError)
