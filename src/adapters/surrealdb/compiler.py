@@ -42,6 +42,10 @@ _RETRYABLE = (
 )
 _SKIPPED = "The query was not executed due to a failed transaction"
 _STORAGE_FAILED = ("Log error:", "IO error:")
+# What to do when the machine refused the engine room (said as a commit fails, and as a
+# store opens: store._REFUSED_BY_THE_MACHINE).
+FILE_SIZE_LIMIT = "a file size limit was reached: raise it (ulimit -f)"
+DISK_FULL = "the file system is full (or a disk quota was reached): free space"
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 _WRAPPERS = (
     _SKIPPED,
@@ -363,9 +367,9 @@ def failure(compiled: Compiled, batch: Batch, rows: Sequence[dict[str, Any]]) ->
         # left): nothing about the record. Part of it may have reached the log, so only a
         # re-read can tell what stands.
         if f"(os error {errno.EFBIG})" in message:
-            hint = "; a file size limit was reached: raise it (ulimit -f)"
+            hint = f"; {FILE_SIZE_LIMIT}"
         elif any(f"(os error {c})" in message for c in _FULL):
-            hint = "; the file system is full (or a disk quota was reached): free space"
+            hint = f"; {DISK_FULL}"
         elif "fsync failed" in message:  # the engine's words, without the cause
             hint = "; the disk may be full, or a file size limit reached"
         else:

@@ -1384,11 +1384,8 @@ _SEGMENT = re.compile(r"^[0-9]{20}\.clog\Z")
 _REPAIRING = re.compile(r"^[0-9]{20}\.repair\Z")
 _REFUSED_BY_THE_MACHINE = (
     # A file size limit first: freeing space would not help there.
-    ((errno.EFBIG,), "a file size limit was reached: raise it (ulimit -f)"),
-    (
-        (errno.ENOSPC, errno.EDQUOT),
-        "the file system is full (or a disk quota was reached): free space",
-    ),
+    ((errno.EFBIG,), compiler.FILE_SIZE_LIMIT),
+    ((errno.ENOSPC, errno.EDQUOT), compiler.DISK_FULL),
     (
         (errno.EMFILE, errno.ENFILE),
         "the process may open no more files: raise its limit (ulimit -n)",

@@ -241,23 +241,27 @@ def default_policies(allowlist: SourceAllowlist | None = None) -> tuple[Policy, 
 def _reasons(policy: Policy, mutation: GuardedMutation, now: datetime) -> list[str]:
     """What `policy` says, held to being a list of reasons: its text was taken letter by
     letter as reasons, and None or a number failed far from the policy that gave it."""
-    name = getattr(policy, "__qualname__", None) or type(policy).__name__
     try:
         said = policy(mutation, now)
     except Exception as exc:
-        exc.add_note(f"raised by policy {name}")
+        exc.add_note(f"raised by policy {_name(policy)}")
         raise
     if isinstance(said, str | bytes | Mapping) or not isinstance(said, Iterable):
         raise TypeError(
-            f"policy {name} returned {type(said).__name__}: a policy returns a list of"
-            " reasons to deny (text), empty to allow"
+            f"policy {_name(policy)} returned {type(said).__name__}: a policy returns a list"
+            " of reasons to deny (text), empty to allow"
         )
     reasons = list(said)
     for reason in reasons:
         if not isinstance(reason, str) or not reason.strip():
             given = type(reason).__name__ if not isinstance(reason, str) else "blank text"
-            raise TypeError(f"policy {name} gave a reason that is {given}: each is text")
+            raise TypeError(f"policy {_name(policy)} gave a reason that is {given}: each is text")
     return reasons
+
+
+def _name(policy: Policy) -> str:
+    # Worked out only when there is something to say: every mutation runs every policy.
+    return getattr(policy, "__qualname__", None) or type(policy).__name__
 
 
 def evaluate(
