@@ -735,7 +735,9 @@ def test_your_input_named_as_the_built_in_workflows_is_shown_as_given(
     given = json.dumps({"documents": documents})
     xid = gk.json("run", "workflow", "refund", "--input", given, env=env)["execution_id"]
     assert gk.json("executions", "show", xid, env=env)["input"] == {"documents": documents}
-    assert "document " not in gk("executions", "show", xid, env=env).stdout
+    text = gk("executions", "show", xid, env=env).stdout
+    assert "document " not in text
+    assert re.search(r"^input +" + re.escape(given) + "$", text, re.M)  # as given, in one line
 
 
 def test_a_step_stopped_by_another_base_exception_is_said_in_one_line(project: Path) -> None:

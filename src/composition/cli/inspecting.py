@@ -195,6 +195,8 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
             *([] if x.retry_at is None else [("retries at", render.when(x.retry_at))]),
         ]
         summary = render.input_summary(x) if render.built_in(x) else {}
+        if not render.built_in(x):  # the built-in's is told in words below
+            rows.append(("input", render.step_output(False, None, dict(x.input)) or "-"))
         if "publication_id" in summary:
             rows.append(
                 ("publication", f"{summary['publication_id']}  {summary.get('title', '-')!r}")
