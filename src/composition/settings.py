@@ -41,7 +41,7 @@ from attrs import field, frozen
 from adapters.surrealdb.address import dialable
 from composition import files
 from domain.model.environment import Environment
-from domain.model.errors import InvalidInput
+from domain.model.errors import InvalidInput, reduced
 from domain.model.seal import AuditKey
 from domain.model.validation import (
     ACTOR_NAME,
@@ -95,6 +95,9 @@ class ConfigurationError(Exception):
         count = len(self.problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"invalid configuration ({count} problem{'s' * (count != 1)}):\n{lines}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return reduced(self)
 
 
 def redact_url(url: str) -> str:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from domain.model.errors import reduced
+
 
 class PortError(Exception):
     """Base of every error a unit of work or repository raises."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return reduced(self)
 
 
 class ConcurrencyConflict(PortError):

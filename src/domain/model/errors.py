@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+
+def reduced(error: BaseException) -> tuple[Any, ...]:
+    """How an error of ours pickles: as its class, message and attributes, without calling
+    its constructor again. Pickle's own way calls the class with the message alone, which
+    constructors taking the parts of a message refuse: an error raised in a process pool or
+    a task queue's worker broke the pool instead of reaching its caller."""
+    return _rebuilt, (type(error), error.args, vars(error))
+
+
+def _rebuilt(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    vars(error).update(state)
+    return error
 
 
 class DomainError(Exception):
     """Base of every error the domain raises on purpose."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return reduced(self)
 
 
 class InvalidInput(DomainError):

@@ -10,6 +10,7 @@ from typing import Any
 
 from attrs import field, frozen
 
+from domain.model.errors import reduced
 from domain.model.execution import WorkflowExecution, WorkflowMetadata
 from domain.model.runtime import RuntimeContext
 from domain.model.validation import IDENTIFIER, IDENTIFIER_RULE, several, type_name
@@ -18,6 +19,9 @@ from ports.unit_of_work import UnitOfWork
 
 class RetryableError(Exception):
     """A step failure worth another attempt (a transient dependency, a lost race)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:  # a team's subclass may take other arguments
+        return reduced(self)
 
 
 @frozen
