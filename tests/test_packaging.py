@@ -26,6 +26,7 @@ def test_the_wheel_carries_the_demo_documents_and_the_demo_finds_them(tmp_path: 
     samples = sorted(p.name for p in (ROOT / "examples").glob("*.md"))
     assert samples and {f"composition/examples/{name}" for name in samples} <= names
     assert {"domain/__init__.py", "ports/__init__.py", "adapters/__init__.py"} <= names
+    assert "govkernel_contract.py" in names  # the pytest plugin, loaded by its entry point
     assert {f"{package}/py.typed" for package in PACKAGES} <= names
 
     found = subprocess.run(

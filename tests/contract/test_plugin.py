@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 ADAPTER_CONFTEST = """
@@ -32,7 +37,7 @@ class TestMyAdapter(UnitOfWorkContract):
 
 def test_the_plugin_is_loaded_from_its_entry_point(pytestconfig: pytest.Config) -> None:
     plugin = pytestconfig.pluginmanager.get_plugin("govkernel_contract")
-    assert plugin is not None and plugin.__name__ == "adapters.contract.plugin"
+    assert plugin is not None and plugin.__name__ == "govkernel_contract"
 
 
 def test_an_adapter_author_needs_only_two_fixtures(pytester: pytest.Pytester) -> None:
@@ -50,3 +55,25 @@ def test_missing_fixtures_are_explained(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-k", "empty_commit")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*needs a `uow_factory` fixture*"])
+
+
+def test_a_project_with_packages_named_as_govkernels_runs_its_tests(tmp_path: Path) -> None:
+    """pytest loads the plugin in every project of the environment: one with a `domain` and
+    an `adapters` package of its own must still run (the plugin imports nothing of ours)."""
+    for package in ("domain", "adapters"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text(f"NAME = {package!r}\n")
+    (tmp_path / "test_own.py").write_text(
+        "import adapters, domain\n"
+        "def test_own():\n"
+        "    assert (domain.NAME, adapters.NAME) == ('domain', 'adapters')\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_own.py"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "1 passed" in ran.stdout

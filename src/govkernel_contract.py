@@ -1,8 +1,13 @@
-"""pytest entry point of the contract suite.
+"""pytest entry point of the contract suite (`adapters.contract`).
 
 It only supplies defaults that explain what is missing: an adapter's own `uow_factory` and
 `backdoor` fixtures (in its test class or conftest) take precedence over these. Loading the
 plugin connects to nothing and needs neither hypothesis nor any storage engine.
+
+pytest loads it in every project of an environment govkernel is installed in, so it is a
+module of its own name that imports nothing of govkernel: a project with packages of its own
+named `domain` or `adapters` (govkernel's top-level names) would otherwise not even start its
+tests.
 """
 
 from __future__ import annotations
