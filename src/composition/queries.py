@@ -63,7 +63,9 @@ def orphan_trails(
         return {  # counted, not read: an entry that does not read must not stop the check
             xid: (uow.audit.stored(xid), pinned)
             for xid, pinned in starts.items()
-            if xid not in present or (tenant is not None and not of_tenant(present[xid], tenant))
+            if xid not in present
+            # (A record read with no fields cannot be read at all: its listing says so.)
+            or (tenant is not None and present[xid] and not of_tenant(present[xid], tenant))
         }
 
 

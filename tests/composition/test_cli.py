@@ -10,6 +10,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -436,6 +437,29 @@ def test_tampered_audit_entry_fails_verification(fresh: Cli) -> None:
     assert "CHAIN BROKEN at #3" in fresh("executions", "show", xid, code=1).stdout
     shown = fresh.json("executions", "show", xid, code=1)
     assert shown["verification"]["first_bad_sequence"] == 3
+
+
+def test_text_with_a_nul_written_in_storage_stops_no_check_of_the_rest(fresh: Cli) -> None:
+    """The engine cannot hand back such a record, and failed every read that met it: a
+    listing, a whole-store verification, anything after. Its readers now name it as damaged
+    and go on with the others."""
+    kept = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    edited = fresh.json("run", "knowledge-publication", str(IMF))["execution_id"]
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        store.select_rows(
+            "UPDATE $r SET last_error = $v RETURN NONE",
+            {"r": RecordID("execution", edited), "v": "x\x00"},
+        )
+    verified = fresh("audit", "verify", code=1)
+    assert re.search(rf"{kept} +\d+ +ok", verified.stdout)
+    assert re.search(rf"{edited} .*BROKEN.*holds text with a NUL character", verified.stdout)
+    assert "record is gone" not in verified.stdout  # it is there, and said to be damaged
+    listed = fresh("executions", "list", code=1)
+    assert kept in listed.stdout
+    assert f"1 stored execution cannot be read and is not listed, first {edited}" in listed.stderr
+    shown = fresh("executions", "show", edited, code=1).stderr
+    assert f"execution {edited!r}: a stored record holds text with a NUL character" in shown
+    assert "edited in storage" in shown and "store unavailable" not in shown
 
 
 def test_a_page_goes_on_from_an_execution_whose_input_cannot_be_read(fresh: Cli) -> None:

@@ -32,7 +32,13 @@ from adapters.surrealdb.address import dialable, server_of
 from adapters.surrealdb.wire import Wire, bound_waits
 from domain.model.seal import AuditKey, key_or_none
 from ports import fields
-from ports.errors import CommitOutcomeUnknown, InvalidRecord, PortError, StorageUnavailable
+from ports.errors import (
+    CommitOutcomeUnknown,
+    CorruptRecord,
+    InvalidRecord,
+    PortError,
+    StorageUnavailable,
+)
 from ports.storage import EVENT_TABLE, TABLES, AnyOf, Batch, CommitReceipt, Document, Op, Range
 from ports.unit_of_work import StoreUnitOfWork
 
@@ -42,6 +48,13 @@ _INSTANTS = (fields.Kind.DATETIME, fields.Kind.OPTIONAL_DATETIME)
 IMMUTABLE_CACHE_CHARS = 4 * 1024 * 1024
 MAX_SEGMENT_HEADER = 4096  # far above the engine's own (170 bytes)
 REMOTE = ("ws", "wss", "http", "https")
+# The engine cannot hand back text holding a NUL: a read of such a record fails whole, in
+# these words. No write of govkernel's stores one (every adapter refuses it).
+_NUL_IN_ANSWER = "string contained a null byte"
+NUL_STORED = (
+    "a stored record holds text with a NUL character, which govkernel never writes: it was"
+    " edited in storage, and cannot be read back"
+)
 
 
 @frozen
@@ -1054,6 +1067,8 @@ class SurrealStore:
                 self.round_trips += 1
                 response = self._db.query_raw(text, params)
             except Exception as exc:
+                if _NUL_IN_ANSWER in str(exc):
+                    raise CorruptRecord(NUL_STORED) from None
                 cause = self._failing(exc)
                 raise StorageUnavailable(f"SurrealDB query failed: {cause}") from None
             except BaseException:  # stopped waiting (Ctrl-C): its reply may come, late
@@ -1174,7 +1189,10 @@ class SurrealStore:
         cached = self._cached(table, key)
         if cached is not None:
             return cached
-        rows = self.select_rows("SELECT * FROM ONLY $r", {"r": RecordID(table, key)})
+        try:
+            rows = self.select_rows("SELECT * FROM ONLY $r", {"r": RecordID(table, key)})
+        except CorruptRecord as exc:
+            raise CorruptRecord(f"{table} {key!r}: {exc}") from None
         doc = _strip(rows[0]) if rows and rows[0] else None
         if doc is not None:
             self._cache(table, key, doc)
@@ -1192,9 +1210,16 @@ class SurrealStore:
                 found[key] = cached
         if missing:
             ids = [RecordID(table, key) for key in missing]
-            for row in self.select_rows("SELECT * FROM $ids", {"ids": ids}):
-                key, doc = _key(row), _strip(row)
-                self._cache(table, key, doc)
+            try:
+                rows = [
+                    (_key(row), _strip(row))
+                    for row in self.select_rows("SELECT * FROM $ids", {"ids": ids})
+                ]
+            except CorruptRecord:  # as a listing does: see _one_by_one
+                rows = self._one_by_one("SELECT * FROM $ids", {"ids": ids})
+            for key, doc in rows:
+                if doc:
+                    self._cache(table, key, doc)
                 found[key] = doc
         return found
 
@@ -1301,7 +1326,24 @@ class SurrealStore:
         if limit is not None:
             text += " LIMIT $limit"
             params["limit"] = limit
-        return [(_key(row), _strip(row)) for row in self.select_rows(text, params)]
+        try:
+            return [(_key(row), _strip(row)) for row in self.select_rows(text, params)]
+        except CorruptRecord:  # a record with a NUL in it: the others are listed still
+            return self._one_by_one(text, params)
+
+    def _one_by_one(self, text: str, params: dict[str, Any]) -> list[tuple[str, Document]]:
+        """The listing `text` finds, each record read alone: one the engine cannot hand back
+        is listed with no fields, which no reader takes for a record (each says it is
+        damaged), instead of the whole listing failing."""
+        found = []
+        for record in self.select_rows(f"SELECT VALUE id FROM ({text})", params):
+            try:
+                rows = self.select_rows("SELECT * FROM ONLY $r", {"r": record})
+            except CorruptRecord:
+                rows = [{"id": record}]
+            if rows and rows[0]:
+                found.append((_key(rows[0]), {} if len(rows[0]) == 1 else _strip(rows[0])))
+        return found
 
     def _by_natural_key(
         self, table: str, where: Mapping[str, Any]
