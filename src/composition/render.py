@@ -198,10 +198,12 @@ def audit_table(entries: Sequence[AuditEntry]) -> str:
         (
             e.sequence,
             when(e.at),
-            e.actor,
+            cut(e.actor),
             f"{e.from_state.value if e.from_state else '-'} -> {e.to_state.value}",
-            e.step or "-",
-            e.reason,
+            cut(e.step or "-"),
+            # No reason written here runs longer; one edited in storage may run to megabytes,
+            # which every line of the table would be padded to.
+            cut(e.reason),
             e.hash[:12],
         )
         for e in entries
@@ -314,7 +316,7 @@ def step_output(built_in: bool, step: str | None, output: object) -> str:
             return summary
     if output is None:
         return ""
-    return _cut(json.dumps(output, default=str, sort_keys=True, ensure_ascii=False))
+    return cut(json.dumps(output, default=str, sort_keys=True, ensure_ascii=False), OUTPUT_CHARS)
 
 
 def _publication_step(step: str | None, output: Mapping[str, Any]) -> str | None:
@@ -332,7 +334,10 @@ def _publication_step(step: str | None, output: Mapping[str, Any]) -> str | None
     return None
 
 
-def _cut(text: str) -> str:
-    if len(text) <= OUTPUT_CHARS:
+CELL_CHARS = 1000
+
+
+def cut(text: str, most: int = CELL_CHARS) -> str:
+    if len(text) <= most:
         return text
-    return f"{text[:OUTPUT_CHARS]}... ({len(text):,} characters; --json shows all)"
+    return f"{text[:most]}... ({len(text):,} characters; --json shows all)"

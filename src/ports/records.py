@@ -131,6 +131,16 @@ def _whole(value: object) -> int:
     return value
 
 
+def _counts(value: object) -> dict[str, int]:
+    """Attempts per step: text there failed the next attempt's `+ 1`, far from the read."""
+    if not isinstance(value, dict):
+        raise TypeError(f"attempts are {type(value).__name__}, not a mapping of step to count")
+    for step, n in value.items():
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise TypeError(f"attempts of step {step!r} are {n!r}, not a whole number")
+    return value
+
+
 def _key_of(doc: object) -> str:
     if isinstance(doc, Mapping):
         for name in ("event_id", "execution_id"):
@@ -487,7 +497,7 @@ def execution_from(
         requested_by=d.get("requested_by", ""),
         environment=None if d.get("environment") is None else Environment(d["environment"]),
         current_step=_whole(d["current_step"]),
-        attempts=json.loads(d["attempts_json"]),
+        attempts=_counts(json.loads(d["attempts_json"])),
         step_outputs=json.loads(d["outputs_json"]),
         approvals=_parse_approvals(d["approvals_json"]),
         lease_owner=d.get("lease_owner"),

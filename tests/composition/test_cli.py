@@ -439,6 +439,20 @@ def test_tampered_audit_entry_fails_verification(fresh: Cli) -> None:
     assert shown["verification"]["first_bad_sequence"] == 3
 
 
+def test_a_reason_edited_to_megabytes_is_shown_cut(fresh: Cli) -> None:
+    xid = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        store.select_rows(
+            "UPDATE $r SET reason = $reason RETURN NONE",
+            {"r": RecordID("audit", audit_key(xid, 2)), "reason": "z" * 2_000_000},
+        )
+    for shown in (fresh("executions", "show", xid, code=1), fresh("audit", "verify", code=1)):
+        assert "(2,000,000 characters; --json shows all)" in shown.stdout
+        assert len(shown.stdout) < 30_000  # not every row padded to two million
+    report = fresh.json("audit", "verify", xid, code=1)
+    assert report["reports"][0]["bad_entry"]["reason"] == "z" * 2_000_000
+
+
 def test_text_with_a_nul_written_in_storage_stops_no_check_of_the_rest(fresh: Cli) -> None:
     """The engine cannot hand back such a record, and failed every read that met it: a
     listing, a whole-store verification, anything after. Its readers now name it as damaged

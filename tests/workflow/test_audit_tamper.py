@@ -382,6 +382,17 @@ def test_an_execution_record_that_no_longer_parses_is_reported_broken(ran: Ran, 
     assert "cannot be read" in (report.problem or "") and ran.execution_id in (report.problem or "")
 
 
+@pytest.mark.parametrize("attempts", ['{"ingest": "x"}', '{"ingest": -1}', '["ingest"]'])
+def test_attempts_that_are_no_counts_are_a_damaged_record_not_an_internal_error(
+    ran: Ran, attempts: str
+) -> None:
+    """Not hashed (operational), but read by every attempt: text there failed the next
+    attempt's count with a TypeError, leaving the execution running for good."""
+    ran.door.edit_execution(ran.execution_id, {"attempts_json": attempts})
+    with pytest.raises(CorruptRecord, match=rf"execution '{ran.execution_id}'.*attempts"):
+        ran.orch.get(ran.execution_id)
+
+
 @pytest.mark.parametrize("field", ["from_state", "to_state"])
 def test_an_entry_that_no_longer_reads_is_reported_at_its_place(ran: Ran, field: str) -> None:
     ran.door.edit_audit(ran.execution_id, 4, {field: "bogus"})

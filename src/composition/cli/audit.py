@@ -125,7 +125,7 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
                     "hash",
                 ):
                     value = "-" if entry[key] is None else entry[key]
-                    s.echo(f"  {key:<10}  {render.safe(value)}")
+                    s.echo(f"  {key:<10}  {render.safe(render.cut(str(value)))}")
             what = what_is_broken(first["execution_id"], first["seal"], first["first_bad_sequence"])
             raise Failed(
                 (f"{other_store}; " if other_store else "")
