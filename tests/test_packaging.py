@@ -49,6 +49,17 @@ def test_a_services_own_code_is_type_checked_against_govkernels(tmp_path: Path) 
         "def reserve(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:\n"
         "    return {'tenant': ctx.runtime.tenant}\n"
         "wrong: int = reserve.__name__\n"
+        # What a service's own hooks and policies return, as any Python function may.
+        "from datetime import datetime\n"
+        "from composition.container import Overrides\n"
+        "from domain.model.execution import WorkflowExecution\n"
+        "from domain.model.policy import GuardedMutation, Policy\n"
+        "def hook(x: WorkflowExecution) -> bool:\n"
+        "    return True\n"
+        "def policy(m: GuardedMutation, now: datetime) -> tuple[str, ...]:\n"
+        "    return ()\n"
+        "Overrides(on_transition=hook)\n"
+        "kept: Policy = policy\n"
     )
     checked = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "c"), "steps.py"],

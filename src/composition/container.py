@@ -35,7 +35,7 @@ from domain.services.knowledge import KnowledgeService
 from ports.unit_of_work import UnitOfWorkFactory
 
 T = TypeVar("T")
-TransitionCallback = Callable[[WorkflowExecution], None]
+TransitionCallback = Callable[[WorkflowExecution], object]  # what it returns is not used
 Workflows = Mapping[str, WorkflowDefinition] | Sequence[WorkflowDefinition] | WorkflowDefinition
 
 

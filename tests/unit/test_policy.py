@@ -9,6 +9,7 @@ import pytest
 from attrs import evolve
 
 from domain.model.environment import Environment
+from domain.model.errors import InvalidInput
 from domain.model.knowledge import Classification, SourceKind
 from domain.model.policy import (
     APPROVAL_CLOCK_SKEW,
@@ -381,6 +382,31 @@ def test_social_media_stays_denied_even_if_an_allowlist_names_it() -> None:
     assert lax.permits(SourceKind.RESEARCH_PAPER, "https://arxiv.org/abs/1")
     assert not lax.permits(SourceKind.RESEARCH_PAPER, "https://twitter.com/paper")
     assert not lax.permits(SourceKind.IMF, "https://www.imf.org/x")  # kind absent: nothing
+
+
+@pytest.mark.parametrize(
+    ("hosts", "named", "problem"),
+    [
+        ({"imf": ("imf.org",)}, "hosts", "'imf' is not a SourceKind"),
+        ({SourceKind.IMF: "imf.org"}, "hosts[imf]", "must be a tuple of host suffixes"),
+        ({SourceKind.IMF: ("imf.org", "")}, "hosts[imf]", "'' is not a host suffix"),
+        ({SourceKind.IMF: (None,)}, "hosts[imf]", "None is not a host suffix"),
+        ([SourceKind.IMF], "hosts", "must map source kinds"),
+    ],
+)
+def test_an_allowlist_that_would_deny_what_it_names_is_refused_as_built(
+    hosts: object, named: str, problem: str
+) -> None:
+    """Each of these built, then denied every source of the kind: "no host"."""
+    with pytest.raises(InvalidInput, match=problem) as refused:
+        SourceAllowlist(hosts)  # type: ignore[arg-type]
+    assert refused.value.field == named
+
+
+def test_an_allowlists_suffixes_are_hosts_as_urls_name_them() -> None:
+    given = SourceAllowlist({SourceKind.IMF: ["IMF.org."]})
+    assert given.hosts == {SourceKind.IMF: ("imf.org",)}
+    assert given.permits(SourceKind.IMF, "https://www.imf.org/x")
 
 
 def test_every_kind_has_an_allowlist_entry_and_known_social_hosts() -> None:

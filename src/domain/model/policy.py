@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from attrs import field, frozen
 
 from domain.model.environment import Environment
+from domain.model.errors import InvalidInput
 from domain.model.knowledge import Classification, SourceKind, host_problem
 from domain.model.validation import person_key, same_person
 
@@ -123,12 +124,41 @@ SOCIAL_MEDIA_HOSTS = frozenset(
 )  # fmt: skip
 
 
+def _allowlist(
+    hosts: Mapping[SourceKind, Iterable[str] | None],
+) -> dict[SourceKind, tuple[str, ...] | None]:
+    """Checked as it is built: a kind given as text (`"imf"`) matched no source, and a
+    suffix given as text (`"imf.org"`) was taken letter by letter, each denying every source
+    of its kind as if it named no host."""
+    if not isinstance(hosts, Mapping):
+        raise InvalidInput("hosts", f"must map source kinds to host suffixes, got {hosts!r}")
+    checked: dict[SourceKind, tuple[str, ...] | None] = {}
+    for kind, suffixes in hosts.items():
+        if not isinstance(kind, SourceKind):
+            known = ", ".join(f"SourceKind.{k.name}" for k in SourceKind)
+            raise InvalidInput("hosts", f"{kind!r} is not a SourceKind ({known})")
+        if suffixes is None:
+            checked[kind] = None
+            continue
+        if isinstance(suffixes, str) or not isinstance(suffixes, Iterable):
+            raise InvalidInput(
+                f"hosts[{kind.value}]",
+                f"must be a tuple of host suffixes or None, got {suffixes!r}",
+            )
+        listed = tuple(suffixes)
+        for suffix in listed:
+            if not isinstance(suffix, str) or not suffix.strip(". ") or " " in suffix:
+                raise InvalidInput(f"hosts[{kind.value}]", f"{suffix!r} is not a host suffix")
+        checked[kind] = tuple(s.lower().strip(".") for s in listed)
+    return checked
+
+
 @frozen
 class SourceAllowlist:
     """Host suffixes allowed per source kind; `None` means any host that is not social media."""
 
     hosts: Mapping[SourceKind, tuple[str, ...] | None] = field(
-        factory=lambda: dict(DEFAULT_ALLOWLIST)
+        factory=lambda: dict(DEFAULT_ALLOWLIST), converter=_allowlist
     )
 
     def said(self, kind: SourceKind) -> str:
@@ -168,7 +198,7 @@ DEFAULT_ALLOWLIST: Mapping[SourceKind, tuple[str, ...] | None] = {
     SourceKind.SECONDARY_CONTEXT: None,
 }  # fmt: skip
 
-Policy = Callable[[GuardedMutation, datetime], list[str]]
+Policy = Callable[[GuardedMutation, datetime], Sequence[str]]
 
 
 def requires_policy_refs(m: GuardedMutation, now: datetime) -> list[str]:

@@ -135,7 +135,7 @@ class Orchestrator:
         lease_ttl: timedelta = timedelta(seconds=30),
         max_inline_wait: timedelta = timedelta(seconds=5),
         sleep: Callable[[float], None] = time.sleep,
-        on_transition: Callable[[WorkflowExecution], None] | None = None,
+        on_transition: Callable[[WorkflowExecution], object] | None = None,
         retired: Iterable[WorkflowDefinition] = (),
     ) -> None:
         """`workflows` are what `start` starts, by name. `retired` are earlier versions of
