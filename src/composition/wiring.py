@@ -7,6 +7,7 @@ are resolved when an `App` is opened.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
@@ -92,7 +93,11 @@ def open_store(settings: Settings, create: bool = True) -> Iterator[Store]:
     try:
         yield store
     finally:
-        store.close()
+        # An app never closed is shut down by the interpreter's exit, part of which is
+        # gone by then (files, imports): closing there printed a traceback. The store is
+        # left as a crash leaves it, as documented, and the next open checks it.
+        if not sys.is_finalizing():
+            store.close()
 
 
 def runtime_context(
