@@ -88,7 +88,7 @@ def take(
     broken: list[ChainReport] = []
     with (progress or queries.quietly)([*heads, *unreadable]) as items:
         for xid in items:
-            report = verify(xid)
+            report = queries.verify_listed(verify, xid)
             if not report.ok or xid not in heads:
                 broken.append(report)
                 continue

@@ -16,7 +16,7 @@ from domain.model.evidence import EventEnvelope
 from domain.model.execution import WorkflowExecution, read_pins, started_steps
 from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from ports import records
-from ports.errors import CorruptRecord, RecordNotFound
+from ports.errors import CorruptRecord, ExecutionNotFound
 from ports.storage import count as _count
 from ports.unit_of_work import UnitOfWorkFactory
 
@@ -136,6 +136,23 @@ def orphan_trail(
     return stored if pinned == tenant else 0
 
 
+def verify_listed(verify: Callable[[str], ChainReport], execution_id: str) -> ChainReport:
+    """The report of an execution a listing found; one that then reads as missing by its id
+    (a record whose id is a number or a list: never one of ours) is reported broken, not
+    taken for a mistyped id that ends the whole check."""
+    try:
+        return verify(execution_id)
+    except ExecutionNotFound:
+        return ChainReport(
+            execution_id,
+            0,
+            False,
+            1,
+            "listed, but no execution reads by this id: its record's id is not text, which"
+            " govkernel never writes (edited in storage)",
+        )
+
+
 def orphan_report(execution_id: str, entries: int) -> ChainReport:
     return ChainReport(
         execution_id,
@@ -202,10 +219,10 @@ def audit_trail(uow_factory: UnitOfWorkFactory, tenant: str, execution_id: str) 
             execution = uow.executions.require(execution_id, with_input=False)
         except CorruptRecord:  # another tenant's that does not read back is missing, too
             if uow.executions.tenant_of(execution_id) != tenant:
-                raise RecordNotFound("execution", execution_id) from None
+                raise ExecutionNotFound(execution_id) from None
             raise
         if execution.tenant != tenant:
-            raise RecordNotFound("execution", execution_id)
+            raise ExecutionNotFound(execution_id)
         return uow.audit.for_execution(execution_id)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.model.errors import reduced
+from domain.model.errors import UnknownReference, reduced
 
 
 class PortError(Exception):
@@ -39,6 +39,17 @@ class RecordNotFound(PortError):
         super().__init__(f"{table} {key!r} not found")
         self.table = table
         self.key = key
+
+
+class ExecutionNotFound(RecordNotFound, UnknownReference):
+    """No execution of that id in the caller's tenant (another tenant's reads as none): a
+    refusal of what was asked, as an `UnknownReference` (a `DomainError`), and the
+    `RecordNotFound` it always was."""
+
+    def __init__(self, execution_id: str) -> None:
+        Exception.__init__(self, f"execution {execution_id!r} not found")  # both bases' words
+        self.table = self.kind = "execution"
+        self.key = self.ref = self.execution_id = execution_id
 
 
 class InvalidRecord(PortError):

@@ -19,7 +19,7 @@ from domain.model.lifecycle import AuditEntry, ExecutionState
 from domain.model.policy import PolicyDecision
 from domain.model.validation import shown, with_article
 from ports import records
-from ports.errors import CorruptRecord, InvalidRecord, RecordNotFound
+from ports.errors import CorruptRecord, ExecutionNotFound, InvalidRecord
 from ports.storage import EVENT_TABLE, AnyOf, Document, Op, Range, Write, count
 
 if TYPE_CHECKING:
@@ -245,7 +245,7 @@ class Executions(_Repository):
     ) -> WorkflowExecution:
         execution = self.get(execution_id, with_input=with_input, fresh=fresh)
         if execution is None:
-            raise RecordNotFound(self.table, execution_id)
+            raise ExecutionNotFound(execution_id)
         return execution
 
     def tenant_of(self, execution_id: str) -> str | None:

@@ -416,7 +416,7 @@ def test_exit_statuses_and_clean_errors(gk: Cli) -> None:
     missing = gk("executions", "show", "wfx-missing", code=2)
     assert missing.stderr == "error: no execution 'wfx-missing' in tenant 'default'\n"
     traced = gk("--debug", "approve", "wfx-missing", "--role", "r", code=2)
-    assert "Traceback" in traced.stderr and "RecordNotFound" in traced.stderr
+    assert "Traceback" in traced.stderr and "ExecutionNotFound" in traced.stderr
 
 
 def test_tampered_audit_entry_fails_verification(fresh: Cli) -> None:
@@ -474,6 +474,26 @@ def test_text_with_a_nul_written_in_storage_stops_no_check_of_the_rest(fresh: Cl
     shown = fresh("executions", "show", edited, code=1).stderr
     assert f"execution {edited!r}: a stored record holds text with a NUL character" in shown
     assert "edited in storage" in shown and "store unavailable" not in shown
+
+
+def test_an_execution_copied_under_a_number_for_its_id_stops_no_check_of_the_rest(
+    fresh: Cli,
+) -> None:
+    kept = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        [doc] = store.select_rows(
+            "SELECT * OMIT id FROM ONLY $r", {"r": RecordID("execution", kept)}
+        )
+        store.select_rows(
+            "CREATE execution:12345 CONTENT $c RETURN NONE",
+            {"c": doc | {"idempotency_key": "copied"}},
+        )
+    problem = "listed, but no execution reads by this id: its record's id is not text"
+    for command in (("audit", "verify"), ("audit", "anchor", "-o", str(fresh.cwd / "a.json"))):
+        done = fresh(*command, code=1)
+        said = done.stdout + done.stderr
+        assert re.search(rf"12345 .*{problem}", said)
+        assert re.search(rf"{kept} +\d+ +ok", said) or "anchored 1 execution" in said
 
 
 def test_a_page_goes_on_from_an_execution_whose_input_cannot_be_read(fresh: Cli) -> None:

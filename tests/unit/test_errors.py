@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import pickle
 import pkgutil
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Any
@@ -43,7 +44,7 @@ SAMPLES: dict[str, BaseException] = {
         IllegalTransition("wfx-1", "succeeded", "running"),
         UnknownReference("analysis", "an-1"),
         AlreadyPublished("pub-1", "cap-1", retracted=True),
-        InvalidState("execution wfx-1 is succeeded, not awaiting approval"),
+        InvalidState("wfx-1 is succeeded", execution_id="wfx-1", state="succeeded"),
         VerificationFailed("capsule cap-1 does not match"),
         RecoveryIncomplete([], [("wfx-2", "StorageUnavailable: gone")]),
         RetryableError("try again"),
@@ -51,6 +52,7 @@ SAMPLES: dict[str, BaseException] = {
         port_errors.ConcurrencyConflict("execution", "wfx-1", "version 3, not 2"),
         port_errors.DuplicateRecord("capsule", "cap-1", "publication id pub-1"),
         port_errors.RecordNotFound("execution", "wfx-9"),
+        port_errors.ExecutionNotFound("wfx-8"),
         port_errors.InvalidRecord("knowledge_source: field `x` is not part of the schema"),
         port_errors.CorruptRecord("audit entry does not read", entry=4),
         port_errors.StorageUnavailable("cannot reach SurrealDB"),
@@ -150,3 +152,30 @@ def test_a_refusal_in_a_process_pool_reaches_its_caller_as_itself() -> None:
     ):
         pool.submit(start_with_bad_input).result(timeout=120)
     assert refused.value.field.startswith("documents")
+
+
+def test_a_refusal_names_its_execution_and_state_and_an_unknown_one_is_a_refusal_too() -> None:
+    """What a service maps to its own answers (404, 409) without reading messages."""
+    from composition.container import build_app
+    from composition.settings import Settings
+    from tests.composition.test_container import request
+
+    with build_app(Settings(store_url="memory://")) as app:
+        done = app.orchestrator.start("knowledge_publication", request("pub-1"))
+        with pytest.raises(InvalidState) as ended:
+            app.orchestrator.acting_as("bob").approve(done.id, role="reviewer")
+        assert (ended.value.execution_id, ended.value.state) == (done.id, "succeeded")
+        with pytest.raises(InvalidState) as cancelled:
+            app.orchestrator.cancel(done.id)
+        assert (cancelled.value.execution_id, cancelled.value.state) == (done.id, "succeeded")
+        acts: list[Callable[[], object]] = [
+            lambda: app.orchestrator.get("wfx-none"),
+            lambda: app.orchestrator.acting_as("bob").approve("wfx-none", role="reviewer"),
+            lambda: app.orchestrator.cancel("wfx-none"),
+        ]
+        for act in acts:
+            with pytest.raises(port_errors.ExecutionNotFound) as missing:
+                act()
+            assert isinstance(missing.value, port_errors.RecordNotFound)  # as it always was
+            assert isinstance(missing.value, UnknownReference)  # and a refusal: a DomainError
+            assert missing.value.execution_id == missing.value.key == "wfx-none"

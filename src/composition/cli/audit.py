@@ -19,7 +19,7 @@ from composition.cli.streams import progress_bar, reserve_stdout, write_out
 from composition.container import App
 from domain.model.seal import AuditKey
 from domain.orchestration import sealing
-from ports.errors import CorruptRecord, RecordNotFound
+from ports.errors import CorruptRecord, ExecutionNotFound, RecordNotFound
 
 
 @click.group(epilog=EXITS)
@@ -450,7 +450,7 @@ def verify_chains(
                 return [render.report_json(queries.orphan_report(execution_id, left))]
             if execution_id in anchored:
                 return []
-            raise RecordNotFound("execution", execution_id)
+            raise ExecutionNotFound(execution_id)
         ids = [execution_id]
     else:
         unreadable: list[str] = []
@@ -459,13 +459,13 @@ def verify_chains(
     results = []
     with progress_bar(ids, "verifying") as items:
         for xid in items:
-            report = verified(app, xid)
+            report = queries.verify_listed(lambda x: verified(app, x), xid)
             bad_entry = None
             if not report.ok and report.first_bad_sequence:
                 try:
                     trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, xid)
-                except CorruptRecord:  # the record itself is what is broken: nothing to show
-                    trail = []
+                except (CorruptRecord, ExecutionNotFound):  # the record itself is what is
+                    trail = []  # broken: no entry to show
                 if 0 < report.first_bad_sequence <= len(trail):
                     bad_entry = trail[report.first_bad_sequence - 1]
             results.append(render.report_json(report, bad_entry))

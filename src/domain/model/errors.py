@@ -79,4 +79,13 @@ class AlreadyPublished(DomainError):
 
 
 class InvalidState(DomainError):
-    """An entity method was called in a state that does not allow it."""
+    """An entity method was called in a state that does not allow it. When an execution is
+    what refused, `execution_id` names it and `state` is the state it is in (its value), so
+    that a caller tells "already ended" from "still running" without reading the message."""
+
+    def __init__(
+        self, message: str, *, execution_id: str | None = None, state: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.execution_id = execution_id
+        self.state = state

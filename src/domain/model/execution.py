@@ -296,7 +296,11 @@ class WorkflowExecution:
     def checkpoint(self, step: str, output: JSON, *, at: datetime, actor: str) -> AuditEntry:
         """Record a completed step; the state stays running, the cursor moves on."""
         if self.state is not ExecutionState.RUNNING:
-            raise InvalidState(f"execution {self.id} is {self.state.value}, not running")
+            raise InvalidState(
+                f"execution {self.id} is {self.state.value}, not running",
+                execution_id=self.id,
+                state=self.state.value,
+            )
         self.step_outputs = FrozenDict({**self.step_outputs, step: read_only(output)})
         self.current_step += 1
         self.last_error = None
@@ -313,7 +317,11 @@ class WorkflowExecution:
 
     def claim(self, owner: str, *, now: datetime, ttl: timedelta) -> None:
         if self.lease_owner not in (None, owner) and not self.lease_expired(now):
-            raise InvalidState(f"execution {self.id} is leased by another worker")
+            raise InvalidState(
+                f"execution {self.id} is leased by another worker",
+                execution_id=self.id,
+                state=self.state.value,
+            )
         try:
             expires = now + ttl
             expires.astimezone(UTC)  # stored in UTC: it must end there too
@@ -349,11 +357,15 @@ class WorkflowExecution:
                     " awaiting approval"
                 )
             raise InvalidState(
-                f"execution {self.id} is {self.state.value}, not awaiting approval{hint}"
+                f"execution {self.id} is {self.state.value}, not awaiting approval{hint}",
+                execution_id=self.id,
+                state=self.state.value,
             )
         if not self.requested_by:
             raise InvalidState(
-                f"execution {self.id} names no requester: separation of duties cannot be checked"
+                f"execution {self.id} names no requester: separation of duties cannot be checked",
+                execution_id=self.id,
+                state=self.state.value,
             )
         if same_person(approval.approver, self.requested_by):
             raise InvalidInput(
@@ -384,14 +396,18 @@ class WorkflowExecution:
             # A refusal for the state the execution is in, not for a malformed value.
             raise InvalidState(
                 f"{approval.approver!r} has already approved execution {self.id}"
-                f" as {approval.role!r}"
+                f" as {approval.role!r}",
+                execution_id=self.id,
+                state=self.state.value,
             )
         kept = tuple(a for a in self.approvals if a not in earlier)
         live = sum(a.valid_at(approval.granted_at) for a in kept)  # expired ones count for naught
         if live >= MAX_APPROVALS:
             # Refused here, as a command: every decision of the run records its approvals.
             raise InvalidState(
-                f"execution {self.id} has {live} approvals in force, the most it takes"
+                f"execution {self.id} has {live} approvals in force, the most it takes",
+                execution_id=self.id,
+                state=self.state.value,
             )
         # An approval that has expired is renewed, not kept beside its renewal.
         self.approvals = (*kept, approval)
@@ -538,10 +554,18 @@ class WorkflowExecution:
 
     def request_cancel(self) -> None:
         if self.state.terminal:
-            raise InvalidState(f"execution {self.id} already ended as {self.state.value}")
+            raise InvalidState(
+                f"execution {self.id} already ended as {self.state.value}",
+                execution_id=self.id,
+                state=self.state.value,
+            )
         if self.state is ExecutionState.COMPENSATING:
             # Undoing a side effect half-way would leave it neither done nor undone.
-            raise InvalidState(f"execution {self.id} is compensating and cannot be cancelled")
+            raise InvalidState(
+                f"execution {self.id} is compensating and cannot be cancelled",
+                execution_id=self.id,
+                state=self.state.value,
+            )
         self.cancel_requested = True
 
 

@@ -48,9 +48,9 @@ from ports.errors import (
     ConcurrencyConflict,
     CorruptRecord,
     DuplicateRecord,
+    ExecutionNotFound,
     InjectedFault,
     InvalidRecord,
-    RecordNotFound,
     StorageUnavailable,
     UnitOfWorkLent,
 )
@@ -520,7 +520,8 @@ class Orchestrator:
                         f"execution {execution_id}: its step's commit was lost"
                         f" {lost_in_a_row} times in a row while this worker held its lease:"
                         f" another worker uses the same worker_id ({self.worker_id!r})? Give"
-                        " each its own"
+                        " each its own",
+                        execution_id=execution_id,
                     )
                 if isinstance(outcome, _Unknown):
                     # Counted while no attempt lands: lost replies of commits that did land
@@ -658,7 +659,9 @@ class Orchestrator:
         def rejecting(execution: WorkflowExecution, now: datetime) -> None:
             if execution.state is not S.AWAITING_APPROVAL:
                 raise InvalidState(
-                    f"execution {execution_id} is {execution.state.value}, not awaiting approval"
+                    f"execution {execution_id} is {execution.state.value}, not awaiting approval",
+                    execution_id=execution_id,
+                    state=execution.state.value,
                 )
             self._fail(execution, f"rejected: {reason}")
             if not execution.state.terminal:  # the undo is this worker's, as approve's run is
@@ -915,7 +918,9 @@ class Orchestrator:
             raise InvalidState(
                 f"execution {execution.id} was started in {started_in.value}, and this"
                 f" orchestrator runs in {here.value}: act on it from a worker of"
-                f" {started_in.value}"
+                f" {started_in.value}",
+                execution_id=execution.id,
+                state=execution.state.value,
             )
         found = self._versions.get((execution.workflow_name, execution.workflow_version))
         if found is not None:
@@ -924,13 +929,17 @@ class Orchestrator:
         if not versions:
             raise InvalidState(
                 f"execution {execution.id} runs workflow {execution.workflow_name!r}, which"
-                " this orchestrator does not have: act on it from a service that registers it"
+                " this orchestrator does not have: act on it from a service that registers it",
+                execution_id=execution.id,
+                state=execution.state.value,
             )
         raise InvalidState(
             f"execution {execution.id} was started by {execution.workflow_name} version"
             f" {execution.workflow_version}, and this orchestrator runs version"
             f" {', '.join(versions)}: run it with an orchestrator that has that version (as"
-            " current or retired)"
+            " current or retired)",
+            execution_id=execution.id,
+            state=execution.state.value,
         )
 
     def _require(
@@ -943,10 +952,10 @@ class Orchestrator:
             execution = uow.executions.require(execution_id, with_input=with_input, fresh=fresh)
         except CorruptRecord:
             if uow.executions.tenant_of(execution_id) != self._runtime.tenant:
-                raise RecordNotFound("execution", execution_id) from None
+                raise ExecutionNotFound(execution_id) from None
             raise
         if execution.tenant != self._runtime.tenant:
-            raise RecordNotFound("execution", execution_id)
+            raise ExecutionNotFound(execution_id)
         return execution
 
     def _trusted(
@@ -1003,7 +1012,9 @@ class Orchestrator:
             f" {definition.version} with {then}; the {definition.name} version"
             f" {definition.version} registered here has {_shape_text(definition.shape())}:"
             " steps that change need a new version, and this execution needs the steps it"
-            " started with"
+            " started with",
+            execution_id=execution.id,
+            state=execution.state.value,
         )
 
     def _by_key(self, key: str) -> WorkflowExecution | None:
@@ -1098,7 +1109,9 @@ class Orchestrator:
                 if execution.current_step >= len(definition.steps):
                     raise InvalidState(
                         f"execution {execution.id} is {state.value} past its last step"
-                        f" ({execution.current_step} of {len(definition.steps)} done)"
+                        f" ({execution.current_step} of {len(definition.steps)} done)",
+                        execution_id=execution.id,
+                        state=state.value,
                     )
                 step = definition.steps[execution.current_step]
                 step_name = step.name

@@ -18,7 +18,12 @@ from attrs import frozen
 
 from domain.model.errors import InvalidState
 from domain.model.seal import AuditKey
-from ports.errors import CommitOutcomeUnknown, ConcurrencyConflict, CorruptRecord, RecordNotFound
+from ports.errors import (
+    CommitOutcomeUnknown,
+    ConcurrencyConflict,
+    CorruptRecord,
+    ExecutionNotFound,
+)
 from ports.unit_of_work import UnitOfWorkFactory
 
 ATTEMPTS = 5
@@ -61,7 +66,7 @@ def seal(
             try:
                 execution = uow.executions.get(execution_id, fresh=True)
                 if execution is None or tenant not in (None, execution.tenant):
-                    raise RecordNotFound("execution", execution_id)
+                    raise ExecutionNotFound(execution_id)
                 entries = uow.audit.for_execution(execution_id)
             except CorruptRecord as exc:
                 return SealOutcome(execution_id, Sealing.REFUSED, str(exc))
