@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -277,6 +278,51 @@ def test_an_app_never_closed_ends_with_its_process_without_a_traceback(tmp_path:
     with build_app(Settings(store_url=url)) as app:  # the next open: taken for a crash
         assert app.unclean_shutdown is not None
         assert app.check_after_crash() == [] and app.unclean_shutdown is None
+
+
+SERVICE = """
+import sys
+from composition.container import build_app
+from composition.settings import Settings
+from composition.stopping import stopping_on_signals
+from tests.composition.test_container import request
+
+with build_app(Settings(store_url=sys.argv[1])) as app, stopping_on_signals():
+    n = 0
+    while True:
+        n += 1
+        app.orchestrator.start("knowledge_publication", request(f"pub-{n}"))
+        if n == 3:
+            print("serving", flush=True)
+"""
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_service_stopped_by_a_signal_closes_its_store_and_is_no_crash(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    url = f"surrealkv://{tmp_path / 'store'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOVKERNEL_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(SRC)])
+    service = subprocess.Popen(
+        [sys.executable, "-c", SERVICE, url],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert service.stdout is not None and service.stdout.readline() == "serving\n"
+    service.send_signal(stop)
+    _, stderr = service.communicate(timeout=60)
+    assert service.returncode == 128 + stop, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
+    with build_app(Settings(store_url=url)) as app:
+        assert app.unclean_shutdown is None  # closed: nothing to check after
+        # A run the signal stopped gave up its lease: recover finishes it, now.
+        recovered = app.orchestrator.recover()
+        assert all(x.state is ExecutionState.SUCCEEDED for x in recovered)
+        with app.uow_factory() as uow:
+            assert uow.executions.in_state(ExecutionState.RUNNING) == []
 
 
 def test_nothing_happens_at_import_time(tmp_path: Path) -> None:
