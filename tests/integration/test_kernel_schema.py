@@ -3,11 +3,13 @@ every adapter enforces the field spec it is rendered from)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from surrealdb import RecordID
+from surrealdb import RecordID, Surreal
 
 from adapters.contract import samples
 from adapters.surrealdb import SurrealConfig, SurrealStore, compiler
@@ -18,6 +20,7 @@ from ports.errors import DuplicateRecord, StorageUnavailable
 from ports.storage import Batch, Op, Write
 
 META = RecordID(surreal_schema.META_TABLE, "schema")
+DONE = RecordID(surreal_schema.META_TABLE, "upgraded")
 
 
 def open_store(path: Path) -> SurrealStore:
@@ -107,6 +110,8 @@ def test_a_schema_4_store_keeps_its_executions_inputs(tmp_path: Path) -> None:
         set_schema_version(store, 4)
     with open_store(path) as store:
         assert schema_version(store) == surreal_schema.SCHEMA_VERSION
+        # Moved, not copied: the record no longer holds it.
+        assert store.select_rows("SELECT VALUE input_json FROM ONLY $r", {"r": key}) == [None]
         with store.unit_of_work() as uow:
             stored = uow.executions.require(execution.id)
             assert stored.input == execution.input
@@ -267,3 +272,66 @@ def test_a_schema_8_stores_executions_record_no_environment(tmp_path: Path) -> N
             uow.commit()
         with store.unit_of_work() as uow:
             assert uow.executions.require(execution.id).environment is Environment.TEST
+
+
+def _meta_and_info(path: Path) -> tuple[Any, Any]:
+    """What an older govkernel would read of a store: its schema record, and what the
+    upgrade changes (key records written, an index defined), read without opening it as a
+    store (which would upgrade it)."""
+    db: Any = Surreal(f"surrealkv://{path}")  # the SDK's embedded connection
+    db.connect()
+    try:
+        db.use("govkernel", "govkernel")
+        meta = db.query("SELECT * FROM ONLY $m", {"m": META})
+        done = db.query("SELECT VALUE txn FROM ONLY $d", {"d": DONE})
+        keys = db.query("RETURN count(SELECT VALUE id FROM govkernel_key)")
+        return (meta, done), (keys, db.query("INFO FOR TABLE execution"))
+    finally:
+        db.close()
+
+
+def test_an_upgrade_cut_short_never_reads_as_the_older_schema(tmp_path: Path) -> None:
+    """A log cut inside the upgrade's transaction (a power loss) keeps a first part of it.
+    That part must read as the new version, unfinished (which the next open finishes, and
+    an older govkernel refuses), never as the old one with its tables already changed."""
+    path = tmp_path / "store"
+    with open_store(path) as store:
+        # Enough for the upgrade to span many of the log's blocks (the engine keeps whole
+        # ones): the key records of 400 sources, which schema 7 writes for an older store.
+        for _ in range(4):
+            with store.unit_of_work() as uow:
+                for _ in range(100):
+                    uow.sources.add(samples.source())
+                uow.commit()
+        store.select_rows("DELETE govkernel_key RETURN NONE", {})
+        store.select_rows("REMOVE INDEX ix_execution_state_created_at ON execution", {})
+        set_schema_version(store, 6)
+    _, old_info = _meta_and_info(path)
+    segment = max((path / "clog").iterdir())
+    before = segment.stat().st_size
+    sealed = (path / "govkernel.seal").read_text()
+    with open_store(path) as store:
+        assert store.upgraded_from == 6
+    after = segment.stat().st_size
+    assert after > before
+    _, new_info = _meta_and_info(path)
+    # A cut stands for a power loss during the upgrade: the seal is the close's before it.
+    (path / "govkernel.seal").write_text(sealed)
+    finished = 0
+    for cut in range(before + 1, after, max((after - before) // 24, 1)):
+        copy = tmp_path / f"cut-{cut}"
+        shutil.copytree(path, copy)
+        os.truncate(max((copy / "clog").iterdir()), cut)
+        (meta, done), info = _meta_and_info(copy)
+        if meta["version"] == 6:
+            assert info == old_info, f"cut at {cut}: the older schema's tables changed"
+        else:
+            assert meta["version"] == surreal_schema.SCHEMA_VERSION, f"cut at {cut}: {meta}"
+            if done != meta["upgrade"]:  # cut short: the next open does it again
+                finished += 1
+                with open_store(copy) as store:
+                    assert store.upgraded_from == 6
+                (meta, done), info = _meta_and_info(copy)
+            assert done == meta["upgrade"] and info == new_info, f"cut at {cut}"
+        shutil.rmtree(copy)
+    assert finished, "no cut kept only a part of the upgrade: the test cuts nothing"

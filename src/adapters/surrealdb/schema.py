@@ -61,6 +61,10 @@ MIGRATIONS = [
     "FOR $x IN (SELECT id, tenant, input_json FROM execution WHERE input_json != NONE) {"
     " UPSERT type::thing('execution_input', record::id($x.id))"
     " CONTENT { tenant: $x.tenant, input_json: $x.input_json, version: 1 } RETURN NONE; }",
+    # The field's definition goes, and so must its data: removing the definition alone left
+    # every older execution's input stored twice, for good.
+    "DEFINE FIELD OVERWRITE input_json ON execution TYPE option<string>",
+    "UPDATE execution UNSET input_json WHERE input_json != NONE RETURN NONE",
     "REMOVE FIELD IF EXISTS input_json ON execution",
 ]
 

@@ -932,10 +932,17 @@ class SurrealStore:
 
     def _apply_schema(self) -> None:
         meta = RecordID(schema.META_TABLE, "schema")
-        rows = self._query("SELECT VALUE version FROM ONLY $m", {"m": meta})
-        current = rows[0]["result"]
-        if current == schema.SCHEMA_VERSION:
+        done = RecordID(schema.META_TABLE, "upgraded")
+        rows = self._query(
+            "SELECT * FROM ONLY $m; SELECT VALUE txn FROM ONLY $d;", {"m": meta, "d": done}
+        )
+        found = rows[0]["result"] if isinstance(rows[0]["result"], dict) else {}
+        current, upgrade = found.get("version"), found.get("upgrade")
+        cut_short = upgrade is not None and upgrade != rows[1]["result"]
+        if current == schema.SCHEMA_VERSION and not cut_short:
             return
+        if cut_short:  # an upgrade a power loss cut short: done again, from where it began
+            current = found.get("upgrade_from")
         if current is None and not self.config.create:
             cfg = self.config
             where = cfg.path or f"{cfg.scheme}://{cfg.server}"
@@ -950,8 +957,20 @@ class SurrealStore:
                 " down: to go back, restore a backup taken before the upgrade)"
             )
         text = ";\n".join(schema.statements())
-        text = f"BEGIN TRANSACTION;\n{text};\nUPSERT $m SET version = $v;\nCOMMIT TRANSACTION;"
-        rows = self._query(text, {"m": meta, "v": schema.SCHEMA_VERSION})
+        # The new version is written first, marked unfinished until the last statement: a
+        # log cut inside the transaction keeps a first part of it, which must not read as
+        # the old schema (an older govkernel then wrote into tables already changed).
+        # (Two records, each written once: a record written twice in one transaction came
+        # back from the log as its first write.)
+        text = (
+            "BEGIN TRANSACTION;\n"
+            "UPSERT $m SET version = $v, upgrade = $txn, upgrade_from = $from;\n"
+            f"{text};\n"
+            "UPSERT $d SET txn = $txn;\n"
+            "COMMIT TRANSACTION;"
+        )
+        params = {"m": meta, "d": done, "v": schema.SCHEMA_VERSION, "from": current}
+        rows = self._query(text, params | {"txn": os.urandom(16).hex()})
         bad = [r for r in rows if r.get("status") != "OK"]
         if bad:
             cause = str(bad[0].get("result"))
