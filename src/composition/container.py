@@ -11,6 +11,7 @@ policies, or a transition callback.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from domain.orchestration.definition import WorkflowDefinition
 from domain.orchestration.orchestrator import Orchestrator
 from domain.services.governance import Gate
 from domain.services.knowledge import KnowledgeService
+from ports.errors import StorageUnavailable
 from ports.unit_of_work import UnitOfWorkFactory
 
 T = TypeVar("T")
@@ -123,6 +125,21 @@ class App:
         if not broken:
             getattr(self.store, "acknowledge_unclean_shutdown", lambda: None)()
         return broken
+
+    def backup(
+        self, destination: str | os.PathLike[str], progress: queries.Progress | None = None
+    ) -> int:
+        """Copy the store into `destination`, a new directory, while the app runs: commits
+        wait while it copies (seconds per GiB), and the copy opens as a store closed
+        cleanly. Only a `surrealkv://` store is a directory to copy (`StorageUnavailable`
+        otherwise). Returns the bytes copied; `progress` is shown the chunks copied."""
+        backup = getattr(self.store, "backup", None)
+        if backup is None:
+            raise StorageUnavailable(
+                "a backup copies a surrealkv:// store's directory; this store is held in memory"
+            )
+        copied: int = backup(destination, progress)
+        return copied
 
     def close(self) -> None:
         with self._lock:

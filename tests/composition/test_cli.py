@@ -439,6 +439,24 @@ def test_tampered_audit_entry_fails_verification(fresh: Cli) -> None:
     assert shown["verification"]["first_bad_sequence"] == 3
 
 
+def test_backup_copies_the_store_to_open_as_it_stood(fresh: Cli) -> None:
+    xid = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    dest = fresh.cwd / "backup"
+    done = fresh.json("backup", str(dest))
+    assert done["backup"] == str(dest) and done["bytes"] > 0
+    fresh("run", "knowledge-publication", str(IMF))  # after the backup: not in it
+    restored = fresh.json("--store", f"surrealkv://{dest}", "executions", "list")
+    assert [x["execution_id"] for x in restored] == [xid]
+    fresh("--store", f"surrealkv://{dest}", "audit", "verify")
+    again = fresh("backup", str(dest), code=2)
+    assert (
+        again.stderr
+        == f"error: invalid input: destination: {dest} exists: a backup goes into a new one\n"
+    )
+    memory = fresh("--store", "mem://", "backup", str(fresh.cwd / "m"), code=2)
+    assert "a mem:// store is held in memory" in memory.stderr
+
+
 def test_a_reason_edited_to_megabytes_is_shown_cut(fresh: Cli) -> None:
     xid = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
     with SurrealStore(SurrealConfig(fresh.url)) as store:

@@ -18,7 +18,8 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -30,6 +31,7 @@ from surrealdb import RecordID, Surreal
 from adapters.surrealdb import compiler, schema
 from adapters.surrealdb.address import dialable, server_of
 from adapters.surrealdb.wire import Wire, bound_waits
+from domain.model.errors import InvalidInput
 from domain.model.seal import AuditKey, key_or_none
 from ports import fields
 from ports.errors import (
@@ -429,6 +431,12 @@ class LogSeal:
         """A commit failed in the engine: the log may end in bytes no commit vouches for, so
         this session seals nothing more (the last seal stays, and still holds)."""
         self.checked = False
+
+    def seal_now(self) -> None:
+        """Seal what the log holds now: no commit is running (the caller holds them off)."""
+        if self.checked and _engine_syncs():
+            self._sealed_at = time.monotonic()
+            self._seal()
 
     def keep_up(self) -> None:
         """After a commit returned: seal what the log holds now, if a second has passed since
@@ -1020,6 +1028,51 @@ class SurrealStore:
                 f" and could not be undone: {_brief(failed[0].get('result'))}"
             )
         self.torn_repair = repair
+
+    def backup(self, destination: str | os.PathLike[str], progress: Progress | None = None) -> int:
+        """Copy this `surrealkv://` store, open, into `destination` (a new directory):
+        commits wait while it copies, so the copy is the store as of one moment, and opens
+        as a store closed cleanly (its seal says how much of its log is whole). Returns the
+        bytes copied. `progress` is shown the chunks as they are copied."""
+        cfg = self.config
+        if cfg.scheme not in ("surrealkv", "file") or cfg.path is None:
+            raise StorageUnavailable(
+                f"a backup copies a surrealkv:// store's directory; a {cfg.scheme}:// store is"
+                + (" held in memory" if cfg.scheme in EMBEDDED else " the server's to back up")
+            )
+        source, target = Path(cfg.path), Path(destination)
+        if os.path.lexists(target):
+            raise InvalidInput("destination", f"{target} exists: a backup goes into a new one")
+        if target.resolve().is_relative_to(source.resolve()):
+            raise InvalidInput("destination", f"{target} is inside the store it would back up")
+        partial = target.with_name(f".{target.name}.partial")
+        with self._lock:
+            self._usable()
+            if self._seal is not None:
+                self._seal.seal_now()  # the copy's seal: its log is whole to there
+            files = sorted(p for p in source.rglob("*") if p.is_file())
+            chunks = [
+                f"{f.relative_to(source)}@{at}"
+                for f in files
+                for at in range(0, max(f.stat().st_size, 1), BACKUP_CHUNK)
+            ]
+            shutil.rmtree(partial, ignore_errors=True)
+            copied = 0
+            try:
+                with (progress or _quietly)(chunks) as shown:
+                    for chunk in shown:
+                        name, at = chunk.rsplit("@", 1)
+                        copied += _copy_chunk(source / name, partial / name, int(at))
+                for f in files:
+                    _fsync(partial / f.relative_to(source))
+                for d in {partial, *(partial / f.relative_to(source).parent for f in files)}:
+                    _fsync_directory(d)
+                os.rename(partial, target)
+            except BaseException:
+                shutil.rmtree(partial, ignore_errors=True)
+                raise
+            _fsync_directory(target.parent)
+        return copied
 
     def check_log(self) -> None:
         """Raise StorageUnavailable if the store's log, looked at now, was cut or removed
@@ -1623,3 +1676,37 @@ def _brief(value: object) -> str:
 
 class SurrealUnitOfWork(StoreUnitOfWork[SurrealStore]):
     """A unit of work on a SurrealDB store."""
+
+
+# A backup copies in chunks of this many bytes: a progress bar moves as a log segment (up to
+# 512 MiB) is copied.
+BACKUP_CHUNK = 16 * 1024 * 1024
+Progress = Callable[[list[str]], AbstractContextManager[Iterable[str]]]
+
+
+@contextlib.contextmanager
+def _quietly(items: list[str]) -> Iterator[Iterable[str]]:
+    yield items
+
+
+def _copy_chunk(source: Path, target: Path, at: int) -> int:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with source.open("rb") as given, target.open("r+b" if at else "wb") as copy:
+        given.seek(at)
+        data = given.read(BACKUP_CHUNK)
+        copy.seek(at)
+        copy.write(data)
+    return len(data)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_directory(path: Path) -> None:
+    with contextlib.suppress(OSError):  # some file systems cannot: the files are synced
+        _fsync(path)

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from composition.cli import approvals, audit, demo, inspecting, recovery, running
+from composition.cli import approvals, audit, backup, demo, inspecting, recovery, running
 from composition.cli.options import not_blank, set_json
 from composition.cli.session import ROOT_EPILOG, session_of
 from composition.cli.streams import DebugLog
@@ -57,6 +57,7 @@ for command in (
     inspecting.events,
     audit.audit,
     recovery.recover,
+    backup.backup,
     demo.demo,
 ):
     cli.add_command(command)

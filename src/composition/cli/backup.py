@@ -1,0 +1,42 @@
+"""`govkernel backup`: a copy of the store that opens as it stood."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from composition import render
+from composition.cli.options import json_option
+from composition.cli.session import EXIT_USAGE, EXITS, Failed, session_of
+from composition.cli.streams import progress_bar
+
+
+@click.command(epilog=EXITS)
+@click.argument("destination", metavar="DEST", type=click.Path(path_type=Path))
+@json_option
+@click.pass_context
+def backup(ctx: click.Context, destination: Path) -> None:
+    """Copy the surrealkv:// store into DEST, a new directory.
+
+    The copy is the store as it stood at one moment, and opens as a store closed cleanly
+    (point --store at it to restore). A service holding the store backs it up itself,
+    with `app.backup(DEST)`: commits wait while it copies.
+    """
+    s = session_of(ctx)
+    s.read_only = True
+    with s.app(existing=True) as (app, _):
+        try:
+            copied = app.backup(destination, lambda chunks: progress_bar(chunks, "copying"))
+        except OSError as exc:
+            raise Failed(
+                f"cannot write the backup to {destination}: {exc.strerror or exc}", EXIT_USAGE
+            ) from None
+        if s.json:
+            s.emit({"backup": str(destination), "bytes": copied})
+            return
+        s.echo(
+            render.safe(
+                f"backed up {app.settings.display_store} to {destination} ({copied:,} bytes)"
+            )
+        )

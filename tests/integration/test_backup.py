@@ -1,0 +1,111 @@
+"""Backups of an open `surrealkv://` store: the store as of one moment, opening cleanly."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from adapters.contract import samples
+from adapters.surrealdb import SurrealConfig, SurrealStore
+from adapters.surrealdb.store import LogSeal, _log_bytes
+from composition.container import build_app
+from composition.settings import Settings
+from domain.model.errors import InvalidInput
+from ports.errors import StorageUnavailable
+from tests.composition.test_container import request
+
+
+def _open(path: Path) -> SurrealStore:
+    return SurrealStore(SurrealConfig(f"surrealkv://{path}"))
+
+
+def _commit_one(store: SurrealStore) -> None:
+    source = samples.source()
+    with store.unit_of_work() as uow:
+        uow.sources.add(source)
+        uow.evidence.add(samples.evidence(source.id))
+        uow.events.append(samples.event())
+        uow.commit()
+
+
+def _events(store: SurrealStore) -> tuple[int, list[int]]:
+    """The log's head and the positions stored: gapless when they agree."""
+    with store.unit_of_work() as uow:
+        head = uow.events_head()
+        positions = [e["position"] for e in uow.events_after(0, 10_000)]
+    return head, positions
+
+
+def test_a_backup_taken_while_commits_run_opens_cleanly_as_one_moment(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    stop = threading.Event()
+    committed: list[int] = []
+    with _open(path) as store:
+        _commit_one(store)
+
+        def writing() -> None:
+            while not stop.is_set():
+                _commit_one(store)
+                committed.append(1)
+
+        writer = threading.Thread(target=writing)
+        writer.start()
+        try:
+            copies = []
+            for n in range(3):
+                copied = store.backup(tmp_path / f"copy-{n}")
+                assert copied > 0
+                copies.append(tmp_path / f"copy-{n}")
+        finally:
+            stop.set()
+            writer.join()
+        _commit_one(store)  # the store goes on after
+        head, _ = _events(store)
+    assert len(committed) > 3  # commits ran between and during the copies
+    heads = []
+    for copy in copies:
+        # Whole as sealed: no log past its seal to settle, no crash, nothing torn.
+        assert LogSeal(copy).closed == _log_bytes(copy)
+        with _open(copy) as restored:
+            assert restored.unclean_shutdown is None and restored.torn_repair is None
+            copy_head, positions = _events(restored)
+            assert positions == list(range(1, copy_head + 1))  # gapless: one moment
+            heads.append(copy_head)
+    assert heads == sorted(heads) and heads[-1] < head  # each later, none with what came after
+
+
+def test_a_backup_goes_into_a_new_directory_outside_its_store(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    (tmp_path / "taken").mkdir()
+    with _open(path) as store:
+        _commit_one(store)
+        for where, problem in ((tmp_path / "taken", "exists"), (path / "in", "inside")):
+            with pytest.raises(InvalidInput, match=problem) as refused:
+                store.backup(where)
+            assert refused.value.field == "destination"
+        assert not (path / "in").exists() and list((tmp_path / "taken").iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["memory://", "mem://"])
+def test_a_store_held_in_memory_has_no_directory_to_copy(tmp_path: Path, url: str) -> None:
+    with (
+        build_app(Settings(store_url=url)) as app,
+        pytest.raises(StorageUnavailable, match="held in memory"),
+    ):
+        app.backup(tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()
+
+
+def test_an_apps_backup_restores_its_executions(tmp_path: Path) -> None:
+    url = f"surrealkv://{tmp_path / 'store'}"
+    with build_app(Settings(store_url=url)) as app:
+        done = app.orchestrator.start("knowledge_publication", request("pub-1"))
+        app.backup(tmp_path / "copy")
+        app.orchestrator.start("knowledge_publication", request("pub-2"))
+    with build_app(Settings(store_url=f"surrealkv://{tmp_path / 'copy'}")) as restored:
+        assert restored.unclean_shutdown is None
+        with restored.uow_factory() as uow:
+            assert [x.id for x in uow.executions.every()] == [done.id]
+        assert restored.orchestrator.verify(done.id).ok
