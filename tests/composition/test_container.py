@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -258,7 +259,9 @@ def test_remote_store_with_credentials_from_settings(shim: SurrealWsShim) -> Non
     assert "wrong-Pw-123" not in str(info.value)
 
 
-def test_an_app_never_closed_ends_with_its_process_without_a_traceback(tmp_path: Path) -> None:
+def test_an_app_never_closed_ends_with_its_process_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Left as a crash leaves it (documented), which the next open checks: not closed half
     way through the interpreter's shutdown, which printed a traceback on every exit."""
     url = f"surrealkv://{tmp_path / 'store'}"
@@ -275,8 +278,12 @@ def test_an_app_never_closed_ends_with_its_process_without_a_traceback(tmp_path:
     )
     assert done.returncode == 0 and done.stdout == "[]\n", done.stderr
     assert done.stderr == ""
-    with build_app(Settings(store_url=url)) as app:  # the next open: taken for a crash
+    with (
+        caplog.at_level(logging.WARNING, logger="govkernel.store"),
+        build_app(Settings(store_url=url)) as app,  # the next open: taken for a crash
+    ):
         assert app.unclean_shutdown is not None
+        assert f"(pid {app.unclean_shutdown}) died with it open" in caplog.text  # a log's too
         assert app.check_after_crash() == [] and app.unclean_shutdown is None
 
 

@@ -318,10 +318,24 @@ def test_a_failed_step_is_logged_with_its_traceback_and_a_wait_for_approval_is_n
     with caplog.at_level(logging.INFO, logger="govkernel.orchestrator"):
         failed = orch.start(FLAKY, request("pub-1"))
         waiting = world.orch().start(WORKFLOW, request("pub-2"), risk_tier=ImpactTier.TIER1)
-    [logged] = caplog.records  # the wait for approval is no failure
+    [logged] = [r for r in caplog.records if r.exc_info]  # the wait for approval is no failure
     assert logged.getMessage() == f"execution {failed.id}: analyse raised"
     assert logged.exc_info is not None and str(logged.exc_info[1]) == "bug"
     assert waiting.state is S.AWAITING_APPROVAL
+    # And one line for each outcome, a failure's a warning, for a service's alerts.
+    outcomes = [(r.levelname, r.getMessage()) for r in caplog.records if not r.exc_info]
+    assert outcomes == [
+        (
+            "WARNING",
+            f"execution {failed.id} ({FLAKY} v1, tenant {failed.tenant}) failed"
+            f" (2 step attempts): {failed.last_error}",
+        ),
+        (
+            "INFO",
+            f"execution {waiting.id} ({WORKFLOW} v1, tenant {waiting.tenant}) awaiting_approval"
+            " (0 step attempts)",
+        ),
+    ]
 
 
 def test_a_retry_scheduled_beyond_the_inline_wait_is_left_for_later(world: World) -> None:

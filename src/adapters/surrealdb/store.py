@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import logging
 import os
 import re
 import resource
@@ -50,6 +51,7 @@ _INSTANTS = (fields.Kind.DATETIME, fields.Kind.OPTIONAL_DATETIME)
 IMMUTABLE_CACHE_CHARS = 4 * 1024 * 1024
 MAX_SEGMENT_HEADER = 4096  # far above the engine's own (170 bytes)
 REMOTE = ("ws", "wss", "http", "https")
+_log = logging.getLogger("govkernel.store")
 # The engine cannot hand back text holding a NUL: a read of such a record fails whole, in
 # these words. No write of govkernel's stores one (every adapter refuses it).
 _NUL_IN_ANSWER = "string contained a null byte"
@@ -856,6 +858,7 @@ class SurrealStore:
                     self._settle_log(url)
             self._apply_schema()
             self.store_id = self._identify()
+            self._log_opening()
         except BaseException as exc:
             if self._seal is not None:
                 # An open that failed may have left its own writes torn (an undo the disk
@@ -872,6 +875,37 @@ class SurrealStore:
                 f"cannot open SurrealDB store ({cfg.scheme}://): {cause}"
                 + _engine_files_hint(cfg.path, str(exc))
             ) from None
+
+    def _log_opening(self) -> None:
+        """What this open found, for a service's log: the CLI says it on stderr; a service
+        that never reads these attributes would otherwise not hear of it."""
+        cfg = self.config
+        where = cfg.path or f"{cfg.scheme}://{cfg.server}"
+        if self.unclean_shutdown:
+            _log.warning(
+                "store %s: the process holding it (pid %s) died with it open; its audit"
+                " chains are to be verified (app.check_after_crash(), or govkernel recover)",
+                where,
+                self.unclean_shutdown,
+            )
+        if self.torn_repair is not None:
+            _log.warning(
+                "store %s: its last transaction was cut short; %s (%d writes)",
+                where,
+                self.torn_repair.action,
+                self.torn_repair.writes,
+            )
+        if self.segment_set_aside is not None:
+            _log.warning(
+                "store %s: a torn log segment was set aside as %s", where, self.segment_set_aside
+            )
+        if self.upgraded_from is not None:
+            _log.warning(
+                "store %s: upgraded from schema %d to %d; older govkernels refuse it now",
+                where,
+                self.upgraded_from,
+                schema.SCHEMA_VERSION,
+            )
 
     def _connect(self, url: str) -> None:
         cfg = self.config

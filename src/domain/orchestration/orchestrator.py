@@ -1186,6 +1186,7 @@ class Orchestrator:
         """Tell the `on_transition` hook about a commit. The commit has happened: a hook that
         fails is logged, and the run goes on (stopping it would leave the execution running
         under this worker's lease, with its caller never told its id)."""
+        _told(execution)
         if self._on_transition is None:
             return
         try:
@@ -1377,6 +1378,39 @@ def _origin(error: BaseException) -> str:
 
 
 _log = logging.getLogger("govkernel.orchestrator")
+
+
+def _told(execution: WorkflowExecution) -> None:
+    """One line in the service's log for each commit that ends an execution, leaves it
+    waiting or schedules a retry: WARNING for one that ended undone (failed, compensated,
+    cancelled), INFO otherwise. Its last error is the step's exception's one line, as the
+    audit trail keeps it."""
+    x, s = execution, execution.state
+    if not (s.terminal or s in (S.AWAITING_APPROVAL, S.RETRY_SCHEDULED)):
+        return
+    level = (
+        logging.INFO
+        if s in (S.SUCCEEDED, S.AWAITING_APPROVAL, S.RETRY_SCHEDULED)
+        else (logging.WARNING)
+    )
+    if not _log.isEnabledFor(level):
+        return
+    attempts = sum(x.attempts.values())
+    why = f": {x.last_error}" if x.last_error and s is not S.SUCCEEDED else ""
+    _log.log(
+        level,
+        "execution %s (%s v%s, tenant %s) %s (%d step attempt%s)%s",
+        x.id,
+        x.workflow_name,
+        x.workflow_version,
+        x.tenant,
+        s.value,
+        attempts,
+        "" if attempts == 1 else "s",
+        why,
+    )
+
+
 MAX_NESTING = 100
 MAX_OUTPUT_CHARS = 4 * 1024 * 1024
 COMMAND_ATTEMPTS = 5
