@@ -1354,6 +1354,10 @@ def test_a_store_upgraded_by_any_command_says_so(fresh: Cli) -> None:
     assert f"upgraded from schema version {schema.SCHEMA_VERSION - 1}" in said
     assert "no longer opens it" in said
     assert "upgraded" not in fresh("events", "--limit", "1").stderr  # once
+    assert fresh.json("recover")["upgraded_from"] is None
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        store.select_rows("UPSERT $m SET version = 8", {"m": meta})
+    assert fresh.json("recover")["upgraded_from"] == 8  # for automation too
 
 
 def test_an_execution_is_driven_only_in_the_environment_it_started_in(fresh: Cli) -> None:

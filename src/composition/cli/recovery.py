@@ -124,6 +124,7 @@ def recover(ctx: click.Context) -> None:
                     ],
                     "torn_transaction": _torn_json(app),
                     "unclean_shutdown": _crash_json(crashed),
+                    "upgraded_from": _upgraded(app),
                     "broken_after_crash": [render.report_json(r) for r in ours],
                     "broken_after_crash_in_other_tenants": len(broken) - len(ours),
                 }
@@ -188,6 +189,13 @@ def _crash_json(crashed: str | None) -> dict[str, Any] | None:
     if crashed is None:
         return None
     return {"pid": int(crashed) if crashed.isascii() and crashed.isdigit() else None}
+
+
+def _upgraded(app: App) -> int | None:
+    """The schema version this open upgraded the store from (older govkernels now refuse
+    it), or null."""
+    upgraded = getattr(app.store, "upgraded_from", None)
+    return upgraded if isinstance(upgraded, int) else None
 
 
 def _torn_json(app: App) -> dict[str, Any] | None:
