@@ -315,7 +315,10 @@ def test_a_failed_step_is_logged_with_its_traceback_and_a_wait_for_approval_is_n
         raise ValueError("bug")
 
     orch = world.orch_with("worker-1", {"analyse": lambda _: bug})
-    with caplog.at_level(logging.INFO, logger="govkernel.orchestrator"):
+    with (
+        caplog.at_level(logging.INFO, logger="govkernel.orchestrator"),
+        caplog.at_level(logging.INFO, logger="govkernel.outcomes"),
+    ):
         failed = orch.start(FLAKY, request("pub-1"))
         waiting = world.orch().start(WORKFLOW, request("pub-2"), risk_tier=ImpactTier.TIER1)
     [logged] = [r for r in caplog.records if r.exc_info]  # the wait for approval is no failure

@@ -51,7 +51,10 @@ _INSTANTS = (fields.Kind.DATETIME, fields.Kind.OPTIONAL_DATETIME)
 IMMUTABLE_CACHE_CHARS = 4 * 1024 * 1024
 MAX_SEGMENT_HEADER = 4096  # far above the engine's own (170 bytes)
 REMOTE = ("ws", "wss", "http", "https")
+# What an open found, for a service's own log (the CLI says it on stderr itself): without
+# one configured, Python's last-resort handler would print it there again.
 _log = logging.getLogger("govkernel.store")
+_log.addHandler(logging.NullHandler())
 # The engine cannot hand back text holding a NUL: a read of such a record fails whole, in
 # these words. No write of govkernel's stores one (every adapter refuses it).
 _NUL_IN_ANSWER = "string contained a null byte"

@@ -1378,6 +1378,10 @@ def _origin(error: BaseException) -> str:
 
 
 _log = logging.getLogger("govkernel.orchestrator")
+# Outcomes are for a service's own log: without one configured, Python's last-resort handler
+# would print each warning on stderr (the CLI says each outcome itself).
+_outcomes = logging.getLogger("govkernel.outcomes")
+_outcomes.addHandler(logging.NullHandler())
 
 
 def _told(execution: WorkflowExecution) -> None:
@@ -1393,11 +1397,11 @@ def _told(execution: WorkflowExecution) -> None:
         if s in (S.SUCCEEDED, S.AWAITING_APPROVAL, S.RETRY_SCHEDULED)
         else (logging.WARNING)
     )
-    if not _log.isEnabledFor(level):
+    if not _outcomes.isEnabledFor(level):
         return
     attempts = sum(x.attempts.values())
     why = f": {x.last_error}" if x.last_error and s is not S.SUCCEEDED else ""
-    _log.log(
+    _outcomes.log(
         level,
         "execution %s (%s v%s, tenant %s) %s (%d step attempt%s)%s",
         x.id,
