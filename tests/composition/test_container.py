@@ -325,8 +325,10 @@ def test_a_service_stopped_by_a_signal_closes_its_store_and_is_no_crash(
     assert "Traceback" not in stderr and "Exception ignored" not in stderr
     with build_app(Settings(store_url=url)) as app:
         assert app.unclean_shutdown is None  # closed: nothing to check after
-        # A run the signal stopped gave up its lease: recover finishes it, now.
-        recovered = app.orchestrator.recover()
+        with app.uow_factory() as uow:  # what the signal stopped gave up its lease
+            stopped = uow.executions.in_state(ExecutionState.RUNNING)
+            assert [x.lease_owner for x in stopped] == [None] * len(stopped)
+        recovered = app.orchestrator.recover()  # so recover finishes it now
         assert all(x.state is ExecutionState.SUCCEEDED for x in recovered)
         with app.uow_factory() as uow:
             assert uow.executions.in_state(ExecutionState.RUNNING) == []

@@ -492,6 +492,12 @@ class Orchestrator:
                         break
                     self._driving[execution_id] = False
                 turn = lambda: self._run(execution_id)  # noqa: E731 - the turns after the first
+        except BaseException as stop:
+            # Stopped between turns, or in a start between its commit and its run (which
+            # gives up the lease itself): given up here, so recover need not wait it out.
+            if owned and _stopping(stop):
+                self._let_go(execution_id)
+            raise
         finally:
             if owned:  # an interrupt: nobody drives it now
                 with self._cache_lock:
