@@ -143,14 +143,13 @@ def verify_listed(verify: Callable[[str], ChainReport], execution_id: str) -> Ch
     try:
         return verify(execution_id)
     except ExecutionNotFound:
-        return ChainReport(
-            execution_id,
-            0,
-            False,
-            1,
-            "listed, but no execution reads by this id: its record's id is not text, which"
-            " govkernel never writes (edited in storage)",
-        )
+        return ChainReport(execution_id, 0, False, 1, NOT_TEXT)
+
+
+NOT_TEXT = (
+    "listed, but no execution reads by this id: its record's id is not text, which govkernel"
+    " never writes (edited in storage)"
+)
 
 
 def orphan_report(execution_id: str, entries: int) -> ChainReport:

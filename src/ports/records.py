@@ -43,6 +43,12 @@ def _reading(table: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
     def wrap(convert: Callable[..., R]) -> Callable[..., R]:
         @functools.wraps(convert)
         def read(*args: Any) -> R:
+            if any(a is not INPUT_NOT_LOADED and isinstance(a, Mapping) and not a for a in args):
+                # No stored record is empty: a store lists one it cannot read at all (text
+                # with a NUL in it, written in storage) with no fields, so its reader names it
+                # damaged instead of a field it happens to look for first.
+                key = args[0] if isinstance(args[0], str) else "?"
+                raise CorruptRecord(f"stored {table} {key!r} cannot be read at all{UNREADABLE}")
             try:
                 return convert(*args)
             except (
@@ -131,12 +137,16 @@ def _whole(value: object) -> int:
     return value
 
 
+UNREADABLE = " (text holding a NUL character, which govkernel never writes: edited in storage?)"
+
+
 def _counts(value: object) -> dict[str, int]:
     """Attempts per step: text there failed the next attempt's `+ 1`, far from the read."""
     if not isinstance(value, dict):
         raise TypeError(f"attempts are {type(value).__name__}, not a mapping of step to count")
     for step, n in value.items():
-        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        # (No retry policy comes near the bound: a count past it was written in storage.)
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < 2**31:
             raise TypeError(f"attempts of step {step!r} are {n!r}, not a whole number")
     return value
 

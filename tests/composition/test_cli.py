@@ -477,14 +477,22 @@ def test_text_with_a_nul_written_in_storage_stops_no_check_of_the_rest(fresh: Cl
     and go on with the others."""
     kept = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
     edited = fresh.json("run", "knowledge-publication", str(IMF))["execution_id"]
+    entry = fresh.json("run", "knowledge-publication", str(BIS))["execution_id"]
     with SurrealStore(SurrealConfig(fresh.url)) as store:
         store.select_rows(
             "UPDATE $r SET last_error = $v RETURN NONE",
             {"r": RecordID("execution", edited), "v": "x\x00"},
         )
+        store.select_rows(  # read in a listing of entries: said as such, not a missing field
+            "UPDATE $r SET reason = $v RETURN NONE",
+            {"r": RecordID("audit", audit_key(entry, 2)), "v": "x\x00"},
+        )
     verified = fresh("audit", "verify", code=1)
     assert re.search(rf"{kept} +\d+ +ok", verified.stdout)
     assert re.search(rf"{edited} .*BROKEN.*holds text with a NUL character", verified.stdout)
+    assert re.search(
+        rf"{entry} .*BROKEN.*cannot be read at all \(text holding a NUL", verified.stdout
+    )
     assert "record is gone" not in verified.stdout  # it is there, and said to be damaged
     listed = fresh("executions", "list", code=1)
     assert kept in listed.stdout
@@ -512,6 +520,11 @@ def test_an_execution_copied_under_a_number_for_its_id_stops_no_check_of_the_res
         said = done.stdout + done.stderr
         assert re.search(rf"12345 .*{problem}", said)
         assert re.search(rf"{kept} +\d+ +ok", said) or "anchored 1 execution" in said
+    keyed = {"GOVKERNEL_AUDIT_KEY": "k3y-0123456789abcdef-" + "7" * 40}
+    sealed = fresh.json("audit", "seal", "--unsealed", code=1, env=keyed)
+    outcomes = {r["execution_id"]: (r["outcome"], r["problem"]) for r in sealed["results"]}
+    assert outcomes[kept] == ("sealed", None)  # the rest sealed, not stopped at the stray
+    assert outcomes["12345"][0] == "refused" and problem in outcomes["12345"][1]
 
 
 def test_a_page_goes_on_from_an_execution_whose_input_cannot_be_read(fresh: Cli) -> None:

@@ -106,15 +106,20 @@ def test_an_error_pickles_as_its_class_message_and_attributes(error: BaseExcepti
 
 def test_a_teams_own_error_with_other_arguments_pickles_too() -> None:
     class OverLimit(InvalidInput):
+        __slots__ = ("limit",)  # attributes in slots come along too
+
         def __init__(self, amount: int) -> None:
             super().__init__("amount", f"{amount} is over the limit")
-            self.amount = amount
+            self.amount, self.limit = amount, 100
 
     globals()["OverLimit"] = OverLimit  # pickle finds a class by its module's name for it
     OverLimit.__qualname__ = "OverLimit"
     try:
-        again = round_trip(OverLimit(500))
+        error = OverLimit(500)
+        error.add_note("raised by a test")
+        again = round_trip(error)
         assert isinstance(again, OverLimit) and again.amount == 500 and again.field == "amount"
+        assert again.limit == 100 and again.__notes__ == ["raised by a test"]
     finally:
         del globals()["OverLimit"]
 

@@ -391,6 +391,11 @@ def test_social_media_stays_denied_even_if_an_allowlist_names_it() -> None:
         ({SourceKind.IMF: "imf.org"}, "hosts[imf]", "must be a tuple of host suffixes"),
         ({SourceKind.IMF: ("imf.org", "")}, "hosts[imf]", "'' is not a host suffix"),
         ({SourceKind.IMF: (None,)}, "hosts[imf]", "None is not a host suffix"),
+        ({SourceKind.IMF: ("imf.org:443",)}, "hosts[imf]", "'imf.org:443' is not a host suffix"),
+        ({SourceKind.IMF: ("https://imf.org",)}, "hosts[imf]", "is not a host suffix"),
+        ({SourceKind.IMF: ("*.imf.org",)}, "hosts[imf]", "is not a host suffix"),
+        ({SourceKind.IMF: ("imf.org/en",)}, "hosts[imf]", "is not a host suffix"),
+        ({SourceKind.IMF: ("imf.org\xa0",)}, "hosts[imf]", "is not a host suffix"),
         ([SourceKind.IMF], "hosts", "must map source kinds"),
     ],
 )
@@ -404,9 +409,11 @@ def test_an_allowlist_that_would_deny_what_it_names_is_refused_as_built(
 
 
 def test_an_allowlists_suffixes_are_hosts_as_urls_name_them() -> None:
-    given = SourceAllowlist({SourceKind.IMF: ["IMF.org."]})
-    assert given.hosts == {SourceKind.IMF: ("imf.org",)}
+    given = SourceAllowlist({SourceKind.IMF: ["IMF.org."], SourceKind.FSB: {"münchen.de"}})
+    assert given.hosts == {SourceKind.IMF: ("imf.org",), SourceKind.FSB: ("xn--mnchen-3ya.de",)}
     assert given.permits(SourceKind.IMF, "https://www.imf.org/x")
+    for url in ("https://www.münchen.de/x", "https://www.xn--mnchen-3ya.de/x"):  # either form
+        assert given.permits(SourceKind.FSB, url)
 
 
 def test_every_kind_has_an_allowlist_entry_and_known_social_hosts() -> None:

@@ -263,8 +263,8 @@ def audit_seal(ctx: click.Context, execution_id: str | None, unsealed: bool) -> 
         outcomes = []
         with progress_bar(ids, "sealing") as items:
             for xid in items:
-                outcomes.append(
-                    sealing.seal(
+                try:
+                    outcome = sealing.seal(
                         app.uow_factory,
                         tenant,
                         xid,
@@ -272,7 +272,12 @@ def audit_seal(ctx: click.Context, execution_id: str | None, unsealed: bool) -> 
                         previous=before,
                         unsealed=unsealed,
                     )
-                )
+                except ExecutionNotFound:
+                    if execution_id is not None:
+                        raise
+                    # Listed, yet no execution reads by this id: not one of ours.
+                    outcome = sealing.SealOutcome(xid, sealing.Sealing.REFUSED, queries.NOT_TEXT)
+                outcomes.append(outcome)
     counts = {o: sum(r.outcome is o for r in outcomes) for o in sealing.Sealing}
     done = (sealing.Sealing.SEALED, sealing.Sealing.MOVED, sealing.Sealing.ALREADY)
     left = [r for r in outcomes if r.outcome not in done]

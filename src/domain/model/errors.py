@@ -11,13 +11,19 @@ def reduced(error: BaseException) -> tuple[Any, ...]:
     its constructor again. Pickle's own way calls the class with the message alone, which
     constructors taking the parts of a message refuse: an error raised in a process pool or
     a task queue's worker broke the pool instead of reaching its caller."""
-    return _rebuilt, (type(error), error.args, vars(error))
+    state = dict(vars(error))
+    for cls in type(error).__mro__:  # a subclass's slots hold attributes too
+        for name in (cls.__dict__.get("__slots__") or ()) if cls is not BaseException else ():
+            if name not in ("__dict__", "__weakref__") and hasattr(error, name):
+                state[name] = getattr(error, name)
+    return _rebuilt, (type(error), error.args, state)
 
 
 def _rebuilt(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
     error = cls.__new__(cls, *args)
     error.args = args
-    vars(error).update(state)
+    for name, value in state.items():
+        object.__setattr__(error, name, value)
     return error
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -145,12 +146,34 @@ def _allowlist(
                 f"hosts[{kind.value}]",
                 f"must be a tuple of host suffixes or None, got {suffixes!r}",
             )
-        listed = tuple(suffixes)
-        for suffix in listed:
-            if not isinstance(suffix, str) or not suffix.strip(". ") or " " in suffix:
-                raise InvalidInput(f"hosts[{kind.value}]", f"{suffix!r} is not a host suffix")
-        checked[kind] = tuple(s.lower().strip(".") for s in listed)
+        checked[kind] = tuple(_suffix(kind, suffix) for suffix in suffixes)
     return checked
+
+
+_HOST_SUFFIX = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)*\Z")
+
+
+def _suffix(kind: SourceKind, suffix: object) -> str:
+    """A host suffix as URLs' hosts are compared with it: lower case, ASCII (an
+    internationalised name in its `xn--` form), no dots at its ends. What no host can end in
+    (a scheme, a port, a path, a wildcard, white space) is refused."""
+    plain = _ascii_host(suffix.lower().strip(".")) if isinstance(suffix, str) else None
+    if plain is None or not _HOST_SUFFIX.match(plain):
+        raise InvalidInput(
+            f"hosts[{kind.value}]",
+            f"{suffix!r} is not a host suffix (such as imf.org, or gov: no scheme, port,"
+            " path or wildcard)",
+        )
+    return plain
+
+
+def _ascii_host(host: str) -> str | None:
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
 
 
 @frozen
@@ -173,7 +196,7 @@ class SourceAllowlist:
     def permits(self, kind: SourceKind, url: str) -> bool:
         if host_problem(url) is not None:
             return False  # no host we can vouch for
-        host = (urlsplit(url).hostname or "").lower().rstrip(".")
+        host = _ascii_host((urlsplit(url).hostname or "").lower().rstrip(".")) or ""
         if not host or _matches(host, tuple(SOCIAL_MEDIA_HOSTS)):
             return False
         allowed = self.hosts.get(kind, ())
