@@ -35,8 +35,8 @@ def stopping_on_signals() -> Iterator[None]:
     started with `nohup`, or in the background) stays ignored; the handlers before it are
     put back when it is left.
 
-        with build_app(load_settings()) as app, stopping_on_signals():
-            ...  # serve
+        with stopping_on_signals(), build_app(load_settings()) as app:
+            ...  # serve (entered first, it covers the store's open and close too)
     """
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("stopping_on_signals() works in the main thread only (signals do)")

@@ -455,6 +455,9 @@ def test_backup_copies_the_store_to_open_as_it_stood(fresh: Cli) -> None:
     )
     memory = fresh("--store", "mem://", "backup", str(fresh.cwd / "m"), code=2)
     assert "a mem:// store is held in memory" in memory.stderr
+    with SurrealStore(SurrealConfig(fresh.url)):  # as a service holds it
+        held = fresh("backup", str(fresh.cwd / "held"), code=2).stderr
+    assert "a service holding it backs it up itself, with app.backup(DEST)" in held
 
 
 def test_a_reason_edited_to_megabytes_is_shown_cut(fresh: Cli) -> None:

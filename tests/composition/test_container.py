@@ -294,7 +294,7 @@ from composition.settings import Settings
 from composition.stopping import stopping_on_signals
 from tests.composition.test_container import request
 
-with build_app(Settings(store_url=sys.argv[1])) as app, stopping_on_signals():
+with stopping_on_signals(), build_app(Settings(store_url=sys.argv[1])) as app:
     n = 0
     while True:
         n += 1

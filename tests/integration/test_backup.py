@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,10 @@ def test_a_backup_taken_while_commits_run_opens_cleanly_as_one_moment(tmp_path: 
         try:
             copies = []
             for n in range(3):
+                for _ in range(1000):  # some commits before each copy, and one racing it
+                    if len(committed) >= 5 * (n + 1):
+                        break
+                    time.sleep(0.01)
                 copied = store.backup(tmp_path / f"copy-{n}")
                 assert copied > 0
                 copies.append(tmp_path / f"copy-{n}")
@@ -63,7 +68,7 @@ def test_a_backup_taken_while_commits_run_opens_cleanly_as_one_moment(tmp_path: 
             writer.join()
         _commit_one(store)  # the store goes on after
         head, _ = _events(store)
-    assert len(committed) > 3  # commits ran between and during the copies
+    assert len(committed) >= 15  # commits ran between and during the copies
     heads = []
     for copy in copies:
         # Whole as sealed: no log past its seal to settle, no crash, nothing torn.
@@ -109,3 +114,46 @@ def test_an_apps_backup_restores_its_executions(tmp_path: Path) -> None:
         with restored.uow_factory() as uow:
             assert [x.id for x in uow.executions.every()] == [done.id]
         assert restored.orchestrator.verify(done.id).ok
+
+
+def test_a_backup_never_removes_what_it_did_not_make(tmp_path: Path) -> None:
+    """Its copy grows in a directory of its own: one named as an earlier version's partial
+    copy was (the very store, even) is left alone."""
+    beside = tmp_path / ".copy.partial"
+    with _open(beside) as store:
+        _commit_one(store)
+        store.backup(tmp_path / "copy")
+    assert (beside / "clog").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".copy.partial",
+        ".copy.partial.lock",
+        "copy",
+    ]
+
+
+def test_a_backup_of_a_store_not_known_whole_carries_its_crash(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with _open(path) as store:
+        _commit_one(store)
+    (tmp_path / "store.lock").write_text("unclean 999999")  # died holding it: not checked yet
+    with _open(path) as store:
+        assert store.unclean_shutdown == "999999"
+        store.backup(tmp_path / "copy")
+    with _open(tmp_path / "copy") as copy:
+        assert copy.unclean_shutdown is not None  # its next open checks it, as the store's does
+
+
+def test_a_backup_is_as_private_as_its_store(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with _open(path) as store:
+        _commit_one(store)
+        for p in [path, *path.rglob("*")]:
+            p.chmod(0o700 if p.is_dir() else 0o600)
+        store.backup(tmp_path / "copy")
+
+    def modes(root: Path) -> dict[Path, int]:
+        return {p.relative_to(root): p.stat().st_mode & 0o777 for p in [root, *root.rglob("*")]}
+
+    copied = modes(tmp_path / "copy")
+    assert copied == modes(path)  # mode for mode, the store's own rewritten seal included
+    assert copied[Path(".")] == copied[Path("clog")] == 0o700

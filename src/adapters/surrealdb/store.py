@@ -14,6 +14,7 @@ import shutil
 import socket
 import ssl
 import stat
+import tempfile
 import threading
 import time
 import uuid
@@ -1068,23 +1069,26 @@ class SurrealStore:
 
     def backup(self, destination: str | os.PathLike[str], progress: Progress | None = None) -> int:
         """Copy this `surrealkv://` store, open, into `destination` (a new directory):
-        commits wait while it copies, so the copy is the store as of one moment, and opens
-        as a store closed cleanly (its seal says how much of its log is whole). Returns the
-        bytes copied. `progress` is shown the chunks as they are copied."""
+        its requests wait while it copies, so the copy is the store as of one moment. It opens
+        as a store closed cleanly (its seal says how much of its log is whole), unless this
+        one is not known whole: a crash not yet checked, or a commit that failed in the
+        engine since it opened; the copy then carries that crash, for its next open to check.
+        Returns the bytes copied. `progress` is shown the chunks as they are copied."""
         cfg = self.config
         if cfg.scheme not in ("surrealkv", "file") or cfg.path is None:
             raise StorageUnavailable(
                 f"a backup copies a surrealkv:// store's directory; a {cfg.scheme}:// store is"
                 + (" held in memory" if cfg.scheme in EMBEDDED else " the server's to back up")
             )
-        source, target = Path(cfg.path), Path(destination)
+        source, target = Path(cfg.path), Path(destination).absolute()
         if os.path.lexists(target):
             raise InvalidInput("destination", f"{target} exists: a backup goes into a new one")
         if target.resolve().is_relative_to(source.resolve()):
             raise InvalidInput("destination", f"{target} is inside the store it would back up")
-        partial = target.with_name(f".{target.name}.partial")
+        target.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             self._usable()
+            whole = self._seal is not None and self._seal.checked and not self.unclean_shutdown
             if self._seal is not None:
                 self._seal.seal_now()  # the copy's seal: its log is whole to there
             files = sorted(p for p in source.rglob("*") if p.is_file())
@@ -1093,20 +1097,30 @@ class SurrealStore:
                 for f in files
                 for at in range(0, max(f.stat().st_size, 1), BACKUP_CHUNK)
             ]
-            shutil.rmtree(partial, ignore_errors=True)
+            # A directory of its own, never one found there (removed if the copy fails).
+            partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+            lock = target.with_name(target.name + ".lock")
             copied = 0
             try:
                 with (progress or _quietly)(chunks) as shown:
                     for chunk in shown:
                         name, at = chunk.rsplit("@", 1)
                         copied += _copy_chunk(source / name, partial / name, int(at))
+                for d in sorted({source, *(f.parent for f in files)}):  # as private as they were
+                    shutil.copymode(d, partial / d.relative_to(source))
                 for f in files:
+                    shutil.copymode(f, partial / f.relative_to(source))
                     _fsync(partial / f.relative_to(source))
                 for d in {partial, *(partial / f.relative_to(source).parent for f in files)}:
                     _fsync_directory(d)
+                if not whole:  # before the copy has its name: never a copy said whole
+                    lock.write_text(f"unclean {os.getpid()}")
                 os.rename(partial, target)
             except BaseException:
                 shutil.rmtree(partial, ignore_errors=True)
+                if not whole:
+                    with contextlib.suppress(OSError):
+                        lock.unlink()
                 raise
             _fsync_directory(target.parent)
         return copied

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -10,6 +12,7 @@ from composition import render
 from composition.cli.options import json_option
 from composition.cli.session import EXIT_USAGE, EXITS, Failed, session_of
 from composition.cli.streams import progress_bar
+from ports.errors import StorageUnavailable
 
 
 @click.command(epilog=EXITS)
@@ -25,7 +28,7 @@ def backup(ctx: click.Context, destination: Path) -> None:
     """
     s = session_of(ctx)
     s.read_only = True
-    with s.app(existing=True) as (app, _):
+    with _held_by_a_service(), s.app(existing=True) as (app, _):
         try:
             copied = app.backup(destination, lambda chunks: progress_bar(chunks, "copying"))
         except OSError as exc:
@@ -33,10 +36,22 @@ def backup(ctx: click.Context, destination: Path) -> None:
                 f"cannot write the backup to {destination}: {exc.strerror or exc}", EXIT_USAGE
             ) from None
         if s.json:
-            s.emit({"backup": str(destination), "bytes": copied})
+            s.emit({"backup": str(destination.absolute()), "bytes": copied})
             return
         s.echo(
             render.safe(
                 f"backed up {app.settings.display_store} to {destination} ({copied:,} bytes)"
             )
         )
+
+
+@contextmanager
+def _held_by_a_service() -> Iterator[None]:
+    try:
+        yield
+    except StorageUnavailable as exc:
+        if "is in use by another process" not in str(exc):
+            raise
+        raise StorageUnavailable(
+            f"{exc}; a service holding it backs it up itself, with app.backup(DEST)"
+        ) from None
