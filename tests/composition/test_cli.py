@@ -336,6 +336,7 @@ def test_recover_resumes_an_interrupted_execution(gk: Cli) -> None:
         "left_to_other_environments": [],
         "torn_transaction": None,
         "unclean_shutdown": None,
+        "upgraded_from": None,
         "broken_after_crash": [],
         "broken_after_crash_in_other_tenants": 0,
     }
