@@ -1006,8 +1006,9 @@ class SurrealStore:
         # The new version is written first, marked unfinished until the last statement: a
         # log cut inside the transaction keeps a first part of it, which must not read as
         # the old schema (an older govkernel then wrote into tables already changed).
-        # (Two records, each written once: a record written twice in one transaction came
-        # back from the log as its first write.)
+        # (Two records, each written once: a record upserted twice in one transaction reads
+        # back, once the store is reopened, as its first upsert left it; a unit of work's
+        # batch writes each record once too.)
         text = (
             "BEGIN TRANSACTION;\n"
             "UPSERT $m SET version = $v, upgrade = $txn, upgrade_from = $from;\n"
