@@ -60,6 +60,13 @@ def test_a_new_process_finds_every_committed_unit(tmp_path: Path) -> None:
         with store.unit_of_work() as uow:
             uow.capsules.update(evolve(capsule, title="second version"))
             uow.commit()
+        # Created and changed in one unit: a record the engine gets twice in one transaction
+        # reads back, reopened, as its first write left it; the unit writes it once.
+        folded = samples.capsule()
+        with store.unit_of_work() as uow:
+            uow.capsules.add(folded)
+            uow.capsules.update(evolve(folded, title="changed in the unit that made it"))
+            uow.commit()
         with store.unit_of_work() as uow:  # rolled back: must not appear anywhere
             uow.sources.add(samples.source(id="rolled-back"))
         with store.unit_of_work() as uow:  # failed: must not appear either
@@ -72,6 +79,7 @@ def test_a_new_process_finds_every_committed_unit(tmp_path: Path) -> None:
     assert in_child("dump", path) == {"snapshot": expected}
     assert len(expected["knowledge_source"]) == 5
     assert expected["capsule"][capsule.id]["version"] == 2
+    assert expected["capsule"][folded.id]["title"] == "changed in the unit that made it"
     assert sorted(e["position"] for e in expected["event"].values()) == [1, 2, 3, 4, 5]
 
     # And the other way round: what a child commits, a reopened parent sees, in sequence.
