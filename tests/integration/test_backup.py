@@ -155,5 +155,6 @@ def test_a_backup_is_as_private_as_its_store(tmp_path: Path) -> None:
         return {p.relative_to(root): p.stat().st_mode & 0o777 for p in [root, *root.rglob("*")]}
 
     copied = modes(tmp_path / "copy")
-    assert copied == modes(path)  # mode for mode, the store's own rewritten seal included
+    assert copied == modes(path)  # mode for mode
     assert copied[Path(".")] == copied[Path("clog")] == 0o700
+    assert copied[Path(LogSeal.NAME)] == 0o600  # the seal the backup wrote, private too

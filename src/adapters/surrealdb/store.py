@@ -497,7 +497,9 @@ class LogSeal:
         temporary = self.path.with_name(self.NAME + ".tmp")
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-            with os.fdopen(os.open(temporary, flags, 0o644), "w", encoding="utf-8") as file:
+            # As readable as the store's directory: a private store keeps a private seal.
+            mode = stat.S_IMODE(os.stat(self.directory).st_mode) & 0o666
+            with os.fdopen(os.open(temporary, flags, mode), "w", encoding="utf-8") as file:
                 file.write(content)
                 file.flush()
                 os.fsync(file.fileno())
