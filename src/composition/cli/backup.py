@@ -23,8 +23,9 @@ def backup(ctx: click.Context, destination: Path) -> None:
     """Copy the surrealkv:// store into DEST, a new directory.
 
     The copy is the store as it stood at one moment, and opens as a store closed cleanly
-    (point --store at it to restore). A service holding the store backs it up itself,
-    with `app.backup(DEST)`: commits wait while it copies.
+    (point --store at it to restore); a store not known whole (a crash not yet checked)
+    gives a copy its first open checks, as the store's own would be. A service holding the
+    store backs it up itself, with `app.backup(DEST)`: its requests wait while it copies.
     """
     s = session_of(ctx)
     s.read_only = True
