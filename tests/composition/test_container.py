@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -288,7 +289,8 @@ def test_an_app_never_closed_ends_with_its_process_without_a_traceback(
 
 
 SERVICE = """
-import sys
+import faulthandler, signal, sys
+faulthandler.register(signal.SIGUSR1)  # where it is, should it not stop
 from composition.container import build_app
 from composition.settings import Settings
 from composition.stopping import stopping_on_signals
@@ -320,7 +322,14 @@ def test_a_service_stopped_by_a_signal_closes_its_store_and_is_no_crash(
     )
     assert service.stdout is not None and service.stdout.readline() == "serving\n"
     service.send_signal(stop)
-    _, stderr = service.communicate(timeout=60)
+    try:
+        _, stderr = service.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        service.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        service.kill()
+        _, stderr = service.communicate()
+        pytest.fail(f"still running 60 s after {stop.name}:\n{stderr}")
     assert service.returncode == 128 + stop, stderr
     assert "Traceback" not in stderr and "Exception ignored" not in stderr
     with build_app(Settings(store_url=url)) as app:
