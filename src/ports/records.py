@@ -47,8 +47,8 @@ def _reading(table: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
                 # No stored record is empty: a store lists one it cannot read at all (text
                 # with a NUL in it, written in storage) with no fields, so its reader names it
                 # damaged instead of a field it happens to look for first.
-                key = args[0] if isinstance(args[0], str) else "?"
-                raise CorruptRecord(f"stored {table} {key!r} cannot be read at all{UNREADABLE}")
+                named = f" {args[0]!r}" if isinstance(args[0], str) else ""
+                raise CorruptRecord(f"stored {table}{named} cannot be read at all{UNREADABLE}")
             try:
                 return convert(*args)
             except (

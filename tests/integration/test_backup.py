@@ -128,7 +128,49 @@ def test_a_backup_never_removes_what_it_did_not_make(tmp_path: Path) -> None:
         ".copy.partial",
         ".copy.partial.lock",
         "copy",
+        "copy.lock",
     ]
+    assert (tmp_path / "copy.lock").read_text() == ""  # closed cleanly, as far as it knows
+
+
+def test_a_lock_file_already_where_the_copys_goes_refuses_the_backup(tmp_path: Path) -> None:
+    """It would be taken for the copy's: a crash, a damaged log, or a link elsewhere."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "stale.lock").write_text("damaged 100 5000")
+    (tmp_path / "linked.lock").symlink_to(victim)
+    with _open(tmp_path / "store") as store:
+        _commit_one(store)
+        for name in ("stale", "linked"):
+            with pytest.raises(InvalidInput, match=rf"{name}.lock exists") as refused:
+                store.backup(tmp_path / name)
+            assert refused.value.field == "destination"
+    assert victim.read_text() == "precious"
+    assert not (tmp_path / "stale").exists() and not (tmp_path / "linked").exists()
+
+
+def test_two_backups_racing_for_one_destination_leave_one_whole_copy(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    with _open(path) as store:
+        _commit_one(store)
+    (tmp_path / "store.lock").write_text("unclean 4242")  # the copy must carry that crash
+    outcomes: list[object] = []
+    with _open(path) as store:
+
+        def backing_up() -> None:
+            try:
+                outcomes.append(store.backup(tmp_path / "copy"))
+            except InvalidInput as refused:
+                outcomes.append(refused)
+
+        racers = [threading.Thread(target=backing_up) for _ in range(2)]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join()
+    assert sorted(type(o).__name__ for o in outcomes) == ["InvalidInput", "int"]
+    assert (tmp_path / "copy.lock").read_text() == "unclean 4242"  # the dead holder's pid
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".copy")] == []
 
 
 def test_a_backup_of_a_store_not_known_whole_carries_its_crash(tmp_path: Path) -> None:

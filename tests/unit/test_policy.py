@@ -396,6 +396,8 @@ def test_social_media_stays_denied_even_if_an_allowlist_names_it() -> None:
         ({SourceKind.IMF: ("*.imf.org",)}, "hosts[imf]", "is not a host suffix"),
         ({SourceKind.IMF: ("imf.org/en",)}, "hosts[imf]", "is not a host suffix"),
         ({SourceKind.IMF: ("imf.org\xa0",)}, "hosts[imf]", "is not a host suffix"),
+        ({SourceKind.IMF: ("münchen.de",)}, "hosts[imf]", "in its xn-- form"),
+        ({SourceKind.IMF: ("0.1",)}, "hosts[imf]", "is not a host suffix"),  # every x.x.0.1
         ([SourceKind.IMF], "hosts", "must map source kinds"),
     ],
 )
@@ -409,7 +411,7 @@ def test_an_allowlist_that_would_deny_what_it_names_is_refused_as_built(
 
 
 def test_an_allowlists_suffixes_are_hosts_as_urls_name_them() -> None:
-    given = SourceAllowlist({SourceKind.IMF: ["IMF.org."], SourceKind.FSB: {"münchen.de"}})
+    given = SourceAllowlist({SourceKind.IMF: ["IMF.org."], SourceKind.FSB: {"xn--mnchen-3ya.de"}})
     assert given.hosts == {SourceKind.IMF: ("imf.org",), SourceKind.FSB: ("xn--mnchen-3ya.de",)}
     assert given.permits(SourceKind.IMF, "https://www.imf.org/x")
     for url in ("https://www.münchen.de/x", "https://www.xn--mnchen-3ya.de/x"):  # either form

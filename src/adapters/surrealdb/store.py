@@ -499,6 +499,8 @@ class LogSeal:
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
             # As readable as the store's directory: a private store keeps a private seal.
             mode = stat.S_IMODE(os.stat(self.directory).st_mode) & 0o666
+            with contextlib.suppress(FileNotFoundError):  # a leftover would keep its mode
+                temporary.unlink()
             with os.fdopen(os.open(temporary, flags, mode), "w", encoding="utf-8") as file:
                 file.write(content)
                 file.flush()
@@ -1088,10 +1090,27 @@ class SurrealStore:
             raise InvalidInput("destination", f"{target} exists: a backup goes into a new one")
         if target.resolve().is_relative_to(source.resolve()):
             raise InvalidInput("destination", f"{target} is inside the store it would back up")
+        lock = target.with_name(target.name + ".lock")
+        if os.path.lexists(lock):  # a copy would be taken for a store its lock file was of
+            raise InvalidInput("destination", f"{lock} exists: a backup goes beside none")
         target.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             self._usable()
             whole = self._seal is not None and self._seal.checked and not self.unclean_shutdown
+            # The copy's lock file, made first and only if none is there (it claims DEST
+            # against another backup racing for it): empty for a copy closed cleanly, else
+            # the crash it carries, under the pid of the process that died if one did.
+            crash = "" if whole else f"unclean {self.unclean_shutdown or os.getpid()}"
+            try:
+                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            except FileExistsError:
+                raise InvalidInput(
+                    "destination", f"{lock} exists: a backup goes beside none"
+                ) from None
+            with os.fdopen(fd, "w") as made:
+                made.write(crash)
+                made.flush()
+                os.fsync(made.fileno())
             if self._seal is not None:
                 self._seal.seal_now()  # the copy's seal: its log is whole to there
             files = sorted(p for p in source.rglob("*") if p.is_file())
@@ -1101,8 +1120,11 @@ class SurrealStore:
                 for at in range(0, max(f.stat().st_size, 1), BACKUP_CHUNK)
             ]
             # A directory of its own, never one found there (removed if the copy fails).
-            partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-            lock = target.with_name(target.name + ".lock")
+            try:
+                partial = Path(tempfile.mkdtemp(prefix=f".{target.name[:200]}.", dir=target.parent))
+            except BaseException:
+                lock.unlink()
+                raise
             copied = 0
             try:
                 with (progress or _quietly)(chunks) as shown:
@@ -1116,14 +1138,15 @@ class SurrealStore:
                     _fsync(partial / f.relative_to(source))
                 for d in {partial, *(partial / f.relative_to(source).parent for f in files)}:
                     _fsync_directory(d)
-                if not whole:  # before the copy has its name: never a copy said whole
-                    lock.write_text(f"unclean {os.getpid()}")
+                if os.path.lexists(target):  # made meanwhile, by another hand
+                    raise InvalidInput(
+                        "destination", f"{target} exists: a backup goes into a new one"
+                    )
                 os.rename(partial, target)
             except BaseException:
                 shutil.rmtree(partial, ignore_errors=True)
-                if not whole:
-                    with contextlib.suppress(OSError):
-                        lock.unlink()
+                with contextlib.suppress(OSError):
+                    lock.unlink()  # this backup's own: made exclusively above
                 raise
             _fsync_directory(target.parent)
         return copied

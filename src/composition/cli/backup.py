@@ -36,6 +36,12 @@ def backup(ctx: click.Context, destination: Path) -> None:
             raise Failed(
                 f"cannot write the backup to {destination}: {exc.strerror or exc}", EXIT_USAGE
             ) from None
+        if app.unclean_shutdown:
+            s.warn(
+                f"note: the last process on this store (pid {app.unclean_shutdown}) died"
+                " holding it, and it was not checked since: the copy carries that crash, for"
+                " its first `govkernel recover` to check"
+            )
         if s.json:
             s.emit({"backup": str(destination.absolute()), "bytes": copied})
             return

@@ -150,19 +150,22 @@ def _allowlist(
     return checked
 
 
-_HOST_SUFFIX = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)*\Z")
+# Labels as hosts have them (underscores too, which some names hold); the last one not all
+# digits: a suffix `1` would allow every address ending in .1.
+_HOST_SUFFIX = re.compile(r"([a-z0-9_-]+\.)*[a-z0-9_-]*[a-z_-][a-z0-9_-]*\Z")
 
 
 def _suffix(kind: SourceKind, suffix: object) -> str:
     """A host suffix as URLs' hosts are compared with it: lower case, ASCII (an
     internationalised name in its `xn--` form), no dots at its ends. What no host can end in
     (a scheme, a port, a path, a wildcard, white space) is refused."""
-    plain = _ascii_host(suffix.lower().strip(".")) if isinstance(suffix, str) else None
+    plain = suffix.lower().strip(".") if isinstance(suffix, str) else None
     if plain is None or not _HOST_SUFFIX.match(plain):
         raise InvalidInput(
             f"hosts[{kind.value}]",
-            f"{suffix!r} is not a host suffix (such as imf.org, or gov: no scheme, port,"
-            " path or wildcard)",
+            f"{suffix!r} is not a host suffix (such as imf.org, or gov: ASCII, an"
+            " internationalised name in its xn-- form; no scheme, port, path, wildcard or"
+            " address)",
         )
     return plain
 
