@@ -306,6 +306,11 @@ with stopping_on_signals(), build_app(Settings(store_url=sys.argv[1])) as app:
 """
 
 
+def _default_stops() -> None:
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_service_stopped_by_a_signal_closes_its_store_and_is_no_crash(
     tmp_path: Path, stop: signal.Signals
@@ -319,6 +324,9 @@ def test_a_service_stopped_by_a_signal_closes_its_store_and_is_no_crash(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As a supervisor starts it: a signal this process was left ignoring by an earlier
+        # test (the CLI's main() ignores them as it exits) would be inherited, and kept.
+        preexec_fn=_default_stops,
     )
     assert service.stdout is not None and service.stdout.readline() == "serving\n"
     service.send_signal(stop)
