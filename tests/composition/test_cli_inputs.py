@@ -820,14 +820,20 @@ def test_a_ctrl_c_ignored_when_the_command_started_stays_ignored_while_it_loads(
     monkeypatch.setattr(builtins, "__import__", watching)
     monkeypatch.setattr(entry, "_arrived", [])
     monkeypatch.setattr(sys, "argv", ["govkernel", "--version"])
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # All three put back after: the command ignores them as it exits, and a test process
+    # left ignoring SIGTERM hands that to every process it starts.
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    before = {signum: signal.getsignal(signum) for signum in stops}
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         with pytest.raises(SystemExit) as ended:
             entry.main()
         assert ended.value.code == 0
         assert seen == [signal.SIG_IGN]  # left ignored while loading
     finally:
-        signal.signal(signal.SIGINT, before)
+        for signum, handler in before.items():
+            if handler is not None:  # (None: not set from Python, so nothing to put back)
+                signal.signal(signum, handler)
 
 
 def test_a_run_interrupted_before_it_came_to_start_says_nothing_was_started(
