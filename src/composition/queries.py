@@ -8,7 +8,6 @@ Listings leave executions' inputs unread (they can run to megabytes each).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +16,8 @@ from domain.model.execution import WorkflowExecution, read_pins, started_steps
 from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from ports import records
 from ports.errors import CorruptRecord, ExecutionNotFound
+from ports.progress import Progress as Progress
+from ports.progress import quietly as quietly
 from ports.storage import count as _count
 from ports.unit_of_work import UnitOfWorkFactory
 
@@ -74,14 +75,6 @@ def of_tenant(doc: Mapping[str, Any], tenant: str) -> bool:
     whose tenant was made something other than text, is gone from its own: no tenant's
     listing finds it, so its trail left behind is what reports it there."""
     return doc.get("tenant") == tenant
-
-
-Progress = Callable[[list[str]], AbstractContextManager[Iterable[str]]]
-
-
-@contextmanager
-def quietly(items: list[str]) -> Iterator[Iterable[str]]:
-    yield items
 
 
 def broken_chains(

@@ -43,12 +43,6 @@ def _reading(table: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
     def wrap(convert: Callable[..., R]) -> Callable[..., R]:
         @functools.wraps(convert)
         def read(*args: Any) -> R:
-            if any(a is not INPUT_NOT_LOADED and isinstance(a, Mapping) and not a for a in args):
-                # No stored record is empty: a store lists one it cannot read at all (text
-                # with a NUL in it, written in storage) with no fields, so its reader names it
-                # damaged instead of a field it happens to look for first.
-                named = f" {args[0]!r}" if isinstance(args[0], str) else ""
-                raise CorruptRecord(f"stored {table}{named} cannot be read at all{UNREADABLE}")
             try:
                 return convert(*args)
             except (
@@ -59,6 +53,16 @@ def _reading(table: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
                 IndexError,
                 RecursionError,
             ) as exc:
+                if any(
+                    a is not INPUT_NOT_LOADED and isinstance(a, Mapping) and not a for a in args
+                ):
+                    # No stored record is empty: a store lists one it cannot read at all
+                    # (text with a NUL in it, written in storage) with no fields, so its
+                    # reader names it damaged instead of a field it looked for first.
+                    named = f" {args[0]!r}" if isinstance(args[0], str) else ""
+                    raise CorruptRecord(
+                        f"stored {table}{named} cannot be read at all{UNREADABLE}"
+                    ) from None
                 key = args[0] if isinstance(args[0], str) else _key_of(args[0])
                 raise CorruptRecord(
                     f"stored {table} {key!r} cannot be read: {type(exc).__name__}: {exc}"[:300]

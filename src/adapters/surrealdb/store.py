@@ -20,8 +20,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -43,6 +42,7 @@ from ports.errors import (
     PortError,
     StorageUnavailable,
 )
+from ports.progress import Progress, quietly
 from ports.storage import EVENT_TABLE, TABLES, AnyOf, Batch, CommitReceipt, Document, Op, Range
 from ports.unit_of_work import StoreUnitOfWork
 
@@ -174,6 +174,11 @@ class SurrealConfig:
     def server(self) -> str:
         """`host:port` of a remote store, for messages: never the URL's userinfo."""
         return server_of(self.url)
+
+    @property
+    def where(self) -> str:
+        """The store, for messages: its directory, or its server's scheme and address."""
+        return str(self.path) if self.path else f"{self.scheme}://{self.server}"
 
 
 class StoreLock:
@@ -448,12 +453,8 @@ class LogSeal:
         """After a commit returned: seal what the log holds now, if a second has passed since
         the last seal. Only when every commit is fsynced (SURREAL_SYNC_DATA): otherwise the
         log's size says nothing about what a power loss leaves."""
-        if not self.checked or time.monotonic() - self._sealed_at < self.EVERY:
-            return
-        if not _engine_syncs():
-            return
-        self._sealed_at = time.monotonic()
-        self._seal()
+        if time.monotonic() - self._sealed_at >= self.EVERY:
+            self.seal_now()
 
     def look(self) -> str | None:
         """Why the log may have lost what was written, looking at it now, if it may have."""
@@ -887,8 +888,7 @@ class SurrealStore:
     def _log_opening(self) -> None:
         """What this open found, for a service's log: the CLI says it on stderr; a service
         that never reads these attributes would otherwise not hear of it."""
-        cfg = self.config
-        where = cfg.path or f"{cfg.scheme}://{cfg.server}"
+        where = self.config.where
         if self.unclean_shutdown:
             _log.warning(
                 "store %s: the process holding it (pid %s) died with it open; its audit"
@@ -995,7 +995,7 @@ class SurrealStore:
             current = found.get("upgrade_from")
         if current is None and not self.config.create:
             cfg = self.config
-            where = cfg.path or f"{cfg.scheme}://{cfg.server}"
+            where = cfg.where
             raise StorageUnavailable(
                 f"no store in namespace {cfg.namespace!r}, database {cfg.database!r} at"
                 f" {where}: nothing has run there yet"
@@ -1127,7 +1127,7 @@ class SurrealStore:
                 raise
             copied = 0
             try:
-                with (progress or _quietly)(chunks) as shown:
+                with (progress or quietly)(chunks) as shown:
                     for chunk in shown:
                         name, at = chunk.rsplit("@", 1)
                         copied += _copy_chunk(source / name, partial / name, int(at))
@@ -1758,12 +1758,6 @@ class SurrealUnitOfWork(StoreUnitOfWork[SurrealStore]):
 # A backup copies in chunks of this many bytes: a progress bar moves as a log segment (up to
 # 512 MiB) is copied.
 BACKUP_CHUNK = 16 * 1024 * 1024
-Progress = Callable[[list[str]], AbstractContextManager[Iterable[str]]]
-
-
-@contextlib.contextmanager
-def _quietly(items: list[str]) -> Iterator[Iterable[str]]:
-    yield items
 
 
 def _copy_chunk(source: Path, target: Path, at: int) -> int:
