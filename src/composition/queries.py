@@ -48,6 +48,21 @@ def recent_executions(
         )
 
 
+def execution_counts(
+    uow_factory: UnitOfWorkFactory,
+    tenant: str,
+    states: Iterable[ExecutionState],
+    workflow: str | None = None,
+) -> dict[ExecutionState, int]:
+    """How many of the tenant's executions (of `workflow`) are in each of `states`, counted
+    by the store without reading them out: one moving between two states meanwhile may be
+    counted in both, or in neither."""
+    with uow_factory() as uow:
+        return {
+            state: uow.executions.count(state, tenant=tenant, workflow=workflow) for state in states
+        }
+
+
 def orphan_trails(
     uow_factory: UnitOfWorkFactory, tenant: str | None
 ) -> dict[str, tuple[int, str | None]]:

@@ -302,6 +302,18 @@ class Executions(_Repository):
         )
         return self._with_inputs(rows, with_input, unreadable)
 
+    def count(
+        self,
+        state: ExecutionState | None = None,
+        *,
+        tenant: str | None = None,
+        workflow: str | None = None,
+    ) -> int:
+        """How many executions there are (in a state, of a tenant, of a workflow), counted
+        by the store: nothing is read out."""
+        _listing(limit=None, state=state)
+        return self._uow.count(self.table, _filter(state, tenant, workflow))
+
     def every(
         self,
         tenant: str | None = None,
@@ -340,12 +352,7 @@ class Executions(_Repository):
         _listing(limit=count("limit", limit, least=1), state=state, before=before)
         if not isinstance(now, datetime) or now.tzinfo is None:
             raise ValueError(f"now must be a datetime with a zone, got {shown(now)}")
-        where: dict[str, Any] = {} if state is None else {"state": state.value}
-        for field, value in (("tenant", tenant), ("workflow_name", workflow)):
-            if value is not None and not isinstance(value, str):
-                raise ValueError(f"{field} must be text, got {shown(value)}")
-            if value is not None:
-                where[field] = value
+        where = _filter(state, tenant, workflow)
         ties: list[tuple[str, Document]] = []
         if before is not None:
             # Listings break ties in time by id: the rest of `before`'s instant comes first.
@@ -377,6 +384,18 @@ class Executions(_Repository):
             if len(ties) + len(rows) >= limit:
                 break
         return self._with_inputs((ties + rows)[:limit], with_input, unreadable)
+
+
+def _filter(
+    state: ExecutionState | None, tenant: str | None, workflow: str | None
+) -> dict[str, Any]:
+    where: dict[str, Any] = {} if state is None else {"state": state.value}
+    for field, value in (("tenant", tenant), ("workflow_name", workflow)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{field} must be text, got {shown(value)}")
+        if value is not None:
+            where[field] = value
+    return where
 
 
 def _listing(*, limit: int | None, state: object, before: object = None) -> None:

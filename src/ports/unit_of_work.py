@@ -292,6 +292,19 @@ class UnitOfWork(abc.ABC):
             result.reverse()
         return result if limit is None else result[:limit]
 
+    def count(self, table: str, where: Mapping[str, Any]) -> int:
+        """How many records `select(table, where)` would list, without reading them out."""
+        self._ensure_open()
+        _known(table)
+        if not isinstance(where, Mapping):
+            raise ValueError(f"where must be a mapping of field to value, got {where!r}")
+        matchable = _matchable(table, where)
+        if matchable is None:
+            return 0
+        if any(t == table for t, _ in self._pending):  # its own writes count: as select sees
+            return len(self.select(table, where))
+        return self._count(table, matchable)
+
     def events_after(self, position: int, limit: int) -> list[Document]:
         self._ensure_open()
         position, limit = count("position", position), count("limit", limit, least=1)
@@ -410,6 +423,10 @@ class UnitOfWork(abc.ABC):
         limit: int | None,
     ) -> Iterable[tuple[str, Document]]: ...
 
+    def _count(self, table: str, where: Mapping[str, Any]) -> int:
+        """Adapters with a count that reads nothing out override this."""
+        return sum(1 for _ in self._query(table, where, None, False, None))
+
     @abc.abstractmethod
     def _events_after(self, position: int, limit: int) -> list[Document]: ...
 
@@ -425,7 +442,9 @@ UnitOfWorkFactory = Callable[[], UnitOfWork]
 
 
 class Store(Protocol):
-    """Committed state an adapter keeps; the unit of work above it does the staging."""
+    """Committed state an adapter keeps; the unit of work above it does the staging. It may
+    also count what `query` would list, `count(table, where) -> int`, without reading it out:
+    one without is counted by listing."""
 
     def load(self, table: str, key: str) -> Document | None: ...
 
@@ -479,6 +498,11 @@ class StoreUnitOfWork(UnitOfWork, Generic[StoreT]):
         limit: int | None,
     ) -> Iterable[tuple[str, Document]]:
         return self._store.query(table, where, order_by, descending, limit)
+
+    def _count(self, table: str, where: Mapping[str, Any]) -> int:
+        # Optional in the Store protocol: a store written before counts lists what it counts.
+        counted = getattr(self._store, "count", None)
+        return super()._count(table, where) if counted is None else int(counted(table, where))
 
     def _events_after(self, position: int, limit: int) -> list[Document]:
         return self._store.events_after(position, limit)
@@ -748,6 +772,9 @@ class WrappingUnitOfWork(UnitOfWork):
         limit: int | None,
     ) -> Iterable[tuple[str, Document]]:
         return self._inner._query(table, where, order_by, descending, limit)
+
+    def _count(self, table: str, where: Mapping[str, Any]) -> int:
+        return self._inner._count(table, where)
 
     def _events_after(self, position: int, limit: int) -> list[Document]:
         return self._inner._events_after(position, limit)

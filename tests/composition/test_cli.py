@@ -1420,3 +1420,28 @@ def test_the_command_group_is_there_to_embed() -> None:
 
     done = CliRunner().invoke(group, ["--store", "memory://", "workflows"])
     assert done.exit_code == 0 and "knowledge_publication" in done.output
+
+
+def test_executions_are_counted_by_state_workflow_and_tenant(fresh: Cli) -> None:
+    fresh("run", "knowledge-publication", str(FRED))
+    fresh("run", "knowledge-publication", str(IMF), "--tier", "Tier1", code=0)  # waits
+    fresh("run", "knowledge-publication", str(BIS), env={"GOVKERNEL_TENANT": "other"})
+    counted = fresh.json("executions", "count")
+    assert counted["tenant"] == "default" and counted["total"] == 2
+    assert counted["counts"] == {
+        state.value: {"succeeded": 1, "awaiting_approval": 1}.get(state.value, 0)
+        for state in ExecutionState
+    }
+    listed = fresh.json("executions", "list", "--state", "awaiting_approval")
+    assert len(listed) == counted["counts"]["awaiting_approval"]
+    assert fresh.json("executions", "count", env={"GOVKERNEL_TENANT": "other"})["total"] == 1
+    table = fresh("executions", "count").stdout
+    assert re.search(r"^succeeded +1$", table, re.M) and re.search(r"^total +2$", table, re.M)
+    one = fresh("executions", "count", "--state", "awaiting_approval").stdout
+    assert one.startswith("1 execution in state awaiting_approval in tenant 'default'")
+    by_workflow = fresh.json("executions", "count", "--workflow", "knowledge_publication")
+    assert by_workflow["total"] == 2
+    assert fresh.json("executions", "count", "--workflow", "nothing_such")["total"] == 0
+    hint = fresh("executions", "count", "--workflow", "knowledge-publication").stdout
+    assert "`run knowledge-publication` runs is named knowledge_publication" in hint
+    fresh("executions", "count", "--state", "nowhere", code=2)

@@ -724,6 +724,79 @@ class UnitOfWorkContract:
             running = [x.id for x in uow.executions.in_state(ExecutionState.RUNNING)]
         assert start.id not in pending and start.id in running
 
+    def test_a_count_is_the_length_of_the_listing_it_counts(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        """Counted by the store, through the same index paths (and the same engine
+        workarounds) as a listing: equalities, several values, ranges of instants and of a
+        unique index's fields, and nothing to filter on."""
+        running = [samples.execution(tenant="t-count") for _ in range(3)]
+        pending = [samples.execution(tenant="t-count", text="other_flow") for _ in range(2)]
+        elsewhere = samples.execution(tenant="t-count-other")
+        capsules = [samples.capsule(publication_id=f"pub-count-{n}") for n in range(4)]
+
+        def add(uow: UnitOfWork) -> None:
+            for x in running:
+                x.transition(ExecutionState.RUNNING, at=LATER, actor="worker", reason="claimed")
+            for x in (*running, *pending, elsewhere):
+                uow.executions.save(x)
+            for capsule in capsules:
+                uow.capsules.add(capsule)
+
+        committed(uow_factory, add)
+        t, day, x, c = "t-count", timedelta(days=1), "execution", "capsule"
+        expected: dict[str, tuple[str, dict[str, Any], int]] = {
+            "running": (x, {"tenant": t, "state": "running"}, 3),
+            "tenant": (x, {"tenant": t}, 5),
+            "workflow": (x, {"tenant": t, "workflow_name": "other_flow"}, 2),
+            "several": (x, {"tenant": AnyOf([t, "t-count-other"]), "state": "pending"}, 3),
+            "instants": (x, {"tenant": t, "created_at": Range(above=samples.T0 - day)}, 5),
+            "none yet": (x, {"tenant": t, "created_at": Range(above=LATER + day)}, 0),
+            "unique": (c, {"publication_id": Range(above="pub-count-1", below="pub-count-3")}, 1),
+            "NUL": (x, {"tenant": "t-\x00count"}, 0),
+        }
+        with uow_factory() as uow:
+            counted = {
+                name: uow.count(table, where) for name, (table, where, _) in expected.items()
+            }
+            listed = {
+                name: len(uow.select(table, where)) for name, (table, where, _) in expected.items()
+            }
+            assert counted == listed == {name: n for name, (_, _, n) in expected.items()}
+            assert uow.count("capsule", {}) == len(uow.select("capsule", {})) >= 4
+            assert uow.executions.count(ExecutionState.RUNNING, tenant=t) == 3
+            assert uow.executions.count(tenant=t, workflow="other_flow") == 2
+
+    def test_a_count_sees_the_units_own_writes(self, uow_factory: UnitOfWorkFactory) -> None:
+        kept, dropped = samples.capsule(), samples.capsule()
+
+        def add(uow: UnitOfWork) -> None:
+            uow.capsules.add(kept)
+            uow.capsules.add(dropped)
+
+        committed(uow_factory, add)
+        tenant = kept.tenant
+        with uow_factory() as uow:
+            before = uow.count("capsule", {"tenant": tenant})
+            uow.capsules.add(samples.capsule())
+            uow.stage(Write(Op.DELETE, "capsule", dropped.id, None, dropped.version))
+            assert uow.count("capsule", {"tenant": tenant}) == before  # one in, one out
+            uow.capsules.add(samples.capsule())
+            assert uow.count("capsule", {"tenant": tenant}) == before + 1
+        with uow_factory() as uow:  # and discarded with them
+            assert uow.count("capsule", {"tenant": tenant}) == before
+
+    def test_a_count_of_what_no_table_has_is_refused(self, uow_factory: UnitOfWorkFactory) -> None:
+        with uow_factory() as uow:
+            with pytest.raises(InvalidRecord, match="unknown table"):
+                uow.count("no_such_table", {})
+            with pytest.raises(InvalidRecord, match="no_such_field"):
+                uow.count("capsule", {"no_such_field": 1})
+            with pytest.raises(ValueError, match="mapping"):
+                uow.count("capsule", [("tenant", "a")])  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="ExecutionState"):
+                uow.executions.count("running")  # type: ignore[arg-type]
+
     @pytest.mark.parametrize("staged", [False, True], ids=["committed", "staged"])
     def test_a_document_read_is_the_callers_own_copy(
         self, uow_factory: UnitOfWorkFactory, staged: bool

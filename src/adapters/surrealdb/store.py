@@ -1415,49 +1415,7 @@ class SurrealStore:
         found = self._by_natural_key(table, where)
         if found is not None:
             return found[:limit]
-        params: dict[str, Any] = {}
-        clauses: list[str] = []
-        exact: list[str] = []  # applied to what the index scan found
-        for n, (name, value) in enumerate(where.items()):
-            field = compiler.ident(name)
-            if isinstance(value, AnyOf):
-                # SurrealDB core 2.3.10 answers `IN` on a field of a unique index the filter
-                # does not cover whole from that index as if its values were whole keys,
-                # finding nothing (on its leading field, or after an equality on that one):
-                # there, what the other fields find is scanned.
-                partly = any(name in u and not set(u) <= set(where) for u in _UNIQUES[table])
-                clauses.append(f"$w{n} CONTAINS {field}" if partly else f"{field} IN $w{n}")
-                params[f"w{n}"] = list(value.values)
-            elif isinstance(value, Range):
-                for bound, op, key, widened in (
-                    (value.above, ">", f"w{n}", -_SECOND),
-                    (value.below, "<", f"u{n}", _SECOND),
-                ):
-                    if bound is None:
-                        continue
-                    clauses.append(f"{field} {op} ${key}")
-                    params[key] = bound
-                    if isinstance(bound, datetime):
-                        # SurrealDB core 2.3.10 orders datetimes within one second wrongly
-                        # in an index (12:00:00 after 12:00:00.001, 12:00:00.1 after
-                        # 12:00:00.15): the index is scanned a second wider, and the exact
-                        # bound applied to what it finds.
-                        params[key] = _plus(bound, widened)
-                        exact.append(f"{field} {op} ${key}x")
-                        params[f"{key}x"] = bound
-                if value.above is None:
-                    clauses.append(f"{field} != NONE")  # NONE sorts below all: no range has it
-            else:
-                clauses.append(f"{field} = $w{n}")
-                params[f"w{n}"] = value
-        text = f"SELECT * FROM {compiler.ident(table)}"
-        if any(isinstance(where[name], Range) for name in _UNIQUE_FIELDS[table] & set(where)):
-            # SurrealDB core 2.3.10 scans ranges of a unique index's fields wrongly: past the
-            # 500th record it leaves one out, and `>=` a value its leading field holds finds
-            # nothing. The port's own reads never range over those; others scan the table.
-            text += " WITH NOINDEX"
-        if clauses:
-            text += " WHERE " + " AND ".join(clauses)
+        text, params, exact = _selection(table, where)
         by_instant = order_by is not None and fields.FIELDS[table][order_by].kind in _INSTANTS
         ranged = any(isinstance(v, Range) for v in where.values())
         if exact or (limit is not None and (ranged or (by_instant and not where))):
@@ -1465,9 +1423,7 @@ class SurrealStore:
             # index before sorting, so "newest first" came back as the oldest of the range;
             # and a whole table cut in the order of an instant's index comes in its order
             # (wrong within a second): what is found is read whole, then sorted and cut.
-            text = f"SELECT * FROM ({text})"
-            if exact:
-                text += " WHERE " + " AND ".join(exact)
+            text = _exactly(text, exact)
         direction = "DESC" if descending else "ASC"
         # Ties broken by key, as the in-memory adapter breaks them: listings agree.
         order = f"{compiler.ident(order_by)} {direction}, id" if order_by else "id"
@@ -1479,6 +1435,16 @@ class SurrealStore:
             return [(_key(row), _strip(row)) for row in self.select_rows(text, params)]
         except CorruptRecord:  # a record with a NUL in it: the others are listed still
             return self._one_by_one(text, params)
+
+    def count(self, table: str, where: Mapping[str, Any]) -> int:
+        """How many records `query` would list: counted in the engine, none sent back."""
+        if table not in TABLES:
+            raise InvalidRecord(f"unknown table {table!r}")
+        text, params, exact = _selection(table, where)
+        if exact:
+            text = _exactly(text, exact)
+        rows = self.select_rows(f"SELECT count() AS n FROM ({text}) GROUP ALL", params)
+        return int(rows[0]["n"]) if rows and rows[0] else 0
 
     def _one_by_one(self, text: str, params: dict[str, Any]) -> list[tuple[str, Document]]:
         """The listing `text` finds, each record read alone: one the engine cannot hand back
@@ -1545,6 +1511,60 @@ _UNIQUE_FIELDS = {
     | ({"position"} if table == EVENT_TABLE else set())
     for table, spec in TABLES.items()
 }
+
+
+def _selection(table: str, where: Mapping[str, Any]) -> tuple[str, dict[str, Any], list[str]]:
+    """`SELECT * FROM table WHERE ...` for `where` as the engine's indexes answer it, its
+    parameters, and the conditions to apply exactly to what it finds (`_exactly`)."""
+    params: dict[str, Any] = {}
+    clauses: list[str] = []
+    exact: list[str] = []  # applied to what the index scan found
+    for n, (name, value) in enumerate(where.items()):
+        field = compiler.ident(name)
+        if isinstance(value, AnyOf):
+            # SurrealDB core 2.3.10 answers `IN` on a field of a unique index the filter
+            # does not cover whole from that index as if its values were whole keys,
+            # finding nothing (on its leading field, or after an equality on that one):
+            # there, what the other fields find is scanned.
+            partly = any(name in u and not set(u) <= set(where) for u in _UNIQUES[table])
+            clauses.append(f"$w{n} CONTAINS {field}" if partly else f"{field} IN $w{n}")
+            params[f"w{n}"] = list(value.values)
+        elif isinstance(value, Range):
+            for bound, op, key, widened in (
+                (value.above, ">", f"w{n}", -_SECOND),
+                (value.below, "<", f"u{n}", _SECOND),
+            ):
+                if bound is None:
+                    continue
+                clauses.append(f"{field} {op} ${key}")
+                params[key] = bound
+                if isinstance(bound, datetime):
+                    # SurrealDB core 2.3.10 orders datetimes within one second wrongly
+                    # in an index (12:00:00 after 12:00:00.001, 12:00:00.1 after
+                    # 12:00:00.15): the index is scanned a second wider, and the exact
+                    # bound applied to what it finds.
+                    params[key] = _plus(bound, widened)
+                    exact.append(f"{field} {op} ${key}x")
+                    params[f"{key}x"] = bound
+            if value.above is None:
+                clauses.append(f"{field} != NONE")  # NONE sorts below all: no range has it
+        else:
+            clauses.append(f"{field} = $w{n}")
+            params[f"w{n}"] = value
+    text = f"SELECT * FROM {compiler.ident(table)}"
+    if any(isinstance(where[name], Range) for name in _UNIQUE_FIELDS[table] & set(where)):
+        # SurrealDB core 2.3.10 scans ranges of a unique index's fields wrongly: past the
+        # 500th record it leaves one out, and `>=` a value its leading field holds finds
+        # nothing. The port's own reads never range over those; others scan the table.
+        text += " WITH NOINDEX"
+    if clauses:
+        text += " WHERE " + " AND ".join(clauses)
+    return text, params, exact
+
+
+def _exactly(text: str, exact: list[str]) -> str:
+    """What `text` finds, read whole, then filtered by the `exact` conditions."""
+    return f"SELECT * FROM ({text})" + (" WHERE " + " AND ".join(exact) if exact else "")
 
 
 def _plus(instant: datetime, delta: timedelta) -> datetime:

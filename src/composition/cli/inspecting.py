@@ -30,6 +30,7 @@ from composition.cli.session import (
     S,
     session_of,
 )
+from composition.container import App
 from domain.model.execution import started_steps
 from domain.model.lifecycle import ExecutionState
 from ports.errors import CorruptRecord
@@ -95,13 +96,7 @@ def executions_list(
                     + (f" in state {state}" if state else "")
                     + (f" listed after {before}" if before else "")
                     + f" in tenant {app.runtime.tenant!r}"
-                    + (
-                        " (no workflow of that name is registered here: `govkernel workflows`"
-                        " lists those that are)"
-                        if workflow
-                        and workflow not in {d.name for d in app.orchestrator.definitions()}
-                        else ""
-                    )
+                    + _unregistered(app, workflow)
                 )
             )
         else:
@@ -125,6 +120,61 @@ def executions_list(
                 f" {unreadable[0]}: `govkernel audit verify` reports on each",
                 EXIT_FAILED,
             )
+
+
+@executions.command("count", epilog=EXITS)
+@click.option(
+    "--state",
+    type=enum_choice([st.value for st in ExecutionState]),
+    help="Only the executions in this state (default: each state, and the total).",
+)
+@click.option(
+    "--workflow",
+    metavar="NAME",
+    callback=a_workflow_name,
+    help="Only the executions of this workflow (any of its versions).",
+)
+@json_option
+@click.pass_context
+def executions_count(ctx: click.Context, state: str | None, workflow: str | None) -> None:
+    """How many executions there are, by state: counted by the store, none read out."""
+    s = session_of(ctx)
+    s.read_only = True
+    s.printing()
+    with s.app(existing=True) as (app, _):
+        states = [ExecutionState(state)] if state else list(ExecutionState)
+        counts = queries.execution_counts(app.uow_factory, app.runtime.tenant, states, workflow)
+        total = sum(counts.values())
+        if s.json:
+            s.emit(
+                {
+                    "tenant": app.runtime.tenant,
+                    "workflow": workflow,
+                    "counts": {st.value: n for st, n in counts.items()},
+                    "total": total,
+                }
+            )
+            return
+        of = (f" of workflow {workflow}" if workflow else "") + f" in tenant {app.runtime.tenant!r}"
+        if not total:
+            of += _unregistered(app, workflow)
+        if state:
+            s.echo(render.safe(f"{total} execution{'s' * (total != 1)} in state {state}{of}"))
+            return
+        rows = [[st.value, n] for st, n in counts.items()] + [["total", total]]
+        s.echo(render.safe(f"executions{of}"))
+        s.echo(render.table(["state", "count"], rows))
+
+
+def _unregistered(app: App, workflow: str | None) -> str:
+    """A note for a listing of a workflow that found nothing, if none of that name is
+    registered: a name mistyped, more likely than a workflow that never ran."""
+    names = {d.name for d in app.orchestrator.definitions()}
+    if workflow is None or workflow in names:
+        return ""
+    if (underscored := workflow.replace("-", "_")) in names:  # `run knowledge-publication`
+        return f" (the workflow `run {workflow}` runs is named {underscored})"
+    return " (no workflow of that name is registered here: `govkernel workflows` lists those)"
 
 
 @executions.command("show", epilog=EXITS)
