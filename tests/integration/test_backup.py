@@ -145,6 +145,8 @@ def test_a_lock_file_already_where_the_copys_goes_refuses_the_backup(tmp_path: P
             with pytest.raises(InvalidInput, match=rf"{name}.lock exists") as refused:
                 store.backup(tmp_path / name)
             assert refused.value.field == "destination"
+            # Most likely a backup stopped midway: what to remove is named.
+            assert f"partial copy .{name}.* beside it: remove those" in str(refused.value)
     assert victim.read_text() == "precious"
     assert not (tmp_path / "stale").exists() and not (tmp_path / "linked").exists()
 

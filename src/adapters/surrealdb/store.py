@@ -1092,7 +1092,7 @@ class SurrealStore:
             raise InvalidInput("destination", f"{target} is inside the store it would back up")
         lock = target.with_name(target.name + ".lock")
         if os.path.lexists(lock):  # a copy would be taken for a store its lock file was of
-            raise InvalidInput("destination", f"{lock} exists: a backup goes beside none")
+            raise InvalidInput("destination", _locked(lock, target))
         target.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             self._usable()
@@ -1104,9 +1104,7 @@ class SurrealStore:
             try:
                 fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             except FileExistsError:
-                raise InvalidInput(
-                    "destination", f"{lock} exists: a backup goes beside none"
-                ) from None
+                raise InvalidInput("destination", _locked(lock, target)) from None
             with os.fdopen(fd, "w") as made:
                 made.write(crash)
                 made.flush()
@@ -1511,6 +1509,15 @@ _UNIQUE_FIELDS = {
     | ({"position"} if table == EVENT_TABLE else set())
     for table, spec in TABLES.items()
 }
+
+
+def _locked(lock: Path, target: Path) -> str:
+    partial = target.with_name(f".{target.name[:200]}.*")
+    return (
+        f"{lock} exists: a backup goes beside none (another backup into {target.name} is"
+        f" under way, or one was stopped before it finished and left it, with its partial"
+        f" copy {partial.name} beside it: remove those to back up there)"
+    )
 
 
 def _selection(table: str, where: Mapping[str, Any]) -> tuple[str, dict[str, Any], list[str]]:
