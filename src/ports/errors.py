@@ -46,8 +46,9 @@ class ExecutionNotFound(RecordNotFound, UnknownReference):
     refusal of what was asked, as an `UnknownReference` (a `DomainError`), and the
     `RecordNotFound` it always was."""
 
-    def __init__(self, execution_id: str) -> None:
-        Exception.__init__(self, f"execution {execution_id!r} not found")  # both bases' words
+    def __init__(self, execution_id: str, why: str = "") -> None:
+        # Both bases' words, and why, when there is more to say than that.
+        Exception.__init__(self, f"execution {execution_id!r} not found" + (why and f": {why}"))
         self.table = self.kind = "execution"
         self.key = self.ref = self.execution_id = execution_id
 

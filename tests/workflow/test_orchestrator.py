@@ -51,6 +51,7 @@ from ports import records
 from ports.clock import FixedClock, SequentialIds
 from ports.errors import (
     CommitOutcomeUnknown,
+    ExecutionNotFound,
     InjectedFault,
     InvalidRecord,
     RecordNotFound,
@@ -2684,6 +2685,31 @@ def test_a_retry_under_a_clock_that_does_not_move_returns_instead_of_waiting_for
     assert moving.start("flaky", {}).state is S.FAILED  # retried to its last attempt
 
 
+def test_a_first_step_asking_for_its_own_execution_is_told_it_is_not_stored_yet(
+    world: World,
+) -> None:
+    """The start commits with the first step: until then the orchestrator has no execution
+    of that id to give, and said only "not found", of the id the step was handed."""
+    asked: list[Orchestrator] = []
+
+    def peek(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
+        return {"state": asked[0].get(ctx.execution.id).state.value}
+
+    steps = (Step("first", peek), Step("second", peek))
+    orch = orchestrator(
+        world.store.unit_of_work,
+        world.clock,
+        workflows={"peek": WorkflowDefinition("peek", "1", kp.METADATA, steps)},
+    )
+    asked.append(orch)
+    x = orch.start("peek", {})
+    assert x.state is S.FAILED and x.last_error is not None
+    assert "ExecutionNotFound" in x.last_error
+    assert "being started, and is stored with its first step's commit" in x.last_error
+    with pytest.raises(ExecutionNotFound, match=r"not found\Z"):  # once over, as any other
+        orch.get("wfx-never-started")
+
+
 def test_a_command_for_a_workflow_this_worker_cannot_run_writes_nothing(world: World) -> None:
     x = world.orch().start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
     before = world.orch().get(x.id)
@@ -3124,6 +3150,33 @@ def test_a_step_that_would_return_its_work_undone_is_refused_when_defined(run: A
     """It would hand back a coroutine or generator unrun, and fail only as it ran."""
     with pytest.raises(ValueError, match="not an async function or a generator"):
         Step("s", run)
+
+
+class _OneArgument:
+    def __call__(self, uow: UnitOfWork) -> dict[str, Any]:
+        return {}
+
+
+@pytest.mark.parametrize(
+    "run",
+    [lambda: {}, lambda uow: {}, lambda uow, ctx, extra: {}, _OneArgument()],
+    ids=["none", "one", "three", "__call__ of one"],
+)
+def test_a_step_that_cannot_take_the_unit_and_its_context_is_refused_when_defined(
+    run: Any,
+) -> None:
+    """Accepted before, it failed its first execution for good with a TypeError."""
+    with pytest.raises(ValueError, match=r"run is called as run\(uow, ctx\)"):
+        Step("s", run)
+
+
+@pytest.mark.parametrize(
+    "run",
+    [lambda *args: {}, lambda uow, ctx, extra=1: {}, functools.partial(lambda x, u, c: {}, 1)],
+    ids=["*args", "a default", "partial"],
+)
+def test_a_step_that_can_take_the_unit_and_its_context_is_defined(run: Any) -> None:
+    assert Step("s", run).run is run
 
 
 @pytest.mark.parametrize("made", [_async_step, _generator_step], ids=["coroutine", "generator"])

@@ -119,6 +119,23 @@ class Step:
             raise ValueError(
                 f"step {self.name!r}: retry must be a RetryPolicy and side_effecting a bool"
             )
+        try:
+            signature: inspect.Signature | None = inspect.signature(self.run)
+        except (TypeError, ValueError):  # one without a signature to read: its call will tell
+            signature = None
+        try:
+            if signature is not None:
+                signature.bind(None, None)
+        except TypeError:
+            # Else found only as a run fails, the execution failed for good.
+            raise ValueError(
+                f"step {self.name!r}: run is called as run(uow, ctx), with the unit of work"
+                f" and the step's context, and {_named(self.run)}{signature} cannot take that"
+            ) from None
+
+
+def _named(function: object) -> str:
+    return str(getattr(function, "__qualname__", type(function).__qualname__))
 
 
 def _deferred(function: object) -> bool:

@@ -219,6 +219,8 @@ class Orchestrator:
         # second thread (a `cancel` from a request handler, say) from running a step, or the
         # compensation, beside the first.
         self._driving: dict[str, bool] = {}
+        # Executions being started, stored only with their first step's commit.
+        self._unstored: set[str] = set()
         self._cache_lock = threading.Lock()
 
     # -- commands ----------------------------------------------------------------------------
@@ -380,6 +382,17 @@ class Orchestrator:
         Returns the stored execution (another one, if the idempotency key was used before), or
         the first step's failure, whose writes went with the discarded unit.
         """
+        with self._cache_lock:
+            self._unstored.add(execution.id)
+        try:
+            return self._store_with_first_step(execution, definition, key)
+        finally:
+            with self._cache_lock:
+                self._unstored.discard(execution.id)
+
+    def _store_with_first_step(
+        self, execution: WorkflowExecution, definition: WorkflowDefinition, key: str
+    ) -> WorkflowExecution | _FirstStepFailed:
         rt = self._runtime
         # Stored without a read: `start` looked a caller's key up, and the unique (tenant,
         # idempotency key) index refuses a start that lost a race for it.
@@ -869,8 +882,19 @@ class Orchestrator:
         read executions)."""
         execution_id = _an_id(execution_id)
         _a_flag("with_input", with_input)
-        with self._uow_factory() as uow:
-            return self._require(uow, execution_id, with_input=with_input)
+        try:
+            with self._uow_factory() as uow:
+                return self._require(uow, execution_id, with_input=with_input)
+        except ExecutionNotFound:
+            with self._cache_lock:
+                unstored = execution_id in self._unstored
+            if unstored:  # asked by its own first step, most likely
+                raise ExecutionNotFound(
+                    execution_id,
+                    "it is being started, and is stored with its first step's commit (a step"
+                    " has its own execution as ctx.execution)",
+                ) from None
+            raise
 
     def verify(self, execution_id: str) -> ChainReport:
         execution_id = _an_id(execution_id)
