@@ -184,3 +184,17 @@ def test_a_refusal_names_its_execution_and_state_and_an_unknown_one_is_a_refusal
             assert isinstance(missing.value, port_errors.RecordNotFound)  # as it always was
             assert isinstance(missing.value, UnknownReference)  # and a refusal: a DomainError
             assert missing.value.execution_id == missing.value.key == "wfx-none"
+
+
+@pytest.mark.parametrize("reasons", [[], "", ["  ", "\n"]], ids=["none", "empty", "blank"])
+def test_a_denial_or_gate_raised_without_a_reason_says_none_was_given(reasons: Any) -> None:
+    """A step's own `ApprovalRequired("payout", [])` left its approver with "payout denied: "."""
+    for error in (PolicyDenied("payout", reasons), ApprovalRequired("payout", reasons)):
+        assert str(error) == "payout denied: no reason given"
+        assert error.reasons == ("no reason given",)
+
+
+def test_a_denial_raised_with_reasons_not_text_says_them() -> None:
+    error = PolicyDenied("payout", ["limit", 120, None])  # type: ignore[list-item]
+    assert error.reasons == ("limit", "120", "None")
+    assert str(error) == "payout denied: limit; 120; None"

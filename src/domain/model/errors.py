@@ -50,6 +50,10 @@ class PolicyDenied(DomainError):
         self, action: str, reasons: Sequence[str] | str, decision_id: str | None = None
     ) -> None:
         reasons = (reasons,) if isinstance(reasons, str) else tuple(reasons)  # not letter by letter
+        # Raised by a step's own code as often as by a policy: a denial (or a gate, which an
+        # approver must understand) always says something.
+        reasons = tuple(r if isinstance(r, str) else repr(r) for r in reasons if str(r).strip())
+        reasons = reasons or ("no reason given",)
         super().__init__(f"{action} denied: " + "; ".join(reasons))
         self.action = action
         self.reasons = reasons
