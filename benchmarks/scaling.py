@@ -26,6 +26,7 @@ from adapters.memory import MemoryStore
 from adapters.surrealdb import SurrealStore
 from adapters.surrealdb.compiler import EVENTS_COUNTER, ident
 from benchmarks.workflow import (
+    TENANT,
     Progress,
     interrupted_executions,
     median,
@@ -47,6 +48,7 @@ OPERATIONS = (
     ("workflow", "one knowledge_publication workflow, end to end"),
     ("running_50", "executions list --state running --limit 50 (executions.recent)"),
     ("recovery_scan", "recovery's scan (in_state for every recoverable state)"),
+    ("count_running", "executions count --state running (executions.count)"),
     ("read_after", "events.read_after(near the end, 100)"),
     ("succeeded_50", "executions list --state succeeded --limit 50"),
     ("recent_50", "executions list --limit 50"),
@@ -223,6 +225,12 @@ def _operations(store: SurrealStore, fixture: Fixture, tag: str) -> dict[str, Ca
         if len(found) != fixture.running:
             raise RuntimeError(f"recovery scan returned {len(found)}, not {fixture.running}")
 
+    def count_running() -> None:
+        with factory() as uow:
+            counted = uow.executions.count(ExecutionState.RUNNING, tenant=TENANT)
+        if counted != fixture.running:
+            raise RuntimeError(f"running count returned {counted}, not {fixture.running}")
+
     def read_after() -> None:
         with factory() as uow:
             got = uow.events.read_after(max(events - 150, 0), 100)
@@ -247,6 +255,7 @@ def _operations(store: SurrealStore, fixture: Fixture, tag: str) -> dict[str, Ca
         "workflow": one_workflow,
         "running_50": running_50,
         "recovery_scan": scan,
+        "count_running": count_running,
         "read_after": read_after,
         "succeeded_50": succeeded_50,
         "recent_50": recent_50,
