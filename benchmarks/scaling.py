@@ -51,6 +51,7 @@ OPERATIONS = (
     ("count_running", "executions count --state running (executions.count)"),
     ("read_after", "events.read_after(near the end, 100)"),
     ("succeeded_50", "executions list --state succeeded --limit 50"),
+    ("failed_50", "executions list --state failed --limit 50 (none stored: every window read)"),
     ("recent_50", "executions list --limit 50"),
 )
 
@@ -216,7 +217,9 @@ def _operations(store: SurrealStore, fixture: Fixture, tag: str) -> dict[str, Ca
 
     def running_50() -> None:
         with factory() as uow:
-            found = uow.executions.recent(now=fixture.now(), state=ExecutionState.RUNNING, limit=50)
+            found = uow.executions.recent(
+                now=fixture.now(), state=ExecutionState.RUNNING, tenant=TENANT, limit=50
+            )
         if len(found) != min(50, fixture.running):
             raise RuntimeError(f"running listing returned {len(found)}")
 
@@ -240,14 +243,22 @@ def _operations(store: SurrealStore, fixture: Fixture, tag: str) -> dict[str, Ca
     def succeeded_50() -> None:
         with factory() as uow:
             found = uow.executions.recent(
-                now=fixture.now(), state=ExecutionState.SUCCEEDED, limit=50
+                now=fixture.now(), state=ExecutionState.SUCCEEDED, tenant=TENANT, limit=50
             )
         if not min(50, fixture.executions) <= len(found) <= 50:
             raise RuntimeError(f"succeeded listing returned {len(found)}")
 
+    def failed_50() -> None:
+        with factory() as uow:
+            found = uow.executions.recent(
+                now=fixture.now(), state=ExecutionState.FAILED, tenant=TENANT, limit=50
+            )
+        if found:
+            raise RuntimeError(f"failed listing returned {len(found)}, not none")
+
     def recent_50() -> None:
         with factory() as uow:
-            found = uow.executions.recent(now=fixture.now(), limit=50)
+            found = uow.executions.recent(now=fixture.now(), tenant=TENANT, limit=50)
         if not min(50, fixture.executions + fixture.running) <= len(found) <= 50:
             raise RuntimeError(f"recent listing returned {len(found)}")
 
@@ -258,6 +269,7 @@ def _operations(store: SurrealStore, fixture: Fixture, tag: str) -> dict[str, Ca
         "count_running": count_running,
         "read_after": read_after,
         "succeeded_50": succeeded_50,
+        "failed_50": failed_50,
         "recent_50": recent_50,
     }
 

@@ -4,6 +4,7 @@ every adapter enforces the field spec it is rendered from)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from adapters.contract import samples
 from adapters.surrealdb import SurrealConfig, SurrealStore, compiler
 from adapters.surrealdb import schema as surreal_schema
 from adapters.surrealdb.store import StoreLock
+from domain.model.lifecycle import ExecutionState
 from ports import records
 from ports.errors import DuplicateRecord, StorageUnavailable
 from ports.storage import Batch, Op, Write
@@ -335,3 +337,46 @@ def test_an_upgrade_cut_short_never_reads_as_the_older_schema(tmp_path: Path) ->
             assert done == meta["upgrade"] and info == new_info, f"cut at {cut}"
         shutil.rmtree(copy)
     assert finished, "no cut kept only a part of the upgrade: the test cuts nothing"
+
+
+@pytest.mark.parametrize("state", ["failed", "running"])
+def test_a_tenants_listing_by_state_scans_the_state_index_not_the_tenants(state: str) -> None:
+    """SurrealDB core 2.3.10 planned `state = $s AND tenant = $t` on the unique index the
+    tenant leads: every execution of the tenant (all of them, in most stores) was read to
+    list or count the few in one state. The scans a listing and a count issue must use the
+    state's index, and both still find only the tenant's."""
+    with SurrealStore(SurrealConfig("mem://")) as store:
+        ours, theirs = samples.execution(tenant="t-ours"), samples.execution(tenant="t-theirs")
+        with store.unit_of_work() as uow:
+            for execution in (ours, theirs):
+                if state == "running":
+                    execution.transition(
+                        ExecutionState.RUNNING, at=samples.T0, actor="w", reason="claimed"
+                    )
+                uow.executions.save(execution)
+            uow.commit()
+        issued: list[tuple[str, dict[str, Any]]] = []
+        original = store.select_rows
+
+        def recording(text: str, params: dict[str, Any]) -> list[Any]:
+            issued.append((text, params))
+            return original(text, params)
+
+        setattr(store, "select_rows", recording)  # noqa: B010 - this store only
+        with store.unit_of_work() as uow:
+            wanted = ExecutionState(state)
+            listed = uow.executions.recent(now=samples.T0, state=wanted, tenant="t-ours")
+            counted = uow.executions.count(wanted, tenant="t-ours")
+        delattr(store, "select_rows")
+        assert (len(listed), counted) == ((1, 1) if state == "running" else (0, 0))
+        scans = {
+            inner
+            for text, _ in issued
+            for inner in re.findall(r"SELECT \* FROM execution WHERE [^)]*", text)
+        }
+        assert scans
+        for inner in scans:
+            params = next(p for text, p in issued if inner in text)
+            plan = store.select_rows(inner + " EXPLAIN", params)
+            used = [step["detail"]["plan"]["index"] for step in plan if "plan" in step["detail"]]
+            assert used == ["ix_execution_state_created_at"], (inner, plan)

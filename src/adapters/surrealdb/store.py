@@ -1438,21 +1438,7 @@ class SurrealStore:
         """How many records `query` would list: counted in the engine, none sent back."""
         if table not in TABLES:
             raise InvalidRecord(f"unknown table {table!r}")
-        scan, tenant = dict(where), where.get("tenant")
-        leads = {fields[0] for fields in (*TABLES[table].uniques, *TABLES[table].lookups)}
-        if isinstance(tenant, str | AnyOf) and any(
-            name in leads and not isinstance(value, Range)
-            for name, value in where.items()
-            if name != "tenant"
-        ):
-            # The engine's planner takes a unique index led by the tenant (every one of the
-            # tenant's records: all of them, in most stores) over an index the rest of the
-            # filter leads: that one is scanned, and the tenant checked on what it finds.
-            del scan["tenant"]
-        text, params, exact = _selection(table, scan)
-        if "tenant" not in scan and "tenant" in where:
-            params["tenant"] = list(tenant.values) if isinstance(tenant, AnyOf) else tenant
-            exact.append("tenant IN $tenant" if isinstance(tenant, AnyOf) else "tenant = $tenant")
+        text, params, exact = _selection(table, where)
         if exact:
             text = _exactly(text, exact)
         # (Counted over the listing, not with the WHERE beside count(): SurrealDB core 2.3.10
@@ -1542,14 +1528,29 @@ def _selection(table: str, where: Mapping[str, Any]) -> tuple[str, dict[str, Any
     params: dict[str, Any] = {}
     clauses: list[str] = []
     exact: list[str] = []  # applied to what the index scan found
-    for n, (name, value) in enumerate(where.items()):
+    scan = dict(where)
+    tenant = where.get("tenant")
+    leads = {fields[0] for fields in (*TABLES[table].uniques, *TABLES[table].lookups)}
+    if isinstance(tenant, str | AnyOf) and any(
+        name in leads and not isinstance(value, Range)
+        for name, value in where.items()
+        if name != "tenant"
+    ):
+        # SurrealDB core 2.3.10's planner takes a unique index the tenant leads (every one
+        # of the tenant's records: all of them, in most stores) over the index the rest of
+        # the filter leads (an execution's state): that one is scanned, and the tenant
+        # checked on what it finds.
+        del scan["tenant"]
+        params["tenant"] = list(tenant.values) if isinstance(tenant, AnyOf) else tenant
+        exact.append("tenant IN $tenant" if isinstance(tenant, AnyOf) else "tenant = $tenant")
+    for n, (name, value) in enumerate(scan.items()):
         field = compiler.ident(name)
         if isinstance(value, AnyOf):
             # SurrealDB core 2.3.10 answers `IN` on a field of a unique index the filter
             # does not cover whole from that index as if its values were whole keys,
             # finding nothing (on its leading field, or after an equality on that one):
             # there, what the other fields find is scanned.
-            partly = any(name in u and not set(u) <= set(where) for u in _UNIQUES[table])
+            partly = any(name in u and not set(u) <= set(scan) for u in _UNIQUES[table])
             clauses.append(f"$w{n} CONTAINS {field}" if partly else f"{field} IN $w{n}")
             params[f"w{n}"] = list(value.values)
         elif isinstance(value, Range):
@@ -1575,7 +1576,7 @@ def _selection(table: str, where: Mapping[str, Any]) -> tuple[str, dict[str, Any
             clauses.append(f"{field} = $w{n}")
             params[f"w{n}"] = value
     text = f"SELECT * FROM {compiler.ident(table)}"
-    if any(isinstance(where[name], Range) for name in _UNIQUE_FIELDS[table] & set(where)):
+    if any(isinstance(scan[name], Range) for name in _UNIQUE_FIELDS[table] & set(scan)):
         # SurrealDB core 2.3.10 scans ranges of a unique index's fields wrongly: past the
         # 500th record it leaves one out, and `>=` a value its leading field holds finds
         # nothing. The port's own reads never range over those; others scan the table.
