@@ -1090,6 +1090,10 @@ def test_a_run_whose_store_goes_mid_run_stops_and_sends_nobody_to_recover(
     assert "was removed while this process held it" in err
     assert "restored from a backup, or the work done again in a new one" in err
     assert "recover" not in err
+    monkeypatch.setattr(KnowledgeService, "generate_analysis", analyse)
+    _, err = gk(capsys, *store, "run", "knowledge-publication", str(FRED), code=2)
+    assert "was removed while a process" in err and "remove store.lock beside it" in err
+    assert not path.exists()  # the next run made no empty store in its place
 
 
 def test_a_demo_that_fails_gives_the_demos_json_document_all_the_same(

@@ -337,6 +337,32 @@ def test_a_log_removed_while_the_store_is_open_is_not_sealed_over(
     assert _executions(path) == 0
 
 
+def test_a_store_whose_whole_directory_was_removed_while_open_is_refused_not_made_anew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seal that says a store lost its work lies in the store's directory: removed
+    whole under a running command, nothing was left to say so, and the next run made an
+    empty store in its place (found by an operator's pass). The lock file beside it keeps
+    the mark, from the moment the loss is found (a kill after it must not lose it)."""
+    monkeypatch.setattr(LogSeal, "EVERY", 0.0)
+    path = tmp_path / "store"
+    lock = tmp_path / "store.lock"
+    with _open(path, journaled=True) as store:
+        orch = orchestrator(store.unit_of_work, FixedClock(T0))
+        orch.start(WORKFLOW, request("pub-1"))
+        shutil.rmtree(path)
+        with pytest.raises(StorageUnavailable, match="was removed while this process held it"):
+            orch.start(WORKFLOW, request("pub-2"))
+        assert lock.read_text() == f"removed {os.getpid()}"
+    assert lock.read_text() == f"removed {os.getpid()}"  # closing keeps it
+    for create in (False, True):
+        with pytest.raises(StorageUnavailable, match=r"was removed while a process \(pid \d+\)"):
+            SurrealStore(SurrealConfig(f"surrealkv://{path}", create=create))
+    assert not path.exists()  # nothing made in its place
+    lock.unlink()  # as the message says: to start a new store there
+    assert _executions(path) == 0
+
+
 def test_a_log_whose_size_cannot_be_told_for_a_moment_is_not_taken_for_cut(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

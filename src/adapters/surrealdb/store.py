@@ -20,7 +20,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -188,7 +188,9 @@ class StoreLock:
     so the second one must fail loudly instead. The lock file also remembers a holder that
     died without closing the store, until someone acknowledges having checked the store
     (`govkernel recover` does, once every audit chain verifies): `<pid>` while held,
-    `unclean <pid>` for a crash not yet checked, empty when closed cleanly.
+    `unclean <pid>` for a crash not yet checked, empty when closed cleanly, and `removed <pid>`
+    once the store's directory was found removed while held (`removed_mark`), which the seal
+    inside it can no longer say: a store opened there later is refused, never made anew.
     """
 
     def __init__(self, directory: Path) -> None:
@@ -202,6 +204,26 @@ class StoreLock:
         # the seal did (LogSeal).
         self.damaged: tuple[int, int] | None = None
         self.closed: int | None = None
+        self.removed = False
+
+    @staticmethod
+    def removed_mark(directory: Path) -> str | None:
+        """The pid that held the store at `directory` when its directory was removed, if
+        its lock file says so (read without locking: it is only read)."""
+        path = directory.with_name(directory.name + ".lock")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as file:
+            words = file.read(64).decode("utf-8", "replace").split()
+        return _pid(words[1:2]) if words[:1] == ["removed"] else None
+
+    def mark_removed(self) -> None:
+        """The store's directory was found removed while this process held it."""
+        self.removed = True
+        with contextlib.suppress(OSError):  # said to this process's caller all the same
+            self._write(f"removed {os.getpid()}")
 
     def acquire(self) -> None:
         try:
@@ -303,8 +325,9 @@ class StoreLock:
 
     def release(self) -> None:
         try:
-            if self._file is not None:
-                # Empty says the store was closed cleanly; a crash not yet checked is kept.
+            # Empty says the store was closed cleanly; a crash not yet checked is kept, and a
+            # store removed under its holder stays marked so.
+            if self._file is not None and not self.removed:
                 self._write(f"unclean {self.crashed_holder}" if self.crashed_holder else "")
         finally:
             self._let_go()
@@ -350,9 +373,10 @@ class LogSeal:
     NAME = "govkernel.seal"
     EVERY = 1.0  # seconds between seals while the store is open
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, on_removed: Callable[[], None] | None = None) -> None:
         self.directory = directory
         self.path = directory / self.NAME
+        self._on_removed = on_removed
         self.closed: int | None = None
         self.damaged: tuple[int, int] | None = None
         words = self._read().split()
@@ -484,6 +508,8 @@ class LogSeal:
             if self.closed:
                 self.mark_damaged(self.closed, found)
             gone = not self.directory.exists()
+            if gone and self._on_removed is not None:
+                self._on_removed()  # the seal went with it: said where it is kept instead
             self.lost = (
                 f"the store's directory {self.directory} was removed while this process held it"
                 if gone
@@ -748,6 +774,13 @@ class SurrealStore:
             path = store_directory(cfg.path)
             # A store found cut is refused until someone removes its seal, whatever is left
             # of its files (removed under a running command, say): never opened as new.
+            holder = StoreLock.removed_mark(path)
+            if holder is not None:
+                raise StorageUnavailable(
+                    f"the store at {path} was removed while a process (pid {holder}) held it:"
+                    " what it held is lost unless restored from a backup (govkernel backup);"
+                    f" to start a new store there instead, remove {path.name}.lock beside it"
+                )
             earlier = LogSeal(path)
             if earlier.damaged is not None:
                 earlier.check()
@@ -782,7 +815,7 @@ class SurrealStore:
             self._file_lock = StoreLock(path)
             self._file_lock.acquire()
             try:
-                self._seal = LogSeal(path)
+                self._seal = LogSeal(path, on_removed=self._file_lock.mark_removed)
             except StorageUnavailable:
                 self.close()
                 raise
