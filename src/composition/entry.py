@@ -4,6 +4,8 @@ either does later, not with a traceback or a silent death."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import signal
 import sys
 from types import FrameType
@@ -27,6 +29,15 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 def _stopped(terminated: bool) -> SystemExit:
     how = "terminated" if terminated else "interrupted"
     sys.stderr.write(f"error: {how} while starting; nothing was changed\n")
+    args = sys.argv[1:]
+    if "--json" in args and "run" in args:
+        # A run's record, as one stopped later prints it (a script reads stdout): nothing
+        # of it was started, let alone stored.
+        record = dict.fromkeys(("execution_id", "state", "idempotency_key"))
+        left = {"interrupted": how, **record, "left": "nothing was started"}
+        with contextlib.suppress(OSError, ValueError):  # stdout gone: stderr said it
+            sys.stdout.write(json.dumps(left, indent=2) + "\n")
+            sys.stdout.flush()
     return SystemExit(143 if terminated else 130)
 
 

@@ -1062,17 +1062,19 @@ def test_sigterm_stops_a_command_like_ctrl_c_and_closes_the_store(
 def _interrupted_run(fresh: Cli, slow_step: str, *more: str) -> str:
     """`run knowledge-publication` stopped by SIGTERM while `slow_step` runs: its stderr
     (and its stdout after it, if any)."""
+    owner = "running" if slow_step == "read_sources" else "KnowledgeService"
     child = subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import sys, time\n"
             "from composition import cli\n"
+            "from composition.cli import running\n"
             "from domain.services.knowledge import KnowledgeService\n"
             "def slow(*args, **kwargs):\n"
             "    print('slow', file=sys.stderr, flush=True)\n"
             "    time.sleep(60)\n"
-            f"KnowledgeService.{slow_step} = slow\n"
+            f"{owner}.{slow_step} = slow\n"
             f"sys.exit(cli.run_cli(['--store', {fresh.url!r}, *{list(more)!r}, 'run',"
             f" 'knowledge-publication', {str(FRED)!r}]))\n",
         ],
@@ -1110,7 +1112,7 @@ def test_a_run_interrupted_after_its_start_was_stored_names_the_execution(fresh:
     assert len(fresh.json("executions", "list")) == 1
 
 
-@pytest.mark.parametrize("slow_step", ["ingest", "generate_analysis"])
+@pytest.mark.parametrize("slow_step", ["read_sources", "ingest", "generate_analysis"])
 def test_a_run_interrupted_under_json_names_its_execution_in_json(
     fresh: Cli, slow_step: str
 ) -> None:
@@ -1119,7 +1121,10 @@ def test_a_run_interrupted_under_json_names_its_execution_in_json(
     said = _interrupted_run(fresh, slow_step, "--json")
     document = json.loads(said[said.index("{") :])
     assert document["interrupted"] == "terminated"
-    if slow_step == "ingest":  # before the start was stored: the key that starts it
+    if slow_step == "read_sources":  # before anything was started: a record all the same
+        assert document["execution_id"] is document["state"] is document["idempotency_key"]
+        assert document["idempotency_key"] is None and document["left"] == "nothing was started"
+    elif slow_step == "ingest":  # before the start was stored: the key that starts it
         assert document["execution_id"] is None and document["state"] is None
         assert f"--idempotency-key {document['idempotency_key']}" in document["left"]
     else:

@@ -797,6 +797,19 @@ def test_a_stop_while_the_command_loads_is_one_line(
     assert stopped.value.code == code
     assert capsys.readouterr().err == f"error: {said} while starting; nothing was changed\n"
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
+    # A `--json run`'s reader gets its record on stdout, as from one stopped later.
+    monkeypatch.setattr(sys, "argv", ["govkernel", "--json", "run", "workflow", "payout"])
+    monkeypatch.setattr(entry, "_arrived", [])
+    with pytest.raises(SystemExit):
+        entry.main()
+    document = json.loads(capsys.readouterr().out)
+    assert document == {
+        "interrupted": said,
+        "execution_id": None,
+        "state": None,
+        "idempotency_key": None,
+        "left": "nothing was started",
+    }
 
 
 def test_a_ctrl_c_ignored_when_the_command_started_stays_ignored_while_it_loads(

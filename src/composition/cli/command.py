@@ -85,7 +85,7 @@ def _run(session: Session, args: list[str]) -> int:
         stopped = terminated.said if terminated.happened else "interrupted"
         unfinished = _unfinished(session)
         say_error(render.safe(f"{stopped}{_notes(noted)}; {unfinished}"))
-        if session.json and not session.emitted and (session.started or session.starting):
+        if session.json and not session.emitted and session.starts:
             # A run stopped before its record was printed (a CI job's timeout): which
             # execution to follow up, for a script, not only in words on stderr.
             state = session.started_state
