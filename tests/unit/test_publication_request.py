@@ -215,3 +215,15 @@ def test_one_document_given_twice_is_refused_naming_both() -> None:
     assert PublicationRequest.parse(twice, bounded=False)  # stored before: still read
     other = raw_request(documents=[document(), document(content_text="A later edition.")])
     assert len(PublicationRequest.parse(other).documents) == 2
+
+
+@pytest.mark.parametrize("ref", ["\x1b]0;PWN\x07", "POL-1\nPOL-2", "\u202eRTL\x85"])
+def test_a_new_requests_policy_references_are_one_line_without_control_characters(
+    ref: str,
+) -> None:
+    """Title, key, reason and role refused them; a policy reference took an escape sequence
+    into the audit-chained input (found by an operator's pass)."""
+    with pytest.raises(InvalidInput, match=r"policy_refs\[1\]: must be one line"):
+        PublicationRequest.parse(raw_request(policy_refs=["POL-KNOWLEDGE-1", ref]))
+    stored = PublicationRequest.parse(raw_request(policy_refs=[ref]), bounded=False)
+    assert stored.policy_refs == (ref,)  # one stored before is still read

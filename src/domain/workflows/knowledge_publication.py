@@ -77,7 +77,10 @@ class PublicationRequest:
             documents=tuple(drafts),
             title=text("title", request.get("title"), max_len=500, single_line=bounded),
             publication_id=identifier("publication_id", request.get("publication_id")),
-            policy_refs=_strings("policy_refs", request.get("policy_refs", ()), most_refs),
+            # One line, as the title: a new request's references are shown and stored.
+            policy_refs=_strings(
+                "policy_refs", request.get("policy_refs", ()), most_refs, single_line=bounded
+            ),
             # Roles an approver can name: `approve --role` accepts only actor names.
             required_roles=tuple(
                 actor_name(f"required_roles[{i}]", role)
@@ -149,12 +152,16 @@ def _no_repeats(drafts: list[SourceDraft]) -> None:
             )
 
 
-def _strings(field: str, value: object, most: int | None) -> tuple[str, ...]:
+def _strings(
+    field: str, value: object, most: int | None, *, single_line: bool = False
+) -> tuple[str, ...]:
     if not isinstance(value, list | tuple):
         raise InvalidInput(field, "must be a list of strings")
     if most is not None and len(value) > most:
         raise InvalidInput(field, f"at most {most} allowed, got {len(value)}")
-    return tuple(text(f"{field}[{i}]", v, max_len=200) for i, v in enumerate(value))
+    return tuple(
+        text(f"{field}[{i}]", v, max_len=200, single_line=single_line) for i, v in enumerate(value)
+    )
 
 
 # The request last parsed, by the input it was parsed from: every step of a run reads the same
