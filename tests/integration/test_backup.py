@@ -86,11 +86,16 @@ def test_a_backup_goes_into_a_new_directory_outside_its_store(tmp_path: Path) ->
     (tmp_path / "taken").mkdir()
     with _open(path) as store:
         _commit_one(store)
-        for where, problem in ((tmp_path / "taken", "exists"), (path / "in", "inside")):
+        for where, problem in (
+            (tmp_path / "taken", "exists"),
+            (path / "in", "inside"),
+            (tmp_path / "no-such" / "copy", "no directory"),  # it made them, where a typo said
+        ):
             with pytest.raises(InvalidInput, match=problem) as refused:
                 store.backup(where)
             assert refused.value.field == "destination"
         assert not (path / "in").exists() and list((tmp_path / "taken").iterdir()) == []
+        assert not (tmp_path / "no-such").exists()
 
 
 @pytest.mark.parametrize("url", ["memory://", "mem://"])

@@ -1126,7 +1126,8 @@ class SurrealStore:
         lock = target.with_name(target.name + ".lock")
         if os.path.lexists(lock):  # a copy would be taken for a store its lock file was of
             raise InvalidInput("destination", _locked(lock, target))
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.parent.is_dir():  # as for any file written: made by no typo of ours
+            raise InvalidInput("destination", f"no directory {target.parent} to put it in")
         with self._lock:
             self._usable()
             whole = self._seal is not None and self._seal.checked and not self.unclean_shutdown

@@ -9,14 +9,14 @@ from pathlib import Path
 import click
 
 from composition import render
-from composition.cli.options import json_option
+from composition.cli.options import NonEmptyPath, json_option
 from composition.cli.session import EXIT_USAGE, EXITS, Failed, session_of
 from composition.cli.streams import progress_bar
 from ports.errors import StorageUnavailable
 
 
 @click.command(epilog=EXITS)
-@click.argument("destination", metavar="DEST", type=click.Path(path_type=Path))
+@click.argument("destination", metavar="DEST", type=NonEmptyPath(path_type=Path))
 @json_option
 @click.pass_context
 def backup(ctx: click.Context, destination: Path) -> None:
