@@ -8,6 +8,7 @@ recolour the terminal. JSON is exact (it escapes them itself).
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -45,6 +46,25 @@ _ESCAPES = {code: repr(chr(code))[1:-1] for code in _UNSAFE}
 def safe(value: object) -> str:
     """`value` as one line of inert terminal text: control characters escaped, repr-style."""
     return str(value).translate(_ESCAPES)
+
+
+def shell_word(value: str) -> str:
+    """`value` quoted for a shell, to paste back as it was: one holding what `safe` would
+    escape (a line break in a path) in bash's `$'...'` form, which gives it back whole."""
+    if safe(value) == value:
+        return shlex.quote(value)
+    return "$'" + "".join(map(_shell_escape, value)) + "'"
+
+
+def _shell_escape(c: str) -> str:
+    if c in "\\'":
+        return "\\" + c
+    if safe(c) == c:
+        return c
+    o = ord(c)
+    if 0xDC80 <= o <= 0xDCFF:  # a byte of a name that is not UTF-8, as Python read it
+        return f"\\x{o - 0xDC00:02x}"
+    return f"\\x{o:02x}" if o < 0x80 else f"\\u{o:04x}" if o <= 0xFFFF else f"\\U{o:08x}"
 
 
 def dumps(value: object, *, ascii_only: bool = False) -> str:

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -1124,3 +1125,25 @@ def test_a_demo_that_fails_gives_the_demos_json_document_all_the_same(
     assert set(document) == {"execution", "executions", "verification", "events"}
     assert document["execution"]["state"] == "failed"
     assert document["executions"] is document["verification"] is document["events"] is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "plain",
+        "a b",
+        "it's",
+        "nl\nstore",
+        "\t\x1b]0;t\x07",
+        "rtl\u202eend",
+        "x\x85",
+        "\udcff\udc80",
+    ],
+)
+def test_a_suggested_command_gives_a_path_back_whole_when_pasted(value: str) -> None:
+    """`--store 'surrealkv:///tmp/nl\\nstore'` was suggested for a path with a line break:
+    inside single quotes `\\n` stays two characters, and the store was not found."""
+    word = render.shell_word(value)
+    assert render.safe(word) == word  # inert on the terminal it is printed to
+    echoed = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, check=True)
+    assert echoed.stdout == os.fsencode(value)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -250,9 +249,9 @@ class Session:
         settings = self.settings()
         parts = []
         if self.config:
-            parts.append(f" --config {shlex.quote(self.config)}")
+            parts.append(f" --config {render.shell_word(self.config)}")
         if settings.sources.get("store_url") == "--store":
-            parts.append(f" --store {shlex.quote(settings.display_store)}")
+            parts.append(f" --store {render.shell_word(settings.display_store)}")
         return "".join(parts)
 
 
