@@ -259,6 +259,9 @@ def test_a_steps_output_is_cut_by_characters_not_by_escapes() -> None:
 def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -> None:
     out, _ = gk(capsys, "--version")
     assert out == f"govkernel {importlib.metadata.version('govkernel')}\n"
+    for args in (("--json", "--version"), ("--version", "--json")):  # plain text, before
+        out, _ = gk(capsys, *args)
+        assert json.loads(out) == {"version": importlib.metadata.version("govkernel")}
 
 
 # -- errors ----------------------------------------------------------------------------------

@@ -50,8 +50,8 @@ from ports.errors import PortError, RecordNotFound, StorageUnavailable
 
 def run_cli(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit status (errors are mapped to clean messages)."""
-    session = Session()
     args = [_as_typed(arg) for arg in (sys.argv[1:] if argv is None else argv)]
+    session = Session(args=tuple(args))
     keep_stdout_for_click(_helping(args))
     try:
         code = _run(session, args)

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import sys
 
 import click
 
+from composition import render
 from composition.cli import approvals, audit, backup, demo, inspecting, recovery, running
 from composition.cli.options import not_blank, set_json
 from composition.cli.session import ROOT_EPILOG, session_of
 from composition.cli.streams import DebugLog
+
+
+def _version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    version = importlib.metadata.version("govkernel")
+    # As every command under --json: a record on stdout, wherever the flag was given.
+    as_json = "--json" in session_of(ctx).args
+    click.echo(render.dumps({"version": version}) if as_json else f"govkernel {version}")
+    ctx.exit()
 
 
 @click.group(epilog=ROOT_EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,7 +47,14 @@ from composition.cli.streams import DebugLog
     help="Print records as JSON on stdout (every command).",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
-@click.version_option(package_name="govkernel", message="%(prog)s %(version)s")
+@click.option(
+    "--version",
+    is_flag=True,
+    is_eager=True,
+    expose_value=False,
+    callback=_version,
+    help="Show the version and exit.",
+)
 @click.pass_context
 def cli(ctx: click.Context, store: str | None, config: str | None, debug: bool) -> None:
     """govkernel: governed, durable and auditable knowledge workflows."""

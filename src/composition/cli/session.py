@@ -65,6 +65,7 @@ class Session:
 
     store: str | None = None
     config: str | None = None
+    args: tuple[str, ...] = ()  # the command line as given
     json: bool = False
     debug: bool = False
     read_only: bool = False  # the command changes nothing: an interrupt leaves nothing to resume
