@@ -1451,3 +1451,41 @@ def test_executions_are_counted_by_state_workflow_and_tenant(fresh: Cli) -> None
     hint = fresh("executions", "count", "--workflow", "knowledge-publication").stdout
     assert "`run knowledge-publication` runs is named knowledge_publication" in hint
     fresh("executions", "count", "--state", "nowhere", code=2)
+
+
+def test_a_run_watched_on_a_terminal_says_which_step_it_waits_for(fresh: Cli) -> None:
+    """A long step printed nothing at all (ten seconds of silence for a large analyse,
+    found by an operator's pass): on a terminal, a line says which step runs, replaced by
+    what is printed next."""
+    import pty
+
+    leader, follower = pty.openpty()
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from composition import cli\n"
+            "from domain.services.knowledge import KnowledgeService\n"
+            "analyse = KnowledgeService.generate_analysis\n"
+            "def slow(*args, **kwargs):\n"
+            "    time.sleep(0.5)\n"
+            "    return analyse(*args, **kwargs)\n"
+            "KnowledgeService.generate_analysis = slow\n"
+            f"sys.exit(cli.run_cli(['--store', {fresh.url!r}, 'run', 'knowledge-publication',"
+            f" {str(FRED)!r}]))\n",
+        ],
+        stdout=follower,
+        stderr=follower,
+        env=clean_env(TERM="xterm"),
+    )
+    os.close(follower)
+    seen = b""
+    with contextlib.suppress(OSError):  # the terminal closes as the child ends
+        while chunk := os.read(leader, 4096):
+            seen += chunk
+    os.close(leader)
+    assert child.wait(timeout=60) == 0
+    text = seen.decode()
+    assert "\r\x1b[K  ... analyse running\r\x1b[K" in text  # shown, then cleared
+    assert "analyse completed" in text.split("analyse running")[-1]

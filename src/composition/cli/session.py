@@ -12,7 +12,13 @@ from attrs import define, field
 
 from adapters.surrealdb.store import LogSeal
 from composition import queries, render, wiring
-from composition.cli.streams import DebugLog, carries_unicode, json_stdout, write_out
+from composition.cli.streams import (
+    DebugLog,
+    carries_unicode,
+    json_stdout,
+    show_status,
+    write_out,
+)
 from composition.container import App, Overrides, build_app, would_make
 from composition.settings import (
     ENV_VARS,
@@ -301,6 +307,20 @@ class Printer:
             )
         for entry in entries:
             self._session.echo(transition_line(entry, execution))
+        step = self._next_step(execution)
+        if step is not None:  # a step may run for long: what it is waiting for is shown
+            show_status(f"  ... {step} running")
+
+    def _next_step(self, execution: WorkflowExecution) -> str | None:
+        if self._app is None or execution.state is not S.RUNNING:
+            return None
+        for definition in self._app.orchestrator.definitions():
+            if (definition.name, definition.version) == (
+                execution.workflow_name,
+                execution.workflow_version,
+            ) and execution.current_step < len(definition.steps):
+                return definition.steps[execution.current_step].name
+        return None
 
 
 def transition_line(entry: AuditEntry, execution: WorkflowExecution) -> str:

@@ -22,6 +22,7 @@ def write_out(text: str, *, err: bool) -> OSError | None:
     """Print a line; a stream that cannot be written (a reader that went away, `| head`; a
     full disk) is silenced, never the work: a run whose output nobody reads still runs to
     its end. The failure is returned, for the caller to judge."""
+    clear_status()
     stream = sys.stderr if err else json_stdout()
     try:
         if err or stream is None:  # (closed: click writes nothing)
@@ -165,13 +166,40 @@ def inert_lines(text: str) -> str:
     return "\n".join(render.safe(line) for line in text.split("\n"))
 
 
+def _watched() -> bool:
+    # Progress only helps someone watching a terminal that can draw it: piped, click would
+    # print a bar's label as a stray line; on a dumb terminal (TERM=dumb, as in an editor's
+    # shell, or none set) its cursor codes would show as garbage.
+    watched = sys.stderr is not None and sys.stderr.isatty()
+    return watched and os.environ.get("TERM", "dumb") not in ("", "dumb")
+
+
+_status_shown = False
+
+
+def show_status(text: str) -> None:
+    """One line on a watched terminal saying what is under way (a step that may run for
+    long), replaced by whatever is printed next."""
+    global _status_shown
+    if _watched():
+        with suppress(OSError, ValueError):
+            sys.stderr.write(f"\r\x1b[K{render.safe(text)}")
+            sys.stderr.flush()
+            _status_shown = True
+
+
+def clear_status() -> None:
+    global _status_shown
+    if _status_shown:
+        _status_shown = False
+        with suppress(OSError, ValueError):
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
 @contextmanager
 def progress_bar(items: Sequence[T], label: str, at_least: int = 20) -> Iterator[Iterable[T]]:
-    # A bar only helps someone watching a terminal that can draw it: piped, click would print
-    # its label as a stray line; on a dumb terminal (TERM=dumb, as in an editor's shell, or
-    # none set) its cursor codes would show as garbage.
-    watched = sys.stderr is not None and sys.stderr.isatty()
-    if len(items) < at_least or not watched or os.environ.get("TERM", "dumb") in ("", "dumb"):
+    if len(items) < at_least or not _watched():
         yield items
         return
     stream = cast(TextIO, _Extra(sys.stderr))  # (click asks for a TextIO; it uses a text stream)
