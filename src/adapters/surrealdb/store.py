@@ -1548,11 +1548,10 @@ _UNIQUE_FIELDS = {
 
 
 def _locked(lock: Path, target: Path) -> str:
-    partial = target.with_name(f".{target.name[:200]}.*")
     return (
         f"{lock} exists: a backup goes beside none (another backup into {target.name} is"
         f" under way, or one was stopped before it finished and left it, with its partial"
-        f" copy {partial.name} beside it: remove those to back up there)"
+        f" copy .{target.name[:200]}.* beside it: remove those to back up there)"
     )
 
 
