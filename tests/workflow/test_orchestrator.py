@@ -3170,10 +3170,30 @@ def test_a_step_that_cannot_take_the_unit_and_its_context_is_refused_when_define
         Step("s", run)
 
 
+def _injecting(run: Callable[..., Any]) -> Callable[[UnitOfWork, StepContext], Any]:
+    """A decorator handing a step one argument more than the orchestrator does."""
+
+    @functools.wraps(run)
+    def step(uow: UnitOfWork, ctx: StepContext) -> Any:
+        return run(uow, ctx, "injected")
+
+    return step
+
+
+@_injecting
+def _decorated(uow: UnitOfWork, ctx: StepContext, extra: str) -> dict[str, Any]:
+    return {"extra": extra}
+
+
 @pytest.mark.parametrize(
     "run",
-    [lambda *args: {}, lambda uow, ctx, extra=1: {}, functools.partial(lambda x, u, c: {}, 1)],
-    ids=["*args", "a default", "partial"],
+    [
+        lambda *args: {},
+        lambda uow, ctx, extra=1: {},
+        functools.partial(lambda x, u, c: {}, 1),
+        _decorated,  # judged by its wrapper, which is what is called (a re-test found it refused)
+    ],
+    ids=["*args", "a default", "partial", "decorated"],
 )
 def test_a_step_that_can_take_the_unit_and_its_context_is_defined(run: Any) -> None:
     assert Step("s", run).run is run

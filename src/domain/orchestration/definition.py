@@ -120,7 +120,8 @@ class Step:
                 f"step {self.name!r}: retry must be a RetryPolicy and side_effecting a bool"
             )
         try:
-            signature: inspect.Signature | None = inspect.signature(self.run)
+            # What is called: a decorator's wrapper, not the function it wraps.
+            signature: inspect.Signature | None = inspect.signature(self.run, follow_wrapped=False)
         except (TypeError, ValueError):  # one without a signature to read: its call will tell
             signature = None
         try:
