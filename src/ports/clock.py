@@ -20,6 +20,8 @@ class SystemClock:
 class FixedClock:
     """A manual clock for tests and replays; thread-safe."""
 
+    moves_by_itself = False  # see domain.model.runtime.Clock
+
     def __init__(self, start: datetime) -> None:
         # Every instant govkernel stores is aware: a naive start would be refused only as
         # the first record is written, or compared with aware approvals (a TypeError).

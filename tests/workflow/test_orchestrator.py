@@ -48,7 +48,7 @@ from domain.orchestration.orchestrator import (
 from domain.services.governance import ApprovalRequired
 from domain.workflows import knowledge_publication as kp
 from ports import records
-from ports.clock import FixedClock, SequentialIds
+from ports.clock import FixedClock, SequentialIds, SystemClock
 from ports.errors import (
     CommitOutcomeUnknown,
     ExecutionNotFound,
@@ -2683,6 +2683,30 @@ def test_a_retry_under_a_clock_that_does_not_move_returns_instead_of_waiting_for
     # A clock the waits do move (the harness's sleep advances it) reaches the retry's time.
     moving = orchestrator(world.store.unit_of_work, world.clock, workflows={"flaky": definition})
     assert moving.start("flaky", {}).state is S.FAILED  # retried to its last attempt
+
+
+def test_a_retry_under_a_clock_of_whole_seconds_waits_for_it_to_move(world: World) -> None:
+    """A real clock coarser than the backoff is not taken for one that never moves (a
+    re-test found such a retry given up after one wait)."""
+    attempts: list[int] = []
+
+    def flaky_once(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RetryableError("not yet")
+        return {}
+
+    class WholeSeconds:  # the real time, cut to the second
+        def now(self) -> datetime:
+            return SystemClock().now().replace(microsecond=0)
+
+    definition = WorkflowDefinition("flaky", "1", kp.METADATA, (Step("once", flaky_once),))
+    orch = Orchestrator(
+        world.store.unit_of_work,
+        evolve(runtime(world.clock, world.ids), clock=WholeSeconds()),
+        {"flaky": definition},
+    )
+    assert orch.start("flaky", {}).state is S.SUCCEEDED and len(attempts) == 2
 
 
 def test_a_first_step_asking_for_its_own_execution_is_told_it_is_not_stored_yet(

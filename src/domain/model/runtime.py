@@ -15,6 +15,10 @@ from domain.model.validation import actor_name, identifier, text
 
 
 class Clock(Protocol):
+    """What gives the time. A clock that moves only when told to (a test's) may also say
+    `moves_by_itself = False`: a retry's in-line wait then ends as soon as a wait leaves it
+    where it was, instead of waiting out `max_inline_wait` in real time."""
+
     def now(self) -> datetime: ...
 
 
