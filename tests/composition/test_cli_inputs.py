@@ -1113,6 +1113,26 @@ def test_a_run_whose_store_goes_mid_run_stops_and_sends_nobody_to_recover(
     assert not path.exists()  # the next run made no empty store in its place
 
 
+def test_a_run_interrupted_after_its_store_went_sends_nobody_to_recover(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Stopped in a step after the directory was removed, before any commit looked at the
+    log: it said `recover` would finish a run in a store that is gone (found by a re-test)."""
+    from domain.services.knowledge import KnowledgeService
+
+    path = tmp_path / "store"
+
+    def removed_then_stopped(*args: Any, **kwargs: Any) -> Any:
+        shutil.rmtree(path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(KnowledgeService, "generate_analysis", removed_then_stopped)
+    store = ("--store", f"surrealkv://{path}")
+    out, err = gk(capsys, *store, "--json", "run", "knowledge-publication", str(FRED), code=130)
+    assert "restored from a backup, or the work done again in a new one" in err
+    assert "recover" not in err and "recover" not in json.loads(out)["left"]
+
+
 def test_a_demo_that_fails_gives_the_demos_json_document_all_the_same(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

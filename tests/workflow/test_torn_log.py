@@ -363,6 +363,47 @@ def test_a_store_whose_whole_directory_was_removed_while_open_is_refused_not_mad
     assert _executions(path) == 0
 
 
+@pytest.mark.parametrize("left", ["4242", "unclean 4242"], ids=["killed", "crash-unchecked"])
+def test_a_store_removed_after_its_holder_died_is_refused_not_made_anew(
+    tmp_path: Path, left: str
+) -> None:
+    """Killed before it looked at its log, the holder left only its pid: the next run made
+    an empty store where the removed one was (found by a re-test)."""
+    path, lock = tmp_path / "store", tmp_path / "store.lock"
+    with _open(path, journaled=True) as store:
+        orchestrator(store.unit_of_work, FixedClock(T0)).start(WORKFLOW, request("pub-1"))
+    lock.write_text(left)  # as a holder killed outright leaves it
+    shutil.rmtree(path)
+    for create in (False, True):
+        with pytest.raises(StorageUnavailable, match="or after it died without closing it"):
+            SurrealStore(SurrealConfig(f"surrealkv://{path}", create=create))
+    assert not path.exists()
+    lock.unlink()
+    assert _executions(path) == 0
+
+
+def test_a_store_renamed_away_and_back_while_open_opens_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found gone while open, it is marked removed; back in place with its seal, the seal
+    says whether it is whole (a re-test found it refused as lost, every byte there)."""
+    monkeypatch.setattr(LogSeal, "EVERY", 0.0)
+    path, away = tmp_path / "store", tmp_path / "elsewhere"
+    with _open(path, journaled=True) as store:
+        orch = orchestrator(store.unit_of_work, FixedClock(T0))
+        orch.start(WORKFLOW, request("pub-1"))
+        path.rename(away)
+        with pytest.raises(StorageUnavailable, match="was removed while this process held it"):
+            orch.start(WORKFLOW, request("pub-2"))
+        away.rename(path)
+    assert (tmp_path / "store.lock").read_text() == f"removed {os.getpid()}"
+    # The second start committed into the files, wherever they were, before the log was
+    # looked at: both are there. The open takes it for a crash, to verify every chain.
+    with _open(path, journaled=True) as store:
+        assert len(SurrealBackdoor(store).snapshot()["execution"]) == 2
+        assert store.unclean_shutdown == str(os.getpid())
+
+
 def test_a_log_whose_size_cannot_be_told_for_a_moment_is_not_taken_for_cut(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -207,9 +207,10 @@ class StoreLock:
         self.removed = False
 
     @staticmethod
-    def removed_mark(directory: Path) -> str | None:
-        """The pid that held the store at `directory` when its directory was removed, if
-        its lock file says so (read without locking: it is only read)."""
+    def left_by(directory: Path) -> tuple[str, str] | None:
+        """What the lock file of the store at `directory` says its last holder left, if it
+        did not close it: ("removed", pid) once its directory was found removed, ("held",
+        pid) for a holder that died or holds it still. Read without locking: only read."""
         path = directory.with_name(directory.name + ".lock")
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -217,7 +218,13 @@ class StoreLock:
             return None
         with os.fdopen(fd, "rb") as file:
             words = file.read(64).decode("utf-8", "replace").split()
-        return _pid(words[1:2]) if words[:1] == ["removed"] else None
+        if words[:1] == ["removed"]:
+            return "removed", _pid(words[1:2])
+        if words[:1] == ["unclean"]:
+            return "held", _pid(words[1:2])
+        if words[:1] and words[0].isascii() and words[0].isdigit():
+            return "held", words[0]
+        return None
 
     def mark_removed(self) -> None:
         """The store's directory was found removed while this process held it."""
@@ -262,7 +269,7 @@ class StoreLock:
             raise
         left = handle.read(64).split()
         sizes = [int(t) for t in left[1:3] if t.isascii() and t.isdigit()]
-        if left[:1] == ["unclean"]:
+        if left[:1] in (["unclean"], ["removed"]):  # a store back in place: checked as a crash
             self.crashed_holder = _pid(left[1:2])
         elif left[:1] == ["damaged"] and len(sizes) == 2:  # kept here for a while: a seal's
             self.damaged = (sizes[0], sizes[1])
@@ -707,6 +714,26 @@ def _header(raw: bytes) -> dict[str, bytes] | None:
     return entries
 
 
+def _removed_under_its_holder(path: Path) -> None:
+    """Refuse a store whose directory went while a process held it: its seal, which would
+    say it lost its work, went with it, and the store would be made anew, empty. The lock
+    file beside it says so: marked when the holder found it gone, or holding the pid of a
+    holder that never closed it (killed before it looked). A directory that came back with
+    its seal (renamed away and back, a backup restored there) is checked by that seal."""
+    left = StoreLock.left_by(path)
+    if left is None or os.path.lexists(path / LogSeal.NAME):
+        return
+    how, holder = left
+    if how == "held" and os.path.lexists(path):
+        return  # a crash, with the store still there: the next open checks it
+    raise StorageUnavailable(
+        f"the store at {path} was removed while a process (pid {holder}) held it"
+        + ("" if how == "removed" else ", or after it died without closing it")
+        + ": what it held is lost unless restored from a backup (govkernel backup);"
+        f" to start a new store there instead, remove {path.name}.lock beside it"
+    )
+
+
 def _pid(tokens: list[str]) -> str:
     return tokens[0] if tokens and tokens[0].isascii() and tokens[0].isdigit() else "unknown"
 
@@ -774,13 +801,7 @@ class SurrealStore:
             path = store_directory(cfg.path)
             # A store found cut is refused until someone removes its seal, whatever is left
             # of its files (removed under a running command, say): never opened as new.
-            holder = StoreLock.removed_mark(path)
-            if holder is not None:
-                raise StorageUnavailable(
-                    f"the store at {path} was removed while a process (pid {holder}) held it:"
-                    " what it held is lost unless restored from a backup (govkernel backup);"
-                    f" to start a new store there instead, remove {path.name}.lock beside it"
-                )
+            _removed_under_its_holder(path)
             earlier = LogSeal(path)
             if earlier.damaged is not None:
                 earlier.check()

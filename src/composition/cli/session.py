@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -156,6 +157,10 @@ class Session:
             try:
                 yield app, printer
             except BaseException as stop:
+                # Looked at now: stopped mid-step, the store may not have looked since its
+                # directory went (and would send the user to `recover` a store that is gone).
+                with contextlib.suppress(Exception):
+                    getattr(app.store, "check_log", lambda: None)()
                 lost = getattr(app.store, "log_lost", None)
                 self.store_lost = lost if isinstance(lost, str) else None
                 if self.store_lost is None and (
