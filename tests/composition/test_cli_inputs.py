@@ -762,7 +762,8 @@ def test_an_input_refused_makes_no_store_on_a_server(capsys: pytest.CaptureFixtu
 
 
 @pytest.mark.parametrize(
-    ("signum", "code", "said"), [(2, 130, "interrupted"), (15, 143, "terminated")]
+    ("signum", "code", "said"),
+    [(2, 130, "interrupted"), (15, 143, "terminated"), (1, 129, "hung up")],
 )
 @pytest.mark.parametrize("lost", [False, True], ids=["raised", "its-exception-lost"])
 def test_a_stop_while_the_command_loads_is_one_line(
@@ -1111,6 +1112,39 @@ def test_a_run_whose_store_goes_mid_run_stops_and_sends_nobody_to_recover(
     _, err = gk(capsys, *store, "run", "knowledge-publication", str(FRED), code=2)
     assert "was removed while a process" in err and "remove store.lock beside it" in err
     assert not path.exists()  # the next run made no empty store in its place
+
+
+def test_a_second_signal_while_the_command_loads_is_not_a_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGINT then SIGTERM a moment apart, both while loading: the second raised inside the
+    handling of the first, a traceback and no record (found by a re-test)."""
+    import builtins
+    import signal
+
+    from composition import entry
+
+    loading = builtins.__import__
+
+    def stopped_twice(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "composition.cli":
+            try:
+                signal.raise_signal(signal.SIGINT)
+            finally:
+                signal.raise_signal(signal.SIGTERM)  # as the first is being handled
+        return loading(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", stopped_twice)
+    monkeypatch.setattr(entry, "_arrived", [])
+    monkeypatch.setattr(sys, "argv", ["govkernel", "--json", "run", "workflow", "payout"])
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    with pytest.raises(SystemExit) as stopped:
+        entry.main()
+    assert stopped.value.code == 130  # the first one's
+    out, err = capsys.readouterr()
+    assert err == "error: interrupted while starting; nothing was changed\n"
+    assert json.loads(out)["interrupted"] == "interrupted"
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
 
 
 def test_a_run_interrupted_after_its_store_went_sends_nobody_to_recover(
