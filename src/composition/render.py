@@ -61,10 +61,10 @@ def _shell_escape(c: str) -> str:
         return "\\" + c
     if safe(c) == c:
         return c
-    o = ord(c)
-    if 0xDC80 <= o <= 0xDCFF:  # a byte of a name that is not UTF-8, as Python read it
-        return f"\\x{o - 0xDC00:02x}"
-    return f"\\x{o:02x}" if o < 0x80 else f"\\u{o:04x}" if o <= 0xFFFF else f"\\U{o:08x}"
+    # Each byte of its UTF-8 (a name that is not UTF-8 as Python read it, its own bytes):
+    # bash's \u form gives other bytes in a locale that is not UTF-8.
+    raw = c.encode("utf-8", "surrogateescape") if not 0xD800 <= ord(c) < 0xDC80 else b"?"
+    return "".join(f"\\x{b:02x}" for b in raw)
 
 
 def dumps(value: object, *, ascii_only: bool = False) -> str:

@@ -1202,5 +1202,11 @@ def test_a_suggested_command_gives_a_path_back_whole_when_pasted(value: str) -> 
     inside single quotes `\\n` stays two characters, and the store was not found."""
     word = render.shell_word(value)
     assert render.safe(word) == word  # inert on the terminal it is printed to
-    echoed = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True, check=True)
-    assert echoed.stdout == os.fsencode(value)
+    for locale in ("C.UTF-8", "C"):  # bash's \u form gave other bytes in the C locale
+        echoed = subprocess.run(
+            ["bash", "-c", f"printf %s {word}"],
+            capture_output=True,
+            check=True,
+            env={**os.environ, "LC_ALL": locale},
+        )
+        assert echoed.stdout == os.fsencode(value), locale
