@@ -176,7 +176,7 @@ def run_knowledge_publication(
             request = request_of(strict=False)
         except InvalidInput:
             request = None  # not even as stored: another request under that key
-    with s.app() as (app, _):
+    with s.app() as (app, printer):
         found = started_by(app, idempotency_key, kp.NAME)
         if found is not None:
             differs = request is None or _differs(
@@ -191,6 +191,7 @@ def run_knowledge_publication(
             f"{'s' * (len(request.documents) != 1)}, {tier}, publication {request.publication_id}"
         )
         s.starting = idempotency_key or UuidIds().new_id("idem")
+        printer.running(app.orchestrator.current(kp.NAME).steps[0].name)
         execution = app.orchestrator.start(
             kp.NAME,
             request.to_input(),
@@ -304,7 +305,7 @@ def run_workflow(
     # A store that may be made holds no known key, but a server's database may be there
     # already (it cannot be told without connecting): a key it knows is shown, unchecked.
     check = None if would_make(s.settings()) and _known_key(s, idempotency_key) else checked
-    with s.app(check=check) as (app, _):
+    with s.app(check=check) as (app, printer):
         # A known key shows its execution first: its version may be retired, or gone.
         found = started_by(app, idempotency_key)
         if name not in app.workflows and (found is None or found.workflow_name != name):
@@ -319,6 +320,7 @@ def run_workflow(
         app.orchestrator.check_input(name, workflow_input)  # refused before "starting"
         s.echo(render.safe(f"starting {name}"))
         s.starting = idempotency_key or UuidIds().new_id("idem")
+        printer.running(app.orchestrator.current(name).steps[0].name)
         execution = app.orchestrator.start(
             name,
             workflow_input,

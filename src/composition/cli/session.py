@@ -312,20 +312,17 @@ class Printer:
             )
         for entry in entries:
             self._session.echo(transition_line(entry, execution))
-        step = self._next_step(execution)
-        if step is not None:  # a step may run for long: what it is waiting for is shown
-            show_status(f"  ... {step} running")
-
-    def _next_step(self, execution: WorkflowExecution) -> str | None:
         if self._app is None or execution.state is not S.RUNNING:
-            return None
-        for definition in self._app.orchestrator.definitions():
-            if (definition.name, definition.version) == (
-                execution.workflow_name,
-                execution.workflow_version,
-            ) and execution.current_step < len(definition.steps):
-                return definition.steps[execution.current_step].name
-        return None
+            return
+        definition = self._app.orchestrator.registered(
+            execution.workflow_name, execution.workflow_version
+        )
+        if definition is not None and execution.current_step < len(definition.steps):
+            self.running(definition.steps[execution.current_step].name)
+
+    def running(self, step: str) -> None:
+        """Say, on a terminal, which step runs now: it may run for long."""
+        show_status(f"  ... {step} running")
 
 
 def transition_line(entry: AuditEntry, execution: WorkflowExecution) -> str:

@@ -22,7 +22,6 @@ def write_out(text: str, *, err: bool) -> OSError | None:
     """Print a line; a stream that cannot be written (a reader that went away, `| head`; a
     full disk) is silenced, never the work: a run whose output nobody reads still runs to
     its end. The failure is returned, for the caller to judge."""
-    clear_status()
     stream = sys.stderr if err else json_stdout()
     try:
         if err or stream is None:  # (closed: click writes nothing)
@@ -174,27 +173,12 @@ def _watched() -> bool:
     return watched and os.environ.get("TERM", "dumb") not in ("", "dumb")
 
 
-_status_shown = False
-
-
 def show_status(text: str) -> None:
-    """One line on a watched terminal saying what is under way (a step that may run for
-    long), replaced by whatever is printed next."""
-    global _status_shown
+    """A line on a watched terminal saying what is under way (a step that may run for long):
+    a line of its own, so that what the step prints meanwhile, or a stop, is not written
+    over it."""
     if _watched():
-        with suppress(OSError, ValueError):
-            sys.stderr.write(f"\r\x1b[K{render.safe(text)}")
-            sys.stderr.flush()
-            _status_shown = True
-
-
-def clear_status() -> None:
-    global _status_shown
-    if _status_shown:
-        _status_shown = False
-        with suppress(OSError, ValueError):
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
+        write_out(render.safe(text), err=True)
 
 
 @contextmanager

@@ -933,6 +933,10 @@ class Orchestrator:
         retired), or None."""
         return self._versions.get((name, version))
 
+    def current(self, name: str) -> WorkflowDefinition:
+        """The definition a start of `name` runs (`InvalidInput` if none is current)."""
+        return self._definition(name)
+
     def _definition(self, name: str) -> WorkflowDefinition:
         if not isinstance(name, str):  # a list would raise TypeError (unhashable) below
             raise InvalidInput("workflow", f"must be a workflow's name, got {type(name).__name__}")
