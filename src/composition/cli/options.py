@@ -74,10 +74,11 @@ def limit_option(default: int) -> Callable[[F], F]:
 
 
 class NonEmptyPath(click.Path):
-    """A path, never empty: click would take '' for the current directory."""
+    """A path, never empty or blank: click would take '' for the current directory, and a
+    name of spaces alone is a slip, not a name."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if value == "":
+        if isinstance(value, str) and not value.strip():
             self.fail("must not be empty", param, ctx)
         return super().convert(value, param, ctx)
 
