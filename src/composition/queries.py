@@ -194,7 +194,10 @@ def executions_in(
             x.id: x
             for state in states
             for x in uow.executions.in_state(
-                state, with_input=False, unreadable=None if unreadable is None else others
+                state,
+                tenant=tenant,
+                with_input=False,
+                unreadable=None if unreadable is None else others,
             )
             if x.tenant == tenant
         }

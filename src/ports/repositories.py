@@ -291,14 +291,16 @@ class Executions(_Repository):
         state: ExecutionState,
         limit: int | None = None,
         *,
+        tenant: str | None = None,
         with_input: bool = True,
         unreadable: list[str] | None = None,
     ) -> list[WorkflowExecution]:
+        """Oldest first: every tenant's, or `tenant`'s."""
         if not isinstance(state, ExecutionState):  # None lists every state elsewhere, not here
             raise ValueError(f"state must be an ExecutionState, got {shown(state)}")
         _listing(limit=limit, state=state)
         rows = self._uow.select(
-            self.table, {"state": state.value}, order_by="created_at", limit=limit
+            self.table, _filter(state, tenant, None), order_by="created_at", limit=limit
         )
         return self._with_inputs(rows, with_input, unreadable)
 

@@ -339,20 +339,31 @@ def test_an_upgrade_cut_short_never_reads_as_the_older_schema(tmp_path: Path) ->
     assert finished, "no cut kept only a part of the upgrade: the test cuts nothing"
 
 
-@pytest.mark.parametrize("state", ["failed", "running"])
-def test_a_tenants_listing_by_state_scans_the_state_index_not_the_tenants(state: str) -> None:
+@pytest.mark.parametrize(
+    ("state", "workflow", "index"),
+    [
+        ("failed", None, "ix_execution_tenant_state_created_at"),
+        ("running", None, "ix_execution_tenant_state_created_at"),
+        ("running", "knowledge_publication", "ix_execution_tenant_state_created_at"),
+        (None, "knowledge_publication", "ix_execution_tenant_workflow_name_created_at"),
+        (None, None, "ix_execution_tenant_created_at"),
+    ],
+)
+def test_a_tenants_listing_scans_its_own_executions_only(
+    state: str | None, workflow: str | None, index: str
+) -> None:
     """SurrealDB core 2.3.10 planned `state = $s AND tenant = $t` on the unique index the
     tenant leads: every execution of the tenant (all of them, in most stores) was read to
-    list or count the few in one state. The scans a listing and a count issue must use the
-    state's index, and both still find only the tenant's."""
+    list or count the few in one state; scanned by state, or time, alone, every tenant's
+    executions were (a small tenant's listing walked the whole store). The scans a listing
+    and a count issue must use an index the tenant leads with what else they filter on."""
     with SurrealStore(SurrealConfig("mem://")) as store:
         ours, theirs = samples.execution(tenant="t-ours"), samples.execution(tenant="t-theirs")
         with store.unit_of_work() as uow:
             for execution in (ours, theirs):
-                if state == "running":
-                    execution.transition(
-                        ExecutionState.RUNNING, at=samples.T0, actor="w", reason="claimed"
-                    )
+                execution.transition(
+                    ExecutionState.RUNNING, at=samples.T0, actor="w", reason="claimed"
+                )
                 uow.executions.save(execution)
             uow.commit()
         issued: list[tuple[str, dict[str, Any]]] = []
@@ -363,12 +374,14 @@ def test_a_tenants_listing_by_state_scans_the_state_index_not_the_tenants(state:
             return original(text, params)
 
         setattr(store, "select_rows", recording)  # noqa: B010 - this store only
+        wanted = None if state is None else ExecutionState(state)
         with store.unit_of_work() as uow:
-            wanted = ExecutionState(state)
-            listed = uow.executions.recent(now=samples.T0, state=wanted, tenant="t-ours")
-            counted = uow.executions.count(wanted, tenant="t-ours")
+            listed = uow.executions.recent(
+                now=samples.T0, state=wanted, tenant="t-ours", workflow=workflow
+            )
+            counted = uow.executions.count(wanted, tenant="t-ours", workflow=workflow)
         delattr(store, "select_rows")
-        assert (len(listed), counted) == ((1, 1) if state == "running" else (0, 0))
+        assert len(listed) == counted == (0 if state == "failed" else 1)
         scans = {
             inner
             for text, _ in issued
@@ -379,4 +392,4 @@ def test_a_tenants_listing_by_state_scans_the_state_index_not_the_tenants(state:
             params = next(p for text, p in issued if inner in text)
             plan = store.select_rows(inner + " EXPLAIN", params)
             used = [step["detail"]["plan"]["index"] for step in plan if "plan" in step["detail"]]
-            assert used == ["ix_execution_state_created_at"], (inner, plan)
+            assert used == [index], (inner, plan)

@@ -199,13 +199,20 @@ class MemoryStore:
         ranges = {f: v for f, v in where.items() if isinstance(v, Range)}
         with self.lock:
             docs = self._rows(table)
+            # The index on exactly the fields given, in whichever order they were given.
+            fields = next(
+                (f for f in self._indexes[table] if len(f) == len(exact) and set(f) == set(exact)),
+                None,
+            )
             index = (
-                self._indexes[table].get(tuple(exact))
-                if exact and docs is not self._events_by_id
+                self._indexes[table][fields]
+                if fields is not None and docs is not self._events_by_id
                 else None
             )
-            if index is not None:
-                choices = [v.values if isinstance(v, AnyOf) else (v,) for v in exact.values()]
+            if index is not None and fields is not None:
+                choices = [
+                    exact[f].values if isinstance(exact[f], AnyOf) else (exact[f],) for f in fields
+                ]
                 found: set[str] = set()
                 for combination in itertools.product(*choices):
                     found |= index.get(combination, set())

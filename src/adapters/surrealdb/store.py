@@ -214,10 +214,10 @@ class StoreLock:
         path = directory.with_name(directory.name + ".lock")
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
+            with os.fdopen(fd, "rb") as file:
+                words = file.read(64).decode("utf-8", "replace").split()
+        except OSError:  # none, or not a file: acquiring the lock says what is wrong
             return None
-        with os.fdopen(fd, "rb") as file:
-            words = file.read(64).decode("utf-8", "replace").split()
         if words[:1] == ["removed"]:
             return "removed", _pid(words[1:2])
         if words[:1] == ["unclean"]:
@@ -1582,29 +1582,20 @@ def _selection(table: str, where: Mapping[str, Any]) -> tuple[str, dict[str, Any
     params: dict[str, Any] = {}
     clauses: list[str] = []
     exact: list[str] = []  # applied to what the index scan found
-    scan = dict(where)
-    tenant = where.get("tenant")
-    leads = {fields[0] for fields in (*TABLES[table].uniques, *TABLES[table].lookups)}
-    if isinstance(tenant, str | AnyOf) and any(
-        name in leads and not isinstance(value, Range)
-        for name, value in where.items()
-        if name != "tenant"
-    ):
-        # SurrealDB core 2.3.10's planner takes a unique index the tenant leads (every one
-        # of the tenant's records: all of them, in most stores) over the index the rest of
-        # the filter leads (an execution's state): that one is scanned, and the tenant
-        # checked on what it finds.
-        del scan["tenant"]
-        params["tenant"] = list(tenant.values) if isinstance(tenant, AnyOf) else tenant
-        exact.append("tenant IN $tenant" if isinstance(tenant, AnyOf) else "tenant = $tenant")
-    for n, (name, value) in enumerate(scan.items()):
+    if table == "execution" and "state" in where and isinstance(where.get("workflow_name"), str):
+        # Left to itself the engine's planner scans (tenant, workflow) for a filter on both:
+        # every execution of the workflow, where the state's are the few a listing wants.
+        params["workflow"] = where["workflow_name"]
+        exact.append("workflow_name = $workflow")
+        where = {k: v for k, v in where.items() if k != "workflow_name"}
+    for n, (name, value) in enumerate(where.items()):
         field = compiler.ident(name)
         if isinstance(value, AnyOf):
             # SurrealDB core 2.3.10 answers `IN` on a field of a unique index the filter
             # does not cover whole from that index as if its values were whole keys,
             # finding nothing (on its leading field, or after an equality on that one):
             # there, what the other fields find is scanned.
-            partly = any(name in u and not set(u) <= set(scan) for u in _UNIQUES[table])
+            partly = any(name in u and not set(u) <= set(where) for u in _UNIQUES[table])
             clauses.append(f"$w{n} CONTAINS {field}" if partly else f"{field} IN $w{n}")
             params[f"w{n}"] = list(value.values)
         elif isinstance(value, Range):
@@ -1630,7 +1621,7 @@ def _selection(table: str, where: Mapping[str, Any]) -> tuple[str, dict[str, Any
             clauses.append(f"{field} = $w{n}")
             params[f"w{n}"] = value
     text = f"SELECT * FROM {compiler.ident(table)}"
-    if any(isinstance(scan[name], Range) for name in _UNIQUE_FIELDS[table] & set(scan)):
+    if any(isinstance(where[name], Range) for name in _UNIQUE_FIELDS[table] & set(where)):
         # SurrealDB core 2.3.10 scans ranges of a unique index's fields wrongly: past the
         # 500th record it leaves one out, and `>=` a value its leading field holds finds
         # nothing. The port's own reads never range over those; others scan the table.

@@ -832,7 +832,9 @@ class Orchestrator:
                 x.id: x
                 for state in RECOVERABLE
                 # Each run re-reads; a record that does not read back is named, not a stop.
-                for x in uow.executions.in_state(state, with_input=False, unreadable=unreadable)
+                for x in uow.executions.in_state(
+                    state, tenant=self._runtime.tenant, with_input=False, unreadable=unreadable
+                )
                 if x.tenant == self._runtime.tenant and x.runs_in(self._runtime.environment)
             }.values()
             ours = [
