@@ -393,3 +393,27 @@ def test_a_tenants_listing_scans_its_own_executions_only(
             plan = store.select_rows(inner + " EXPLAIN", params)
             used = [step["detail"]["plan"]["index"] for step in plan if "plan" in step["detail"]]
             assert used == [index], (inner, plan)
+
+
+def test_a_schema_10_store_gets_the_tenants_indexes_over_what_it_holds(tmp_path: Path) -> None:
+    tenant_indexes = {
+        "ix_execution_tenant_state_created_at",
+        "ix_execution_tenant_workflow_name_created_at",
+        "ix_execution_tenant_created_at",
+    }
+    url = f"surrealkv://{tmp_path / 'store'}"
+    with SurrealStore(SurrealConfig(url)) as store:
+        with store.unit_of_work() as uow:
+            for _ in range(3):
+                uow.executions.save(samples.execution(tenant="t-old"))
+            uow.commit()
+        for index in tenant_indexes:  # as schema 10 had none of them
+            store.select_rows(f"REMOVE INDEX {index} ON execution", {})
+        set_schema_version(store, 10)
+    with SurrealStore(SurrealConfig(url)) as store:
+        assert store.upgraded_from == 10
+        indexes = store.select_rows("INFO FOR TABLE execution", {})[0]["indexes"]
+        assert tenant_indexes <= set(indexes)
+        with store.unit_of_work() as uow:  # found through them: built over what was there
+            assert uow.executions.count(ExecutionState.PENDING, tenant="t-old") == 3
+            assert len(uow.executions.in_state(ExecutionState.PENDING, tenant="t-old")) == 3
