@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import click
 
 from composition import queries, render
@@ -35,6 +38,8 @@ from domain.model.execution import started_steps
 from domain.model.lifecycle import ExecutionState
 from ports.errors import CorruptRecord
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 @click.group(epilog=EXITS)
 @json_option  # `govkernel executions --json ...` as well as before or after
@@ -42,19 +47,26 @@ def executions() -> None:
     """List and inspect workflow executions."""
 
 
-@executions.command("list", epilog=EXITS)
-@click.option(
-    "--state",
-    type=enum_choice([st.value for st in ExecutionState]),
-    help="Only the executions in this state.",
-)
-@limit_option(DEFAULT_LIST_LIMIT)
-@click.option(
+def _state_option(more: str = "") -> Callable[[F], F]:
+    return click.option(
+        "--state",
+        type=enum_choice([st.value for st in ExecutionState]),
+        help=f"Only the executions in this state{more}.",
+    )
+
+
+_workflow_option = click.option(
     "--workflow",
     metavar="NAME",
     callback=a_workflow_name,
     help="Only the executions of this workflow (any of its versions).",
 )
+
+
+@executions.command("list", epilog=EXITS)
+@_state_option()
+@limit_option(DEFAULT_LIST_LIMIT)
+@_workflow_option
 @click.option(
     "--before",
     metavar="EXECUTION",
@@ -123,17 +135,8 @@ def executions_list(
 
 
 @executions.command("count", epilog=EXITS)
-@click.option(
-    "--state",
-    type=enum_choice([st.value for st in ExecutionState]),
-    help="Only the executions in this state (default: each state, and the total).",
-)
-@click.option(
-    "--workflow",
-    metavar="NAME",
-    callback=a_workflow_name,
-    help="Only the executions of this workflow (any of its versions).",
-)
+@_state_option(" (default: each state, and the total)")
+@_workflow_option
 @json_option
 @click.pass_context
 def executions_count(ctx: click.Context, state: str | None, workflow: str | None) -> None:
