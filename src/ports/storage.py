@@ -119,16 +119,7 @@ TABLES: Mapping[str, TableSpec] = {
         TableSpec(
             "execution",
             uniques=(("tenant", "idempotency_key"),),
-            # By state, workflow or time across tenants (recovery), and within one (listings):
-            # the tenant first, or a tenant's listing reads every tenant's executions.
-            lookups=(
-                ("state", "created_at"),
-                ("workflow_name", "created_at"),
-                ("created_at",),
-                ("tenant", "state", "created_at"),
-                ("tenant", "workflow_name", "created_at"),
-                ("tenant", "created_at"),
-            ),
+            lookups=(("state", "created_at"), ("workflow_name", "created_at"), ("created_at",)),
         ),
         TableSpec("audit", lookups=(("execution_id", "sequence"),)),
         # An execution's input, written once: the execution record changes at every step,

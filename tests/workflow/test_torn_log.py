@@ -378,6 +378,9 @@ def test_a_store_removed_after_its_holder_died_is_refused_not_made_anew(
         with pytest.raises(StorageUnavailable, match="or after it died without closing it"):
             SurrealStore(SurrealConfig(f"surrealkv://{path}", create=create))
     assert not path.exists()
+    path.mkdir()  # made again empty (`mkdir -p`, a volume): still not a store to make anew
+    with pytest.raises(StorageUnavailable, match="or after it died without closing it"):
+        SurrealStore(SurrealConfig(f"surrealkv://{path}"))
     lock.unlink()
     assert _executions(path) == 0
 

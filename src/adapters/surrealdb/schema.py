@@ -6,7 +6,7 @@ from __future__ import annotations
 from ports.fields import FIELDS
 from ports.storage import EVENT_TABLE, TABLES
 
-SCHEMA_VERSION = 11  # 11: executions indexed by tenant and state, workflow or time
+SCHEMA_VERSION = 10
 META_TABLE = "govkernel_meta"
 COUNTER_TABLE = "govkernel_counter"
 KEY_TABLE = "govkernel_key"

@@ -724,14 +724,23 @@ def _removed_under_its_holder(path: Path) -> None:
     if left is None or os.path.lexists(path / LogSeal.NAME):
         return
     how, holder = left
-    if how == "held" and os.path.lexists(path):
+    if how == "held" and _holds_anything(path):
         return  # a crash, with the store still there: the next open checks it
+    # (An empty directory in its place is one made again by hand or by tooling, `mkdir -p`.)
     raise StorageUnavailable(
         f"the store at {path} was removed while a process (pid {holder}) held it"
         + ("" if how == "removed" else ", or after it died without closing it")
         + ": what it held is lost unless restored from a backup (govkernel backup);"
         f" to start a new store there instead, remove {path.name}.lock beside it"
     )
+
+
+def _holds_anything(path: Path) -> bool:
+    try:
+        with os.scandir(path) as entries:
+            return any(True for _ in entries)
+    except OSError:  # none there, or not a directory: nothing of a store
+        return False
 
 
 def _pid(tokens: list[str]) -> str:
@@ -1582,9 +1591,23 @@ def _selection(table: str, where: Mapping[str, Any]) -> tuple[str, dict[str, Any
     params: dict[str, Any] = {}
     clauses: list[str] = []
     exact: list[str] = []  # applied to what the index scan found
+    tenant = where.get("tenant")
+    leads = {fields[0] for fields in (*TABLES[table].uniques, *TABLES[table].lookups)}
+    if isinstance(tenant, str | AnyOf) and any(
+        name in leads and not isinstance(value, Range)
+        for name, value in where.items()
+        if name != "tenant"
+    ):
+        # SurrealDB core 2.3.10's planner takes a unique index the tenant leads (every one
+        # of the tenant's records: all of them, in most stores) over the index the rest of
+        # the filter leads (an execution's state): that one is scanned, and the tenant
+        # checked on what it finds.
+        params["tenant"] = list(tenant.values) if isinstance(tenant, AnyOf) else tenant
+        exact.append("tenant IN $tenant" if isinstance(tenant, AnyOf) else "tenant = $tenant")
+        where = {k: v for k, v in where.items() if k != "tenant"}
     if table == "execution" and "state" in where and isinstance(where.get("workflow_name"), str):
-        # Left to itself the engine's planner scans (tenant, workflow) for a filter on both:
-        # every execution of the workflow, where the state's are the few a listing wants.
+        # And it scans the workflow's for a filter on both: every execution of the workflow,
+        # where the state's are the few a listing wants.
         params["workflow"] = where["workflow_name"]
         exact.append("workflow_name = $workflow")
         where = {k: v for k, v in where.items() if k != "workflow_name"}
