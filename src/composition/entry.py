@@ -25,11 +25,11 @@ _arrived: list[int] = []
 
 def _stop(signum: int, frame: FrameType | None) -> None:
     _arrived.append(signum)
-    # Said once: a second signal raising while the first is said gave a traceback.
-    for each in _SAID:
-        if signal.getsignal(each) is _stop:
-            signal.signal(each, signal.SIG_IGN)
-    raise KeyboardInterrupt if signum == signal.SIGINT else _Stopped
+    # Said once: a signal after the first, while it is said and the process exits, is only
+    # recorded (raised, it gave a traceback; ignored, a race message; let through, it killed
+    # the process with its own status).
+    if len(_arrived) == 1:
+        raise KeyboardInterrupt if signum == signal.SIGINT else _Stopped
 
 
 def _stopped(signum: int) -> SystemExit:
@@ -53,11 +53,17 @@ def main() -> None:
     before = {s: signal.signal(s, _stop) for s in stops}
     try:
         from composition.cli import main as run
-    except (KeyboardInterrupt, _Stopped):
-        raise _stopped(_arrived[0] if _arrived else signal.SIGINT) from None
-    finally:
-        for signum, handler in before.items():
+
+        for signum, handler in before.items():  # inside: a signal meanwhile is caught below
             signal.signal(signum, handler)
-    if _arrived:  # its exception was lost on the way
-        raise _stopped(_arrived[0])
+    except (KeyboardInterrupt, _Stopped):
+        _arrived[:] = _arrived or [signal.SIGINT]
+    if _arrived:  # (its exception may have been lost on the way)
+        # The process is exiting as the first one said: later ones are held back, undelivered
+        # (let through as Python's exit resets the handlers, one killed it with its own
+        # status), and one the handler has already seen is only recorded.
+        signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+        for signum in stops:
+            signal.signal(signum, _stop)
+        raise _stopped(_arrived[0]) from None
     run()
