@@ -18,6 +18,7 @@ import errno
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -337,6 +338,25 @@ def test_a_log_removed_while_the_store_is_open_is_not_sealed_over(
     assert _executions(path) == 0
 
 
+def _found_gone_while_open(
+    path: Path, take_away: Callable[[], object], *, then: Callable[[], object]
+) -> None:
+    """A store that ran one workflow has its directory taken away while open: the next
+    start's commit looks at the log (LogSeal.EVERY is 0), finds it gone and says so; `then`
+    runs before the store closes."""
+    with _open(path, journaled=True) as store:
+        orch = orchestrator(store.unit_of_work, FixedClock(T0))
+        orch.start(WORKFLOW, request("pub-1"))
+        take_away()
+        with pytest.raises(StorageUnavailable, match="was removed while this process held it"):
+            orch.start(WORKFLOW, request("pub-2"))
+        then()
+
+
+def _assert_removed_mark(lock: Path) -> None:
+    assert lock.read_text() == f"removed {os.getpid()}"
+
+
 def test_a_store_whose_whole_directory_was_removed_while_open_is_refused_not_made_anew(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -347,14 +367,12 @@ def test_a_store_whose_whole_directory_was_removed_while_open_is_refused_not_mad
     monkeypatch.setattr(LogSeal, "EVERY", 0.0)
     path = tmp_path / "store"
     lock = tmp_path / "store.lock"
-    with _open(path, journaled=True) as store:
-        orch = orchestrator(store.unit_of_work, FixedClock(T0))
-        orch.start(WORKFLOW, request("pub-1"))
-        shutil.rmtree(path)
-        with pytest.raises(StorageUnavailable, match="was removed while this process held it"):
-            orch.start(WORKFLOW, request("pub-2"))
-        assert lock.read_text() == f"removed {os.getpid()}"
-    assert lock.read_text() == f"removed {os.getpid()}"  # closing keeps it
+    _found_gone_while_open(
+        path,
+        lambda: shutil.rmtree(path),
+        then=lambda: _assert_removed_mark(lock),  # from the moment it is found gone
+    )
+    _assert_removed_mark(lock)  # closing keeps it
     for create in (False, True):
         with pytest.raises(StorageUnavailable, match=r"was removed while a process \(pid \d+\)"):
             SurrealStore(SurrealConfig(f"surrealkv://{path}", create=create))
@@ -392,14 +410,8 @@ def test_a_store_renamed_away_and_back_while_open_opens_as_it_was(
     says whether it is whole (a re-test found it refused as lost, every byte there)."""
     monkeypatch.setattr(LogSeal, "EVERY", 0.0)
     path, away = tmp_path / "store", tmp_path / "elsewhere"
-    with _open(path, journaled=True) as store:
-        orch = orchestrator(store.unit_of_work, FixedClock(T0))
-        orch.start(WORKFLOW, request("pub-1"))
-        path.rename(away)
-        with pytest.raises(StorageUnavailable, match="was removed while this process held it"):
-            orch.start(WORKFLOW, request("pub-2"))
-        away.rename(path)
-    assert (tmp_path / "store.lock").read_text() == f"removed {os.getpid()}"
+    _found_gone_while_open(path, lambda: path.rename(away), then=lambda: away.rename(path))
+    _assert_removed_mark(tmp_path / "store.lock")
     # The second start committed into the files, wherever they were, before the log was
     # looked at: both are there. The open takes it for a crash, to verify every chain.
     with _open(path, journaled=True) as store:

@@ -189,7 +189,7 @@ class StoreLock:
     died without closing the store, until someone acknowledges having checked the store
     (`govkernel recover` does, once every audit chain verifies): `<pid>` while held,
     `unclean <pid>` for a crash not yet checked, empty when closed cleanly, and `removed <pid>`
-    once the store's directory was found removed while held (`removed_mark`), which the seal
+    once the store's directory was found removed while held (`mark_removed`), which the seal
     inside it can no longer say: a store opened there later is refused, never made anew.
     """
 
@@ -1570,6 +1570,11 @@ class SurrealStore:
 
 
 _UNIQUES = {table: spec.uniques for table, spec in TABLES.items()}
+# The fields an index leads, table by table: what a scan can start from.
+_LEADS = {
+    table: {fields[0] for fields in (*spec.uniques, *spec.lookups)}
+    for table, spec in TABLES.items()
+}
 _UNIQUE_FIELDS = {
     table: {name for fields in spec.uniques for name in fields}
     | ({"position"} if table == EVENT_TABLE else set())
@@ -1591,10 +1596,8 @@ def _selection(table: str, where: Mapping[str, Any]) -> tuple[str, dict[str, Any
     params: dict[str, Any] = {}
     clauses: list[str] = []
     exact: list[str] = []  # applied to what the index scan found
-    tenant = where.get("tenant")
-    leads = {fields[0] for fields in (*TABLES[table].uniques, *TABLES[table].lookups)}
-    if isinstance(tenant, str | AnyOf) and any(
-        name in leads and not isinstance(value, Range)
+    if isinstance(where.get("tenant"), str | AnyOf) and any(
+        name in _LEADS[table] and not isinstance(value, Range)
         for name, value in where.items()
         if name != "tenant"
     ):
@@ -1602,15 +1605,11 @@ def _selection(table: str, where: Mapping[str, Any]) -> tuple[str, dict[str, Any
         # of the tenant's records: all of them, in most stores) over the index the rest of
         # the filter leads (an execution's state): that one is scanned, and the tenant
         # checked on what it finds.
-        params["tenant"] = list(tenant.values) if isinstance(tenant, AnyOf) else tenant
-        exact.append("tenant IN $tenant" if isinstance(tenant, AnyOf) else "tenant = $tenant")
-        where = {k: v for k, v in where.items() if k != "tenant"}
+        where = _checked_after("tenant", where, params, exact)
     if table == "execution" and "state" in where and isinstance(where.get("workflow_name"), str):
         # And it scans the workflow's for a filter on both: every execution of the workflow,
         # where the state's are the few a listing wants.
-        params["workflow"] = where["workflow_name"]
-        exact.append("workflow_name = $workflow")
-        where = {k: v for k, v in where.items() if k != "workflow_name"}
+        where = _checked_after("workflow_name", where, params, exact)
     for n, (name, value) in enumerate(where.items()):
         field = compiler.ident(name)
         if isinstance(value, AnyOf):
@@ -1652,6 +1651,17 @@ def _selection(table: str, where: Mapping[str, Any]) -> tuple[str, dict[str, Any
     if clauses:
         text += " WHERE " + " AND ".join(clauses)
     return text, params, exact
+
+
+def _checked_after(
+    name: str, where: Mapping[str, Any], params: dict[str, Any], exact: list[str]
+) -> dict[str, Any]:
+    """`where` without `name`, which goes to the conditions applied to what the scan finds."""
+    value = where[name]
+    several = isinstance(value, AnyOf)
+    params[name] = list(value.values) if several else value
+    exact.append(f"{name} IN ${name}" if several else f"{name} = ${name}")
+    return {k: v for k, v in where.items() if k != name}
 
 
 def _exactly(text: str, exact: list[str]) -> str:

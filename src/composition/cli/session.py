@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import click
 from attrs import define, field
@@ -159,7 +158,7 @@ class Session:
             except BaseException as stop:
                 # Looked at now: stopped mid-step, the store may not have looked since its
                 # directory went (and would send the user to `recover` a store that is gone).
-                with contextlib.suppress(Exception):
+                with suppress(Exception):
                     getattr(app.store, "check_log", lambda: None)()
                 lost = getattr(app.store, "log_lost", None)
                 self.store_lost = lost if isinstance(lost, str) else None
