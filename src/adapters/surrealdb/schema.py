@@ -3,6 +3,9 @@ idempotently."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection, Mapping
+
 from ports.fields import FIELDS
 from ports.storage import EVENT_TABLE, TABLES
 
@@ -30,9 +33,58 @@ KEYED: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
 }
 
 
-def statements() -> list[str]:
-    """Every definition, with OVERWRITE so re-applying converges on this version."""
-    out: list[str] = []
+def indexes() -> dict[str, tuple[str, str]]:
+    """Every index of this version: its name -> (its table, its definition as the engine
+    says it back in `INFO FOR TABLE`). A name says what the index holds (its table, fields
+    and whether unique), and govkernel names every index so: `uq_` or `ix_`, then those."""
+    out: dict[str, tuple[str, str]] = {}
+    for table, spec in TABLES.items():
+        for fields_ in spec.uniques:
+            out[unique_index(table, fields_)] = (table, _index(table, fields_, unique=True))
+        for fields_ in spec.lookups:
+            out[f"ix_{table}_{'_'.join(fields_)}"] = (table, _index(table, fields_, unique=False))
+    name = unique_index(EVENT_TABLE, ("position",))
+    out[name] = (EVENT_TABLE, _index(EVENT_TABLE, ("position",), unique=True))
+    return out
+
+
+def stale(found: Mapping[str, tuple[str, str]], again: Collection[str] = ()) -> list[str]:
+    """The indexes an upgrade must (re)build over the data stored, given those `found` on
+    the store (name -> (table, definition)): the ones missing, defined otherwise, or named
+    in `again` (an upgrade cut short was building them, so their entries may be partial).
+    The others are kept as they are: defining an index again reads every record of its
+    table, and in one transaction the engine's time for it grows faster than the data."""
+    return [
+        name
+        for name, (table, text) in indexes().items()
+        if name in again or found.get(name) != (table, text)
+    ]
+
+
+# How govkernel names its indexes (and nothing else: names said back by a store are matched
+# against it before they reach a statement).
+_GOVKERNELS = re.compile(r"(uq|ix)_[a-z0-9_]+\Z")
+
+
+def retired(found: Mapping[str, tuple[str, str]]) -> list[tuple[str, str]]:
+    """The indexes `found` on the store that govkernel defined and this version has not:
+    (name, table), to be removed (a unique one would go on refusing records)."""
+    wanted = indexes()
+    return [
+        (name, table)
+        for name, (table, _) in found.items()
+        if name not in wanted and table in TABLES and _GOVKERNELS.match(name)
+    ]
+
+
+def statements(
+    build: Collection[str] | None = None, remove: Collection[tuple[str, str]] = ()
+) -> list[str]:
+    """Every definition, with OVERWRITE so re-applying converges on this version: of the
+    indexes, those in `build` (every one when None), and those in `remove` removed."""
+    wanted = indexes()
+    build = wanted.keys() if build is None else build
+    out = [f"REMOVE INDEX IF EXISTS {name} ON {table}" for name, table in remove]
     for table, specs in FIELDS.items():
         out.append(f"DEFINE TABLE OVERWRITE {table} SCHEMAFULL")
         fixed = {name for fields_ in TABLES[table].uniques for name in fields_}
@@ -44,11 +96,9 @@ def statements() -> list[str]:
             readonly = " READONLY" if name in fixed else ""
             kind = field.kind.value
             out.append(f"DEFINE FIELD OVERWRITE {name} ON {table} TYPE {kind}{assertion}{readonly}")
-        for fields_ in TABLES[table].uniques:
-            out.append(_index(table, fields_, unique=True))
-        for fields_ in TABLES[table].lookups:
-            out.append(_index(table, fields_, unique=False))
-    out.append(_index(EVENT_TABLE, ("position",), unique=True))
+        out += [
+            _overwrite(text) for name, (on, text) in wanted.items() if on == table and name in build
+        ]
     # The event counter, and on disk each commit's journal and completion marker: free-form.
     out.append(f"DEFINE TABLE OVERWRITE {COUNTER_TABLE} SCHEMALESS")
     out.append(f"DEFINE TABLE OVERWRITE {KEY_TABLE} SCHEMALESS")
@@ -70,16 +120,23 @@ MIGRATIONS = [
 
 
 def _key_records(table: str, index: str, fields: tuple[str, ...]) -> str:
-    """7: the key records of the rows already stored (a no-op for rows that have them)."""
+    """7: the key records of the rows already stored. Written only where missing or naming
+    another record: writing all of them again made an upgrade's transaction so large that
+    building an index in it took four times as long."""
     values = ", ".join(f"$x.{name}" for name in fields)
     present = " AND ".join(f"{name} != NONE" for name in fields)
     return (
         f"FOR $x IN (SELECT id, {', '.join(fields)} FROM {table} WHERE {present}) {{"
-        f" UPSERT type::thing('{KEY_TABLE}', ['{index}', {values}]) SET ref = $x.id RETURN NONE; }}"
+        f" LET $k = type::thing('{KEY_TABLE}', ['{index}', {values}]);"
+        " IF $k.ref != $x.id { UPSERT $k SET ref = $x.id RETURN NONE; }; }"
     )
 
 
 def _index(table: str, fields: tuple[str, ...], *, unique: bool) -> str:
     name = unique_index(table, fields) if unique else f"ix_{table}_{'_'.join(fields)}"
     suffix = " UNIQUE" if unique else ""
-    return f"DEFINE INDEX OVERWRITE {name} ON {table} FIELDS {', '.join(fields)}{suffix}"
+    return f"DEFINE INDEX {name} ON {table} FIELDS {', '.join(fields)}{suffix}"
+
+
+def _overwrite(definition: str) -> str:
+    return definition.replace("DEFINE INDEX ", "DEFINE INDEX OVERWRITE ", 1)

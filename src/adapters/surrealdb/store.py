@@ -1069,7 +1069,10 @@ class SurrealStore:
                 f" ({schema.SCHEMA_VERSION}); upgrade govkernel (a store is never moved back"
                 " down: to go back, restore a backup taken before the upgrade)"
             )
-        text = ";\n".join(schema.statements())
+        found_indexes = self._indexes()
+        again = found.get("building", list(found_indexes)) if cut_short else []
+        build = schema.stale(found_indexes, again)
+        text = ";\n".join(schema.statements(build, schema.retired(found_indexes)))
         # The new version is written first, marked unfinished until the last statement: a
         # log cut inside the transaction keeps a first part of it, which must not read as
         # the old schema (an older govkernel then wrote into tables already changed).
@@ -1078,12 +1081,12 @@ class SurrealStore:
         # batch writes each record once too.)
         text = (
             "BEGIN TRANSACTION;\n"
-            "UPSERT $m SET version = $v, upgrade = $txn, upgrade_from = $from;\n"
+            "UPSERT $m SET version = $v, upgrade = $txn, upgrade_from = $from, building = $b;\n"
             f"{text};\n"
             "UPSERT $d SET txn = $txn;\n"
             "COMMIT TRANSACTION;"
         )
-        params = {"m": meta, "d": done, "v": schema.SCHEMA_VERSION, "from": current}
+        params = {"m": meta, "d": done, "v": schema.SCHEMA_VERSION, "from": current, "b": build}
         rows = self._query(text, params | {"txn": os.urandom(16).hex()})
         bad = [r for r in rows if r.get("status") != "OK"]
         if bad:
@@ -1093,6 +1096,18 @@ class SurrealStore:
             )
         if isinstance(current, int):
             self.upgraded_from = current
+
+    def _indexes(self) -> dict[str, tuple[str, str]]:
+        """The indexes defined on govkernel's tables: name -> (table, definition)."""
+        rows = self._query(";".join(f"INFO FOR TABLE {t}" for t in TABLES), {})
+        found: dict[str, tuple[str, str]] = {}
+        for table, row in zip(TABLES, rows, strict=True):
+            info = row.get("result") if row.get("status") == "OK" else None
+            defined = info.get("indexes") if isinstance(info, dict) else None
+            if not isinstance(defined, dict):
+                raise StorageUnavailable(f"the store's indexes could not be read: {_brief(row)}")
+            found.update((name, (table, str(text))) for name, text in defined.items())
+        return found
 
     def _identify(self) -> str | None:
         """The store's id, minted by the first open that finds none (stores from before ids
