@@ -57,3 +57,15 @@ def test_the_own_workflow_example_runs(capsys: pytest.CaptureFixture[str]) -> No
     example = next(b for b in blocks if "Overrides(workflows=" in b)
     exec(compile(example, str(README), "exec"), {})
     assert capsys.readouterr().out.strip() == "ExecutionState.SUCCEEDED {'reserved': 120}"
+
+
+def test_the_step_tested_alone_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    scope: dict[str, Any] = {}
+    for needle in (
+        "KnowledgeService(Gate(",
+        "Overrides(workflows=",
+        'StepContext(runtime, execution, "reserve"',
+    ):
+        exec(compile(next(b for b in blocks if needle in b), str(README), "exec"), scope)
+    assert scope["execution"].input == {"amount": 120}

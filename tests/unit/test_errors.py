@@ -25,6 +25,7 @@ from domain.model.errors import (
     PolicyDenied,
     UnknownReference,
 )
+from domain.model.lifecycle import ExecutionState
 from domain.orchestration.definition import RetryableError
 from domain.orchestration.orchestrator import RecoveryIncomplete
 from domain.services.governance import ApprovalRequired
@@ -44,7 +45,7 @@ SAMPLES: dict[str, BaseException] = {
         IllegalTransition("wfx-1", "succeeded", "running"),
         UnknownReference("analysis", "an-1"),
         AlreadyPublished("pub-1", "cap-1", retracted=True),
-        InvalidState("wfx-1 is succeeded", execution_id="wfx-1", state="succeeded"),
+        InvalidState("wfx-1 is succeeded", execution_id="wfx-1", state=ExecutionState.SUCCEEDED),
         VerificationFailed("capsule cap-1 does not match"),
         RecoveryIncomplete([], [("wfx-2", "StorageUnavailable: gone")]),
         RetryableError("try again"),
@@ -169,10 +170,13 @@ def test_a_refusal_names_its_execution_and_state_and_an_unknown_one_is_a_refusal
         done = app.orchestrator.start("knowledge_publication", request("pub-1"))
         with pytest.raises(InvalidState) as ended:
             app.orchestrator.acting_as("bob").approve(done.id, role="reviewer")
-        assert (ended.value.execution_id, ended.value.state) == (done.id, "succeeded")
+        assert (ended.value.execution_id, ended.value.state) == (done.id, ExecutionState.SUCCEEDED)
         with pytest.raises(InvalidState) as cancelled:
             app.orchestrator.cancel(done.id)
-        assert (cancelled.value.execution_id, cancelled.value.state) == (done.id, "succeeded")
+        assert (cancelled.value.execution_id, cancelled.value.state) == (
+            done.id,
+            ExecutionState.SUCCEEDED,
+        )
         acts: list[Callable[[], object]] = [
             lambda: app.orchestrator.get("wfx-none"),
             lambda: app.orchestrator.acting_as("bob").approve("wfx-none", role="reviewer"),

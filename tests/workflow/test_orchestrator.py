@@ -935,10 +935,18 @@ def test_tier1_waits_for_one_approval_by_someone_else(world: World) -> None:
     assert refused.value.field == "approver"
     assert orch.get(waiting.id).version == waiting.version
 
+    # Why it waits, and who asked, from its trail.
+    *_, waits = orch.trail(waiting.id)
+    assert (waits.to_state, waits.actor) == (S.AWAITING_APPROVAL, "operator")
+    assert waits.reason.startswith("ApprovalRequired: ") and "approv" in waits.reason
+
     done = world.orch("worker-2").acting_as("alice").approve(waiting.id, role="reviewer")
     assert done.state is S.SUCCEEDED
     assert [a.approver for a in done.approvals] == ["alice"]
     assert_exactly_once(world.door, orch, denials=1)
+    trail = orch.trail(waiting.id)
+    assert [e.sequence for e in trail] == list(range(1, len(trail) + 1))
+    assert trail[-1].to_state is S.SUCCEEDED and orch.verify(waiting.id).ok
 
 
 def test_restarting_with_a_known_key_records_no_denial_of_its_own(world: World) -> None:
@@ -1943,6 +1951,7 @@ def test_another_tenants_execution_is_invisible_and_untouched(world: World, tena
     for command in (
         lambda: theirs.get(waiting.id),
         lambda: theirs.verify(waiting.id),
+        lambda: theirs.trail(waiting.id),
         lambda: theirs.run(interrupted.id),
         lambda: theirs.acting_as("mallory").approve(waiting.id, role="reviewer"),
         lambda: theirs.reject(waiting.id, reason="not yours"),

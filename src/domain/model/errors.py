@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # lifecycle imports this module
+    from domain.model.lifecycle import ExecutionState
 
 
 def reduced(error: BaseException) -> tuple[Any, ...]:
@@ -90,11 +93,15 @@ class AlreadyPublished(DomainError):
 
 class InvalidState(DomainError):
     """An entity method was called in a state that does not allow it. When an execution is
-    what refused, `execution_id` names it and `state` is the state it is in (its value), so
+    what refused, `execution_id` names it and `state` is the `ExecutionState` it is in, so
     that a caller tells "already ended" from "still running" without reading the message."""
 
     def __init__(
-        self, message: str, *, execution_id: str | None = None, state: str | None = None
+        self,
+        message: str,
+        *,
+        execution_id: str | None = None,
+        state: ExecutionState | None = None,
     ) -> None:
         super().__init__(message)
         self.execution_id = execution_id

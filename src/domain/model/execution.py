@@ -299,7 +299,7 @@ class WorkflowExecution:
             raise InvalidState(
                 f"execution {self.id} is {self.state.value}, not running",
                 execution_id=self.id,
-                state=self.state.value,
+                state=self.state,
             )
         self.step_outputs = FrozenDict({**self.step_outputs, step: read_only(output)})
         self.current_step += 1
@@ -320,7 +320,7 @@ class WorkflowExecution:
             raise InvalidState(
                 f"execution {self.id} is leased by another worker",
                 execution_id=self.id,
-                state=self.state.value,
+                state=self.state,
             )
         try:
             expires = now + ttl
@@ -359,13 +359,13 @@ class WorkflowExecution:
             raise InvalidState(
                 f"execution {self.id} is {self.state.value}, not awaiting approval{hint}",
                 execution_id=self.id,
-                state=self.state.value,
+                state=self.state,
             )
         if not self.requested_by:
             raise InvalidState(
                 f"execution {self.id} names no requester: separation of duties cannot be checked",
                 execution_id=self.id,
-                state=self.state.value,
+                state=self.state,
             )
         if same_person(approval.approver, self.requested_by):
             raise InvalidInput(
@@ -398,7 +398,7 @@ class WorkflowExecution:
                 f"{approval.approver!r} has already approved execution {self.id}"
                 f" as {approval.role!r}",
                 execution_id=self.id,
-                state=self.state.value,
+                state=self.state,
             )
         kept = tuple(a for a in self.approvals if a not in earlier)
         live = sum(a.valid_at(approval.granted_at) for a in kept)  # expired ones count for naught
@@ -407,7 +407,7 @@ class WorkflowExecution:
             raise InvalidState(
                 f"execution {self.id} has {live} approvals in force, the most it takes",
                 execution_id=self.id,
-                state=self.state.value,
+                state=self.state,
             )
         # An approval that has expired is renewed, not kept beside its renewal.
         self.approvals = (*kept, approval)
@@ -557,14 +557,14 @@ class WorkflowExecution:
             raise InvalidState(
                 f"execution {self.id} already ended as {self.state.value}",
                 execution_id=self.id,
-                state=self.state.value,
+                state=self.state,
             )
         if self.state is ExecutionState.COMPENSATING:
             # Undoing a side effect half-way would leave it neither done nor undone.
             raise InvalidState(
                 f"execution {self.id} is compensating and cannot be cancelled",
                 execution_id=self.id,
-                state=self.state.value,
+                state=self.state,
             )
         self.cancel_requested = True
 

@@ -692,7 +692,7 @@ class Orchestrator:
                 raise InvalidState(
                     f"execution {execution_id} is {execution.state.value}, not awaiting approval",
                     execution_id=execution_id,
-                    state=execution.state.value,
+                    state=execution.state,
                 )
             self._fail(execution, f"rejected: {reason}")
             if not execution.state.terminal:  # the undo is this worker's, as approve's run is
@@ -904,6 +904,15 @@ class Orchestrator:
                 ) from None
             raise
 
+    def trail(self, execution_id: str) -> list[AuditEntry]:
+        """The tenant's execution's audit entries, oldest first: each transition, who made it,
+        when and why (why one awaits approval: its last entry's reason). Read as stored; an
+        entry that cannot be read raises `CorruptRecord` (`verify` says which)."""
+        execution_id = _an_id(execution_id)
+        with self._uow_factory() as uow:
+            self._require(uow, execution_id, with_input=False)
+            return uow.audit.for_execution(execution_id)
+
     def verify(self, execution_id: str) -> ChainReport:
         execution_id = _an_id(execution_id)
         for _ in range(COMMAND_ATTEMPTS):
@@ -968,7 +977,7 @@ class Orchestrator:
                 f" orchestrator runs in {here.value}: act on it from a worker of"
                 f" {started_in.value}",
                 execution_id=execution.id,
-                state=execution.state.value,
+                state=execution.state,
             )
         found = self._versions.get((execution.workflow_name, execution.workflow_version))
         if found is not None:
@@ -979,7 +988,7 @@ class Orchestrator:
                 f"execution {execution.id} runs workflow {execution.workflow_name!r}, which"
                 " this orchestrator does not have: act on it from a service that registers it",
                 execution_id=execution.id,
-                state=execution.state.value,
+                state=execution.state,
             )
         raise InvalidState(
             f"execution {execution.id} was started by {execution.workflow_name} version"
@@ -987,7 +996,7 @@ class Orchestrator:
             f" {', '.join(versions)}: run it with an orchestrator that has that version (as"
             " current or retired)",
             execution_id=execution.id,
-            state=execution.state.value,
+            state=execution.state,
         )
 
     def _require(
@@ -1062,7 +1071,7 @@ class Orchestrator:
             " steps that change need a new version, and this execution needs the steps it"
             " started with",
             execution_id=execution.id,
-            state=execution.state.value,
+            state=execution.state,
         )
 
     def _by_key(self, key: str) -> WorkflowExecution | None:
