@@ -163,6 +163,7 @@ def execution_json(
         "current_step": x.current_step,
         # None where this process has no definition (the text form's `?`).
         "step": None if definition is None else step_name(x, definition),
+        "steps": None if definition is None else len(definition.steps),
         "tenant": x.tenant,
         "environment": None if x.environment is None else x.environment.value,
         "requested_by": x.requested_by,

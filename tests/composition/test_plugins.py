@@ -97,6 +97,11 @@ flaky = WorkflowDefinition(
     steps=(Step("pay", later, retry=RetryPolicy(max_attempts=3, backoff=timedelta(hours=1))),),
 )
 
+backwards = WorkflowDefinition(  # steps named against the alphabet
+    name="backwards", version="1", metadata=kp.METADATA,
+    steps=(Step("zulu", lambda u, c: {"z": 1}), Step("alpha", lambda u, c: {"a": 1})),
+)
+
 def quits(uow, ctx):
     import sys
     sys.exit(3)  # a helper's argparse, say
@@ -823,6 +828,19 @@ def test_listing_a_workflow_not_registered_here_says_why_its_steps_are_not_shown
         assert "not registered" not in gk(*command, env=env).stderr
 
 
+def test_show_gives_attempts_and_outputs_in_the_order_the_steps_run(
+    cli: tuple[Cli, dict[str, str]], project: Path
+) -> None:
+    gk, _ = cli
+    env = {"GOVKERNEL_WORKFLOWS": f"{module(project)}:backwards"}
+    done = gk.json("run", "workflow", "backwards", "--input", "{}", env=env)
+    for registered in (env, {}):  # unregistered: in the order pinned when it started
+        shown = gk("executions", "show", done["execution_id"], env=registered).stdout
+        assert re.search(r"^attempts +zulu 1, alpha 1$", shown, re.M), shown
+        outputs = re.findall(r"^output (\w+)", shown, re.M)
+        assert outputs == ["zulu", "alpha"], shown
+
+
 def test_recover_resumes_your_workflow_only_when_the_setting_names_it(
     cli: tuple[Cli, dict[str, str]], project: Path
 ) -> None:
@@ -1070,10 +1088,11 @@ def test_no_command_describes_an_execution_by_steps_it_did_not_start_with(
     assert shown["step"] is None and shown["why"] == waiting["why"] != ""
     note = f"note: 1 execution ({xid} first) started with other steps than gated version 1"
     assert note in gk.stderr
-    assert gk.json("executions", "list", env=before)[0]["step"] == "ask"
+    listed_before = gk.json("executions", "list", env=before)[0]
+    assert (listed_before["step"], listed_before["steps"]) == ("ask", 2)  # the text's "0/2"
     assert "note:" not in gk.stderr
     (listed,) = gk.json("executions", "list", env=after)
-    assert listed["step"] is None and note in gk.stderr
+    assert (listed["step"], listed["steps"]) == (None, None) and note in gk.stderr
     table = gk("executions", "list", env=after).stdout
     assert "pay" not in table and note in gk.stderr
 

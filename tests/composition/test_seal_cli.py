@@ -4,6 +4,7 @@ key it replaces), and the key is never shown."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,12 @@ def test_executions_written_before_the_key_are_sealed_by_audit_seal(fresh: Cli) 
     # consumer's pass).
     assert [r["outcome"] for r in left["results"]] == ["unsealed"]
     assert "`audit seal --unsealed` seals it as it stands" in fresh.stderr
+    [row] = [
+        line
+        for line in fresh("audit", "seal", env=KEYED, code=1).stdout.splitlines()
+        if xid in line
+    ]
+    assert re.fullmatch(rf"{xid} +left unsealed +written without the audit key.*", row), row
     done = fresh.json("audit", "seal", "--unsealed", env=KEYED)
     assert (done["sealed"], done["already"], done["refused"]) == (1, 0, 0)
     assert done["results"] == [{"execution_id": xid, "outcome": "sealed", "problem": None}]

@@ -245,6 +245,10 @@ def test_retryable_errors_are_retried_with_backoff_then_succeed(world: World) ->
     path = world.transitions(done.id)
     assert path.count(("running", "retry_scheduled", "analyse")) == 2
     assert path.count(("retry_scheduled", "running", None)) == 2
+    reasons = [e.reason for e in orch.trail(done.id) if e.to_state is S.RETRY_SCHEDULED]
+    assert reasons == [
+        f"step analyse attempt {n} failed: RetryableError: upstream busy" for n in (1, 2)
+    ]
     # The failed attempts staged the real analysis first: none of it survived.
     assert_exactly_once(world.door, orch)
 

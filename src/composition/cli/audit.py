@@ -298,7 +298,11 @@ def audit_seal(ctx: click.Context, execution_id: str | None, unsealed: bool) -> 
             }
         )
     else:
-        rows = [(r.execution_id, r.outcome.value, r.problem or "") for r in outcomes]
+        # "left unsealed" says it: the problem's own "not sealed: " would say it again.
+        rows = [
+            (r.execution_id, r.outcome.value, (r.problem or "").removeprefix("not sealed: "))
+            for r in outcomes
+        ]
         s.echo(render.table(("EXECUTION", "SEAL", "WHY NOT"), rows) if rows else "no executions")
         s.echo(", ".join(f"{o.value} {counts[o]}" for o in sealing.Sealing) + f" (key id {key_id})")
     if before is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import click
@@ -212,6 +212,17 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
                 )
             return
         m = x.metadata
+        # Steps in the order they run (as pinned when it started), its compensation last.
+        shape = started_steps(trail) or (definition.shape() if definition else {})
+        steps = shape.get("steps") if isinstance(shape, dict) else None
+        order = (
+            [p[0] for p in steps if isinstance(p, list) and p] if isinstance(steps, list) else []
+        )
+        order.append(shape.get("compensation") if isinstance(shape, dict) else None)
+
+        def in_order(by_step: Mapping[str, object]) -> list[str]:
+            return sorted(by_step, key=lambda n: order.index(n) if n in order else len(order))
+
         rows: list[tuple[str, object]] = [
             ("execution", x.id),
             ("workflow", f"{x.workflow_name} v{x.workflow_version}"),
@@ -233,7 +244,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
             ("correlation", x.correlation_id),
             ("created", render.when(x.created_at)),
             ("updated", render.when(x.updated_at)),
-            ("attempts", ", ".join(f"{k} {v}" for k, v in x.attempts.items()) or "-"),
+            ("attempts", ", ".join(f"{k} {x.attempts[k]}" for k in in_order(x.attempts)) or "-"),
             (
                 "approvals",
                 ", ".join(f"{a.approver} as {a.role}" for a in x.approvals) or "-",
@@ -259,8 +270,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
             rows.append(
                 ("document", f"{doc.get('kind')}  {doc.get('source_url')}  {doc.get('title')!r}")
             )
-        order = [*(definition.step_names() if definition else ()), "retract"]
-        for step in sorted(x.step_outputs, key=lambda n: order.index(n) if n in order else 99):
+        for step in in_order(x.step_outputs):
             rows.append(
                 (
                     f"output {step}",

@@ -1342,7 +1342,7 @@ class Orchestrator:
                     S.COMPENSATING if undoing else S.RETRY_SCHEDULED,
                     at=now,
                     actor=rt.actor,
-                    reason=f"{what} attempt {attempt} failed: {message}",
+                    reason=f"{what} {step} attempt {attempt} failed: {message}",
                     step=step,
                 )
             else:
