@@ -453,6 +453,44 @@ def test_a_store_whose_log_alone_is_gone_is_refused_not_started_over(tmp_path: P
         assert uow.select("knowledge_source", {}) == []  # opens, empty
 
 
+def test_a_file_in_the_logs_place_is_refused_and_the_seal_kept(tmp_path: Path) -> None:
+    """A run failed on it after forgetting the seal: the file removed, the store was then
+    made anew, empty (found by a pass swapping stores' files)."""
+    path = tmp_path / "store"
+    with open_store(path) as store, store.unit_of_work() as uow:
+        uow.sources.add(samples.source())
+        uow.commit()
+    log = path / "clog"
+    shutil.move(log, tmp_path / "clog.kept")
+    log.write_bytes(b"not a log")
+    for create in (False, True):
+        with pytest.raises(StorageUnavailable, match=f"its log, {log}, is not a directory"):
+            SurrealStore(SurrealConfig(f"surrealkv://{path}", create=create))
+    assert (path / "govkernel.seal").exists()
+    log.unlink()
+    with pytest.raises(StorageUnavailable, match="has lost its log"):
+        open_store(path)
+    shutil.move(tmp_path / "clog.kept", log)
+    with open_store(path) as store, store.unit_of_work() as uow:
+        assert len(uow.select("knowledge_source", {})) == 1
+
+
+def test_a_log_segment_that_is_not_a_regular_file_is_refused_without_waiting(
+    tmp_path: Path,
+) -> None:
+    """A FIFO in a segment's place: every command waited for a writer, for ever."""
+    path = tmp_path / "store"
+    with open_store(path) as store, store.unit_of_work() as uow:
+        uow.sources.add(samples.source())
+        uow.commit()
+    segment = max((path / "clog").iterdir())
+    segment.unlink()
+    os.mkfifo(segment)
+    refused = in_child("open", path)
+    assert refused["error"] == "StorageUnavailable"
+    assert f"{segment} is not a regular file" in refused["message"]
+
+
 def test_a_log_segment_damaged_before_the_last_is_named_not_the_manifest(
     tmp_path: Path,
 ) -> None:

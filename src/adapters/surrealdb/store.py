@@ -627,6 +627,36 @@ def _lost_log(path: Path, seal: LogSeal) -> None:
         )
 
 
+def _log_not_files(path: Path) -> None:
+    """Refuse a log that is not a directory of regular files: the engine fails on a file in
+    the directory's place (after which a run took the store for one to start over, its seal
+    forgotten), and opening a FIFO in a segment's place waits for a writer for ever."""
+    clog = path / "clog"
+    try:
+        if not os.path.lexists(clog):
+            return
+        odd: Path | None
+        if not clog.is_dir():
+            odd = clog
+        else:
+            odd = next(
+                (
+                    p
+                    for p in clog.iterdir()
+                    if _SEGMENT.match(p.name) and not stat.S_ISREG(p.lstat().st_mode)
+                ),
+                None,
+            )
+    except OSError:  # not to be told here: the open that follows says why
+        return
+    if odd is not None:
+        what = "its log, {}, is not a directory" if odd == clog else "{} is not a regular file"
+        raise StorageUnavailable(
+            f"cannot use store {path}: {what.format(odd)}; put the store's own back, or"
+            " restore the store from a backup"
+        )
+
+
 def _holds_nothing(path: Path) -> bool:
     """Whether no record ever reached the engine's log: no segment, or a single one holding
     at most its header (a 4-byte length, then that many bytes: 170 in surrealkv 0.9.3). A
@@ -815,6 +845,7 @@ class SurrealStore:
             if earlier.damaged is not None:
                 earlier.check()
             _lost_log(path, earlier)
+            _log_not_files(path)
             # The engine keeps its log in `clog`: a directory without one holds no store, and
             # opening it would write one there. (Its manifest it rebuilds from the log.)
             try:
@@ -865,7 +896,7 @@ class SurrealStore:
                 raise StorageUnavailable(
                     f"cannot use store {path}: {exc.strerror or exc}"
                 ) from None
-            if not (path / "clog").is_dir():
+            if not os.path.lexists(path / "clog"):
                 self._seal.forget()  # removed to start over: whatever the lock file says
             else:
                 self._seal.at_least(self._file_lock.closed)  # closed last by one of those
