@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -151,9 +153,55 @@ def test_a_lock_file_already_where_the_copys_goes_refuses_the_backup(tmp_path: P
                 store.backup(tmp_path / name)
             assert refused.value.field == "destination"
             # Most likely a backup stopped midway: what to remove is named.
-            assert f"partial copy .{name}.* beside it: remove those" in str(refused.value)
+            assert f"partial copy .{name}.* beside it" in str(refused.value)
+            # Or a backup made there and removed since, its lock file left behind.
+            assert "a backup made there was removed since" in str(refused.value)
     assert victim.read_text() == "precious"
     assert not (tmp_path / "stale").exists() and not (tmp_path / "linked").exists()
+
+
+KILLED_MIDWAY = """
+import os, sys
+from contextlib import contextmanager
+from adapters.surrealdb import SurrealConfig, SurrealStore
+
+@contextmanager
+def dying(chunks):
+    def going():
+        for n, chunk in enumerate(chunks):
+            if n == len(chunks) // 2:
+                os._exit(9)  # as a SIGKILL would: nothing cleaned up
+            yield chunk
+    yield going()
+
+store = SurrealStore(SurrealConfig("surrealkv://" + sys.argv[1]))
+store.backup(sys.argv[2], progress=dying)
+"""
+
+
+def test_what_a_backup_killed_midway_leaves_is_never_opened_as_a_store(tmp_path: Path) -> None:
+    """It opened as an older state (its torn log cut), and verified."""
+    path = tmp_path / "store"
+    with _open(path) as store:
+        for _ in range(20):
+            _commit_one(store)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_MIDWAY, str(path), str(tmp_path / "copy")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert killed.returncode == 9, killed.stderr
+    assert not (tmp_path / "copy").exists()
+    (partial,) = tmp_path.glob(".copy.*")
+    with pytest.raises(StorageUnavailable, match="partial copy of a backup that did not"):
+        _open(partial)
+    with pytest.raises(StorageUnavailable, match="partial copy of a backup that did not"):
+        _open(partial.rename(tmp_path / "taken-for-the-copy"))
+    assert (path / "clog").is_dir()  # the store itself: untouched, and whole
+    with _open(path) as store:
+        assert _events(store) == (20, list(range(1, 21)))
 
 
 def test_two_backups_racing_for_one_destination_leave_one_whole_copy(tmp_path: Path) -> None:

@@ -51,6 +51,7 @@ _SECOND = timedelta(seconds=1)
 _INSTANTS = (fields.Kind.DATETIME, fields.Kind.OPTIONAL_DATETIME)
 IMMUTABLE_CACHE_CHARS = 4 * 1024 * 1024
 MAX_SEGMENT_HEADER = 4096  # far above the engine's own (170 bytes)
+PARTIAL_COPY = "govkernel.partial-backup"  # in a backup's directory until it is whole
 REMOTE = ("ws", "wss", "http", "https")
 # What an open found, for a service's own log (the CLI says it on stderr itself): without
 # one configured, Python's last-resort handler would print it there again.
@@ -838,6 +839,11 @@ class SurrealStore:
             _engine_here()
         if cfg.path is not None:
             path = store_directory(cfg.path)
+            if os.path.lexists(path / PARTIAL_COPY):
+                raise StorageUnavailable(
+                    f"{path} is the partial copy of a backup that did not finish, not a store:"
+                    " remove it, and back up again"
+                )
             # A store found cut is refused until someone removes its seal, whatever is left
             # of its files (removed under a running command, say): never opened as new.
             _removed_under_its_holder(path)
@@ -1235,6 +1241,14 @@ class SurrealStore:
                 raise
             copied = 0
             try:
+                # Marked partial until the copy is whole, so that what a killed backup
+                # leaves is never opened as a store (it opened as an older state, its
+                # torn log cut, and verified).
+                (partial / PARTIAL_COPY).write_text(
+                    f"a backup of {source} that has not finished: not a store\n"
+                )
+                _fsync(partial / PARTIAL_COPY)
+                _fsync_directory(partial)
                 with (progress or quietly)(chunks) as shown:
                     for chunk in shown:
                         name, at = chunk.rsplit("@", 1)
@@ -1246,6 +1260,8 @@ class SurrealStore:
                     _fsync(partial / f.relative_to(source))
                 for d in {partial, *(partial / f.relative_to(source).parent for f in files)}:
                     _fsync_directory(d)
+                (partial / PARTIAL_COPY).unlink()
+                _fsync_directory(partial)
                 if os.path.lexists(target):  # made meanwhile, by another hand
                     raise InvalidInput(
                         "destination", f"{target} exists: a backup goes into a new one"
@@ -1632,7 +1648,8 @@ def _locked(lock: Path, target: Path) -> str:
     return (
         f"{lock} exists: a backup goes beside none (another backup into {target.name} is"
         f" under way, or one was stopped before it finished and left it, with its partial"
-        f" copy .{target.name[:200]}.* beside it: remove those to back up there)"
+        f" copy .{target.name[:200]}.* beside it, or a backup made there was removed since"
+        " and its lock file left: remove those to back up there)"
     )
 
 
