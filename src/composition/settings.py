@@ -372,6 +372,9 @@ def _read_file(
         # tomllib names the line and column, never the text: no secret can leak through it.
         problems.append(Problem("config", f"{path}", f"not valid TOML: {exc}"))
         return {}
+    except RecursionError:  # tomllib reads nested arrays and tables by recursion
+        problems.append(Problem("config", f"{path}", "not a settings file: nested too deeply"))
+        return {}
     found: dict[str, _Raw] = {}
     known = {k.file_path: k for k in KEYS}
     sections = {p[0] for p in known if len(p) > 1}

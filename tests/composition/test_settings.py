@@ -404,6 +404,11 @@ def test_unreadable_or_malformed_file(tmp_path: Path) -> None:
     broken = only({"GOVKERNEL_CONFIG": str(path)}, tmp_path)
     assert "not valid TOML" in broken.message and "line 2" in broken.message
     assert SECRET not in str(broken)
+    # Nested deeper than Python's recursion allows (2 KB): an internal error, exit 1, before.
+    for deep in ("x = " + "[" * 1000 + "]" * 1000, "x = " + "{a = " * 1000 + "}" * 1000):
+        path.write_text(deep)
+        nested = only({"GOVKERNEL_CONFIG": str(path)}, tmp_path)
+        assert nested.source == str(path) and "nested too deeply" in nested.message
     # From code (no environment variable can hold a NUL): a ValueError before.
     named = only({"GOVKERNEL_CONFIG": "settings\x00.toml"}, tmp_path)
     assert named.source == "GOVKERNEL_CONFIG" and "holds a NUL character" in named.message
