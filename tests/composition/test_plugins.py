@@ -839,6 +839,7 @@ def test_show_gives_attempts_and_outputs_in_the_order_the_steps_run(
         assert re.search(r"^attempts +zulu 1, alpha 1$", shown, re.M), shown
         outputs = re.findall(r"^output (\w+)", shown, re.M)
         assert outputs == ["zulu", "alpha"], shown
+        assert re.search(r"^step +2/2 done$", shown, re.M), shown  # not "2/? ?"
 
 
 def test_recover_resumes_your_workflow_only_when_the_setting_names_it(

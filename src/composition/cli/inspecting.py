@@ -223,6 +223,12 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
         def in_order(by_step: Mapping[str, object]) -> list[str]:
             return sorted(by_step, key=lambda n: order.index(n) if n in order else len(order))
 
+        step = f"{render.progress(x, definition)} {render.step_name(x, definition)}"
+        if definition is None and len(order) > 1:  # not registered here: its steps as pinned
+            names = [n for n in order[:-1] if isinstance(n, str)]
+            at = names[x.current_step] if x.current_step < len(names) else "done"
+            step = f"{x.current_step}/{len(names)} {at}"
+
         rows: list[tuple[str, object]] = [
             ("execution", x.id),
             ("workflow", f"{x.workflow_name} v{x.workflow_version}"),
@@ -232,7 +238,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
                 f"{m.risk_tier.value} (consistency {m.consistency_class.value},"
                 f" rollback {m.rollback_strategy.value})",
             ),
-            ("step", f"{render.progress(x, definition)} {render.step_name(x, definition)}"),
+            ("step", step),
             ("tenant", x.tenant),
             *([] if x.environment is None else [("environment", x.environment.value)]),
             (
