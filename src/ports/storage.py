@@ -119,7 +119,17 @@ TABLES: Mapping[str, TableSpec] = {
         TableSpec(
             "execution",
             uniques=(("tenant", "idempotency_key"),),
-            lookups=(("state", "created_at"), ("workflow_name", "created_at"), ("created_at",)),
+            # By state, workflow or time within one tenant (every listing, count and recovery
+            # scan of the orchestrator and the CLI: the tenant first, or a small tenant's
+            # reads every tenant's executions), and across tenants (a query naming none).
+            lookups=(
+                ("tenant", "state", "created_at"),
+                ("tenant", "workflow_name", "created_at"),
+                ("tenant", "created_at"),
+                ("state", "created_at"),
+                ("workflow_name", "created_at"),
+                ("created_at",),
+            ),
         ),
         TableSpec("audit", lookups=(("execution_id", "sequence"),)),
         # An execution's input, written once: the execution record changes at every step,

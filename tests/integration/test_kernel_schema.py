@@ -399,7 +399,10 @@ def test_an_upgrade_builds_only_the_indexes_it_lacks_and_removes_retired_ones(
             "REMOVE INDEX ix_execution_state_created_at ON execution;"
             " DEFINE INDEX OVERWRITE ix_execution_created_at ON execution"
             " FIELDS created_at, tenant;"
-            " DEFINE INDEX ix_execution_retired ON execution FIELDS tenant;",
+            " DEFINE INDEX ix_execution_retired ON execution FIELDS tenant;"
+            # The same name on two tables, and one of govkernel's names on another table.
+            " DEFINE INDEX ix_execution_retired ON event FIELDS tenant;"
+            " DEFINE INDEX ix_execution_state_created_at ON execution_input FIELDS tenant;",
             {},
         )
         set_schema_version(store, 9)
@@ -410,7 +413,11 @@ def test_an_upgrade_builds_only_the_indexes_it_lacks_and_removes_retired_ones(
             "ix_execution_state_created_at",
             "ix_execution_created_at",
         }
-        assert "REMOVE INDEX IF EXISTS ix_execution_retired ON execution" in upgrade
+        assert set(re.findall(r"REMOVE INDEX IF EXISTS (\w+ ON \w+)", upgrade)) == {
+            "ix_execution_retired ON execution",
+            "ix_execution_retired ON event",
+            "ix_execution_state_created_at ON execution_input",
+        }
         assert store.select_rows("INFO FOR TABLE execution", {})[0] == wanted
         found = store.select_rows(  # the index built holds the executions stored before
             "SELECT VALUE id FROM execution WITH INDEX ix_execution_state_created_at"
@@ -429,10 +436,12 @@ def test_an_upgrade_builds_only_the_indexes_it_lacks_and_removes_retired_ones(
         # Cut short by a govkernel that defined every index again: which it had reached is
         # not known.
         (None, set(surreal_schema.indexes())),
+        (5, set(surreal_schema.indexes())),  # edited by hand: refused the store before
+        (["ix_execution_created_at", 5], set(surreal_schema.indexes())),
     ],
 )
 def test_an_upgrade_cut_short_builds_again_the_indexes_it_was_building(
-    tmp_path: Path, upgrades: list[str], building: list[str] | None, rebuilt: set[str]
+    tmp_path: Path, upgrades: list[str], building: object, rebuilt: set[str]
 ) -> None:
     """Their definitions may have reached the log without all of their entries."""
     path = tmp_path / "store"
@@ -455,20 +464,23 @@ def test_an_upgrade_cut_short_builds_again_the_indexes_it_was_building(
 @pytest.mark.parametrize(
     ("state", "workflow", "index"),
     [
-        ("failed", None, "ix_execution_state_created_at"),
-        ("running", None, "ix_execution_state_created_at"),
-        ("running", "knowledge_publication", "ix_execution_state_created_at"),
-        (None, "knowledge_publication", "ix_execution_workflow_name_created_at"),
+        ("failed", None, "ix_execution_tenant_state_created_at"),
+        ("running", None, "ix_execution_tenant_state_created_at"),
+        ("running", "knowledge_publication", "ix_execution_tenant_state_created_at"),
+        (None, "knowledge_publication", "ix_execution_tenant_workflow_name_created_at"),
+        (None, None, "ix_execution_tenant_created_at"),
     ],
 )
-def test_a_tenants_listing_scans_the_index_of_what_else_it_filters_on(
+def test_a_tenants_listing_scans_its_own_executions_only(
     state: str | None, workflow: str | None, index: str
 ) -> None:
     """SurrealDB core 2.3.10 planned `state = $s AND tenant = $t` on the unique index the
     tenant leads: every execution of the tenant (all of them, in most stores) was read to
-    list or count the few in one state; and `state AND workflow` on the workflow's index,
-    every execution of the workflow. The scans a listing and a count issue must use the
-    state's index (the workflow's without a state), the rest checked on what it finds."""
+    list or count the few in one state; scanned by state, or time, alone, every tenant's
+    executions were (a small tenant's listing walked the whole store); and `state AND
+    workflow` on the workflow's index, every execution of the workflow. The scans a listing
+    and a count issue must use an index the tenant leads with what else they filter on (the
+    state's with a workflow too, the workflow checked on what it finds)."""
     with SurrealStore(SurrealConfig("mem://")) as store:
         ours, theirs = samples.execution(tenant="t-ours"), samples.execution(tenant="t-theirs")
         with store.unit_of_work() as uow:
@@ -505,3 +517,31 @@ def test_a_tenants_listing_scans_the_index_of_what_else_it_filters_on(
             plan = store.select_rows(inner + " EXPLAIN", params)
             used = [step["detail"]["plan"]["index"] for step in plan if "plan" in step["detail"]]
             assert used == [index], (inner, plan)
+
+
+def test_a_schema_10_store_gets_the_tenants_indexes_over_what_it_holds(
+    tmp_path: Path, upgrades: list[str]
+) -> None:
+    tenant_indexes = {
+        "ix_execution_tenant_state_created_at",
+        "ix_execution_tenant_workflow_name_created_at",
+        "ix_execution_tenant_created_at",
+    }
+    url = f"surrealkv://{tmp_path / 'store'}"
+    with SurrealStore(SurrealConfig(url)) as store:
+        with store.unit_of_work() as uow:
+            for _ in range(3):
+                uow.executions.save(samples.execution(tenant="t-old"))
+            uow.commit()
+        for index in tenant_indexes:  # as schema 10 had none of them
+            store.select_rows(f"REMOVE INDEX {index} ON execution", {})
+        set_schema_version(store, 10)
+    upgrades.clear()
+    with SurrealStore(SurrealConfig(url)) as store:
+        assert store.upgraded_from == 10
+        assert _indexes_built(upgrades.pop()) == tenant_indexes  # those alone
+        indexes = store.select_rows("INFO FOR TABLE execution", {})[0]["indexes"]
+        assert tenant_indexes <= set(indexes)
+        with store.unit_of_work() as uow:  # found through them: built over what was there
+            assert uow.executions.count(ExecutionState.PENDING, tenant="t-old") == 3
+            assert len(uow.executions.in_state(ExecutionState.PENDING, tenant="t-old")) == 3

@@ -9,7 +9,7 @@ from collections.abc import Collection, Mapping
 from ports.fields import FIELDS
 from ports.storage import EVENT_TABLE, TABLES
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11  # 11: executions indexed by tenant, then state, workflow or time
 META_TABLE = "govkernel_meta"
 COUNTER_TABLE = "govkernel_counter"
 KEY_TABLE = "govkernel_key"
@@ -48,16 +48,16 @@ def indexes() -> dict[str, tuple[str, str]]:
     return out
 
 
-def stale(found: Mapping[str, tuple[str, str]], again: Collection[str] = ()) -> list[str]:
+def stale(found: Mapping[tuple[str, str], str], again: Collection[str] = ()) -> list[str]:
     """The indexes an upgrade must (re)build over the data stored, given those `found` on
-    the store (name -> (table, definition)): the ones missing, defined otherwise, or named
+    the store ((table, name) -> definition): the ones missing, defined otherwise, or named
     in `again` (an upgrade cut short was building them, so their entries may be partial).
     The others are kept as they are: defining an index again reads every record of its
     table, and in one transaction the engine's time for it grows faster than the data."""
     return [
         name
         for name, (table, text) in indexes().items()
-        if name in again or found.get(name) != (table, text)
+        if name in again or found.get((table, name)) != text
     ]
 
 
@@ -66,14 +66,15 @@ def stale(found: Mapping[str, tuple[str, str]], again: Collection[str] = ()) -> 
 _GOVKERNELS = re.compile(r"(uq|ix)_[a-z0-9_]+\Z")
 
 
-def retired(found: Mapping[str, tuple[str, str]]) -> list[tuple[str, str]]:
-    """The indexes `found` on the store that govkernel defined and this version has not:
-    (name, table), to be removed (a unique one would go on refusing records)."""
+def retired(found: Mapping[tuple[str, str], str]) -> list[tuple[str, str]]:
+    """The indexes `found` on the store, on govkernel's tables and named as govkernel names
+    its own, that this version has not: (name, table), to be removed (a unique one would go
+    on refusing records)."""
     wanted = indexes()
     return [
         (name, table)
-        for name, (table, _) in found.items()
-        if name not in wanted and table in TABLES and _GOVKERNELS.match(name)
+        for table, name in found
+        if table in TABLES and _GOVKERNELS.match(name) and wanted.get(name, ("",))[0] != table
     ]
 
 

@@ -1107,7 +1107,11 @@ class SurrealStore:
                 " down: to go back, restore a backup taken before the upgrade)"
             )
         found_indexes = self._indexes()
-        again = found.get("building", list(found_indexes)) if cut_short else []
+        again = found.get("building") if cut_short else []
+        if not isinstance(again, list) or not all(isinstance(n, str) for n in again):
+            # Cut short by a govkernel that rebuilt every index (or edited by hand): which
+            # it had reached is not known.
+            again = list(schema.indexes())
         build = schema.stale(found_indexes, again)
         text = ";\n".join(schema.statements(build, schema.retired(found_indexes)))
         # The new version is written first, marked unfinished until the last statement: a
@@ -1134,16 +1138,16 @@ class SurrealStore:
         if isinstance(current, int):
             self.upgraded_from = current
 
-    def _indexes(self) -> dict[str, tuple[str, str]]:
-        """The indexes defined on govkernel's tables: name -> (table, definition)."""
+    def _indexes(self) -> dict[tuple[str, str], str]:
+        """The indexes defined on govkernel's tables: (table, name) -> definition."""
         rows = self._query(";".join(f"INFO FOR TABLE {t}" for t in TABLES), {})
-        found: dict[str, tuple[str, str]] = {}
+        found: dict[tuple[str, str], str] = {}
         for table, row in zip(TABLES, rows, strict=True):
             info = row.get("result") if row.get("status") == "OK" else None
             defined = info.get("indexes") if isinstance(info, dict) else None
             if not isinstance(defined, dict):
                 raise StorageUnavailable(f"the store's indexes could not be read: {_brief(row)}")
-            found.update((name, (table, str(text))) for name, text in defined.items())
+            found.update(((table, name), str(text)) for name, text in defined.items())
         return found
 
     def _identify(self) -> str | None:
@@ -1659,19 +1663,22 @@ def _selection(table: str, where: Mapping[str, Any]) -> tuple[str, dict[str, Any
     params: dict[str, Any] = {}
     clauses: list[str] = []
     exact: list[str] = []  # applied to what the index scan found
-    if isinstance(where.get("tenant"), str | AnyOf) and any(
-        name in _LEADS[table] and not isinstance(value, Range)
-        for name, value in where.items()
-        if name != "tenant"
+    if (
+        table != "execution"  # whose lookups the tenant leads too: the planner takes them
+        and isinstance(where.get("tenant"), str | AnyOf)
+        and any(
+            name in _LEADS[table] and not isinstance(value, Range)
+            for name, value in where.items()
+            if name != "tenant"
+        )
     ):
         # SurrealDB core 2.3.10's planner takes a unique index the tenant leads (every one
-        # of the tenant's records: all of them, in most stores) over the index the rest of
-        # the filter leads (an execution's state): that one is scanned, and the tenant
-        # checked on what it finds.
+        # of the tenant's records: all of them, in most stores) over an index the rest of
+        # the filter leads: that one is scanned, and the tenant checked on what it finds.
         where = _checked_after("tenant", where, params, exact)
     if table == "execution" and "state" in where and isinstance(where.get("workflow_name"), str):
-        # And it scans the workflow's for a filter on both: every execution of the workflow,
-        # where the state's are the few a listing wants.
+        # The planner scans the workflow's index for a filter on both: every execution of
+        # the workflow, where the state's are the few a listing wants.
         where = _checked_after("workflow_name", where, params, exact)
     for n, (name, value) in enumerate(where.items()):
         field = compiler.ident(name)
