@@ -42,6 +42,13 @@ def open_store(path: Path) -> SurrealStore:
     return SurrealStore(SurrealConfig(f"surrealkv://{path}"))
 
 
+def store_one_source(path: Path) -> None:
+    """A store at `path` holding one committed source, closed."""
+    with open_store(path) as store, store.unit_of_work() as uow:
+        uow.sources.add(samples.source())
+        uow.commit()
+
+
 def test_a_new_process_finds_every_committed_unit(tmp_path: Path) -> None:
     path = tmp_path / "store"
     sources = [samples.source() for _ in range(5)]
@@ -243,9 +250,7 @@ def test_a_huge_lock_file_is_not_read_whole(tmp_path: Path) -> None:
 
 def test_a_store_the_engine_cannot_open_says_why(tmp_path: Path) -> None:
     path = tmp_path / "store"
-    with open_store(path) as store, store.unit_of_work() as uow:
-        uow.sources.add(samples.source())
-        uow.commit()
+    store_one_source(path)
     (segment,) = sorted((path / "clog").iterdir())[-1:]
     os.truncate(segment, 10)  # inside the segment's header: beyond what the engine repairs
     with pytest.raises(StorageUnavailable) as refused:
@@ -419,9 +424,7 @@ def test_an_unsealed_store_with_a_damaged_header_is_not_taken_for_an_empty_one(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "store"
-    with open_store(path) as store, store.unit_of_work() as uow:
-        uow.sources.add(samples.source())
-        uow.commit()
+    store_one_source(path)
     (path / "govkernel.seal").unlink()  # as the refusal message says to, or an older store
     (segment,) = sorted((path / "clog").iterdir())
     size = segment.stat().st_size
@@ -438,9 +441,7 @@ def test_a_store_whose_log_alone_is_gone_is_refused_not_started_over(tmp_path: P
     a read, made anew by a run, with its seal forgotten (found by a pass damaging stores'
     files)."""
     path = tmp_path / "store"
-    with open_store(path) as store, store.unit_of_work() as uow:
-        uow.sources.add(samples.source())
-        uow.commit()
+    store_one_source(path)
     shutil.rmtree(path / "clog")
     for create in (False, True):
         with pytest.raises(StorageUnavailable, match="has lost its log: clog/ is gone") as refused:
@@ -457,9 +458,7 @@ def test_a_file_in_the_logs_place_is_refused_and_the_seal_kept(tmp_path: Path) -
     """A run failed on it after forgetting the seal: the file removed, the store was then
     made anew, empty (found by a pass swapping stores' files)."""
     path = tmp_path / "store"
-    with open_store(path) as store, store.unit_of_work() as uow:
-        uow.sources.add(samples.source())
-        uow.commit()
+    store_one_source(path)
     log = path / "clog"
     shutil.move(log, tmp_path / "clog.kept")
     log.write_bytes(b"not a log")
@@ -480,9 +479,7 @@ def test_a_log_segment_that_is_not_a_regular_file_is_refused_without_waiting(
 ) -> None:
     """A FIFO in a segment's place: every command waited for a writer, for ever."""
     path = tmp_path / "store"
-    with open_store(path) as store, store.unit_of_work() as uow:
-        uow.sources.add(samples.source())
-        uow.commit()
+    store_one_source(path)
     segment = max((path / "clog").iterdir())
     segment.unlink()
     os.mkfifo(segment)
@@ -555,9 +552,7 @@ def test_a_store_started_over_and_killed_as_the_engine_began_opens_new(
     left, the next open took it for a store that lost its log (found by a pass looking for
     false refusals)."""
     path = tmp_path / "store"
-    with open_store(path) as store, store.unit_of_work() as uow:
-        uow.sources.add(samples.source())
-        uow.commit()
+    store_one_source(path)
     shutil.rmtree(path / "clog")
     shutil.rmtree(path / "manifest")  # to start over, as the README says
     connect = SurrealStore._connect

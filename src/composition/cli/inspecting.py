@@ -34,7 +34,7 @@ from composition.cli.session import (
     session_of,
 )
 from composition.container import App
-from domain.model.execution import started_steps
+from domain.model.execution import started_step_names, started_steps
 from domain.model.lifecycle import ExecutionState
 from ports.errors import CorruptRecord
 
@@ -213,19 +213,21 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
             return
         m = x.metadata
         # Steps in the order they run (as pinned when it started), its compensation last.
-        shape = started_steps(trail) or (definition.shape() if definition else {})
-        steps = shape.get("steps") if isinstance(shape, dict) else None
-        order = (
-            [p[0] for p in steps if isinstance(p, list) and p] if isinstance(steps, list) else []
+        names, compensation = started_step_names(trail) or (
+            (
+                list(definition.step_names()),
+                definition.compensation and definition.compensation.name,
+            )
+            if definition
+            else ([], None)
         )
-        order.append(shape.get("compensation") if isinstance(shape, dict) else None)
+        order = [*names, compensation]
 
         def in_order(by_step: Mapping[str, object]) -> list[str]:
             return sorted(by_step, key=lambda n: order.index(n) if n in order else len(order))
 
         step = f"{render.progress(x, definition)} {render.step_name(x, definition)}"
-        if definition is None and len(order) > 1:  # not registered here: its steps as pinned
-            names = [n for n in order[:-1] if isinstance(n, str)]
+        if definition is None and names:  # not registered here: its steps as pinned
             at = names[x.current_step] if x.current_step < len(names) else "done"
             step = f"{x.current_step}/{len(names)} {at}"
 

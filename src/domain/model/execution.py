@@ -100,6 +100,16 @@ def started_steps(entries: Sequence[AuditEntry]) -> JSON:
     return None if pinned is None else pinned.get("definition")
 
 
+def started_step_names(entries: Sequence[AuditEntry]) -> tuple[list[Any], Any] | None:
+    """The steps' names in order and the compensation's (None without one) of the shape
+    pinned when the execution started; None when no shape was pinned (see started_steps)."""
+    shape = started_steps(entries)
+    steps = shape.get("steps") if isinstance(shape, dict) else None
+    if not isinstance(shape, dict) or not isinstance(steps, list):
+        return None
+    return [s[0] for s in steps if isinstance(s, list) and s], shape.get("compensation")
+
+
 def steps_done(entries: Sequence[AuditEntry]) -> list[str]:
     """The steps a trail records as completed, in order: only a checkpoint is running ->
     running."""
@@ -490,13 +500,10 @@ class WorkflowExecution:
         """(sequence, problem) for the first entry no run could have written, hashes
         recomputed or not: an approval by the requester, a step completed out of the order
         its definition (as pinned at the start) runs them, success before every step."""
-        shape = started_steps(entries)
-        steps = shape.get("steps") if isinstance(shape, dict) else None
-        names = (
-            [s[0] for s in steps if isinstance(s, list) and s] if isinstance(steps, list) else None
-        )
-        if names is None:  # started before definitions were pinned: the rules then differ
+        pinned = started_step_names(entries)
+        if pinned is None:  # started before definitions were pinned: the rules then differ
             return 0, None
+        names = pinned[0]
         done = 0
         for e in entries:
             approval = e.from_state is ExecutionState.AWAITING_APPROVAL and (
