@@ -18,8 +18,9 @@ lint: venv
 	$(BIN)/mypy --strict src tests benchmarks
 	$(BIN)/lint-imports --config contracts.ini
 
+# Two workers: the suite is mostly subprocesses and engine I/O, and CI machines have two cores.
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 demo: venv
 	$(BIN)/govkernel demo
