@@ -25,8 +25,9 @@ from typing import Any
 from attrs import frozen
 
 from composition import files, queries, strict_json
+from domain.model.errors import shown
 from domain.model.lifecycle import AuditAnchor, ChainReport, check_anchor
-from domain.model.validation import IDENTIFIER, one_line, shown
+from domain.model.validation import IDENTIFIER, one_line
 from ports.errors import CorruptRecord, RecordNotFound
 from ports.unit_of_work import UnitOfWorkFactory
 

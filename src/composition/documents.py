@@ -29,9 +29,9 @@ from typing import Any
 from attrs import frozen
 
 from composition import files
-from domain.model.errors import InvalidInput
+from domain.model.errors import InvalidInput, both_ends
 from domain.model.knowledge import MAX_CONTENT, Classification, SourceFormat, SourceKind
-from domain.model.validation import both_ends, one_line, visible
+from domain.model.validation import one_line, visible
 from domain.workflows.knowledge_publication import PublicationRequest
 
 FRONT_MATTER_KEYS = ("kind", "url", "title", "classification", "format")

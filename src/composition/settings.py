@@ -41,15 +41,9 @@ from attrs import field, frozen
 from adapters.surrealdb.address import dialable
 from composition import files
 from domain.model.environment import Environment
-from domain.model.errors import InvalidInput, reduced
+from domain.model.errors import InvalidInput, both_ends, reduced
 from domain.model.seal import AuditKey
-from domain.model.validation import (
-    ACTOR_NAME,
-    ACTOR_RULE,
-    IDENTIFIER,
-    IDENTIFIER_RULE,
-    both_ends,
-)
+from domain.model.validation import ACTOR_NAME, ACTOR_RULE, IDENTIFIER, IDENTIFIER_RULE
 
 PREFIX = "GOVKERNEL_"
 CONFIG_ENV = "GOVKERNEL_CONFIG"

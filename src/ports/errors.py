@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.model.errors import UnknownReference, reduced
+from domain.model.errors import ECHOED, UnknownReference, reduced, shown
 
 
 class PortError(Exception):
@@ -36,7 +36,7 @@ class DuplicateRecord(PortError):
 
 class RecordNotFound(PortError):
     def __init__(self, table: str, key: str) -> None:
-        super().__init__(f"{table} {key!r} not found")
+        super().__init__(f"{table} {shown(key, ECHOED)} not found")
         self.table = table
         self.key = key
 
@@ -48,7 +48,8 @@ class ExecutionNotFound(RecordNotFound, UnknownReference):
 
     def __init__(self, execution_id: str, why: str = "") -> None:
         # Both bases' words, and why, when there is more to say than that.
-        Exception.__init__(self, f"execution {execution_id!r} not found" + (why and f": {why}"))
+        shown_id = shown(execution_id, ECHOED)  # a caller's id, echoed cut
+        Exception.__init__(self, f"execution {shown_id} not found" + (why and f": {why}"))
         self.table = self.kind = "execution"
         self.key = self.ref = self.execution_id = execution_id
 

@@ -11,7 +11,7 @@ from typing import Any, NoReturn, TypeVar, overload
 from domain.model.analysis import Analysis, Claim
 from domain.model.capsule import Capsule, CapsuleStatus, Chunk
 from domain.model.environment import Environment
-from domain.model.errors import InvalidState
+from domain.model.errors import InvalidState, shown
 from domain.model.evidence import EventEnvelope, EventType, EvidenceManifest, canonical_json
 from domain.model.execution import (
     ConsistencyClass,
@@ -29,7 +29,7 @@ from domain.model.knowledge import (
 )
 from domain.model.lifecycle import AuditEntry, ExecutionState
 from domain.model.policy import Action, Approval, ImpactTier, Obligation, PolicyDecision
-from domain.model.validation import mistyped, several, shown
+from domain.model.validation import mistyped, several
 from ports.errors import CorruptRecord, InvalidRecord
 from ports.storage import Document
 

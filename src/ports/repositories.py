@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from domain.model.analysis import Analysis
 from domain.model.capsule import Capsule
+from domain.model.errors import shown
 from domain.model.evidence import EventEnvelope, EvidenceManifest
 from domain.model.execution import WorkflowExecution, read_pins
 from domain.model.knowledge import KnowledgeSource
 from domain.model.lifecycle import AuditEntry, ExecutionState
 from domain.model.policy import PolicyDecision
-from domain.model.validation import shown, with_article
+from domain.model.validation import with_article
 from ports import records
 from ports.errors import CorruptRecord, ExecutionNotFound, InvalidRecord
 from ports.storage import EVENT_TABLE, AnyOf, Document, Op, Range, Write, count

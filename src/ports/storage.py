@@ -13,7 +13,7 @@ from typing import Any
 
 from attrs import field, frozen
 
-from domain.model.validation import shown
+from domain.model.errors import shown
 
 # A document is a flat mapping of field name to str, int, float, bool, datetime or a list of
 # str. Absent means None. Nested structures travel as canonical JSON strings: SurrealDB drops

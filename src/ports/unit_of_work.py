@@ -17,8 +17,9 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Generic, Protocol, Self, TypeVar, cast
 
+from domain.model.errors import shown
 from domain.model.seal import AuditKey
-from domain.model.validation import plain, shown
+from domain.model.validation import plain
 from ports import fields
 from ports.errors import (
     ConcurrencyConflict,

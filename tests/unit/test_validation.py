@@ -9,9 +9,9 @@ import pytest
 from attrs import evolve
 
 from domain.model.environment import Environment
-from domain.model.errors import InvalidInput
+from domain.model.errors import InvalidInput, shown
 from domain.model.runtime import RuntimeContext
-from domain.model.validation import actor_name, aware, identifier, same_person, shown, text
+from domain.model.validation import actor_name, aware, identifier, same_person, text
 from ports.clock import FixedClock, SequentialIds
 from ports.storage import count
 

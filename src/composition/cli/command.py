@@ -42,9 +42,14 @@ from composition.documents import (
 from composition.settings import (
     ConfigurationError,
 )
-from domain.model.errors import DomainError, IllegalTransition, InvalidInput, InvalidState
+from domain.model.errors import (
+    DomainError,
+    IllegalTransition,
+    InvalidInput,
+    InvalidState,
+    both_ends,
+)
 from domain.model.errors import PolicyDenied as _PolicyDenied
-from domain.model.validation import both_ends
 from ports.errors import PortError, RecordNotFound, StorageUnavailable
 
 

@@ -42,11 +42,10 @@ from composition.documents import (
 from composition.settings import (
     DEFAULT_POLICY_REF,
 )
-from domain.model.errors import InvalidInput
+from domain.model.errors import InvalidInput, shown
 from domain.model.execution import WorkflowExecution
 from domain.model.knowledge import Classification, SourceFormat, SourceKind
 from domain.model.policy import ImpactTier
-from domain.model.validation import shown
 from domain.orchestration.orchestrator import (
     reused,
 )

@@ -9,6 +9,25 @@ if TYPE_CHECKING:  # lifecycle imports this module
     from domain.model.lifecycle import ExecutionState
 
 
+# How much of a value a not-found error echoes.
+ECHOED = 120
+
+
+def both_ends(text: str, most: int) -> str:
+    """`text`, or its two ends when longer than `most`: a value echoed, not repeated whole."""
+    return text if len(text) <= most else f"{text[: most // 2]}...{text[-(most // 2) :]}"
+
+
+def shown(value: object, most: int = 60) -> str:
+    """`value` as an error echoes it: its repr, cut (a mistake is echoed, a megabyte of one
+    is not); its type's name when its repr fails (the refusal must not)."""
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<a {type(value).__name__}>"
+    return text if len(text) <= most else f"{text[:most]}..."
+
+
 def reduced(error: BaseException) -> tuple[Any, ...]:
     """How an error of ours pickles: as its class, message and attributes, without calling
     its constructor again. Pickle's own way calls the class with the message alone, which
@@ -75,7 +94,8 @@ class UnknownReference(DomainError):
     """A mutation referred to a record that does not exist (or is not visible to the tenant)."""
 
     def __init__(self, kind: str, ref: str) -> None:
-        super().__init__(f"unknown {kind}: {ref}")
+        # A reference is the caller's: echoed cut, never a megabyte (or a secret) whole.
+        super().__init__(f"unknown {kind}: {both_ends(str(ref), ECHOED)}")
         self.kind = kind
         self.ref = ref
 

@@ -311,7 +311,9 @@ class WorkflowExecution:
                 execution_id=self.id,
                 state=self.state,
             )
-        self.step_outputs = FrozenDict({**self.step_outputs, step: read_only(output)})
+        # By step name, as they are stored and read back (run order is the definition's).
+        outputs = {**self.step_outputs, step: read_only(output)}
+        self.step_outputs = FrozenDict(sorted(outputs.items()))
         self.current_step += 1
         self.last_error = None
         return self.transition(

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from attrs import frozen
 
 from domain.model import validation
-from domain.model.errors import InvalidInput
+from domain.model.errors import InvalidInput, shown
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -69,7 +69,7 @@ def parse_enum(kind: type[E], field: str, value: object) -> E:
         return kind(value)
     except ValueError:
         allowed = ", ".join(str(member.value) for member in kind)
-        raise InvalidInput(field, f"{validation.shown(value)} is not one of: {allowed}") from None
+        raise InvalidInput(field, f"{shown(value)} is not one of: {allowed}") from None
 
 
 def sha256_hex(text: str) -> str:

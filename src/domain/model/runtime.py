@@ -10,7 +10,7 @@ from typing import Protocol
 from attrs import evolve, frozen
 
 from domain.model.environment import Environment
-from domain.model.errors import InvalidInput
+from domain.model.errors import InvalidInput, shown
 from domain.model.validation import actor_name, identifier, text
 
 
@@ -75,7 +75,7 @@ class RuntimeContext:
             object.__setattr__(self, name, value)
         for flag in ("change_freeze", "record_denials"):
             if not isinstance(getattr(self, flag), bool):
-                raise InvalidInput(flag, f"must be a bool, got {getattr(self, flag)!r}")
+                raise InvalidInput(flag, f"must be a bool, got {shown(getattr(self, flag))}")
         for name, method in (("clock", "now"), ("ids", "new_id")):
             if not callable(getattr(getattr(self, name), method, None)):
                 raise InvalidInput(name, f"must have a {method}() method")

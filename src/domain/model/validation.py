@@ -88,21 +88,6 @@ def _escaped(c: str) -> str:
     return c
 
 
-def both_ends(text: str, most: int) -> str:
-    """`text`, or its two ends when longer than `most`: a value echoed, not repeated whole."""
-    return text if len(text) <= most else f"{text[: most // 2]}...{text[-(most // 2) :]}"
-
-
-def shown(value: object, most: int = 60) -> str:
-    """`value` as an error echoes it: its repr, cut (a mistake is echoed, a megabyte of one
-    is not); its type's name when its repr fails (the refusal must not)."""
-    try:
-        text = repr(value)
-    except Exception:
-        return f"<a {type(value).__name__}>"
-    return text if len(text) <= most else f"{text[:most]}..."
-
-
 def mistyped(instance: object) -> tuple[str, str] | None:
     """The first field of an attrs instance that does not hold what its type says, and what
     is wrong with it; None if none is found. Only asked once something built from the

@@ -21,7 +21,7 @@ from typing import Any
 
 from attrs import evolve, frozen
 
-from domain.model.errors import DomainError, InvalidInput, InvalidState, PolicyDenied
+from domain.model.errors import DomainError, InvalidInput, InvalidState, PolicyDenied, shown
 from domain.model.execution import (
     RollbackStrategy,
     WorkflowExecution,
@@ -33,7 +33,7 @@ from domain.model.frozen import read_only
 from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from domain.model.policy import Approval, ImpactTier
 from domain.model.runtime import DerivedIds, RuntimeContext
-from domain.model.validation import actor_name, one_line, plain, shown, text
+from domain.model.validation import actor_name, one_line, plain, text
 from domain.orchestration.definition import (
     RetryableError,
     RetryPolicy,
@@ -890,19 +890,8 @@ class Orchestrator:
         read executions)."""
         execution_id = _an_id(execution_id)
         _a_flag("with_input", with_input)
-        try:
-            with self._uow_factory() as uow:
-                return self._require(uow, execution_id, with_input=with_input)
-        except ExecutionNotFound:
-            with self._cache_lock:
-                unstored = execution_id in self._unstored
-            if unstored:  # asked by its own first step, most likely
-                raise ExecutionNotFound(
-                    execution_id,
-                    "it is being started, and is stored with its first step's commit (a step"
-                    " has its own execution as ctx.execution)",
-                ) from None
-            raise
+        with self._uow_factory() as uow:
+            return self._require(uow, execution_id, with_input=with_input)
 
     def trail(self, execution_id: str) -> list[AuditEntry]:
         """The tenant's execution's audit entries, oldest first: each transition, who made it,
@@ -1010,6 +999,16 @@ class Orchestrator:
         except CorruptRecord:
             if uow.executions.tenant_of(execution_id) != self._runtime.tenant:
                 raise ExecutionNotFound(execution_id) from None
+            raise
+        except ExecutionNotFound:
+            with self._cache_lock:
+                unstored = execution_id in self._unstored
+            if unstored:  # asked by its own first step, or by a command racing it
+                raise ExecutionNotFound(
+                    execution_id,
+                    "it is being started, and is stored with its first step's commit (a step"
+                    " has its own execution as ctx.execution)",
+                ) from None
             raise
         if execution.tenant != self._runtime.tenant:
             raise ExecutionNotFound(execution_id)
@@ -1583,12 +1582,18 @@ def _as_json(value: object) -> object:
 
 
 def _one_each(field: str, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # Keys become strings: 1 and "1" in one mapping would silently become one key.
-    found = dict(pairs)
+    # Keys become strings: 1 and "1" in one mapping would silently become one key. They are
+    # stored sorted, and read back so: sorted here too, so that a step sees its input (and
+    # earlier outputs) in one order, whether it runs within `start` or after a read.
+    found = dict(sorted(pairs, key=_key_of))
     if len(found) != len(pairs):
         twice = next(k for n, (k, _) in enumerate(pairs) if k in dict(pairs[:n]))
-        raise InvalidInput(field, f"has two keys that both read back as {twice!r}")
+        raise InvalidInput(field, f"has two keys that both read back as {shown(twice)}")
     return found
+
+
+def _key_of(pair: tuple[str, Any]) -> str:
+    return pair[0]
 
 
 def _depth(value: Any) -> int:
@@ -1625,9 +1630,10 @@ def _an_id(execution_id: object) -> str:
 
 
 def _a_flag(name: str, value: object) -> None:
-    # "no" would read as yes: a flag is a bool.
+    # "no" would read as yes: a flag is a bool. Refused as any other argument is, so a
+    # service mapping the domain's refusals to "bad request" maps this one too.
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be a bool, got {value!r}")
+        raise InvalidInput(name, f"must be a bool, got {shown(value)}")
 
 
 def _retryable(error: BaseException) -> bool:
