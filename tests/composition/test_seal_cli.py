@@ -8,11 +8,14 @@ import re
 from pathlib import Path
 
 import pytest
+from surrealdb import RecordID
 
 from adapters.memory import MemoryStore
+from adapters.surrealdb import SurrealConfig, SurrealStore
 from composition.container import Overrides, build_app
 from composition.settings import ConfigurationError, Settings
 from domain.model.seal import AuditKey
+from ports.records import audit_key
 from tests.composition.test_anchors import rewrite
 from tests.composition.test_cli import FRED, IMF, Cli
 from tests.composition.test_cli import fresh as fresh  # a fixture
@@ -178,4 +181,27 @@ def test_a_seal_of_the_previous_key_is_said_as_one_mid_rotation(fresh: Cli) -> N
     assert f"error: audit seal of {xid} does not hold: sealed with another" in fresh.stderr
     fresh("executions", "show", xid, "--json", env=rotating, code=1)
     assert f"error: audit seal of {xid} does not hold" in fresh.stderr
+    no_key_shown(fresh)
+
+
+def test_audit_seal_covers_this_tenant_unless_asked_for_every_tenant(fresh: Cli) -> None:
+    """It ran over every tenant's executions: one tenant's operator was shown another's
+    execution ids, approvers and broken trails, and failed over them (h148)."""
+    ours = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    beta = {"GOVKERNEL_TENANT": "beta"}
+    theirs = fresh.json("run", "knowledge-publication", str(IMF), env=beta)["execution_id"]
+    with SurrealStore(SurrealConfig(fresh.url)) as store:  # an entry of theirs deleted
+        store.select_rows("DELETE $r", {"r": RecordID("audit", audit_key(theirs, 2))})
+
+    sealed = fresh.json("audit", "seal", "--unsealed", env=KEYED)
+    assert [r["execution_id"] for r in sealed["results"]] == [ours] and sealed["sealed"] == 1
+    assert fresh.last is not None and theirs not in fresh.last.stdout + fresh.stderr
+    fresh("audit", "seal", theirs, env=KEYED, code=2)  # nor by id, as any other command
+    assert fresh.stderr == f"error: no execution '{theirs}' in tenant 'default'\n"
+
+    every = fresh.json("audit", "seal", "--all-tenants", "--unsealed", env=KEYED, code=1)
+    outcomes = {r["execution_id"]: r["outcome"] for r in every["results"]}
+    assert outcomes == {ours: "already", theirs: "refused"}
+    fresh("audit", "seal", ours, "--all-tenants", env=KEYED, code=2)
+    assert "not both" in fresh.stderr
     no_key_shown(fresh)

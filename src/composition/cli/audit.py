@@ -229,11 +229,19 @@ def _other_store(app: App, taken: anchors.Anchors) -> str | None:
     help="Also seal executions that have no seal, as they stand (written before the store"
     " had a key; one whose seal was removed reads the same).",
 )
+@click.option(
+    "--all-tenants",
+    is_flag=True,
+    help="Seal every tenant's executions, not only this tenant's: for whoever holds the"
+    " store's key, introducing or changing it (other tenants' executions are listed).",
+)
 @json_option
 @click.pass_context
-def audit_seal(ctx: click.Context, execution_id: str | None, unsealed: bool) -> None:
-    """Seal the store's executions (every tenant's; or EXECUTION, of this tenant) with the
-    audit key, GOVKERNEL_AUDIT_KEY.
+def audit_seal(
+    ctx: click.Context, execution_id: str | None, unsealed: bool, all_tenants: bool
+) -> None:
+    """Seal this tenant's executions (or EXECUTION; every tenant's with --all-tenants) with
+    the audit key, GOVKERNEL_AUDIT_KEY.
 
     Executions are sealed as they are written once the store has a key. This moves to it
     the seals of the key it replaces (GOVKERNEL_AUDIT_PREVIOUS_KEY), and with --unsealed
@@ -250,15 +258,19 @@ def audit_seal(ctx: click.Context, execution_id: str | None, unsealed: bool) -> 
     key_id = AuditKey.from_text(settings.audit_key).key_id
     previous = settings.previous_audit_key
     before = None if previous is None else AuditKey.from_text(previous)
+    if all_tenants and execution_id is not None:
+        raise Failed("give EXECUTION or --all-tenants, not both", EXIT_USAGE)
     with s.app(existing=True) as (app, _):
         s.again = "what it sealed stands; the same `govkernel audit seal` seals the rest"
-        tenant = None if execution_id is None else app.runtime.tenant
+        # Another tenant's executions are named (and their problems said) only when asked
+        # for, as every other command reads them as missing.
+        tenant = None if all_tenants else app.runtime.tenant
         if execution_id is not None:
             ids = [execution_id]
         else:
             unreadable: list[str] = []
             with app.uow_factory() as uow:
-                listed = uow.executions.every(with_input=False, unreadable=unreadable)
+                listed = uow.executions.every(tenant, with_input=False, unreadable=unreadable)
             ids = [x.id for x in listed] + unreadable
         outcomes = []
         with progress_bar(ids, "sealing") as items:
