@@ -120,6 +120,9 @@ def redact_url(url: str) -> str:
     prefix = f"{scheme}:" if scheme else ""
     if not rest:
         return url
+    if rest.startswith("//") and "%40" in parts.netloc.lower():
+        # A percent-encoded `@`: the "host" holds the credentials typed before it.
+        return f"{scheme}://***"
     if rest.startswith("//") and "@" in rest[2:] and "@" not in parts.netloc:
         # An `@` past where the host seems to end: a password holding /, ? or #, or a path
         # holding an `@`. Which part is the host cannot be told: none of it is shown.
@@ -131,10 +134,14 @@ def redact_url(url: str) -> str:
         port = "" if parts.port is None else f":{parts.port}"
     except ValueError:
         port = ":***"
-    userinfo = "***@" if "@" in parts.netloc or "%40" in parts.netloc.lower() else ""
+    userinfo = "***@" if "@" in parts.netloc else ""
     path = parts.path.split(";", 1)[0] + (";***" if ";" in parts.path else "")
     query = "?***" if parts.query else ""
     return f"{prefix}//{userinfo}{host}{port}{path}{query}"
+
+
+def _an_at(text: str) -> bool:
+    return "@" in text or "%40" in text.lower()
 
 
 def _secret_repr(value: object) -> str:
@@ -553,8 +560,9 @@ def _store_url(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
     rest = value.split("://", 1)[1]
     if scheme not in SCHEMES:
         return bad(f"unknown store scheme {scheme + '://'!r} in {shown}", allowed)
-    # A server's URL holds no `@` anywhere: one after a `/` is a password that held one.
-    if "@" in parts.netloc or (scheme in REMOTE_SCHEMES and "@" in rest):
+    # A server's URL holds no `@` anywhere: one after a `/` is a password that held one,
+    # and `%40` is one percent-encoded (`user%3Apassword%40host` would be taken for a host).
+    if "@" in parts.netloc or (scheme in REMOTE_SCHEMES and _an_at(rest)):
         return bad(
             f"{shown} embeds credentials; set them with GOVKERNEL_SURREAL_USERNAME and"
             " GOVKERNEL_SURREAL_PASSWORD (or [surrealdb] in the config file) instead"

@@ -293,6 +293,8 @@ def test_credentials_in_the_store_url_are_refused_without_echo(tmp_path: Path) -
         f"ws://admin:2024/{SECRET}@db:8000",  # a "port" that parses: refused for its @ alone
         f"wss://admin:p?{SECRET}@db/rpc",
         f"ws://admin:p#{SECRET}@db:1",
+        f"wss://admin%3A{SECRET}%40db.invalid:8000",  # the `@` percent-encoded (h148)
+        f"ws://admin%3a{SECRET}%40db",
     ],
 )
 def test_a_mistyped_url_with_credentials_is_refused_without_echo(
@@ -310,6 +312,8 @@ def test_a_url_is_shown_without_anything_before_its_last_at_sign(cut: str) -> No
     assert redact_url(f"ws://admin:{cut}{SECRET}@db:8000/rpc") == "ws://***"
     assert redact_url(f"ws://{SECRET[:4]}{cut}{SECRET[4:]}@db:1") == "ws://***"
     assert redact_url("ws://db:8000/rpc") == "ws://db:8000/rpc"  # nothing to hide: all shown
+    # A percent-encoded `@` leaves the credentials in what parses as the host.
+    assert redact_url(f"wss://admin%3A{SECRET}%40db.invalid:8000") == "wss://***"
 
 
 def test_all_problems_reported_together(tmp_path: Path) -> None:
@@ -532,7 +536,11 @@ def test_a_store_url_the_adapter_cannot_use_as_given_is_refused_by_it_too() -> N
         assert SECRET not in str(refused.value)
     # Its repr would have shown it (found by a server-mode pass), also where the URL reads
     # as holding a path first, or a port (found by a secrets pass).
-    for url in (f"ws://root:{SECRET}@h:1/rpc", f"ws://u:S3C/{SECRET}@h:1"):
+    for url in (
+        f"ws://root:{SECRET}@h:1/rpc",
+        f"ws://u:S3C/{SECRET}@h:1",
+        f"ws://u%3A{SECRET}%40h",
+    ):
         with pytest.raises(ValueError, match="takes no credentials") as refused:
             SurrealConfig(url, username="root", password=SECRET)
         assert SECRET not in str(refused.value)
