@@ -163,6 +163,13 @@ def write(anchors: Anchors, path: Path) -> None:
     except AnchorFileError as exc:  # (the command line says these as usage errors, exit 2)
         raise AnchorFileError(path, f"not written: the document {exc.problem}") from None
     text = json.dumps(document, indent=1) + "\n"
+    planted = _foreign_link(path)
+    if planted is not None:
+        raise AnchorFileError(
+            path,
+            f"goes through {planted}, a symbolic link another user made in a shared"
+            " directory: not followed (it could name any file this user may write)",
+        )
     try:
         os.path.realpath(path, strict=True)
     except OSError as exc:
@@ -205,6 +212,24 @@ def write(anchors: Anchors, path: Path) -> None:
             os.fsync(directory)
         finally:
             os.close(directory)
+
+
+def _foreign_link(path: Path) -> Path | None:
+    """A symbolic link on `path` that the kernel's fs.protected_symlinks would not follow
+    (off on some systems): in a sticky directory others may write to (/tmp), owned neither
+    by this user nor by the directory's owner."""
+    here = Path(os.path.abspath(path))
+    for link in (here, *here.parents):
+        try:
+            if not link.is_symlink():
+                continue
+            owner, shared = link.lstat().st_uid, link.parent.stat()
+        except OSError:
+            continue
+        sticky = shared.st_mode & stat.S_ISVTX and shared.st_mode & stat.S_IWOTH
+        if sticky and owner not in (os.geteuid(), shared.st_uid):
+            return link
+    return None
 
 
 STALE_SECONDS = 600

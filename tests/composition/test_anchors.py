@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import stat
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -686,3 +687,41 @@ def _publication() -> dict[str, Any]:
             "policy_refs": ["POL-KNOWLEDGE-1"],
         }
     ).to_input()
+
+
+def test_a_link_another_user_planted_in_a_shared_directory_is_not_followed(
+    published: tuple[Cli, str, str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link made by someone else in a sticky directory (/tmp) was followed to write the
+    anchors into any file its target names, that user's choice (h148): where the kernel's
+    fs.protected_symlinks is off, refused all the same. One's own link there is followed."""
+    from composition import anchors
+
+    _, _, _, path = published
+    taken = anchors.read(path)
+    victim = tmp_path / "private" / "nologin"
+    victim.parent.mkdir(mode=0o700)
+    if os.geteuid() == 0:  # a link owned by nobody, in a shared directory of this user's
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        shared.chmod(0o1777)
+        planted = shared / "anchors.json"
+        planted.symlink_to(victim)
+        os.lchown(planted, 65534, 65534)
+    else:  # the system's shared directory (root's), and this user seen as another one
+        shared = Path(tempfile.gettempdir())
+        assert shared.stat().st_mode & stat.S_ISVTX and shared.stat().st_uid != os.getuid()
+        planted = shared / f"gk-planted-{os.getpid()}.json"
+        planted.symlink_to(victim)
+        monkeypatch.setattr(os, "geteuid", lambda: os.getuid() + 1)
+    try:
+        with pytest.raises(anchors.AnchorFileError, match="another user made in a shared"):
+            anchors.write(taken, planted)
+        assert not victim.exists() and planted.is_symlink()
+        monkeypatch.undo()
+        if os.geteuid() == 0:
+            os.lchown(planted, 0, 0)  # this user's own link: followed
+            anchors.write(taken, planted)
+            assert anchors.read(victim).anchors == taken.anchors
+    finally:
+        planted.unlink()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -255,3 +256,42 @@ def test_a_backup_is_as_private_as_its_store(tmp_path: Path) -> None:
     assert copied == modes(path)  # mode for mode
     assert copied[Path(".")] == copied[Path("clog")] == 0o700
     assert copied[Path(LogSeal.NAME)] == 0o600  # the seal the backup wrote, private too
+
+
+def test_under_a_permissive_umask_nothing_of_a_store_is_writable_by_others(
+    tmp_path: Path,
+) -> None:
+    """Under umask 000 the store's directory, its parents and its seal were world-writable
+    (the seal took the directory's mode), and backups copied that: another user could
+    rewrite the seal to lock the owner out, or swap the log and its seal together (h148)."""
+
+    def writable_by_others(root: Path) -> list[str]:
+        return [
+            f"{p} {p.stat().st_mode & 0o777:o}"
+            for p in [root, *root.rglob("*")]
+            if p.stat().st_mode & 0o022
+        ]
+
+    old = os.umask(0)
+    try:
+        path = tmp_path / "data" / "deeper" / "store"
+        with _open(path) as store:
+            _commit_one(store)
+            store.backup(tmp_path / "copy")
+        assert writable_by_others(tmp_path / "data") == []
+        assert writable_by_others(tmp_path / "copy") == []
+        assert (path / LogSeal.NAME).stat().st_mode & 0o777 == 0o640
+        # A store an older govkernel made world-writable: its seal, rewritten, and its
+        # backup are not.
+        older = tmp_path / "older"
+        with _open(older) as store:
+            _commit_one(store)
+        for p in [older, *older.rglob("*")]:
+            p.chmod(0o777 if p.is_dir() else 0o666)
+        with _open(older) as store:
+            _commit_one(store)
+            store.backup(tmp_path / "older-copy")
+        assert (older / LogSeal.NAME).stat().st_mode & 0o777 == 0o644
+        assert writable_by_others(tmp_path / "older-copy") == []
+    finally:
+        os.umask(old)

@@ -235,7 +235,7 @@ class StoreLock:
 
     def acquire(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _make_directories(self.path.parent)
         except OSError as exc:
             # mkdir says "File exists" when a file stands where a directory of the path goes.
             blocked = _file_in_the_way(self.path.parent)
@@ -302,7 +302,7 @@ class StoreLock:
         path, and another path to the same directory (a bind mount, a container volume)
         would find another lock file."""
         try:
-            self.directory.mkdir(exist_ok=True)
+            _make_directories(self.directory)
             fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
             raise StorageUnavailable(
@@ -531,9 +531,10 @@ class LogSeal:
         # Replaced whole, never half-written: a torn seal would read as no seal at all.
         temporary = self.path.with_name(self.NAME + ".tmp")
         try:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-            # As readable as the store's directory: a private store keeps a private seal.
-            mode = stat.S_IMODE(os.stat(self.directory).st_mode) & 0o666
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            # As readable as the store's directory (a private store keeps a private seal),
+            # and writable by its owner alone, whatever the directory allows.
+            mode = stat.S_IMODE(os.stat(self.directory).st_mode) & STORE_FILE_MODE
             with contextlib.suppress(FileNotFoundError):  # a leftover would keep its mode
                 temporary.unlink()
             with os.fdopen(os.open(temporary, flags, mode), "w", encoding="utf-8") as file:
@@ -1257,10 +1258,12 @@ class SurrealStore:
                     for chunk in shown:
                         name, at = chunk.rsplit("@", 1)
                         copied += _copy_chunk(source / name, partial / name, int(at))
-                for d in sorted({source, *(f.parent for f in files)}):  # as private as they were
-                    shutil.copymode(d, partial / d.relative_to(source))
+                # As private as they were, and writable by their owner alone (a store made
+                # under a permissive umask by an older govkernel may be world-writable).
+                for d in sorted({source, *(f.parent for f in files)}):
+                    _copy_mode(d, partial / d.relative_to(source), STORE_DIRECTORY_MODE)
                 for f in files:
-                    shutil.copymode(f, partial / f.relative_to(source))
+                    _copy_mode(f, partial / f.relative_to(source), STORE_FILE_MODE)
                     _fsync(partial / f.relative_to(source))
                 for d in {partial, *(partial / f.relative_to(source).parent for f in files)}:
                     _fsync_directory(d)
@@ -1952,8 +1955,30 @@ class SurrealUnitOfWork(StoreUnitOfWork[SurrealStore]):
 BACKUP_CHUNK = 16 * 1024 * 1024
 
 
+# At most these permissions for what govkernel makes of a store (the engine makes its own
+# directories 0750): whatever the umask, never writable by others, who could swap the log
+# and its seal together, or lock the owner out by rewriting the seal.
+STORE_DIRECTORY_MODE = 0o750
+STORE_FILE_MODE = 0o644
+
+
+def _make_directories(path: Path) -> None:
+    """`path` and any parent it lacks, each made at most STORE_DIRECTORY_MODE (the umask
+    narrows it further); directories that exist are left as they are."""
+    missing: list[Path] = []
+    while not path.is_dir() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=STORE_DIRECTORY_MODE, exist_ok=True)
+
+
+def _copy_mode(source: Path, target: Path, most: int) -> None:
+    os.chmod(target, stat.S_IMODE(source.stat().st_mode) & most)
+
+
 def _copy_chunk(source: Path, target: Path, at: int) -> int:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_directories(target.parent)
     with source.open("rb") as given, target.open("r+b" if at else "wb") as copy:
         given.seek(at)
         data = given.read(BACKUP_CHUNK)
