@@ -218,7 +218,10 @@ def _foreign_link(path: Path) -> Path | None:
     """A symbolic link on `path` that the kernel's fs.protected_symlinks would not follow
     (off on some systems): in a sticky directory others may write to (/tmp), owned neither
     by this user nor by the directory's owner."""
-    here = Path(os.path.abspath(path))
+    try:
+        here = Path(os.path.abspath(path))
+    except FileNotFoundError:  # relative to a working directory deleted: said below
+        return None
     for link in (here, *here.parents):
         try:
             if not link.is_symlink():
