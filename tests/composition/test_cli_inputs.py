@@ -26,7 +26,7 @@ from surrealdb import RecordID
 from adapters.faults import FaultInjector, FaultPlan
 from adapters.surrealdb import SurrealConfig, SurrealStore
 from composition import queries, render
-from composition.cli import run_cli
+from composition.cli import run_cli, streams
 from composition.cli.command import describe
 from composition.cli.outcome import failure_message
 from composition.cli.session import Failed
@@ -1238,3 +1238,22 @@ def test_a_suggested_command_gives_a_path_back_whole_when_pasted(value: str) -> 
             env={**os.environ, "LC_ALL": locale},
         )
         assert echoed.stdout == os.fsencode(value), locale
+
+
+def test_a_progress_bar_is_drawn_a_few_hundred_times_not_once_an_item(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`audit seal` over 18,740 executions drew its bar 18,741 times (h147)."""
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with streams.progress_bar(range(20_000), "sealing") as items:
+        assert sum(1 for _ in items) == 20_000
+    drawn = terminal.getvalue().count("sealing")
+    assert 50 < drawn <= streams.REDRAWS + 10, drawn
+    assert "20000/20000" in terminal.getvalue()
