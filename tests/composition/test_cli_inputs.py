@@ -336,6 +336,30 @@ def test_an_interrupted_audit_seal_says_the_same_command_seals_the_rest(
     assert err.rstrip().endswith("; nothing was sealed"), err
 
 
+def test_a_backup_stopped_once_whole_says_it_is_whole(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Stopped while the store closed, after the copy was whole, it said "nothing was
+    changed", and the same command then failed on the backup existing (h147)."""
+    from composition.container import App
+
+    store = ("--store", f"surrealkv://{tmp_path / 'store'}")
+    gk(capsys, *store, "run", "knowledge-publication", str(IMF))
+    closed = App.close
+
+    def stopped_while_closing(app: App) -> None:
+        closed(app)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(App, "close", stopped_while_closing)
+    _, err = gk(capsys, *store, "backup", str(tmp_path / "copy"), code=130)
+    assert f"the backup in {tmp_path / 'copy'} was whole before the stop" in err, err
+    assert "nothing was changed" not in err
+    monkeypatch.undo()
+    copy = ("--store", f"surrealkv://{tmp_path / 'copy'}")
+    assert json.loads(gk(capsys, *copy, "--json", "audit", "verify")[0])["ok"]
+
+
 @pytest.mark.parametrize(
     ("tier", "said"),
     [

@@ -36,6 +36,9 @@ def backup(ctx: click.Context, destination: Path) -> None:
             raise Failed(
                 f"cannot write the backup to {destination}: {exc.strerror or exc}", EXIT_USAGE
             ) from None
+        # A stop from here on (the store closing takes seconds) finds the copy whole: it
+        # said "nothing was changed", and the same command then failed on DEST existing.
+        s.again = f"the backup in {destination} was whole before the stop: nothing is left to do"
         if app.unclean_shutdown:
             s.warn(
                 f"note: the last process on this store (pid {app.unclean_shutdown}) died"

@@ -274,8 +274,8 @@ class _Sigterm:
 def _unfinished(session: Session, *, not_stored: bool = False) -> str:
     if session.store_lost is not None:  # nothing can be finished there, by recover or else
         return "the store is to be restored from a backup, or the work done again in a new one"
-    if session.read_only:
-        return "nothing was changed"
+    if session.read_only:  # (what it made outside the store, said as `again`)
+        return session.again or "nothing was changed"
     try:
         transient = session.transient()
     except ConfigurationError:
