@@ -3293,29 +3293,9 @@ def test_a_step_handing_back_its_work_undone_fails_saying_so(world: World, made:
     assert "so the step's work was not done" in str(done.last_error)
 
 
-@pytest.mark.parametrize("given", [None, 5, ["wfx-1"], b"wfx-1"], ids=repr)
-def test_an_execution_id_of_another_kind_is_said_to_be_one(world: World, given: Any) -> None:
-    orch = world.orch()
-    commands: list[Callable[[], object]] = [
-        lambda: orch.get(given),
-        lambda: orch.verify(given),
-        lambda: orch.run(given),
-        lambda: orch.acting_as("bob").approve(given, role="r"),
-        lambda: orch.reject(given, reason="no"),
-        lambda: orch.cancel(given),
-    ]
-    for command in commands:
-        with pytest.raises(InvalidInput, match="must be text") as refused:
-            command()
-        assert refused.value.field == "execution_id"
-
-
-def test_an_unknown_execution_id_is_echoed_cut_not_whole(world: World) -> None:
-    """A service returns or logs the refusal: a megabyte id (a pasted token, say) was echoed
-    whole by every command that looks an execution up."""
-    orch = world.orch()
-    given = "sk_live_SECRET" + "K" * 1_000_000
-    commands: list[Callable[[], object]] = [
+def _commands_on(orch: Orchestrator, given: Any) -> list[Callable[[], object]]:
+    """Every command that looks an execution up by the id it is given."""
+    return [
         lambda: orch.get(given),
         lambda: orch.trail(given),
         lambda: orch.verify(given),
@@ -3324,7 +3304,21 @@ def test_an_unknown_execution_id_is_echoed_cut_not_whole(world: World) -> None:
         lambda: orch.reject(given, reason="no"),
         lambda: orch.cancel(given),
     ]
-    for command in commands:
+
+
+@pytest.mark.parametrize("given", [None, 5, ["wfx-1"], b"wfx-1"], ids=repr)
+def test_an_execution_id_of_another_kind_is_said_to_be_one(world: World, given: Any) -> None:
+    for command in _commands_on(world.orch(), given):
+        with pytest.raises(InvalidInput, match="must be text") as refused:
+            command()
+        assert refused.value.field == "execution_id"
+
+
+def test_an_unknown_execution_id_is_echoed_cut_not_whole(world: World) -> None:
+    """A service returns or logs the refusal: a megabyte id (a pasted token, say) was echoed
+    whole by every command that looks an execution up."""
+    given = "sk_live_SECRET" + "K" * 1_000_000
+    for command in _commands_on(world.orch(), given):
         with pytest.raises(ExecutionNotFound, match="not found") as missing:
             command()
         assert len(str(missing.value)) < 200 and missing.value.execution_id == given
