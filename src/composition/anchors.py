@@ -215,23 +215,42 @@ def write(anchors: Anchors, path: Path) -> None:
 
 
 def _foreign_link(path: Path) -> Path | None:
-    """A symbolic link on `path` that the kernel's fs.protected_symlinks would not follow
-    (off on some systems): in a sticky directory others may write to (/tmp), owned neither
-    by this user nor by the directory's owner."""
+    """A symbolic link met resolving `path` (through `..` and links to links too) that the
+    kernel's fs.protected_symlinks would not follow (off on some systems): in a sticky
+    directory others may write to (/tmp), owned neither by this user nor by the
+    directory's owner."""
     try:
-        here = Path(os.path.abspath(path))
+        here = Path("/") if path.is_absolute() else Path(os.getcwd())
     except FileNotFoundError:  # relative to a working directory deleted: said below
         return None
-    for link in (here, *here.parents):
-        try:
-            if not link.is_symlink():
-                continue
-            owner, shared = link.lstat().st_uid, link.parent.stat()
-        except OSError:
+    todo = list(path.parts[1:] if path.is_absolute() else path.parts)
+    hops = 0
+    while todo:
+        part = todo.pop(0)
+        if part in ("", "."):
             continue
+        if part == "..":  # `here` holds no link: its parent is the real one
+            here = here.parent
+            continue
+        step = here / part
+        try:
+            info = os.lstat(step)
+            if not stat.S_ISLNK(info.st_mode):
+                here = step
+                continue
+            shared = os.stat(here)
+            target = Path(os.readlink(step))
+        except OSError:  # not there (yet), or not to be read: nothing more to follow
+            return None
         sticky = shared.st_mode & stat.S_ISVTX and shared.st_mode & stat.S_IWOTH
-        if sticky and owner not in (os.geteuid(), shared.st_uid):
-            return link
+        if sticky and info.st_uid not in (os.geteuid(), shared.st_uid):
+            return step
+        hops += 1
+        if hops > 40:  # a loop: said as one below
+            return None
+        if target.is_absolute():
+            here = Path("/")
+        todo = [*(target.parts[1:] if target.is_absolute() else target.parts), *todo]
     return None
 
 

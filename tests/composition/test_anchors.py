@@ -714,10 +714,20 @@ def test_a_link_another_user_planted_in_a_shared_directory_is_not_followed(
         planted = shared / f"gk-planted-{os.getpid()}.json"
         planted.symlink_to(victim)
         monkeypatch.setattr(os, "geteuid", lambda: os.getuid() + 1)
+    ways = [planted]
+    if os.geteuid() == 0:  # met on the way: through `..`, and through a link of one's own
+        through = shared / "d2"
+        through.symlink_to(victim.parent)
+        os.lchown(through, 65534, 65534)
+        mine = tmp_path / "mine.json"
+        mine.symlink_to(planted)
+        ways += [through / ".." / "precious.json", mine]
     try:
-        with pytest.raises(anchors.AnchorFileError, match="another user made in a shared"):
-            anchors.write(taken, planted)
+        for way in ways:
+            with pytest.raises(anchors.AnchorFileError, match="another user made in a shared"):
+                anchors.write(taken, way)
         assert not victim.exists() and planted.is_symlink()
+        assert not (tmp_path / "precious.json").exists()
         monkeypatch.undo()
         if os.geteuid() == 0:
             os.lchown(planted, 0, 0)  # this user's own link: followed
