@@ -120,12 +120,11 @@ def redact_url(url: str) -> str:
     prefix = f"{scheme}:" if scheme else ""
     if not rest:
         return url
-    if rest.startswith("//") and "%40" in parts.netloc.lower():
-        # A percent-encoded `@`: the "host" holds the credentials typed before it.
-        return f"{scheme}://***"
-    if rest.startswith("//") and "@" in rest[2:] and "@" not in parts.netloc:
-        # An `@` past where the host seems to end: a password holding /, ? or #, or a path
-        # holding an `@`. Which part is the host cannot be told: none of it is shown.
+    if rest.startswith("//") and _an_at(rest[2:]) and "@" not in parts.netloc:
+        # An `@` past where the host seems to end (a password holding /, ? or #, or a path
+        # holding an `@`), or one percent-encoded, once or twice (the credentials typed
+        # before it then parse as the host): which part is the host cannot be told, and
+        # none of it is shown.
         return f"{scheme}://***"
     if not rest.startswith("//") or not parts.hostname:
         return f"{prefix}***"
@@ -141,7 +140,9 @@ def redact_url(url: str) -> str:
 
 
 def _an_at(text: str) -> bool:
-    return "@" in text or "%40" in text.lower()
+    # `@`, percent-encoded (`%40`) or encoded twice (`%2540`): no server URL holds one.
+    lowered = text.lower()
+    return "@" in text or "%40" in lowered or "%25" in lowered
 
 
 def _secret_repr(value: object) -> str:

@@ -295,6 +295,10 @@ def test_credentials_in_the_store_url_are_refused_without_echo(tmp_path: Path) -
         f"ws://admin:p#{SECRET}@db:1",
         f"wss://admin%3A{SECRET}%40db.invalid:8000",  # the `@` percent-encoded (h148)
         f"ws://admin%3a{SECRET}%40db",
+        f"ws://root%3A{SECRET}%2540127.0.0.1:8000",  # encoded twice (h149)
+        f"ws://root%3A{SECRET}%25%34%30127.0.0.1:8000",
+        f"ws://root:pa/{SECRET}%40127.0.0.1:8000",  # a password holding a /
+        f"ws://127.0.0.1:8000/rpc%40{SECRET}",  # in the path
     ],
 )
 def test_a_mistyped_url_with_credentials_is_refused_without_echo(

@@ -125,12 +125,12 @@ class SurrealConfig:
         if self.scheme in ("surrealkv", "file") and rest != rest.strip():
             # A space more made a second store beside the first.
             raise ValueError(f"the {self.scheme}:// path begins or ends with white space")
-        if self.scheme in REMOTE and ("@" in self.url or "%40" in self.url.lower()):
+        if self.scheme in REMOTE and any(at in self.url.lower() for at in ("@", "%40", "%25")):
             # The settings refuse it too; here the URL is kept, and shown in the config's
             # repr: a password in it would be shown with it. (Not repeated either.)
             raise ValueError(
-                "a server's URL takes no credentials (`user:password@`, `@` as `%40` too):"
-                " give them as username and password"
+                "a server's URL takes no credentials (`user:password@`, the `@` as `%40` or"
+                " `%2540` too): give them as username and password"
             )
         if self.scheme in REMOTE and ("?" in self.url or "#" in self.url):
             # The SDK would drop them, or dial them as part of the path: a credential
