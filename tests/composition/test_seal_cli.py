@@ -204,4 +204,13 @@ def test_audit_seal_covers_this_tenant_unless_asked_for_every_tenant(fresh: Cli)
     assert outcomes == {ours: "already", theirs: "refused"}
     fresh("audit", "seal", ours, "--all-tenants", env=KEYED, code=2)
     assert "not both" in fresh.stderr
+    # Nor one of theirs that cannot be read, asked for by id (h149).
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        store.select_rows(
+            "DEFINE FIELD OVERWRITE state ON TABLE execution TYPE any;"
+            " UPDATE $r SET state = 'bogus_state' RETURN NONE;",
+            {"r": RecordID("execution", theirs)},
+        )
+    fresh("audit", "seal", theirs, env=KEYED, code=2)
+    assert fresh.stderr == f"error: no execution '{theirs}' in tenant 'default'\n"
     no_key_shown(fresh)

@@ -24,7 +24,7 @@ from ports.errors import (
     CorruptRecord,
     ExecutionNotFound,
 )
-from ports.unit_of_work import UnitOfWorkFactory
+from ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 ATTEMPTS = 5
 
@@ -69,6 +69,9 @@ def seal(
                     raise ExecutionNotFound(execution_id)
                 entries = uow.audit.for_execution(execution_id)
             except CorruptRecord as exc:
+                # Another tenant's, damaged, reads as missing, as any other of theirs.
+                if tenant is not None and _of_another(uow, execution_id, tenant):
+                    raise ExecutionNotFound(execution_id) from None
                 return SealOutcome(execution_id, Sealing.REFUSED, str(exc))
             report = execution.verify_trail(entries)  # the chain alone, seal aside
             if not report.ok:
@@ -132,3 +135,10 @@ def _not_moved(
         )
     moved = previous.problem(sealed, *head)
     return None if moved is None else f"{moved} (under the previous key)"
+
+
+def _of_another(uow: UnitOfWork, execution_id: str, tenant: str) -> bool:
+    try:
+        return uow.executions.tenant_of(execution_id) != tenant
+    except CorruptRecord:  # whose it is cannot be told either: refused as damaged
+        return False
