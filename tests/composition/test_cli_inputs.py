@@ -1276,8 +1276,11 @@ def test_a_progress_bar_is_drawn_a_few_hundred_times_not_once_an_item(
     terminal = Terminal()
     monkeypatch.setenv("TERM", "xterm")
     monkeypatch.setattr(sys, "stderr", terminal)
-    with streams.progress_bar(range(20_000), "sealing") as items:
-        assert sum(1 for _ in items) == 20_000
-    drawn = terminal.getvalue().count("sealing")
-    assert 50 < drawn <= streams.REDRAWS + 10, drawn
-    assert "20000/20000" in terminal.getvalue()
+    for count in (399, 20_000):
+        terminal.seek(0)
+        terminal.truncate()
+        with streams.progress_bar(range(count), "sealing") as items:
+            assert sum(1 for _ in items) == count
+        drawn = terminal.getvalue().count("sealing")
+        assert 50 < drawn <= streams.REDRAWS + 10, (count, drawn)
+        assert f"{count}/{count}" in terminal.getvalue()

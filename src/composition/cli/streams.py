@@ -192,7 +192,7 @@ def progress_bar(items: Sequence[T], label: str, at_least: int = 20) -> Iterator
     stream = cast(TextIO, _Extra(sys.stderr))  # (click asks for a TextIO; it uses a text stream)
     # Drawn about REDRAWS times, not once an item: 20k executions sealed drew it 20k times,
     # 1.4 MB of terminal output (over ssh, say).
-    every = max(1, len(items) // REDRAWS)
+    every = max(1, -(-len(items) // REDRAWS))  # rounded up: 399 items drew it 400 times
     with click.progressbar(
         items, label=label, file=stream, show_pos=True, update_min_steps=every
     ) as bar:
