@@ -295,3 +295,17 @@ def test_under_a_permissive_umask_nothing_of_a_store_is_writable_by_others(
         assert writable_by_others(tmp_path / "older-copy") == []
     finally:
         os.umask(old)
+
+
+def test_a_seal_that_cannot_be_written_names_the_file_in_the_way(tmp_path: Path) -> None:
+    """A directory left where the seal's temporary goes turned the seal off with a note
+    naming the seal itself, a regular file, not what to remove (h149)."""
+    path = tmp_path / "store"
+    with _open(path) as store:
+        _commit_one(store)
+    (path / f"{LogSeal.NAME}.tmp").mkdir()
+    store = _open(path)
+    _commit_one(store)
+    store.close()
+    assert store.seal_unwritten is not None
+    assert store.seal_unwritten.startswith(f"{LogSeal.NAME}.tmp: "), store.seal_unwritten

@@ -543,7 +543,12 @@ class LogSeal:
                 os.fsync(file.fileno())
             os.replace(temporary, self.path)
         except OSError as exc:  # the store works on; the next open checks against less
-            self.unwritten = self.unwritten or str(exc.strerror or exc)
+            # The file in the way named when it is not the seal (its temporary, left a
+            # directory, say): that is what to remove.
+            why = str(exc.strerror or exc)
+            if exc.filename is not None and Path(exc.filename).name != self.NAME:
+                why = f"{Path(exc.filename).name}: {why}"
+            self.unwritten = self.unwritten or why
 
 
 def _enclosing_store(path: Path) -> Path | None:
