@@ -1284,3 +1284,17 @@ def test_a_progress_bar_is_drawn_a_few_hundred_times_not_once_an_item(
         drawn = terminal.getvalue().count("sealing")
         assert 50 < drawn <= streams.REDRAWS + 10, (count, drawn)
         assert f"{count}/{count}" in terminal.getvalue()
+
+
+def test_a_store_every_user_may_write_to_is_said_to_be_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Made so by an older govkernel under umask 000 (or by hand), it was used without a
+    word (h149)."""
+    store = ("--store", f"surrealkv://{tmp_path / 'store'}")
+    gk(capsys, *store, "run", "knowledge-publication", str(IMF))
+    _, err = gk(capsys, *store, "executions", "list")
+    assert "writable by every user" not in err
+    (tmp_path / "store").chmod(0o777)
+    _, err = gk(capsys, *store, "executions", "list")
+    assert f"note: the store's directory {tmp_path / 'store'} is writable by every user" in err

@@ -816,6 +816,9 @@ class SurrealStore:
         self.upgraded_from: int | None = None
         # Set as it closes: why the log's seal could not be kept up, if it could not.
         self.seal_unwritten: str | None = None
+        # The store's directory, when every user may write to it (made so by an older
+        # govkernel under a permissive umask, or by hand): they could swap its log and seal.
+        self.exposed: Path | None = None
         self._log_lost: str | None = None  # kept from the seal as it closes
         self._lock = threading.Lock()
         self._pid = os.getpid()  # a forked child may not use it (see _not_forked)
@@ -887,6 +890,9 @@ class SurrealStore:
             url = f"{cfg.scheme}://{path}"
             self._file_lock = StoreLock(path)
             self._file_lock.acquire()
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_mode & stat.S_IWOTH:
+                    self.exposed = path
             try:
                 self._seal = LogSeal(path, on_removed=self._file_lock.mark_removed)
             except StorageUnavailable:

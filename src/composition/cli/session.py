@@ -146,6 +146,14 @@ class Session:
                         f" {aside}"
                     )
                 )
+            exposed = getattr(app.store, "exposed", None)
+            if exposed is not None:
+                self.warn(
+                    render.safe(
+                        f"note: the store's directory {exposed} is writable by every user,"
+                        " who could replace its log and seal together: `chmod o-w` it"
+                    )
+                )
             upgraded = getattr(app.store, "upgraded_from", None)
             if isinstance(upgraded, int):  # a read too: older govkernels now refuse it
                 self.warn(
