@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 
 from attrs import field, frozen
 
-from adapters.surrealdb.address import dialable
+from adapters.surrealdb.address import dialable, names_credentials
 from composition import files
 from domain.model.environment import Environment
 from domain.model.errors import InvalidInput, both_ends, reduced
@@ -120,7 +120,7 @@ def redact_url(url: str) -> str:
     prefix = f"{scheme}:" if scheme else ""
     if not rest:
         return url
-    if rest.startswith("//") and _an_at(rest[2:]) and "@" not in parts.netloc:
+    if rest.startswith("//") and names_credentials(rest[2:]) and "@" not in parts.netloc:
         # An `@` past where the host seems to end (a password holding /, ? or #, or a path
         # holding an `@`), or one percent-encoded, once or twice (the credentials typed
         # before it then parse as the host): which part is the host cannot be told, and
@@ -137,12 +137,6 @@ def redact_url(url: str) -> str:
     path = parts.path.split(";", 1)[0] + (";***" if ";" in parts.path else "")
     query = "?***" if parts.query else ""
     return f"{prefix}//{userinfo}{host}{port}{path}{query}"
-
-
-def _an_at(text: str) -> bool:
-    # `@`, percent-encoded (`%40`) or encoded twice (`%2540`): no server URL holds one.
-    lowered = text.lower()
-    return "@" in text or "%40" in lowered or "%25" in lowered
 
 
 def _secret_repr(value: object) -> str:
@@ -563,7 +557,7 @@ def _store_url(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
         return bad(f"unknown store scheme {scheme + '://'!r} in {shown}", allowed)
     # A server's URL holds no `@` anywhere: one after a `/` is a password that held one,
     # and `%40` is one percent-encoded (`user%3Apassword%40host` would be taken for a host).
-    if "@" in parts.netloc or (scheme in REMOTE_SCHEMES and _an_at(rest)):
+    if "@" in parts.netloc or (scheme in REMOTE_SCHEMES and names_credentials(rest)):
         return bad(
             f"{shown} embeds credentials; set them with GOVKERNEL_SURREAL_USERNAME and"
             " GOVKERNEL_SURREAL_PASSWORD (or [surrealdb] in the config file) instead"

@@ -21,6 +21,13 @@ def dialable(host: str) -> bool:
         return False
 
 
+def names_credentials(url: str) -> bool:
+    """Whether a server's URL holds an `@`, as is or percent-encoded once or twice (`%40`,
+    `%2540`): no server URL holds one, so the credentials typed before it are in it."""
+    lowered = url.lower()
+    return "@" in url or "%40" in lowered or "%25" in lowered
+
+
 def server_of(url: str) -> str:
     """`host:port` as dialled, for messages: an IPv6 address in brackets, the scheme's own
     port when none is given, and never the URL's userinfo."""

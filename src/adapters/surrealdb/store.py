@@ -30,7 +30,7 @@ from attrs import field, frozen
 from surrealdb import RecordID, Surreal
 
 from adapters.surrealdb import compiler, schema
-from adapters.surrealdb.address import dialable, server_of
+from adapters.surrealdb.address import dialable, names_credentials, server_of
 from adapters.surrealdb.wire import Wire, bound_waits
 from domain.model.errors import InvalidInput
 from domain.model.seal import AuditKey, key_or_none
@@ -125,7 +125,7 @@ class SurrealConfig:
         if self.scheme in ("surrealkv", "file") and rest != rest.strip():
             # A space more made a second store beside the first.
             raise ValueError(f"the {self.scheme}:// path begins or ends with white space")
-        if self.scheme in REMOTE and any(at in self.url.lower() for at in ("@", "%40", "%25")):
+        if self.scheme in REMOTE and names_credentials(self.url):
             # The settings refuse it too; here the URL is kept, and shown in the config's
             # repr: a password in it would be shown with it. (Not repeated either.)
             raise ValueError(

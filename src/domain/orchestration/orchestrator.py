@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from attrs import evolve, frozen
@@ -1585,15 +1586,11 @@ def _one_each(field: str, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     # Keys become strings: 1 and "1" in one mapping would silently become one key. They are
     # stored sorted, and read back so: sorted here too, so that a step sees its input (and
     # earlier outputs) in one order, whether it runs within `start` or after a read.
-    found = dict(sorted(pairs, key=_key_of))
+    found = dict(sorted(pairs, key=itemgetter(0)))
     if len(found) != len(pairs):
         twice = next(k for n, (k, _) in enumerate(pairs) if k in dict(pairs[:n]))
         raise InvalidInput(field, f"has two keys that both read back as {shown(twice)}")
     return found
-
-
-def _key_of(pair: tuple[str, Any]) -> str:
-    return pair[0]
 
 
 def _depth(value: Any) -> int:
