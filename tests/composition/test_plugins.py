@@ -1084,11 +1084,14 @@ def test_no_command_describes_an_execution_by_steps_it_did_not_start_with(
     assert gk.json("executions", "show", waiting["execution_id"], env=before)["step"] == "ask"
     xid = waiting["execution_id"]
     shown = gk.json("executions", "show", xid, env=after)
-    # Not "pay", the changed definition's first step; null, not the text form's "?"
-    # (found by a JSON consumer's pass). It awaits approval, and says why, as `run` does.
-    assert shown["step"] is None and shown["why"] == waiting["why"] != ""
+    # Not "pay", the changed definition's first step: the steps it started with, read from
+    # its trail, as the text form and its note give them. It awaits approval, and says why,
+    # as `run` does.
+    assert (shown["step"], shown["steps"]) == ("ask", 2) and shown["why"] == waiting["why"] != ""
     note = f"note: 1 execution ({xid} first) started with other steps than gated version 1"
-    assert note in gk.stderr
+    assert f"{note} as registered here has: shown by the steps they started with" in gk.stderr
+    text = gk("executions", "show", xid, env=after).stdout
+    assert re.search(r"^step +0/2 ask$", text, re.M), text
     listed_before = gk.json("executions", "list", env=before)[0]
     assert (listed_before["step"], listed_before["steps"]) == ("ask", 2)  # the text's "0/2"
     assert "note:" not in gk.stderr
@@ -1121,8 +1124,9 @@ def test_an_old_versions_executions_are_finished_beside_the_new_one(
     key = ("run", "workflow", "gated", "--idempotency-key", waiting["idempotency_key"])
     assert gk.json(*key, env=retired_only)["reused"] is True
     assert gk.json("run", "workflow", "gated", "--input", "{}", env=v2)["workflow_version"] == "2"
-    # Shown beside version 2, it is not described by version 2's steps.
-    assert gk.json("executions", "show", waiting["execution_id"], env=v2)["step"] is None
+    # Shown beside version 2, it is described by its own steps, not version 2's.
+    shown = gk.json("executions", "show", waiting["execution_id"], env=v2)
+    assert (shown["step"], shown["steps"]) == ("ask", 2)
     listed = gk("executions", "list", env=v2).stdout  # which version each one runs, and where
     assert "gated v1" in listed and "0/? ?" in listed and "gated v2" in listed
     both = v2 | {"GOVKERNEL_RETIRED_WORKFLOWS": "gated_v1:gated"}

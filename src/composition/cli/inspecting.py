@@ -196,10 +196,28 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
         except CorruptRecord:  # an entry that does not read: the verification names it
             trail = []
         report = verified(app, execution_id)
-        definition = describing(s, app, [x], {x.id: started_steps(trail)})(x)
+        pinned = started_step_names(trail)
+        definition = describing(
+            s, app, [x], {x.id: started_steps(trail)}, as_pinned=bool(pinned and pinned[0])
+        )(x)
         after_a_crash(s, app, [x])
+        # Steps in the order they run (as pinned when it started), its compensation last.
+        names, compensation = pinned or (
+            (
+                list(definition.step_names()),
+                definition.compensation and definition.compensation.name,
+            )
+            if definition
+            else ([], None)
+        )
+        step, steps = render.step_name(x, definition), render.progress(x, definition)
+        if definition is None and names:  # not registered here, or changed: as pinned
+            step = names[x.current_step] if x.current_step < len(names) else "done"
+            steps = f"{x.current_step}/{len(names)}"
         if s.json:
             record = render.execution_json(x, definition, detail=True)
+            if definition is None and names:
+                record["step"], record["steps"] = step, len(names)
             if x.state is S.AWAITING_APPROVAL:  # as `run` and `approve` give it
                 record["why"] = as_waiting(trail)
             record["audit"] = [render.audit_json(e) for e in trail]
@@ -212,24 +230,10 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
                 )
             return
         m = x.metadata
-        # Steps in the order they run (as pinned when it started), its compensation last.
-        names, compensation = started_step_names(trail) or (
-            (
-                list(definition.step_names()),
-                definition.compensation and definition.compensation.name,
-            )
-            if definition
-            else ([], None)
-        )
         order = [*names, compensation]
 
         def in_order(by_step: Mapping[str, object]) -> list[str]:
             return sorted(by_step, key=lambda n: order.index(n) if n in order else len(order))
-
-        step = f"{render.progress(x, definition)} {render.step_name(x, definition)}"
-        if definition is None and names:  # not registered here: its steps as pinned
-            at = names[x.current_step] if x.current_step < len(names) else "done"
-            step = f"{x.current_step}/{len(names)} {at}"
 
         rows: list[tuple[str, object]] = [
             ("execution", x.id),
@@ -240,7 +244,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
                 f"{m.risk_tier.value} (consistency {m.consistency_class.value},"
                 f" rollback {m.rollback_strategy.value})",
             ),
-            ("step", step),
+            ("step", f"{steps} {step}"),
             ("tenant", x.tenant),
             *([] if x.environment is None else [("environment", x.environment.value)]),
             (

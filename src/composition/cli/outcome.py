@@ -37,10 +37,12 @@ def describing(
     shapes: Mapping[str, Any] | None = None,
     *,
     unregistered_note: bool = True,
+    as_pinned: bool = False,
 ) -> Callable[[WorkflowExecution], WorkflowDefinition | None]:
     """The definition each of `found` is described by (its step count, its step's name):
     the one that started it, unless that version's steps changed since, which a note on
-    stderr then says. `shapes`: the steps each started with, if already read."""
+    stderr then says. `shapes`: the steps each started with, if already read; `as_pinned`:
+    the caller shows those steps (read from the trail) where there is no definition."""
     if shapes is None:  # (only those with a definition to compare them with)
         compared = [x.id for x in found if definition_of(app, x) is not None]
         shapes = queries.started_shapes(app.uow_factory, compared) if compared else {}
@@ -49,13 +51,15 @@ def describing(
         for x in found
         if (d := definition_of(app, x)) is not None and shapes.get(x.id) not in (None, d.shape())
     }
+    pinned = "shown by the steps they started with"
     if changed:
         first = next(x for x in found if x.id in changed)
         s.warn(
             render.safe(
                 f"note: {len(changed)} execution{'s' * (len(changed) != 1)} ({first.id} first)"
                 f" started with other steps than {first.workflow_name} version"
-                f" {first.workflow_version} as registered here has: shown without their step;"
+                f" {first.workflow_version} as registered here has:"
+                f" {pinned if as_pinned else 'shown without their step'};"
                 " commands refuse to drive them until that version's own steps are registered"
             )
         )
@@ -66,8 +70,9 @@ def describing(
             render.safe(
                 f"note: {len(unknown)} execution{'s' * (len(unknown) != 1)} ({first.id} first)"
                 f" run{'s' * (len(unknown) == 1)} a workflow not registered here"
-                f" ({first.workflow_name} version {first.workflow_version} first): shown"
-                " without their steps; name the module that has it in GOVKERNEL_WORKFLOWS"
+                f" ({first.workflow_name} version {first.workflow_version} first):"
+                f" {pinned if as_pinned else 'shown without their steps'};"
+                " name the module that has it in GOVKERNEL_WORKFLOWS"
                 " (an earlier version in GOVKERNEL_RETIRED_WORKFLOWS)"
             )
         )
