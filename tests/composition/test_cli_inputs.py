@@ -174,6 +174,22 @@ def test_an_empty_value_is_refused_not_replaced_by_the_default(
     assert out == ""  # nothing ran
 
 
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (("--role", "a b"), "--role"),
+        (("--role", "reviewer", "--approver", "bob\n"), "--approver"),
+    ],
+)
+def test_a_role_or_approver_no_approval_could_name_is_refused_whatever_the_execution(
+    capsys: pytest.CaptureFixture[str], args: tuple[str, ...], option: str
+) -> None:
+    # Said as a usage error, not "no execution" first (on a store that has none).
+    _, err = gk(capsys, *MEMORY, "approve", "wfx-none", *args, code=2)
+    assert f"Invalid value for '{option}': must be 1-128 ASCII letters" in err
+    assert "no execution" not in err
+
+
 def test_an_empty_store_is_refused_rather_than_the_default_store(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

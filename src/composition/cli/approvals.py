@@ -7,7 +7,7 @@ from collections.abc import Callable
 import click
 
 from composition import queries
-from composition.cli.options import an_id, json_option, not_blank
+from composition.cli.options import a_name, an_id, json_option, not_blank
 from composition.cli.outcome import conclude, finish
 from composition.cli.session import EXIT_FAILED, EXITS, Failed, S, session_of
 from composition.container import App
@@ -21,13 +21,13 @@ from domain.model.validation import same_person
 @click.option(
     "--role",
     required=True,
-    callback=not_blank,
+    callback=a_name,
     help="The role you approve in (e.g. reviewer).",
 )
 @click.option(
     "--approver",
     metavar="NAME",
-    callback=not_blank,
+    callback=a_name,
     help="Who approves [default: the acting identity, GOVKERNEL_ACTOR]. The policy refuses"
     " self-approval: the actor who started the execution can neither approve it nor record"
     " anyone's approval of it.",

@@ -20,7 +20,7 @@ from composition.settings import (
     working_directory,
 )
 from domain.model.errors import InvalidInput
-from domain.model.validation import IDENTIFIER, IDENTIFIER_RULE
+from domain.model.validation import IDENTIFIER, IDENTIFIER_RULE, actor_name
 from domain.orchestration.orchestrator import (
     idempotency_key_of,
 )
@@ -135,6 +135,18 @@ def an_id(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
             param=param,
         )
     return not_blank(ctx, param, value)
+
+
+def a_name(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A role or person as approvals name them, checked before the store is opened: an
+    invalid one is wrong whatever the execution."""
+    value = not_blank(ctx, param, value)
+    if value is None:
+        return None
+    try:
+        return actor_name(param.name or "name", value)
+    except InvalidInput as exc:
+        raise click.BadParameter(exc.problem, ctx=ctx, param=param) from None
 
 
 def an_idempotency_key(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
