@@ -304,7 +304,10 @@ _IN_CODE = "Overrides(%s=...)"
 def _in_code(
     key: str, given: Callable[[KnowledgeService], object], service: KnowledgeService
 ) -> list[WorkflowDefinition]:
-    value = _called(given, service)
+    try:
+        value = _called(given, service)
+    except _Unusable as exc:
+        raise ConfigurationError([Problem(key, _IN_CODE % key, str(exc))]) from None
     try:
         if callable(value):
             raise _Unusable(f"is a {type(value).__name__}: return the workflows themselves")
@@ -321,6 +324,8 @@ def _definitions(value: object, service: KnowledgeService) -> list[WorkflowDefin
             )
         try:
             value = _called(value, service)
+        except _Unusable:
+            raise
         except (Exception, SystemExit) as exc:
             raise _Unusable(f"calling it raised {_said(exc)}") from exc
     if isinstance(value, WorkflowDefinition):
@@ -347,15 +352,21 @@ def _definitions(value: object, service: KnowledgeService) -> list[WorkflowDefin
 
 def _called(function: Callable[..., object], service: KnowledgeService) -> object:
     """What `function` returns, given the service if it takes an argument."""
-    return function(service) if _takes_an_argument(function) else function()
-
-
-def _takes_an_argument(function: Callable[..., object]) -> bool:
     try:
-        parameters = inspect.signature(function).parameters.values()
+        signature = inspect.signature(function)
     except (TypeError, ValueError):  # no signature to read (some callables): as documented
-        return True
-    return any(p.kind not in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in parameters)
+        return function(service)
+    for args in ((service,), ()):
+        try:
+            signature.bind(*args)
+        except TypeError:
+            continue
+        return function(*args)
+    # Said as such: calling it anyway would blame its own code for a TypeError of the call.
+    raise _Unusable(
+        f"takes {one_line(str(signature))[:200]}: give a function of no argument, or of one"
+        " (the knowledge service)"
+    )
 
 
 def _said(exc: BaseException) -> str:

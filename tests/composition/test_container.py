@@ -421,8 +421,12 @@ def test_a_service_may_give_its_workflows_as_a_list_a_mapping_or_one(given: Any)
         (lambda service: [], "gives no workflows"),
         (lambda service: _echo, "return the workflows themselves"),
         ([_echo()], "is a list: give a function of the knowledge service"),
+        (
+            lambda service, registry: [_echo()],
+            r"\): takes \(service, registry\): give a function of no argument, or of one",
+        ),
     ],
-    ids=["raises", "not a workflow", "twice", "none", "a function", "not called"],
+    ids=["raises", "not a workflow", "twice", "none", "a function", "not called", "two arguments"],
 )
 def test_workflows_given_in_code_that_cannot_be_used_make_no_store(
     tmp_path: Path, given: Any, said: str

@@ -83,6 +83,12 @@ def raises(service):
 def exits():
     raise SystemExit(0)
 
+def two_arguments(service, registry):
+    return []
+
+def typeerror_of_its_own(service):
+    return len(5)
+
 empty_list = []
 empty_mapping = {}
 
@@ -301,6 +307,12 @@ def test_a_workflow_of_a_built_in_name_replaces_it(project: Path) -> None:
         ("same_version_other_steps", "version '1' is built in: give yours another name"),
         ("print", "is a builtin_function_or_method, not a function of yours"),
         ("exits", "calling it raised SystemExit: 0"),
+        # A reference that cannot be called so is said as such, not as its own TypeError.
+        (
+            "two_arguments",
+            "takes (service, registry): give a function of no argument, or of one (the knowledge",
+        ),
+        ("typeerror_of_its_own", "calling it raised TypeError: object of type 'int' has no len"),
         ("empty_list", "gives no workflows"),
         ("empty_mapping", "gives no workflows"),
         ("gives_nothing", "gives no workflows"),
