@@ -986,7 +986,7 @@ def test_an_input_file_that_fails_as_it_is_read_is_a_usage_error(fresh: Cli) -> 
     # Opened, then refused with EIO at its first read: was an internal error.
     run = ("run", "workflow", "knowledge_publication", "--input-file", "/proc/self/mem")
     refused = fresh(*run, code=2).stderr
-    assert "Invalid value for --input-file: cannot be read: Input/output error" in refused
+    assert "Invalid value for '--input-file': cannot be read: Input/output error" in refused
     assert "nothing has run there yet" in fresh("executions", "list", code=2).stderr
 
 

@@ -622,10 +622,11 @@ def test_a_workflow_that_fails_to_build_leaves_no_store_behind(project: Path, ke
     ("args", "said"),
     [
         (("--input", '{"amount": NaN}'), "NaN is not JSON"),
-        (("--input", '{"amount": 1e999}'), "1e999 is too large for a JSON number"),
+        # The option quoted as click quotes it in its own messages.
+        (("--input", '{"amount": 1e999}'), "for '--input': 1e999 is too large for a JSON number"),
         (("--input", '{"amount": 1e-400}'), "1e-400 is too small for a JSON number"),
         (("--input", '{"amount": ' + "9" * 5000 + "}"), "5,000 digits is too long"),
-        (("--input", '{"a": "caf\udce9"}'), "is not UTF-8 text"),
+        (("--input", '{"a": "caf\udce9"}'), "for '--input': is not UTF-8 text"),
         (("--input", '{"a": 1, "a": 2}'), "key 'a' is given twice"),
         (("--input", "[1]"), "must be a JSON object, got an array"),
         (("--input", "null"), "must be a JSON object, got null"),  # JSON's words, not Python's

@@ -251,28 +251,28 @@ def run_workflow(
         raise click.BadParameter(
             f"{what} a device (such as /dev/null): give a file, a pipe, or standard input"
             " redirected from a file",
-            param_hint="--input-file",
+            param_hint="'--input-file'",
         )
     if input_file is not None and _regular_size(input_file) > MAX_INPUT_CHARS:
         # A file is sized before it is read (a stream is read up to the bound).
         raise click.BadParameter(
-            f"is over {MAX_INPUT_CHARS:,} bytes (256 MiB)", param_hint="--input-file"
+            f"is over {MAX_INPUT_CHARS:,} bytes (256 MiB)", param_hint="'--input-file'"
         )
     try:
         given = input_file.read(MAX_INPUT_CHARS + 1) if input_file is not None else input_text
     except UnicodeDecodeError:
-        raise click.BadParameter("is not UTF-8 text", param_hint="--input-file") from None
+        raise click.BadParameter("is not UTF-8 text", param_hint="'--input-file'") from None
     except OSError as exc:  # opened, then refused while read (EIO, EISDIR on some systems)
         raise click.BadParameter(
-            f"cannot be read: {exc.strerror or exc}", param_hint="--input-file"
+            f"cannot be read: {exc.strerror or exc}", param_hint="'--input-file'"
         ) from None
     if given is not None and not _utf8(given):  # bytes in the argument that are no UTF-8
-        raise click.BadParameter("is not UTF-8 text", param_hint="--input")
+        raise click.BadParameter("is not UTF-8 text", param_hint="'--input'")
     if given is not None and len(given) > MAX_INPUT_CHARS:
         raise click.BadParameter(
-            f"is over {MAX_INPUT_CHARS:,} characters", param_hint="--input-file/--input"
+            f"is over {MAX_INPUT_CHARS:,} characters", param_hint="'--input-file' / '--input'"
         )
-    where = "--input-file" if input_file is not None else "--input"
+    where = "'--input-file'" if input_file is not None else "'--input'"  # as click quotes
     if given is not None and given.startswith("\ufeff"):  # a byte-order mark, as editors save
         given = given[1:]
     if given is not None and not given.strip():
