@@ -1022,6 +1022,27 @@ def test_ctrl_c_in_a_step_says_which_step_it_stopped(
     assert "was left running: `govkernel recover` finishes it" in err
 
 
+def test_ctrl_c_in_a_first_step_names_no_execution_id_and_says_how_to_start_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The first step commits with the start: stopped in it, the execution's id is no
+    stored execution's (a re-test looked it up, and found none)."""
+    from domain.services.knowledge import KnowledgeService
+
+    monkeypatch.setattr(KnowledgeService, "ingest", _interrupted)
+    store = ("--store", f"surrealkv://{tmp_path / 'store'}")
+    run = ("run", "knowledge-publication", str(IMF), "--idempotency-key", "k1")
+    out, err = gk(capsys, *store, "--json", *run, code=130)
+    assert "error: interrupted while step ingest ran, the first step of an execution not" in err
+    assert "wfx-" not in err and "recover" not in err
+    assert "the same command with --idempotency-key k1 starts it, never twice" in err
+    record = json.loads(out)
+    assert record["execution_id"] is None and record["idempotency_key"] == "k1"
+    monkeypatch.undo()
+    assert json.loads(gk(capsys, *store, "--json", "executions", "list")[0]) == []
+    assert json.loads(gk(capsys, *store, "--json", *run)[0])["state"] == "succeeded"
+
+
 def test_a_signal_after_the_command_finished_leaves_its_exit_status() -> None:
     """Found by a re-test: 21 of 80 runs signalled as they ended died by the signal, their
     exit status lost, though the work was done and the store closed."""

@@ -50,6 +50,7 @@ from domain.model.errors import (
     both_ends,
 )
 from domain.model.errors import PolicyDenied as _PolicyDenied
+from domain.orchestration.orchestrator import UNSTORED
 from ports.errors import PortError, RecordNotFound, StorageUnavailable
 
 
@@ -88,8 +89,9 @@ def _run(session: Session, args: list[str]) -> int:
         # click turns Ctrl-C into an Abort raised from it: the notes are the interrupt's.
         noted = stop.__cause__ if isinstance(stop, click.Abort) and stop.__cause__ else stop
         stopped = terminated.said if terminated.happened else "interrupted"
-        unfinished = _unfinished(session)
-        say_error(render.safe(f"{stopped}{_notes(noted)}; {unfinished}"))
+        where = _notes(noted)
+        unfinished = _unfinished(session, not_stored=UNSTORED in where)
+        say_error(render.safe(f"{stopped}{where}; {unfinished}"))
         if session.json and not session.emitted and session.starts:
             # A run stopped before its record was printed (a CI job's timeout): which
             # execution to follow up, for a script, not only in words on stderr.
@@ -196,7 +198,7 @@ def _stopped_by(stop: BaseException, session: Session) -> str:
     else:
         what, does = type(stop).__name__, f"raises {type(stop).__name__}"
     unfinished, advice = _unfinished(session), ""
-    if "was not stored" in where:
+    if UNSTORED in where:
         unfinished = "nothing of it was stored"
         advice = f" (a step that {does} stops every run of it: fix the step)"
     elif "while step " in where:

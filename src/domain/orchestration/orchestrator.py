@@ -404,12 +404,9 @@ class Orchestrator:
             # Not stored yet: a denial must not be recorded for a start that may never land.
             context = self._context(execution, step.name, record_denials=False)
             try:
-                output = _output(step, _lent(step, uow, context))
+                output = _output(step, _lent(step, uow, context, stored=False))
             except Exception as exc:  # recorded once the start is stored on its own
                 return _FirstStepFailed(step.name, exc)
-            except BaseException as stop:  # not an Exception: caught above
-                stop.add_note("(its first: the execution was not stored)")
-                raise
             now = rt.clock.now()
             execution.checkpoint(step.name, output, at=now, actor=rt.actor)
             if execution.current_step >= len(definition.steps):
@@ -1513,16 +1510,25 @@ def _repeated(execution_id: str) -> InvalidState:
     )
 
 
-def _lent(step: Step, uow: UnitOfWork, context: StepContext, what: str = "step") -> Any:
+# How a stop in a start's first step is noted: nothing of that execution was stored.
+UNSTORED = "the first step of an execution not stored"
+
+
+def _lent(
+    step: Step, uow: UnitOfWork, context: StepContext, what: str = "step", *, stored: bool = True
+) -> Any:
     """What `step` returns, run on `uow` lent to it: a step stages, and a commit (or
     rollback) of its own is refused before it writes anything; the orchestrator commits its
-    writes with the checkpoint, or discards them."""
+    writes with the checkpoint, or discards them. `stored`: False for the first step, which
+    commits with the start."""
     uow.lend(f"step {step.name}", tenant=context.runtime.tenant)
     try:
         output = step.run(uow, context)
     except BaseException as error:
-        if _stopping(error):
+        if _stopping(error) and stored:
             error.add_note(f"while {what} {step.name} of execution {context.execution.id} ran")
+        elif _stopping(error):  # its id is no execution's: not named
+            error.add_note(f"while {what} {step.name} ran, {UNSTORED}")
         raise
     finally:
         refused = uow.lend(None)
