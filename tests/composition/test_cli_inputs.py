@@ -145,9 +145,30 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_directory(
     assert f"Invalid value for {where}: must not be empty" in err
 
 
+@pytest.mark.parametrize("command", ["executions list", "events", "audit verify", "recover"])
+def test_nothing_found_in_memory_says_the_store_starts_empty_with_each_command(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    command: str,
+) -> None:
+    """A newcomer's listing on memory://, after a `run` there, found nothing and was not
+    told why; a durable store's empty tenant is not said to be new."""
+    note = "(the in-memory store starts empty with each command)"
+    durable = f"surrealkv://{tmp_path / 'store'}"
+    gk(capsys, "--store", durable, "demo")  # a store something ran on
+    monkeypatch.setenv("GOVKERNEL_TENANT", "quiet")
+    for store, said in (("memory://", True), ("mem://", True), (durable, False)):
+        out, _ = gk(capsys, "--store", store, *command.split())
+        assert (note in out) is said, (store, out)
+
+
 def test_the_largest_position_is_accepted(capsys: pytest.CaptureFixture[str]) -> None:
     out, _ = gk(capsys, *MEMORY, "events", "--after", str(2**63 - 1), "--limit", "10000")
-    assert out == f"no events after position {2**63 - 1} in tenant 'default'\n"
+    assert out == (
+        f"no events after position {2**63 - 1} in tenant 'default'"
+        " (the in-memory store starts empty with each command)\n"  # (nothing from before)
+    )
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,10 @@ from ports.errors import CorruptRecord, ExecutionNotFound, RecordNotFound
 @click.group(epilog=EXITS)
 @json_option  # `govkernel audit --json ...` as well as before or after
 def audit() -> None:
-    """Verify audit trails, and anchor their heads outside the store."""
+    """Verify, anchor and seal audit trails.
+
+    `anchor` records their heads, to keep outside the store; `seal` signs them with the
+    audit key (GOVKERNEL_AUDIT_KEY)."""
 
 
 @audit.command("verify", epilog=EXITS)
@@ -105,7 +108,9 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
             s.echo(
                 render.table(("EXECUTION", "ENTRIES", "CHAIN"), rows)
                 if rows
-                else render.safe(f"no executions in tenant {app.runtime.tenant!r}")
+                else render.safe(
+                    f"no executions in tenant {app.runtime.tenant!r}{s.nothing_here()}"
+                )
             )
         bad = [r for r in results if not r["ok"]]
         if bad:

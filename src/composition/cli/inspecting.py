@@ -109,6 +109,7 @@ def executions_list(
                     + (f" listed after {before}" if before else "")
                     + f" in tenant {app.runtime.tenant!r}"
                     + _unregistered(app, workflow)
+                    + s.nothing_here()
                 )
             )
         else:
@@ -342,7 +343,10 @@ def events(ctx: click.Context, after: int, limit: int) -> None:
             s.echo(render.events_table(found))
         elif gap is None:  # with a gap, the error says what is missing
             s.echo(
-                render.safe(f"no events after position {after} in tenant {app.runtime.tenant!r}")
+                render.safe(
+                    f"no events after position {after} in tenant {app.runtime.tenant!r}"
+                    + s.nothing_here()
+                )
             )
         if found and more:  # on stderr beside --json
             s.suggest(4, ("more", f"events --after {found[-1].position}"))

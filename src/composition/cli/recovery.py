@@ -56,7 +56,7 @@ def recover(ctx: click.Context) -> None:
             if not broken:
                 s.echo("every audit chain intact")
         if not candidates and not unreadable:
-            s.echo("nothing to recover")
+            s.echo(f"nothing to recover{s.nothing_here()}")
         for xid in unreadable:
             s.echo(render.safe(f"  found {xid}  (its record does not read back)"))
         described = describing(s, app, candidates, unregistered_note=False)  # it says why

@@ -252,6 +252,11 @@ class Session:
         """Whether the store ends with this process, so follow-up commands cannot reach it."""
         return self.settings().store_scheme in TRANSIENT_SCHEMES
 
+    def nothing_here(self) -> str:
+        """Said after "no executions" and the like: on a store that starts empty with each
+        command, that nothing from an earlier command can be there."""
+        return " (the in-memory store starts empty with each command)" if self.transient() else ""
+
     def suggest(self, width: int, *commands: tuple[str, str]) -> None:
         """Print labelled follow-up commands, or, on a transient store, why there are none."""
         if self.transient():
