@@ -699,7 +699,9 @@ class Orchestrator:
         return self._command(execution_id, rejecting, needs=_has_work_in_hand)
 
     def cancel(self, execution_id: str, *, reason: str = "cancel requested") -> WorkflowExecution:
-        """Request cancellation; it takes effect at the next step boundary."""
+        """Request cancellation. It takes effect at a step boundary: a step under way runs to
+        its end, but its commit loses to the cancel and its writes are discarded, so the
+        cancellation (and the compensation) covers the steps completed before it."""
         execution_id = _an_id(execution_id)
         reason = text("reason", reason, max_len=1000, single_line=True)
         rt = self._runtime
