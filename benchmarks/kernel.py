@@ -28,6 +28,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from surrealdb import RecordID
@@ -215,6 +216,32 @@ def profile(n: int) -> str:
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(20)
     return out.getvalue()
+
+
+def hot_path(n: int, top: int = 10) -> list[dict[str, Any]]:
+    """Where a kernel commit's own time goes on `mem://`: cProfile over `n` commits, the
+    `top` functions by time spent in themselves (the engine's call among them, for scale)."""
+    with SurrealStore(SurrealConfig("mem://")) as store:
+        work = mutations(n + WARMUP)
+        for mutation in work[:WARMUP]:
+            kernel_commit(store, mutation)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for mutation in work[WARMUP:]:
+            kernel_commit(store, mutation)
+        profiler.disable()
+    stats: dict[Any, tuple[int, int, float, float, Any]] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    total = sum(own for _, _, own, _, _ in stats.values()) or 1.0
+    ranked = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
+    return [
+        {
+            "function": f"{Path(file).name}:{line}({name})" if line else name,
+            "calls_per_commit": round(calls / n, 2),
+            "own_us_per_commit": round(own / n * 1e6, 1),
+            "share": round(own / total, 3),
+        }
+        for (file, line, name), (_, calls, own, _, _) in ranked
+    ]
 
 
 def render(rows: list[dict[str, Any]]) -> str:

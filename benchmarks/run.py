@@ -200,7 +200,13 @@ def kernel_section(plan: Plan, progress: wf.Progress) -> dict[str, Any]:
         }
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         return {"run": False, "reason": "benchmarks.kernel.run did not return list[dict]"}
-    return {"run": True, "n": plan.kernel_n, "rows": rows}
+    progress(f"kernel: profiling {plan.kernel_n} commits on mem://")
+    return {
+        "run": True,
+        "n": plan.kernel_n,
+        "rows": rows,
+        "hot_path": module.hot_path(plan.kernel_n),
+    }
 
 
 def workflow_section(plan: Plan, workdir: Path, progress: wf.Progress) -> dict[str, Any]:
@@ -446,6 +452,11 @@ def _render_kernel(k: dict[str, Any] | None) -> list[str]:
     rows = k["rows"]
     headers = list(dict.fromkeys(key for r in rows for key in r))
     out.append(table(headers, [[r.get(h) for h in headers] for r in rows]))
+    hot = k.get("hot_path") or []
+    if hot:
+        out.append("   hot path (cProfile of kernel commits on mem://, by own time):")
+        headers = list(hot[0])
+        out.append(table(headers, [[r.get(h) for h in headers] for r in hot]))
     return [*out, ""]
 
 

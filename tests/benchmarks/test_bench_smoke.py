@@ -64,6 +64,10 @@ def test_kernel_section_ran_or_says_why_not(quick: tuple[dict[str, Any], str]) -
     assert kernel["run"] in (True, False)
     if kernel["run"]:
         assert kernel["rows"]
+        # The hot path's profile: the engine's call among what it names, shares of a whole.
+        hot = kernel["hot_path"]
+        assert any("execute" in row["function"] for row in hot), hot
+        assert 0 < sum(row["share"] for row in hot) <= 1.0 and "hot path" in quick[1]
     else:
         assert kernel["reason"]
 
