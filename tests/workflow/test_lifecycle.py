@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import itertools
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from attrs import asdict
 
-from domain.model.errors import IllegalTransition
+from domain.model.errors import IllegalTransition, InvalidInput
 from domain.model.execution import WorkflowExecution
 from domain.model.lifecycle import (
     GENESIS,
@@ -150,6 +150,23 @@ def test_transition(source: ExecutionState, target: ExecutionState) -> None:
     assert report.ok, report
     if target.terminal or target is S.AWAITING_APPROVAL:
         assert execution.lease_owner is None
+
+
+@pytest.mark.parametrize("move", ["transition", "checkpoint"])
+def test_a_legal_transition_refused_for_its_entry_changes_nothing(move: str) -> None:
+    """Found by a conformance review: the state, time and lease (and a checkpoint's cursor
+    and outputs) changed before the entry was refused for its instant without a zone,
+    leaving the execution in its new state with no entry for it."""
+    execution = _execution_in(S.RUNNING)
+    execution.claim("worker-1", now=T0, ttl=timedelta(minutes=5))
+    before = _snapshot(execution)
+    naive = datetime(2026, 1, 1, 12, 0)  # names no instant
+    with pytest.raises(InvalidInput):
+        if move == "transition":
+            execution.transition(S.SUCCEEDED, at=naive, actor="alice", reason="because")
+        else:
+            execution.checkpoint("ingest", {"n": 1}, at=naive, actor="alice")
+    assert _snapshot(execution) == before
 
 
 def test_the_first_entry_records_creation_and_chains_to_genesis() -> None:

@@ -248,14 +248,16 @@ class WorkflowExecution:
     ) -> AuditEntry:
         if not allowed(self.state, target):
             raise IllegalTransition(self.id, self.state.value, target.value)
-        source = self.state
+        # The entry first: one refused (an instant without a zone) leaves the execution as it
+        # was, as an illegal transition does.
+        entry = self._record(
+            self.state, target, at=at, actor=actor, reason=reason, step=step, pinned=pinned
+        )
         self.state = target
         self.updated_at = at
         if target.terminal or target is ExecutionState.AWAITING_APPROVAL:
             self.release_lease()
-        return self._record(
-            source, target, at=at, actor=actor, reason=reason, step=step, pinned=pinned
-        )
+        return entry
 
     def _record(
         self,
@@ -311,12 +313,8 @@ class WorkflowExecution:
                 execution_id=self.id,
                 state=self.state,
             )
-        # By step name, as they are stored and read back (run order is the definition's).
-        outputs = {**self.step_outputs, step: read_only(output)}
-        self.step_outputs = FrozenDict(sorted(outputs.items()))
-        self.current_step += 1
-        self.last_error = None
-        return self.transition(
+        kept = read_only(output)
+        entry = self.transition(  # first: refused, it leaves the cursor where it was
             ExecutionState.RUNNING,
             at=at,
             actor=actor,
@@ -324,6 +322,11 @@ class WorkflowExecution:
             step=step,
             pinned=output_pin(output),
         )
+        # By step name, as they are stored and read back (run order is the definition's).
+        self.step_outputs = FrozenDict(sorted({**self.step_outputs, step: kept}.items()))
+        self.current_step += 1
+        self.last_error = None
+        return entry
 
     # -- leases --------------------------------------------------------------------------------
 
