@@ -81,6 +81,11 @@ class UnitOfWorkClosed(PortError):
     """The unit of work was already committed or rolled back."""
 
 
+class UnitOfWorkEntered(PortError):
+    """A unit of work entered again inside its own `with` block: the inner block's end
+    would discard the outer block's writes."""
+
+
 class UnitOfWorkLent(PortError):
     """The unit of work is lent (to a workflow step): it stages and reads, and only its
     lender commits or rolls it back."""

@@ -27,6 +27,7 @@ from ports.errors import (
     InvalidRecord,
     RecordNotFound,
     UnitOfWorkClosed,
+    UnitOfWorkEntered,
     UnitOfWorkLent,
 )
 from ports.repositories import (
@@ -67,6 +68,7 @@ class UnitOfWork(abc.ABC):
         self._appended: set[str] = set()
         self._read_versions: dict[Key, int] = {}
         self._closed = False
+        self._depth = 0  # `with` blocks open on it
         self._borrower: str | None = None
         self._borrower_tenant: str | None = None
         self._refused: str | None = None
@@ -86,6 +88,12 @@ class UnitOfWork(abc.ABC):
 
     def __enter__(self) -> Self:
         self._ensure_open()
+        if self._depth and self._borrower is None:  # (a step's own block is the borrower's)
+            raise UnitOfWorkEntered(
+                "this unit of work is already in a `with` block: the inner block's end would"
+                " roll back the outer one's writes; use the unit without entering it again"
+            )
+        self._depth += 1
         return self
 
     def __exit__(
@@ -94,6 +102,7 @@ class UnitOfWork(abc.ABC):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._depth = max(self._depth - 1, 0)
         if self._closed:
             return
         if self._borrower is None:

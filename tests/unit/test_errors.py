@@ -60,6 +60,7 @@ SAMPLES: dict[str, BaseException] = {
         port_errors.CommitOutcomeUnknown("commit outcome unknown"),
         port_errors.UnitOfWorkClosed("closed"),
         port_errors.UnitOfWorkLent("lent"),
+        port_errors.UnitOfWorkEntered("entered"),
         port_errors.InjectedFault("planned"),
         EventGap(7, []),
         ConfigurationError([Problem("tenant", "GOVKERNEL_TENANT", "must not be empty")]),

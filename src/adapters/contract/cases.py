@@ -49,6 +49,7 @@ from ports.errors import (
     InvalidRecord,
     RecordNotFound,
     UnitOfWorkClosed,
+    UnitOfWorkEntered,
     UnitOfWorkLent,
 )
 from ports.storage import EVENT_TABLE, TABLES, AnyOf, Document, Op, Range, Write
@@ -202,6 +203,20 @@ class UnitOfWorkContract:
             with pytest.raises(UnitOfWorkClosed):
                 attempt()
         uow.rollback()  # rolling back a closed unit is harmless
+
+    def test_a_unit_entered_again_in_its_own_block_is_refused_and_keeps_its_writes(
+        self, uow_factory: UnitOfWorkFactory
+    ) -> None:
+        # The inner block's end rolled the unit back: the outer block's writes were gone,
+        # said only by UnitOfWorkClosed at its commit (found by a conformance review).
+        source = samples.source()
+        with uow_factory() as uow:
+            uow.sources.add(source)
+            with pytest.raises(UnitOfWorkEntered, match="already in a `with` block"), uow:
+                pass  # pragma: no cover - refused as it is entered
+            uow.commit()
+        with uow_factory() as again:  # committed whole
+            assert again.sources.get(source.id) == source
 
     def test_a_lent_unit_is_committed_by_its_lender_only(
         self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
