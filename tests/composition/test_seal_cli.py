@@ -105,6 +105,26 @@ def test_a_keyed_worker_refusing_an_execution_from_before_the_key_says_what_seal
     fresh("approve", xid, "--role", "reviewer", env=bob)  # acted on once sealed
 
 
+def test_a_command_without_the_key_that_unseals_an_execution_says_so(fresh: Cli) -> None:
+    """A cron job missing the key approved a sealed execution, silently leaving it one that
+    keyed workers refuse (found by a re-test)."""
+    waiting = fresh.json("run", "knowledge-publication", str(FRED), "--tier", "Tier1", env=KEYED)
+    xid = waiting["execution_id"]
+    assert waiting["state"] == "awaiting_approval" and "note:" not in fresh.stderr
+    bob = {"GOVKERNEL_ACTOR": "bob"}
+    assert fresh.json("approve", xid, "--role", "reviewer", env=bob)["state"] == "succeeded"
+    assert f"note: execution {xid} was sealed, and acted on without the audit key" in fresh.stderr
+    assert f" audit seal {xid} --unsealed` is run with the key" in fresh.stderr
+    fresh("audit", "verify", xid, env=KEYED, code=1)  # as the note says
+    fresh("audit", "seal", xid, "--unsealed", env=KEYED)
+    assert fresh.json("audit", "verify", xid, env=KEYED)["ok"]
+    # With the key, no note: the seal moves on with the execution.
+    again = fresh.json("run", "knowledge-publication", str(IMF), "--tier", "Tier1", env=KEYED)
+    fresh("approve", again["execution_id"], "--role", "reviewer", env=KEYED | bob)
+    assert "note:" not in fresh.stderr
+    no_key_shown(fresh)
+
+
 def test_a_new_key_takes_over_the_seals_the_key_it_replaces_made(fresh: Cli) -> None:
     fresh.json("run", "knowledge-publication", str(FRED), env=KEYED)
     rotated = {"GOVKERNEL_AUDIT_KEY": NEW_KEY}

@@ -287,6 +287,7 @@ class Printer:
         self._app: App | None = None
         self._seen: dict[str, int] = {}
         self._current: str | None = None
+        self._sealed: set[str] = set()  # marked while carrying a seal
 
     def bind(self, app: App) -> None:
         self._app = app
@@ -294,6 +295,8 @@ class Printer:
     def mark(self, execution: WorkflowExecution) -> None:
         """Print only what happens to `execution` from now on."""
         self._seen[execution.id] = execution.audit_sequence
+        if execution.seal is not None:
+            self._sealed.add(execution.id)
 
     def __call__(self, execution: WorkflowExecution) -> None:
         app = self._app
@@ -301,6 +304,17 @@ class Printer:
         if app is None or execution.audit_sequence <= last:
             return
         self._seen[execution.id] = execution.audit_sequence
+        if execution.id in self._sealed and execution.seal is None:
+            # Moved on without the key, its seal went: workers with the key now refuse it.
+            self._sealed.discard(execution.id)
+            self._session.warn(
+                render.safe(
+                    f"note: execution {execution.id} was sealed, and acted on without the audit"
+                    " key (GOVKERNEL_AUDIT_KEY) it is not any more: workers with the key refuse"
+                    f" it until `govkernel{self._session.hint()} audit seal {execution.id}"
+                    " --unsealed` is run with the key"
+                )
+            )
         if self._session.starting == execution.idempotency_key:
             self._session.started = execution.id
             self._session.started_state = execution.state
