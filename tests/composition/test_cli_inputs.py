@@ -163,6 +163,19 @@ def test_nothing_found_in_memory_says_the_store_starts_empty_with_each_command(
         assert (note in out) is said, (store, out)
 
 
+def test_an_execution_not_found_in_memory_says_the_store_starts_empty(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    note = "(the in-memory store starts empty with each command)"
+    durable = f"surrealkv://{tmp_path / 'store'}"
+    gk(capsys, "--store", durable, "demo")
+    for store, said in (("memory://", True), (durable, False)):
+        for command in ("executions show", "audit verify", "cancel"):
+            _, err = gk(capsys, "--store", store, *command.split(), "wfx-none", code=2)
+            assert "error: no execution 'wfx-none' in tenant 'default'" in err
+            assert (note in err) is said, (store, command, err)
+
+
 def test_the_largest_position_is_accepted(capsys: pytest.CaptureFixture[str]) -> None:
     out, _ = gk(capsys, *MEMORY, "events", "--after", str(2**63 - 1), "--limit", "10000")
     assert out == (

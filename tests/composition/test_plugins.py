@@ -632,7 +632,7 @@ def test_a_workflow_that_fails_to_build_leaves_no_store_behind(project: Path, ke
         (("--input", "null"), "must be a JSON object, got null"),  # JSON's words, not Python's
         (("--input", "{"), "Expecting property name"),
         (("--input", "[" * 100_000), "nested too deeply"),
-        (("--input", "{}", "--input-file", "-"), "give --input or --input-file, not both"),
+        (("--input", "{}", "--input-file", "-"), "give '--input' or '--input-file', not both"),
     ],
 )
 def test_bad_input_is_refused_before_anything_is_written(
@@ -912,6 +912,21 @@ def test_a_step_calling_sys_exit_stops_the_command_saying_where_and_what_ends_it
     assert "`govkernel recover` finishes it" not in stopped  # it would stop again
     again = gk("recover", code=1, env=env).stderr
     assert "resumes with `govkernel recover`" not in again and "fix the compensation" in again
+
+
+def test_a_run_stopped_by_sys_exit_still_prints_its_record_under_json(project: Path) -> None:
+    """A script reading --json got nothing on stdout, where Ctrl-C gives the record of what
+    to follow up (found by a re-test)."""
+    gk = Cli(project / "store", project)
+    for workflow, stored in (("quitter", True), ("first_quits", False)):
+        env = {"GOVKERNEL_WORKFLOWS": f"{module(project)}:{workflow}"}
+        run = ("run", "workflow", workflow, "--input", "{}", "--idempotency-key", workflow)
+        record = json.loads(gk("--json", *run, code=1, env=env).stdout)
+        assert record["interrupted"] == "stopped by sys.exit(3)"
+        assert record["idempotency_key"] == workflow
+        assert (record["execution_id"] is not None) is stored, record
+        assert record["state"] == ("running" if stored else None)
+        assert record["left"] in gk.stderr
 
 
 def test_with_debug_a_failed_step_shows_where_it_raised(project: Path) -> None:

@@ -92,19 +92,7 @@ def _run(session: Session, args: list[str]) -> int:
         where = _notes(noted)
         unfinished = _unfinished(session, not_stored=UNSTORED in where)
         say_error(render.safe(f"{stopped}{where}; {unfinished}"))
-        if session.json and not session.emitted and session.starts:
-            # A run stopped before its record was printed (a CI job's timeout): which
-            # execution to follow up, for a script, not only in words on stderr.
-            state = session.started_state
-            session.emit(
-                {
-                    "interrupted": stopped,
-                    "execution_id": session.started,
-                    "state": None if state is None else state.value,
-                    "idempotency_key": session.starting,
-                    "left": unfinished,
-                }
-            )
+        _emit_stopped(session, stopped, unfinished)
         return 128 + (terminated.signum or signal.SIGINT)
     except BaseException as stop:
         if _helping(args) and isinstance(stop, OSError | SystemExit):
@@ -117,7 +105,9 @@ def _run(session: Session, args: list[str]) -> int:
             return _failed(session, args, stop)
         # sys.exit, or another BaseException (gevent's, trio's, a step's own): stopping, as
         # the orchestrator takes it. Raised by a step, it stops every run of it.
-        say_error(render.safe(_stopped_by(stop, session)))
+        stopped, where, left = _stopped_by(stop, session)
+        say_error(render.safe(f"{stopped}{where}; {left}"))
+        _emit_stopped(session, stopped, left)
         return EXIT_FAILED
     finally:
         terminated.restore()
@@ -189,9 +179,27 @@ def _notes(stop: BaseException) -> str:
     )
 
 
-def _stopped_by(stop: BaseException, session: Session) -> str:
-    """What a stop that is no interrupt (sys.exit, a step's own BaseException) left, and
-    what ends it: not `recover`, which would run the step, and stop, again."""
+def _emit_stopped(session: Session, stopped: str, left: str) -> None:
+    """A run stopped before its record was printed (a CI job's timeout, a step's sys.exit):
+    which execution to follow up, on stdout under --json, for a script, not only in words on
+    stderr."""
+    if session.json and not session.emitted and session.starts:
+        state = session.started_state
+        session.emit(
+            {
+                "interrupted": stopped,
+                "execution_id": session.started,
+                "state": None if state is None else state.value,
+                "idempotency_key": session.starting,
+                "left": left,
+            }
+        )
+
+
+def _stopped_by(stop: BaseException, session: Session) -> tuple[str, str, str]:
+    """What a stop that is no interrupt (sys.exit, a step's own BaseException) was, where it
+    came, and what it left and what ends that: not `recover`, which would run the step, and
+    stop, again."""
     where = _notes(stop)
     if isinstance(stop, SystemExit):
         what, does = f"sys.exit({stop.code!r})", "calls sys.exit"
@@ -213,7 +221,7 @@ def _stopped_by(stop: BaseException, session: Session) -> str:
             f" (a compensation that {does} stops every run of it, `recover`'s too, and an"
             " execution compensating cannot be cancelled: fix the compensation)"
         )
-    return f"stopped by {what}{where}; {unfinished}{advice}"
+    return f"stopped by {what}", where, f"{unfinished}{advice}"
 
 
 def _failed(session: Session, args: list[str], exc: Exception) -> int:
@@ -236,7 +244,7 @@ def _failed(session: Session, args: list[str], exc: Exception) -> int:
         message += render.safe(f"; {session.again}")  # lost part-way (a full disk)
     elif isinstance(exc, RecordNotFound) and exc.table == "execution" and session._settings:
         # Another tenant's is not found either: a GOVKERNEL_TENANT left out reads so.
-        message += render.safe(f" in tenant {session._settings.tenant!r}")
+        message += render.safe(f" in tenant {session._settings.tenant!r}{session.nothing_here()}")
     for line in message.split("\n"):
         say_error(line)
     return code

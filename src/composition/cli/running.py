@@ -244,7 +244,7 @@ def run_workflow(
     s.starts = True
     s.settings()
     if input_text is not None and input_file is not None:
-        raise click.UsageError("give --input or --input-file, not both")
+        raise click.UsageError("give '--input' or '--input-file', not both")
     if input_file is not None and _a_device(input_file):
         # /dev/zero would be read to the bound (a quarter of a gigabyte) before it is refused.
         what = "standard input is" if input_file.name == "<stdin>" else "is"
