@@ -238,6 +238,9 @@ def test_a_trail_that_grew_since_still_holds_its_anchor(
     assert "every one of the 2 anchored heads" in done.stdout
     # Taken again, into the same file: the earlier anchors are checked first, then replaced.
     assert gk.json("audit", "anchor", "--output", str(path))["anchored"] == 3
+    # Named as a path relative to the working directory, it is said whole, as a backup's is.
+    relative = os.path.relpath(path, gk.cwd)
+    assert gk.json("audit", "anchor", "--output", relative)["output"] == str(path)
     assert json.loads(path.read_text())["taken_at"] >= earlier["taken_at"]
 
 

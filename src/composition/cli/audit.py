@@ -433,7 +433,7 @@ def audit_anchor(ctx: click.Context, output: Path | None) -> None:
     summary = {
         "anchored": len(taken.anchors),
         "taken_at": render.iso(taken.taken_at),
-        "output": None if output is None else str(output),
+        "output": None if output is None else str(output.absolute()),  # as `backup` gives
         "broken": [render.report_json(r) for r in broken],
     }
     if s.json and output is not None:
