@@ -927,6 +927,24 @@ def test_a_run_stopped_by_sys_exit_still_prints_its_record_under_json(project: P
         assert (record["execution_id"] is not None) is stored, record
         assert record["state"] == ("running" if stored else None)
         assert record["left"] in gk.stderr
+    # In memory, nothing is left to cancel or recover once the command ends: not advised.
+    env = {"GOVKERNEL_WORKFLOWS": f"{module(project)}:quitter"}
+    gone = gk(
+        "--store",
+        "memory://",
+        "--json",
+        "run",
+        "workflow",
+        "quitter",
+        "--input",
+        "{}",
+        code=1,
+        env=env,
+        store=False,
+    )
+    left = json.loads(gone.stdout)["left"]
+    assert "an unfinished execution is lost" in left and "fix the step" in left, left
+    assert "cancel" not in gone.stderr and "recover" not in gone.stderr
 
 
 def test_with_debug_a_failed_step_shows_where_it_raised(project: Path) -> None:

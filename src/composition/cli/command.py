@@ -206,9 +206,11 @@ def _stopped_by(stop: BaseException, session: Session) -> tuple[str, str, str]:
     else:
         what, does = type(stop).__name__, f"raises {type(stop).__name__}"
     unfinished, advice = _unfinished(session), ""
+    fix = f" (a step that {does} stops every run of it: fix the step)"
     if UNSTORED in where:
-        unfinished = "nothing of it was stored"
-        advice = f" (a step that {does} stops every run of it: fix the step)"
+        unfinished, advice = "nothing of it was stored", fix
+    elif _transient(session):  # nothing is left to cancel or recover: the store is gone
+        advice = fix
     elif "while step " in where:
         unfinished = "its execution was left running"
         advice = (
@@ -281,16 +283,19 @@ class _Sigterm:
             signal.signal(signum, before)
 
 
+def _transient(session: Session) -> bool:
+    try:
+        return session.transient()
+    except ConfigurationError:
+        return False
+
+
 def _unfinished(session: Session, *, not_stored: bool = False) -> str:
     if session.store_lost is not None:  # nothing can be finished there, by recover or else
         return "the store is to be restored from a backup, or the work done again in a new one"
     if session.read_only:  # (what it made outside the store, said as `again`)
         return session.again or "nothing was changed"
-    try:
-        transient = session.transient()
-    except ConfigurationError:
-        transient = False
-    if transient:
+    if _transient(session):
         return f"{TRANSIENT_NOTE}: an unfinished execution is lost"
     if session.again is not None:
         return session.again
