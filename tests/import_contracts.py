@@ -15,6 +15,39 @@ from importlinter.application import output
 from importlinter.domain import fields
 from importlinter.domain.contract import Contract, ContractCheck
 
+# Standard-library modules removed by a later Python (3.12: PEP 632 and 594's first; 3.13:
+# the rest of PEP 594's): code that needs one stops importing on a Python the project
+# supports, so they are not allowed whichever Python runs the check.
+REMOVED_FROM_STDLIB = frozenset(
+    [
+        "asynchat",
+        "asyncore",
+        "distutils",
+        "imp",
+        "smtpd",
+        "aifc",
+        "audioop",
+        "cgi",
+        "cgitb",
+        "chunk",
+        "crypt",
+        "imghdr",
+        "lib2to3",
+        "mailcap",
+        "msilib",
+        "nis",
+        "nntplib",
+        "ossaudiodev",
+        "pipes",
+        "sndhdr",
+        "spwd",
+        "sunau",
+        "telnetlib",
+        "uu",
+        "xdrlib",
+    ]
+)
+
 
 class AllowedImportsContract(Contract):
     type_name = "allowed_imports"
@@ -25,7 +58,8 @@ class AllowedImportsContract(Contract):
     def check(self, graph: ImportGraph, verbose: bool) -> ContractCheck:
         sources: list[str] = list(self.source_modules)  # type: ignore[call-overload]
         own = {name.split(".")[0] for name in self.session_options["root_packages"]}
-        allowed = own | set(self.allowed_modules) | set(sys.stdlib_module_names)  # type: ignore[call-overload]
+        stdlib = set(sys.stdlib_module_names) - REMOVED_FROM_STDLIB
+        allowed = own | set(self.allowed_modules) | stdlib  # type: ignore[call-overload]
         found = sorted(
             (importer, imported)
             for importer in graph.modules
