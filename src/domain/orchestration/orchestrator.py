@@ -1527,10 +1527,9 @@ def _lent(
     try:
         output = step.run(uow, context)
     except BaseException as error:
-        if _stopping(error) and stored:
-            error.add_note(f"while {what} {step.name} of execution {context.execution.id} ran")
-        elif _stopping(error):  # its id is no execution's: not named
-            error.add_note(f"while {what} {step.name} ran, {UNSTORED}")
+        if _stopping(error):  # (unstored, its id is no execution's: not named)
+            where = f"of execution {context.execution.id} ran" if stored else f"ran, {UNSTORED}"
+            error.add_note(f"while {what} {step.name} {where}")
         raise
     finally:
         refused = uow.lend(None)
