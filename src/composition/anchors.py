@@ -151,10 +151,11 @@ def renewed(taken: Anchors, earlier: Anchors) -> Anchors:
     return Anchors(taken.tenant, taken.taken_at, taken.anchors + kept, taken.store)
 
 
-def write(anchors: Anchors, path: Path) -> None:
+def write(anchors: Anchors, path: str | os.PathLike[str]) -> None:
     """Replace `path` whole or not at all: a crash never leaves half an anchor file. A link
     is followed (the file it names, on other storage say, is the one replaced). Anchors
     that `read` would refuse are refused first, the file left as it was."""
+    path = _a_path(path)
     if not isinstance(anchors, Anchors) or not isinstance(anchors.taken_at, datetime):
         raise AnchorFileError(path, "not written: give Anchors, as `take` makes them")
     document = anchors.to_json()
@@ -269,7 +270,8 @@ def _sweep(directory: Path, prefix: str) -> None:
                     left.unlink()
 
 
-def read(path: Path) -> Anchors:
+def read(path: str | os.PathLike[str]) -> Anchors:
+    path = _a_path(path)
     try:
         raw = files.read_regular(path, MAX_BYTES).decode("utf-8")
     except files.UnreadableFile as exc:
@@ -281,6 +283,15 @@ def read(path: Path) -> Anchors:
     except ValueError as exc:
         raise AnchorFileError(path, f"is not strict JSON: {one_line(str(exc))[:200]}") from None
     return parse(path, document)
+
+
+def _a_path(path: object) -> Path:
+    # As `open` takes it (text or a path), and refused as an anchor file error otherwise.
+    if not isinstance(path, str | os.PathLike) or isinstance(os.fspath(path), bytes):
+        raise AnchorFileError(Path(repr(path)), "give the file's path as text or a Path")
+    if "\x00" in os.fspath(path):
+        raise AnchorFileError(Path(repr(os.fspath(path))), "a path cannot hold a NUL character")
+    return Path(path)
 
 
 def parse(path: Path, document: object) -> Anchors:

@@ -540,6 +540,11 @@ def _store_url(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
         return bad(f"{shown} is not a store URL (no `scheme://`{said})", allowed)
     if value != value.strip():
         # A trailing space made a second store beside the first, its name a space longer.
+        # Shown with its white space around the URL starred alone (a leading space would
+        # make it no URL, every character of it starred).
+        core = value.strip()
+        around = value.split(core, 1)
+        shown = _clip(around[0] + redact_url(core) + around[1])
         return bad(f"{shown} begins or ends with white space", allowed)
     try:
         parts = urlsplit(value)

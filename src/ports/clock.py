@@ -6,6 +6,7 @@ import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from domain.model.errors import InvalidInput
 from domain.model.runtime import Clock, IdGenerator
 from domain.model.validation import aware
 
@@ -33,6 +34,8 @@ class FixedClock:
             return self._now
 
     def advance(self, delta: timedelta) -> None:
+        if not isinstance(delta, timedelta):
+            raise InvalidInput("delta", f"must be a timedelta, got {type(delta).__name__}")
         with self._lock:
             self._now += delta
 

@@ -581,6 +581,29 @@ def test_an_anchor_file_gives_its_time_to_the_microsecond_and_reads_back(tmp_pat
     assert anchors.parse(tmp_path / "a.json", document) == taken
 
 
+def test_an_anchor_file_is_named_as_open_names_a_file(tmp_path: Path) -> None:
+    """`write(taken, "anchors.json")` failed on text (a library user, h155), where `read`
+    and the rest of the API take it; what names no file is refused as an anchor file error."""
+    from datetime import UTC, datetime
+
+    from composition import anchors
+
+    taken = anchors.Anchors("acme", datetime(2026, 11, 28, tzinfo=UTC), ())
+    anchors.write(taken, str(tmp_path / "a.json"))
+    assert anchors.read(str(tmp_path / "a.json")) == anchors.read(tmp_path / "a.json") == taken
+    for given, problem in (
+        (None, "as text or a Path"),
+        (5, "as text or a Path"),
+        (b"/tmp/a.json", "as text or a Path"),
+        (str(tmp_path / "b\x00.json"), "NUL"),
+    ):
+        with pytest.raises(anchors.AnchorFileError, match=problem):
+            anchors.write(taken, given)  # type: ignore[arg-type]
+        with pytest.raises(anchors.AnchorFileError, match=problem):
+            anchors.read(given)  # type: ignore[arg-type]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
 def test_what_an_anchoring_killed_before_its_rename_left_is_swept_once_stale(
     tmp_path: Path,
 ) -> None:

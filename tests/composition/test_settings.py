@@ -133,6 +133,25 @@ def test_change_freeze_values(tmp_path: Path, value: str, expected: bool) -> Non
 
 
 @pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (" memory://", "' memory://'"),
+        ("\tmem://", "'\\tmem://'"),
+        (" surrealkv:///srv/store", "' surrealkv:///srv/store'"),
+        (" ws://user:pw@h:8000 ", "' ws://***@h:8000 '"),
+    ],
+)
+def test_a_store_url_with_white_space_around_it_is_shown_with_it(
+    tmp_path: Path, value: str, shown: str
+) -> None:
+    """The URL was starred whole, its white space with it (`'memory:***'`): the message
+    hid what it was about (a library user, h155). Credentials in it are still starred."""
+    problem = only({"GOVKERNEL_STORE": value}, tmp_path)
+    assert f"{shown} begins or ends with white space" in str(problem)
+    assert "pw" not in str(problem)
+
+
+@pytest.mark.parametrize(
     ("var", "value", "key", "needle"),
     [
         ("GOVKERNEL_ENVIRONMENT", "prod", "environment", "development, test, staging, production"),

@@ -99,6 +99,18 @@ def test_a_backup_goes_into_a_new_directory_outside_its_store(tmp_path: Path) ->
             assert refused.value.field == "destination"
         assert not (path / "in").exists() and list((tmp_path / "taken").iterdir()) == []
         assert not (tmp_path / "no-such").exists()
+        # Not a path at all (a library user, h155): refused as the destination, not as
+        # pathlib's TypeError or ValueError from inside.
+        for given, problem in (
+            (None, "not NoneType"),
+            (5, "not int"),
+            (b"/tmp/copy", "not bytes"),
+            (str(tmp_path / "b\x00"), "NUL"),
+        ):
+            with pytest.raises(InvalidInput, match=problem) as refused:
+                store.backup(given)  # type: ignore[arg-type]
+            assert refused.value.field == "destination"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["store", "store.lock", "taken"]
 
 
 @pytest.mark.parametrize("url", ["memory://", "mem://"])

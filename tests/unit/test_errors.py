@@ -191,10 +191,14 @@ def test_a_refusal_names_its_execution_and_state_and_an_unknown_one_is_a_refusal
             assert missing.value.execution_id == missing.value.key == "wfx-none"
 
 
-@pytest.mark.parametrize("reasons", [[], "", ["  ", "\n"]], ids=["none", "empty", "blank"])
+@pytest.mark.parametrize(
+    "reasons", [[], "", ["  ", "\n"], None], ids=["none", "empty", "blank", "left out"]
+)
 def test_a_denial_or_gate_raised_without_a_reason_says_none_was_given(reasons: Any) -> None:
-    """A step's own `ApprovalRequired("payout", [])` left its approver with "payout denied: "."""
-    for error in (PolicyDenied("payout", reasons), ApprovalRequired("payout", reasons)):
+    """A step's own `ApprovalRequired("payout", [])` left its approver with "payout denied: ";
+    `ApprovalRequired("payout")` was a TypeError (a library user, h155)."""
+    given = () if reasons is None else (reasons,)
+    for error in (PolicyDenied("payout", *given), ApprovalRequired("payout", *given)):
         assert str(error) == "payout denied: no reason given"
         assert error.reasons == ("no reason given",)
 

@@ -332,4 +332,8 @@ def test_a_fixed_clock_starts_at_an_aware_instant() -> None:
 
     with pytest.raises(InvalidInput, match="start: must be a timezone-aware datetime"):
         FixedClock(datetime(2026, 11, 25))
-    assert FixedClock(datetime(2026, 11, 25, tzinfo=UTC)).now().tzinfo is UTC
+    clock = FixedClock(datetime(2026, 11, 25, tzinfo=UTC))
+    assert clock.now().tzinfo is UTC
+    with pytest.raises(InvalidInput, match="delta: must be a timedelta, got int"):
+        clock.advance(5)  # type: ignore[arg-type]  # (a TypeError from inside, h155)
+    assert clock.now() == datetime(2026, 11, 25, tzinfo=UTC)

@@ -355,6 +355,8 @@ def test_a_retry_scheduled_beyond_the_inline_wait_is_left_for_later(world: World
     waiting = orch.start(FLAKY, request("pub-1"))
     assert waiting.state is S.RETRY_SCHEDULED and calls.n == 1
     assert world.clock.now() == T0
+    # Which step is retried, as once it fails ("RetryableError: later" alone, h155).
+    assert waiting.last_error == "step analyse attempt 1 failed: RetryableError: later"
     # A worker that could never run it says so now, not when the retry is due.
     stranger = orchestrator(world.store.unit_of_work, world.clock, workflows={})
     with pytest.raises(RecoveryIncomplete) as caught:

@@ -1216,6 +1216,14 @@ class SurrealStore:
                 f"a backup copies a surrealkv:// store's directory; a {cfg.scheme}:// store is"
                 + (" held in memory" if cfg.scheme in EMBEDDED else " the server's to back up")
             )
+        if not isinstance(destination, str | os.PathLike) or not isinstance(
+            os.fspath(destination), str
+        ):
+            raise InvalidInput(
+                "destination", f"give a directory's path as text, not {type(destination).__name__}"
+            )
+        if "\x00" in os.fspath(destination):
+            raise InvalidInput("destination", "a path cannot hold a NUL character")
         source, target = Path(cfg.path), Path(destination).absolute()
         if os.path.lexists(target):
             raise InvalidInput("destination", f"{target} exists: a backup goes into a new one")

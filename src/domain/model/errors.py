@@ -69,7 +69,7 @@ class PolicyDenied(DomainError):
     """A guarded mutation was denied; the denial itself has been recorded."""
 
     def __init__(
-        self, action: str, reasons: Sequence[str] | str, decision_id: str | None = None
+        self, action: str, reasons: Sequence[str] | str = (), decision_id: str | None = None
     ) -> None:
         reasons = (reasons,) if isinstance(reasons, str) else tuple(reasons)  # not letter by letter
         # Raised by a step's own code as often as by a policy: a denial (or a gate, which an

@@ -1334,14 +1334,15 @@ class Orchestrator:
                 and _retryable(error)
                 and attempt < retry.max_attempts
             ):
+                said = f"{what} {step} attempt {attempt} failed: {message}"
                 if not undoing:  # an undo retried still undoes the failure that started it
-                    execution.last_error = message
+                    execution.last_error = said[:MAX_ERROR]  # which step, as once it fails
                 execution.retry_at = _later(now, retry.delay(attempt))
                 execution.transition(
                     S.COMPENSATING if undoing else S.RETRY_SCHEDULED,
                     at=now,
                     actor=rt.actor,
-                    reason=f"{what} {step} attempt {attempt} failed: {message}",
+                    reason=said,
                     step=step,
                 )
             else:
