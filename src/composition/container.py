@@ -60,6 +60,9 @@ class Overrides:
     on_transition: TransitionCallback | None = None
     # Refuse a store nothing has run on (a mistyped path, namespace or database).
     existing_store: bool = False
+    # False: refuse a store an older govkernel wrote instead of upgrading it (to back it up
+    # as it is first: an upgraded store is never opened by an older govkernel again).
+    upgrade_store: bool = True
     # Your own workflows, built from the wired knowledge service (a mapping of name to
     # definition, a list of definitions, or one): they replace the built-in registry
     # (`wiring.workflow_registry(service)` gives it, to include it) and those the
@@ -163,6 +166,8 @@ def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
     container = wiring.Container(settings=settings)
     if o.store is not None:
         wiring.override(container.store, o.store)
+    if not o.upgrade_store:
+        wiring.override(container.upgrade_store, False)
     if o.existing_store:
         wiring.override(container.create_store, False)
     # Yours, given in code, win over those the settings name (imported here, before the
@@ -242,6 +247,7 @@ def _check(o: Overrides) -> None:
         ("policies", policies, isinstance(policies, tuple), "policy functions (any iterable)"),
         ("on_transition", o.on_transition, callable(o.on_transition), "a function"),
         ("existing_store", o.existing_store, isinstance(o.existing_store, int), "a bool"),
+        ("upgrade_store", o.upgrade_store, isinstance(o.upgrade_store, int), "a bool"),
     ]
     problems = [
         Problem(key, f"Overrides({key}=...)", _wrong(value, kind))

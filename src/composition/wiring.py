@@ -57,9 +57,10 @@ def throwaway_store(settings: Settings) -> MemoryStore:
     return MemoryStore(audit_key=audit_key(settings))
 
 
-def make_store(settings: Settings, create: bool = True) -> Store:
+def make_store(settings: Settings, create: bool = True, upgrade: bool = True) -> Store:
     """The store named by the URL's scheme; an unknown scheme is an error, never a fallback.
-    With `create=False` a SurrealDB store must already hold govkernel's data."""
+    With `create=False` a SurrealDB store must already hold govkernel's data; with
+    `upgrade=False`, of this govkernel's schema (an older one is refused, left as it is)."""
     scheme = settings.store_scheme
     key = audit_key(settings)
     if scheme in MEMORY_SCHEMES:
@@ -75,6 +76,7 @@ def make_store(settings: Settings, create: bool = True) -> Store:
                 username=settings.username if remote else None,
                 password=settings.password if remote else None,
                 create=create,
+                upgrade=upgrade,
                 audit_key=key,
             )
         )
@@ -87,9 +89,9 @@ def make_store(settings: Settings, create: bool = True) -> Store:
     )
 
 
-def open_store(settings: Settings, create: bool = True) -> Iterator[Store]:
+def open_store(settings: Settings, create: bool = True, upgrade: bool = True) -> Iterator[Store]:
     """The store as a resource: opened once, closed when the container shuts down."""
-    store = make_store(settings, create)
+    store = make_store(settings, create, upgrade)
     try:
         yield store
     finally:
@@ -149,7 +151,9 @@ class Container(containers.DeclarativeContainer):
 
     # False for commands that only read or follow up: they never create a store.
     create_store: providers.Object[bool] = providers.Object(True)
-    store = providers.Resource(open_store, settings, create_store)
+    # False for a backup: a store of an older schema is refused, never upgraded first.
+    upgrade_store: providers.Object[bool] = providers.Object(True)
+    store = providers.Resource(open_store, settings, create_store, upgrade_store)
     store_uow_factory = providers.Singleton(store_factory, store)
     # Override this one to wrap the store's factory (fault injection, tracing, ...).
     uow_factory = providers.Singleton(identity, store_uow_factory)

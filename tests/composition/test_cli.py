@@ -27,6 +27,7 @@ from surrealdb import RecordID
 
 from adapters.faults import FaultInjector, FaultPlan
 from adapters.surrealdb import SurrealConfig, SurrealStore
+from adapters.surrealdb import schema as surreal_schema
 from composition import queries
 from composition.cli import outcome
 from composition.container import Overrides, build_app
@@ -35,7 +36,7 @@ from composition.settings import load_settings
 from domain.model.lifecycle import ExecutionState
 from domain.model.policy import APPROVAL_TTL, ImpactTier
 from domain.workflows import knowledge_publication as kp
-from ports.errors import CorruptRecord, InjectedFault, RecordNotFound
+from ports.errors import CorruptRecord, InjectedFault, RecordNotFound, StorageUnavailable
 from ports.records import audit_key
 from ports.unit_of_work import UnitOfWorkFactory
 
@@ -461,6 +462,27 @@ def test_backup_copies_the_store_to_open_as_it_stood(fresh: Cli) -> None:
     with SurrealStore(SurrealConfig(fresh.url)):  # as a service holds it
         held = fresh("backup", str(fresh.cwd / "held"), code=2).stderr
     assert "a service holding it backs it up itself, with app.backup(DEST)" in held
+
+
+def test_a_backup_never_upgrades_the_store_it_copies(fresh: Cli) -> None:
+    """A backup by a newer govkernel upgraded the store first: neither it nor its copy then
+    opened with the govkernel that wrote them, the way back the README's "back it up before
+    upgrading" keeps (an upgrade pass, h156). Refused instead, saying how, nothing changed."""
+    fresh.json("run", "knowledge-publication", str(FRED))
+    meta = RecordID(surreal_schema.META_TABLE, "schema")
+    older = surreal_schema.SCHEMA_VERSION - 1
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        store.select_rows("UPSERT $m SET version = $v", {"m": meta, "v": older})
+    dest = fresh.cwd / "backup"
+    refused = fresh("backup", str(dest), code=2).stderr
+    assert f"older govkernel and is left as it is: schema version {older}" in refused
+    assert "back it up with the govkernel that wrote it" in refused and "cp -a" in refused
+    assert not dest.exists()
+    with pytest.raises(StorageUnavailable, match="left as it is"):
+        SurrealStore(SurrealConfig(fresh.url, upgrade=False))
+    with SurrealStore(SurrealConfig(fresh.url)) as store:  # any other open upgrades it
+        assert store.upgraded_from == older
+    assert fresh.json("backup", str(dest))["bytes"] > 0
 
 
 def test_a_reason_edited_to_megabytes_is_shown_cut(fresh: Cli) -> None:

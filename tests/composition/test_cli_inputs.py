@@ -25,6 +25,7 @@ from surrealdb import RecordID
 
 from adapters.faults import FaultInjector, FaultPlan
 from adapters.surrealdb import SurrealConfig, SurrealStore
+from adapters.surrealdb import schema as surreal_schema
 from composition import queries, render
 from composition.cli import run_cli, streams
 from composition.cli.command import describe
@@ -309,10 +310,12 @@ def test_a_steps_output_is_cut_by_characters_not_by_escapes() -> None:
 
 def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -> None:
     out, _ = gk(capsys, "--version")
-    assert out == f"govkernel {importlib.metadata.version('govkernel')}\n"
+    version, schema = importlib.metadata.version("govkernel"), surreal_schema.SCHEMA_VERSION
+    # With the schema it writes: every build of one release says the same version (h156).
+    assert out == f"govkernel {version} (store schema {schema})\n"
     for args in (("--json", "--version"), ("--version", "--json")):  # plain text, before
         out, _ = gk(capsys, *args)
-        assert json.loads(out) == {"version": importlib.metadata.version("govkernel")}
+        assert json.loads(out) == {"version": version, "store_schema": schema}
 
 
 # -- errors ----------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ EMBEDDED = ("mem", "memory", "surrealkv", "file")
 _SECOND = timedelta(seconds=1)
 _INSTANTS = (fields.Kind.DATETIME, fields.Kind.OPTIONAL_DATETIME)
 IMMUTABLE_CACHE_CHARS = 4 * 1024 * 1024
+NOT_UPGRADED = "the store was written by an older govkernel and is left as it is"
 MAX_SEGMENT_HEADER = 4096  # far above the engine's own (170 bytes)
 PARTIAL_COPY = "govkernel.partial-backup"  # in a backup's directory until it is whole
 REMOTE = ("ws", "wss", "http", "https")
@@ -78,6 +79,9 @@ class SurrealConfig:
     # False: open only a store govkernel already wrote, never make one (a mistyped path,
     # namespace or database is refused instead of becoming a new, empty store).
     create: bool = True
+    # False: a store of an older schema is refused as it is, not upgraded (an upgrade is one
+    # way: a backup taken before one must be taken without it).
+    upgrade: bool = True
     # Seconds a remote server may take to answer one request before it counts as gone.
     reply_timeout: float = 60.0
     # Seals the executions written through the store's units (domain.model.seal).
@@ -102,7 +106,7 @@ class SurrealConfig:
                     value.encode("utf-8")
                 except UnicodeEncodeError:  # it failed as the store opened, by class name
                     raise ValueError(f"{name} is not valid Unicode text") from None
-        for name in ("sync_data", "create"):
+        for name in ("sync_data", "create", "upgrade"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r:.40}")
         timeout = self.reply_timeout
@@ -1111,6 +1115,12 @@ class SurrealStore:
             raise StorageUnavailable(
                 f"no store in namespace {cfg.namespace!r}, database {cfg.database!r} at"
                 f" {where}: nothing has run there yet"
+            )
+        if not self.config.upgrade and isinstance(current, int) and current < schema.SCHEMA_VERSION:
+            raise StorageUnavailable(
+                f"{NOT_UPGRADED}: schema version {current}, this govkernel's is"
+                f" {schema.SCHEMA_VERSION} (opened without upgrading; a govkernel older than"
+                " this one no longer opens a store this one upgraded)"
             )
         if isinstance(current, int) and current > schema.SCHEMA_VERSION:
             raise StorageUnavailable(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from adapters.surrealdb.store import NOT_UPGRADED
 from composition import render
 from composition.cli.options import NonEmptyPath, json_option
 from composition.cli.session import EXIT_USAGE, EXITS, Failed, session_of
@@ -29,7 +30,8 @@ def backup(ctx: click.Context, destination: Path) -> None:
     """
     s = session_of(ctx)
     s.read_only = True
-    with _held_by_a_service(), s.app(existing=True) as (app, _):
+    # Never upgraded first: a backup is what goes back to before an upgrade.
+    with _held_by_a_service(), s.app(existing=True, upgrade=False) as (app, _):
         try:
             copied = app.backup(destination, lambda chunks: progress_bar(chunks, "copying"))
         except OSError as exc:
@@ -60,6 +62,12 @@ def _held_by_a_service() -> Iterator[None]:
     try:
         yield
     except StorageUnavailable as exc:
+        if NOT_UPGRADED in str(exc):
+            raise StorageUnavailable(
+                f"{exc}; back it up with the govkernel that wrote it (`govkernel backup`), or"
+                " copy its directory while no process holds it (cp -a); then any command of"
+                " this govkernel upgrades it"
+            ) from None
         if "is in use by another process" not in str(exc):
             raise
         raise StorageUnavailable(

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from adapters.surrealdb.schema import SCHEMA_VERSION
 from composition import render
 from composition.cli import approvals, audit, backup, demo, inspecting, recovery, running
 from composition.cli.options import not_blank, set_json
@@ -18,9 +19,16 @@ def _version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
     version = importlib.metadata.version("govkernel")
+    # The store schema it writes: what "upgrade govkernel" and "an older govkernel" mean
+    # when a store is refused or upgraded (every build of one release says the same version).
+    schema = SCHEMA_VERSION
     # As every command under --json: a record on stdout, wherever the flag was given.
     as_json = "--json" in session_of(ctx).args
-    click.echo(render.dumps({"version": version}) if as_json else f"govkernel {version}")
+    click.echo(
+        render.dumps({"version": version, "store_schema": schema})
+        if as_json
+        else f"govkernel {version} (store schema {schema})"
+    )
     ctx.exit()
 
 

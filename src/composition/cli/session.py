@@ -104,7 +104,11 @@ class Session:
 
     @contextmanager
     def app(
-        self, *, existing: bool = False, check: Callable[[App], object] | None = None
+        self,
+        *,
+        existing: bool = False,
+        check: Callable[[App], object] | None = None,
+        upgrade: bool = True,
     ) -> Iterator[tuple[App, Printer]]:
         """The application on the configured store; `existing` for commands that only make
         sense on a store something already ran on, so a mistyped path is not created.
@@ -129,7 +133,9 @@ class Session:
         printer = Printer(self)
         # A store that ends with its process is always new: there is nothing to refuse.
         must_exist = existing and not self.transient()
-        overrides = Overrides(on_transition=printer, existing_store=must_exist)
+        overrides = Overrides(
+            on_transition=printer, existing_store=must_exist, upgrade_store=upgrade
+        )
         with build_app(settings, overrides) as app:
             repair = getattr(app.store, "torn_repair", None)
             if repair is not None:  # whichever command opened the store first, it says so
