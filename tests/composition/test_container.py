@@ -205,6 +205,7 @@ class _NoOffset(tzinfo):
         ("policies", "change_freeze", "is a str: give policy functions"),
         ("on_transition", "print", "is a str: give a function"),
         ("existing_store", "yes", "is a str: give a bool"),
+        ("upgrade_store", "no", "is a str: give a bool"),
         ("clock", FixedClock, "is the class FixedClock: give a clock (with now()), an instance"),
         ("ids", SequentialIds, "is the class SequentialIds: give an id generator (new_id), an"),
         ("store", MemoryStore, "is the class MemoryStore: give a store, an instance of it"),
