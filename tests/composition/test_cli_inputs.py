@@ -369,6 +369,45 @@ def test_an_interrupt_says_what_is_left_to_do(
     assert said in err
 
 
+def test_an_upgrade_is_said_as_it_starts_and_a_stop_after_it_does_not_deny_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A long upgrade was said only once done; and a SIGTERM held while the engine upgraded,
+    raised as it answered, said "nothing was changed" of a store an older govkernel no
+    longer opened (an upgrade pass, h156)."""
+    url = f"surrealkv://{tmp_path / 'store'}"
+    gk(capsys, "--store", url, "run", "knowledge-publication", str(IMF))
+    older = surreal_schema.SCHEMA_VERSION - 1
+    meta = RecordID(surreal_schema.META_TABLE, "schema")
+    with SurrealStore(SurrealConfig(url)) as store:
+        store.select_rows("UPSERT $m SET version = $v", {"m": meta, "v": older})
+    query = SurrealStore._query
+
+    def stopped_as_the_engine_answers(self: SurrealStore, text: str, params: Any) -> Any:
+        rows = query(self, text, params)
+        if "upgrade_from" in text:  # the upgrade's transaction: done, then the stop
+            raise KeyboardInterrupt
+        return rows
+
+    monkeypatch.setattr(SurrealStore, "_query", stopped_as_the_engine_answers)
+    _, err = gk(capsys, "--store", url, "executions", "list", code=130)
+    assert err.startswith(
+        f"note: upgrading the store from schema version {older} to"
+        f" {surreal_schema.SCHEMA_VERSION} (a govkernel older than this one will no longer"
+        " open it)\n"
+    )
+    assert err.endswith(
+        f"interrupted as the store opened, once it had been upgraded from schema version"
+        f" {older}; nothing else was changed\n"
+    ), err
+    monkeypatch.undo()
+    with SurrealStore(SurrealConfig(url)) as store:  # it stands, and is not done again
+        assert store.upgraded_from is None
+        assert store.select_rows("SELECT VALUE version FROM ONLY $m", {"m": meta}) == [
+            surreal_schema.SCHEMA_VERSION
+        ]
+
+
 def test_an_interrupted_audit_seal_says_the_same_command_seals_the_rest(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

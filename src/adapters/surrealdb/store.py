@@ -58,6 +58,9 @@ REMOTE = ("ws", "wss", "http", "https")
 # one configured, Python's last-resort handler would print it there again.
 _log = logging.getLogger("govkernel.store")
 _log.addHandler(logging.NullHandler())
+# An upgrade about to start, said apart so that a command line can show it as it happens.
+UPGRADE_LOG = logging.getLogger("govkernel.store.upgrade")
+UPGRADED_BEFORE_THE_STOP = "as the store opened, once it had been upgraded from schema version"
 # The engine cannot hand back text holding a NUL: a read of such a record fails whole, in
 # these words. No write of govkernel's stores one (every adapter refuses it).
 _NUL_IN_ANSWER = "string contained a null byte"
@@ -1150,7 +1153,21 @@ class SurrealStore:
             "COMMIT TRANSACTION;"
         )
         params = {"m": meta, "d": done, "v": schema.SCHEMA_VERSION, "from": current, "b": build}
-        rows = self._query(text, params | {"txn": os.urandom(16).hex()})
+        # Said before it starts: on a large store it takes a while (~30 s at 12k executions).
+        UPGRADE_LOG.warning(
+            "upgrading the store from schema version %s to %d (a govkernel older than this"
+            " one will no longer open it)",
+            current,
+            schema.SCHEMA_VERSION,
+        )
+        try:
+            rows = self._query(text, params | {"txn": os.urandom(16).hex()})
+        except BaseException as stop:
+            # A stop held while the engine worked (Ctrl-C, SIGTERM) is raised once it has
+            # answered: the upgrade may stand, which the stop's own message must not deny.
+            if not isinstance(stop, Exception) and self._upgraded():
+                stop.add_note(f"{UPGRADED_BEFORE_THE_STOP} {current}")
+            raise
         bad = [r for r in rows if r.get("status") != "OK"]
         if bad:
             cause = str(bad[0].get("result"))
@@ -1159,6 +1176,20 @@ class SurrealStore:
             )
         if isinstance(current, int):
             self.upgraded_from = current
+
+    def _upgraded(self) -> bool:
+        with contextlib.suppress(Exception):
+            rows = self._query(
+                "SELECT VALUE version FROM ONLY $m; SELECT VALUE txn FROM ONLY $d;"
+                " SELECT VALUE upgrade FROM ONLY $m;",
+                {
+                    "m": RecordID(schema.META_TABLE, "schema"),
+                    "d": RecordID(schema.META_TABLE, "upgraded"),
+                },
+            )
+            version, done, upgrade = (row.get("result") for row in rows)
+            return version == schema.SCHEMA_VERSION and done == upgrade
+        return False
 
     def _indexes(self) -> dict[tuple[str, str], str]:
         """The indexes defined on govkernel's tables: (table, name) -> definition."""

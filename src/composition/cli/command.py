@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from adapters.surrealdb.store import UPGRADED_BEFORE_THE_STOP
 from adapters.surrealdb.wire import deferring
 from composition import render
 from composition.cli.outcome import with_hint
@@ -91,6 +92,8 @@ def _run(session: Session, args: list[str]) -> int:
         stopped = terminated.said if terminated.happened else "interrupted"
         where = _notes(noted)
         unfinished = _unfinished(session, not_stored=UNSTORED in where)
+        if UPGRADED_BEFORE_THE_STOP in where:  # (said in the note: the upgrade stands)
+            unfinished = unfinished.replace("nothing was changed", "nothing else was changed")
         say_error(render.safe(f"{stopped}{where}; {unfinished}"))
         _emit_stopped(session, stopped, unfinished)
         return 128 + (terminated.signum or signal.SIGINT)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -10,7 +11,7 @@ from contextlib import contextmanager, suppress
 import click
 from attrs import define, field
 
-from adapters.surrealdb.store import LogSeal
+from adapters.surrealdb.store import UPGRADE_LOG, LogSeal
 from composition import queries, render, wiring
 from composition.cli.streams import (
     DebugLog,
@@ -136,7 +137,7 @@ class Session:
         overrides = Overrides(
             on_transition=printer, existing_store=must_exist, upgrade_store=upgrade
         )
-        with build_app(settings, overrides) as app:
+        with _noting_upgrades(self.warn), build_app(settings, overrides) as app:
             repair = getattr(app.store, "torn_repair", None)
             if repair is not None:  # whichever command opened the store first, it says so
                 self.warn(
@@ -380,3 +381,20 @@ def started_by(
     with app.uow_factory() as uow:
         found = uow.executions.by_idempotency_key(app.runtime.tenant, idempotency_key)
     return found if found is None or workflow is None else reused(found, workflow)
+
+
+@contextmanager
+def _noting_upgrades(say: Callable[[str], None]) -> Iterator[None]:
+    """A store upgrade said as it starts, not only once done: it may take a while."""
+
+    class Noting(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            with suppress(Exception):
+                say(render.safe(f"note: {record.getMessage()}"))
+
+    handler = Noting(logging.INFO)
+    UPGRADE_LOG.addHandler(handler)
+    try:
+        yield
+    finally:
+        UPGRADE_LOG.removeHandler(handler)
