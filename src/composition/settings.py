@@ -487,6 +487,15 @@ def _audit_key(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
     return value
 
 
+def _previous_audit_key(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
+    # Only named to move its seals to the new key: as older govkernels took keys (h156).
+    try:
+        AuditKey.earlier(value)
+    except InvalidInput as exc:
+        return bad(exc.problem)
+    return value
+
+
 def _data_dir(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
     if not value.strip() or "\x00" in value:
         return bad("must be a directory path")
@@ -625,7 +634,7 @@ _PARSERS: dict[str, Callable[[_Key, str, Path | None, Bad], object]] = {
     "username": _secret,
     "password": _secret,
     "audit_key": _audit_key,
-    "previous_audit_key": _audit_key,
+    "previous_audit_key": _previous_audit_key,
     "data_dir": _data_dir,
 }
 

@@ -14,6 +14,7 @@ from adapters.memory import MemoryStore
 from adapters.surrealdb import SurrealConfig, SurrealStore
 from composition.container import Overrides, build_app
 from composition.settings import ConfigurationError, Settings
+from domain.model.errors import InvalidInput
 from domain.model.seal import AuditKey
 from ports.records import audit_key
 from tests.composition.test_anchors import rewrite
@@ -139,6 +140,34 @@ def test_a_new_key_takes_over_the_seals_the_key_it_replaces_made(fresh: Cli) -> 
     assert fresh.json("audit", "verify", env=rotated)["ok"]
     fresh("audit", "verify", env=KEYED, code=1)
     no_key_shown(fresh)
+
+
+def test_a_key_an_older_govkernel_took_can_still_be_moved_off(fresh: Cli) -> None:
+    """Keys of 32 bytes with fewer than 8 values, or white space at their ends, were taken
+    before keys were checked: refused since, even as the previous key, they left the
+    executions they sealed refused by every keyed worker for good (an upgrade pass, h156).
+    Named as the previous key, `audit seal` moves their seals to the new key."""
+    from datetime import UTC, datetime
+
+    from ports.clock import FixedClock
+    from tests.workflow.harness import TENANT, WORKFLOW, orchestrator
+
+    weak = "abcd" * 8 + " "
+    with SurrealStore(SurrealConfig(fresh.url, audit_key=AuditKey.earlier(weak))) as store:
+        clock = FixedClock(datetime.now(UTC))
+        orchestrator(store.unit_of_work, clock).start(WORKFLOW, request("pub-weak"))
+    tenant = {"GOVKERNEL_TENANT": TENANT}
+    fresh("executions", "list", env=tenant | {"GOVKERNEL_AUDIT_KEY": weak}, code=2)
+    assert "at least 8 different values" in fresh.stderr  # never to seal with
+    rotated = tenant | {"GOVKERNEL_AUDIT_KEY": NEW_KEY}
+    [report] = fresh.json("audit", "verify", env=rotated, code=1)["reports"]
+    assert "sealed with another audit key" in report["problem"]
+    moved = fresh.json("audit", "seal", env=rotated | {"GOVKERNEL_AUDIT_PREVIOUS_KEY": weak})
+    assert (moved["moved"], moved["sealed"]) == (1, 0)
+    assert fresh.json("audit", "verify", env=rotated)["ok"]
+    assert "abcdabcd" not in fresh.stderr  # the key is never shown
+    with pytest.raises(InvalidInput, match="at least 32 bytes"):
+        AuditKey.earlier("abcd" * 7)
 
 
 def test_keys_that_cannot_be_used_are_refused_without_being_shown(

@@ -1153,19 +1153,21 @@ class SurrealStore:
             "COMMIT TRANSACTION;"
         )
         params = {"m": meta, "d": done, "v": schema.SCHEMA_VERSION, "from": current, "b": build}
-        # Said before it starts: on a large store it takes a while (~30 s at 12k executions).
-        UPGRADE_LOG.warning(
-            "upgrading the store from schema version %s to %d (a govkernel older than this"
-            " one will no longer open it)",
-            current,
-            schema.SCHEMA_VERSION,
-        )
+        if isinstance(current, int):  # (not a new store's first schema)
+            # Said before it starts: on a large store it takes a while (~30 s at 12k
+            # executions).
+            UPGRADE_LOG.warning(
+                "upgrading the store from schema version %d to %d (a govkernel older than"
+                " this one will no longer open it)",
+                current,
+                schema.SCHEMA_VERSION,
+            )
         try:
             rows = self._query(text, params | {"txn": os.urandom(16).hex()})
         except BaseException as stop:
             # A stop held while the engine worked (Ctrl-C, SIGTERM) is raised once it has
             # answered: the upgrade may stand, which the stop's own message must not deny.
-            if not isinstance(stop, Exception) and self._upgraded():
+            if not isinstance(stop, Exception) and isinstance(current, int) and self._upgraded():
                 stop.add_note(f"{UPGRADED_BEFORE_THE_STOP} {current}")
             raise
         bad = [r for r in rows if r.get("status") != "OK"]

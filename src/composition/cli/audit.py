@@ -262,7 +262,7 @@ def audit_seal(
         raise Failed("no audit key to seal with: set GOVKERNEL_AUDIT_KEY", EXIT_USAGE)
     key_id = AuditKey.from_text(settings.audit_key).key_id
     previous = settings.previous_audit_key
-    before = None if previous is None else AuditKey.from_text(previous)
+    before = None if previous is None else AuditKey.earlier(previous)
     if all_tenants and execution_id is not None:
         raise Failed("give EXECUTION or --all-tenants, not both", EXIT_USAGE)
     with s.app(existing=True) as (app, _):

@@ -240,7 +240,7 @@ def verified(app: App, execution_id: str) -> ChainReport:
     previous = app.settings.previous_audit_key
     if previous is None or not report.seal:
         return report
-    if f"key id {AuditKey.from_text(previous).key_id};" not in (report.problem or ""):
+    if f"key id {AuditKey.earlier(previous).key_id};" not in (report.problem or ""):
         return report
     said = f"{report.problem}: the previous key's, which `audit seal` moves to this one"
     return evolve(report, problem=said)

@@ -44,6 +44,22 @@ def _secret(_: object, __: object, value: bytes) -> None:
         raise InvalidInput("audit key", "begins or ends with white space")
 
 
+def _key_bytes(text: object) -> bytes:
+    if not isinstance(text, str):
+        raise InvalidInput("audit key", f"must be text, got {type(text).__name__}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise InvalidInput("audit key", "holds a control character (a line break?)")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput("audit key", "is not valid Unicode text") from None
+
+
+def _earlier_secret(_: object, __: object, value: bytes) -> None:
+    if not isinstance(value, bytes) or len(value) < MIN_KEY_BYTES:
+        raise InvalidInput("audit key", f"must be at least {MIN_KEY_BYTES} bytes")
+
+
 # Letters and symbols that print as nothing: Hangul fillers, the braille blank.
 _BLANK = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
@@ -62,14 +78,7 @@ class AuditKey:
 
     @classmethod
     def from_text(cls, text: str) -> AuditKey:
-        if not isinstance(text, str):
-            raise InvalidInput("audit key", f"must be text, got {type(text).__name__}")
-        if any(ord(c) < 32 or ord(c) == 127 for c in text):
-            raise InvalidInput("audit key", "holds a control character (a line break?)")
-        try:
-            key = cls(text.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise InvalidInput("audit key", "is not valid Unicode text") from None
+        key = cls(_key_bytes(text))
         if text and (_invisible(text[0]) or _invisible(text[-1])):
             # A no-break space, a byte order mark or a zero-width space pasted with the key
             # makes another key, whose seals every other worker refuses.
@@ -77,6 +86,13 @@ class AuditKey:
                 "audit key", "begins or ends with white space or an invisible character"
             )
         return key
+
+    @classmethod
+    def earlier(cls, text: str) -> AuditKey:
+        """A key as govkernels before keys were checked for variety and white space took
+        it (32 bytes or more, whatever they hold): never to seal with, only named as the
+        previous key, so that `audit seal` moves the seals it made to a new key."""
+        return _EarlierAuditKey(_key_bytes(text))
 
     @property
     def key_id(self) -> str:
@@ -134,3 +150,8 @@ def _well_formed(seal: object) -> TypeGuard[str]:
         and seal[16] == ":"
         and all(c in _HEX for c in seal[:16] + seal[17:])
     )
+
+
+@frozen(repr=False)
+class _EarlierAuditKey(AuditKey):
+    secret: bytes = field(validator=_earlier_secret, repr=False)
