@@ -166,7 +166,7 @@ def open_app(settings: Settings, overrides: Overrides | None = None) -> App:
     container = wiring.Container(settings=settings)
     if o.store is not None:
         wiring.override(container.store, o.store)
-    if not o.upgrade_store:
+    if o.upgrade_store is not None and not o.upgrade_store:  # (None: the default, as above)
         wiring.override(container.upgrade_store, False)
     if o.existing_store:
         wiring.override(container.create_store, False)

@@ -135,6 +135,8 @@ def redact_url(url: str) -> str:
         port = ":***"
     userinfo = "***@" if "@" in parts.netloc else ""
     path = parts.path.split(";", 1)[0] + (";***" if ";" in parts.path else "")
+    if "@" in path or names_credentials(path):  # credentials typed again after the host
+        path = "/***"
     query = "?***" if parts.query else ""
     return f"{prefix}//{userinfo}{host}{port}{path}{query}"
 

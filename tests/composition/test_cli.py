@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from surrealdb import RecordID
@@ -32,7 +32,7 @@ from composition import queries
 from composition.cli import outcome
 from composition.container import Overrides, build_app
 from composition.documents import publication_request, read_source
-from composition.settings import load_settings
+from composition.settings import Settings, load_settings
 from domain.model.lifecycle import ExecutionState
 from domain.model.policy import APPROVAL_TTL, ImpactTier
 from domain.workflows import knowledge_publication as kp
@@ -480,8 +480,12 @@ def test_a_backup_never_upgrades_the_store_it_copies(fresh: Cli) -> None:
     assert not dest.exists()
     with pytest.raises(StorageUnavailable, match="left as it is"):
         SurrealStore(SurrealConfig(fresh.url, upgrade=False))
-    with SurrealStore(SurrealConfig(fresh.url)) as store:  # any other open upgrades it
-        assert store.upgraded_from == older
+    settings = Settings(store_url=fresh.url)
+    with pytest.raises(StorageUnavailable, match="refused rather than upgraded"):
+        build_app(settings, Overrides(upgrade_store=False)).__enter__()
+    # None is the default, as for the other fields (it refused, h157): any other open upgrades
+    with build_app(settings, Overrides(upgrade_store=cast(Any, None))) as app:
+        assert app.store.upgraded_from == older  # type: ignore[attr-defined]
     assert fresh.json("backup", str(dest))["bytes"] > 0
 
 

@@ -406,6 +406,12 @@ def test_an_upgrade_is_said_as_it_starts_and_a_stop_after_it_does_not_deny_it(
         assert store.select_rows("SELECT VALUE version FROM ONLY $m", {"m": meta}) == [
             surreal_schema.SCHEMA_VERSION
         ]
+        store.select_rows("UPSERT $m SET version = $v", {"m": meta, "v": older})
+    # Stopped once the upgrade was done and said: not "nothing was changed" either (h157).
+    monkeypatch.setattr(queries, "recent_executions", _interrupted)
+    _, err = gk(capsys, "--store", url, "executions", "list", code=130)
+    assert f"note: the store was upgraded from schema version {older};" in err
+    assert err.endswith("interrupted; nothing else was changed\n"), err
 
 
 def test_an_interrupted_audit_seal_says_the_same_command_seals_the_rest(

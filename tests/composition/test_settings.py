@@ -328,7 +328,9 @@ def test_a_mistyped_url_with_credentials_is_refused_without_echo(
 
 
 @pytest.mark.parametrize("cut", ["#", "/", "?"])
-def test_a_url_is_shown_without_anything_before_its_last_at_sign(cut: str) -> None:
+def test_a_url_is_shown_without_anything_before_its_last_at_sign(
+    cut: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     # A password holding /, ? or # ends a URL's host early: the whole of it is starred.
     shown = redact_url(f"surrealkv://admin:{cut}{SECRET}@/tmp/store")
     assert shown == "surrealkv://***@/tmp/store"
@@ -337,6 +339,12 @@ def test_a_url_is_shown_without_anything_before_its_last_at_sign(cut: str) -> No
     assert redact_url("ws://db:8000/rpc") == "ws://db:8000/rpc"  # nothing to hide: all shown
     # A percent-encoded `@` leaves the credentials in what parses as the host.
     assert redact_url(f"wss://admin%3A{SECRET}%40db.invalid:8000") == "wss://***"
+    # Typed twice (pasted over itself): the second copy is in what parses as the path
+    # (found by a re-test, h157, through the white-space message).
+    twice = f"ws://admin:{SECRET}@db:8000 ws://admin:{SECRET}@db:8000"
+    assert redact_url(twice) == "ws://***@db:***/***"
+    problem = only({"GOVKERNEL_STORE": f" {twice} "}, tmp_path_factory.mktemp("twice"))
+    assert SECRET not in str(problem) and "begins or ends with white space" in str(problem)
 
 
 def test_all_problems_reported_together(tmp_path: Path) -> None:

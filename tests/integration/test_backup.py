@@ -106,6 +106,8 @@ def test_a_backup_goes_into_a_new_directory_outside_its_store(tmp_path: Path) ->
             (5, "not int"),
             (b"/tmp/copy", "not bytes"),
             (str(tmp_path / "b\x00"), "NUL"),
+            ("", "must not be empty"),  # the current directory, said to exist (h157)
+            (" ", "must not be empty"),  # a directory named " " made (h157)
         ):
             with pytest.raises(InvalidInput, match=problem) as refused:
                 store.backup(given)  # type: ignore[arg-type]

@@ -1122,8 +1122,8 @@ class SurrealStore:
         if not self.config.upgrade and isinstance(current, int) and current < schema.SCHEMA_VERSION:
             raise StorageUnavailable(
                 f"{NOT_UPGRADED}: schema version {current}, this govkernel's is"
-                f" {schema.SCHEMA_VERSION} (opened without upgrading; a govkernel older than"
-                " this one no longer opens a store this one upgraded)"
+                f" {schema.SCHEMA_VERSION} (refused rather than upgraded: a govkernel older"
+                " than this one no longer opens a store this one upgraded)"
             )
         if isinstance(current, int) and current > schema.SCHEMA_VERSION:
             raise StorageUnavailable(
@@ -1267,6 +1267,8 @@ class SurrealStore:
             )
         if "\x00" in os.fspath(destination):
             raise InvalidInput("destination", "a path cannot hold a NUL character")
+        if not os.fspath(destination).strip():  # not the current directory, nor one named " "
+            raise InvalidInput("destination", "must not be empty")
         source, target = Path(cfg.path), Path(destination).absolute()
         if os.path.lexists(target):
             raise InvalidInput("destination", f"{target} exists: a backup goes into a new one")

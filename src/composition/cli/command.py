@@ -297,7 +297,7 @@ def _unfinished(session: Session, *, not_stored: bool = False) -> str:
     if session.store_lost is not None:  # nothing can be finished there, by recover or else
         return "the store is to be restored from a backup, or the work done again in a new one"
     if session.read_only:  # (what it made outside the store, said as `again`)
-        return session.again or "nothing was changed"
+        return session.again or f"nothing {'else ' * session.upgraded}was changed"
     if _transient(session):
         return f"{TRANSIENT_NOTE}: an unfinished execution is lost"
     if session.again is not None:

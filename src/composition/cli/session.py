@@ -76,6 +76,7 @@ class Session:
     json: bool = False
     debug: bool = False
     read_only: bool = False  # the command changes nothing: an interrupt leaves nothing to resume
+    upgraded: bool = False  # opening it upgraded the store (said as a note)
     # The idempotency key of a start in progress: what an interrupt tells the user to reuse;
     # and the execution, once a commit of it was seen.
     starting: str | None = None
@@ -163,6 +164,7 @@ class Session:
                 )
             upgraded = getattr(app.store, "upgraded_from", None)
             if isinstance(upgraded, int):  # a read too: older govkernels now refuse it
+                self.upgraded = True
                 self.warn(
                     f"note: the store was upgraded from schema version {upgraded}; a"
                     " govkernel older than this one no longer opens it"
