@@ -150,6 +150,18 @@ class UnitOfWork(abc.ABC):
         self._borrower_tenant = tenant if borrower is not None else None
         return refused
 
+    def refuse_other_tenant(self, tenant: str, what: str) -> None:
+        """Refuse work done through this unit for another `tenant` than the one it is lent
+        for (a step's), as a write of that tenant's record is refused (`InvalidRecord`); `what`
+        says what it was. Nothing when the unit is not lent for a tenant."""
+        wanted = self._borrower_tenant
+        if wanted is not None and tenant != wanted:
+            self._refused = (
+                f"{self._borrower} of tenant {shown(wanted)} may not {what} of tenant"
+                f" {shown(tenant)}"
+            )
+            raise InvalidRecord(self._refused)
+
     def _refuse_other_tenants(self, write: Write) -> None:
         """A step writes as its execution's tenant: a record of another tenant, as given or
         as stored (an update, a delete), is refused, as a commit of its own is."""
@@ -161,11 +173,7 @@ class UnitOfWork(abc.ABC):
         # (A record without one is refused by the schema, as it would be unlent.)
         others = [t for t in tenants if t is not None and t != wanted]  # (plain text by now)
         if others:
-            self._refused = (
-                f"{self._borrower} of tenant {shown(wanted)} may not write a {write.table}"
-                f" record of tenant {shown(others[0])}"
-            )
-            raise InvalidRecord(self._refused)
+            self.refuse_other_tenant(others[0], f"write {_a(write.table)} {write.table} record")
 
     def _ensure_held(self, what: str) -> None:
         if self._borrower is not None:
@@ -626,6 +634,10 @@ def _own(doc: Document) -> Document:
     """A staged document as a reader may keep it: its lists too are the reader's, or a
     change to one would reach the commit past the checks made when it was staged."""
     return {k: list(v) if isinstance(v, list) else v for k, v in doc.items()}
+
+
+def _a(noun: str) -> str:
+    return "an" if noun[:1] in "aeiou" else "a"
 
 
 def _known(table: str) -> None:

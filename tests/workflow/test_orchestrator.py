@@ -2541,6 +2541,43 @@ def test_every_commit_is_told_even_a_start_stored_apart_from_its_failed_first_st
     assert seen == list(range(1, done.version + 1))  # version 1: the start, stored alone
 
 
+@pytest.mark.parametrize("judged", ["allowed", "denied"])
+def test_a_step_may_not_have_another_tenants_mutation_judged(world: World, judged: str) -> None:
+    """A step ingesting as another tenant's runtime was refused only when the gate allowed
+    it: denied, the gate recorded the decision and its evidence, in a unit of its own, as
+    the other tenant's (a multi-tenant pass, h158)."""
+    from domain.model.knowledge import SourceDraft
+    from domain.services.governance import Gate, enforcement_context
+    from domain.services.knowledge import KnowledgeService
+
+    service = KnowledgeService(Gate(world.store.unit_of_work))
+    refs = ["POL-KNOWLEDGE-1"] if judged == "allowed" else []  # none: denied
+
+    def ingests_as_theirs(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
+        theirs = ctx.runtime.with_tenant("tenant-b")
+        judged_by = enforcement_context(theirs, tier=ImpactTier.TIER0, policy_refs=refs)
+        draft = SourceDraft.parse(
+            kind="imf",
+            title="x",
+            source_url="https://www.imf.org/x",
+            format="text",
+            classification="public",
+            content_text="Inflation eased.",
+        )
+        service.ingest(uow, theirs, judged_by, [draft])
+        return {}
+
+    tables = ("decision", "evidence", "knowledge_source")
+    before = {t: world.door.table(t) for t in tables}
+    _, done = _started_with(world, Step("theirs", ingests_as_theirs), "second")
+    assert done.state is S.FAILED
+    assert (done.last_error or "").startswith(
+        "step theirs failed: InvalidRecord: step theirs of tenant 'tenant-a' may not"
+    ), done.last_error
+    assert {t: world.door.table(t) for t in tables} == before
+    assert world.door.events() == []
+
+
 def _started_with(
     world: World, step: Step, position: str
 ) -> tuple[Orchestrator, WorkflowExecution]:

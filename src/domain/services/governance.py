@@ -20,7 +20,7 @@ from domain.model.policy import (
 from domain.model.runtime import RuntimeContext
 from domain.model.validation import actor_name, aware, listed, text
 from ports.errors import CommitOutcomeUnknown, DuplicateRecord, StorageUnavailable
-from ports.unit_of_work import UnitOfWorkFactory
+from ports.unit_of_work import UnitOfWork, UnitOfWorkFactory
 
 
 class ApprovalRequired(PolicyDenied):
@@ -78,8 +78,15 @@ class Gate:
         self._uow_factory = uow_factory
         self._policies = tuple(policies) if policies is not None else default_policies()
 
-    def decide(self, mutation: GuardedMutation, runtime: RuntimeContext) -> PolicyDecision:
-        """Allow, or record the denial (decision and evidence) and raise a typed error."""
+    def decide(
+        self, mutation: GuardedMutation, runtime: RuntimeContext, within: UnitOfWork | None = None
+    ) -> PolicyDecision:
+        """Allow, or record the denial (decision and evidence) and raise a typed error.
+        `within`, the unit the mutation is staged in: lent to a step for its tenant, another
+        tenant's mutation is refused as its writes would be, before a denial of it is recorded
+        in a unit of its own (found by a multi-tenant pass, h158)."""
+        if within is not None:
+            within.refuse_other_tenant(runtime.tenant, "have a mutation judged")
         if mutation.context.tenant != runtime.tenant:
             # Evaluated for one tenant, written as another: its approvals and freeze are not
             # the writer's.

@@ -79,6 +79,7 @@ class KnowledgeService:
                 source_urls=tuple((d.kind, d.source_url) for d in drafts),
             ),
             runtime,
+            uow,
         )
         sources: list[KnowledgeSource] = []
         created: list[str] = []
@@ -141,6 +142,7 @@ class KnowledgeService:
                 referenced_tenants=tuple(s.tenant for s in sources),
             ),
             runtime,
+            uow,
         )
         # The generator is pure: identical inputs give the identical analysis, returned as is.
         existing = uow.analyses.find_by_inputs(runtime.tenant, digest)
@@ -229,6 +231,7 @@ class KnowledgeService:
                 analysis_count=len(analyses),
             ),
             runtime,
+            uow,
         )
         capsule = Capsule(
             id=runtime.ids.new_id("cap"),
@@ -291,6 +294,7 @@ class KnowledgeService:
                 referenced_tenants=(capsule.tenant,),
             ),
             runtime,
+            uow,
         )
         retracted = capsule.retract(at=runtime.clock.now(), reason=reason)
         uow.capsules.update(retracted)
