@@ -287,11 +287,12 @@ def read(path: str | os.PathLike[str]) -> Anchors:
 
 def _a_path(path: object) -> Path:
     # As `open` takes it (text or a path), and refused as an anchor file error otherwise.
-    if not isinstance(path, str | os.PathLike) or isinstance(os.fspath(path), bytes):
+    given = os.fspath(path) if isinstance(path, str | os.PathLike) else None
+    if not isinstance(given, str):
         raise AnchorFileError(Path(repr(path)), "give the file's path as text or a Path")
-    if "\x00" in os.fspath(path):
-        raise AnchorFileError(Path(repr(os.fspath(path))), "a path cannot hold a NUL character")
-    return Path(path)
+    if "\x00" in given:
+        raise AnchorFileError(Path(repr(given)), "a path cannot hold a NUL character")
+    return Path(given)
 
 
 def parse(path: Path, document: object) -> Anchors:

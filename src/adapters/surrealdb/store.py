@@ -1259,15 +1259,13 @@ class SurrealStore:
                 f"a backup copies a surrealkv:// store's directory; a {cfg.scheme}:// store is"
                 + (" held in memory" if cfg.scheme in EMBEDDED else " the server's to back up")
             )
-        if not isinstance(destination, str | os.PathLike) or not isinstance(
-            os.fspath(destination), str
-        ):
-            raise InvalidInput(
-                "destination", f"give a directory's path as text, not {type(destination).__name__}"
-            )
-        if "\x00" in os.fspath(destination):
+        given = os.fspath(destination) if isinstance(destination, str | os.PathLike) else None
+        if not isinstance(given, str):
+            what = type(destination).__name__
+            raise InvalidInput("destination", f"give a directory's path as text, not {what}")
+        if "\x00" in given:
             raise InvalidInput("destination", "a path cannot hold a NUL character")
-        if not os.fspath(destination).strip():  # not the current directory, nor one named " "
+        if not given.strip():  # not the current directory, nor one named " "
             raise InvalidInput("destination", "must not be empty")
         source, target = Path(cfg.path), Path(destination).absolute()
         if os.path.lexists(target):

@@ -31,7 +31,7 @@ def backup(ctx: click.Context, destination: Path) -> None:
     s = session_of(ctx)
     s.read_only = True
     # Never upgraded first: a backup is what goes back to before an upgrade.
-    with _held_by_a_service(), s.app(existing=True, upgrade=False) as (app, _):
+    with _said_how_to_back_up(), s.app(existing=True, upgrade=False) as (app, _):
         try:
             copied = app.backup(destination, lambda chunks: progress_bar(chunks, "copying"))
         except OSError as exc:
@@ -58,7 +58,7 @@ def backup(ctx: click.Context, destination: Path) -> None:
 
 
 @contextmanager
-def _held_by_a_service() -> Iterator[None]:
+def _said_how_to_back_up() -> Iterator[None]:
     try:
         yield
     except StorageUnavailable as exc:

@@ -19,15 +19,14 @@ def _version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
     version = importlib.metadata.version("govkernel")
-    # The store schema it writes: what "upgrade govkernel" and "an older govkernel" mean
-    # when a store is refused or upgraded (every build of one release says the same version).
-    schema = SCHEMA_VERSION
+    # With the store schema it writes: what "upgrade govkernel" and "an older govkernel"
+    # mean when a store is refused or upgraded (every build of a release says one version).
     # As every command under --json: a record on stdout, wherever the flag was given.
     as_json = "--json" in session_of(ctx).args
     click.echo(
-        render.dumps({"version": version, "store_schema": schema})
+        render.dumps({"version": version, "store_schema": SCHEMA_VERSION})
         if as_json
-        else f"govkernel {version} (store schema {schema})"
+        else f"govkernel {version} (store schema {SCHEMA_VERSION})"
     )
     ctx.exit()
 
