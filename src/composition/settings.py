@@ -135,7 +135,7 @@ def redact_url(url: str) -> str:
         port = ":***"
     userinfo = "***@" if "@" in parts.netloc else ""
     path = parts.path.split(";", 1)[0] + (";***" if ";" in parts.path else "")
-    if "@" in path or names_credentials(path):  # credentials typed again after the host
+    if "@" in parts.path or names_credentials(parts.path):  # typed again after the host
         path = "/***"
     query = "?***" if parts.query else ""
     return f"{prefix}//{userinfo}{host}{port}{path}{query}"
@@ -565,9 +565,9 @@ def _store_url(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
         port = parts.port
     except ValueError:
         port = 0
-    if port == 0:  # (None: no port given, the scheme's own)
-        return bad(f"{shown}: the port must be a number from 1 to 65535", allowed)
     scheme = parts.scheme.lower()
+    if port == 0 and scheme not in ("surrealkv", "file"):  # (None: the scheme's own port)
+        return bad(f"{shown}: the port must be a number from 1 to 65535", allowed)
     rest = value.split("://", 1)[1]
     if scheme not in SCHEMES:
         return bad(f"unknown store scheme {scheme + '://'!r} in {shown}", allowed)
@@ -587,6 +587,8 @@ def _store_url(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
             return bad(f"{shown}: surrealkv:// needs a directory path", allowed)
         if rest != rest.strip():
             return bad(f"{shown}: the path begins or ends with white space", allowed)
+        if "://" in rest:  # another URL pasted in (credentials and all), not a directory
+            return bad(f"{shown}: the path holds `://`: give one URL", allowed)
         try:
             rest.encode("utf-8")
         except UnicodeEncodeError:  # a byte the file system name holds that is no UTF-8
@@ -603,12 +605,14 @@ def _store_url(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
         return bad(f"{shown}: a server's URL holds no white space or control characters")
     if not dialable(parts.hostname):
         return bad(f"{shown}: {_clip(parts.hostname)} is not a valid host name", allowed)
-    if parts.query or parts.fragment or value.rstrip().endswith(("?", "#")):
-        # The SDK would drop them, or dial them as part of the path: a credential typed
-        # there would be ignored in silence (shown starred, as a query is).
+    if parts.query or parts.fragment or value.rstrip().endswith(("?", "#")) or ";" in rest:
+        # The SDK would drop them, or dial them as part of the path (path parameters failed
+        # as the connection opened, "ValueError"): a credential typed there would be ignored
+        # in silence (shown starred, as a query is).
         return bad(
-            f"{shown}: a server's URL takes no query (`?...`) or fragment (`#...`);"
-            " credentials go in GOVKERNEL_SURREAL_USERNAME and GOVKERNEL_SURREAL_PASSWORD",
+            f"{shown}: a server's URL takes no query (`?...`), fragment (`#...`) or path"
+            " parameters (`;...`); credentials go in GOVKERNEL_SURREAL_USERNAME and"
+            " GOVKERNEL_SURREAL_PASSWORD",
             allowed,
         )
     return value

@@ -103,6 +103,9 @@ def test_store_urls(tmp_path: Path, url: str, expected: str) -> None:
 def test_relative_surrealkv_path_and_data_dir_default_store(tmp_path: Path) -> None:
     rel = load_settings({"GOVKERNEL_STORE": "surrealkv://rel/store"}, cwd=tmp_path)
     assert rel.store_url == f"surrealkv://{tmp_path / 'rel' / 'store'}"
+    # A colon in it is no port (it was said to be one that must be a number, h159).
+    colon = load_settings({"GOVKERNEL_STORE": "surrealkv://data:v2/store"}, cwd=tmp_path)
+    assert colon.store_url == f"surrealkv://{tmp_path / 'data:v2' / 'store'}"
     moved = load_settings({"GOVKERNEL_DATA_DIR": str(tmp_path / "d")}, cwd=tmp_path)
     assert moved.store_url == f"surrealkv://{tmp_path / 'd' / 'store'}"
 
@@ -177,7 +180,12 @@ def test_a_store_url_with_white_space_around_it_is_shown_with_it(
         ("GOVKERNEL_STORE", "/srv/data", "store_url", "is given as surrealkv://PATH)"),
         ("GOVKERNEL_STORE", "./data", "store_url", "is given as surrealkv://PATH)"),
         ("GOVKERNEL_STORE", "surrealkv:/srv/d", "store_url", "write surrealkv://, two slashes"),
-        ("GOVKERNEL_STORE", "ws://h:8000/rpc#x", "store_url", "no query (`?...`) or fragment"),
+        ("GOVKERNEL_STORE", "ws://h:8000/rpc#x", "store_url", "no query (`?...`), fragment"),
+        # Path parameters failed as the connection opened, "h:8000: ValueError" (h159).
+        ("GOVKERNEL_STORE", "ws://h:8000/rpc;x", "store_url", "or path parameters (`;...`)"),
+        # A URL pasted into a directory path (credentials and all); a surrealkv path with a
+        # colon in it, said to have a bad port (h159).
+        ("GOVKERNEL_STORE", "surrealkv:///srv/x ws://u:p@h:1", "store_url", "holds `://`"),
         ("GOVKERNEL_STORE", "wss://h/rpc?password=pw", "store_url", "'wss://h/rpc?***': a"),
         ("GOVKERNEL_STORE", "ws://h:8000/rpc?", "store_url", "no query"),
         # Found by a settings pass: a space made a second store beside the first; a host
@@ -343,6 +351,10 @@ def test_a_url_is_shown_without_anything_before_its_last_at_sign(
     # (found by a re-test, h157, through the white-space message).
     twice = f"ws://admin:{SECRET}@db:8000 ws://admin:{SECRET}@db:8000"
     assert redact_url(twice) == "ws://***@db:***/***"
+    # ... with a `;` in the password, where a path's parameters begin (h159).
+    semi = f"ws://admin:ab;{SECRET}@db:8000"
+    for pasted in (f"{semi} {semi}", f"{semi}/{semi}", f"{semi}{semi}"):
+        assert SECRET not in redact_url(pasted) and "ab" not in redact_url(pasted)
     problem = only({"GOVKERNEL_STORE": f" {twice} "}, tmp_path_factory.mktemp("twice"))
     assert SECRET not in str(problem) and "begins or ends with white space" in str(problem)
 

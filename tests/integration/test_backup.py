@@ -108,6 +108,7 @@ def test_a_backup_goes_into_a_new_directory_outside_its_store(tmp_path: Path) ->
             (str(tmp_path / "b\x00"), "NUL"),
             ("", "must not be empty"),  # the current directory, said to exist (h157)
             (" ", "must not be empty"),  # a directory named " " made (h157)
+            (str(tmp_path / "copy "), "ends with white space"),  # no store URL names it (h159)
         ):
             with pytest.raises(InvalidInput, match=problem) as refused:
                 store.backup(given)  # type: ignore[arg-type]

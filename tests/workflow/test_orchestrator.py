@@ -2571,8 +2571,9 @@ def test_a_step_may_not_have_another_tenants_mutation_judged(world: World, judge
     before = {t: world.door.table(t) for t in tables}
     _, done = _started_with(world, Step("theirs", ingests_as_theirs), "second")
     assert done.state is S.FAILED
-    assert (done.last_error or "").startswith(
-        "step theirs failed: InvalidRecord: step theirs of tenant 'tenant-a' may not"
+    assert done.last_error == (
+        "step theirs failed: InvalidRecord: step theirs of tenant 'tenant-a' may not have the"
+        " gate judge a mutation of tenant 'tenant-b'"
     ), done.last_error
     assert {t: world.door.table(t) for t in tables} == before
     assert world.door.events() == []

@@ -1261,12 +1261,14 @@ class SurrealStore:
             )
         given = os.fspath(destination) if isinstance(destination, str | os.PathLike) else None
         if not isinstance(given, str):
-            what = type(destination).__name__
+            what = type(destination if given is None else given).__name__
             raise InvalidInput("destination", f"give a directory's path as text, not {what}")
         if "\x00" in given:
             raise InvalidInput("destination", "a path cannot hold a NUL character")
         if not given.strip():  # not the current directory, nor one named " "
             raise InvalidInput("destination", "must not be empty")
+        if given != given.strip():  # a store's path may not: the copy could not be opened
+            raise InvalidInput("destination", f"{given!r} begins or ends with white space")
         source, target = Path(cfg.path), Path(destination).absolute()
         if os.path.lexists(target):
             raise InvalidInput("destination", f"{target} exists: a backup goes into a new one")

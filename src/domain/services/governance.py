@@ -86,7 +86,7 @@ class Gate:
         tenant's mutation is refused as its writes would be, before a denial of it is recorded
         in a unit of its own (found by a multi-tenant pass, h158)."""
         if within is not None:
-            within.refuse_other_tenant(runtime.tenant, "have a mutation judged")
+            within.refuse_other_tenant(runtime.tenant, "have the gate judge a mutation")
         if mutation.context.tenant != runtime.tenant:
             # Evaluated for one tenant, written as another: its approvals and freeze are not
             # the writer's.
