@@ -109,6 +109,10 @@ def redact_url(url: str) -> str:
     scheme = parts.scheme
     rest = url[len(scheme) + 1 :] if scheme else url
     lowered = scheme.lower()
+    if scheme and lowered not in (*SCHEMES, "file", "http", "https"):
+        # Text before a `:` is a scheme only if it names one: else it may be a user name or
+        # a password typed in the wrong place (found by a credentials pass, h160).
+        return "***"
     if lowered in ("surrealkv", "file") and rest.startswith("//"):
         if "@" not in rest:
             return url
@@ -132,10 +136,20 @@ def redact_url(url: str) -> str:
     try:
         port = "" if parts.port is None else f":{parts.port}"
     except ValueError:
-        port = ":***"
+        # A "port" that is no number: a password typed where the host ends, its user name
+        # taken for the host and the rest for the path (h160): none of it is shown.
+        return f"{scheme}://***"
     userinfo = "***@" if "@" in parts.netloc else ""
     path = parts.path.split(";", 1)[0] + (";***" if ";" in parts.path else "")
-    if "@" in parts.path or names_credentials(parts.path):  # typed again after the host
+    # Credentials typed again after the host, or a `:` or white space in the path (which
+    # no server path has, and `urlsplit` drops some of): none of the path is shown.
+    after_host = rest[2:].partition("/")[2]
+    if (
+        "@" in after_host
+        or ":" in after_host
+        or names_credentials(after_host)
+        or any(c.isspace() or not c.isprintable() for c in after_host)
+    ):
         path = "/***"
     query = "?***" if parts.query else ""
     return f"{prefix}//{userinfo}{host}{port}{path}{query}"
@@ -570,7 +584,7 @@ def _store_url(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
         return bad(f"{shown}: the port must be a number from 1 to 65535", allowed)
     rest = value.split("://", 1)[1]
     if scheme not in SCHEMES:
-        return bad(f"unknown store scheme {scheme + '://'!r} in {shown}", allowed)
+        return bad(f"unknown store scheme in {shown}", allowed)  # (its name may be a secret)
     # A server's URL holds no `@` anywhere: one after a `/` is a password that held one,
     # and `%40` is one percent-encoded (`user%3Apassword%40host` would be taken for a host).
     if "@" in parts.netloc or (scheme in REMOTE_SCHEMES and names_credentials(rest)):

@@ -350,7 +350,21 @@ def test_a_url_is_shown_without_anything_before_its_last_at_sign(
     # Typed twice (pasted over itself): the second copy is in what parses as the path
     # (found by a re-test, h157, through the white-space message).
     twice = f"ws://admin:{SECRET}@db:8000 ws://admin:{SECRET}@db:8000"
-    assert redact_url(twice) == "ws://***@db:***/***"
+    assert redact_url(twice) == "ws://***"
+    # A password typed where the host ends, its user name taken for the host and the rest
+    # for the path; text before a `:` that names no scheme; a `:` or white space in a path
+    # (a credentials pass, h160).
+    for typed in (
+        f"ws://admin:a/{SECRET}127.0.0.1:1",
+        f"ws://127.0.0.1:a/{SECRET}",
+        f"ws://admin:{SECRET}127.0.0.1:1",
+        f"{SECRET}:x",
+        f"{SECRET}://h",
+        f"ws://h:1/admin:{SECRET}",
+        f"ws://h:1/x\t{SECRET}",
+    ):
+        assert SECRET not in redact_url(typed) and "admin" not in redact_url(typed), typed
+    assert redact_url("ws://db:8000/rpc") == "ws://db:8000/rpc"  # still shown: nothing hidden
     # ... with a `;` in the password, where a path's parameters begin (h159).
     semi = f"ws://admin:ab;{SECRET}@db:8000"
     for pasted in (f"{semi} {semi}", f"{semi}/{semi}", f"{semi}{semi}"):
@@ -599,6 +613,19 @@ def test_a_store_url_the_adapter_cannot_use_as_given_is_refused_by_it_too() -> N
     with pytest.raises(ValueError, match="username is not valid Unicode text"):
         SurrealConfig("ws://h:1", username="r\udcff", password="pw")
     assert "gkuser" not in repr(SurrealConfig("ws://h:1", username="gkuser", password="pw"))
+    # Python's own words quoted the host, a password with it; path parameters were taken,
+    # and the repr showed every URL it took whole; a user name taken for the host was
+    # named (a credentials pass, h160).
+    for url, problem in (
+        (f"ws://[admin:{SECRET}@::1]:1", "url is not a valid URL"),
+        (f"ws://127.0.0.1:1/x;{SECRET}", "or path parameters"),
+        (f"ws://admin:{SECRET}?q127.0.0.1:1", "or path parameters"),
+    ):
+        with pytest.raises(ValueError, match=problem) as refused:
+            SurrealConfig(url)
+        assert SECRET not in str(refused.value) and "admin" not in str(refused.value)
+    for url in (f"surrealkv://admin:{SECRET}@/tmp/x", f"mem://admin:{SECRET}@"):
+        assert SECRET not in repr(SurrealConfig(url))
 
 
 @pytest.mark.parametrize(

@@ -72,7 +72,8 @@ NUL_STORED = (
 
 @frozen
 class SurrealConfig:
-    url: str
+    # Shown by its scheme alone: a password typed in the wrong place may be in it.
+    url: str = field(repr=lambda url: repr(f"{url.partition('://')[0]}://***"))
     namespace: str = "govkernel"
     database: str = "govkernel"
     # Neither is shown in the repr (the settings star the user name too).
@@ -97,6 +98,10 @@ class SurrealConfig:
             raise ValueError(f"url must be text, got {type(self.url).__name__}")
         if "\x00" in self.url:
             raise ValueError("url holds a NUL character")
+        try:
+            urlsplit(self.url)
+        except ValueError:  # (its own words quote the host: a password typed there, h160)
+            raise ValueError("url is not a valid URL") from None
         for name in ("namespace", "database"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name} must be non-empty text")
@@ -139,13 +144,13 @@ class SurrealConfig:
                 "a server's URL takes no credentials (`user:password@`, the `@` as `%40` or"
                 " `%2540` too): give them as username and password"
             )
-        if self.scheme in REMOTE and ("?" in self.url or "#" in self.url):
+        if self.scheme in REMOTE and any(c in self.url for c in "?#;"):
             # The SDK would drop them, or dial them as part of the path: a credential
-            # typed there would be ignored in silence. (The URL is not repeated: it may
-            # hold one.)
+            # typed there would be ignored in silence. (Neither the URL nor its host is
+            # repeated: either may hold one, a user name taken for the host, h160.)
             raise ValueError(
-                f"a server's URL takes no query (`?...`) or fragment (`#...`): connect to"
-                f" {self.server} with username and password instead"
+                "a server's URL takes no query (`?...`), fragment (`#...`) or path parameters"
+                " (`;...`): give credentials as username and password instead"
             )
         if self.scheme in REMOTE:
             self._dialable()
