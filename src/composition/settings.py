@@ -28,6 +28,7 @@ The audit key (`audit_key = "..."`, or GOVKERNEL_AUDIT_KEY) seals each execution
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -133,6 +134,8 @@ def redact_url(url: str) -> str:
     if not rest.startswith("//") or not parts.hostname:
         return f"{prefix}***"
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if not _HOSTLIKE.fullmatch(parts.hostname):  # no host holds these: typed elsewhere (h161)
+        host = "***"
     try:
         port = "" if parts.port is None else f":{parts.port}"
     except ValueError:
@@ -144,8 +147,9 @@ def redact_url(url: str) -> str:
     # Credentials typed again after the host, or a `:` or white space in the path (which
     # no server path has, and `urlsplit` drops some of): none of the path is shown.
     after_host = rest[2:].partition("/")[2]
-    if (
-        "@" in after_host
+    if after_host and (
+        "@" in parts.netloc  # (a password typed twice, once after the host: h161)
+        or "@" in after_host
         or ":" in after_host
         or names_credentials(after_host)
         or any(c.isspace() or not c.isprintable() for c in after_host)
@@ -153,6 +157,9 @@ def redact_url(url: str) -> str:
         path = "/***"
     query = "?***" if parts.query else ""
     return f"{prefix}//{userinfo}{host}{port}{path}{query}"
+
+
+_HOSTLIKE = re.compile(r"[\w.\-:]+")
 
 
 def _secret_repr(value: object) -> str:
@@ -584,7 +591,10 @@ def _store_url(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
         return bad(f"{shown}: the port must be a number from 1 to 65535", allowed)
     rest = value.split("://", 1)[1]
     if scheme not in SCHEMES:
-        return bad(f"unknown store scheme in {shown}", allowed)  # (its name may be a secret)
+        # Its name is not repeated (it may be a password typed there): one it is close to is.
+        close = difflib.get_close_matches(scheme, (*SCHEMES, "surrealkv"), n=1, cutoff=0.75)
+        meant = f": did you mean {close[0]}://?" if close else ""
+        return bad(f"unknown store scheme in {shown}{meant}", allowed)
     # A server's URL holds no `@` anywhere: one after a `/` is a password that held one,
     # and `%40` is one percent-encoded (`user%3Apassword%40host` would be taken for a host).
     if "@" in parts.netloc or (scheme in REMOTE_SCHEMES and names_credentials(rest)):
@@ -618,7 +628,9 @@ def _store_url(key: _Key, value: str, base: Path | None, bad: Bad) -> object:
     if any(c.isspace() or not c.isprintable() for c in rest):
         return bad(f"{shown}: a server's URL holds no white space or control characters")
     if not dialable(parts.hostname):
-        return bad(f"{shown}: {_clip(parts.hostname)} is not a valid host name", allowed)
+        # Named only if it could be a host: else it may be a password typed there (h161).
+        named = _clip(parts.hostname) if _HOSTLIKE.fullmatch(parts.hostname) else "the host"
+        return bad(f"{shown}: {named} is not a valid host name", allowed)
     if parts.query or parts.fragment or value.rstrip().endswith(("?", "#")) or ";" in rest:
         # The SDK would drop them, or dial them as part of the path (path parameters failed
         # as the connection opened, "ValueError"): a credential typed there would be ignored

@@ -300,7 +300,7 @@ def test_credentials_in_the_store_url_are_refused_without_echo(tmp_path: Path) -
     problem = only({"GOVKERNEL_STORE": f"ws://admin:{SECRET}@db:8000"}, tmp_path)
     assert problem.key == "store_url" and "GOVKERNEL_SURREAL_PASSWORD" in problem.message
     assert SECRET not in str(problem) and "***@db:8000" in str(problem)
-    assert redact_url(f"wss://u:{SECRET}@h/rpc") == "wss://***@h/rpc"
+    assert redact_url(f"wss://u:{SECRET}@h/rpc") == "wss://***@h/***"  # (its path too: h161)
 
 
 @pytest.mark.parametrize(
@@ -364,7 +364,19 @@ def test_a_url_is_shown_without_anything_before_its_last_at_sign(
         f"ws://h:1/x\t{SECRET}",
     ):
         assert SECRET not in redact_url(typed) and "admin" not in redact_url(typed), typed
+    # Typed again after the host of a URL that embeds it; a host holding what no host does
+    # (a re-test, h161).
+    for typed in (
+        f"ws://admin:{SECRET}@h:8000/{SECRET}",
+        f"ws://{SECRET};x:8000",
+        f"ws://{SECRET} x:8000",
+        f"ws://{SECRET}%x:8000",
+    ):
+        assert SECRET not in redact_url(typed), typed
+        problem = only({"GOVKERNEL_STORE": typed}, tmp_path_factory.mktemp("typed"))
+        assert SECRET.lower() not in str(problem).lower(), problem
     assert redact_url("ws://db:8000/rpc") == "ws://db:8000/rpc"  # still shown: nothing hidden
+    assert redact_url("ws://[::1]:8000") == "ws://[::1]:8000"
     # ... with a `;` in the password, where a path's parameters begin (h159).
     semi = f"ws://admin:ab;{SECRET}@db:8000"
     for pasted in (f"{semi} {semi}", f"{semi}/{semi}", f"{semi}{semi}"):
@@ -626,6 +638,14 @@ def test_a_store_url_the_adapter_cannot_use_as_given_is_refused_by_it_too() -> N
         assert SECRET not in str(refused.value) and "admin" not in str(refused.value)
     for url in (f"surrealkv://admin:{SECRET}@/tmp/x", f"mem://admin:{SECRET}@"):
         assert SECRET not in repr(SurrealConfig(url))
+    # The repr took the text before `://` for a scheme, the whole URL when it had none;
+    # any scheme was taken, white space before one too (a re-test, h161).
+    for url in (f"ws//admin:{SECRET}@db:8000", SECRET, f"{SECRET}ws://db:8000", " ws://h:1"):
+        with pytest.raises(ValueError, match="names no store this adapter opens") as refused:
+            SurrealConfig(url)
+        assert SECRET not in str(refused.value)
+    assert SurrealConfig(f"mem://{SECRET}").where == "mem://"
+    assert repr(SurrealConfig("WS://db:8000")).startswith("SurrealConfig(url='WS://***'")
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from urllib.parse import urlsplit
 
 DEFAULT_PORTS = {"ws": 80, "wss": 443, "http": 80, "https": 443}
+
+
+_NAME = re.compile(rb"[A-Za-z0-9._-]+")
 
 
 def dialable(host: str) -> bool:
@@ -16,9 +20,12 @@ def dialable(host: str) -> bool:
     except ValueError:
         pass
     try:
-        return 0 < len(host.encode("idna")) <= 253
+        name = host.encode("idna")
     except UnicodeError:
         return False
+    # Letters, digits, `-`, `_` and dots once encoded: `%`, `;` or a space is no host's
+    # (a password typed where the host goes was dialled, and named in the failure: h161).
+    return 0 < len(name) <= 253 and _NAME.fullmatch(name) is not None
 
 
 def names_credentials(url: str) -> bool:

@@ -73,7 +73,7 @@ NUL_STORED = (
 @frozen
 class SurrealConfig:
     # Shown by its scheme alone: a password typed in the wrong place may be in it.
-    url: str = field(repr=lambda url: repr(f"{url.partition('://')[0]}://***"))
+    url: str = field(repr=lambda url: repr(_scheme_shown(url)))
     namespace: str = "govkernel"
     database: str = "govkernel"
     # Neither is shown in the repr (the settings star the user name too).
@@ -99,9 +99,19 @@ class SurrealConfig:
         if "\x00" in self.url:
             raise ValueError("url holds a NUL character")
         try:
-            urlsplit(self.url)
+            parsed = bool(urlsplit(self.url))
         except ValueError:  # (its own words quote the host: a password typed there, h160)
-            raise ValueError("url is not a valid URL") from None
+            parsed = False
+        if not parsed:  # (raised here, so that they are not kept as its context either)
+            raise ValueError("url is not a valid URL")
+        # (urlsplit drops white space before a scheme: a URL with some is refused too.)
+        if self.scheme not in (*EMBEDDED, *REMOTE) or not self.url.lower().startswith(
+            f"{self.scheme}:"
+        ):
+            raise ValueError(
+                "url names no store this adapter opens: mem://, surrealkv://PATH,"
+                " ws://HOST:PORT or wss://HOST:PORT"
+            )
         for name in ("namespace", "database"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name} must be non-empty text")
@@ -191,7 +201,14 @@ class SurrealConfig:
     @property
     def where(self) -> str:
         """The store, for messages: its directory, or its server's scheme and address."""
-        return str(self.path) if self.path else f"{self.scheme}://{self.server}"
+        if self.path:
+            return str(self.path)
+        return f"{self.scheme}://" + (self.server if self.scheme in REMOTE else "")
+
+
+def _scheme_shown(url: str) -> str:
+    scheme, sep, _ = url.partition("://")
+    return f"{scheme}://***" if sep and scheme.lower() in (*EMBEDDED, *REMOTE) else "***"
 
 
 class StoreLock:
