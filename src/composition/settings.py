@@ -149,7 +149,6 @@ def redact_url(url: str) -> str:
     after_host = rest[2:].partition("/")[2]
     if after_host and (
         "@" in parts.netloc  # (a password typed twice, once after the host: h161)
-        or "@" in after_host
         or ":" in after_host
         or names_credentials(after_host)
         or any(c.isspace() or not c.isprintable() for c in after_host)

@@ -91,9 +91,9 @@ def _run(session: Session, args: list[str]) -> int:
         noted = stop.__cause__ if isinstance(stop, click.Abort) and stop.__cause__ else stop
         stopped = terminated.said if terminated.happened else "interrupted"
         where = _notes(noted)
+        # Stopped as the store opened, once its upgrade stood (said in the note).
+        session.upgraded = session.upgraded or UPGRADED_BEFORE_THE_STOP in where
         unfinished = _unfinished(session, not_stored=UNSTORED in where)
-        if UPGRADED_BEFORE_THE_STOP in where:  # (said in the note: the upgrade stands)
-            unfinished = unfinished.replace("nothing was changed", "nothing else was changed")
         say_error(render.safe(f"{stopped}{where}; {unfinished}"))
         _emit_stopped(session, stopped, unfinished)
         return 128 + (terminated.signum or signal.SIGINT)
