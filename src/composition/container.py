@@ -246,8 +246,8 @@ def _check(o: Overrides) -> None:
         ("trace_id", o.trace_id, isinstance(o.trace_id, str), "text"),
         ("policies", policies, isinstance(policies, tuple), "policy functions (any iterable)"),
         ("on_transition", o.on_transition, callable(o.on_transition), "a function"),
-        ("existing_store", o.existing_store, isinstance(o.existing_store, int), "a bool"),
-        ("upgrade_store", o.upgrade_store, isinstance(o.upgrade_store, int), "a bool"),
+        ("existing_store", o.existing_store, _a_flag(o.existing_store), "a bool"),
+        ("upgrade_store", o.upgrade_store, _a_flag(o.upgrade_store), "a bool"),
     ]
     problems = [
         Problem(key, f"Overrides({key}=...)", _wrong(value, kind))
@@ -293,6 +293,11 @@ def _same_key(settings: Settings, store: object) -> None:
                 )
             ]
         )
+
+
+def _a_flag(value: object) -> bool:
+    # 0 and 1 as the bools they equal (a flag read from a config file); 2 is no flag.
+    return isinstance(value, int) and value in (0, 1)
 
 
 def _wrong(value: object, kind: str) -> str:

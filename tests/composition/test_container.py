@@ -206,6 +206,8 @@ class _NoOffset(tzinfo):
         ("on_transition", "print", "is a str: give a function"),
         ("existing_store", "yes", "is a str: give a bool"),
         ("upgrade_store", "no", "is a str: give a bool"),
+        ("existing_store", 2, "is an int: give a bool"),
+        ("upgrade_store", -1, "is an int: give a bool"),
         ("clock", FixedClock, "is the class FixedClock: give a clock (with now()), an instance"),
         ("ids", SequentialIds, "is the class SequentialIds: give an id generator (new_id), an"),
         ("store", MemoryStore, "is the class MemoryStore: give a store, an instance of it"),
