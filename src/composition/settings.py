@@ -464,8 +464,9 @@ def _workflows(value: object, bad: Bad) -> object:
     wrong = [s for s in specs if not _WORKFLOW_SPEC.match(s)]
     if wrong:
         return bad(f"{_clip(wrong[0])} is not a module:attribute reference", _WORKFLOW_ALLOWED)
-    if len(set(specs)) != len(specs):
-        return bad("names the same module:attribute twice")
+    twice = next((spec for i, spec in enumerate(specs) if spec in specs[:i]), None)
+    if twice is not None:
+        return bad(f"names {_clip(twice)} twice")
     return tuple(specs)
 
 

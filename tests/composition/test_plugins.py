@@ -255,7 +255,7 @@ def test_the_setting_from_the_environment_and_from_a_file(tmp_path: Path) -> Non
         ("a:b,", "'' is not a module:attribute reference"),
         ("a b:c", "'a b:c' is not a module:attribute reference"),
         ("import os; os:x", "is not a module:attribute reference"),
-        ("a:b,a:b", "names the same module:attribute twice"),
+        ("a:b,c:d,a:b", "names 'a:b' twice"),
     ],
 )
 def test_a_reference_that_is_no_reference_is_refused(tmp_path: Path, value: str, said: str) -> None:
@@ -1136,7 +1136,7 @@ def test_no_command_describes_an_execution_by_steps_it_did_not_start_with(
     # as `run` does.
     assert (shown["step"], shown["steps"]) == ("ask", 2) and shown["why"] == waiting["why"] != ""
     note = f"note: 1 execution ({xid} first) started with other steps than gated version 1"
-    assert f"{note} as registered here has: shown by the steps they started with" in gk.stderr
+    assert f"{note} registered here: shown by the steps they started with" in gk.stderr
     text = gk("executions", "show", xid, env=after).stdout
     assert re.search(r"^step +0/2 ask$", text, re.M), text
     listed_before = gk.json("executions", "list", env=before)[0]
@@ -1146,6 +1146,14 @@ def test_no_command_describes_an_execution_by_steps_it_did_not_start_with(
     assert (listed["step"], listed["steps"]) == (None, None) and note in gk.stderr
     table = gk("executions", "list", env=after).stdout
     assert "pay" not in table and note in gk.stderr
+    # Its key brings it back: with what it takes to approve it, not an `approve` refused.
+    key = ("run", "workflow", "gated", "--idempotency-key", waiting["idempotency_key"])
+    again = gk(*key, env=after)
+    assert "other steps than gated version 1 registered here: it can be approved once" in (
+        again.stdout
+    )
+    assert f"approve {xid}" not in again.stdout
+    assert f"approve {xid} --role" in gk(*key, env=before).stdout
 
 
 def test_an_old_versions_executions_are_finished_beside_the_new_one(
@@ -1170,6 +1178,10 @@ def test_an_old_versions_executions_are_finished_beside_the_new_one(
     retired_only = {"GOVKERNEL_RETIRED_WORKFLOWS": "gated_v1:gated"}
     key = ("run", "workflow", "gated", "--idempotency-key", waiting["idempotency_key"])
     assert gk.json(*key, env=retired_only)["reused"] is True
+    again = gk(*key, env=v2).stdout
+    assert "awaiting approval" in again and f"approve {waiting['execution_id']}" not in again
+    assert "runs gated version 1, which this command does not have: it can be approved" in again
+    assert "GOVKERNEL_RETIRED_WORKFLOWS" in again
     assert gk.json("run", "workflow", "gated", "--input", "{}", env=v2)["workflow_version"] == "2"
     # Shown beside version 2, it is described by its own steps, not version 2's.
     shown = gk.json("executions", "show", waiting["execution_id"], env=v2)

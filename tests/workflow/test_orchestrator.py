@@ -2911,7 +2911,9 @@ def test_steps_changed_under_the_same_version_do_not_drive_an_execution(
         lambda: redeployed.run(x),
     ]
     for command in commands:
-        with pytest.raises(InvalidState, match="steps that change need a new version") as caught:
+        with pytest.raises(
+            InvalidState, match="Register the changed steps under a new version"
+        ) as caught:
             command()
         assert said in str(caught.value)
         assert "started by knowledge_publication version 1 with steps ingest, analyse" in str(
@@ -2967,9 +2969,9 @@ def test_an_execution_that_ran_no_step_can_be_cancelled_whatever_its_steps_becam
     waiting = world.orch().start(WORKFLOW, request("pub-2"), risk_tier=ImpactTier.TIER1)
     other = world.orch().start(WORKFLOW, request("pub-3"), risk_tier=ImpactTier.TIER1)
     redeployed = _redeployed(world, _step_added_first)
-    with pytest.raises(InvalidState, match="steps that change need a new version"):
+    with pytest.raises(InvalidState, match="Register the changed steps under a new version"):
         redeployed.run(pending.id)  # running it would take steps it did not start with
-    with pytest.raises(InvalidState, match="steps that change need a new version"):
+    with pytest.raises(InvalidState, match="Register the changed steps under a new version"):
         redeployed.acting_as("bob").approve(waiting.id, role="reviewer")
     # Giving it up takes no step, and undoes nothing: whatever its steps became.
     assert redeployed.cancel(pending.id).state is S.CANCELLED
@@ -3010,7 +3012,7 @@ def test_recovery_leaves_an_execution_whose_steps_changed_and_says_why(world: Wo
     with pytest.raises(RecoveryIncomplete) as caught:
         _redeployed(world, _added_and_noted(calls)).recover()
     ((failed_id, why),) = caught.value.failures
-    assert failed_id == execution_id and "steps that change need a new version" in why
+    assert failed_id == execution_id and "Register the changed steps under a new version" in why
     assert calls == []  # no step ran: not the one it completed, nor the new one
     assert _stored(world) == stuck
 
@@ -3081,7 +3083,9 @@ def test_one_version_has_one_definition() -> None:
     current = definitions(store.unit_of_work)[WORKFLOW]
     other_steps = _step_added_first(current)
     for twin in (other_steps, current):
-        with pytest.raises(ValueError, match=r"version 1 is current \(a version is current or"):
+        with pytest.raises(
+            ValueError, match=r"version 1 is current: a version is either current or retired"
+        ):
             orchestrator(
                 store.unit_of_work, FixedClock(T0), workflows={WORKFLOW: current}, retired=[twin]
             )

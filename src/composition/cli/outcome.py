@@ -58,9 +58,10 @@ def describing(
             render.safe(
                 f"note: {len(changed)} execution{'s' * (len(changed) != 1)} ({first.id} first)"
                 f" started with other steps than {first.workflow_name} version"
-                f" {first.workflow_version} as registered here has:"
-                f" {pinned if as_pinned else 'shown without their step'};"
-                " commands refuse to drive them until that version's own steps are registered"
+                f" {first.workflow_version} registered here:"
+                f" {pinned if as_pinned else 'shown without their current step'};"
+                " commands refuse to drive them until the steps they started with are"
+                " registered as that version (and the changed ones under a new version)"
             )
         )
     unknown = [x for x in found if definition_of(app, x) is None] if unregistered_note else []
@@ -148,6 +149,10 @@ def conclude(
     if waiting is not None:
         s.echo(render.safe(f"awaiting approval: execution {x.id}"))
         s.echo(f"  why      {render.safe(waiting)}")
+        unable = _not_driven_here(app, x, definition)
+        if unable is not None:  # `approve` would refuse it: say what it takes instead
+            s.echo(render.safe(f"  note     {unable}"))
+            return
         s.suggest(
             7,
             ("approve", f"approve {x.id} --role {_role_wanted(x, app.runtime.clock.now())}"),
@@ -185,9 +190,8 @@ def conclude(
             )
         elif definition is None:
             resume = (
-                f"it runs {x.workflow_name} version {x.workflow_version}, which this command"
-                " does not have: `govkernel recover` finishes it once the module that has"
-                " that version is named in GOVKERNEL_RETIRED_WORKFLOWS (retired_workflows)"
+                f"{_unregistered(x)}: `govkernel recover` finishes it once the module that has"
+                f" that version is named in {_RETIRED}"
             )
         else:
             resume = f"it resumes with `govkernel{s.hint()} recover`"
@@ -204,6 +208,36 @@ def conclude(
 
 
 _DENIED = re.compile(r"(?:PolicyDenied|ApprovalRequired): (\w+) denied: (.*)$", re.DOTALL)
+
+
+_RETIRED = "GOVKERNEL_RETIRED_WORKFLOWS (retired_workflows)"
+
+
+def _unregistered(x: WorkflowExecution) -> str:
+    return (
+        f"it runs {x.workflow_name} version {x.workflow_version}, which this command does not have"
+    )
+
+
+def _not_driven_here(
+    app: App, x: WorkflowExecution, definition: WorkflowDefinition | None
+) -> str | None:
+    """Why no command here can approve `x` (an execution an idempotency key brought back,
+    started by a version deployed before), or None."""
+    if definition is None:
+        return (
+            f"{_unregistered(x)}: it can be approved once the module that has it is named in"
+            f" {_RETIRED}"
+        )
+    started = queries.started_shapes(app.uow_factory, [x.id]).get(x.id)
+    if started not in (None, definition.shape()):
+        return (
+            f"it started with other steps than {x.workflow_name} version"
+            f" {x.workflow_version} registered here: it can be approved once the steps it"
+            " started with are registered as that version (and the changed ones under a new"
+            " version)"
+        )
+    return None
 
 
 def failure_message(x: WorkflowExecution) -> str:

@@ -192,7 +192,7 @@ class Orchestrator:
                 )
                 raise ValueError(
                     f"retired workflows: {definition.name} version {definition.version} {given}"
-                    " (a version is current or retired, once): retire earlier versions only"
+                    ": a version is either current or retired, and named once"
                 )
             self._versions[key] = definition
         if worker_id is not None and (
@@ -1067,8 +1067,9 @@ class Orchestrator:
             f"execution {execution.id} was started by {definition.name} version"
             f" {definition.version} with {then}; the {definition.name} version"
             f" {definition.version} registered here has {_shape_text(definition.shape())}:"
-            " steps that change need a new version, and this execution needs the steps it"
-            " started with",
+            " this execution needs the steps it started with. Register the changed steps"
+            f" under a new version, and keep the steps it started with as version"
+            f" {definition.version}, retired, until its executions are done",
             execution_id=execution.id,
             state=execution.state,
         )
