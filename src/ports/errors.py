@@ -73,6 +73,11 @@ class StorageUnavailable(PortError):
     """The store could not be reached or refused to work; nothing was written."""
 
 
+class StoreInUse(StorageUnavailable):
+    """Another process holds the store (an embedded one is one process's at a time): the
+    same work can be tried again once that process is done; nothing was written."""
+
+
 class CommitOutcomeUnknown(PortError):
     """The commit may or may not have been applied: resolve by re-reading, never blind retry."""
 

@@ -460,7 +460,7 @@ def test_backup_copies_the_store_to_open_as_it_stood(fresh: Cli) -> None:
     memory = fresh("--store", "mem://", "backup", str(fresh.cwd / "m"), code=2)
     assert "a mem:// store is held in memory" in memory.stderr
     with SurrealStore(SurrealConfig(fresh.url)):  # as a service holds it
-        held = fresh("backup", str(fresh.cwd / "held"), code=2).stderr
+        held = fresh("backup", str(fresh.cwd / "held"), code=75).stderr
     assert "a service holding it backs it up itself, with app.backup(DEST)" in held
 
 
@@ -736,7 +736,9 @@ def test_the_next_page_of_events_is_hinted_on_stderr_beside_json(fresh: Cli) -> 
     fresh("run", "knowledge-publication", str(FRED))
     done = fresh("--json", "events", "--limit", "2")
     assert len(json.loads(done.stdout)) == 2  # stdout holds the JSON alone
-    assert "govkernel" in done.stderr and "events --after 2" in done.stderr
+    assert "govkernel" in done.stderr and done.stderr.endswith(" events --after 2 --limit 2\n")
+    default = fresh("--json", "events", "--after", "1", "--limit", "50")
+    assert "events --after" not in default.stderr  # (3 events: no more than a page)
     head = len(fresh.json("events", "--limit", "100"))
     last = fresh("events", "--after", str(head - 1), "--limit", "1")  # exactly the last one
     assert "events --after" not in last.stdout + last.stderr  # no next page of nothing
@@ -1295,8 +1297,9 @@ def test_a_store_that_is_there_opens_wherever_it_lies(fresh: Cli) -> None:
 
 def test_a_second_process_on_one_store_fails_clearly(fresh: Cli) -> None:
     with SurrealStore(SurrealConfig(fresh.url)):  # this test process holds the lock
-        done = fresh("executions", "list", code=2)
-        run = fresh("run", "knowledge-publication", str(FRED), code=2)
+        # 75 (sysexits' EX_TEMPFAIL), not a usage error's 2: a script may try it again.
+        done = fresh("executions", "list", code=75)
+        run = fresh("run", "knowledge-publication", str(FRED), code=75)
     assert "in use by another process" in done.stderr
     assert "try again once it is done" in done.stderr
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
@@ -1336,6 +1339,18 @@ def test_demo_through_the_console_script_twice(script: Path, tmp_path: Path) -> 
     summary = json.loads(second.stdout)
     assert summary["execution"]["state"] == "succeeded"
     assert summary["executions"] == 2 and summary["verification"]["ok"]
+    # As `audit verify --json` says it: a report for each execution.
+    verified = json.loads(
+        subprocess.run(
+            [str(script), "--store", url, "audit", "verify", "--json"],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+    )
+    assert summary["verification"].keys() == verified.keys()
+    assert len(summary["verification"]["reports"]) == 2
     assert summary["events"]["appended"] == 1  # sources and analysis were already known
     assert "0 new, 3 already known" in second.stderr  # human output moved off stdout
 

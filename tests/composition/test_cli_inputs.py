@@ -146,7 +146,9 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_directory(
     assert f"Invalid value for {where}: must not be empty" in err
 
 
-@pytest.mark.parametrize("command", ["executions list", "events", "audit verify", "recover"])
+@pytest.mark.parametrize(
+    "command", ["executions list", "executions count", "events", "audit verify", "recover"]
+)
 def test_nothing_found_in_memory_says_the_store_starts_empty_with_each_command(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -162,6 +164,20 @@ def test_nothing_found_in_memory_says_the_store_starts_empty_with_each_command(
     for store, said in (("memory://", True), ("mem://", True), (durable, False)):
         out, _ = gk(capsys, "--store", store, *command.split())
         assert (note in out) is said, (store, out)
+        # Under --json too, on stderr beside what stdout holds (a script's empty list).
+        out, err = gk(capsys, "--store", store, "--json", *command.split())
+        json.loads(out)
+        assert note not in out and (note in err) is said, (store, err)
+
+
+@pytest.mark.parametrize("command", ["executions list", "executions count"])
+def test_a_workflow_not_registered_is_said_beside_an_empty_json_answer(
+    capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """A script's misspelt --workflow got `[]` (or zero counts) and exit 0, and nothing else."""
+    out, err = gk(capsys, *MEMORY, "--json", *command.split(), "--workflow", "knowlege_publication")
+    assert json.loads(out) == [] or json.loads(out)["total"] == 0
+    assert "no workflow of that name is registered here" in err
 
 
 def test_an_execution_not_found_in_memory_says_the_store_starts_empty(

@@ -115,7 +115,7 @@ def test_a_second_process_cannot_open_a_store_in_use(tmp_path: Path) -> None:
     path = tmp_path / "store"
     with open_store(path):
         refused = in_child("open", path)
-        assert refused["error"] == "StorageUnavailable"
+        assert refused["error"] == "StoreInUse"  # a StorageUnavailable to try again
         assert "in use by another process" in refused["message"]
         assert f"pid {os.getpid()}" in refused["message"]
         assert str(path) in refused["message"]

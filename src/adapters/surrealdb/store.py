@@ -41,6 +41,7 @@ from ports.errors import (
     InvalidRecord,
     PortError,
     StorageUnavailable,
+    StoreInUse,
 )
 from ports.progress import Progress, quietly
 from ports.storage import EVENT_TABLE, TABLES, AnyOf, Batch, CommitReceipt, Document, Op, Range
@@ -287,7 +288,7 @@ class StoreLock:
                     f"store {self.path.with_suffix('')} is already open in this process;"
                     " share that SurrealStore instead of opening it again"
                 ) from None
-            raise StorageUnavailable(
+            raise StoreInUse(
                 f"store {self.path.with_suffix('')} is in use by another process (pid {holder}):"
                 " try again once it is done (a command ends by itself; a service holding the"
                 " store must be stopped), or choose another store"

@@ -31,6 +31,23 @@ def audit() -> None:
     audit key (GOVKERNEL_AUDIT_KEY)."""
 
 
+def verification_json(
+    app: App, results: list[dict[str, Any]], *, ok: bool = True
+) -> dict[str, Any]:
+    """What `audit verify --json` says of `results` (`verify_chains`'), and `demo --json`."""
+    return {
+        "ok": ok and all(r["ok"] for r in results),
+        "executions": len(results),
+        "entries": sum(r["entries"] for r in results),
+        "seals_checked": _keyed(app),
+        "reports": results,
+    }
+
+
+def _keyed(app: App) -> bool:
+    return getattr(app.store, "audit_key", None) is not None
+
+
 @audit.command("verify", epilog=EXITS)
 @click.argument("execution_id", metavar="[EXECUTION]", required=False, callback=an_id)
 @click.option(
@@ -73,7 +90,7 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
                 "failed": len(failed),
                 "store_matches": other_store is None,
             }
-        keyed = getattr(app.store, "audit_key", None) is not None
+        keyed = _keyed(app)
         unchecked = 0 if keyed else _sealed(app, execution_id)
         if unchecked:  # a key forgotten (or its variable misspelt) must not pass unsaid
             s.warn(
@@ -83,13 +100,7 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
             )
         if s.json:
             s.emit(
-                {
-                    "ok": all(r["ok"] for r in results) and other_store is None,
-                    "executions": len(results),
-                    "entries": sum(r["entries"] for r in results),
-                    "seals_checked": keyed,
-                    "reports": results,
-                }
+                verification_json(app, results, ok=other_store is None)
                 | ({"anchors": checked} if checked is not None else {})
             )
         else:
@@ -105,13 +116,10 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
                 )
                 for r in results
             ]
-            s.echo(
-                render.table(("EXECUTION", "ENTRIES", "CHAIN"), rows)
-                if rows
-                else render.safe(
-                    f"no executions in tenant {app.runtime.tenant!r}{s.nothing_here()}"
-                )
-            )
+            if rows:
+                s.echo(render.table(("EXECUTION", "ENTRIES", "CHAIN"), rows))
+        if not results:  # (on stderr beside --json)
+            s.echo(render.safe(f"no executions in tenant {app.runtime.tenant!r}{s.nothing_here()}"))
         bad = [r for r in results if not r["ok"]]
         if bad:
             first = bad[0]

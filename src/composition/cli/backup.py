@@ -13,7 +13,7 @@ from composition import render
 from composition.cli.options import NonEmptyPath, json_option
 from composition.cli.session import EXIT_USAGE, EXITS, Failed, session_of
 from composition.cli.streams import progress_bar
-from ports.errors import StorageUnavailable
+from ports.errors import StorageUnavailable, StoreInUse
 
 
 @click.command(epilog=EXITS)
@@ -68,8 +68,8 @@ def _said_how_to_back_up() -> Iterator[None]:
                 " copy its directory while no process holds it (cp -a); then any command of"
                 " this govkernel upgrades it"
             ) from None
-        if "is in use by another process" not in str(exc):
+        if not isinstance(exc, StoreInUse):
             raise
-        raise StorageUnavailable(
+        raise StoreInUse(
             f"{exc}; a service holding it backs it up itself, with app.backup(DEST)"
         ) from None

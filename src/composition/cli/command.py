@@ -22,6 +22,7 @@ from composition import render
 from composition.cli.outcome import with_hint
 from composition.cli.root import cli
 from composition.cli.session import (
+    EXIT_BUSY,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -52,7 +53,7 @@ from domain.model.errors import (
 )
 from domain.model.errors import PolicyDenied as _PolicyDenied
 from domain.orchestration.orchestrator import UNSTORED
-from ports.errors import PortError, RecordNotFound, StorageUnavailable
+from ports.errors import PortError, RecordNotFound, StorageUnavailable, StoreInUse
 
 
 def run_cli(argv: Sequence[str] | None = None) -> int:
@@ -355,6 +356,8 @@ def _describe(exc: Exception, *, debug: bool) -> tuple[int, str]:
         return EXIT_USAGE, f"invalid input: {exc.field}: {exc.problem}"
     if isinstance(exc, RecordNotFound):
         return EXIT_USAGE, f"no {exc.table} {both_ends(str(exc.key), 120)!r}"
+    if isinstance(exc, StoreInUse):  # not the command's fault: a script may try it again
+        return EXIT_BUSY, f"store unavailable: {exc}"
     if isinstance(exc, StorageUnavailable):
         said = str(exc)
         if said.endswith("nothing has run there yet"):  # a mistyped path, or another directory

@@ -8,7 +8,7 @@ import click
 
 import composition
 from composition import queries, render
-from composition.cli.audit import verify_chains
+from composition.cli.audit import verification_json, verify_chains
 from composition.cli.options import NonEmptyPath, json_option
 from composition.cli.outcome import conclude, definition_of
 from composition.cli.session import EXIT_USAGE, EXITS, Failed, S, session_of
@@ -134,12 +134,7 @@ def demo(ctx: click.Context, examples: Path | None) -> None:
                 {
                     "execution": render.execution_json(x, definition_of(app, x), detail=True),
                     "executions": len(results),
-                    "verification": {
-                        "ok": not broken,
-                        "executions": len(results),
-                        "entries": entries,
-                        "reports": broken,
-                    },
+                    "verification": verification_json(app, results),
                     "events": {"appended": len(mine), "total": len(after)},
                 }
             )

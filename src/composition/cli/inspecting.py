@@ -98,9 +98,10 @@ def executions_list(
         found = found[:limit]
         described = describing(s, app, found)
         after_a_crash(s, app, found)
+        why = _unregistered(app, workflow) + s.nothing_here()  # what may explain none
         if s.json:
             s.emit([render.execution_json(x, described(x)) for x in found])
-        elif not found:
+        if not found and (why or not s.json):  # (on stderr beside --json)
             s.echo(
                 render.safe(
                     "no executions"
@@ -108,11 +109,10 @@ def executions_list(
                     + (f" in state {state}" if state else "")
                     + (f" listed after {before}" if before else "")
                     + f" in tenant {app.runtime.tenant!r}"
-                    + _unregistered(app, workflow)
-                    + s.nothing_here()
+                    + why
                 )
             )
-        else:
+        elif not s.json:
             s.echo(render.executions_table(found, described))
         if found and more:  # on stderr beside --json
             also = (
@@ -149,6 +149,9 @@ def executions_count(ctx: click.Context, state: str | None, workflow: str | None
         states = [ExecutionState(state)] if state else list(ExecutionState)
         counts = queries.execution_counts(app.uow_factory, app.runtime.tenant, states, workflow)
         total = sum(counts.values())
+        of = (f" of workflow {workflow}" if workflow else "") + f" in tenant {app.runtime.tenant!r}"
+        why = _unregistered(app, workflow) + s.nothing_here() if not total else ""
+        of += why
         if s.json:
             s.emit(
                 {
@@ -158,10 +161,9 @@ def executions_count(ctx: click.Context, state: str | None, workflow: str | None
                     "total": total,
                 }
             )
+            if why:  # (on stderr)
+                s.echo(render.safe(f"no executions{of}"))
             return
-        of = (f" of workflow {workflow}" if workflow else "") + f" in tenant {app.runtime.tenant!r}"
-        if not total:
-            of += _unregistered(app, workflow)
         if state:
             s.echo(render.safe(f"{total} execution{'s' * (total != 1)} in state {state}{of}"))
             return
@@ -310,6 +312,9 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
             )
 
 
+EVENTS_PAGE = 50
+
+
 @click.command(epilog=EXITS)
 @click.option(
     "--after",
@@ -319,7 +324,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
     metavar="POSITION",
     help="Only the events after this position (a page's last, or the `next` hint's).",
 )
-@limit_option(50)
+@limit_option(EVENTS_PAGE)
 @json_option
 @click.pass_context
 def events(ctx: click.Context, after: int, limit: int) -> None:
@@ -341,19 +346,22 @@ def events(ctx: click.Context, after: int, limit: int) -> None:
             s.emit([render.event_json(e) for e in found])
         elif found:
             s.echo(render.events_table(found))
-        elif gap is None:  # with a gap, the error says what is missing
+        if not found and gap is None and (s.nothing_here() or not s.json):
+            # (With a gap, the error says what is missing. Beside --json, on stderr, only
+            # what explains none: a consumer's every empty poll is no news.)
             s.echo(
                 render.safe(
                     f"no events after position {after} in tenant {app.runtime.tenant!r}"
                     + s.nothing_here()
                 )
             )
+        page = f" --limit {limit}" if limit != EVENTS_PAGE else ""  # kept for the next page
         if found and more:  # on stderr beside --json
-            s.suggest(4, ("more", f"events --after {found[-1].position}"))
+            s.suggest(4, ("more", f"events --after {found[-1].position}{page}"))
         elif read_to > (found[-1].position or after if found else after):
             # Other tenants' events were read past to the end of the log: a consumer goes on
             # from there, not from its last event (read past again at every poll).
-            s.suggest(4, ("next", f"events --after {read_to}"))
+            s.suggest(4, ("next", f"events --after {read_to}{page}"))
         if gap is not None:
             raise Failed(str(gap), EXIT_FAILED)
         broken = [e for e in found if not e.intact]

@@ -37,6 +37,7 @@ from ports.errors import PortError
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_BUSY = 75  # sysexits' EX_TEMPFAIL: the same command may work when tried again
 PROGRESS_THRESHOLD = 5
 MAX_POSITION = 2**63 - 1  # event positions are signed 64-bit integers in every store
 MAX_LIMIT = 10_000
@@ -50,7 +51,8 @@ S = ExecutionState
 
 EXITS = (
     "Exit statuses: 0 ok; 1 denied, failed or verification failure; "
-    "2 usage or configuration error (including a store in use by another process)."
+    "2 usage or configuration error; 75 the store is in use by another process (try again"
+    " once it is done); 130, 143, 129 stopped by Ctrl-C, SIGTERM, SIGHUP."
 )
 ROOT_EPILOG = (
     "Settings come from GOVKERNEL_* environment variables and an optional TOML file "
