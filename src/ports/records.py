@@ -200,7 +200,7 @@ def source_doc(s: KnowledgeSource) -> Document:
 
 @_reading("knowledge_source")
 def source_from(key: str, d: Document) -> KnowledgeSource:
-    return KnowledgeSource(
+    source = KnowledgeSource(
         id=key,
         tenant=d["tenant"],
         kind=SourceKind(d["kind"]),
@@ -215,6 +215,11 @@ def source_from(key: str, d: Document) -> KnowledgeSource:
         evidence_use=EvidenceUse(d["evidence_use"]),
         version=d["version"],
     )
+    if not source.matches_its_digest():
+        raise ValueError(
+            "its content_text does not hash to its content_digest (changed in storage)"
+        )
+    return source
 
 
 @_writing("analysis")
@@ -490,6 +495,10 @@ def execution_from(
     """The execution from its record and its input's (stores before schema 5 kept the input
     in the execution record itself), or with `INPUT_NOT_LOADED`."""
     risk, consistency, rollback, approval = json.loads(d["metadata_json"])
+    if input_doc is None and "input_json" not in d:
+        # Neither its own record (schema 5 on) nor the execution's holds it: said as what it
+        # is, not as the KeyError looking for it meets.
+        raise ValueError(f"its input record (execution_input {key!r}) is missing")
     return WorkflowExecution(
         id=key,
         tenant=d["tenant"],

@@ -57,6 +57,7 @@ SAMPLES: dict[str, BaseException] = {
         port_errors.InvalidRecord("knowledge_source: field `x` is not part of the schema"),
         port_errors.CorruptRecord("audit entry does not read", entry=4),
         port_errors.StorageUnavailable("cannot reach SurrealDB"),
+        port_errors.StoreInUse("store data is in use by another process (pid 7)"),
         port_errors.CommitOutcomeUnknown("commit outcome unknown"),
         port_errors.UnitOfWorkClosed("closed"),
         port_errors.UnitOfWorkLent("lent"),

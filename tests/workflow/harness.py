@@ -174,13 +174,16 @@ class BackDoor:
         )
 
     def delete_audit(self, execution_id: str, sequence: int) -> None:
-        key = audit_key(execution_id, sequence)
+        self.delete("audit", audit_key(execution_id, sequence))
+
+    def delete(self, table: str, key: str) -> None:
         if isinstance(self.store, MemoryStore):
-            self._memory_put(key, None)
+            with self.store.lock:
+                self.store._put(table, key, None)
             return
         from surrealdb import RecordID
 
-        self.store.select_rows("DELETE $r RETURN NONE", {"r": RecordID("audit", key)})
+        self.store.select_rows("DELETE $r RETURN NONE", {"r": RecordID(table, key)})
 
     def _memory_put(self, key: str, doc: Document | None) -> None:
         """Write `MemoryStore.tables['audit'][key]` directly, keeping the store's hash

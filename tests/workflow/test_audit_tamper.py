@@ -382,6 +382,13 @@ def test_an_execution_record_that_no_longer_parses_is_reported_broken(ran: Ran, 
     assert "cannot be read" in (report.problem or "") and ran.execution_id in (report.problem or "")
 
 
+def test_an_execution_whose_input_record_is_gone_is_reported_naming_it(ran: Ran) -> None:
+    ran.door.delete("execution_input", ran.execution_id)
+    problem = _bad(ran, 1).problem or ""
+    assert f"its input record (execution_input {ran.execution_id!r}) is missing" in problem
+    assert "KeyError" not in problem
+
+
 @pytest.mark.parametrize("attempts", ['{"ingest": "x"}', '{"ingest": -1}', '["ingest"]'])
 def test_attempts_that_are_no_counts_are_a_damaged_record_not_an_internal_error(
     ran: Ran, attempts: str

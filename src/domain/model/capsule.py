@@ -42,6 +42,12 @@ def chunk(sources: Sequence[KnowledgeSource], size: int = CHUNK_SIZE) -> tuple[C
     return tuple(chunks)
 
 
+def matches(capsule: Capsule, sources: Sequence[KnowledgeSource]) -> bool:
+    """Whether the capsule holds what its sources give: their digests, and their text as its
+    chunks (a capsule changed in storage does not)."""
+    return capsule.artifact_hash == artifact_hash(sources) and capsule.chunks == chunk(sources)
+
+
 def highest_classification(sources: Sequence[KnowledgeSource]) -> Classification:
     return max((s.classification for s in sources), key=lambda c: c.rank)
 

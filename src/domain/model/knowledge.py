@@ -222,6 +222,11 @@ class KnowledgeSource:
     evidence_use: EvidenceUse
     version: int = 1
 
+    def matches_its_digest(self) -> bool:
+        """Whether its text is the text its digest names: false for one changed in storage,
+        which every later ingest of that text would otherwise reuse and publish."""
+        return sha256_hex(self.content_text) == self.content_digest
+
     @classmethod
     def acquire(
         cls, draft: SourceDraft, *, source_id: str, tenant: str, acquired_at: datetime

@@ -22,6 +22,7 @@ from domain.model.policy import Action, EnforcementContext, GuardedMutation, Pol
 from domain.model.runtime import RuntimeContext
 from domain.model.validation import identifier, instance_of, listed, text
 from domain.services.governance import Gate, evidence_for
+from ports.errors import CorruptRecord
 from ports.unit_of_work import UnitOfWork
 
 WORKFLOW = "knowledge_publication"
@@ -144,11 +145,21 @@ class KnowledgeService:
             runtime,
             uow,
         )
-        # The generator is pure: identical inputs give the identical analysis, returned as is.
+        # The generator is pure: identical inputs give the identical analysis, returned as is
+        # (once it is seen to be that: one changed in storage would be published again).
+        claims, terms, rendered = analysis_model.extract(sources)
         existing = uow.analyses.find_by_inputs(runtime.tenant, digest)
         if existing is not None:
+            if (existing.claims, existing.key_terms, existing.rendered) != (
+                claims,
+                terms,
+                rendered,
+            ):
+                raise CorruptRecord(
+                    f"stored analysis {existing.id!r} is not what its sources give: changed in"
+                    " storage (it is not reused)"
+                )
             return existing
-        claims, terms, rendered = analysis_model.extract(sources)
         result = Analysis(
             id=runtime.ids.new_id("ana"),
             tenant=runtime.tenant,
@@ -212,7 +223,13 @@ class KnowledgeService:
         existing = uow.capsules.by_publication(runtime.tenant, publication_id)
         if existing is not None:
             if existing.artifact_hash == artifact and existing.status is CapsuleStatus.PUBLISHED:
-                # Exactly once: a repeat of the same publication is a no-op.
+                # Exactly once: a repeat of the same publication is a no-op (the capsule seen
+                # to be the one these sources make: not one changed in storage since).
+                if not capsule_model.matches(existing, sources):
+                    raise CorruptRecord(
+                        f"stored capsule {existing.id!r} is not what its sources give: changed"
+                        " in storage"
+                    )
                 return Publication(existing, created=False)
             retracted = existing.status is CapsuleStatus.RETRACTED
             raise AlreadyPublished(publication_id, existing.id, retracted=retracted)

@@ -244,9 +244,7 @@ def definition(service: KnowledgeService) -> WorkflowDefinition:
             raise VerificationFailed(f"capsule {published['capsule_id']} is missing")
         found = uow.sources.get_many(capsule.source_ids)
         present = list(found.values())
-        if len(present) != len(capsule.source_ids) or capsule_model.artifact_hash(present) != (
-            capsule.artifact_hash
-        ):
+        if len(present) != len(capsule.source_ids) or not capsule_model.matches(capsule, present):
             raise VerificationFailed(f"capsule {capsule.id} does not match its sources")
         return {"verified": True, "chunks": len(capsule.chunks)}
 
