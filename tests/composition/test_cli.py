@@ -433,12 +433,20 @@ def test_tampered_audit_entry_fails_verification(fresh: Cli) -> None:
     done = fresh("audit", "verify", code=1)
     assert f"audit trail of {xid} is broken at entry #3" in done.stderr
     assert "nothing to see here" in done.stdout  # the first bad entry is shown
+    assert "other execution" not in done.stderr
     report = fresh.json("audit", "verify", xid, code=1)
     assert not report["ok"] and report["reports"][0]["first_bad_sequence"] == 3
     assert report["reports"][0]["bad_entry"]["reason"] == "nothing to see here"
     assert "CHAIN BROKEN at #3" in fresh("executions", "show", xid, code=1).stdout
     shown = fresh.json("executions", "show", xid, code=1)
     assert shown["verification"]["first_bad_sequence"] == 3
+    other = fresh.json("run", "knowledge-publication", str(IMF))["execution_id"]
+    with SurrealStore(SurrealConfig(fresh.url)) as store:  # another problem, in another entry
+        store.select_rows("DELETE $r", {"r": RecordID("audit", audit_key(other, 2))})
+    both = fresh("audit", "verify", code=1)
+    # The error line is the first one's; the other's own is in its row, not taken for the first's.
+    assert "(and 1 other execution affected, each as its row says)" in both.stderr
+    assert re.search(rf"^{other} .*BROKEN at #2", both.stdout, re.M), both.stdout
 
 
 def test_backup_copies_the_store_to_open_as_it_stood(fresh: Cli) -> None:

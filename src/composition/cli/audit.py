@@ -143,7 +143,13 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
             raise Failed(
                 (f"{other_store}; " if other_store else "")
                 + f"{what}: {first['problem']}"
-                + (f" ({len(bad)} executions affected)" if len(bad) > 1 else "")
+                # Each one's own problem is in its row above (or in --json): this is the first.
+                + (
+                    f" (and {len(bad) - 1} other execution{'s' * (len(bad) != 2)} affected,"
+                    " each as its row says)"
+                    if len(bad) > 1
+                    else ""
+                )
             )
         if other_store is not None:
             held = checked["checked"] if checked else 0
