@@ -478,7 +478,32 @@ def test_a_worker_whose_step_outlasted_its_lease_and_lost_the_execution_stops(
     assert first.state is S.RUNNING and first.lease_owner == "worker-2"
     assert [x.state for x in recovered[0]] == [S.SUCCEEDED]
     assert calls.n == 2  # once by each worker: never again by the one that lost
-    assert "worker worker-1 lost execution" in caplog.text and "to worker worker-2" in caplog.text
+    lost = f"worker worker-1's step analyse of execution {first.id} was not committed"
+    assert lost in caplog.text and "is running (leased by worker worker-2)" in caplog.text
+    assert_exactly_once(world.door, world.orch())
+
+
+def test_a_step_that_lost_to_a_worker_which_finished_the_execution_is_said(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The warning came only while the other worker still held the lease: one that had
+    finished the execution meanwhile left the first worker's lost step unsaid, and its
+    caller was handed the other's success as if its own (an operations pass, h166)."""
+    calls = Calls()
+
+    def long_step(n: int, uow: UnitOfWork, ctx: StepContext) -> None:
+        if n == 1:
+            world.clock.advance(timedelta(minutes=2))  # past the 30 s lease
+            done = rival.recover()  # as another process's worker, to the end, meanwhile
+            assert [x.state for x in done] == [S.SUCCEEDED]
+
+    elsewhere = FaultInjector(world.store.unit_of_work)  # (armed with nothing)
+    rival = world.orch_with("worker-2", {"analyse": calls.wrap(long_step)}, factory=elsewhere)
+    with caplog.at_level(logging.WARNING, logger="govkernel.orchestrator"):
+        first = world.orch("worker-1", analyse=calls.wrap(long_step)).start(FLAKY, request("pub-1"))
+    assert first.state is S.SUCCEEDED and calls.n == 2
+    said = f"worker worker-1's step analyse of execution {first.id} was not committed"
+    assert said in caplog.text and "the execution is succeeded (leased by none)" in caplog.text
     assert_exactly_once(world.door, world.orch())
 
 

@@ -52,6 +52,7 @@ from ports.errors import (
     ExecutionNotFound,
     InjectedFault,
     InvalidRecord,
+    PortError,
     StorageUnavailable,
     UnitOfWorkLent,
 )
@@ -1107,16 +1108,6 @@ class Orchestrator:
                 # ran, and lost its race: it stops, even once that worker's lease has expired
                 # (that worker may still be in the step: taking it back would have them run
                 # it in turn for good; `recover` takes it over from a worker that died).
-                if lost:
-                    _log.warning(
-                        "worker %s lost execution %s to worker %s while its step ran (its"
-                        " lease of %s ran out unrenewed): the step's writes were discarded,"
-                        " and it stops",
-                        self.worker_id,
-                        execution.id,
-                        owner,
-                        self._lease_ttl,
-                    )
                 return _Stop(execution)
             if state is not S.CANCELLING:  # (which needs a definition only to undo something)
                 # Before the wait: a retry this worker could never run is said now.
@@ -1199,6 +1190,7 @@ class Orchestrator:
                 if step_name is None:
                     return _Next.CONTINUE
                 ours = (exc.table, exc.key) == (uow.executions.table, execution_id)
+                self._said_lost(execution_id, step_name)
                 return _Next.OVERWRITTEN if ours else _Next.LOST
             except CommitOutcomeUnknown as exc:
                 return _Unknown(exc, seen_version)  # the next turn re-reads what is stored
@@ -1208,6 +1200,8 @@ class Orchestrator:
                 # moved on meanwhile.
                 duplicate = isinstance(exc, DuplicateRecord)
                 if duplicate and self.get(execution_id).version != seen_version:
+                    if step_name is not None:
+                        self._said_lost(execution_id, step_name)
                     return _Next.LOST
                 # Otherwise another execution stored a shared record first (the same source
                 # ingested by two workflows at once), or the store refused a write of the
@@ -1220,6 +1214,29 @@ class Orchestrator:
         if execution.state.terminal or execution.state is S.AWAITING_APPROVAL:
             return _Stop(execution)
         return _Next.CONTINUE
+
+    def _said_lost(self, execution_id: str, step: str) -> None:
+        """A step whose commit lost to another worker is a warning naming it, whatever the
+        execution became (that worker may have run the step again, or finished it): it was
+        said only when that worker still held the lease. A command's move (a cancel) while
+        the lease stayed this worker's is no loss to it."""
+        try:
+            stored = self.get(execution_id, with_input=False)
+        except (PortError, DomainError):
+            return  # the next turn's read says what is wrong
+        if stored.lease_owner == self.worker_id:
+            return
+        _log.warning(
+            "worker %s's step %s of execution %s was not committed: the execution was moved"
+            " on by another worker while the step ran (its lease of %s ran out unrenewed);"
+            " the step's writes were discarded, and the execution is %s (%s)",
+            self.worker_id,
+            step,
+            execution_id,
+            self._lease_ttl,
+            stored.state.value,
+            f"leased by worker {stored.lease_owner}" if stored.lease_owner else "leased by none",
+        )
 
     def _resume(self, execution: WorkflowExecution, now: datetime) -> None:
         """A pending execution, or one waiting for a retry, running again."""
