@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from domain.model.lifecycle import ExecutionState
 from domain.model.policy import ImpactTier
 from domain.orchestration.orchestrator import Orchestrator
 from domain.workflows import knowledge_publication as kp
+from ports.clock import FixedClock
 from ports.errors import InjectedFault, RecordNotFound, StorageUnavailable
 from ports.records import audit_key
 from tests.support.ws_server import SurrealWsShim
@@ -858,6 +859,7 @@ def test_recover_on_a_shared_store_says_until_when_it_leaves_a_leased_execution_
         out, _ = gk(capsys, "--store", shim.url, "recover")
         assert "1 execution left alone: leased by another worker (or one that stopped)" in out
         assert "recover takes it on after that" in out and "until 20" in out
+        assert "further out than" not in out  # a lease as this worker's would take
         with build_app(settings) as app:
             running = (ExecutionState.RUNNING,)
             [held] = queries.executions_in(app.uow_factory, app.runtime.tenant, running)
@@ -874,6 +876,33 @@ def test_recover_on_a_shared_store_says_until_when_it_leaves_a_leased_execution_
         out, _ = gk(capsys, "--store", shim.url, *again)
         assert "takes it on at its next step; if that worker died" in out
         assert "recover` resumes it once that time has passed" in out and " UTC " in out
+
+
+@pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")
+def test_recover_says_a_lease_further_out_than_its_own_may_be_a_clock_ahead(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A worker whose clock was a day ahead, killed in a step, holds its execution a day on
+    a shared store: said as what it may be, not as a lease to wait out (h166)."""
+    with SurrealWsShim() as shim:
+        settings = load_settings({"GOVKERNEL_STORE": shim.url})
+        ahead = FixedClock(datetime.now(UTC) + timedelta(days=1))
+        crash = Overrides(
+            clock=ahead,
+            wrap_uow_factory=lambda f: FaultInjector(f, FaultPlan(fail_at_commit=2)),
+        )
+        with build_app(settings, crash) as app:
+            request = publication_request(
+                [read_source(IMF)], title="T", publication_id="p-ahead", policy_refs=["P"]
+            )
+            with pytest.raises(InjectedFault):  # stopped after its first step, lease held
+                app.orchestrator.start(kp.NAME, request.to_input(), idempotency_key="k-ahead")
+        out, _ = gk(capsys, "--store", shim.url, "recover")
+        assert "1 execution left alone" in out
+        assert (
+            "(further out than this worker's lease of 0:00:30 from now: a worker with a longer"
+            " lease took it, or one whose clock was ahead of this one's)"
+        ) in out
 
 
 def test_a_store_lost_mid_run_says_what_became_of_the_run(
@@ -1246,7 +1275,7 @@ def test_a_command_whose_store_was_removed_under_it_does_not_say_it_succeeded(
 
     monkeypatch.setattr(SurrealStore, "close", removed_first)
     _, err = gk(capsys, *store, "run", "knowledge-publication", str(IMF), code=2)
-    said = "was removed while" if removed == "" else "was cut while this process held it"
+    said = "was removed or moved while" if removed == "" else "was cut while this process held it"
     assert said in err and "what was written since may be lost" in err
     assert "the next command refuses the store" in err
 
@@ -1292,12 +1321,13 @@ def test_a_run_whose_store_goes_mid_run_stops_and_sends_nobody_to_recover(
     monkeypatch.setattr(KnowledgeService, "generate_analysis", store_removed_first)
     store = ("--store", f"surrealkv://{path}")
     _, err = gk(capsys, *store, "run", "knowledge-publication", str(FRED), code=2)
-    assert "was removed while this process held it" in err
+    assert "was removed or moved while this process held it" in err
     assert "restored from a backup, or the work done again in a new one" in err
     assert "recover" not in err
     monkeypatch.setattr(KnowledgeService, "generate_analysis", analyse)
     _, err = gk(capsys, *store, "run", "knowledge-publication", str(FRED), code=2)
-    assert "was removed while a process" in err and "remove store.lock beside it" in err
+    assert "was removed or moved while a process" in err and "remove store.lock beside it" in err
+    assert "if it was moved, move it back" in err
     assert not path.exists()  # the next run made no empty store in its place
 
 

@@ -348,7 +348,9 @@ def _found_gone_while_open(
         orch = orchestrator(store.unit_of_work, FixedClock(T0))
         orch.start(WORKFLOW, request("pub-1"))
         take_away()
-        with pytest.raises(StorageUnavailable, match="was removed while this process held it"):
+        with pytest.raises(
+            StorageUnavailable, match="was removed or moved while this process held it"
+        ):
             orch.start(WORKFLOW, request("pub-2"))
         then()
 
@@ -374,7 +376,9 @@ def test_a_store_whose_whole_directory_was_removed_while_open_is_refused_not_mad
     )
     _assert_removed_mark(lock)  # closing keeps it
     for create in (False, True):
-        with pytest.raises(StorageUnavailable, match=r"was removed while a process \(pid \d+\)"):
+        with pytest.raises(
+            StorageUnavailable, match=r"was removed or moved while a process \(pid \d+\)"
+        ):
             SurrealStore(SurrealConfig(f"surrealkv://{path}", create=create))
     assert not path.exists()  # nothing made in its place
     lock.unlink()  # as the message says: to start a new store there

@@ -549,7 +549,8 @@ class LogSeal:
             if gone and self._on_removed is not None:
                 self._on_removed()  # the seal went with it: said where it is kept instead
             self.lost = (
-                f"the store's directory {self.directory} was removed while this process held it"
+                f"the store's directory {self.directory} was removed or moved while this"
+                " process held it"
                 if gone
                 else f"the store's log at {self.directory} was cut while this process held it"
                 f" ({self.closed or 'more'} bytes when last known whole, {found} now)"
@@ -795,10 +796,11 @@ def _removed_under_its_holder(path: Path) -> None:
         return  # a crash, with the store still there: the next open checks it
     # (An empty directory in its place is one made again by hand or by tooling, `mkdir -p`.)
     raise StorageUnavailable(
-        f"the store at {path} was removed while a process (pid {holder}) held it"
+        f"the store at {path} was removed or moved while a process (pid {holder}) held it"
         + ("" if how == "removed" else ", or after it died without closing it")
-        + ": what it held is lost unless restored from a backup (govkernel backup);"
-        f" to start a new store there instead, remove {path.name}.lock beside it"
+        + ": if it was moved, move it back (it is checked by its seal); if removed, what it"
+        " held is lost unless restored from a backup (govkernel backup); to start a new"
+        f" store there instead, remove {path.name}.lock beside it"
     )
 
 

@@ -143,11 +143,21 @@ def recover(ctx: click.Context) -> None:
         if leased:
             until = max((x.lease_expires_at for x in leased if x.lease_expires_at), default=None)
             named = ", ".join(x.id for x in leased[:3])
+            # Further out than a lease of this worker's: one of a longer lease, or a worker
+            # whose clock was ahead (it holds the execution for as long as its clock was wrong).
+            ttl = app.orchestrator.lease_ttl
+            skewed = until is not None and until > app.runtime.clock.now() + ttl
             s.echo(
                 f"{len(leased)} execution{'s' * (len(leased) != 1)} left alone: leased by"
                 f" another worker (or one that stopped) until {render.iso(until) or 'it expires'}"
                 f" ({named}{', ...' if len(leased) > 3 else ''});"
                 " recover takes it on after that"
+                + (
+                    f" (further out than this worker's lease of {ttl} from now: a worker with a"
+                    " longer lease took it, or one whose clock was ahead of this one's)"
+                    if skewed
+                    else ""
+                )
             )
         if other_environments:
             started_in = sorted({environment_of(x) for x in other_environments})

@@ -606,6 +606,11 @@ class Orchestrator:
                 uow.executions.save(execution)
                 uow.commit()
 
+    @property
+    def lease_ttl(self) -> timedelta:
+        """How long a lease of this worker's runs unrenewed."""
+        return self._lease_ttl
+
     def acting_as(self, actor: str) -> Orchestrator:
         """This worker (its id, and the executions it has in hand) acting for `actor`: how a
         service with one worker records its users' commands, each approval by its approver
