@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from attrs import evolve
 from surrealdb import RecordID
 
 from adapters.faults import FaultInjector, FaultPlan
@@ -843,19 +844,26 @@ def test_a_durable_store_still_suggests_follow_up_commands(
     assert "run by the approver, GOVKERNEL_ACTOR=NAME" in out and "does not outlive" not in out
 
 
+def _stopped_after_its_first_step(shim: SurrealWsShim, given: Overrides, tag: str) -> Any:
+    """A run on the shared store stopped after its first step, its lease held: its request."""
+    settings = load_settings({"GOVKERNEL_STORE": shim.url})
+    crash = evolve(given, wrap_uow_factory=lambda f: FaultInjector(f, FaultPlan(fail_at_commit=2)))
+    with build_app(settings, crash) as app:
+        request = publication_request(
+            [read_source(IMF)], title="T", publication_id=f"p-{tag}", policy_refs=["P"]
+        )
+        with pytest.raises(InjectedFault):
+            app.orchestrator.start(kp.NAME, request.to_input(), idempotency_key=f"k-{tag}")
+    return request
+
+
 @pytest.mark.filterwarnings("ignore:connect\\(\\) must be used as a context manager")
 def test_recover_on_a_shared_store_says_until_when_it_leaves_a_leased_execution_alone(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with SurrealWsShim() as shim:
         settings = load_settings({"GOVKERNEL_STORE": shim.url})
-        crash = Overrides(wrap_uow_factory=lambda f: FaultInjector(f, FaultPlan(fail_at_commit=2)))
-        with build_app(settings, crash) as app:
-            request = publication_request(
-                [read_source(IMF)], title="T", publication_id="p-ws", policy_refs=["P"]
-            )
-            with pytest.raises(InjectedFault):  # stopped after its first step, lease held
-                app.orchestrator.start(kp.NAME, request.to_input(), idempotency_key="k-ws")
+        request = _stopped_after_its_first_step(shim, Overrides(), "ws")
         out, _ = gk(capsys, "--store", shim.url, "recover")
         assert "1 execution left alone: leased by another worker (or one that stopped)" in out
         assert "recover takes it on after that" in out and "until 20" in out
@@ -885,18 +893,8 @@ def test_recover_says_a_lease_further_out_than_its_own_may_be_a_clock_ahead(
     """A worker whose clock was a day ahead, killed in a step, holds its execution a day on
     a shared store: said as what it may be, not as a lease to wait out (h166)."""
     with SurrealWsShim() as shim:
-        settings = load_settings({"GOVKERNEL_STORE": shim.url})
-        ahead = FixedClock(datetime.now(UTC) + timedelta(days=1))
-        crash = Overrides(
-            clock=ahead,
-            wrap_uow_factory=lambda f: FaultInjector(f, FaultPlan(fail_at_commit=2)),
-        )
-        with build_app(settings, crash) as app:
-            request = publication_request(
-                [read_source(IMF)], title="T", publication_id="p-ahead", policy_refs=["P"]
-            )
-            with pytest.raises(InjectedFault):  # stopped after its first step, lease held
-                app.orchestrator.start(kp.NAME, request.to_input(), idempotency_key="k-ahead")
+        ahead = Overrides(clock=FixedClock(datetime.now(UTC) + timedelta(days=1)))
+        _stopped_after_its_first_step(shim, ahead, "ahead")
         out, _ = gk(capsys, "--store", shim.url, "recover")
         assert "1 execution left alone" in out
         assert (
