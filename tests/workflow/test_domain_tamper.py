@@ -9,7 +9,7 @@ again under a new approval and reported verified (an auditor's pass, h165).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ from attrs import evolve, frozen
 
 from adapters.memory import MemoryStore
 from domain.model.lifecycle import ExecutionState
-from domain.orchestration.definition import StepContext
+from domain.orchestration.definition import Step, StepContext
 from domain.orchestration.orchestrator import Orchestrator
 from domain.workflows import knowledge_publication as kp
 from ports.clock import FixedClock
@@ -114,27 +114,78 @@ def test_a_capsule_that_was_changed_is_no_repeat_of_its_publication(
     assert f"stored capsule {key!r} is not what its sources give" in (repeat.last_error or "")
 
 
-def test_verify_finds_a_capsule_changed_after_it_was_published_and_retracts_it() -> None:
+def _changed_as(step_name: str, change: Callable[[BackDoor], None]) -> tuple[Any, Orchestrator]:
+    """A store, and an orchestrator of a workflow that has `change` made in storage as the
+    step named starts (after the steps before it committed), then runs that step."""
     store = open_store("memory")
     door = BackDoor(store)
     base = kp.definition(service(store.unit_of_work))
-    verify = base.steps[-1]
 
-    def changed_then_verified(uow: UnitOfWork, ctx: StepContext) -> Any:
-        # Between publish's commit and verify's reads: as if written in storage meanwhile.
-        ((key, capsule),) = door.table("capsule").items()
-        chunks = json.loads(capsule["chunks_json"])
-        chunks[0][-1] = "Forged text."
-        door._edit("capsule", key, {"chunks_json": json.dumps(chunks)})
-        return verify.run(uow, ctx)
+    def wrapped(step: Step) -> Step:
+        def run(uow: UnitOfWork, ctx: StepContext) -> Any:
+            change(door)
+            return step.run(uow, ctx)
 
-    tampered = evolve(
-        base, name="tampered", steps=(*base.steps[:-1], evolve(verify, run=changed_then_verified))
-    )
+        return evolve(step, run=run) if step.name == step_name else step
+
+    tampered = evolve(base, name="tampered", steps=tuple(wrapped(s) for s in base.steps))
     workflows = definitions(store.unit_of_work, tampered)
-    orch = orchestrator(store.unit_of_work, FixedClock(T0), workflows=workflows)
+    return store, orchestrator(store.unit_of_work, FixedClock(T0), workflows=workflows)
+
+
+def _forged_chunk(door: BackDoor) -> None:
+    ((key, capsule),) = door.table("capsule").items()
+    chunks = json.loads(capsule["chunks_json"])
+    chunks[0][-1] = "Forged text."
+    door._edit("capsule", key, {"chunks_json": json.dumps(chunks)})
+
+
+def test_verify_finds_a_capsule_changed_after_it_was_published_and_retracts_it() -> None:
+    store, orch = _changed_as("verify", _forged_chunk)
     x = orch.start("tampered", request("pub-v"))
     assert x.state is ExecutionState.COMPENSATED, (x.state, x.last_error)
     assert "does not match its sources" in (x.last_error or "")
-    ((_, capsule),) = door.table("capsule").items()
+    ((_, capsule),) = BackDoor(store).table("capsule").items()
     assert capsule["status"] == "retracted"
+
+
+def _forged_claim(door: BackDoor) -> None:
+    ((key, analysis),) = door.table("analysis").items()
+    claims = json.loads(analysis["claims_json"])
+    claims[0][0] = "Buy everything."
+    door._edit("analysis", key, {"claims_json": json.dumps(claims)})
+
+
+def test_a_capsule_does_not_cite_an_analysis_changed_since_it_was_made() -> None:
+    """Publish read the analysis by id, from analyse's output, and cited it as it was."""
+    store, orch = _changed_as("publish", _forged_claim)
+    x = orch.start("tampered", request("pub-a"))
+    assert x.state is ExecutionState.FAILED, (x.state, x.last_error)
+    assert "is not what its sources give: changed in storage" in (x.last_error or "")
+    assert BackDoor(store).table("capsule") == {}
+
+
+@pytest.mark.parametrize("how", ["missing", "changed"])
+def test_evidence_ingest_recorded_that_is_gone_is_corruption_not_a_denial(how: str) -> None:
+    """A manifest removed was a policy denial ("carries no evidence"), and one forged under
+    another id for the same source stood in for it (an auditor's second pass, h168)."""
+
+    def change(door: BackDoor) -> None:
+        ((key, manifest),) = [
+            (k, m) for k, m in door.table("evidence").items() if "knowledge_source:" in m["subject"]
+        ]
+        if how == "missing":
+            door.delete("evidence", key)
+            assert isinstance(store, MemoryStore)
+            with store.lock:  # the same manifest, under another id
+                store._put("evidence", "ev-forged", manifest)
+        else:
+            door._edit("evidence", key, {"subject": "knowledge_source:src-elsewhere"})
+
+    store, orch = _changed_as("publish", change)
+    x = orch.start("tampered", request("pub-e", documents=1))
+    assert x.state is ExecutionState.FAILED, (x.state, x.last_error)
+    assert "which ingest recorded for source src-" in (x.last_error or "")
+    assert f"is {how} in storage" in (x.last_error or "")
+    assert "PolicyDenied" not in (x.last_error or "")
+    assert BackDoor(store).table("capsule") == {}

@@ -141,3 +141,14 @@ def extract(
     rendered_lines = [f"Key terms: {', '.join(key_terms)}"]
     rendered_lines += [f"- {c.text} [{', '.join(c.cited_source_ids)}]" for c in claims]
     return tuple(claims), key_terms, "\n".join(rendered_lines)
+
+
+def matches(analysis: Analysis, sources: Sequence[KnowledgeSource]) -> bool:
+    """Whether the analysis is what the generator gives for these sources (one changed in
+    storage is not): the generator is pure, so it is made again and compared."""
+    claims, terms, rendered = extract(sources)
+    return analysis.inputs_digest == inputs_digest(sources) and (
+        analysis.claims,
+        analysis.key_terms,
+        analysis.rendered,
+    ) == (claims, terms, rendered)

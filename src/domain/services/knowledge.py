@@ -147,19 +147,11 @@ class KnowledgeService:
         )
         # The generator is pure: identical inputs give the identical analysis, returned as is
         # (once it is seen to be that: one changed in storage would be published again).
-        claims, terms, rendered = analysis_model.extract(sources)
         existing = uow.analyses.find_by_inputs(runtime.tenant, digest)
         if existing is not None:
-            if (existing.claims, existing.key_terms, existing.rendered) != (
-                claims,
-                terms,
-                rendered,
-            ):
-                raise CorruptRecord(
-                    f"stored analysis {existing.id!r} is not what its sources give: changed in"
-                    " storage (it is not reused)"
-                )
+            self._as_generated(existing, sources)
             return existing
+        claims, terms, rendered = analysis_model.extract(sources)
         result = Analysis(
             id=runtime.ids.new_id("ana"),
             tenant=runtime.tenant,
@@ -214,10 +206,16 @@ class KnowledgeService:
         sources = self._sources(uow, source_ids)
         analyses: list[Analysis] = []
         evidence_ids = listed("evidence_ids", evidence_ids, instance_of(str))
+        by_id = {s.id: s for s in sources}
         for analysis_id in listed("analysis_ids", analysis_ids, instance_of(str)):
             found = uow.analyses.get(analysis_id)
             if found is None:
                 raise UnknownReference("analysis", analysis_id)
+            # A capsule cites it: it must be what its sources give, as a reused one must.
+            cited = [by_id[i] for i in found.source_ids if i in by_id]
+            if len(cited) != len(found.source_ids):
+                cited = self._sources(uow, found.source_ids)
+            self._as_generated(found, cited)
             analyses.append(found)
         artifact = capsule_model.artifact_hash(sources)
         existing = uow.capsules.by_publication(runtime.tenant, publication_id)
@@ -329,6 +327,13 @@ class KnowledgeService:
         return retracted
 
     # -- shared ------------------------------------------------------------------------------
+
+    def _as_generated(self, analysis: Analysis, sources: Sequence[KnowledgeSource]) -> None:
+        if not analysis_model.matches(analysis, sources):
+            raise CorruptRecord(
+                f"stored analysis {analysis.id!r} is not what its sources give: changed in"
+                " storage (it is not built on)"
+            )
 
     def _sources(self, uow: UnitOfWork, source_ids: Sequence[str]) -> list[KnowledgeSource]:
         source_ids = listed("source_ids", source_ids, instance_of(str))

@@ -22,6 +22,7 @@ from domain.model.validation import actor_name, identifier, text
 from domain.orchestration.definition import Step, StepContext, WorkflowDefinition
 from domain.services.governance import enforcement_context
 from domain.services.knowledge import MAX_BATCH, KnowledgeService
+from ports.errors import CorruptRecord
 from ports.unit_of_work import UnitOfWork
 
 NAME = "knowledge_publication"
@@ -198,6 +199,23 @@ def _enforcement(ctx: StepContext, request: PublicationRequest) -> EnforcementCo
     )
 
 
+def _still_recorded(uow: UnitOfWork, ingested: Mapping[str, Any]) -> None:
+    """The manifests ingest recorded for the sources it created (their ids in its output,
+    pinned by the audit trail) are the evidence publishing relies on: one gone or changed in
+    storage is corruption, not a source without evidence (a policy denial); and for those
+    sources no other manifest, forged under another id, is consulted."""
+    ids = list(ingested.get("evidence_ids", ()))  # (none in outputs from before they were kept)
+    found = uow.evidence.get_many(ids) if ids else {}
+    for source_id, manifest_id in zip(ingested.get("created", ()), ids, strict=False):
+        manifest = found.get(manifest_id)
+        if manifest is None or manifest.subject != f"knowledge_source:{source_id}":
+            how = "missing" if manifest is None else "changed"
+            raise CorruptRecord(
+                f"evidence manifest {manifest_id!r}, which ingest recorded for source"
+                f" {source_id}, is {how} in storage"
+            )
+
+
 def definition(service: KnowledgeService) -> WorkflowDefinition:
     def ingest(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
         request = _request(ctx)
@@ -219,6 +237,7 @@ def definition(service: KnowledgeService) -> WorkflowDefinition:
 
     def publish(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
         request = _request(ctx)
+        _still_recorded(uow, ctx.output_of("ingest"))
         publication = service.publish(
             uow,
             ctx.runtime,
