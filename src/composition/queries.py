@@ -298,10 +298,14 @@ class EventGap(CorruptRecord):
         self,
         position: int,
         found: list[EventEnvelope],
-        problem: str = "is missing; an event was removed from the store",
+        problem: str = (
+            "is missing; an event was removed from the store (or the log's counter was moved"
+            " past it)"
+        ),
     ) -> None:
         super().__init__(
             f"event log: position {position} {problem}, and the events after it are not shown"
+            f" (`--after {position}` reads on past it)"
         )
         self.position = position
         self.found = found

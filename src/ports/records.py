@@ -217,7 +217,8 @@ def source_from(key: str, d: Document) -> KnowledgeSource:
     )
     if not source.matches_its_digest():
         raise ValueError(
-            "its content_text does not hash to its content_digest (changed in storage)"
+            "its content_text does not hash to its content_digest: changed in storage (restore"
+            " the store from a backup; the same text under another source_url is a new source)"
         )
     return source
 

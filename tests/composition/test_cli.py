@@ -738,6 +738,24 @@ def test_a_removed_event_is_reported_not_silently_skipped(fresh: Cli, removed: s
     right_before = fresh("events", "--after", str(position - 1), code=1)
     assert "no events after" not in right_before.stdout  # they are there, past the gap
     assert f"position {position} is missing" in right_before.stderr
+    # A consumer is told how to read on past it, and can (h168: it could not tell how).
+    assert f"(`--after {position}` reads on past it)" in right_before.stderr
+    past = fresh.json("events", "--after", str(position), "--limit", "100")
+    assert [e["position"] for e in past] == list(range(position + 1, count + 1))
+
+
+def test_an_event_counter_set_back_in_storage_is_said_not_retried_as_a_duplicate(
+    fresh: Cli,
+) -> None:
+    """Every mutation then took a position already given out: each was retried as a
+    duplicate, three times, and failed as one, the counter never named (h168)."""
+    fresh("run", "knowledge-publication", str(FRED))
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        store.select_rows("UPDATE govkernel_counter:events SET n -= 2", {})
+    failed = fresh("run", "knowledge-publication", str(IMF), code=1)
+    assert "CorruptRecord: the event log's counter is behind its last event" in failed.stderr
+    assert "set govkernel_counter:events to the last event's position" in failed.stderr
+    assert len(fresh.json("executions", "list")) == 1  # its start went with its first step
 
 
 def test_the_next_page_of_events_is_hinted_on_stderr_beside_json(fresh: Cli) -> None:

@@ -1181,6 +1181,8 @@ def test_an_old_versions_executions_are_finished_beside_the_new_one(
     again = gk(*key, env=v2).stdout
     assert "awaiting approval" in again and f"approve {waiting['execution_id']}" not in again
     assert "runs gated version 1, which this command does not have: it can be approved" in again
+    # No step done: nothing to undo, so it may still be rejected here.
+    assert f"reject {waiting['execution_id']} --reason TEXT" in again
     assert "GOVKERNEL_RETIRED_WORKFLOWS" in again
     assert gk.json("run", "workflow", "gated", "--input", "{}", env=v2)["workflow_version"] == "2"
     # Shown beside version 2, it is described by its own steps, not version 2's.

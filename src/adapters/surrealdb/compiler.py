@@ -16,6 +16,7 @@ from adapters.surrealdb.schema import COUNTER_TABLE, KEY_TABLE, KEYED, unique_in
 from ports.errors import (
     CommitOutcomeUnknown,
     ConcurrencyConflict,
+    CorruptRecord,
     DuplicateRecord,
     InjectedFault,
     InvalidRecord,
@@ -358,7 +359,16 @@ def failure(compiled: Compiled, batch: Batch, rows: Sequence[dict[str, Any]]) ->
     if marker:
         return ConcurrencyConflict(table, key, "version changed since it was read")
     if _DUPLICATE.fullmatch(own):
-        return DuplicateRecord(table, key, _unique_named(own))
+        detail = _unique_named(own)
+        if table == EVENT_TABLE and detail == "unique position":
+            # Positions come from the log's counter, in the same transaction: one taken
+            # already is a counter set back in storage, which no retry mends.
+            return CorruptRecord(
+                "the event log's counter is behind its last event (a position it gave out is"
+                " taken): changed in storage; set govkernel_counter:events to the last"
+                " event's position"
+            )
+        return DuplicateRecord(table, key, detail)
     if own.startswith(_RETRYABLE):
         return ConcurrencyConflict(table, key, "concurrent transaction")
     if all(_skipped(rows[i]) for i in failed) or own.startswith(_STORAGE_FAILED):

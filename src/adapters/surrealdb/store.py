@@ -342,7 +342,9 @@ class StoreLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise StorageUnavailable(
+            # Held all the same, as the lock file's case is: the same work may be tried again
+            # once that holder is done.
+            raise StoreInUse(
                 f"store {self.directory} is in use through another path to its directory (a"
                 " bind mount or a volume), by another process or this one, or its lock file"
                 f" ({self.path.name}) was deleted while it was held; close that one or"

@@ -118,7 +118,7 @@ def audit_verify(ctx: click.Context, execution_id: str | None, anchor_file: Path
             ]
             if rows:
                 s.echo(render.table(("EXECUTION", "ENTRIES", "CHAIN"), rows))
-        if not results:  # (on stderr beside --json)
+        if not results and (s.nothing_here() or not s.json):  # (on stderr beside --json)
             s.echo(render.safe(f"no executions in tenant {app.runtime.tenant!r}{s.nothing_here()}"))
         bad = [r for r in results if not r["ok"]]
         if bad:

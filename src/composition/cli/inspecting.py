@@ -162,7 +162,7 @@ def executions_count(ctx: click.Context, state: str | None, workflow: str | None
                 }
             )
             if why:  # (on stderr)
-                s.echo(render.safe(f"no executions{of}"))
+                s.echo(render.safe(f"no executions{f' in state {state}' if state else ''}{of}"))
             return
         if state:
             s.echo(render.safe(f"{total} execution{'s' * (total != 1)} in state {state}{of}"))

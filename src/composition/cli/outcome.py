@@ -152,6 +152,8 @@ def conclude(
         unable = _not_driven_here(app, x, definition)
         if unable is not None:  # `approve` would refuse it: say what it takes instead
             s.echo(render.safe(f"  note     {unable}"))
+            if x.current_step == 0:  # with nothing to undo, it may still be rejected here
+                s.suggest(7, ("reject", f"reject {x.id} --reason TEXT"))
             return
         s.suggest(
             7,
