@@ -57,6 +57,25 @@ def test_schema_is_recorded_and_reopening_keeps_it_and_the_data(tmp_path: Path) 
             assert uow.capsules.get(capsule.id) == capsule
 
 
+def test_a_store_whose_schema_record_was_removed_is_refused_not_made_anew(
+    tmp_path: Path,
+) -> None:
+    """It was said to be a place nothing had run yet, and a run would have applied the schema
+    over data of a version nobody knew (a tamper pass, h168)."""
+    path = tmp_path / "store"
+    with open_store(path) as store:
+        with store.unit_of_work() as uow:
+            uow.executions.save(samples.execution())
+            uow.commit()
+        store.select_rows("DELETE $m", {"m": META})
+    for create in (True, False):
+        with pytest.raises(StorageUnavailable, match="holds executions but no schema record"):
+            SurrealStore(SurrealConfig(f"surrealkv://{path}", create=create))
+    shutil.rmtree(path)
+    with open_store(path) as store:  # an empty place is still a new store
+        assert schema_version(store) == surreal_schema.SCHEMA_VERSION
+
+
 def test_reapplying_the_schema_converges_and_keeps_data_and_indexes(tmp_path: Path) -> None:
     path = tmp_path / "store"
     capsule = samples.capsule()

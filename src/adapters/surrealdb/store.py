@@ -1139,6 +1139,15 @@ class SurrealStore:
             return
         if cut_short:  # an upgrade a power loss cut short: done again, from where it began
             current = found.get("upgrade_from")
+        if current is None and self._query("SELECT VALUE id FROM execution LIMIT 1", {})[0].get(
+            "result"
+        ):
+            # Executions and no schema record: not a new store, but its record removed in
+            # storage. Which version its data is in is unknown: nothing is applied over it.
+            raise StorageUnavailable(
+                f"the store at {self.config.where} holds executions but no schema record"
+                f" ({schema.META_TABLE}:schema): changed in storage; restore it from a backup"
+            )
         if current is None and not self.config.create:
             cfg = self.config
             where = cfg.where
