@@ -75,6 +75,23 @@ def published(request: pytest.FixtureRequest) -> Iterator[Published]:
         store.close()
 
 
+Change = tuple[str, str, dict[str, Any]]  # table, key, the fields changed in storage
+
+
+def _forged_claim(door: BackDoor) -> Change:
+    ((key, analysis),) = door.table("analysis").items()
+    claims = json.loads(analysis["claims_json"])
+    claims[0][0] = "Buy everything."
+    return "analysis", key, {"claims_json": json.dumps(claims)}
+
+
+def _forged_chunk(door: BackDoor) -> Change:
+    ((key, capsule),) = door.table("capsule").items()
+    chunks = json.loads(capsule["chunks_json"])
+    chunks[0][-1] = "Forged text."
+    return "capsule", key, {"chunks_json": json.dumps(chunks)}
+
+
 def _failed_at(p: Published, input: dict[str, Any], step: str, said: str) -> None:
     capsules = len(p.door.table("capsule"))
     x = p.orch.start(WORKFLOW, input)
@@ -95,20 +112,16 @@ def test_a_source_whose_text_was_changed_is_not_reused(published: Published) -> 
 
 
 def test_an_analysis_that_was_changed_is_not_reused(published: Published) -> None:
-    key, analysis = published.only("analysis")
-    claims = json.loads(analysis["claims_json"])
-    claims[0][0] = "Prices will double."
-    published.tamper("analysis", key, {"claims_json": json.dumps(claims)})
+    table, key, changes = _forged_claim(published.door)
+    published.tamper(table, key, changes)
     _failed_at(published, again("pub-2"), "analyse", f"stored analysis {key!r} is not what")
 
 
 def test_a_capsule_that_was_changed_is_no_repeat_of_its_publication(
     published: Published,
 ) -> None:
-    key, capsule = published.only("capsule")
-    chunks = json.loads(capsule["chunks_json"])
-    chunks[0][-1] = "Forged text."
-    published.tamper("capsule", key, {"chunks_json": json.dumps(chunks)})
+    table, key, changes = _forged_chunk(published.door)
+    published.tamper(table, key, changes)
     repeat = published.orch.start(WORKFLOW, FIRST, idempotency_key="repeat")
     assert repeat.state is ExecutionState.FAILED, repeat.last_error
     assert f"stored capsule {key!r} is not what its sources give" in (repeat.last_error or "")
@@ -133,15 +146,8 @@ def _changed_as(step_name: str, change: Callable[[BackDoor], None]) -> tuple[Any
     return store, orchestrator(store.unit_of_work, FixedClock(T0), workflows=workflows)
 
 
-def _forged_chunk(door: BackDoor) -> None:
-    ((key, capsule),) = door.table("capsule").items()
-    chunks = json.loads(capsule["chunks_json"])
-    chunks[0][-1] = "Forged text."
-    door._edit("capsule", key, {"chunks_json": json.dumps(chunks)})
-
-
 def test_verify_finds_a_capsule_changed_after_it_was_published_and_retracts_it() -> None:
-    store, orch = _changed_as("verify", _forged_chunk)
+    store, orch = _changed_as("verify", lambda door: door._edit(*_forged_chunk(door)))
     x = orch.start("tampered", request("pub-v"))
     assert x.state is ExecutionState.COMPENSATED, (x.state, x.last_error)
     assert "does not match its sources" in (x.last_error or "")
@@ -149,16 +155,9 @@ def test_verify_finds_a_capsule_changed_after_it_was_published_and_retracts_it()
     assert capsule["status"] == "retracted"
 
 
-def _forged_claim(door: BackDoor) -> None:
-    ((key, analysis),) = door.table("analysis").items()
-    claims = json.loads(analysis["claims_json"])
-    claims[0][0] = "Buy everything."
-    door._edit("analysis", key, {"claims_json": json.dumps(claims)})
-
-
 def test_a_capsule_does_not_cite_an_analysis_changed_since_it_was_made() -> None:
     """Publish read the analysis by id, from analyse's output, and cited it as it was."""
-    store, orch = _changed_as("publish", _forged_claim)
+    store, orch = _changed_as("publish", lambda door: door._edit(*_forged_claim(door)))
     x = orch.start("tampered", request("pub-a"))
     assert x.state is ExecutionState.FAILED, (x.state, x.last_error)
     assert "is not what its sources give: changed in storage" in (x.last_error or "")
