@@ -1126,15 +1126,24 @@ class SurrealStore:
             "the store's log keeps losing writes after a crash; restore it from a backup"
         )
 
+    def _schema_state(self) -> tuple[Any, bool, dict[str, Any]]:
+        """The stored schema version, whether an upgrade was begun and not finished (a power
+        loss cut it short), and the schema record (empty when there is none)."""
+        rows = self._query(
+            "SELECT * FROM ONLY $m; SELECT VALUE txn FROM ONLY $d;",
+            {
+                "m": RecordID(schema.META_TABLE, "schema"),
+                "d": RecordID(schema.META_TABLE, "upgraded"),
+            },
+        )
+        found = rows[0]["result"] if isinstance(rows[0]["result"], dict) else {}
+        upgrade = found.get("upgrade")
+        return found.get("version"), upgrade is not None and upgrade != rows[1]["result"], found
+
     def _apply_schema(self) -> None:
         meta = RecordID(schema.META_TABLE, "schema")
         done = RecordID(schema.META_TABLE, "upgraded")
-        rows = self._query(
-            "SELECT * FROM ONLY $m; SELECT VALUE txn FROM ONLY $d;", {"m": meta, "d": done}
-        )
-        found = rows[0]["result"] if isinstance(rows[0]["result"], dict) else {}
-        current, upgrade = found.get("version"), found.get("upgrade")
-        cut_short = upgrade is not None and upgrade != rows[1]["result"]
+        current, cut_short, found = self._schema_state()
         if current == schema.SCHEMA_VERSION and not cut_short:
             return
         if cut_short:  # an upgrade a power loss cut short: done again, from where it began
@@ -1217,16 +1226,8 @@ class SurrealStore:
 
     def _upgraded(self) -> bool:
         with contextlib.suppress(Exception):
-            rows = self._query(
-                "SELECT VALUE version FROM ONLY $m; SELECT VALUE txn FROM ONLY $d;"
-                " SELECT VALUE upgrade FROM ONLY $m;",
-                {
-                    "m": RecordID(schema.META_TABLE, "schema"),
-                    "d": RecordID(schema.META_TABLE, "upgraded"),
-                },
-            )
-            version, done, upgrade = (row.get("result") for row in rows)
-            return version == schema.SCHEMA_VERSION and done == upgrade
+            version, cut_short, _ = self._schema_state()
+            return version == schema.SCHEMA_VERSION and not cut_short
         return False
 
     def _indexes(self) -> dict[tuple[str, str], str]:

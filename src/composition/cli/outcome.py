@@ -14,7 +14,7 @@ from composition import queries, render
 from composition.cli.session import TRANSIENT_NOTE, Failed, S, Session
 from composition.container import App
 from domain.model.errors import DomainError
-from domain.model.execution import WorkflowExecution
+from domain.model.execution import WorkflowExecution, started_steps
 from domain.model.lifecycle import AuditEntry, ChainReport, ExecutionState
 from domain.model.seal import AuditKey
 from domain.orchestration.definition import WorkflowDefinition
@@ -122,7 +122,13 @@ def conclude(
     # the last look (commits look at most once a second) fails it instead.
     getattr(app.store, "check_log", lambda: None)()
     definition = definition_of(app, x)
-    waiting = _why_waiting(app, x) if x.state is S.AWAITING_APPROVAL else None
+    # What it waits for, and the steps it started with, read from one read of its trail.
+    trail = (
+        queries.audit_trail(app.uow_factory, app.runtime.tenant, x.id)
+        if x.state is S.AWAITING_APPROVAL
+        else None
+    )
+    waiting = None if trail is None else as_waiting(trail)
     if s.json:
         record = render.execution_json(x, definition, detail=True) | dict(extra or {})
         record |= {} if waiting is None else {"why": waiting}
@@ -146,10 +152,10 @@ def conclude(
             )
         s.suggest(13, ("details", f"executions show {x.id}"))
         return
-    if waiting is not None:
+    if trail is not None and waiting is not None:
         s.echo(render.safe(f"awaiting approval: execution {x.id}"))
         s.echo(f"  why      {render.safe(waiting)}")
-        unable = _not_driven_here(app, x, definition)
+        unable = _not_driven_here(x, definition, started_steps(trail))
         if unable is not None:  # `approve` would refuse it: say what it takes instead
             s.echo(render.safe(f"  note     {unable}"))
             if x.current_step == 0:  # with nothing to undo, it may still be rejected here
@@ -222,16 +228,15 @@ def _unregistered(x: WorkflowExecution) -> str:
 
 
 def _not_driven_here(
-    app: App, x: WorkflowExecution, definition: WorkflowDefinition | None
+    x: WorkflowExecution, definition: WorkflowDefinition | None, started: object
 ) -> str | None:
     """Why no command here can approve `x` (an execution an idempotency key brought back,
-    started by a version deployed before), or None."""
+    started by a version deployed before; `started`: the steps it started with), or None."""
     if definition is None:
         return (
             f"{_unregistered(x)}: it can be approved once the module that has it is named in"
             f" {_RETIRED}"
         )
-    started = queries.started_shapes(app.uow_factory, [x.id]).get(x.id)
     if started not in (None, definition.shape()):
         return (
             f"it started with other steps than {x.workflow_name} version"
@@ -262,11 +267,6 @@ def as_now(app: App, x: WorkflowExecution) -> WorkflowExecution:
         return app.orchestrator.get(x.id)
     except (PortError, DomainError):
         return x
-
-
-def _why_waiting(app: App, x: WorkflowExecution) -> str:
-    """What the execution awaits approval for, as the entry that made it wait says."""
-    return as_waiting(queries.audit_trail(app.uow_factory, app.runtime.tenant, x.id))
 
 
 def verified(app: App, execution_id: str) -> ChainReport:
