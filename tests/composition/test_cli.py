@@ -109,6 +109,29 @@ def fresh(tmp_path: Path) -> Cli:
     return Cli(tmp_path / "store", tmp_path)
 
 
+SUMMARY_KEYS = {
+    *("execution_id", "workflow", "workflow_version", "state", "risk_tier", "current_step"),
+    *("step", "steps", "tenant", "environment", "requested_by", "idempotency_key"),
+    *("created_at", "updated_at", "last_error"),
+}
+DETAIL_KEYS = SUMMARY_KEYS | {
+    *("correlation_id", "metadata", "attempts", "step_outputs", "approvals", "lease_owner"),
+    *("lease_expires_at", "retry_at", "cancel_requested", "audit_sequence", "audit_head"),
+    *("version", "input"),
+}
+AUDIT_KEYS = {
+    *("sequence", "from_state", "to_state", "at", "actor", "reason", "step"),
+    *("correlation_id", "prev_hash", "hash"),
+}
+REPORT_KEYS = {"execution_id", "ok", "entries", "first_bad_sequence", "problem", "seal"}
+REPORT_KEYS |= {"bad_entry"}
+EVENT_KEYS = {
+    *("position", "event_id", "type", "schema_version", "tenant", "actor", "occurred_at"),
+    *("correlation_id", "causation_id", "decision_ref", "classification", "integrity_hash"),
+    *("intact", "payload"),
+}
+
+
 def test_run_prints_transitions_then_list_show_verify_and_events(gk: Cli) -> None:
     extra = []
     for n in (1, 2):
@@ -126,6 +149,7 @@ def test_run_prints_transitions_then_list_show_verify_and_events(gk: Cli) -> Non
 
     record = gk.json("run", "knowledge-publication", str(FRED), "--publication-id", "fred-1")
     assert record["state"] == "succeeded" and record["risk_tier"] == "Tier0"
+    assert set(record) == DETAIL_KEYS | {"reused"}  # what scripts read: each key pinned
     assert record["reused"] is False
     xid = record["execution_id"]
     assert record["step_outputs"]["publish"]["capsule_id"].startswith("cap-")
@@ -134,6 +158,7 @@ def test_run_prints_transitions_then_list_show_verify_and_events(gk: Cli) -> Non
 
     listed = gk.json("executions", "list", "--limit", "2")
     assert len(listed) == 2 and listed[0]["execution_id"] == xid  # newest first
+    assert set(listed[0]) == SUMMARY_KEYS
     assert xid in gk("executions", "list").stdout
     # Page by page, each from the last one listed: every execution once, newest first.
     paged = [x["execution_id"] for x in gk.json("executions", "list", "--limit", "1")]
@@ -165,7 +190,12 @@ def test_run_prints_transitions_then_list_show_verify_and_events(gk: Cli) -> Non
     assert "not a workflow name" in gk("executions", "list", "--workflow", "a b", code=2).stderr
 
     shown = gk.json("executions", "show", xid)
+    assert set(shown) == DETAIL_KEYS | {"audit", "verification"}
+    assert set(shown["audit"][0]) == AUDIT_KEYS and set(shown["verification"]) == REPORT_KEYS
     assert [e["sequence"] for e in shown["audit"]] == list(range(1, 8))
+    document = shown["input"]["documents"][0]  # summed up: the text may run to megabytes
+    assert "content_text" not in document
+    assert document["content_chars"] == len(read_source(FRED).body)
     assert shown["audit"][-1]["to_state"] == "succeeded" and shown["verification"]["ok"]
     human = gk("executions", "show", xid).stdout
     assert "audit trail (7 entries, chain intact)" in human and "SEQ" in human
@@ -174,10 +204,12 @@ def test_run_prints_transitions_then_list_show_verify_and_events(gk: Cli) -> Non
 
     verified = gk.json("audit", "verify")
     assert verified["ok"] and verified["executions"] >= 2
+    assert set(verified) == {"ok", "executions", "entries", "seals_checked", "reports"}
+    assert verified["entries"] == sum(r["entries"] for r in verified["reports"]) >= 2 * 7
 
     events = gk.json("events", "--limit", "100")
     assert [e["position"] for e in events] == list(range(1, len(events) + 1))
-    assert all(e["intact"] for e in events)
+    assert all(e["intact"] for e in events) and set(events[0]) == EVENT_KEYS
     assert {e["type"] for e in events} >= {
         "knowledge.source_ingested",
         "knowledge.analysis_generated",
@@ -191,7 +223,9 @@ def test_run_prints_transitions_then_list_show_verify_and_events(gk: Cli) -> Non
     tampered = gk.json("events", "--limit", "3", code=1)
     assert [e["intact"] for e in tampered] == [True, False, True]
     assert "do not match their integrity hash, first at position 2" in gk.stderr
-    assert "knowledge.capsule_published" in gk("events", code=1).stdout
+    rows = gk("events", code=1).stdout.splitlines()[1:]
+    assert "knowledge.capsule_published" in "".join(rows)
+    assert [row.split()[-1] for row in rows[:3]] == ["yes", "NO", "yes"]  # the INTACT column
     with SurrealStore(SurrealConfig(gk.url)) as store:  # one that no longer even parses
         store.select_rows("UPDATE event SET type = 'knowledge.bogus' WHERE position = 1", {})
     unreadable = gk("events", code=1)
@@ -278,6 +312,19 @@ def test_tier2_needs_two_distinct_approvers(gk: Cli) -> None:
     assert "has already approved" in again.stderr  # a refusal
     second = gk.json("approve", xid, "--role", "compliance", env={"GOVKERNEL_ACTOR": "bob"})
     assert second["state"] == "succeeded"
+
+
+def test_a_change_freeze_set_in_the_environment_stops_all_but_tier0(fresh: Cli) -> None:
+    frozen = {"GOVKERNEL_CHANGE_FREEZE": "true"}
+    waits = fresh.json("run", "knowledge-publication", str(FRED), "--tier", "Tier1")
+    assert waits["state"] == "awaiting_approval"  # not frozen: approval is what it waits on
+    refused = fresh.json(
+        "run", "knowledge-publication", str(FRED), "--tier", "Tier1", code=1, env=frozen
+    )
+    assert refused["state"] == "failed" and "change freeze" in refused["last_error"]
+    assert "policy denied ingest_sources: change freeze" in fresh.stderr
+    let_through = fresh.json("run", "knowledge-publication", str(FRED), env=frozen)
+    assert let_through["state"] == "succeeded" and let_through["risk_tier"] == "Tier0"
 
 
 def test_reject_and_cancel(gk: Cli) -> None:

@@ -476,6 +476,24 @@ def test_a_backup_stopped_once_whole_says_it_is_whole(
     assert json.loads(gk(capsys, *copy, "--json", "audit", "verify")[0])["ok"]
 
 
+def test_a_backup_that_cannot_be_written_is_a_usage_error_naming_why(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Where DEST cannot be written (a full disk, /proc), the fault is where it was pointed:
+    exit 2, as for a DEST that exists, with what the system said."""
+    from composition.container import App
+
+    store = ("--store", f"surrealkv://{tmp_path / 'store'}")
+    gk(capsys, *store, "run", "knowledge-publication", str(IMF))
+
+    def full(app: App, destination: Path, progress: object = None) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(destination))
+
+    monkeypatch.setattr(App, "backup", full)
+    _, err = gk(capsys, *store, "backup", str(tmp_path / "copy"), code=2)
+    assert f"cannot write the backup to {tmp_path / 'copy'}: No space left on device" in err
+
+
 @pytest.mark.parametrize(
     ("tier", "said"),
     [
@@ -705,6 +723,13 @@ def test_marks_that_reorder_or_hide_text_are_shown_escaped(hidden: str) -> None:
     lone surrogate, from a file's JSON escape, cannot be printed at all)."""
     shown = render.safe(f"alice{hidden}bob")
     assert shown == f"alice\\u{ord(hidden):04x}bob" and shown.isascii()
+
+
+@pytest.mark.parametrize("control", ["\x7f", "\x80", "\x85", "\x9b", "\x9f"])
+def test_delete_and_the_c1_controls_are_shown_escaped(control: str) -> None:
+    """\x9b opens an escape sequence on terminals that take 8-bit controls, as \x1b[ does;
+    \x85 breaks the line."""
+    assert render.safe(f"ok{control}31mRED") == f"ok\\x{ord(control):02x}31mRED"
 
 
 @pytest.mark.parametrize(
@@ -1409,6 +1434,7 @@ def test_a_demo_that_fails_gives_the_demos_json_document_all_the_same(
         "\t\x1b]0;t\x07",
         "rtl\u202eend",
         "x\x85",
+        "a\\nb\x01",  # a backslash where the $'...' form is needed: taken as written
         "\udcff\udc80",
     ],
 )

@@ -345,6 +345,7 @@ def test_a_url_is_shown_without_anything_before_its_last_at_sign(
     assert redact_url(f"ws://admin:{cut}{SECRET}@db:8000/rpc") == "ws://***"
     assert redact_url(f"ws://{SECRET[:4]}{cut}{SECRET[4:]}@db:1") == "ws://***"
     assert redact_url("ws://db:8000/rpc") == "ws://db:8000/rpc"  # nothing to hide: all shown
+    assert redact_url(f"ws://db:8000/rpc;password={SECRET}") == "ws://db:8000/rpc;***"
     # A percent-encoded `@` leaves the credentials in what parses as the host.
     assert redact_url(f"wss://admin%3A{SECRET}%40db.invalid:8000") == "wss://***"
     # Typed twice (pasted over itself): the second copy is in what parses as the path
