@@ -269,11 +269,9 @@ def test_a_torn_delete_is_undone_with_its_key_record(tmp_path: Path) -> None:
     with open_store(path) as store:
         stored = _store_one_of_each(store)
         capsule = stored["capsule"]
-        doomed = Batch((Write(Op.DELETE, "capsule", capsule.id, None, capsule.version),))
-        compiled = compiler.compile_batch(doomed, journal=True)
-        # The transaction without its completion marker: what a crash leaves of it.
-        *kept, _marker, commit = compiled.text.splitlines()
-        store.select_rows("\n".join([*kept, commit]), compiled.params)
+        _commit_torn(
+            store, Batch((Write(Op.DELETE, "capsule", capsule.id, None, capsule.version),))
+        )
         with store.unit_of_work() as uow:
             assert uow.capsules.by_publication(capsule.tenant, capsule.publication_id) is None
     with open_store(path) as store:
@@ -284,6 +282,56 @@ def test_a_torn_delete_is_undone_with_its_key_record(tmp_path: Path) -> None:
         assert store.select_rows("SELECT VALUE ref FROM ONLY $k", {"k": key}) == [
             RecordID("capsule", capsule.id)
         ]
+
+
+def _commit_torn(store: SurrealStore, batch: Batch) -> None:
+    """`batch` committed without its completion marker: what a crash leaves of it."""
+    compiled = compiler.compile_batch(batch, journal=True)
+    *kept, _marker, commit = compiled.text.splitlines()
+    store.select_rows("\n".join([*kept, commit]), compiled.params)
+
+
+def test_a_torn_append_is_undone_with_the_event_counter_so_the_log_has_no_gap(
+    tmp_path: Path,
+) -> None:
+    """The repair sets the counter back to what the journal noted before the transaction
+    (h170: with it left where the torn append moved it, the next event took position 4
+    after 1)."""
+    path = tmp_path / "store"
+    with open_store(path) as store:
+        with store.unit_of_work() as uow:
+            uow.events.append(samples.event())
+            uow.commit()
+        torn = (samples.event(), samples.event())
+        _commit_torn(
+            store, Batch(tuple(Write(Op.APPEND, "event", e.id, records.event_doc(e)) for e in torn))
+        )
+    with open_store(path) as store:
+        assert store.torn_repair is not None and store.torn_repair.action == "undone"
+        with store.unit_of_work() as uow:
+            assert uow.events_head() == 1
+            uow.events.append(samples.event())
+            assert uow.commit().event_positions == (2,)
+        with store.unit_of_work() as uow:
+            assert [e["position"] for e in uow.events_after(0, 10)] == [1, 2]
+
+
+def test_a_repair_marks_itself_complete_so_the_next_open_repairs_nothing(tmp_path: Path) -> None:
+    """Else every open, a read-only command's too, would undo the same transaction again
+    and say so, until the next commit (h170)."""
+    path = tmp_path / "store"
+    with open_store(path) as store:
+        source = samples.source()
+        _commit_torn(
+            store,
+            Batch((Write(Op.CREATE, "knowledge_source", source.id, records.source_doc(source)),)),
+        )
+    with open_store(path) as store:
+        assert store.torn_repair is not None and store.torn_repair.action == "undone"
+    with open_store(path) as store:
+        assert store.torn_repair is None
+        with store.unit_of_work() as uow:
+            assert uow.sources.get(source.id) is None
 
 
 def test_a_schema_8_stores_executions_record_no_environment(tmp_path: Path) -> None:

@@ -233,7 +233,11 @@ class UnitOfWorkContract:
                 pass
             assert not uow.closed
             assert_state(before, backdoor, "a lent unit wrote")
-            uow.lend(None)
+            # Taken back, it says what its borrower was refused, once: the next borrower's
+            # take-back is not blamed for it.
+            assert "step borrow may not roll back" in (uow.lend(None) or "")
+            uow.lend("next borrow")
+            assert uow.lend(None) is None
             uow.commit()
         expected = state.copied(before)
         state.put(expected, "knowledge_source", source.id, records.source_doc(source))
@@ -404,9 +408,17 @@ class UnitOfWorkContract:
 
     @pytest.mark.parametrize("change", ["updated", "deleted"])
     @pytest.mark.parametrize("writes", [True, False], ids=["with-writes", "read-only"])
+    @pytest.mark.parametrize("again", [False, True], ids=["read-once", "read-again"])
     def test_a_record_only_read_is_checked_at_commit(
-        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, change: str, writes: bool
+        self,
+        uow_factory: UnitOfWorkFactory,
+        backdoor: Backdoor,
+        change: str,
+        writes: bool,
+        again: bool,
     ) -> None:
+        """Against the version first read: a unit that reads the record again after another
+        changed it still decided on what it read first."""
         capsule = samples.capsule()
         committed(uow_factory, lambda uow: uow.capsules.add(capsule))
         with uow_factory() as reader:
@@ -420,11 +432,39 @@ class UnitOfWorkContract:
                 else:
                     writer.stage(Write(Op.DELETE, "capsule", capsule.id, None, capsule.version))
                 writer.commit()
+            if again:
+                assert reader.capsules.get(capsule.id) != capsule  # it sees the change now
             before = backdoor.snapshot()
             with pytest.raises(ConcurrencyConflict) as conflict:
                 reader.commit()
         assert (conflict.value.table, conflict.value.key) == ("capsule", capsule.id)
         assert_state(before, backdoor, "a commit whose read went stale wrote something")
+
+    @pytest.mark.parametrize("raced", [False, True], ids=["alone", "raced"])
+    def test_an_execution_saved_twice_in_a_unit_is_checked_against_the_version_read(
+        self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor, raced: bool
+    ) -> None:
+        """The second save folds into the first: one update, guarded by the version read."""
+        start = samples.execution()
+        committed(uow_factory, lambda uow: uow.executions.save(start))
+        with uow_factory() as uow:
+            execution = uow.executions.require(start.id)
+            read = execution.version
+            for step in ("a", "b"):
+                execution.begin_attempt(step)
+                uow.executions.save(execution)
+            if raced:
+                _increment(uow_factory, start.id, "other", 1)
+                before = backdoor.snapshot()
+                with pytest.raises(ConcurrencyConflict):
+                    uow.commit()
+                assert_state(before, backdoor, "a unit that saved a stale execution wrote")
+                return
+            uow.commit()
+        with uow_factory() as uow:
+            final = uow.executions.require(start.id)
+        assert final.attempts == {**start.attempts, "a": 1, "b": 1}
+        assert final.version == backdoor.snapshot()["execution"][start.id]["version"] == read + 2
 
     def test_no_update_is_lost_between_racing_threads(
         self, uow_factory: UnitOfWorkFactory, backdoor: Backdoor
@@ -723,6 +763,23 @@ class UnitOfWorkContract:
         with uow_factory() as uow:
             found = uow.select("knowledge_source", {"tenant": one.tenant, "source_url": urls})
             assert {key for key, _ in found} == {one.id, other.id}
+
+    @pytest.mark.parametrize("op", [Op.DELETE, Op.UPDATE], ids=lambda op: op.value)
+    def test_a_bounded_listing_is_full_past_the_units_own_writes(
+        self, uow_factory: UnitOfWorkFactory, op: Op
+    ) -> None:
+        """The unit's writes take the place of rows the store lists: the store is asked for
+        as many more, or a page came back short and read as the listing's end (h170)."""
+        capsules = [samples.capsule() for _ in range(5)]
+        committed(uow_factory, lambda uow: [uow.capsules.add(c) for c in capsules])
+        first = min(capsules, key=lambda c: c.id)  # listed first, by key
+        with uow_factory() as uow:
+            if op is Op.DELETE:
+                uow.stage(Write(Op.DELETE, "capsule", first.id, None, first.version))
+            else:  # moved out of the listing's filter
+                uow.capsules.update(first.retract(at=LATER, reason="withdrawn"))
+            listed = uow.select("capsule", {"status": first.status.value}, limit=2)
+        assert len(listed) == 2 and first.id not in dict(listed)
 
     def test_a_listing_by_state_follows_a_transition(self, uow_factory: UnitOfWorkFactory) -> None:
         """Listed by what it is now, not by what it was (an index left stale listed a running
