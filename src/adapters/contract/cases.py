@@ -771,7 +771,10 @@ class UnitOfWorkContract:
         """The unit's writes take the place of rows the store lists: the store is asked for
         as many more, or a page came back short and read as the listing's end (h170)."""
         capsules = [samples.capsule() for _ in range(5)]
-        committed(uow_factory, lambda uow: [uow.capsules.add(c) for c in capsules])
+        with uow_factory() as uow:
+            for capsule in capsules:
+                uow.capsules.add(capsule)
+            uow.commit()
         first = min(capsules, key=lambda c: c.id)  # listed first, by key
         with uow_factory() as uow:
             if op is Op.DELETE:
