@@ -194,6 +194,14 @@ def test_each_required_role_must_approve() -> None:
     assert approvals(mutation(both), NOW) == []
 
 
+@pytest.mark.parametrize(("required", "given"), [("Legal", "legal"), ("legal", "LEGAL")])
+def test_a_required_role_is_met_whatever_case_either_is_written_in(
+    required: str, given: str
+) -> None:
+    ctx = context(tier=ImpactTier.TIER1, required_roles=(required,))
+    assert approvals(mutation(evolve(ctx, approvals=(approval("bob", given),))), NOW) == []
+
+
 def test_every_missing_role_is_named() -> None:
     ctx = context(tier=ImpactTier.TIER1, required_roles=("risk", "legal", "compliance"))
     reasons = approvals(mutation(evolve(ctx, approvals=(approval("bob", "legal"),))), NOW)

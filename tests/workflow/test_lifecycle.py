@@ -177,6 +177,21 @@ def test_the_first_entry_records_creation_and_chains_to_genesis() -> None:
     assert entry.hash == entry.recomputed()
 
 
+@pytest.mark.parametrize("first", [S.RUNNING, S.SUCCEEDED])
+def test_a_trail_whose_first_entry_does_not_lead_to_pending_is_broken_there(
+    first: ExecutionState,
+) -> None:
+    """Rewritten, hashes recomputed, to start an execution past its creation (h169): every
+    link holds, and the lifecycle does not."""
+    created = _execution_in(S.PENDING).new_audit[0]
+    fields = asdict(created, recurse=False) | {"to_state": first}
+    del fields["hash"]
+    forged = AuditEntry(**fields, hash=AuditEntry.digest(**fields))
+    report = verify_chain(forged.execution_id, [forged], head_hash=forged.hash, head_sequence=1)
+    assert (report.ok, report.first_bad_sequence) == (False, 1)
+    assert report.problem == f"the first entry leads to {first.value}, not pending"
+
+
 @pytest.mark.parametrize(
     "field",
     ["execution_id", "sequence", "from_state", "to_state", "at", "actor", "reason", "step",

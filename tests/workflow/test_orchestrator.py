@@ -29,7 +29,7 @@ from domain.model import execution as execution_model
 from domain.model.environment import Environment
 from domain.model.errors import InvalidInput, InvalidState
 from domain.model.evidence import EventType
-from domain.model.execution import WorkflowExecution
+from domain.model.execution import RollbackStrategy, WorkflowExecution
 from domain.model.lifecycle import ExecutionState
 from domain.model.policy import APPROVAL_CLOCK_SKEW, Approval, ImpactTier
 from domain.orchestration.definition import (
@@ -207,6 +207,51 @@ def test_a_known_key_does_not_run_the_first_steps_code_again(world: World) -> No
     assert len(ids) == 1 and calls == list(ids)
 
 
+def test_a_workflow_that_rolls_nothing_back_is_not_compensated(world: World) -> None:
+    """`RollbackStrategy.NONE`: what its steps did stands when a later one fails (h169)."""
+    undone: list[str] = []
+
+    def fails(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
+        raise ValueError("fatal")
+
+    def undo(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
+        undone.append(ctx.execution.workflow_name)
+        return {}
+
+    steps = (Step("charge", lambda uow, ctx: {"charged": 5}, side_effecting=True), Step("b", fails))
+    flows = {
+        f"pay-{strategy.value}": WorkflowDefinition(
+            f"pay-{strategy.value}",
+            "1",
+            evolve(kp.METADATA, rollback_strategy=strategy),
+            steps,
+            compensation=Step("refund", undo),
+        )
+        for strategy in RollbackStrategy
+    }
+    orch = orchestrator(world.store.unit_of_work, world.clock, workflows=flows)
+    ended = {name: orch.start(name, {}).state for name in flows}
+    assert ended == {
+        f"pay-{RollbackStrategy.NONE.value}": S.FAILED,
+        f"pay-{RollbackStrategy.COMPENSATE.value}": S.COMPENSATED,
+    }
+    assert undone == [f"pay-{RollbackStrategy.COMPENSATE.value}"]
+
+
+def test_a_step_changing_its_executions_attempts_does_not_steer_the_run(world: World) -> None:
+    """A step is handed a copy of the execution: its attempt counts, which bound retries,
+    stay the orchestrator's (h169)."""
+
+    def meddle(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
+        ctx.execution.attempts["a"] = 99
+        return {}
+
+    flow = WorkflowDefinition("meddle", "1", kp.METADATA, (Step("a", meddle),))
+    orch = orchestrator(world.store.unit_of_work, world.clock, workflows={flow.name: flow})
+    done = orch.start(flow.name, {})
+    assert done.attempts == orch.get(done.id).attempts == {"a": 1}
+
+
 def test_a_known_key_does_not_run_a_pending_execution(world: World) -> None:
     orch = world.orch()
     pending = orch.start(WORKFLOW, request("pub-1"), idempotency_key="idem-1", run=False)
@@ -240,6 +285,7 @@ def test_retryable_errors_are_retried_with_backoff_then_succeed(world: World) ->
 
     assert done.state is S.SUCCEEDED
     assert orch.get(done.id).retry_at is None  # no retry left waiting
+    assert done.last_error is orch.get(done.id).last_error is None  # the failure is past
     assert calls.n == 3
     assert done.attempts["analyse"] == 3 and done.attempts["ingest"] == 1
     assert world.clock.now() - T0 == timedelta(seconds=1 + 2)  # backoff 1 s, then 2 s
@@ -750,6 +796,27 @@ def test_a_forked_child_keeps_its_own_leases(world: World) -> None:
     release.set()
     parent.join(30)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_step_failing_after_a_cancel_landed_loses_to_the_cancel(world: World) -> None:
+    """The step's failure is not recorded over the cancel (cancelling -> failed is illegal,
+    and raised out of `start`): the worker loses, as a step that succeeds does (h169)."""
+    others: list[Orchestrator] = []
+
+    def cancelled_then_fails(uow: UnitOfWork, ctx: StepContext) -> dict[str, Any]:
+        others[0].cancel(ctx.execution.id, reason="stop")
+        raise ValueError("fatal")
+
+    steps = (Step("a", lambda uow, ctx: {}), Step("b", cancelled_then_fails))
+    flow = WorkflowDefinition("stopped", "1", kp.METADATA, steps)
+    flows = {flow.name: flow}
+    worker = orchestrator(world.store.unit_of_work, world.clock, workflows=flows)
+    others.append(
+        orchestrator(world.store.unit_of_work, world.clock, worker_id="worker-2", workflows=flows)
+    )
+    done = worker.start(flow.name, {})
+    assert done.state is S.CANCELLED and "fatal" not in (done.last_error or "")
+    assert [e.to_state for e in worker.trail(done.id)][-2:] == [S.CANCELLING, S.CANCELLED]
 
 
 def test_a_cancel_during_a_long_step_waits_for_it_while_others_recover(world: World) -> None:
