@@ -1983,6 +1983,26 @@ def test_a_command_that_landed_is_said_to_have_though_another_moved_it_on(
     assert ("carol", "withdrawn") in reasons and approved.id == waiting.id
 
 
+def test_a_command_that_did_not_land_is_said_not_to_have_though_another_took_its_place(
+    world: World,
+) -> None:
+    """Its reply lost and nothing applied, while another worker's cancel took the entry's
+    sequence: an entry at that sequence is not this command's (h169)."""
+    other = world.orch_with("worker-2", {})
+    waiting = other.start(WORKFLOW, request("pub-1"), risk_tier=ImpactTier.TIER1)
+
+    class Preempted(WrappingUnitOfWork):
+        def _apply(self, batch: Batch) -> CommitReceipt:
+            other.acting_as("carol").cancel(waiting.id, reason="withdrawn")
+            raise CommitOutcomeUnknown("the reply was lost, and nothing was applied")
+
+    lossy = world.orch_with("worker-1", {}, factory=lambda: Preempted(world.store.unit_of_work()))
+    with pytest.raises(StorageUnavailable, match="was not recorded"):
+        lossy.acting_as("alice").approve(waiting.id, role="reviewer")
+    reasons = [e.reason for e in other.trail(waiting.id)]
+    assert "withdrawn" in reasons and not any("approved by alice" in r for r in reasons)
+
+
 class _LostReply(MemoryUnitOfWork):
     """Applies nothing, yet reports the outcome as unknown: the other side of ambiguity."""
 
