@@ -13,6 +13,7 @@ from datetime import timedelta
 import pytest
 from attrs import evolve, frozen
 
+from adapters.faults import FaultInjector, FaultPlan
 from adapters.memory import MemoryStore
 from adapters.surrealdb import SurrealConfig, SurrealStore
 from domain.model.errors import InvalidInput, InvalidState
@@ -225,6 +226,18 @@ def test_executions_written_before_the_key_are_sealed_once_asked_to(unsealed: Se
     assert seal(unsealed.store, KEY, xid).outcome is Sealing.ALREADY
     audit = [d for d in unsealed.door.table("audit").values() if d["execution_id"] == xid]
     assert len(audit) == 7  # sealing is no transition: the trail is as it was
+
+
+def test_a_seal_whose_reply_was_lost_is_said_sealed_once_read_again(unsealed: Sealed) -> None:
+    """Not "already sealed": that it was this command's seal is what the re-read tells, and
+    a seal moved from another key would be hidden as one found in place (h169)."""
+    xid = unsealed.execution_id
+    lossy = FaultInjector(keyed(unsealed.store, KEY))
+    lossy.arm(FaultPlan(ambiguous_commit=1))
+    outcome = sealing.seal(lossy, TENANT, xid, now=T0, unsealed=True)
+    assert lossy.fired == ["ambiguous commit 1"]
+    assert outcome.outcome is Sealing.SEALED
+    assert with_key(unsealed.store, KEY).verify(xid).ok
 
 
 def test_a_broken_trail_is_not_sealed(unsealed: Sealed) -> None:
