@@ -162,6 +162,20 @@ def test_an_execution_whose_record_is_gone_is_reported_checked_alone_too(
     assert f"audit trail of {first} is broken" in gk.stderr
 
 
+def test_a_trail_whose_execution_record_is_gone_is_not_anchored_and_fails_the_anchoring(
+    published: tuple[Cli, str, str, Path], tmp_path: Path
+) -> None:
+    """An anchoring that passed over it in silence would exit 0 with nothing anchored to
+    catch the deletion by later (h172)."""
+    gk, first, _, _ = published
+    with SurrealStore(SurrealConfig(gk.url)) as store:
+        store.select_rows("DELETE $r", {"r": RecordID("execution", first)})
+    summary = gk.json("audit", "anchor", "--output", str(tmp_path / "again.json"), code=1)
+    [broken] = summary["broken"]
+    assert broken["execution_id"] == first and "record is gone" in broken["problem"]
+    assert summary["anchored"] == 1  # the other one still is
+
+
 def test_anchors_of_another_store_are_said_to_be_so_and_checked_all_the_same(
     published: tuple[Cli, str, str, Path], tmp_path: Path
 ) -> None:
@@ -482,6 +496,22 @@ def test_anchors_go_to_stdout_alone_without_an_output_file(fresh: Cli) -> None:
             ' "taken_at": "2026-01-01T00:00:00+00:00",'
             ' "anchors": [{"execution_id": "x", "sequence": 1, "hash": "abc"}]}',
             "anchors[0].hash is not a SHA-256 hex digest",
+        ),
+        (  # as the kernel writes none: else every anchor read as a trail rewritten since
+            '{"format": "govkernel-audit-anchors", "version": 1, "tenant": "default",'
+            ' "taken_at": "2026-01-01T00:00:00+00:00",'
+            ' "anchors": [{"execution_id": "x", "sequence": 1, "hash": "' + "A" * 64 + '"}]}',
+            "anchors[0].hash is not a SHA-256 hex digest",
+        ),
+        (
+            '{"format": "govkernel-audit-anchors", "version": 1, "tenant": "default",'
+            ' "taken_at": "2026-01-01T00:00:00+00:00", "anchors": ['
+            + ", ".join(
+                '{"execution_id": "x", "sequence": ' + n + ', "hash": "' + "0" * 64 + '"}'
+                for n in ("1", "2")
+            )
+            + "]}",
+            "anchors execution 'x' twice",
         ),
         (
             '{"format": "govkernel-audit-anchors", "version": 1, "tenant": "default",'
