@@ -123,8 +123,15 @@ AUDIT_KEYS = {
     *("sequence", "from_state", "to_state", "at", "actor", "reason", "step"),
     *("correlation_id", "prev_hash", "hash"),
 }
-REPORT_KEYS = {"execution_id", "ok", "entries", "first_bad_sequence", "problem", "seal"}
-REPORT_KEYS |= {"bad_entry"}
+REPORT_KEYS = {
+    "execution_id",
+    "ok",
+    "entries",
+    "first_bad_sequence",
+    "problem",
+    "seal",
+    "bad_entry",
+}
 EVENT_KEYS = {
     *("position", "event_id", "type", "schema_version", "tenant", "actor", "occurred_at"),
     *("correlation_id", "causation_id", "decision_ref", "classification", "integrity_hash"),

@@ -264,6 +264,13 @@ def test_a_key_record_naming_another_record_is_not_trusted(tmp_path: Path) -> No
             assert uow.capsules.by_publication(capsule.tenant, capsule.publication_id) == capsule
 
 
+def _commit_torn(store: SurrealStore, batch: Batch) -> None:
+    """`batch` committed without its completion marker: what a crash leaves of it."""
+    compiled = compiler.compile_batch(batch, journal=True)
+    *kept, _marker, commit = compiled.text.splitlines()
+    store.select_rows("\n".join([*kept, commit]), compiled.params)
+
+
 def test_a_torn_delete_is_undone_with_its_key_record(tmp_path: Path) -> None:
     path = tmp_path / "store"
     with open_store(path) as store:
@@ -282,13 +289,6 @@ def test_a_torn_delete_is_undone_with_its_key_record(tmp_path: Path) -> None:
         assert store.select_rows("SELECT VALUE ref FROM ONLY $k", {"k": key}) == [
             RecordID("capsule", capsule.id)
         ]
-
-
-def _commit_torn(store: SurrealStore, batch: Batch) -> None:
-    """`batch` committed without its completion marker: what a crash leaves of it."""
-    compiled = compiler.compile_batch(batch, journal=True)
-    *kept, _marker, commit = compiled.text.splitlines()
-    store.select_rows("\n".join([*kept, commit]), compiled.params)
 
 
 def test_a_torn_append_is_undone_with_the_event_counter_so_the_log_has_no_gap(
