@@ -406,8 +406,9 @@ def _echo(name: str = "echo") -> Any:
         lambda service: MappingProxyType({"echo": _echo()}),
         lambda _: _echo(),
         lambda: [_echo()],  # no argument: called without the service, as a setting's is
+        lambda service=None: [_echo()] if service is not None else [],  # given it if it may
     ],
-    ids=["list", "mapping proxy", "one", "no argument"],
+    ids=["list", "mapping proxy", "one", "no argument", "optional argument"],
 )
 def test_a_service_may_give_its_workflows_as_a_list_a_mapping_or_one(given: Any) -> None:
     with build_app(Settings(store_url="memory://"), Overrides(workflows=given)) as app:
