@@ -445,6 +445,7 @@ def test_workflows_given_in_code_that_cannot_be_used_make_no_store(
     with pytest.raises((ConfigurationError, ZeroDivisionError), match=said):
         open_app(settings, Overrides(retired=given))
     assert not (tmp_path / "store").exists()
+    assert not (tmp_path / "store").exists()
 
 
 def test_building_your_workflows_first_spends_none_of_your_other_overrides(
