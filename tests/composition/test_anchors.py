@@ -162,6 +162,24 @@ def test_an_execution_whose_record_is_gone_is_reported_checked_alone_too(
     assert f"audit trail of {first} is broken" in gk.stderr
 
 
+def test_an_anchored_execution_that_no_longer_reads_fails_its_anchor(
+    published: tuple[Cli, str, str, Path],
+) -> None:
+    """Damaged so that it cannot be read, it holds its anchor no more than one deleted does
+    (a pass that skipped it counted every anchor held: h172's batch)."""
+    gk, first, second, path = published
+    with SurrealStore(SurrealConfig(gk.url)) as store:
+        store.select_rows(  # a NUL: the engine cannot hand the record back
+            "UPDATE $r SET last_error = $v RETURN NONE",
+            {"r": RecordID("execution", first), "v": "x\x00"},
+        )
+    caught = gk.json("audit", "verify", "--anchors", str(path), code=1)
+    assert caught["anchors"]["checked"] == 2 and caught["anchors"]["failed"] == 1
+    reports = {r["execution_id"]: r for r in caught["reports"]}
+    assert not reports[first]["ok"] and "cannot be read back" in reports[first]["problem"]
+    assert reports[second]["ok"]
+
+
 def test_a_trail_whose_execution_record_is_gone_is_not_anchored_and_fails_the_anchoring(
     published: tuple[Cli, str, str, Path], tmp_path: Path
 ) -> None:
