@@ -537,6 +537,16 @@ def test_anchors_go_to_stdout_alone_without_an_output_file(fresh: Cli) -> None:
             ' "anchors": [{"execution_id": "x", "sequence": true, "hash": "' + "0" * 64 + '"}]}',
             "anchors[0].sequence is not a whole number from 1 to 2^63 - 1",
         ),
+        (  # one past the largest: no store counts that far
+            '{"format": "govkernel-audit-anchors", "version": 1, "tenant": "default",'
+            ' "taken_at": "2026-01-01T00:00:00+00:00",'
+            ' "anchors": [{"execution_id": "x", "sequence": '
+            + str(2**63)
+            + ', "hash": "'
+            + "0" * 64
+            + '"}]}',
+            "anchors[0].sequence is not a whole number from 1 to 2^63 - 1",
+        ),
         (
             '{"format": "govkernel-audit-anchors", "version": 1, "tenant": "default",'
             ' "taken_at": "2026-01-01T00:00:00+00:00",'
