@@ -784,6 +784,11 @@ def _header(raw: bytes) -> dict[str, bytes] | None:
     return entries
 
 
+# The schema's version (and an upgrade under way), and the marker an upgrade's last write sets.
+_SCHEMA_RECORD = RecordID(schema.META_TABLE, "schema")
+_UPGRADED_RECORD = RecordID(schema.META_TABLE, "upgraded")
+
+
 def _removed_under_its_holder(path: Path) -> None:
     """Refuse a store whose directory went while a process held it: its seal, which would
     say it lost its work, went with it, and the store would be made anew, empty. The lock
@@ -1131,18 +1136,13 @@ class SurrealStore:
         loss cut it short), and the schema record (empty when there is none)."""
         rows = self._query(
             "SELECT * FROM ONLY $m; SELECT VALUE txn FROM ONLY $d;",
-            {
-                "m": RecordID(schema.META_TABLE, "schema"),
-                "d": RecordID(schema.META_TABLE, "upgraded"),
-            },
+            {"m": _SCHEMA_RECORD, "d": _UPGRADED_RECORD},
         )
         found = rows[0]["result"] if isinstance(rows[0]["result"], dict) else {}
         upgrade = found.get("upgrade")
         return found.get("version"), upgrade is not None and upgrade != rows[1]["result"], found
 
     def _apply_schema(self) -> None:
-        meta = RecordID(schema.META_TABLE, "schema")
-        done = RecordID(schema.META_TABLE, "upgraded")
         current, cut_short, found = self._schema_state()
         if current == schema.SCHEMA_VERSION and not cut_short:
             return
@@ -1197,7 +1197,13 @@ class SurrealStore:
             "UPSERT $d SET txn = $txn;\n"
             "COMMIT TRANSACTION;"
         )
-        params = {"m": meta, "d": done, "v": schema.SCHEMA_VERSION, "from": current, "b": build}
+        params = {
+            "m": _SCHEMA_RECORD,
+            "d": _UPGRADED_RECORD,
+            "v": schema.SCHEMA_VERSION,
+            "from": current,
+            "b": build,
+        }
         if isinstance(current, int):  # (not a new store's first schema)
             # Said before it starts: on a large store it takes a while (~30 s at 12k
             # executions).

@@ -1203,10 +1203,10 @@ class Orchestrator:
                 # Racing workers mint the same ids for a step, so the loser's creates can
                 # collide before its version guard is reached: a lost race if the execution
                 # moved on meanwhile.
-                duplicate = isinstance(exc, DuplicateRecord)
-                if duplicate and self.get(execution_id).version != seen_version:
+                stored = self.get(execution_id) if isinstance(exc, DuplicateRecord) else None
+                if stored is not None and stored.version != seen_version:
                     if step_name is not None:
-                        self._said_lost(execution_id, step_name)
+                        self._said_lost(execution_id, step_name, stored)
                     return _Next.LOST
                 # Otherwise another execution stored a shared record first (the same source
                 # ingested by two workflows at once), or the store refused a write of the
@@ -1220,15 +1220,19 @@ class Orchestrator:
             return _Stop(execution)
         return _Next.CONTINUE
 
-    def _said_lost(self, execution_id: str, step: str) -> None:
+    def _said_lost(
+        self, execution_id: str, step: str, stored: WorkflowExecution | None = None
+    ) -> None:
         """A step whose commit lost to another worker is a warning naming it, whatever the
         execution became (that worker may have run the step again, or finished it): it was
         said only when that worker still held the lease. A command's move (a cancel) while
-        the lease stayed this worker's is no loss to it."""
-        try:
-            stored = self.get(execution_id, with_input=False)
-        except (PortError, DomainError):
-            return  # the next turn's read says what is wrong
+        the lease stayed this worker's is no loss to it. `stored`: the execution as already
+        read again, if it was."""
+        if stored is None:
+            try:
+                stored = self.get(execution_id, with_input=False)
+            except (PortError, DomainError):
+                return  # the next turn's read says what is wrong
         if stored.lease_owner == self.worker_id:
             return
         _log.warning(
