@@ -250,10 +250,17 @@ class Executions(_Repository):
         return execution
 
     def tenant_of(self, execution_id: str) -> str | None:
-        """The tenant a stored execution names, read even if the rest of it cannot be."""
-        doc = self._uow.get(self.table, execution_id)
-        tenant = None if doc is None else doc.get("tenant")
-        return tenant if isinstance(tenant, str) else None
+        """The tenant a stored execution names, read even if the rest of it cannot be: from
+        its input's record when the store cannot hand the execution's back at all (a NUL
+        written into it)."""
+        for table in (self.table, INPUT_TABLE):
+            try:
+                doc = self._uow.get(table, execution_id)
+            except CorruptRecord:
+                continue
+            tenant = None if doc is None else doc.get("tenant")
+            return tenant if isinstance(tenant, str) else None
+        return None
 
     def by_idempotency_key(self, tenant: str, key: str) -> WorkflowExecution | None:
         rows = self._uow.select(self.table, {"tenant": tenant, "idempotency_key": key}, limit=1)

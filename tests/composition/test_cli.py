@@ -594,6 +594,14 @@ def test_text_with_a_nul_written_in_storage_stops_no_check_of_the_rest(fresh: Cl
     shown = fresh("executions", "show", edited, code=1).stderr
     assert f"execution {edited!r}: a stored record holds text with a NUL character" in shown
     assert "edited in storage" in shown and "store unavailable" not in shown
+    alone = fresh.json("audit", "verify", edited, code=1)  # reported as in the whole check
+    assert [(r["execution_id"], r["ok"]) for r in alone["reports"]] == [(edited, False)]
+    assert "NUL character" in alone["reports"][0]["problem"]
+    elsewhere = fresh("audit", "verify", edited, code=2, env={"GOVKERNEL_TENANT": "beta"})
+    assert f"no execution {edited!r} in tenant 'beta'" in elsewhere.stderr  # still not theirs
+    _die_holding(fresh.url)  # the check after a crash names it too, and goes on with the rest
+    reported = fresh.json("recover", code=1)
+    assert {r["execution_id"] for r in reported["broken_after_crash"]} == {edited, entry}
 
 
 def test_an_execution_copied_under_a_number_for_its_id_stops_no_check_of_the_rest(

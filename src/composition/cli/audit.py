@@ -480,7 +480,10 @@ def verify_chains(
     # other, instead of stopping the check of all the rest.
     if execution_id is not None:
         with app.uow_factory() as uow:
-            doc = uow.get("execution", execution_id)
+            try:
+                doc = uow.get("execution", execution_id)
+            except CorruptRecord:  # stored, but not to be handed back (a NUL written in it)
+                doc = {"tenant": uow.executions.tenant_of(execution_id)}
         moved = doc is not None and not queries.of_tenant(doc, app.runtime.tenant)
         if doc is None or moved:
             left = queries.orphan_trail(
