@@ -367,6 +367,28 @@ def _running(gk: Cli) -> list[str]:
         return [x.id for x in queries.executions_in(app.uow_factory, app.runtime.tenant, running)]
 
 
+def test_a_running_execution_with_a_nul_written_in_it_stops_no_recovery_of_the_rest(
+    gk: Cli,
+) -> None:
+    """The engine cannot hand such a record back at all: its tenant is read from its input's
+    record, to name it as this tenant's damaged one (recovery failed whole on it) and as
+    missing to any other tenant (which was told it exists)."""
+    _crashed_start(gk, "crash-1")
+    _crashed_start(gk, "crash-2")
+    damaged, intact = _running(gk)
+    with SurrealStore(SurrealConfig(gk.url)) as store:
+        store.select_rows(
+            "UPDATE $r SET last_error = $v RETURN NONE",
+            {"r": RecordID("execution", damaged), "v": "x\x00"},
+        )
+    done = gk.json("recover", code=1)
+    assert [(x["execution_id"], x["state"]) for x in done["resumed"]] == [(intact, "succeeded")]
+    [failed] = done["failed"]
+    assert failed["execution_id"] == damaged and "NUL character" in failed["error"]
+    theirs = gk("executions", "show", damaged, code=2, env={"GOVKERNEL_TENANT": "beta"})
+    assert theirs.stderr == f"error: no execution {damaged!r} in tenant 'beta'\n"
+
+
 def test_recover_resumes_an_interrupted_execution(gk: Cli) -> None:
     _crashed_start(gk, "crash-1")
     settings = load_settings({"GOVKERNEL_STORE": gk.url}, cwd=gk.cwd)
