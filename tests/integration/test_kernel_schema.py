@@ -291,6 +291,42 @@ def test_a_torn_delete_is_undone_with_its_key_record(tmp_path: Path) -> None:
         ]
 
 
+@pytest.mark.parametrize(
+    ("damage", "value", "said"),
+    [
+        ("txn", None, "`txn` is not text"),
+        ("base", "x", "`base` is not a count"),
+        # A table's name where a record id belongs: the engine refused its `DELETE` (said raw).
+        ("created", ["capsule"], "`created` is not a list of govkernel's records"),
+        ("created", [RecordID("no_such_table", "x")], "`created` is not a list"),
+        ("before", [["capsule", None]], "`before` is not a list of [record, document] pairs"),
+        ("before", {"a": 1}, "`before` is not a list"),
+        ("writes", [["put", "capsule", {}]], "`appends` is not a count"),  # the earlier format
+    ],
+)
+def test_a_crash_journal_edited_in_storage_is_named_and_nothing_is_undone_by_it(
+    tmp_path: Path, damage: str, value: Any, said: str
+) -> None:
+    """h173: a journal that was no dict of what govkernel writes failed every open with the
+    bare KeyError (`cannot open SurrealDB store (surrealkv://): 'txn'`)."""
+    path = tmp_path / "store"
+    with open_store(path) as store:
+        stored = _store_one_of_each(store)
+        torn = records.source_doc(samples.source())
+        _commit_torn(store, Batch((Write(Op.CREATE, "knowledge_source", "src-torn", torn),)))
+        store.select_rows(
+            "UPDATE $c SET journal[$f] = $v RETURN NONE",
+            {"c": compiler.EVENTS_COUNTER, "f": damage, "v": value},
+        )
+    with pytest.raises(StorageUnavailable) as refused:
+        open_store(path).__enter__()
+    assert said in str(refused.value) and "govkernel_counter:events" in str(refused.value)
+    with Surreal(f"surrealkv://{path}") as db:  # as it was: the repair bound none of it
+        db.use("govkernel", "govkernel")
+        capsules = db.query("SELECT VALUE id FROM capsule")
+    assert capsules == [RecordID("capsule", stored["capsule"].id)]
+
+
 def test_a_torn_append_is_undone_with_the_event_counter_so_the_log_has_no_gap(
     tmp_path: Path,
 ) -> None:

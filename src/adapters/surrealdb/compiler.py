@@ -250,6 +250,48 @@ class Repair:
     writes: int
 
 
+def journal_problem(journal: Mapping[str, Any]) -> str | None:
+    """What makes `journal` one govkernel never writes (edited in storage), or None: checked
+    before a repair binds any of it, which would delete and re-create what it names."""
+
+    def record(value: object) -> bool:
+        return isinstance(value, RecordID) and value.table_name in _JOURNALED
+
+    def count(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    if not isinstance(journal.get("txn"), str):
+        return "`txn` is not text"
+    if "writes" in journal:  # the earlier format
+        writes = journal["writes"]
+        if not count(journal.get("appends")):
+            return "`appends` is not a count"
+        if not isinstance(writes, list) or not all(
+            isinstance(w, list)
+            and len(w) == 3
+            and isinstance(w[0], str)
+            and record(w[1])
+            and isinstance(w[2], dict | None if w[0] == "delete" else dict)
+            for w in writes
+        ):
+            return "`writes` are not [operation, record, document] triples"
+        return None
+    if not count(journal.get("base")):
+        return "`base` is not a count"
+    created, before = journal.get("created"), journal.get("before")
+    if not isinstance(created, list) or not all(record(r) for r in created):
+        return "`created` is not a list of govkernel's records"
+    if not isinstance(before, list) or not all(
+        isinstance(b, list) and len(b) == 2 and record(b[0]) and isinstance(b[1], dict | None)
+        for b in before
+    ):
+        return "`before` is not a list of [record, document] pairs"
+    return None
+
+
+_JOURNALED = frozenset(TABLES) | {KEY_TABLE}
+
+
 def repair(journal: dict[str, Any], counter: int) -> Repair:
     """How to repair a journaled transaction whose completion marker is missing.
 

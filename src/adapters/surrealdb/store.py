@@ -1279,7 +1279,17 @@ class SurrealStore:
         journal = counter.get("journal")
         if not isinstance(journal, dict) or journal.get("txn") == done:
             return
-        repair = compiler.repair(journal, int(counter.get("n") or 0))
+        n = counter.get("n") or 0
+        problem = compiler.journal_problem(journal)
+        if problem is None and (not isinstance(n, int) or isinstance(n, bool)):
+            problem = "the counter's `n` beside it is not a count"
+        if problem is not None:
+            raise StorageUnavailable(
+                f"the crash journal in {compiler.EVENTS_COUNTER} is not one govkernel writes"
+                f" ({problem}: edited in storage), so whether the last transaction was torn"
+                " cannot be told, nor undone: restore the store from a backup"
+            )
+        repair = compiler.repair(journal, n)
         rows = self._query(repair.compiled.text, repair.compiled.params)
         failed = [r for r in rows if r.get("status") != "OK"]
         if failed:
