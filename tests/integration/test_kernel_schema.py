@@ -18,7 +18,7 @@ from adapters.surrealdb import schema as surreal_schema
 from adapters.surrealdb.store import StoreLock
 from domain.model.lifecycle import ExecutionState
 from ports import records
-from ports.errors import DuplicateRecord, StorageUnavailable
+from ports.errors import CorruptRecord, DuplicateRecord, StorageUnavailable
 from ports.storage import Batch, Op, Write
 
 META = RecordID(surreal_schema.META_TABLE, "schema")
@@ -289,6 +289,44 @@ def test_a_torn_delete_is_undone_with_its_key_record(tmp_path: Path) -> None:
         assert store.select_rows("SELECT VALUE ref FROM ONLY $k", {"k": key}) == [
             RecordID("capsule", capsule.id)
         ]
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "field", "named"),
+    [
+        ("govkernel_counter", "events", "n", "govkernel_counter:events or"),
+        ("govkernel_counter", "committed", "txn", "or govkernel_counter:committed"),
+        ("govkernel_meta", "schema", "version", "govkernel_meta:schema or"),
+        ("govkernel_meta", "store", "store_id", "govkernel_meta:store"),
+    ],
+)
+def test_a_nul_written_into_a_record_every_open_reads_is_named(
+    tmp_path: Path, table: str, key: str, field: str, named: str
+) -> None:
+    """h173: every command failed with "a stored record holds text with a NUL character",
+    naming no record, and as a CorruptRecord (exit 1) where the store cannot be used."""
+    path = tmp_path / "store"
+    with open_store(path) as store:
+        _store_one_of_each(store)
+        store.select_rows(
+            f"UPDATE $r SET {field} = $v RETURN NONE", {"r": RecordID(table, key), "v": "x\x00"}
+        )
+    with pytest.raises(StorageUnavailable, match=f"{re.escape(named)}.*NUL.*from a backup$"):
+        open_store(path).__enter__()
+
+
+def test_a_record_found_by_its_natural_key_that_cannot_be_handed_back_is_named(
+    tmp_path: Path,
+) -> None:
+    with open_store(tmp_path / "store") as store:
+        source = _store_one_of_each(store)["source"]
+        store.select_rows(
+            "UPDATE $r SET content_text = $v RETURN NONE",
+            {"r": RecordID("knowledge_source", source.id), "v": "x\x00"},
+        )
+        with store.unit_of_work() as uow, pytest.raises(CorruptRecord) as found:
+            uow.sources.find_identical(source.tenant, source.source_url, source.content_digest)
+    assert str(found.value).startswith(f"knowledge_source {source.id!r}: a stored record holds")
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -1134,10 +1134,11 @@ class SurrealStore:
     def _schema_state(self) -> tuple[Any, bool, dict[str, Any]]:
         """The stored schema version, whether an upgrade was begun and not finished (a power
         loss cut it short), and the schema record (empty when there is none)."""
-        rows = self._query(
-            "SELECT * FROM ONLY $m; SELECT VALUE txn FROM ONLY $d;",
-            {"m": _SCHEMA_RECORD, "d": _UPGRADED_RECORD},
-        )
+        with self._naming(f"{_SCHEMA_RECORD} or {_UPGRADED_RECORD}"):
+            rows = self._query(
+                "SELECT * FROM ONLY $m; SELECT VALUE txn FROM ONLY $d;",
+                {"m": _SCHEMA_RECORD, "d": _UPGRADED_RECORD},
+            )
         found = rows[0]["result"] if isinstance(rows[0]["result"], dict) else {}
         upgrade = found.get("upgrade")
         return found.get("version"), upgrade is not None and upgrade != rows[1]["result"], found
@@ -1253,7 +1254,8 @@ class SurrealStore:
         get one too). One statement, so two first opens of a server's database agree. None
         when it cannot be minted: a server user allowed only to read."""
         record = RecordID(schema.META_TABLE, "store")
-        rows = self.select_rows("SELECT VALUE store_id FROM ONLY $s", {"s": record})
+        with self._naming(str(record)):
+            rows = self.select_rows("SELECT VALUE store_id FROM ONLY $s", {"s": record})
         if rows and isinstance(rows[0], str):
             return rows[0]
         try:
@@ -1267,12 +1269,24 @@ class SurrealStore:
             return None
         return str(rows[0])
 
+    @contextlib.contextmanager
+    def _naming(self, records: str) -> Iterator[None]:
+        """Reads of `records`, which every open reads: one that cannot be handed back (a NUL
+        written into it) is named, or every command fails with nothing to go on."""
+        try:
+            yield
+        except CorruptRecord:
+            raise StorageUnavailable(
+                f"{records}: {NUL_STORED}; restore the store from a backup"
+            ) from None
+
     def _repair_torn(self) -> None:
         """Undo the last transaction if the engine kept only part of it."""
-        rows = self._query(
-            "SELECT * FROM ONLY $ctr; SELECT VALUE txn FROM ONLY $done;",
-            {"ctr": compiler.EVENTS_COUNTER, "done": compiler.COMMITTED_MARKER},
-        )
+        with self._naming(f"{compiler.EVENTS_COUNTER} or {compiler.COMMITTED_MARKER}"):
+            rows = self._query(
+                "SELECT * FROM ONLY $ctr; SELECT VALUE txn FROM ONLY $done;",
+                {"ctr": compiler.EVENTS_COUNTER, "done": compiler.COMMITTED_MARKER},
+            )
         counter, done = rows[0].get("result"), rows[1].get("result")
         if not isinstance(counter, dict):
             return
@@ -1723,9 +1737,12 @@ class SurrealStore:
         if keyed is None or any(isinstance(v, AnyOf | Range) or v is None for v in where.values()):
             return None
         index, names = keyed
-        rows = self.select_rows(
-            "SELECT * FROM ONLY $k.ref", {"k": compiler.key_record(index, names, where)}
-        )
+        key = compiler.key_record(index, names, where)
+        try:
+            rows = self.select_rows("SELECT * FROM ONLY $k.ref", {"k": key})
+        except CorruptRecord:  # named, as a read by its id names it
+            [ref] = self.select_rows("SELECT VALUE ref FROM ONLY $k", {"k": key})
+            raise CorruptRecord(f"{table} {_key({'id': ref})!r}: {NUL_STORED}") from None
         if not rows or rows[0] is None:
             return []
         doc = _strip(rows[0])
