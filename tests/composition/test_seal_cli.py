@@ -233,6 +233,22 @@ def test_a_seal_of_the_previous_key_is_said_as_one_mid_rotation(fresh: Cli) -> N
     no_key_shown(fresh)
 
 
+def test_a_trail_left_of_an_execution_deleted_is_named_not_sealed_over(fresh: Cli) -> None:
+    """h173: `audit seal --unsealed` said "refused 0" and exited 0 over it, where `audit
+    verify` and `audit anchor` fail naming it."""
+    kept = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    gone = fresh.json("run", "knowledge-publication", str(IMF))["execution_id"]
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        store.select_rows("DELETE $r", {"r": RecordID("execution", gone)})
+    done = fresh.json("audit", "seal", "--unsealed", env=KEYED, code=1)
+    outcomes = {r["execution_id"]: (r["outcome"], r["problem"]) for r in done["results"]}
+    assert outcomes[kept] == ("sealed", None) and outcomes[gone][0] == "refused"
+    assert "the execution record is gone" in outcomes[gone][1]
+    assert f"{gone} was left unsealed: the execution record is gone" in fresh.stderr
+    beta = fresh.json("audit", "seal", "--unsealed", env=KEYED | {"GOVKERNEL_TENANT": "beta"})
+    assert beta["results"] == []  # not another tenant's to name
+
+
 def test_audit_seal_covers_this_tenant_unless_asked_for_every_tenant(fresh: Cli) -> None:
     """It ran over every tenant's executions: one tenant's operator was shown another's
     execution ids, approvers and broken trails, and failed over them (h148)."""

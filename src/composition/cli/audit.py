@@ -309,6 +309,10 @@ def audit_seal(
                     # Listed, yet no execution reads by this id: not one of ours.
                     outcome = sealing.SealOutcome(xid, sealing.Sealing.REFUSED, queries.NOT_TEXT)
                 outcomes.append(outcome)
+        if execution_id is None:  # a trail left of an execution gone: nothing to seal, said
+            for xid, (count, _) in queries.orphan_trails(app.uow_factory, tenant).items():
+                gone = queries.orphan_report(xid, count).problem
+                outcomes.append(sealing.SealOutcome(xid, sealing.Sealing.REFUSED, gone))
     counts = {o: sum(r.outcome is o for r in outcomes) for o in sealing.Sealing}
     done = (sealing.Sealing.SEALED, sealing.Sealing.MOVED, sealing.Sealing.ALREADY)
     left = [r for r in outcomes if r.outcome not in done]
