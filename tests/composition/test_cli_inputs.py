@@ -445,7 +445,9 @@ def test_an_interrupted_audit_seal_says_the_same_command_seals_the_rest(
     monkeypatch.setenv("GOVKERNEL_AUDIT_KEY", "0f1e2d3c4b5a69788796a5b4c3d2e1f0" * 2)
     monkeypatch.setattr(sealing, "seal", _interrupted)
     _, err = gk(capsys, *store, "audit", "seal", "--unsealed", code=130)
-    assert "the same `govkernel audit seal` seals the rest" in err and "recover" not in err
+    # As given (h174: `--unsealed` was left out, and the command said sealed nothing).
+    said = f"the same `govkernel --store {store[1]} audit seal --unsealed` seals the rest"
+    assert said in err and "recover" not in err
     # A store it could not open, it sealed nothing of (found by a review).
     nowhere = ("--store", f"surrealkv://{tmp_path / 'nowhere'}")
     _, err = gk(capsys, *nowhere, "audit", "seal", code=2)

@@ -18,7 +18,7 @@ from domain.model.errors import InvalidInput
 from domain.model.seal import AuditKey
 from ports.records import audit_key
 from tests.composition.test_anchors import rewrite
-from tests.composition.test_cli import FRED, IMF, Cli
+from tests.composition.test_cli import FRED, IMF, Cli, _die_holding
 from tests.composition.test_cli import fresh as fresh  # a fixture
 from tests.workflow.harness import request
 
@@ -247,6 +247,27 @@ def test_a_trail_left_of_an_execution_deleted_is_named_not_sealed_over(fresh: Cl
     assert f"{gone} was left unsealed: the execution record is gone" in fresh.stderr
     beta = fresh.json("audit", "seal", "--unsealed", env=KEYED | {"GOVKERNEL_TENANT": "beta"})
     assert beta["results"] == []  # not another tenant's to name
+
+
+def test_a_seal_run_stopped_by_a_crash_is_said_as_one_by_recover(fresh: Cli) -> None:
+    """h174: the check after the crash named every execution the run had not reached as a
+    seal that does not hold, which reads as forgery: with only seals missing, it says so,
+    and what finishes the run."""
+    sealed = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    fresh.json("run", "knowledge-publication", str(IMF))
+    fresh.json("audit", "seal", sealed, "--unsealed", env=KEYED)  # as far as the run came
+    _die_holding(fresh.url)
+    cut = fresh("recover", env=KEYED, code=1).stderr
+    assert "1 audit seal(s) that do not hold after the crash" in cut
+    assert "if the crash stopped an `audit seal --unsealed`" in cut
+    assert f"`govkernel --store {fresh.url} audit seal --unsealed` seals the rest" in cut
+    fresh.json("audit", "seal", "--unsealed", env=KEYED)
+    assert "every audit chain intact" in fresh("recover", env=KEYED).stdout
+    rewrite(fresh.url, sealed, 3, "nothing to see")  # a seal that no longer holds: not that
+    _die_holding(fresh.url)
+    forged = fresh("recover", env=KEYED, code=1).stderr
+    assert "1 audit seal(s) that do not hold" in forged and "stopped" not in forged
+    no_key_shown(fresh)
 
 
 def test_audit_seal_covers_this_tenant_unless_asked_for_every_tenant(fresh: Cli) -> None:

@@ -752,7 +752,7 @@ def test_audit_seal_stopped_by_a_full_disk_says_the_same_command_seals_the_rest(
     seal = ("audit", "seal", "--unsealed")
     full = _cli(path, *seal, max_file_bytes=segment.stat().st_size + 3000, env=keyed)
     assert full.returncode == 2
-    assert "the same `govkernel audit seal` seals the rest" in full.stderr
+    assert "the same `govkernel audit seal --unsealed` seals the rest" in full.stderr
     done = _cli(path, *seal, env=keyed)
     assert done.returncode == 0 and "left unsealed 0" in done.stdout
 

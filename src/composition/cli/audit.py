@@ -279,8 +279,16 @@ def audit_seal(
     before = None if previous is None else AuditKey.earlier(previous)
     if all_tenants and execution_id is not None:
         raise Failed("give EXECUTION or --all-tenants, not both", EXIT_USAGE)
+    same = "".join(
+        (
+            f"govkernel{s.hint()} audit seal",
+            "" if execution_id is None else f" {render.shell_word(execution_id)}",
+            " --all-tenants" if all_tenants else "",
+            " --unsealed" if unsealed else "",
+        )
+    )
     with s.app(existing=True) as (app, _):
-        s.again = "what it sealed stands; the same `govkernel audit seal` seals the rest"
+        s.again = f"what it sealed stands; the same `{same}` seals the rest"
         # Another tenant's executions are named (and their problems said) only when asked
         # for, as every other command reads them as missing.
         tenant = None if all_tenants else app.runtime.tenant

@@ -181,8 +181,18 @@ def recover(ctx: click.Context) -> None:
             what = (
                 "seal(s) that do not hold" if all(r.seal for _, r in broken) else "chain(s) broken"
             )
+            cut_short = ""
+            if all((r.problem or "").startswith("not sealed:") for _, r in broken):
+                # What a `seal --unsealed` the crash stopped leaves (h174): said, or it reads
+                # as forgery, and a backup is restored over nothing.
+                every = " --all-tenants" if others else ""
+                cut_short = (
+                    "; each chain is intact, and only its seal is missing: if the crash stopped"
+                    f" an `audit seal --unsealed`, `govkernel{s.hint()} audit seal --unsealed"
+                    f"{every}` seals the rest, and `recover` then checks again"
+                )
             raise Failed(
-                f"{len(broken)} audit {what} after the crash{elsewhere}{first}",
+                f"{len(broken)} audit {what} after the crash{elsewhere}{first}{cut_short}",
                 EXIT_FAILED,
             )
         if failures:
