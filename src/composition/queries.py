@@ -101,7 +101,9 @@ def broken_chains(
     with uow_factory() as uow:
         listed = uow.executions.every(with_input=False, unreadable=unreadable)
         tenants = {x.id: x.tenant for x in listed}
-        tenants |= {key: uow.executions.tenant_of(key) or "" for key in unreadable}
+        # One whose tenant no longer reads as text, or at all: the tenant its trail pinned.
+        odd = [key for key, tenant in tenants.items() if not isinstance(tenant, str)]
+        tenants |= {key: uow.executions.tenant_of(key) or "" for key in odd + unreadable}
     broken = []
     with (progress or quietly)(list(tenants)) as items:
         for xid in items:

@@ -250,17 +250,30 @@ class Executions(_Repository):
         return execution
 
     def tenant_of(self, execution_id: str) -> str | None:
-        """The tenant a stored execution names, read even if the rest of it cannot be: from
-        its input's record when the store cannot hand the execution's back at all (a NUL
-        written into it)."""
-        for table in (self.table, INPUT_TABLE):
-            try:
-                doc = self._uow.get(table, execution_id)
-            except CorruptRecord:
-                continue
-            tenant = None if doc is None else doc.get("tenant")
-            return tenant if isinstance(tenant, str) else None
-        return None
+        """The tenant a stored execution names, read even if the rest of it cannot be. When
+        its own record names none that reads (the store cannot hand it back: a NUL written
+        into it; a tenant that is no text), the tenant its first audit entry pinned, which
+        its chain covers, else its input record's; None for an execution not stored."""
+        try:
+            doc = self._uow.get(self.table, execution_id)
+        except CorruptRecord:
+            doc = {}
+        if doc is None:
+            return None
+        tenant = doc.get("tenant")
+        if not isinstance(tenant, str):
+            first = self._readable("audit", records.audit_key(execution_id, 1))
+            tenant = (read_pins(first.get("pinned")) or {}).get("tenant")
+        if not isinstance(tenant, str):
+            tenant = self._readable(INPUT_TABLE, execution_id).get("tenant")
+        return tenant if isinstance(tenant, str) else None
+
+    def _readable(self, table: str, key: str) -> Document:
+        """The record, or nothing to go on (empty) where it is missing or cannot be read."""
+        try:
+            return self._uow.get(table, key) or {}
+        except CorruptRecord:
+            return {}
 
     def by_idempotency_key(self, tenant: str, key: str) -> WorkflowExecution | None:
         rows = self._uow.select(self.table, {"tenant": tenant, "idempotency_key": key}, limit=1)

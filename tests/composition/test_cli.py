@@ -368,24 +368,24 @@ def _running(gk: Cli) -> list[str]:
 
 
 def test_a_running_execution_with_a_nul_written_in_it_stops_no_recovery_of_the_rest(
-    gk: Cli,
+    fresh: Cli,
 ) -> None:
-    """The engine cannot hand such a record back at all: its tenant is read from its input's
-    record, to name it as this tenant's damaged one (recovery failed whole on it) and as
-    missing to any other tenant (which was told it exists)."""
-    _crashed_start(gk, "crash-1")
-    _crashed_start(gk, "crash-2")
-    damaged, intact = _running(gk)
-    with SurrealStore(SurrealConfig(gk.url)) as store:
+    """The engine cannot hand such a record back at all: whose it is, is read from what its
+    trail pinned, to name it as this tenant's damaged one (recovery failed whole on it) and
+    as missing to any other tenant (which was told it exists)."""
+    _crashed_start(fresh, "crash-1")
+    _crashed_start(fresh, "crash-2")
+    damaged, intact = _running(fresh)
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
         store.select_rows(
             "UPDATE $r SET last_error = $v RETURN NONE",
             {"r": RecordID("execution", damaged), "v": "x\x00"},
         )
-    done = gk.json("recover", code=1)
+    done = fresh.json("recover", code=1)
     assert [(x["execution_id"], x["state"]) for x in done["resumed"]] == [(intact, "succeeded")]
     [failed] = done["failed"]
     assert failed["execution_id"] == damaged and "NUL character" in failed["error"]
-    theirs = gk("executions", "show", damaged, code=2, env={"GOVKERNEL_TENANT": "beta"})
+    theirs = fresh("executions", "show", damaged, code=2, env={"GOVKERNEL_TENANT": "beta"})
     assert theirs.stderr == f"error: no execution {damaged!r} in tenant 'beta'\n"
 
 
@@ -624,6 +624,50 @@ def test_text_with_a_nul_written_in_storage_stops_no_check_of_the_rest(fresh: Cl
     _die_holding(fresh.url)  # the check after a crash names it too, and goes on with the rest
     reported = fresh.json("recover", code=1)
     assert {r["execution_id"] for r in reported["broken_after_crash"]} == {edited, entry}
+
+
+def test_an_execution_whose_tenant_no_longer_reads_is_named_in_its_own_tenant(
+    fresh: Cli,
+) -> None:
+    """h173: after a crash, one whose tenant was made a number was counted as another
+    tenant's ("1 in other tenants"), naming nothing: its first audit entry pinned whose it
+    is, as `audit verify` already read it."""
+    xid = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        store.select_rows(
+            "DEFINE FIELD OVERWRITE tenant ON TABLE execution TYPE any;"
+            " UPDATE $r SET tenant = 42 RETURN NONE;",
+            {"r": RecordID("execution", xid)},
+        )
+    _die_holding(fresh.url)
+    reported = fresh.json("recover", code=1)
+    assert [r["execution_id"] for r in reported["broken_after_crash"]] == [xid]
+    assert reported["broken_after_crash_in_other_tenants"] == 0
+
+
+def test_an_input_record_moved_to_another_tenant_is_damage_not_another_tenants(
+    fresh: Cli,
+) -> None:
+    """h173: an input record's tenant was never compared with its execution's, and it is
+    what tells whose an execution is when the execution's own record cannot be read."""
+    xid = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
+    with SurrealStore(SurrealConfig(fresh.url)) as store:
+        store.select_rows(
+            "UPDATE $r SET tenant = 'beta' RETURN NONE", {"r": RecordID("execution_input", xid)}
+        )
+    said = f"its input record (execution_input {xid!r}) names another tenant"
+    [report] = fresh.json("audit", "verify", code=1)["reports"]
+    assert (report["execution_id"], report["ok"]) == (xid, False) and said in report["problem"]
+    assert said in fresh("executions", "show", xid, code=1).stderr
+    with SurrealStore(SurrealConfig(fresh.url)) as store:  # and then its record unreadable
+        store.select_rows(
+            "UPDATE $r SET last_error = $v RETURN NONE",
+            {"r": RecordID("execution", xid), "v": "x\x00"},
+        )
+    beta = fresh("executions", "show", xid, code=2, env={"GOVKERNEL_TENANT": "beta"})
+    assert beta.stderr == f"error: no execution {xid!r} in tenant 'beta'\n"  # the pin says
+    [report] = fresh.json("audit", "verify", code=1)["reports"]
+    assert report["entries"] == 7 and "NUL character" in report["problem"]
 
 
 def test_an_execution_copied_under_a_number_for_its_id_stops_no_check_of_the_rest(

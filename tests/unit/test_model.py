@@ -318,7 +318,7 @@ def test_approval_times_are_stored_in_utc_as_the_same_instant() -> None:
     x.approvals = (Approval("alice", "reviewer", granted),)
     doc = records.execution_doc(x, 1)
     assert "+05:45" not in doc["approvals_json"] and "+00:00" in doc["approvals_json"]
-    (read,) = records.execution_from(x.id, doc, {"input_json": "{}"}).approvals
+    (read,) = records.execution_from(x.id, doc, records.execution_input_doc(x)).approvals
     assert read.granted_at == granted and read.granted_at.utcoffset() == timedelta(0)
 
 
