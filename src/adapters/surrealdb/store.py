@@ -1741,8 +1741,10 @@ class SurrealStore:
         try:
             rows = self.select_rows("SELECT * FROM ONLY $k.ref", {"k": key})
         except CorruptRecord:  # named, as a read by its id names it
-            [ref] = self.select_rows("SELECT VALUE ref FROM ONLY $k", {"k": key})
-            raise CorruptRecord(f"{table} {_key({'id': ref})!r}: {NUL_STORED}") from None
+            refs = self.select_rows("SELECT VALUE ref FROM ONLY $k", {"k": key})
+            if not refs or not isinstance(refs[0], RecordID):
+                raise
+            raise CorruptRecord(f"{table} {str(refs[0].id)!r}: {NUL_STORED}") from None
         if not rows or rows[0] is None:
             return []
         doc = _strip(rows[0])
