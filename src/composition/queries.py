@@ -158,7 +158,8 @@ def verify_listed(verify: Callable[[str], ChainReport], execution_id: str) -> Ch
 
 NOT_TEXT = (
     "listed, but no execution reads by this id: its record's id is not text, which govkernel"
-    " never writes (edited in storage)"
+    " never writes, or neither its record nor its first audit entry reads back to tell whose"
+    " it is (edited in storage)"
 )
 
 

@@ -500,6 +500,8 @@ def execution_from(
         # Neither its own record (schema 5 on) nor the execution's holds it: said as what it
         # is, not as the KeyError looking for it meets.
         raise ValueError(f"its input record (execution_input {key!r}) is missing")
+    if not isinstance(d["tenant"], str):
+        raise ValueError("its tenant is not text")
     loaded = None if input_doc is INPUT_NOT_LOADED else input_doc
     if loaded is not None and loaded.get("tenant") != d["tenant"]:
         # Its tenant tells whose the execution is when its own record cannot be read.

@@ -16,7 +16,7 @@ from domain.model.errors import shown
 from domain.model.evidence import EventEnvelope, EvidenceManifest
 from domain.model.execution import WorkflowExecution, read_pins
 from domain.model.knowledge import KnowledgeSource
-from domain.model.lifecycle import AuditEntry, ExecutionState
+from domain.model.lifecycle import GENESIS, AuditEntry, ExecutionState
 from domain.model.policy import PolicyDecision
 from domain.model.validation import with_article
 from ports import records
@@ -250,10 +250,8 @@ class Executions(_Repository):
         return execution
 
     def tenant_of(self, execution_id: str) -> str | None:
-        """The tenant a stored execution names, read even if the rest of it cannot be. When
-        its own record names none that reads (the store cannot hand it back: a NUL written
-        into it; a tenant that is no text), the tenant its first audit entry pinned, which
-        its chain covers, else its input record's; None for an execution not stored."""
+        """The tenant a stored execution names, read even if the rest of it cannot be; None
+        for an execution not stored, or one whose tenant cannot be told."""
         try:
             doc = self._uow.get(self.table, execution_id)
         except CorruptRecord:
@@ -261,19 +259,19 @@ class Executions(_Repository):
         if doc is None:
             return None
         tenant = doc.get("tenant")
-        if not isinstance(tenant, str):
-            first = self._readable("audit", records.audit_key(execution_id, 1))
-            tenant = (read_pins(first.get("pinned")) or {}).get("tenant")
-        if not isinstance(tenant, str):
-            tenant = self._readable(INPUT_TABLE, execution_id).get("tenant")
-        return tenant if isinstance(tenant, str) else None
-
-    def _readable(self, table: str, key: str) -> Document:
-        """The record, or nothing to go on (empty) where it is missing or cannot be read."""
+        if isinstance(tenant, str):
+            return tenant
+        # Its record names none that reads (the store cannot hand it back: a NUL written
+        # into it; a tenant that is no text): the tenant its first audit entry pinned, if
+        # that entry is as it was written, for the chain covers what it pins.
         try:
-            return self._uow.get(table, key) or {}
+            found = self._uow.get("audit", records.audit_key(execution_id, 1))
+            first = None if found is None else records.audit_from(found)
         except CorruptRecord:
-            return {}
+            first = None
+        if first is None or first.execution_id != execution_id or first.prev_hash != GENESIS:
+            return None
+        return _pinned_tenant(first.pinned) if first.recomputed() == first.hash else None
 
     def by_idempotency_key(self, tenant: str, key: str) -> WorkflowExecution | None:
         rows = self._uow.select(self.table, {"tenant": tenant, "idempotency_key": key}, limit=1)

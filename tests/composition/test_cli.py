@@ -643,6 +643,9 @@ def test_an_execution_whose_tenant_no_longer_reads_is_named_in_its_own_tenant(
     reported = fresh.json("recover", code=1)
     assert [r["execution_id"] for r in reported["broken_after_crash"]] == [xid]
     assert reported["broken_after_crash_in_other_tenants"] == 0
+    # Said as what it is (h175: blamed on its input record, which was intact).
+    assert "its tenant is not text" in fresh("executions", "show", xid, code=1).stderr
+    fresh("executions", "show", xid, code=2, env={"GOVKERNEL_TENANT": "beta"})
 
 
 def test_an_input_record_moved_to_another_tenant_is_damage_not_another_tenants(
@@ -668,6 +671,16 @@ def test_an_input_record_moved_to_another_tenant_is_damage_not_another_tenants(
     assert beta.stderr == f"error: no execution {xid!r} in tenant 'beta'\n"  # the pin says
     [report] = fresh.json("audit", "verify", code=1)["reports"]
     assert report["entries"] == 7 and "NUL character" in report["problem"]
+    first = RecordID("audit", audit_key(xid, 1))
+    with SurrealStore(SurrealConfig(fresh.url)) as store:  # its pin edited too (h175)
+        [pinned] = store.select_rows("SELECT VALUE pinned FROM ONLY $r", {"r": first})
+        moved = pinned.replace('"tenant":"default"', '"tenant":"beta"')
+        assert moved != pinned
+        store.select_rows("UPDATE $r SET pinned = $p RETURN NONE", {"r": first, "p": moved})
+    beta = fresh("executions", "show", xid, code=2, env={"GOVKERNEL_TENANT": "beta"})
+    assert beta.stderr == f"error: no execution {xid!r} in tenant 'beta'\n"  # its hash fails
+    [report] = fresh.json("audit", "verify", code=1)["reports"]  # still its owner's to see
+    assert report["execution_id"] == xid and not report["ok"]
 
 
 def test_an_execution_copied_under_a_number_for_its_id_stops_no_check_of_the_rest(
