@@ -651,8 +651,9 @@ def test_an_execution_whose_tenant_no_longer_reads_is_named_in_its_own_tenant(
 def test_an_input_record_moved_to_another_tenant_is_damage_not_another_tenants(
     fresh: Cli,
 ) -> None:
-    """h173: an input record's tenant was never compared with its execution's, and it is
-    what tells whose an execution is when the execution's own record cannot be read."""
+    """h173: an input record's tenant was never compared with its execution's. Whose the
+    execution is, once its own record cannot be read, is what its first entry pinned, and
+    only while that entry's hash holds (h175: an edited pin told another tenant of it)."""
     xid = fresh.json("run", "knowledge-publication", str(FRED))["execution_id"]
     with SurrealStore(SurrealConfig(fresh.url)) as store:
         store.select_rows(
