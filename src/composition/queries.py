@@ -239,6 +239,21 @@ def audit_trail(uow_factory: UnitOfWorkFactory, tenant: str, execution_id: str) 
         return uow.audit.for_execution(execution_id)
 
 
+def entries_before(
+    uow_factory: UnitOfWorkFactory, execution_id: str, sequence: int
+) -> list[AuditEntry]:
+    """The entries of a trail before `sequence`, the first that does not read: shown, as
+    far as they go."""
+    entries = []
+    with uow_factory() as uow:
+        for n in range(1, sequence):
+            entry = uow.audit.entry(execution_id, n)
+            if entry is None:
+                break
+            entries.append(entry)
+    return entries
+
+
 def events_after(
     uow_factory: UnitOfWorkFactory, tenant: str, position: int, limit: int
 ) -> list[EventEnvelope]:

@@ -763,6 +763,9 @@ def test_an_audit_entry_that_does_not_read_is_named_where_it_is(fresh: Cli) -> N
     shown = fresh("executions", "show", xid, code=1)  # the execution is still shown
     assert shown.stdout.split()[:2] == ["execution", xid]
     assert f"CHAIN BROKEN at #4: stored audit entry '{xid}:000000004'" in shown.stdout
+    # The entries before it are shown (h173: none were, over the trail's empty table).
+    assert re.search(r"\n3 +[-0-9: ]+ operator +running -> running +ingest ", shown.stdout)
+    assert "audit trail (7 entries, CHAIN BROKEN at #4" in shown.stdout  # stored, not shown
     record = fresh.json("executions", "show", xid, code=1)
     assert (record["state"], record["verification"]["first_bad_sequence"]) == ("succeeded", 4)
     [report] = fresh.json("audit", "verify", code=1)["reports"]

@@ -196,8 +196,8 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
         x = app.orchestrator.get(execution_id)
         try:
             trail = queries.audit_trail(app.uow_factory, app.runtime.tenant, execution_id)
-        except CorruptRecord:  # an entry that does not read: the verification names it
-            trail = []
+        except CorruptRecord as exc:  # an entry that does not read: the verification names
+            trail = queries.entries_before(app.uow_factory, execution_id, exc.entry or 1)  # it
         report = verified(app, execution_id)
         pinned = started_step_names(trail)
         definition = describing(
@@ -303,7 +303,7 @@ def executions_show(ctx: click.Context, execution_id: str) -> None:
             else f"CHAIN BROKEN at #{report.first_bad_sequence}: {report.problem}"
         )
         s.echo()
-        stored = len(trail) if trail else report.entries
+        stored = max(len(trail), report.entries)  # (the trail shown stops at one unread)
         s.echo(render.safe(f"audit trail ({stored} entries, {verdict})"))
         s.echo(render.audit_table(trail))
         if not report.ok:
